@@ -1,0 +1,25 @@
+"""napari dock widgets for napari-topo.
+
+Widgets are thin: they collect the user's choices, run the Qt-free core in a worker
+thread and apply the results on the GUI thread.  This package is imported by napari
+through the plugin manifest (``napari.yaml``), which names each widget module directly,
+so nothing heavy (Qt, napari, torch) is imported here; ``MetricsWidget`` is resolved
+lazily on first access.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers only
+    from .metrics import MetricsWidget
+
+__all__ = ["MetricsWidget"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "MetricsWidget":
+        from .metrics import MetricsWidget
+
+        return MetricsWidget
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

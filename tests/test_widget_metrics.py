@@ -1,0 +1,482 @@
+"""GUI tests of the "Topology metrics" dock widget (napari_topo.widgets.metrics).
+
+They drive the widget as a user would: add layers, pick them, press Compute, wait for
+the worker, read the table. Run under Xvfb (pytest-xvfb starts it automatically).
+
+Run as a script to regenerate the screenshot used in the docs:
+    xvfb-run -a python tests/test_widget_metrics.py docs/images/metrics_widget.png
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import threading
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("qtpy")
+
+from napari.utils.notifications import NotificationSeverity, notification_manager  # noqa: E402
+
+from napari_topo.topology import metrics as core  # noqa: E402
+from napari_topo.widgets.metrics import MetricsWidget, format_metric_value  # noqa: E402
+
+PLUGIN = "napari-topo"
+WIDGET_NAME = "Topology metrics"
+SCALE = (2.0, 1.0, 1.0)
+TIMEOUT_MS = 60_000
+
+gui = pytest.mark.gui
+# The widget must use napari's public API only: a private attribute read through the
+# viewer proxy that napari hands to plugin widgets warns, and this makes it an error.
+no_private_access = pytest.mark.filterwarnings("error:Private attribute access")
+
+
+# ------------------------------------------------------------------------------ data
+
+
+def tube() -> np.ndarray:
+    """A straight 5x5-voxel bar along x in a 32^3 volume (one component, no loop).
+
+    Odd width on purpose: scikit-image's 3D thinning deletes bars of even width
+    entirely (scikit-image issue #3757), which would leave clDice nothing to score.
+    """
+    vol = np.zeros((32, 32, 32), dtype=np.uint8)
+    vol[14:19, 14:19, 4:28] = 1
+    return vol
+
+
+def broken_tube() -> np.ndarray:
+    """The same bar with a 2-voxel gap: two components, so Betti-0 error is 1."""
+    vol = tube()
+    vol[:, :, 15:17] = 0
+    return vol
+
+
+def expected_dice() -> float:
+    n_gt = 5 * 5 * 24
+    n_pred = 5 * 5 * 22
+    return 2 * n_pred / (n_pred + n_gt)  # the prediction lies inside the ground truth
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def add_pair(viewer, pred=None, gt=None):
+    pred_layer = viewer.add_labels(
+        broken_tube() if pred is None else pred, name="pred", scale=SCALE
+    )
+    gt_layer = viewer.add_labels(tube() if gt is None else gt, name="gt", scale=SCALE)
+    return pred_layer, gt_layer
+
+
+def dock_via_manifest(viewer) -> MetricsWidget:
+    """Open the widget the way napari's Plugins menu does, through napari.yaml."""
+    from npe2 import PluginManifest
+
+    try:  # napari skips a plugin whose manifest does not validate: say why up front
+        PluginManifest.from_distribution(PLUGIN)
+    except Exception as exc:  # noqa: BLE001
+        pytest.fail(f"{PLUGIN}'s napari.yaml does not validate, so napari ignores it: {exc}")
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET_NAME)
+    assert isinstance(widget, MetricsWidget)
+    return widget
+
+
+def pick(widget: MetricsWidget, pred, gt) -> None:
+    widget.prediction_picker.value = pred
+    widget.ground_truth_picker.value = gt
+    assert widget.prediction_picker.value is not None
+    assert widget.prediction_picker.value.name == pred.name
+    assert widget.ground_truth_picker.value.name == gt.name
+
+
+def wait_done(qtbot, widget: MetricsWidget) -> None:
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=TIMEOUT_MS)
+    # `finished` re-enables the button after `returned` filled the table.
+    qtbot.waitUntil(widget.compute_button.isEnabled, timeout=TIMEOUT_MS)
+
+
+def table_rows(widget: MetricsWidget) -> dict[str, str]:
+    table = widget.table
+    return {table.item(r, 0).text(): table.item(r, 1).text() for r in range(table.rowCount())}
+
+
+def picker_names(picker) -> list[str]:
+    return [layer.name for layer in picker.choices]
+
+
+def new_notifications(start: int):
+    return notification_manager.records[start:]
+
+
+# ------------------------------------------------------------------------------ tests
+
+
+def test_format_metric_value():
+    assert format_metric_value(0.912345) == "0.9123"
+    assert format_metric_value(12345.678) == "1.235e+04"
+    assert format_metric_value(1.0) == "1"
+    assert format_metric_value(np.float32(0.5)) == "0.5"
+    assert format_metric_value(float("nan")) == "n/a"
+    assert format_metric_value(None) == "n/a"
+    assert format_metric_value(-0.0) == "0"
+    assert format_metric_value(float("inf")) == "inf"
+
+
+@gui
+@no_private_access
+def test_manifest_widget_computes_broken_tube(make_napari_viewer, qtbot):
+    from qtpy.QtCore import Qt
+
+    viewer = make_napari_viewer()
+    pred, gt = add_pair(viewer)
+    widget = dock_via_manifest(viewer)
+    pick(widget, pred, gt)
+
+    qtbot.mouseClick(widget.compute_button, Qt.MouseButton.LeftButton)
+    assert widget.is_running or widget.table.rowCount() > 0
+    wait_done(qtbot, widget)
+
+    rows = table_rows(widget)
+    assert rows["Dice"] == format_metric_value(expected_dice()) == "0.9565"
+    assert rows["Betti-0 error"] == "1"
+    assert rows["CCE 3D"] == "1"
+    assert rows["Precision"] == "1"
+    # The table mirrors the core exactly, in its order, with ground-truth spacing.
+    expected = core.compute_metrics(broken_tube(), tube(), spacing=SCALE)
+    assert list(rows) == list(expected)
+    assert rows == {k: format_metric_value(v) for k, v in expected.items()}
+    assert widget.results == pytest.approx(expected, nan_ok=True)
+
+    # Tooltips come from METRIC_DESCRIPTIONS.
+    assert widget.table.item(0, 0).toolTip() == core.METRIC_DESCRIPTIONS["Dice"]
+    status = widget.status_label.text()
+    assert "'pred'" in status and "'gt'" in status
+    assert "spacing 2×1×1" in status
+    assert "computed in" in status and status.rstrip().endswith("s.")
+    assert widget.export_button.isEnabled()
+
+
+@gui
+def test_identical_layers_give_perfect_scores(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    a = viewer.add_labels(tube(), name="a", scale=SCALE)
+    b = viewer.add_labels(tube(), name="b", scale=SCALE)
+    widget = MetricsWidget(viewer)
+    qtbot.addWidget(widget)
+    pick(widget, a, b)
+    widget.compute_button.click()
+    wait_done(qtbot, widget)
+    rows = table_rows(widget)
+    assert rows["Dice"] == "1"
+    assert rows["clDice"] == "1"
+    assert rows["Betti-0 error"] == "0"
+    assert rows["HD95"] == "0"
+    assert "Tree accuracy" not in rows  # single-label volumes
+
+
+@gui
+def test_worker_runs_off_gui_thread_and_button_waits(make_napari_viewer, qtbot, monkeypatch):
+    viewer = make_napari_viewer()
+    pred, gt = add_pair(viewer)
+    pred.scale = (1.0, 1.0, 1.0)  # spacing must come from the ground truth
+    widget = MetricsWidget(viewer)
+    qtbot.addWidget(widget)
+    pick(widget, pred, gt)
+
+    release = threading.Event()
+    calls = []
+    real = core.compute_metrics
+
+    def spy(p, g, **kwargs):
+        calls.append((threading.current_thread(), p.shape, g.shape, kwargs))
+        assert release.wait(TIMEOUT_MS / 1000)
+        return real(p, g, **kwargs)
+
+    monkeypatch.setattr(core, "compute_metrics", spy)
+    try:
+        assert widget.compute() is True
+        qtbot.waitUntil(lambda: bool(calls), timeout=TIMEOUT_MS)
+        # While the worker is busy the GUI thread is free, and Compute is disabled.
+        assert widget.is_running
+        assert not widget.compute_button.isEnabled()
+        assert widget.compute_button.text() == "Computing…"
+        assert widget.compute() is False
+    finally:
+        release.set()
+    wait_done(qtbot, widget)
+    assert widget.compute_button.text() == "Compute"
+
+    assert len(calls) == 1
+    thread, p_shape, g_shape, kwargs = calls[0]
+    assert thread is not threading.main_thread()
+    assert p_shape == g_shape == (32, 32, 32)
+    assert kwargs["spacing"] == SCALE
+    assert table_rows(widget)["Betti-0 error"] == "1"
+    assert "different scales" in widget.status_label.text()
+
+
+@gui
+def test_closing_the_widget_while_computing_is_safe(make_napari_viewer, qtbot, monkeypatch):
+    viewer = make_napari_viewer()
+    pred, gt = add_pair(viewer)
+    widget = MetricsWidget(viewer)
+    pick(widget, pred, gt)
+    release = threading.Event()
+    real = core.compute_metrics
+    done = threading.Event()
+
+    def slow(p, g, **kwargs):
+        try:
+            assert release.wait(TIMEOUT_MS / 1000)
+            return real(p, g, **kwargs)
+        finally:
+            done.set()
+
+    monkeypatch.setattr(core, "compute_metrics", slow)
+    try:
+        assert widget.compute() is True
+        widget.close()
+        widget.deleteLater()
+        qtbot.wait(50)
+        viewer.add_labels(tube(), name="added after the widget went")  # no dead callback
+    finally:
+        release.set()
+    qtbot.waitUntil(done.is_set, timeout=TIMEOUT_MS)
+    qtbot.wait(200)  # let the worker's queued signals arrive (and find no widget)
+
+
+@gui
+def test_tree_accuracy_and_missing_descriptions(make_napari_viewer, qtbot, monkeypatch):
+    """Two labelled trees add a row; a metric without description still shows."""
+    monkeypatch.setattr(core, "METRIC_DESCRIPTIONS", {"Dice": "overlap"})
+    viewer = make_napari_viewer()
+    two = tube()
+    two[14:19, 4:9, 4:28] = 2
+    pred, gt = add_pair(viewer, pred=two.copy(), gt=two)
+    widget = MetricsWidget(viewer)
+    qtbot.addWidget(widget)
+    pick(widget, pred, gt)
+    widget.compute()
+    wait_done(qtbot, widget)
+    rows = table_rows(widget)
+    assert rows["Tree accuracy"] == "1"
+    assert widget.table.item(0, 0).toolTip() == "overlap"
+    assert widget.table.item(1, 0).toolTip() == ""
+
+
+@gui
+@no_private_access
+def test_pickers_follow_the_layer_list(make_napari_viewer):
+    viewer = make_napari_viewer()
+    widget = dock_via_manifest(viewer)
+    assert widget.prediction_picker.choices == ()
+
+    viewer.add_labels(tube(), name="first")
+    assert picker_names(widget.prediction_picker) == ["first"]
+    assert widget.prediction_picker.value.name == "first"
+
+    viewer.add_labels(tube(), name="second")
+    assert picker_names(widget.ground_truth_picker) == ["first", "second"]
+    # Comparing a layer with itself is never wanted: the second layer becomes the GT.
+    assert widget.prediction_picker.value.name == "first"
+    assert widget.ground_truth_picker.value.name == "second"
+
+    viewer.add_image(np.zeros((8, 8), dtype=np.float32), name="raw")
+    viewer.add_points(np.zeros((1, 2)), name="pts")
+    assert picker_names(widget.prediction_picker) == ["first", "second", "raw"]
+
+    viewer.layers["second"].name = "renamed"
+    assert picker_names(widget.ground_truth_picker) == ["first", "renamed", "raw"]
+    assert widget.ground_truth_picker.value.name == "renamed"  # selection kept
+
+    viewer.layers.remove("first")
+    assert "first" not in picker_names(widget.prediction_picker)
+    assert "first" not in picker_names(widget.ground_truth_picker)
+    assert widget.prediction_picker.value is not None
+
+    viewer.layers.clear()
+    assert widget.prediction_picker.choices == ()
+    assert widget.prediction_picker.value is None
+
+
+def _rgb(viewer):
+    viewer.add_labels(tube(), name="gt")
+    return viewer.add_image(np.zeros((32, 32, 3), dtype=np.uint8), name="pred", rgb=True)
+
+
+BAD_INPUTS = {
+    # case: (how to build the prediction layer (returns it), words the message must hold)
+    "same layer": (lambda v: v.add_labels(tube(), name="gt"), "same layer"),
+    "shape mismatch": (
+        lambda v: (
+            v.add_labels(tube(), name="gt"),
+            v.add_labels(np.zeros((32, 32, 30), np.uint8), name="pred"),
+        )[1],
+        "(32, 32, 30)",
+    ),
+    "2D vs 3D": (
+        lambda v: (
+            v.add_labels(tube(), name="gt"),
+            v.add_labels(np.zeros((32, 32), np.uint8), name="pred"),
+        )[1],
+        "2D",
+    ),
+    "RGB image": (_rgb, "RGB"),
+    "empty layer": (
+        lambda v: (
+            v.add_labels(tube(), name="gt"),
+            v.add_image(np.zeros((0, 32, 32), np.uint8), name="pred"),
+        )[1],
+        "empty",
+    ),
+    "4D layer": (
+        lambda v: (
+            v.add_labels(tube(), name="gt"),
+            v.add_labels(np.zeros((2, 32, 32, 32), np.uint8), name="pred"),
+        )[1],
+        "4D",
+    ),
+    # Rejected by the core in the worker: its ValueError message is shown.
+    "probabilities": (
+        lambda v: (
+            v.add_labels(tube(), name="gt"),
+            v.add_image(np.full((32, 32, 32), 0.5, np.float32), name="pred"),
+        )[1],
+        "binary",
+    ),
+    "negative labels": (
+        lambda v: (
+            v.add_labels(tube(), name="gt"),
+            v.add_image(-np.ones((32, 32, 32), np.int16), name="pred"),
+        )[1],
+        "non-negative",
+    ),
+}
+
+
+@gui
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+# napari itself warns when it gets a zero-size layer; that is not what is tested here.
+@pytest.mark.filterwarnings("ignore:invalid value encountered in divide:RuntimeWarning")
+def test_bad_input_shows_a_message(make_napari_viewer, qtbot, case):
+    viewer = make_napari_viewer()
+    build, words = BAD_INPUTS[case]
+    pred = build(viewer)
+    widget = MetricsWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.prediction_picker.value = pred
+    widget.ground_truth_picker.value = viewer.layers["gt"]
+    start = len(notification_manager.records)
+
+    widget.compute_button.click()
+    wait_done(qtbot, widget)
+
+    status = widget.status_label.text()
+    assert status.startswith("Error: ")
+    assert words in status
+    errors = [n for n in new_notifications(start) if n.severity == NotificationSeverity.ERROR]
+    assert [n.message for n in errors] == [status.removeprefix("Error: ")]
+    assert widget.table.rowCount() == 0
+    assert widget.results == {}
+    assert not widget.export_button.isEnabled()
+    assert widget.compute_button.isEnabled()
+
+
+@gui
+def test_missing_layers_and_empty_foreground(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    widget = MetricsWidget(viewer)
+    qtbot.addWidget(widget)
+    assert widget.compute() is False
+    assert "Pick a prediction and a ground-truth layer" in widget.status_label.text()
+
+    # An all-background prediction is a valid comparison, with a warning.
+    pred = viewer.add_labels(np.zeros((32, 32, 32), np.uint8), name="nothing", scale=SCALE)
+    gt = viewer.add_labels(tube(), name="gt", scale=SCALE)
+    pick(widget, pred, gt)
+    start = len(notification_manager.records)
+    assert widget.compute() is True
+    wait_done(qtbot, widget)
+    assert table_rows(widget)["Dice"] == "0"
+    assert table_rows(widget)["Precision"] == "n/a"
+    status = widget.status_label.text()
+    assert "computed in" in status and "no foreground" in status
+    warnings = [n for n in new_notifications(start) if n.severity == NotificationSeverity.WARNING]
+    assert any("'nothing' has no foreground" in n.message for n in warnings)
+
+
+@gui
+def test_export_csv_and_json(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    pred, gt = add_pair(viewer)
+    widget = MetricsWidget(viewer)
+    qtbot.addWidget(widget)
+    with pytest.raises(RuntimeError, match="compute the metrics first"):
+        widget.export(tmp_path / "early.csv")
+    pick(widget, pred, gt)
+    widget.compute()
+    wait_done(qtbot, widget)
+    shown = table_rows(widget)
+
+    csv_path = widget.export(tmp_path / "metrics.csv")
+    with csv_path.open(newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == ["metric", "value"]
+    from_csv = {name: float(value) for name, value in rows[1:]}
+    assert list(from_csv) == list(shown)
+    assert {k: format_metric_value(v) for k, v in from_csv.items()} == shown
+    assert from_csv == pytest.approx(widget.results, nan_ok=True)
+
+    json_path = widget.export(str(tmp_path / "metrics.JSON"))
+    payload = json.loads(json_path.read_text())
+    assert payload["prediction"] == "pred" and payload["ground_truth"] == "gt"
+    assert payload["spacing"] == list(SCALE)
+    assert payload["shape"] == [32, 32, 32]
+    from_json = {k: (math.nan if v is None else v) for k, v in payload["metrics"].items()}
+    assert list(from_json) == list(shown)
+    assert {k: format_metric_value(v) for k, v in from_json.items()} == shown
+
+    with pytest.raises(ValueError, match=r"\.csv or \.json"):
+        widget.export(tmp_path / "metrics.xlsx")
+
+
+# ------------------------------------------------------------------------------ screenshot
+
+
+def save_screenshot(path: str) -> None:
+    """Open a viewer with the two tubes and the docked, filled widget; save a PNG."""
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    viewer = napari.Viewer(show=True, title="napari-topo: topology metrics")
+    viewer.window.resize(1400, 860)
+    gt = viewer.add_labels(tube(), name="ground truth", scale=SCALE, opacity=0.35)
+    pred = viewer.add_labels(broken_tube() * 2, name="prediction", scale=SCALE)
+    widget = dock_via_manifest(viewer)
+    pick(widget, pred, gt)
+    widget.compute()
+    app = QApplication.instance()
+    while widget.is_running or not widget.compute_button.isEnabled():
+        app.processEvents()
+    viewer.dims.ndisplay = 3
+    for _ in range(20):
+        app.processEvents()
+    viewer.reset_view()
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    camera.angles = (-15, 35, 60)
+    for _ in range(20):
+        app.processEvents()
+    viewer.screenshot(path, canvas_only=False)
+    viewer.close()
+
+
+if __name__ == "__main__":
+    import sys
+
+    save_screenshot(sys.argv[1] if len(sys.argv) > 1 else "docs/images/metrics_widget.png")
