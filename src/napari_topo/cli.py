@@ -123,7 +123,41 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="metrics and losses on built-in synthetic data")
     demo.add_argument("--size", type=int, default=64, help="edge of the cubic volume (>= 32)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the synthetic volume")
+    train = sub.add_parser("train", help="train a model from a config (seeded, resumable)")
+    train.add_argument(
+        "--config",
+        required=True,
+        help="a YAML config file, or the name of a shipped config (e.g. unet-cldice)",
+    )
+    train.add_argument("--out", help="output directory (default: runs/<name>)")
+    train.add_argument("--steps", type=int, help="override the config's number of steps")
+    sub.add_parser("models", help="list the pretrained models and their cards")
     return parser
+
+
+def _train(args) -> None:
+    from .training.train import load_config, train
+
+    cfg = load_config(args.config, steps=args.steps)
+    command = f"napari-topo train --config {args.config}" + (
+        f" --steps {args.steps}" if args.steps else ""
+    )
+    train(cfg, args.out or f"runs/{cfg.name}", command=command)
+
+
+def _models() -> None:
+    from .models.registry import list_models
+
+    cards = list_models()
+    if not cards:
+        print("no pretrained models are installed")
+    for card in cards:
+        val = card.metrics.get("validation", {}) if isinstance(card.metrics, dict) else {}
+        scores = ", ".join(f"{k} {val[k]:.3f}" for k in ("Dice", "clDice") if k in val)
+        print(
+            f"{card.name:<16} {card.architecture:<8} {card.summary}"
+            + (f" [{scores}]" if scores else "")
+        )
 
 
 def main(argv=None) -> int:
@@ -135,6 +169,10 @@ def main(argv=None) -> int:
             if args.size < 32:
                 raise ValueError(f"--size must be at least 32, got {args.size}")
             run_demo(args.size, args.seed)
+        elif args.command == "train":
+            _train(args)
+        elif args.command == "models":
+            _models()
     except (ValueError, FileNotFoundError) as exc:
         print(f"napari-topo: error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,82 @@
+"""Training: a tiny model learns on tiny synthetic volumes, checkpoints resume, configs load."""
+
+from __future__ import annotations
+
+import pytest
+
+from napari_topo.training.train import TrainConfig, build_loss, load_config, train
+
+TINY_DATA = {"volume_shape": [32, 32, 32], "n_trees": [2, 2], "pool_size": 2, "refresh_every": 1000}
+TINY_VAL = {"every": 1000, "n_volumes": 1, "volume_shape": [32, 32, 32], "threshold": 0.5}
+
+
+def tiny(name="tiny", loss=None, arch="unet3d", **kw) -> TrainConfig:
+    return TrainConfig(
+        name=name,
+        architecture=arch,
+        arch_kwargs={"widths": [4, 8]},
+        loss=loss or {"name": "dice"},
+        steps=kw.pop("steps", 40),
+        batch_size=2,
+        patch=(24, 24, 24),
+        lr=5e-3,
+        lr_final=1e-3,
+        data=dict(TINY_DATA),
+        validation=dict(TINY_VAL),
+        checkpoint_every=10,
+        log_every=5,
+        **kw,
+    )
+
+
+def test_tiny_unet_loss_falls_and_card_is_complete(tmp_path):
+    logs: list[str] = []
+    card = train(tiny(), tmp_path, log=logs.append)
+    curve = card.training["loss_curve"]
+    assert curve[-1][1] < curve[0][1] - 0.05, curve
+    assert (tmp_path / "tiny.safetensors").is_file() and (tmp_path / "tiny.json").is_file()
+    assert len(card.sha256) == 64
+    assert set(card.metrics["validation"]) >= {"Dice", "clDice", "Betti-0 error", "CCE 3D"}
+    assert card.training["command"] and card.training["data_pipeline"]
+    assert any("validation" in line for line in logs)
+
+
+def test_resume_continues_from_the_checkpoint(tmp_path):
+    train(tiny(steps=10), tmp_path, log=lambda s: None)
+    logs: list[str] = []
+    card = train(tiny(steps=20), tmp_path, log=logs.append)
+    assert any("resumed tiny from step 10" in line for line in logs)
+    assert card.training["loss_curve"][0][0] == 5  # the curve of the first run carries over
+
+
+def test_topnet_and_pretrain_phases_run(tmp_path):
+    cfg = tiny(
+        "tinytop",
+        loss={"name": "topnet", "n_anchors": 16, "partners": 4, "radius": 8.0},
+        arch="topnet",
+        steps=6,
+    )
+    card = train(cfg, tmp_path / "top", log=lambda s: None)
+    assert card.task == "topnet" and set(card.outputs) == {"vessel", "centerness", "embedding"}
+    cfg = tiny(
+        "tinypp",
+        loss={"name": "projpool", "kernels": [4, 8]},
+        steps=6,
+        pretrain={"steps": 3, "loss": {"name": "dice"}},
+    )
+    assert train(cfg, tmp_path / "pp", log=lambda s: None).name == "tinypp"
+
+
+def test_shipped_configs_load_and_bad_configs_are_clear(tmp_path):
+    for name in ("unet-dice", "unet-cldice", "unet-projpool", "topnet"):
+        cfg = load_config(name)
+        assert cfg.name == name and cfg.steps > 0
+        build_loss(cfg.loss if name != "topnet" else {"name": "topnet"})
+    with pytest.raises(FileNotFoundError, match="shipped configs"):
+        load_config("nope")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nstepz: 3\n")
+    with pytest.raises(ValueError, match="unknown config keys"):
+        load_config(bad)
+    with pytest.raises(ValueError, match="unknown loss"):
+        build_loss({"name": "hinge"})
