@@ -1,0 +1,530 @@
+"""Named models: architecture + ``.safetensors`` weights + a JSON model card with a SHA-256.
+
+A model is two files side by side, ``<name>.safetensors`` (the weights) and
+``<name>.json`` (its :class:`ModelCard`: architecture and constructor arguments, outputs,
+input normalisation, how it was trained, its metrics and the SHA-256 of the weights file).
+The bundled models live in :data:`WEIGHTS_DIR`; further folders can be listed in the
+``NAPARI_TOPO_MODEL_PATH`` environment variable (``os.pathsep``-separated), and any card
+or weights file can be loaded by path.
+
+Safety: weights are only ever read with :mod:`safetensors` (tensors, no code: never
+unpickled), only after their SHA-256 matched the card's, and nothing is ever downloaded.
+The architecture is built from the card, by name, from :data:`ARCHITECTURES`.
+
+Examples
+--------
+>>> model, card = load_model("topnet-synthetic")  # doctest: +SKIP
+>>> card = save_model(net, {"name": "my-unet", "summary": "..."}, "out/")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import re
+import warnings
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .topnet import TopNet
+from .unet import UNet3D
+
+__all__ = [
+    "ALLOWED_TASKS",
+    "ARCHITECTURES",
+    "MODEL_PATH_ENV",
+    "TASKS",
+    "WEIGHTS_DIR",
+    "ModelCard",
+    "ModelNotFoundError",
+    "WeightsIntegrityError",
+    "build_model",
+    "get_card",
+    "list_models",
+    "load_model",
+    "model_dirs",
+    "save_model",
+    "sha256_file",
+]
+
+#: Architecture name (as written in model cards) -> ``nn.Module`` class.
+ARCHITECTURES: dict[str, type[nn.Module]] = {"unet3d": UNet3D, "topnet": TopNet}
+#: Default task of each architecture, i.e. which outputs are meaningful: ``"segmentation"``
+#: (the vessel logits only) or ``"topnet"`` (vessel, centerness and embedding). A TopNet
+#: trained with a segmentation loss alone is a ``"segmentation"`` model whose ``forward``
+#: still returns a dict; inference reads the ``"vessel"`` entry.
+TASKS: dict[str, str] = {"unet3d": "segmentation", "topnet": "topnet"}
+#: Tasks each architecture can do.
+ALLOWED_TASKS: dict[str, tuple[str, ...]] = {
+    "unet3d": ("segmentation",),
+    "topnet": ("topnet", "segmentation"),
+}
+#: The bundled models' folder (inside the installed package).
+WEIGHTS_DIR: Path = Path(str(resources.files(__package__).joinpath("weights")))
+#: Environment variable listing extra model folders, separated by ``os.pathsep``.
+MODEL_PATH_ENV = "NAPARI_TOPO_MODEL_PATH"
+#: Input normalisation a card gets when it names none.
+DEFAULT_NORMALIZATION = {"method": "percentile", "low": 0.5, "high": 99.5}
+CARD_FORMAT_VERSION = 1
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_CHUNK = 1 << 20
+
+
+class ModelNotFoundError(ValueError):
+    """No model of that name is registered, or the named file or its card is missing."""
+
+
+class WeightsIntegrityError(ValueError):
+    """The weights file's SHA-256 differs from the one its model card records."""
+
+
+@dataclass
+class ModelCard:
+    """What a model is, how to feed it and where it came from; stored as ``<name>.json``.
+
+    Attributes
+    ----------
+    name : str
+        Registry name and file stem (letters, digits, ``_ . + -``).
+    architecture : str
+        Key of :data:`ARCHITECTURES`.
+    arch_kwargs : dict
+        JSON constructor arguments: ``ARCHITECTURES[architecture](**arch_kwargs)``.
+    task : str
+        ``"segmentation"`` or ``"topnet"``; inferred from the architecture when empty.
+    summary : str
+        One line, for tooltips and menus.
+    outputs : dict
+        Output name -> ``{"channels", "kind", "activation", ...}``; filled from the
+        model's ``output_spec()`` by :func:`save_model` when empty.
+    normalization : dict
+        Input normalisation, e.g. ``{"method": "percentile", "low": 0.5, "high": 99.5}``.
+    training : dict
+        Free-form provenance: voxel spacing and radius range, patch size, steps, loss and
+        its hyper-parameters, data generator version and seeds, command, git commit.
+    metrics : dict
+        Free-form evaluation results (name -> value or nested dict).
+    sha256 : str
+        Hex SHA-256 of the weights file's bytes (set by :func:`save_model`).
+    weights_file : str
+        Weights file name, relative to the card's folder (default ``<name>.safetensors``).
+    description : str
+        Longer free text (intended use, limitations).
+    format_version : int
+        Version of this card layout.
+    created_with : str
+        Package version that wrote the card.
+    extra : dict
+        Keys of the JSON this version does not know; kept so that re-saving loses nothing.
+    path : Path or None
+        Where the card was read from (not serialised).
+    """
+
+    name: str
+    architecture: str
+    arch_kwargs: dict = field(default_factory=dict)
+    task: str = ""
+    summary: str = ""
+    outputs: dict = field(default_factory=dict)
+    normalization: dict = field(default_factory=lambda: dict(DEFAULT_NORMALIZATION))
+    training: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    sha256: str = ""
+    weights_file: str = ""
+    description: str = ""
+    format_version: int = CARD_FORMAT_VERSION
+    created_with: str = ""
+    extra: dict = field(default_factory=dict, repr=False)
+    path: Path | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
+            raise ValueError(
+                f"model name must be 1-128 characters of letters, digits, '_', '.', '+', '-' "
+                f"starting with a letter or digit, got {self.name!r}"
+            )
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(
+                f"model {self.name!r}: unknown architecture {self.architecture!r}; "
+                f"known: {', '.join(sorted(ARCHITECTURES))}"
+            )
+        if not self.task:
+            self.task = TASKS[self.architecture]
+        elif self.task not in ALLOWED_TASKS[self.architecture]:
+            raise ValueError(
+                f"model {self.name!r}: architecture {self.architecture!r} does task(s) "
+                f"{ALLOWED_TASKS[self.architecture]}, the card says {self.task!r}"
+            )
+        for name in ("arch_kwargs", "outputs", "normalization", "training", "metrics", "extra"):
+            if not isinstance(getattr(self, name), dict):
+                raise ValueError(
+                    f"model {self.name!r}: {name} must be a dict, "
+                    f"got {type(getattr(self, name)).__name__}"
+                )
+        self.sha256 = str(self.sha256).lower()
+        if self.sha256 and not _SHA256_RE.match(self.sha256):
+            raise ValueError(
+                f"model {self.name!r}: sha256 must be 64 hex digits, got {self.sha256!r}"
+            )
+        if not self.weights_file:
+            self.weights_file = f"{self.name}.safetensors"
+        if Path(self.weights_file).name != self.weights_file:
+            raise ValueError(
+                f"model {self.name!r}: weights_file must be a bare file name next to the "
+                f"card, got {self.weights_file!r}"
+            )
+        if self.path is not None:
+            self.path = Path(self.path)
+
+    @property
+    def weights_path(self) -> Path | None:
+        """The weights file next to the card, or None for a card not read from a file."""
+        return None if self.path is None else self.path.parent / self.weights_file
+
+    # -- (de)serialisation --------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """The card as a JSON-serialisable dict (``path`` left out, ``extra`` merged)."""
+        out = dict(self.extra)
+        for f in dataclasses.fields(self):
+            if f.name not in ("extra", "path"):
+                out[f.name] = getattr(self, f.name)
+        return _jsonable(out, "card")
+
+    @classmethod
+    def from_dict(cls, data: dict, *, path: str | os.PathLike | None = None) -> ModelCard:
+        """Build a card from a dict; unknown keys go to ``extra``."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a model card must be a JSON object, got {type(data).__name__}")
+        missing = [k for k in ("name", "architecture") if k not in data]
+        if missing:
+            raise ValueError(f"model card lacks required key(s) {missing}")
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra", "path"}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        extra = {k: v for k, v in data.items() if k not in known and k != "extra"}
+        extra.update(data.get("extra") or {})
+        return cls(**kwargs, extra=extra, path=path)
+
+    def to_json(self, path: str | os.PathLike | None = None) -> str:
+        """The card as indented JSON with sorted keys; also written to ``path`` if given."""
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=True, allow_nan=False) + "\n"
+        if path is not None:
+            _atomic_write(Path(path), text.encode("utf-8"))
+        return text
+
+    @classmethod
+    def from_json(cls, source: str | os.PathLike) -> ModelCard:
+        """Read a card from JSON text or from a ``.json`` file.
+
+        A ``str`` whose first non-blank character is ``{`` is parsed as JSON text; any
+        other ``str`` or path-like is a file path (and becomes the card's ``path``).
+        """
+        if isinstance(source, str) and source.lstrip().startswith("{"):
+            text, path = source, None
+        else:
+            path = Path(source).expanduser()
+            try:
+                text = path.read_text(encoding="utf-8")
+            except FileNotFoundError as err:
+                raise ModelNotFoundError(f"no model card at {path}") from err
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            where = f" in {path}" if path else ""
+            raise ValueError(f"model card{where} is not valid JSON: {err}") from err
+        return cls.from_dict(data, path=path)
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def _jsonable(obj: Any, where: str) -> Any:
+    """A deep copy of ``obj`` made of JSON types.
+
+    Tuples become lists, numpy scalars and arrays Python numbers and lists, paths strings,
+    and non-finite floats (a NaN metric) ``None``, so that the card stays strict JSON.
+    Anything else raises ``ValueError`` naming where it was found.
+    """
+    if obj is None or isinstance(obj, bool | int | str):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v, f"{where}.{k}") for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if hasattr(obj, "tolist") and type(obj).__module__ == "numpy":
+        return _jsonable(obj.tolist(), where)
+    raise ValueError(f"{where} is a {type(obj).__name__}, which a JSON model card cannot hold")
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file next to ``path``, then rename it into place."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def build_model(architecture: str, arch_kwargs: dict | None = None) -> nn.Module:
+    """A freshly initialised ``ARCHITECTURES[architecture](**arch_kwargs)``."""
+    if architecture not in ARCHITECTURES:
+        raise ValueError(
+            f"unknown architecture {architecture!r}; known: {', '.join(sorted(ARCHITECTURES))}"
+        )
+    try:
+        return ARCHITECTURES[architecture](**(arch_kwargs or {}))
+    except TypeError as err:
+        raise ValueError(
+            f"arch_kwargs {arch_kwargs!r} do not fit architecture {architecture!r}: {err}"
+        ) from err
+
+
+def _architecture_of(model: nn.Module) -> str:
+    for name, cls in ARCHITECTURES.items():
+        if type(model) is cls:
+            return name
+    raise ValueError(
+        f"{type(model).__name__} is not a registered architecture "
+        f"({', '.join(f'{k}: {v.__name__}' for k, v in ARCHITECTURES.items())})"
+    )
+
+
+# -- the registry ----------------------------------------------------------------------
+
+
+def model_dirs(directory: str | os.PathLike | None = None) -> list[Path]:
+    """Folders searched for model cards.
+
+    ``directory`` alone if given; otherwise :data:`WEIGHTS_DIR` followed by the folders in
+    the ``NAPARI_TOPO_MODEL_PATH`` environment variable.
+    """
+    if directory is not None:
+        return [Path(directory).expanduser()]
+    dirs = [WEIGHTS_DIR]
+    for entry in os.environ.get(MODEL_PATH_ENV, "").split(os.pathsep):
+        if entry.strip():
+            dirs.append(Path(entry.strip()).expanduser())
+    return dirs
+
+
+def list_models(directory: str | os.PathLike | None = None) -> list[ModelCard]:
+    """Cards of the registered models (every ``*.json`` in :func:`model_dirs`), by name.
+
+    A card that cannot be read is skipped with a warning (one bad file does not hide the
+    others). If two folders hold the same name, the first folder wins, with a warning.
+    """
+    cards: dict[str, ModelCard] = {}
+    for folder in model_dirs(directory):
+        if not folder.is_dir():
+            continue
+        for json_path in sorted(folder.glob("*.json")):
+            try:
+                card = ModelCard.from_json(json_path)
+            except (ValueError, OSError) as err:
+                warnings.warn(f"skipping unreadable model card {json_path}: {err}", stacklevel=2)
+                continue
+            if card.name in cards:
+                warnings.warn(
+                    f"model {card.name!r} in {json_path} ignored: already defined by "
+                    f"{cards[card.name].path}",
+                    stacklevel=2,
+                )
+                continue
+            cards[card.name] = card
+    return [cards[name] for name in sorted(cards)]
+
+
+def get_card(name: str, *, directory: str | os.PathLike | None = None) -> ModelCard:
+    """The card of the registered model ``name``; :class:`ModelNotFoundError` if none."""
+    cards = list_models(directory)
+    for card in cards:
+        if card.name == name:
+            return card
+    available = ", ".join(c.name for c in cards) or "none"
+    searched = ", ".join(str(d) for d in model_dirs(directory))
+    raise ModelNotFoundError(
+        f"unknown model {name!r}; available models: {available} (searched: {searched}); "
+        "a .json card or .safetensors file can also be given by path"
+    )
+
+
+def _looks_like_path(name_or_path) -> bool:
+    if isinstance(name_or_path, os.PathLike):
+        return True
+    s = str(name_or_path)
+    return s.endswith((".json", ".safetensors")) or "/" in s or os.sep in s
+
+
+def _resolve(name_or_path, directory) -> tuple[ModelCard, Path]:
+    """The card and weights file for a registry name or a ``.json``/``.safetensors`` path."""
+    if not isinstance(name_or_path, str | os.PathLike):
+        raise ValueError(f"expected a model name or a path, got {type(name_or_path).__name__}")
+    if not _looks_like_path(name_or_path):
+        card = get_card(str(name_or_path), directory=directory)
+        weights = card.weights_path
+    else:
+        path = Path(name_or_path).expanduser()
+        if path.suffix not in (".json", ".safetensors"):
+            raise ValueError(f"expected a .json model card or a .safetensors file, got {path}")
+        if not path.is_file():
+            raise ModelNotFoundError(f"no such file: {path}")
+        if path.suffix == ".safetensors":
+            card_path = path.with_suffix(".json")
+            if not card_path.is_file():
+                raise ModelNotFoundError(
+                    f"{path} has no model card: expected {card_path.name} next to it "
+                    "(architecture and sha256 are read from the card, never guessed)"
+                )
+            card, weights = ModelCard.from_json(card_path), path
+        else:
+            card = ModelCard.from_json(path)
+            weights = card.weights_path
+    if weights is None or not weights.is_file():
+        raise ModelNotFoundError(
+            f"model {card.name!r}: weights file {weights} named by its card is missing"
+        )
+    return card, weights
+
+
+def load_model(
+    name_or_path: str | os.PathLike,
+    *,
+    device: str | torch.device = "cpu",
+    directory: str | os.PathLike | None = None,
+) -> tuple[nn.Module, ModelCard]:
+    """Load a model by registry name, or from a ``.json`` card or ``.safetensors`` path.
+
+    The weights file is read once; its SHA-256 is checked against the card's before the
+    bytes are parsed (by :mod:`safetensors`, no pickle) and loaded strictly into the
+    architecture the card names. The model is returned on ``device`` in ``eval()`` mode.
+
+    Parameters
+    ----------
+    name_or_path : str or path
+        A name from :func:`list_models`, or a path to a ``.json`` card, or to a
+        ``.safetensors`` file with its ``<stem>.json`` card beside it. A ``str`` is a
+        path when it ends in ``.json``/``.safetensors`` or contains a path separator.
+    device : str or torch.device
+    directory : path, optional
+        Registry folder to search instead of :func:`model_dirs`'s default.
+
+    Returns
+    -------
+    model : nn.Module
+    card : ModelCard
+
+    Raises
+    ------
+    ModelNotFoundError
+        Unknown name (the message lists the available ones) or missing file.
+    WeightsIntegrityError
+        The weights' SHA-256 differs from the card's, or the card records none.
+    ValueError
+        A card that does not parse, or weights that do not fit the architecture.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load as st_load
+
+    device = torch.device(device)
+    card, weights = _resolve(name_or_path, directory)
+    if not card.sha256:
+        raise WeightsIntegrityError(
+            f"model {card.name!r}: its card records no sha256, so {weights} cannot be "
+            "verified; re-save it with save_model()"
+        )
+    data = weights.read_bytes()
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != card.sha256:
+        raise WeightsIntegrityError(
+            f"model {card.name!r}: SHA-256 of {weights} is {actual}, but its card expects "
+            f"{card.sha256}; the file is corrupt, truncated or not the one the card "
+            "describes. Replace it, or re-save the model to write a matching card."
+        )
+    model = build_model(card.architecture, card.arch_kwargs)
+    try:
+        state = st_load(data)
+        model.load_state_dict(state, strict=True)
+    except (SafetensorError, RuntimeError) as err:
+        raise ValueError(
+            f"model {card.name!r}: weights in {weights} do not fit architecture "
+            f"{card.architecture!r} with {card.arch_kwargs}: {err}"
+        ) from err
+    return model.to(device).eval(), card
+
+
+def save_model(model: nn.Module, card: ModelCard | dict, directory: str | os.PathLike) -> ModelCard:
+    """Write ``<name>.safetensors`` and its ``<name>.json`` card into ``directory``.
+
+    ``architecture``, ``arch_kwargs``, ``task``, ``outputs`` (when empty), ``sha256``,
+    ``weights_file`` and ``created_with`` are filled from ``model`` and the written bytes;
+    a card whose ``architecture`` or ``arch_kwargs`` contradict the model is refused.
+    Existing files of that name are replaced (each write is atomic). ``card`` is not
+    modified; the completed card is returned, its ``path`` set to the written ``.json``.
+    """
+    from safetensors.torch import save as st_save
+
+    from .. import __version__
+
+    arch = _architecture_of(model)
+    data = card.to_dict() if isinstance(card, ModelCard) else _jsonable(dict(card), "card")
+    data.setdefault("architecture", arch)
+    if data["architecture"] != arch:
+        raise ValueError(f"card says architecture {data['architecture']!r}, the model is {arch!r}")
+    arch_kwargs = _jsonable(model.arch_kwargs, "arch_kwargs")
+    if data.get("arch_kwargs") and _jsonable(data["arch_kwargs"], "arch_kwargs") != arch_kwargs:
+        raise ValueError(
+            f"card's arch_kwargs {data['arch_kwargs']} differ from the model's {arch_kwargs}"
+        )
+    data["arch_kwargs"] = arch_kwargs
+    if not data.get("outputs"):
+        data["outputs"] = model.output_spec()
+    data.update(
+        sha256="",
+        weights_file="",
+        created_with=f"napari-topo {__version__}",
+        format_version=CARD_FORMAT_VERSION,
+    )
+    out = ModelCard.from_dict(data)  # validates the name before anything is written
+
+    directory = Path(directory).expanduser()
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {
+        k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()
+    }
+    metadata = {
+        "format": "pt",
+        "name": out.name,
+        "architecture": out.architecture,
+        "arch_kwargs": json.dumps(arch_kwargs, sort_keys=True),
+    }
+    blob = st_save(tensors, metadata=metadata)
+    out.sha256 = hashlib.sha256(blob).hexdigest()
+    _atomic_write(directory / out.weights_file, blob)
+    out.path = directory / f"{out.name}.json"
+    out.to_json(out.path)
+    return out
