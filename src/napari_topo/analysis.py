@@ -1,0 +1,607 @@
+"""One object for what a viewer shows after inference: mask, centerline, trees, exports.
+
+:class:`VesselAnalysis` is the headless end of the pipeline::
+
+    outputs = predict(model, image)                    # {"vessel": prob, ...}
+    analysis = VesselAnalysis.from_outputs(outputs, spacing=(2.0, 1.0, 1.0))
+    analysis.summary()                                 # numbers for a table
+    analysis.save("trees.swc")                         # or .graphml / .csv
+    layers = analysis.to_layers("vessels", scale=image_layer.scale)
+
+It runs in a script, the CLI or a worker thread; nothing here imports Qt, and napari
+only where :mod:`napari_topo.layers` builds a colormap.
+
+The tree structure used for branches, exports and editing is the
+:func:`~napari_topo.trees.edit.centerline_forest` of the reconstruction: a minimum
+spanning forest of the kept point edges inside each tree, rooted at the sources (see
+:mod:`napari_topo.trees.edit` for why it, not the Dijkstra predecessors, follows the
+vessels).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Mapping
+from functools import cached_property
+from numbers import Real
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+
+from napari_topo import layers as _layers
+from napari_topo.topology.metrics import _spacing_array
+from napari_topo.topology.skeleton import skeletonize
+from napari_topo.trees.edit import _forest, tree_branches
+from napari_topo.trees.graph import branches as skan_branches
+from napari_topo.trees.graph import centerline_points_nms, radius_at
+from napari_topo.trees.reconstruct import (
+    NEIGHBOURS_26,
+    TreeResult,
+    detect_sources,
+    reconstruct_trees,
+    trees_from_skeleton,
+)
+
+__all__ = ["VesselAnalysis"]
+
+#: NMS window (voxels) and largest accepted centerness for TopNet's centre voxels.
+NMS_SIZE = 5
+NMS_MAX_DISTANCE = 1.5
+#: Link distance (voxels) between TopNet centre voxels, a bit more than the NMS window.
+TOPNET_NEIGHBOURHOOD = 5.5
+_AXES = {2: ("y", "x"), 3: ("z", "y", "x")}
+
+
+def _real_volume(value, name: str, *, allow_bool: bool = False) -> np.ndarray:
+    arr = np.asarray(value)
+    if arr.ndim not in (2, 3):
+        raise ValueError(f"{name} must be a 2D (y, x) or 3D (z, y, x) array; got {arr.shape}.")
+    if allow_bool and arr.dtype == bool:
+        return arr
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise ValueError(f"{name} must hold real numbers; got dtype {arr.dtype}.")
+    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+        raise ValueError(f"{name} must be finite (no NaN or inf).")
+    return arr
+
+
+def _path(path) -> Path:
+    if not isinstance(path, str | os.PathLike):
+        raise ValueError(f"path must be a str or os.PathLike; got {type(path).__name__}.")
+    return Path(path)
+
+
+class VesselAnalysis:
+    """Segmentation, centerline and vessel trees of one volume.
+
+    Usually made by :meth:`from_outputs`. All arrays are ``(z, y, x)`` (or ``(y, x)``)
+    voxel arrays; lengths and radii are in physical units of ``spacing``.
+
+    Attributes
+    ----------
+    probability : ndarray of float or None
+        Vessel probability the mask was thresholded from.
+    mask : ndarray of bool
+        Vessel mask.
+    result : TreeResult
+        Tree reconstruction on the centerline points.
+    points : (M, ndim) ndarray
+        Centerline points, voxel coordinates (``result.points``).
+    radius : (M,) ndarray of float64
+        Vessel radius at each point (:func:`~napari_topo.trees.graph.radius_at`).
+    trees : ndarray of int32
+        Tree id per voxel of the mask (0 = background).
+    spacing : tuple of float
+        Physical voxel size per axis.
+    method : str
+        ``"embedding"`` (TopNet: centre voxels joined by embedding) or ``"skeleton"``.
+    threshold : float or None
+        Threshold that made the mask.
+    skeleton : ndarray of bool
+        One-voxel skeleton of the mask (computed on first access for TopNet outputs).
+    """
+
+    def __init__(
+        self,
+        *,
+        mask,
+        result: TreeResult,
+        trees,
+        radius,
+        probability=None,
+        spacing=None,
+        method: str = "skeleton",
+        threshold: float | None = None,
+        skeleton=None,
+    ):
+        if not isinstance(result, TreeResult):
+            raise ValueError(f"result must be a TreeResult; got {type(result).__name__}.")
+        self.mask = np.asarray(mask).astype(bool, copy=False)
+        self.trees = np.asarray(trees)
+        ndim = self.mask.ndim
+        self.spacing = tuple(float(s) for s in _spacing_array(spacing, ndim))
+        if self.trees.shape != self.mask.shape:
+            raise ValueError(
+                f"trees must have the mask's shape {self.mask.shape}; got {self.trees.shape}."
+            )
+        self.result = result
+        self.radius = np.asarray(radius, dtype=np.float64)
+        if self.radius.shape != (len(result.points),):
+            raise ValueError(
+                f"radius must have one value per point ({len(result.points)}); got "
+                f"{self.radius.shape}."
+            )
+        self.probability = None if probability is None else np.asarray(probability)
+        self.method = str(method)
+        self.threshold = threshold
+        self._skeleton = None if skeleton is None else np.asarray(skeleton, dtype=bool)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_outputs(
+        cls,
+        outputs: Mapping,
+        *,
+        threshold: float = 0.5,
+        sources=None,
+        spacing=None,
+        embedding_threshold: float = 2.0,
+        n_trees: int | None = None,
+    ) -> VesselAnalysis:
+        """Threshold, find the centerline, reconstruct and label the trees.
+
+        Parameters
+        ----------
+        outputs : mapping
+            Model outputs as returned by :func:`napari_topo.inference.pipeline.predict`:
+            ``"vessel"`` (probability, (Z, Y, X); a bool mask works too) and, for
+            TopNet, ``"centerness"`` (predicted distance to the centerline, voxels) and
+            ``"embedding"`` ``(E, Z, Y, X)``.
+        threshold : float, optional
+            ``mask = vessel > threshold``.
+        sources : (K, ndim) array_like, optional
+            Tree roots as voxel coordinates, snapped to the nearest centerline point;
+            row ``k`` becomes tree ``k + 1``. Default: found by
+            :func:`~napari_topo.trees.reconstruct.detect_sources`.
+        spacing : float or sequence of float, optional
+            Physical voxel size per axis. Default 1.
+        embedding_threshold : float, optional
+            Largest embedding distance of a kept edge (TopNet only).
+        n_trees : int, optional
+            Number of roots to detect when ``sources`` is None (default: one per
+            connected group of points).
+
+        Returns
+        -------
+        VesselAnalysis
+
+        Notes
+        -----
+        With an ``"embedding"`` (TopNet), centre voxels are the minima of
+        ``centerness`` inside the mask (:func:`centerline_points_nms`, window 5, at most
+        1.5 voxels from the centerline), joined within 5.5 voxels where their embeddings
+        agree, and assigned to roots by :func:`reconstruct_trees`. Otherwise
+        (``"centerness"`` alone is not used) the mask's skeleton is the centerline and
+        :func:`trees_from_skeleton` assigns it. Either way ``trees =
+        result.to_volume(mask)``.
+
+        Raises
+        ------
+        ValueError
+            On a missing or badly shaped output, a non-finite threshold or bad sources.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> prob = np.zeros((9, 9, 20), np.float32)
+        >>> prob[1:4, 1:4, :] = 0.9; prob[5:8, 5:8, :] = 0.8   # two tubes
+        >>> a = VesselAnalysis.from_outputs({"vessel": prob}, sources=[[2, 2, 0], [6, 6, 19]])
+        >>> a.result.n_trees, int(a.trees[2, 2, 10]), int(a.trees[6, 6, 10])
+        (2, 1, 2)
+        """
+        if not isinstance(outputs, Mapping) or "vessel" not in outputs:
+            raise ValueError(
+                "outputs must be a mapping with a 'vessel' probability (as returned by "
+                f"predict); got {type(outputs).__name__}"
+                + (f" with keys {sorted(outputs)}." if isinstance(outputs, Mapping) else ".")
+            )
+        prob = _real_volume(outputs["vessel"], "outputs['vessel']", allow_bool=True)
+        if isinstance(threshold, bool) or not isinstance(threshold, Real):
+            raise ValueError(f"threshold must be a number; got {threshold!r}.")
+        if not math.isfinite(threshold):
+            raise ValueError(f"threshold must be finite; got {threshold!r}.")
+        mask = prob > threshold
+        sp = _spacing_array(spacing, mask.ndim)
+        if sources is not None:
+            src = np.asarray(sources)
+            if src.ndim != 2 or src.shape[1] != mask.ndim:
+                raise ValueError(
+                    f"sources must be a (K, {mask.ndim}) array of voxel coordinates; got "
+                    f"shape {src.shape}."
+                )
+        if "embedding" in outputs:
+            if "centerness" not in outputs:
+                raise ValueError("TopNet outputs with an 'embedding' need 'centerness' too.")
+            centerness = _real_volume(outputs["centerness"], "outputs['centerness']")
+            embedding = np.asarray(outputs["embedding"])
+            if centerness.shape != mask.shape or embedding.shape[1:] != mask.shape:
+                raise ValueError(
+                    f"centerness must have the shape {mask.shape} of 'vessel' and embedding "
+                    f"(E, {', '.join(map(str, mask.shape))}); got {centerness.shape} and "
+                    f"{embedding.shape}."
+                )
+            points = centerline_points_nms(
+                centerness, mask, size=NMS_SIZE, max_distance=NMS_MAX_DISTANCE
+            )
+            radius = radius_at(points, mask, sp)
+            if sources is None:
+                sources = detect_sources(
+                    points,
+                    radius,
+                    mask.shape,
+                    n=n_trees,
+                    neighbourhood=TOPNET_NEIGHBOURHOOD,
+                    spacing=sp,
+                )
+            result = reconstruct_trees(
+                points,
+                embedding,
+                sources,
+                neighbourhood=TOPNET_NEIGHBOURHOOD,
+                embedding_threshold=embedding_threshold,
+                spacing=sp,
+            )
+            method, skeleton = "embedding", None
+        else:
+            skeleton = None
+            if sources is None and n_trees is not None:
+                skeleton = skeletonize(mask)
+                pts = np.argwhere(skeleton)
+                found = detect_sources(
+                    pts,
+                    radius_at(pts, mask, sp),
+                    mask.shape,
+                    n=n_trees,
+                    neighbourhood=NEIGHBOURS_26,
+                    spacing=sp,
+                )
+                sources = pts[found] if found.size else None
+            result = trees_from_skeleton(mask, sources, spacing=sp)
+            if skeleton is None:  # the result's points are the skeleton voxels
+                skeleton = np.zeros(mask.shape, dtype=bool)
+                skeleton[tuple(np.asarray(result.points, dtype=np.intp).T)] = True
+            radius = radius_at(result.points, mask, sp)
+            method = "skeleton"
+        return cls(
+            mask=mask,
+            result=result,
+            trees=result.to_volume(mask),
+            radius=radius,
+            probability=None if prob.dtype == bool else prob,  # a mask adds nothing
+            spacing=tuple(sp.tolist()),
+            method=method,
+            threshold=float(threshold),
+            skeleton=skeleton,
+        )
+
+    def replace(self, **changes) -> VesselAnalysis:
+        """A copy with some attributes replaced (e.g. ``result`` and ``trees`` after edits).
+
+        Array attributes that are not replaced are shared, not copied.
+        """
+        allowed = {
+            "mask",
+            "result",
+            "trees",
+            "radius",
+            "probability",
+            "spacing",
+            "method",
+            "threshold",
+            "skeleton",
+        }
+        bad = set(changes) - allowed
+        if bad:
+            raise ValueError(f"cannot replace {sorted(bad)}; choose from {sorted(allowed)}.")
+        kw = {
+            "mask": self.mask,
+            "result": self.result,
+            "trees": self.trees,
+            "radius": self.radius,
+            "probability": self.probability,
+            "spacing": self.spacing,
+            "method": self.method,
+            "threshold": self.threshold,
+            "skeleton": self._skeleton if "mask" not in changes else None,
+        }
+        kw.update(changes)
+        return type(self)(**kw)
+
+    def __repr__(self) -> str:
+        return (
+            f"VesselAnalysis(shape={self.mask.shape}, spacing={self.spacing}, "
+            f"method={self.method!r}, n_points={len(self.points)}, "
+            f"n_trees={self.result.n_trees})"
+        )
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def points(self) -> np.ndarray:
+        """Centerline points (M, ndim), voxel coordinates."""
+        return self.result.points
+
+    @property
+    def ndim(self) -> int:
+        return self.mask.ndim
+
+    @property
+    def skeleton(self) -> np.ndarray:
+        """Skeleton of the mask (computed and kept on first access if not known)."""
+        if self._skeleton is None:
+            self._skeleton = skeletonize(self.mask)
+        return self._skeleton
+
+    @cached_property
+    def _forest_order(self) -> tuple[np.ndarray, np.ndarray]:
+        return _forest(self.result)
+
+    @property
+    def parents(self) -> np.ndarray:
+        """Parent point of every point in the centerline forest, -1 for roots."""
+        return self._forest_order[0]
+
+    def edges(self, kind: str = "tree") -> tuple[np.ndarray, np.ndarray]:
+        """Centerline edges and their physical lengths.
+
+        Parameters
+        ----------
+        kind : {"tree", "graph"}
+            ``"tree"``: the forest, one ``(child, parent)`` row per non-root point;
+            ``"graph"``: every kept edge of the reconstruction, ``(i, j)`` with ``i < j``.
+
+        Returns
+        -------
+        pairs : (E, 2) ndarray of intp
+        length : (E,) ndarray of float64
+        """
+        if kind == "tree":
+            child = np.flatnonzero(self.parents >= 0)
+            pairs = np.stack([child, self.parents[child]], axis=1).astype(np.intp)
+        elif kind == "graph":
+            from scipy import sparse
+
+            up = sparse.triu(self.result.adjacency, k=1).tocoo()
+            pairs = np.stack([up.row, up.col], axis=1).astype(np.intp)
+        else:
+            raise ValueError(f"kind must be 'tree' or 'graph'; got {kind!r}.")
+        if not len(pairs):
+            return np.zeros((0, 2), dtype=np.intp), np.zeros(0)
+        p = np.asarray(self.points, dtype=float)
+        step = (p[pairs[:, 0]] - p[pairs[:, 1]]) * np.asarray(self.spacing)
+        return pairs, np.sqrt(np.einsum("ij,ij->i", step, step))
+
+    def branch_paths(self) -> tuple[list[np.ndarray], np.ndarray]:
+        """Voxel paths of the centerline branches (each from its junction on) and trees."""
+        found = tree_branches(self.result)
+        pts = np.asarray(self.points, dtype=float)
+        return [b.path(pts) for b in found], np.array([b.tree for b in found], dtype=np.int64)
+
+    # ------------------------------------------------------------------ numbers
+    def summary(self) -> dict:
+        """Counts and lengths for a results table.
+
+        Returns
+        -------
+        dict
+            ``n_voxels`` and ``volume`` (physical) of the mask; ``n_points`` and
+            ``n_assigned_points`` (tree id > 0) of the centerline; ``n_trees``;
+            ``n_branches`` and ``total_length`` (physical) of the mask's skeleton from
+            skan (:func:`~napari_topo.trees.graph.branches`); ``n_centerline_branches``
+            of the tree structure; ``method``, ``threshold``, ``spacing``; and
+            ``trees``, one dict per tree id > 0 present (``id``, ``n_points``,
+            ``n_voxels``, ``length`` of its forest edges).
+        """
+        table = skan_branches(self.skeleton, spacing=self.spacing)
+        n_vox = int(np.count_nonzero(self.mask))
+        labels = np.asarray(self.result.labels)
+        pairs, length = self.edges("tree")
+        edge_tree = labels[pairs[:, 0]] if len(pairs) else np.zeros(0, dtype=np.int64)
+        ids = sorted(
+            set(np.unique(labels[labels > 0]).tolist())
+            | set(np.unique(self.trees[self.trees > 0]).tolist())
+        )
+        vox_counts = np.bincount(self.trees.ravel(), minlength=max(ids, default=0) + 1)
+        per_tree = [
+            {
+                "id": int(k),
+                "n_points": int(np.count_nonzero(labels == k)),
+                "n_voxels": int(vox_counts[k]),
+                "length": float(length[edge_tree == k].sum()),
+            }
+            for k in ids
+        ]
+        return {
+            "n_voxels": n_vox,
+            "volume": float(n_vox * math.prod(self.spacing)),
+            "n_points": int(len(self.points)),
+            "n_assigned_points": int(np.count_nonzero(labels > 0)),
+            "n_trees": int(self.result.n_trees),
+            "n_branches": int(len(table)),
+            "total_length": float(table["length"].sum()) if len(table) else 0.0,
+            "n_centerline_branches": int(len(tree_branches(self.result))),
+            "method": self.method,
+            "threshold": self.threshold,
+            "spacing": self.spacing,
+            "trees": per_tree,
+        }
+
+    # ------------------------------------------------------------------ export
+    def to_csv(self, nodes_path, edges_path, *, edges: str = "tree") -> tuple[Path, Path]:
+        """Write the centerline as a nodes table and an edges table (CSV, with header).
+
+        Nodes: ``id`` (point index), ``z, y, x`` (voxel coordinates; ``y, x`` in 2D),
+        ``radius`` (physical), ``tree`` (0 = unassigned). Edges: ``source, target``
+        (node ids; child, parent for ``edges="tree"``) and ``length`` (physical); see
+        :meth:`edges`.
+
+        Returns
+        -------
+        (nodes_path, edges_path) as Paths
+        """
+        npath, epath = _path(nodes_path), _path(edges_path)
+        pairs, length = self.edges(edges)
+        axes = _AXES[self.ndim]
+        labels = np.asarray(self.result.labels).tolist()
+        with npath.open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["id", *axes, "radius", "tree"])
+            for i, (c, r, t) in enumerate(
+                zip(np.asarray(self.points).tolist(), self.radius.tolist(), labels, strict=True)
+            ):
+                w.writerow([i, *c, repr(r), t])
+        with epath.open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["source", "target", "length"])
+            for (a, b), d in zip(pairs.tolist(), length.tolist(), strict=True):
+                w.writerow([a, b, repr(d)])
+        return npath, epath
+
+    def to_networkx(self, edges: str = "tree") -> nx.Graph:
+        """The centerline as a networkx graph with GraphML-safe (scalar) attributes.
+
+        Nodes are point indices with ``z, y, x`` (voxel, int), ``radius`` (float),
+        ``tree`` (int) and ``parent`` (int, -1 for roots); edges carry ``length``.
+        Graph attributes: ``spacing_z, spacing_y, spacing_x``, ``n_trees``, ``method``
+        and ``sources`` (comma-separated root point indices).
+        """
+        axes = _AXES[self.ndim]
+        g = nx.Graph()
+        g.graph.update({f"spacing_{a}": float(s) for a, s in zip(axes, self.spacing, strict=True)})
+        g.graph["n_trees"] = int(self.result.n_trees)
+        g.graph["method"] = self.method
+        g.graph["sources"] = ",".join(str(int(s)) for s in self.result.sources)
+        coords = np.asarray(self.points).tolist()
+        labels = np.asarray(self.result.labels).tolist()
+        parents = self.parents.tolist()
+        for i, (c, r, t, p) in enumerate(
+            zip(coords, self.radius.tolist(), labels, parents, strict=True)
+        ):
+            attrs = {a: v for a, v in zip(axes, c, strict=True)}
+            g.add_node(i, **attrs, radius=float(r), tree=int(t), parent=int(p))
+        pairs, length = self.edges(edges)
+        g.add_edges_from(
+            (a, b, {"length": float(d)})
+            for (a, b), d in zip(pairs.tolist(), length.tolist(), strict=True)
+        )
+        return g
+
+    def to_graphml(self, path, *, edges: str = "tree") -> Path:
+        """Write :meth:`to_networkx` as GraphML (``networkx.write_graphml``).
+
+        Read it back with ``networkx.read_graphml(path, node_type=int)``.
+        """
+        p = _path(path)
+        nx.write_graphml(self.to_networkx(edges), p)
+        return p
+
+    def to_swc(self, path) -> Path:
+        """Write the centerline forest as one SWC file.
+
+        One line ``n T x y z R P`` per centerline point: ``n`` is a 1-based id (parents
+        are written before their children), ``T = 3`` for every point, ``x y z`` are
+        *physical* coordinates in SWC's x, y, z order (``x = x_voxel * spacing_x``,
+        ...; ``z = 0`` in 2D), ``R`` the radius (physical) and ``P`` the parent's id, or
+        -1 for a root. Each tree is rooted at its source; pieces no source reached are
+        extra roots. Header comments give the spacing and, per root, its tree id.
+        """
+        p = _path(path)
+        parents, order = self._forest_order
+        swc_id = np.empty(len(order), dtype=np.int64)
+        swc_id[order] = np.arange(1, len(order) + 1)
+        pts = np.asarray(self.points, dtype=float) * np.asarray(self.spacing)
+        if self.ndim == 2:
+            pts = np.c_[np.zeros(len(pts)), pts]
+        labels = np.asarray(self.result.labels)
+        lines = [
+            "# napari-topo vessel centerline forest",
+            "# spacing (z, y, x): " + ", ".join(repr(s) for s in self.spacing),
+            "# coordinates: physical units, x y z order; type 3; parent -1 = root",
+        ]
+        roots = order[parents[order] < 0]
+        lines += [f"# root {int(swc_id[r])}: tree {int(labels[r])}" for r in roots]
+        lines.append("# id type x y z radius parent")
+        for i in order.tolist():
+            z, y, x = pts[i].tolist()
+            par = int(swc_id[parents[i]]) if parents[i] >= 0 else -1
+            lines.append(f"{int(swc_id[i])} 3 {x:.6g} {y:.6g} {z:.6g} {self.radius[i]:.6g} {par}")
+        p.write_text("\n".join(lines) + "\n")
+        return p
+
+    def save(self, path) -> tuple[Path, ...]:
+        """Write by extension: ``.graphml``, ``.swc`` or ``.csv``.
+
+        ``.csv`` writes the nodes to ``path`` and the edges next to it as
+        ``<stem>_edges.csv``.
+
+        Returns
+        -------
+        tuple of Path
+            The files written.
+
+        Raises
+        ------
+        ValueError
+            For any other extension.
+        """
+        p = _path(path)
+        ext = p.suffix.lower()
+        if ext == ".graphml":
+            return (self.to_graphml(p),)
+        if ext == ".swc":
+            return (self.to_swc(p),)
+        if ext == ".csv":
+            return self.to_csv(p, p.with_name(f"{p.stem}_edges.csv"))
+        raise ValueError(f"cannot save {p.name!r}: use a .graphml, .swc or .csv path.")
+
+    # ------------------------------------------------------------------ napari
+    def to_layers(
+        self, name: str = "vessels", scale=None, translate=None, *, skeleton: bool = False
+    ) -> list:
+        """Layer data tuples for napari (see :mod:`napari_topo.layers`).
+
+        In order (bottom to top): probability (if known), mask (hidden), skeleton (if
+        asked), trees (Labels, a colour per tree), branches (Shapes paths) and centerline
+        (Points sized by radius, coloured by tree).
+
+        Parameters
+        ----------
+        name : str, optional
+            Prefix of the layer names.
+        scale : sequence of float, optional
+            Layer scale; default ``spacing``. Pass the source image layer's scale (and
+            translate) so the results overlay it.
+        translate : sequence of float, optional
+        skeleton : bool, optional
+            Also return the skeleton as a Labels layer.
+
+        Returns
+        -------
+        list of (data, meta, layer_type)
+        """
+        sc = self.spacing if scale is None else scale
+        kw = {"name": name, "scale": sc, "translate": translate}
+        n = max(self.result.n_trees, int(self.trees.max(initial=0)))
+        out = []
+        if self.probability is not None:
+            out.append(_layers.probability_layer(self.probability, **kw))
+        out.append(_layers.mask_layer(self.mask, visible=False, **kw))
+        if skeleton:
+            out.append(_layers.skeleton_layer(self.skeleton, **kw))
+        out.append(_layers.trees_layer(self.trees, n, **kw))
+        paths, tree = self.branch_paths()
+        out.append(_layers.branches_layer(paths, tree, ndim=self.ndim, **kw))
+        out.append(_layers.points_layer(self.points, self.radius, self.result.labels, **kw))
+        return out

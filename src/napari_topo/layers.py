@@ -1,0 +1,472 @@
+"""Results as napari layer data tuples: pure functions, no Qt, napari imported lazily.
+
+Every function returns a ``(data, meta, layer_type)`` tuple (napari's
+``LayerDataTuple``) that a reader, a widget or a script turns into a layer with
+``napari.layers.Layer.create(data, meta, layer_type)`` or ``viewer.add_layer(...)``.
+``meta`` holds
+
+* ``name``: ``f"{name} <kind>"``, e.g. ``"vessels trees"``;
+* ``scale`` / ``translate``: as given by the caller (the source image's, so the result
+  overlays it); omitted when None, which napari reads as unit scale and no shift;
+* ``metadata``: ``{"napari_topo": {"kind": <kind>, "name": name, ...}}`` so that a
+  widget can recognise the layers it made (:func:`layer_kind`).
+
+Tree ids get the same colour everywhere (trees Labels, centerline Points, branch Shapes)
+from :func:`tree_colors`. Only :func:`trees_layer` touches napari, to build a
+:class:`napari.utils.colormaps.DirectLabelColormap`, and falls back to the plain
+``{label: colour}`` dict napari accepts as well when napari is not installed. This
+module imports numpy only.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import math
+from collections.abc import Mapping
+from numbers import Real
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from napari.types import LayerDataTuple
+else:
+    LayerDataTuple = tuple
+
+__all__ = [
+    "UNASSIGNED_COLOR",
+    "branches_layer",
+    "layer_kind",
+    "mask_layer",
+    "points_layer",
+    "probability_layer",
+    "skeleton_layer",
+    "tree_colormap",
+    "tree_colors",
+    "trees_layer",
+]
+
+#: Key of the plugin's entry in a layer's ``metadata``.
+METADATA_KEY = "napari_topo"
+#: Colour of points and voxels that belong to no tree (id 0 / unknown ids).
+UNASSIGNED_COLOR = (0.6, 0.6, 0.6, 1.0)
+_TRANSPARENT = (0.0, 0.0, 0.0, 0.0)
+# Hand-picked, well separated first colours (RGB); further ones by the golden angle.
+_BASE = (
+    (0.90, 0.16, 0.16),  # red
+    (0.15, 0.45, 0.95),  # blue
+    (0.20, 0.75, 0.25),  # green
+    (1.00, 0.60, 0.05),  # orange
+    (0.60, 0.25, 0.85),  # violet
+    (0.10, 0.85, 0.85),  # cyan
+    (0.95, 0.35, 0.75),  # pink
+    (0.95, 0.90, 0.15),  # yellow
+    (0.55, 0.33, 0.12),  # brown
+    (0.60, 1.00, 0.55),  # light green
+    (0.20, 0.20, 0.60),  # navy
+    (1.00, 0.72, 0.60),  # peach
+)
+_GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
+
+
+# --------------------------------------------------------------------------------------
+# colours
+# --------------------------------------------------------------------------------------
+def tree_colors(n: int) -> np.ndarray:
+    """Deterministic, distinct RGBA colours for trees ``1..n``.
+
+    Row ``k - 1`` is the colour of tree ``k``, and it does not depend on ``n``
+    (``tree_colors(5)[:3] == tree_colors(3)``), so colours stay put as trees are added.
+    The first twelve are hand-picked; further ones step the hue by the golden ratio,
+    alternating three saturation/value levels.
+
+    Parameters
+    ----------
+    n : int
+        Number of colours, >= 0.
+
+    Returns
+    -------
+    (n, 4) ndarray of float64
+        RGBA in [0, 1], opaque.
+
+    Raises
+    ------
+    ValueError
+        If ``n`` is not a non-negative integer.
+
+    Examples
+    --------
+    >>> tree_colors(2).round(2).tolist()
+    [[0.9, 0.16, 0.16, 1.0], [0.15, 0.45, 0.95, 1.0]]
+    """
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
+        raise ValueError(f"n must be a non-negative integer; got {n!r}.")
+    out = np.ones((int(n), 4))
+    for i in range(int(n)):
+        if i < len(_BASE):
+            out[i, :3] = _BASE[i]
+        else:
+            j = i - len(_BASE)
+            hue = (0.07 + j * _GOLDEN) % 1.0
+            sat, val = ((0.85, 0.95), (0.55, 1.0), (0.95, 0.65))[j % 3]
+            out[i, :3] = colorsys.hsv_to_rgb(hue, sat, val)
+    return out
+
+
+def _colors_for(ids: np.ndarray) -> np.ndarray:
+    """RGBA per tree id; :data:`UNASSIGNED_COLOR` for ids <= 0."""
+    ids = np.asarray(ids, dtype=np.int64)
+    out = np.tile(np.asarray(UNASSIGNED_COLOR), (ids.size, 1))
+    top = int(ids.max(initial=0))
+    if top > 0:
+        pal = tree_colors(top)
+        pos = ids > 0
+        out[pos] = pal[ids[pos] - 1]
+    return out
+
+
+def tree_colormap(n: int) -> dict:
+    """``{label: RGBA}`` for a Labels layer of ``n`` trees.
+
+    0 (background) is transparent, ``k`` is ``tree_colors(n)[k - 1]`` and the default
+    (key None, ids above ``n``) is :data:`UNASSIGNED_COLOR`. napari reads such a dict as a
+    :class:`~napari.utils.colormaps.DirectLabelColormap`.
+    """
+    pal = tree_colors(n)
+    cmap: dict = {None: np.asarray(UNASSIGNED_COLOR), 0: np.asarray(_TRANSPARENT)}
+    cmap.update({k + 1: pal[k] for k in range(len(pal))})
+    return cmap
+
+
+def _one_colour(rgba) -> Any:
+    """Colormap of a binary Labels layer: 1 in ``rgba``, everything else transparent."""
+    clear = np.asarray(_TRANSPARENT)
+    return _direct_colormap({None: clear, 0: clear, 1: np.asarray(rgba, dtype=float)})
+
+
+def _direct_colormap(color_dict: dict):
+    try:
+        from napari.utils.colormaps import DirectLabelColormap
+    except ImportError:  # napari is optional for the core: napari accepts the dict too
+        return color_dict
+    return DirectLabelColormap(color_dict=color_dict)
+
+
+# --------------------------------------------------------------------------------------
+# validation
+# --------------------------------------------------------------------------------------
+def _check_name(name) -> str:
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name must be a non-empty string; got {name!r}.")
+    return name
+
+
+def _vector(value, ndim: int, what: str, *, nonzero: bool = False):
+    if value is None:
+        return None
+    try:
+        v = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        v = None
+    if v is None or v.shape != (ndim,) or not np.isfinite(v).all() or (nonzero and (v == 0).any()):
+        extra = " non-zero" if nonzero else ""
+        raise ValueError(f"{what} must be None or {ndim} finite{extra} numbers; got {value!r}.")
+    return tuple(float(x) for x in v)
+
+
+def _meta(kind: str, name: str, nd: int, scale, translate, extra=None, **kwargs) -> dict:
+    info = {"kind": kind, "name": name}
+    if extra:
+        info.update(extra)
+    meta: dict[str, Any] = {"name": f"{name} {kind}", "metadata": {METADATA_KEY: info}}
+    sc = _vector(scale, nd, "scale", nonzero=True)
+    tr = _vector(translate, nd, "translate")
+    if sc is not None:
+        meta["scale"] = sc
+    if tr is not None:
+        meta["translate"] = tr
+    meta.update(kwargs)
+    return meta
+
+
+def _volume(data, what: str) -> np.ndarray:
+    arr = np.asarray(data)
+    if arr.ndim not in (2, 3):
+        raise ValueError(
+            f"{what} must be a 2D (y, x) or 3D (z, y, x) array; got shape {arr.shape}."
+        )
+    return arr
+
+
+def _binary_labels(data, what: str) -> np.ndarray:
+    arr = _volume(data, what)
+    if arr.dtype == bool:
+        return arr.view(np.uint8)  # no copy
+    if not np.issubdtype(arr.dtype, np.integer) or (arr.size and (arr.min() < 0 or arr.max() > 1)):
+        raise ValueError(f"{what} must be bool or integers in {{0, 1}}; got {arr.dtype}.")
+    return arr
+
+
+def layer_kind(layer_or_metadata) -> str | None:
+    """The kind (``"trees"``, ``"mask"``, ...) of a layer made here, else None.
+
+    Accepts a napari layer (anything with ``metadata``) or its metadata mapping.
+
+    Examples
+    --------
+    >>> layer_kind(mask_layer(np.zeros((2, 2), bool))[1]["metadata"])
+    'mask'
+    >>> layer_kind({}) is None
+    True
+    """
+    md = getattr(layer_or_metadata, "metadata", layer_or_metadata)
+    info = md.get(METADATA_KEY) if isinstance(md, Mapping) else None
+    return info.get("kind") if isinstance(info, Mapping) else None
+
+
+# --------------------------------------------------------------------------------------
+# layers
+# --------------------------------------------------------------------------------------
+def probability_layer(
+    probability, *, name: str = "vessels", scale=None, translate=None, **kwargs
+) -> LayerDataTuple:
+    """Image layer of a vessel probability map (magma, contrast 0..1, additive).
+
+    Parameters
+    ----------
+    probability : (Y, X) or (Z, Y, X) array_like of float
+    name : str, optional
+        Prefix of the layer name (``f"{name} probability"``).
+    scale, translate : sequence of float, optional
+        Passed on to the layer (use the source image's).
+    **kwargs
+        Further layer keyword arguments, overriding the defaults here.
+
+    Returns
+    -------
+    (data, meta, "image")
+    """
+    data = _volume(probability, "probability")
+    if not (np.issubdtype(data.dtype, np.floating) or np.issubdtype(data.dtype, np.integer)):
+        raise ValueError(f"probability must hold numbers; got {data.dtype}.")
+    meta = _meta(
+        "probability",
+        _check_name(name),
+        data.ndim,
+        scale,
+        translate,
+        colormap="magma",
+        contrast_limits=(0.0, 1.0),
+        blending="additive",
+        **kwargs,
+    )
+    return data, meta, "image"
+
+
+def mask_layer(mask, *, name: str = "vessels", scale=None, translate=None, **kwargs):
+    """Labels layer of a binary vessel mask (one colour, half opaque).
+
+    ``mask`` may be bool (shown without a copy, as uint8) or integers in {0, 1}. Other
+    arguments as in :func:`probability_layer`. Returns ``(data, meta, "labels")``.
+    """
+    data = _binary_labels(mask, "mask")
+    cmap = _one_colour((0.0, 0.8, 1.0, 1.0))
+    meta = _meta(
+        "mask",
+        _check_name(name),
+        data.ndim,
+        scale,
+        translate,
+        colormap=cmap,
+        opacity=0.4,
+        **kwargs,
+    )
+    return data, meta, "labels"
+
+
+def skeleton_layer(skeleton, *, name: str = "vessels", scale=None, translate=None, **kwargs):
+    """Labels layer of a one-voxel skeleton (yellow). As :func:`mask_layer`."""
+    data = _binary_labels(skeleton, "skeleton")
+    cmap = _one_colour((1.0, 0.9, 0.1, 1.0))
+    meta = _meta(
+        "skeleton", _check_name(name), data.ndim, scale, translate, colormap=cmap, **kwargs
+    )
+    return data, meta, "labels"
+
+
+def trees_layer(
+    trees,
+    n_trees: int | None = None,
+    *,
+    name: str = "vessels",
+    scale=None,
+    translate=None,
+    **kwargs,
+):
+    """Labels layer of a tree label volume, one clear colour per tree.
+
+    Parameters
+    ----------
+    trees : (Y, X) or (Z, Y, X) array_like of int
+        0 = background (transparent), ``k`` = tree ``k`` (``tree_colors(n)[k - 1]``).
+    n_trees : int, optional
+        Number of colours to set; default the largest id in ``trees``. Ids above it
+        show in :data:`UNASSIGNED_COLOR`.
+    name, scale, translate, **kwargs
+        As in :func:`probability_layer`.
+
+    Returns
+    -------
+    (data, meta, "labels")
+        ``meta["colormap"]`` is a DirectLabelColormap (a dict if napari is missing);
+        ``meta["metadata"]["napari_topo"]["n_trees"]`` the number of colours.
+    """
+    data = _volume(trees, "trees")
+    if not np.issubdtype(data.dtype, np.integer):
+        raise ValueError(f"trees must be an integer label volume; got {data.dtype}.")
+    if data.size and data.min() < 0:
+        raise ValueError("trees must hold non-negative ids (0 = background).")
+    top = int(data.max(initial=0))
+    if n_trees is None:
+        n_trees = top
+    elif isinstance(n_trees, bool) or not isinstance(n_trees, int | np.integer) or n_trees < 0:
+        raise ValueError(f"n_trees must be None or a non-negative integer; got {n_trees!r}.")
+    n = int(n_trees)
+    meta = _meta(
+        "trees",
+        _check_name(name),
+        data.ndim,
+        scale,
+        translate,
+        extra={"n_trees": n},
+        colormap=_direct_colormap(tree_colormap(n)),
+        opacity=0.7,
+        **kwargs,
+    )
+    return data, meta, "labels"
+
+
+def points_layer(
+    points,
+    radius=None,
+    tree=None,
+    *,
+    name: str = "vessels",
+    scale=None,
+    translate=None,
+    **kwargs,
+):
+    """Points layer of centerline points, sized by radius and coloured by tree.
+
+    Parameters
+    ----------
+    points : (M, ndim) array_like
+        Voxel (data) coordinates.
+    radius : (M,) array_like of float, optional
+        Vessel radius per point in physical units (the units of ``scale``). The marker
+        diameter is ``2 * radius`` in those units: napari sizes points in data pixels
+        scaled by the last axis, so ``size = 2 * radius / scale[-1]`` (at least 1).
+        Default: size 1.
+    tree : (M,) array_like of int, optional
+        Tree id per point (face colour from :func:`tree_colors`, grey for 0).
+    name, scale, translate, **kwargs
+        As in :func:`probability_layer`.
+
+    Returns
+    -------
+    (data, meta, "points")
+        ``meta["features"]`` holds ``radius`` and ``tree`` columns.
+    """
+    p = np.asarray(points, dtype=float)
+    if p.size == 0:  # keep (0, 2) as 2D, anything else empty as 3D
+        p = p.reshape(0, p.shape[1] if p.ndim == 2 and p.shape[1] in (2, 3) else 3)
+    if p.ndim != 2 or p.shape[1] not in (2, 3) or not np.isfinite(p).all():
+        raise ValueError(f"points must be an (M, 2) or (M, 3) finite array; got {p.shape}.")
+    m, ndim = p.shape
+    rad = np.zeros(m) if radius is None else np.asarray(radius, dtype=float)
+    tid = np.zeros(m, dtype=np.int64) if tree is None else np.asarray(tree)
+    if rad.shape != (m,) or not np.isfinite(rad).all() or (rad < 0).any():
+        raise ValueError(f"radius must be ({m},) finite values >= 0; got shape {rad.shape}.")
+    if tid.shape != (m,) or not np.issubdtype(tid.dtype, np.integer):
+        raise ValueError(f"tree must be ({m},) integers; got {tid.dtype} of shape {tid.shape}.")
+    sc = _vector(scale, ndim, "scale", nonzero=True)
+    last = abs(sc[-1]) if sc is not None else 1.0
+    size = np.maximum(2.0 * rad / last, 1.0) if radius is not None else np.ones(m)
+    meta = _meta(
+        "centerline",
+        _check_name(name),
+        ndim,
+        scale,
+        translate,
+        features={"radius": rad, "tree": tid.astype(np.int64)},
+        size=size,
+        face_color=_colors_for(tid),
+        border_width=0.0,
+        **kwargs,
+    )
+    return p, meta, "points"
+
+
+def branches_layer(
+    paths,
+    tree=None,
+    *,
+    name: str = "vessels",
+    scale=None,
+    translate=None,
+    edge_width: float = 0.5,
+    ndim: int | None = None,
+    **kwargs,
+):
+    """Shapes layer with one path per branch, coloured by tree.
+
+    Parameters
+    ----------
+    paths : sequence of (L, ndim) array_like
+        Vertex coordinates of each branch (voxel / data coordinates). Paths with fewer
+        than two vertices are left out (with their ``tree`` entry).
+    tree : (N,) array_like of int, optional
+        Tree id per path; default 0 (grey).
+    edge_width : float, optional
+        Line width in data units.
+    ndim : int, optional
+        Dimensionality when ``paths`` is empty (default 3).
+    name, scale, translate, **kwargs
+        As in :func:`probability_layer`.
+
+    Returns
+    -------
+    (data, meta, "shapes")
+        ``meta["features"]`` holds ``tree`` and ``branch`` (position in ``paths``).
+    """
+    arrays = [np.asarray(p, dtype=float) for p in paths]
+    tid = np.zeros(len(arrays), dtype=np.int64) if tree is None else np.asarray(tree)
+    if tid.shape != (len(arrays),) or (tid.size and not np.issubdtype(tid.dtype, np.integer)):
+        raise ValueError(f"tree must be ({len(arrays)},) integers, one per path.")
+    dims = {a.shape[1] for a in arrays if a.ndim == 2}
+    if any(a.ndim != 2 or not np.isfinite(a).all() for a in arrays) or len(dims) > 1:
+        raise ValueError("paths must be (L, ndim) finite arrays of one dimensionality.")
+    nd = dims.pop() if dims else (3 if ndim is None else int(ndim))
+    if nd not in (2, 3):
+        raise ValueError(f"paths must be 2D or 3D; got ndim {nd}.")
+    if not isinstance(edge_width, Real) or not edge_width > 0:
+        raise ValueError(f"edge_width must be a positive number; got {edge_width!r}.")
+    keep = np.array([len(a) >= 2 for a in arrays], dtype=bool)
+    data = [a for a, k in zip(arrays, keep, strict=True) if k]
+    kept_tree = tid[keep].astype(np.int64)
+    meta = _meta(
+        "branches",
+        _check_name(name),
+        nd,
+        scale,
+        translate,
+        ndim=nd,
+        shape_type="path",
+        edge_width=float(edge_width),
+        edge_color=_colors_for(kept_tree) if data else "gray",
+        face_color="transparent",
+        features={"tree": kept_tree, "branch": np.flatnonzero(keep)},
+        **kwargs,
+    )
+    return data, meta, "shapes"

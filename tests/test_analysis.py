@@ -1,0 +1,381 @@
+"""Tests of napari_topo.analysis (VesselAnalysis) and napari_topo.layers."""
+
+from __future__ import annotations
+
+import csv
+import doctest
+import subprocess
+import sys
+
+import networkx as nx
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from napari_topo import analysis as analysis_module
+from napari_topo import layers
+from napari_topo.analysis import VesselAnalysis
+from napari_topo.data import make_vessel_volume
+from napari_topo.topology.metrics import tree_accuracy
+from napari_topo.topology.skeleton import skeletonize
+from napari_topo.trees import branches, label_switches
+from napari_topo.trees import edit as edit_module
+
+SPACING = (2.0, 1.0, 0.5)
+
+
+# ------------------------------------------------------------------------------ fixtures
+def _topnet_outputs(vessel, centerline, trees):
+    """TopNet-like outputs: exact centerness and an oracle embedding (one-hot id * 10).
+
+    Voxels outside ``trees`` take the id of the nearest tree voxel, so the embedding
+    is right on a mask that merges trees too.
+    """
+    nearest = ndi.distance_transform_edt(trees == 0, return_distances=False, return_indices=True)
+    tid = trees[tuple(nearest)]
+    return {
+        "vessel": vessel.astype(np.float32),
+        "centerness": ndi.distance_transform_edt(~centerline).astype(np.float32),
+        "embedding": np.moveaxis(np.eye(8, dtype=np.float32)[tid] * 10.0, -1, 0),
+    }
+
+
+@pytest.fixture(scope="module")
+def vol():
+    return make_vessel_volume((48, 48, 48), n_trees=2, seed=1, randomize_image=False)
+
+
+@pytest.fixture(scope="module")
+def skel_analysis(vol):
+    return VesselAnalysis.from_outputs(
+        {"vessel": vol.mask.astype(np.float32)}, sources=vol.sources, spacing=SPACING
+    )
+
+
+@pytest.fixture(scope="module")
+def topnet_analysis(vol):
+    outputs = _topnet_outputs(vol.mask, vol.centerline, vol.trees)
+    return VesselAnalysis.from_outputs(outputs, sources=vol.sources)
+
+
+# ------------------------------------------------------------------------ from_outputs
+def test_mask_outputs_give_the_true_trees(vol, skel_analysis):
+    a = skel_analysis
+    assert a.method == "skeleton" and a.spacing == SPACING and a.threshold == 0.5
+    assert np.array_equal(a.mask, vol.mask)
+    assert np.array_equal(a.skeleton, skeletonize(vol.mask))
+    assert np.array_equal(a.points, np.argwhere(a.skeleton))
+    assert a.result.n_trees == vol.n_trees
+    assert tree_accuracy(a.trees, vol.trees, vol.centerline) == 1.0
+    assert label_switches(a.trees, vol.graph) == 0
+    # sources row k is tree k + 1 in both, so the ids agree too
+    assert (a.trees == vol.trees).mean() > 0.99
+    assert np.array_equal(a.trees > 0, vol.mask)
+    assert a.radius.shape == (len(a.points),) and (a.radius > 0).all()
+
+
+def test_topnet_outputs_give_the_true_trees(vol, topnet_analysis):
+    a = topnet_analysis
+    assert a.method == "embedding"
+    # NMS on the exact distance keeps the whole centerline (a plateau of zeros)
+    assert np.array_equal(a.points, np.argwhere(vol.centerline))
+    assert np.array_equal(a.result.labels, vol.trees[tuple(a.points.T)])
+    assert tree_accuracy(a.trees, vol.trees, vol.centerline) == 1.0
+    assert (a.trees == vol.trees).mean() > 0.99
+    true_radius = vol.radius[tuple(a.points.T)]
+    assert np.median(np.abs(a.radius - true_radius)) < 1.0
+
+
+def test_embedding_separates_trees_the_mask_merges():
+    near = make_vessel_volume(
+        (48, 48, 48), n_trees=3, seed=5, randomize_image=False, near_touch_prob=0.5
+    )
+    merged = ndi.binary_dilation(near.mask, iterations=2)
+    assert ndi.label(merged, np.ones((3, 3, 3)))[1] == 1
+    base = VesselAnalysis.from_outputs({"vessel": merged}, sources=near.sources)
+    topnet = VesselAnalysis.from_outputs(
+        _topnet_outputs(merged, near.centerline, near.trees), sources=near.sources
+    )
+    assert tree_accuracy(base.trees, near.trees, near.centerline) < 0.9
+    assert tree_accuracy(topnet.trees, near.trees, near.centerline) == 1.0
+    assert label_switches(topnet.trees, near.graph) == 0 < label_switches(base.trees, near.graph)
+
+
+def test_sources_are_detected_when_not_given(vol):
+    a = VesselAnalysis.from_outputs({"vessel": vol.mask.astype(np.float32)})
+    assert a.result.n_trees == vol.n_trees
+    assert tree_accuracy(a.trees, vol.trees, vol.centerline) == 1.0
+    one = VesselAnalysis.from_outputs({"vessel": vol.mask.astype(np.float32)}, n_trees=1)
+    assert one.result.n_trees == 1 and set(np.unique(one.trees).tolist()) == {0, 1}
+
+
+def test_threshold_and_an_empty_mask(vol, tmp_path):
+    prob = np.where(vol.mask, 0.6, 0.1).astype(np.float32)
+    a = VesselAnalysis.from_outputs({"vessel": prob}, threshold=0.5, sources=vol.sources)
+    assert np.array_equal(a.mask, vol.mask)
+    empty = VesselAnalysis.from_outputs({"vessel": prob}, threshold=0.7)
+    assert not empty.mask.any() and len(empty.points) == 0 and not empty.trees.any()
+    s = empty.summary()
+    assert s["n_voxels"] == s["n_points"] == s["n_trees"] == s["n_branches"] == 0
+    assert s["trees"] == []
+    swc = empty.to_swc(tmp_path / "empty.swc")
+    assert not [ln for ln in swc.read_text().splitlines() if not ln.startswith("#")]
+    assert [t[2] for t in empty.to_layers()] == ["image", "labels", "labels", "shapes", "points"]
+
+
+@pytest.mark.parametrize(
+    ("outputs", "kwargs", "match"),
+    [
+        ({}, {}, "'vessel'"),
+        ("vessel", {}, "mapping"),
+        ({"vessel": np.zeros((4, 4, 4, 4))}, {}, "2D"),
+        ({"vessel": np.full((4, 4, 4), np.nan)}, {}, "finite"),
+        ({"vessel": np.zeros((4, 4, 4))}, {"threshold": float("nan")}, "finite"),
+        ({"vessel": np.zeros((4, 4, 4))}, {"sources": [1, 2, 3]}, r"\(K, 3\)"),
+        ({"vessel": np.zeros((4, 4, 4)), "embedding": np.zeros((2, 4, 4, 4))}, {}, "centerness"),
+        (
+            {
+                "vessel": np.zeros((4, 4, 4)),
+                "centerness": np.zeros((4, 4, 4)),
+                "embedding": np.zeros((2, 4, 4, 5)),
+            },
+            {},
+            "shape",
+        ),
+    ],
+)
+def test_bad_outputs_raise_value_error(outputs, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        VesselAnalysis.from_outputs(outputs, **kwargs)
+
+
+# ----------------------------------------------------------------------------- summary
+def test_summary_counts_are_consistent(skel_analysis):
+    a = skel_analysis
+    s = a.summary()
+    assert s["n_voxels"] == np.count_nonzero(a.mask)
+    assert s["volume"] == pytest.approx(s["n_voxels"] * np.prod(SPACING))
+    assert s["n_points"] == len(a.points) == s["n_assigned_points"]
+    assert s["n_trees"] == 2 and [t["id"] for t in s["trees"]] == [1, 2]
+    table = branches(a.skeleton, spacing=SPACING)
+    assert s["n_branches"] == len(table) > 2
+    assert s["total_length"] == pytest.approx(table["length"].sum())
+    assert sum(t["n_voxels"] for t in s["trees"]) == s["n_voxels"]
+    assert sum(t["n_points"] for t in s["trees"]) == s["n_points"]
+    _, length = a.edges("tree")
+    assert sum(t["length"] for t in s["trees"]) == pytest.approx(length.sum())
+    assert s["n_centerline_branches"] == len(edit_module.tree_branches(a.result))
+
+
+# ------------------------------------------------------------------------------ export
+def _n_roots(a):
+    return int(np.count_nonzero(a.parents < 0))
+
+
+def test_csv_export_reads_back(skel_analysis, tmp_path):
+    a = skel_analysis
+    nodes_path, edges_path = a.to_csv(tmp_path / "n.csv", tmp_path / "e.csv")
+    with nodes_path.open() as f:
+        nodes = list(csv.DictReader(f))
+    with edges_path.open() as f:
+        edges = list(csv.DictReader(f))
+    assert list(nodes[0]) == ["id", "z", "y", "x", "radius", "tree"]
+    assert len(nodes) == len(a.points)
+    coords = np.array([[int(r[k]) for k in "zyx"] for r in nodes])
+    assert np.array_equal(coords, a.points)
+    assert np.array_equal([int(r["tree"]) for r in nodes], a.result.labels)
+    assert np.allclose([float(r["radius"]) for r in nodes], a.radius)
+    assert len(edges) == len(a.points) - _n_roots(a)
+    src = np.array([int(r["source"]) for r in edges])
+    dst = np.array([int(r["target"]) for r in edges])
+    assert np.array_equal(a.parents[src], dst)  # child -> parent
+    steps = (a.points[src] - a.points[dst]) * SPACING
+    assert np.allclose([float(r["length"]) for r in edges], np.linalg.norm(steps, axis=1))
+
+
+def test_graphml_export_reads_back(skel_analysis, tmp_path):
+    a = skel_analysis
+    path = a.to_graphml(tmp_path / "trees.graphml")
+    g = nx.read_graphml(path, node_type=int)
+    assert g.number_of_nodes() == len(a.points)
+    assert g.number_of_edges() == len(a.points) - _n_roots(a)
+    assert nx.is_forest(g) and nx.number_connected_components(g) == _n_roots(a)
+    i = len(a.points) // 2
+    node = g.nodes[i]
+    assert (node["z"], node["y"], node["x"]) == tuple(a.points[i].tolist())
+    assert node["radius"] == pytest.approx(a.radius[i]) and node["tree"] == a.result.labels[i]
+    assert node["parent"] == a.parents[i]
+    assert g.graph["spacing_z"] == 2.0 and g.graph["spacing_x"] == 0.5
+    assert g.graph["n_trees"] == 2
+    full = nx.read_graphml(a.to_graphml(tmp_path / "g.graphml", edges="graph"), node_type=int)
+    assert full.number_of_edges() == a.result.adjacency.nnz // 2
+
+
+def test_swc_export_reads_back(skel_analysis, tmp_path):
+    a = skel_analysis
+    text = a.to_swc(tmp_path / "trees.swc").read_text().splitlines()
+    rows = np.array([ln.split() for ln in text if not ln.startswith("#")], dtype=float)
+    assert rows.shape == (len(a.points), 7)
+    ids, types, parent = rows[:, 0].astype(int), rows[:, 1], rows[:, 6].astype(int)
+    assert np.array_equal(ids, np.arange(1, len(a.points) + 1)) and (types == 3).all()
+    assert np.count_nonzero(parent == -1) == _n_roots(a)
+    assert ((parent == -1) | ((parent >= 1) & (parent < ids))).all()  # parents come first
+    # physical x y z: the same point set as the voxels times the spacing, reversed axes
+    phys = (a.points * SPACING)[:, ::-1]
+    order = np.lexsort(rows[:, 2:5].T[::-1])
+    expected = np.lexsort(phys.T[::-1])
+    assert np.allclose(rows[order, 2:5], phys[expected], rtol=1e-5)
+    assert np.allclose(rows[order, 5], a.radius[expected], rtol=1e-5)
+    # each parent link is an edge of the forest: its length matches a forest edge
+    xyz = rows[:, 2:5]
+    child = np.flatnonzero(parent > 0)
+    link = np.linalg.norm(xyz[child] - xyz[parent[child] - 1], axis=1)
+    _, length = a.edges("tree")
+    assert np.allclose(np.sort(link), np.sort(length), rtol=1e-4)
+    # the roots of the trees are the given sources' points, with their tree ids
+    root_lines = [ln for ln in text if ln.startswith("# root")]
+    assert sorted(int(ln.rsplit(" ", 1)[1]) for ln in root_lines)[-2:] == [1, 2]
+
+
+def test_save_by_extension(skel_analysis, tmp_path):
+    a = skel_analysis
+    (swc,) = a.save(tmp_path / "t.swc")
+    (gml,) = a.save(tmp_path / "t.GraphML")
+    nodes, edges = a.save(tmp_path / "t.csv")
+    assert swc.read_text().startswith("#") and nx.read_graphml(gml).number_of_nodes() > 0
+    assert edges.name == "t_edges.csv" and nodes.exists() and edges.exists()
+    with pytest.raises(ValueError, match="graphml"):
+        a.save(tmp_path / "t.txt")
+
+
+# ------------------------------------------------------------------------------ layers
+def test_to_layers_types_scale_and_colours(skel_analysis):
+    a = skel_analysis
+    scale, translate = (4.0, 2.0, 1.0), (10.0, 0.0, -5.0)
+    tuples = a.to_layers("v", scale=scale, translate=translate)
+    kinds = [t[2] for t in tuples]
+    assert kinds == ["image", "labels", "labels", "shapes", "points"]
+    for _, meta, _ in tuples:
+        assert meta["scale"] == scale and meta["translate"] == translate
+        assert meta["name"].startswith("v ")
+        assert layers.layer_kind(meta["metadata"]) in {
+            "probability",
+            "mask",
+            "trees",
+            "branches",
+            "centerline",
+        }
+    by_kind = {layers.layer_kind(m["metadata"]): (d, m) for d, m, _ in tuples}
+    trees, tmeta = by_kind["trees"]
+    assert trees is a.trees and tmeta["name"] == "v trees"
+    cmap = tmeta["colormap"]
+    tree_rgba = np.array([cmap.color_dict[k] for k in (1, 2)])
+    assert not np.allclose(tree_rgba[0], tree_rgba[1])  # one colour per tree
+    assert cmap.color_dict[0][3] == 0  # background transparent
+    pts, pmeta = by_kind["centerline"]
+    assert np.array_equal(pts, a.points)
+    assert np.array_equal(pmeta["features"]["tree"], a.result.labels)
+    assert np.allclose(pmeta["size"], np.maximum(2 * a.radius / scale[-1], 1.0))
+    # points and labels share the palette
+    for k in (1, 2):
+        assert np.allclose(pmeta["face_color"][a.result.labels == k], tree_rgba[k - 1])
+    paths, smeta = by_kind["branches"]
+    assert smeta["shape_type"] == "path" and all(len(p) >= 2 for p in paths)
+    assert len(paths) == len(smeta["features"]["tree"]) == len(smeta["edge_color"])
+    # default scale: the analysis spacing
+    assert all(m["scale"] == SPACING for _, m, _ in a.to_layers())
+    assert "skeleton" in [
+        layers.layer_kind(m["metadata"]) for _, m, _ in a.to_layers(skeleton=True)
+    ]
+
+
+def test_tree_colors_are_deterministic_and_distinct():
+    c = layers.tree_colors(30)
+    assert c.shape == (30, 4) and ((c >= 0) & (c <= 1)).all() and (c[:, 3] == 1).all()
+    assert np.array_equal(layers.tree_colors(30), c)
+    assert np.array_equal(layers.tree_colors(5), c[:5])  # a tree keeps its colour
+    rgb = c[:, :3]
+    dist = np.linalg.norm(rgb[:, None] - rgb[None], axis=-1)
+    np.fill_diagonal(dist, np.inf)
+    assert dist.min() > 0.1
+    assert dist[:12, :12].min() > 0.3  # the hand-picked ones are far apart
+    grey = np.asarray(layers.UNASSIGNED_COLOR[:3])
+    assert np.linalg.norm(rgb - grey, axis=1).min() > 0.1
+    with pytest.raises(ValueError):
+        layers.tree_colors(-1)
+
+
+def test_layer_functions_validate_and_carry_metadata():
+    vol = np.zeros((4, 5, 6), np.int32)
+    vol[1, 2, 3] = 4
+    data, meta, kind = layers.trees_layer(vol, name="x", scale=(1, 2, 3))
+    assert kind == "labels" and meta["scale"] == (1.0, 2.0, 3.0) and "translate" not in meta
+    assert meta["metadata"]["napari_topo"] == {"kind": "trees", "name": "x", "n_trees": 4}
+    mask = vol > 0
+    mdata, _, _ = layers.mask_layer(mask)
+    assert mdata.dtype == np.uint8 and np.shares_memory(mdata, mask)
+    paths, smeta, _ = layers.branches_layer([[[0, 0, 0]], [[0, 0, 0], [0, 1, 1]]], [1, 2])
+    assert len(paths) == 1 and smeta["features"]["branch"].tolist() == [1]
+    assert smeta["features"]["tree"].tolist() == [2]
+    empty, emeta, _ = layers.branches_layer([], ndim=2)
+    assert empty == [] and emeta["ndim"] == 2
+    p, pmeta, _ = layers.points_layer(np.zeros((0, 3)))
+    assert p.shape == (0, 3) and len(pmeta["face_color"]) == 0
+    for bad in (
+        lambda: layers.trees_layer(vol, scale=(1, 2)),
+        lambda: layers.trees_layer(vol, scale=(1, 0, 1)),
+        lambda: layers.trees_layer(vol.astype(float)),
+        lambda: layers.mask_layer(vol),
+        lambda: layers.probability_layer(np.zeros(5)),
+        lambda: layers.points_layer(np.zeros((3, 3)), radius=[1, 2]),
+        lambda: layers.points_layer(np.zeros((3, 3)), tree=[0.5, 1, 2]),
+        lambda: layers.branches_layer([np.zeros((2, 3)), np.zeros((2, 2))]),
+        lambda: layers.trees_layer(vol, name=""),
+    ):
+        with pytest.raises(ValueError):
+            bad()
+    assert layers.layer_kind({"napari_topo": "x"}) is None
+
+
+def test_core_modules_import_neither_qt_nor_napari():
+    code = (
+        "import sys, napari_topo.analysis, napari_topo.layers, napari_topo.trees.edit\n"
+        "bad = [m for m in ('napari', 'qtpy', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6') "
+        "if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_docstring_examples():
+    for module in (analysis_module, layers, edit_module):
+        failed, attempted = doctest.testmod(module, optionflags=doctest.ELLIPSIS)[:2]
+        assert attempted > 0 and failed == 0, module.__name__
+
+
+# --------------------------------------------------------------------------------- gui
+@pytest.mark.gui
+def test_layer_tuples_become_napari_layers(make_napari_viewer, skel_analysis):
+    from napari.layers import Labels, Layer, Points, Shapes
+
+    viewer = make_napari_viewer()
+    scale = (4.0, 2.0, 1.0)
+    for data, meta, kind in skel_analysis.to_layers("v", scale=scale):
+        viewer.add_layer(Layer.create(data, meta, kind))
+    assert [type(lyr).__name__ for lyr in viewer.layers] == [
+        "Image",
+        "Labels",
+        "Labels",
+        "Shapes",
+        "Points",
+    ]
+    trees = viewer.layers["v trees"]
+    assert isinstance(trees, Labels) and np.array_equal(trees.scale, scale)
+    assert layers.layer_kind(trees) == "trees"
+    pal = layers.tree_colors(2)
+    assert np.allclose(trees.get_color(1), pal[0]) and np.allclose(trees.get_color(2), pal[1])
+    assert isinstance(viewer.layers["v centerline"], Points)
+    assert isinstance(viewer.layers["v branches"], Shapes)
+    assert np.array_equal(
+        viewer.layers["v centerline"].features["tree"], skel_analysis.result.labels
+    )

@@ -1,0 +1,300 @@
+"""Tests of napari_topo.trees.edit: centerline forest, branches, undoable tree edits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from napari_topo.analysis import VesselAnalysis
+from napari_topo.data import make_vessel_volume
+from napari_topo.trees import propagate_labels, reconstruct_trees
+from napari_topo.trees.edit import (
+    Branch,
+    Delta,
+    TreeEditor,
+    centerline_forest,
+    subtree,
+    tree_branches,
+)
+
+SHAPE = (5, 24, 18)
+
+
+# ------------------------------------------------------------------------------ fixtures
+def _hand_points():
+    """Two trees in the plane z = 2, as named runs of points.
+
+    Tree 1: a trunk along x ending in the junction J = (2, 12, 10); branch A goes up in
+    y to a second junction (2, 7, 10) where C (x up) and D (x down) start; branch B goes
+    down in y. Tree 2: a separate line at y = 21.
+    """
+    runs = {
+        "trunk": [(2, 12, x) for x in range(1, 11)],
+        "A": [(2, 12 - k, 10) for k in range(1, 6)],
+        "B": [(2, 12 + k, 10) for k in range(1, 6)],
+        "C": [(2, 7, 10 + k) for k in range(1, 5)],
+        "D": [(2, 7, 10 - k) for k in range(1, 5)],
+        "other": [(2, 21, x) for x in range(1, 16)],
+    }
+    pts, index, start = [], {}, 0
+    for key, run in runs.items():
+        pts += run
+        index[key] = np.arange(start, start + len(run))
+        start += len(run)
+    return np.array(pts), index
+
+
+def _hand_case(spacing=None, neighbourhood=1.01):
+    pts, index = _hand_points()
+    seeds = np.zeros(SHAPE, bool)
+    seeds[tuple(pts.T)] = True
+    mask = ndi.binary_dilation(seeds, np.ones((3, 3, 3), bool))
+    res = reconstruct_trees(
+        pts,
+        sources=[index["trunk"][0], index["other"][0]],
+        neighbourhood=neighbourhood,
+        spacing=spacing,
+    )
+    return res, res.to_volume(mask), mask, index
+
+
+@pytest.fixture
+def case():
+    return _hand_case()
+
+
+@pytest.fixture(scope="module")
+def topnet_analysis():
+    vol = make_vessel_volume((40, 40, 40), n_trees=2, seed=2, randomize_image=False)
+    outputs = {
+        "vessel": vol.mask.astype(np.float32),
+        "centerness": ndi.distance_transform_edt(~vol.centerline).astype(np.float32),
+        "embedding": np.moveaxis(np.eye(8, dtype=np.float32)[vol.trees] * 10.0, -1, 0),
+    }
+    return VesselAnalysis.from_outputs(outputs, sources=vol.sources)
+
+
+# ------------------------------------------------------------------------ forest/branches
+def test_forest_is_the_centerline_tree_not_the_shortest_path_star(case):
+    res, _, _, index = case
+    parents = centerline_forest(res)
+    roots = np.flatnonzero(parents < 0)
+    assert roots.tolist() == [index["trunk"][0], index["other"][0]]
+    # every non-root point hangs off a 6-neighbour: the forest follows the vessels
+    child = np.flatnonzero(parents >= 0)
+    steps = np.abs(res.points[child] - res.points[parents[child]]).sum(axis=1)
+    assert (steps == 1).all()
+    # joined up to 3 voxels apart (as TopNet's points are), the same forest comes out,
+    # while the Dijkstra predecessors become a star of long hops
+    wide = _hand_case(neighbourhood=3.0)[0]
+    assert np.array_equal(centerline_forest(wide), parents)
+    hops = np.abs(wide.points[child] - wide.points[wide.predecessors[child]]).max(axis=1)
+    assert hops.max() >= 2
+
+
+def test_tree_branches_split_at_junctions(case):
+    res, _, _, index = case
+    found = tree_branches(res)
+    assert all(isinstance(b, Branch) for b in found)
+    by_set = {frozenset(b.points.tolist()): b for b in found}
+    expected = {key: frozenset(index[key].tolist()) for key in index}
+    assert set(by_set) == set(expected.values())  # exactly the six named runs
+    junction, junction2 = index["trunk"][-1], index["A"][-1]
+    assert by_set[expected["trunk"]].upstream == -1
+    assert by_set[expected["A"]].upstream == junction
+    assert by_set[expected["B"]].upstream == junction
+    assert by_set[expected["C"]].upstream == junction2
+    assert by_set[expected["D"]].upstream == junction2
+    assert by_set[expected["other"]].tree == 2 and by_set[expected["A"]].tree == 1
+    # points run upstream to downstream, and every point is in exactly one branch
+    parents = centerline_forest(res)
+    for b in found:
+        assert np.array_equal(parents[b.points[1:]], b.points[:-1])
+        assert len(b.path(res.points)) == len(b) + (b.upstream >= 0)
+    assert sorted(np.concatenate([b.points for b in found]).tolist()) == list(
+        range(len(res.points))
+    )
+
+
+def test_subtree_function():
+    parents = [-1, 0, 1, 1, 0, 4, -1]
+    assert subtree(parents, 0).tolist() == [0, 1, 2, 3, 4, 5]
+    assert subtree(parents, 4).tolist() == [4, 5]
+    assert subtree(parents, 6).tolist() == [6]
+    with pytest.raises(ValueError, match="point"):
+        subtree(parents, 7)
+    with pytest.raises(ValueError, match="parents"):
+        subtree([0.5, -1], 0)
+
+
+# --------------------------------------------------------------------------- branch_at
+def test_branch_at_returns_the_branch_under_a_voxel(case):
+    res, trees, _, index = case
+    ed = TreeEditor(res, trees)
+    on_a = ed.branch_at((2, 9, 10))
+    assert set(on_a.points.tolist()) == set(index["A"].tolist())
+    assert on_a.tree == 1
+    assert ed.branch_at((2, 9, 11)).index == on_a.index  # beside the centerline
+    assert ed.branch_at((2.3, 9.4, 9.6)).index == on_a.index  # float click coordinates
+    # a junction belongs to the branch that leads into it
+    assert set(ed.branch_at((2, 12, 10)).points.tolist()) == set(index["trunk"].tolist())
+    assert set(ed.branch_at((2, 21, 14)).points.tolist()) == set(index["other"].tolist())
+    assert ed.branch_at((0, 0, 17), max_distance=1.0) is None
+    assert ed.branch_at((0, 0, 17)) is not None
+    with pytest.raises(ValueError, match="voxel"):
+        ed.branch_at((1, 2))
+
+
+# ------------------------------------------------------------------------------ edits
+@pytest.mark.parametrize("spacing", [None, (2.0, 1.0, 0.5)])
+def test_reassign_changes_exactly_the_branch(spacing):
+    res, trees, mask, index = _hand_case(spacing=spacing)
+    ed = TreeEditor(res, trees)
+    before = trees.copy()
+    a = ed.branch_at((2, 9, 10))
+    delta = ed.reassign(a, 2)
+    assert isinstance(delta, Delta) and ed.can_undo
+    assert np.array_equal(delta.points, np.sort(index["A"]))
+    assert (delta.old_labels == 1).all() and (delta.new_labels == 2).all()
+    expected = res.labels.copy()
+    expected[index["A"]] = 2
+    assert np.array_equal(ed.labels, expected)
+    # the volume is what propagating the new point labels gives, and only the changed
+    # voxels are stored
+    again = propagate_labels(expected, res.points, mask, spacing=spacing)
+    assert np.array_equal(ed.trees, again)
+    assert np.array_equal(np.flatnonzero(ed.trees != before), np.sort(delta.voxels))
+    assert (delta.old_values == 1).all() and (delta.new_values == 2).all()
+    assert 0 < delta.size < 0.1 * trees.size
+    assert np.array_equal(trees, before)  # the caller's volume was copied
+    assert np.array_equal(res.labels[index["A"]], [1] * 5)  # and the result untouched
+
+
+def test_reassign_subtree_takes_everything_downstream(case):
+    res, trees, mask, index = case
+    ed = TreeEditor(res, trees)
+    a = ed.branch_at((2, 10, 10))
+    new = ed.new_tree_id()
+    assert new == 3
+    delta = ed.reassign(a, new, subtree=True)
+    down = np.sort(np.r_[index["A"], index["C"], index["D"]])
+    assert np.array_equal(delta.points, down)
+    assert np.array_equal(np.flatnonzero(ed.labels == 3), down)
+    assert (ed.labels[index["B"]] == 1).all() and (ed.labels[index["trunk"]] == 1).all()
+    assert np.array_equal(ed.trees, propagate_labels(ed.labels, res.points, mask))
+    assert ed.new_tree_id() == 4
+    assert ed.branch(a).tree == 3  # the branch reports its current tree
+
+
+def test_undo_restores_bit_for_bit_and_redo_reapplies(case):
+    res, trees, _, index = case
+    ed = TreeEditor(res, trees)
+    states = [(ed.labels.copy(), ed.trees.copy())]
+    ed.reassign(ed.branch_at((2, 14, 10)), 2)
+    states.append((ed.labels.copy(), ed.trees.copy()))
+    ed.reassign(ed.branch_at((2, 9, 10)), ed.new_tree_id(), subtree=True)
+    states.append((ed.labels.copy(), ed.trees.copy()))
+    ed.merge_trees(1, 3)
+    states.append((ed.labels.copy(), ed.trees.copy()))
+    assert len(ed.history) == 3 and not ed.can_redo
+    for labels, vol in reversed(states[:-1]):
+        assert ed.undo() is not None
+        assert np.array_equal(ed.labels, labels) and np.array_equal(ed.trees, vol)
+        assert ed.trees.dtype == trees.dtype
+    assert ed.undo() is None and not ed.can_undo
+    assert np.array_equal(ed.trees, trees) and np.array_equal(ed.labels, res.labels)
+    for labels, vol in states[1:]:
+        assert ed.redo() is not None
+        assert np.array_equal(ed.labels, labels) and np.array_equal(ed.trees, vol)
+    assert ed.redo() is None
+    # a new edit after an undo drops the redo stack
+    ed.undo()
+    assert ed.can_redo
+    ed.reassign(ed.branch_at((2, 21, 3)), 1)
+    assert not ed.can_redo
+
+
+def test_merge_trees(case):
+    res, trees, _, index = case
+    ed = TreeEditor(res, trees)
+    delta = ed.merge_trees(1, 2)
+    assert np.array_equal(delta.points, index["other"])
+    assert (ed.labels == 1).all()
+    assert np.array_equal(ed.trees, (trees > 0).astype(trees.dtype))
+    assert delta.voxels.size == np.count_nonzero(trees == 2)
+    with pytest.raises(ValueError, match="itself"):
+        ed.merge_trees(1, 1)
+    with pytest.raises(ValueError, match="nothing to merge"):
+        ed.merge_trees(1, 2)  # tree 2 is gone now
+    ed.undo()
+    assert np.array_equal(ed.trees, trees)
+
+
+def test_apply_checks_the_delta_fits_the_state(case):
+    res, trees, _, _ = case
+    ed = TreeEditor(res, trees)
+    a = ed.branch_at((2, 9, 10))
+    preview = ed.reassign(a, 2, apply=False)
+    assert not preview.empty and not ed.can_undo
+    assert np.array_equal(ed.trees, trees)  # nothing applied yet
+    ed.apply(preview)
+    assert ed.can_undo and (ed.labels[preview.points] == 2).all()
+    with pytest.raises(ValueError, match="current state"):
+        ed.apply(preview)  # already applied: its old values no longer match
+    with pytest.raises(ValueError, match="Delta"):
+        ed.apply("not a delta")
+    # an edit that changes nothing is returned but not pushed
+    ed2 = TreeEditor(res, trees)
+    same = ed2.reassign(a, 1)
+    assert same.empty and not ed2.can_undo
+
+
+def test_in_place_editing_and_validation(case):
+    res, trees, _, _ = case
+    vol = trees.copy()
+    ed = TreeEditor(res, vol, copy=False)
+    ed.reassign(ed.branch_at((2, 9, 10)), 2)
+    assert ed.trees is vol and not np.array_equal(vol, trees)
+    with pytest.raises(ValueError, match="TreeResult"):
+        TreeEditor("labels", trees)
+    with pytest.raises(ValueError, match="integer label volume"):
+        TreeEditor(res, trees.astype(float))
+    with pytest.raises(ValueError, match="writable"):
+        TreeEditor(res, trees.tolist(), copy=False)
+    with pytest.raises(ValueError, match="tree_id"):
+        ed.reassign(0, 0)
+    with pytest.raises(ValueError, match="dtype"):
+        TreeEditor(res, trees.astype(np.uint8)).reassign(0, 300)
+    with pytest.raises(ValueError, match="branch"):
+        ed.branch(len(ed.branches))
+
+
+# ------------------------------------------------------------------ synthetic pipeline
+def test_editing_a_topnet_analysis(topnet_analysis):
+    an = topnet_analysis
+    assert (an.result.labels > 0).all()
+    ed = TreeEditor(an)
+    # a branch of tree 1 that hangs off a junction: split its subtree into a new tree
+    b = next(b for b in ed.branches if b.upstream >= 0 and b.tree == 1 and len(b) > 3)
+    mid = an.points[b.points[len(b) // 2]]
+    assert ed.branch_at(mid).index == b.index
+    new = ed.new_tree_id()
+    delta = ed.reassign(b, new, subtree=True)
+    # exactly the points whose parent chain passes through the branch's first point
+    parents = ed.parents
+    below = []
+    for i in range(len(parents)):
+        j = i
+        while j >= 0 and j != b.points[0]:
+            j = parents[j]
+        below.append(j == b.points[0])
+    assert np.array_equal(delta.points, np.flatnonzero(below))
+    assert np.array_equal(ed.trees, propagate_labels(ed.labels, an.points, an.mask))
+    assert delta.size < 0.1 * an.trees.size
+    assert np.count_nonzero(ed.trees == new) == delta.voxels.size > 0
+    edited = ed.to_analysis()
+    assert np.array_equal(edited.trees, ed.trees) and (edited.result.labels == new).any()
+    assert not (an.trees == new).any()  # the analysis itself is not modified
+    ed.undo()
+    assert np.array_equal(ed.trees, an.trees) and np.array_equal(ed.labels, an.result.labels)
