@@ -15,17 +15,10 @@ import time
 import warnings
 
 from . import __version__
+from .evaluation import TABLE_COLUMNS
 
-DEMO_METRICS = (
-    "Dice",
-    "clDice",
-    "Betti-0 error",
-    "Betti-1 error",
-    "Euler error",
-    "CCE 3D",
-    "CCE 2D",
-    "HD95",
-)
+#: The metric columns of the demo: the segmentation and topology part of the model table.
+DEMO_METRICS = TABLE_COLUMNS[:8]
 
 
 def _format_table(rows: list[tuple[str, dict]], columns) -> str:
@@ -132,6 +125,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", help="output directory (default: runs/<name>)")
     train.add_argument("--steps", type=int, help="override the config's number of steps")
     sub.add_parser("models", help="list the pretrained models and their cards")
+    ev = sub.add_parser("evaluate-models", help="score models on the synthetic test set")
+    ev.add_argument("names", nargs="*", help="models (default: every installed model)")
+    ev.add_argument("--volumes", type=int, default=10, help="test volumes (default 10)")
+    ev.add_argument("--size", type=int, default=96, help="edge of each cubic test volume")
+    ev.add_argument("--out", default="benchmarks/results", help="folder for the JSON/Markdown")
+    ev.add_argument(
+        "--update-cards",
+        action="store_true",
+        help="also write the test summary into each model's card",
+    )
     return parser
 
 
@@ -143,6 +146,24 @@ def _train(args) -> None:
         f" --steps {args.steps}" if args.steps else ""
     )
     train(cfg, args.out or f"runs/{cfg.name}", command=command)
+
+
+def _evaluate_models(args) -> None:
+    from .evaluation import evaluate_models as run
+    from .evaluation import format_table, write_results
+
+    results = run(args.names or None, n_volumes=args.volumes, shape=(args.size,) * 3)
+    js, md = write_results(results, args.out)
+    print(format_table(results))
+    print(f"wrote {js} and {md}")
+    if args.update_cards:
+        from .models.registry import get_card
+
+        for name, res in results.items():
+            card = get_card(name)
+            card.metrics["test"] = {"summary": res["summary"], **res["test_set"]}
+            card.to_json(card.path)
+            print(f"updated {card.path}")
 
 
 def _models() -> None:
@@ -171,6 +192,8 @@ def main(argv=None) -> int:
             run_demo(args.size, args.seed)
         elif args.command == "train":
             _train(args)
+        elif args.command == "evaluate-models":
+            _evaluate_models(args)
         elif args.command == "models":
             _models()
     except (ValueError, FileNotFoundError) as exc:

@@ -353,7 +353,7 @@ def train(
     out_dir: str | Path,
     *,
     command: str | None = None,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
     resume: bool = True,
 ):
     """Run (or resume) a training run and save the model with its card into ``out_dir``.
@@ -363,6 +363,11 @@ def train(
     import torch
 
     from ..models.registry import ARCHITECTURES, ModelCard, load_model, save_model
+
+    if log is None:  # flushed, so that a run's log file can be followed while it trains
+
+        def log(message: str) -> None:
+            print(message, flush=True)
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
