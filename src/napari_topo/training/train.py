@@ -371,6 +371,7 @@ def train(
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    commit = _git_commit()  # the code this run starts with, not whatever HEAD is at the end
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     if cfg.architecture not in ARCHITECTURES:
@@ -466,7 +467,7 @@ def train(
             "voxel_spacing": [1.0, 1.0, 1.0],
             "radius_range_voxels": [1.0, 6.0],
             "command": command or f"napari-topo train --config {cfg.name}",
-            "git_commit": _git_commit(),
+            "git_commit": commit,
             "wall_time_s": round(time.perf_counter() - t_start, 1),
             "torch": torch.__version__,
             "history": history,
