@@ -9,21 +9,23 @@ Run on demand (never as a timed test)::
 Both implementations run the same network (``napari_topo.models.unet.UNet3D`` with its
 default arguments when it is importable, else a small 3-level conv net) over the same
 ``size**3`` float32 volume with the same tiles, overlap, batch size and Gaussian blending
-(MONAI: ``mode="gaussian", sigma_scale=0.125``), under ``torch.inference_mode``. Calls
-alternate between the two so that a noisy machine penalises both alike; the best of
-``--repeat`` runs is reported along with the median, the time ratio (MONAI / ours, > 1
-means ours is faster), voxels per second, the time spent outside the network, and the
-largest absolute difference between the outputs: against MONAI given our Gaussian map as
-``roi_weight_map`` (same weights: agreement to float precision), and against MONAI's own
-Gaussian map, which MONAI clamps at 1e-3 (ours is the plain separable Gaussian, as in
-nnU-Net), so tile corners are blended slightly differently. MONAI's timing includes moving
-its result to a numpy array, since a napari layer needs one; ours returns numpy directly.
-Unless ``--no-zarr``, ours also runs on a chunked in-memory zarr copy of the volume (lazy
-tile reads, prefetch thread).
+(MONAI: ``mode="gaussian", sigma_scale=0.125``), under ``torch.inference_mode``.
+
+Calls alternate between the two, in alternating order, so that a noisy machine penalises
+both alike. Reported: the best and median of ``--repeat`` runs, the time ratio (MONAI /
+ours, > 1 means ours is faster; also per interleaved pair), voxels per second, the time
+spent outside the network, and the largest absolute difference between the outputs, both
+against MONAI given our Gaussian map as ``roi_weight_map`` (same weights: agreement to
+float precision) and against MONAI's own map, which MONAI clamps at 1e-3 (ours is the
+plain separable Gaussian, as in nnU-Net), so tile corners are blended a little differently.
+MONAI's timing includes moving its result to a numpy array, since a napari layer needs
+one; ours returns numpy directly. Unless ``--no-zarr``, ours also runs on a chunked
+in-memory zarr copy of the volume (lazy tile reads, prefetch thread).
+
 A first section times tiling + blending alone (identity predictor), which is what the two
 implementations actually differ in; on a busy machine the network time dwarfs it and its
-noise. A CUDA section follows when a GPU is present (with and without float16 autocast for
-ours).
+noise. A CUDA section follows when a GPU is present (with and without float16 autocast
+for ours).
 """
 
 from __future__ import annotations
@@ -129,8 +131,10 @@ def bench(device: torch.device, volume: np.ndarray, net, args) -> None:
 
     times: dict[str, list[float]] = {name: [] for name in cases}
     overheads: dict[str, list[float]] = {name: [] for name in cases}
-    for _ in range(args.repeat):
-        for name, fn in cases.items():
+    order = list(cases.items())
+    for rep in range(args.repeat):
+        # Alternate the order: whichever runs first after the other tends to be penalised.
+        for name, fn in order if rep % 2 == 0 else order[::-1]:
             timed.seconds = 0.0
             _sync(device)
             t0 = time.perf_counter()
@@ -154,6 +158,13 @@ def bench(device: torch.device, volume: np.ndarray, net, args) -> None:
             f"{voxels / best / 1e6:8.3f} {best_monai / best:11.3f} "
             f"{min(ov):18.3f} {statistics.median(ov):9.3f}"
         )
+    for name, ts in times.items():
+        if name != "MONAI":
+            paired = [m / t for m, t in zip(times["MONAI"], ts, strict=True)]
+            print(
+                f"{name}: MONAI/ours per interleaved pair, median {statistics.median(paired):.3f} "
+                f"(range {min(paired):.3f}-{max(paired):.3f})"
+            )
     for name, res in results.items():
         if name == "MONAI":
             continue
@@ -174,13 +185,15 @@ def bench_overhead(volume: np.ndarray, args, repeat: int = 15) -> None:
     ours, monai = [], []
     run_ours(volume, identity, args, torch.device("cpu"))
     run_monai(volume, identity, args, torch.device("cpu"))
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        a = run_ours(volume, identity, args, torch.device("cpu"))
-        ours.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        b = run_monai(volume, identity, args, torch.device("cpu"))
-        monai.append(time.perf_counter() - t0)
+    for rep in range(repeat):
+        for which in ("ours", "monai") if rep % 2 == 0 else ("monai", "ours"):
+            t0 = time.perf_counter()
+            if which == "ours":
+                a = run_ours(volume, identity, args, torch.device("cpu"))
+                ours.append(time.perf_counter() - t0)
+            else:
+                b = run_monai(volume, identity, args, torch.device("cpu"))
+                monai.append(time.perf_counter() - t0)
     print(f"\n== tiling + blending overhead only (identity predictor, CPU, best of {repeat})")
     print(f"ours  {min(ours) * 1e3:8.1f} ms (median {statistics.median(ours) * 1e3:.1f})")
     print(f"MONAI {min(monai) * 1e3:8.1f} ms (median {statistics.median(monai) * 1e3:.1f})")
