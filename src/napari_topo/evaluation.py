@@ -42,13 +42,29 @@ TABLE_COLUMNS = (
 )
 
 
-def _tree_scores(labels: np.ndarray, vol) -> tuple[float, float]:
+def _tree_scores(outputs: dict, vol, threshold: float) -> tuple[float, float]:
+    """Tree accuracy and label switches of the trees a user would get from ``outputs``.
+
+    Goes through :meth:`VesselAnalysis.from_outputs` with the true sources: TopNet's
+    centerness NMS + embedding graph when ``outputs`` has an embedding, the skeleton
+    baseline otherwise. An empty mask, or one whose reconstruction cannot place the
+    sources (e.g. fewer centerline points than sources), scores 0 with no switch count.
+    """
+    from .analysis import VesselAnalysis
     from .topology.metrics import tree_accuracy
     from .trees.reconstruct import label_switches
 
+    if not (outputs["vessel"] > threshold).any():
+        return 0.0, float("nan")
+    try:
+        analysis = VesselAnalysis.from_outputs(
+            outputs, threshold=threshold, sources=vol.sources, spacing=vol.spacing
+        )
+    except ValueError:
+        return 0.0, float("nan")
     return (
-        float(tree_accuracy(labels, vol.trees, centerline=vol.centerline)),
-        float(label_switches(labels, vol.graph)),
+        float(tree_accuracy(analysis.trees, vol.trees, centerline=vol.centerline)),
+        float(label_switches(analysis.trees, vol.graph)),
     )
 
 
@@ -56,8 +72,6 @@ def evaluate_volume(model, vol, *, threshold: float = 0.5, tile=(64, 64, 64)) ->
     """All scores of one ``(module, card)`` model on one synthetic volume."""
     from .inference.pipeline import predict
     from .topology.metrics import compute_metrics
-    from .trees.graph import centerline_points_nms
-    from .trees.reconstruct import reconstruct_trees, trees_from_skeleton
 
     out = predict(vol.image, model, tile=tile, device="cpu")
     mask = out["vessel"] > threshold
@@ -66,26 +80,12 @@ def evaluate_volume(model, vol, *, threshold: float = 0.5, tile=(64, 64, 64)) ->
         for k, v in compute_metrics(mask, vol.mask, spacing=vol.spacing).items()
         if k != "Tree accuracy"
     }
-    if mask.any():
-        skel = trees_from_skeleton(mask, sources=vol.sources, spacing=vol.spacing)
-        acc, switches = _tree_scores(skel.to_volume(mask), vol)
-    else:
-        acc, switches = 0.0, float("nan")
-    row["Tree accuracy (skeleton)"], row["Label switches (skeleton)"] = acc, switches
-    if "embedding" in out and mask.any():
-        points = centerline_points_nms(out["centerness"], mask, size=5, max_distance=1.5)
-        if len(points) >= len(vol.sources):
-            res = reconstruct_trees(
-                points,
-                out["embedding"],
-                sources=vol.sources,
-                neighbourhood=5.5,
-                spacing=vol.spacing,
-            )
-            acc, switches = _tree_scores(res.to_volume(mask), vol)
-        else:
-            acc, switches = 0.0, float("nan")
-        row["Tree accuracy (TopNet)"], row["Label switches (TopNet)"] = acc, switches
+    scores = _tree_scores({"vessel": out["vessel"]}, vol, threshold)
+    row["Tree accuracy (skeleton)"], row["Label switches (skeleton)"] = scores
+    if "embedding" in out:
+        row["Tree accuracy (TopNet)"], row["Label switches (TopNet)"] = _tree_scores(
+            out, vol, threshold
+        )
     return row
 
 
