@@ -1,0 +1,313 @@
+"""Tests of napari_topo.data.io: round trips, axis order, spacing, laziness, errors."""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pytest
+
+from napari_topo.data.io import (
+    SUPPORTED_SUFFIXES,
+    Volume,
+    VolumeReadError,
+    read_volume,
+    suffix_of,
+    write_volume,
+)
+
+SPACING = (2.0, 0.6, 0.5)
+
+
+def _asymmetric(dtype=np.float32, shape=(4, 5, 6)) -> np.ndarray:
+    """Distinct values everywhere, so any transposition or flip shows."""
+    return np.arange(np.prod(shape)).reshape(shape).astype(dtype)
+
+
+# ------------------------------------------------------------------------ suffixes
+@pytest.mark.parametrize(
+    ("name", "suffix"),
+    [
+        ("a.nii.gz", ".nii.gz"),
+        ("A.NII.GZ", ".nii.gz"),
+        ("dir.v1/a.nii", ".nii"),
+        ("a.TIFF", ".tiff"),
+        ("a.gz", ".gz"),
+        ("a.zarr", ".zarr"),
+        ("noext", ""),
+    ],
+)
+def test_suffix_of(name, suffix):
+    assert suffix_of(name) == suffix
+
+
+def test_supported_suffixes_all_round_trip(tmp_path):
+    a = _asymmetric(np.uint16)
+    for suffix in SUPPORTED_SUFFIXES:
+        vol = read_volume(write_volume(tmp_path / f"v{suffix}", a))
+        assert isinstance(vol, Volume)
+        np.testing.assert_array_equal(np.asarray(vol.data), a, err_msg=suffix)
+        assert vol.data.dtype == a.dtype, suffix
+
+
+# ------------------------------------------------------------------------ NIfTI
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint8, np.int16, np.int32, np.int64])
+def test_nifti_round_trip(tmp_path, suffix, dtype):
+    a = _asymmetric(dtype)
+    p = write_volume(tmp_path / f"a{suffix}", a, spacing=SPACING)
+    assert p == tmp_path / f"a{suffix}"
+    vol = read_volume(p)
+    assert vol.data.shape == (4, 5, 6)
+    assert vol.data.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(vol.data, a)
+    assert vol.spacing == pytest.approx(SPACING)
+    assert vol.path == p
+
+
+def test_nifti_bool_becomes_uint8(tmp_path):
+    a = _asymmetric(np.int64) % 3 == 0
+    vol = read_volume(write_volume(tmp_path / "m.nii.gz", a, spacing=SPACING))
+    assert vol.data.dtype == np.uint8
+    np.testing.assert_array_equal(vol.data, a.astype(np.uint8))
+
+
+def test_nifti_axes_and_zooms_written_by_nibabel(tmp_path):
+    """A file written in NIfTI's own (x, y, z) order comes back as (z, y, x)."""
+    nib = pytest.importorskip("nibabel")
+    xyz = np.random.default_rng(0).random((6, 5, 4)).astype(np.float32)  # (x, y, z)
+    img = nib.Nifti1Image(xyz, np.diag([0.5, 0.6, 2.0, 1.0]))
+    img.header.set_zooms((0.5, 0.6, 2.0))
+    p = tmp_path / "xyz.nii.gz"
+    nib.save(img, p)
+    vol = read_volume(p)
+    assert vol.data.shape == (4, 5, 6)
+    assert vol.spacing == pytest.approx((2.0, 0.6, 0.5))
+    # voxel (x=1, y=2, z=3) of the file is voxel (z=3, y=2, x=1) here
+    assert vol.data[3, 2, 1] == xyz[1, 2, 3]
+    np.testing.assert_array_equal(vol.data, xyz.transpose(2, 1, 0))
+    # and the header zooms we write are in x, y, z order too
+    out = write_volume(tmp_path / "back.nii", vol.data, spacing=vol.spacing)
+    assert nib.load(out).header.get_zooms() == pytest.approx((0.5, 0.6, 2.0))
+    np.testing.assert_array_equal(np.asanyarray(nib.load(out).dataobj), xyz)
+
+
+def test_nifti_scaling_applied_as_nibabel_does(tmp_path):
+    nib = pytest.importorskip("nibabel")
+    raw = np.arange(24, dtype=np.int16).reshape(4, 3, 2)
+    img = nib.Nifti1Image(raw, np.eye(4))
+    img.header.set_slope_inter(0.5, 10.0)
+    p = tmp_path / "scaled.nii"
+    nib.save(img, p)
+    vol = read_volume(p)
+    expected = np.asarray(nib.load(p).get_fdata()).transpose(2, 1, 0)
+    np.testing.assert_allclose(vol.data, expected)
+    assert vol.data[0, 0, 1] == pytest.approx(10.0 + 0.5 * raw[1, 0, 0])
+
+
+# ------------------------------------------------------------------------ TIFF
+@pytest.mark.parametrize("suffix", [".tif", ".tiff"])
+@pytest.mark.parametrize(
+    "dtype", [np.uint8, np.uint16, np.int16, np.float32, np.int32, np.uint32, np.float64]
+)
+def test_tiff_round_trip(tmp_path, suffix, dtype):
+    a = _asymmetric(dtype)
+    vol = read_volume(write_volume(tmp_path / f"a{suffix}", a, spacing=SPACING))
+    assert vol.data.shape == (4, 5, 6)
+    assert vol.data.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(vol.data, a)
+    assert vol.spacing == pytest.approx(SPACING, rel=1e-9)
+
+
+def test_tiff_is_imagej_with_spacing(tmp_path):
+    """Spacing lands where ImageJ/Fiji look for it: ``spacing`` and X/YResolution."""
+    tifffile = pytest.importorskip("tifffile")
+    p = write_volume(tmp_path / "ij.tif", _asymmetric(np.uint8), spacing=SPACING)
+    with tifffile.TiffFile(p) as tif:
+        assert tif.is_imagej
+        assert tif.imagej_metadata["spacing"] == pytest.approx(2.0)
+        xres = tif.pages[0].tags["XResolution"].value
+        yres = tif.pages[0].tags["YResolution"].value
+    assert xres[1] / xres[0] == pytest.approx(0.5)
+    assert yres[1] / yres[0] == pytest.approx(0.6)
+
+
+def test_tiff_spacing_unknown_is_none(tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    p = tmp_path / "plain.tif"
+    tifffile.imwrite(p, _asymmetric(np.uint16), photometric="minisblack")
+    vol = read_volume(p)
+    assert vol.spacing is None
+    assert vol.data.shape == (4, 5, 6)
+    vol = read_volume(write_volume(tmp_path / "nosp.tif", _asymmetric(np.uint8)))
+    assert vol.spacing is None
+
+
+def test_tiff_2d_round_trip(tmp_path):
+    a = _asymmetric(np.float32, (5, 7))
+    vol = read_volume(write_volume(tmp_path / "a.tif", a, spacing=(0.25, 0.5)))
+    np.testing.assert_array_equal(vol.data, a)
+    assert vol.spacing == pytest.approx((0.25, 0.5))
+
+
+# ------------------------------------------------------------------------ NumPy
+def test_npy_is_memory_mapped(tmp_path):
+    a = _asymmetric(np.int32)
+    vol = read_volume(write_volume(tmp_path / "a.npy", a, spacing=SPACING))
+    assert isinstance(vol.data, np.memmap)
+    assert not vol.data.flags.writeable
+    np.testing.assert_array_equal(vol.data, a)
+    assert vol.spacing is None  # .npy cannot hold it
+
+
+def test_npz_key_and_single_array(tmp_path):
+    a = _asymmetric(np.float64)
+    vol = read_volume(write_volume(tmp_path / "a.npz", a))
+    np.testing.assert_array_equal(vol.data, a)
+    assert vol.data.dtype == np.float64
+    p = tmp_path / "two.npz"
+    np.savez(p, image=a, mask=a > 10)
+    np.testing.assert_array_equal(read_volume(p, key="mask").data, a > 10)
+    with pytest.raises(VolumeReadError, match=r"'image', 'mask'.*key="):
+        read_volume(p)
+    with pytest.raises(VolumeReadError, match="no array 'labels'"):
+        read_volume(p, key="labels")
+
+
+# ------------------------------------------------------------------------ zarr
+def test_zarr_round_trip_is_lazy_and_chunked(tmp_path):
+    zarr = pytest.importorskip("zarr")
+    a = _asymmetric(np.float32, (70, 5, 6))
+    p = write_volume(tmp_path / "a.zarr", a, spacing=SPACING)
+    assert p.is_dir()
+    vol = read_volume(p)
+    assert isinstance(vol.data, zarr.Array)
+    assert not isinstance(vol.data, np.ndarray)
+    assert vol.data.chunks == (64, 5, 6)
+    assert vol.data.dtype == np.float32
+    np.testing.assert_array_equal(vol.data[:], a)
+    assert vol.spacing == pytest.approx(SPACING)
+
+
+def test_zarr_group(tmp_path):
+    zarr = pytest.importorskip("zarr")
+    a = _asymmetric(np.uint8)
+    p = tmp_path / "g.zarr"
+    g = zarr.open_group(str(p), mode="w")
+    g.create_array("image", shape=a.shape, dtype=a.dtype)[:] = a
+    vol = read_volume(p)  # the only array
+    assert isinstance(vol.data, zarr.Array)
+    np.testing.assert_array_equal(vol.data[:], a)
+    assert vol.spacing is None
+    g.create_array("mask", shape=a.shape, dtype=bool)[:] = a > 3
+    g["mask"].attrs["spacing"] = [1.0, 2.0, 3.0]
+    with pytest.raises(VolumeReadError, match=r"\['image', 'mask'\].*key="):
+        read_volume(p)
+    vol = read_volume(p, key="mask")
+    np.testing.assert_array_equal(vol.data[:], a > 3)
+    assert vol.spacing == (1.0, 2.0, 3.0)
+
+
+def test_zarr_missing_package_message(tmp_path, monkeypatch):
+    import builtins
+
+    p = write_volume(tmp_path / "a.npy", _asymmetric())  # something that exists
+    zp = tmp_path / "a.zarr"
+    zp.mkdir()
+    real_import = builtins.__import__
+
+    def no_zarr(name, *args, **kwargs):
+        if name == "zarr" or name.startswith("zarr."):
+            raise ImportError("No module named 'zarr'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_zarr)
+    with pytest.raises(VolumeReadError, match="needs the zarr package: pip install zarr"):
+        read_volume(zp)
+    assert read_volume(p).data.shape == (4, 5, 6)  # other formats unaffected
+
+
+# ------------------------------------------------------------------------ errors
+def _one_line(exc_info) -> str:
+    msg = str(exc_info.value)
+    assert "\n" not in msg and "Traceback" not in msg
+    return msg
+
+
+def test_missing_file(tmp_path):
+    p = tmp_path / "nope.nii.gz"
+    with pytest.raises(VolumeReadError, match="no such file") as ei:
+        read_volume(p)
+    assert str(p) in _one_line(ei)
+    assert issubclass(VolumeReadError, ValueError)
+
+
+@pytest.mark.parametrize("name", ["scan.png", "scan", "scan.gz"])
+def test_unsupported_suffix(tmp_path, name):
+    p = tmp_path / name
+    p.write_bytes(b"\x00" * 16)
+    with pytest.raises(VolumeReadError, match="unsupported file type") as ei:
+        read_volume(p)
+    msg = _one_line(ei)
+    assert all(s in msg for s in SUPPORTED_SUFFIXES)
+    with pytest.raises(VolumeReadError, match="unsupported file type"):
+        write_volume(p, np.zeros((2, 2)))
+
+
+def test_corrupt_nifti_gz(tmp_path):
+    p = tmp_path / "bad.nii.gz"
+    p.write_bytes(gzip.compress(b"this is not a NIfTI header" * 20))
+    with pytest.raises(VolumeReadError, match="as a NIfTI file") as ei:
+        read_volume(p)
+    assert str(p) in _one_line(ei)
+    # not even gzip
+    p.write_bytes(b"\x13\x37" * 300)
+    with pytest.raises(VolumeReadError, match="as a NIfTI file"):
+        read_volume(p)
+
+
+def test_truncated_nifti_gz(tmp_path):
+    p = write_volume(tmp_path / "t.nii.gz", _asymmetric(np.float32, (20, 20, 20)))
+    p.write_bytes(p.read_bytes()[:-500])
+    with pytest.raises(VolumeReadError, match="as a NIfTI file") as ei:
+        read_volume(p)
+    _one_line(ei)
+
+
+def test_corrupt_tiff(tmp_path):
+    p = tmp_path / "bad.tif"
+    p.write_bytes(b"II*\x00" + b"\xff" * 200)
+    with pytest.raises(VolumeReadError, match="as a TIFF file") as ei:
+        read_volume(p)
+    assert str(p) in _one_line(ei)
+
+
+def test_corrupt_npy_npz_zarr(tmp_path):
+    for name, fmt in (("bad.npy", "NumPy .npy"), ("bad.npz", "NumPy .npz")):
+        p = tmp_path / name
+        p.write_bytes(b"garbage" * 10)
+        with pytest.raises(VolumeReadError, match=fmt) as ei:
+            read_volume(p)
+        _one_line(ei)
+    pytest.importorskip("zarr")
+    (tmp_path / "empty.zarr").mkdir()
+    with pytest.raises(VolumeReadError, match="zarr") as ei:
+        read_volume(tmp_path / "empty.zarr")
+    _one_line(ei)
+
+
+def test_key_for_single_array_format(tmp_path):
+    p = write_volume(tmp_path / "a.nii", _asymmetric())
+    with pytest.raises(VolumeReadError, match="only .npz files and zarr groups"):
+        read_volume(p, key="image")
+
+
+def test_write_errors(tmp_path):
+    with pytest.raises(VolumeReadError, match="no such folder"):
+        write_volume(tmp_path / "missing" / "a.nii", np.zeros((2, 2, 2)))
+    with pytest.raises(ValueError, match="spacing must be"):
+        write_volume(tmp_path / "a.nii", np.zeros((2, 2, 2)), spacing=(1.0, 1.0))
+    with pytest.raises(ValueError, match="spacing must be"):
+        write_volume(tmp_path / "a.tif", np.zeros((2, 2, 2)), spacing=(1.0, 0.0, 1.0))
+    with pytest.raises(ValueError, match="array of numbers"):
+        write_volume(tmp_path / "a.tif", np.array(["a", "b"]))
