@@ -298,3 +298,137 @@ def test_editing_a_topnet_analysis(topnet_analysis):
     assert not (an.trees == new).any()  # the analysis itself is not modified
     ed.undo()
     assert np.array_equal(ed.trees, an.trees) and np.array_equal(ed.labels, an.result.labels)
+
+
+# ------------------------------------------------------------------------ repartition
+def _state(ed):
+    return ed.labels.copy(), ed.trees.copy(), ed.sources.copy()
+
+
+def _same_state(ed, state):
+    labels, vol, sources = state
+    return (
+        np.array_equal(ed.labels, labels)
+        and np.array_equal(ed.trees, vol)
+        and ed.trees.dtype == vol.dtype
+        and np.array_equal(ed.sources, sources)
+    )
+
+
+def test_repartition_from_deleted_added_and_moved_sources(case):
+    res, trees, mask, index = case
+    pts = res.points
+    ed = TreeEditor(res, trees)
+    start = _state(ed)
+    trunk0, other0 = pts[index["trunk"][0]], pts[index["other"][0]]
+
+    # deleted: one root left; the separate line has none and joins the nearest root
+    d = ed.repartition([trunk0])
+    assert (ed.labels == 1).all()
+    assert np.array_equal(ed.trees, (trees > 0).astype(trees.dtype))
+    assert np.array_equal(np.sort(d.points), np.sort(index["other"]))
+    assert np.array_equal(d.voxels, np.flatnonzero(trees == 2))
+    assert ed.sources.tolist() == [index["trunk"][0]]
+    assert ed.undo() is d and _same_state(ed, start)
+
+    # added: a third root at the tip of C (float coordinates snap to the nearest point)
+    c_tip = index["C"][-1]
+    d = ed.repartition([trunk0, other0, pts[c_tip] + [0.3, -0.2, 0.4]])
+    assert ed.sources.tolist() == [index["trunk"][0], index["other"][0], c_tip]
+    again = reconstruct_trees(pts, sources=ed.sources, neighbourhood=1.01)
+    assert np.array_equal(ed.labels, again.labels)  # the same multi-source Dijkstra
+    assert (ed.labels[index["C"]] == 3).all() and (ed.labels[index["D"]] == 3).all()
+    # the junction J is 9 steps from both roots (a tie); upstream of it stays tree 1
+    assert (ed.labels[index["trunk"][:-1]] == 1).all() and ed.labels[index["A"][-1]] == 3
+    assert (ed.labels[index["other"]] == 2).all()
+    assert np.array_equal(ed.trees, propagate_labels(ed.labels, pts, mask))
+    assert np.array_equal(np.flatnonzero(ed.trees != trees), d.voxels)
+    assert (d.new_values == 3).all() and (d.old_values == 1).all()
+    after_add = _state(ed)
+    ed.undo()
+    assert _same_state(ed, start)
+    ed.redo()
+    assert _same_state(ed, after_add)
+    ed.undo()
+
+    # moved: tree 2's root onto the tip of B. Tree 2 now grows down B from the tip and
+    # the separate line, with no root left, goes to the straight-line nearest root (B's)
+    b_tip = index["B"][-1]
+    d = ed.repartition([trunk0, pts[b_tip]], tree_ids=[1, 2])
+    assert (ed.labels[index["other"]] == 2).all()
+    # along the graph B's tip is nearer than the trunk's start to B, A, C and D (5 vs 9
+    # steps to the junction J), so they all go to tree 2; the trunk splits halfway
+    for key in ("A", "B", "C", "D"):
+        assert (ed.labels[index[key]] == 2).all()
+    assert (ed.labels[index["trunk"][:5]] == 1).all() and ed.labels[index["trunk"][-1]] == 2
+    assert np.array_equal(ed.trees, propagate_labels(ed.labels, pts, mask))
+    ed.undo()
+    assert _same_state(ed, start)
+
+    # a root moved along its own tree keeps the tree's id and changes nothing else
+    d = ed.repartition([trunk0, pts[index["other"][-1]]])
+    assert d.size == 0 and not d.empty and ed.can_undo
+    assert np.array_equal(ed.labels, start[0])
+    ed.undo()
+    assert _same_state(ed, start)
+
+
+def test_repartition_validation_and_preview(case):
+    res, trees, _, index = case
+    ed = TreeEditor(res, trees)
+    pts = res.points
+    preview = ed.repartition([pts[index["trunk"][0]]], apply=False)
+    assert not ed.can_undo and np.array_equal(ed.trees, trees)
+    ed.apply(preview)
+    assert (ed.labels == 1).all()
+    with pytest.raises(ValueError, match="current state"):
+        ed.apply(preview)
+    ed.undo()
+    # explicit ids; <= 0 asks for a new one
+    ed.repartition([pts[index["trunk"][0]], pts[index["other"][0]]], tree_ids=[5, 0])
+    assert set(np.unique(ed.labels).tolist()) == {5, 6}
+    with pytest.raises(ValueError, match="at least one root"):
+        ed.repartition(np.zeros((0, 3)))
+    with pytest.raises(ValueError, match="same one|distinct"):
+        ed.repartition([pts[0], pts[0] + 0.1])
+    with pytest.raises(ValueError, match="repeat"):
+        ed.repartition([pts[0], pts[-1]], tree_ids=[2, 2])
+    with pytest.raises(ValueError, match="one per source"):
+        ed.repartition([pts[0], pts[-1]], tree_ids=[2])
+    with pytest.raises(ValueError, match="finite"):
+        ed.repartition([[np.nan, 0, 0]])
+
+
+# ------------------------------------------------------------------------ from_labels
+def test_from_labels_keeps_any_label_volume():
+    vol = make_vessel_volume((32, 32, 32), n_trees=2, seed=1, randomize_image=False)
+    user = np.where(vol.trees == 2, 7, vol.trees).astype(np.uint16)  # ids 1 and 7
+    ed = TreeEditor.from_labels(user, spacing=(2.0, 1.0, 1.0))
+    assert np.array_equal(ed.trees, user) and ed.trees is not user
+    assert ed.trees.dtype == np.uint16
+    assert np.array_equal(ed.labels, user[tuple(ed.points.T)])  # every point keeps its id
+    assert sorted(ed.labels[ed.sources].tolist()) == [1, 7]
+    assert (ed.labels > 0).all()
+    # an edit changes only the voxels of the branch, and undo restores bit for bit
+    b = next(b for b in ed.branches if b.tree == 7 and len(b) > 2)
+    d = ed.reassign(b, 1)
+    assert d.voxels.size > 0 and (ed.trees.flat[d.voxels] == 1).all()
+    changed = np.flatnonzero(ed.trees != user)
+    assert np.array_equal(changed, np.sort(d.voxels))
+    ed.undo()
+    assert np.array_equal(ed.trees, user)
+    # repartition from the editor's own roots keeps the ids (default tree_ids)
+    ed.repartition(ed.points[ed.sources])
+    assert set(np.unique(ed.labels).tolist()) == {1, 7}
+    # the graph exports work through the analysis it was built on
+    an = ed.to_analysis()
+    assert an.method == "labels" and an.spacing == (2.0, 1.0, 1.0)
+    # in place, for a napari layer's data
+    data = user.copy()
+    ed2 = TreeEditor.from_labels(data, copy=False)
+    ed2.reassign(next(b for b in ed2.branches if b.tree == 1), ed2.new_tree_id())
+    assert ed2.trees is data and not np.array_equal(data, user)
+    with pytest.raises(ValueError, match="integer label volume"):
+        TreeEditor.from_labels(user.astype(float))
+    with pytest.raises(ValueError, match="non-negative"):
+        TreeEditor.from_labels(-np.ones((4, 4, 4), int))

@@ -12,7 +12,10 @@ another tree. This module does that bookkeeping without Qt:
   roots, junctions and tips; :func:`subtree` lists everything downstream of a point;
 * :class:`TreeEditor` finds the branch under a clicked voxel, reassigns branches or
   subtrees, merges trees, and keeps undo/redo stacks of :class:`Delta` s that store
-  only what changed.
+  only what changed; :meth:`TreeEditor.repartition` re-runs the multi-source
+  partition from moved, added or deleted roots as one more undoable edit, and
+  :meth:`TreeEditor.from_labels` builds an editor for any label volume (e.g. painted by
+  hand), computing its skeleton and keeping its labels.
 
 Why not ``TreeResult.predecessors``? That is the shortest-path forest of the
 multi-source Dijkstra, and with a neighbourhood of several voxels (TopNet's points are
@@ -40,12 +43,25 @@ from numbers import Integral, Real
 
 import numpy as np
 from scipy import sparse
-from scipy.sparse.csgraph import breadth_first_order, minimum_spanning_tree
+from scipy.sparse.csgraph import (
+    breadth_first_order,
+    connected_components,
+    dijkstra,
+    minimum_spanning_tree,
+)
 from scipy.spatial import cKDTree
 
-from napari_topo.topology.skeleton import _bounding_box
-from napari_topo.trees.graph import _voxel_indices
-from napari_topo.trees.reconstruct import TreeResult, _nearest_seed_labels
+from napari_topo.topology.metrics import _spacing_array
+from napari_topo.topology.skeleton import _bounding_box, skeletonize
+from napari_topo.trees.graph import _voxel_indices, radius_at
+from napari_topo.trees.reconstruct import (
+    NEIGHBOURS_26,
+    TreeResult,
+    _nearest_seed_labels,
+    _source_indices,
+    detect_sources,
+    reconstruct_trees,
+)
 
 __all__ = [
     "Branch",
@@ -326,6 +342,9 @@ class Delta:
         Their values before and after, in the volume's dtype.
     description : str
         What the edit did, for an undo menu or a log.
+    old_sources, new_sources : (K,) ndarray of intp or None
+        Root point indices before and after, for an edit that moves the roots
+        (:meth:`TreeEditor.repartition`); None for edits that keep them.
     """
 
     points: np.ndarray
@@ -335,6 +354,8 @@ class Delta:
     old_values: np.ndarray
     new_values: np.ndarray
     description: str = ""
+    old_sources: np.ndarray | None = None
+    new_sources: np.ndarray | None = None
 
     @property
     def size(self) -> int:
@@ -343,8 +364,14 @@ class Delta:
 
     @property
     def empty(self) -> bool:
-        """True when the edit changes nothing."""
-        return self.size == 0
+        """True when the edit changes nothing (no point, no voxel, no root)."""
+        return self.size == 0 and not self._moves_sources
+
+    @property
+    def _moves_sources(self) -> bool:
+        return self.new_sources is not None and not np.array_equal(
+            self.old_sources, self.new_sources
+        )
 
     def inverse(self) -> Delta:
         """The edit that undoes this one."""
@@ -356,6 +383,8 @@ class Delta:
             self.new_values,
             self.old_values,
             f"undo {self.description}",
+            self.new_sources,
+            self.old_sources,
         )
 
 
@@ -464,6 +493,7 @@ class TreeEditor:
         self._mask = m
         self._sp = np.asarray(result.spacing, dtype=float)
         self.labels = np.asarray(result.labels, dtype=np.int32).copy()
+        self._sources = np.asarray(result.sources, dtype=np.intp).copy()
         self.parents, self._order = _forest(result)
         bid, firsts = _branch_ids(self.parents, self._order)
         self._branch_of = bid
@@ -474,11 +504,112 @@ class TreeEditor:
         self._undo: list[Delta] = []
         self._redo: list[Delta] = []
 
+    @classmethod
+    def from_labels(cls, trees, spacing=None, *, copy: bool = True) -> TreeEditor:
+        """An editor for any tree label volume, e.g. one a user painted by hand.
+
+        The centerline is the skeleton of ``trees > 0``
+        (:func:`napari_topo.topology.skeleton.skeletonize`), joined into a 26-neighbour
+        point graph as in :func:`~napari_topo.trees.reconstruct.trees_from_skeleton`.
+        Every skeleton point takes the id of its voxel, so the existing labels are
+        kept as they are (nothing in ``trees`` changes until an edit); each tree id gets
+        one root, its thickest point at the volume border
+        (:func:`~napari_topo.trees.reconstruct.detect_sources`), else its thickest point.
+
+        Parameters
+        ----------
+        trees : (Y, X) or (Z, Y, X) array_like of int
+            Tree label volume, 0 = background.
+        spacing : float or sequence of float, optional
+            Physical voxel size per axis. Default: 1.
+        copy : bool, optional
+            As in :class:`TreeEditor` (False: edit ``trees`` in place).
+
+        Returns
+        -------
+        TreeEditor
+            Built on a :class:`napari_topo.analysis.VesselAnalysis` (``method``
+            ``"labels"``), so :meth:`to_analysis` and its exports work.
+
+        Raises
+        ------
+        ValueError
+            If ``trees`` is not a 2D/3D array of non-negative integers.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> vol = np.zeros((9, 9, 20), np.int32)
+        >>> vol[1:4, 1:4, :] = 3; vol[5:8, 5:8, :] = 1
+        >>> ed = TreeEditor.from_labels(vol)
+        >>> sorted(set(ed.labels.tolist())), bool((ed.trees == vol).all())
+        ([1, 3], True)
+        """
+        from napari_topo.analysis import VesselAnalysis
+
+        vol = np.array(trees) if copy else trees
+        if not isinstance(vol, np.ndarray):
+            vol = np.asarray(vol)
+        if vol.ndim not in (2, 3) or not np.issubdtype(vol.dtype, np.integer):
+            raise ValueError(
+                "trees must be a 2D (y, x) or 3D (z, y, x) integer label volume; got "
+                f"{vol.dtype} of shape {vol.shape}."
+            )
+        if vol.size and vol.min() < 0:
+            raise ValueError("trees must hold non-negative ids (0 = background).")
+        mask = vol > 0
+        sp = _spacing_array(spacing, vol.ndim)
+        skeleton = skeletonize(mask)
+        points = np.argwhere(skeleton)
+        radius = radius_at(points, mask, sp)
+        labels = vol[tuple(points.T)].astype(np.int32)
+        roots = []
+        for tid in np.unique(labels[labels > 0]).tolist():
+            own = np.flatnonzero(labels == tid)
+            found = detect_sources(
+                points[own], radius[own], vol.shape, n=1, neighbourhood=NEIGHBOURS_26, spacing=sp
+            )
+            roots.append(int(own[found[0]] if found.size else own[np.argmax(radius[own])]))
+        res = reconstruct_trees(
+            points,
+            None,
+            np.asarray(roots, dtype=np.intp),
+            neighbourhood=NEIGHBOURS_26,
+            spacing=sp,
+        )
+        res = dataclasses.replace(res, labels=labels)
+        analysis = VesselAnalysis(
+            mask=mask,
+            result=res,
+            trees=vol,
+            radius=radius,
+            spacing=tuple(sp.tolist()),
+            method="labels",
+            skeleton=skeleton,
+        )
+        return cls(analysis, vol, mask=mask, copy=False)
+
     # ---------------------------------------------------------------- state
     @property
     def result(self) -> TreeResult:
-        """The result with the current point labels (a new TreeResult)."""
-        return dataclasses.replace(self._result, labels=self.labels.copy())
+        """The result with the current point labels and roots (a new TreeResult).
+
+        After :meth:`repartition` its ``sources`` are the new roots; ``distance`` and
+        ``predecessors`` stay those of the original reconstruction.
+        """
+        return dataclasses.replace(
+            self._result, labels=self.labels.copy(), sources=self._sources.copy()
+        )
+
+    @property
+    def sources(self) -> np.ndarray:
+        """Point indices of the current tree roots (a copy)."""
+        return self._sources.copy()
+
+    @property
+    def points(self) -> np.ndarray:
+        """Centerline point coordinates ``(M, ndim)`` (voxels; the result's, not a copy)."""
+        return self._result.points
 
     @property
     def can_undo(self) -> bool:
@@ -631,6 +762,147 @@ class TreeEditor:
             raise ValueError(f"tree {b} labels no point and no voxel; nothing to merge.")
         return self._maybe_apply(self._delta(pts, a, vox, f"merge tree {b} into {a}"), apply)
 
+    def repartition(self, sources, *, tree_ids=None, apply: bool = True) -> Delta:
+        """Re-run the multi-source partition from new roots over the current graph.
+
+        The roots are snapped to their nearest centerline point and one multi-source
+        Dijkstra (:func:`scipy.sparse.csgraph.dijkstra`, ``min_only=True``) runs on the
+        result's kept edges (``result.adjacency``: the same graph, embedding cuts
+        included, that :func:`~napari_topo.trees.reconstruct.reconstruct_trees` used),
+        so every point goes to the root nearest along the graph. A connected piece that
+        no root reaches takes, as a whole, the id of the root nearest to it in
+        straight-line distance (physical units), as in
+        :func:`~napari_topo.trees.reconstruct.trees_from_skeleton`. Voxels follow their
+        nearest point, as for every edit.
+
+        Parameters
+        ----------
+        sources : (K, ndim) array_like of float, or (K,) array_like of int
+            Root coordinates (voxels; e.g. the data of a Points layer) or point indices.
+            Moving, adding or deleting rows moves, adds or deletes roots.
+        tree_ids : (K,) array_like of int, optional
+            Tree id per root. Entries <= 0 ask for a new id (one more than any used so
+            far). Default: each root keeps the current id of the point it snaps to, so
+            moving a root along its own tree keeps the tree's colour; a root on an
+            unlabelled point, or on a tree another root already took, gets a new id.
+        apply : bool, optional
+            Apply (default) or only compute the edit.
+
+        Returns
+        -------
+        Delta
+            The points and voxels whose id changes, and the old and new roots; undo
+            restores all three.
+
+        Raises
+        ------
+        ValueError
+            If ``sources`` is empty, badly shaped, not finite, or two roots snap to the
+            same point; or ``tree_ids`` is not one integer per root, repeats an id or
+            does not fit the volume's dtype.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from napari_topo.trees import reconstruct_trees
+        >>> pts = np.array([[0, 0, x] for x in range(6)])
+        >>> res = reconstruct_trees(pts, sources=[0])
+        >>> ed = TreeEditor(res, res.to_volume(np.ones((1, 1, 6), bool)))
+        >>> _ = ed.repartition([[0, 0, 0], [0, 0, 5]])
+        >>> ed.labels.tolist(), ed.trees.ravel().tolist()
+        ([1, 1, 1, 2, 2, 2], [1, 1, 1, 2, 2, 2])
+        >>> _ = ed.undo(); ed.labels.tolist()
+        [1, 1, 1, 1, 1, 1]
+        """
+        pts = np.asarray(self._result.points)
+        m, ndim = len(pts), self._idx.shape[1]
+        if m == 0:
+            raise ValueError("there are no centerline points to partition.")
+        s = np.asarray(sources)
+        if s.ndim == 2 and s.shape[1] == ndim and s.size and not np.isfinite(s).all():
+            raise ValueError("sources must be finite coordinates.")
+        src = _source_indices(s, pts.astype(np.float64))
+        if src.size == 0:
+            raise ValueError(
+                f"sources must hold at least one root, as (K, {ndim}) coordinates or (K,) "
+                "point indices; got none."
+            )
+        ids = self._root_ids(src, tree_ids)
+        adj = self._result.adjacency
+        _, _, nearest = dijkstra(
+            adj, directed=True, indices=src, min_only=True, return_predecessors=True
+        )
+        tree_of = np.zeros(m, dtype=np.int32)
+        tree_of[src] = ids
+        labels = np.zeros(m, dtype=np.int32)
+        reached = nearest >= 0
+        labels[reached] = tree_of[nearest[reached]]
+        unreached = np.flatnonzero(~reached)
+        if unreached.size:  # whole pieces without a root: the nearest root's id
+            comp = connected_components(adj, directed=False)[1]
+            xyz = pts * self._sp
+            gap, root = cKDTree(xyz[src]).query(xyz[unreached])
+            order = np.lexsort((gap, comp[unreached]))
+            _, first = np.unique(comp[unreached][order], return_index=True)
+            pick = order[first]
+            of_comp = np.zeros(comp.max() + 1, dtype=np.int32)
+            of_comp[comp[unreached[pick]]] = ids[root[pick]]
+            labels[unreached] = of_comp[comp[unreached]]
+        delta = self._delta_to(labels, f"re-partition from {src.size} sources")
+        delta = dataclasses.replace(
+            delta, old_sources=self._sources.copy(), new_sources=src.astype(np.intp)
+        )
+        return self._maybe_apply(delta, apply)
+
+    def _root_ids(self, src: np.ndarray, tree_ids) -> np.ndarray:
+        dtype = self.trees.dtype
+        if tree_ids is None:
+            want = self.labels[src].astype(np.int64)
+            taken: set[int] = set()
+            for k, t in enumerate(want.tolist()):
+                if t in taken:
+                    want[k] = 0
+                taken.add(t)
+        else:
+            want = np.asarray(tree_ids)
+            if want.shape != src.shape or (want.size and not np.issubdtype(want.dtype, np.integer)):
+                raise ValueError(
+                    f"tree_ids must be {src.size} integers, one per source; got {want.dtype} "
+                    f"of shape {want.shape}."
+                )
+            want = want.astype(np.int64)
+            pos = want[want > 0]
+            if np.unique(pos).size != pos.size:
+                raise ValueError(f"tree_ids must not repeat an id; got {want.tolist()}.")
+        nxt = max(self.new_tree_id(), int(want.max(initial=0)) + 1)
+        for k in np.flatnonzero(want <= 0):
+            want[k] = nxt
+            nxt += 1
+        for t in want.tolist():
+            _tree_id(t, "tree id", dtype)
+        return want.astype(np.int32)
+
+    def _delta_to(self, labels: np.ndarray, description: str) -> Delta:
+        """The edit that sets every point's id to ``labels`` and its voxels to match."""
+        changed = np.flatnonzero(self.labels != labels).astype(np.intp)
+        starts, voxels = self._owned()
+        owner = np.repeat(np.arange(len(labels)), np.diff(starts))
+        dtype = self.trees.dtype
+        new_v = labels[owner].astype(dtype)
+        old_v = self.trees.flat[voxels]
+        keep = old_v != new_v
+        vox, old_v, new_v = voxels[keep], old_v[keep], new_v[keep]
+        order = np.argsort(vox, kind="stable")
+        return Delta(
+            points=changed,
+            old_labels=self.labels[changed].copy(),
+            new_labels=labels[changed].astype(np.int32),
+            voxels=vox[order].astype(np.intp),
+            old_values=old_v[order].astype(dtype, copy=False),
+            new_values=new_v[order],
+            description=description,
+        )
+
     def _maybe_apply(self, delta: Delta, apply: bool) -> Delta:
         return self.apply(delta) if apply else delta
 
@@ -655,6 +927,7 @@ class TreeEditor:
         if not (
             np.array_equal(self.labels[delta.points], delta.old_labels)
             and np.array_equal(self.trees.flat[delta.voxels], delta.old_values)
+            and (delta.old_sources is None or np.array_equal(self._sources, delta.old_sources))
         ):
             raise ValueError(
                 "delta does not apply to the current state (its old values differ); it was "
@@ -687,6 +960,8 @@ class TreeEditor:
     def _write(self, delta: Delta) -> None:
         self.labels[delta.points] = delta.new_labels
         self.trees.flat[delta.voxels] = delta.new_values
+        if delta.new_sources is not None:
+            self._sources = np.asarray(delta.new_sources, dtype=np.intp).copy()
 
     def _owned(self):
         """Mask voxels grouped by nearest point: (starts (M+1,), flat voxel indices)."""
