@@ -1,0 +1,361 @@
+"""Tests of napari_topo._plugin: NIfTI reader, Labels/centerline writers, sample data.
+
+The core tests build layers from the tuples with ``napari.layers.Layer.create`` (no
+viewer). The ``gui`` tests open files through a viewer; those that go through the
+manifest (``viewer.open(..., plugin="napari-topo")``, sample data, writers) are skipped
+until ``napari.yaml`` declares the contribution.
+"""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from napari_topo import layers as L
+from napari_topo._plugin import (
+    MAX_LABEL_VALUES,
+    get_reader,
+    is_label_volume,
+    make_sample_data,
+    read_nifti,
+    write_graph,
+    write_labels,
+)
+from napari_topo.analysis import VesselAnalysis
+from napari_topo.data.io import read_volume, write_volume
+from napari_topo.data.synthetic import make_vessel_volume
+
+napari = pytest.importorskip("napari")
+from napari.layers import Layer  # noqa: E402
+
+PLUGIN = "napari-topo"
+SPACING = (2.0, 0.6, 0.5)
+
+
+def _manifest_contributions():
+    try:
+        import npe2
+
+        pm = npe2.PluginManager.instance()
+        pm.discover()
+        return pm.get_manifest(PLUGIN).contributions
+    except Exception:  # noqa: BLE001 - no manifest, nothing declared
+        return None
+
+
+def _declared(kind: str) -> bool:
+    c = _manifest_contributions()
+    return bool(c is not None and getattr(c, kind, None))
+
+
+needs_reader = pytest.mark.skipif(
+    not _declared("readers"), reason="napari.yaml does not declare the NIfTI reader yet"
+)
+needs_writers = pytest.mark.skipif(
+    not _declared("writers"), reason="napari.yaml does not declare the writers yet"
+)
+needs_sample = pytest.mark.skipif(
+    not _declared("sample_data"), reason="napari.yaml does not declare the sample data yet"
+)
+
+
+# ------------------------------------------------------------------------------ data
+@pytest.fixture(scope="module")
+def vessels():
+    return make_vessel_volume((40, 40, 40), n_trees=2, seed=3)
+
+
+@pytest.fixture(scope="module")
+def analysis(vessels):
+    return VesselAnalysis.from_outputs(
+        {"vessel": vessels.mask.astype(np.float32)}, sources=vessels.sources, spacing=SPACING
+    )
+
+
+@pytest.fixture
+def nifti_files(tmp_path, vessels):
+    """An anisotropic image and its tree labels, written as NIfTI."""
+    image = write_volume(tmp_path / "scan.nii.gz", vessels.image, spacing=SPACING)
+    trees = write_volume(tmp_path / "trees.nii", vessels.trees, spacing=SPACING)
+    return image, trees
+
+
+# ------------------------------------------------------------------------------ reader
+def test_get_reader_claims_nifti_only(tmp_path):
+    assert get_reader(str(tmp_path / "a.nii.gz")) is read_nifti
+    assert get_reader(str(tmp_path / "A.NII")) is read_nifti
+    assert get_reader([str(tmp_path / "a.nii"), str(tmp_path / "b.nii.gz")]) is read_nifti
+    for other in ("a.tif", "a.npy", "a.gz", "a", "a.nii.zip"):
+        assert get_reader(str(tmp_path / other)) is None, other
+    assert get_reader([str(tmp_path / "a.nii"), str(tmp_path / "b.tif")]) is None
+    assert get_reader([]) is None
+
+
+def test_reader_image_and_labels(nifti_files, vessels):
+    image_path, trees_path = nifti_files
+    [(data, meta, kind)] = read_nifti(str(image_path))
+    assert kind == "image"
+    assert meta["name"] == "scan"
+    assert meta["scale"] == pytest.approx(SPACING)
+    assert meta["metadata"]["path"] == str(image_path)
+    np.testing.assert_array_equal(data, vessels.image)  # (z, y, x), not (x, y, z)
+
+    layers = read_nifti([str(image_path), str(trees_path)])
+    assert [t[2] for t in layers] == ["image", "labels"]
+    data, meta, kind = layers[1]
+    assert meta["name"] == "trees"
+    np.testing.assert_array_equal(data, vessels.trees)
+    # napari accepts the tuples as they are, and the scale reaches the layer
+    for tup in layers:
+        layer = Layer.create(*tup)
+        assert tuple(layer.scale) == pytest.approx(SPACING)
+    assert isinstance(Layer.create(*layers[1]), napari.layers.Labels)
+
+
+def test_reader_axis_order_asymmetric(tmp_path):
+    nib = pytest.importorskip("nibabel")
+    xyz = np.random.default_rng(1).random((6, 5, 4)).astype(np.float32)
+    img = nib.Nifti1Image(xyz, np.diag([0.5, 0.6, 2.0, 1.0]))
+    img.header.set_zooms((0.5, 0.6, 2.0))
+    p = tmp_path / "xyz.nii"
+    nib.save(img, p)
+    [(data, meta, kind)] = get_reader(str(p))(str(p))
+    assert data.shape == (4, 5, 6)
+    assert meta["scale"] == pytest.approx((2.0, 0.6, 0.5))
+    assert data[3, 2, 1] == xyz[1, 2, 3]
+    assert kind == "image"
+
+
+def test_is_label_volume_rule():
+    rng = np.random.default_rng(0)
+    assert is_label_volume(np.zeros((4, 4, 4), bool))
+    assert is_label_volume(rng.integers(0, 2, (8, 8, 8)).astype(np.uint8))  # mask
+    assert is_label_volume(rng.integers(0, 7, (8, 8, 8)).astype(np.int32))  # trees
+    assert is_label_volume(rng.integers(0, MAX_LABEL_VALUES, (16, 16, 16)))
+    assert not is_label_volume(rng.integers(0, 256, (16, 16, 16)).astype(np.uint8))  # 8-bit image
+    assert not is_label_volume(rng.integers(-3, 3, (8, 8, 8)))  # negative ids
+    assert not is_label_volume(rng.random((8, 8, 8)).astype(np.float32))
+    # a large volume is judged from a subsample: still right, and it does not load it all
+    big = np.zeros((256, 256, 256), np.uint16)
+    big[::4, ::4, ::4] = rng.integers(0, 3000, big[::4, ::4, ::4].shape)
+    assert not is_label_volume(big)
+
+
+# ------------------------------------------------------------------------------ writers
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz", ".tif", ".tiff"])
+def test_write_labels_round_trip(tmp_path, vessels, suffix):
+    tup = L.trees_layer(vessels.trees.astype(np.int64), name="v", scale=SPACING)
+    layer = Layer.create(*tup)
+    data, meta, _ = layer.as_layer_data_tuple()
+    [out] = write_labels(str(tmp_path / f"labels{suffix}"), data, meta)
+    assert out == str(tmp_path / f"labels{suffix}")
+    vol = read_volume(out)
+    np.testing.assert_array_equal(vol.data, vessels.trees)
+    assert vol.data.dtype == np.uint8  # ids 0..2: stored compactly
+    assert vol.spacing == pytest.approx(SPACING)
+
+
+def test_write_labels_keeps_large_and_negative_ids(tmp_path):
+    a = np.zeros((3, 4, 5), np.int64)
+    a[0, 0, 0] = 70_000
+    vol = read_volume(write_labels(str(tmp_path / "big.nii.gz"), a, {"scale": (1, 1, 1)})[0])
+    assert vol.data.dtype == np.uint32 and vol.data[0, 0, 0] == 70_000
+    a[1, 1, 1] = -1
+    vol = read_volume(write_labels(str(tmp_path / "neg.nii"), a, {})[0])
+    assert vol.data.dtype == np.int64 and vol.data[1, 1, 1] == -1
+    assert vol.spacing == (1.0, 1.0, 1.0)
+    # multiscale layers: the full-resolution level is written
+    vol = read_volume(write_labels(str(tmp_path / "ms.tif"), [a.clip(0), a[:, ::2, ::2]], {})[0])
+    assert vol.data.shape == (3, 4, 5)
+
+
+def test_write_labels_refuses_other_suffixes(tmp_path):
+    with pytest.raises(ValueError, match=r"\.nii, \.nii\.gz, \.tif, \.tiff"):
+        write_labels(str(tmp_path / "a.png"), np.zeros((2, 2, 2), np.uint8), {})
+
+
+def _points_tuple(analysis):
+    [points] = [t for t in analysis.to_layers("v") if t[2] == "points"]
+    return points
+
+
+def _read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_write_graph_csv(tmp_path, analysis):
+    tup = _points_tuple(analysis)
+    assert L.layer_kind(tup[1]["metadata"]) == "centerline"
+    layer = Layer.create(*tup)
+    layer.translate = (10.0, 0.0, -5.0)
+    data, meta, layer_type = layer.as_layer_data_tuple()
+    assert layer_type == "points"
+    [out] = write_graph(str(tmp_path / "centerline.csv"), data, meta)
+    rows = _read_csv(out)
+    assert list(rows[0]) == [
+        "id", "z", "y", "x", "z_physical", "y_physical", "x_physical", "radius", "tree",
+    ]  # fmt: skip
+    pts = np.asarray(analysis.points, dtype=float)
+    assert len(rows) == len(pts) > 10
+    got_vox = np.array([[float(r[a]) for a in "zyx"] for r in rows])
+    got_phys = np.array([[float(r[f"{a}_physical"]) for a in "zyx"] for r in rows])
+    np.testing.assert_array_equal(got_vox, pts)
+    np.testing.assert_allclose(got_phys, pts * np.asarray(SPACING) + (10.0, 0.0, -5.0))
+    np.testing.assert_allclose([float(r["radius"]) for r in rows], analysis.radius)
+    np.testing.assert_array_equal([int(r["tree"]) for r in rows], analysis.result.labels)
+    # the same nodes as VesselAnalysis.to_csv writes
+    nodes, _ = analysis.to_csv(tmp_path / "nodes.csv", tmp_path / "edges.csv")
+    ref = _read_csv(nodes)
+    assert [(r["id"], r["z"], r["y"], r["x"], r["tree"]) for r in ref] == [
+        (r["id"], r["z"], r["y"], r["x"], r["tree"]) for r in rows
+    ]
+
+
+def test_write_graph_any_points_layer(tmp_path):
+    """A plain Points layer (no napari-topo features) still writes its coordinates."""
+    layer = napari.layers.Points([[1.0, 2.0], [3.0, 4.5]], scale=(2.0, 0.5), size=4)
+    [out] = write_graph(str(tmp_path / "p.csv"), *layer.as_layer_data_tuple()[:2])
+    rows = _read_csv(out)
+    assert list(rows[0]) == ["id", "y", "x", "y_physical", "x_physical", "radius"]
+    assert [float(rows[1][k]) for k in ("y", "x", "y_physical", "x_physical")] == [
+        3.0,
+        4.5,
+        6.0,
+        2.25,
+    ]
+    assert float(rows[0]["radius"]) == pytest.approx(4 / 2 * 0.5)  # from the marker size
+    with pytest.raises(ValueError, match="finite coordinates"):
+        write_graph(str(tmp_path / "bad.csv"), np.zeros((3, 5)), {})
+    with pytest.raises(ValueError, match=r"\.csv, \.swc"):
+        write_graph(str(tmp_path / "p.graphml"), np.zeros((3, 3)), {})
+
+
+def _swc_edges(path):
+    """{child xyz: parent xyz (or None)} of an SWC file."""
+    rows = {}
+    for line in open(path).read().splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        n, _t, x, y, z, r, par = line.split()
+        rows[int(n)] = ((float(x), float(y), float(z)), float(r), int(par))
+    seen = set()
+    out = {}
+    for n, (xyz, r, par) in rows.items():
+        assert par == -1 or par in seen  # parents come first
+        seen.add(n)
+        out[xyz] = (round(r, 4), rows[par][0] if par > 0 else None)
+    return out
+
+
+def test_write_graph_swc_needs_parents(tmp_path, analysis):
+    data, meta, _ = Layer.create(*_points_tuple(analysis)).as_layer_data_tuple()
+    with pytest.raises(ValueError, match="SWC needs parent links"):
+        write_graph(str(tmp_path / "c.swc"), data, meta)
+    # with parent links (row indices, -1 = root) it is the same forest as to_swc
+    meta = dict(meta)
+    features = meta["features"].copy()
+    features["parent"] = analysis.parents
+    meta["features"] = features
+    [out] = write_graph(str(tmp_path / "c.swc"), data, meta)
+    ref = analysis.to_swc(tmp_path / "ref.swc")
+    assert _swc_edges(out) == _swc_edges(ref)
+    # a deleted point (its id missing) makes its children roots; ids are kept
+    features["id"] = np.arange(len(data)) + 100
+    features["parent"] = np.where(analysis.parents >= 0, analysis.parents + 100, -1)
+    removed = int(np.flatnonzero(analysis.parents >= 0)[0])
+    keep = np.ones(len(data), bool)
+    keep[removed] = False
+    meta["features"] = features[keep].reset_index(drop=True)
+    [out] = write_graph(str(tmp_path / "cut.swc"), data[keep], meta)
+    n_roots = sum(p is None for _, p in _swc_edges(out).values())
+    assert n_roots == int((analysis.parents < 0).sum() + (analysis.parents == removed).sum())
+    assert len(_swc_edges(out)) == keep.sum()
+
+
+# ------------------------------------------------------------------------------ sample
+def test_sample_data():
+    import time
+
+    t0 = time.perf_counter()
+    layers = make_sample_data()
+    elapsed = time.perf_counter() - t0
+    assert [(m["name"], k) for _, m, k in layers] == [
+        ("synthetic vessels", "image"),
+        ("ground truth mask", "labels"),
+        ("ground truth trees", "labels"),
+    ]
+    ref = make_vessel_volume((96, 96, 96), seed=0)
+    image, mask, trees = (t[0] for t in layers)
+    assert image.shape == mask.shape == trees.shape == (96, 96, 96)
+    assert image.dtype == np.float32
+    np.testing.assert_array_equal(image, ref.image)  # fixed seed: the same every time
+    np.testing.assert_array_equal(mask, ref.mask)
+    np.testing.assert_array_equal(trees, ref.trees)
+    for _, meta, _ in layers:
+        assert tuple(meta["scale"]) == tuple(ref.spacing)
+    # trees coloured as layers.trees_layer colours them
+    made = [Layer.create(*t) for t in layers]
+    n = int(ref.trees.max())
+    for k in range(1, n + 1):
+        np.testing.assert_allclose(made[2].colormap.map(np.array([k]))[0], L.tree_colors(n)[k - 1])
+    assert L.layer_kind(made[2]) == "trees"
+    assert elapsed < 5.0, f"sample data took {elapsed:.1f} s"
+
+
+# ------------------------------------------------------------------------------ GUI
+@pytest.mark.gui
+def test_viewer_adds_reader_layers(make_napari_viewer, nifti_files):
+    viewer = make_napari_viewer()
+    for tup in read_nifti([str(p) for p in nifti_files]):
+        viewer._add_layer_from_data(*tup)
+    assert [type(ly).__name__ for ly in viewer.layers] == ["Image", "Labels"]
+    assert tuple(viewer.layers["scan"].scale) == pytest.approx(SPACING)
+    assert viewer.layers["trees"].data.shape == (40, 40, 40)
+
+
+@pytest.mark.gui
+@needs_reader
+def test_viewer_open_nifti_with_plugin(make_napari_viewer, nifti_files, vessels):
+    viewer = make_napari_viewer()
+    image_path, trees_path = nifti_files
+    viewer.open(str(image_path), plugin=PLUGIN)
+    viewer.open(str(trees_path), plugin=PLUGIN)
+    scan, trees = viewer.layers["scan"], viewer.layers["trees"]
+    assert isinstance(scan, napari.layers.Image)
+    assert isinstance(trees, napari.layers.Labels)
+    assert tuple(scan.scale) == pytest.approx(SPACING)
+    np.testing.assert_array_equal(trees.data, vessels.trees)
+
+
+@pytest.mark.gui
+@needs_sample
+def test_viewer_open_sample(make_napari_viewer):
+    viewer = make_napari_viewer()
+    c = _manifest_contributions()
+    viewer.open_sample(PLUGIN, c.sample_data[0].key)
+    assert [ly.name for ly in viewer.layers] == [
+        "synthetic vessels",
+        "ground truth mask",
+        "ground truth trees",
+    ]
+
+
+@pytest.mark.gui
+@needs_writers
+def test_viewer_save_layers_with_plugin(make_napari_viewer, tmp_path, analysis):
+    viewer = make_napari_viewer()
+    for tup in analysis.to_layers("v"):
+        viewer._add_layer_from_data(*tup)
+    [trees_out] = napari.save_layers(
+        str(tmp_path / "trees.nii.gz"), [viewer.layers["v trees"]], plugin=PLUGIN
+    )
+    vol = read_volume(trees_out)
+    np.testing.assert_array_equal(vol.data, analysis.trees)
+    assert vol.spacing == pytest.approx(SPACING)
+    [csv_out] = napari.save_layers(
+        str(tmp_path / "centerline.csv"), [viewer.layers["v centerline"]], plugin=PLUGIN
+    )
+    assert len(_read_csv(csv_out)) == len(analysis.points)
