@@ -378,6 +378,20 @@ def test_trees_from_skeleton_labels_unreached_pieces_by_nearest_source():
     assert np.isfinite(res.distance[~in_fragment]).all()
 
 
+
+def test_trees_from_skeleton_follows_a_broken_vessel_across_its_gaps():
+    # Tube 1 (root x = 0) broken twice; its last piece ends near tube 2's root, but the
+    # smallest gap joins it to its own tree's previous piece, not the nearest root.
+    mask = np.zeros((6, 16, 61), bool)
+    for lo, hi in ((0, 9), (11, 29), (31, 61)):
+        mask[1:4, 1:4, lo:hi] = True
+    mask[1:4, 11:14, 54:61] = True  # tube 2, a stub rooted at x = 60
+    res = trees_from_skeleton(mask, sources=[[2, 2, 0], [2, 12, 60]])
+    vol = res.to_volume(mask, per_component=True)
+    assert (vol[1:4, 1:4, :][mask[1:4, 1:4, :]] == 1).all()
+    assert (vol[1:4, 11:14, 54:61] == 2).all()
+
+
 # ------------------------------------------------------------------------------ errors
 _PTS = np.array([[0, 0, 0], [0, 0, 1], [0, 0, 2]])
 _MASK = np.ones((2, 3, 4), bool)

@@ -670,6 +670,37 @@ def label_switches(pred_trees, gt_graph) -> int:
 # --------------------------------------------------------------------------------------
 # baseline without embedding
 # --------------------------------------------------------------------------------------
+def _attach_pieces(xyz: np.ndarray, labels: np.ndarray, comp: np.ndarray) -> np.ndarray:
+    """Label every unlabelled connected piece by its smallest gap to labelled points.
+
+    Prim-like: repeatedly the unlabelled piece with the smallest straight-line gap to
+    any labelled point takes that point's label and becomes labelled itself. Each step
+    queries the remaining points against the newly labelled piece only, so the cost is
+    about one nearest-neighbour query per point per piece it could attach to.
+    """
+    labels = labels.copy()
+    todo = np.flatnonzero(labels == 0)
+    done = np.flatnonzero(labels > 0)
+    best_d, best_j = cKDTree(xyz[done]).query(xyz[todo])
+    best_lab = labels[done][best_j]
+    pieces = comp[todo]
+    while todo.size:
+        k = int(np.argmin(best_d))
+        piece = pieces[k]
+        members = pieces == piece
+        labels[todo[members]] = best_lab[k]
+        new_pts = xyz[todo[members]]
+        keep = ~members
+        todo, pieces = todo[keep], pieces[keep]
+        best_d, best_lab = best_d[keep], best_lab[keep]
+        if todo.size:
+            d, _ = cKDTree(new_pts).query(xyz[todo])
+            closer = d < best_d
+            best_d[closer] = d[closer]
+            best_lab[closer] = labels[comp == piece][0]
+    return labels
+
+
 def trees_from_skeleton(mask, sources=None, spacing=None) -> TreeResult:
     """Tree reconstruction from a hard segmentation, without an embedding.
 
@@ -732,16 +763,8 @@ def trees_from_skeleton(mask, sources=None, spacing=None) -> TreeResult:
     else:
         src = sources
     res = reconstruct_trees(points, None, src, neighbourhood=NEIGHBOURS_26, spacing=sp)
-    unreached = np.flatnonzero(res.labels == 0)
-    if unreached.size == 0 or res.n_trees == 0:
+    if res.n_trees == 0 or not (res.labels == 0).any():
         return res
     comp = connected_components(res.adjacency, directed=False)[1]
-    xyz = points * sp
-    gap, root = cKDTree(xyz[res.sources]).query(xyz[unreached])
-    order = np.lexsort((gap, comp[unreached]))  # by component, nearest first
-    firsts = _first_per_group(order, comp[unreached])
-    label_of_comp = np.zeros(comp.max() + 1, dtype=np.int32)
-    label_of_comp[comp[unreached[firsts]]] = root[firsts] + 1
-    labels = res.labels.copy()
-    labels[unreached] = label_of_comp[comp[unreached]]
+    labels = _attach_pieces(points * sp, res.labels, comp)
     return dataclasses.replace(res, labels=labels)
