@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from .metrics import MetricsWidget
+    from .segment import SegmentWidget
 
-__all__ = ["MetricsWidget"]
+__all__ = ["MetricsWidget", "SegmentWidget"]
 
 
 def __getattr__(name: str) -> Any:
@@ -22,4 +23,8 @@ def __getattr__(name: str) -> Any:
         from .metrics import MetricsWidget
 
         return MetricsWidget
+    if name == "SegmentWidget":
+        from .segment import SegmentWidget
+
+        return SegmentWidget
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

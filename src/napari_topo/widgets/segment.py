@@ -1,0 +1,716 @@
+"""Dock widget that segments a 3D image and shows its vessel trees.
+
+The widget only collects choices and turns results into layers.  The work is
+:func:`napari_topo.inference.pipeline.segment` (``predict`` followed by
+:meth:`~napari_topo.analysis.VesselAnalysis.from_outputs`), run in a napari worker
+thread: the worker body below is a plain generator that never touches Qt; it yields
+``(done, total)`` tile counts that the GUI thread turns into a napari progress bar, and
+returns an :class:`_Outcome` that the GUI thread turns into layers through
+:meth:`VesselAnalysis.to_layers <napari_topo.analysis.VesselAnalysis.to_layers>`.
+
+Layers made here carry ``metadata["napari_topo"]`` with ``kind``, ``source`` (the image
+layer's name), ``model`` and ``analysis`` (the :class:`VesselAnalysis`; the tree editor
+reads it from the trees layer).  Running again on the same image updates those layers
+and never touches a layer the user made.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import ComboBox, Container, FloatSpinBox, SpinBox
+from napari.layers import Image, Labels, Layer, Points
+from napari.qt.threading import create_worker
+from napari.utils import progress as napari_progress
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import Qt, Signal
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+
+from napari_topo.layers import METADATA_KEY, layer_kind
+
+if TYPE_CHECKING:
+    import napari
+
+    from napari_topo.analysis import VesselAnalysis
+    from napari_topo.models.registry import ModelCard
+
+__all__ = ["CPU_NOTE", "OWNER", "SegmentWidget", "model_tooltip", "sources_in_voxels"]
+
+_LOG = logging.getLogger(__name__)
+
+#: ``metadata["napari_topo"]["widget"]`` of the layers this widget made.
+OWNER = "segment"
+#: Shown under the device picker when the run will be on the CPU.  Measured with
+#: ``predict(np.random.rand(128, 128, 128).astype("f4"), name, tile=64, device="cpu")`` on
+#: two CPU cores shared with other work (torch 2.13): unet-dice 21 s, topnet 37 s.
+CPU_NOTE = "Running on CPU: expect ~20 s per 128³ voxels (TopNet ~40 s)."
+#: Model picked by default when it is registered (the pipeline's default model).
+DEFAULT_MODEL = "unet-cldice"
+#: Layer-list events after which the layer pickers are rebuilt.
+_LAYER_EVENTS = ("inserted", "removed", "moved", "reordered", "renamed")
+_NONE = "none"
+
+
+# --------------------------------------------------------------------------------------
+# Qt-free helpers
+# --------------------------------------------------------------------------------------
+
+
+def model_tooltip(card: ModelCard) -> str:
+    """Tooltip of a model: its summary and, when the card has them, its test scores.
+
+    Parameters
+    ----------
+    card : ModelCard
+        From :func:`napari_topo.models.registry.list_models`.
+
+    Returns
+    -------
+    str
+        ``"<name>: <summary>"``, plus a line with the mean test Dice and clDice from
+        ``card.metrics["test"]["summary"]`` (and the number of test volumes) if present.
+
+    Examples
+    --------
+    >>> from napari_topo.models.registry import ModelCard
+    >>> card = ModelCard(name="m", architecture="unet3d", summary="A U-Net",
+    ...                  metrics={"test": {"n_volumes": 4,
+    ...                                    "summary": {"Dice": {"mean": 0.8612}}}})
+    >>> print(model_tooltip(card))
+    m: A U-Net
+    Test (4 synthetic volumes): Dice 0.861
+    """
+    text = f"{card.name}: {card.summary}" if card.summary else card.name
+    test = card.metrics.get("test") if isinstance(card.metrics, Mapping) else None
+    summary = test.get("summary") if isinstance(test, Mapping) else None
+    if not isinstance(summary, Mapping):
+        return text
+    scores = []
+    for key in ("Dice", "clDice"):
+        entry = summary.get(key)
+        mean = entry.get("mean") if isinstance(entry, Mapping) else entry
+        if isinstance(mean, int | float) and math.isfinite(mean):
+            scores.append(f"{key} {mean:.3f}")
+    if not scores:
+        return text
+    n = test.get("n_volumes")
+    where = f"Test ({n} synthetic volumes)" if isinstance(n, int) else "Test"
+    return f"{text}\n{where}: {', '.join(scores)}"
+
+
+def sources_in_voxels(points: Any, image: Any, shape: tuple[int, ...]) -> np.ndarray | None:
+    """Voxel coordinates in ``image`` of the points of a Points layer (world → data).
+
+    Parameters
+    ----------
+    points : napari Points layer or None
+        Tree roots; its points are taken to world coordinates with the layer's own
+        transform, then to ``image``'s voxel coordinates with ``image.world_to_data``.
+    image : napari Image layer
+    shape : tuple of int
+        The image's (z, y, x) shape, to check that each point lies inside it.
+
+    Returns
+    -------
+    (K, ndim) ndarray of float or None
+        None when ``points`` is None or has no points (roots are then detected).
+
+    Raises
+    ------
+    ValueError
+        If the points have fewer dimensions than the image or lie outside it.
+    """
+    if points is None or len(points.data) == 0:
+        return None
+    ndim = len(shape)
+    if points.ndim < ndim:
+        raise ValueError(
+            f"source points layer '{points.name}' is {points.ndim}D; tree roots in a "
+            f"{ndim}D image need {ndim}D points."
+        )
+    voxels = np.array(
+        [np.asarray(image.world_to_data(points.data_to_world(p)))[-ndim:] for p in points.data],
+        dtype=float,
+    )
+    inside = np.all((voxels >= -0.5) & (voxels <= np.asarray(shape) - 0.5), axis=1)
+    if not inside.all():
+        k = int(np.flatnonzero(~inside)[0])
+        where = ", ".join(f"{v:.1f}" for v in voxels[k])
+        raise ValueError(
+            f"source point {k} of '{points.name}' lies outside image '{image.name}' "
+            f"(voxel ({where}), image shape {tuple(shape)}); move or delete it."
+        )
+    return voxels
+
+
+@dataclass(frozen=True)
+class _Job:
+    """The user's choices for one run (plain Python, handed to the worker)."""
+
+    image: str
+    model: str
+    device: str
+    tile: int
+    overlap: float
+    threshold: float
+    spacing: tuple[float, ...] | None
+    scale: tuple[float, ...]
+    translate: tuple[float, ...]
+    sources: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What the worker hands back to the GUI thread (plain Python, no Qt)."""
+
+    analysis: VesselAnalysis | None = None
+    cancelled: bool = False
+    error: str | None = None
+    seconds: float = 0.0
+
+
+def _run_segment(
+    volume: Any, job: _Job, cancel: threading.Event
+) -> Generator[tuple[int, int] | str, None, _Outcome]:
+    """Worker body: yields ``(done, total)`` tiles and messages, returns an :class:`_Outcome`.
+
+    The pipeline runs on a helper thread so that its ``progress`` callback (called
+    from inside ``predict``) can be turned into values this generator yields; napari
+    delivers them to the GUI thread through the worker's ``yielded`` signal.  Nothing
+    here touches Qt.  Expected failures (``ValueError``) come back with the core's
+    message; anything else is logged with its traceback and reported by type.
+    """
+    events: queue.SimpleQueue = queue.SimpleQueue()
+    start = time.perf_counter()
+
+    def body() -> None:
+        from napari_topo.inference.pipeline import segment
+        from napari_topo.inference.sliding import Cancelled
+
+        try:
+            analysis = segment(
+                volume,
+                job.model,
+                threshold=job.threshold,
+                sources=job.sources,
+                spacing=job.spacing,
+                tile=job.tile,
+                overlap=job.overlap,
+                device=job.device,
+                progress=lambda done, total: events.put(("progress", (int(done), int(total)))),
+                cancel=cancel,
+                on_message=lambda msg: events.put(("message", str(msg))),
+            )
+            # The tree reconstruction cannot be interrupted; a cancel during it still wins.
+            events.put(("cancelled", None) if cancel.is_set() else ("done", analysis))
+        except Cancelled:
+            events.put(("cancelled", None))
+        except (ValueError, MemoryError) as exc:
+            events.put(("error", str(exc) or type(exc).__name__))
+        except Exception as exc:  # noqa: BLE001 - reported to the user, traceback logged
+            _LOG.exception("segmentation of %r failed", job.image)
+            events.put(("error", f"Segmentation failed ({type(exc).__name__}: {exc})."))
+
+    thread = threading.Thread(target=body, name=f"napari-topo segment {job.image}", daemon=True)
+    thread.start()
+    while True:
+        kind, value = events.get()
+        if kind in ("progress", "message"):
+            yield value
+            continue
+        thread.join()
+        seconds = time.perf_counter() - start
+        if kind == "done":
+            return _Outcome(analysis=value, seconds=seconds)
+        if kind == "cancelled":
+            return _Outcome(cancelled=True, seconds=seconds)
+        return _Outcome(error=value, seconds=seconds)
+
+
+def _full_resolution(layer: Any) -> Any:
+    return layer.data[0] if layer.multiscale else layer.data
+
+
+def _unwrap(obj: Any) -> Any:
+    """The napari object behind a plugin ``PublicOnlyProxy`` (or ``obj`` itself)."""
+    return getattr(obj, "__wrapped__", obj)
+
+
+def _info(layer: Any) -> Mapping:
+    md = layer.metadata.get(METADATA_KEY) if isinstance(layer.metadata, Mapping) else None
+    return md if isinstance(md, Mapping) else {}
+
+
+def _disconnect_layer_events(events: Any, callback: Any, *_: Any) -> None:
+    for name in _LAYER_EVENTS:
+        emitter = getattr(events, name, None)
+        if emitter is not None:
+            emitter.disconnect(callback)
+
+
+# --------------------------------------------------------------------------------------
+# The widget
+# --------------------------------------------------------------------------------------
+
+
+class SegmentWidget(QWidget):
+    """Segment vessels in a 3D image with a registered model and show the trees.
+
+    Pick an image, a model (hover for its test scores), a device, the sliding-window
+    tile and overlap, the probability threshold and optionally a Points layer with the
+    tree roots; press *Run*.  The model runs in a worker thread with a progress bar
+    per tile (*Cancel* stops it between tiles); the results become layers named after
+    the image (probability, mask, skeleton, trees, branches, centerline), placed on the
+    image with its scale and translate.  Running again on the same image replaces
+    them.
+
+    Parameters
+    ----------
+    napari_viewer : napari.viewer.Viewer
+        The viewer whose layers are offered (napari passes it when docking).
+    parent : QWidget, optional
+        Qt parent.
+
+    Attributes
+    ----------
+    finished : Signal(str)
+        Emitted on the GUI thread when a run ended, after its layers were added, with
+        ``"done"``, ``"cancelled"`` or ``"error"``.
+    """
+
+    finished = Signal(str)
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None):
+        super().__init__(parent)
+        if napari_viewer is None or not hasattr(napari_viewer, "layers"):
+            raise ValueError(
+                f"SegmentWidget needs a napari viewer, got {type(napari_viewer).__name__}."
+            )
+        from napari_topo.inference.device import available_devices
+        from napari_topo.models.registry import list_models
+
+        self._viewer = napari_viewer
+        self._worker = None
+        self._job: _Job | None = None
+        self._cancel = threading.Event()
+        self._state: str | None = None
+        self._progress: Any = None
+        self._analysis: VesselAnalysis | None = None
+        self._cards = {card.name: card for card in list_models()}
+
+        self.image_picker = ComboBox(
+            label="Image",
+            choices=self._image_choices,
+            tooltip="3D (z, y, x) single-channel image to segment; its scale is the spacing.",
+        )
+        names = list(self._cards)
+        self.model_picker = ComboBox(
+            label="Model",
+            choices=names,
+            value=DEFAULT_MODEL if DEFAULT_MODEL in names else (names[0] if names else None),
+        )
+        self.device_picker = ComboBox(
+            label="Device",
+            choices=available_devices(),
+            value="auto",
+            tooltip="'auto' picks CUDA, then Apple MPS, then the CPU.",
+        )
+        self.tile_box = SpinBox(
+            label="Tile",
+            value=64,
+            min=16,
+            max=512,
+            step=16,
+            tooltip="Edge of the cubic tiles the model sees (voxels, a multiple of 16).",
+        )
+        self.overlap_box = FloatSpinBox(
+            label="Overlap",
+            value=0.25,
+            min=0.0,
+            max=0.9,
+            step=0.05,
+            tooltip="Fraction of a tile shared with its neighbours (blended).",
+        )
+        self.threshold_box = FloatSpinBox(
+            label="Threshold",
+            value=0.5,
+            min=0.0,
+            max=1.0,
+            step=0.05,
+            tooltip="Probability above which a voxel is vessel.",
+        )
+        self.sources_picker = ComboBox(
+            label="Tree roots",
+            choices=self._points_choices,
+            tooltip="Optional Points layer with one point per tree root; 'none' detects "
+            "the roots automatically.",
+        )
+        self._form = Container(
+            widgets=[
+                self.image_picker,
+                self.model_picker,
+                self.device_picker,
+                self.tile_box,
+                self.overlap_box,
+                self.threshold_box,
+                self.sources_picker,
+            ],
+            labels=True,
+        )
+        self._form.margins = (0, 0, 0, 0)
+
+        self.device_note = QLabel(CPU_NOTE)
+        self.device_note.setWordWrap(True)
+
+        self.run_button = QPushButton("Run")
+        self.run_button.setToolTip("Segment the image in the background.")
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop the run after the current tiles.")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+
+        self.status_label = QLabel("Pick a 3D image and press Run.")
+        self.status_label.setWordWrap(True)
+        self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self._form.native)
+        layout.addWidget(self.device_note)
+        layout.addLayout(buttons)
+        layout.addWidget(self.status_label)
+        layout.addStretch(1)
+        self.setMinimumWidth(300)
+
+        self._set_model_tooltips()
+        self.model_picker.changed.connect(self._on_model_changed)
+        self.device_picker.changed.connect(self._update_device_note)
+        self._on_model_changed()
+        self._update_device_note()
+
+        events = napari_viewer.layers.events
+        for name in _LAYER_EVENTS:
+            getattr(events, name).connect(self._refresh_choices)
+        self.destroyed.connect(partial(_disconnect_layer_events, events, self._refresh_choices))
+        # A run outliving the widget is stopped at its next tile.
+        self._runs: list[threading.Event] = []
+        self.destroyed.connect(partial(_set_events, self._runs))
+        self._refresh_choices()
+
+    # ---- public API ------------------------------------------------------------------
+
+    @property
+    def is_running(self) -> bool:
+        """True while a run is in progress."""
+        return self._worker is not None
+
+    @property
+    def last_analysis(self) -> VesselAnalysis | None:
+        """The :class:`VesselAnalysis` of the last finished run (None before)."""
+        return self._analysis
+
+    def run(self):
+        """Check the choices and start segmenting in a worker thread.
+
+        Returns
+        -------
+        napari worker or None
+            The started worker; None if a run is already going or the choices were
+            rejected (the reason is in the status label and a notification).
+        """
+        if self.is_running:
+            return None
+        image = self.image_picker.value
+        try:
+            job, volume = self._make_job(image)
+        except ValueError as exc:
+            self._report(str(exc), error=True)
+            return None
+
+        self._job = job
+        self._cancel = threading.Event()
+        self._runs[:] = [self._cancel]
+        self.run_button.setEnabled(False)
+        self.run_button.setText("Running…")
+        self.cancel_button.setEnabled(True)
+        self._set_status(f"Segmenting '{job.image}' with {job.model}…")
+        self._worker = create_worker(
+            _run_segment,
+            volume,
+            job,
+            self._cancel,
+            _connect={
+                "yielded": self._on_yielded,
+                "returned": self._on_returned,
+                "errored": self._on_errored,
+                "finished": self._on_finished,
+            },
+            _start_thread=True,
+        )
+        return self._worker
+
+    def cancel(self) -> None:
+        """Ask the running segmentation to stop (it stops before its next tiles)."""
+        if not self.is_running:
+            return
+        self._cancel.set()
+        self.cancel_button.setEnabled(False)
+        self._set_status("Cancelling…")
+
+    # ---- choices ---------------------------------------------------------------------
+
+    def _make_job(self, image: Any) -> tuple[_Job, Any]:
+        if image is None:
+            raise ValueError("Pick an Image layer holding a 3D (z, y, x) volume.")
+        model = self.model_picker.value
+        if model is None:
+            raise ValueError("No model is registered; see 'napari-topo models'.")
+        volume = _full_resolution(image)
+        shape = tuple(int(s) for s in volume.shape)
+        # The pipeline checks the volume itself (2D, RGB, empty, NaN) and says what is
+        # wrong, so only what the widget adds (roots, tile) is checked here.
+        scale = tuple(float(s) for s in image.scale)
+        translate = tuple(float(t) for t in image.translate)
+        points = self.sources_picker.value
+        is_3d = len(shape) == 3 and image.ndim == 3
+        sources = sources_in_voxels(points, image, shape) if is_3d else None
+        tile = int(self.tile_box.value)
+        if tile % 16:
+            raise ValueError(
+                f"Tile must be a multiple of 16 (the U-Nets halve it 4 times); got {tile}."
+            )
+        job = _Job(
+            image=image.name,
+            model=str(model),
+            device=str(self.device_picker.value),
+            tile=tile,
+            overlap=float(self.overlap_box.value),
+            threshold=float(self.threshold_box.value),
+            spacing=tuple(abs(s) for s in scale) if is_3d else None,
+            scale=scale,
+            translate=translate,
+            sources=sources,
+        )
+        return job, volume
+
+    def _image_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, Image)]
+
+    def _points_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        return [(_NONE, None)] + [
+            (layer.name, layer) for layer in self._viewer.layers if isinstance(layer, Points)
+        ]
+
+    def _refresh_choices(self, _event: Any = None) -> None:
+        """Rebuild the layer pickers in layer-list order, keeping the chosen layers."""
+        for picker in (self.image_picker, self.sources_picker):
+            before = picker.value
+            combo = picker.native
+            blocked = combo.blockSignals(True)
+            combo.clear()
+            combo.blockSignals(blocked)
+            picker.reset_choices()
+            if before is not None:
+                self._select(picker, before)
+        if not self._is_candidate(self.image_picker.value):
+            # Prefer a 3D image the user brought to a 2D/RGB one or one of our outputs.
+            for _, layer in self._image_choices():
+                if self._is_candidate(layer):
+                    self._select(self.image_picker, layer)
+                    break
+
+    @classmethod
+    def _is_candidate(cls, layer: Any) -> bool:
+        """A layer worth offering first: a single-channel 3D image we did not make."""
+        return (
+            layer is not None
+            and not layer.rgb
+            and _full_resolution(layer).ndim == 3
+            and not cls._is_ours(layer)
+        )
+
+    @staticmethod
+    def _is_ours(layer: Any) -> bool:
+        return _info(layer).get("widget") == OWNER
+
+    @staticmethod
+    def _select(picker: ComboBox, layer: Any) -> bool:
+        combo = picker.native
+        for index in range(combo.count()):
+            item = combo.itemData(index)
+            if item is not None and _unwrap(item) is _unwrap(layer):
+                if combo.currentIndex() != index:
+                    combo.setCurrentIndex(index)
+                return True
+        return False
+
+    def _set_model_tooltips(self) -> None:
+        combo = self.model_picker.native
+        for index in range(combo.count()):
+            card = self._cards.get(combo.itemText(index))
+            if card is not None:
+                combo.setItemData(index, model_tooltip(card), Qt.ItemDataRole.ToolTipRole)
+
+    def _on_model_changed(self, _value: Any = None) -> None:
+        card = self._cards.get(self.model_picker.value)
+        self.model_picker.tooltip = model_tooltip(card) if card else "No model registered."
+
+    def _update_device_note(self, _value: Any = None) -> None:
+        from napari_topo.inference.device import pick_device
+
+        try:
+            on_cpu = pick_device(self.device_picker.value).type == "cpu"
+        except ValueError:
+            on_cpu = False
+        self.device_note.setVisible(on_cpu)
+
+    # ---- worker callbacks (GUI thread) -----------------------------------------------
+
+    def _on_yielded(self, value: Any) -> None:
+        if isinstance(value, str):  # a note from the pipeline (out-of-memory fallback)
+            show_warning(value)
+            return
+        done, total = value
+        if self._progress is None:
+            name = self._job.image if self._job else "image"
+            self._progress = napari_progress(total=total, desc=f"Segmenting '{name}'")
+        pbar = self._progress
+        if pbar.total != total:
+            pbar.total = total
+        if done > pbar.n:
+            pbar.update(done - pbar.n)
+        if self._cancel.is_set():
+            return
+        if done >= total:
+            self._set_status("Tracing the centerline and the trees…")
+            pbar.set_description("Tracing trees")
+        else:
+            self._set_status(f"Segmenting '{self._job.image}': tile {done} of {total}…")
+
+    def _on_returned(self, outcome: _Outcome) -> None:
+        job = self._job
+        if outcome.cancelled:
+            self._state = "cancelled"
+            self._set_status("Run cancelled; no layers were changed.")
+            show_info(f"Segmentation of '{job.image}' cancelled." if job else "Cancelled.")
+            return
+        if outcome.error is not None or outcome.analysis is None or job is None:
+            self._state = "error"
+            self._report(outcome.error or "Segmentation failed.", error=True)
+            return
+        try:
+            self._apply(job, outcome.analysis)
+        except Exception as exc:  # noqa: BLE001 - shown to the user, traceback logged
+            _LOG.exception("adding the segmentation layers failed")
+            self._state = "error"
+            self._report(f"Adding the result layers failed ({type(exc).__name__}: {exc}).", True)
+            return
+        self._analysis = outcome.analysis
+        self._state = "done"
+        n_trees = outcome.analysis.result.n_trees
+        self._set_status(
+            f"Segmented '{job.image}' with {job.model} in {outcome.seconds:.1f} s: "
+            f"{n_trees} tree{'s' if n_trees != 1 else ''}, "
+            f"{len(outcome.analysis.points)} centerline points."
+        )
+
+    def _on_errored(self, exc: BaseException) -> None:
+        _LOG.error("segment worker failed", exc_info=exc)
+        self._state = "error"
+        self._report(f"Segmentation failed ({type(exc).__name__}: {exc}).", error=True)
+
+    def _on_finished(self) -> None:
+        if self._progress is not None:
+            self._progress.close()
+            self._progress = None
+        self._worker = None
+        self.run_button.setEnabled(True)
+        self.run_button.setText("Run")
+        self.cancel_button.setEnabled(False)
+        self.finished.emit(self._state or "error")
+        self._state = None
+
+    # ---- results → layers --------------------------------------------------------------
+
+    def _apply(self, job: _Job, analysis: VesselAnalysis) -> None:
+        """Add the result layers, or update the ones an earlier run made for this image."""
+        tuples = analysis.to_layers(
+            name=job.image, scale=job.scale, translate=job.translate, skeleton=True
+        )
+        existing: dict[str, Layer] = {}
+        for layer in self._viewer.layers:
+            info = _info(layer)
+            if info.get("widget") == OWNER and info.get("source") == job.image:
+                existing.setdefault(str(info.get("kind")), layer)
+        layers = self._viewer.layers
+        for data, meta, layer_type in tuples:
+            meta = dict(meta)
+            info = dict(meta["metadata"][METADATA_KEY])
+            info.update(widget=OWNER, source=job.image, model=job.model, analysis=analysis)
+            meta["metadata"] = {**meta["metadata"], METADATA_KEY: info}
+            old = existing.pop(info["kind"], None)
+            if old is not None and _update_in_place(old, data, meta):
+                continue
+            new = Layer.create(data, meta, layer_type)
+            if old is not None:  # replace at the same place, under the same name
+                index = layers.index(old)
+                name = old.name
+                layers.remove(old)
+                new.name = name
+                layers.insert(index, new)
+            else:
+                layers.append(new)
+        for stale in existing.values():  # kinds this run did not produce
+            layers.remove(stale)
+
+    # ---- status ----------------------------------------------------------------------
+
+    def _set_status(self, text: str) -> None:
+        self.status_label.setText(text)
+
+    def _report(self, message: str, error: bool = False) -> None:
+        if error:
+            self._set_status(f"Error: {message}")
+            show_error(message)
+        else:
+            self._set_status(message)
+
+
+def _set_events(events: list[threading.Event], *_: Any) -> None:
+    for event in events:
+        event.set()
+
+
+def _update_in_place(layer: Any, data: Any, meta: Mapping) -> bool:
+    """Give an Image or Labels layer new data and settings; False for other layers.
+
+    Points and Shapes change their number of elements, features and colours together,
+    which napari has no single public call for; those are replaced instead.
+    """
+    if not isinstance(layer, Image | Labels) or layer_kind(layer) is None:
+        return False
+    if np.asarray(data).ndim != layer.ndim:
+        return False
+    layer.data = data
+    for key in ("scale", "translate"):
+        if key in meta:
+            setattr(layer, key, meta[key])
+    if isinstance(layer, Labels) and "colormap" in meta:
+        layer.colormap = meta["colormap"]
+    if isinstance(layer, Image) and "contrast_limits" in meta:
+        layer.contrast_limits = meta["contrast_limits"]
+    layer.metadata = dict(meta["metadata"])
+    layer.refresh()
+    return True

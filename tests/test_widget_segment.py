@@ -1,0 +1,491 @@
+"""GUI tests of the "Segment vessels" dock widget (napari_topo.widgets.segment).
+
+They drive the widget as a user would: add an image, pick choices, press Run, wait for
+the worker, look at the layers. The volumes are small synthetic crops with full ground
+truth, so a CPU run with the shipped models takes a second or two. Run under Xvfb
+(pytest-xvfb starts it automatically).
+
+Run as a script to regenerate the screenshot used in the docs:
+    xvfb-run -a python tests/test_widget_segment.py docs/images/segment_widget.png
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("qtpy")
+
+from napari.layers import Image, Labels, Points, Shapes  # noqa: E402
+from napari.utils.colormaps import DirectLabelColormap  # noqa: E402
+from napari.utils.notifications import NotificationSeverity, notification_manager  # noqa: E402
+
+from napari_topo.analysis import VesselAnalysis  # noqa: E402
+from napari_topo.data.synthetic import make_vessel_volume  # noqa: E402
+from napari_topo.inference.device import available_devices  # noqa: E402
+from napari_topo.models.registry import ModelCard, get_card  # noqa: E402
+from napari_topo.widgets.segment import (  # noqa: E402
+    CPU_NOTE,
+    SegmentWidget,
+    model_tooltip,
+    sources_in_voxels,
+)
+
+TIMEOUT_MS = 60_000
+SCALE = (2.0, 2.0, 2.0)  # isotropic, so the pipeline does not resample
+TRANSLATE = (10.0, -4.0, 6.0)
+KINDS = ("probability", "mask", "skeleton", "trees", "branches", "centerline")
+TYPES = {
+    "probability": Image,
+    "mask": Labels,
+    "skeleton": Labels,
+    "trees": Labels,
+    "branches": Shapes,
+    "centerline": Points,
+}
+
+gui = pytest.mark.gui
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+@functools.cache
+def vessels(size: int = 48, seed: int = 3):
+    return make_vessel_volume(shape=(size,) * 3, seed=seed)
+
+
+def add_vessels(viewer, name: str = "vessel"):
+    return viewer.add_image(vessels().image, name=name, scale=SCALE, translate=TRANSLATE)
+
+
+def make_widget(viewer, qtbot, *, model: str = "unet-dice", tile: int = 48) -> SegmentWidget:
+    widget = SegmentWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.model_picker.value = model
+    widget.device_picker.value = "cpu"
+    widget.tile_box.value = tile
+    return widget
+
+
+def run_and_wait(qtbot, widget: SegmentWidget, click: bool = True) -> str:
+    """Press Run (or call run()) and wait for the ``finished`` signal; its state."""
+    from qtpy.QtCore import Qt
+
+    with qtbot.waitSignal(widget.finished, timeout=TIMEOUT_MS) as blocker:
+        if click:
+            qtbot.mouseClick(widget.run_button, Qt.MouseButton.LeftButton)
+        else:
+            assert widget.run() is not None
+    return blocker.args[0]
+
+
+def ours(viewer, source: str = "vessel") -> dict:
+    """Our layers for ``source`` by kind (found by metadata, not by name)."""
+    found = {}
+    for layer in viewer.layers:
+        info = layer.metadata.get("napari_topo", {})
+        if info.get("source") == source:
+            found[info["kind"]] = layer
+    return found
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(bool), b.astype(bool)
+    return 2.0 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
+
+
+def new_errors(start: int) -> list[str]:
+    return [
+        n.message
+        for n in notification_manager.records[start:]
+        if n.severity == NotificationSeverity.ERROR
+    ]
+
+
+# ------------------------------------------------------------------------------ Qt-free
+
+
+def test_model_tooltip_has_summary_and_test_scores():
+    card = get_card("unet-dice")
+    text = model_tooltip(card)
+    assert text.startswith(f"unet-dice: {card.summary}")
+    dice_mean = card.metrics["test"]["summary"]["Dice"]["mean"]
+    cl_mean = card.metrics["test"]["summary"]["clDice"]["mean"]
+    assert f"Dice {dice_mean:.3f}" in text and f"clDice {cl_mean:.3f}" in text
+    bare = ModelCard(name="bare", architecture="unet3d", summary="no metrics")
+    assert model_tooltip(bare) == "bare: no metrics"
+    odd = ModelCard(name="odd", architecture="unet3d", metrics={"test": {"summary": "x"}})
+    assert model_tooltip(odd) == "odd"
+
+
+# ------------------------------------------------------------------------------ GUI
+
+
+@gui
+def test_pickers_devices_and_model_tooltips(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    widget = SegmentWidget(viewer)
+    qtbot.addWidget(widget)
+    assert widget.image_picker.choices == ()
+    assert widget.sources_picker.choices == (None,)  # "none"
+    assert widget.sources_picker.native.itemText(0) == "none"
+
+    flat = viewer.add_image(np.zeros((16, 16), np.float32), name="flat")
+    vol = viewer.add_image(np.zeros((16, 16, 16), np.float32), name="vol")
+    pts = viewer.add_points(np.zeros((1, 3)), name="roots")
+    viewer.add_labels(np.zeros((16, 16, 16), np.uint8), name="labels")
+    assert [c.name for c in widget.image_picker.choices] == ["flat", "vol"]
+    assert widget.image_picker.value is vol  # a 3D image is the default
+    assert [getattr(c, "name", None) for c in widget.sources_picker.choices] == [None, "roots"]
+    widget.sources_picker.value = pts
+    viewer.layers.remove(flat)
+    assert [c.name for c in widget.image_picker.choices] == ["vol"]
+    assert widget.sources_picker.value is pts  # selection kept
+    viewer.layers.remove(pts)
+    assert widget.sources_picker.value is None
+
+    # Devices: only what this machine has; a note when the run will be on the CPU.
+    assert list(widget.device_picker.choices) == available_devices()
+    assert widget.device_picker.value == "auto"
+    import torch
+
+    if not torch.cuda.is_available():
+        assert list(widget.device_picker.choices) == ["auto", "cpu"]
+        assert widget.device_note.isVisibleTo(widget)
+        assert widget.device_note.text() == CPU_NOTE
+    widget.device_picker.value = "cpu"
+    assert widget.device_note.isVisibleTo(widget)
+
+    # Models come from the registry, each with its card's tooltip.
+    combo = widget.model_picker.native
+    from qtpy.QtCore import Qt
+
+    names = [combo.itemText(i) for i in range(combo.count())]
+    assert {"unet-dice", "topnet"} <= set(names)
+    for i, name in enumerate(names):
+        assert combo.itemData(i, Qt.ItemDataRole.ToolTipRole) == model_tooltip(get_card(name))
+    widget.model_picker.value = "topnet"
+    assert widget.model_picker.tooltip == model_tooltip(get_card("topnet"))
+
+
+@gui
+def test_sources_in_voxels_uses_both_layers_transforms(make_napari_viewer):
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.zeros((10, 20, 30)), scale=(2, 1, 0.5), translate=(4, 0, 1))
+    # Points with their own transform: world = data * (1, 2, 2) + (0, 0, 0).
+    pts = viewer.add_points([[8.0, 5.0, 3.0], [4.0, 0.0, 0.5]], scale=(1, 2, 2))
+    vox = sources_in_voxels(pts, image, (10, 20, 30))
+    np.testing.assert_allclose(vox, [[2.0, 10.0, 10.0], [0.0, 0.0, 0.0]])
+    assert sources_in_voxels(None, image, (10, 20, 30)) is None
+    outside = viewer.add_points([[100.0, 0.0, 0.0]])
+    with pytest.raises(ValueError, match="outside image"):
+        sources_in_voxels(outside, image, (10, 20, 30))
+    flat = viewer.add_points([[1.0, 1.0]])
+    with pytest.raises(ValueError, match="2D"):
+        sources_in_voxels(flat, image, (10, 20, 30))
+
+
+@gui
+def test_run_adds_layers_on_the_image(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    image = add_vessels(viewer)
+    widget = make_widget(viewer, qtbot, model="unet-dice", tile=32)
+    assert widget.image_picker.value is image
+    assert widget.last_analysis is None
+    start = len(notification_manager.records)
+
+    state = run_and_wait(qtbot, widget)
+    assert state == "done", widget.status_label.text()
+    assert not widget.is_running and widget.run_button.isEnabled()
+    assert not widget.cancel_button.isEnabled()
+    assert new_errors(start) == []
+
+    layers = ours(viewer)
+    assert set(layers) == set(KINDS)
+    assert len(viewer.layers) == 1 + len(KINDS)
+    analysis = widget.last_analysis
+    assert isinstance(analysis, VesselAnalysis)
+    for kind, layer in layers.items():
+        assert isinstance(layer, TYPES[kind]), kind
+        assert layer.name == f"vessel {kind}"
+        np.testing.assert_allclose(layer.scale, SCALE)
+        np.testing.assert_allclose(layer.translate, TRANSLATE)
+        info = layer.metadata["napari_topo"]
+        assert info["analysis"] is analysis
+        assert info["model"] == "unet-dice"
+    assert isinstance(layers["trees"].colormap, DirectLabelColormap)
+    assert analysis.spacing == SCALE  # the image's scale is the physical spacing
+    np.testing.assert_array_equal(layers["trees"].data, analysis.trees)
+    # A real segmentation: the mask overlaps the generator's ground truth.
+    assert dice(layers["mask"].data, vessels().mask) > 0.6
+    assert analysis.result.n_trees >= 1
+    status = widget.status_label.text()
+    assert status.startswith("Segmented 'vessel' with unet-dice") and "tree" in status
+
+
+@gui
+def test_topnet_with_source_points(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    image = add_vessels(viewer)
+    truth = vessels()
+    # The generator's roots, in world coordinates of the image.
+    world = np.asarray(truth.sources) * np.asarray(SCALE) + np.asarray(TRANSLATE)
+    roots = viewer.add_points(world, name="roots")
+    widget = make_widget(viewer, qtbot, model="topnet", tile=48)
+    widget.image_picker.value = image
+    widget.sources_picker.value = roots
+
+    assert run_and_wait(qtbot, widget, click=False) == "done", widget.status_label.text()
+    analysis = widget.last_analysis
+    assert analysis.method == "embedding"
+    assert analysis.result.n_trees == len(truth.sources)
+    # Each root was snapped to a centerline point near the given one (voxels).
+    root_points = analysis.points[analysis.result.sources]
+    assert np.linalg.norm(root_points - truth.sources, axis=1).max() < 6
+    centerline = ours(viewer)["centerline"]
+    assert isinstance(centerline, Points)
+    assert {"radius", "tree"} <= set(centerline.features.columns)
+    np.testing.assert_allclose(centerline.features["radius"], analysis.radius)
+    np.testing.assert_array_equal(centerline.features["tree"], analysis.result.labels)
+    assert set(np.unique(centerline.features["tree"])) <= {0, 1, 2}
+    # Marker diameter is 2 * radius (physical) over the x scale.
+    np.testing.assert_allclose(
+        centerline.size, np.maximum(2 * analysis.radius / SCALE[-1], 1.0), rtol=1e-6
+    )
+    assert dice(ours(viewer)["mask"].data, truth.mask) > 0.6
+    assert roots.data.shape == (2, 3)  # the user's points are untouched
+    np.testing.assert_array_equal(roots.data, world)
+
+
+@gui
+def test_rerun_replaces_our_layers_only(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    add_vessels(viewer)
+    # The user already has a layer called like one of ours.
+    mine = viewer.add_labels(np.ones((4, 4, 4), np.uint8), name="vessel trees")
+    widget = make_widget(viewer, qtbot, tile=32)
+
+    assert run_and_wait(qtbot, widget) == "done"
+    first = ours(viewer)
+    first_analysis = widget.last_analysis
+    names = [layer.name for layer in viewer.layers]
+    assert first["trees"] is not mine and first["trees"].name != "vessel trees"
+    assert names.count("vessel trees") == 1
+    first["trees"].visible = False  # a setting the user changed on our layer
+
+    widget.threshold_box.value = 0.8
+    assert run_and_wait(qtbot, widget) == "done"
+    second = ours(viewer)
+    analysis = widget.last_analysis
+    assert analysis is not first_analysis and analysis.threshold == pytest.approx(0.8)
+    assert [layer.name for layer in viewer.layers] == names  # same layers, same order
+    for kind in KINDS:
+        assert second[kind].metadata["napari_topo"]["analysis"] is analysis
+    # Image and Labels layers are updated in place.
+    for kind in ("probability", "mask", "skeleton", "trees"):
+        assert second[kind] is first[kind]
+    assert second["trees"].visible is False
+    np.testing.assert_array_equal(second["mask"].data, analysis.mask)
+    np.testing.assert_array_equal(second["trees"].data, analysis.trees)
+    assert isinstance(second["trees"].colormap, DirectLabelColormap)
+    np.testing.assert_allclose(second["centerline"].data, analysis.points)
+    # The user's layer is untouched.
+    assert mine in viewer.layers and mine.name == "vessel trees"
+    assert mine.metadata == {}
+    np.testing.assert_array_equal(mine.data, 1)
+
+
+@gui
+def test_cancel_midway_changes_nothing(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    add_vessels(viewer)
+    widget = make_widget(viewer, qtbot, tile=32)
+    assert run_and_wait(qtbot, widget) == "done"
+    before = list(viewer.layers)
+    data_before = {kind: layer.data for kind, layer in ours(viewer).items()}
+    analysis = widget.last_analysis
+
+    widget.tile_box.value = 16  # 4 x 4 x 4 tiles on 48^3, 2 per batch
+    seen = []
+
+    def on_tiles(value):
+        if isinstance(value, tuple):
+            seen.append(value)
+            if value[0] >= 1:
+                widget.cancel()  # as a user pressing Cancel after the first tiles
+
+    with qtbot.waitSignal(widget.finished, timeout=TIMEOUT_MS) as blocker:
+        worker = widget.run()
+        assert worker is not None
+        worker.yielded.connect(on_tiles)
+        assert widget.is_running
+        # Run is disabled while running, a second run cannot start.
+        assert not widget.run_button.isEnabled()
+        assert widget.cancel_button.isEnabled()
+        assert widget.run() is None
+    assert blocker.args == ["cancelled"]
+    total = seen[0][1]
+    assert total == 64
+    assert max(done for done, _ in seen) < total  # it stopped before the end
+    assert "cancelled" in widget.status_label.text().lower()
+    assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
+    assert not widget.is_running
+    assert list(viewer.layers) == before
+    for kind, layer in ours(viewer).items():
+        if isinstance(layer, Shapes):  # .data is a new list of the same arrays
+            assert len(layer.data) == len(data_before[kind])
+            assert all(map(np.array_equal, layer.data, data_before[kind]))
+        else:
+            assert layer.data is data_before[kind], kind
+        assert layer.metadata["napari_topo"]["analysis"] is analysis
+    assert widget.last_analysis is analysis
+
+    # The viewer and the widget stay usable: a new run works.
+    widget.tile_box.value = 32
+    assert run_and_wait(qtbot, widget) == "done"
+
+
+@gui
+def test_run_stays_off_the_gui_thread(make_napari_viewer, qtbot, monkeypatch):
+    from napari_topo.inference import pipeline
+
+    viewer = make_napari_viewer()
+    add_vessels(viewer)
+    widget = make_widget(viewer, qtbot, tile=32)
+    release = threading.Event()
+    threads = []
+    real = pipeline.predict
+
+    def slow_predict(*args, **kwargs):
+        threads.append(threading.current_thread())
+        assert release.wait(TIMEOUT_MS / 1000)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "predict", slow_predict)
+    with qtbot.waitSignal(widget.finished, timeout=TIMEOUT_MS) as blocker:
+        widget.run_button.click()
+        qtbot.waitUntil(lambda: bool(threads), timeout=TIMEOUT_MS)
+        # The GUI thread is free while the model runs: the viewer takes new layers.
+        viewer.add_points(np.zeros((1, 3)), name="added while running")
+        assert widget.is_running and widget.run_button.text() == "Running…"
+        widget.run_button.click()  # disabled: nothing happens
+        release.set()
+    assert blocker.args == ["done"]
+    assert len(threads) == 1 and threads[0] is not threading.main_thread()
+
+
+BAD_IMAGES = {
+    # case: (image data, add_image keyword arguments, words the message must hold)
+    "2D": (np.random.default_rng(0).random((64, 64)), {}, "2D"),
+    "RGB": (np.zeros((8, 32, 32, 3), np.uint8), {"rgb": True}, "RGB"),
+    "empty": (np.zeros((32, 32, 32), np.float32), {}, "empty"),
+    "NaN": (
+        np.where(np.arange(32**3).reshape((32,) * 3) == 5, np.nan, vessels().image[:32, :32, :32]),
+        {},
+        "NaN",
+    ),
+}
+
+
+@gui
+@pytest.mark.parametrize("case", list(BAD_IMAGES))
+def test_bad_images_show_a_message(make_napari_viewer, qtbot, case):
+    data, kwargs, words = BAD_IMAGES[case]
+    viewer = make_napari_viewer()
+    image = viewer.add_image(data, name="bad", **kwargs)
+    widget = make_widget(viewer, qtbot, tile=32)
+    widget.image_picker.value = image
+    start = len(notification_manager.records)
+
+    assert run_and_wait(qtbot, widget) == "error"
+    status = widget.status_label.text()
+    assert status.startswith("Error: ")
+    assert words in status
+    assert new_errors(start) == [status.removeprefix("Error: ")]
+    assert list(viewer.layers) == [image]
+    assert widget.last_analysis is None
+    assert widget.run_button.isEnabled() and not widget.is_running
+
+
+@gui
+def test_no_image_and_bad_roots(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    widget = make_widget(viewer, qtbot)
+    start = len(notification_manager.records)
+    assert widget.run() is None
+    assert "Pick an Image layer" in widget.status_label.text()
+    add_vessels(viewer)
+    roots = viewer.add_points([[1e4, 0.0, 0.0]], name="far")
+    widget.sources_picker.value = roots
+    assert widget.run() is None
+    assert "outside image 'vessel'" in widget.status_label.text()
+    assert len(new_errors(start)) == 2
+    assert widget.run_button.isEnabled() and not widget.is_running
+
+
+@gui
+def test_closing_the_widget_while_running_is_safe(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    add_vessels(viewer)
+    widget = SegmentWidget(viewer)
+    widget.device_picker.value = "cpu"
+    widget.model_picker.value = "unet-dice"
+    widget.tile_box.value = 16
+    worker = widget.run()
+    done = threading.Event()
+    worker.finished.connect(done.set)
+    widget.close()
+    widget.deleteLater()
+    qtbot.wait(50)
+    viewer.add_image(np.zeros((8, 8, 8)), name="added after the widget went")
+    qtbot.waitUntil(done.is_set, timeout=TIMEOUT_MS)
+    qtbot.wait(100)
+    # The run was cancelled with the widget: no result layers appeared.
+    assert [layer.name for layer in viewer.layers] == ["vessel", "added after the widget went"]
+
+
+# ------------------------------------------------------------------------------ screenshot
+
+
+def save_screenshot(path: str) -> None:
+    """Segment a 96³ synthetic volume with the docked widget and save a PNG of the viewer."""
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    truth = make_vessel_volume(shape=(96, 96, 96), seed=3)
+    viewer = napari.Viewer(show=True, title="napari-topo: segment vessels")
+    viewer.window.resize(1400, 860)
+    image = viewer.add_image(truth.image, name="vessel", colormap="gray", opacity=0.5)
+    widget = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Segment vessels", area="right")
+    widget.image_picker.value = image
+    widget.model_picker.value = "unet-dice"
+    app = QApplication.instance()
+    done = []
+    widget.finished.connect(done.append)
+    widget.run()
+    while not done:
+        app.processEvents()
+    if done != ["done"]:
+        raise RuntimeError(widget.status_label.text())
+    for kind in ("probability", "skeleton", "branches"):
+        viewer.layers[f"vessel {kind}"].visible = False
+    viewer.layers["vessel"].visible = False
+    viewer.dims.ndisplay = 3
+    viewer.reset_view()
+    viewer.camera.angles = (-15, 35, 60)
+    for _ in range(20):
+        app.processEvents()
+    viewer.screenshot(path, canvas_only=False, flash=False)
+    viewer.close()
+
+
+if __name__ == "__main__":
+    import sys
+
+    save_screenshot(sys.argv[1] if len(sys.argv) > 1 else "docs/images/segment_widget.png")
