@@ -10,12 +10,22 @@ model, plus ``"centerness"`` (predicted distance to the centerline, voxels) and
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["predict", "resolve_model"]
+__all__ = ["InferenceFallbackWarning", "predict", "resample_factors", "resolve_model", "segment"]
+
+#: Anisotropy (largest / smallest factor) below which no resampling is done.
+_RESAMPLE_TOLERANCE = 0.05
+#: Smallest tile edge an out-of-memory retry goes down to.
+_MIN_TILE = 32
+
+
+class InferenceFallbackWarning(RuntimeWarning):
+    """Inference went on with other settings (smaller tiles, the CPU) after a failure."""
 
 
 def resolve_model(model, device=None):
@@ -28,6 +38,90 @@ def resolve_model(model, device=None):
     return load_model(model, device=device or "cpu")
 
 
+def resample_factors(spacing=None, zoom: float | Sequence[float] | None = None) -> tuple:
+    """Per-axis resampling factors that make voxels isotropic (then scale by ``zoom``).
+
+    The models were trained on isotropic voxels with vessel radii of 1-6 voxels
+    (``card.training["radius_range_voxels"]``). An anisotropic ``spacing`` is resampled to the
+    finest spacing (factor ``spacing / min(spacing)`` per axis); ``zoom`` scales further,
+    e.g. 0.5 for vessels twice as thick (in voxels) as the training data.
+
+    Examples
+    --------
+    >>> resample_factors((2.0, 0.5, 0.5))
+    (4.0, 1.0, 1.0)
+    >>> resample_factors(None, 0.5)
+    (0.5, 0.5, 0.5)
+    """
+    if spacing is None:
+        factors = np.ones(3)
+    else:
+        sp = np.asarray(spacing, dtype=float)
+        if sp.ndim == 0:
+            sp = np.full(3, float(sp))
+        if sp.shape != (3,) or not np.all(np.isfinite(sp)) or np.any(sp <= 0):
+            raise ValueError(f"spacing must be 3 positive numbers (z, y, x); got {spacing!r}")
+        factors = sp / sp.min()
+    if zoom is not None:
+        z = np.asarray(zoom, dtype=float)
+        if z.shape not in ((), (3,)) or not np.all(np.isfinite(z)) or np.any(z <= 0):
+            raise ValueError(f"zoom must be a positive number or 3 of them; got {zoom!r}")
+        factors = factors * z
+    return tuple(float(f) for f in factors)
+
+
+def _needs_resampling(factors) -> bool:
+    return any(abs(f - 1.0) > _RESAMPLE_TOLERANCE for f in factors)
+
+
+def _resize(arr: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Linear resampling of a (z, y, x) array to ``shape`` (corners aligned as skimage)."""
+    from skimage.transform import resize
+
+    return resize(arr, shape, order=1, mode="edge", anti_aliasing=False, preserve_range=True)
+
+
+def _normalizer(volume, spec: Mapping):
+    from .sliding import normalize_percentile
+
+    norm = normalize_percentile(volume, spec.get("low", 0.5), spec.get("high", 99.5))
+    if norm.hi > norm.lo:
+        return norm
+    # Sparse bright structures can fill fewer voxels than the upper percentile: fall back
+    # to the sample's full range; a truly constant volume has nothing to segment.
+    full = normalize_percentile(volume, 0.0, 100.0)
+    if full.hi <= full.lo:
+        raise ValueError(
+            f"the volume is empty: every voxel sampled has the value {full.lo:g}, so there "
+            "is nothing to segment"
+        )
+    return full
+
+
+def _is_oom(exc: BaseException) -> bool:
+    import torch
+
+    oom = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
+    return isinstance(exc, oom) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    )
+
+
+def _smaller(tile: tuple[int, int, int], batch: int, device) -> tuple | None:
+    """The next (tile, batch, device) to try after running out of memory, or None."""
+    import torch
+
+    if batch > 1:
+        return tile, 1, device
+    if max(tile) > _MIN_TILE:
+        # halve the largest edges, keeping multiples of 16 (the U-Nets' down-sampling)
+        new = tuple(max(_MIN_TILE, (t // 2) // 16 * 16) if t > _MIN_TILE else t for t in tile)
+        return new, 1, device
+    if device.type != "cpu":
+        return tile, 1, torch.device("cpu")
+    return None
+
+
 def predict(
     volume: Any,
     model: Any = "unet-cldice",
@@ -38,13 +132,17 @@ def predict(
     device: str | None = "auto",
     progress: Callable[[int, int], Any] | None = None,
     cancel: Any = None,
-) -> dict[str, np.ndarray]:
+    spacing: float | Sequence[float] | None = None,
+    zoom: float | Sequence[float] | None = None,
+    out: Mapping[str, Any] | None = None,
+    on_message: Callable[[str], Any] | None = None,
+) -> dict[str, Any]:
     """Predict vessel probability (and TopNet's extra outputs) for a 3D volume.
 
     Parameters
     ----------
     volume : array-like (z, y, x)
-        numpy, dask or zarr; read tile by tile.
+        numpy, dask or zarr; read tile by tile (never loaded whole unless resampled).
     model : str, path or (module, card)
         A registry name (``napari-topo models`` lists them), a card or weights path, or a
         loaded ``(module, ModelCard)`` pair.
@@ -56,46 +154,160 @@ def predict(
         Called after every batch of tiles.
     cancel : callable or threading.Event, optional
         Checked before every batch; raises :class:`~.sliding.Cancelled` when set.
+    spacing : float or sequence of 3 float, optional
+        Physical voxel size (e.g. a napari layer's ``scale``). Anisotropic voxels are
+        resampled to isotropic ones for the model and the outputs mapped back to the
+        input grid (:func:`resample_factors`).
+    zoom : float or sequence of 3 float, optional
+        Extra resampling factor so vessel radii fall in the trained range (1-6 voxels):
+        0.5 for vessels twice as thick, 2 for vessels half as thick.
+    out : dict of str to array, optional
+        Destinations ``(C, z, y, x)`` per output (e.g. zarr arrays, ``{"vessel": z}``
+        for the U-Nets), filled slab by slab: with a dask or zarr ``volume`` nothing of
+        volume size is ever held in memory. Not combinable with resampling.
+    on_message : callable(str), optional
+        Receives notes about fallbacks (out-of-memory retries); default: a
+        :class:`InferenceFallbackWarning`.
 
     Returns
     -------
     dict of str to ndarray
         ``"vessel"``: probability, shape of ``volume``; for TopNet also ``"centerness"``
-        (z, y, x) and ``"embedding"`` (E, z, y, x).
+        (z, y, x) and ``"embedding"`` (E, z, y, x). With ``out``: the ``out`` arrays.
+
+    Raises
+    ------
+    ValueError
+        Bad input, each with a one-line message: not 3D (2D, RGB, time series), empty or
+        constant, NaN/inf voxels, bad settings.
+    Cancelled
+        When ``cancel`` was set; no partial output is returned.
+
+    Notes
+    -----
+    On CUDA (or any device) out-of-memory, the run is retried with one tile per batch,
+    then halved tiles (down to 32), then on the CPU; each step is reported through
+    ``on_message``.
     """
     import torch
 
     from .device import autocast_context, pick_device
-    from .sliding import normalize_percentile, sliding_window_inference
+    from .sliding import _positive_int_triple, _volume_info, sliding_window_inference
 
+    def say(msg: str) -> None:
+        if on_message is not None:
+            on_message(msg)
+        else:
+            warnings.warn(msg, InferenceFallbackWarning, stacklevel=3)
+
+    volume, shape, _ = _volume_info(volume)
+    factors = resample_factors(spacing, zoom)
+    resample = _needs_resampling(factors)
+    if resample and out is not None:
+        raise ValueError("out= cannot be combined with resampling (spacing/zoom)")
     dev = pick_device(device)
     module, card = resolve_model(model, dev)
     norm_spec = dict(card.normalization or {})
     if norm_spec.get("method", "percentile") != "percentile":
         raise ValueError(f"model {card.name!r}: unsupported normalisation {norm_spec}")
-    norm = normalize_percentile(volume, norm_spec.get("low", 0.5), norm_spec.get("high", 99.5))
+    norm = _normalizer(volume, norm_spec)
 
-    def predictor(x: torch.Tensor):
-        with autocast_context(dev):
-            out = module(norm(x))
-        if isinstance(out, dict):
-            res = {k: v.float() for k, v in out.items()}
-            res["vessel"] = torch.sigmoid(res["vessel"])
-            return res
-        return {"vessel": torch.sigmoid(out.float())}
+    source = volume
+    if resample:
+        new_shape = tuple(max(1, round(n * f)) for n, f in zip(shape, factors, strict=True))
+        source = _resize(np.asarray(volume, dtype=np.float32), new_shape).astype(np.float32)
 
-    out = sliding_window_inference(
-        volume,
-        predictor,
-        tile=tile,
-        overlap=overlap,
-        batch_size=batch_size,
-        device=dev,
-        progress=progress,
-        cancel=cancel,
-    )
+    def run(tile, batch, dev):
+        mod = module.to(dev)
+
+        def predictor(x: torch.Tensor):
+            with autocast_context(dev):
+                y = mod(norm(x))
+            if isinstance(y, dict):
+                res = {k: v.float() for k, v in y.items()}
+                res["vessel"] = torch.sigmoid(res["vessel"])
+                return res
+            return {"vessel": torch.sigmoid(y.float())}
+
+        return sliding_window_inference(
+            source,
+            predictor,
+            tile=tile,
+            overlap=overlap,
+            batch_size=batch,
+            device=dev,
+            progress=progress,
+            cancel=cancel,
+            out=out,
+        )
+
+    attempt = (_positive_int_triple(tile, "tile"), batch_size, dev)
+    while True:
+        try:
+            raw = run(*attempt)
+            break
+        except Exception as exc:
+            if not _is_oom(exc):
+                raise
+            nxt = _smaller(*attempt)
+            if attempt[2].type == "cuda":
+                torch.cuda.empty_cache()
+            if nxt is None:
+                raise MemoryError(
+                    f"out of memory even with tile {attempt[0]} and batch 1 on "
+                    f"{attempt[2]}; free memory or use a smaller volume"
+                ) from None
+            say(
+                f"out of memory on {attempt[2]} with tile {attempt[0]} and batch {attempt[1]}; "
+                f"retrying with tile {nxt[0]} and batch {nxt[1]} on {nxt[2]}"
+            )
+            attempt = nxt
+    if out is not None:
+        return dict(raw)
     result = {}
-    for key, arr in out.items():
+    for key, arr in raw.items():
         arr = np.asarray(arr, dtype=np.float32)
+        if resample:
+            if key == "centerness":  # a distance in resampled voxels: back to input voxels
+                arr = arr / float(np.exp(np.mean(np.log(factors))))
+            arr = np.stack([_resize(c, shape) for c in arr]).astype(np.float32)
         result[key] = arr[0] if arr.ndim == 4 and arr.shape[0] == 1 else arr
     return result
+
+
+def segment(
+    volume: Any,
+    model: Any = "unet-cldice",
+    *,
+    threshold: float = 0.5,
+    sources=None,
+    spacing: float | Sequence[float] | None = None,
+    **predict_kwargs,
+):
+    """Predict, threshold, skeletonise and reconstruct the vessel trees of a volume.
+
+    The headless equivalent of the Segment widget: :func:`predict` (all its keyword
+    arguments are accepted) followed by
+    :meth:`~napari_topo.analysis.VesselAnalysis.from_outputs`.
+
+    Parameters
+    ----------
+    volume : array-like (z, y, x)
+    model : str, path or (module, card)
+    threshold : float
+        Probability above which a voxel is vessel.
+    sources : (K, 3) array_like, optional
+        Tree roots in voxel coordinates (default: detected automatically).
+    spacing : float or sequence of 3 float, optional
+        Physical voxel size: used for resampling, radii, lengths and exports.
+
+    Returns
+    -------
+    VesselAnalysis
+    """
+    from ..analysis import VesselAnalysis
+
+    outputs = predict(volume, model, spacing=spacing, **predict_kwargs)
+    return VesselAnalysis.from_outputs(
+        outputs, threshold=threshold, sources=sources, spacing=spacing
+    )

@@ -1,0 +1,225 @@
+"""predict() and segment(): the model-level pipeline the CLI and the widgets call.
+
+Real shipped models on small synthetic volumes (48^3-64^3, a second or two each on the
+CPU), plus tiny fake models for the out-of-memory fallbacks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from napari_topo.data.synthetic import make_vessel_volume
+from napari_topo.inference import (
+    Cancelled,
+    InferenceFallbackWarning,
+    predict,
+    resample_factors,
+    segment,
+)
+from napari_topo.models.registry import get_card, load_model
+from napari_topo.topology.metrics import compute_metrics, dice, tree_accuracy
+
+
+@pytest.fixture(scope="module")
+def vol():
+    return make_vessel_volume(shape=(64, 64, 64), seed=5)
+
+
+@pytest.fixture(scope="module")
+def unet():
+    return load_model("unet-dice")
+
+
+class RecordingArray:
+    """Array-like behind a dask array: records the size of every read."""
+
+    def __init__(self, data: np.ndarray):
+        self._data = data
+        self.shape, self.dtype, self.ndim = data.shape, data.dtype, data.ndim
+        self.reads: list[int] = []
+        self._lock = threading.Lock()
+
+    def __getitem__(self, key):
+        part = self._data[key]
+        with self._lock:
+            self.reads.append(int(np.size(part)))
+        return part
+
+    def __array__(self, dtype=None, copy=None):
+        raise AssertionError("the whole volume was materialised")
+
+
+# ----------------------------------------------------------------------- outputs
+
+
+def test_segment_recovers_the_generator_ground_truth(vol):
+    analysis = segment(vol.image, "unet-dice", sources=vol.sources, spacing=vol.spacing)
+    m = compute_metrics(analysis.mask, vol.mask, spacing=vol.spacing)
+    assert m["Dice"] > 0.8 and m["clDice"] > 0.8
+    assert analysis.result.n_trees == vol.n_trees
+    assert set(np.unique(analysis.trees)) <= set(range(vol.n_trees + 1))
+    # every tree id found is used, and the trees cover the mask exactly
+    assert np.array_equal(analysis.trees > 0, analysis.mask)
+    assert analysis.radius.shape == (len(analysis.points),) and (analysis.radius > 0).all()
+
+
+def test_segment_trees_on_the_test_distribution():
+    # 96^3 is the size of the model comparison's test set; the skeleton baseline labels
+    # most of the ground-truth centerline with the right tree there.
+    v = make_vessel_volume(shape=(96, 96, 96), seed=10000)
+    analysis = segment(v.image, "unet-dice", sources=v.sources, spacing=v.spacing)
+    assert tree_accuracy(analysis.trees, v.trees, centerline=v.centerline) > 0.9
+
+
+def test_topnet_outputs_and_embedding_trees(vol):
+    out = predict(vol.image, "topnet", tile=48, device="cpu")
+    assert out["vessel"].shape == vol.shape
+    assert out["centerness"].shape == vol.shape and (out["centerness"] >= 0).all()
+    assert out["embedding"].shape == (8, *vol.shape)
+    assert dice(out["vessel"] > 0.5, vol.mask) > 0.6
+    analysis = segment(vol.image, "topnet", sources=vol.sources, tile=48, device="cpu")
+    assert analysis.method == "embedding" and analysis.result.n_trees == vol.n_trees
+
+
+# ----------------------------------------------------------------------- lazy input
+
+
+def test_dask_volume_is_processed_lazily_into_zarr(vol, unet):
+    da = pytest.importorskip("dask.array")
+    zarr = pytest.importorskip("zarr")
+    src = RecordingArray(vol.image.astype(np.float32))
+    chunks = (32, 32, 32)
+    lazy = da.from_array(src, chunks=chunks, asarray=False)
+    out = {"vessel": zarr.zeros((1, *vol.shape), chunks=(1, 32, 64, 64), dtype="float32")}
+    got = predict(lazy, unet, tile=32, overlap=0.25, device="cpu", out=out)
+    assert got["vessel"] is out["vessel"]
+    # never more than one chunk read at a time, never the volume as a whole
+    assert src.reads and max(src.reads) <= np.prod(chunks)
+    expected = predict(vol.image.astype(np.float32), unet, tile=32, overlap=0.25, device="cpu")
+    np.testing.assert_allclose(out["vessel"][0], expected["vessel"], atol=1e-5)
+
+
+# ----------------------------------------------------------------------- spacing
+
+
+def test_resample_factors():
+    assert resample_factors(None) == (1.0, 1.0, 1.0)
+    assert resample_factors((2.0, 0.5, 0.5)) == (4.0, 1.0, 1.0)
+    assert resample_factors(0.3, zoom=0.5) == (0.5, 0.5, 0.5)
+    for bad in [(1, 2), (0, 1, 1), (np.nan, 1, 1)]:
+        with pytest.raises(ValueError, match="spacing"):
+            resample_factors(bad)
+    with pytest.raises(ValueError, match="zoom"):
+        resample_factors(None, zoom=-1)
+
+
+def test_anisotropic_spacing_is_resampled_and_mapped_back(unet):
+    # An isotropic volume sampled at every third plane: spacing (3, 1, 1). The model
+    # was trained on isotropic voxels; with the spacing it sees them again.
+    v = make_vessel_volume(shape=(96, 64, 64), seed=2)
+    image, mask = v.image[::3], v.mask[::3]
+    plain = predict(image, unet, device="cpu")["vessel"]
+    resampled = predict(image, unet, spacing=(3.0, 1.0, 1.0), device="cpu")["vessel"]
+    assert resampled.shape == image.shape
+    assert dice(resampled > 0.5, mask) > dice(plain > 0.5, mask) + 0.05
+
+
+def test_out_cannot_be_combined_with_resampling(vol, unet):
+    with pytest.raises(ValueError, match="resampling"):
+        predict(vol.image, unet, spacing=(2, 1, 1), out={"vessel": np.zeros((1, *vol.shape))})
+
+
+# ----------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("volume", "match"),
+    [
+        (np.zeros((64, 64), np.float32), "2D"),
+        (np.zeros((8, 32, 32, 3), np.float32), "RGB"),
+        (np.zeros((0, 32, 32), np.float32), "empty"),
+        (np.zeros((32, 32, 32), np.float32), "empty"),
+        (np.full((32, 32, 32), 7, np.uint16), "empty"),
+        (np.array([[["a"]]]), "real numbers"),
+    ],
+)
+def test_bad_volumes_get_one_clear_line(volume, match, unet):
+    with pytest.raises(ValueError, match=match) as info:
+        predict(volume, unet, device="cpu")
+    assert "\n" not in str(info.value)
+
+
+def test_nan_voxels_are_reported(vol, unet):
+    image = vol.image.astype(np.float32).copy()
+    image[10, 20, 30] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        predict(image, unet, device="cpu")
+
+
+def test_sparse_bright_vessels_still_normalise(unet):
+    # fewer vessel voxels than the 99.5th percentile: falls back to the full range
+    image = np.zeros((48, 48, 48), np.float32)
+    image[20:23, 20:23, 5:40] = 1.0
+    out = predict(image, unet, tile=48, device="cpu")["vessel"]
+    assert out.shape == image.shape and np.isfinite(out).all()
+
+
+def test_cancel_raises_and_returns_nothing(vol, unet):
+    stop = threading.Event()
+
+    def progress(done, total):
+        if done >= 1:
+            stop.set()
+
+    with pytest.raises(Cancelled):
+        predict(vol.image, unet, tile=32, device="cpu", progress=progress, cancel=stop)
+
+
+# ----------------------------------------------------------------------- out of memory
+
+
+class OOMNet(torch.nn.Module):
+    """Runs out of 'memory' when a batch holds more than ``limit`` voxels."""
+
+    def __init__(self, limit: int):
+        super().__init__()
+        self.limit = limit
+        self.scale = torch.nn.Parameter(torch.ones(()))
+        self.calls: list[tuple[int, ...]] = []
+
+    def forward(self, x):
+        self.calls.append(tuple(x.shape))
+        if x.numel() > self.limit:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return (x - 0.5) * 20 * self.scale
+
+
+@pytest.fixture
+def card():
+    return dataclasses.replace(get_card("unet-dice"))
+
+
+def test_out_of_memory_retries_with_smaller_batches_and_tiles(vol, card):
+    net = OOMNet(limit=32**3)
+    messages: list[str] = []
+    out = predict(
+        vol.image, (net, card), tile=64, batch_size=2, device="cpu", on_message=messages.append
+    )
+    assert [m.split(";")[0] for m in messages] == [
+        "out of memory on cpu with tile (64, 64, 64) and batch 2",
+        "out of memory on cpu with tile (64, 64, 64) and batch 1",
+    ]
+    assert net.calls[-1][0] == 1 and net.calls[-1][2:] == (32, 32, 32)
+    assert out["vessel"].shape == vol.shape and np.isfinite(out["vessel"]).all()
+
+
+def test_out_of_memory_warns_by_default_and_gives_up_clearly(vol, card):
+    net = OOMNet(limit=0)
+    with pytest.warns(InferenceFallbackWarning, match="out of memory"):
+        with pytest.raises(MemoryError, match="even with tile"):
+            predict(vol.image, (net, card), tile=64, device="cpu")
