@@ -98,7 +98,7 @@ def test_reader_image_and_labels(nifti_files, vessels):
     [(data, meta, kind)] = read_nifti(str(image_path))
     assert kind == "image"
     assert meta["name"] == "scan"
-    assert meta["scale"] == pytest.approx(SPACING)
+    assert meta["scale"] == SPACING
     assert meta["metadata"]["path"] == str(image_path)
     np.testing.assert_array_equal(data, vessels.image)  # (z, y, x), not (x, y, z)
 

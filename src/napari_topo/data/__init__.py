@@ -1,6 +1,7 @@
 """Data for napari-topo: synthetic vessel volumes with full ground truth.
 
-Everything here is numpy/scipy/networkx only (no torch, no Qt).
+Everything here is numpy/scipy/networkx only (no torch, no Qt); file IO
+(:mod:`napari_topo.data.io`) imports nibabel, tifffile and zarr only when used.
 
 Examples
 --------
@@ -10,6 +11,13 @@ Examples
 np.int32(2)
 """
 
+from napari_topo.data.io import (
+    SUPPORTED_SUFFIXES,
+    Volume,
+    VolumeReadError,
+    read_volume,
+    write_volume,
+)
 from napari_topo.data.synthetic import (
     SyntheticVessels,
     SyntheticVesselSet,
@@ -20,6 +28,11 @@ from napari_topo.data.synthetic import (
 )
 
 __all__ = [
+    "SUPPORTED_SUFFIXES",
+    "Volume",
+    "VolumeReadError",
+    "read_volume",
+    "write_volume",
     "SyntheticVessels",
     "SyntheticVesselSet",
     "geodesic_distances",

@@ -239,7 +239,9 @@ def _read_nifti(p: Path, suffix: str) -> Volume:
         # (keeping the stored dtype when there is no scaling) and reads the whole
         # (possibly gzipped) payload, so a truncated file fails here.
         raw = np.asanyarray(img.dataobj)
-        zooms = tuple(float(z) for z in img.header.get_zooms())
+        # The header stores zooms as float32: take the shortest decimal that gives the
+        # same float32 (0.6, not 0.6000000238418579), i.e. what was written.
+        zooms = tuple(float(str(np.float32(z))) for z in img.header.get_zooms())
     except Exception as exc:  # noqa: BLE001
         raise _corrupt(p, suffix, exc) from exc
     data = raw.transpose(tuple(range(raw.ndim))[::-1])  # (x, y, z[, t]) -> ([t,] z, y, x)
