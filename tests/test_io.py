@@ -194,12 +194,13 @@ def test_zarr_group(tmp_path):
     a = _asymmetric(np.uint8)
     p = tmp_path / "g.zarr"
     g = zarr.open_group(str(p), mode="w")
-    g.create_array("image", shape=a.shape, dtype=a.dtype)[:] = a
+    create = getattr(g, "create_array", None) or g.create_dataset  # zarr 3 / zarr 2
+    create("image", shape=a.shape, dtype=a.dtype)[:] = a
     vol = read_volume(p)  # the only array
     assert isinstance(vol.data, zarr.Array)
     np.testing.assert_array_equal(vol.data[:], a)
     assert vol.spacing is None
-    g.create_array("mask", shape=a.shape, dtype=bool)[:] = a > 3
+    create("mask", shape=a.shape, dtype=bool)[:] = a > 3
     g["mask"].attrs["spacing"] = [1.0, 2.0, 3.0]
     with pytest.raises(VolumeReadError, match=r"\['image', 'mask'\].*key="):
         read_volume(p)
