@@ -624,8 +624,11 @@ class TreeEditor:
         """The undo stack, oldest first."""
         return tuple(self._undo)
 
-    def to_analysis(self):
+    def to_analysis(self, *, copy: bool = True):
         """The source analysis with the current labels and volume (``source.replace``).
+
+        With ``copy=False`` the analysis shares the edited volume (no copy of a large
+        array, e.g. to export the graph); later edits then show through it.
 
         Raises
         ------
@@ -635,7 +638,7 @@ class TreeEditor:
         replace = getattr(self._source, "replace", None)
         if replace is None:
             raise ValueError("the editor was not built from a VesselAnalysis.")
-        return replace(result=self.result, trees=self.trees.copy())
+        return replace(result=self.result, trees=self.trees.copy() if copy else self.trees)
 
     def new_tree_id(self) -> int:
         """An id used by no point, no voxel and no source: one more than the largest."""
