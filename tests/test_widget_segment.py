@@ -463,8 +463,10 @@ def save_screenshot(path: str) -> None:
     image = viewer.add_image(truth.image, name="vessel", colormap="gray", opacity=0.5)
     widget = SegmentWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Segment vessels", area="right")
+    roots = viewer.add_points(truth.sources, name="tree roots", size=4, face_color="white")
     widget.image_picker.value = image
     widget.model_picker.value = "unet-dice"
+    widget.sources_picker.value = roots
     app = QApplication.instance()
     done = []
     widget.finished.connect(done.append)
@@ -478,7 +480,9 @@ def save_screenshot(path: str) -> None:
     viewer.layers["vessel"].visible = False
     viewer.dims.ndisplay = 3
     viewer.reset_view()
-    viewer.camera.angles = (-15, 35, 60)
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    camera.angles = (-15, 35, 60)
+    camera.zoom *= 0.8
     for _ in range(20):
         app.processEvents()
     viewer.screenshot(path, canvas_only=False, flash=False)
