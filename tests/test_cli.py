@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pytest
@@ -65,3 +66,148 @@ def test_cli_version_and_errors(capsys):
     err = capsys.readouterr().err
     assert err.startswith("napari-topo: error:") and "--size" in err
     assert len(err.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------ segment / evaluate
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A synthetic volume, its ground truth and its true sources as files."""
+    from napari_topo.data.io import write_volume
+
+    d = tmp_path_factory.mktemp("cli")
+    v = make_vessel_volume(shape=(64, 64, 64), seed=5)
+    write_volume(d / "vol.nii.gz", v.image.astype(np.float32), spacing=v.spacing)
+    write_volume(d / "trees.nii.gz", v.trees.astype(np.uint8), spacing=v.spacing)
+    (d / "sources.csv").write_text(
+        "z,y,x\n" + "\n".join(",".join(str(int(c)) for c in s) for s in v.sources) + "\n"
+    )
+    return d, v
+
+
+def _run(argv, capsys):
+    code = cli.main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_segment_writes_everything_and_scores_against_the_truth(files, capsys, tmp_path):
+    from napari_topo.data.io import read_volume
+    from napari_topo.topology.metrics import compute_metrics, tree_accuracy
+
+    d, v = files
+    code, out, err = _run(
+        [
+            "segment",
+            d / "vol.nii.gz",
+            "--out",
+            tmp_path,
+            "--model",
+            "unet-dice",
+            "--sources",
+            d / "sources.csv",
+            "--gt",
+            d / "trees.nii.gz",
+            "--device",
+            "cpu",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    names = {p.name for p in tmp_path.iterdir()}
+    for kind in ("probability", "mask", "skeleton", "trees"):
+        assert f"vol_{kind}.nii.gz" in names
+    assert {
+        "vol_graph.graphml",
+        "vol_graph.swc",
+        "vol_graph.csv",
+        "vol_summary.json",
+        "vol_metrics.json",
+        "vol_metrics.csv",
+    } <= names
+    assert not [n for n in names if n.startswith(".napari-topo-")]  # no temp left
+    trees = read_volume(tmp_path / "vol_trees.nii.gz")
+    assert trees.data.shape == v.shape and trees.spacing == v.spacing
+    m = compute_metrics(trees.data > 0, v.mask)
+    assert m["Dice"] > 0.8
+    assert tree_accuracy(trees.data, v.trees) > 0.3  # 2 sources given, 2 trees back
+    assert set(np.unique(trees.data)) == {0, 1, 2}
+    metrics = json.loads((tmp_path / "vol_metrics.json").read_text())
+    assert abs(metrics["Dice"] - m["Dice"]) < 1e-9 and "Tree accuracy" in metrics
+    assert "Tree accuracy" in out and "2 trees" in out
+    summary = json.loads((tmp_path / "vol_summary.json").read_text())
+    assert summary["n_trees"] == 2 and summary["model"] == "unet-dice"
+
+
+def test_evaluate_prints_and_writes_the_table(files, capsys, tmp_path):
+    d, v = files
+    from napari_topo.data.io import write_volume
+
+    pred = tmp_path / "pred.npy"
+    write_volume(pred, bridge_trees(v.trees).astype(np.uint8))
+    code, out, err = _run(["evaluate", pred, d / "trees.nii.gz", "--out", tmp_path / "m"], capsys)
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["Betti-0 error"] == 1  # the bridge joined the two trees
+    assert (tmp_path / "m.csv").read_text().startswith("metric,value")
+    assert "Betti-0 error" in out and "spacing (1.0, 1.0, 1.0)" in out
+
+
+def test_read_sources_formats(tmp_path):
+    f = tmp_path / "s.csv"
+    f.write_text("index,axis-0,axis-1,axis-2\n0,1,2,3\n1,4,5,6\n")
+    np.testing.assert_array_equal(cli.read_sources(f), [[1, 2, 3], [4, 5, 6]])
+    f.write_text("1, 2, 3\n")
+    np.testing.assert_array_equal(cli.read_sources(f), [[1, 2, 3]])
+    f.write_text("a,b,c\n1,2,3\n")
+    with pytest.raises(ValueError, match="z,y,x"):
+        cli.read_sources(f)
+
+
+def _bad_inputs(tmp):
+    """(name, argv builder) of every bad input the issue lists."""
+    from napari_topo.data.io import write_volume
+    from napari_topo.models.registry import get_card
+
+    vol = tmp / "ok.npy"
+    write_volume(vol, np.random.default_rng(0).random((32, 32, 32), dtype=np.float32))
+    write_volume(tmp / "flat.npy", np.random.default_rng(0).random((64, 64), dtype=np.float32))
+    write_volume(tmp / "rgb.npy", np.zeros((8, 32, 32, 3), np.uint8))
+    nan = np.random.default_rng(0).random((32, 32, 32), dtype=np.float32)
+    nan[3, 4, 5] = np.nan
+    write_volume(tmp / "nan.npy", nan)
+    write_volume(tmp / "empty.npy", np.zeros((32, 32, 32), np.float32))
+    write_volume(tmp / "gt.npy", np.zeros((32, 32, 16), np.uint8))
+    card = get_card("unet-dice")
+    weights = tmp / "tampered.safetensors"
+    data = bytearray(card.weights_path.read_bytes())
+    data[-100] ^= 0xFF  # one flipped byte in the last tensor
+    weights.write_bytes(bytes(data))
+    meta = json.loads(card.path.read_text())
+    meta["weights_file"] = weights.name
+    (tmp / "tampered.json").write_text(json.dumps(meta))
+    seg = ["segment", "--out", tmp / "out", "--device", "cpu", "--tile", "32"]
+    return [
+        ("missing file", [*seg, tmp / "nope.nii.gz"], "no such file"),
+        ("2D", [*seg, tmp / "flat.npy"], "2D"),
+        ("RGB", [*seg, tmp / "rgb.npy"], "RGB"),
+        ("NaN", [*seg, tmp / "nan.npy"], "NaN"),
+        ("empty", [*seg, tmp / "empty.npy"], "empty"),
+        ("gt shape", [*seg, vol, "--gt", tmp / "gt.npy"], "shape"),
+        ("unknown model", [*seg, vol, "--model", "unet-nope"], "unet-nope"),
+        ("tampered weights", [*seg, vol, "--model", tmp / "tampered.json"], "sha-256"),
+        ("unsupported", [*seg, tmp / "gt.txt"], "supported"),
+        ("evaluate shape", ["evaluate", vol, tmp / "gt.npy"], "shape"),
+    ]
+
+
+def test_bad_inputs_get_one_line_and_exit_2(tmp_path, capsys):
+    (tmp_path / "gt.txt").write_text("not a volume")
+    for name, argv, needle in _bad_inputs(tmp_path):
+        code, out, err = _run(argv, capsys)
+        assert code == 2, (name, out, err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("napari-topo: error:"), (name, err)
+        assert needle.lower() in lines[0].lower(), (name, lines[0])
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

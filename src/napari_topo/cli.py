@@ -1,18 +1,31 @@
 """The ``napari-topo`` command line.
 
-``napari-topo demo`` builds a synthetic vessel volume, injects the mistakes segmentation
-models make (a broken vessel, a false bridge between trees, spurious blobs) and prints
-what each metric and loss says about them: the headless "main job" of the README.
+* ``demo``: builds a synthetic vessel volume, shows what each metric and loss says about
+  the mistakes segmentation models make (a broken vessel, a false bridge, spurious
+  blobs), then runs the whole pipeline (model, mask, skeleton, trees) on it and scores
+  what it found against the generator's ground truth: the README's "main job".
+* ``segment INPUT --out DIR``: a volume file (NIfTI, TIFF, NumPy, zarr) to probability,
+  mask, skeleton, vessel trees and the vessel graph; ``--gt`` adds the metrics table.
+* ``evaluate PRED GT``: the metrics table of a segmentation, written as JSON and CSV.
+* ``models``, ``train``, ``evaluate-models``: the pretrained models.
 
-Errors the user can fix are reported as one line on stderr with exit status 2.
+Errors the user can fix (missing file, 2D or RGB input, NaN voxels, an empty volume, a
+ground truth of another shape, an unknown model, tampered weights) are reported as one
+line on stderr with exit status 2; an interrupted run exits with 130 and writes nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import json
+import math
+import shutil
 import sys
+import tempfile
 import time
 import warnings
+from pathlib import Path
 
 from . import __version__
 from .evaluation import TABLE_COLUMNS
@@ -58,8 +71,14 @@ def demo_cases(size: int = 64, seed: int = 0):
     return vol, cases
 
 
-def run_demo(size: int = 64, seed: int = 0, out=sys.stdout) -> list[tuple[str, dict]]:
-    """Print metrics and losses of each demo case; return the metric rows."""
+def run_demo(
+    size: int = 64, seed: int = 0, out=sys.stdout, model: str | None = None
+) -> list[tuple[str, dict]]:
+    """Print metrics and losses of each demo case, then segment the volume with ``model``.
+
+    Returns the metric rows: the demo cases, then ``("<model> segmentation", metrics)``
+    (with ``"Tree accuracy"``) unless ``model`` is ``""``.
+    """
     import torch
 
     from .topology.losses import (
@@ -101,8 +120,41 @@ def run_demo(size: int = 64, seed: int = 0, out=sys.stdout) -> list[tuple[str, d
         "errors and the CCEs flag them.",
         file=out,
     )
-    print(f"Done in {time.perf_counter() - t0:.1f} s.", file=out)
+    if model != "":
+        rows.append(_demo_segmentation(vol, model, out))
+    print(f"\nDone in {time.perf_counter() - t0:.1f} s.", file=out)
     return rows
+
+
+def _demo_segmentation(vol, model: str | None, out) -> tuple[str, dict]:
+    """Run the shipped model on the demo volume; print what it found and how right it is."""
+    from .inference.pipeline import DEFAULT_MODEL, segment
+    from .topology.metrics import compute_metrics
+
+    name = model or DEFAULT_MODEL
+    t = time.perf_counter()
+    analysis = segment(vol.image, name, spacing=vol.spacing, device="auto")
+    took = time.perf_counter() - t
+    summary = analysis.summary()
+    metrics = compute_metrics(analysis.trees, vol.trees, spacing=vol.spacing)
+    print(
+        f"\nThe whole pipeline with the pretrained model {name!r} ({took:.1f} s): "
+        f"{summary['n_voxels']} vessel voxels, {summary['n_branches']} branches, "
+        f"{summary['n_points']} centerline points, {summary['n_trees']} trees "
+        f"(sources found automatically; the generator made {vol.n_trees}).",
+        file=out,
+    )
+    for tree in summary["trees"]:
+        print(
+            f"  tree {tree['id']}: {tree['n_voxels']} voxels, "
+            f"centerline length {tree['length']:.0f}",
+            file=out,
+        )
+    row = (f"{name} segmentation", metrics)
+    columns = [*DEMO_METRICS, "Tree accuracy"] if "Tree accuracy" in metrics else DEMO_METRICS
+    print("Against the generator's ground truth:", file=out)
+    print(_format_table([row], columns), file=out)
+    return row
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,6 +168,53 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="metrics and losses on built-in synthetic data")
     demo.add_argument("--size", type=int, default=64, help="edge of the cubic volume (>= 32)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the synthetic volume")
+    demo.add_argument("--model", help="model of the pipeline part (default: the best shipped)")
+    seg = sub.add_parser(
+        "segment",
+        help="segment a volume file: probability, mask, skeleton, trees and vessel graph",
+        description=(
+            "Segment INPUT (.nii, .nii.gz, .tif, .tiff, .npy, .npz, .zarr) with a pretrained "
+            "model and write the probability, mask, skeleton and tree labels (in --format) "
+            "and the vessel graph (GraphML, SWC, CSV) to --out."
+        ),
+    )
+    seg.add_argument("input", help="volume file (z, y, x)")
+    seg.add_argument("--out", required=True, help="output folder (created if missing)")
+    seg.add_argument("--model", help="registry name or .safetensors path (default: best shipped)")
+    seg.add_argument("--device", default="auto", help="auto (default), cuda, mps or cpu")
+    seg.add_argument("--tile", type=int, default=64, help="tile edge in voxels (default 64)")
+    seg.add_argument("--overlap", type=float, default=0.25, help="tile overlap (default 0.25)")
+    seg.add_argument("--batch-size", type=int, default=2, help="tiles per batch (default 2)")
+    seg.add_argument("--threshold", type=float, default=0.5, help="mask threshold (0.5)")
+    seg.add_argument(
+        "--sources",
+        help="CSV of tree roots in voxel coordinates: columns z,y,x (or napari's axis-0..2)",
+    )
+    seg.add_argument(
+        "--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"), help="override voxel size"
+    )
+    seg.add_argument("--zoom", type=float, help="extra resampling factor for thick/thin vessels")
+    seg.add_argument("--gt", help="ground-truth labels (mask or tree ids): adds the metrics")
+    seg.add_argument(
+        "--format",
+        choices=["nii.gz", "nii", "tif", "npy", "zarr"],
+        help="format of the volumes written (default: the input's, NIfTI for .npz)",
+    )
+    seg.add_argument("--key", help="array name inside an .npz file or zarr group")
+    evl = sub.add_parser(
+        "evaluate",
+        help="topology metrics of a segmentation against a ground truth",
+        description="Print the metrics table of PRED against GT and write it as JSON and CSV.",
+    )
+    evl.add_argument("pred", help="prediction: mask, tree labels or probability")
+    evl.add_argument("gt", help="ground truth: mask or tree labels")
+    evl.add_argument(
+        "--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"), help="voxel size (HD95)"
+    )
+    evl.add_argument("--threshold", type=float, default=0.5, help="for a probability PRED")
+    evl.add_argument(
+        "--out", help="path prefix of the .json/.csv written (default: <PRED stem>_metrics)"
+    )
     train = sub.add_parser("train", help="train a model from a config (seeded, resumable)")
     train.add_argument(
         "--config",
@@ -166,6 +265,251 @@ def _evaluate_models(args) -> None:
             print(f"updated {card.path}")
 
 
+def _progress_printer(label: str, stream=None):
+    """``progress(done, total)`` printing a one-line bar (a line per 10 % without a tty)."""
+    stream = stream or sys.stderr
+    tty = stream.isatty()
+    state = {"last": -10}
+
+    def progress(done: int, total: int) -> None:
+        pct = 100 * done // max(total, 1)
+        if tty:
+            bar = "#" * (pct // 5)
+            stream.write(f"\r{label}: [{bar:<20}] {done}/{total} tiles")
+            if done == total:
+                stream.write("\n")
+            stream.flush()
+        elif done == total or pct >= state["last"] + 10:
+            print(f"{label}: {done}/{total} tiles", file=stream, flush=True)
+            state["last"] = pct
+
+    return progress
+
+
+def _read(path: str, key: str | None = None):
+    from .data.io import read_volume
+
+    return read_volume(path, key=key)
+
+
+def _spacing(args, vol) -> tuple[float, float, float] | None:
+    if args.spacing is not None:
+        if not all(math.isfinite(s) and s > 0 for s in args.spacing):
+            raise ValueError(f"--spacing must be 3 positive numbers; got {args.spacing}")
+        return tuple(args.spacing)
+    if vol.spacing is not None and len(vol.spacing) == 3:
+        return tuple(float(s) for s in vol.spacing)
+    return None
+
+
+def read_sources(path):
+    """Tree roots from a CSV: columns ``z,y,x`` or napari's ``axis-0,axis-1,axis-2``.
+
+    A header is optional (without one the first three columns are ``z, y, x``); values
+    are voxel coordinates.
+    """
+    import numpy as np
+
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"no such sources file: {p}")
+    with p.open(newline="") as fh:
+        rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
+    if not rows:
+        raise ValueError(f"{p}: no source points")
+    header = [c.strip().lower() for c in rows[0]]
+    cols = [0, 1, 2]
+    body = rows
+    try:
+        [float(c) for c in rows[0][:3]]
+    except ValueError:
+        body = rows[1:]
+        for names in (("z", "y", "x"), ("axis-0", "axis-1", "axis-2")):
+            if all(n in header for n in names):
+                cols = [header.index(n) for n in names]
+                break
+        else:
+            raise ValueError(
+                f"{p}: expected columns z,y,x or axis-0,axis-1,axis-2; got {rows[0]}"
+            ) from None
+    try:
+        pts = np.array([[float(r[c]) for c in cols] for r in body], dtype=float)
+    except (ValueError, IndexError):
+        raise ValueError(f"{p}: every row needs three numeric coordinates") from None
+    if len(pts) == 0 or not np.isfinite(pts).all():
+        raise ValueError(f"{p}: no usable (finite) source points")
+    return pts
+
+
+def _check_gt(gt, shape, what: str = "input") -> None:
+    if tuple(gt.shape) != tuple(shape):
+        raise ValueError(
+            f"the ground truth has shape {tuple(gt.shape)} but the {what} has shape "
+            f"{tuple(shape)}; they must cover the same voxels"
+        )
+
+
+def _write_metrics(metrics: dict, prefix: Path) -> tuple[Path, Path]:
+    js = prefix.with_name(prefix.name + ".json")
+    cs = prefix.with_name(prefix.name + ".csv")
+    clean = {
+        k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+        for k, v in metrics.items()
+    }
+    js.write_text(json.dumps(clean, indent=2) + "\n")
+    with cs.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["metric", "value"])
+        for k, v in metrics.items():
+            w.writerow([k, v])
+    return js, cs
+
+
+def _metrics_table(metrics: dict) -> str:
+    width = max(len(k) for k in metrics)
+    lines = []
+    for k, v in metrics.items():
+        counts = "error" in k or k == "CCE 3D"
+        text = (
+            "nan"
+            if not math.isfinite(v)
+            else (f"{v:.0f}" if counts and float(v).is_integer() else f"{v:.4f}")
+        )
+        lines.append(f"  {k:<{width}}  {text:>10}")
+    return "\n".join(lines)
+
+
+_FORMAT_OF_SUFFIX = {
+    ".nii": "nii",
+    ".nii.gz": "nii.gz",
+    ".tif": "tif",
+    ".tiff": "tif",
+    ".npy": "npy",
+    ".npz": "nii.gz",
+    ".zarr": "zarr",
+}
+
+
+def _segment(args) -> None:
+    import numpy as np
+
+    from .data.io import suffix_of, write_volume
+    from .inference.pipeline import DEFAULT_MODEL, segment
+    from .topology.metrics import compute_metrics
+
+    vol = _read(args.input, args.key)
+    spacing = _spacing(args, vol)
+    sources = read_sources(args.sources) if args.sources else None
+    gt = None
+    if args.gt:
+        gt = _read(args.gt).data
+        _check_gt(gt, vol.data.shape)
+    if not 0.0 < args.threshold < 1.0:
+        raise ValueError(f"--threshold must be between 0 and 1; got {args.threshold}")
+    out_dir = Path(args.out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir} exists and is not a folder")
+    fmt = args.format or _FORMAT_OF_SUFFIX[suffix_of(vol.path)]
+    stem = vol.path.name[: -len(suffix_of(vol.path))]
+    model = args.model or DEFAULT_MODEL
+
+    t0 = time.perf_counter()
+    analysis = segment(
+        vol.data,
+        model,
+        threshold=args.threshold,
+        sources=sources,
+        spacing=spacing,
+        zoom=args.zoom,
+        tile=args.tile,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        device=args.device,
+        progress=_progress_printer(f"segmenting {vol.path.name}"),
+        on_message=lambda m: print(f"napari-topo: note: {m}", file=sys.stderr),
+    )
+    took = time.perf_counter() - t0
+    metrics = None
+    if gt is not None:
+        labels = np.asarray(gt)
+        metrics = compute_metrics(analysis.trees, labels, spacing=spacing)
+
+    # Everything is computed; write into a temporary folder and move the files in at the
+    # end, so an interrupted or failed run leaves no partial outputs behind.
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".napari-topo-", dir=out_dir))
+    try:
+        volumes = {
+            "probability": analysis.probability.astype(np.float32),
+            "mask": analysis.mask.astype(np.uint8),
+            "skeleton": analysis.skeleton.astype(np.uint8),
+            "trees": analysis.trees.astype(np.int32),
+        }
+        for name, arr in volumes.items():
+            write_volume(tmp / f"{stem}_{name}.{fmt}", arr, spacing=spacing)
+        analysis.save(tmp / f"{stem}_graph.graphml")
+        analysis.save(tmp / f"{stem}_graph.swc")
+        analysis.save(tmp / f"{stem}_graph.csv")
+        summary = analysis.summary()
+        summary.update({"input": str(vol.path), "model": model, "seconds": round(took, 2)})
+        (tmp / f"{stem}_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if metrics is not None:
+            _write_metrics(metrics, tmp / f"{stem}_metrics")
+        written = []
+        for f in sorted(tmp.iterdir()):
+            dest = out_dir / f.name
+            if dest.is_dir():
+                shutil.rmtree(dest)
+            f.replace(dest)
+            written.append(dest.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    print(
+        f"{vol.path.name}: {summary['n_voxels']} vessel voxels, {summary['n_branches']} "
+        f"branches, {summary['n_points']} centerline points, {summary['n_trees']} trees "
+        f"({model}, {took:.1f} s)"
+    )
+    for tree in summary["trees"]:
+        print(f"  tree {tree['id']}: {tree['n_voxels']} voxels, length {tree['length']:.1f}")
+    if metrics is not None:
+        print("metrics against the ground truth:")
+        print(_metrics_table(metrics))
+    print(f"wrote {len(written)} files to {out_dir}: " + ", ".join(written))
+
+
+def _evaluate(args) -> None:
+    import numpy as np
+
+    from .data.io import suffix_of
+    from .topology.metrics import compute_metrics
+
+    pred_vol = _read(args.pred)
+    gt_vol = _read(args.gt)
+    pred, gt = np.asarray(pred_vol.data), np.asarray(gt_vol.data)
+    _check_gt(gt, pred.shape, "prediction")
+    if pred.dtype.kind == "f" and not np.isin(pred, (0.0, 1.0)).all():
+        if not np.isfinite(pred).all():
+            raise ValueError(f"{pred_vol.path.name} holds NaN or infinite values")
+        pred = pred > args.threshold
+    spacing = (
+        tuple(args.spacing) if args.spacing is not None else (gt_vol.spacing or pred_vol.spacing)
+    )
+    metrics = compute_metrics(pred, gt, spacing=spacing)
+    prefix = (
+        Path(args.out)
+        if args.out
+        else Path(pred_vol.path.name[: -len(suffix_of(pred_vol.path))] + "_metrics")
+    )
+    if prefix.parent != Path("."):
+        prefix.parent.mkdir(parents=True, exist_ok=True)
+    js, cs = _write_metrics(metrics, prefix)
+    sp = "" if spacing is None else f" (spacing {tuple(float(s) for s in spacing)})"
+    print(f"{pred_vol.path.name} against {gt_vol.path.name}{sp}:")
+    print(_metrics_table(metrics))
+    print(f"wrote {js} and {cs}")
+
+
 def _models() -> None:
     from .models.registry import list_models
 
@@ -189,16 +533,24 @@ def main(argv=None) -> int:
         if args.command == "demo":
             if args.size < 32:
                 raise ValueError(f"--size must be at least 32, got {args.size}")
-            run_demo(args.size, args.seed)
+            run_demo(args.size, args.seed, model=args.model)
+        elif args.command == "segment":
+            _segment(args)
+        elif args.command == "evaluate":
+            _evaluate(args)
         elif args.command == "train":
             _train(args)
         elif args.command == "evaluate-models":
             _evaluate_models(args)
         elif args.command == "models":
             _models()
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"napari-topo: error: {exc}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, MemoryError) as exc:
+        msg = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"napari-topo: error: {msg}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\nnapari-topo: interrupted; nothing was written", file=sys.stderr)
+        return 130
     return 0
 
 

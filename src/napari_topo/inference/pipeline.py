@@ -16,8 +16,17 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["InferenceFallbackWarning", "predict", "resample_factors", "resolve_model", "segment"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "InferenceFallbackWarning",
+    "predict",
+    "resample_factors",
+    "resolve_model",
+    "segment",
+]
 
+#: The model used when none is named: the best of the measured comparison (README).
+DEFAULT_MODEL = "unet-projpool"
 #: Anisotropy (largest / smallest factor) below which no resampling is done.
 _RESAMPLE_TOLERANCE = 0.05
 #: Smallest tile edge an out-of-memory retry goes down to.
@@ -124,7 +133,7 @@ def _smaller(tile: tuple[int, int, int], batch: int, device) -> tuple | None:
 
 def predict(
     volume: Any,
-    model: Any = "unet-cldice",
+    model: Any = DEFAULT_MODEL,
     *,
     tile: int | Sequence[int] = (64, 64, 64),
     overlap: float = 0.25,
@@ -277,7 +286,7 @@ def predict(
 
 def segment(
     volume: Any,
-    model: Any = "unet-cldice",
+    model: Any = DEFAULT_MODEL,
     *,
     threshold: float = 0.5,
     sources=None,

@@ -53,8 +53,6 @@ OWNER = "segment"
 #: ``predict(np.random.rand(128, 128, 128).astype("f4"), name, tile=64, device="cpu")`` on
 #: two CPU cores shared with other work (torch 2.13): unet-dice 21 s, topnet 37 s.
 CPU_NOTE = "Running on CPU: expect ~20 s per 128³ voxels (TopNet ~40 s)."
-#: Model picked by default when it is registered (the pipeline's default model).
-DEFAULT_MODEL = "unet-cldice"
 #: Layer-list events after which the layer pickers are rebuilt.
 _LAYER_EVENTS = ("inserted", "removed", "moved", "reordered", "renamed")
 _NONE = "none"
@@ -296,6 +294,7 @@ class SegmentWidget(QWidget):
                 f"SegmentWidget needs a napari viewer, got {type(napari_viewer).__name__}."
             )
         from napari_topo.inference.device import available_devices
+        from napari_topo.inference.pipeline import DEFAULT_MODEL
         from napari_topo.models.registry import list_models
 
         self._viewer = napari_viewer
