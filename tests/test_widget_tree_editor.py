@@ -374,22 +374,31 @@ def save_screenshot(path: str) -> None:
     viewer = napari.Viewer(show=True, title="napari-topo: tree editor")
     viewer.window.resize(1400, 860)
     layers = add_analysis_layers(viewer, make_analysis(vol))
-    layers["branches"].visible = False
+    for kind in ("branches", "centerline", "probability"):
+        layers[kind].visible = False
+    layers["trees"].opacity = 0.5
     widget = TreeEditorWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Tree editor", area="right")
     widget.start_editing()
     ed = widget.editor
-    b = branch_of_tree(ed, 1, junction=True)
+    widget.add_sources_layer()
+    # split a subtree of tree 1 off into a new tree (green), and keep it selected
+    b = next(
+        b
+        for b in ed.branches
+        if b.tree == 1 and b.upstream >= 0 and ed.points_of(b, subtree=True).size > 2 * len(b)
+    )
     widget.select_at(ed.points[b.points[len(b) // 2]])
     widget.subtree_checkbox.setChecked(True)
-    widget.add_sources_layer()
-    widget.select_at(ed.points[b.points[len(b) // 2]])
+    widget.new_tree()
     app = QApplication.instance()
     viewer.dims.ndisplay = 3
     for _ in range(20):
         app.processEvents()
     viewer.reset_view()
-    viewer.camera.angles = (-15, 35, 60)
+    camera = viewer.scene.camera
+    camera.angles = (-15, 35, 60)
+    camera.zoom *= 0.65
     for _ in range(20):
         app.processEvents()
     viewer.screenshot(path, canvas_only=False)

@@ -512,8 +512,9 @@ class TreeEditorWidget(QWidget):
                 name=f"{layer.name} selected branch",
                 scale=layer.scale,
                 translate=layer.translate,
-                size=3,
+                size=2.5,
                 face_color=_HIGHLIGHT,
+                blending="translucent_no_depth",  # seen through the vessel in 3D
                 border_color="black",
                 border_width=0.1,
                     metadata={METADATA_KEY: {"kind": "selected_branch", "name": layer.name}},
