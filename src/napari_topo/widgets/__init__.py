@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from .metrics import MetricsWidget
     from .segment import SegmentWidget
+    from .tree_editor import TreeEditorWidget
 
-__all__ = ["MetricsWidget", "SegmentWidget"]
+__all__ = ["MetricsWidget", "SegmentWidget", "TreeEditorWidget"]
 
 
 def __getattr__(name: str) -> Any:
@@ -27,4 +28,8 @@ def __getattr__(name: str) -> Any:
         from .segment import SegmentWidget
 
         return SegmentWidget
+    if name == "TreeEditorWidget":
+        from .tree_editor import TreeEditorWidget
+
+        return TreeEditorWidget
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
