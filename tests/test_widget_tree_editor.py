@@ -23,6 +23,7 @@ pytest.importorskip("qtpy")
 
 from napari.layers import Layer  # noqa: E402
 from napari.utils.key_bindings import coerce_keybinding  # noqa: E402
+from qtpy.QtCore import Qt  # noqa: E402
 
 from napari_topo.analysis import VesselAnalysis  # noqa: E402
 from napari_topo.data import make_vessel_volume  # noqa: E402
@@ -296,16 +297,22 @@ def test_user_labels_layer_through_from_labels(make_napari_viewer, qtbot, volume
     assert np.array_equal(ed.labels, before[tuple(ed.points.T)])
     b = branch_of_tree(ed, 2)
     widget.select_at(ed.points[b.points[1]])
-    press(user, "1")
+    # real key presses on the canvas (napari's key handler, app shortcuts and all)
+    canvas = viewer.window._qt_viewer.canvas.native
+    canvas.setFocus()
+    qtbot.keyClick(canvas, Qt.Key.Key_1)
     changed = user.data != before
     assert changed.any() and (user.data[changed] == 1).all() and (before[changed] == 2).all()
-    press(user, "Control-Z")
+    assert user.mode == "pan_zoom"  # "1" assigned instead of switching to the eraser
+    qtbot.keyClick(canvas, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
     assert np.array_equal(user.data, before)
     # stopping unbinds the keys and the click, and keeps the edited state for later
     widget.stop_editing()
     assert coerce_keybinding("1") not in user.keymap
     assert widget._on_mouse_drag not in user.mouse_drag_callbacks
     assert "analysis" in user.metadata["napari_topo"]
+    qtbot.keyClick(canvas, Qt.Key.Key_2)
+    assert user.mode == "paint"  # napari's own shortcut is back
     assert widget.start_editing(user) and widget.is_editing  # at once this time
 
 

@@ -427,9 +427,9 @@ class TreeEditorWidget(QWidget):
         self._extra_ids = set()
         self._timeline, self._redo_timeline = [], []
         layer.mouse_drag_callbacks.append(self._on_mouse_drag)
-        bindings = {str(k): partial(_key_assign, self, k) for k in range(1, 10)}
-        bindings["Control-Z"] = partial(_key_call, self, "undo")
-        bindings["Control-Shift-Z"] = partial(_key_call, self, "redo")
+        bindings = {str(k): _key_handler(self, "assign", k) for k in range(1, 10)}
+        bindings["Control-Z"] = _key_handler(self, "undo")
+        bindings["Control-Shift-Z"] = _key_handler(self, "redo")
         self._saved_keys = {k: layer.bind_key(k, f, overwrite=True) for k, f in bindings.items()}
         layer.events.paint.connect(self._on_layer_paint)
         layer.mode = "pan_zoom"  # clicks select branches instead of painting
@@ -517,7 +517,7 @@ class TreeEditorWidget(QWidget):
                 blending="translucent_no_depth",  # seen through the vessel in 3D
                 border_color="black",
                 border_width=0.1,
-                    metadata={METADATA_KEY: {"kind": "selected_branch", "name": layer.name}},
+                metadata={METADATA_KEY: {"kind": "selected_branch", "name": layer.name}},
             )
             self._viewer.layers.selection.active = layer  # keep keys and clicks on it
         else:
@@ -907,12 +907,21 @@ def _from_labels(data, spacing):
         return None, f"Building the editor failed ({type(exc).__name__}: {exc})."
 
 
-def _key_assign(widget: TreeEditorWidget, tree_id: int, _layer=None) -> None:
-    widget._guard(widget.assign, tree_id)
+def _key_handler(widget: TreeEditorWidget, action: str, *args):
+    """A named function for ``layer.bind_key`` (napari's keymaps read ``__name__``)."""
 
+    def handler(_layer=None):
+        widget._guard(getattr(widget, action), *args)
 
-def _key_call(widget: TreeEditorWidget, name: str, _layer=None) -> None:
-    widget._guard(getattr(widget, name))
+    handler.__name__ = handler.__qualname__ = f"tree_editor_{action}" + "".join(
+        f"_{a}" for a in args
+    )
+    handler.__doc__ = {
+        "assign": f"Give the selected branch to tree {args[0] if args else ''}",
+        "undo": "Undo the last change to the trees layer",
+        "redo": "Redo the last undone change to the trees layer",
+    }[action]
+    return handler
 
 
 def _teardown(widget: TreeEditorWidget, events, *_: Any) -> None:
