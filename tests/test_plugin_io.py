@@ -197,6 +197,7 @@ def test_write_graph_csv(tmp_path, analysis):
     rows = _read_csv(out)
     assert list(rows[0]) == [
         "id", "z", "y", "x", "z_physical", "y_physical", "x_physical", "radius", "tree",
+        "parent",
     ]  # fmt: skip
     pts = np.asarray(analysis.points, dtype=float)
     assert len(rows) == len(pts) > 10
@@ -252,16 +253,16 @@ def _swc_edges(path):
 
 def test_write_graph_swc_needs_parents(tmp_path, analysis):
     data, meta, _ = Layer.create(*_points_tuple(analysis)).as_layer_data_tuple()
-    with pytest.raises(ValueError, match="SWC needs parent links"):
-        write_graph(str(tmp_path / "c.swc"), data, meta)
-    # with parent links (row indices, -1 = root) it is the same forest as to_swc
-    meta = dict(meta)
-    features = meta["features"].copy()
-    features["parent"] = analysis.parents
-    meta["features"] = features
+    # the centerline layer of VesselAnalysis.to_layers carries id and parent links:
+    # saving it as SWC gives the same forest as to_swc
     [out] = write_graph(str(tmp_path / "c.swc"), data, meta)
     ref = analysis.to_swc(tmp_path / "ref.swc")
     assert _swc_edges(out) == _swc_edges(ref)
+    meta = dict(meta)
+    features = meta["features"].copy()
+    no_parents = dict(meta, features=features.drop(columns=["parent"]))
+    with pytest.raises(ValueError, match="SWC needs parent links"):
+        write_graph(str(tmp_path / "c.swc"), data, no_parents)
     # a deleted point (its id missing) makes its children roots; ids are kept
     features["id"] = np.arange(len(data)) + 100
     features["parent"] = np.where(analysis.parents >= 0, analysis.parents + 100, -1)

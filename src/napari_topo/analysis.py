@@ -603,5 +603,7 @@ class VesselAnalysis:
         out.append(_layers.trees_layer(self.trees, n, **kw))
         paths, tree = self.branch_paths()
         out.append(_layers.branches_layer(paths, tree, ndim=self.ndim, **kw))
-        out.append(_layers.points_layer(self.points, self.radius, self.result.labels, **kw))
+        out.append(
+            _layers.points_layer(self.points, self.radius, self.result.labels, self.parents, **kw)
+        )
         return out

@@ -351,6 +351,7 @@ def points_layer(
     points,
     radius=None,
     tree=None,
+    parent=None,
     *,
     name: str = "vessels",
     scale=None,
@@ -370,13 +371,18 @@ def points_layer(
         Default: size 1.
     tree : (M,) array_like of int, optional
         Tree id per point (face colour from :func:`tree_colors`, grey for 0).
+    parent : (M,) array_like of int, optional
+        Parent point index per point in the centerline forest (-1 for roots), e.g.
+        ``VesselAnalysis.parents``; stored with an ``id`` column (the point index) so the
+        layer can be saved as SWC.
     name, scale, translate, **kwargs
         As in :func:`probability_layer`.
 
     Returns
     -------
     (data, meta, "points")
-        ``meta["features"]`` holds ``radius`` and ``tree`` columns.
+        ``meta["features"]`` holds ``radius`` and ``tree`` columns, and ``id`` and
+        ``parent`` when ``parent`` is given.
     """
     p = np.asarray(points, dtype=float)
     if p.size == 0:  # keep (0, 2) as 2D, anything else empty as 3D
@@ -390,6 +396,16 @@ def points_layer(
         raise ValueError(f"radius must be ({m},) finite values >= 0; got shape {rad.shape}.")
     if tid.shape != (m,) or not np.issubdtype(tid.dtype, np.integer):
         raise ValueError(f"tree must be ({m},) integers; got {tid.dtype} of shape {tid.shape}.")
+    features = {"radius": rad, "tree": tid.astype(np.int64)}
+    if parent is not None:
+        par = np.asarray(parent)
+        if (
+            par.shape != (m,)
+            or not np.issubdtype(par.dtype, np.integer)
+            or (m and (par.min() < -1 or par.max() >= m))
+        ):
+            raise ValueError(f"parent must be ({m},) point indices or -1; got {par.shape}.")
+        features = {"id": np.arange(m, dtype=np.int64), **features, "parent": par.astype(np.int64)}
     sc = _vector(scale, ndim, "scale", nonzero=True)
     last = abs(sc[-1]) if sc is not None else 1.0
     size = np.maximum(2.0 * rad / last, 1.0) if radius is not None else np.ones(m)
@@ -399,7 +415,7 @@ def points_layer(
         ndim,
         scale,
         translate,
-        features={"radius": rad, "tree": tid.astype(np.int64)},
+        features=features,
         size=size,
         face_color=_colors_for(tid),
         border_width=0.0,
