@@ -210,6 +210,18 @@ def test_subtree_new_tree_and_merge(make_napari_viewer, qtbot, volume):
     assert not (ed.labels == 3).any()
     with pytest.raises(ValueError, match="nothing to merge"):
         widget.merge(1, 3)
+
+    # one undo timeline with napari's own brush: the stroke is undone first, by napari
+    widget.assign(2)
+    edited = trees.data.copy()
+    trees.brush_size = 1
+    spot = np.argwhere(edited == 0)[0]
+    trees.paint(spot, 9)
+    assert trees.data[tuple(spot)] == 9
+    assert widget.undo() == "paint" and np.array_equal(trees.data, edited)
+    assert widget.undo() == "tree" and np.array_equal(trees.data, before)
+    assert widget.redo() == "tree" and widget.redo() == "paint"
+    assert trees.data[tuple(spot)] == 9
     widget._guard(widget.merge, 1, 3)  # a button press shows the message instead
     assert "nothing to merge" in widget.status_label.text()
 
