@@ -23,7 +23,11 @@ pytest.importorskip("qtpy")
 from napari.utils.notifications import NotificationSeverity, notification_manager  # noqa: E402
 
 from napari_topo.topology import metrics as core  # noqa: E402
-from napari_topo.widgets.metrics import MetricsWidget, format_metric_value  # noqa: E402
+from napari_topo.widgets.metrics import (  # noqa: E402
+    MetricsWidget,
+    format_metric_value,
+    paint_changes,
+)
 
 PLUGIN = "napari-topo"
 WIDGET_NAME = "Topology metrics"
@@ -444,6 +448,199 @@ def test_export_csv_and_json(make_napari_viewer, qtbot, tmp_path):
 
     with pytest.raises(ValueError, match=r"\.csv or \.json"):
         widget.export(tmp_path / "metrics.xlsx")
+
+
+# ------------------------------------------------------------------------------ live
+
+
+def settled(widget: MetricsWidget) -> bool:
+    """No worker running, nothing queued or stale: the table shows the current layers."""
+    return (
+        not widget.is_running
+        and widget.results != {}
+        and not widget.stale_metrics
+        and widget.compute_button.isEnabled()
+    )
+
+
+def assert_table_is_current(widget: MetricsWidget, pred, gt) -> None:
+    expected = core.compute_metrics(pred.data, gt.data, spacing=SCALE)
+    assert widget.results == pytest.approx(expected, nan_ok=True)
+    assert table_rows(widget) == {k: format_metric_value(v) for k, v in expected.items()}
+
+
+def gap_indices():
+    gap = np.zeros((32, 32, 32), bool)
+    gap[14:19, 14:19, 15:17] = True
+    return np.nonzero(gap)
+
+
+def test_paint_changes_reads_napari_history_atoms():
+    """Both atom kinds napari 0.9 emits (masked paint/fill and data_setitem tuples)."""
+    from napari.layers import Labels
+
+    layer = Labels(np.zeros((8, 9, 10), np.uint8))
+    layer.n_edit_dimensions = 3
+    layer.brush_size = 3
+    seen = []
+    layer.events.paint.connect(lambda e: seen.append(e.value))
+    for action in (
+        lambda: layer.paint((4, 4, 4), 2),
+        lambda: layer.data_setitem((np.array([0, 7]), np.array([0, 8]), np.array([0, 9])), 5),
+        lambda: layer.fill((4, 4, 4), 3),
+        lambda: layer.paint((4, 4, 5), 0),
+    ):
+        before = np.array(layer.data, copy=True)
+        action()
+        after = np.array(layer.data, copy=True)
+        changes = paint_changes(seen[-1], layer.data.shape)
+        rebuilt = before.copy()
+        for idx, values in changes:
+            rebuilt[idx] = values
+        np.testing.assert_array_equal(rebuilt, after)
+        assert (before != after).any()
+    assert len(seen) == 4
+
+
+@gui
+def test_live_paint_updates_table(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    pred, gt = add_pair(viewer)
+    widget = MetricsWidget(viewer)
+    qtbot.addWidget(widget)
+    assert widget.live_checkbox.isChecked()  # on by default
+    pick(widget, pred, gt)
+    widget.compute()
+    wait_done(qtbot, widget)
+    assert table_rows(widget)["Betti-0 error"] == "1"
+
+    # Repair the break through the API a brush uses: the table follows by itself.
+    pred.data_setitem(gap_indices(), 1)
+    assert widget.stale_metrics  # greyed until recomputed
+    qtbot.waitUntil(lambda: widget.results.get("Betti-0 error") == 0.0, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: settled(widget), timeout=TIMEOUT_MS)
+    assert widget._fast_seconds is not None  # the incremental path did the fast rows
+    assert_table_is_current(widget, pred, gt)
+    assert table_rows(widget)["Dice"] == "1"
+    assert widget.freshness_label.text().startswith("Live: updated")
+
+    # Erase a 3D brush ball in the middle (a masked-paint atom): split again.
+    pred.n_edit_dimensions = 3
+    pred.brush_size = 9
+    pred.paint((16, 16, 16), 0)
+    qtbot.waitUntil(lambda: widget.results.get("Dice", 1.0) < 1.0, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: settled(widget), timeout=TIMEOUT_MS)
+    assert_table_is_current(widget, pred, gt)
+    assert widget.results["Betti-0 error"] == 1.0
+
+    # Editing the ground truth is followed too.
+    gt.data_setitem(gap_indices(), 0)
+    gt.n_edit_dimensions = 3
+    gt.brush_size = 9
+    gt.paint((16, 16, 16), 0)  # now the ground truth lies inside the prediction
+    qtbot.waitUntil(lambda: widget.results.get("Recall") == 1.0, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: settled(widget), timeout=TIMEOUT_MS)
+    assert_table_is_current(widget, pred, gt)
+
+
+@gui
+def test_live_without_compute_and_new_data(make_napari_viewer, qtbot):
+    """An edit before any Compute, and a whole new array, both fill the table."""
+    viewer = make_napari_viewer()
+    pred, gt = add_pair(viewer)
+    widget = MetricsWidget(viewer)
+    qtbot.addWidget(widget)
+    pick(widget, pred, gt)
+    pred.data_setitem(gap_indices(), 1)
+    qtbot.waitUntil(lambda: settled(widget), timeout=TIMEOUT_MS)
+    assert_table_is_current(widget, pred, gt)
+    pred.data = broken_tube()
+    qtbot.waitUntil(lambda: widget.results.get("Betti-0 error") == 1.0, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: settled(widget), timeout=TIMEOUT_MS)
+    assert_table_is_current(widget, pred, gt)
+
+
+@gui
+def test_live_off_stops_updates(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    pred, gt = add_pair(viewer)
+    widget = MetricsWidget(viewer)
+    qtbot.addWidget(widget)
+    pick(widget, pred, gt)
+    widget.compute()
+    wait_done(qtbot, widget)
+    before = widget.results
+    widget.live_checkbox.setChecked(False)
+    pred.data_setitem(gap_indices(), 1)
+    qtbot.wait(1000)
+    assert not widget.is_running
+    assert widget.results == pytest.approx(before, nan_ok=True)
+    assert widget.stale_metrics == set(before)
+    assert "Live off" in widget.freshness_label.text()
+    # Back on: the table catches up.
+    widget.live_checkbox.setChecked(True)
+    qtbot.waitUntil(lambda: settled(widget), timeout=TIMEOUT_MS)
+    assert_table_is_current(widget, pred, gt)
+
+
+def two_bars(bridge: bool) -> np.ndarray:
+    vol = np.zeros((32, 32, 32), np.uint8)
+    vol[14:19, 6:11, 4:28] = 1
+    vol[14:19, 21:26, 4:28] = 1
+    if bridge:
+        vol[15:18, 11:21, 15:18] = 1
+    return vol
+
+
+@gui
+def test_show_errors_adds_layers_and_jumps(make_napari_viewer, qtbot):
+    from napari_topo.topology.errors import topology_errors
+
+    viewer = make_napari_viewer()
+    pred, gt = add_pair(viewer)
+    widget = MetricsWidget(viewer)
+    qtbot.addWidget(widget)
+    pick(widget, pred, gt)
+    expected = topology_errors(broken_tube(), tube())
+    assert len(expected["missed_locations"]) == 1
+
+    assert widget.show_errors() is True
+    qtbot.waitUntil(lambda: "pred false centerline" in viewer.layers, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(widget.errors_button.isEnabled, timeout=TIMEOUT_MS)
+    missed = viewer.layers["pred missed centerline"]
+    false = viewer.layers["pred false centerline"]
+    assert len(missed.data) == len(expected["missed_centerline"]) > 0
+    assert len(false.data) == 0
+    assert missed.metadata["napari_topo"]["kind"] == "errors"
+    assert missed.metadata["napari_topo"]["error"] == "missed"
+    assert tuple(missed.scale) == SCALE
+    np.testing.assert_allclose(missed.face_color[0], [1, 0, 0, 1])
+    assert widget.errors_list.count() == 1
+    # The viewer went to the break (world coordinates: voxel * scale).
+    world = np.asarray(expected["missed_locations"][0]) * SCALE
+    np.testing.assert_allclose(viewer.dims.point[-3:], world, atol=SCALE[0])
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    np.testing.assert_allclose(camera.center[-2:], world[-2:], atol=1)
+
+    # A false bridge on another pair replaces the layers (no duplicates).
+    pred.data = two_bars(bridge=True)
+    gt.data = two_bars(bridge=False)
+    assert widget.show_errors() is True
+    qtbot.waitUntil(widget.errors_button.isEnabled, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(
+        lambda: len(viewer.layers["pred false centerline"].data) > 0, timeout=TIMEOUT_MS
+    )
+    names = [layer.name for layer in viewer.layers]
+    assert names.count("pred false centerline") == names.count("pred missed centerline") == 1
+    expected = topology_errors(two_bars(True), two_bars(False))
+    assert len(viewer.layers["pred false centerline"].data) == len(expected["false_centerline"])
+    assert len(viewer.layers["pred missed centerline"].data) == 0
+    assert widget.errors_list.count() == len(expected["false_locations"]) == 1
+    bridge_world = np.asarray(expected["false_locations"][0]) * SCALE
+    item = widget.errors_list.item(0)
+    viewer.dims.set_point(0, 0)
+    widget.errors_list.itemClicked.emit(item)
+    np.testing.assert_allclose(viewer.dims.point[-3:], bridge_world, atol=SCALE[0])
 
 
 # ------------------------------------------------------------------------------ screenshot

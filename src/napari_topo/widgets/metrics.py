@@ -5,6 +5,17 @@ The widget only collects choices and shows results.  The numbers come from
 (:func:`napari.qt.threading.create_worker`) so the viewer stays responsive; the worker
 returns plain Python objects and never touches Qt, and the table is filled on the GUI
 thread from the worker's ``returned`` signal.
+
+*Live* (on by default) keeps the table current while either layer is edited: a paint
+event (brush, fill, eraser, or another widget that edits the data in place and emits
+``layer.events.paint`` with napari's history atoms) is turned into changed indices and
+applied to :class:`napari_topo.topology.incremental.IncrementalMetrics` in a worker
+(the fast metrics: overlap, Betti, Euler, CCE), then after a short pause a worker
+recomputes everything with ``compute_metrics`` (clDice, HD95, ...). One worker of each
+kind at a time; edits made meanwhile are queued and coalesced. A new array in a layer
+(``events.data``) starts a full recompute. *Show errors* adds Points layers on the
+centreline the prediction misses and the predicted centreline outside the ground truth
+(:func:`napari_topo.topology.errors.topology_errors`) with a list to jump to them.
 """
 
 from __future__ import annotations
@@ -25,13 +36,17 @@ from magicgui.widgets import ComboBox, Container
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_warning
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtGui import QBrush, QColor
 from qtpy.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
     QFileDialog,
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QListWidget,
+    QListWidgetItem,
     QPushButton,
     QSizePolicy,
     QTableWidget,
@@ -43,7 +58,9 @@ from qtpy.QtWidgets import (
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["MetricsWidget", "format_metric_value"]
+from napari_topo.topology.incremental import FAST_METRICS, IncrementalMetrics
+
+__all__ = ["MetricsWidget", "format_metric_value", "paint_changes"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -51,6 +68,11 @@ _LOG = logging.getLogger(__name__)
 _LAYER_EVENTS = ("inserted", "removed", "moved", "reordered", "renamed")
 #: Export formats, by file extension.
 _EXPORT_SUFFIXES = (".csv", ".json")
+#: Pause after the last edit before the slow metrics are recomputed (ms).
+DEBOUNCE_MS = 300
+#: Colours of the error layers.
+_ERROR_COLORS = {"missed": "red", "false": "orange"}
+_STALE_BRUSH = QColor(140, 140, 140)
 
 
 def format_metric_value(value: Any) -> str:
@@ -207,6 +229,58 @@ def _floats(values: Sequence[float]) -> str:
     return ", ".join(f"{float(v):g}" for v in values)
 
 
+def paint_changes(atoms: Any, shape: Sequence[int]) -> list[tuple[tuple[np.ndarray, ...], Any]]:
+    """Changed indices and new values from the value of a Labels ``events.paint``.
+
+    napari 0.9 emits ``events.paint(value=item)`` with ``item`` a list of history atoms,
+    each either a masked edit (``slice_key``, ``mask``, ``old_values``, ``new_value``:
+    from paint, fill and polygons; ``mask`` None when the whole box changed) or the
+    3-tuple ``(indices, old_values, new_values)`` of ``Labels.data_setitem``. The event
+    may come *before* the array is written, so the new values are read from the atoms.
+
+    Parameters
+    ----------
+    atoms : list
+        The event's ``value``.
+    shape : sequence of int
+        Shape of the layer's data.
+
+    Returns
+    -------
+    list of (indices, values)
+        One entry per atom, in order: a tuple of index arrays (one per axis) and a
+        scalar or an array of new values.
+    """
+    changes = []
+    for atom in atoms or ():
+        if hasattr(atom, "slice_key") and hasattr(atom, "new_value"):
+            starts, sizes, fixed = [], [], []
+            for key, n in zip(atom.slice_key, shape, strict=False):
+                if isinstance(key, slice):
+                    start, stop, _ = key.indices(int(n))
+                    starts.append(start)
+                    sizes.append(max(stop - start, 0))
+                    fixed.append(None)
+                else:  # an integer index (a dimension that was not painted)
+                    starts.append(int(key))
+                    sizes.append(1)
+                    fixed.append(int(key))
+            if atom.mask is None:
+                local = np.nonzero(np.ones(sizes, dtype=bool))
+            else:
+                mask = np.asarray(atom.mask, dtype=bool).reshape(sizes)
+                local = np.nonzero(mask)
+            indices = tuple(
+                np.asarray(ix, dtype=np.int64) + st for ix, st in zip(local, starts, strict=True)
+            )
+            changes.append((indices, atom.new_value))
+        else:
+            indices, _old, new = atom
+            indices = tuple(np.asarray(ix, dtype=np.int64).ravel() for ix in indices)
+            changes.append((indices, new if np.ndim(new) == 0 else np.asarray(new).ravel()))
+    return changes
+
+
 @dataclass(frozen=True)
 class _Outcome:
     """What the worker hands back to the GUI thread (plain Python, no Qt)."""
@@ -216,41 +290,133 @@ class _Outcome:
     seconds: float = 0.0
     error: str | None = None
     empty: tuple[str, ...] = ()  # roles ("prediction", "ground truth") without foreground
+    live: Any = None  # an IncrementalMetrics built from the same arrays, if asked for
+    generation: int = 0
 
 
-def _run_compute_metrics(prediction: Any, ground_truth: Any, spacing: tuple[float, ...]):
-    """Worker body: snapshot the arrays and call the core. Never raises, never uses Qt.
+def _run_compute_metrics(
+    prediction: Any,
+    ground_truth: Any,
+    spacing: tuple[float, ...],
+    build_live: bool = False,
+    generation: int = 0,
+):
+    """Worker body: call the core on snapshots of the arrays. Never raises, never uses Qt.
 
     Expected failures (``ValueError`` from the core) come back as ``_Outcome.error``
     with the core's message; anything else is logged with its traceback and reported
     by type and message, so the viewer shows a message instead of a traceback dialog.
+    With ``build_live`` the incremental state for live updates is built too (a failure
+    there only disables live updates).
     """
     start = time.perf_counter()
     try:
         from napari_topo.topology import metrics as core
 
-        # Copy: the user may keep painting the layers while this thread computes.
-        pred = np.array(prediction, copy=True)
-        gt = np.array(ground_truth, copy=True)
+        pred = np.asarray(prediction)
+        gt = np.asarray(ground_truth)
         empty = tuple(
             role for role, arr in (("prediction", pred), ("ground truth", gt)) if not arr.any()
         )
         record = core.compute_metrics(pred, gt, spacing=spacing)
         descriptions = getattr(core, "METRIC_DESCRIPTIONS", None) or {}
+        live = None
+        if build_live:
+            try:
+                live = IncrementalMetrics(pred, gt, spacing=spacing)
+            except (ValueError, MemoryError) as exc:
+                _LOG.warning("live metrics disabled: %s", exc)
         return _Outcome(
             metrics=dict(record),
             descriptions={str(k): str(v) for k, v in dict(descriptions).items()},
             seconds=time.perf_counter() - start,
             empty=empty,
+            live=live,
+            generation=generation,
         )
     except ValueError as exc:
-        return _Outcome(error=str(exc), seconds=time.perf_counter() - start)
+        return _Outcome(error=str(exc), seconds=time.perf_counter() - start, generation=generation)
     except Exception as exc:  # noqa: BLE001 - reported to the user, traceback logged
         _LOG.exception("compute_metrics failed")
         return _Outcome(
             error=f"Computing metrics failed ({type(exc).__name__}: {exc}).",
             seconds=time.perf_counter() - start,
+            generation=generation,
         )
+
+
+def _run_live_updates(live: IncrementalMetrics, batch: list, generation: int):
+    """Worker body: apply queued edits ``(which, indices, values)``; return fast values."""
+    start = time.perf_counter()
+    try:
+        for which, indices, values in batch:
+            live.update(indices, values, which=which)
+        return {
+            "values": live.values(),
+            "seconds": time.perf_counter() - start,
+            "generation": generation,
+            "live": live,
+            "error": None,
+        }
+    except Exception as exc:  # noqa: BLE001 - falls back to a full recompute
+        _LOG.exception("live metrics update failed")
+        return {"error": f"{type(exc).__name__}: {exc}", "live": live, "generation": generation}
+
+
+def _run_topology_errors(prediction: Any, ground_truth: Any, spacing: tuple[float, ...]):
+    """Worker body for *Show errors*: the core's error locations, or an error message."""
+    from napari_topo.topology.errors import topology_errors
+
+    try:
+        return topology_errors(np.asarray(prediction), np.asarray(ground_truth), spacing)
+    except ValueError as exc:
+        return {"error": str(exc)}
+
+
+def error_layer_tuples(
+    errors: Mapping[str, Any], name: str, scale=None, translate=None
+) -> list[tuple[Any, dict, str]]:
+    """Two Points layer data tuples from :func:`topology_errors`' result (Qt-free).
+
+    ``"<name> missed centerline"`` (red) and ``"<name> false centerline"`` (orange), at
+    the skeleton voxels, with ``metadata["napari_topo"]`` of kind ``"errors"`` holding
+    the error type and the grouped locations and sizes.
+    """
+    out = []
+    for kind, title in (("missed", "missed centerline"), ("false", "false centerline")):
+        pts = np.asarray(errors[f"{kind}_centerline"], dtype=float)
+        ndim = pts.shape[1] if pts.ndim == 2 else 3
+        meta: dict[str, Any] = {
+            "name": f"{name} {title}",
+            "metadata": {
+                "napari_topo": {
+                    "kind": "errors",
+                    "name": name,
+                    "error": kind,
+                    "locations": np.asarray(errors[f"{kind}_locations"]).tolist(),
+                    "sizes": np.asarray(errors[f"{kind}_sizes"]).tolist(),
+                }
+            },
+            "face_color": _ERROR_COLORS[kind],
+            "border_width": 0.0,
+            "size": 2.0,
+            "ndim": ndim,
+        }
+        if scale is not None:
+            meta["scale"] = tuple(float(v) for v in scale)
+        if translate is not None:
+            meta["translate"] = tuple(float(v) for v in translate)
+        out.append((pts.reshape(-1, ndim), meta, "points"))
+    return out
+
+
+def _disconnect_all(connections: list, *_: Any) -> None:
+    for emitter, callback in connections:
+        try:
+            emitter.disconnect(callback)
+        except (RuntimeError, ValueError, TypeError):  # pragma: no cover - already gone
+            pass
+    connections.clear()
 
 
 def _disconnect_layer_events(events: Any, callback: Any, *_: Any) -> None:
@@ -272,6 +438,8 @@ class _Job:
     shape: tuple[int, ...]
     spacing: tuple[float, ...]
     notes: tuple[str, ...]
+    user: bool = True  # pressed Compute (False: a live recompute in the background)
+    generation: int = 0
 
 
 class MetricsWidget(QWidget):
@@ -301,6 +469,23 @@ class MetricsWidget(QWidget):
         self._worker = None
         self._job: _Job | None = None
         self._result: dict[str, Any] | None = None
+        # Live state. Only the GUI thread reads or writes these attributes; a worker gets
+        # the IncrementalMetrics object and a batch, and nobody else touches that object
+        # while the (single) fast worker runs.
+        self._live: IncrementalMetrics | None = None
+        self._fast_worker = None
+        self._errors_worker = None
+        self._pending: list[tuple[str, tuple[np.ndarray, ...], Any]] = []
+        self._generation = 0  # bumped by every edit of either layer
+        self._fast_generation = -1  # edits included in the fast rows shown
+        self._slow_generation = -1  # edits included in the slow rows shown
+        self._settle_again = False
+        self._building_live = False  # the running full recompute builds self._live
+        self._updated_at: float | None = None
+        self._fast_seconds: float | None = None
+        self._stale: set[str] = set()
+        self._watched: list[tuple[Any, Any]] = []  # (emitter, callback) pairs
+        self._error_targets: list[tuple[float, ...]] = []
 
         self.prediction_picker = ComboBox(
             label="Prediction",
@@ -345,11 +530,48 @@ class MetricsWidget(QWidget):
         buttons.addWidget(self.compute_button)
         buttons.addWidget(self.export_button)
 
+        self.live_checkbox = QCheckBox("Live")
+        self.live_checkbox.setChecked(True)
+        self.live_checkbox.setToolTip(
+            "Update the table by itself when either layer is edited: the fast metrics "
+            "within a stroke, clDice/HD95 after a short pause, all in the background."
+        )
+        self.live_checkbox.toggled.connect(self._on_live_toggled)
+        self.freshness_label = QLabel("")
+        self.freshness_label.setWordWrap(True)
+        live_row = QHBoxLayout()
+        live_row.addWidget(self.live_checkbox)
+        live_row.addWidget(self.freshness_label, stretch=1)
+
+        self.errors_button = QPushButton("Show errors")
+        self.errors_button.setToolTip(
+            "Add Points layers on the ground-truth centreline the prediction misses (red: "
+            "broken vessels) and on the predicted centreline outside the ground truth "
+            "(orange: false bridges); click an entry of the list to go there."
+        )
+        self.errors_button.clicked.connect(self.show_errors)
+        buttons.addWidget(self.errors_button)
+        self.errors_list = QListWidget()
+        self.errors_list.setVisible(False)
+        self.errors_list.setMaximumHeight(120)
+        self.errors_list.itemClicked.connect(self._on_error_clicked)
+        self.errors_list.itemActivated.connect(self._on_error_clicked)
+
+        self._settle_timer = QTimer(self)
+        self._settle_timer.setSingleShot(True)
+        self._settle_timer.setInterval(DEBOUNCE_MS)
+        self._settle_timer.timeout.connect(self._on_settled)
+        self._tick_timer = QTimer(self)
+        self._tick_timer.setInterval(500)
+        self._tick_timer.timeout.connect(self._update_freshness)
+
         layout = QVBoxLayout(self)
         layout.addWidget(self._pickers.native)
         layout.addLayout(buttons)
         layout.addWidget(self.status_label)
+        layout.addLayout(live_row)
         layout.addWidget(self.table, stretch=1)
+        layout.addWidget(self.errors_list)
         self.setMinimumWidth(320)
 
         events = napari_viewer.layers.events
@@ -357,6 +579,9 @@ class MetricsWidget(QWidget):
             getattr(events, name).connect(self._refresh_choices)
         # Stop listening once Qt deletes the widget (the Python object may outlive it).
         self.destroyed.connect(partial(_disconnect_layer_events, events, self._refresh_choices))
+        self.destroyed.connect(partial(_disconnect_all, self._watched))
+        self.prediction_picker.changed.connect(self._watch_layers)
+        self.ground_truth_picker.changed.connect(self._watch_layers)
         self._refresh_choices()
 
     # ---- public API ------------------------------------------------------------------
@@ -374,6 +599,9 @@ class MetricsWidget(QWidget):
     def compute(self) -> bool:
         """Check the chosen layers and start computing in a worker thread.
 
+        With *Live* on, the worker also builds the incremental state that later edits
+        update.
+
         Returns
         -------
         bool
@@ -381,6 +609,9 @@ class MetricsWidget(QWidget):
             the input was rejected (the reason is in the status label and a
             notification).
         """
+        return self._start(user=True)
+
+    def _start(self, *, user: bool) -> bool:
         if self.is_running:
             return False
         prediction = self.prediction_picker.value
@@ -396,22 +627,38 @@ class MetricsWidget(QWidget):
         gt_data = _full_resolution(ground_truth)
         shape = tuple(int(s) for s in gt_data.shape)
         spacing = tuple(float(s) for s in np.asarray(ground_truth.scale)[-len(shape) :])
+        live = self.live_checkbox.isChecked()
+        build_live = live and (user or self._live is None)
         self._job = _Job(
             prediction=prediction.name,
             ground_truth=ground_truth.name,
             shape=shape,
             spacing=spacing,
             notes=tuple(notes),
+            user=user,
+            generation=self._generation,
         )
-        self._clear_results()
-        self._set_status(f"Computing metrics of '{prediction.name}' against '{ground_truth.name}'…")
+        self._building_live = build_live
+        if build_live:
+            # The snapshot below already holds every queued edit.
+            self._live = None
+            self._pending.clear()
+        if user:
+            self._clear_results()
+            self._set_status(
+                f"Computing metrics of '{prediction.name}' against '{ground_truth.name}'…"
+            )
         self.compute_button.setEnabled(False)
         self.compute_button.setText("Computing…")
+        # Snapshot on the GUI thread: the user may keep painting while the worker runs,
+        # and the incremental state must match the edits queued after this point.
         self._worker = create_worker(
             _run_compute_metrics,
-            pred_data,
-            gt_data,
+            np.array(pred_data, copy=True),
+            np.array(gt_data, copy=True),
             spacing,
+            build_live,
+            self._generation,
             _connect={
                 "returned": self._on_returned,
                 "errored": self._on_errored,
@@ -419,7 +666,68 @@ class MetricsWidget(QWidget):
             },
             _start_thread=True,
         )
+        self._update_freshness()
         return True
+
+    def show_errors(self) -> bool:
+        """Add (or replace) Points layers on the centreline errors; jump to the first.
+
+        Runs :func:`napari_topo.topology.errors.topology_errors` in a worker. The layers
+        are named ``"<prediction> missed centerline"`` (red) and ``"<prediction> false
+        centerline"`` (orange) and use the ground truth's scale and translate; the list
+        under the table holds one entry per error piece (largest first).
+
+        Returns
+        -------
+        bool
+            True if a worker was started.
+        """
+        if self._errors_worker is not None:
+            return False
+        prediction = self.prediction_picker.value
+        ground_truth = self.ground_truth_picker.value
+        try:
+            _validate_pair(prediction, ground_truth)
+        except ValueError as exc:
+            self._report(str(exc), error=True)
+            return False
+        gt_data = _full_resolution(ground_truth)
+        nd = gt_data.ndim
+        spacing = tuple(float(v) for v in np.asarray(ground_truth.scale)[-nd:])
+        target = {
+            "name": prediction.name,
+            "scale": spacing,
+            "translate": tuple(float(v) for v in np.asarray(ground_truth.translate)[-nd:]),
+        }
+        self.errors_button.setEnabled(False)
+        self.errors_button.setText("Finding errors…")
+        self._errors_worker = create_worker(
+            _run_topology_errors,
+            np.array(_full_resolution(prediction), copy=True),
+            np.array(gt_data, copy=True),
+            spacing,
+            _connect={
+                "returned": partial(self._on_errors_returned, target),
+                "finished": self._on_errors_finished,
+            },
+            _start_thread=True,
+        )
+        return True
+
+    def jump_to(self, world: Sequence[float]) -> None:
+        """Centre the camera on a point in world coordinates and step the sliders there."""
+        world = [float(v) for v in world]
+        ndim = self._viewer.dims.ndim
+        axes = list(range(ndim))[-len(world) :]
+        self._viewer.dims.set_point(axes, world[-len(axes) :])
+        displayed = list(self._viewer.dims.displayed)
+        offset = ndim - len(world)
+        center = [world[a - offset] for a in displayed if a - offset >= 0]
+        if len(center) == len(displayed):
+            # napari 0.9 moved the camera to viewer.scene (viewer.camera is deprecated).
+            scene = getattr(self._viewer, "scene", None)
+            camera = scene.camera if scene is not None else self._viewer.camera
+            camera.center = center
 
     def export(self, path: str | Path) -> Path:
         """Write the current table to ``path`` as CSV or JSON (chosen by extension).
@@ -532,16 +840,43 @@ class MetricsWidget(QWidget):
         if outcome.error is not None or job is None:
             self._report(outcome.error or "Computing metrics failed.", error=True)
             return
+        metrics = dict(outcome.metrics)
+        if outcome.live is not None:
+            self._live = outcome.live
+            self._fast_generation = outcome.generation
+        elif self._result and self._fast_generation > outcome.generation:
+            # Keep the fast rows: the incremental ones are newer than this snapshot.
+            for key in FAST_METRICS:
+                if key in self._result["metrics"]:
+                    metrics[key] = self._result["metrics"][key]
+        elif (
+            self._live is not None
+            and outcome.generation == self._generation == self._fast_generation
+            and self._result
+            and not self._pending
+            and self._fast_worker is None
+            and not _same_values(self._result["metrics"], outcome.metrics, FAST_METRICS)
+        ):
+            # An edit the paint events did not announce (napari's undo/redo emit
+            # none): trust the full recompute and rebuild the incremental state.
+            _LOG.info("live metrics out of sync with the layers; rebuilding")
+            self._live = None
+            self._settle_timer.start()
+        self._slow_generation = outcome.generation
+        self._fast_generation = max(self._fast_generation, outcome.generation)
         self._result = {
             "prediction": job.prediction,
             "ground_truth": job.ground_truth,
             "shape": job.shape,
             "spacing": job.spacing,
             "seconds": outcome.seconds,
-            "metrics": dict(outcome.metrics),
+            "metrics": metrics,
         }
-        self._fill_table(outcome.metrics, outcome.descriptions)
-        self.export_button.setEnabled(bool(outcome.metrics))
+        self._descriptions = dict(outcome.descriptions)
+        self._updated_at = time.monotonic()
+        self._refresh_stale()
+        self._fill_table(metrics, outcome.descriptions)
+        self.export_button.setEnabled(bool(metrics))
 
         spacing = "×".join(f"{v:g}" for v in job.spacing)
         message = (
@@ -556,10 +891,12 @@ class MetricsWidget(QWidget):
                 f"The {role} '{name}' has no foreground voxels; metrics that need it are n/a or 0."
             )
         if warnings:
-            for warning in warnings:
-                show_warning(warning)
+            if job.user:  # live recomputes do not repeat the notifications
+                for warning in warnings:
+                    show_warning(warning)
             message += " Warning: " + " ".join(warnings)
         self._set_status(message)
+        self._update_freshness()
 
     def _on_errored(self, exc: BaseException) -> None:
         # The worker body catches Exceptions itself; this is a last resort.
@@ -567,8 +904,231 @@ class MetricsWidget(QWidget):
 
     def _on_finished(self) -> None:
         self._worker = None
+        self._building_live = False
         self.compute_button.setEnabled(True)
         self.compute_button.setText("Compute")
+        if self._settle_again:
+            self._settle_again = False
+            self._settle_timer.start()
+        self._kick_fast()
+        self._update_freshness()
+
+    # ---- live updates (GUI thread) ---------------------------------------------------
+
+    def _watch_layers(self, *_: Any) -> None:
+        """Listen to edits of the two chosen layers (and only those)."""
+        _disconnect_all(self._watched)
+        chosen = (
+            ("pred", self.prediction_picker.value),
+            ("gt", self.ground_truth_picker.value),
+        )
+        key = tuple(id(_unwrap(layer)) if layer is not None else None for _, layer in chosen)
+        if key != getattr(self, "_watched_key", None):
+            self._watched_key = key
+            self._live = None  # the baseline belongs to other layers
+            self._pending.clear()
+        for which, layer in chosen:
+            if layer is None:
+                continue
+            paint = getattr(layer.events, "paint", None)
+            if paint is not None:
+                callback = partial(self._on_paint, which)
+                paint.connect(callback)
+                self._watched.append((paint, callback))
+            callback = partial(self._on_data_replaced, which)
+            layer.events.data.connect(callback)
+            self._watched.append((layer.events.data, callback))
+
+    def _on_paint(self, which: str, event: Any) -> None:
+        """A stroke, fill or ``data_setitem`` changed ``which`` layer."""
+        self._generation += 1
+        if not self.live_checkbox.isChecked():
+            self._live = None  # the baseline no longer matches; rebuilt when Live is on
+            self._pending.clear()
+            self._mark_stale(set(self._result["metrics"]) if self._result else set())
+            return
+        layer = self.prediction_picker.value if which == "pred" else self.ground_truth_picker.value
+        try:
+            changes = paint_changes(getattr(event, "value", None), _full_resolution(layer).shape)
+        except Exception:  # noqa: BLE001 - an atom we do not understand: recompute all
+            _LOG.exception("could not read a paint event; recomputing everything")
+            self._live = None
+            changes = []
+        self._pending.extend((which, idx, values) for idx, values in changes)
+        self._mark_stale(set(self._result["metrics"]) if self._result else set())
+        self._kick_fast()
+        self._settle_timer.start()  # (re)start the debounce of the slow metrics
+
+    def _on_data_replaced(self, which: str, _event: Any = None) -> None:
+        """A new array in a chosen layer: everything is recomputed from scratch."""
+        self._generation += 1
+        self._live = None
+        self._pending.clear()
+        self._mark_stale(set(self._result["metrics"]) if self._result else set())
+        if self.live_checkbox.isChecked():
+            self._settle_timer.start()
+
+    def _on_live_toggled(self, on: bool) -> None:
+        if on:
+            if self._result is not None and (
+                self._live is None or self._slow_generation < self._generation
+            ):
+                self._settle_timer.start()
+        else:
+            self._settle_timer.stop()
+        self._update_freshness()
+
+    def _kick_fast(self) -> None:
+        """Apply queued edits in the fast worker (one at a time; edits coalesce)."""
+        if self._fast_worker is not None or not self._pending:
+            return
+        if self._live is None:
+            if self._building_live:
+                return  # applied when the incremental state arrives
+            # No incremental state yet: the debounced full recompute builds it.
+            self._pending.clear()
+            if self.live_checkbox.isChecked():
+                self._settle_timer.start()
+            return
+        batch, self._pending = self._pending, []
+        self._fast_worker = create_worker(
+            _run_live_updates,
+            self._live,
+            batch,
+            self._generation,
+            _connect={"returned": self._on_fast_returned, "finished": self._on_fast_finished},
+            _start_thread=True,
+        )
+
+    def _on_fast_returned(self, result: dict) -> None:
+        if result["live"] is not self._live or self._result is None:
+            return  # replaced meanwhile by a full recompute
+        if result["error"] is not None:
+            self._live = None
+            self._settle_timer.start()
+            return
+        self._fast_generation = result["generation"]
+        self._fast_seconds = result["seconds"]
+        self._result["metrics"].update(result["values"])
+        self._updated_at = time.monotonic()
+        self._refresh_stale()
+        self._fill_table(self._result["metrics"], getattr(self, "_descriptions", {}))
+        self._update_freshness()
+
+    def _on_fast_finished(self) -> None:
+        self._fast_worker = None
+        self._kick_fast()
+
+    def _on_settled(self) -> None:
+        """The layers have not changed for DEBOUNCE_MS: recompute in the background."""
+        if not self.live_checkbox.isChecked():
+            return
+        if self.is_running:
+            self._settle_again = True
+            return
+        if self._live is not None and self._slow_generation >= self._generation:
+            return  # nothing new
+        self._start(user=False)
+
+    def _refresh_stale(self) -> None:
+        if not self._result:
+            self._stale = set()
+            return
+        keys = set(self._result["metrics"])
+        stale = set()
+        if self._fast_generation < self._generation:
+            stale |= keys & set(FAST_METRICS)
+        if self._slow_generation < self._generation:
+            stale |= keys - set(FAST_METRICS)
+        self._stale = stale
+
+    def _mark_stale(self, keys: set[str]) -> None:
+        self._stale = set(keys)
+        if self._result:
+            self._fill_table(self._result["metrics"], getattr(self, "_descriptions", {}))
+        self._update_freshness()
+
+    @property
+    def stale_metrics(self) -> set[str]:
+        """Names of the rows whose value predates the latest edit (shown greyed)."""
+        return set(self._stale)
+
+    def _update_freshness(self) -> None:
+        live = self.live_checkbox.isChecked()
+        if not self._result:
+            self.freshness_label.setText("")
+            self._tick_timer.stop()
+            return
+        if not live:
+            self._tick_timer.stop()
+            text = "Live off"
+            if self._stale:
+                text += ": the layers changed; press Compute."
+            self.freshness_label.setText(text)
+            return
+        if not self._tick_timer.isActive():
+            self._tick_timer.start()
+        parts = []
+        if self._updated_at is not None:
+            age = time.monotonic() - self._updated_at
+            parts.append(f"updated {age:.1f} s ago")
+        if self._fast_seconds is not None:
+            parts.append(f"last stroke {1000 * self._fast_seconds:.0f} ms")
+        slow_stale = sorted(k for k in self._stale if k not in FAST_METRICS)
+        if slow_stale:
+            busy = self.is_running or self._settle_timer.isActive()
+            parts.append(", ".join(slow_stale) + (" recomputing…" if busy else " stale"))
+        elif self._stale:
+            parts.append("updating…")
+        self.freshness_label.setText("Live: " + "; ".join(parts) if parts else "Live")
+
+    # ---- errors (GUI thread) ---------------------------------------------------------
+
+    def _on_errors_returned(self, target: dict, errors: dict) -> None:
+        if "error" in errors:
+            self._report(errors["error"], error=True)
+            return
+        layers = self._viewer.layers
+        for data, meta, _ in error_layer_tuples(
+            errors, target["name"], scale=target["scale"], translate=target["translate"]
+        ):
+            name = meta.pop("name")
+            if name in layers:
+                layers.remove(name)
+            self._viewer.add_points(data, name=name, **meta)
+        scale = np.asarray(target["scale"])
+        translate = np.asarray(target["translate"])
+        self.errors_list.clear()
+        self._error_targets = []
+        for kind, label in (("missed", "missed (break)"), ("false", "false (bridge)")):
+            for loc, size in zip(errors[f"{kind}_locations"], errors[f"{kind}_sizes"], strict=True):
+                world = tuple(float(v) for v in np.asarray(loc) * scale + translate)
+                text = f"{label}: {int(size)} voxels at {tuple(int(v) for v in loc)}"
+                item = QListWidgetItem(text)
+                item.setData(Qt.ItemDataRole.UserRole, len(self._error_targets))
+                item.setForeground(QBrush(QColor(_ERROR_COLORS[kind])))
+                self.errors_list.addItem(item)
+                self._error_targets.append(world)
+        n_missed, n_false = len(errors["missed_locations"]), len(errors["false_locations"])
+        self.errors_list.setVisible(bool(self._error_targets))
+        self._set_status(
+            f"Topology errors of '{target['name']}': {n_missed} missed centreline "
+            f"piece(s) ({len(errors['missed_centerline'])} voxels), {n_false} false "
+            f"piece(s) ({len(errors['false_centerline'])} voxels)."
+        )
+        if self._error_targets:
+            self.errors_list.setCurrentRow(0)
+            self.jump_to(self._error_targets[0])
+
+    def _on_errors_finished(self) -> None:
+        self._errors_worker = None
+        self.errors_button.setEnabled(True)
+        self.errors_button.setText("Show errors")
+
+    def _on_error_clicked(self, item: QListWidgetItem) -> None:
+        index = item.data(Qt.ItemDataRole.UserRole)
+        if index is not None and 0 <= int(index) < len(self._error_targets):
+            self.jump_to(self._error_targets[int(index)])
 
     # ---- helpers ---------------------------------------------------------------------
 
@@ -581,13 +1141,19 @@ class MetricsWidget(QWidget):
             value_item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             name_item.setToolTip(description)
             exact = f"Exact value: {_as_float(value)!r}"
-            value_item.setToolTip(f"{description}\n{exact}" if description else exact)
+            tip = f"{description}\n{exact}" if description else exact
+            if name in self._stale:
+                tip += "\n(stale: the layers changed since; being recomputed)"
+                for item in (name_item, value_item):
+                    item.setForeground(QBrush(_STALE_BRUSH))
+            value_item.setToolTip(tip)
             self.table.setItem(row, 0, name_item)
             self.table.setItem(row, 1, value_item)
         self.table.resizeColumnToContents(1)
 
     def _clear_results(self) -> None:
         self._result = None
+        self._stale = set()
         self.table.setRowCount(0)
         self.export_button.setEnabled(False)
 
@@ -613,6 +1179,14 @@ class MetricsWidget(QWidget):
             self._report(str(exc), error=True)
             return
         self._set_status(f"Exported {len(self.results)} metrics to {written}.")
+
+
+def _same_values(a: Mapping[str, Any], b: Mapping[str, Any], keys: Sequence[str]) -> bool:
+    for key in keys:
+        x, y = _as_float(a.get(key)), _as_float(b.get(key))
+        if not (x == y or (math.isnan(x) and math.isnan(y))):
+            return False
+    return True
 
 
 def _as_float(value: Any) -> float:
