@@ -169,6 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--size", type=int, default=64, help="edge of the cubic volume (>= 32)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the synthetic volume")
     demo.add_argument("--model", help="model of the pipeline part (default: the best shipped)")
+    demo.add_argument(
+        "--gui",
+        action="store_true",
+        help="open napari with the sample volume and the three widgets docked instead",
+    )
     seg = sub.add_parser(
         "segment",
         help="segment a volume file: probability, mask, skeleton, trees and vessel graph",
@@ -263,6 +268,30 @@ def _evaluate_models(args) -> None:
             card.metrics["test"] = {"summary": res["summary"], **res["test_set"]}
             card.to_json(card.path)
             print(f"updated {card.path}")
+
+
+#: The plugin's dock widgets, as named in napari.yaml, in docking order.
+WIDGETS = ("Segment vessels", "Topology metrics", "Tree editor")
+
+
+def open_demo_viewer(viewer=None):
+    """A napari viewer with the sample vessels and the three widgets docked.
+
+    What ``napari-topo demo --gui`` shows: File > Open Sample > napari-topo's synthetic
+    vessels (image, ground-truth mask and trees), then Plugins > napari-topo > each
+    widget. Returns the viewer (a new one unless given).
+    """
+    import napari
+
+    if viewer is None:
+        viewer = napari.Viewer(title="napari-topo demo")
+    viewer.open_sample("napari-topo", "synthetic_vessels")
+    docked = {}
+    for name in WIDGETS:
+        _, widget = viewer.window.add_plugin_dock_widget("napari-topo", name, tabify=False)
+        docked[name] = widget
+    viewer.layers.selection.active = viewer.layers["synthetic vessels"]
+    return viewer, docked
 
 
 def _progress_printer(label: str, stream=None):
@@ -533,7 +562,13 @@ def main(argv=None) -> int:
         if args.command == "demo":
             if args.size < 32:
                 raise ValueError(f"--size must be at least 32, got {args.size}")
-            run_demo(args.size, args.seed, model=args.model)
+            if args.gui:
+                import napari
+
+                open_demo_viewer()
+                napari.run()
+            else:
+                run_demo(args.size, args.seed, model=args.model)
         elif args.command == "segment":
             _segment(args)
         elif args.command == "evaluate":
