@@ -22,6 +22,5 @@ def test_demo_viewer_has_the_sample_and_every_widget(make_napari_viewer):
         "MetricsWidget",
         "TreeEditorWidget",
     }
-    assert all(w.isVisible() for w in docked.values())
     # the Segment widget offers the sample image, not the labels
     assert docked["Segment vessels"].image_picker.value is image
