@@ -195,3 +195,22 @@ def test_bad_input():
     two_trees = pred.copy()
     two_trees[4:8, 4:8, 20:28] = 2
     assert set(FAST_METRICS) | set(SLOW_METRICS) == set(compute_metrics(two_trees, two_trees))
+
+
+def test_slow_metrics_match_compute_metrics_and_reuse_skeletons():
+    from napari_topo.topology.incremental import SkeletonCache, slow_metrics
+
+    gt = np.zeros((9, 9, 30), np.uint8)
+    gt[2:7, 2:5, 2:28] = 1
+    gt[2:7, 6:9, 2:28] = 2
+    pred = gt.copy()
+    pred[:, :, 14:16] = 0
+    cache = SkeletonCache()
+    for p in (pred, gt, pred):
+        expected = compute_metrics(p, gt, spacing=(2.0, 1.0, 1.0))
+        got = slow_metrics(p, gt, spacing=(2.0, 1.0, 1.0), cache=cache)
+        assert got == pytest.approx({k: expected[k] for k in SLOW_METRICS}, nan_ok=True)
+        assert slow_metrics(p, gt, spacing=(2.0, 1.0, 1.0)) == pytest.approx(got, nan_ok=True)
+    assert cache.hits == 2  # the ground truth was thinned once
+    binary = slow_metrics(pred > 0, gt > 0)
+    assert "Tree accuracy" not in binary

@@ -544,6 +544,26 @@ def test_live_paint_updates_table(make_napari_viewer, qtbot):
 
 
 @gui
+def test_undo_without_paint_event_is_caught_up(make_napari_viewer, qtbot):
+    """napari's undo emits no paint event; the refresh it does triggers a check."""
+    viewer = make_napari_viewer()
+    pred, gt = add_pair(viewer)
+    widget = MetricsWidget(viewer)
+    qtbot.addWidget(widget)
+    pick(widget, pred, gt)
+    widget.compute()
+    wait_done(qtbot, widget)
+    pred.data_setitem(gap_indices(), 1)
+    qtbot.waitUntil(lambda: widget.results.get("Betti-0 error") == 0.0, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: settled(widget), timeout=TIMEOUT_MS)
+    pred.undo()
+    assert pred.data[16, 16, 15] == 0
+    qtbot.waitUntil(lambda: widget.results.get("Betti-0 error") == 1.0, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: settled(widget), timeout=TIMEOUT_MS)
+    assert_table_is_current(widget, pred, gt)
+
+
+@gui
 def test_live_without_compute_and_new_data(make_napari_viewer, qtbot):
     """An edit before any Compute, and a whole new array, both fill the table."""
     viewer = make_napari_viewer()

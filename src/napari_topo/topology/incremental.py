@@ -46,9 +46,28 @@ from collections.abc import Sequence
 import cc3d
 import numpy as np
 
-from .metrics import _as_labels, _check_axis, _check_same_shape, _dice, _ratio, _spacing_array
+from .metrics import (
+    _as_labels,
+    _check_axis,
+    _check_same_shape,
+    _cldice,
+    _dice,
+    _has_two_labels,
+    _hd95,
+    _ratio,
+    _skeletonize,
+    _spacing_array,
+    _tree_accuracy,
+)
 
-__all__ = ["FAST_METRICS", "SLOW_METRICS", "IncrementalMetrics", "euler_lut"]
+__all__ = [
+    "FAST_METRICS",
+    "SLOW_METRICS",
+    "IncrementalMetrics",
+    "SkeletonCache",
+    "euler_lut",
+    "slow_metrics",
+]
 
 #: Keys of :func:`compute_metrics` that :class:`IncrementalMetrics` keeps current.
 FAST_METRICS: tuple[str, ...] = (
@@ -608,3 +627,74 @@ class IncrementalMetrics:
             "CCE 2D": self._cce_2d(),
         }
         return {k: float(v) for k, v in out.items()}
+
+
+# --------------------------------------------------------------------- slow metrics
+
+
+class SkeletonCache:
+    """Remembers the last skeleton per role so an unchanged mask is not thinned again.
+
+    While a user paints the prediction the ground truth stays the same; thinning is the
+    most expensive step of the slow metrics, so reusing the ground-truth skeleton halves
+    their background recompute. Keys are compared by content (one pass over the mask).
+    Not thread-safe: use one cache per worker (or one worker at a time).
+    """
+
+    def __init__(self):
+        self._masks: dict[str, np.ndarray] = {}
+        self._skeletons: dict[str, np.ndarray] = {}
+        self.hits = 0
+
+    def skeleton(self, role: str, mask: np.ndarray) -> np.ndarray:
+        """Skeleton of bool ``mask``, reused when ``mask`` equals the last one of ``role``."""
+        old = self._masks.get(role)
+        if old is not None and old.shape == mask.shape and np.array_equal(old, mask):
+            self.hits += 1
+            return self._skeletons[role]
+        skel = _skeletonize(mask)
+        self._masks[role] = np.array(mask, copy=True)
+        self._skeletons[role] = skel
+        return skel
+
+
+def slow_metrics(
+    pred,
+    gt,
+    *,
+    spacing: float | Sequence[float] | None = None,
+    cache: SkeletonCache | None = None,
+) -> dict[str, float]:
+    """The metrics of :data:`SLOW_METRICS`, exactly as :func:`compute_metrics` gives them.
+
+    clDice, Tprec, Tsens, HD95 and, when both inputs hold two or more labels, tree
+    accuracy -- the metrics :class:`IncrementalMetrics` does not maintain, for a
+    background recompute after the edits settle.
+
+    Parameters
+    ----------
+    pred, gt : (M, N) or (P, M, N) array_like
+        Binary masks or label volumes, same shape.
+    spacing : float or sequence of float, optional
+        Voxel size for HD95.
+    cache : SkeletonCache, optional
+        Reuse the skeleton of a mask that has not changed since the last call.
+
+    Returns
+    -------
+    dict of str to float
+    """
+    pl = _as_labels(pred, "pred")
+    gl = _as_labels(gt, "gt")
+    _check_same_shape(pl, gl)
+    sp = _spacing_array(spacing, pl.ndim)
+    p, g = _binary(pl), _binary(gl)
+    if cache is None:
+        skel_p, skel_g = _skeletonize(p), _skeletonize(g)
+    else:
+        skel_p, skel_g = cache.skeleton("pred", p), cache.skeleton("gt", g)
+    cl, tprec, tsens = _cldice(p, g, skel_p, skel_g)
+    out = {"clDice": cl, "Tprec": tprec, "Tsens": tsens, "HD95": _hd95(p, g, sp)}
+    if _has_two_labels(pl) and _has_two_labels(gl):
+        out["Tree accuracy"] = _tree_accuracy(pl, gl, skel_g)
+    return {k: float(v) for k, v in out.items()}

@@ -58,7 +58,12 @@ from qtpy.QtWidgets import (
 if TYPE_CHECKING:
     import napari
 
-from napari_topo.topology.incremental import FAST_METRICS, IncrementalMetrics
+from napari_topo.topology.incremental import (
+    FAST_METRICS,
+    IncrementalMetrics,
+    SkeletonCache,
+    slow_metrics,
+)
 
 __all__ = ["MetricsWidget", "format_metric_value", "paint_changes"]
 
@@ -292,6 +297,8 @@ class _Outcome:
     empty: tuple[str, ...] = ()  # roles ("prediction", "ground truth") without foreground
     live: Any = None  # an IncrementalMetrics built from the same arrays, if asked for
     generation: int = 0
+    slow_only: bool = False  # only the metrics IncrementalMetrics does not maintain
+    snapshot: tuple = ()  # (pred, gt) arrays the slow metrics were computed on
 
 
 def _run_compute_metrics(
@@ -343,6 +350,41 @@ def _run_compute_metrics(
             seconds=time.perf_counter() - start,
             generation=generation,
         )
+
+
+def _run_slow_metrics(
+    prediction: np.ndarray,
+    ground_truth: np.ndarray,
+    spacing: tuple[float, ...],
+    generation: int,
+    cache: SkeletonCache,
+):
+    """Worker body of the live background recompute: clDice, HD95, ... only."""
+    start = time.perf_counter()
+    try:
+        values = slow_metrics(prediction, ground_truth, spacing=spacing, cache=cache)
+    except ValueError as exc:
+        return _Outcome(error=str(exc), seconds=time.perf_counter() - start, generation=generation)
+    except Exception as exc:  # noqa: BLE001 - reported to the user, traceback logged
+        _LOG.exception("slow metrics failed")
+        return _Outcome(
+            error=f"Computing metrics failed ({type(exc).__name__}: {exc}).",
+            seconds=time.perf_counter() - start,
+            generation=generation,
+        )
+    empty = tuple(
+        role
+        for role, arr in (("prediction", prediction), ("ground truth", ground_truth))
+        if not arr.any()
+    )
+    return _Outcome(
+        metrics=values,
+        seconds=time.perf_counter() - start,
+        generation=generation,
+        slow_only=True,
+        snapshot=(prediction, ground_truth),
+        empty=empty,
+    )
 
 
 def _run_live_updates(live: IncrementalMetrics, batch: list, generation: int):
@@ -481,6 +523,8 @@ class MetricsWidget(QWidget):
         self._slow_generation = -1  # edits included in the slow rows shown
         self._settle_again = False
         self._building_live = False  # the running full recompute builds self._live
+        self._verify = False  # a refresh may hide an unannounced edit (undo/redo)
+        self._skeleton_cache = SkeletonCache()  # used by one background worker at a time
         self._updated_at: float | None = None
         self._fast_seconds: float | None = None
         self._stale: set[str] = set()
@@ -639,6 +683,7 @@ class MetricsWidget(QWidget):
             generation=self._generation,
         )
         self._building_live = build_live
+        self._verify = False
         if build_live:
             # The snapshot below already holds every queued edit.
             self._live = None
@@ -652,13 +697,15 @@ class MetricsWidget(QWidget):
         self.compute_button.setText("Computing…")
         # Snapshot on the GUI thread: the user may keep painting while the worker runs,
         # and the incremental state must match the edits queued after this point.
+        snapshot = (np.array(pred_data, copy=True), np.array(gt_data, copy=True))
+        if not user and not build_live and self._result is not None:
+            # Live background recompute: the fast rows are kept current incrementally.
+            body = (_run_slow_metrics, *snapshot, spacing, self._generation)
+            body += (self._skeleton_cache,)
+        else:
+            body = (_run_compute_metrics, *snapshot, spacing, build_live, self._generation)
         self._worker = create_worker(
-            _run_compute_metrics,
-            np.array(pred_data, copy=True),
-            np.array(gt_data, copy=True),
-            spacing,
-            build_live,
-            self._generation,
+            *body,
             _connect={
                 "returned": self._on_returned,
                 "errored": self._on_errored,
@@ -840,30 +887,28 @@ class MetricsWidget(QWidget):
         if outcome.error is not None or job is None:
             self._report(outcome.error or "Computing metrics failed.", error=True)
             return
-        metrics = dict(outcome.metrics)
-        if outcome.live is not None:
-            self._live = outcome.live
-            self._fast_generation = outcome.generation
-        elif self._result and self._fast_generation > outcome.generation:
-            # Keep the fast rows: the incremental ones are newer than this snapshot.
-            for key in FAST_METRICS:
-                if key in self._result["metrics"]:
-                    metrics[key] = self._result["metrics"][key]
-        elif (
-            self._live is not None
-            and outcome.generation == self._generation == self._fast_generation
-            and self._result
-            and not self._pending
-            and self._fast_worker is None
-            and not _same_values(self._result["metrics"], outcome.metrics, FAST_METRICS)
-        ):
-            # An edit the paint events did not announce (napari's undo/redo emit
-            # none): trust the full recompute and rebuild the incremental state.
-            _LOG.info("live metrics out of sync with the layers; rebuilding")
-            self._live = None
-            self._settle_timer.start()
+        if outcome.slow_only:
+            # Live background recompute: new slow rows, the fast rows stay as they are.
+            metrics = dict(self._result["metrics"]) if self._result else {}
+            metrics.pop("Tree accuracy", None)
+            metrics.update(outcome.metrics)
+            if self._live_out_of_sync(outcome):
+                # An edit the paint events did not announce (napari's undo/redo emit
+                # none): rebuild the incremental state from the layers.
+                _LOG.info("live metrics out of sync with the layers; rebuilding")
+                self._live = None
+                self._settle_timer.start()
+        else:
+            metrics = dict(outcome.metrics)
+            if outcome.live is not None:
+                self._live = outcome.live
+            elif self._result and self._fast_generation > outcome.generation:
+                # Keep the fast rows: the incremental ones are newer than this snapshot.
+                for key in FAST_METRICS:
+                    if key in self._result["metrics"]:
+                        metrics[key] = self._result["metrics"][key]
+            self._fast_generation = max(self._fast_generation, outcome.generation)
         self._slow_generation = outcome.generation
-        self._fast_generation = max(self._fast_generation, outcome.generation)
         self._result = {
             "prediction": job.prediction,
             "ground_truth": job.ground_truth,
@@ -872,7 +917,8 @@ class MetricsWidget(QWidget):
             "seconds": outcome.seconds,
             "metrics": metrics,
         }
-        self._descriptions = dict(outcome.descriptions)
+        if outcome.descriptions:
+            self._descriptions = dict(outcome.descriptions)
         self._updated_at = time.monotonic()
         self._refresh_stale()
         self._fill_table(metrics, outcome.descriptions)
@@ -915,6 +961,25 @@ class MetricsWidget(QWidget):
 
     # ---- live updates (GUI thread) ---------------------------------------------------
 
+    def _live_out_of_sync(self, outcome: _Outcome) -> bool:
+        """Whether the incremental masks differ from the arrays of a settled snapshot.
+
+        Checked only when nothing has changed since the snapshot and the fast worker is
+        idle (it owns the incremental state while it runs): two array comparisons.
+        """
+        live = self._live
+        if (
+            live is None
+            or not outcome.snapshot
+            or outcome.generation != self._generation
+            or self._fast_generation != self._generation
+            or self._pending
+            or self._fast_worker is not None
+        ):
+            return False
+        pred, gt = outcome.snapshot
+        return not (np.array_equal(live.pred, pred > 0) and np.array_equal(live.gt, gt > 0))
+
     def _watch_layers(self, *_: Any) -> None:
         """Listen to edits of the two chosen layers (and only those)."""
         _disconnect_all(self._watched)
@@ -938,6 +1003,13 @@ class MetricsWidget(QWidget):
             callback = partial(self._on_data_replaced, which)
             layer.events.data.connect(callback)
             self._watched.append((layer.events.data, callback))
+            # Undo/redo write the array and refresh the layer without a paint event;
+            # a refresh (set_data) asks the next background recompute to check the
+            # incremental state against the layers (cheap when nothing changed).
+            set_data = getattr(layer.events, "set_data", None)
+            if set_data is not None:
+                set_data.connect(self._on_refreshed)
+                self._watched.append((set_data, self._on_refreshed))
 
     def _on_paint(self, which: str, event: Any) -> None:
         """A stroke, fill or ``data_setitem`` changed ``which`` layer."""
@@ -958,6 +1030,11 @@ class MetricsWidget(QWidget):
         self._mark_stale(set(self._result["metrics"]) if self._result else set())
         self._kick_fast()
         self._settle_timer.start()  # (re)start the debounce of the slow metrics
+
+    def _on_refreshed(self, _event: Any = None) -> None:
+        if self.live_checkbox.isChecked() and self._live is not None:
+            self._verify = True
+            self._settle_timer.start()
 
     def _on_data_replaced(self, which: str, _event: Any = None) -> None:
         """A new array in a chosen layer: everything is recomputed from scratch."""
@@ -1026,7 +1103,11 @@ class MetricsWidget(QWidget):
         if self.is_running:
             self._settle_again = True
             return
-        if self._live is not None and self._slow_generation >= self._generation:
+        if (
+            self._live is not None
+            and self._slow_generation >= self._generation
+            and not self._verify
+        ):
             return  # nothing new
         self._start(user=False)
 
@@ -1179,14 +1260,6 @@ class MetricsWidget(QWidget):
             self._report(str(exc), error=True)
             return
         self._set_status(f"Exported {len(self.results)} metrics to {written}.")
-
-
-def _same_values(a: Mapping[str, Any], b: Mapping[str, Any], keys: Sequence[str]) -> bool:
-    for key in keys:
-        x, y = _as_float(a.get(key)), _as_float(b.get(key))
-        if not (x == y or (math.isnan(x) and math.isnan(y))):
-            return False
-    return True
 
 
 def _as_float(value: Any) -> float:
