@@ -223,3 +223,18 @@ def test_out_of_memory_warns_by_default_and_gives_up_clearly(vol, card):
     with pytest.warns(InferenceFallbackWarning, match="out of memory"):
         with pytest.raises(MemoryError, match="even with tile"):
             predict(vol.image, (net, card), tile=64, device="cpu")
+
+
+def test_min_size_drops_specks_but_keeps_vessels():
+    from napari_topo.analysis import VesselAnalysis
+
+    prob = np.zeros((24, 24, 40), np.float32)
+    prob[10:13, 10:13, :] = 0.9  # a vessel: 360 voxels
+    for z in (2, 6, 18):
+        prob[z : z + 2, 2:4, 38:40] = 0.8  # specks of 8 voxels on the border
+    raw = VesselAnalysis.from_outputs({"vessel": prob})
+    clean = VesselAnalysis.from_outputs({"vessel": prob}, min_size=32)
+    assert raw.result.n_trees == 4 and clean.result.n_trees == 1
+    assert clean.mask.sum() == 360 and clean.mask[10:13, 10:13, :].all()
+    with pytest.raises(ValueError, match="min_size"):
+        VesselAnalysis.from_outputs({"vessel": prob}, min_size=-1)

@@ -25,7 +25,7 @@ import math
 import os
 from collections.abc import Mapping
 from functools import cached_property
-from numbers import Real
+from numbers import Integral, Real
 from pathlib import Path
 
 import networkx as nx
@@ -150,6 +150,7 @@ class VesselAnalysis:
         spacing=None,
         embedding_threshold: float = 2.0,
         n_trees: int | None = None,
+        min_size: int = 0,
     ) -> VesselAnalysis:
         """Threshold, find the centerline, reconstruct and label the trees.
 
@@ -173,6 +174,11 @@ class VesselAnalysis:
         n_trees : int, optional
             Number of roots to detect when ``sources`` is None (default: one per
             connected group of points).
+        min_size : int, optional
+            Connected pieces of the mask (26-connectivity) with fewer voxels are removed
+            before anything else (``cc3d.dust``): the specks a model leaves in noisy
+            backgrounds, which otherwise become one-voxel "trees". Default 0 (keep all);
+            :func:`napari_topo.inference.pipeline.segment` uses 32.
 
         Returns
         -------
@@ -214,6 +220,14 @@ class VesselAnalysis:
         if not math.isfinite(threshold):
             raise ValueError(f"threshold must be finite; got {threshold!r}.")
         mask = prob > threshold
+        if isinstance(min_size, bool) or not isinstance(min_size, Integral) or min_size < 0:
+            raise ValueError(f"min_size must be an integer >= 0; got {min_size!r}.")
+        if min_size > 1 and mask.any():
+            import cc3d
+
+            mask = cc3d.dust(
+                mask, threshold=int(min_size), connectivity=26 if mask.ndim == 3 else 8
+            )
         sp = _spacing_array(spacing, mask.ndim)
         if sources is not None:
             src = np.asarray(sources)

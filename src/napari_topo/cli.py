@@ -192,6 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--batch-size", type=int, default=2, help="tiles per batch (default 2)")
     seg.add_argument("--threshold", type=float, default=0.5, help="mask threshold (0.5)")
     seg.add_argument(
+        "--min-size",
+        type=int,
+        default=32,
+        help="drop mask pieces smaller than this many voxels (default 32; 0 keeps all)",
+    )
+    seg.add_argument(
         "--sources",
         help="CSV of tree roots in voxel coordinates: columns z,y,x (or napari's axis-0..2)",
     )
@@ -447,6 +453,7 @@ def _segment(args) -> None:
         vol.data,
         model,
         threshold=args.threshold,
+        min_size=args.min_size,
         sources=sources,
         spacing=spacing,
         zoom=args.zoom,

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "DEFAULT_MIN_SIZE",
     "DEFAULT_MODEL",
     "InferenceFallbackWarning",
     "predict",
@@ -27,6 +28,11 @@ __all__ = [
 
 #: The model used when none is named: the best of the measured comparison (README).
 DEFAULT_MODEL = "unet-projpool"
+#: Smallest connected piece of the mask segment() keeps, in voxels. Chosen on the
+#: validation volumes (seeds 900000-900009, 96^3, unet-projpool): 32 gives the best
+#: clDice and 2D CCE there (0 / 32 / 64 / 128 / 256: clDice 0.860 / 0.874 / 0.872 /
+#: 0.867 / 0.863, Betti-0 error 84.4 / 14.0 / 7.8 / 4.9 / 3.1).
+DEFAULT_MIN_SIZE = 32
 #: Anisotropy (largest / smallest factor) below which no resampling is done.
 _RESAMPLE_TOLERANCE = 0.05
 #: Smallest tile edge an out-of-memory retry goes down to.
@@ -291,6 +297,7 @@ def segment(
     threshold: float = 0.5,
     sources=None,
     spacing: float | Sequence[float] | None = None,
+    min_size: int = DEFAULT_MIN_SIZE,
     **predict_kwargs,
 ):
     """Predict, threshold, skeletonise and reconstruct the vessel trees of a volume.
@@ -309,6 +316,9 @@ def segment(
         Tree roots in voxel coordinates (default: detected automatically).
     spacing : float or sequence of 3 float, optional
         Physical voxel size: used for resampling, radii, lengths and exports.
+    min_size : int
+        Mask pieces with fewer voxels are dropped (:data:`DEFAULT_MIN_SIZE`; 0 keeps
+        everything).
 
     Returns
     -------
@@ -318,5 +328,5 @@ def segment(
 
     outputs = predict(volume, model, spacing=spacing, **predict_kwargs)
     return VesselAnalysis.from_outputs(
-        outputs, threshold=threshold, sources=sources, spacing=spacing
+        outputs, threshold=threshold, sources=sources, spacing=spacing, min_size=min_size
     )
