@@ -681,6 +681,18 @@ def save_screenshot(path: str) -> None:
     app = QApplication.instance()
     while widget.is_running or not widget.compute_button.isEnabled():
         app.processEvents()
+    # A live edit (the table greys what is being recomputed, then catches up) and the
+    # error layers with their jump list.
+    spur = np.zeros((32, 32, 32), bool)
+    spur[15:18, 4:14, 20:23] = True  # a false branch off the bar
+    pred.data_setitem(np.nonzero(spur), 2)
+    while not settled(widget):
+        app.processEvents()
+    widget.show_errors()
+    while not widget.errors_button.isEnabled() or "prediction false centerline" not in [
+        layer.name for layer in viewer.layers
+    ]:
+        app.processEvents()
     viewer.dims.ndisplay = 3
     for _ in range(20):
         app.processEvents()

@@ -1181,7 +1181,7 @@ class MetricsWidget(QWidget):
         translate = np.asarray(target["translate"])
         self.errors_list.clear()
         self._error_targets = []
-        for kind, label in (("missed", "missed (break)"), ("false", "false (bridge)")):
+        for kind, label in (("missed", "missed (break)"), ("false", "false (bridge/spur)")):
             for loc, size in zip(errors[f"{kind}_locations"], errors[f"{kind}_sizes"], strict=True):
                 world = tuple(float(v) for v in np.asarray(loc) * scale + translate)
                 text = f"{label}: {int(size)} voxels at {tuple(int(v) for v in loc)}"
