@@ -340,7 +340,9 @@ class TreeEditorWidget(QWidget):
             and (analysis.mask.shape == layer.data.shape)
         ):
             try:
-                editor = TreeEditor(analysis, layer.data, copy=False)
+                # the layer's mask now, not the analysis's: brush strokes made since
+                # the segmentation stay (an erased voxel must not come back on an edit)
+                editor = TreeEditor(analysis, layer.data, mask=layer.data > 0, copy=False)
             except ValueError as exc:
                 self._report(str(exc), error=True)
                 return False
