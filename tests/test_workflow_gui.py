@@ -36,7 +36,7 @@ from scipy.spatial import cKDTree  # noqa: E402
 
 from napari_topo.cli import open_demo_viewer  # noqa: E402
 from napari_topo.data.io import read_volume  # noqa: E402
-from napari_topo.layers import layer_kind, tree_colors  # noqa: E402
+from napari_topo.layers import tree_colors  # noqa: E402
 from napari_topo.topology.metrics import compute_metrics  # noqa: E402
 from napari_topo.trees.edit import TreeEditor  # noqa: E402
 from napari_topo.widgets.metrics import format_metric_value  # noqa: E402
