@@ -241,6 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--size", type=int, default=96, help="edge of each cubic test volume")
     ev.add_argument("--out", default="benchmarks/results", help="folder for the JSON/Markdown")
     ev.add_argument(
+        "--min-size",
+        type=int,
+        default=0,
+        help="drop mask pieces under this many voxels first, as segment does (default 0: raw)",
+    )
+    ev.add_argument(
         "--update-cards",
         action="store_true",
         help="also write the test summary into each model's card",
@@ -262,7 +268,12 @@ def _evaluate_models(args) -> None:
     from .evaluation import evaluate_models as run
     from .evaluation import format_table, write_results
 
-    results = run(args.names or None, n_volumes=args.volumes, shape=(args.size,) * 3)
+    results = run(
+        args.names or None,
+        n_volumes=args.volumes,
+        shape=(args.size,) * 3,
+        min_size=args.min_size,
+    )
     js, md = write_results(results, args.out)
     print(format_table(results))
     print(f"wrote {js} and {md}")
