@@ -171,6 +171,25 @@ def test_reassign_changes_exactly_the_branch(spacing):
     assert np.array_equal(res.labels[index["A"]], [1] * 5)  # and the result untouched
 
 
+def test_erased_voxels_stay_erased(case):
+    # a user erases part of a branch (napari's eraser on the edited layer), then gives
+    # the branch, and then everything by re-partition, to other trees
+    res, trees, mask, index = case
+    vol = trees.copy()
+    ed = TreeEditor(res, vol, copy=False)
+    a = ed.branch_at((2, 9, 10))
+    owned = np.flatnonzero(vol == 1)
+    erased = owned[: owned.size // 3]
+    vol.flat[erased] = 0
+    ed.reassign(a, 2, subtree=True)
+    assert (vol.flat[erased] == 0).all()
+    ed.repartition(res.points[res.sources][::-1])  # roots swapped: every id changes
+    assert (vol.flat[erased] == 0).all()
+    ed.undo()
+    ed.undo()
+    assert (vol.flat[erased] == 0).all() and (vol[mask].size - np.count_nonzero(vol)) == erased.size
+
+
 def test_reassign_subtree_takes_everything_downstream(case):
     res, trees, mask, index = case
     ed = TreeEditor(res, trees)

@@ -893,7 +893,7 @@ class TreeEditor:
         dtype = self.trees.dtype
         new_v = labels[owner].astype(dtype)
         old_v = self.trees.flat[voxels]
-        keep = old_v != new_v
+        keep = (old_v != new_v) & (old_v != 0)  # erased voxels stay erased
         vox, old_v, new_v = voxels[keep], old_v[keep], new_v[keep]
         order = np.argsort(vox, kind="stable")
         return Delta(
@@ -1006,7 +1006,9 @@ class TreeEditor:
             vox = np.union1d(vox, extra_voxels)
         dtype = self.trees.dtype
         old_v = self.trees.flat[vox]
-        keep = old_v != tid
+        # background stays background: voxels erased since the editor was built (e.g.
+        # with napari's eraser while editing) are not brought back by a relabel
+        keep = (old_v != tid) & (old_v != 0)
         vox, old_v = vox[keep], old_v[keep]
         return Delta(
             points=changed.astype(np.intp),
