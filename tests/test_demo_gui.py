@@ -24,3 +24,24 @@ def test_demo_viewer_has_the_sample_and_every_widget(make_napari_viewer):
     }
     # the Segment widget offers the sample image, not the labels
     assert docked["Segment vessels"].image_picker.value is image
+
+
+def test_metrics_widget_defaults_follow_the_workflow(make_napari_viewer):
+    viewer, docked = open_demo_viewer(make_napari_viewer())
+    metrics = docked["Topology metrics"]
+    # never the intensity image as a prediction; the sample's trees as ground truth
+    assert metrics.prediction_picker.value.name == "ground truth mask"
+    assert metrics.ground_truth_picker.value.name == "ground truth trees"
+    # a segmentation from the Segment widget becomes the prediction by itself
+    trees = viewer.layers["ground truth trees"]
+    seg = viewer.add_labels(
+        trees.data.copy(),
+        name="synthetic vessels trees",
+        metadata={"napari_topo": {"kind": "trees", "widget": "segment"}},
+    )
+    assert metrics.prediction_picker.value is seg
+    assert metrics.ground_truth_picker.value is trees
+    # a choice the user made is kept when layers come and go
+    metrics.prediction_picker.value = viewer.layers["ground truth mask"]
+    viewer.add_labels(np.zeros((4, 4, 4), np.uint8), name="another")
+    assert metrics.prediction_picker.value.name == "ground truth mask"

@@ -58,6 +58,7 @@ from qtpy.QtWidgets import (
 if TYPE_CHECKING:
     import napari
 
+from napari_topo.layers import METADATA_KEY
 from napari_topo.topology.incremental import (
     FAST_METRICS,
     IncrementalMetrics,
@@ -484,6 +485,29 @@ class _Job:
     generation: int = 0
 
 
+def _default_rank(layer: Any, role: str) -> tuple:
+    """Sort key of a layer as the default ``role`` ("prediction" or "truth"); higher wins.
+
+    A ground truth is recognised by its name ("ground truth", "truth", "gt", as the
+    sample data and most datasets call it); a prediction is preferably the vessel trees
+    the Segment widget made (tree accuracy comes with them), then a segmentation that
+    is not named like a ground truth: Labels (or integer/bool images), never a float
+    image (an intensity volume is not a segmentation).
+    """
+    name = str(getattr(layer, "name", "")).lower()
+    words = name.replace("_", " ").replace("-", " ").split()
+    truth = "truth" in name or "gt" in words or "groundtruth" in words
+    md = getattr(layer, "metadata", None)
+    info = md.get(METADATA_KEY) if isinstance(md, Mapping) else None
+    info = info if isinstance(info, Mapping) else {}
+    ours = info.get("widget") == "segment"
+    trees = info.get("kind") == "trees"
+    labels = isinstance(layer, Labels) or np.dtype(getattr(layer, "dtype", "f")).kind in "biu"
+    if role == "truth":
+        return (truth, labels, trees)
+    return (ours and trees, ours, labels, not truth)
+
+
 class MetricsWidget(QWidget):
     """Compare a prediction with a ground truth using the topology metrics.
 
@@ -530,6 +554,10 @@ class MetricsWidget(QWidget):
         self._stale: set[str] = set()
         self._watched: list[tuple[Any, Any]] = []  # (emitter, callback) pairs
         self._error_targets: list[tuple[float, ...]] = []
+        # Pickers still showing a layer the widget chose (not the user): re-chosen when
+        # better candidates appear (e.g. the Segment widget's trees layer).
+        self._auto_pick = [True, True]
+        self._choosing = False
 
         self.prediction_picker = ComboBox(
             label="Prediction",
@@ -626,6 +654,8 @@ class MetricsWidget(QWidget):
         self.destroyed.connect(partial(_disconnect_all, self._watched))
         self.prediction_picker.changed.connect(self._watch_layers)
         self.ground_truth_picker.changed.connect(self._watch_layers)
+        self.prediction_picker.changed.connect(partial(self._on_user_pick, 0))
+        self.ground_truth_picker.changed.connect(partial(self._on_user_pick, 1))
         self._refresh_choices()
 
     # ---- public API ------------------------------------------------------------------
@@ -837,8 +867,19 @@ class MetricsWidget(QWidget):
             if isinstance(layer, Labels | Image)
         ]
 
+    def _on_user_pick(self, index: int, _value: Any = None) -> None:
+        if not self._choosing:
+            self._auto_pick[index] = False
+
     def _refresh_choices(self, _event: Any = None) -> None:
         """Rebuild both pickers, keeping the chosen layers when they still exist."""
+        self._choosing = True
+        try:
+            self._rebuild_choices()
+        finally:
+            self._choosing = False
+
+    def _rebuild_choices(self) -> None:
         previous = [self.prediction_picker.value, self.ground_truth_picker.value]
         for picker, before in zip(
             (self.prediction_picker, self.ground_truth_picker), previous, strict=True
@@ -852,22 +893,26 @@ class MetricsWidget(QWidget):
             picker.reset_choices()
             if before is not None:
                 self._select(picker, before)
-        # Defaults: an empty picker gets the first Labels layer (else the first layer),
-        # and since comparing a layer with itself is never wanted, two pickers on the
-        # same layer are split whenever another layer exists.
+        # Defaults, for a picker the user has not set: the best-ranked layer
+        # (:func:`_default_rank`: our segmentation's trees for the prediction, a layer
+        # named like a ground truth for the reference); comparing a layer with itself
+        # is never wanted, so two pickers on the same layer are split whenever another
+        # layer exists.
         choices = [layer for _, layer in self._layer_choices()]
-        ranked = [c for c in choices if isinstance(c, Labels)] + [
-            c for c in choices if not isinstance(c, Labels)
-        ]
-        if not ranked:
+        if not choices:
             return
-        if previous[0] is None:
-            self._select(self.prediction_picker, ranked[0])
-        if previous[1] is None or _same(
-            self.prediction_picker.value, self.ground_truth_picker.value
+        for i, (picker, role) in enumerate(
+            ((self.prediction_picker, "prediction"), (self.ground_truth_picker, "truth"))
         ):
-            others = [c for c in ranked if not _same(c, self.prediction_picker.value)]
-            self._select(self.ground_truth_picker, others[0] if others else ranked[0])
+            if previous[i] is None or self._auto_pick[i]:
+                self._select(picker, max(choices, key=partial(_default_rank, role=role)))
+        if _same(self.prediction_picker.value, self.ground_truth_picker.value):
+            others = [c for c in choices if not _same(c, self.prediction_picker.value)]
+            if others:
+                target = 1 if self._auto_pick[1] or not self._auto_pick[0] else 0
+                picker = (self.prediction_picker, self.ground_truth_picker)[target]
+                role = ("prediction", "truth")[target]
+                self._select(picker, max(others, key=partial(_default_rank, role=role)))
 
     @staticmethod
     def _select(picker: ComboBox, layer: Any) -> bool:
