@@ -2,9 +2,8 @@
 
 They drive the widget as a user would: add layers, pick them, press Compute, wait for
 the worker, read the table. Run under Xvfb (pytest-xvfb starts it automatically).
-
-Run as a script to regenerate the screenshot used in the docs:
-    xvfb-run -a python tests/test_widget_metrics.py docs/images/metrics_widget.png
+The README's screenshot of this widget (on the sample data) comes from
+``docs/make_screenshots.py``.
 """
 
 from __future__ import annotations
@@ -664,48 +663,3 @@ def test_show_errors_adds_layers_and_jumps(make_napari_viewer, qtbot):
 
 
 # ------------------------------------------------------------------------------ screenshot
-
-
-def save_screenshot(path: str) -> None:
-    """Open a viewer with the two tubes and the docked, filled widget; save a PNG."""
-    import napari
-    from qtpy.QtWidgets import QApplication
-
-    viewer = napari.Viewer(show=True, title="napari-topo: topology metrics")
-    viewer.window.resize(1400, 860)
-    gt = viewer.add_labels(tube(), name="ground truth", scale=SCALE, opacity=0.35)
-    pred = viewer.add_labels(broken_tube() * 2, name="prediction", scale=SCALE)
-    widget = dock_via_manifest(viewer)
-    pick(widget, pred, gt)
-    widget.compute()
-    app = QApplication.instance()
-    while widget.is_running or not widget.compute_button.isEnabled():
-        app.processEvents()
-    # A live edit (the table greys what is being recomputed, then catches up) and the
-    # error layers with their jump list.
-    spur = np.zeros((32, 32, 32), bool)
-    spur[15:18, 4:14, 20:23] = True  # a false branch off the bar
-    pred.data_setitem(np.nonzero(spur), 2)
-    while not settled(widget):
-        app.processEvents()
-    widget.show_errors()
-    while not widget.errors_button.isEnabled() or "prediction false centerline" not in [
-        layer.name for layer in viewer.layers
-    ]:
-        app.processEvents()
-    viewer.dims.ndisplay = 3
-    for _ in range(20):
-        app.processEvents()
-    viewer.reset_view()
-    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
-    camera.angles = (-15, 35, 60)
-    for _ in range(20):
-        app.processEvents()
-    viewer.screenshot(path, canvas_only=False)
-    viewer.close()
-
-
-if __name__ == "__main__":
-    import sys
-
-    save_screenshot(sys.argv[1] if len(sys.argv) > 1 else "docs/images/metrics_widget.png")
