@@ -660,6 +660,3 @@ def test_show_errors_adds_layers_and_jumps(make_napari_viewer, qtbot):
     viewer.dims.set_point(0, 0)
     widget.errors_list.itemClicked.emit(item)
     np.testing.assert_allclose(viewer.dims.point[-3:], bridge_world, atol=SCALE[0])
-
-
-# ------------------------------------------------------------------------------ screenshot
