@@ -78,6 +78,8 @@ _EXPORT_SUFFIXES = (".csv", ".json")
 DEBOUNCE_MS = 300
 #: Colours of the error layers.
 _ERROR_COLORS = {"missed": "red", "false": "orange"}
+#: The same hues, lighter, for text on napari's dark theme.
+_ERROR_TEXT_COLORS = {"missed": "#ff7a7a", "false": "#ffb347"}
 _STALE_BRUSH = QColor(140, 140, 140)
 
 
@@ -1232,7 +1234,7 @@ class MetricsWidget(QWidget):
                 text = f"{label}: {int(size)} voxels at {tuple(int(v) for v in loc)}"
                 item = QListWidgetItem(text)
                 item.setData(Qt.ItemDataRole.UserRole, len(self._error_targets))
-                item.setForeground(QBrush(QColor(_ERROR_COLORS[kind])))
+                item.setForeground(QBrush(QColor(_ERROR_TEXT_COLORS[kind])))
                 self.errors_list.addItem(item)
                 self._error_targets.append(world)
         n_missed, n_false = len(errors["missed_locations"]), len(errors["false_locations"])

@@ -209,6 +209,8 @@ class TreeEditorWidget(QWidget):
         # -- assign
         self.tree_picker = QComboBox()
         self.tree_picker.setToolTip("Tree to give the selected branch to (or press 1-9).")
+        self.tree_picker.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self.tree_picker.setMinimumContentsLength(12)
         self.assign_button = QPushButton("Assign")
         self.assign_button.clicked.connect(lambda: self._guard(self.assign))
         self.subtree_checkbox = QCheckBox("Whole downstream subtree")
@@ -220,6 +222,7 @@ class TreeEditorWidget(QWidget):
         self.merge_from = QSpinBox()
         for box in (self.merge_into, self.merge_from):
             box.setRange(1, 2**31 - 1)
+            box.setMinimumWidth(72)  # room for napari's +/- buttons and a few digits
         self.merge_into.setValue(1)
         self.merge_from.setValue(2)
         self.merge_button = QPushButton("Merge")
@@ -250,6 +253,7 @@ class TreeEditorWidget(QWidget):
         grid.addWidget(self.merge_button, 2, 2)
         grid.addWidget(self.undo_button, 3, 1)
         grid.addWidget(self.redo_button, 3, 2)
+        grid.setColumnStretch(1, 1)
 
         # -- sources
         self.add_sources_button = QPushButton("Add sources layer")
