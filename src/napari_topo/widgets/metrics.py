@@ -65,13 +65,13 @@ from napari_topo.topology.incremental import (
     SkeletonCache,
     slow_metrics,
 )
+from napari_topo.widgets._common import follow_layer_list, require_viewer
 
 __all__ = ["MetricsWidget", "format_metric_value", "paint_changes"]
 
 _LOG = logging.getLogger(__name__)
 
 #: Layer-list events after which the layer pickers are rebuilt.
-_LAYER_EVENTS = ("inserted", "removed", "moved", "reordered", "renamed")
 #: Export formats, by file extension.
 _EXPORT_SUFFIXES = (".csv", ".json")
 #: Pause after the last edit before the slow metrics are recomputed (ms).
@@ -464,13 +464,6 @@ def _disconnect_all(connections: list, *_: Any) -> None:
     connections.clear()
 
 
-def _disconnect_layer_events(events: Any, callback: Any, *_: Any) -> None:
-    for name in _LAYER_EVENTS:
-        emitter = getattr(events, name, None)
-        if emitter is not None:
-            emitter.disconnect(callback)
-
-
 # --------------------------------------------------------------------------------------
 # The widget
 # --------------------------------------------------------------------------------------
@@ -529,10 +522,7 @@ class MetricsWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
-        if napari_viewer is None or not hasattr(napari_viewer, "layers"):
-            raise ValueError(
-                f"MetricsWidget needs a napari viewer, got {type(napari_viewer).__name__}."
-            )
+        require_viewer(napari_viewer, "MetricsWidget")
         self._viewer = napari_viewer
         self._worker = None
         self._job: _Job | None = None
@@ -648,11 +638,7 @@ class MetricsWidget(QWidget):
         layout.addWidget(self.errors_list)
         self.setMinimumWidth(320)
 
-        events = napari_viewer.layers.events
-        for name in _LAYER_EVENTS:
-            getattr(events, name).connect(self._refresh_choices)
-        # Stop listening once Qt deletes the widget (the Python object may outlive it).
-        self.destroyed.connect(partial(_disconnect_layer_events, events, self._refresh_choices))
+        follow_layer_list(self, napari_viewer, self._refresh_choices)
         self.destroyed.connect(partial(_disconnect_all, self._watched))
         self.prediction_picker.changed.connect(self._watch_layers)
         self.ground_truth_picker.changed.connect(self._watch_layers)

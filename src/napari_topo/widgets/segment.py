@@ -36,6 +36,7 @@ from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from napari_topo.layers import METADATA_KEY, layer_kind
+from napari_topo.widgets._common import follow_layer_list, require_viewer
 
 if TYPE_CHECKING:
     import napari
@@ -54,7 +55,6 @@ OWNER = "segment"
 #: two CPU cores shared with other work (torch 2.13): unet-dice 21 s, topnet 37 s.
 CPU_NOTE = "Running on CPU: expect ~20 s per 128³ voxels (TopNet ~40 s)."
 #: Layer-list events after which the layer pickers are rebuilt.
-_LAYER_EVENTS = ("inserted", "removed", "moved", "reordered", "renamed")
 _NONE = "none"
 
 
@@ -248,13 +248,6 @@ def _info(layer: Any) -> Mapping:
     return md if isinstance(md, Mapping) else {}
 
 
-def _disconnect_layer_events(events: Any, callback: Any, *_: Any) -> None:
-    for name in _LAYER_EVENTS:
-        emitter = getattr(events, name, None)
-        if emitter is not None:
-            emitter.disconnect(callback)
-
-
 # --------------------------------------------------------------------------------------
 # The widget
 # --------------------------------------------------------------------------------------
@@ -289,10 +282,7 @@ class SegmentWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
-        if napari_viewer is None or not hasattr(napari_viewer, "layers"):
-            raise ValueError(
-                f"SegmentWidget needs a napari viewer, got {type(napari_viewer).__name__}."
-            )
+        require_viewer(napari_viewer, "SegmentWidget")
         from napari_topo.inference.device import available_devices
         from napari_topo.inference.pipeline import DEFAULT_MODEL
         from napari_topo.models.registry import list_models
@@ -399,10 +389,7 @@ class SegmentWidget(QWidget):
         self._on_model_changed()
         self._update_device_note()
 
-        events = napari_viewer.layers.events
-        for name in _LAYER_EVENTS:
-            getattr(events, name).connect(self._refresh_choices)
-        self.destroyed.connect(partial(_disconnect_layer_events, events, self._refresh_choices))
+        follow_layer_list(self, napari_viewer, self._refresh_choices)
         # A run outliving the widget is stopped at its next tile.
         self._runs: list[threading.Event] = []
         self.destroyed.connect(partial(_set_events, self._runs))

@@ -61,6 +61,7 @@ from napari_topo.layers import (
     tree_colors,
 )
 from napari_topo.trees.edit import Delta, TreeEditor
+from napari_topo.widgets._common import follow_layer_list, require_viewer
 
 if TYPE_CHECKING:
     import napari
@@ -70,7 +71,6 @@ if TYPE_CHECKING:
 __all__ = ["TreeEditorWidget", "first_labelled_on_ray"]
 
 _LOG = logging.getLogger(__name__)
-_LAYER_EVENTS = ("inserted", "removed", "moved", "reordered", "renamed")
 _HIGHLIGHT = "yellow"
 _NEW_TREE = -1  # item data of the "new tree" entry of the tree picker
 #: A press followed by at most this many mouse moves still counts as a click.
@@ -166,10 +166,7 @@ class TreeEditorWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
-        if napari_viewer is None or not hasattr(napari_viewer, "layers"):
-            raise ValueError(
-                f"TreeEditorWidget needs a napari viewer, got {type(napari_viewer).__name__}."
-            )
+        require_viewer(napari_viewer, "TreeEditorWidget")
         self._viewer = napari_viewer
         self.editor: TreeEditor | None = None
         self.layer: Labels | None = None
@@ -293,10 +290,8 @@ class TreeEditorWidget(QWidget):
         layout.addStretch(1)
         self.setMinimumWidth(320)
 
-        events = napari_viewer.layers.events
-        for name in _LAYER_EVENTS:
-            getattr(events, name).connect(self._refresh_choices)
-        self.destroyed.connect(partial(_teardown, self, events))
+        follow_layer_list(self, napari_viewer, self._refresh_choices)
+        self.destroyed.connect(partial(_teardown, self))
         self._refresh_choices()
         self._update_controls()
 
@@ -930,11 +925,7 @@ def _key_handler(widget: TreeEditorWidget, action: str, *args):
     return handler
 
 
-def _teardown(widget: TreeEditorWidget, events, *_: Any) -> None:
-    for name in _LAYER_EVENTS:
-        emitter = getattr(events, name, None)
-        if emitter is not None:
-            emitter.disconnect(widget._refresh_choices)
+def _teardown(widget: TreeEditorWidget, *_: Any) -> None:
     try:
         widget.stop_editing()
     except RuntimeError:  # Qt parts already gone
