@@ -55,7 +55,7 @@ def skel_analysis(vol):
 @pytest.fixture(scope="module")
 def topnet_analysis(vol):
     outputs = _topnet_outputs(vol.mask, vol.centerline, vol.trees)
-    return VesselAnalysis.from_outputs(outputs, sources=vol.sources)
+    return VesselAnalysis.from_outputs(outputs, sources=vol.sources, centerline="nms")
 
 
 # ------------------------------------------------------------------------ from_outputs
@@ -93,11 +93,17 @@ def test_embedding_separates_trees_the_mask_merges():
     merged = ndi.binary_dilation(near.mask, iterations=2)
     assert ndi.label(merged, np.ones((3, 3, 3)))[1] == 1
     base = VesselAnalysis.from_outputs({"vessel": merged}, sources=near.sources)
-    topnet = VesselAnalysis.from_outputs(
-        _topnet_outputs(merged, near.centerline, near.trees), sources=near.sources
-    )
-    assert tree_accuracy(base.trees, near.trees, near.centerline) < 0.9
+    outputs = _topnet_outputs(merged, near.centerline, near.trees)
+    topnet = VesselAnalysis.from_outputs(outputs, sources=near.sources, centerline="nms")
+    base_acc = tree_accuracy(base.trees, near.trees, near.centerline)
+    assert base_acc < 0.9
     assert tree_accuracy(topnet.trees, near.trees, near.centerline) == 1.0
+    # the default skeleton graph, cut where the embedding disagrees, separates them too
+    graph = VesselAnalysis.from_outputs(outputs, sources=near.sources)
+    assert graph.method == "embedding-skeleton"
+    assert tree_accuracy(graph.trees, near.trees, near.centerline) > max(base_acc, 0.95)
+    with pytest.raises(ValueError, match="centerline"):
+        VesselAnalysis.from_outputs(outputs, centerline="dense")
     assert label_switches(topnet.trees, near.graph) == 0 < label_switches(base.trees, near.graph)
 
 
@@ -132,7 +138,11 @@ def test_threshold_and_an_empty_mask(vol, tmp_path):
         ({"vessel": np.full((4, 4, 4), np.nan)}, {}, "finite"),
         ({"vessel": np.zeros((4, 4, 4))}, {"threshold": float("nan")}, "finite"),
         ({"vessel": np.zeros((4, 4, 4))}, {"sources": [1, 2, 3]}, r"\(K, 3\)"),
-        ({"vessel": np.zeros((4, 4, 4)), "embedding": np.zeros((2, 4, 4, 4))}, {}, "centerness"),
+        (
+            {"vessel": np.zeros((4, 4, 4)), "embedding": np.zeros((2, 4, 4, 4))},
+            {"centerline": "nms"},
+            "centerness",
+        ),
         (
             {
                 "vessel": np.zeros((4, 4, 4)),
@@ -140,7 +150,7 @@ def test_threshold_and_an_empty_mask(vol, tmp_path):
                 "embedding": np.zeros((2, 4, 4, 5)),
             },
             {},
-            "shape",
+            r"\(E, 4, 4, 4\)",
         ),
     ],
 )

@@ -72,7 +72,7 @@ def topnet_analysis():
         "centerness": ndi.distance_transform_edt(~vol.centerline).astype(np.float32),
         "embedding": np.moveaxis(np.eye(8, dtype=np.float32)[vol.trees] * 10.0, -1, 0),
     }
-    return VesselAnalysis.from_outputs(outputs, sources=vol.sources)
+    return VesselAnalysis.from_outputs(outputs, sources=vol.sources, centerline="nms")
 
 
 # ------------------------------------------------------------------------ forest/branches

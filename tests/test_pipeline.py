@@ -83,7 +83,7 @@ def test_topnet_outputs_and_embedding_trees(vol):
     assert out["embedding"].shape == (8, *vol.shape)
     assert dice(out["vessel"] > 0.5, vol.mask) > 0.6
     analysis = segment(vol.image, "topnet", sources=vol.sources, tile=48, device="cpu")
-    assert analysis.method == "embedding" and analysis.result.n_trees == vol.n_trees
+    assert analysis.method == "embedding-skeleton" and analysis.result.n_trees == vol.n_trees
 
 
 # ----------------------------------------------------------------------- lazy input

@@ -378,7 +378,6 @@ def test_trees_from_skeleton_labels_unreached_pieces_by_nearest_source():
     assert np.isfinite(res.distance[~in_fragment]).all()
 
 
-
 def test_trees_from_skeleton_follows_a_broken_vessel_across_its_gaps():
     # Tube 1 (root x = 0) broken twice; its last piece ends near tube 2's root, but the
     # smallest gap joins it to its own tree's previous piece, not the nearest root.

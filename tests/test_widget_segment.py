@@ -242,7 +242,7 @@ def test_topnet_with_source_points(make_napari_viewer, qtbot):
 
     assert run_and_wait(qtbot, widget, click=False) == "done", widget.status_label.text()
     analysis = widget.last_analysis
-    assert analysis.method == "embedding"
+    assert analysis.method == "embedding-skeleton"
     assert analysis.result.n_trees == len(truth.sources)
     # Each root was snapped to a centerline point near the given one (voxels).
     root_points = analysis.points[analysis.result.sources]

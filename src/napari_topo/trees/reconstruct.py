@@ -701,7 +701,9 @@ def _attach_pieces(xyz: np.ndarray, labels: np.ndarray, comp: np.ndarray) -> np.
     return labels
 
 
-def trees_from_skeleton(mask, sources=None, spacing=None) -> TreeResult:
+def trees_from_skeleton(
+    mask, sources=None, spacing=None, *, embedding=None, embedding_threshold: float = 2.0
+) -> TreeResult:
     """Tree reconstruction from a hard segmentation, without an embedding.
 
     The baseline for models that only predict a mask: the mask's skeleton
@@ -722,6 +724,12 @@ def trees_from_skeleton(mask, sources=None, spacing=None) -> TreeResult:
         becomes tree ``k + 1``. Default: detected.
     spacing : float or sequence of float, optional
         Physical voxel size per axis. Default: 1.
+    embedding : (E, Z, Y, X) array_like, optional
+        TopNet's embedding: a skeleton edge is kept only where the embeddings of its
+        ends are within ``embedding_threshold`` (as in :func:`reconstruct_trees`), which
+        cuts the skeleton where two trees touch.
+    embedding_threshold : float, optional
+        Largest embedding distance of a kept edge.
 
     Returns
     -------
@@ -762,7 +770,14 @@ def trees_from_skeleton(mask, sources=None, spacing=None) -> TreeResult:
         raise ValueError("sources were given but the mask is empty (no skeleton to root).")
     else:
         src = sources
-    res = reconstruct_trees(points, None, src, neighbourhood=NEIGHBOURS_26, spacing=sp)
+    res = reconstruct_trees(
+        points,
+        None if embedding is None or len(points) == 0 else embedding,
+        src,
+        neighbourhood=NEIGHBOURS_26,
+        embedding_threshold=embedding_threshold,
+        spacing=sp,
+    )
     if res.n_trees == 0 or not (res.labels == 0).any():
         return res
     comp = connected_components(res.adjacency, directed=False)[1]
