@@ -241,16 +241,14 @@ class TreeEditorWidget(QWidget):
         grid.addWidget(self.assign_button, 0, 2)
         grid.addWidget(self.subtree_checkbox, 1, 0, 1, 2)
         grid.addWidget(self.new_tree_button, 1, 2)
-        merge_row = QHBoxLayout()
-        merge_row.setSpacing(6)
-        merge_row.addWidget(QLabel("Merge"))
-        merge_row.addWidget(self.merge_from, stretch=1)
-        merge_row.addWidget(QLabel("into"))
-        merge_row.addWidget(self.merge_into, stretch=1)
-        merge_row.addWidget(self.merge_button)
-        grid.addLayout(merge_row, 2, 0, 1, 3)
-        grid.addWidget(self.undo_button, 3, 1)
-        grid.addWidget(self.redo_button, 3, 2)
+        # two rows, so that narrow docks (several tabs side by side) stay readable
+        grid.addWidget(QLabel("Merge tree"), 2, 0)
+        grid.addWidget(self.merge_from, 2, 1)
+        grid.addWidget(QLabel("into tree"), 3, 0)
+        grid.addWidget(self.merge_into, 3, 1)
+        grid.addWidget(self.merge_button, 3, 2)
+        grid.addWidget(self.undo_button, 4, 1)
+        grid.addWidget(self.redo_button, 4, 2)
         grid.setColumnStretch(1, 1)
 
         # -- sources
@@ -706,7 +704,7 @@ class TreeEditorWidget(QWidget):
         self.tree_picker.blockSignals(True)
         self.tree_picker.clear()
         for i in ids:
-            self.tree_picker.addItem(f"tree {i}" + (f"  (key {i})" if i <= 9 else ""), i)
+            self.tree_picker.addItem(f"tree {i}", i)  # keys 1-9: see the tooltip
         self.tree_picker.addItem("new tree", _NEW_TREE)
         self.tree_picker.blockSignals(False)
         self._select_tree(current if current in ids else (ids[0] if ids else _NEW_TREE))
