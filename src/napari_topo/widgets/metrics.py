@@ -65,7 +65,14 @@ from napari_topo.topology.incremental import (
     SkeletonCache,
     slow_metrics,
 )
-from napari_topo.widgets._common import follow_layer_list, require_viewer
+from napari_topo.widgets._common import (
+    follow_layer_list,
+    rebuild_picker,
+    require_viewer,
+    same_layer,
+    select_layer,
+    unwrap,
+)
 
 __all__ = ["MetricsWidget", "format_metric_value", "paint_changes"]
 
@@ -127,15 +134,6 @@ def format_metric_value(value: Any) -> str:
 # --------------------------------------------------------------------------------------
 
 
-def _unwrap(obj: Any) -> Any:
-    """Return the napari object behind a plugin ``PublicOnlyProxy`` (or ``obj`` itself)."""
-    return getattr(obj, "__wrapped__", obj)
-
-
-def _same(a: Any, b: Any) -> bool:
-    return a is not None and b is not None and _unwrap(a) is _unwrap(b)
-
-
 def _full_resolution(layer: Any) -> Any:
     """The layer's array; level 0 (full resolution) of a multiscale layer."""
     return layer.data[0] if layer.multiscale else layer.data
@@ -150,7 +148,7 @@ def _check_layer(layer: Any, role: str) -> None:
     name = layer.name
     if not isinstance(layer, Labels | Image):
         raise ValueError(
-            f"{role} '{name}' is a {type(_unwrap(layer)).__name__} layer; "
+            f"{role} '{name}' is a {type(unwrap(layer)).__name__} layer; "
             "pick a Labels layer or an Image layer holding a mask or labels."
         )
     if isinstance(layer, Image) and layer.rgb:
@@ -196,7 +194,7 @@ def _validate_pair(prediction: Any, ground_truth: Any) -> list[str]:
             "Pick a prediction and a ground-truth layer (Labels, or an Image holding "
             "a binary mask or integer labels)."
         )
-    if _same(prediction, ground_truth):
+    if same_layer(prediction, ground_truth):
         raise ValueError(
             f"Prediction and ground truth are the same layer ('{prediction.name}'); "
             "pick two different layers."
@@ -869,18 +867,8 @@ class MetricsWidget(QWidget):
 
     def _rebuild_choices(self) -> None:
         previous = [self.prediction_picker.value, self.ground_truth_picker.value]
-        for picker, before in zip(
-            (self.prediction_picker, self.ground_truth_picker), previous, strict=True
-        ):
-            # Rebuild from scratch so the order follows the layer list (magicgui would
-            # append a renamed layer at the end); the selection is restored below.
-            combo = picker.native
-            blocked = combo.blockSignals(True)
-            combo.clear()
-            combo.blockSignals(blocked)
-            picker.reset_choices()
-            if before is not None:
-                self._select(picker, before)
+        for picker in (self.prediction_picker, self.ground_truth_picker):
+            rebuild_picker(picker)
         # Defaults, for a picker the user has not set: the best-ranked layer
         # (:func:`_default_rank`: our segmentation's trees for the prediction, a layer
         # named like a ground truth for the reference); comparing a layer with itself
@@ -893,25 +881,14 @@ class MetricsWidget(QWidget):
             ((self.prediction_picker, "prediction"), (self.ground_truth_picker, "truth"))
         ):
             if previous[i] is None or self._auto_pick[i]:
-                self._select(picker, max(choices, key=partial(_default_rank, role=role)))
-        if _same(self.prediction_picker.value, self.ground_truth_picker.value):
-            others = [c for c in choices if not _same(c, self.prediction_picker.value)]
+                select_layer(picker, max(choices, key=partial(_default_rank, role=role)))
+        if same_layer(self.prediction_picker.value, self.ground_truth_picker.value):
+            others = [c for c in choices if not same_layer(c, self.prediction_picker.value)]
             if others:
                 target = 1 if self._auto_pick[1] or not self._auto_pick[0] else 0
                 picker = (self.prediction_picker, self.ground_truth_picker)[target]
                 role = ("prediction", "truth")[target]
-                self._select(picker, max(others, key=partial(_default_rank, role=role)))
-
-    @staticmethod
-    def _select(picker: ComboBox, layer: Any) -> bool:
-        """Select ``layer`` in ``picker`` (by identity, robust to proxies)."""
-        combo = picker.native
-        for index in range(combo.count()):
-            if _same(combo.itemData(index), layer):
-                if combo.currentIndex() != index:
-                    combo.setCurrentIndex(index)
-                return True
-        return False
+                select_layer(picker, max(others, key=partial(_default_rank, role=role)))
 
     # ---- worker callbacks (GUI thread) -----------------------------------------------
 
@@ -1020,7 +997,7 @@ class MetricsWidget(QWidget):
             ("pred", self.prediction_picker.value),
             ("gt", self.ground_truth_picker.value),
         )
-        key = tuple(id(_unwrap(layer)) if layer is not None else None for _, layer in chosen)
+        key = tuple(id(unwrap(layer)) if layer is not None else None for _, layer in chosen)
         if key != getattr(self, "_watched_key", None):
             self._watched_key = key
             self._live = None  # the baseline belongs to other layers

@@ -36,7 +36,12 @@ from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from napari_topo.layers import METADATA_KEY, layer_kind
-from napari_topo.widgets._common import follow_layer_list, require_viewer
+from napari_topo.widgets._common import (
+    follow_layer_list,
+    rebuild_picker,
+    require_viewer,
+    select_layer,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -236,11 +241,6 @@ def _run_segment(
 
 def _full_resolution(layer: Any) -> Any:
     return layer.data[0] if layer.multiscale else layer.data
-
-
-def _unwrap(obj: Any) -> Any:
-    """The napari object behind a plugin ``PublicOnlyProxy`` (or ``obj`` itself)."""
-    return getattr(obj, "__wrapped__", obj)
 
 
 def _info(layer: Any) -> Mapping:
@@ -502,19 +502,12 @@ class SegmentWidget(QWidget):
     def _refresh_choices(self, _event: Any = None) -> None:
         """Rebuild the layer pickers in layer-list order, keeping the chosen layers."""
         for picker in (self.image_picker, self.sources_picker):
-            before = picker.value
-            combo = picker.native
-            blocked = combo.blockSignals(True)
-            combo.clear()
-            combo.blockSignals(blocked)
-            picker.reset_choices()
-            if before is not None:
-                self._select(picker, before)
+            rebuild_picker(picker)
         if not self._is_candidate(self.image_picker.value):
             # Prefer a 3D image the user brought to a 2D/RGB one or one of our outputs.
             for _, layer in self._image_choices():
                 if self._is_candidate(layer):
-                    self._select(self.image_picker, layer)
+                    select_layer(self.image_picker, layer)
                     break
 
     @classmethod
@@ -530,17 +523,6 @@ class SegmentWidget(QWidget):
     @staticmethod
     def _is_ours(layer: Any) -> bool:
         return _info(layer).get("widget") == OWNER
-
-    @staticmethod
-    def _select(picker: ComboBox, layer: Any) -> bool:
-        combo = picker.native
-        for index in range(combo.count()):
-            item = combo.itemData(index)
-            if item is not None and _unwrap(item) is _unwrap(layer):
-                if combo.currentIndex() != index:
-                    combo.setCurrentIndex(index)
-                return True
-        return False
 
     def _set_model_tooltips(self) -> None:
         combo = self.model_picker.native

@@ -61,7 +61,13 @@ from napari_topo.layers import (
     tree_colors,
 )
 from napari_topo.trees.edit import Delta, TreeEditor
-from napari_topo.widgets._common import follow_layer_list, require_viewer
+from napari_topo.widgets._common import (
+    follow_layer_list,
+    rebuild_picker,
+    require_viewer,
+    select_layer,
+    unwrap,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -135,10 +141,6 @@ def _colours(ids) -> np.ndarray:
         pos = ids > 0
         out[pos] = tree_colors(top)[ids[pos] - 1]
     return out
-
-
-def _unwrap(obj: Any) -> Any:
-    return getattr(obj, "__wrapped__", obj)
 
 
 def _info(layer) -> dict:
@@ -325,7 +327,7 @@ class TreeEditorWidget(QWidget):
             return False
         if self.is_editing:
             self.stop_editing()
-        layer = _unwrap(layer if layer is not None else self.layer_picker.value)
+        layer = unwrap(layer if layer is not None else self.layer_picker.value)
         try:
             self._check_layer(layer)
         except ValueError as exc:
@@ -576,7 +578,7 @@ class TreeEditorWidget(QWidget):
         root its tree id; points added by hand (``tree`` 0 or missing) start new trees.
         """
         editor = self._need_editor()
-        layer = _unwrap(sources if sources is not None else self.sources_picker.value)
+        layer = unwrap(sources if sources is not None else self.sources_picker.value)
         if not isinstance(layer, Points) or not len(layer.data):
             raise ValueError("Pick a Points layer with at least one source (or add one).")
         coords = np.array(
@@ -613,7 +615,7 @@ class TreeEditorWidget(QWidget):
         )
         self._viewer.layers.selection.active = layer
         self._refresh_choices()
-        self._select_choice(self.sources_picker, pts)
+        select_layer(self.sources_picker, pts)
         return pts
 
     def undo(self) -> str | None:
@@ -759,7 +761,7 @@ class TreeEditorWidget(QWidget):
         """Write the edited labels (layer data, spacing = layer scale); format by suffix."""
         from napari_topo.data.io import write_volume
 
-        layer = self.layer if self.layer is not None else _unwrap(self.layer_picker.value)
+        layer = self.layer if self.layer is not None else unwrap(self.layer_picker.value)
         if layer is None:
             raise ValueError("Pick a trees layer first.")
         data = layer.data
@@ -817,25 +819,10 @@ class TreeEditorWidget(QWidget):
 
     def _refresh_choices(self, _event: Any = None) -> None:
         for picker in (self.layer_picker, self.sources_picker):
-            before = picker.value
-            combo = picker.native
-            blocked = combo.blockSignals(True)
-            combo.clear()
-            combo.blockSignals(blocked)
-            picker.reset_choices()
-            if before is not None:
-                self._select_choice(picker, before)
+            rebuild_picker(picker)
         if self.layer is not None and self.layer not in self._viewer.layers:
             self._report(f"'{self.layer.name}' was removed; editing stopped.", error=False)
             self._drop_editor()
-
-    @staticmethod
-    def _select_choice(picker: ComboBox, layer: Any) -> None:
-        combo = picker.native
-        for index in range(combo.count()):
-            if _unwrap(combo.itemData(index)) is _unwrap(layer):
-                combo.setCurrentIndex(index)
-                return
 
     def _drop_editor(self) -> None:
         self.editor = self.layer = self.selected = self._analysis = None
