@@ -211,3 +211,15 @@ def test_bad_inputs_get_one_line_and_exit_2(tmp_path, capsys):
         assert len(lines) == 1 and lines[0].startswith("napari-topo: error:"), (name, err)
         assert needle.lower() in lines[0].lower(), (name, lines[0])
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_models_lists_every_card_with_its_test_scores(capsys):
+    from napari_topo.models.registry import list_models
+
+    code, out, err = _run(["models"], capsys)
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert [ln.split()[0] for ln in lines] == [c.name for c in list_models()]
+    card = {c.name: c for c in list_models()}["unet-projpool"]
+    dice = card.metrics["test"]["summary"]["Dice"]["mean"]
+    assert f"[test: Dice {dice:.3f}" in next(ln for ln in lines if ln.startswith("unet-projpool"))

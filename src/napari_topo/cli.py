@@ -564,11 +564,18 @@ def _models() -> None:
     if not cards:
         print("no pretrained models are installed")
     for card in cards:
-        val = card.metrics.get("validation", {}) if isinstance(card.metrics, dict) else {}
-        scores = ", ".join(f"{k} {val[k]:.3f}" for k in ("Dice", "clDice") if k in val)
+        metrics = card.metrics if isinstance(card.metrics, dict) else {}
+        test = (metrics.get("test") or {}).get("summary") or {}
+        if test:  # the held-out synthetic test set (napari-topo evaluate-models)
+            means = {k: (test.get(k) or {}).get("mean") for k in ("Dice", "clDice")}
+            label = "test"
+        else:
+            means = {k: metrics.get("validation", {}).get(k) for k in ("Dice", "clDice")}
+            label = "validation"
+        scores = ", ".join(f"{k} {v:.3f}" for k, v in means.items() if v is not None)
         print(
             f"{card.name:<16} {card.architecture:<8} {card.summary}"
-            + (f" [{scores}]" if scores else "")
+            + (f" [{label}: {scores}]" if scores else "")
         )
 
 
