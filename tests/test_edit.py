@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
+from scipy.sparse.csgraph import connected_components
 
 from napari_topo.analysis import VesselAnalysis
 from napari_topo.data import make_vessel_volume
@@ -451,3 +452,17 @@ def test_from_labels_keeps_any_label_volume():
         TreeEditor.from_labels(user.astype(float))
     with pytest.raises(ValueError, match="non-negative"):
         TreeEditor.from_labels(-np.ones((4, 4, 4), int))
+
+
+def test_repartition_with_unchanged_roots_changes_nothing():
+    # a real segmentation broken into pieces: the re-run must attach the pieces exactly
+    # as the reconstruction did
+    from napari_topo.inference import segment
+
+    v = make_vessel_volume((48, 48, 48), n_trees=3, seed=3)
+    a = segment(v.image, "unet-dice", sources=v.sources, min_size=0, tile=48, device="cpu")
+    res = a.result
+    assert (connected_components(res.adjacency, directed=False)[0]) > len(res.sources)
+    ed = TreeEditor(a)
+    delta = ed.repartition(res.points[res.sources])
+    assert delta.points.size == 0 and delta.voxels.size == 0

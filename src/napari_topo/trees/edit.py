@@ -57,6 +57,7 @@ from napari_topo.trees.graph import _voxel_indices, radius_at
 from napari_topo.trees.reconstruct import (
     NEIGHBOURS_26,
     TreeResult,
+    _attach_pieces,
     _nearest_seed_labels,
     _source_indices,
     detect_sources,
@@ -772,11 +773,12 @@ class TreeEditor:
         Dijkstra (:func:`scipy.sparse.csgraph.dijkstra`, ``min_only=True``) runs on the
         result's kept edges (``result.adjacency``: the same graph, embedding cuts
         included, that :func:`~napari_topo.trees.reconstruct.reconstruct_trees` used),
-        so every point goes to the root nearest along the graph. A connected piece that
-        no root reaches takes, as a whole, the id of the root nearest to it in
-        straight-line distance (physical units), as in
-        :func:`~napari_topo.trees.reconstruct.trees_from_skeleton`. Voxels follow their
-        nearest point, as for every edit.
+        so every point goes to the root nearest along the graph. Connected pieces that
+        no root reaches are attached, as wholes, across the smallest straight-line gap
+        to already labelled points (physical units), exactly as
+        :func:`~napari_topo.trees.reconstruct.trees_from_skeleton` does, so re-running
+        with unchanged roots changes nothing. Voxels follow their nearest point, as for
+        every edit.
 
         Parameters
         ----------
@@ -840,17 +842,10 @@ class TreeEditor:
         labels = np.zeros(m, dtype=np.int32)
         reached = nearest >= 0
         labels[reached] = tree_of[nearest[reached]]
-        unreached = np.flatnonzero(~reached)
-        if unreached.size:  # whole pieces without a root: the nearest root's id
+        if (~reached).any():  # pieces without a root: across the smallest gap, exactly
+            # as trees_from_skeleton attaches them, so unchanged roots change nothing
             comp = connected_components(adj, directed=False)[1]
-            xyz = pts * self._sp
-            gap, root = cKDTree(xyz[src]).query(xyz[unreached])
-            order = np.lexsort((gap, comp[unreached]))
-            _, first = np.unique(comp[unreached][order], return_index=True)
-            pick = order[first]
-            of_comp = np.zeros(comp.max() + 1, dtype=np.int32)
-            of_comp[comp[unreached[pick]]] = ids[root[pick]]
-            labels[unreached] = of_comp[comp[unreached]]
+            labels = _attach_pieces(pts * self._sp, labels, comp)
         delta = self._delta_to(labels, f"re-partition from {src.size} sources")
         delta = dataclasses.replace(
             delta, old_sources=self._sources.copy(), new_sources=src.astype(np.intp)
