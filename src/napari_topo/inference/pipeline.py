@@ -250,6 +250,10 @@ def predict(
             tile=tile,
             overlap=overlap,
             batch_size=batch,
+            # Mirror, not zeros, where the volume is shorter than a tile: raw zeros look
+            # like vessel in dark-vessel images (Dice 0.95 -> 0.01 on a 48^3 volume with
+            # 64^3 tiles before this).
+            pad_mode="reflect",
             device=dev,
             progress=progress,
             cancel=cancel,
