@@ -387,6 +387,29 @@ def read_sources(path):
     return pts
 
 
+def _as_labels(arr, name: str, threshold: float | None = None):
+    """A mask or label volume from a file's array: float files often hold integer labels.
+
+    Floats that are all non-negative whole numbers become int32 labels (a NIfTI of tree
+    ids is often stored as float32); other floats are probabilities, thresholded at
+    ``threshold``, or refused when no threshold applies.
+    """
+    import numpy as np
+
+    a = np.asarray(arr)
+    if a.dtype.kind != "f":
+        return a
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} holds NaN or infinite values")
+    if (a >= 0).all() and (a == np.round(a)).all():
+        return a.astype(np.int32)
+    if threshold is None:
+        raise ValueError(
+            f"{name} holds fractional values; a ground truth must be a mask or integer labels"
+        )
+    return a > threshold
+
+
 def _check_gt(gt, shape, what: str = "input") -> None:
     if tuple(gt.shape) != tuple(shape):
         raise ValueError(
@@ -443,19 +466,35 @@ def _segment(args) -> None:
     from .inference.pipeline import DEFAULT_MODEL, segment
     from .topology.metrics import compute_metrics
 
+    if args.tile < 16 or args.tile % 16:
+        raise ValueError(f"--tile must be a multiple of 16 (16, 32, 48, ...); got {args.tile}")
     vol = _read(args.input, args.key)
     spacing = _spacing(args, vol)
     sources = read_sources(args.sources) if args.sources else None
+    shape = tuple(vol.data.shape)
+    if sources is not None and len(shape) == 3:
+        outside = ~((sources >= 0) & (sources <= np.asarray(shape) - 1)).all(axis=1)
+        if outside.any():
+            raise ValueError(
+                f"{int(outside.sum())} of the --sources points lie outside the volume "
+                f"{shape} (first: {sources[outside][0].tolist()}); they must be voxel "
+                "coordinates z, y, x"
+            )
     gt = None
     if args.gt:
-        gt = _read(args.gt).data
-        _check_gt(gt, vol.data.shape)
+        gt = _as_labels(_read(args.gt).data, "the ground truth")
+        _check_gt(gt, shape)
     if not 0.0 < args.threshold < 1.0:
         raise ValueError(f"--threshold must be between 0 and 1; got {args.threshold}")
     out_dir = Path(args.out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"--out {out_dir} exists and is not a folder")
+    existing = out_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():  # checked before the model runs, not after
+        raise ValueError(f"--out {out_dir}: {existing} is a file, not a folder")
     fmt = args.format or _FORMAT_OF_SUFFIX[suffix_of(vol.path)]
+    if args.format is None and fmt == "npy" and spacing is not None:
+        fmt = "nii.gz"  # .npy cannot carry the voxel size the outputs are measured in
     stem = vol.path.name[: -len(suffix_of(vol.path))]
     model = args.model or DEFAULT_MODEL
 
@@ -478,8 +517,7 @@ def _segment(args) -> None:
     took = time.perf_counter() - t0
     metrics = None
     if gt is not None:
-        labels = np.asarray(gt)
-        metrics = compute_metrics(analysis.trees, labels, spacing=spacing)
+        metrics = compute_metrics(analysis.trees, gt, spacing=spacing)
 
     # Everything is computed; write into a temporary folder and move the files in at the
     # end, so an interrupted or failed run leaves no partial outputs behind.
@@ -526,19 +564,15 @@ def _segment(args) -> None:
 
 
 def _evaluate(args) -> None:
-    import numpy as np
 
     from .data.io import suffix_of
     from .topology.metrics import compute_metrics
 
     pred_vol = _read(args.pred)
     gt_vol = _read(args.gt)
-    pred, gt = np.asarray(pred_vol.data), np.asarray(gt_vol.data)
+    pred = _as_labels(pred_vol.data, pred_vol.path.name, threshold=args.threshold)
+    gt = _as_labels(gt_vol.data, gt_vol.path.name)
     _check_gt(gt, pred.shape, "prediction")
-    if pred.dtype.kind == "f" and not np.isin(pred, (0.0, 1.0)).all():
-        if not np.isfinite(pred).all():
-            raise ValueError(f"{pred_vol.path.name} holds NaN or infinite values")
-        pred = pred > args.threshold
     spacing = (
         tuple(args.spacing) if args.spacing is not None else (gt_vol.spacing or pred_vol.spacing)
     )
@@ -604,7 +638,7 @@ def main(argv=None) -> int:
             _evaluate_models(args)
         elif args.command == "models":
             _models()
-    except (ValueError, FileNotFoundError, MemoryError) as exc:
+    except (ValueError, OSError, MemoryError) as exc:
         msg = " ".join(str(exc).split()) or type(exc).__name__
         print(f"napari-topo: error: {msg}", file=sys.stderr)
         return 2

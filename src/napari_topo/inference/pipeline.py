@@ -117,8 +117,10 @@ def _is_oom(exc: BaseException) -> bool:
     import torch
 
     oom = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
+    text = str(exc).lower()
     return isinstance(exc, oom) or (
-        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+        isinstance(exc, RuntimeError)
+        and any(m in text for m in ("out of memory", "can't allocate memory", "cannot allocate"))
     )
 
 
