@@ -704,16 +704,20 @@ def _attach_pieces(xyz: np.ndarray, labels: np.ndarray, comp: np.ndarray) -> np.
 def trees_from_skeleton(
     mask, sources=None, spacing=None, *, embedding=None, embedding_threshold: float = 2.0
 ) -> TreeResult:
-    """Tree reconstruction from a hard segmentation, without an embedding.
+    """Tree reconstruction on the skeleton graph of a hard segmentation.
 
-    The baseline for models that only predict a mask: the mask's skeleton
+    The baseline for models that only predict a mask, and (with ``embedding``) the
+    default for TopNet: the mask's skeleton
     (:func:`napari_topo.topology.skeleton.skeletonize`) becomes a 26-neighbour point
     graph and :func:`reconstruct_trees` runs its multi-source Dijkstra on it. Roots are
     the given ``sources`` or, if None, :func:`detect_sources` with one root per connected
     piece of the skeleton that reaches the border. Skeleton pieces that no root reaches
-    along the graph (pieces cut off from their tree, or inner pieces) are given, as a
-    whole, the label of the root nearest to them in straight-line Euclidean distance
-    (physical units); their ``distance`` stays ``inf`` and ``predecessors`` -1.
+    along the graph (pieces cut off from their tree by a gap in the mask, or inner
+    pieces) are attached, as wholes, across the smallest gap: the piece nearest to an
+    already labelled point (straight-line, physical units) takes that point's label,
+    then the next, as in Prim's algorithm, so a vessel broken into several pieces
+    follows its own tree rather than the nearest root. Their ``distance`` stays ``inf``
+    and ``predecessors`` -1.
 
     Parameters
     ----------
