@@ -61,6 +61,17 @@ _SOURCE_TRIES = 200
 _BRANCH_TRIES = 3
 _MAX_TREES = 6  # one source per face of the volume
 _MIN_SHAPE = 16
+_APPEARANCES = ("classic", "random", "ct", "microscopy", "generic")
+#: growth regimes: branch length per start radius, generations, curvature range
+_GROWTH = {
+    "murray": {
+        "length_per_radius": _LENGTH_PER_RADIUS,
+        "max_generation": _MAX_GENERATION,
+        "curvature": _CURVATURE,
+    },
+    "sparse": {"length_per_radius": (15.0, 40.0), "max_generation": 2, "curvature": (0.01, 0.05)},
+    "tortuous": {"length_per_radius": (2.5, 6.0), "max_generation": 12, "curvature": (0.15, 0.35)},
+}
 _FACES = ("z-", "z+", "y-", "y+", "x-", "x+")
 # the 13 "forward" offsets of the 26-neighbourhood: each neighbour pair once
 _HALF_NEIGHBOURHOOD = np.array(
@@ -522,7 +533,7 @@ def _grow_forest(shape, spacing, n_trees, geo, rng):
         if counts[tree - 1] >= _MAX_BRANCHES_PER_TREE:
             continue
         r1 = max(r0 * rng.uniform(*_TAPER), geo["min_radius"])
-        length = r0 * rng.uniform(*_LENGTH_PER_RADIUS) + unit * rng.uniform(*_LENGTH_OFFSET)
+        length = r0 * rng.uniform(*geo["length_per_radius"]) + unit * rng.uniform(*_LENGTH_OFFSET)
         min_length = max(2.0 * r0, 3.0 * unit)
         kiss = gen > 0 and n_trees > 1 and rng.random() < geo["near_touch_prob"]
         tries = _ROOT_TRIES if gen == 0 else _BRANCH_TRIES
@@ -568,7 +579,7 @@ def _grow_forest(shape, spacing, n_trees, geo, rng):
         r_end = float(radii[-1])
         can_split = (
             not terminal
-            and gen < _MAX_GENERATION
+            and gen < geo["max_generation"]
             and r_end >= 1.25 * geo["min_radius"]
             and (complete or arc >= 0.5 * length)
         )
@@ -896,6 +907,8 @@ def make_vessel_volume(
     near_touch_prob: float = 0.15,
     stenosis_prob: float = 0.1,
     randomize_image: bool = True,
+    appearance: str = "classic",
+    growth: str = "murray",
 ) -> SyntheticVessels:
     """Generate a synthetic volume of interleaved vessel trees with ground truth.
 
@@ -943,6 +956,21 @@ def make_vessel_volume(
         Probability that a branch gets a low-contrast narrowing in the image.
     randomize_image : bool, optional
         If False, render a clean bright-vessel image (mild blur, no bias or noise).
+        Only for ``appearance="classic"``.
+    appearance : {"classic", "random", "ct", "microscopy", "generic"}, optional
+        ``"classic"`` (default) is the original look (smooth texture, 30 % dark
+        vessels, percentile-normalised; the synthetic test set and the sample use it).
+        The others render with :func:`napari_topo.data.appearance.render_realistic`:
+        modality-aware backgrounds, distractors (bone, air, cells), noise, blur and
+        artefacts, always bright vessels on the scale the inference pipeline gives the
+        model (``"random"`` draws one of the three styles). The models shipped since
+        issue 9 are trained on ``"random"``.
+    growth : {"murray", "sparse", "tortuous", "random"}, optional
+        Growth regime of the trees. ``"murray"`` (default): the regime described above.
+        ``"sparse"``: few generations of long, gently curving branches (large surface
+        vessels, a few tubes crossing the volume). ``"tortuous"``: short, strongly
+        curving branches (capillary beds, tumour vessels). ``"random"`` draws one of
+        the three (1/2, 1/4, 1/4).
 
     Returns
     -------
@@ -996,6 +1024,12 @@ def make_vessel_volume(
         ) from None
     if not (math.isfinite(r_lo) and math.isfinite(r_hi) and 0 < r_lo <= r_hi):
         raise ValueError(f"radius_range must satisfy 0 < min <= max, got {radius_range!r}")
+    if appearance not in _APPEARANCES:
+        raise ValueError(f"appearance must be one of {list(_APPEARANCES)}, got {appearance!r}")
+    if growth not in _GROWTH and growth != "random":
+        raise ValueError(
+            f"growth must be one of {[*_GROWTH, 'random']}, got {growth!r}"
+        )
     near_touch_prob = _check_probability("near_touch_prob", near_touch_prob)
     stenosis_prob = _check_probability("stenosis_prob", stenosis_prob)
     seq = _check_seed(seed)
@@ -1020,8 +1054,14 @@ def make_vessel_volume(
                 f"so that trees never touch, got {clearance!r}"
             )
         clearance = float(clearance)
+    if growth == "random":  # drawn from its own stream: the murray geometry stays as it was
+        growth = str(np.random.default_rng(seq.spawn(1)[0]).choice(
+            ["murray", "murray", "sparse", "tortuous"]))
+    regime = _GROWTH[growth]
     geo = {
         "spacing": spacing,
+        "length_per_radius": regime["length_per_radius"],
+        "max_generation": regime["max_generation"],
         "unit": unit,
         "step": _STEP * unit,
         "extent": extent,
@@ -1032,7 +1072,7 @@ def make_vessel_volume(
         "self_clearance": touch_lo,
         "touch_gap": (touch_lo, touch_hi),
         "near_touch_prob": near_touch_prob,
-        "curvature": geo_rng.uniform(*_CURVATURE) / unit,
+        "curvature": geo_rng.uniform(*regime["curvature"]) / unit,
         "curve_correlation": _CURVE_CORRELATION * unit,
     }
     branches, sources, faces, touches, counts, root_radii = _grow_forest(
@@ -1046,7 +1086,13 @@ def make_vessel_volume(
     # centerline voxels lie within half a voxel diagonal of the axis, hence inside their
     # tube; painting them makes "centerline inside its own tree" hold by construction
     trees[centerline] = cl_tree[centerline]
-    image, rparams = _render_image(shape, spacing, depth, contrast, img_rng, randomize_image)
+    if appearance == "classic":
+        image, rparams = _render_image(shape, spacing, depth, contrast, img_rng, randomize_image)
+    else:
+        from .appearance import render_realistic
+
+        image, rparams = render_realistic(depth, contrast, trees > 0, img_rng, appearance)
+    rparams["appearance"] = appearance
     graph = _centerline_graph(centerline, radius, cl_tree, spacing)
 
     params: dict[str, Any] = {
@@ -1064,6 +1110,7 @@ def make_vessel_volume(
         "n_near_touches": len(touches),
         "near_touch_gaps": [float(t[4]) for t in touches],
         "randomize_image": bool(randomize_image),
+        "growth": growth,
     }
     params.update(rparams)
     params["stenoses"] = stenoses

@@ -33,7 +33,7 @@ import numpy as np
 __all__ = ["TrainConfig", "load_config", "train", "validate"]
 
 #: Bumped whenever the synthetic generator or the training data pipeline changes output.
-DATA_PIPELINE_VERSION = "synthetic-1"
+DATA_PIPELINE_VERSION = "synthetic-2"  # 2: realistic appearances (issue 9)
 #: Held-out validation volumes use seeds from here on; training volumes use lower seeds.
 VALIDATION_BASE_SEED = 900_000
 
@@ -128,6 +128,57 @@ def load_config(path_or_name: str | Path, **overrides) -> TrainConfig:
 # ---------------------------------------------------------------------------------------
 
 
+def _volume_kwargs(cfg: TrainConfig, seed: int | None = None) -> dict:
+    """Generator options of the data config for one volume (``seed`` for the radius draw).
+
+    ``data.appearance`` and ``data.growth`` are passed to
+    :func:`~napari_topo.data.synthetic.make_vessel_volume`; ``data.radius_max`` is either
+    a number or a ``[low, high]`` range from which each volume's largest radius is drawn
+    log-uniformly (from the volume's own seed, so a volume does not depend on the order
+    in which it is made).
+    """
+    d = cfg.data
+    out = {}
+    if "appearance" in d:
+        out["appearance"] = d["appearance"]
+    if "growth" in d:
+        out["growth"] = d["growth"]
+    if "radius_max" in d:
+        r = d["radius_max"]
+        if isinstance(r, (list, tuple)):
+            draw = np.random.default_rng([int(seed or 0), 7]).uniform
+            r = float(np.exp(draw(np.log(float(r[0])), np.log(float(r[1])))))
+        out["radius_range"] = (float(d.get("radius_min", 1.0)), float(r))
+    return out
+
+
+def _card_normalization(cfg: TrainConfig) -> dict:
+    """The input policy the trained model expects (applied by ``inference``).
+
+    Models trained on the classic look take percentile-scaled input of either polarity.
+    Models trained on the realistic appearances (``data/appearance.py``) expect bright
+    vessels: a CT in HU windowed with :data:`~napari_topo.data.appearance.CT_WINDOW` and
+    clipped, anything else percentile-scaled, dark-vessel images inverted.
+    """
+    if cfg.data.get("appearance", "classic") == "classic":
+        return {"method": "percentile", "low": 0.5, "high": 99.5}
+    from ..data.appearance import CT_WINDOW
+
+    return {
+        "method": "auto",
+        "ct_window": list(CT_WINDOW),
+        "low": 0.5,
+        "high": 99.5,
+        "polarity": "bright",
+    }
+
+
+def _radius_range_voxels(cfg: TrainConfig) -> list[float]:
+    r = cfg.data.get("radius_max", 6.0)
+    hi = max(r) if isinstance(r, (list, tuple)) else r
+    return [float(cfg.data.get("radius_min", 1.0)), float(hi)]
+
+
 class VolumePool:
     """Synthetic training volumes, refreshed one at a time, with seeded random crops."""
 
@@ -149,7 +200,12 @@ class VolumePool:
 
         lo, hi = self.cfg.data["n_trees"]
         n_trees = int(self.rng.integers(lo, hi + 1))
-        vol = make_vessel_volume(shape=self.shape, n_trees=n_trees, seed=self.next_seed)
+        vol = make_vessel_volume(
+            shape=self.shape,
+            n_trees=n_trees,
+            seed=self.next_seed,
+            **_volume_kwargs(self.cfg, self.next_seed),
+        )
         self.next_seed += 1
         dist = ndi.distance_transform_edt(~vol.centerline) if self.topnet else None
         return vol, dist
@@ -260,7 +316,12 @@ def validation_volumes(cfg: TrainConfig, n: int | None = None, base_seed: int | 
     n = int(n if n is not None else cfg.validation["n_volumes"])
     base = VALIDATION_BASE_SEED if base_seed is None else base_seed
     shape = tuple(cfg.validation["volume_shape"])
-    return [make_vessel_volume(shape=shape, n_trees=2 + i % 2, seed=base + i) for i in range(n)]
+    return [
+        make_vessel_volume(
+            shape=shape, n_trees=2 + i % 2, seed=base + i, **_volume_kwargs(cfg, base + i)
+        )
+        for i in range(n)
+    ]
 
 
 def predict_volume(model, image: np.ndarray) -> dict[str, np.ndarray] | np.ndarray:
@@ -458,14 +519,14 @@ def train(
         architecture=cfg.architecture,
         arch_kwargs=copy.deepcopy(model.arch_kwargs),
         task="topnet" if topnet else "segmentation",
-        normalization={"method": "percentile", "low": 0.5, "high": 99.5},
+        normalization=_card_normalization(cfg),
         training={
             "config": cfg.to_dict(),
             "data_pipeline": DATA_PIPELINE_VERSION,
             "train_seeds": f"{1000 * (cfg.seed + 1)}..{pool.next_seed - 1}",
             "validation_seeds": [VALIDATION_BASE_SEED + i for i in range(len(val_vols))],
             "voxel_spacing": [1.0, 1.0, 1.0],
-            "radius_range_voxels": [1.0, 6.0],
+            "radius_range_voxels": _radius_range_voxels(cfg),
             "command": command or f"napari-topo train --config {cfg.name}",
             "git_commit": commit,
             "wall_time_s": round(time.perf_counter() - t_start, 1),
