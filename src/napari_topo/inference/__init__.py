@@ -2,8 +2,12 @@
 
 * :func:`pick_device` / :func:`available_devices` / :func:`autocast_context` (``device.py``):
   the one place where CUDA, then MPS, then CPU is chosen.
+* :func:`plan_input` / :func:`plan_intensity` / :func:`plan_zoom` (``intensity.py``): the
+  input policy, i.e. how a volume's intensities (CT window in HU or percentiles, vessel
+  polarity) and scale (zoom) are mapped for a model, from its card and the user's
+  choices; the one place where this is decided.
 * :func:`predict` / :func:`segment` (``pipeline.py``): a registered model on a volume
-  (normalisation, spacing, out-of-memory fallbacks), and the whole segmentation to
+  (input policy, spacing, out-of-memory fallbacks), and the whole segmentation to
   vessel trees (:class:`~napari_topo.analysis.VesselAnalysis`).
 * :func:`sliding_window_inference` (``sliding.py``): overlapping tiles read lazily from
   numpy, dask or zarr volumes, Gaussian blending, progress callback, cancel flag, optional
@@ -13,6 +17,16 @@ No Qt here: everything runs in scripts, the CLI and napari worker threads.
 """
 
 from .device import autocast_context, available_devices, pick_device
+from .intensity import (
+    InputPolicy,
+    IntensityNormalizer,
+    IntensityPlan,
+    ZoomPlan,
+    card_normalization,
+    plan_input,
+    plan_intensity,
+    plan_zoom,
+)
 from .pipeline import InferenceFallbackWarning, predict, resample_factors, segment
 from .sliding import (
     Cancelled,
@@ -26,12 +40,20 @@ from .sliding import (
 __all__ = [
     "Cancelled",
     "InferenceFallbackWarning",
+    "InputPolicy",
+    "IntensityNormalizer",
+    "IntensityPlan",
     "PercentileNormalizer",
+    "ZoomPlan",
     "autocast_context",
     "available_devices",
+    "card_normalization",
     "gaussian_weights",
     "normalize_percentile",
     "pick_device",
+    "plan_input",
+    "plan_intensity",
+    "plan_zoom",
     "predict",
     "resample_factors",
     "segment",

@@ -1,15 +1,19 @@
-"""Run a registered model on a volume: normalisation, device, sliding window, outputs.
+"""Run a registered model on a volume: input policy, device, sliding window, outputs.
 
 :func:`predict` is the one call the CLI, the evaluation and the widgets go through. It
-applies the intensity normalisation recorded in the model card, picks the device, runs
+plans how the volume reaches the model from the model card and the caller's choices
+(:func:`~napari_topo.inference.intensity.plan_input`: CT window or percentiles, vessel
+polarity, zoom), picks the device, runs
 :func:`~napari_topo.inference.sliding.sliding_window_inference` (progress callback and
-cancel included) and returns named float32 outputs: ``"vessel"`` (probability) for every
-model, plus ``"centerness"`` (predicted distance to the centerline, voxels) and
-``"embedding"`` (E, z, y, x) for TopNet.
+cancel included) with that normalisation applied tile by tile, and returns named float32
+outputs: ``"vessel"`` (probability) for every model, plus ``"centerness"`` (predicted
+distance to the centerline, voxels) and ``"embedding"`` (E, z, y, x) for TopNet, and the
+:class:`~napari_topo.inference.intensity.InputPolicy` it applied under ``"input_policy"``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -56,10 +60,12 @@ def resolve_model(model, device=None):
 def resample_factors(spacing=None, zoom: float | Sequence[float] | None = None) -> tuple:
     """Per-axis resampling factors that make voxels isotropic (then scale by ``zoom``).
 
-    The models were trained on isotropic voxels with vessel radii of 1-6 voxels
-    (``card.training["radius_range_voxels"]``). An anisotropic ``spacing`` is resampled to the
+    The models were trained on isotropic voxels with vessel radii in
+    ``card.training["radius_range_voxels"]`` (1-6 voxels for the first models, 1-12 for
+    those with an "auto" normalisation). An anisotropic ``spacing`` is resampled to the
     finest spacing (factor ``spacing / min(spacing)`` per axis); ``zoom`` scales further,
-    e.g. 0.5 for vessels twice as thick (in voxels) as the training data.
+    e.g. 0.5 for vessels twice as thick (in voxels) as the training data
+    (:func:`~napari_topo.inference.intensity.plan_zoom` chooses it for ``zoom="auto"``).
 
     Examples
     --------
@@ -94,23 +100,6 @@ def _resize(arr: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     from skimage.transform import resize
 
     return resize(arr, shape, order=1, mode="edge", anti_aliasing=False, preserve_range=True)
-
-
-def _normalizer(volume, spec: Mapping):
-    from .sliding import normalize_percentile
-
-    norm = normalize_percentile(volume, spec.get("low", 0.5), spec.get("high", 99.5))
-    if norm.hi > norm.lo:
-        return norm
-    # Sparse bright structures can fill fewer voxels than the upper percentile: fall back
-    # to the sample's full range; a truly constant volume has nothing to segment.
-    full = normalize_percentile(volume, 0.0, 100.0)
-    if full.hi <= full.lo:
-        raise ValueError(
-            f"the volume is empty: every voxel sampled has the value {full.lo:g}, so there "
-            "is nothing to segment"
-        )
-    return full
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -150,9 +139,13 @@ def predict(
     progress: Callable[[int, int], Any] | None = None,
     cancel: Any = None,
     spacing: float | Sequence[float] | None = None,
-    zoom: float | Sequence[float] | None = None,
+    zoom: str | float | Sequence[float] | None = "auto",
     out: Mapping[str, Any] | None = None,
     on_message: Callable[[str], Any] | None = None,
+    modality: str = "auto",
+    window: Sequence[float] | None = None,
+    polarity: str = "auto",
+    header_hint: str | None = None,
 ) -> dict[str, Any]:
     """Predict vessel probability (and TopNet's extra outputs) for a 3D volume.
 
@@ -175,28 +168,47 @@ def predict(
         Physical voxel size (e.g. a napari layer's ``scale``). Anisotropic voxels are
         resampled to isotropic ones for the model and the outputs mapped back to the
         input grid (:func:`resample_factors`).
-    zoom : float or sequence of 3 float, optional
-        Extra resampling factor so vessel radii fall in the trained range (1-6 voxels):
-        0.5 for vessels twice as thick, 2 for vessels half as thick.
+    zoom : "auto", float, sequence of 3 float or None
+        Extra resampling factor so vessel radii fall in the trained range: 0.5 for
+        vessels twice as thick, 2 for vessels half as thick; None is 1. "auto"
+        (:func:`~napari_topo.inference.intensity.plan_zoom`): a CT goes to about 1 mm
+        voxels (needs ``spacing`` in mm), other images are shrunk until their large
+        vessels have a radius of about 8 voxels (0.25-1); cards with a "percentile"
+        normalisation (the earlier models) are not zoomed.
     out : dict of str to array, optional
         Destinations ``(C, z, y, x)`` per output (e.g. zarr arrays, ``{"vessel": z}``
         for the U-Nets), filled slab by slab: with a dask or zarr ``volume`` nothing of
-        volume size is ever held in memory. Not combinable with resampling.
+        volume size is ever held in memory. Not combinable with resampling (spacing or a
+        given zoom); an automatic zoom is then not applied (said through ``on_message``).
     on_message : callable(str), optional
-        Receives notes about fallbacks (out-of-memory retries); default: a
-        :class:`InferenceFallbackWarning`.
+        Receives notes about fallbacks (out-of-memory retries, an automatic zoom left
+        out); default: a :class:`InferenceFallbackWarning`.
+    modality : {"auto", "ct", "microscopy"}
+        "auto" recognises a CT in Hounsfield units from the values (or ``header_hint``).
+    window : (low, high), optional
+        Intensity window (HU for a CT) mapped to [0, 1], instead of the card's.
+    polarity : {"auto", "bright", "dark"}
+        Vessels brighter or darker than their surroundings; "auto": bright for a CT,
+        otherwise from the skewness of the intensities. Dark vessels are inverted for
+        models that expect bright ones.
+    header_hint : str, optional
+        The modality a file header states ("ct", "mr", ...).
 
     Returns
     -------
-    dict of str to ndarray
-        ``"vessel"``: probability, shape of ``volume``; for TopNet also ``"centerness"``
-        (z, y, x) and ``"embedding"`` (E, z, y, x). With ``out``: the ``out`` arrays.
+    dict
+        ``"vessel"``: float32 probability, shape of ``volume``; for TopNet also
+        ``"centerness"`` (z, y, x) and ``"embedding"`` (E, z, y, x). With ``out``: the
+        ``out`` arrays. Always ``"input_policy"``: the
+        :class:`~napari_topo.inference.intensity.InputPolicy` applied (its
+        ``describe()`` is one line for the user, ``to_dict()`` JSON).
 
     Raises
     ------
     ValueError
         Bad input, each with a one-line message: not 3D (2D, RGB, time series), empty or
-        constant, NaN/inf voxels, bad settings.
+        constant, NaN/inf voxels, bad settings (modality, window, polarity, zoom,
+        spacing), a model card with an unknown normalisation.
     Cancelled
         When ``cancel`` was set; no partial output is returned.
 
@@ -209,6 +221,7 @@ def predict(
     import torch
 
     from .device import autocast_context, pick_device
+    from .intensity import ZoomPlan, plan_input
     from .sliding import _positive_int_triple, _volume_info, sliding_window_inference
 
     def say(msg: str) -> None:
@@ -218,16 +231,37 @@ def predict(
             warnings.warn(msg, InferenceFallbackWarning, stacklevel=3)
 
     volume, shape, _ = _volume_info(volume)
-    factors = resample_factors(spacing, zoom)
-    resample = _needs_resampling(factors)
-    if resample and out is not None:
+    given_zoom = None if isinstance(zoom, str) or zoom is None else zoom
+    if out is not None and _needs_resampling(resample_factors(spacing, given_zoom)):
         raise ValueError("out= cannot be combined with resampling (spacing/zoom)")
     dev = pick_device(device)
     module, card = resolve_model(model, dev)
-    norm_spec = dict(card.normalization or {})
-    if norm_spec.get("method", "percentile") != "percentile":
-        raise ValueError(f"model {card.name!r}: unsupported normalisation {norm_spec}")
-    norm = _normalizer(volume, norm_spec)
+    policy = plan_input(
+        volume,
+        card.normalization,
+        modality=modality,
+        window=window,
+        polarity=polarity,
+        zoom=zoom,
+        spacing=spacing,
+        header_hint=header_hint,
+    )
+    if out is not None and policy.zoom.source != "user" and policy.zoom.zoom != 1.0:
+        say(
+            f"automatic zoom {policy.zoom.zoom:.3g} not applied: out= writes on the "
+            "input grid (pass zoom=1 to silence this)"
+        )
+        kept = ZoomPlan(
+            1.0,
+            "none",
+            "not zoomed: out= writes on the input grid (automatic zoom would be "
+            f"{policy.zoom.zoom:.3g})",
+        )
+        policy = dataclasses.replace(policy, zoom=kept)
+    factors = resample_factors(spacing, policy.zoom.zoom)
+    resample = _needs_resampling(factors)
+    policy = dataclasses.replace(policy, factors=factors)
+    norm = policy.normalizer
 
     source = volume
     if resample:
@@ -284,8 +318,8 @@ def predict(
             )
             attempt = nxt
     if out is not None:
-        return dict(raw)
-    result = {}
+        return {**raw, "input_policy": policy}
+    result: dict[str, Any] = {}
     for key, arr in raw.items():
         arr = np.asarray(arr, dtype=np.float32)
         if resample:
@@ -293,6 +327,7 @@ def predict(
                 arr = arr / float(np.exp(np.mean(np.log(factors))))
             arr = np.stack([_resize(c, shape) for c in arr]).astype(np.float32)
         result[key] = arr[0] if arr.ndim == 4 and arr.shape[0] == 1 else arr
+    result["input_policy"] = policy
     return result
 
 
@@ -304,6 +339,10 @@ def segment(
     sources=None,
     spacing: float | Sequence[float] | None = None,
     min_size: int = DEFAULT_MIN_SIZE,
+    modality: str = "auto",
+    window: Sequence[float] | None = None,
+    polarity: str = "auto",
+    zoom: str | float | Sequence[float] | None = "auto",
     **predict_kwargs,
 ):
     """Predict, threshold, skeletonise and reconstruct the vessel trees of a volume.
@@ -325,14 +364,33 @@ def segment(
     min_size : int
         Mask pieces with fewer voxels are dropped (:data:`DEFAULT_MIN_SIZE`; 0 keeps
         everything).
+    modality, window, polarity, zoom
+        The input policy (:func:`predict`).
+    **predict_kwargs
+        Any other :func:`predict` argument (tile, device, progress, cancel, ...).
 
     Returns
     -------
     VesselAnalysis
+        With an ``input_policy`` attribute: the
+        :class:`~napari_topo.inference.intensity.InputPolicy` that :func:`predict`
+        applied (``analysis.input_policy.describe()`` says what was chosen).
     """
     from ..analysis import VesselAnalysis
 
-    outputs = predict(volume, model, spacing=spacing, **predict_kwargs)
-    return VesselAnalysis.from_outputs(
+    outputs = predict(
+        volume,
+        model,
+        spacing=spacing,
+        modality=modality,
+        window=window,
+        polarity=polarity,
+        zoom=zoom,
+        **predict_kwargs,
+    )
+    analysis = VesselAnalysis.from_outputs(
         outputs, threshold=threshold, sources=sources, spacing=spacing, min_size=min_size
     )
+    # VesselAnalysis has no field for it (yet): carried as an attribute.
+    analysis.input_policy = outputs["input_policy"]
+    return analysis

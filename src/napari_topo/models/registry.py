@@ -34,12 +34,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..inference.intensity import AUTO_NORMALIZATION, LEGACY_NORMALIZATION, card_normalization
 from .topnet import TopNet
 from .unet import UNet3D
 
 __all__ = [
     "ALLOWED_TASKS",
     "ARCHITECTURES",
+    "AUTO_NORMALIZATION",
+    "DEFAULT_NORMALIZATION",
     "MODEL_PATH_ENV",
     "TASKS",
     "WEIGHTS_DIR",
@@ -71,8 +74,12 @@ ALLOWED_TASKS: dict[str, tuple[str, ...]] = {
 WEIGHTS_DIR: Path = Path(str(resources.files(__package__).joinpath("weights")))
 #: Environment variable listing extra model folders, separated by ``os.pathsep``.
 MODEL_PATH_ENV = "NAPARI_TOPO_MODEL_PATH"
-#: Input normalisation a card gets when it names none.
-DEFAULT_NORMALIZATION = {"method": "percentile", "low": 0.5, "high": 99.5}
+#: Input normalisation a card gets when it names none: the earlier models' percentile
+#: scaling (a card that records nothing makes no claim about CT windows or polarity).
+#: Models trained with the input policy of :mod:`napari_topo.inference.intensity` write
+#: :data:`AUTO_NORMALIZATION` (``{"method": "auto", "ct_window": [-100, 300], "low": 0.5,
+#: "high": 99.5, "polarity": "bright"}``) into their cards.
+DEFAULT_NORMALIZATION = dict(LEGACY_NORMALIZATION)
 CARD_FORMAT_VERSION = 1
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")
@@ -108,7 +115,16 @@ class ModelCard:
         Output name -> ``{"channels", "kind", "activation", ...}``; filled from the
         model's ``output_spec()`` by :func:`save_model` when empty.
     normalization : dict
-        Input normalisation, e.g. ``{"method": "percentile", "low": 0.5, "high": 99.5}``.
+        How inputs are mapped for the model, applied by
+        :func:`napari_topo.inference.intensity.plan_input` (checked by
+        :func:`~napari_topo.inference.intensity.card_normalization` when the card is made):
+        ``{"method": "auto", "ct_window": [-100, 300], "low": 0.5, "high": 99.5,
+        "polarity": "bright"}`` for models trained on bright vessels in [0, 1] (a CT in HU
+        windowed to ``ct_window`` and clipped, other images scaled by the ``low``/``high``
+        percentiles, dark-vessel images inverted, the zoom chosen automatically; optional
+        ``target_radius_voxels`` (8) and ``ct_spacing_mm`` (1.0) tune the zoom), or
+        ``{"method": "percentile", "low": 0.5, "high": 99.5}`` for earlier models
+        (percentiles only, whatever the image).
     training : dict
         Free-form provenance: voxel spacing and radius range, patch size, steps, loss and
         its hyper-parameters, data generator version and seeds, command, git commit.
@@ -171,6 +187,10 @@ class ModelCard:
                     f"model {self.name!r}: {name} must be a dict, "
                     f"got {type(getattr(self, name)).__name__}"
                 )
+        try:
+            card_normalization(self.normalization)
+        except ValueError as err:
+            raise ValueError(f"model {self.name!r}: {err}") from None
         self.sha256 = str(self.sha256).lower()
         if self.sha256 and not _SHA256_RE.match(self.sha256):
             raise ValueError(
