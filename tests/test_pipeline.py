@@ -63,6 +63,10 @@ def test_segment_recovers_the_generator_ground_truth(vol):
     assert m["Dice"] > 0.8 and m["clDice"] > 0.8
     assert analysis.result.n_trees == vol.n_trees
     assert set(np.unique(analysis.trees)) <= set(range(vol.n_trees + 1))
+    # the shipped models' cards ask for percentiles: their input is as before
+    policy = analysis.input_policy
+    assert policy.intensity.method == "percentile" and not policy.intensity.invert
+    assert policy.zoom.zoom == 1.0
     # every tree id found is used, and the trees cover the mask exactly
     assert np.array_equal(analysis.trees > 0, analysis.mask)
     assert analysis.radius.shape == (len(analysis.points),) and (analysis.radius > 0).all()
@@ -108,7 +112,7 @@ def test_dask_volume_is_processed_lazily_into_zarr(vol, unet):
     lazy = da.from_array(src, chunks=chunks, asarray=False)
     out = {"vessel": zarr.zeros((1, *vol.shape), chunks=(1, 32, 64, 64), dtype="float32")}
     got = predict(lazy, unet, tile=32, overlap=0.25, device="cpu", out=out)
-    assert got["vessel"] is out["vessel"]
+    assert got["vessel"] is out["vessel"] and "input_policy" in got
     # never more than one chunk read at a time, never the volume as a whole
     assert src.reads and max(src.reads) <= np.prod(chunks)
     expected = predict(vol.image.astype(np.float32), unet, tile=32, overlap=0.25, device="cpu")
@@ -249,3 +253,112 @@ def test_min_size_drops_specks_but_keeps_vessels():
     assert clean.mask.sum() == 360 and clean.mask[10:13, 10:13, :].all()
     with pytest.raises(ValueError, match="min_size"):
         VesselAnalysis.from_outputs({"vessel": prob}, min_size=-1)
+
+
+# ----------------------------------------------------------------------- input policy
+
+
+class Identity(torch.nn.Module):
+    """A 'model' whose vessel logit is its input: ``gain * (x - centre)``.
+
+    Its probability shows what the model was given; ``seen`` keeps each batch's range.
+    """
+
+    def __init__(self, gain: float = 1.0, centre: float = 0.0):
+        super().__init__()
+        self.gain, self.centre = gain, centre
+        self.scale = torch.nn.Parameter(torch.ones(()))
+        self.seen: list[tuple[float, float]] = []
+
+    def forward(self, x):
+        self.seen.append((float(x.min()), float(x.max())))
+        return (x - self.centre) * self.gain * self.scale
+
+
+AUTO_CARD = {"method": "auto", "ct_window": [-100, 300], "low": 0.5, "high": 99.5,
+             "polarity": "bright"}  # fmt: skip
+
+
+@pytest.fixture
+def auto_card(card):
+    return dataclasses.replace(card, normalization=dict(AUTO_CARD))
+
+
+def test_ct_reaches_an_auto_model_windowed(card, auto_card):
+    # The failure: a percentile-scaled CT gave vessels and liver nearly the same input
+    # (models segmented air). The window keeps 60 HU of contrast visible.
+    from test_intensity import ct_phantom
+
+    img, vessels, liver, air, _ = ct_phantom()
+    net = Identity(gain=40.0, centre=0.6)  # "vessel" above 0.6 of the window (140 HU)
+    out = predict(img, (net, auto_card), spacing=(2.0, 0.7, 0.7), tile=32, device="cpu")
+    policy = out["input_policy"]
+    assert policy.describe() == (
+        "CT in HU (detected) window -100..300 HU, bright vessels, zoom 0.7 -> 1 mm voxels"
+    )
+    assert policy.factors == pytest.approx((2.0, 0.7, 0.7))  # 1 mm voxels
+    assert min(lo for lo, _ in net.seen) >= 0.0 and max(hi for _, hi in net.seen) <= 1.0
+    prob = out["vessel"]
+    assert prob.shape == img.shape
+    assert prob[vessels].mean() > 0.5 > prob[liver].mean() and prob[air].mean() < 0.01
+    # the same "model" on the percentile scaling of an earlier card cannot tell them apart
+    old = predict(img, (Identity(gain=40.0, centre=0.6), card), tile=32, device="cpu")
+    assert old["input_policy"].intensity.method == "percentile"
+    sep_old = old["vessel"][vessels].mean() - old["vessel"][liver].mean()
+    assert prob[vessels].mean() - prob[liver].mean() > sep_old + 0.3
+
+
+def test_an_old_card_gets_exactly_the_old_input(card):
+    from napari_topo.inference import normalize_percentile
+    from test_intensity import tubes
+
+    img, _ = tubes((2.0, 3.0), dark=True)
+    out = predict(img, (Identity(), card), tile=48, device="cpu")
+    ref = normalize_percentile(img, 0.5, 99.5)
+    expected = torch.sigmoid(torch.from_numpy(ref(img.astype(np.float32)))).numpy()
+    np.testing.assert_allclose(out["vessel"], expected, atol=1e-5)
+    policy = out["input_policy"]
+    assert not policy.intensity.invert and policy.factors == (1.0, 1.0, 1.0)
+
+
+def test_dark_vessels_reach_an_auto_model_bright(card, auto_card):
+    from test_intensity import tubes
+
+    img, mask = tubes((2.0, 3.0), dark=True)
+    net = Identity(gain=10.0, centre=0.85)
+    out = predict(img, (net, auto_card), tile=48, device="cpu")
+    assert out["input_policy"].intensity.invert
+    assert out["vessel"][mask].mean() > out["vessel"][~mask].mean() + 0.3
+    # polarity chosen by hand wins
+    out = predict(img, (net, auto_card), polarity="bright", tile=48, device="cpu")
+    assert out["vessel"][mask].mean() < out["vessel"][~mask].mean()
+    with pytest.raises(ValueError, match="window low must be below high"):
+        predict(img, (Identity(), auto_card), window=(300, -100), device="cpu")
+
+
+def test_auto_zoom_brings_thick_vessels_to_the_trained_radius(auto_card):
+    from test_intensity import tubes
+
+    img, mask = tubes((20.0,), shape=(80, 160, 160))
+    net = Identity(gain=10.0, centre=0.5)
+    out = predict(img, (net, auto_card), tile=32, device="cpu")
+    policy = out["input_policy"]
+    assert policy.zoom.source == "vessel-radius" and policy.zoom.zoom < 0.5
+    assert all(f == policy.zoom.zoom for f in policy.factors)
+    assert out["vessel"].shape == img.shape
+    assert dice(out["vessel"] > 0.5, mask) > 0.8  # mapped back onto the input grid
+    fixed = predict(img[:, :64, :64], (net, auto_card), zoom=1.0, tile=32, device="cpu")
+    assert fixed["input_policy"].factors == (1.0, 1.0, 1.0)
+
+
+def test_out_keeps_the_input_grid_without_an_auto_zoom(auto_card):
+    from test_intensity import tubes
+
+    img, _ = tubes((16.0,), shape=(48, 112, 112))
+    notes: list[str] = []
+    dest = {"vessel": np.zeros((1, *img.shape), np.float32)}
+    got = predict(
+        img, (Identity(), auto_card), tile=48, device="cpu", out=dest, on_message=notes.append
+    )
+    assert got["input_policy"].zoom.zoom == 1.0 and "out=" in got["input_policy"].zoom.reason
+    assert any("automatic zoom" in n for n in notes)
