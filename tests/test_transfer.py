@@ -1,0 +1,78 @@
+"""The shipped models, with the defaults a user gets, on phantoms of the real-data failures.
+
+Issue 9 measured the first shipped models on real volumes: Dice 0 on contrast liver CT
+(they segmented air), hollow large vessels on two-photon stacks and 60-90 "trees" on a
+plain noisy volume of four tubes. Real data cannot run in CI; these phantoms
+(``napari_topo.data.phantoms``) reproduce each failure, and every test here fails with
+those first models. Thresholds are set well below what the retrained models measure
+(see the README's tables), so they catch a regression, not noise.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from napari_topo.data.phantoms import ct_phantom, four_tubes, thick_tube_phantom
+from napari_topo.inference import segment
+from napari_topo.models.registry import list_models
+
+MODELS = ["unet-dice", "unet-cldice", "unet-projpool", "topnet"]
+
+
+def _dice(a, b) -> float:
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    return float(2 * (a & b).sum() / max(a.sum() + b.sum(), 1))
+
+
+@pytest.fixture(scope="module")
+def ct():
+    return ct_phantom(seed=0)
+
+
+def test_every_shipped_model_is_listed():
+    assert set(MODELS) <= {card.name for card in list_models()}
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_contrast_ct_in_hu_gives_vessels_not_air(ct, model):
+    res = segment(ct["hu"], model, spacing=(1.0, 1.0, 1.0))
+    mask = np.asarray(res.mask, bool)
+    assert mask.any(), "nothing segmented on a contrast CT"
+    hu = ct["hu"][mask]
+    # the first models put their voxels on air (median -900 HU)
+    assert np.median(hu) > 50, f"median HU of the predicted voxels {np.median(hu)}"
+    assert (mask & ct["air_tubes"]).sum() < 0.02 * ct["air_tubes"].sum()
+    assert (mask & ct["bone"]).sum() < 0.1 * ct["bone"].sum()
+    assert _dice(mask, ct["vessels"]) > 0.5
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_four_noisy_tubes_give_four_trees_not_eighty(model):
+    image, labels = four_tubes((48, 128, 128), seed=1)
+    res = segment(image, model)
+    mask = np.asarray(res.mask, bool)
+    truth = labels > 0
+    precision = (mask & truth).sum() / max(mask.sum(), 1)
+    assert precision >= 0.85, precision  # first models: 0.27
+    assert _dice(mask, truth) > 0.6
+    n_trees = int(np.unique(np.asarray(res.trees))[1:].size)
+    assert 1 <= n_trees <= 8, n_trees  # at most twice the true count
+
+
+def test_thick_vessels_are_solid_not_hollow():
+    image, mask_true, thick = thick_tube_phantom(seed=0)
+    res = segment(image, spacing=(1.0, 1.0, 1.0))
+    mask = np.asarray(res.mask, bool)
+    core = ndi.distance_transform_edt(thick) > 5  # deeper than 5 voxels inside
+    assert mask[core].mean() > 0.9, mask[core].mean()
+    assert _dice(mask, mask_true) > 0.7
+
+
+def test_dark_vessels_are_found_with_automatic_polarity():
+    image, labels = four_tubes((48, 128, 128), seed=2)
+    dark = (np.iinfo(np.uint16).max - image).astype(np.uint16)  # dark tubes, bright ground
+    res = segment(dark)
+    mask = np.asarray(res.mask, bool)
+    assert _dice(mask, labels > 0) > 0.6
