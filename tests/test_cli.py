@@ -246,3 +246,83 @@ def test_evaluate_reads_float_files_holding_labels(files, capsys, tmp_path):
     assert code == 0, err
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["Tree accuracy"] == 1.0 and metrics["Dice"] == 1.0
+
+
+# ------------------------------------------------------------------ input policy
+
+
+@pytest.fixture(scope="module")
+def policy_files(tmp_path_factory):
+    """A CT-like volume in HU (NIfTI with spacing) and a tiny model with an "auto" card.
+
+    The model's head is zeroed with a bias of -10, so its mask is empty and the run
+    takes a second: these tests are about what reaches the model, not what it finds.
+    """
+    import torch
+
+    from napari_topo.data.io import write_volume
+    from napari_topo.models import ModelCard, UNet3D, save_model
+    from napari_topo.models.registry import AUTO_NORMALIZATION
+    from test_intensity import ct_phantom
+
+    d = tmp_path_factory.mktemp("policy")
+    torch.manual_seed(0)
+    net = UNet3D(widths=(4, 8))
+    with torch.no_grad():
+        net.head.weight.zero_()
+        net.head.bias.fill_(-10.0)
+    card = ModelCard(name="tiny-auto", architecture="unet3d", normalization=AUTO_NORMALIZATION)
+    save_model(net, card, d)
+    img = ct_phantom(shape=(24, 64, 64))[0]
+    write_volume(d / "ct.nii.gz", img, spacing=(2.0, 0.7, 0.7))
+    return d
+
+
+def test_segment_prints_the_input_policy(policy_files, capsys, tmp_path):
+    d = policy_files
+    base = ["segment", d / "ct.nii.gz", "--model", d / "tiny-auto.json", "--device", "cpu"]
+    code, out, err = _run([*base, "--out", tmp_path / "a", "--tile", "32"], capsys)
+    assert code == 0, err
+    lines = [ln for ln in out.splitlines() if ln.startswith("input: ")]
+    assert lines == [
+        "input: CT in HU (detected) window -100..300 HU, bright vessels, zoom 0.7 -> 1 mm voxels"
+    ]
+    summary = json.loads((tmp_path / "a" / "ct_summary.json").read_text())
+    assert summary["input_policy"]["intensity"]["window"] == [-100.0, 300.0]
+    assert summary["input_policy"]["factors"] == pytest.approx([2.0, 0.7, 0.7])
+    # every flag at once wins over the detection
+    flags = ["--modality", "microscopy", "--window", "0", "1000", "--polarity", "dark"]
+    code, out, err = _run(
+        [*base, "--out", tmp_path / "b", "--tile", "32", *flags, "--zoom", "0.5"], capsys
+    )
+    assert code == 0, err
+    assert (
+        "input: microscopy/other (chosen) window 0..1000 (chosen), dark vessels (chosen, "
+        "inverted), zoom 0.5 (chosen)"
+    ) in out
+
+
+def test_policy_flags_parse_and_bad_values_get_one_line(policy_files, capsys, tmp_path):
+    parser = cli.build_parser()
+    args = parser.parse_args(["segment", "v.nii", "--out", "o"])
+    assert (args.zoom, args.modality, args.polarity, args.window) == ("auto", "auto", "auto", None)
+    args = parser.parse_args(
+        ["segment", "v.nii", "--out", "o", "--zoom", "0.25", "--window", "-50", "250"]
+    )
+    assert args.zoom == 0.25 and args.window == [-50.0, 250.0]
+    assert parser.parse_args(["segment", "v", "--out", "o", "--zoom", "AUTO"]).zoom == "auto"
+    for bad in (["--zoom", "big"], ["--polarity", "grey"], ["--modality", "mri"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["segment", "v", "--out", "o", *bad])
+    capsys.readouterr()
+    d = policy_files
+    base = ["segment", d / "ct.nii.gz", "--model", d / "tiny-auto.json", "--out", tmp_path]
+    for flags, needle in [
+        (["--window", "300", "-100"], "window low must be below high"),
+        (["--window", "nan", "1"], "finite"),
+        (["--zoom", "-1"], "zoom"),
+    ]:
+        code, out, err = _run([*base, "--device", "cpu", *flags], capsys)
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and needle in lines[0], (flags, err)
+    assert not any(tmp_path.iterdir())

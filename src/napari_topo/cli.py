@@ -6,6 +6,10 @@
   what it found against the generator's ground truth: the README's "main job".
 * ``segment INPUT --out DIR``: a volume file (NIfTI, TIFF, NumPy, zarr) to probability,
   mask, skeleton, vessel trees and the vessel graph; ``--gt`` adds the metrics table.
+  ``--modality``, ``--window``, ``--polarity`` and ``--zoom`` override the input policy
+  (:mod:`napari_topo.inference.intensity`: a CT in HU is windowed, other images scaled by
+  percentiles, dark vessels inverted, the zoom chosen from the spacing or the vessel
+  size); one ``input: ...`` line says what was chosen.
 * ``evaluate PRED GT``: the metrics table of a segmentation, written as JSON and CSV.
 * ``models``, ``train``, ``evaluate-models``: the pretrained models.
 
@@ -204,7 +208,36 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument(
         "--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"), help="override voxel size"
     )
-    seg.add_argument("--zoom", type=float, help="extra resampling factor for thick/thin vessels")
+    seg.add_argument(
+        "--zoom",
+        type=_zoom_arg,
+        default="auto",
+        metavar="auto|FLOAT",
+        help="resampling factor for thick (< 1) or thin (> 1) vessels; auto (default): "
+        "1 mm voxels for a CT, large vessels to ~8 voxels in radius otherwise",
+    )
+    seg.add_argument(
+        "--modality",
+        choices=["auto", "ct", "microscopy"],
+        default="auto",
+        help="auto (default) recognises a CT in Hounsfield units from its values; "
+        "microscopy covers every non-CT image (MRA included)",
+    )
+    seg.add_argument(
+        "--window",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        help="intensity window mapped to 0..1 (HU for a CT; default -100 300 for a CT, "
+        "0.5-99.5 percentiles otherwise)",
+    )
+    seg.add_argument(
+        "--polarity",
+        choices=["auto", "bright", "dark"],
+        default="auto",
+        help="vessels brighter or darker than their surroundings; auto (default): bright "
+        "for a CT, otherwise from the intensity distribution",
+    )
     seg.add_argument("--gt", help="ground-truth labels (mask or tree ids): adds the metrics")
     seg.add_argument(
         "--format",
@@ -252,6 +285,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write the test summary into each model's card",
     )
     return parser
+
+
+def _zoom_arg(text: str):
+    """``--zoom``: "auto" or a number (its sign and size are checked with the policy)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number, got {text!r}") from None
 
 
 def _train(args) -> None:
@@ -507,6 +550,9 @@ def _segment(args) -> None:
         sources=sources,
         spacing=spacing,
         zoom=args.zoom,
+        modality=args.modality,
+        window=args.window,
+        polarity=args.polarity,
         tile=args.tile,
         overlap=args.overlap,
         batch_size=args.batch_size,
@@ -515,6 +561,7 @@ def _segment(args) -> None:
         on_message=lambda m: print(f"napari-topo: note: {m}", file=sys.stderr),
     )
     took = time.perf_counter() - t0
+    policy = getattr(analysis, "input_policy", None)
     metrics = None
     if gt is not None:
         metrics = compute_metrics(analysis.trees, gt, spacing=spacing)
@@ -537,6 +584,8 @@ def _segment(args) -> None:
         analysis.save(tmp / f"{stem}_graph.csv")
         summary = analysis.summary()
         summary.update({"input": str(vol.path), "model": model, "seconds": round(took, 2)})
+        if policy is not None:
+            summary["input_policy"] = policy.to_dict()
         (tmp / f"{stem}_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         if metrics is not None:
             _write_metrics(metrics, tmp / f"{stem}_metrics")
@@ -550,6 +599,8 @@ def _segment(args) -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
+    if policy is not None:
+        print(f"input: {policy.describe()}")
     print(
         f"{vol.path.name}: {summary['n_voxels']} vessel voxels, {summary['n_branches']} "
         f"branches, {summary['n_points']} centerline points, {summary['n_trees']} trees "
