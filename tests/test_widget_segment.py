@@ -30,6 +30,7 @@ from napari_topo.inference.device import available_devices  # noqa: E402
 from napari_topo.models.registry import ModelCard, get_card  # noqa: E402
 from napari_topo.widgets.segment import (  # noqa: E402
     CPU_NOTE,
+    INPUT_NOTE,
     SegmentWidget,
     model_tooltip,
     sources_in_voxels,
@@ -226,6 +227,82 @@ def test_run_adds_layers_on_the_image(make_napari_viewer, qtbot):
     assert analysis.result.n_trees >= 1
     status = widget.status_label.text()
     assert status.startswith("Segmented 'vessel' with unet-dice") and "tree" in status
+    # What the pipeline chose for the input is shown, with the reasons as a tooltip, and
+    # kept with the layers.
+    policy = analysis.input_policy
+    assert widget.input_label.text() == f"Input: {policy.describe()}"
+    assert widget.input_label.text().startswith("Input: microscopy/other (detected) percentiles")
+    assert "skewness" in widget.input_label.toolTip()
+    assert layers["trees"].metadata["napari_topo"]["input_policy"] == policy.to_dict()
+
+
+@gui
+def test_input_section_collects_the_policy_choices(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    image = add_vessels(viewer)
+    widget = make_widget(viewer, qtbot)
+    assert not widget.input_section.isExpanded()  # compact until opened
+    assert widget.input_label.text() == INPUT_NOTE
+    assert widget.input_choices() == {
+        "modality": "auto",
+        "polarity": "auto",
+        "window": None,
+        "zoom": "auto",
+    }
+    assert widget.zoom_box.native.text() == "auto"
+    assert not widget.window_low.enabled and not widget.window_high.enabled
+    widget.modality_picker.value = "ct"
+    widget.polarity_picker.value = "dark"
+    widget.window_check.value = True
+    assert widget.window_low.enabled and widget.window_high.enabled
+    widget.window_low.value, widget.window_high.value = -50.0, 250.0
+    widget.zoom_box.value = 0.5
+    job, _ = widget._make_job(image)
+    assert (job.modality, job.polarity, job.window, job.zoom) == (
+        "ct",
+        "dark",
+        (-50.0, 250.0),
+        0.5,
+    )
+    widget.zoom_box.value = 0.0
+    assert widget.input_choices()["zoom"] == "auto"
+
+
+@gui
+def test_input_choices_reach_the_pipeline(make_napari_viewer, qtbot, monkeypatch):
+    from napari_topo.inference import pipeline
+
+    viewer = make_napari_viewer()
+    add_vessels(viewer)
+    widget = make_widget(viewer, qtbot)
+    calls = []
+    real = pipeline.segment
+
+    def recording_segment(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "segment", recording_segment)
+    widget.polarity_picker.value = "bright"
+    widget.window_check.value = True
+    widget.window_low.value, widget.window_high.value = 0.0, 1.0
+    widget.zoom_box.value = 1.0
+    assert run_and_wait(qtbot, widget) == "done", widget.status_label.text()
+    kw = calls[0]
+    assert (kw["modality"], kw["polarity"], kw["window"], kw["zoom"]) == (
+        "auto",
+        "bright",
+        (0.0, 1.0),
+        1.0,
+    )
+    text = widget.input_label.text()
+    assert "window 0..1 (chosen)" in text and "bright vessels (chosen)" in text
+    assert "zoom 1 (chosen)" in text
+    # a bad window comes back as the core's one-line message
+    widget.window_low.value, widget.window_high.value = 1.0, 0.0
+    start = len(notification_manager.records)
+    assert run_and_wait(qtbot, widget) == "error"
+    assert any("window low must be below high" in m for m in new_errors(start))
 
 
 @gui

@@ -9,9 +9,15 @@ returns an :class:`_Outcome` that the GUI thread turns into layers through
 :meth:`VesselAnalysis.to_layers <napari_topo.analysis.VesselAnalysis.to_layers>`.
 
 Layers made here carry ``metadata["napari_topo"]`` with ``kind``, ``source`` (the image
-layer's name), ``model`` and ``analysis`` (the :class:`VesselAnalysis`; the tree editor
-reads it from the trees layer).  Running again on the same image updates those layers
-and never touches a layer the user made.
+layer's name), ``model``, ``analysis`` (the :class:`VesselAnalysis`; the tree editor
+reads it from the trees layer) and ``input_policy`` (what the pipeline chose for the
+input, :meth:`InputPolicy.to_dict <napari_topo.inference.intensity.InputPolicy.to_dict>`).
+Running again on the same image updates those layers and never touches a layer the user
+made.
+
+The collapsible *Input* section only collects the input policy choices (modality,
+vessel polarity, intensity window, zoom); :mod:`napari_topo.inference.intensity` decides
+and the label under it shows what was chosen after a run.
 """
 
 from __future__ import annotations
@@ -27,13 +33,14 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FloatSpinBox, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, SpinBox
 from napari.layers import Image, Labels, Layer, Points
 from napari.qt.threading import create_worker
 from napari.utils import progress as napari_progress
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from superqt import QCollapsible
 
 from napari_topo.layers import METADATA_KEY, layer_kind
 from napari_topo.widgets._common import (
@@ -61,6 +68,10 @@ OWNER = "segment"
 CPU_NOTE = "Running on CPU: expect ~20 s per 128³ voxels (TopNet ~40 s)."
 #: Layer-list events after which the layer pickers are rebuilt.
 _NONE = "none"
+#: The zoom box's value meaning "auto" (shown as "auto").
+_AUTO_ZOOM = 0.0
+#: What the Input label says before a run.
+INPUT_NOTE = "Input: chosen from the image and the model card when you press Run."
 
 
 # --------------------------------------------------------------------------------------
@@ -169,6 +180,10 @@ class _Job:
     scale: tuple[float, ...]
     translate: tuple[float, ...]
     sources: np.ndarray | None
+    modality: str = "auto"
+    polarity: str = "auto"
+    window: tuple[float, float] | None = None
+    zoom: str | float = "auto"
 
 
 @dataclass(frozen=True)
@@ -206,6 +221,10 @@ def _run_segment(
                 threshold=job.threshold,
                 sources=job.sources,
                 spacing=job.spacing,
+                modality=job.modality,
+                polarity=job.polarity,
+                window=job.window,
+                zoom=job.zoom,
                 tile=job.tile,
                 overlap=job.overlap,
                 device=job.device,
@@ -258,11 +277,13 @@ class SegmentWidget(QWidget):
 
     Pick an image, a model (hover for its test scores), a device, the sliding-window
     tile and overlap, the probability threshold and optionally a Points layer with the
-    tree roots; press *Run*.  The model runs in a worker thread with a progress bar
-    per tile (*Cancel* stops it between tiles); the results become layers named after
-    the image (probability, mask, skeleton, trees, branches, centerline), placed on the
-    image with its scale and translate.  Running again on the same image replaces
-    them.
+    tree roots; the collapsible *Input* section overrides the input policy (modality,
+    vessel polarity, intensity window, zoom; all automatic by default) and its label says
+    what was chosen after a run (hover for why).  Press *Run*.  The model runs in a
+    worker thread with a progress bar per tile (*Cancel* stops it between tiles); the
+    results become layers named after the image (probability, mask, skeleton, trees,
+    branches, centerline), placed on the image with its scale and translate.  Running
+    again on the same image replaces them.
 
     Parameters
     ----------
@@ -356,6 +377,7 @@ class SegmentWidget(QWidget):
             labels=True,
         )
         self._form.margins = (0, 0, 0, 0)
+        self._build_input_section()
 
         self.device_note = QLabel(CPU_NOTE)
         self.device_note.setWordWrap(True)
@@ -377,6 +399,7 @@ class SegmentWidget(QWidget):
         buttons.addWidget(self.cancel_button)
         layout = QVBoxLayout(self)
         layout.addWidget(self._form.native)
+        layout.addWidget(self.input_section)
         layout.addWidget(self.device_note)
         layout.addLayout(buttons)
         layout.addWidget(self.status_label)
@@ -457,6 +480,83 @@ class SegmentWidget(QWidget):
 
     # ---- choices ---------------------------------------------------------------------
 
+    def _build_input_section(self) -> None:
+        """The collapsed "Input" section: modality, polarity, window, zoom, and a label."""
+        self.modality_picker = ComboBox(
+            label="Modality",
+            choices=["auto", "ct", "microscopy"],
+            value="auto",
+            tooltip="'auto' recognises a CT in Hounsfield units from its values (windowed "
+            "-100..300 HU); anything else is scaled by its 0.5-99.5 percentiles.",
+        )
+        self.polarity_picker = ComboBox(
+            label="Vessels",
+            choices=["auto", "bright", "dark"],
+            value="auto",
+            tooltip="Vessels brighter or darker than their surroundings. 'auto': bright for "
+            "a CT, otherwise from the intensity distribution; dark ones are inverted for "
+            "models trained on bright vessels.",
+        )
+        self.window_check = CheckBox(
+            text="Window",
+            value=False,
+            tooltip="Map Low..High (HU for a CT) to 0..1 instead of the automatic scaling.",
+        )
+        self.window_low = FloatSpinBox(value=-100.0, min=-1e6, max=1e6, step=10.0)
+        self.window_high = FloatSpinBox(value=300.0, min=-1e6, max=1e6, step=10.0)
+        for box, end in ((self.window_low, "Low"), (self.window_high, "High")):
+            box.tooltip = f"{end} end of the intensity window (image units; HU for a CT)."
+            box.enabled = False
+        self.window_check.changed.connect(self._on_window_toggled)
+        window_row = Container(
+            widgets=[self.window_check, self.window_low, self.window_high],
+            layout="horizontal",
+            labels=False,
+            label="Intensity",
+        )
+        window_row.margins = (0, 0, 0, 0)
+        self.zoom_box = FloatSpinBox(
+            label="Zoom",
+            value=_AUTO_ZOOM,
+            min=_AUTO_ZOOM,
+            max=8.0,
+            step=0.05,
+            tooltip="Resampling for the model: < 1 for thick vessels, > 1 for thin ones. "
+            "'auto' (the lowest value): 1 mm voxels for a CT, large vessels to ~8 voxels "
+            "in radius otherwise.",
+        )
+        self.zoom_box.native.setSpecialValueText("auto")
+        self._input_form = Container(
+            widgets=[self.modality_picker, self.polarity_picker, window_row, self.zoom_box],
+            labels=True,
+        )
+        self._input_form.margins = (0, 0, 0, 0)
+        self.input_label = QLabel(INPUT_NOTE)
+        self.input_label.setWordWrap(True)
+        self.input_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.input_section = QCollapsible("Input")
+        self.input_section.addWidget(self._input_form.native)
+        self.input_section.addWidget(self.input_label)
+
+    def _on_window_toggled(self, on: bool) -> None:
+        self.window_low.enabled = bool(on)
+        self.window_high.enabled = bool(on)
+
+    def input_choices(self) -> dict[str, Any]:
+        """The Input section's choices as :func:`~napari_topo.inference.pipeline.segment`
+        keyword arguments: ``modality``, ``polarity``, ``window`` (None unless set) and
+        ``zoom`` ("auto" or a number)."""
+        zoom = float(self.zoom_box.value)
+        window = None
+        if self.window_check.value:
+            window = (float(self.window_low.value), float(self.window_high.value))
+        return {
+            "modality": str(self.modality_picker.value),
+            "polarity": str(self.polarity_picker.value),
+            "window": window,
+            "zoom": "auto" if zoom <= _AUTO_ZOOM else zoom,
+        }
+
     def _make_job(self, image: Any) -> tuple[_Job, Any]:
         if image is None:
             raise ValueError("Pick an Image layer holding a 3D (z, y, x) volume.")
@@ -488,6 +588,7 @@ class SegmentWidget(QWidget):
             scale=scale,
             translate=translate,
             sources=sources,
+            **self.input_choices(),
         )
         return job, volume
 
@@ -578,6 +679,7 @@ class SegmentWidget(QWidget):
             self._state = "error"
             self._report(outcome.error or "Segmentation failed.", error=True)
             return
+        self._show_policy(getattr(outcome.analysis, "input_policy", None))
         try:
             self._apply(job, outcome.analysis)
         except Exception as exc:  # noqa: BLE001 - shown to the user, traceback logged
@@ -610,6 +712,15 @@ class SegmentWidget(QWidget):
         self.finished.emit(self._state or "error")
         self._state = None
 
+    def _show_policy(self, policy: Any) -> None:
+        """Say in the Input label what the pipeline chose (and why, in its tooltip)."""
+        if policy is None:
+            self.input_label.setText(INPUT_NOTE)
+            self.input_label.setToolTip("")
+            return
+        self.input_label.setText(f"Input: {policy.describe()}")
+        self.input_label.setToolTip("\n".join(r for r in policy.reasons() if r))
+
     # ---- results → layers --------------------------------------------------------------
 
     def _apply(self, job: _Job, analysis: VesselAnalysis) -> None:
@@ -627,6 +738,9 @@ class SegmentWidget(QWidget):
             meta = dict(meta)
             info = dict(meta["metadata"][METADATA_KEY])
             info.update(widget=OWNER, source=job.image, model=job.model, analysis=analysis)
+            policy = getattr(analysis, "input_policy", None)
+            if policy is not None:
+                info["input_policy"] = policy.to_dict()
             meta["metadata"] = {**meta["metadata"], METADATA_KEY: info}
             old = existing.pop(info["kind"], None)
             if old is not None and _update_in_place(old, data, meta):
