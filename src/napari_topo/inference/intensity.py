@@ -10,7 +10,7 @@ module decides, once per volume and in one place, how that happens, and says why
   - *CT in Hounsfield units*: a linear window, ``[-100, 300] HU -> [0, 1]`` by default,
     clipped to ``[0, 1]`` (bone, air and the table all become 0 or 1, and the 60 HU
     between contrast-filled vessels and liver stays 15 % of the range instead of the
-    2 % that a percentile scaling over air and bone leaves);
+    3 % that a percentile scaling over air and bone leaves);
   - *anything else* (microscopy, MRA): percentiles ``0.5 -> 0``, ``99.5 -> 1``, not
     clipped;
 
@@ -18,7 +18,7 @@ module decides, once per volume and in one place, how that happens, and says why
   values are inverted (``x -> 1 - x``).
 * **Scale** (:func:`plan_zoom` -> :class:`ZoomPlan`): a CT is resampled to about 1 mm
   voxels; other images are zoomed so that their large vessels have a radius of about
-  8 voxels (the middle of the 1-12 voxels the models are trained on).
+  8 voxels (well inside the 1-12 voxels the models are trained on).
 
 Both are estimated from a regular strided sample of at most :data:`SAMPLE_VOXELS` voxels,
 so a dask or zarr volume is never loaded whole. :func:`plan_input` does both from one
@@ -102,7 +102,7 @@ HU_VALUE_RANGE = (-3100.0, 4100.0)
 #: Polarity "auto" outside CT: dark vessels when the skewness of the smoothed sample is
 #: below this. Sparse vessels make a one-sided tail: bright ones a positive skew, dark ones
 #: a negative one (a 6-sigma vessel contrast gives -1.1 at 0.7 % vessel voxels and -2.1 at
-#: 5 %). A plain noisy background has skew 0 and fluorescence backgrounds are skewed
+#: 5 % before smoothing, more after). A plain noisy background has skew 0 and fluorescence backgrounds are skewed
 #: positively, so -1 leaves "bright" (the common case) unless the dark tail is clear; a
 #: bright tissue filling 70 % of the field in front of a dark outside (skew about -0.7)
 #: stays "bright" too.
