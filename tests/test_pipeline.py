@@ -112,7 +112,8 @@ def test_dask_volume_is_processed_lazily_into_zarr(vol, unet):
     lazy = da.from_array(src, chunks=chunks, asarray=False)
     out = {"vessel": zarr.zeros((1, *vol.shape), chunks=(1, 32, 64, 64), dtype="float32")}
     got = predict(lazy, unet, tile=32, overlap=0.25, device="cpu", out=out)
-    assert got["vessel"] is out["vessel"] and "input_policy" in got
+    assert got["vessel"] is out["vessel"] and set(got) == {"vessel"}
+    assert got.input_policy.intensity.method == "percentile"
     # never more than one chunk read at a time, never the volume as a whole
     assert src.reads and max(src.reads) <= np.prod(chunks)
     expected = predict(vol.image.astype(np.float32), unet, tile=32, overlap=0.25, device="cpu")
@@ -292,7 +293,8 @@ def test_ct_reaches_an_auto_model_windowed(card, auto_card):
     img, vessels, liver, air, _ = ct_phantom()
     net = Identity(gain=40.0, centre=0.6)  # "vessel" above 0.6 of the window (140 HU)
     out = predict(img, (net, auto_card), spacing=(2.0, 0.7, 0.7), tile=32, device="cpu")
-    policy = out["input_policy"]
+    policy = out.input_policy
+    assert set(out) == {"vessel"}  # outputs stay arrays; the policy rides beside them
     assert policy.describe() == (
         "CT in HU (detected) window -100..300 HU, bright vessels, zoom 0.7 -> 1 mm voxels"
     )
@@ -303,7 +305,7 @@ def test_ct_reaches_an_auto_model_windowed(card, auto_card):
     assert prob[vessels].mean() > 0.5 > prob[liver].mean() and prob[air].mean() < 0.01
     # the same "model" on the percentile scaling of an earlier card cannot tell them apart
     old = predict(img, (Identity(gain=40.0, centre=0.6), card), tile=32, device="cpu")
-    assert old["input_policy"].intensity.method == "percentile"
+    assert old.input_policy.intensity.method == "percentile"
     sep_old = old["vessel"][vessels].mean() - old["vessel"][liver].mean()
     assert prob[vessels].mean() - prob[liver].mean() > sep_old + 0.3
 
@@ -317,7 +319,7 @@ def test_an_old_card_gets_exactly_the_old_input(card):
     ref = normalize_percentile(img, 0.5, 99.5)
     expected = torch.sigmoid(torch.from_numpy(ref(img.astype(np.float32)))).numpy()
     np.testing.assert_allclose(out["vessel"], expected, atol=1e-5)
-    policy = out["input_policy"]
+    policy = out.input_policy
     assert not policy.intensity.invert and policy.factors == (1.0, 1.0, 1.0)
 
 
@@ -327,7 +329,7 @@ def test_dark_vessels_reach_an_auto_model_bright(card, auto_card):
     img, mask = tubes((2.0, 3.0), dark=True)
     net = Identity(gain=10.0, centre=0.85)
     out = predict(img, (net, auto_card), tile=48, device="cpu")
-    assert out["input_policy"].intensity.invert
+    assert out.input_policy.intensity.invert
     assert out["vessel"][mask].mean() > out["vessel"][~mask].mean() + 0.3
     # polarity chosen by hand wins
     out = predict(img, (net, auto_card), polarity="bright", tile=48, device="cpu")
@@ -342,13 +344,13 @@ def test_auto_zoom_brings_thick_vessels_to_the_trained_radius(auto_card):
     img, mask = tubes((20.0,), shape=(80, 160, 160))
     net = Identity(gain=10.0, centre=0.5)
     out = predict(img, (net, auto_card), tile=32, device="cpu")
-    policy = out["input_policy"]
+    policy = out.input_policy
     assert policy.zoom.source == "vessel-radius" and policy.zoom.zoom < 0.5
     assert all(f == policy.zoom.zoom for f in policy.factors)
     assert out["vessel"].shape == img.shape
     assert dice(out["vessel"] > 0.5, mask) > 0.8  # mapped back onto the input grid
     fixed = predict(img[:, :64, :64], (net, auto_card), zoom=1.0, tile=32, device="cpu")
-    assert fixed["input_policy"].factors == (1.0, 1.0, 1.0)
+    assert fixed.input_policy.factors == (1.0, 1.0, 1.0)
 
 
 def test_out_keeps_the_input_grid_without_an_auto_zoom(auto_card):
@@ -360,5 +362,5 @@ def test_out_keeps_the_input_grid_without_an_auto_zoom(auto_card):
     got = predict(
         img, (Identity(), auto_card), tile=48, device="cpu", out=dest, on_message=notes.append
     )
-    assert got["input_policy"].zoom.zoom == 1.0 and "out=" in got["input_policy"].zoom.reason
+    assert got.input_policy.zoom.zoom == 1.0 and "out=" in got.input_policy.zoom.reason
     assert any("automatic zoom" in n for n in notes)

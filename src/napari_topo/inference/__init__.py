@@ -27,7 +27,13 @@ from .intensity import (
     plan_intensity,
     plan_zoom,
 )
-from .pipeline import InferenceFallbackWarning, predict, resample_factors, segment
+from .pipeline import (
+    InferenceFallbackWarning,
+    PredictOutputs,
+    predict,
+    resample_factors,
+    segment,
+)
 from .sliding import (
     Cancelled,
     PercentileNormalizer,
@@ -44,6 +50,7 @@ __all__ = [
     "IntensityNormalizer",
     "IntensityPlan",
     "PercentileNormalizer",
+    "PredictOutputs",
     "ZoomPlan",
     "autocast_context",
     "available_devices",

@@ -7,8 +7,9 @@ polarity, zoom), picks the device, runs
 :func:`~napari_topo.inference.sliding.sliding_window_inference` (progress callback and
 cancel included) with that normalisation applied tile by tile, and returns named float32
 outputs: ``"vessel"`` (probability) for every model, plus ``"centerness"`` (predicted
-distance to the centerline, voxels) and ``"embedding"`` (E, z, y, x) for TopNet, and the
-:class:`~napari_topo.inference.intensity.InputPolicy` it applied under ``"input_policy"``.
+distance to the centerline, voxels) and ``"embedding"`` (E, z, y, x) for TopNet, in a
+:class:`PredictOutputs` dict whose ``input_policy`` attribute is the
+:class:`~napari_topo.inference.intensity.InputPolicy` it applied.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ __all__ = [
     "DEFAULT_MIN_SIZE",
     "DEFAULT_MODEL",
     "InferenceFallbackWarning",
+    "PredictOutputs",
     "predict",
     "resample_factors",
     "resolve_model",
@@ -45,6 +47,26 @@ _MIN_TILE = 32
 
 class InferenceFallbackWarning(RuntimeWarning):
     """Inference went on with other settings (smaller tiles, the CPU) after a failure."""
+
+
+class PredictOutputs(dict):
+    """:func:`predict`'s outputs: a dict of output name -> array, plus the input policy.
+
+    The keys are the model's outputs only (``"vessel"``, and ``"centerness"`` and
+    ``"embedding"`` for TopNet), so code that loops over them sees arrays alone; what
+    was decided about the input travels beside them.
+
+    Attributes
+    ----------
+    input_policy : InputPolicy or None
+        :class:`~napari_topo.inference.intensity.InputPolicy` applied: intensity mapping
+        (CT window or percentiles, polarity), zoom and the per-axis resampling factors,
+        each with the reason (``describe()`` for one line, ``to_dict()`` for JSON).
+    """
+
+    def __init__(self, arrays: Mapping[str, Any] = (), input_policy: Any = None):
+        super().__init__(arrays)
+        self.input_policy = input_policy
 
 
 def resolve_model(model, device=None):
@@ -196,12 +218,12 @@ def predict(
 
     Returns
     -------
-    dict
-        ``"vessel"``: float32 probability, shape of ``volume``; for TopNet also
+    PredictOutputs
+        A dict: ``"vessel"``: float32 probability, shape of ``volume``; for TopNet also
         ``"centerness"`` (z, y, x) and ``"embedding"`` (E, z, y, x). With ``out``: the
-        ``out`` arrays. Always ``"input_policy"``: the
-        :class:`~napari_topo.inference.intensity.InputPolicy` applied (its
-        ``describe()`` is one line for the user, ``to_dict()`` JSON).
+        ``out`` arrays. Its ``input_policy`` attribute is the
+        :class:`~napari_topo.inference.intensity.InputPolicy` applied (``describe()`` is
+        one line for the user, ``to_dict()`` JSON).
 
     Raises
     ------
@@ -318,8 +340,8 @@ def predict(
             )
             attempt = nxt
     if out is not None:
-        return {**raw, "input_policy": policy}
-    result: dict[str, Any] = {}
+        return PredictOutputs(raw, input_policy=policy)
+    result = PredictOutputs(input_policy=policy)
     for key, arr in raw.items():
         arr = np.asarray(arr, dtype=np.float32)
         if resample:
@@ -327,7 +349,6 @@ def predict(
                 arr = arr / float(np.exp(np.mean(np.log(factors))))
             arr = np.stack([_resize(c, shape) for c in arr]).astype(np.float32)
         result[key] = arr[0] if arr.ndim == 4 and arr.shape[0] == 1 else arr
-    result["input_policy"] = policy
     return result
 
 
@@ -392,5 +413,5 @@ def segment(
         outputs, threshold=threshold, sources=sources, spacing=spacing, min_size=min_size
     )
     # VesselAnalysis has no field for it (yet): carried as an attribute.
-    analysis.input_policy = outputs["input_policy"]
+    analysis.input_policy = outputs.input_policy
     return analysis
