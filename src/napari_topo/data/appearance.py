@@ -145,6 +145,21 @@ def _plate(shape, rng, thickness: float) -> np.ndarray:
     return np.abs(d) < thickness / 2.0
 
 
+def _rib(shape, rng) -> np.ndarray:
+    """Bool mask of a rib-like tube: a wide arc of radius 2.5-6 voxels across the volume."""
+    z, y, x = _grid(shape)
+    c = rng.uniform(-0.5, 1.5, size=3) * np.asarray(shape)
+    big = rng.uniform(0.6, 1.5) * max(shape)
+    r = rng.uniform(2.5, 6.0)
+    # a torus-like arc: distance to a circle of radius `big` in a random plane
+    n = rng.standard_normal(3)
+    n /= np.linalg.norm(n)
+    dz, dy, dx = z[:, None, None] - c[0], y[None, :, None] - c[1], x[None, None, :] - c[2]
+    along = dz * n[0] + dy * n[1] + dx * n[2]
+    radial = np.sqrt(np.maximum(dz**2 + dy**2 + dx**2 - along**2, 0.0))
+    return (radial - big) ** 2 + along**2 < r * r
+
+
 def _spheres(shape, rng, n: int, r_range, avoid: np.ndarray | None = None) -> list:
     """Up to ``n`` non-overlapping spheres ``(center, radius)``."""
     out: list = []
@@ -245,7 +260,10 @@ def _render_ct(shape, depth, contrast, mask, rng):
     # organ regions: fat, soft tissue and enhanced parenchyma, each with its own texture
     n_reg = int(rng.integers(1, 8))
     reg = _voronoi(shape, n_reg, rng, warp=rng.uniform(0.0, 12.0))
-    vessel_hu = float(rng.uniform(110.0, 350.0))
+    # lumen up to 300 HU (the window's top: portal-venous phase 150-250 HU), bone from 400:
+    # a saturated voxel is bone, never lumen (round 1 drew both up to 1, and its models
+    # segmented the spine and ribs of the development CT)
+    vessel_hu = float(rng.uniform(110.0, 280.0))
     classes = rng.choice(3, size=n_reg, p=[0.2, 0.3, 0.5])
     lows = np.array([-130.0, 10.0, 40.0])[classes]
     highs = np.array([-60.0, 80.0, 150.0])[classes]
@@ -265,16 +283,30 @@ def _render_ct(shape, depth, contrast, mask, rng):
         cav = (f < 1.0) & ~ndi.binary_dilation(mask, iterations=2)
         img[cav] = rng.choice([-1000.0, rng.uniform(-20.0, 25.0)])
         cav_count += int(cav.any())
-    # bone: curved plates, shells and blocks (brighter than the window)
-    n_bone = int(rng.choice([0, 0, 1, 1, 2, 3]))
+    # bone: curved plates, shells, blocks and rib-like tubes (a cortical shell of
+    # 400-1500 HU around marrow of 150-350 HU), often in fat, always above the window
+    n_bone = int(rng.choice([0, 1, 1, 2, 3, 4]))
+    near = ndi.binary_dilation(mask, iterations=2)
     for _ in range(n_bone):
-        if rng.random() < 0.5:
+        kind = rng.choice(["plate", "shell", "rib"])
+        if kind == "plate":
             b = _plate(shape, rng, rng.uniform(2.0, 8.0))
-        else:
+        elif kind == "shell":
             f = _ellipsoid(shape, rng, (4.0, 0.3 * max(shape)), warp=0.1)
             b = (f < 1.0) & (f > rng.uniform(0.0, 0.6))  # shell or solid block
-        b &= ~ndi.binary_dilation(mask, iterations=2)
-        img[b] = np.float32(rng.uniform(250.0, 1200.0))
+        else:
+            b = _rib(shape, rng)
+        b &= ~near
+        if rng.random() < 0.5:  # in fat: bright bone on a dark surround
+            grown = ndi.distance_transform_edt(~b) <= rng.uniform(2.0, 6.0)
+            img[grown & ~near] = (
+                np.float32(rng.uniform(-130.0, -60.0))
+            )
+        cortex = np.float32(rng.uniform(400.0, 1500.0))
+        img[b] = cortex
+        inner = ndi.distance_transform_edt(b) > rng.uniform(1.0, 2.5)
+        if kind != "plate" and inner.any():
+            img[inner] = np.float32(rng.uniform(150.0, 350.0))  # marrow
     img[~body] = -1000.0
     p.update(
         regions=n_reg,

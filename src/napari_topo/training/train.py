@@ -33,7 +33,7 @@ import numpy as np
 __all__ = ["TrainConfig", "load_config", "train", "validate"]
 
 #: Bumped whenever the synthetic generator or the training data pipeline changes output.
-DATA_PIPELINE_VERSION = "synthetic-2"  # 2: realistic appearances (issue 9)
+DATA_PIPELINE_VERSION = "synthetic-3"  # 2: realistic appearances; 3: CT lumen <= 300 HU, ribs
 #: Held-out validation volumes use seeds from here on; training volumes use lower seeds.
 VALIDATION_BASE_SEED = 900_000
 
