@@ -75,8 +75,10 @@ def test_random_style_draws_all_three():
     depth = np.full(SHAPE, -np.inf, np.float32)
     depth[20:28, 20:28, :] = 2.0
     mask = depth > 0
-    seen = {render_realistic(depth, np.ones(SHAPE, np.float32), mask, rng)[1]["style"]
-            for _ in range(30)}
+    seen = {
+        render_realistic(depth, np.ones(SHAPE, np.float32), mask, rng)[1]["style"]
+        for _ in range(30)
+    }
     assert seen == set(STYLES)
     with pytest.raises(ValueError, match="style must be"):
         render_realistic(depth, np.ones(SHAPE, np.float32), mask, rng, style="xray")
@@ -95,16 +97,24 @@ def test_growth_regimes_differ_and_bad_options_are_clear():
 
 def test_thick_vessels_reach_the_requested_radius():
     # the first models never saw radii above 6 voxels and drew thick vessels hollow
-    vol = make_vessel_volume((96, 96, 96), n_trees=1, seed=2, radius_range=(1, 11),
-                             appearance="microscopy")
+    vol = make_vessel_volume(
+        (96, 96, 96), n_trees=1, seed=2, radius_range=(1, 11), appearance="microscopy"
+    )
     edt = ndi.distance_transform_edt(vol.mask)
     assert edt.max() >= 9.0
 
 
 def test_training_data_options_draw_radii_and_set_the_card_policy():
-    cfg = TrainConfig(data={"volume_shape": [48] * 3, "n_trees": [1, 2], "pool_size": 1,
-                            "refresh_every": 1, "appearance": "random",
-                            "radius_max": [2.5, 12.0]})
+    cfg = TrainConfig(
+        data={
+            "volume_shape": [48] * 3,
+            "n_trees": [1, 2],
+            "pool_size": 1,
+            "refresh_every": 1,
+            "appearance": "random",
+            "radius_max": [2.5, 12.0],
+        }
+    )
     radii = [_volume_kwargs(cfg, s)["radius_range"][1] for s in range(200)]
     assert 2.5 <= min(radii) < 4 and 9 < max(radii) <= 12.0
     assert _volume_kwargs(cfg, 5) == _volume_kwargs(cfg, 5)

@@ -10,6 +10,7 @@ import threading
 import numpy as np
 import pytest
 import torch
+from _arrays import RecordingArray
 
 from napari_topo.inference import (
     Cancelled,
@@ -35,28 +36,6 @@ def identity(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-class CountingArray:
-    """Array-like that records every read and refuses to be converted as a whole."""
-
-    def __init__(self, data: np.ndarray):
-        self._data = data
-        self.shape = data.shape
-        self.dtype = data.dtype
-        self.ndim = data.ndim
-        self.reads: list[int] = []  # voxels per read
-        self._lock = threading.Lock()
-
-    def __getitem__(self, key):
-        part = self._data[key]
-        with self._lock:
-            self.reads.append(int(np.size(part)))
-        return part
-
-    def __array__(self, dtype=None, copy=None):
-        raise AssertionError("the whole volume was materialised")
-
-    def __len__(self):
-        return self.shape[0]
 
 
 def naive_reference(volume, predictor, tile, overlap, blend="gaussian"):
@@ -241,7 +220,7 @@ def test_integer_and_bool_volumes():
 
 
 def test_plain_array_like_is_read_tile_by_tile(vol):
-    src = CountingArray(vol)
+    src = RecordingArray(vol)
     tile = (16, 20, 24)
     res = sliding_window_inference(src, identity, tile=tile, overlap=0.25)
     np.testing.assert_allclose(res[0], vol, rtol=1e-5, atol=1e-6)
@@ -251,7 +230,7 @@ def test_plain_array_like_is_read_tile_by_tile(vol):
 
 def test_dask_input_is_not_materialised(vol):
     da = pytest.importorskip("dask.array")
-    src = CountingArray(vol)
+    src = RecordingArray(vol)
     chunks = (10, 25, 20)
     lazy = da.from_array(src, chunks=chunks, asarray=False)
     src.reads.clear()
@@ -447,7 +426,7 @@ def test_normalize_percentile_numpy(vol):
 
 def test_normalize_percentile_reads_a_bounded_sample(vol):
     da = pytest.importorskip("dask.array")
-    src = CountingArray(vol)
+    src = RecordingArray(vol)
     lazy = da.from_array(src, chunks=(10, 25, 30), asarray=False)
     src.reads.clear()
     norm = normalize_percentile(lazy, 0.5, 99.5, sample=5_000)

@@ -8,11 +8,10 @@ tubes, bright or dark, thin or thick. Each test names the failure it guards agai
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 import torch
+from _arrays import RecordingArray
 
 from napari_topo.inference.intensity import (
     AUTO_NORMALIZATION,
@@ -327,11 +326,11 @@ def test_auto_zoom_shrinks_thick_vessels_only():
     assert plan_input(thick, AUTO, zoom=(1, 0.5, 0.5)).zoom.zoom == (1.0, 0.5, 0.5)
 
 
-def test_auto_zoom_of_a_ct_goes_to_1mm_voxels(ct):
+def test_auto_zoom_of_a_ct_keeps_its_finest_spacing_above_half_a_mm(ct):
     img = ct[0]
-    policy = plan_input(img, AUTO, spacing=(2.0, 0.7, 0.7))
+    policy = plan_input(img, AUTO, spacing=(1.0, 0.35, 0.35))
     assert policy.zoom.source == "ct-spacing" and policy.zoom.zoom == pytest.approx(0.7)
-    assert policy.describe().endswith("bright vessels, zoom 0.7 -> 1 mm voxels")
+    assert policy.describe().endswith("bright vessels, zoom 0.7 -> 0.5 mm voxels")
     # never upsampled beyond the finest spacing
     assert plan_input(img, AUTO, spacing=(2.5, 1.6, 1.6)).zoom.zoom == 1.0
     policy = plan_input(img, AUTO)  # no spacing: nothing to go by
@@ -360,23 +359,6 @@ def test_plan_zoom_alone(bright):
 # ------------------------------------------------------------------------------ lazy
 
 
-class RecordingArray:
-    """Array-like behind a dask array: records the size of every read."""
-
-    def __init__(self, data: np.ndarray):
-        self._data = data
-        self.shape, self.dtype, self.ndim = data.shape, data.dtype, data.ndim
-        self.reads: list[int] = []
-        self._lock = threading.Lock()
-
-    def __getitem__(self, key):
-        part = self._data[key]
-        with self._lock:
-            self.reads.append(int(np.size(part)))
-        return part
-
-    def __array__(self, dtype=None, copy=None):
-        raise AssertionError("the whole volume was materialised")
 
 
 def test_plans_read_a_strided_sample_only(ct):
@@ -407,5 +389,5 @@ def test_policy_to_dict_is_json(ct):
 
     policy = plan_input(ct[0], AUTO, spacing=(2.0, 0.7, 0.7))
     d = json.loads(json.dumps(policy.to_dict()))
-    assert d["intensity"]["window"] == [-100.0, 300.0] and d["zoom"]["target_spacing"] == 1.0
+    assert d["intensity"]["window"] == [-100.0, 300.0] and d["zoom"]["target_spacing"] == 0.7
     assert d["summary"] == policy.describe() and len(policy.reasons()) == 4

@@ -12,6 +12,7 @@ import threading
 import numpy as np
 import pytest
 import torch
+from _arrays import RecordingArray
 
 from napari_topo.data.synthetic import make_vessel_volume
 from napari_topo.inference import (
@@ -35,23 +36,6 @@ def unet():
     return load_model("unet-dice")
 
 
-class RecordingArray:
-    """Array-like behind a dask array: records the size of every read."""
-
-    def __init__(self, data: np.ndarray):
-        self._data = data
-        self.shape, self.dtype, self.ndim = data.shape, data.dtype, data.ndim
-        self.reads: list[int] = []
-        self._lock = threading.Lock()
-
-    def __getitem__(self, key):
-        part = self._data[key]
-        with self._lock:
-            self.reads.append(int(np.size(part)))
-        return part
-
-    def __array__(self, dtype=None, copy=None):
-        raise AssertionError("the whole volume was materialised")
 
 
 # ----------------------------------------------------------------------- outputs
@@ -303,13 +287,13 @@ def test_ct_reaches_an_auto_model_windowed(legacy_card, auto_card):
 
     img, vessels, liver, air, _ = ct_phantom()
     net = Identity(gain=40.0, centre=0.6)  # "vessel" above 0.6 of the window (140 HU)
-    out = predict(img, (net, auto_card), spacing=(2.0, 0.7, 0.7), tile=32, device="cpu")
+    out = predict(img, (net, auto_card), spacing=(1.0, 0.35, 0.35), tile=32, device="cpu")
     policy = out.input_policy
     assert set(out) == {"vessel"}  # outputs stay arrays; the policy rides beside them
     assert policy.describe() == (
-        "CT in HU (detected) window -100..300 HU, bright vessels, zoom 0.7 -> 1 mm voxels"
+        "CT in HU (detected) window -100..300 HU, bright vessels, zoom 0.7 -> 0.5 mm voxels"
     )
-    assert policy.factors == pytest.approx((2.0, 0.7, 0.7))  # 1 mm voxels
+    assert policy.factors == pytest.approx((2.0, 0.7, 0.7))  # 0.5 mm voxels
     assert min(lo for lo, _ in net.seen) >= 0.0 and max(hi for _, hi in net.seen) <= 1.0
     prob = out["vessel"]
     assert prob.shape == img.shape
@@ -322,8 +306,9 @@ def test_ct_reaches_an_auto_model_windowed(legacy_card, auto_card):
 
 
 def test_an_old_card_gets_exactly_the_old_input(legacy_card):
-    from napari_topo.inference import normalize_percentile
     from test_intensity import tubes
+
+    from napari_topo.inference import normalize_percentile
 
     img, _ = tubes((2.0, 3.0), dark=True)
     out = predict(img, (Identity(), legacy_card), tile=48, device="cpu")

@@ -34,6 +34,7 @@ import numpy as np
 from scipy import ndimage
 
 from napari_topo.topology.metrics import (
+    _spacing_array,
     betti_numbers,
     cldice,
     dice,
@@ -51,15 +52,6 @@ ROI_MARGIN_MM = 10.0
 CORE_DEPTH = 5.0
 
 
-def _spacing(spacing, ndim: int) -> np.ndarray:
-    if spacing is None:
-        return np.ones(ndim)
-    sp = np.asarray(spacing, dtype=float)
-    if sp.ndim == 0:
-        sp = np.full(ndim, float(sp))
-    if sp.shape != (ndim,) or not np.all(np.isfinite(sp)) or np.any(sp <= 0):
-        raise ValueError(f"spacing must be {ndim} positive numbers; got {spacing!r}")
-    return sp
 
 
 def roi_from_mask(mask, spacing=None, margin: float = ROI_MARGIN_MM) -> np.ndarray:
@@ -80,7 +72,7 @@ def roi_from_mask(mask, spacing=None, margin: float = ROI_MARGIN_MM) -> np.ndarr
         raise ValueError("the ROI mask is empty")
     if margin < 0:
         raise ValueError(f"margin must be >= 0; got {margin}")
-    sp = _spacing(spacing, m.ndim)
+    sp = _spacing_array(spacing, m.ndim)
     # Only the mask's bounding box grown by the margin can be reached: EDT there only.
     pad = np.ceil(margin / sp).astype(int) + 1
     box = bounding_box(m)
@@ -105,7 +97,7 @@ def bounding_box(mask) -> tuple[slice, ...]:
 def core_mask(gt, spacing=None, depth: float = CORE_DEPTH) -> np.ndarray:
     """Ground-truth voxels deeper than ``depth`` finest-axis voxels inside a vessel."""
     g = np.asarray(gt, dtype=bool)
-    sp = _spacing(spacing, g.ndim)
+    sp = _spacing_array(spacing, g.ndim)
     if not g.any():
         return np.zeros_like(g)
     edt = ndimage.distance_transform_edt(g, sampling=sp / sp.min())

@@ -41,6 +41,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
+from .synthetic import _upsample
+
 __all__ = ["CT_WINDOW", "STYLES", "render_realistic"]
 
 #: The CT window (Hounsfield units) mapped to [0, 1]; the inference pipeline's default for
@@ -52,23 +54,6 @@ _PERCENTILES = (0.5, 99.5)
 
 
 # --------------------------------------------------------------------------- fields
-def _interp_matrix(n_out: int, n_in: int) -> np.ndarray:
-    pos = np.linspace(0.0, n_in - 1.0, n_out)
-    i0 = np.minimum(np.floor(pos).astype(np.int64), max(n_in - 2, 0))
-    w = (pos - i0).astype(np.float32)
-    m = np.zeros((n_out, n_in), dtype=np.float32)
-    rows = np.arange(n_out)
-    m[rows, i0] = 1.0 - w
-    if n_in > 1:
-        m[rows, i0 + 1] = w
-    return m
-
-
-def _upsample(field: np.ndarray, shape) -> np.ndarray:
-    mz, my, mx = (_interp_matrix(n, c) for n, c in zip(shape, field.shape, strict=True))
-    out = field.astype(np.float32) @ mx.T
-    out = np.matmul(my, out)
-    return np.tensordot(mz, out, axes=(1, 0))
 
 
 def _noise_field(shape, scale: float, rng: np.random.Generator) -> np.ndarray:
@@ -299,9 +284,7 @@ def _render_ct(shape, depth, contrast, mask, rng):
         b &= ~near
         if rng.random() < 0.5:  # in fat: bright bone on a dark surround
             grown = ndi.distance_transform_edt(~b) <= rng.uniform(2.0, 6.0)
-            img[grown & ~near] = (
-                np.float32(rng.uniform(-130.0, -60.0))
-            )
+            img[grown & ~near] = np.float32(rng.uniform(-130.0, -60.0))
         cortex = np.float32(rng.uniform(400.0, 1500.0))
         img[b] = cortex
         inner = ndi.distance_transform_edt(b) > rng.uniform(1.0, 2.5)
@@ -361,7 +344,8 @@ def _render_microscopy(shape, depth, contrast, mask, rng):
     # bright cell-like blobs away from the vessels (labelled cells, debris)
     n_cells = int(rng.choice([0, 0, 5, 20, 60]))
     if n_cells:
-        sph = _spheres(shape, rng, n_cells, (1.5, 5.0), avoid=ndi.binary_dilation(mask, iterations=3))
+        avoid = ndi.binary_dilation(mask, iterations=3)
+        sph = _spheres(shape, rng, n_cells, (1.5, 5.0), avoid=avoid)
         _, soft = _paint_spheres(shape, sph)
         img += np.float32(amp * rng.uniform(0.3, 1.2)) * soft
     p.update(background=bg, texture=tex, amplitude=amp, cells=n_cells)
@@ -494,8 +478,6 @@ def render_realistic(
         names = list(STYLES)
         style = str(rng.choice(names, p=[STYLES[n] for n in names]))
     if style not in _RENDERERS:
-        raise ValueError(
-            f"style must be 'random' or one of {sorted(_RENDERERS)}, got {style!r}"
-        )
+        raise ValueError(f"style must be 'random' or one of {sorted(_RENDERERS)}, got {style!r}")
     shape = depth.shape
     return _RENDERERS[style](shape, depth, contrast, mask, rng)

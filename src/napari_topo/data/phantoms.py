@@ -6,8 +6,8 @@ two-photon stacks large vessels came out hollow. Real data cannot run in CI, so 
 phantoms carry each failure into the test suite and the benchmarks:
 
 * :func:`ct_phantom` - an int16 CT in Hounsfield units: air around an elliptic body, fat,
-  a liver-like organ (110 +- 20 HU), contrast-filled vessel trees (about 170 HU), a bone
-  plate (about 800 HU) and dark air-filled tubes (bowel gas, bronchi) that are not
+  a liver-like organ (110 +- 20 HU), contrast-filled vessel trees (about 170 HU), a curved
+  bone plate (about 800 HU) and dark air-filled tubes (bowel gas, bronchi) that are not
   vessels;
 * :func:`four_tubes` - the issue's uint16 volume of four bright tubes in Gaussian noise
   (contrast-to-noise 6, vessels under 1 % of voxels);
@@ -147,8 +147,8 @@ def ct_phantom(shape=(64, 112, 112), *, seed: int = 0):
     The vessel trees come from :func:`~napari_topo.data.synthetic.make_vessel_volume`
     (radii 1-5 voxels) and run inside a liver-like organ; the rest is built to make the
     first models' failure visible: air outside the body (-1000 HU), fat (-100 HU), two
-    dark air-filled tubes inside the body (-900 HU, like bowel gas or bronchi) and a bone
-    plate (800 HU).
+    dark air-filled tubes inside the body (-900 HU, like bowel gas or bronchi) and a curved
+    bone plate (800 HU).
 
     Returns
     -------
@@ -161,8 +161,9 @@ def ct_phantom(shape=(64, 112, 112), *, seed: int = 0):
 
     rng = np.random.default_rng(seed)
     z, y, x = shape
-    vol = make_vessel_volume(shape, n_trees=2, seed=seed, radius_range=(1.0, 5.0),
-                             randomize_image=False)
+    vol = make_vessel_volume(
+        shape, n_trees=2, seed=seed, radius_range=(1.0, 5.0), randomize_image=False
+    )
     zz, yy, xx = np.ogrid[:z, :y, :x]
     body = ((yy - y / 2) / (0.48 * y)) ** 2 + ((xx - x / 2) / (0.48 * x)) ** 2 < 1.0
     body = np.broadcast_to(body, shape).copy() | vol.mask
@@ -171,11 +172,20 @@ def ct_phantom(shape=(64, 112, 112), *, seed: int = 0):
     hu[liver] = 110.0
     hu += np.where(body, rng.normal(0.0, 20.0, size=shape), 0.0).astype(np.float32)
     free = body & ~ndi.binary_dilation(vol.mask, iterations=3)
-    air_tubes = paint_tubes(shape, [
-        ((0.2 * z, 0.1 * y, 0.15 * x), (0.8 * z, 0.2 * y, 0.85 * x), 3.0),
-        ((0.5 * z, 0.85 * y, 0.1 * x), (0.6 * z, 0.8 * y, 0.9 * x), 2.5),
-    ]) & free
-    bone = paint_tubes(shape, [((0.0, 0.92 * y, 0.3 * x), (z - 1.0, 0.92 * y, 0.7 * x), 3.0)])
+    air_tubes = (
+        paint_tubes(
+            shape,
+            [
+                ((0.2 * z, 0.1 * y, 0.15 * x), (0.8 * z, 0.2 * y, 0.85 * x), 3.0),
+                ((0.5 * z, 0.85 * y, 0.1 * x), (0.6 * z, 0.8 * y, 0.9 * x), 2.5),
+            ],
+        )
+        & free
+    )
+    # a curved bone plate (vertebra, pelvis, scapula: most bone a CT shows is plates and
+    # blocks; ribs, bright tubes of bone, are a known confusion and are not modelled here)
+    ring = np.sqrt(((yy - y / 2) / (0.44 * y)) ** 2 + ((xx - x / 2) / (0.44 * x)) ** 2)
+    bone = np.broadcast_to((np.abs(ring - 0.95) < 0.05) & (yy > 0.7 * y), shape).copy()
     bone &= free & ~air_tubes
     hu[air_tubes] = -900.0
     hu[bone] = 800.0
