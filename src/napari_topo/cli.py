@@ -214,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         metavar="auto|FLOAT",
         help="resampling factor for thick (< 1) or thin (> 1) vessels; auto (default): "
-        "1 mm voxels for a CT, large vessels to ~8 voxels in radius otherwise",
+        "a CT at its finest spacing (at least 0.5 mm), large vessels to ~8 voxels in radius otherwise",
     )
     seg.add_argument(
         "--modality",
