@@ -274,7 +274,7 @@ def policy_files(tmp_path_factory):
     card = ModelCard(name="tiny-auto", architecture="unet3d", normalization=AUTO_NORMALIZATION)
     save_model(net, card, d)
     img = ct_phantom(shape=(24, 64, 64))[0]
-    write_volume(d / "ct.nii.gz", img, spacing=(2.0, 0.7, 0.7))
+    write_volume(d / "ct.nii.gz", img, spacing=(1.0, 0.35, 0.35))
     return d
 
 
@@ -285,7 +285,7 @@ def test_segment_prints_the_input_policy(policy_files, capsys, tmp_path):
     assert code == 0, err
     lines = [ln for ln in out.splitlines() if ln.startswith("input: ")]
     assert lines == [
-        "input: CT in HU (detected) window -100..300 HU, bright vessels, zoom 0.7 -> 1 mm voxels"
+        "input: CT in HU (detected) window -100..300 HU, bright vessels, zoom 0.7 -> 0.5 mm voxels"
     ]
     summary = json.loads((tmp_path / "a" / "ct_summary.json").read_text())
     assert summary["input_policy"]["intensity"]["window"] == [-100.0, 300.0]
