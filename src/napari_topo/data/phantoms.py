@@ -7,8 +7,8 @@ phantoms carry each failure into the test suite and the benchmarks:
 
 * :func:`ct_phantom` - an int16 CT in Hounsfield units: air around an elliptic body, a
   fat rim, a liver-like organ filling the body (110 +- 20 HU), contrast-filled vessel
-  trees (about 170 HU), a curved bone plate (about 800 HU) and dark air-filled tubes (bowel gas, bronchi) that are not
-  vessels;
+  trees (about 170 HU), a curved bone plate (about 800 HU) and dark air-filled tubes
+  (bowel gas, bronchi) that are not vessels;
 * :func:`four_tubes` - the issue's uint16 volume of four bright tubes in Gaussian noise
   (contrast-to-noise 6, vessels under 1 % of voxels);
 * :func:`thick_tube_phantom` - a microscopy-like uint16 stack with one thick vessel
