@@ -747,17 +747,9 @@ def normalize_percentile(
         raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100; got {low}, {high}")
     if not isinstance(sample, (int, np.integer)) or isinstance(sample, bool) or sample < 1:
         raise ValueError(f"sample must be an int >= 1; got {sample!r}")
-    if isinstance(volume, (list, tuple)):
-        volume = np.asarray(volume)
-    shape = tuple(int(s) for s in getattr(volume, "shape", ()))
-    if not shape or min(shape) == 0:
-        raise ValueError(f"volume must be a non-empty array; got shape {shape}")
-    stride = 1
-    if math.prod(shape) > sample:
-        stride = max(1, math.floor((math.prod(shape) / sample) ** (1.0 / len(shape))))
-        while math.prod(math.ceil(n / stride) for n in shape) > sample:
-            stride += 1
-    view = volume[tuple(slice(min(stride // 2, n - 1), None, stride) for n in shape)]
+    from .intensity import strided_sample  # the one strided sampler (the input plan's too)
+
+    view, _ = strided_sample(volume, int(sample))
     values = np.asarray(view).astype(np.float64, copy=False).ravel()
     values = values[np.isfinite(values)]
     if values.size == 0:
