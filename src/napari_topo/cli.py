@@ -172,7 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="metrics and losses on built-in synthetic data")
     demo.add_argument("--size", type=int, default=64, help="edge of the cubic volume (>= 32)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the synthetic volume")
-    demo.add_argument("--model", help="model of the pipeline part (default: the best shipped)")
+    demo.add_argument(
+        "--model", help="model of the pipeline part (default: unet-projpool, see the README)"
+    )
     demo.add_argument(
         "--gui",
         action="store_true",
@@ -189,7 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     seg.add_argument("input", help="volume file (z, y, x)")
     seg.add_argument("--out", required=True, help="output folder (created if missing)")
-    seg.add_argument("--model", help="registry name or .safetensors path (default: best shipped)")
+    seg.add_argument(
+        "--model", help="registry name or .safetensors path (default: unet-projpool)"
+    )
     seg.add_argument("--device", default="auto", help="auto (default), cuda, mps or cpu")
     seg.add_argument("--tile", type=int, default=64, help="tile edge in voxels (default 64)")
     seg.add_argument("--overlap", type=float, default=0.25, help="tile overlap (default 0.25)")
