@@ -191,9 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     seg.add_argument("input", help="volume file (z, y, x)")
     seg.add_argument("--out", required=True, help="output folder (created if missing)")
-    seg.add_argument(
-        "--model", help="registry name or .safetensors path (default: unet-projpool)"
-    )
+    seg.add_argument("--model", help="registry name or .safetensors path (default: unet-projpool)")
     seg.add_argument("--device", default="auto", help="auto (default), cuda, mps or cpu")
     seg.add_argument("--tile", type=int, default=64, help="tile edge in voxels (default 64)")
     seg.add_argument("--overlap", type=float, default=0.25, help="tile overlap (default 0.25)")
@@ -218,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         metavar="auto|FLOAT",
         help="resampling factor for thick (< 1) or thin (> 1) vessels; auto (default): "
-        "a CT at its finest spacing (at least 0.5 mm), large vessels to ~8 voxels in radius otherwise",
+        "a CT at its finest spacing (at least 0.5 mm), "
+        "large vessels to ~8 voxels in radius otherwise",
     )
     seg.add_argument(
         "--modality",
