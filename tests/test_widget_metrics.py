@@ -449,6 +449,36 @@ def test_export_csv_and_json(make_napari_viewer, qtbot, tmp_path):
         widget.export(tmp_path / "metrics.xlsx")
 
 
+@gui
+def test_export_into_a_missing_folder_says_so(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    from qtpy.QtWidgets import QFileDialog
+
+    viewer = make_napari_viewer()
+    pred, gt = add_pair(viewer)
+    widget = MetricsWidget(viewer)
+    qtbot.addWidget(widget)
+    pick(widget, pred, gt)
+    widget.compute()
+    wait_done(qtbot, widget)
+    target = tmp_path / "no" / "such" / "metrics.csv"
+    with pytest.raises(ValueError, match="no such folder"):
+        widget.export(target)
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(target), ""))
+    start = len(notification_manager.records)
+    widget.export_button.click()
+    message = f"cannot export to {target}: no such folder {target.parent}; pick an existing folder."
+    assert widget.status_label.text() == "Error: " + message
+    assert [n.message for n in new_notifications(start)] == [message]
+    assert not target.parent.exists()
+    # a folder where the file should be: one line too, no "[Errno 21]"
+    folder = tmp_path / "taken.csv"
+    folder.mkdir()
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(folder), ""))
+    widget.export_button.click()
+    status = widget.status_label.text()
+    assert status == f"Error: cannot export to {folder}: it is a folder; give a file name."
+
+
 # ------------------------------------------------------------------------------ live
 
 

@@ -526,6 +526,210 @@ def test_closing_the_widget_while_running_is_safe(make_napari_viewer, qtbot):
     assert [layer.name for layer in viewer.layers] == ["vessel", "added after the widget went"]
 
 
+# ------------------------------------------------------------------------------ whole results
+
+
+def snapshot(viewer) -> list[tuple]:
+    """Each layer with what applying a result could change on it."""
+    return [
+        (
+            layer,
+            layer.name,
+            [np.asarray(d) for d in layer.data] if isinstance(layer, Shapes) else layer.data,
+            layer.metadata.get("napari_topo", {}).get("analysis"),
+        )
+        for layer in viewer.layers
+    ]
+
+
+def assert_unchanged(viewer, before: list[tuple]) -> None:
+    after = snapshot(viewer)
+    assert [a[0] for a in after] == [b[0] for b in before]  # same layers, same order
+    for now, then in zip(after, before, strict=True):
+        (layer, name, data, analysis), (_, name0, data0, analysis0) = now, then
+        assert name == name0
+        if isinstance(layer, Shapes):
+            assert len(data) == len(data0) and all(map(np.array_equal, data, data0))
+        else:
+            assert data is data0, name
+        assert analysis is analysis0, name
+
+
+def one_line_error(widget) -> str:
+    status = widget.status_label.text()
+    assert status.startswith("Error: ") and "\n" not in status and len(status) < 320
+    return status
+
+
+@gui
+def test_empty_result_is_a_whole_result(make_napari_viewer, qtbot):
+    """Threshold 1.0 finds nothing: every result layer is there and empty, the Tree
+    editor says there is nothing to edit, and a re-run replaces every layer."""
+    from napari_topo.widgets.tree_editor import TreeEditorWidget
+
+    viewer = make_napari_viewer()
+    add_vessels(viewer)
+    widget = make_widget(viewer, qtbot)  # one 48^3 tile
+    widget.threshold_box.value = 1.0
+    start = len(notification_manager.records)
+    assert run_and_wait(qtbot, widget) == "done", widget.status_label.text()
+    assert new_errors(start) == []
+    status = widget.status_label.text()
+    assert status.startswith("Nothing found above threshold 1 in 'vessel'"), status
+    assert "Lower the Threshold" in status
+    layers = ours(viewer)
+    assert set(layers) == set(KINDS) and len(viewer.layers) == 1 + len(KINDS)
+    analysis = widget.last_analysis
+    for kind, layer in layers.items():
+        assert isinstance(layer, TYPES[kind]), kind
+        assert layer.metadata["napari_topo"]["analysis"] is analysis
+    for kind in ("mask", "skeleton", "trees"):
+        assert not layers[kind].data.any(), kind
+    assert layers["centerline"].data.shape == (0, 3)
+    assert layers["branches"].nshapes == 0
+    # The roots picker never offers our centerline.
+    assert layers["centerline"] not in widget.sources_picker.choices
+
+    # The Tree editor picks the empty trees layer and says why it cannot edit it.
+    editor = TreeEditorWidget(viewer)
+    qtbot.addWidget(editor)
+    assert editor.layer_picker.value is layers["trees"]
+    assert editor.start_editing() is False
+    assert "has no vessels to edit" in editor.status_label.text()
+    assert not editor.is_editing and not editor.assign_button.isEnabled()
+
+    # A normal run, then an empty one again: every layer comes from the last run.
+    widget.threshold_box.value = 0.5
+    assert run_and_wait(qtbot, widget) == "done", widget.status_label.text()
+    assert len(ours(viewer)["centerline"].data) > 0
+    assert ours(viewer)["branches"].nshapes > 0
+    widget.threshold_box.value = 1.0
+    assert run_and_wait(qtbot, widget) == "done", widget.status_label.text()
+    last = widget.last_analysis
+    layers = ours(viewer)
+    assert set(layers) == set(KINDS) and len(viewer.layers) == 1 + len(KINDS)
+    for kind, layer in layers.items():
+        assert layer.metadata["napari_topo"]["analysis"] is last, kind
+    assert layers["centerline"].data.shape == (0, 3)
+    assert layers["branches"].nshapes == 0
+    assert not layers["trees"].data.any() and not layers["mask"].data.any()
+    assert widget.status_label.text().startswith("Nothing found above threshold 1")
+
+    # Threshold 0.0: everything is vessel and there is no centerline; a whole result too.
+    widget.threshold_box.value = 0.0
+    start = len(notification_manager.records)
+    assert run_and_wait(qtbot, widget) == "done", widget.status_label.text()
+    layers = ours(viewer)
+    assert set(layers) == set(KINDS) and len(viewer.layers) == 1 + len(KINDS)
+    for kind, layer in layers.items():
+        assert layer.metadata["napari_topo"]["analysis"] is widget.last_analysis, kind
+    assert layers["centerline"].data.shape == (0, 3) and layers["mask"].data.all()
+    status = widget.status_label.text()
+    assert status.startswith("No centerline found in 'vessel' at threshold 0"), status
+    assert "Raise the Threshold" in status
+    assert new_errors(start) == []
+
+
+@gui
+def test_a_layer_that_cannot_be_made_changes_nothing(make_napari_viewer, qtbot, monkeypatch):
+    import napari_topo.layers as layers_module
+    from napari_topo.widgets import segment as segment_module
+
+    viewer = make_napari_viewer()
+    image = add_vessels(viewer)
+    widget = make_widget(viewer, qtbot)
+    real_points_layer = layers_module.points_layer
+
+    def broken_builder(*args, **kwargs):
+        raise RuntimeError("builder broke")
+
+    # First run: the centerline builder raises; no layer appears.
+    monkeypatch.setattr(layers_module, "points_layer", broken_builder)
+    start = len(notification_manager.records)
+    assert run_and_wait(qtbot, widget) == "error"
+    status = one_line_error(widget)
+    assert status.startswith("Error: Nothing was changed")
+    assert "RuntimeError: builder broke" in status
+    assert new_errors(start) == [status.removeprefix("Error: ")]
+    assert list(viewer.layers) == [image]
+    assert widget.last_analysis is None
+    monkeypatch.setattr(layers_module, "points_layer", real_points_layer)
+
+    assert run_and_wait(qtbot, widget) == "done", widget.status_label.text()
+    before, analysis = snapshot(viewer), widget.last_analysis
+
+    # Re-run: napari refuses the centerline layer (as it did an empty one).
+    def refused_by_napari(*args, **kwargs):
+        data, meta, kind = real_points_layer(*args, **kwargs)
+        return data, {**meta, "size": np.ones(len(data) + 3)}, kind
+
+    monkeypatch.setattr(layers_module, "points_layer", refused_by_napari)
+    widget.threshold_box.value = 0.8
+    assert run_and_wait(qtbot, widget) == "error"
+    status = one_line_error(widget)
+    assert "could not make the points layer 'vessel centerline'" in status
+    assert_unchanged(viewer, before)
+    assert widget.last_analysis is analysis
+    monkeypatch.setattr(layers_module, "points_layer", real_points_layer)
+
+    # Re-run: adding fails on the GUI thread part-way; the steps before are undone.
+    real_update = segment_module._update_in_place
+    calls = []
+
+    def fails_on_the_third(layer, data, meta):
+        calls.append(layer.name)
+        if len(calls) == 3:
+            raise RuntimeError("viewer refused")
+        return real_update(layer, data, meta)
+
+    monkeypatch.setattr(segment_module, "_update_in_place", fails_on_the_third)
+    assert run_and_wait(qtbot, widget) == "error"
+    status = one_line_error(widget)
+    assert "Nothing was changed" in status and "viewer refused" in status
+    assert len(calls) == 3
+    assert_unchanged(viewer, before)
+    assert widget.last_analysis is analysis
+    np.testing.assert_array_equal(ours(viewer)["mask"].data, analysis.mask)
+
+
+@gui
+def test_roots_errors_are_one_line(make_napari_viewer, qtbot, monkeypatch):
+    from napari_topo.inference import pipeline
+    from napari_topo.trees.reconstruct import reconstruct_trees
+
+    viewer = make_napari_viewer()
+    add_vessels(viewer)
+    widget = make_widget(viewer, qtbot)
+    # Roots that repeat one another are refused before the run.
+    rng = np.random.default_rng(0)
+    world = rng.uniform(20, 80, size=(9, 3))
+    roots = viewer.add_points(np.vstack([world, world[:3]]), name="roots")
+    widget.sources_picker.value = roots
+    assert widget.run() is None
+    assert widget.status_label.text() == (
+        "Error: roots must be distinct points: 3 of the 12 points of 'roots' are "
+        "duplicates; remove them or pick another Points layer"
+    )
+
+    # Distinct roots that snap to the same centerline point: the core's list of point
+    # indices becomes a count.
+    roots.data = rng.uniform(20, 80, size=(12, 3))
+
+    def snapping_segment(volume, model, **kwargs):
+        points = rng.uniform(0, 40, size=(30, 3))
+        return reconstruct_trees(points, sources=points[[*range(9), 0, 1, 2]])
+
+    monkeypatch.setattr(pipeline, "segment", snapping_segment)
+    start = len(notification_manager.records)
+    assert run_and_wait(qtbot, widget) == "error"
+    status = one_line_error(widget)
+    assert status.startswith(
+        "Error: roots must be distinct points: 3 of the 12 points are duplicates"
+    )
+    assert status.endswith("remove them or pick another Points layer.")
+    assert "[" not in status and new_errors(start) == [status.removeprefix("Error: ")]
+
+
 # ------------------------------------------------------------------------------ screenshot
 
 

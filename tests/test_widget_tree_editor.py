@@ -383,6 +383,94 @@ def test_bad_layers_and_no_editor(make_napari_viewer, qtbot):
     assert "4D" in widget.status_label.text()
 
 
+@gui
+def test_sources_picker_and_roots_messages(make_napari_viewer, qtbot, volume):
+    viewer = make_napari_viewer()
+    widget, layers = editing(viewer, qtbot, volume=volume)
+    ed, centre = widget.editor, layers["centerline"]
+    idx = np.linspace(0, len(ed.points) - 1, 9).astype(int)
+    assert len(set(idx.tolist())) == 9
+    nine = ed.points[idx].astype(float)
+    roots = viewer.add_points(np.vstack([nine, nine[:3]]), name="roots", scale=SCALE)
+    # the plugin's own centerline (hundreds of points) is not offered as roots
+    assert centre not in widget.sources_picker.choices
+    assert roots in widget.sources_picker.choices
+    widget.sources_picker.value = roots
+
+    # roots repeating one another: a count, and what to do
+    before = layers["trees"].data.copy()
+    widget.repartition_button.click()
+    assert widget.status_label.text() == (
+        "Error: roots must be distinct points: 3 of the 12 points of 'roots' are "
+        "duplicates; remove them or pick another Points layer"
+    )
+    # distinct roots that snap to the same centerline points: the core's list of
+    # point indices becomes a count
+    roots.data = np.vstack([nine, nine[:3] + 0.25])
+    widget.repartition_button.click()
+    status = widget.status_label.text()
+    assert status.startswith(
+        "Error: roots must be distinct points: 3 of the 12 points are duplicates"
+    ), status
+    assert "[" not in status and "\n" not in status and len(status) < 200
+    # the centerline handed in anyway (a script): one line, no indices
+    widget._guard(widget.repartition, centre)
+    status = widget.status_label.text()
+    assert status.startswith("Error: 'vessels centerline' is a centerline layer, not tree roots")
+    assert len(status) < 200
+    np.testing.assert_array_equal(layers["trees"].data, before)  # nothing changed
+
+
+@gui
+def test_save_into_a_missing_folder_says_so(make_napari_viewer, qtbot, volume, tmp_path):
+    from qtpy.QtWidgets import QFileDialog
+
+    viewer = make_napari_viewer()
+    widget, _ = editing(viewer, qtbot, volume=volume)
+    missing = tmp_path / "no" / "such"
+    for button, name in (
+        (widget.save_trees_button, "trees.nii.gz"),
+        (widget.save_graph_button, "graph.graphml"),
+        (widget.save_graph_button, "graph.csv"),
+    ):
+        target = str(missing / name)
+        original = QFileDialog.getSaveFileName
+        QFileDialog.getSaveFileName = staticmethod(lambda *a, t=target, **k: (t, ""))
+        try:
+            button.click()
+        finally:
+            QFileDialog.getSaveFileName = original
+        status = widget.status_label.text()
+        assert status == (
+            f"Error: cannot write {target}: no such folder {missing}; pick an existing folder."
+        )
+        assert "Errno" not in status and "\n" not in status
+    assert not missing.exists()
+
+
+@gui
+def test_an_empty_trees_layer_says_there_is_nothing_to_edit(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    empty = VesselAnalysis.from_outputs({"vessel": np.zeros(SHAPE, np.float32)}, spacing=SCALE)
+    layers = add_analysis_layers(viewer, empty)
+    widget = TreeEditorWidget(viewer)
+    qtbot.addWidget(widget)
+    assert widget.layer_picker.value is layers["trees"]
+    assert widget.start_editing() is False
+    assert widget.status_label.text() == (
+        "Error: 'vessels trees' has no vessels to edit (every voxel is 0); run Segment "
+        "with a lower Threshold or paint vessels, then press Start editing."
+    )
+    assert not widget.is_editing and not widget.assign_button.isEnabled()
+    # vessels painted since: editing starts from the painted labels
+    painted = layers["trees"].data
+    painted[10:30, 20, 20] = 1
+    layers["trees"].refresh()
+    assert widget.start_editing() is True
+    qtbot.waitUntil(lambda: widget.is_editing, timeout=TIMEOUT_MS)
+    assert len(widget.editor.points) > 0
+
+
 # ------------------------------------------------------------------------------ screenshot
 def save_screenshot(path: str) -> None:
     """A viewer with the trees in 3D, a selected branch and the docked widget."""

@@ -12,10 +12,15 @@ Every function returns a ``(data, meta, layer_type)`` tuple (napari's
   widget can recognise the layers it made (:func:`layer_kind`).
 
 Tree ids get the same colour everywhere (trees Labels, centerline Points, branch Shapes)
-from :func:`tree_colors`. Only :func:`trees_layer` touches napari, to build a
-:class:`napari.utils.colormaps.DirectLabelColormap`, and falls back to the plain
-``{label: colour}`` dict napari accepts as well when napari is not installed. This
-module imports numpy only.
+from :func:`tree_colors`. The Labels functions use napari only to build a
+:class:`napari.utils.colormaps.DirectLabelColormap`, and fall back to the plain
+``{label: colour}`` dict napari accepts as well when napari is not installed.
+:func:`create_layers` turns a whole result's tuples into napari layers, all or none,
+without a viewer (so a widget can build them off the GUI thread and change the viewer
+only when every layer exists). This module imports numpy only; napari lazily.
+
+An empty result (no vessel found) is a valid result: every function here accepts empty
+data and returns a tuple napari accepts.
 """
 
 from __future__ import annotations
@@ -35,7 +40,9 @@ else:
 
 __all__ = [
     "UNASSIGNED_COLOR",
+    "LayerBuildError",
     "branches_layer",
+    "create_layers",
     "layer_kind",
     "mask_layer",
     "points_layer",
@@ -382,7 +389,8 @@ def points_layer(
     -------
     (data, meta, "points")
         ``meta["features"]`` holds ``radius`` and ``tree`` columns, and ``id`` and
-        ``parent`` when ``parent`` is given.
+        ``parent`` when ``parent`` is given. No points (an empty result) give an empty
+        ``(0, ndim)`` layer that napari accepts.
     """
     p = np.asarray(points, dtype=float)
     if p.size == 0:  # keep (0, 2) as 2D, anything else empty as 3D
@@ -409,6 +417,9 @@ def points_layer(
     sc = _vector(scale, ndim, "scale", nonzero=True)
     last = abs(sc[-1]) if sc is not None else 1.0
     size = np.maximum(2.0 * rad / last, 1.0) if radius is not None else np.ones(m)
+    # napari reads an empty (0, 4) colour array as "no colour" and fails on it; one
+    # colour for no points is accepted (and is the colour of points added later).
+    face = _colors_for(tid) if m else np.asarray(UNASSIGNED_COLOR)
     meta = _meta(
         "centerline",
         _check_name(name),
@@ -417,7 +428,7 @@ def points_layer(
         translate,
         features=features,
         size=size,
-        face_color=_colors_for(tid),
+        face_color=face,
         border_width=0.0,
         **kwargs,
     )
@@ -486,3 +497,72 @@ def branches_layer(
         **kwargs,
     )
     return data, meta, "shapes"
+
+
+# --------------------------------------------------------------------------------------
+# tuples -> layers, all or none
+# --------------------------------------------------------------------------------------
+class LayerBuildError(ValueError):
+    """A layer data tuple that napari could not turn into a layer (one-line message).
+
+    Attributes
+    ----------
+    name : str
+        The layer's name (``meta["name"]``), or ``"<kind> layer"`` when it has none.
+    layer_type : str
+        napari's layer type (``"points"``, ...).
+    """
+
+    def __init__(self, name: str, layer_type: str, cause: BaseException):
+        self.name, self.layer_type = name, layer_type
+        reason = " ".join(str(cause).split()) or type(cause).__name__
+        if len(reason) > 160:
+            reason = reason[:157] + "..."
+        super().__init__(
+            f"could not make the {layer_type} layer '{name}' ({type(cause).__name__}: {reason})"
+        )
+
+
+def create_layers(tuples) -> list:
+    """napari layers from layer data tuples: every one of them, or none.
+
+    Builds each layer with ``napari.layers.Layer.create`` without adding it to a viewer,
+    so a caller can make all of a result's layers first (in a worker thread, say) and
+    change a viewer only once every layer exists. napari is imported here.
+
+    Parameters
+    ----------
+    tuples : iterable of (data, meta, layer_type)
+        As the functions of this module return them.
+
+    Returns
+    -------
+    list of napari.layers.Layer
+        In the order of ``tuples``.
+
+    Raises
+    ------
+    LayerBuildError
+        If napari rejects one of them (a ``ValueError`` whose one-line message names
+        the layer and the reason); no layer is returned then.
+
+    Examples
+    --------
+    >>> made = create_layers([points_layer(np.zeros((0, 3)), name="empty")])  # doctest: +SKIP
+    >>> made[0].name, made[0].data.shape  # doctest: +SKIP
+    ('empty centerline', (0, 3))
+    """
+    from napari.layers import Layer
+
+    made = []
+    for item in tuples:
+        try:
+            data, meta, layer_type = item
+        except (TypeError, ValueError) as exc:
+            raise LayerBuildError("?", "unknown", exc) from exc
+        meta = dict(meta or {})
+        try:
+            made.append(Layer.create(data, meta, layer_type))
+        except Exception as exc:  # noqa: BLE001 - any failure of napari's, named
+            raise LayerBuildError(str(meta.get("name", "?")), str(layer_type), exc) from exc
+    return made

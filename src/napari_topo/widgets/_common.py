@@ -1,12 +1,36 @@
-"""Wiring shared by the dock widgets: the viewer check and following the layer list."""
+"""Wiring shared by the dock widgets: the viewer check, following the layer list, and
+messages in one style.
+
+Messages say what was wrong, in one line, and what to do
+(``"no such folder /a/b; pick an existing folder"``): :func:`one_line` is applied to
+every message a dock shows, :func:`os_error_message` turns a failed file write into one,
+and :func:`duplicate_roots_message` says how many tree roots coincide instead of listing
+point indices.
+"""
 
 from __future__ import annotations
 
+import os
+import re
 from functools import partial
+from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+from napari_topo.layers import layer_kind
 
 #: Layer-list events after which a widget rebuilds its layer pickers.
 LAYER_EVENTS = ("inserted", "removed", "moved", "reordered", "renamed")
+#: Kinds of plugin Points layers that are not tree roots (one point per voxel of a
+#: centerline, or a highlight): never offered as roots.
+NOT_ROOTS = frozenset({"centerline", "selected_branch"})
+#: Longest message a dock shows (the rest is cut, with "...").
+MESSAGE_LIMIT = 300
+_LIST = re.compile(r"\[([^\[\]]*)\]")
+_CORE_DUPLICATES = re.compile(
+    r"sources must be distinct points; got point indices \[([^\]]*)\](?: \([^)]*\))?"
+)
 
 
 def require_viewer(viewer: Any, who: str) -> None:
@@ -70,3 +94,119 @@ def rebuild_picker(picker: Any) -> None:
     picker.reset_choices()
     if before is not None:
         select_layer(picker, before)
+
+
+def is_roots_layer(layer: Any) -> bool:
+    """Whether a Points layer may be offered as tree roots (not a centerline or highlight)."""
+    return layer is not None and layer_kind(layer) not in NOT_ROOTS
+
+
+def duplicate_roots_message(n_duplicates: int, n_points: int, layer: str | None = None) -> str:
+    """One line saying that some tree roots coincide, and what to do.
+
+    Examples
+    --------
+    >>> print(duplicate_roots_message(3, 12))  # doctest: +NORMALIZE_WHITESPACE
+    roots must be distinct points: 3 of the 12 points are duplicates;
+    remove them or pick another Points layer
+    """
+    where = f" of '{layer}'" if layer else ""
+    return (
+        f"roots must be distinct points: {n_duplicates} of the {n_points} points{where} are "
+        "duplicates; remove them or pick another Points layer"
+    )
+
+
+def count_duplicates(points: Any) -> int:
+    """How many rows of ``points`` repeat an earlier row (0 for none or no points)."""
+    arr = np.asarray(points)
+    if arr.size == 0:
+        return 0
+    arr = arr.reshape(len(arr), -1)
+    return int(len(arr) - len(np.unique(arr, axis=0)))
+
+
+def _shorten_list(match: re.Match) -> str:
+    items = [i.strip() for i in match.group(1).split(",") if i.strip()]
+    if len(items) <= 8:
+        return match.group(0)
+    return "[" + ", ".join(items[:5]) + f", ... ({len(items)} in all)]"
+
+
+def _core_duplicates(match: re.Match) -> str:
+    indices = [i for i in match.group(1).replace(" ", "").split(",") if i]
+    n = len(indices)
+    dup = n - len(set(indices))
+    msg = duplicate_roots_message(dup, n)
+    # they were coordinates snapped to the nearest centerline point
+    return msg.replace("are duplicates", "are duplicates (after snapping to the centerline)")
+
+
+def one_line(message: Any, limit: int = MESSAGE_LIMIT) -> str:
+    """A message as one short line: whitespace collapsed, long lists of numbers
+    shortened, the core's list of duplicate roots turned into a count, at most ``limit``
+    characters.
+
+    Examples
+    --------
+    >>> print(one_line("sources must be distinct points; got point indices [4, 4, 9] "
+    ...   "(coordinates snap to their nearest point, so two sources may have landed on the "
+    ...   "same one)."))  # doctest: +NORMALIZE_WHITESPACE
+    roots must be distinct points: 1 of the 3 points are duplicates (after snapping to the
+    centerline); remove them or pick another Points layer.
+    >>> one_line("bad ids [" + ", ".join(map(str, range(100))) + "]")
+    'bad ids [0, 1, 2, 3, 4, ... (100 in all)]'
+    """
+    text = " ".join(str(message).split())
+    text = _CORE_DUPLICATES.sub(_core_duplicates, text)
+    text = _LIST.sub(_shorten_list, text)
+    if len(text) > limit:
+        text = text[: limit - 3].rstrip() + "..."
+    return text
+
+
+def os_error_message(exc: OSError, path: Any = None, *, action: str = "write") -> str:
+    """One line for a file that could not be written (or read), with what to do.
+
+    Parameters
+    ----------
+    exc : OSError
+    path : str or Path, optional
+        The file; default ``exc.filename``.
+    action : str, optional
+        What was tried (``"write"``, ``"export to"``, ``"read"``).
+
+    Examples
+    --------
+    >>> os_error_message(FileNotFoundError(2, "No such file or directory", "/no/dir/m.csv"))
+    'cannot write /no/dir/m.csv: no such folder /no/dir; pick an existing folder.'
+    """
+    target = path if path is not None else exc.filename
+    p = Path(os.fspath(target)) if target is not None else None
+    where = f"cannot {action} {p}" if p is not None else f"cannot {action} the file"
+    if isinstance(exc, FileNotFoundError) and p is not None and not p.parent.is_dir():
+        return f"{where}: no such folder {p.parent}; pick an existing folder."
+    if isinstance(exc, PermissionError):
+        return f"{where}: permission denied; pick a folder you can write to."
+    if isinstance(exc, IsADirectoryError):
+        return f"{where}: it is a folder; give a file name."
+    reason = (exc.strerror or str(exc) or type(exc).__name__).rstrip(".")
+    return f"{where}: {reason[:1].lower() + reason[1:]}; check the path and try again."
+
+
+def check_folder(path: Any, *, action: str = "write") -> Path:
+    """``path`` as a Path (``~`` expanded); a one-line ValueError if its folder is missing.
+
+    Examples
+    --------
+    >>> check_folder("/no/such/folder/m.csv", action="export to")
+    Traceback (most recent call last):
+    ...
+    ValueError: cannot export to /no/such/folder/m.csv: no such folder /no/such/folder; pick an existing folder.
+    """  # noqa: E501
+    p = Path(os.fspath(path)).expanduser()
+    if not p.parent.is_dir():
+        raise ValueError(
+            f"cannot {action} {p}: no such folder {p.parent}; pick an existing folder."
+        )
+    return p

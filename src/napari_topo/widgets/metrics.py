@@ -66,7 +66,10 @@ from napari_topo.topology.incremental import (
     slow_metrics,
 )
 from napari_topo.widgets._common import (
+    check_folder,
     follow_layer_list,
+    one_line,
+    os_error_message,
     rebuild_picker,
     require_viewer,
     same_layer,
@@ -812,7 +815,8 @@ class MetricsWidget(QWidget):
         Raises
         ------
         ValueError
-            If the extension is not ``.csv`` or ``.json``.
+            If the extension is not ``.csv`` or ``.json``, the folder does not exist or
+            the file cannot be written (one line saying what to do).
         RuntimeError
             If there is nothing to export yet.
         """
@@ -825,6 +829,14 @@ class MetricsWidget(QWidget):
             )
         if not self._result:
             raise RuntimeError("Nothing to export yet: compute the metrics first.")
+        path = check_folder(path, action="export to")
+        try:
+            self._write_export(path, suffix)
+        except OSError as exc:
+            raise ValueError(os_error_message(exc, path, action="export to")) from exc
+        return path
+
+    def _write_export(self, path: Path, suffix: str) -> None:
         metrics = self._result["metrics"]
         if suffix == ".csv":
             with path.open("w", newline="", encoding="utf-8") as fh:
@@ -842,7 +854,6 @@ class MetricsWidget(QWidget):
                 "metrics": {name: _json_number(value) for name, value in metrics.items()},
             }
             path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-        return path
 
     # ---- layer pickers ---------------------------------------------------------------
 
@@ -1252,6 +1263,7 @@ class MetricsWidget(QWidget):
         self.status_label.setText(text)
 
     def _report(self, message: str, *, error: bool) -> None:
+        message = one_line(message)
         self._set_status(("Error: " if error else "Warning: ") + message)
         (show_error if error else show_warning)(message)
 

@@ -5,8 +5,15 @@ The widget only collects choices and turns results into layers.  The work is
 :meth:`~napari_topo.analysis.VesselAnalysis.from_outputs`), run in a napari worker
 thread: the worker body below is a plain generator that never touches Qt; it yields
 ``(done, total)`` tile counts that the GUI thread turns into a napari progress bar, and
-returns an :class:`_Outcome` that the GUI thread turns into layers through
-:meth:`VesselAnalysis.to_layers <napari_topo.analysis.VesselAnalysis.to_layers>`.
+returns an :class:`_Outcome`.
+
+A result is applied whole or not at all. The worker also builds every result layer
+(:meth:`VesselAnalysis.to_layers <napari_topo.analysis.VesselAnalysis.to_layers>`, then
+:func:`napari_topo.layers.create_layers`, which makes napari layers without a viewer);
+if any of them cannot be made, the run ends with a one-line error and no layer changes.
+The GUI thread only hands the finished layers (or new data for layers it updates in
+place) to the viewer, and undoes its own steps if that fails part-way. An empty result
+(nothing above the threshold) is a valid result: empty layers and a message saying so.
 
 Layers made here carry ``metadata["napari_topo"]`` with ``kind``, ``source`` (the image
 layer's name), ``model``, ``analysis`` (the :class:`VesselAnalysis`; the tree editor
@@ -42,9 +49,13 @@ from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 from superqt import QCollapsible
 
-from napari_topo.layers import METADATA_KEY, layer_kind
+from napari_topo.layers import METADATA_KEY, LayerBuildError, create_layers, layer_kind
 from napari_topo.widgets._common import (
+    count_duplicates,
+    duplicate_roots_message,
     follow_layer_list,
+    is_roots_layer,
+    one_line,
     rebuild_picker,
     require_viewer,
     select_layer,
@@ -141,7 +152,8 @@ def sources_in_voxels(points: Any, image: Any, shape: tuple[int, ...]) -> np.nda
     Raises
     ------
     ValueError
-        If the points have fewer dimensions than the image or lie outside it.
+        If the points have fewer dimensions than the image, lie outside it or repeat
+        one another (one line each, saying what to do).
     """
     if points is None or len(points.data) == 0:
         return None
@@ -163,6 +175,9 @@ def sources_in_voxels(points: Any, image: Any, shape: tuple[int, ...]) -> np.nda
             f"source point {k} of '{points.name}' lies outside image '{image.name}' "
             f"(voxel ({where}), image shape {tuple(shape)}); move or delete it."
         )
+    duplicates = count_duplicates(voxels)
+    if duplicates:
+        raise ValueError(duplicate_roots_message(duplicates, len(voxels), points.name))
     return voxels
 
 
@@ -191,9 +206,55 @@ class _Outcome:
     """What the worker hands back to the GUI thread (plain Python, no Qt)."""
 
     analysis: VesselAnalysis | None = None
+    #: ``(data, meta, layer_type)`` of every result layer, metadata tagged for this run.
+    tuples: tuple = ()
+    #: The napari layers made from ``tuples`` (not yet in any viewer), same order.
+    layers: tuple = ()
     cancelled: bool = False
     error: str | None = None
     seconds: float = 0.0
+
+
+#: Why a run changed nothing when its layers could not be made or added.
+_NOTHING_CHANGED = "Nothing was changed (the previous result layers are kept): "
+
+
+def _result_tuples(job: _Job, analysis: VesselAnalysis) -> list[tuple]:
+    """The run's layer data tuples, their metadata tagged as this widget's (Qt-free).
+
+    ``metadata["napari_topo"]`` gains ``widget``, ``source`` (the image's name),
+    ``model``, ``analysis`` and ``input_policy`` (when the pipeline chose one).
+    """
+    tuples = analysis.to_layers(
+        name=job.image, scale=job.scale, translate=job.translate, skeleton=True
+    )
+    policy = getattr(analysis, "input_policy", None)
+    out = []
+    for data, meta, layer_type in tuples:
+        meta = dict(meta)
+        info = dict(meta["metadata"][METADATA_KEY])
+        info.update(widget=OWNER, source=job.image, model=job.model, analysis=analysis)
+        if policy is not None:
+            info["input_policy"] = policy.to_dict()
+        meta["metadata"] = {**meta["metadata"], METADATA_KEY: info}
+        out.append((data, meta, layer_type))
+    return out
+
+
+def _build_layers(job: _Job, analysis: VesselAnalysis) -> tuple[tuple, tuple]:
+    """Every result layer of a run, or a ``ValueError`` with one line saying why not."""
+    try:
+        tuples = _result_tuples(job, analysis)
+        return tuple(tuples), tuple(create_layers(tuples))
+    except LayerBuildError as exc:
+        _LOG.exception("making the result layers of %r failed", job.image)
+        raise ValueError(_NOTHING_CHANGED + str(exc) + ".") from exc
+    except Exception as exc:  # noqa: BLE001 - a builder failed; reported, traceback logged
+        _LOG.exception("making the result layers of %r failed", job.image)
+        reason = one_line(f"{type(exc).__name__}: {exc}", limit=160)
+        raise ValueError(
+            _NOTHING_CHANGED + f"could not make the result layers ({reason})."
+        ) from exc
 
 
 def _run_segment(
@@ -203,9 +264,11 @@ def _run_segment(
 
     The pipeline runs on a helper thread so that its ``progress`` callback (called
     from inside ``predict``) can be turned into values this generator yields; napari
-    delivers them to the GUI thread through the worker's ``yielded`` signal.  Nothing
-    here touches Qt.  Expected failures (``ValueError``) come back with the core's
-    message; anything else is logged with its traceback and reported by type.
+    delivers them to the GUI thread through the worker's ``yielded`` signal.  The same
+    thread then makes every result layer (:func:`_build_layers`), so the GUI thread only
+    adds them.  Nothing here touches Qt.  Expected failures (``ValueError``) come back
+    with the core's message; anything else is logged with its traceback and reported by
+    type.
     """
     events: queue.SimpleQueue = queue.SimpleQueue()
     start = time.perf_counter()
@@ -232,15 +295,30 @@ def _run_segment(
                 cancel=cancel,
                 on_message=lambda msg: events.put(("message", str(msg))),
             )
-            # The tree reconstruction cannot be interrupted; a cancel during it still wins.
-            events.put(("cancelled", None) if cancel.is_set() else ("done", analysis))
         except Cancelled:
             events.put(("cancelled", None))
+            return
         except (ValueError, MemoryError) as exc:
             events.put(("error", str(exc) or type(exc).__name__))
+            return
         except Exception as exc:  # noqa: BLE001 - reported to the user, traceback logged
             _LOG.exception("segmentation of %r failed", job.image)
             events.put(("error", f"Segmentation failed ({type(exc).__name__}: {exc})."))
+            return
+        # The tree reconstruction cannot be interrupted; a cancel during it still wins.
+        if cancel.is_set():
+            events.put(("cancelled", None))
+            return
+        # Every layer is made here, off the GUI thread, before the viewer is touched.
+        try:
+            tuples, layers = _build_layers(job, analysis)
+        except ValueError as exc:
+            events.put(("error", str(exc)))
+            return
+        except MemoryError:
+            events.put(("error", _NOTHING_CHANGED + "out of memory making the result layers."))
+            return
+        events.put(("cancelled", None) if cancel.is_set() else ("done", (analysis, tuples, layers)))
 
     thread = threading.Thread(target=body, name=f"napari-topo segment {job.image}", daemon=True)
     thread.start()
@@ -252,7 +330,8 @@ def _run_segment(
         thread.join()
         seconds = time.perf_counter() - start
         if kind == "done":
-            return _Outcome(analysis=value, seconds=seconds)
+            analysis, tuples, layers = value
+            return _Outcome(analysis=analysis, tuples=tuples, layers=layers, seconds=seconds)
         if kind == "cancelled":
             return _Outcome(cancelled=True, seconds=seconds)
         return _Outcome(error=value, seconds=seconds)
@@ -522,8 +601,8 @@ class SegmentWidget(QWidget):
             max=8.0,
             step=0.05,
             tooltip="Resampling for the model: < 1 for thick vessels, > 1 for thin ones. "
-            "'auto' (the lowest value): 1 mm voxels for a CT, large vessels to ~8 voxels "
-            "in radius otherwise.",
+            "'auto' (the lowest value): a CT at its finest spacing (at least 0.5 mm), "
+            "large vessels to ~8 voxels in radius otherwise.",
         )
         self.zoom_box.native.setSpecialValueText("auto")
         self._input_form = Container(
@@ -596,8 +675,11 @@ class SegmentWidget(QWidget):
         return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, Image)]
 
     def _points_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        """'none' and the Points layers that can be roots (not a result's centerline)."""
         return [(_NONE, None)] + [
-            (layer.name, layer) for layer in self._viewer.layers if isinstance(layer, Points)
+            (layer.name, layer)
+            for layer in self._viewer.layers
+            if isinstance(layer, Points) and is_roots_layer(layer)
         ]
 
     def _refresh_choices(self, _event: Any = None) -> None:
@@ -679,21 +761,28 @@ class SegmentWidget(QWidget):
             self._state = "error"
             self._report(outcome.error or "Segmentation failed.", error=True)
             return
-        self._show_policy(getattr(outcome.analysis, "input_policy", None))
         try:
-            self._apply(job, outcome.analysis)
+            self._apply(job, outcome.tuples, outcome.layers)
         except Exception as exc:  # noqa: BLE001 - shown to the user, traceback logged
             _LOG.exception("adding the segmentation layers failed")
             self._state = "error"
-            self._report(f"Adding the result layers failed ({type(exc).__name__}: {exc}).", True)
+            reason = one_line(f"{type(exc).__name__}: {exc}", limit=160)
+            self._report(f"{_NOTHING_CHANGED}adding the result layers failed ({reason}).", True)
             return
-        self._analysis = outcome.analysis
+        analysis = outcome.analysis
+        self._show_policy(getattr(analysis, "input_policy", None))
+        self._analysis = analysis
         self._state = "done"
-        n_trees = outcome.analysis.result.n_trees
+        empty = _empty_result_message(job, analysis)
+        if empty is not None:
+            self._set_status(empty)
+            show_warning(empty)
+            return
+        n_trees = analysis.result.n_trees
         self._set_status(
             f"Segmented '{job.image}' with {job.model} in {outcome.seconds:.1f} s: "
             f"{n_trees} tree{'s' if n_trees != 1 else ''}, "
-            f"{len(outcome.analysis.points)} centerline points."
+            f"{len(analysis.points)} centerline points."
         )
 
     def _on_errored(self, exc: BaseException) -> None:
@@ -723,39 +812,49 @@ class SegmentWidget(QWidget):
 
     # ---- results → layers --------------------------------------------------------------
 
-    def _apply(self, job: _Job, analysis: VesselAnalysis) -> None:
-        """Add the result layers, or update the ones an earlier run made for this image."""
-        tuples = analysis.to_layers(
-            name=job.image, scale=job.scale, translate=job.translate, skeleton=True
-        )
+    def _apply(self, job: _Job, tuples: tuple, built: tuple) -> None:
+        """Show a run's layers: all of them, or (on an exception) none.
+
+        Our layers of an earlier run on the same image are updated in place (Image and
+        Labels: same layer, new data, the user's display settings kept) or replaced at
+        the same place under the same name (Points, Shapes) by the layers made in the
+        worker; kinds this run did not make are removed. If a step fails, the steps
+        before it are undone and the exception is raised again.
+        """
         existing: dict[str, Layer] = {}
         for layer in self._viewer.layers:
             info = _info(layer)
             if info.get("widget") == OWNER and info.get("source") == job.image:
                 existing.setdefault(str(info.get("kind")), layer)
         layers = self._viewer.layers
-        for data, meta, layer_type in tuples:
-            meta = dict(meta)
-            info = dict(meta["metadata"][METADATA_KEY])
-            info.update(widget=OWNER, source=job.image, model=job.model, analysis=analysis)
-            policy = getattr(analysis, "input_policy", None)
-            if policy is not None:
-                info["input_policy"] = policy.to_dict()
-            meta["metadata"] = {**meta["metadata"], METADATA_KEY: info}
-            old = existing.pop(info["kind"], None)
-            if old is not None and _update_in_place(old, data, meta):
-                continue
-            new = Layer.create(data, meta, layer_type)
-            if old is not None:  # replace at the same place, under the same name
-                index = layers.index(old)
-                name = old.name
-                layers.remove(old)
-                new.name = name
-                layers.insert(index, new)
-            else:
-                layers.append(new)
-        for stale in existing.values():  # kinds this run did not produce
-            layers.remove(stale)
+        undo: list[Any] = []
+        try:
+            for (data, meta, _layer_type), new in zip(tuples, built, strict=True):
+                old = existing.pop(str(meta["metadata"][METADATA_KEY]["kind"]), None)
+                if old is not None and _updatable(old, data):
+                    undo.append(partial(_restore, old, _settings(old)))
+                    _update_in_place(old, data, meta)
+                    continue
+                if old is not None:  # replace at the same place, under the same name
+                    index = layers.index(old)
+                    layers.remove(old)
+                    undo.append(partial(layers.insert, index, old))
+                    new.name = old.name
+                    layers.insert(index, new)
+                else:
+                    layers.append(new)
+                undo.append(partial(_remove, layers, new))
+            for stale in existing.values():  # kinds this run did not produce
+                index = layers.index(stale)
+                layers.remove(stale)
+                undo.append(partial(layers.insert, index, stale))
+        except BaseException:
+            for step in reversed(undo):
+                try:
+                    step()
+                except Exception:  # noqa: BLE001 - keep undoing the others
+                    _LOG.exception("undoing a partly applied result failed")
+            raise
 
     # ---- status ----------------------------------------------------------------------
 
@@ -763,6 +862,7 @@ class SegmentWidget(QWidget):
         self.status_label.setText(text)
 
     def _report(self, message: str, error: bool = False) -> None:
+        message = one_line(message)
         if error:
             self._set_status(f"Error: {message}")
             show_error(message)
@@ -775,15 +875,73 @@ def _set_events(events: list[threading.Event], *_: Any) -> None:
         event.set()
 
 
-def _update_in_place(layer: Any, data: Any, meta: Mapping) -> bool:
-    """Give an Image or Labels layer new data and settings; False for other layers.
+def _empty_result_message(job: _Job, analysis: VesselAnalysis) -> str | None:
+    """What to tell the user when a run found nothing (None when it found vessels)."""
+    if len(analysis.points) and analysis.mask.any():
+        return None
+    t = f"{job.threshold:g}"
+    if not analysis.mask.any():
+        return (
+            f"Nothing found above threshold {t} in '{job.image}': the result layers are "
+            "empty. Lower the Threshold (0.5 is the default) or check the Input section."
+        )
+    share = float(np.count_nonzero(analysis.mask)) / analysis.mask.size
+    if share > 0.5:
+        return (
+            f"No centerline found in '{job.image}' at threshold {t}: the mask covers "
+            f"{share:.0%} of the image, so there are no trees. Raise the Threshold (0.5 is "
+            "the default)."
+        )
+    return (
+        f"No centerline found in '{job.image}' at threshold {t}: the vessels are too small "
+        "for trees. Try another Threshold (0.5 is the default) or check the Input section."
+    )
+
+
+def _remove(layers: Any, layer: Any) -> None:
+    if layer in layers:
+        layers.remove(layer)
+
+
+def _updatable(layer: Any, data: Any) -> bool:
+    """Whether :func:`_update_in_place` can give ``layer`` this data.
 
     Points and Shapes change their number of elements, features and colours together,
     which napari has no single public call for; those are replaced instead.
     """
-    if not isinstance(layer, Image | Labels) or layer_kind(layer) is None:
-        return False
-    if np.asarray(data).ndim != layer.ndim:
+    return (
+        isinstance(layer, Image | Labels)
+        and layer_kind(layer) is not None
+        and np.ndim(data) == layer.ndim
+    )
+
+
+def _settings(layer: Any) -> dict[str, Any]:
+    """What :func:`_update_in_place` changes on ``layer``, to put back with :func:`_restore`."""
+    saved: dict[str, Any] = {
+        "data": layer.data,
+        "scale": np.array(layer.scale),
+        "translate": np.array(layer.translate),
+        # napari's metadata setter clears and refills the layer's own dict: keep a copy
+        "metadata": dict(layer.metadata),
+    }
+    if isinstance(layer, Labels):
+        saved["colormap"] = layer.colormap
+    if isinstance(layer, Image):
+        saved["contrast_limits"] = tuple(layer.contrast_limits)
+    return saved
+
+
+def _restore(layer: Any, saved: Mapping[str, Any]) -> None:
+    for key, value in saved.items():
+        setattr(layer, key, value)
+    layer.refresh()
+
+
+def _update_in_place(layer: Any, data: Any, meta: Mapping) -> bool:
+    """Give an Image or Labels layer new data and settings; False for other layers
+    (see :func:`_updatable`)."""
+    if not _updatable(layer, data):
         return False
     layer.data = data
     for key in ("scale", "translate"):

@@ -62,7 +62,13 @@ from napari_topo.layers import (
 )
 from napari_topo.trees.edit import Delta, TreeEditor
 from napari_topo.widgets._common import (
+    check_folder,
+    count_duplicates,
+    duplicate_roots_message,
     follow_layer_list,
+    is_roots_layer,
+    one_line,
+    os_error_message,
     rebuild_picker,
     require_viewer,
     select_layer,
@@ -334,6 +340,8 @@ class TreeEditorWidget(QWidget):
             self._report(str(exc), error=True)
             return False
         analysis = _info(layer).get("analysis")
+        if analysis is not None and not len(getattr(analysis, "points", ())):
+            analysis = None  # an empty result: vessels painted since get a skeleton
         if (
             analysis is not None
             and getattr(analysis, "mask", None) is not None
@@ -405,6 +413,11 @@ class TreeEditorWidget(QWidget):
             )
         if data.ndim not in (2, 3):
             raise ValueError(f"'{layer.name}' is {data.ndim}D; expected 2D or 3D labels.")
+        if not data.any():
+            raise ValueError(
+                f"'{layer.name}' has no vessels to edit (every voxel is 0); run Segment "
+                "with a lower Threshold or paint vessels, then press Start editing."
+            )
 
     def _on_built(self, layer, outcome) -> None:
         editor, error = outcome
@@ -581,6 +594,15 @@ class TreeEditorWidget(QWidget):
         layer = unwrap(sources if sources is not None else self.sources_picker.value)
         if not isinstance(layer, Points) or not len(layer.data):
             raise ValueError("Pick a Points layer with at least one source (or add one).")
+        if not is_roots_layer(layer):
+            kind = str(layer_kind(layer)).replace("_", " ")
+            raise ValueError(
+                f"'{layer.name}' is a {kind} layer, not tree roots; pick a Points layer with "
+                "one point per root (Add sources layer makes one)."
+            )
+        duplicates = count_duplicates(layer.data)
+        if duplicates:
+            raise ValueError(duplicate_roots_message(duplicates, len(layer.data), layer.name))
         coords = np.array(
             [self.layer.world_to_data(layer.data_to_world(p)) for p in layer.data], dtype=float
         )[:, -editor.points.shape[1] :]
@@ -766,11 +788,12 @@ class TreeEditorWidget(QWidget):
             raise ValueError("Pick a trees layer first.")
         data = layer.data
         spacing = tuple(float(s) for s in layer.scale[-data.ndim :])
-        return write_volume(path, data, spacing=spacing)
+        return write_volume(check_folder(path), data, spacing=spacing)
 
     def save_graph(self, path) -> tuple[Path, ...]:
         """Write the edited centerline graph (.graphml, .swc or .csv nodes + edges)."""
         editor = self._need_editor()
+        path = check_folder(path)
         analysis = (
             self._analysis.replace(result=editor.result, trees=editor.trees)
             if self._analysis is not None
@@ -814,7 +837,7 @@ class TreeEditorWidget(QWidget):
     def _points_choices(self, _widget: Any = None) -> list:
         pts = [lay for lay in self._viewer.layers if isinstance(lay, Points)]
         ranked = [lay for lay in pts if layer_kind(lay) == "sources"]
-        ranked += [lay for lay in pts if layer_kind(lay) not in ("sources", "selected_branch")]
+        ranked += [lay for lay in pts if layer_kind(lay) != "sources" and is_roots_layer(lay)]
         return [(lay.name, lay) for lay in ranked]
 
     def _refresh_choices(self, _event: Any = None) -> None:
@@ -839,10 +862,13 @@ class TreeEditorWidget(QWidget):
         return self.editor
 
     def _guard(self, func, *args) -> Any:
-        """Run a button's action; a ValueError becomes a message, not a traceback."""
+        """Run a button's action; a ValueError or OSError becomes a one-line message."""
         try:
             return func(*args)
-        except (ValueError, OSError) as exc:
+        except OSError as exc:
+            self._report(os_error_message(exc), error=True)
+            return None
+        except ValueError as exc:
             self._report(str(exc), error=True)
             return None
 
@@ -876,6 +902,7 @@ class TreeEditorWidget(QWidget):
         self.status_label.setText(text)
 
     def _report(self, message: str, *, error: bool) -> None:
+        message = one_line(message)
         self._set_status(("Error: " if error else "") + message)
         (show_error if error else show_info)(message)
 
