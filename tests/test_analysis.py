@@ -330,7 +330,8 @@ def test_layer_functions_validate_and_carry_metadata():
     empty, emeta, _ = layers.branches_layer([], ndim=2)
     assert empty == [] and emeta["ndim"] == 2
     p, pmeta, _ = layers.points_layer(np.zeros((0, 3)))
-    assert p.shape == (0, 3) and len(pmeta["face_color"]) == 0
+    # no points: no sizes, and one colour (napari fails on an empty colour array)
+    assert p.shape == (0, 3) and len(pmeta["size"]) == 0 and np.shape(pmeta["face_color"]) == (4,)
     for bad in (
         lambda: layers.trees_layer(vol, scale=(1, 2)),
         lambda: layers.trees_layer(vol, scale=(1, 0, 1)),
