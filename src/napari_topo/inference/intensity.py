@@ -16,9 +16,9 @@ module decides, once per volume and in one place, how that happens, and says why
 
   and, when the model expects bright vessels and the image has dark ones, the scaled
   values are inverted (``x -> 1 - x``).
-* **Scale** (:func:`plan_zoom` -> :class:`ZoomPlan`): a CT is resampled to isotropic voxels at its finest spacing (no finer than 0.5 mm)
-  voxels; other images are zoomed so that their large vessels have a radius of about
-  8 voxels (well inside the 1-12 voxels the models are trained on).
+* **Scale** (:func:`plan_zoom` -> :class:`ZoomPlan`): a CT is resampled to isotropic
+  voxels at its finest spacing (no finer than 0.5 mm); other images are zoomed so that
+  their large vessels have a radius of about 8 voxels (well inside the 1-12 voxels the models are trained on).
 
 Both are estimated from a regular strided sample of at most :data:`SAMPLE_VOXELS` voxels,
 so a dask or zarr volume is never loaded whole. :func:`plan_input` does both from one
@@ -363,12 +363,13 @@ def _smoothed(sample: np.ndarray) -> np.ndarray:
 
 def _skewness(values: np.ndarray) -> float:
     """Moment skewness of the values inside their 0.1-99.9 percentiles (0 when flat)."""
+    from scipy.stats import skew
+
     lo, hi = np.percentile(values, [0.1, 99.9])
     v = np.clip(values.astype(np.float64, copy=False), lo, hi)
-    sd = float(v.std())
-    if sd == 0.0:
+    if float(v.std()) == 0.0:
         return 0.0
-    return float(np.mean(((v - v.mean()) / sd) ** 3))
+    return float(skew(v))
 
 
 def polarity_skewness(sample: np.ndarray, *, smoothed: np.ndarray | None = None) -> float:
@@ -812,9 +813,7 @@ class ZoomPlan:
         ~20 voxels -> ~8)"``, ``"zoom 1"``."""
         z = self.zoom
         text = (
-            "zoom " + "x".join(f"{v:.3g}" for v in z)
-            if isinstance(z, tuple)
-            else f"zoom {z:.3g}"
+            "zoom " + "x".join(f"{v:.3g}" for v in z) if isinstance(z, tuple) else f"zoom {z:.3g}"
         )
         if self.source == "ct-spacing" and self.target_spacing is not None:
             text += f" -> {self.target_spacing:.3g} mm voxels"
@@ -854,14 +853,10 @@ def _check_zoom(zoom: Any) -> str | float | tuple[float, float, float] | None:
 
 
 def _spacing3(spacing: Any) -> np.ndarray | None:
-    if spacing is None:
-        return None
-    sp = np.asarray(spacing, dtype=float)
-    if sp.ndim == 0:
-        sp = np.full(3, float(sp))
-    if sp.shape != (3,) or not np.all(np.isfinite(sp)) or np.any(sp <= 0):
-        raise ValueError(f"spacing must be 3 positive numbers (z, y, x); got {spacing!r}")
-    return sp
+    """``None`` stays ``None``; otherwise the metrics' spacing check (3 positive numbers)."""
+    from ..topology.metrics import _spacing_array
+
+    return None if spacing is None else _spacing_array(spacing, 3)
 
 
 def estimate_vessel_radius(
@@ -1017,9 +1012,9 @@ def plan_zoom(
         A number (or 3) is used as given; None means 1. "auto":
 
         * "percentile" (earlier) cards: 1, as before;
-        * a CT: resampled to ``max(ct_spacing_mm, min(spacing))`` voxels (0.5 mm floor), i.e. the finest
-          spacing: ``zoom = min(spacing) / max(0.5 mm, min(spacing))``; 1 without
-          a spacing;
+        * a CT: resampled to ``max(ct_spacing_mm, min(spacing))`` voxels (0.5 mm
+          floor), i.e. ``zoom = min(spacing) / max(0.5 mm, min(spacing))``; 1
+          without a spacing;
         * otherwise: ``clip(target / r, 0.25, 1)`` with ``r`` the large-vessel radius
           (:func:`estimate_vessel_radius`, on the normalised sample) and ``target`` the
           card's ``target_radius_voxels`` (8); 1 when no vessels are found.
