@@ -18,7 +18,8 @@ module decides, once per volume and in one place, how that happens, and says why
   values are inverted (``x -> 1 - x``).
 * **Scale** (:func:`plan_zoom` -> :class:`ZoomPlan`): a CT is resampled to isotropic
   voxels at its finest spacing (no finer than 0.5 mm); other images are zoomed so that
-  their large vessels have a radius of about 8 voxels (well inside the 1-12 voxels the models are trained on).
+  their large vessels have a radius of about 8 voxels (well inside the 1-12 voxels the
+  models are trained on).
 
 Both are estimated from a regular strided sample of at most :data:`SAMPLE_VOXELS` voxels,
 so a dask or zarr volume is never loaded whole. :func:`plan_input` does both from one
