@@ -19,7 +19,9 @@ from napari_topo._plugin import (
     get_reader,
     is_label_volume,
     make_sample_data,
+    read_graph,
     read_nifti,
+    read_volumes,
     write_graph,
     write_labels,
 )
@@ -83,13 +85,21 @@ def nifti_files(tmp_path, vessels):
 
 
 # ------------------------------------------------------------------------------ reader
-def test_get_reader_claims_nifti_only(tmp_path):
+def test_get_reader_claims_volumes_and_graphs(tmp_path):
     assert get_reader(str(tmp_path / "a.nii.gz")) is read_nifti
     assert get_reader(str(tmp_path / "A.NII")) is read_nifti
     assert get_reader([str(tmp_path / "a.nii"), str(tmp_path / "b.nii.gz")]) is read_nifti
-    for other in ("a.tif", "a.npy", "a.gz", "a", "a.nii.zip"):
+    for volume in ("a.tif", "a.TIFF", "a.npy", "a.zarr"):
+        assert get_reader(str(tmp_path / volume)) is read_volumes, volume
+    assert get_reader([str(tmp_path / "a.nii"), str(tmp_path / "b.tif")]) is read_volumes
+    assert get_reader(str(tmp_path / "g.swc")) is read_graph
+    # a CSV only when it is napari-topo's nodes table
+    (tmp_path / "g_graph.csv").write_text("id,z,y,x,radius,tree\n0,1,2,3,0.5,1\n")
+    (tmp_path / "other.csv").write_text("index,axis-0,axis-1\n0,1,2\n")
+    assert get_reader(str(tmp_path / "g_graph.csv")) is read_graph
+    for other in ("other.csv", "missing.csv", "a.gz", "a", "a.nii.zip", "a.png"):
         assert get_reader(str(tmp_path / other)) is None, other
-    assert get_reader([str(tmp_path / "a.nii"), str(tmp_path / "b.tif")]) is None
+    assert get_reader([str(tmp_path / "a.nii"), str(tmp_path / "g.swc")]) is None
     assert get_reader([]) is None
 
 

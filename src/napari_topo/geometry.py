@@ -145,7 +145,9 @@ class Geometry:
         if space != SPACE[-n:] if n else space != "":
             raise ValueError(f"spatial axes must come in z, y, x order; got {self.axes!r}.")
         if not np.all(np.isfinite(a)) or not np.allclose(a[n], np.eye(n + 1)[n]):
-            raise ValueError(f"affine must be finite with last row (0, ..., 0, 1); got {a.tolist()}")
+            raise ValueError(
+                f"affine must be finite with last row (0, ..., 0, 1); got {a.tolist()}"
+            )
         if n and abs(np.linalg.det(a[:n, :n])) < 1e-12:
             raise ValueError(f"affine is singular (a zero spacing?): {a.tolist()}")
         if self.known not in KNOWN:
@@ -157,9 +159,7 @@ class Geometry:
     @classmethod
     def identity(cls, ndim_or_axes: int | str = 3) -> Geometry:
         """Unit voxels at the origin, nothing stated (``known="none"``)."""
-        axes = (
-            ndim_or_axes if isinstance(ndim_or_axes, str) else _default_axes(int(ndim_or_axes))
-        )
+        axes = ndim_or_axes if isinstance(ndim_or_axes, str) else _default_axes(int(ndim_or_axes))
         n = sum(ch in SPACE for ch in axes)
         return cls(np.eye(n + 1), axes, known="none")
 
@@ -552,8 +552,8 @@ def compare(
                 f"spacing differs: {a} has voxels {_fmt(moving.spacing)} but {b} "
                 f"{_fmt(reference.spacing)}{unit}; resample one onto the other's grid."
             )
-        unplaced = a if moving.known == "none" else b if reference.known == "none" else None
-        if unplaced is not None:
+        if (moving.known == "none") != (reference.known == "none"):
+            unplaced = a if moving.known == "none" else b
             return None, f"{unplaced} states no voxel placement; taken on the other's grid"
         return None, ""
     start, end = io_orientation(moving.affine), io_orientation(reference.affine)
@@ -689,9 +689,13 @@ def geometry_from_layer_meta(meta: Mapping[str, Any], ndim: int, *, axes: str | 
 
     ``world = affine @ (rotate @ shear @ diag(scale) @ index + translate)`` as napari
     composes it. ``known`` is ``"none"`` when every part is napari's default (the
-    layer was never placed), ``"full"`` otherwise.
+    layer was never placed), ``"full"`` otherwise. Layers of more than 3 axes: the
+    last 3 are space, the others time (``tzyx``) or time and channel (``tczyx``).
     """
-    n = int(ndim)
+    total = int(ndim)
+    n = min(total, 3)
+    if axes is None:
+        axes = ("tc"[: total - 3] if total > 3 else "") + SPACE[-n:]
 
     def vec(key, default):
         v = meta.get(key)
@@ -719,7 +723,7 @@ def geometry_from_layer_meta(meta: Mapping[str, Any], ndim: int, *, axes: str | 
         outer[n - k : n, n] = a[-1 - k : -1, -1]
     full = outer @ inner
     known = "none" if np.allclose(full, np.eye(n + 1)) else "full"
-    return Geometry(full, axes or _default_axes(n), known=known)
+    return Geometry(full, axes, known=known)
 
 
 def layer_geometry(layer, ndim: int | None = None) -> Geometry:

@@ -383,7 +383,9 @@ def _read_nifti(p: Path, suffix: str) -> Volume:
     except Exception as exc:  # noqa: BLE001
         raise _corrupt(p, suffix, exc) from exc
     if raw.ndim > 5:
-        raise VolumeReadError(f"cannot read {p}: NIfTI arrays of {raw.ndim} axes are not supported.")
+        raise VolumeReadError(
+            f"cannot read {p}: NIfTI arrays of {raw.ndim} axes are not supported."
+        )
     data = raw.transpose(tuple(range(raw.ndim))[::-1])  # (x, y, z[, t[, c]]) -> ([c, t,] z, y, x)
     n = min(raw.ndim, 3)
     axes = _nifti_axes(img, raw.ndim)
@@ -525,7 +527,9 @@ def _read_tiff(p: Path, suffix: str) -> Volume:
     origin = None
     if ij and any(f"{a}origin" in ij for a in "zyx"[-n:]):
         try:
-            origin = [-float(ij.get(f"{a}origin", 0.0)) * s for a, s in zip("zyx"[-n:], sp, strict=True)]
+            origin = [
+                -float(ij.get(f"{a}origin", 0.0)) * s for a, s in zip("zyx"[-n:], sp, strict=True)
+            ]
             known = "full"
         except (TypeError, ValueError):
             origin = None
@@ -623,8 +627,7 @@ def _geometry_for(shape, spacing, geometry) -> Geometry:
         sp = tuple(s for s, ch in zip(sp, axes, strict=True) if ch in "zyx")
     if len(sp) != n or not all(math.isfinite(s) and s > 0 for s in sp):
         raise ValueError(
-            f"spacing must be None or {n} finite positive numbers (one per axis); "
-            f"got {spacing!r}."
+            f"spacing must be None or {n} finite positive numbers (one per axis); got {spacing!r}."
         )
     return Geometry.from_spacing(sp, axes=axes)
 
