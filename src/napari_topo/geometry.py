@@ -51,6 +51,7 @@ __all__ = [
     "align",
     "canonical_orientation",
     "compare",
+    "compare_layers",
     "geometry_from_layer_meta",
     "layer_geometry",
     "reorient",
@@ -364,7 +365,7 @@ def writable(data) -> np.ndarray:
     ("buffer source array is read-only").
     """
     arr = np.asarray(data)
-    if not (arr.flags.writeable and arr.flags.c_contiguous) or isinstance(arr, np.memmap):
+    if not (arr.flags.writeable and arr.flags.c_contiguous):
         arr = np.array(arr, order="C", copy=True)
     return arr
 
@@ -738,3 +739,50 @@ def layer_geometry(layer, ndim: int | None = None) -> Geometry:
         "affine": None if affine is None else getattr(affine, "affine_matrix", affine),
     }
     return geometry_from_layer_meta(meta, n)
+
+
+def compare_layers(
+    moving,
+    reference,
+    *,
+    names: tuple[str, str] = ("the prediction", "the ground truth"),
+) -> str:
+    """Check that two napari layers (compared voxel by voxel) lie on one world grid.
+
+    The layers' placements (:func:`layer_geometry`: scale, translate, rotate, shear,
+    affine) must be the same, except that a layer with napari's default placement
+    (never placed) is taken to lie on the other's grid. Layers that hold the same grid
+    in another axis order are refused too: their arrays do not correspond voxel for
+    voxel (napari-topo's reader shows every file in one axis order, so files opened
+    with it compare directly).
+
+    Parameters
+    ----------
+    moving, reference : napari layers (or anything with ``data``, ``scale``, ...)
+        Their full-resolution data must have the same number of axes (2 or 3).
+
+    Returns
+    -------
+    str
+        "" or a one-line note (one layer was never placed).
+
+    Raises
+    ------
+    GeometryError
+        One line naming the difference (orientation, spacing, shape, origin).
+    """
+
+    def shape_of(layer):
+        data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+        return tuple(int(s) for s in data.shape)
+
+    ms, rs = shape_of(moving), shape_of(reference)
+    mg, rg = layer_geometry(moving, len(ms)), layer_geometry(reference, len(rs))
+    transform, note = compare(mg, ms, rg, rs, names=names)
+    if transform is not None:
+        raise GeometryError(
+            f"{names[0]} and {names[1]} lie on the same voxels stored in another axis "
+            f"order ({orientation_codes(mg)} vs {orientation_codes(rg)}); save one onto "
+            "the other's grid, or open both files with napari-topo's reader."
+        )
+    return note
