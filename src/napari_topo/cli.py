@@ -559,7 +559,12 @@ def _segment(args) -> None:
     # One spatial volume (a channel chosen, or a one-line refusal) before anything runs;
     # its geometry goes to every file written, so they overlay the input.
     data, geometry = _spatial(vol, args.channel, "the input", override)
-    spacing = _geometry_spacing(geometry) if geometry.ndim == 3 else None
+    if geometry.ndim != 3:
+        raise ValueError(
+            f"the input {vol.path.name} is a {geometry.ndim}D image (shape "
+            f"{tuple(data.shape)}); napari-topo segments 3D (z, y, x) volumes"
+        )
+    spacing = _geometry_spacing(geometry)
     sources = read_sources(args.sources) if args.sources else None
     shape = tuple(data.shape)
     if sources is not None and len(shape) == 3:
