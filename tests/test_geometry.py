@@ -603,3 +603,32 @@ def test_readme_states_the_geometry_rules():
     section = readme[readme.index("### Geometry") :]
     for phrase in ("--channel", "origin", "flip", "Labels"):
         assert phrase in section.split("\n## ")[0], phrase
+
+
+def test_evaluate_refuses_channels_it_cannot_choose(tmp_path, capsys):
+    mask = (_tubes() > 0).astype(np.uint8)
+    write_volume(tmp_path / "gt.nii.gz", mask)
+    _save_nifti(tmp_path / "two.nii.gz", np.stack([mask.T, mask.T], axis=-1), np.eye(4))
+    code, out, err = _run(["evaluate", tmp_path / "two.nii.gz", tmp_path / "gt.nii.gz"], capsys)
+    assert code == 2 and "save one time as its own file" in _one_error_line(err)
+
+
+def test_many_trees_open_as_labels_not_image(tmp_path):
+    from napari_topo._plugin import is_label_volume, read_volumes
+
+    trees = np.arange(4 * 5 * 6, dtype=np.int32).reshape(4, 5, 6)  # 120 trees
+    p = write_volume(tmp_path / "scan_trees.nii.gz", trees)
+    assert [k for _, _, k in read_volumes(str(p))] == ["labels"]
+    assert not is_label_volume(trees.astype(np.uint16))  # a 16-bit image
+    assert not is_label_volume(trees - 1024)  # a CT in HU
+
+
+def test_segment_to_tiff_keeps_a_flipped_nifti_placement(tmp_path, capsys, threshold_model):
+    img = _tubes()
+    geometry = Geometry(_random_placement(np.random.default_rng(7)), "zyx", unit="mm")
+    p = write_volume(tmp_path / "scan.nii.gz", img, geometry=geometry)
+    code, out, err = _run(["segment", p, "--out", tmp_path / "o", "--format", "tif", *SEG], capsys)
+    assert code == 0, err
+    mask = read_volume(tmp_path / "o" / "scan_mask.tif")
+    np.testing.assert_allclose(mask.geometry.affine, geometry.affine, atol=1e-5)
+    np.testing.assert_array_equal(mask.data, img > 0.5)

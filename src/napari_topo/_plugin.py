@@ -81,7 +81,9 @@ def is_label_volume(data) -> bool:
 
     The rule, cheap on any size: bool data is labels; float data is an image; integer
     data is labels when a strided subsample of at most ``2**21`` voxels holds no
-    negative value and at most :data:`MAX_LABEL_VALUES` distinct values.
+    negative value and either at most :data:`MAX_LABEL_VALUES` distinct values or a
+    32/64-bit type (tree labels, napari's own label arrays: images are 8/16-bit, and a
+    CT in HU has negative values).
 
     Examples
     --------
@@ -104,7 +106,7 @@ def is_label_volume(data) -> bool:
         return True
     if dtype.kind == "i" and sample.min() < 0:
         return False
-    return np.unique(sample).size <= MAX_LABEL_VALUES
+    return dtype.itemsize >= 4 or np.unique(sample).size <= MAX_LABEL_VALUES
 
 
 def _stem(path: Path) -> str:

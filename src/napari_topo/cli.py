@@ -413,13 +413,13 @@ def _spacing(args, vol) -> tuple[float, float, float] | None:
     return None
 
 
-def _spatial(vol, channel: int | None, what: str, spacing_override=None):
+def _spatial(vol, channel: int | None, what: str, spacing_override=None, option="--channel"):
     """``(data, geometry)`` of one spatial volume of ``vol`` (a channel chosen), with
     ``--spacing`` applied; refusals (several channels, RGB) are one-line ValueErrors."""
     from .geometry import select_channel
 
     data, geometry = select_channel(
-        vol.data, vol.geometry, channel, name=f"{what} {vol.path.name}", option="--channel"
+        vol.data, vol.geometry, channel, name=f"{what} {vol.path.name}", option=option
     )
     if spacing_override is not None and geometry.ndim == len(spacing_override):
         geometry = geometry.with_spacing(spacing_override)
@@ -578,7 +578,7 @@ def _segment(args) -> None:
     gt, gt_note = None, ""
     if args.gt:
         gt_vol = _read(args.gt)
-        gt_data, gt_geometry = _spatial(gt_vol, None, "the ground truth", override)
+        gt_data, gt_geometry = _spatial(gt_vol, None, "the ground truth", override, None)
         gt_data, gt_note = _aligned(
             gt_data,
             gt_geometry,
@@ -689,8 +689,8 @@ def _evaluate(args) -> None:
     pred_vol = _read(args.pred)
     gt_vol = _read(args.gt)
     override = _spacing(args, pred_vol) if args.spacing is not None else None
-    pred_data, pred_geometry = _spatial(pred_vol, None, "the prediction", override)
-    gt_data, gt_geometry = _spatial(gt_vol, None, "the ground truth", override)
+    pred_data, pred_geometry = _spatial(pred_vol, None, "the prediction", override, None)
+    gt_data, gt_geometry = _spatial(gt_vol, None, "the ground truth", override, None)
     # the prediction on the ground truth's grid (same voxels reordered), or a refusal
     # naming the difference: never a score of two volumes that do not overlay
     pred_data, note = _aligned(

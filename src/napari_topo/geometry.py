@@ -435,13 +435,14 @@ def select_channel(
     channel: int | None = None,
     *,
     name: str = "the input",
-    option: str = "--channel",
+    option: str | None = "--channel",
 ) -> tuple[Any, Geometry]:
     """The spatial volume of ``data``: one channel (time point, RGB sample) chosen.
 
     Axes of size 1 that are not spatial are dropped. One other axis of size > 1 is
     indexed with ``channel``; without it the call is refused (napari-topo segments one
-    intensity volume), as are several such axes at once.
+    intensity volume), as are several such axes at once. ``option`` names how the user
+    chooses (``"--channel"`` in the CLI); None when they cannot (save one first).
 
     Raises
     ------
@@ -474,20 +475,22 @@ def select_channel(
                 if geometry.axes[ax] == "s"
                 else f"{shape[ax]} {kind}s (shape {shape}, axes {geometry.axes.upper()})"
             )
-            raise GeometryError(
-                f"{name} holds {what}; napari-topo segments one intensity volume: "
-                f"choose one with {option} N (0..{shape[ax] - 1})."
+            how = (
+                f"choose one with {option} N (0..{shape[ax] - 1})"
+                if option
+                else f"save one {kind} as its own file first"
             )
+            raise GeometryError(f"{name} holds {what}; napari-topo takes one volume: {how}.")
         if not 0 <= int(channel) < shape[ax]:
             raise GeometryError(
-                f"{option} {channel} is out of range: {name} has {shape[ax]} {kind}s "
-                f"(0..{shape[ax] - 1})."
+                f"{option or 'channel'} {channel} is out of range: {name} has {shape[ax]} "
+                f"{kind}s (0..{shape[ax] - 1})."
             )
         index[ax] = int(channel)
     elif channel not in (None, 0):
         raise GeometryError(
-            f"{option} {channel} given, but {name} has one channel (shape {shape}, axes "
-            f"{geometry.axes.upper()})."
+            f"{option or 'channel'} {channel} given, but {name} has one channel (shape "
+            f"{shape}, axes {geometry.axes.upper()})."
         )
     if not geometry.other_axes:
         return data, geometry
