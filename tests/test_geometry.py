@@ -281,7 +281,8 @@ def test_ome_tiff_axes_and_spacing(tmp_path):
 
 
 def test_nifti_4d_time_needs_a_choice(tmp_path, capsys, threshold_model):
-    xyzt = np.random.default_rng(0).random((20, 16, 12, 3)).astype(np.float32)
+    tubes = _tubes().transpose(2, 1, 0)  # (x, y, z) = (20, 16, 12)
+    xyzt = np.stack([tubes, tubes[::-1], tubes * 0.5], axis=-1).astype(np.float32)
     p = tmp_path / "series.nii.gz"
     _save_nifti(p, xyzt, np.diag([0.5, 0.5, 2.0, 1.0]))
     vol = read_volume(p)

@@ -9,6 +9,7 @@ until ``napari.yaml`` declares the contribution.
 from __future__ import annotations
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -370,3 +371,28 @@ def test_viewer_save_layers_with_plugin(make_napari_viewer, tmp_path, analysis):
         str(tmp_path / "centerline.csv"), [viewer.layers["v centerline"]], plugin=PLUGIN
     )
     assert len(_read_csv(csv_out)) == len(analysis.points)
+
+
+@pytest.mark.gui
+@needs_reader
+def test_viewer_opens_cli_outputs_with_plugin(make_napari_viewer, tmp_path, analysis, vessels):
+    """What ``napari-topo segment`` writes opens right: volumes as Labels where they lie,
+    the graph table as branches and centerline points."""
+    from napari_topo.geometry import Geometry
+
+    geometry = Geometry.from_spacing(SPACING, origin=(5.0, -3.0, 2.5))
+    mask = write_volume(tmp_path / "v_mask.tif", analysis.mask.astype(np.uint8), geometry=geometry)
+    analysis.save(tmp_path / "v_graph.csv")
+    summary = {"shape": list(analysis.mask.shape), "geometry": geometry.to_dict()}
+    (tmp_path / "v_summary.json").write_text(json.dumps(summary))
+    viewer = make_napari_viewer()
+    viewer.open(str(mask), plugin=PLUGIN)
+    viewer.open(str(tmp_path / "v_graph.csv"), plugin=PLUGIN)
+    kinds = {ly.name: type(ly).__name__ for ly in viewer.layers}
+    assert kinds["v_mask"] == "Labels"
+    assert sorted(kinds.values()) == ["Labels", "Points", "Shapes"]
+    layer = viewer.layers["v_mask"]
+    assert tuple(layer.translate) == pytest.approx((5.0, -3.0, 2.5))
+    points = next(ly for ly in viewer.layers if type(ly).__name__ == "Points")
+    np.testing.assert_allclose(points.data, analysis.points)
+    assert tuple(points.translate) == pytest.approx(tuple(layer.translate))
