@@ -248,7 +248,7 @@ def read_volumes(path) -> list[tuple[Any, dict, str]]:
         else:
             kind = "labels" if is_label_volume(data) else "image"
         if kind == "labels" and data.dtype == bool:
-            data = data.view(np.uint8) if isinstance(data, np.ndarray) else data.astype(np.uint8)
+            data = (data if isinstance(data, np.ndarray) else np.asarray(data)).view(np.uint8)
         out.append((data, meta, kind))
     return out
 

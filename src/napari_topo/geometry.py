@@ -554,11 +554,18 @@ def compare(
         ):
             raise GeometryError(
                 f"spacing differs: {a} has voxels {_fmt(moving.spacing)} but {b} "
-                f"{_fmt(reference.spacing)}{unit}; resample one onto the other's grid."
+                f"{_fmt(reference.spacing)}{unit}; resample one onto the other's grid (or "
+                "override a wrong header's voxel size)."
             )
         if (moving.known == "none") != (reference.known == "none"):
             unplaced = a if moving.known == "none" else b
             return None, f"{unplaced} states no voxel placement; taken on the other's grid"
+        if level == "spacing" and not (moving.is_plain and reference.is_plain):
+            partial = a if moving.known == "spacing" else b
+            return None, (
+                f"{partial} states its voxel size but not its orientation or origin; the "
+                "two were compared voxel by voxel as stored"
+            )
         return None, ""
     start, end = io_orientation(moving.affine), io_orientation(reference.affine)
     if np.isnan(start).any() or np.isnan(end).any():
@@ -581,7 +588,8 @@ def compare(
     if not np.allclose(m_sp, r_sp, rtol=SPACING_RTOL):
         raise GeometryError(
             f"spacing differs: {a} has voxels {_fmt(moving.spacing)} but {b} "
-            f"{_fmt(reference.spacing)}{unit}; resample one onto the other's grid."
+            f"{_fmt(reference.spacing)}{unit}; resample one onto the other's grid (or "
+            "override a wrong header's voxel size)."
         )
     if moved_shape != rs:
         raise GeometryError(
@@ -662,19 +670,16 @@ def align(
 # napari layers
 # --------------------------------------------------------------------------------------
 def _shear_matrix(shear, n: int) -> np.ndarray:
+    """napari's shear (upper-triangular values, or a matrix) for the last ``n`` axes."""
     if shear is None:
         return np.eye(n)
     s = np.asarray(shear, dtype=float)
     if s.ndim == 2:
-        out = np.eye(n)
-        out[-s.shape[0] :, -s.shape[1] :] = s
-        return out
+        return _embed(s, n)
     m = int(round((1 + math.sqrt(1 + 8 * s.size)) / 2))  # s.size == m (m - 1) / 2
     tri = np.eye(m)
     tri[np.triu_indices(m, 1)] = s
-    out = np.eye(n)
-    out[-m:, -m:] = tri
-    return out
+    return _embed(tri, n)
 
 
 def _embed(matrix, n: int) -> np.ndarray:
@@ -713,8 +718,7 @@ def geometry_from_layer_meta(meta: Mapping[str, Any], ndim: int, *, axes: str | 
     rot = np.eye(n) if rotate is None or np.ndim(rotate) != 2 else _embed(rotate, n)
     if rotate is not None and np.ndim(rotate) != 2:
         raise ValueError("rotate must be given as a matrix (napari's layer.rotate).")
-    shear = _shear_matrix(meta.get("shear"), max(n, 1))
-    shear = _embed(shear, n)
+    shear = _shear_matrix(meta.get("shear"), n)
     inner = np.eye(n + 1)
     inner[:n, :n] = rot @ shear @ np.diag(scale)
     inner[:n, n] = translate
