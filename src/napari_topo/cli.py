@@ -13,9 +13,17 @@
 * ``evaluate PRED GT``: the metrics table of a segmentation, written as JSON and CSV.
 * ``models``, ``train``, ``evaluate-models``: the pretrained models.
 
-Errors the user can fix (missing file, 2D or RGB input, NaN voxels, an empty volume, a
-ground truth of another shape, an unknown model, tampered weights) are reported as one
-line on stderr with exit status 2; an interrupted run exits with 130 and writes nothing.
+Geometry (:mod:`napari_topo.geometry`): every volume ``segment`` writes carries the
+input's affine, axes and unit (NIfTI qform/sform codes too), so it overlays the scan;
+``evaluate`` and ``segment --gt`` compare two volumes in world space, reordering one onto
+the other's grid when they differ by axis flips or permutations only, and refuse with
+one line naming the difference (orientation, spacing, shape, origin) otherwise. A file
+with several channels, time points or RGB samples needs ``--channel``.
+
+Errors the user can fix (missing file, 2D or RGB input, several channels, NaN voxels, an
+empty volume, a ground truth on another grid, an unknown model, tampered weights) are
+reported as one line on stderr with exit status 2; an interrupted run exits with 130 and
+writes nothing.
 """
 
 from __future__ import annotations
@@ -248,6 +256,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="format of the volumes written (default: the input's, NIfTI for .npz)",
     )
     seg.add_argument("--key", help="array name inside an .npz file or zarr group")
+    seg.add_argument(
+        "--channel",
+        type=int,
+        metavar="N",
+        help="index of the channel (or time point, or RGB sample) to segment when INPUT "
+        "has more than one (ImageJ/OME hyperstacks, NIfTI 4D, RGB); refused without it",
+    )
     evl = sub.add_parser(
         "evaluate",
         help="topology metrics of a segmentation against a ground truth",
@@ -256,7 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
     evl.add_argument("pred", help="prediction: mask, tree labels or probability")
     evl.add_argument("gt", help="ground truth: mask or tree labels")
     evl.add_argument(
-        "--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"), help="voxel size (HD95)"
+        "--spacing",
+        type=float,
+        nargs=3,
+        metavar=("Z", "Y", "X"),
+        help="voxel size (HD95) of both files, instead of what their headers say",
     )
     evl.add_argument("--threshold", type=float, default=0.5, help="for a probability PRED")
     evl.add_argument(
@@ -394,6 +413,31 @@ def _spacing(args, vol) -> tuple[float, float, float] | None:
     return None
 
 
+def _spatial(vol, channel: int | None, what: str, spacing_override=None, option="--channel"):
+    """``(data, geometry)`` of one spatial volume of ``vol`` (a channel chosen), with
+    ``--spacing`` applied; refusals (several channels, RGB) are one-line ValueErrors."""
+    from .geometry import select_channel
+
+    data, geometry = select_channel(
+        vol.data, vol.geometry, channel, name=f"{what} {vol.path.name}", option=option
+    )
+    if spacing_override is not None and geometry.ndim == len(spacing_override):
+        geometry = geometry.with_spacing(spacing_override)
+    return data, geometry
+
+
+def _geometry_spacing(geometry) -> tuple[float, ...] | None:
+    return None if geometry.known == "none" else tuple(float(s) for s in geometry.spacing)
+
+
+def _aligned(data, geometry, ref_geometry, ref_shape, names):
+    """``(data on the reference grid, note)`` (flips/permutations only), or a one-line
+    refusal; the note ("" or what was assumed or reordered) is printed with the results."""
+    from .geometry import align
+
+    return align(data, geometry, ref_geometry, ref_shape, names=names)
+
+
 def read_sources(path):
     """Tree roots from a CSV: columns ``z,y,x`` or napari's ``axis-0,axis-1,axis-2``.
 
@@ -442,7 +486,11 @@ def _as_labels(arr, name: str, threshold: float | None = None):
     """
     import numpy as np
 
-    a = np.asarray(arr)
+    from .geometry import writable
+
+    # a writable, contiguous copy where needed: read-only memory maps (.npy), zarr and
+    # dask arrays go to cc3d/scikit-image, which refuse read-only buffers
+    a = writable(arr)
     if a.dtype.kind != "f":
         return a
     if not np.isfinite(a).all():
@@ -454,14 +502,6 @@ def _as_labels(arr, name: str, threshold: float | None = None):
             f"{name} holds fractional values; a ground truth must be a mask or integer labels"
         )
     return a > threshold
-
-
-def _check_gt(gt, shape, what: str = "input") -> None:
-    if tuple(gt.shape) != tuple(shape):
-        raise ValueError(
-            f"the ground truth has shape {tuple(gt.shape)} but the {what} has shape "
-            f"{tuple(shape)}; they must cover the same voxels"
-        )
 
 
 def _write_metrics(metrics: dict, prefix: Path) -> tuple[Path, Path]:
@@ -515,9 +555,18 @@ def _segment(args) -> None:
     if args.tile < 16 or args.tile % 16:
         raise ValueError(f"--tile must be a multiple of 16 (16, 32, 48, ...); got {args.tile}")
     vol = _read(args.input, args.key)
-    spacing = _spacing(args, vol)
+    override = _spacing(args, vol) if args.spacing is not None else None
+    # One spatial volume (a channel chosen, or a one-line refusal) before anything runs;
+    # its geometry goes to every file written, so they overlay the input.
+    data, geometry = _spatial(vol, args.channel, "the input", override)
+    if geometry.ndim != 3:
+        raise ValueError(
+            f"the input {vol.path.name} is a {geometry.ndim}D image (shape "
+            f"{tuple(data.shape)}); napari-topo segments 3D (z, y, x) volumes"
+        )
+    spacing = _geometry_spacing(geometry)
     sources = read_sources(args.sources) if args.sources else None
-    shape = tuple(vol.data.shape)
+    shape = tuple(data.shape)
     if sources is not None and len(shape) == 3:
         outside = ~((sources >= 0) & (sources <= np.asarray(shape) - 1)).all(axis=1)
         if outside.any():
@@ -526,10 +575,18 @@ def _segment(args) -> None:
                 f"{shape} (first: {sources[outside][0].tolist()}); they must be voxel "
                 "coordinates z, y, x"
             )
-    gt = None
+    gt, gt_note = None, ""
     if args.gt:
-        gt = _as_labels(_read(args.gt).data, "the ground truth")
-        _check_gt(gt, shape)
+        gt_vol = _read(args.gt)
+        gt_data, gt_geometry = _spatial(gt_vol, None, "the ground truth", override, None)
+        gt_data, gt_note = _aligned(
+            gt_data,
+            gt_geometry,
+            geometry,
+            shape,
+            (f"the ground truth {gt_vol.path.name}", f"the input {vol.path.name}"),
+        )
+        gt = _as_labels(gt_data, "the ground truth")
     if not 0.0 < args.threshold < 1.0:
         raise ValueError(f"--threshold must be between 0 and 1; got {args.threshold}")
     out_dir = Path(args.out)
@@ -539,14 +596,14 @@ def _segment(args) -> None:
     if not existing.is_dir():  # checked before the model runs, not after
         raise ValueError(f"--out {out_dir}: {existing} is a file, not a folder")
     fmt = args.format or _FORMAT_OF_SUFFIX[suffix_of(vol.path)]
-    if args.format is None and fmt == "npy" and spacing is not None:
+    if args.format is None and fmt == "npy" and geometry.known != "none":
         fmt = "nii.gz"  # .npy cannot carry the voxel size the outputs are measured in
     stem = vol.path.name[: -len(suffix_of(vol.path))]
     model = args.model or DEFAULT_MODEL
 
     t0 = time.perf_counter()
     analysis = segment(
-        vol.data,
+        data,
         model,
         threshold=args.threshold,
         min_size=args.min_size,
@@ -581,12 +638,17 @@ def _segment(args) -> None:
             "trees": analysis.trees.astype(np.int32),
         }
         for name, arr in volumes.items():
-            write_volume(tmp / f"{stem}_{name}.{fmt}", arr, spacing=spacing)
+            write_volume(tmp / f"{stem}_{name}.{fmt}", arr, geometry=geometry)
         analysis.save(tmp / f"{stem}_graph.graphml")
         analysis.save(tmp / f"{stem}_graph.swc")
         analysis.save(tmp / f"{stem}_graph.csv")
         summary = analysis.summary()
         summary.update({"input": str(vol.path), "model": model, "seconds": round(took, 2)})
+        if args.channel is not None:
+            summary["channel"] = args.channel
+        # where the voxel coordinates of the graph files lie (the plugin's reader uses it)
+        summary["shape"] = list(shape)
+        summary["geometry"] = geometry.to_dict()
         if policy is not None:
             summary["input_policy"] = policy.to_dict()
         (tmp / f"{stem}_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -612,6 +674,8 @@ def _segment(args) -> None:
     for tree in summary["trees"]:
         print(f"  tree {tree['id']}: {tree['n_voxels']} voxels, length {tree['length']:.1f}")
     if metrics is not None:
+        if gt_note:
+            print(f"note: {gt_note}")
         print("metrics against the ground truth:")
         print(_metrics_table(metrics))
     print(f"wrote {len(written)} files to {out_dir}: " + ", ".join(written))
@@ -624,11 +688,24 @@ def _evaluate(args) -> None:
 
     pred_vol = _read(args.pred)
     gt_vol = _read(args.gt)
-    pred = _as_labels(pred_vol.data, pred_vol.path.name, threshold=args.threshold)
-    gt = _as_labels(gt_vol.data, gt_vol.path.name)
-    _check_gt(gt, pred.shape, "prediction")
+    override = _spacing(args, pred_vol) if args.spacing is not None else None
+    pred_data, pred_geometry = _spatial(pred_vol, None, "the prediction", override, None)
+    gt_data, gt_geometry = _spatial(gt_vol, None, "the ground truth", override, None)
+    # the prediction on the ground truth's grid (same voxels reordered), or a refusal
+    # naming the difference: never a score of two volumes that do not overlay
+    pred_data, note = _aligned(
+        pred_data,
+        pred_geometry,
+        gt_geometry,
+        gt_data.shape,
+        (f"the prediction {pred_vol.path.name}", f"the ground truth {gt_vol.path.name}"),
+    )
+    pred = _as_labels(pred_data, pred_vol.path.name, threshold=args.threshold)
+    gt = _as_labels(gt_data, gt_vol.path.name)
     spacing = (
-        tuple(args.spacing) if args.spacing is not None else (gt_vol.spacing or pred_vol.spacing)
+        tuple(args.spacing)
+        if args.spacing is not None
+        else (_geometry_spacing(gt_geometry) or _geometry_spacing(pred_geometry))
     )
     metrics = compute_metrics(pred, gt, spacing=spacing)
     prefix = (
@@ -640,6 +717,8 @@ def _evaluate(args) -> None:
         prefix.parent.mkdir(parents=True, exist_ok=True)
     js, cs = _write_metrics(metrics, prefix)
     sp = "" if spacing is None else f" (spacing {tuple(float(s) for s in spacing)})"
+    if note:
+        print(f"note: {note}")
     print(f"{pred_vol.path.name} against {gt_vol.path.name}{sp}:")
     print(_metrics_table(metrics))
     print(f"wrote {js} and {cs}")
