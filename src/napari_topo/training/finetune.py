@@ -81,8 +81,13 @@ __all__ = [
     "save_finetuned",
 ]
 
-#: Learning rate at the start of fine-tuning (cosine decay to a tenth over the budget).
-DEFAULT_LR = 5e-4
+#: Peak learning rate of fine-tuning: a third of the shipped models' training rate (1e-3),
+#: reached after :data:`WARMUP_STEPS` linear warm-up steps (Adam's first steps move every
+#: weight by about the learning rate, which unsettles a trained network), then a cosine
+#: decay to a tenth over the budget.
+DEFAULT_LR = 3e-4
+#: Steps of linear learning-rate warm-up.
+WARMUP_STEPS = 10
 #: Minutes of fine-tuning when neither ``minutes`` nor ``steps`` is given.
 DEFAULT_MINUTES = 5.0
 #: Fraction of the labels' slices (per axis) under which labels count as sparse slices.
@@ -90,7 +95,7 @@ SPARSE_SLICE_FRACTION = 0.5
 #: Margin (voxels) around the labels' bounding box when the whole region is annotated.
 REGION_MARGIN = 4
 #: Validation patches scored (fixed for the run).
-N_VALIDATION_PATCHES = 6
+N_VALIDATION_PATCHES = 4
 
 
 # ---------------------------------------------------------------------------------------
@@ -781,7 +786,8 @@ def finetune(
     threads : int, optional
         CPU threads (default :func:`default_threads`: all cores but one); restored after.
     lr, batch_size, patch, val_every, patience, validation_fraction
-        Learning rate (cosine decay to a tenth), patches per step (default the base's
+        Peak learning rate (:data:`WARMUP_STEPS` of linear warm-up, then a cosine decay
+        to a tenth over the budget), patches per step (default the base's
         training batch size), patch edge in voxels (default the base's), steps between
         validations (default 25, fewer for short step budgets), validations without
         improvement before stopping early, share of the annotation held out.
@@ -946,8 +952,8 @@ def finetune(
             if _is_set(cancel):
                 raise Cancelled("fine-tuning cancelled; nothing was saved")
             frac = fraction()
-            for_lr = lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * frac)))
-            opt.lr = for_lr
+            warm = min(1.0, (step + 1) / WARMUP_STEPS)
+            opt.lr = lr * warm * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * frac)))
             batch = sampler.sample(batch_size)
             x = torch.from_numpy(batch["image"])[:, None].to(dev)
             g = torch.from_numpy(batch["vessel"]).float()[:, None].to(dev)
