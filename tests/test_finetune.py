@@ -143,7 +143,7 @@ def test_voxels_outside_the_annotation_do_not_change_the_loss(loss_fn):
     other_target = target.clone()
     other_target[outside] = 1.0 - other_target[outside]
     again = masked_loss(loss_fn, other_logits, other_target, mask)
-    assert float(again) == pytest.approx(float(value), abs=1e-6)
+    assert float(again) == pytest.approx(float(value.detach()), abs=1e-6)
 
 
 def test_adam_matches_torch_adamw():
@@ -365,6 +365,8 @@ def test_cli_finetune_then_segment_with_it(files, user_dir, capsys):
     card = json.loads((out / "mine.json").read_text())
     assert card["training"]["fine_tuned_from"]["name"] == "tiny-base"
     assert card["training"]["data"]["spacing"] == [1.0, 1.0, 1.0]
+    assert card["training"]["command"].startswith("napari-topo finetune ")
+    assert "--steps 8" in card["training"]["command"]
     rc = main(
         [
             "segment",

@@ -670,7 +670,10 @@ def _models() -> None:
         )
     from .models.registry import user_models_dir
 
-    print(f"(your own models, e.g. from 'napari-topo finetune', go in {user_models_dir()})")
+    print(
+        f"(your own models, e.g. from 'napari-topo finetune', go in {user_models_dir()})",
+        file=sys.stderr,
+    )
 
 
 def main(argv=None) -> int:
@@ -777,6 +780,7 @@ def _finetune_printer(stream=None):
 
 def _finetune(args) -> None:
     import os
+    import shlex
 
     import numpy as np
 
@@ -845,7 +849,24 @@ def _finetune(args) -> None:
         raise ValueError(f"a model {name!r} already exists in {out_dir}; choose another --name")
 
     print(f"annotated region: {info['description']}")
-    command = " ".join(["napari-topo", "finetune", *sys.argv[2:]]) if sys.argv else None
+    command = shlex.join(
+        ["napari-topo", "finetune", args.image, args.labels, "--base", args.base]
+        + [
+            item
+            for flag, value in (
+                ("--minutes", args.minutes),
+                ("--steps", args.steps),
+                ("--out", args.out),
+                ("--annotated", args.annotated),
+                ("--name", name),
+                ("--device", args.device),
+                ("--seed", args.seed),
+            )
+            if value is not None
+            for item in (flag, str(value))
+        ]
+        + (["--spacing", *map(str, args.spacing)] if args.spacing else [])
+    )
     module, card = finetune(
         vol.data,
         labels,
