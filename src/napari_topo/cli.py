@@ -12,6 +12,8 @@
   size); one ``input: ...`` line says what was chosen.
 * ``evaluate PRED GT``: the metrics table of a segmentation, written as JSON and CSV.
 * ``models``, ``train``, ``evaluate-models``: the pretrained models.
+* ``finetune IMAGE LABELS``: fine-tune a model on your own (corrected, possibly sparse)
+  labels and save it where ``models`` and ``segment --model`` find it.
 
 Geometry (:mod:`napari_topo.geometry`): every volume ``segment`` writes carries the
 input's affine, axes and unit (NIfTI qform/sform codes too), so it overlays the scan;
@@ -306,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also write the test summary into each model's card",
     )
+    _add_finetune_parser(sub)
     return parser
 
 
@@ -744,6 +747,12 @@ def _models() -> None:
             f"{card.name:<16} {card.architecture:<8} {card.summary}"
             + (f" [{label}: {scores}]" if scores else "")
         )
+    from .models.registry import user_models_dir
+
+    print(
+        f"(your own models, e.g. from 'napari-topo finetune', go in {user_models_dir()})",
+        file=sys.stderr,
+    )
 
 
 def main(argv=None) -> int:
@@ -771,6 +780,8 @@ def main(argv=None) -> int:
             _evaluate_models(args)
         elif args.command == "models":
             _models()
+        elif args.command == "finetune":
+            _finetune(args)
     except (ValueError, OSError, MemoryError) as exc:
         msg = " ".join(str(exc).split()) or type(exc).__name__
         print(f"napari-topo: error: {msg}", file=sys.stderr)
@@ -779,6 +790,192 @@ def main(argv=None) -> int:
         print("\nnapari-topo: interrupted; nothing was written", file=sys.stderr)
         return 130
     return 0
+
+
+# --------------------------------------------------------------------------------------
+# finetune (issue 10): a self-contained block
+# --------------------------------------------------------------------------------------
+
+
+def _add_finetune_parser(sub) -> None:
+    ft = sub.add_parser(
+        "finetune",
+        help="fine-tune a model on your own (corrected) labels",
+        description=(
+            "Fine-tune --base on IMAGE with your LABELS (0 = background, > 0 vessel). Only "
+            "the annotated voxels count: --annotated MASK, or by default the slices in "
+            "which LABELS has any label (or their bounding box when most slices have one). "
+            "A held-out part of the annotation checks the result, which is never worse "
+            "than the base there. Saved as <name>.safetensors + <name>.json into --out "
+            "(default: your models folder, see 'napari-topo models'); then "
+            "'napari-topo segment IMAGE --model DIR|NAME' uses it."
+        ),
+    )
+    ft.add_argument("image", help="volume file (z, y, x): NIfTI, TIFF, NumPy or zarr")
+    ft.add_argument("labels", help="labels of the same voxels (mask or tree ids)")
+    ft.add_argument(
+        "--base", default="unet-projpool", help="model to start from (default unet-projpool)"
+    )
+    ft.add_argument("--minutes", type=float, help="time budget in minutes (default 5)")
+    ft.add_argument("--steps", type=int, help="step budget (stops at whichever comes first)")
+    ft.add_argument("--out", help="folder to save into (default: your models folder)")
+    ft.add_argument(
+        "--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"), help="override voxel size"
+    )
+    ft.add_argument("--annotated", help="binary mask of the voxels you labelled")
+    ft.add_argument("--name", help="name of the new model (default <base>-ft-<date>-<time>)")
+    ft.add_argument("--device", default="auto", help="auto (default), cuda, mps or cpu")
+    ft.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    ft.add_argument("--seed", type=int, default=0, help="seed of sampling and augmentation")
+    ft.add_argument("--key", help="array name inside an .npz file or zarr group (IMAGE)")
+
+
+def _finetune_printer(stream=None):
+    """``progress(FinetuneProgress)``: a line per validation, a bar on a terminal."""
+    stream = stream or sys.stderr
+    tty = stream.isatty()
+
+    def progress(p) -> None:
+        if p.phase == "train" and tty:
+            pct = int(100 * p.fraction)
+            bar = "#" * (pct // 5)
+            stream.write(f"\rfine-tuning: [{bar:<20}] step {p.step} loss {p.loss:.4f}")
+            stream.flush()
+        elif p.phase == "validate" and p.validation is not None:
+            v, best = p.validation, p.best or p.validation
+            prefix = "\n" if tty and p.step else ""
+            what = "base model" if p.step == 0 else f"step {p.step}"
+            print(
+                f"{prefix}{what}: held-out Dice {v['Dice']:.3f}, clDice {v['clDice']:.3f} "
+                f"(best {best['Dice']:.3f}) [{p.elapsed_s:.0f} s]",
+                file=stream,
+                flush=True,
+            )
+        elif p.phase == "prepare":
+            print(f"fine-tuning: {p.message}", file=stream, flush=True)
+
+    return progress
+
+
+def _finetune(args) -> None:
+    import os
+    import shlex
+
+    import numpy as np
+
+    from .inference.device import pick_device
+    from .models.registry import WEIGHTS_DIR, ModelCard, get_card, user_models_dir
+    from .training.finetune import annotated_region, check_labels, finetune, save_finetuned
+
+    # every input is checked before anything is trained or written
+    if args.minutes is not None and not (math.isfinite(args.minutes) and args.minutes > 0):
+        raise ValueError(f"--minutes must be a positive number; got {args.minutes}")
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps must be at least 1; got {args.steps}")
+    vol = _read(args.image, args.key)
+    spacing = _spacing(args, vol)
+    lab = _read(args.labels)
+    shape = tuple(vol.data.shape)
+    if len(shape) != 3:
+        raise ValueError(f"{vol.path.name} is not a 3D (z, y, x) volume: shape {shape}")
+    if tuple(lab.data.shape) != shape:
+        raise ValueError(
+            f"the labels have shape {tuple(lab.data.shape)} but the image has {shape}; "
+            "they must cover the same voxels"
+        )
+    for other in (lab,):
+        if (
+            args.spacing is None
+            and other.spacing is not None
+            and vol.spacing is not None
+            and len(other.spacing) == len(vol.spacing)
+            and not np.allclose(other.spacing, vol.spacing, rtol=1e-3)
+        ):
+            raise ValueError(
+                f"{other.path.name} has voxel size {tuple(other.spacing)} but the image has "
+                f"{tuple(vol.spacing)}: not the same grid; resample the labels to the image"
+            )
+    labels = check_labels(lab.data, shape)
+    annotated = None
+    if args.annotated:
+        ann = _read(args.annotated)
+        annotated = ann.data
+    region, info = annotated_region(labels, annotated)  # empty / non-binary: one line
+    del region
+    base_path = args.base
+    if not (
+        os.sep in base_path or "/" in base_path or base_path.endswith((".json", ".safetensors"))
+    ):
+        try:
+            get_card(base_path)
+        except ValueError:
+            if not Path(base_path).is_dir():
+                raise
+    elif not Path(base_path).exists():
+        raise ValueError(f"no such base model file or folder: {base_path}")
+    pick_device(args.device)
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be at least 1; got {args.threads}")
+    base_name = Path(base_path).stem if ("/" in base_path or os.sep in base_path) else base_path
+    name = args.name or f"{base_name}-ft-{time.strftime('%Y%m%d-%H%M%S')}"
+    ModelCard(name=name, architecture="unet3d")  # the name is checked here
+    if (WEIGHTS_DIR / f"{name}.json").is_file():
+        raise ValueError(f"{name!r} is the name of a shipped model; choose another --name")
+    out_dir = Path(args.out).expanduser() if args.out else user_models_dir()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir} is a file, not a folder")
+    if (out_dir / f"{name}.json").exists():
+        raise ValueError(f"a model {name!r} already exists in {out_dir}; choose another --name")
+
+    print(f"annotated region: {info['description']}")
+    command = shlex.join(
+        ["napari-topo", "finetune", args.image, args.labels, "--base", args.base]
+        + [
+            item
+            for flag, value in (
+                ("--minutes", args.minutes),
+                ("--steps", args.steps),
+                ("--out", args.out),
+                ("--annotated", args.annotated),
+                ("--name", name),
+                ("--device", args.device),
+                ("--seed", args.seed),
+            )
+            if value is not None
+            for item in (flag, str(value))
+        ]
+        + (["--spacing", *map(str, args.spacing)] if args.spacing else [])
+    )
+    module, card = finetune(
+        vol.data,
+        labels,
+        args.base,
+        annotated=annotated,
+        spacing=spacing,
+        minutes=args.minutes,
+        steps=args.steps,
+        device=args.device,
+        progress=_finetune_printer(),
+        seed=args.seed,
+        name=name,
+        threads=args.threads or (os.cpu_count() or 1),
+        command=command,
+    )
+    saved = save_finetuned(module, card, out_dir)
+    before, after = card.metrics["validation_before"], card.metrics["validation"]
+    t = card.training
+    print(f"input: {t['input_policy']['summary']}")
+    print(
+        f"held-out annotation: Dice {before['Dice']:.3f} -> {after['Dice']:.3f}, clDice "
+        f"{before['clDice']:.3f} -> {after['clDice']:.3f} (base {t['fine_tuned_from']['name']}; "
+        f"{t['steps']} steps in {t['wall_time_s']:.0f} s, best at step {t['best_step']}; "
+        f"stopped: {t['stopped']})"
+    )
+    use = out_dir if args.out else name
+    print(
+        f"saved {saved.path.with_suffix('.safetensors').name} and {saved.path.name} to "
+        f"{out_dir}; segment with: napari-topo segment IMAGE --model {use}"
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover
