@@ -171,9 +171,24 @@ def _demo_segmentation(vol, model: str | None, out) -> tuple[str, dict]:
     return row
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the project's error style: one line, what to do, exit status 2.
+
+    argparse's own ``error`` prints the whole usage block before the message; a user
+    who mistyped one option reads one line that names it and where the usage is.
+    """
+
+    def error(self, message: str):  # noqa: D102 (argparse API)
+        raise _UsageError(f"{self.prog}: error: {message} (see '{self.prog} --help')")
+
+
+class _UsageError(Exception):
+    """A command line argparse refused; :func:`main` prints it and returns 2."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``napari-topo``."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="napari-topo",
         description="Topology-aware segmentation of tubular structures (headless tools).",
     )
@@ -281,7 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evl.add_argument("--threshold", type=float, default=0.5, help="for a probability PRED")
     evl.add_argument(
-        "--out", help="path prefix of the .json/.csv written (default: <PRED stem>_metrics)"
+        "--out",
+        help="path prefix of the .json/.csv written (default: <PRED stem>_metrics beside PRED)",
     )
     train = sub.add_parser("train", help="train a model from a config (seeded, resumable)")
     train.add_argument(
@@ -317,9 +333,14 @@ def _zoom_arg(text: str):
     if text.strip().lower() == "auto":
         return "auto"
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a number, got {text!r}") from None
+        value = float("nan")
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(
+            f"expected 'auto' or a positive number (0.5 shrinks the volume 2x), got {text!r}"
+        )
+    return value
 
 
 def _train(args) -> None:
@@ -537,6 +558,9 @@ def _metrics_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+#: ``segment`` lists this many trees (the largest) on the terminal; summary.json has all.
+MAX_TREE_LINES = 10
+
 _FORMAT_OF_SUFFIX = {
     ".nii": "nii",
     ".nii.gz": "nii.gz",
@@ -622,6 +646,9 @@ def _segment(args) -> None:
         device=args.device,
         progress=_progress_printer(f"segmenting {vol.path.name}"),
         on_message=lambda m: print(f"napari-topo: note: {m}", file=sys.stderr),
+        # said before the model runs: a wrong modality or zoom is seen at once, not
+        # after minutes of inference
+        on_policy=lambda p: print(f"input: {p.describe()}", flush=True),
     )
     took = time.perf_counter() - t0
     policy = getattr(analysis, "input_policy", None)
@@ -667,15 +694,19 @@ def _segment(args) -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    if policy is not None:
-        print(f"input: {policy.describe()}")
     print(
         f"{vol.path.name}: {summary['n_voxels']} vessel voxels, {summary['n_branches']} "
         f"branches, {summary['n_points']} centerline points, {summary['n_trees']} trees "
         f"({model}, {took:.1f} s)"
     )
-    for tree in summary["trees"]:
+    trees = sorted(summary["trees"], key=lambda t: -t["n_voxels"])
+    for tree in trees[:MAX_TREE_LINES]:
         print(f"  tree {tree['id']}: {tree['n_voxels']} voxels, length {tree['length']:.1f}")
+    if len(trees) > MAX_TREE_LINES:
+        print(
+            f"  ... and {len(trees) - MAX_TREE_LINES} smaller trees "
+            f"(every tree in {stem}_summary.json)"
+        )
     if metrics is not None:
         if gt_note:
             print(f"note: {gt_note}")
@@ -714,7 +745,9 @@ def _evaluate(args) -> None:
     prefix = (
         Path(args.out)
         if args.out
-        else Path(pred_vol.path.name[: -len(suffix_of(pred_vol.path))] + "_metrics")
+        # next to the prediction, not wherever the shell happens to be
+        else pred_vol.path.parent
+        / (pred_vol.path.name[: -len(suffix_of(pred_vol.path))] + "_metrics")
     )
     if prefix.parent != Path("."):
         prefix.parent.mkdir(parents=True, exist_ok=True)
@@ -758,7 +791,11 @@ def _models() -> None:
 def main(argv=None) -> int:
     """Entry point of the ``napari-topo`` script."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     try:
         if args.command == "demo":
             if args.size < 32:

@@ -168,6 +168,7 @@ def predict(
     window: Sequence[float] | None = None,
     polarity: str = "auto",
     header_hint: str | None = None,
+    on_policy: Callable[[Any], Any] | None = None,
 ) -> dict[str, Any]:
     """Predict vessel probability (and TopNet's extra outputs) for a 3D volume.
 
@@ -215,6 +216,9 @@ def predict(
         models that expect bright ones.
     header_hint : str, optional
         The modality a file header states ("ct", "mr", ...).
+    on_policy : callable(InputPolicy), optional
+        Called once with the input policy (modality, intensity mapping, zoom) when it is
+        decided, before the model runs: a user sees what was chosen at once.
 
     Returns
     -------
@@ -282,6 +286,8 @@ def predict(
         policy = dataclasses.replace(policy, zoom=kept)
     factors = resample_factors(spacing, policy.zoom.zoom)
     policy = dataclasses.replace(policy, factors=factors)
+    if on_policy is not None:
+        on_policy(policy)
     norm = policy.normalizer
     zooms = policy.zoom.zooms
     # progress over every zoom the model runs at, weighted by the voxels each one sees
