@@ -3,7 +3,8 @@
 Thin adapters between napari's plugin interface and the Qt-free core:
 
 * :func:`get_reader` opens volume files (NIfTI, TIFF, ``.npy``, ``.zarr``) through
-  :func:`napari_topo.data.io.read_volume`, placed in world space from their geometry
+  :func:`napari_topo.data.io.read_volume` (OME-Zarr images lazily, as multiscale
+  layers of their pyramid levels), placed in world space from their geometry
   (``scale``, ``translate``, ``affine`` for oblique scans; channels as
   ``channel_axis``, RGB as ``rgb``), as Image or Labels by :func:`is_label_volume`,
   and napari-topo's vessel graph files (``.csv``, ``.swc``) as Shapes and Points;
@@ -46,7 +47,7 @@ __all__ = [
 ]
 
 #: Volume suffixes the napari reader claims (napari-topo's graph files besides).
-VOLUME_SUFFIXES = (".nii", ".nii.gz", ".tif", ".tiff", ".npy", ".zarr")
+VOLUME_SUFFIXES = (".nii", ".nii.gz", ".tif", ".tiff", ".npy", ".zarr", ".ome.zarr")
 #: Every suffix the napari reader claims (``.csv`` only for napari-topo's node tables).
 READER_SUFFIXES = (*VOLUME_SUFFIXES, ".csv", ".swc")
 _FORMAT_NAMES = {
@@ -56,6 +57,7 @@ _FORMAT_NAMES = {
     ".tiff": "TIFF",
     ".npy": "NumPy",
     ".zarr": "zarr",
+    ".ome.zarr": "OME-Zarr",
 }
 #: Suffixes :func:`write_labels` writes.
 LABELS_SUFFIXES = (".nii", ".nii.gz", ".tif", ".tiff")
@@ -207,6 +209,9 @@ def read_volumes(path) -> list[tuple[Any, dict, str]]:
     * ``layer_type``: ``"labels"`` for bool and integer volumes that look like labels
       (:func:`is_label_volume`: masks, skeletons and trees from ``napari-topo
       segment``), ``"image"`` otherwise;
+    * an OME-Zarr image (:mod:`napari_topo.data.ngff`): ``data`` is the list of its
+      pyramid levels, lazy dask arrays, with ``meta["multiscale"] = True`` (one level:
+      that array); Image or Labels decided on its smallest level;
     * ``meta["name"]`` the file name without suffix; ``meta["metadata"]`` the path,
       spacing, format and the file's geometry (``"napari_topo_geometry"``, JSON-able),
       which :func:`write_labels` uses to write the unit and NIfTI codes back.
@@ -219,9 +224,17 @@ def read_volumes(path) -> list[tuple[Any, dict, str]]:
     paths = path if isinstance(path, list | tuple) else [path]
     out = []
     for p in paths:
-        vol = read_volume(p)
+        levels = _ome_zarr_levels(p)
+        if levels is not None:
+            vol, pyramid = levels
+            shown_levels = [_display_orientation(lv, vol.geometry) for lv in pyramid]
+            data, shown = shown_levels[0][0], shown_levels[0][1]
+            sample = shown_levels[-1][0]
+        else:
+            vol = read_volume(p)
+            data, shown = _display_orientation(vol.data, vol.geometry)
+            sample = data
         geometry = vol.geometry
-        data, shown = _display_orientation(vol.data, geometry)
         meta: dict[str, Any] = {
             "name": _stem(vol.path),
             "metadata": {
@@ -231,6 +244,8 @@ def read_volumes(path) -> list[tuple[Any, dict, str]]:
                 "napari_topo_geometry": geometry.to_dict(),
             },
         }
+        if levels is not None and len(shown_levels) > 1:
+            meta["multiscale"] = True
         axes = geometry.axes
         channel = [i for i, ch in enumerate(axes) if ch == "c" and data.shape[i] > 1]
         rgb = axes.endswith("s") and data.shape[-1] in (3, 4)
@@ -246,11 +261,30 @@ def read_volumes(path) -> list[tuple[Any, dict, str]]:
         if channel or rgb:
             kind = "image"
         else:
-            kind = "labels" if is_label_volume(data) else "image"
+            kind = "labels" if is_label_volume(sample) else "image"
         if kind == "labels" and data.dtype == bool:
             data = (data if isinstance(data, np.ndarray) else np.asarray(data)).view(np.uint8)
+        if meta.get("multiscale"):
+            data = [lv for lv, _ in shown_levels]
         out.append((data, meta, kind))
     return out
+
+
+def _ome_zarr_levels(path):
+    """``(Volume of level 0, [every level])`` for an OME-Zarr image, else None.
+
+    The levels stay lazy (dask); napari shows the one that fits the view.
+    """
+    from napari_topo.data.io import Volume
+    from napari_topo.data.ngff import is_ome_zarr, read_ome_zarr
+
+    p = Path(os.fspath(path)).expanduser()
+    if suffix_of(p) not in (".zarr", ".ome.zarr") or not is_ome_zarr(p):
+        return None
+    image = read_ome_zarr(p)
+    g = image.geometries[0]
+    spacing = None if g.known == "none" else g.spacing
+    return Volume(image.levels[0], spacing, p, g), image.levels
 
 
 #: The former name of :func:`read_volumes` (it read NIfTI only).

@@ -10,6 +10,9 @@
   (:mod:`napari_topo.inference.intensity`: a CT in HU is windowed, other images scaled by
   percentiles, dark vessels inverted, the zoom chosen from the spacing or the vessel
   size); one ``input: ...`` line says what was chosen.
+  ``--format ome-zarr`` (the default for an OME-Zarr input) streams instead: probability
+  and mask written chunk by chunk as OME-Zarr pyramids, nothing of volume size in memory
+  (:mod:`napari_topo.inference.chunked`); no skeleton, trees or graph on that path.
 * ``evaluate PRED GT``: the metrics table of a segmentation, written as JSON and CSV.
 * ``models``, ``train``, ``evaluate-models``: the pretrained models.
 * ``finetune IMAGE LABELS``: fine-tune a model on your own (corrected, possibly sparse)
@@ -269,8 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--gt", help="ground-truth labels (mask or tree ids): adds the metrics")
     seg.add_argument(
         "--format",
-        choices=["nii.gz", "nii", "tif", "npy", "zarr"],
-        help="format of the volumes written (default: the input's, NIfTI for .npz)",
+        choices=["nii.gz", "nii", "tif", "npy", "zarr", "ome-zarr"],
+        help="format of the volumes written (default: the input's, NIfTI for .npz); "
+        "ome-zarr streams chunk by chunk for volumes larger than memory: probability and "
+        "mask only (see the README, 'Large volumes')",
     )
     seg.add_argument("--key", help="array name inside an .npz file or zarr group")
     seg.add_argument(
@@ -569,6 +574,7 @@ _FORMAT_OF_SUFFIX = {
     ".npy": "npy",
     ".npz": "nii.gz",
     ".zarr": "zarr",
+    ".ome.zarr": "ome-zarr",
 }
 
 
@@ -623,10 +629,23 @@ def _segment(args) -> None:
     if not existing.is_dir():  # checked before the model runs, not after
         raise ValueError(f"--out {out_dir}: {existing} is a file, not a folder")
     fmt = args.format or _FORMAT_OF_SUFFIX[suffix_of(vol.path)]
+    if args.format is None and fmt == "zarr":
+        from .data.ngff import is_ome_zarr
+
+        fmt = "ome-zarr" if is_ome_zarr(vol.path) else fmt
     if args.format is None and fmt == "npy" and geometry.known != "none":
         fmt = "nii.gz"  # .npy cannot carry the voxel size the outputs are measured in
     stem = vol.path.name[: -len(suffix_of(vol.path))]
     model = args.model or DEFAULT_MODEL
+    if fmt == "ome-zarr":
+        if args.gt or args.sources:
+            option = "--gt" if args.gt else "--sources"
+            raise ValueError(
+                f"{option} needs the whole-volume pipeline (trees, metrics); --format "
+                "ome-zarr streams probability and mask only: choose another --format"
+            )
+        _segment_streaming(args, vol, data, geometry, out_dir, stem, model)
+        return
 
     t0 = time.perf_counter()
     analysis = segment(
@@ -712,6 +731,101 @@ def _segment(args) -> None:
             print(f"note: {gt_note}")
         print("metrics against the ground truth:")
         print(_metrics_table(metrics))
+    print(f"wrote {len(written)} files to {out_dir}: " + ", ".join(written))
+
+
+def _segment_streaming(args, vol, data, geometry, out_dir: Path, stem: str, model) -> None:
+    """``segment --format ome-zarr``: probability and mask streamed chunk by chunk.
+
+    Nothing of volume size is held in memory (:mod:`napari_topo.inference.chunked`);
+    the OME-Zarr images are written into a temporary folder inside ``out_dir`` and
+    moved in at the end, as the whole-volume path does. Skeleton, trees and graph are
+    not computed here (one note on stderr says so).
+    """
+    from .inference.chunked import segment_to_ome_zarr
+    from .inference.pipeline import resample_factors
+
+    spacing = _geometry_spacing(geometry)
+    zoom = args.zoom
+    numeric = None if isinstance(zoom, str) else zoom
+    if numeric is not None and not (math.isfinite(numeric) and numeric > 0):
+        raise ValueError(f"--zoom must be 'auto' or a positive number; got {numeric}")
+    factors = resample_factors(spacing, numeric)
+    if any(abs(f - 1.0) > 0.05 for f in factors):
+        why = (
+            f"--zoom {numeric:g} resamples the volume"
+            if numeric is not None and abs(numeric - 1.0) > 0.05
+            else f"its voxels {tuple(spacing)} are anisotropic and the model needs them resampled"
+        )
+        raise ValueError(
+            f"--format ome-zarr streams on the input grid, but {why}: use another --format "
+            "for a volume that fits in memory, or --spacing to segment the voxels as stored"
+        )
+    note = lambda m: print(f"napari-topo: note: {m}", file=sys.stderr)  # noqa: E731
+    note(
+        "--format ome-zarr streams probability and mask chunk by chunk; skeleton, vessel "
+        "trees and graph are not computed (use another --format for those)"
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".napari-topo-", dir=out_dir))
+    names = ("probability", "mask", "centerness", "embedding")
+    t0 = time.perf_counter()
+    try:
+        result = segment_to_ome_zarr(
+            data,
+            geometry,
+            {n: tmp / f"{stem}_{n}.ome.zarr" for n in names},
+            model,
+            threshold=args.threshold,
+            min_size=args.min_size,
+            spacing=spacing,
+            zoom=zoom,
+            modality=args.modality,
+            window=args.window,
+            polarity=args.polarity,
+            tile=args.tile,
+            overlap=args.overlap,
+            batch_size=args.batch_size,
+            device=args.device,
+            progress=_progress_printer(f"segmenting {vol.path.name}"),
+            on_message=note,
+            stage=lambda s: print(f"napari-topo: {s} ...", file=sys.stderr, flush=True),
+        )
+        took = time.perf_counter() - t0
+        summary = {
+            "input": str(vol.path),
+            "model": model,
+            "streamed": True,
+            "n_voxels": result["n_voxels"],
+            "seconds": round(took, 2),
+            "stage_seconds": result["seconds"],
+            "chunk": result["chunk"],
+            "threshold": result["threshold"],
+            "min_size": result["min_size"],
+            "shape": list(data.shape),
+            "geometry": geometry.to_dict(),
+            "input_policy": result["input_policy"],
+            "not_computed": ["skeleton", "trees", "graph"],
+        }
+        if args.channel is not None:
+            summary["channel"] = args.channel
+        (tmp / f"{stem}_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        written = []
+        for f in sorted(tmp.iterdir()):
+            dest = out_dir / f.name
+            if dest.is_dir():
+                shutil.rmtree(dest)
+            f.replace(dest)
+            written.append(dest.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if result["policy_line"]:
+        print(f"input: {result['policy_line']}")
+    stages = ", ".join(f"{k} {v:.1f} s" for k, v in result["seconds"].items())
+    print(
+        f"{vol.path.name}: {result['n_voxels']} vessel voxels (streamed in chunks of "
+        f"{result['chunk']}; {model}, {took:.1f} s: {stages})"
+    )
     print(f"wrote {len(written)} files to {out_dir}: " + ", ".join(written))
 
 

@@ -29,6 +29,10 @@ suffix     library      axes and placement
 .npz       numpy        the array under ``key`` (or the only one); nothing stated
 .zarr      zarr         an array, or one array of a group; stays lazy; the ``spacing``
                         and ``napari_topo_geometry`` attributes
+.ome.zarr  ome-zarr     OME-NGFF multiscale image (also a ``.zarr`` group with
+                        ``multiscales``): level 0 as a lazy dask array; spacing and origin
+                        from its scale and translation, axes from their types, unit
+                        (:mod:`napari_topo.data.ngff`). Written as a pyramid.
 ========== ============ ===================================================================
 
 Arrays without axis metadata are taken as ``(y, x)``, ``(z, y, x)``, ``(c, z, y, x)``
@@ -81,7 +85,7 @@ __all__ = [
 ]
 
 #: File suffixes :func:`read_volume` and :func:`write_volume` understand (lower case).
-SUPPORTED_SUFFIXES = (".nii", ".nii.gz", ".tif", ".tiff", ".npy", ".npz", ".zarr")
+SUPPORTED_SUFFIXES = (".nii", ".nii.gz", ".tif", ".tiff", ".npy", ".npz", ".zarr", ".ome.zarr")
 _FORMAT = {
     ".nii": "NIfTI",
     ".nii.gz": "NIfTI",
@@ -90,6 +94,7 @@ _FORMAT = {
     ".npy": "NumPy .npy",
     ".npz": "NumPy .npz",
     ".zarr": "zarr",
+    ".ome.zarr": "OME-Zarr",
 }
 #: dtypes ImageJ can hold; other dtypes go to a plain (tifffile "shaped") TIFF.
 _IMAGEJ_DTYPES = (np.uint8, np.uint16, np.int16, np.float32)
@@ -160,16 +165,19 @@ class Volume(NamedTuple):
 # helpers
 # --------------------------------------------------------------------------------------
 def suffix_of(path) -> str:
-    """Lower-case suffix of ``path``, ``".nii.gz"`` counted as one.
+    """Lower-case suffix of ``path``, ``".nii.gz"`` and ``".ome.zarr"`` counted as one.
 
     Examples
     --------
     >>> suffix_of("scan.NII.GZ"), suffix_of("a/b.tif"), suffix_of("noext")
     ('.nii.gz', '.tif', '')
+    >>> suffix_of("big.ome.zarr/")
+    '.ome.zarr'
     """
     name = Path(os.fspath(path)).name.lower()
-    if name.endswith(".nii.gz"):
-        return ".nii.gz"
+    for double in (".nii.gz", ".ome.zarr"):
+        if name.endswith(double):
+            return double
     return Path(name).suffix
 
 
@@ -327,6 +335,13 @@ def read_volume(path, *, key: str | None = None) -> Volume:
     suffix = _check_suffix(p)
     if not p.exists():
         raise VolumeReadError(f"no such file: {p}")
+    if suffix == ".ome.zarr" or (suffix == ".zarr" and _is_ome_zarr(p)):
+        if key is not None:
+            raise VolumeReadError(
+                f"key={key!r} given for {p}, but an OME-Zarr image holds one image "
+                "(its full resolution is read)."
+            )
+        return _read_ome_zarr(p)
     if key is not None and suffix not in (".npz", ".zarr"):
         raise VolumeReadError(
             f"key={key!r} given for {p}, but only .npz files and zarr groups hold several arrays."
@@ -559,6 +574,20 @@ def _read_npz(p: Path, suffix: str, key: str | None) -> Volume:
     return _volume(data, _plain(data.shape, p), p)
 
 
+def _is_ome_zarr(p: Path) -> bool:
+    from .ngff import is_ome_zarr
+
+    return is_ome_zarr(p)
+
+
+def _read_ome_zarr(p: Path) -> Volume:
+    """Level 0 of an OME-Zarr image, lazily (dask), with its geometry."""
+    from .ngff import read_ome_zarr
+
+    image = read_ome_zarr(p)
+    return _volume(image.levels[0], image.geometries[0], p)
+
+
 def _read_zarr(p: Path, suffix: str, key: str | None) -> Volume:
     try:
         import zarr
@@ -677,6 +706,17 @@ def write_volume(path, data, *, spacing=None, geometry: Geometry | None = None) 
         raise VolumeReadError(f"cannot write {p}: no such folder {p.parent}")
     if suffix == ".zarr":
         return _write_zarr(p, suffix, data, spacing, geometry)
+    if suffix == ".ome.zarr":
+        from .ngff import write_ome_zarr
+
+        if not (hasattr(data, "shape") and hasattr(data, "dtype")):
+            data = np.asarray(data)
+        if data.dtype.kind not in "biuf" or not data.shape:
+            raise ValueError(
+                f"data must be an array of numbers with at least one axis; "
+                f"got {data.dtype} of shape {tuple(data.shape)}."
+            )
+        return write_ome_zarr(p, data, _geometry_for(data.shape, spacing, geometry))
     arr = _as_writable_array(data)
     geom = _geometry_for(arr.shape, spacing, geometry)
     try:
