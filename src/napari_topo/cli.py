@@ -790,6 +790,7 @@ def _segment_streaming(args, vol, data, geometry, out_dir: Path, stem: str, mode
             progress=_progress_printer(f"segmenting {vol.path.name}"),
             on_message=note,
             stage=lambda s: print(f"napari-topo: {s} ...", file=sys.stderr, flush=True),
+            on_policy=lambda p: print(f"input: {p.describe()}", flush=True),
         )
         took = time.perf_counter() - t0
         summary = {
@@ -819,8 +820,6 @@ def _segment_streaming(args, vol, data, geometry, out_dir: Path, stem: str, mode
             written.append(dest.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    if result["policy_line"]:
-        print(f"input: {result['policy_line']}")
     stages = ", ".join(f"{k} {v:.1f} s" for k, v in result["seconds"].items())
     print(
         f"{vol.path.name}: {result['n_voxels']} vessel voxels (streamed in chunks of "
