@@ -29,8 +29,9 @@ def test_demo_viewer_has_the_sample_and_every_widget(make_napari_viewer):
 def test_metrics_widget_defaults_follow_the_workflow(make_napari_viewer):
     viewer, docked = open_demo_viewer(make_napari_viewer())
     metrics = docked["Topology metrics"]
-    # never the intensity image as a prediction; the sample's trees as ground truth
-    assert metrics.prediction_picker.value.name == "ground truth mask"
+    # the sample's ground truth is two references: never paired with each other (no
+    # prediction until Segment made one), and never the intensity image
+    assert metrics.prediction_picker.value is None
     assert metrics.ground_truth_picker.value.name == "ground truth trees"
     # a segmentation from the Segment widget becomes the prediction by itself
     trees = viewer.layers["ground truth trees"]

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from napari_topo.layers import layer_kind
+from napari_topo.layers import METADATA_KEY, layer_kind
 
 #: Layer-list events after which a widget rebuilds its layer pickers.
 LAYER_EVENTS = ("inserted", "removed", "moved", "reordered", "renamed")
@@ -94,6 +95,15 @@ def rebuild_picker(picker: Any) -> None:
     picker.reset_choices()
     if before is not None:
         select_layer(picker, before)
+
+
+def made_by_plugin(layer: Any) -> bool:
+    """Whether one of the plugin's docks made ``layer`` (a result: Segment's layers, the
+    Tree editor's copies). Other layers, sample ground truth included, are the user's
+    references; the docks never change them without an explicit choice."""
+    md = getattr(layer, "metadata", None)
+    info = md.get(METADATA_KEY) if isinstance(md, Mapping) else None
+    return isinstance(info, Mapping) and bool(info.get("widget"))
 
 
 def is_roots_layer(layer: Any) -> bool:

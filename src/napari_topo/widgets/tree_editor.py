@@ -67,6 +67,7 @@ from napari_topo.widgets._common import (
     duplicate_roots_message,
     follow_layer_list,
     is_roots_layer,
+    made_by_plugin,
     one_line,
     os_error_message,
     rebuild_picker,
@@ -202,9 +203,20 @@ class TreeEditorWidget(QWidget):
         )
         self._pickers = Container(widgets=[self.layer_picker], labels=True)
         self._pickers.margins = (0, 0, 0, 0)
+        # A layer the plugin did not make (a ground truth, the user's own labels) is
+        # edited on a copy unless the user ticks this: never changed by surprise.
+        self.in_place_checkbox = QCheckBox("Edit this layer itself, not a copy")
+        self.in_place_checkbox.setToolTip(
+            "The picked layer was not made by the plugin: Start editing works on a copy "
+            "(named '<layer> edited') unless this is ticked."
+        )
+        self.in_place_checkbox.toggled.connect(lambda _on: self._update_controls())
+        self._auto_pick = True  # the picker shows the widget's choice, not the user's
+        self._choosing = False
         self.start_button = QPushButton("Start editing")
         self.start_button.setToolTip(
-            "Edit the picked layer in place; computes its skeleton if it has no analysis."
+            "Edit the picked layer (a layer the plugin did not make: a copy of it); "
+            "computes its skeleton if it has no analysis."
         )
         self.start_button.clicked.connect(self._on_start_clicked)
         self.status_label = QLabel("Pick a trees layer and press Start editing.")
@@ -289,6 +301,7 @@ class TreeEditorWidget(QWidget):
 
         layout = QVBoxLayout(self)
         layout.addWidget(self._pickers.native)
+        layout.addWidget(self.in_place_checkbox)
         layout.addWidget(self.start_button)
         layout.addWidget(self.status_label)
         layout.addWidget(edit_box)
@@ -299,6 +312,7 @@ class TreeEditorWidget(QWidget):
 
         follow_layer_list(self, napari_viewer, self._refresh_choices)
         self.destroyed.connect(partial(_teardown, self))
+        self.layer_picker.changed.connect(self._on_layer_picked)
         self._refresh_choices()
         self._update_controls()
 
@@ -316,8 +330,14 @@ class TreeEditorWidget(QWidget):
         """True while the skeleton of a plain labels layer is computed."""
         return self._worker is not None
 
-    def start_editing(self, layer: Labels | None = None) -> bool:
+    def start_editing(self, layer: Labels | None = None, *, in_place: bool | None = None) -> bool:
         """Start editing ``layer`` (default: the picked one).
+
+        A layer the plugin made (Segment's trees, an earlier copy) is edited itself. Any
+        other layer (a ground truth, the user's labels) is copied first, unless
+        ``in_place`` is True (default: the *Edit this layer itself* check box): the copy,
+        ``"<name> edited"``, is added above it and edited instead, so a reference never
+        changes by surprise.
 
         With a VesselAnalysis in ``layer.metadata["napari_topo"]["analysis"]`` (set by
         the Segment widget) the editor is built at once; otherwise
@@ -339,6 +359,10 @@ class TreeEditorWidget(QWidget):
         except ValueError as exc:
             self._report(str(exc), error=True)
             return False
+        if in_place is None:
+            in_place = self.in_place_checkbox.isChecked()
+        if not made_by_plugin(layer) and not in_place:
+            layer = self._copy_for_editing(layer)
         analysis = _info(layer).get("analysis")
         if analysis is not None and not len(getattr(analysis, "points", ())):
             analysis = None  # an empty result: vessels painted since get a skeleton
@@ -398,6 +422,42 @@ class TreeEditorWidget(QWidget):
         self._set_status("Editing stopped.")
         self._update_controls()
 
+    def _copy_for_editing(self, layer: Labels) -> Labels:
+        """Add ``"<name> edited"``, a copy of ``layer`` the plugin owns, above it."""
+        source = _info(layer)
+        data = np.array(layer.data, copy=True)
+        name = f"{layer.name} edited"
+        info = {
+            "kind": "trees",
+            "name": name,
+            "widget": "tree_editor",
+            "source": layer.name,
+            "n_trees": int(source.get("n_trees", data.max(initial=0))),
+        }
+        analysis = source.get("analysis")
+        if analysis is not None and getattr(analysis, "trees", None) is not None:
+            info["analysis"] = analysis.replace(trees=data)
+        index = self._viewer.layers.index(layer) + 1
+        copy = Labels(
+            data,
+            name=name,
+            scale=layer.scale,
+            translate=layer.translate,
+            colormap=layer.colormap,
+            opacity=layer.opacity,
+            blending=layer.blending,
+            axis_labels=layer.axis_labels,
+            metadata={METADATA_KEY: info},
+        )
+        self._choosing = True
+        try:
+            self._viewer.layers.insert(index, copy)
+            select_layer(self.layer_picker, copy)
+        finally:
+            self._choosing = False
+        self._auto_pick = True
+        return copy
+
     def _check_layer(self, layer) -> None:
         if layer is None:
             raise ValueError("Pick a Labels layer of vessel trees.")
@@ -451,9 +511,11 @@ class TreeEditorWidget(QWidget):
         self._viewer.layers.selection.active = layer
         self._refresh_trees()
         n_pts = len(editor.labels)
+        copied = _info(layer).get("widget") == "tree_editor"
+        what = f" (a copy of '{_info(layer).get('source')}')" if copied else ""
         self._set_status(
-            f"Editing '{layer.name}': {len(editor.branches)} branches, {n_pts} centerline "
-            "points. Click a vessel to select its branch."
+            f"Editing '{layer.name}'{what}: {len(editor.branches)} branches, {n_pts} "
+            "centerline points. Click a vessel to select its branch."
         )
         self._update_controls()
 
@@ -829,8 +891,12 @@ class TreeEditorWidget(QWidget):
 
     # ------------------------------------------------------------------ pickers
     def _labels_choices(self, _widget: Any = None) -> list:
+        """Labels layers, the plugin's own trees first (newest first), then other trees
+        layers (a ground truth), then the rest, each group in layer-list order."""
         labels = [lay for lay in self._viewer.layers if isinstance(lay, Labels)]
-        ranked = [lay for lay in labels if layer_kind(lay) == "trees"]
+        ours = [lay for lay in labels if layer_kind(lay) == "trees" and made_by_plugin(lay)]
+        ranked = ours[::-1]
+        ranked += [lay for lay in labels if layer_kind(lay) == "trees" and lay not in ours]
         ranked += [lay for lay in labels if layer_kind(lay) != "trees"]
         return [(lay.name, lay) for lay in ranked]
 
@@ -841,11 +907,24 @@ class TreeEditorWidget(QWidget):
         return [(lay.name, lay) for lay in ranked]
 
     def _refresh_choices(self, _event: Any = None) -> None:
-        for picker in (self.layer_picker, self.sources_picker):
-            rebuild_picker(picker)
+        self._choosing = True
+        try:
+            for picker in (self.layer_picker, self.sources_picker):
+                rebuild_picker(picker)
+            choices = self.layer_picker.choices
+            if self._auto_pick and choices and not self.is_editing:
+                select_layer(self.layer_picker, choices[0])  # the plugin's newest trees
+        finally:
+            self._choosing = False
+        self._update_controls()
         if self.layer is not None and self.layer not in self._viewer.layers:
             self._report(f"'{self.layer.name}' was removed; editing stopped.", error=False)
             self._drop_editor()
+
+    def _on_layer_picked(self, _value: Any = None) -> None:
+        if not self._choosing:
+            self._auto_pick = False
+        self._update_controls()
 
     def _drop_editor(self) -> None:
         self.editor = self.layer = self.selected = self._analysis = None
@@ -874,7 +953,15 @@ class TreeEditorWidget(QWidget):
 
     def _update_controls(self) -> None:
         editing = self.editor is not None
-        self.start_button.setText("Stop editing" if editing else "Start editing")
+        picked = unwrap(self.layer_picker.value)
+        foreign = picked is not None and not made_by_plugin(picked)
+        self.in_place_checkbox.setVisible(foreign and not editing)
+        if editing:
+            self.start_button.setText("Stop editing")
+        elif foreign and not self.in_place_checkbox.isChecked():
+            self.start_button.setText("Start editing a copy")
+        else:
+            self.start_button.setText("Start editing")
         self.start_button.setEnabled(self._worker is None)
         for w in (
             self.tree_picker,
