@@ -150,9 +150,11 @@ def test_metrics_pairs_a_prediction_with_a_reference_and_computes_by_itself(
     widget.ground_truth_picker.value = ref["mask"]
     widget.prediction_picker.value = pred["mask"]
     qtbot.waitUntil(
-        lambda: not widget.is_running
-        and widget._result is not None
-        and widget._result["prediction"] == pred["mask"].name,
+        lambda: (
+            not widget.is_running
+            and widget._result is not None
+            and widget._result["prediction"] == pred["mask"].name
+        ),
         timeout=TIMEOUT_MS,
     )
     assert widget.ground_truth_picker.value is ref["mask"]

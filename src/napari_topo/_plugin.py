@@ -354,8 +354,9 @@ def make_sample_data() -> list[tuple[Any, dict, str]]:
 
     Returns, bottom to top: the image ``"synthetic vessels"`` (Image), the mask
     ``"ground truth mask"`` (Labels, hidden; it equals ``trees > 0``) and the trees
-    ``"ground truth trees"`` (Labels, one colour per tree as
-    :func:`napari_topo.layers.trees_layer`), each scaled by the generator's spacing.
+    ``"ground truth trees"`` (Labels, one light colour per tree: the ``"reference"``
+    palette of :func:`napari_topo.layers.trees_layer`, apart from a result's trees),
+    each scaled by the generator's spacing, with axes named z, y, x.
     """
     from napari_topo.data.synthetic import make_vessel_volume
 
@@ -368,6 +369,7 @@ def make_sample_data() -> list[tuple[Any, dict, str]]:
             "scale": spacing,
             "colormap": "gray",
             "contrast_limits": (0.0, 1.0),
+            "axis_labels": _layers.AXIS_LABELS[3],
             "metadata": {"seed": vol.seed, "spacing": spacing},
         },
         "image",
@@ -376,5 +378,7 @@ def make_sample_data() -> list[tuple[Any, dict, str]]:
     return [
         image,
         _layers.mask_layer(vol.mask, name="ground truth", scale=spacing, visible=False),
-        _layers.trees_layer(vol.trees, n, name="ground truth", scale=spacing),
+        _layers.trees_layer(
+            vol.trees, n, name="ground truth", scale=spacing, palette="reference"
+        ),
     ]

@@ -68,12 +68,14 @@ from napari_topo.topology.incremental import (
 from napari_topo.widgets._common import (
     check_folder,
     follow_layer_list,
+    install_view_defaults,
     made_by_plugin,
     one_line,
     os_error_message,
     rebuild_picker,
     require_viewer,
     same_layer,
+    scrolling_body,
     select_layer,
     unwrap,
 )
@@ -602,6 +604,10 @@ class MetricsWidget(QWidget):
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
         self.table.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        # Room for 8 rows (the rest scroll in the table; the dock itself scrolls too),
+        # never the one row a squeezed dock would leave.
+        rows = self.table.verticalHeader().defaultSectionSize()
+        self.table.setMinimumHeight(8 * rows + header.sizeHint().height() + 4)
 
         buttons = QHBoxLayout()
         buttons.addWidget(self.compute_button)
@@ -642,7 +648,7 @@ class MetricsWidget(QWidget):
         self._tick_timer.setInterval(500)
         self._tick_timer.timeout.connect(self._update_freshness)
 
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout()
         layout.addWidget(self._pickers.native)
         layout.addLayout(buttons)
         layout.addWidget(self.status_label)
@@ -650,8 +656,10 @@ class MetricsWidget(QWidget):
         layout.addWidget(self.table, stretch=1)
         layout.addWidget(self.errors_list)
         self.setMinimumWidth(320)
+        self.scroll_area = scrolling_body(self, layout)
 
         follow_layer_list(self, napari_viewer, self._refresh_choices)
+        install_view_defaults(napari_viewer)
         self.destroyed.connect(partial(_disconnect_all, self._watched))
         self.prediction_picker.changed.connect(self._watch_layers)
         self.ground_truth_picker.changed.connect(self._watch_layers)

@@ -39,6 +39,7 @@ from napari.layers import Labels, Points
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Qt
+from qtpy.QtGui import QColor, QIcon, QPixmap
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -66,12 +67,14 @@ from napari_topo.widgets._common import (
     count_duplicates,
     duplicate_roots_message,
     follow_layer_list,
+    install_view_defaults,
     is_roots_layer,
     made_by_plugin,
     one_line,
     os_error_message,
     rebuild_picker,
     require_viewer,
+    scrolling_body,
     select_layer,
     unwrap,
 )
@@ -299,7 +302,7 @@ class TreeEditorWidget(QWidget):
         save_row.addWidget(self.save_trees_button)
         save_row.addWidget(self.save_graph_button)
 
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout()
         layout.addWidget(self._pickers.native)
         layout.addWidget(self.in_place_checkbox)
         layout.addWidget(self.start_button)
@@ -309,8 +312,10 @@ class TreeEditorWidget(QWidget):
         layout.addLayout(save_row)
         layout.addStretch(1)
         self.setMinimumWidth(320)
+        self.scroll_area = scrolling_body(self, layout)
 
         follow_layer_list(self, napari_viewer, self._refresh_choices)
+        install_view_defaults(napari_viewer)
         self.destroyed.connect(partial(_teardown, self))
         self.layer_picker.changed.connect(self._on_layer_picked)
         self._refresh_choices()
@@ -433,6 +438,7 @@ class TreeEditorWidget(QWidget):
             "widget": "tree_editor",
             "source": layer.name,
             "n_trees": int(source.get("n_trees", data.max(initial=0))),
+            "palette": str(source.get("palette", "prediction")),
         }
         analysis = source.get("analysis")
         if analysis is not None and getattr(analysis, "trees", None) is not None:
@@ -787,21 +793,33 @@ class TreeEditorWidget(QWidget):
             return
         current = self.tree_picker.currentData()
         ids = self._tree_ids()
-        self.tree_picker.blockSignals(True)
-        self.tree_picker.clear()
-        for i in ids:
-            self.tree_picker.addItem(f"tree {i}", i)  # keys 1-9: see the tooltip
-        self.tree_picker.addItem("new tree", _NEW_TREE)
-        self.tree_picker.blockSignals(False)
-        self._select_tree(current if current in ids else (ids[0] if ids else _NEW_TREE))
         layer = self.layer
         info = _info(layer)
         top = max(ids, default=0)
         if layer_kind(layer) == "trees" and top > int(info.get("n_trees", 0)):
             from napari.utils.colormaps import DirectLabelColormap
 
-            layer.colormap = DirectLabelColormap(color_dict=tree_colormap(top))
+            palette = str(info.get("palette", "prediction"))
+            layer.colormap = DirectLabelColormap(color_dict=tree_colormap(top, palette))
             info["n_trees"] = top
+        self.tree_picker.blockSignals(True)
+        self.tree_picker.clear()
+        for i in ids:  # with a swatch of the tree's colour in the layer: the legend
+            self.tree_picker.addItem(self._swatch(i), f"tree {i}", i)  # keys 1-9
+        self.tree_picker.addItem("new tree", _NEW_TREE)
+        self.tree_picker.blockSignals(False)
+        self._select_tree(current if current in ids else (ids[0] if ids else _NEW_TREE))
+
+    def _swatch(self, tree_id: int) -> QIcon:
+        """A small square of tree ``tree_id``'s colour in the edited layer."""
+        pixmap = QPixmap(14, 14)
+        try:
+            rgba = np.asarray(self.layer.colormap.map(np.array([tree_id]))).reshape(-1)[:4]
+            color = QColor.fromRgbF(*(float(np.clip(v, 0, 1)) for v in rgba[:3]), 1.0)
+        except Exception:  # noqa: BLE001 - a colormap without map(): no swatch colour
+            color = QColor(128, 128, 128)
+        pixmap.fill(color)
+        return QIcon(pixmap)
 
     def _select_tree(self, tree_id) -> None:
         index = self.tree_picker.findData(tree_id)
