@@ -285,7 +285,7 @@ def test_to_layers_types_scale_and_colours(skel_analysis):
     pts, pmeta = by_kind["centerline"]
     assert np.array_equal(pts, a.points)
     assert np.array_equal(pmeta["features"]["tree"], a.result.labels)
-    assert np.allclose(pmeta["size"], np.maximum(2 * a.radius / scale[-1], 1.0))
+    assert np.allclose(pmeta["size"], np.maximum(a.radius / scale[-1], 0.5))
     # points and labels share the palette
     for k in (1, 2):
         assert np.allclose(pmeta["face_color"][a.result.labels == k], tree_rgba[k - 1])
