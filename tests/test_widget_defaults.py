@@ -188,3 +188,39 @@ def test_show_errors_leaves_the_camera_alone(make_napari_viewer, qtbot, volume):
     # Asked for (a click on an entry): the view goes there.
     widget.errors_list.itemClicked.emit(widget.errors_list.item(0))
     assert tuple(viewer.dims.point) != point or tuple(camera.center) != center
+
+
+# ------------------------------------------------------------------------ 3D, paint
+@gui
+def test_3d_opens_oblique_and_hidden_plugin_labels_show_when_painted(
+    make_napari_viewer, qtbot, volume
+):
+    """napari 0.9 fails painting a Labels layer added hidden in 3D ("Data is too large"
+    from vispy); the plugin's hidden Labels layers show themselves when a paint tool is
+    picked, so a user never paints a hidden one."""
+    from napari_topo.widgets._common import OBLIQUE_ANGLES
+
+    viewer = make_napari_viewer()
+    viewer.add_image(volume.image, name="image", scale=SCALE)
+    widget = MetricsWidget(viewer)  # any dock installs the view defaults
+    qtbot.addWidget(widget)
+    viewer.dims.ndisplay = 3
+    np.testing.assert_allclose(viewer.camera.angles, OBLIQUE_ANGLES)
+    viewer.camera.angles = (10.0, 20.0, 30.0)  # the user's own angles are kept
+    viewer.dims.ndisplay = 2
+    viewer.dims.ndisplay = 3
+    np.testing.assert_allclose(viewer.camera.angles, (10.0, 20.0, 30.0))
+
+    pred = add_prediction(viewer, volume)  # added while in 3D
+    mask = pred["mask"]
+    mask.visible = False
+    qtbot.wait(50)
+    mask.mode = "paint"
+    assert mask.visible
+    mask.brush_size = 3
+    mask.paint((16, 16, 16), 1)  # raised "Data is too large" while hidden
+    assert mask.data[16, 16, 16] == 1
+    # a layer the user made is left as it is
+    user = viewer.add_labels(np.zeros(SHAPE, np.uint8), name="user", visible=False)
+    user.mode = "paint"
+    assert not user.visible

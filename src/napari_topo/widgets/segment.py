@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import math
 import queue
+import sys
 import threading
 import time
 from collections.abc import Generator, Mapping
@@ -400,9 +401,6 @@ class SegmentWidget(QWidget):
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
         require_viewer(napari_viewer, "SegmentWidget")
-        from napari_topo.inference.device import available_devices
-        from napari_topo.inference.pipeline import DEFAULT_MODEL
-        from napari_topo.models.registry import list_models
 
         self._viewer = napari_viewer
         self._worker = None
@@ -413,7 +411,8 @@ class SegmentWidget(QWidget):
         self._analysis: VesselAnalysis | None = None
         # The Model picker's entries: registry name -> card, and for a model file the
         # user loaded (Load model file…), its absolute path -> card.
-        self._cards = {card.name: card for card in list_models()}
+        self._cards: dict[str, ModelCard] = {}
+        self._choices_loader = None  # imports torch and reads the model cards
         self._model_loader = None
         self._started: float | None = None  # perf_counter() when Run was pressed
         self._phase = ""  # what the run is doing, for the status line
@@ -422,12 +421,7 @@ class SegmentWidget(QWidget):
             choices=self._image_choices,
             tooltip="3D (z, y, x) single-channel image to segment; its scale is the spacing.",
         )
-        names = list(self._cards)
-        self.model_picker = ComboBox(
-            label="Model",
-            choices=self._model_choices,
-            value=DEFAULT_MODEL if DEFAULT_MODEL in names else (names[0] if names else None),
-        )
+        self.model_picker = ComboBox(label="Model", choices=self._model_choices)
         self.load_model_button = QPushButton("Load model file…")
         self.load_model_button.setToolTip(
             "Add your own model: a .safetensors file with its .json model card beside it "
@@ -436,7 +430,7 @@ class SegmentWidget(QWidget):
         self.load_model_button.clicked.connect(self._on_load_model_clicked)
         self.device_picker = ComboBox(
             label="Device",
-            choices=available_devices(),
+            choices=["auto"],
             value="auto",
             tooltip="'auto' picks CUDA, then Apple MPS, then the CPU.",
         )
@@ -526,11 +520,9 @@ class SegmentWidget(QWidget):
         self.setMinimumWidth(300)
         self.scroll_area = scrolling_body(self, layout)
 
-        self._set_model_tooltips()
         self.model_picker.changed.connect(self._on_model_changed)
         self.device_picker.changed.connect(self._update_device_note)
-        self._on_model_changed()
-        self._update_device_note()
+        self._load_choices()
 
         follow_layer_list(self, napari_viewer, self._refresh_choices)
         install_view_defaults(napari_viewer)
@@ -561,6 +553,9 @@ class SegmentWidget(QWidget):
             rejected (the reason is in the status label and a notification).
         """
         if self.is_running:
+            return None
+        if not self.is_ready:
+            self._report("The models are still loading; press Run again in a moment.")
             return None
         image = self.image_picker.value
         try:
@@ -757,6 +752,47 @@ class SegmentWidget(QWidget):
     def _is_ours(layer: Any) -> bool:
         return _info(layer).get("widget") == OWNER
 
+    @property
+    def is_ready(self) -> bool:
+        """True once the models and devices are listed (torch imported)."""
+        return self._choices_loader is None
+
+    def _load_choices(self) -> None:
+        """List the models and devices: at once when torch is imported already, else
+        in a worker, so that opening the dock does not hold napari up while torch loads
+        (the picker says so meanwhile and Run waits)."""
+        if _MODEL_MODULES.issubset(sys.modules):
+            self._on_choices(_list_choices())
+            return
+        self.model_picker.native.setPlaceholderText("loading the models…")
+        self.run_button.setEnabled(False)
+        self.run_button.setText(_LOADING)
+        self._choices_loader = create_worker(
+            _list_choices,
+            _connect={"returned": self._on_choices, "errored": self._on_choices_failed},
+            _start_thread=True,
+        )
+
+    def _on_choices(self, listed: tuple) -> None:
+        cards, devices, default = listed
+        self._choices_loader = None
+        self._cards = {**cards, **self._cards}  # model files loaded meanwhile stay
+        self.model_picker.reset_choices()
+        if default in self._cards:
+            self.model_picker.value = default
+        self.device_picker.choices = devices
+        self.device_picker.value = "auto"
+        self.run_button.setEnabled(not self.is_running)
+        self.run_button.setText("Running…" if self.is_running else "Run")
+        self._set_model_tooltips()
+        self._on_model_changed()
+        self._update_device_note()
+
+    def _on_choices_failed(self, exc: BaseException) -> None:
+        self._choices_loader = None
+        self.run_button.setText("Run")
+        self._report(f"Listing the models failed ({type(exc).__name__}: {exc}).", error=True)
+
     def _model_choices(self, _widget: Any = None) -> list[tuple[str, str]]:
         """The Model picker's entries: ``(shown text, value)``; a model file shows its
         card's name and file name, and its value is its path."""
@@ -842,6 +878,8 @@ class SegmentWidget(QWidget):
         self.model_picker.tooltip = model_tooltip(card) if card else "No model registered."
 
     def _update_device_note(self, _value: Any = None) -> None:
+        if self._choices_loader is not None:
+            return
         from napari_topo.inference.device import pick_device
 
         try:
@@ -1047,6 +1085,23 @@ class SegmentWidget(QWidget):
             show_error(message)
         else:
             self._set_status(message)
+
+
+#: The Run button's text while the models are listed (torch loading).
+_LOADING = "Loading the models…"
+#: Modules whose presence means listing the models is quick (torch imported).
+_MODEL_MODULES = frozenset(
+    {"torch", "napari_topo.models.registry", "napari_topo.inference.pipeline"}
+)
+
+
+def _list_choices() -> tuple[dict, list[str], str]:
+    """Worker body: ``({name: card}, devices, default model)``; imports torch, no Qt."""
+    from napari_topo.inference.device import available_devices
+    from napari_topo.inference.pipeline import DEFAULT_MODEL
+    from napari_topo.models.registry import list_models
+
+    return {card.name: card for card in list_models()}, available_devices(), DEFAULT_MODEL
 
 
 def _hex(rgba: Any) -> str:
