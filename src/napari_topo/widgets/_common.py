@@ -260,7 +260,8 @@ def _reveal_on_paint_mode(event: Any) -> None:
     layer is sliced first, and painting something hidden shows nothing anyway.
     """
     layer = getattr(event, "source", None)
-    if layer is not None and str(event.value) in PAINT_MODES and not layer.visible:
+    mode = str(getattr(event, "mode", getattr(event, "value", "")))
+    if layer is not None and mode in PAINT_MODES and not layer.visible:
         layer.visible = True
 
 
