@@ -194,7 +194,7 @@ def main(argv=None) -> int:
             viewer.dims.ndisplay = 2
             pump(0.2)
         record("back to 2D")
-    viewer.dims.ndisplay = 3
+    # (the stroke and the edit below are in 2D; in 3D each also redraws the volumes)
 
     # 5. a brush stroke on our trees with Live on (metrics follow in workers)
     trees = next(

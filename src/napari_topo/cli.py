@@ -368,7 +368,7 @@ def open_demo_viewer(viewer=None, say=None):
         from qtpy.QtWidgets import QApplication
 
         # napari gives the first dock most of the column; share it (once laid out)
-        share = partial(window.resizeDocks, docks, [5, 3, 4], Qt.Orientation.Vertical)
+        share = partial(window.resizeDocks, docks, [4, 4, 3], Qt.Orientation.Vertical)
         QApplication.processEvents()
         share()
         QTimer.singleShot(0, share)
