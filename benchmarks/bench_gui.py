@@ -98,6 +98,7 @@ def main(argv=None) -> int:
     viewer.window.resize(1600, 1000)
     pump(0.5)
     meter = StallMeter()
+    twins: list = []  # plain-napari viewers, kept open until the end
     rows: list[tuple[str, float, str]] = []
 
     def record(step: str, note: str = "") -> None:
@@ -127,8 +128,7 @@ def main(argv=None) -> int:
         for data, scale, labels in sample:
             (twin.add_labels if labels else twin.add_image)(np.asarray(data), scale=scale)
     record("  plain napari: add the same 3 arrays", "napari's own cost")
-    twin.close()
-    pump(0.2)
+    twins.append(twin)  # closed at the end: closing a GL context mid-run can crash vispy
 
     # 2. each dock
     docked = {}
@@ -182,8 +182,7 @@ def main(argv=None) -> int:
         twin.dims.ndisplay = 3
         pump(0.2)
     record("  plain napari: toggle 3D, same arrays", "napari's own cost (first 3D)")
-    twin.close()
-    pump(0.2)
+    twins.append(twin)  # closed at the end: closing a GL context mid-run can crash vispy
     names = ", ".join(layer.name for layer in shown)
     for when in ("first", "second"):
         with meter.measure():
@@ -227,6 +226,8 @@ def main(argv=None) -> int:
         wait_until(lambda: not metrics.stale_metrics, what="live metrics")
     record("tree edit (assign a branch)", "until the table is current")
 
+    for twin in twins:
+        twin.close()
     viewer.close()
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
