@@ -177,7 +177,7 @@ def test_show_errors_leaves_the_camera_alone(make_napari_viewer, qtbot, volume):
     widget.prediction_picker.value = pred["mask"]
     widget.ground_truth_picker.value = ref["mask"]
     viewer.dims.set_point(0, 0)
-    camera = viewer.camera
+    camera = viewer.scene.camera
     center, zoom, point = tuple(camera.center), camera.zoom, tuple(viewer.dims.point)
     assert widget.show_errors() is True
     qtbot.waitUntil(lambda: widget._errors_worker is None, timeout=TIMEOUT_MS)
@@ -206,11 +206,11 @@ def test_3d_opens_oblique_and_hidden_plugin_labels_show_when_painted(
     widget = MetricsWidget(viewer)  # any dock installs the view defaults
     qtbot.addWidget(widget)
     viewer.dims.ndisplay = 3
-    np.testing.assert_allclose(viewer.camera.angles, OBLIQUE_ANGLES)
-    viewer.camera.angles = (10.0, 20.0, 30.0)  # the user's own angles are kept
+    np.testing.assert_allclose(viewer.scene.camera.angles, OBLIQUE_ANGLES)
+    viewer.scene.camera.angles = (10.0, 20.0, 30.0)  # the user's own angles are kept
     viewer.dims.ndisplay = 2
     viewer.dims.ndisplay = 3
-    np.testing.assert_allclose(viewer.camera.angles, (10.0, 20.0, 30.0))
+    np.testing.assert_allclose(viewer.scene.camera.angles, (10.0, 20.0, 30.0))
 
     pred = add_prediction(viewer, volume)  # added while in 3D
     mask = pred["mask"]
