@@ -13,7 +13,11 @@ ground truth and the three dock widgets), segments the sample with the Segment w
   ground-truth centreline the segmentation misses; orange: predicted centreline outside
   the ground truth), 3D view, only the Metrics dock shown;
 * ``docs/images/workflow.png``: the coloured trees in 3D with the Segment and Tree
-  editor docks, a branch selected in the Tree editor (highlighted in yellow).
+  editor docks, a branch selected in the Tree editor (highlighted in yellow);
+* ``docs/images/layout_1366x768.png`` and ``docs/images/layout_1600x1000.png``: the whole
+  window right after the segmentation, with the three docks open, at the two screen sizes
+  the docks must fit (the defaults: the image and the trees shown, the other result
+  layers hidden, the metrics computed by themselves).
 
 Everything goes through the widgets' public methods and napari's public API; the
 numbers in the table are whatever the shipped model gives on the sample. Takes about two
@@ -36,6 +40,8 @@ SAMPLE = "synthetic vessels"
 GROUND_TRUTH = "ground truth trees"
 #: Camera of both pictures: looking down on the trees from above and to the side.
 ANGLES = (-20.0, 30.0, 55.0)
+#: Screens the window with three docks must fit (issue 12).
+LAYOUT_SIZES = ((1366, 768), (1600, 1000))
 
 
 def wait_until(condition, timeout: float = 300.0, what: str = "the widgets") -> None:
@@ -77,6 +83,7 @@ def segment_sample(viewer, widget) -> dict:
     """Press Run on the Segment widget with the default settings; our layers by kind."""
     done: list[str] = []
     widget.finished.connect(done.append)
+    wait_until(lambda: widget.is_ready, what="the model list")
     widget.model_picker.value = MODEL
     assert widget.image_picker.value is viewer.layers[SAMPLE]
     start = time.perf_counter()
@@ -132,6 +139,19 @@ def main(argv=None) -> int:
     ours = segment_sample(viewer, segment)
     trees = ours["trees"]
     gt = viewer.layers[GROUND_TRUTH]
+
+    # ---- Layout: the window as the user sees it after Segment, at two screen sizes ---
+    wait_until(lambda: metrics_settled(metrics), what="the metrics (computed by themselves)")
+    for width, height in LAYOUT_SIZES:
+        viewer.window.resize(width, height)
+        settle(60)
+        path = args.out / f"layout_{width}x{height}.png"
+        shot = viewer.screenshot(str(path), canvas_only=False)
+        fits = shot.shape[1] <= width and shot.shape[0] <= height
+        print(f"wrote {path}: window {shot.shape[1]}x{shot.shape[0]}, fits: {fits}")
+        if not fits:
+            raise RuntimeError(f"the window does not fit {width}x{height}")
+    viewer.window.resize(*SIZE)
 
     # ---- Metrics: our trees against the ground-truth trees, then Show errors --------
     metrics.prediction_picker.value = trees

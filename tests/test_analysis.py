@@ -277,7 +277,9 @@ def test_to_layers_types_scale_and_colours(skel_analysis):
         }
     by_kind = {layers.layer_kind(m["metadata"]): (d, m) for d, m, _ in tuples}
     trees, tmeta = by_kind["trees"]
-    assert trees is a.trees and tmeta["name"] == "v trees"
+    # the smallest dtype that holds the tree ids (uint8 here), same values
+    assert trees.dtype == np.uint8 and np.array_equal(trees, a.trees)
+    assert tmeta["name"] == "v trees"
     cmap = tmeta["colormap"]
     tree_rgba = np.array([cmap.color_dict[k] for k in (1, 2)])
     assert not np.allclose(tree_rgba[0], tree_rgba[1])  # one colour per tree
@@ -285,7 +287,7 @@ def test_to_layers_types_scale_and_colours(skel_analysis):
     pts, pmeta = by_kind["centerline"]
     assert np.array_equal(pts, a.points)
     assert np.array_equal(pmeta["features"]["tree"], a.result.labels)
-    assert np.allclose(pmeta["size"], np.maximum(2 * a.radius / scale[-1], 1.0))
+    assert np.allclose(pmeta["size"], np.maximum(a.radius / scale[-1], 0.5))
     # points and labels share the palette
     for k in (1, 2):
         assert np.allclose(pmeta["face_color"][a.result.labels == k], tree_rgba[k - 1])
@@ -320,7 +322,13 @@ def test_layer_functions_validate_and_carry_metadata():
     vol[1, 2, 3] = 4
     data, meta, kind = layers.trees_layer(vol, name="x", scale=(1, 2, 3))
     assert kind == "labels" and meta["scale"] == (1.0, 2.0, 3.0) and "translate" not in meta
-    assert meta["metadata"]["napari_topo"] == {"kind": "trees", "name": "x", "n_trees": 4}
+    assert meta["metadata"]["napari_topo"] == {
+        "kind": "trees",
+        "name": "x",
+        "n_trees": 4,
+        "palette": "prediction",
+    }
+    assert data.dtype == np.uint8 and meta["axis_labels"] == ("z", "y", "x")
     mask = vol > 0
     mdata, _, _ = layers.mask_layer(mask)
     assert mdata.dtype == np.uint8 and np.shares_memory(mdata, mask)

@@ -9,7 +9,13 @@ from napari_topo.layers import layer_kind
 
 
 def test_demo_viewer_has_the_sample_and_every_widget(make_napari_viewer):
-    viewer, docked = open_demo_viewer(make_napari_viewer())
+    said: list[str] = []
+    viewer, docked = open_demo_viewer(make_napari_viewer(), say=said.append)
+    # demo --gui prints what it is doing while napari starts (it can take a while)
+    assert said[0] == "starting napari…" and any("sample" in line for line in said)
+    assert [line for line in said if line.startswith("docking")] == [
+        f"docking '{name}'…" for name in WIDGETS
+    ]
     names = [layer.name for layer in viewer.layers]
     assert names == ["synthetic vessels", "ground truth mask", "ground truth trees"]
     image = viewer.layers["synthetic vessels"]
@@ -24,13 +30,16 @@ def test_demo_viewer_has_the_sample_and_every_widget(make_napari_viewer):
     }
     # the Segment widget offers the sample image, not the labels
     assert docked["Segment vessels"].image_picker.value is image
+    # the sample's layers name their axes and the trees are the smallest dtype
+    assert image.axis_labels == ("z", "y", "x") and trees.data.dtype == np.uint8
 
 
 def test_metrics_widget_defaults_follow_the_workflow(make_napari_viewer):
     viewer, docked = open_demo_viewer(make_napari_viewer())
     metrics = docked["Topology metrics"]
-    # never the intensity image as a prediction; the sample's trees as ground truth
-    assert metrics.prediction_picker.value.name == "ground truth mask"
+    # the sample's ground truth is two references: never paired with each other (no
+    # prediction until Segment made one), and never the intensity image
+    assert metrics.prediction_picker.value is None
     assert metrics.ground_truth_picker.value.name == "ground truth trees"
     # a segmentation from the Segment widget becomes the prediction by itself
     trees = viewer.layers["ground truth trees"]

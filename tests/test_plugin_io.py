@@ -308,11 +308,16 @@ def test_sample_data():
     np.testing.assert_array_equal(trees, ref.trees)
     for _, meta, _ in layers:
         assert tuple(meta["scale"]) == tuple(ref.spacing)
-    # trees coloured as layers.trees_layer colours them
+    # trees coloured as layers.trees_layer colours a reference (apart from a result's)
     made = [Layer.create(*t) for t in layers]
     n = int(ref.trees.max())
+    reference = L.tree_colors(n, "reference")
     for k in range(1, n + 1):
-        np.testing.assert_allclose(made[2].colormap.map(np.array([k]))[0], L.tree_colors(n)[k - 1])
+        np.testing.assert_allclose(
+            made[2].colormap.map(np.array([k]))[0], reference[k - 1], atol=1e-6
+        )
+    assert not np.allclose(reference[:, :3], L.tree_colors(n)[:, :3], atol=0.2)
+    assert trees.dtype == np.uint8 and made[2].axis_labels == ("z", "y", "x")
     assert L.layer_kind(made[2]) == "trees"
     assert elapsed < 5.0, f"sample data took {elapsed:.1f} s"
 

@@ -110,7 +110,7 @@ def table_rows(widget: MetricsWidget) -> dict[str, str]:
 
 
 def picker_names(picker) -> list[str]:
-    return [layer.name for layer in picker.choices]
+    return [layer.name for layer in picker.choices if layer is not None]
 
 
 def new_notifications(start: int):
@@ -278,17 +278,19 @@ def test_tree_accuracy_and_missing_descriptions(make_napari_viewer, qtbot, monke
 def test_pickers_follow_the_layer_list(make_napari_viewer):
     viewer = make_napari_viewer()
     widget = dock_via_manifest(viewer)
-    assert widget.prediction_picker.choices == ()
+    assert widget.prediction_picker.choices == (None,)
 
     viewer.add_labels(tube(), name="first")
     assert picker_names(widget.prediction_picker) == ["first"]
-    assert widget.prediction_picker.value.name == "first"
+    # A layer the plugin did not make is a reference: never the default prediction.
+    assert widget.prediction_picker.value is None
+    assert widget.ground_truth_picker.value.name == "first"
 
     viewer.add_labels(tube(), name="second")
     assert picker_names(widget.ground_truth_picker) == ["first", "second"]
-    # Comparing a layer with itself is never wanted: the second layer becomes the GT.
-    assert widget.prediction_picker.value.name == "first"
-    assert widget.ground_truth_picker.value.name == "second"
+    assert widget.prediction_picker.value is None  # two references are not paired
+    widget.prediction_picker.value = viewer.layers["first"]  # the user's choice
+    widget.ground_truth_picker.value = viewer.layers["second"]
 
     viewer.add_image(np.zeros((8, 8), dtype=np.float32), name="raw")
     viewer.add_points(np.zeros((1, 2)), name="pts")
@@ -301,10 +303,12 @@ def test_pickers_follow_the_layer_list(make_napari_viewer):
     viewer.layers.remove("first")
     assert "first" not in picker_names(widget.prediction_picker)
     assert "first" not in picker_names(widget.ground_truth_picker)
-    assert widget.prediction_picker.value is not None
+    # the user's prediction is gone and no layer the plugin made is there: none
+    assert widget.prediction_picker.value is None
+    assert widget.ground_truth_picker.value.name == "renamed"
 
     viewer.layers.clear()
-    assert widget.prediction_picker.choices == ()
+    assert widget.prediction_picker.choices == (None,)
     assert widget.prediction_picker.value is None
 
 
@@ -397,7 +401,7 @@ def test_missing_layers_and_empty_foreground(make_napari_viewer, qtbot):
     widget = MetricsWidget(viewer)
     qtbot.addWidget(widget)
     assert widget.compute() is False
-    assert "Pick a prediction and a ground-truth layer" in widget.status_label.text()
+    assert "Pick a prediction and a ground truth" in widget.status_label.text()
 
     # An all-background prediction is a valid comparison, with a warning.
     pred = viewer.add_labels(np.zeros((32, 32, 32), np.uint8), name="nothing", scale=SCALE)
@@ -653,7 +657,7 @@ def test_show_errors_adds_layers_and_jumps(make_napari_viewer, qtbot):
     expected = topology_errors(broken_tube(), tube())
     assert len(expected["missed_locations"]) == 1
 
-    assert widget.show_errors() is True
+    assert widget.show_errors(jump=True) is True  # asked to go to the first error
     qtbot.waitUntil(lambda: "pred false centerline" in viewer.layers, timeout=TIMEOUT_MS)
     qtbot.waitUntil(widget.errors_button.isEnabled, timeout=TIMEOUT_MS)
     missed = viewer.layers["pred missed centerline"]

@@ -12,7 +12,9 @@ Run as a script to regenerate the screenshot used in the docs:
 from __future__ import annotations
 
 import functools
+import shutil
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -200,8 +202,16 @@ def test_run_adds_layers_on_the_image(make_napari_viewer, qtbot):
     assert widget.last_analysis is None
     start = len(notification_manager.records)
 
+    # The dock's own progress bar shows while the run goes and goes away after it.
+    seen_bar = []
+    widget.progress_bar.valueChanged.connect(
+        lambda _v: seen_bar.append(not widget.progress_bar.isHidden())
+    )
+    t0 = time.perf_counter()
     state = run_and_wait(qtbot, widget)
+    wall = time.perf_counter() - t0
     assert state == "done", widget.status_label.text()
+    assert seen_bar and all(seen_bar) and widget.progress_bar.isHidden()
     assert not widget.is_running and widget.run_button.isEnabled()
     assert not widget.cancel_button.isEnabled()
     assert new_errors(start) == []
@@ -227,6 +237,25 @@ def test_run_adds_layers_on_the_image(make_napari_viewer, qtbot):
     assert analysis.result.n_trees >= 1
     status = widget.status_label.text()
     assert status.startswith("Segmented 'vessel' with unet-dice") and "tree" in status
+    # the time from Run to the layers on screen (not the worker's part of it)
+    said = float(status.split(" in ")[1].split(" s")[0])
+    assert 0.8 * widget.elapsed <= said <= wall + 0.05
+    # Layer defaults: the image and the trees show, the rest is there but hidden; the
+    # trees are the active layer, in the smallest dtype; every layer names its axes.
+    assert {k for k, layer in layers.items() if layer.visible} == {"trees"}
+    assert image.visible and viewer.layers.selection.active is layers["trees"]
+    assert layers["trees"].data.dtype == np.uint8
+    for layer in layers.values():
+        assert tuple(layer.axis_labels) == ("z", "y", "x")
+    # centerline markers are half the vessel's width (radius in voxels of the last axis)
+    centerline = layers["centerline"]
+    np.testing.assert_allclose(
+        centerline.size, np.maximum(analysis.radius / SCALE[-1], 0.5), rtol=1e-6
+    )
+    assert (centerline.size <= 2 * analysis.radius / SCALE[-1] + 1e-6).all()
+    # a legend of the tree colours under the status
+    assert not widget.legend_label.isHidden()
+    assert widget.legend_label.text().startswith("Trees:")
     # What the pipeline chose for the input is shown, with the reasons as a tooltip, and
     # kept with the layers.
     policy = analysis.input_policy
@@ -330,9 +359,9 @@ def test_topnet_with_source_points(make_napari_viewer, qtbot):
     np.testing.assert_allclose(centerline.features["radius"], analysis.radius)
     np.testing.assert_array_equal(centerline.features["tree"], analysis.result.labels)
     assert set(np.unique(centerline.features["tree"])) <= {0, 1, 2}
-    # Marker diameter is 2 * radius (physical) over the x scale.
+    # Marker diameter is the radius (half the vessel width) over the x scale.
     np.testing.assert_allclose(
-        centerline.size, np.maximum(2 * analysis.radius / SCALE[-1], 1.0), rtol=1e-6
+        centerline.size, np.maximum(analysis.radius / SCALE[-1], 0.5), rtol=1e-6
     )
     assert dice(ours(viewer)["mask"].data, truth.mask) > 0.6
     assert roots.data.shape == (2, 3)  # the user's points are untouched
@@ -774,3 +803,47 @@ if __name__ == "__main__":
     import sys
 
     save_screenshot(sys.argv[1] if len(sys.argv) > 1 else "docs/images/segment_widget.png")
+
+
+@gui
+def test_load_your_own_model_file(make_napari_viewer, qtbot, tmp_path):
+    """Load model file…: a .safetensors with its card, hash-checked, joins the picker."""
+    viewer = make_napari_viewer()
+    add_vessels(viewer)
+    widget = make_widget(viewer, qtbot)
+    card = get_card("unet-dice")
+    weights = tmp_path / "mine.safetensors"
+    shutil.copy(card.weights_path, weights)
+    shutil.copy(card.path, tmp_path / "mine.json")
+
+    worker = widget.load_model_file(weights)
+    assert worker is not None and not widget.load_model_button.isEnabled()
+    qtbot.waitUntil(widget.load_model_button.isEnabled, timeout=TIMEOUT_MS)
+    key = str(weights.resolve())
+    assert widget.model_picker.value == key
+    assert widget.model_picker.native.currentText() == "unet-dice (mine.safetensors)"
+    assert "matches its card" in widget.status_label.text()
+    job, _volume = widget._make_job(widget.image_picker.value)
+    assert job.model == key and job.model_name == "unet-dice"
+
+    # A file that is not the one its card describes is refused, with one line.
+    bad = tmp_path / "bad.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    shutil.copy(card.path, tmp_path / "bad.json")
+    start = len(notification_manager.records)
+    widget.load_model_file(bad)
+    qtbot.waitUntil(widget.load_model_button.isEnabled, timeout=TIMEOUT_MS)
+    errors = new_errors(start)
+    assert len(errors) == 1 and "SHA-256" in errors[0] and "\n" not in errors[0]
+    assert str(bad.resolve()) not in [v for v in widget.model_picker.choices]
+    assert widget.model_picker.value == key  # the earlier choice stays
+
+    # weights without a card beside them: refused, saying what is missing
+    lone = tmp_path / "lone.safetensors"
+    shutil.copy(card.weights_path, lone)
+    start = len(notification_manager.records)
+    widget.load_model_file(lone)
+    qtbot.waitUntil(widget.load_model_button.isEnabled, timeout=TIMEOUT_MS)
+    assert any("lone.json" in e for e in new_errors(start))

@@ -56,6 +56,7 @@ def add_analysis_layers(viewer, analysis, name="vessels"):
     """Add the layers as the Segment widget does; returns {kind: layer}."""
     out = {}
     for data, meta, kind in analysis.to_layers(name, scale=SCALE):
+        meta["metadata"]["napari_topo"]["widget"] = "segment"  # the plugin's own layers
         if layer_kind(meta["metadata"]) == "trees":
             meta["metadata"]["napari_topo"]["analysis"] = analysis
         layer = viewer.add_layer(Layer.create(data, meta, kind))
@@ -301,7 +302,8 @@ def test_user_labels_layer_through_from_labels(make_napari_viewer, qtbot, volume
     before = user.data.copy()
     widget = TreeEditorWidget(viewer)
     qtbot.addWidget(widget)
-    assert widget.start_editing(user) is True
+    # not the plugin's layer: edited itself only when asked (the default edits a copy)
+    assert widget.start_editing(user, in_place=True) is True
     assert widget.is_starting and not widget.start_button.isEnabled()
     qtbot.waitUntil(lambda: widget.is_editing, timeout=TIMEOUT_MS)
     ed = widget.editor
@@ -325,7 +327,7 @@ def test_user_labels_layer_through_from_labels(make_napari_viewer, qtbot, volume
     assert "analysis" in user.metadata["napari_topo"]
     qtbot.keyClick(canvas, Qt.Key.Key_2)
     assert user.mode == "paint"  # napari's own shortcut is back
-    assert widget.start_editing(user) and widget.is_editing  # at once this time
+    assert widget.start_editing(user, in_place=True) and widget.is_editing  # at once now
 
 
 @gui

@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 
-from napari_topo import layers as _layers
 from napari_topo.data.io import read_volume, suffix_of, write_volume
 
 __all__ = [
@@ -69,9 +68,6 @@ GRAPH_SUFFIXES = (".csv", ".swc")
 MAX_LABEL_VALUES = 64
 #: Voxels looked at by :func:`is_label_volume` (a strided subsample beyond that).
 _LABEL_SAMPLE = 1 << 21
-#: Seed of the sample data: the same volume every time.
-SAMPLE_SEED = 0
-SAMPLE_SHAPE = (96, 96, 96)
 _AXES = {2: ("y", "x"), 3: ("z", "y", "x")}
 
 
@@ -712,34 +708,7 @@ def write_graph(path: str, data: Any, meta: dict) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------
-# sample data
+# sample data: in napari_topo._sample (light imports and a cache; napari calls it on its
+# GUI thread), kept importable from here
 # --------------------------------------------------------------------------------------
-def make_sample_data() -> list[tuple[Any, dict, str]]:
-    """Synthetic vessels (96^3, fixed seed) with their ground truth, as layer tuples.
-
-    Returns, bottom to top: the image ``"synthetic vessels"`` (Image), the mask
-    ``"ground truth mask"`` (Labels, hidden; it equals ``trees > 0``) and the trees
-    ``"ground truth trees"`` (Labels, one colour per tree as
-    :func:`napari_topo.layers.trees_layer`), each scaled by the generator's spacing.
-    """
-    from napari_topo.data.synthetic import make_vessel_volume
-
-    vol = make_vessel_volume(shape=SAMPLE_SHAPE, seed=SAMPLE_SEED)
-    spacing = tuple(float(s) for s in vol.spacing)
-    image = (
-        vol.image,
-        {
-            "name": "synthetic vessels",
-            "scale": spacing,
-            "colormap": "gray",
-            "contrast_limits": (0.0, 1.0),
-            "metadata": {"seed": vol.seed, "spacing": spacing},
-        },
-        "image",
-    )
-    n = int(vol.trees.max(initial=0))
-    return [
-        image,
-        _layers.mask_layer(vol.mask, name="ground truth", scale=spacing, visible=False),
-        _layers.trees_layer(vol.trees, n, name="ground truth", scale=spacing),
-    ]
+from napari_topo._sample import SAMPLE_SEED, SAMPLE_SHAPE, make_sample_data  # noqa: E402, F401

@@ -385,22 +385,41 @@ def _evaluate_models(args) -> None:
 WIDGETS = ("Segment vessels", "Topology metrics", "Tree editor")
 
 
-def open_demo_viewer(viewer=None):
+def open_demo_viewer(viewer=None, say=None):
     """A napari viewer with the sample vessels and the three widgets docked.
 
     What ``napari-topo demo --gui`` shows: File > Open Sample > napari-topo's synthetic
     vessels (image, ground-truth mask and trees), then Plugins > napari-topo > each
-    widget. Returns the viewer (a new one unless given).
+    widget, stacked in the right column with room shared between them (each scrolls
+    what it cannot show). Returns the viewer (a new one unless given) and the widgets.
+    ``say``, if given, is called with a line before each step that takes a while.
     """
+    say = say or (lambda _line: None)
+    say("starting napari…")
     import napari
 
     if viewer is None:
         viewer = napari.Viewer(title="napari-topo demo")
+    say("making the sample volume (96³ synthetic vessels with their ground truth)…")
     viewer.open_sample("napari-topo", "synthetic_vessels")
-    docked = {}
+    docked, docks = {}, []
     for name in WIDGETS:
-        _, widget = viewer.window.add_plugin_dock_widget("napari-topo", name, tabify=False)
+        say(f"docking '{name}'…")
+        dock, widget = viewer.window.add_plugin_dock_widget("napari-topo", name, tabify=False)
         docked[name] = widget
+        docks.append(dock)
+    window = docks[0].parent() if docks else None
+    if window is not None and hasattr(window, "resizeDocks"):
+        from functools import partial
+
+        from qtpy.QtCore import Qt, QTimer
+        from qtpy.QtWidgets import QApplication
+
+        # napari gives the first dock most of the column; share it (once laid out)
+        share = partial(window.resizeDocks, docks, [4, 4, 3], Qt.Orientation.Vertical)
+        QApplication.processEvents()
+        share()
+        QTimer.singleShot(0, share)
     viewer.layers.selection.active = viewer.layers["synthetic vessels"]
     return viewer, docked
 
@@ -914,9 +933,14 @@ def main(argv=None) -> int:
             if args.size < 32:
                 raise ValueError(f"--size must be at least 32, got {args.size}")
             if args.gui:
+                print("napari-topo: importing napari…", file=sys.stderr, flush=True)
                 import napari
 
-                open_demo_viewer()
+                def say(line: str) -> None:
+                    print(f"napari-topo: {line}", file=sys.stderr, flush=True)
+
+                open_demo_viewer(say=say)
+                say("ready: the napari window is open (close it to quit).")
                 napari.run()
             else:
                 run_demo(args.size, args.seed, model=args.model)

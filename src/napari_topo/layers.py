@@ -12,7 +12,11 @@ Every function returns a ``(data, meta, layer_type)`` tuple (napari's
   widget can recognise the layers it made (:func:`layer_kind`).
 
 Tree ids get the same colour everywhere (trees Labels, centerline Points, branch Shapes)
-from :func:`tree_colors`. The Labels functions use napari only to build a
+from :func:`tree_colors`; a reference (a ground truth) gets the lighter ``"reference"``
+palette, so that predicted and reference trees stay apart on screen. Every layer names
+its axes (``z, y, x`` or ``y, x``: :data:`AXIS_LABELS`), and label volumes use the
+smallest unsigned dtype that holds them (:func:`smallest_uint`), which napari uploads
+and draws far faster than int32. The Labels functions use napari only to build a
 :class:`napari.utils.colormaps.DirectLabelColormap`, and fall back to the plain
 ``{label: colour}`` dict napari accepts as well when napari is not installed.
 :func:`create_layers` turns a whole result's tuples into napari layers, all or none,
@@ -39,6 +43,8 @@ else:
     LayerDataTuple = tuple
 
 __all__ = [
+    "AXIS_LABELS",
+    "PALETTES",
     "UNASSIGNED_COLOR",
     "LayerBuildError",
     "branches_layer",
@@ -48,6 +54,7 @@ __all__ = [
     "points_layer",
     "probability_layer",
     "skeleton_layer",
+    "smallest_uint",
     "tree_colormap",
     "tree_colors",
     "trees_layer",
@@ -74,12 +81,18 @@ _BASE = (
     (1.00, 0.72, 0.60),  # peach
 )
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
+#: Palettes of :func:`tree_colors`: a result's trees, and a reference's (a ground
+#: truth), which mixes each colour half-way to white.
+PALETTES = ("prediction", "reference")
+_REFERENCE_MIX = 0.55
+#: Axis names of the layers made here, by dimensionality (arrays are (z, y, x)).
+AXIS_LABELS = {2: ("y", "x"), 3: ("z", "y", "x")}
 
 
 # --------------------------------------------------------------------------------------
 # colours
 # --------------------------------------------------------------------------------------
-def tree_colors(n: int) -> np.ndarray:
+def tree_colors(n: int, palette: str = "prediction") -> np.ndarray:
     """Deterministic, distinct RGBA colours for trees ``1..n``.
 
     Row ``k - 1`` is the colour of tree ``k``, and it does not depend on ``n``
@@ -91,6 +104,9 @@ def tree_colors(n: int) -> np.ndarray:
     ----------
     n : int
         Number of colours, >= 0.
+    palette : {"prediction", "reference"}, optional
+        ``"reference"`` (for a ground truth) mixes each colour 55 % towards white, so
+        that a reference shown with a result does not look like it.
 
     Returns
     -------
@@ -100,7 +116,7 @@ def tree_colors(n: int) -> np.ndarray:
     Raises
     ------
     ValueError
-        If ``n`` is not a non-negative integer.
+        If ``n`` is not a non-negative integer or ``palette`` is unknown.
 
     Examples
     --------
@@ -109,6 +125,8 @@ def tree_colors(n: int) -> np.ndarray:
     """
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
         raise ValueError(f"n must be a non-negative integer; got {n!r}.")
+    if palette not in PALETTES:
+        raise ValueError(f"palette must be one of {PALETTES}; got {palette!r}.")
     out = np.ones((int(n), 4))
     for i in range(int(n)):
         if i < len(_BASE):
@@ -118,6 +136,8 @@ def tree_colors(n: int) -> np.ndarray:
             hue = (0.07 + j * _GOLDEN) % 1.0
             sat, val = ((0.85, 0.95), (0.55, 1.0), (0.95, 0.65))[j % 3]
             out[i, :3] = colorsys.hsv_to_rgb(hue, sat, val)
+    if palette == "reference":
+        out[:, :3] += _REFERENCE_MIX * (1.0 - out[:, :3])
     return out
 
 
@@ -133,14 +153,14 @@ def _colors_for(ids: np.ndarray) -> np.ndarray:
     return out
 
 
-def tree_colormap(n: int) -> dict:
+def tree_colormap(n: int, palette: str = "prediction") -> dict:
     """``{label: RGBA}`` for a Labels layer of ``n`` trees.
 
-    0 (background) is transparent, ``k`` is ``tree_colors(n)[k - 1]`` and the default
-    (key None, ids above ``n``) is :data:`UNASSIGNED_COLOR`. napari reads such a dict as a
-    :class:`~napari.utils.colormaps.DirectLabelColormap`.
+    0 (background) is transparent, ``k`` is ``tree_colors(n, palette)[k - 1]`` and the
+    default (key None, ids above ``n``) is :data:`UNASSIGNED_COLOR`. napari reads such a
+    dict as a :class:`~napari.utils.colormaps.DirectLabelColormap`.
     """
-    pal = tree_colors(n)
+    pal = tree_colors(n, palette)
     cmap: dict = {None: np.asarray(UNASSIGNED_COLOR), 0: np.asarray(_TRANSPARENT)}
     cmap.update({k + 1: pal[k] for k in range(len(pal))})
     return cmap
@@ -182,6 +202,20 @@ def _vector(value, ndim: int, what: str, *, nonzero: bool = False):
     return tuple(float(x) for x in v)
 
 
+def smallest_uint(top: int) -> np.dtype:
+    """The smallest unsigned integer dtype that holds ``0..top`` (uint8 to uint64).
+
+    Examples
+    --------
+    >>> smallest_uint(2), smallest_uint(255), smallest_uint(256)
+    (dtype('uint8'), dtype('uint8'), dtype('uint16'))
+    """
+    for dtype in (np.uint8, np.uint16, np.uint32, np.uint64):
+        if int(top) <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    raise ValueError(f"{top} does not fit in 64 bits.")
+
+
 def _meta(kind: str, name: str, nd: int, scale, translate, extra=None, **kwargs) -> dict:
     info = {"kind": kind, "name": name}
     if extra:
@@ -193,6 +227,8 @@ def _meta(kind: str, name: str, nd: int, scale, translate, extra=None, **kwargs)
         meta["scale"] = sc
     if tr is not None:
         meta["translate"] = tr
+    if nd in AXIS_LABELS:
+        meta["axis_labels"] = AXIS_LABELS[nd]
     meta.update(kwargs)
     return meta
 
@@ -309,6 +345,7 @@ def trees_layer(
     name: str = "vessels",
     scale=None,
     translate=None,
+    palette: str = "prediction",
     **kwargs,
 ):
     """Labels layer of a tree label volume, one clear colour per tree.
@@ -317,9 +354,14 @@ def trees_layer(
     ----------
     trees : (Y, X) or (Z, Y, X) array_like of int
         0 = background (transparent), ``k`` = tree ``k`` (``tree_colors(n)[k - 1]``).
+        Shown as the smallest unsigned dtype that holds its ids (uint8 for fewer than
+        256 trees: a copy when ``trees`` is wider).
     n_trees : int, optional
         Number of colours to set; default the largest id in ``trees``. Ids above it
         show in :data:`UNASSIGNED_COLOR`.
+    palette : {"prediction", "reference"}, optional
+        :func:`tree_colors`' palette: ``"reference"`` for a ground truth (lighter, and
+        half opaque), so that it is told apart from a result's trees.
     name, scale, translate, **kwargs
         As in :func:`probability_layer`.
 
@@ -327,7 +369,8 @@ def trees_layer(
     -------
     (data, meta, "labels")
         ``meta["colormap"]`` is a DirectLabelColormap (a dict if napari is missing);
-        ``meta["metadata"]["napari_topo"]["n_trees"]`` the number of colours.
+        ``meta["metadata"]["napari_topo"]["n_trees"]`` the number of colours and
+        ``["palette"]`` the palette.
     """
     data = _volume(trees, "trees")
     if not np.issubdtype(data.dtype, np.integer):
@@ -340,15 +383,20 @@ def trees_layer(
     elif isinstance(n_trees, bool) or not isinstance(n_trees, int | np.integer) or n_trees < 0:
         raise ValueError(f"n_trees must be None or a non-negative integer; got {n_trees!r}.")
     n = int(n_trees)
+    if palette not in PALETTES:
+        raise ValueError(f"palette must be one of {PALETTES}; got {palette!r}.")
+    dtype = smallest_uint(max(top, n))
+    if data.dtype != dtype:
+        data = data.astype(dtype)
     meta = _meta(
         "trees",
         _check_name(name),
         data.ndim,
         scale,
         translate,
-        extra={"n_trees": n},
-        colormap=_direct_colormap(tree_colormap(n)),
-        opacity=0.7,
+        extra={"n_trees": n, "palette": palette},
+        colormap=_direct_colormap(tree_colormap(n, palette)),
+        opacity=0.7 if palette == "prediction" else 0.5,
         **kwargs,
     )
     return data, meta, "labels"
@@ -373,9 +421,9 @@ def points_layer(
         Voxel (data) coordinates.
     radius : (M,) array_like of float, optional
         Vessel radius per point in physical units (the units of ``scale``). The marker
-        diameter is ``2 * radius`` in those units: napari sizes points in data pixels
-        scaled by the last axis, so ``size = 2 * radius / scale[-1]`` (at least 1).
-        Default: size 1.
+        diameter is the radius (half the vessel's width, so the vessel shows around
+        it): napari sizes points in data pixels scaled by the last axis, so
+        ``size = radius / scale[-1]`` (at least 0.5). Default: size 1.
     tree : (M,) array_like of int, optional
         Tree id per point (face colour from :func:`tree_colors`, grey for 0).
     parent : (M,) array_like of int, optional
@@ -416,7 +464,7 @@ def points_layer(
         features = {"id": np.arange(m, dtype=np.int64), **features, "parent": par.astype(np.int64)}
     sc = _vector(scale, ndim, "scale", nonzero=True)
     last = abs(sc[-1]) if sc is not None else 1.0
-    size = np.maximum(2.0 * rad / last, 1.0) if radius is not None else np.ones(m)
+    size = np.maximum(rad / last, 0.5) if radius is not None else np.ones(m)
     # napari reads an empty (0, 4) colour array as "no colour" and fails on it; one
     # colour for no points is accepted (and is the colour of points added later).
     face = _colors_for(tid) if m else np.asarray(UNASSIGNED_COLOR)

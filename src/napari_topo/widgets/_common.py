@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import os
 import re
+import weakref
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from napari_topo.layers import layer_kind
+from napari_topo.layers import METADATA_KEY, layer_kind
 
 #: Layer-list events after which a widget rebuilds its layer pickers.
 LAYER_EVENTS = ("inserted", "removed", "moved", "reordered", "renamed")
@@ -94,6 +96,15 @@ def rebuild_picker(picker: Any) -> None:
     picker.reset_choices()
     if before is not None:
         select_layer(picker, before)
+
+
+def made_by_plugin(layer: Any) -> bool:
+    """Whether one of the plugin's docks made ``layer`` (a result: Segment's layers, the
+    Tree editor's copies). Other layers, sample ground truth included, are the user's
+    references; the docks never change them without an explicit choice."""
+    md = getattr(layer, "metadata", None)
+    info = md.get(METADATA_KEY) if isinstance(md, Mapping) else None
+    return isinstance(info, Mapping) and bool(info.get("widget"))
 
 
 def is_roots_layer(layer: Any) -> bool:
@@ -210,3 +221,121 @@ def check_folder(path: Any, *, action: str = "write") -> Path:
             f"cannot {action} {p}: no such folder {p.parent}; pick an existing folder."
         )
     return p
+
+
+# --------------------------------------------------------------------------------------
+# view defaults every dock installs (once per viewer)
+# --------------------------------------------------------------------------------------
+#: Camera angles (napari's ``camera.angles``, degrees) that 3D opens with: an oblique
+#: view instead of looking straight down z, where vessel trees look like a 2D tracing.
+OBLIQUE_ANGLES = (-25.0, 35.0, 145.0)
+#: Labels modes that write into the layer.
+PAINT_MODES = frozenset({"paint", "fill", "erase", "polygon"})
+_HOOKED: weakref.WeakSet = weakref.WeakSet()
+
+
+def _camera(viewer: Any) -> Any:
+    scene = getattr(viewer, "scene", None)  # napari >= 0.9; viewer.camera before
+    return scene.camera if scene is not None else viewer.camera
+
+
+def _oblique_on_3d(viewer_ref: Any, event: Any) -> None:
+    """Turn a camera that looks straight along an axis to :data:`OBLIQUE_ANGLES` when
+    the viewer switches to 3D (angles the user set are kept)."""
+    viewer = viewer_ref()
+    if viewer is None or getattr(event, "value", None) != 3:
+        return
+    camera = _camera(viewer)
+    angles = np.asarray(camera.angles, dtype=float)
+    if np.all(np.isclose(np.mod(angles, 90.0), 0.0) | np.isclose(np.mod(angles, 90.0), 90.0)):
+        camera.angles = OBLIQUE_ANGLES
+
+
+def _reveal_on_paint_mode(event: Any) -> None:
+    """Show a hidden plugin Labels layer when a painting tool is chosen on it.
+
+    Painting a Labels layer that was added hidden while the viewer was in 3D raises
+    vispy's "Data is too large" in napari 0.9 (the hidden layer was never sliced, so
+    its texture is 1x1x1 while the stroke writes at the voxel's offset). A visible
+    layer is sliced first, and painting something hidden shows nothing anyway.
+    """
+    layer = getattr(event, "source", None)
+    mode = str(getattr(event, "mode", getattr(event, "value", "")))
+    if layer is not None and mode in PAINT_MODES and not layer.visible:
+        layer.visible = True
+
+
+def guard_hidden_labels(layer: Any) -> None:
+    """Install :func:`_reveal_on_paint_mode` on a Labels layer (idempotent)."""
+    mode = getattr(getattr(layer, "events", None), "mode", None)
+    if mode is not None and hasattr(layer, "paint"):
+        mode.connect(_reveal_on_paint_mode)  # napari ignores a second connection
+
+
+def _on_inserted(event: Any) -> None:
+    layer = getattr(event, "value", None)
+    if layer is not None and layer_kind(layer) is not None:
+        guard_hidden_labels(layer)
+
+
+def install_view_defaults(viewer: Any) -> None:
+    """What every dock sets up on its viewer, once: 3D opens at
+    :data:`OBLIQUE_ANGLES`, and the plugin's Labels layers show themselves when a
+    painting tool is picked on them (see :func:`_reveal_on_paint_mode`)."""
+    real = unwrap(viewer)
+    try:
+        if real in _HOOKED:
+            return
+        _HOOKED.add(real)
+    except TypeError:  # not weak-referenceable (a test double): hook every time
+        pass
+    viewer.dims.events.ndisplay.connect(partial(_oblique_on_3d, weakref.ref(real)))
+    viewer.layers.events.inserted.connect(_on_inserted)
+    for layer in viewer.layers:
+        if layer_kind(layer) is not None:
+            guard_hidden_labels(layer)
+
+
+#: Largest height (pixels) a dock asks for at first: three docks stacked in napari's
+#: right column share a 768-pixel screen; each scrolls what it cannot show.
+DOCK_HEIGHT_HINT = 260
+
+
+def scrolling_body(widget: Any, layout: Any) -> Any:
+    """Put ``layout``'s content in a frameless scroll area filling ``widget``.
+
+    A dock then asks for little height (napari stacks the three docks in one column),
+    so the window fits a 1366 x 768 screen with all of them open; what does not fit
+    scrolls instead of being cut off or growing the window past the screen. The area
+    is as wide as its content needs (no sideways scrolling, no cut combo box text) and
+    asks for at most :data:`DOCK_HEIGHT_HINT` pixels of height.
+
+    Returns
+    -------
+    QScrollArea
+    """
+    from qtpy.QtCore import QSize, Qt
+    from qtpy.QtWidgets import QFrame, QScrollArea, QVBoxLayout, QWidget
+
+    class _Area(QScrollArea):
+        def sizeHint(self) -> QSize:  # noqa: N802 - Qt's name
+            inner = self.widget().sizeHint() if self.widget() is not None else QSize()
+            bar = self.verticalScrollBar().sizeHint().width()
+            return QSize(inner.width() + bar, min(inner.height(), DOCK_HEIGHT_HINT))
+
+        def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt's name
+            inner = self.widget().minimumSizeHint() if self.widget() is not None else QSize()
+            bar = self.verticalScrollBar().sizeHint().width()
+            return QSize(inner.width() + bar, min(inner.height(), 80))
+
+    body = QWidget()
+    body.setLayout(layout)
+    scroll = _Area(widget)
+    scroll.setWidgetResizable(True)
+    scroll.setFrameShape(QFrame.Shape.NoFrame)
+    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    scroll.setWidget(body)
+    outer = QVBoxLayout(widget)
+    outer.setContentsMargins(0, 0, 0, 0)
+    outer.addWidget(scroll)
+    return scroll

@@ -69,11 +69,14 @@ from napari_topo.topology.incremental import (
 from napari_topo.widgets._common import (
     check_folder,
     follow_layer_list,
+    install_view_defaults,
+    made_by_plugin,
     one_line,
     os_error_message,
     rebuild_picker,
     require_viewer,
     same_layer,
+    scrolling_body,
     select_layer,
     unwrap,
 )
@@ -82,7 +85,8 @@ __all__ = ["MetricsWidget", "format_metric_value", "paint_changes"]
 
 _LOG = logging.getLogger(__name__)
 
-#: Layer-list events after which the layer pickers are rebuilt.
+#: The pickers' entry for no layer.
+_NONE = "none"
 #: Export formats, by file extension.
 _EXPORT_SUFFIXES = (".csv", ".json")
 #: Pause after the last edit before the slow metrics are recomputed (ms).
@@ -194,9 +198,12 @@ def _validate_pair(prediction: Any, ground_truth: Any) -> list[str]:
         With a message for the user when the layers cannot be compared.
     """
     if prediction is None or ground_truth is None:
+        which = "a prediction" if prediction is None else "a ground truth"
+        if prediction is None and ground_truth is None:
+            which = "a prediction and a ground truth"
         raise ValueError(
-            "Pick a prediction and a ground-truth layer (Labels, or an Image holding "
-            "a binary mask or integer labels)."
+            f"Pick {which} (Labels, or an Image holding a binary mask or integer labels); "
+            "Segment's trees are picked as the prediction by themselves."
         )
     if same_layer(prediction, ground_truth):
         raise ValueError(
@@ -487,16 +494,19 @@ class _Job:
     notes: tuple[str, ...]
     user: bool = True  # pressed Compute (False: a live recompute in the background)
     generation: int = 0
+    pair: tuple | None = None  # the watched (prediction, ground truth) when started
 
 
 def _default_rank(layer: Any, role: str) -> tuple:
     """Sort key of a layer as the default ``role`` ("prediction" or "truth"); higher wins.
 
-    A ground truth is recognised by its name ("ground truth", "truth", "gt", as the
-    sample data and most datasets call it); a prediction is preferably the vessel trees
-    the Segment widget made (tree accuracy comes with them), then a segmentation that
-    is not named like a ground truth: Labels (or integer/bool images), never a float
-    image (an intensity volume is not a segmentation).
+    Only called on the right side of the split that :meth:`MetricsWidget._rebuild_choices`
+    makes first: layers the plugin made (:func:`~napari_topo.widgets._common.made_by_plugin`)
+    are predictions, every other layer a reference. A prediction is preferably the vessel
+    trees the Segment widget made (tree accuracy comes with them), then its other
+    Labels; a reference is preferably named like a ground truth ("ground truth",
+    "truth", "gt"), a Labels layer (or integer/bool image), the trees of a ground truth.
+    A float image (an intensity volume) ranks last for both.
     """
     name = str(getattr(layer, "name", "")).lower()
     words = name.replace("_", " ").replace("-", " ").split()
@@ -504,12 +514,11 @@ def _default_rank(layer: Any, role: str) -> tuple:
     md = getattr(layer, "metadata", None)
     info = md.get(METADATA_KEY) if isinstance(md, Mapping) else None
     info = info if isinstance(info, Mapping) else {}
-    ours = info.get("widget") == "segment"
     trees = info.get("kind") == "trees"
     labels = isinstance(layer, Labels) or np.dtype(getattr(layer, "dtype", "f")).kind in "biu"
     if role == "truth":
-        return (truth, labels, trees)
-    return (ours and trees, ours, labels, not truth)
+        return (labels, truth, trees)
+    return (labels, trees, info.get("widget") == "segment")
 
 
 class MetricsWidget(QWidget):
@@ -559,16 +568,19 @@ class MetricsWidget(QWidget):
         # better candidates appear (e.g. the Segment widget's trees layer).
         self._auto_pick = [True, True]
         self._choosing = False
+        self._watched_key: tuple | None = None
 
         self.prediction_picker = ComboBox(
             label="Prediction",
             choices=self._layer_choices,
-            tooltip="Segmentation to evaluate (Labels, or an Image holding a binary mask).",
+            tooltip="Segmentation to evaluate (Labels, or an Image holding a binary mask). "
+            "Picked by itself only among the layers the plugin made (Segment's trees).",
         )
         self.ground_truth_picker = ComboBox(
             label="Ground truth",
             choices=self._layer_choices,
-            tooltip="Reference segmentation; its scale is used as voxel spacing.",
+            tooltip="Reference segmentation; its scale is used as voxel spacing. Picked by "
+            "itself only among the layers the plugin did not make.",
         )
         self._pickers = Container(
             widgets=[self.prediction_picker, self.ground_truth_picker], labels=True
@@ -585,7 +597,9 @@ class MetricsWidget(QWidget):
         self.export_button.setEnabled(False)
         self.export_button.clicked.connect(self._on_export_clicked)
 
-        self.status_label = QLabel("Pick two layers and press Compute.")
+        self.status_label = QLabel(
+            "Pick a prediction and a ground truth; with Live on the table fills by itself."
+        )
         self.status_label.setWordWrap(True)
         self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
@@ -598,6 +612,10 @@ class MetricsWidget(QWidget):
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
         self.table.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        # Room for 8 rows (the rest scroll in the table; the dock itself scrolls too),
+        # never the one row a squeezed dock would leave.
+        rows = self.table.verticalHeader().defaultSectionSize()
+        self.table.setMinimumHeight(8 * rows + header.sizeHint().height() + 4)
 
         buttons = QHBoxLayout()
         buttons.addWidget(self.compute_button)
@@ -622,7 +640,7 @@ class MetricsWidget(QWidget):
             "broken vessels) and on the predicted centreline outside the ground truth "
             "(orange: false bridges); click an entry of the list to go there."
         )
-        self.errors_button.clicked.connect(self.show_errors)
+        self.errors_button.clicked.connect(lambda: self.show_errors())
         buttons.addWidget(self.errors_button)
         self.errors_list = QListWidget()
         self.errors_list.setVisible(False)
@@ -638,7 +656,7 @@ class MetricsWidget(QWidget):
         self._tick_timer.setInterval(500)
         self._tick_timer.timeout.connect(self._update_freshness)
 
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout()
         layout.addWidget(self._pickers.native)
         layout.addLayout(buttons)
         layout.addWidget(self.status_label)
@@ -646,8 +664,10 @@ class MetricsWidget(QWidget):
         layout.addWidget(self.table, stretch=1)
         layout.addWidget(self.errors_list)
         self.setMinimumWidth(320)
+        self.scroll_area = scrolling_body(self, layout)
 
         follow_layer_list(self, napari_viewer, self._refresh_choices)
+        install_view_defaults(napari_viewer)
         self.destroyed.connect(partial(_disconnect_all, self._watched))
         self.prediction_picker.changed.connect(self._watch_layers)
         self.ground_truth_picker.changed.connect(self._watch_layers)
@@ -691,7 +711,10 @@ class MetricsWidget(QWidget):
             notes = _validate_pair(prediction, ground_truth)
         except ValueError as exc:
             self._clear_results()
-            self._report(str(exc), error=True)
+            if user:
+                self._report(str(exc), error=True)
+            else:  # an automatic start on an incomplete pair: say it, no pop-up
+                self._set_status(one_line(str(exc)))
             return False
 
         pred_data = _full_resolution(prediction)
@@ -708,6 +731,7 @@ class MetricsWidget(QWidget):
             notes=tuple(notes),
             user=user,
             generation=self._generation,
+            pair=self._watched_key,
         )
         self._building_live = build_live
         self._verify = False
@@ -717,6 +741,7 @@ class MetricsWidget(QWidget):
             self._pending.clear()
         if user:
             self._clear_results()
+        if self._result is None:
             self._set_status(
                 f"Computing metrics of '{prediction.name}' against '{ground_truth.name}'…"
             )
@@ -743,13 +768,15 @@ class MetricsWidget(QWidget):
         self._update_freshness()
         return True
 
-    def show_errors(self) -> bool:
-        """Add (or replace) Points layers on the centreline errors; jump to the first.
+    def show_errors(self, jump: bool = False) -> bool:
+        """Add (or replace) Points layers on the centreline errors.
 
         Runs :func:`napari_topo.topology.errors.topology_errors` in a worker. The layers
         are named ``"<prediction> missed centerline"`` (red) and ``"<prediction> false
         centerline"`` (orange) and use the ground truth's scale and translate; the list
-        under the table holds one entry per error piece (largest first).
+        under the table holds one entry per error piece (largest first); clicking an
+        entry goes there. The camera and the sliders stay where they are unless ``jump``
+        is True (then the view goes to the first error).
 
         Returns
         -------
@@ -781,7 +808,7 @@ class MetricsWidget(QWidget):
             np.array(gt_data, copy=True),
             spacing,
             _connect={
-                "returned": partial(self._on_errors_returned, target),
+                "returned": partial(self._on_errors_returned, target, jump),
                 "finished": self._on_errors_finished,
             },
             _start_thread=True,
@@ -866,7 +893,8 @@ class MetricsWidget(QWidget):
     # ---- layer pickers ---------------------------------------------------------------
 
     def _layer_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
-        return [
+        """'none' and the Labels and Image layers, in layer-list order."""
+        return [(_NONE, None)] + [
             (layer.name, layer)
             for layer in self._viewer.layers
             if isinstance(layer, Labels | Image)
@@ -888,33 +916,40 @@ class MetricsWidget(QWidget):
         previous = [self.prediction_picker.value, self.ground_truth_picker.value]
         for picker in (self.prediction_picker, self.ground_truth_picker):
             rebuild_picker(picker)
-        # Defaults, for a picker the user has not set: the best-ranked layer
-        # (:func:`_default_rank`: our segmentation's trees for the prediction, a layer
-        # named like a ground truth for the reference); comparing a layer with itself
-        # is never wanted, so two pickers on the same layer are split whenever another
-        # layer exists.
-        choices = [layer for _, layer in self._layer_choices()]
-        if not choices:
-            return
-        for i, (picker, role) in enumerate(
-            ((self.prediction_picker, "prediction"), (self.ground_truth_picker, "truth"))
-        ):
-            if previous[i] is None or self._auto_pick[i]:
-                select_layer(picker, max(choices, key=partial(_default_rank, role=role)))
-        if same_layer(self.prediction_picker.value, self.ground_truth_picker.value):
-            others = [c for c in choices if not same_layer(c, self.prediction_picker.value)]
-            if others:
-                target = 1 if self._auto_pick[1] or not self._auto_pick[0] else 0
-                picker = (self.prediction_picker, self.ground_truth_picker)[target]
-                role = ("prediction", "truth")[target]
-                select_layer(picker, max(others, key=partial(_default_rank, role=role)))
+        # Defaults, for a picker the user has not set. Layers the plugin made are
+        # predictions and every other layer a reference (nothing is compared with itself
+        # or with another reference by default): the prediction is the best-ranked layer
+        # the plugin made (:func:`_default_rank`: Segment's trees first) or none; the
+        # ground truth the best-ranked other layer, of the prediction's shape if any is.
+        choices = [layer for _, layer in self._layer_choices() if layer is not None]
+        predictions = [c for c in choices if made_by_plugin(c)]
+        references = [c for c in choices if not made_by_plugin(c)]
+        if previous[0] is None or self._auto_pick[0]:
+            best = max(predictions, key=partial(_default_rank, role="prediction"), default=None)
+            _choose(self.prediction_picker, best)
+        if previous[1] is None or self._auto_pick[1]:
+            pred = self.prediction_picker.value
+            shape = tuple(_full_resolution(pred).shape) if pred is not None else None
+            refs = [r for r in references if not same_layer(r, pred)]
+
+            def rank(layer: Any) -> tuple:
+                fits = shape is not None and tuple(_full_resolution(layer).shape) == shape
+                return (fits, *_default_rank(layer, "truth"))
+
+            _choose(self.ground_truth_picker, max(refs, key=rank, default=None))
 
     # ---- worker callbacks (GUI thread) -----------------------------------------------
 
     def _on_returned(self, outcome: _Outcome) -> None:
         job = self._job
+        if job is not None and job.pair != self._watched_key:
+            return  # the pickers changed meanwhile; the new pair is computed next
         if outcome.error is not None or job is None:
-            self._report(outcome.error or "Computing metrics failed.", error=True)
+            message = outcome.error or "Computing metrics failed."
+            if job is not None and not job.user:
+                self._set_status("Error: " + one_line(message))
+                return
+            self._report(message, error=True)
             return
         if outcome.slow_only:
             # Live background recompute: new slow rows, the fast rows stay as they are.
@@ -1017,10 +1052,15 @@ class MetricsWidget(QWidget):
             ("gt", self.ground_truth_picker.value),
         )
         key = tuple(id(unwrap(layer)) if layer is not None else None for _, layer in chosen)
-        if key != getattr(self, "_watched_key", None):
+        if key != self._watched_key:
             self._watched_key = key
             self._live = None  # the baseline belongs to other layers
             self._pending.clear()
+            self._clear_results()
+            # A new pair: with Live on it is computed at once (after the debounce, so
+            # that picking both layers one after the other starts one computation).
+            if self.live_checkbox.isChecked() and None not in key and key[0] != key[1]:
+                self._settle_timer.start()
         for which, layer in chosen:
             if layer is None:
                 continue
@@ -1076,7 +1116,7 @@ class MetricsWidget(QWidget):
 
     def _on_live_toggled(self, on: bool) -> None:
         if on:
-            if self._result is not None and (
+            if self._result is None or (
                 self._live is None or self._slow_generation < self._generation
             ):
                 self._settle_timer.start()
@@ -1194,7 +1234,7 @@ class MetricsWidget(QWidget):
 
     # ---- errors (GUI thread) ---------------------------------------------------------
 
-    def _on_errors_returned(self, target: dict, errors: dict) -> None:
+    def _on_errors_returned(self, target: dict, jump: bool, errors: dict) -> None:
         if "error" in errors:
             self._report(errors["error"], error=True)
             return
@@ -1226,7 +1266,7 @@ class MetricsWidget(QWidget):
             f"piece(s) ({len(errors['missed_centerline'])} voxels), {n_false} false "
             f"piece(s) ({len(errors['false_centerline'])} voxels)."
         )
-        if self._error_targets:
+        if self._error_targets and jump:
             self.errors_list.setCurrentRow(0)
             self.jump_to(self._error_targets[0])
 
@@ -1290,6 +1330,15 @@ class MetricsWidget(QWidget):
             self._report(str(exc), error=True)
             return
         self._set_status(f"Exported {len(self.results)} metrics to {written}.")
+
+
+def _choose(picker: Any, layer: Any) -> None:
+    """Select ``layer`` (or the 'none' entry for None) in a layer picker."""
+    if layer is None:
+        if picker.value is not None:
+            picker.value = None
+        return
+    select_layer(picker, layer)
 
 
 def _as_float(value: Any) -> float:

@@ -32,11 +32,13 @@ from __future__ import annotations
 import logging
 import math
 import queue
+import sys
 import threading
 import time
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -45,8 +47,16 @@ from napari.layers import Image, Labels, Layer, Points
 from napari.qt.threading import create_worker
 from napari.utils import progress as napari_progress
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import Qt, Signal
-from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtCore import Qt, QTimer, Signal
+from qtpy.QtWidgets import (
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 from superqt import QCollapsible
 
 from napari_topo.layers import METADATA_KEY, LayerBuildError, create_layers, layer_kind
@@ -54,10 +64,12 @@ from napari_topo.widgets._common import (
     count_duplicates,
     duplicate_roots_message,
     follow_layer_list,
+    install_view_defaults,
     is_roots_layer,
     one_line,
     rebuild_picker,
     require_viewer,
+    scrolling_body,
     select_layer,
 )
 
@@ -83,6 +95,9 @@ _NONE = "none"
 _AUTO_ZOOM = 0.0
 #: What the Input label says before a run.
 INPUT_NOTE = "Input: chosen from the image and the model card when you press Run."
+#: Kinds of a run's layers shown at once (with the image); the others are added hidden
+#: (their eye in the layer list shows them).
+SHOWN_KINDS = frozenset({"trees"})
 
 
 # --------------------------------------------------------------------------------------
@@ -186,7 +201,7 @@ class _Job:
     """The user's choices for one run (plain Python, handed to the worker)."""
 
     image: str
-    model: str
+    model: str  # registry name or the path of a model file (what the pipeline loads)
     device: str
     tile: int
     overlap: float
@@ -199,6 +214,7 @@ class _Job:
     polarity: str = "auto"
     window: tuple[float, float] | None = None
     zoom: str | float = "auto"
+    model_name: str = ""  # the card's name, for messages
 
 
 @dataclass(frozen=True)
@@ -223,7 +239,8 @@ def _result_tuples(job: _Job, analysis: VesselAnalysis) -> list[tuple]:
     """The run's layer data tuples, their metadata tagged as this widget's (Qt-free).
 
     ``metadata["napari_topo"]`` gains ``widget``, ``source`` (the image's name),
-    ``model``, ``analysis`` and ``input_policy`` (when the pipeline chose one).
+    ``model``, ``analysis`` and ``input_policy`` (when the pipeline chose one). Only the
+    :data:`SHOWN_KINDS` (the trees) are visible; the rest are made hidden.
     """
     tuples = analysis.to_layers(
         name=job.image, scale=job.scale, translate=job.translate, skeleton=True
@@ -237,6 +254,7 @@ def _result_tuples(job: _Job, analysis: VesselAnalysis) -> list[tuple]:
         if policy is not None:
             info["input_policy"] = policy.to_dict()
         meta["metadata"] = {**meta["metadata"], METADATA_KEY: info}
+        meta["visible"] = info.get("kind") in SHOWN_KINDS
         out.append((data, meta, layer_type))
     return out
 
@@ -383,9 +401,6 @@ class SegmentWidget(QWidget):
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
         require_viewer(napari_viewer, "SegmentWidget")
-        from napari_topo.inference.device import available_devices
-        from napari_topo.inference.pipeline import DEFAULT_MODEL
-        from napari_topo.models.registry import list_models
 
         self._viewer = napari_viewer
         self._worker = None
@@ -394,22 +409,28 @@ class SegmentWidget(QWidget):
         self._state: str | None = None
         self._progress: Any = None
         self._analysis: VesselAnalysis | None = None
-        self._cards = {card.name: card for card in list_models()}
-
+        # The Model picker's entries: registry name -> card, and for a model file the
+        # user loaded (Load model file…), its absolute path -> card.
+        self._cards: dict[str, ModelCard] = {}
+        self._choices_loader = None  # imports torch and reads the model cards
+        self._model_loader = None
+        self._started: float | None = None  # perf_counter() when Run was pressed
+        self._phase = ""  # what the run is doing, for the status line
         self.image_picker = ComboBox(
             label="Image",
             choices=self._image_choices,
             tooltip="3D (z, y, x) single-channel image to segment; its scale is the spacing.",
         )
-        names = list(self._cards)
-        self.model_picker = ComboBox(
-            label="Model",
-            choices=names,
-            value=DEFAULT_MODEL if DEFAULT_MODEL in names else (names[0] if names else None),
+        self.model_picker = ComboBox(label="Model", choices=self._model_choices)
+        self.load_model_button = QPushButton("Load model file…")
+        self.load_model_button.setToolTip(
+            "Add your own model: a .safetensors file with its .json model card beside it "
+            "(as 'napari-topo train' writes them); its SHA-256 is checked against the card."
         )
+        self.load_model_button.clicked.connect(self._on_load_model_clicked)
         self.device_picker = ComboBox(
             label="Device",
-            choices=available_devices(),
+            choices=["auto"],
             value="auto",
             tooltip="'auto' picks CUDA, then Apple MPS, then the CPU.",
         )
@@ -472,26 +493,39 @@ class SegmentWidget(QWidget):
         self.status_label = QLabel("Pick a 3D image and press Run.")
         self.status_label.setWordWrap(True)
         self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        # In the dock itself (napari's own bar sits in its collapsed activity panel).
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setVisible(False)
+        self.progress_bar.setTextVisible(True)
+        self._clock = QTimer(self)  # the elapsed time in the status line, once a second
+        self._clock.setInterval(1000)
+        self._clock.timeout.connect(self._show_phase)
+        self.legend_label = QLabel("")
+        self.legend_label.setWordWrap(True)
+        self.legend_label.setVisible(False)
 
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout()
         layout.addWidget(self._form.native)
+        layout.addWidget(self.load_model_button)
         layout.addWidget(self.input_section)
         layout.addWidget(self.device_note)
         layout.addLayout(buttons)
+        layout.addWidget(self.progress_bar)
         layout.addWidget(self.status_label)
+        layout.addWidget(self.legend_label)
         layout.addStretch(1)
         self.setMinimumWidth(300)
+        self.scroll_area = scrolling_body(self, layout)
 
-        self._set_model_tooltips()
         self.model_picker.changed.connect(self._on_model_changed)
         self.device_picker.changed.connect(self._update_device_note)
-        self._on_model_changed()
-        self._update_device_note()
+        self._load_choices()
 
         follow_layer_list(self, napari_viewer, self._refresh_choices)
+        install_view_defaults(napari_viewer)
         # A run outliving the widget is stopped at its next tile.
         self._runs: list[threading.Event] = []
         self.destroyed.connect(partial(_set_events, self._runs))
@@ -520,6 +554,9 @@ class SegmentWidget(QWidget):
         """
         if self.is_running:
             return None
+        if not self.is_ready:
+            self._report("The models are still loading; press Run again in a moment.")
+            return None
         image = self.image_picker.value
         try:
             job, volume = self._make_job(image)
@@ -533,7 +570,12 @@ class SegmentWidget(QWidget):
         self.run_button.setEnabled(False)
         self.run_button.setText("Running…")
         self.cancel_button.setEnabled(True)
-        self._set_status(f"Segmenting '{job.image}' with {job.model}…")
+        self._started = time.perf_counter()
+        self.progress_bar.setRange(0, 0)  # busy until the first tile count arrives
+        self.progress_bar.setFormat("loading the model…")
+        self.progress_bar.setVisible(True)
+        self._set_phase(f"Segmenting '{job.image}' with {job.model_name or job.model}…")
+        self._clock.start()
         self._worker = create_worker(
             _run_segment,
             volume,
@@ -660,7 +702,9 @@ class SegmentWidget(QWidget):
             raise ValueError("Pick an Image layer holding a 3D (z, y, x) volume.")
         model = self.model_picker.value
         if model is None:
-            raise ValueError("No model is registered; see 'napari-topo models'.")
+            raise ValueError(
+                "No model is registered; load a model file or see 'napari-topo models'."
+            )
         volume = _full_resolution(image)
         shape = tuple(int(s) for s in volume.shape)
         # The pipeline checks the volume itself (2D, RGB, empty, NaN) and says what is
@@ -686,6 +730,7 @@ class SegmentWidget(QWidget):
             scale=scale,
             translate=translate,
             sources=sources,
+            model_name=self._cards[model].name if model in self._cards else str(model),
             **self.input_choices(),
         )
         return job, volume
@@ -726,18 +771,134 @@ class SegmentWidget(QWidget):
     def _is_ours(layer: Any) -> bool:
         return _info(layer).get("widget") == OWNER
 
+    @property
+    def is_ready(self) -> bool:
+        """True once the models and devices are listed (torch imported)."""
+        return self._choices_loader is None
+
+    def _load_choices(self) -> None:
+        """List the models and devices: at once when torch is imported already, else
+        in a worker, so that opening the dock does not hold napari up while torch loads
+        (the picker says so meanwhile and Run waits)."""
+        if _MODEL_MODULES.issubset(sys.modules):
+            self._on_choices(_list_choices())
+            return
+        self.model_picker.native.setPlaceholderText("loading the models…")
+        self.run_button.setEnabled(False)
+        self.run_button.setText(_LOADING)
+        self._choices_loader = create_worker(
+            _list_choices,
+            _connect={"returned": self._on_choices, "errored": self._on_choices_failed},
+            _start_thread=True,
+        )
+
+    def _on_choices(self, listed: tuple) -> None:
+        cards, devices, default = listed
+        self._choices_loader = None
+        self._cards = {**cards, **self._cards}  # model files loaded meanwhile stay
+        self.model_picker.reset_choices()
+        if default in self._cards:
+            self.model_picker.value = default
+        self.device_picker.choices = devices
+        self.device_picker.value = "auto"
+        self.run_button.setEnabled(not self.is_running)
+        self.run_button.setText("Running…" if self.is_running else "Run")
+        self._set_model_tooltips()
+        self._on_model_changed()
+        self._update_device_note()
+
+    def _on_choices_failed(self, exc: BaseException) -> None:
+        self._choices_loader = None
+        self.run_button.setText("Run")
+        self._report(f"Listing the models failed ({type(exc).__name__}: {exc}).", error=True)
+
+    def _model_choices(self, _widget: Any = None) -> list[tuple[str, str]]:
+        """The Model picker's entries: ``(shown text, value)``; a model file shows its
+        card's name and file name, and its value is its path."""
+        out = []
+        for key, card in self._cards.items():
+            text = key if key == card.name else f"{card.name} ({Path(key).name})"
+            out.append((text, key))
+        return out
+
     def _set_model_tooltips(self) -> None:
         combo = self.model_picker.native
         for index in range(combo.count()):
-            card = self._cards.get(combo.itemText(index))
+            card = self._cards.get(combo.itemData(index))
             if card is not None:
                 combo.setItemData(index, model_tooltip(card), Qt.ItemDataRole.ToolTipRole)
+
+    # ---- your own model --------------------------------------------------------------
+
+    def load_model_file(self, path: Any):
+        """Check a model file and add it to the Model picker (and pick it).
+
+        Runs :func:`napari_topo.models.registry.load_model` in a worker: the card
+        beside a ``.safetensors`` file (or the ``.json`` card itself) names the
+        architecture and the SHA-256 the weights must have; a mismatch, a missing card
+        or weights that do not fit are refused with a one-line message.
+
+        Parameters
+        ----------
+        path : str or Path
+            A ``.safetensors`` file with ``<stem>.json`` beside it, or a ``.json`` card.
+
+        Returns
+        -------
+        napari worker or None
+            None if a check is already running.
+        """
+        if self._model_loader is not None:
+            return None
+        self.load_model_button.setEnabled(False)
+        self._set_status(f"Checking the model file {path}…")
+        self._model_loader = create_worker(
+            _check_model_file,
+            str(path),
+            _connect={
+                "returned": self._on_model_checked,
+                "finished": self._on_model_check_finished,
+            },
+            _start_thread=True,
+        )
+        return self._model_loader
+
+    def _on_load_model_clicked(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self,
+            "Load a model",
+            "",
+            "Model weights with a .json card beside them (*.safetensors);;Model card (*.json)",
+        )
+        if path:
+            self.load_model_file(path)
+
+    def _on_model_checked(self, outcome: tuple) -> None:
+        key, card, error = outcome
+        if error is not None:
+            self._report(error, error=True)
+            return
+        self._cards[key] = card
+        self.model_picker.reset_choices()
+        self.model_picker.value = key
+        self._set_model_tooltips()
+        self._on_model_changed()
+        self._set_status(
+            f"Loaded model '{card.name}' ({card.architecture}) from {key}; its SHA-256 "
+            "matches its card. Press Run to use it."
+        )
+
+    def _on_model_check_finished(self) -> None:
+        self._model_loader = None
+        self.load_model_button.setEnabled(True)
 
     def _on_model_changed(self, _value: Any = None) -> None:
         card = self._cards.get(self.model_picker.value)
         self.model_picker.tooltip = model_tooltip(card) if card else "No model registered."
 
     def _update_device_note(self, _value: Any = None) -> None:
+        if self._choices_loader is not None:
+            return
         from napari_topo.inference.device import pick_device
 
         try:
@@ -761,16 +922,25 @@ class SegmentWidget(QWidget):
             pbar.total = total
         if done > pbar.n:
             pbar.update(done - pbar.n)
+        bar = self.progress_bar
+        if done >= total:
+            bar.setRange(0, 0)  # busy: the trees take a while and report no steps
+            bar.setFormat("tracing the trees…")
+        else:
+            bar.setRange(0, max(int(total), 1))
+            bar.setValue(int(done))
+            bar.setFormat("tile %v of %m")
         if self._cancel.is_set():
             return
         if done >= total:
-            self._set_status("Tracing the centerline and the trees…")
+            self._set_phase("Tracing the centerline and the trees…")
             pbar.set_description("Tracing trees")
         else:
-            self._set_status(f"Segmenting '{self._job.image}': tile {done} of {total}…")
+            self._set_phase(f"Segmenting '{self._job.image}': tile {done} of {total}…")
 
     def _on_returned(self, outcome: _Outcome) -> None:
         job = self._job
+        self._clock.stop()
         if outcome.cancelled:
             self._state = "cancelled"
             self._set_status("Run cancelled; no layers were changed.")
@@ -792,24 +962,31 @@ class SegmentWidget(QWidget):
         self._show_policy(getattr(analysis, "input_policy", None))
         self._analysis = analysis
         self._state = "done"
+        self._show_legend(analysis)
         empty = _empty_result_message(job, analysis)
         if empty is not None:
             self._set_status(empty)
             show_warning(empty)
             return
         n_trees = analysis.result.n_trees
+        # From the press of Run to the layers on screen (the worker's own time leaves
+        # out the wait for a thread, the model's loading and the layers' adding).
+        seconds = self.elapsed if self._started is not None else outcome.seconds
         self._set_status(
-            f"Segmented '{job.image}' with {job.model} in {outcome.seconds:.1f} s: "
+            f"Segmented '{job.image}' with {job.model_name or job.model} in {seconds:.1f} s: "
             f"{n_trees} tree{'s' if n_trees != 1 else ''}, "
             f"{len(analysis.points)} centerline points."
         )
 
     def _on_errored(self, exc: BaseException) -> None:
+        self._clock.stop()
         _LOG.error("segment worker failed", exc_info=exc)
         self._state = "error"
         self._report(f"Segmentation failed ({type(exc).__name__}: {exc}).", error=True)
 
     def _on_finished(self) -> None:
+        self._clock.stop()
+        self.progress_bar.setVisible(False)
         if self._progress is not None:
             self._progress.close()
             self._progress = None
@@ -859,6 +1036,7 @@ class SegmentWidget(QWidget):
                     layers.remove(old)
                     undo.append(partial(layers.insert, index, old))
                     new.name = old.name
+                    new.visible = old.visible  # the user's choice stays
                     layers.insert(index, new)
                 else:
                     layers.append(new)
@@ -874,19 +1052,99 @@ class SegmentWidget(QWidget):
                 except Exception:  # noqa: BLE001 - keep undoing the others
                     _LOG.exception("undoing a partly applied result failed")
             raise
+        for layer in layers:  # the trees (updated in place or new) become the active layer
+            info = _info(layer)
+            if info.get("widget") == OWNER and info.get("source") == job.image:
+                if info.get("kind") in SHOWN_KINDS:
+                    layers.selection.active = layer
+                    break
 
     # ---- status ----------------------------------------------------------------------
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since Run was pressed (0 before the first run)."""
+        return time.perf_counter() - self._started if self._started is not None else 0.0
+
+    def _set_phase(self, text: str) -> None:
+        self._phase = text
+        self._show_phase()
+
+    def _show_phase(self) -> None:
+        if self._phase and self.is_running and not self._cancel.is_set():
+            self._set_status(f"{self._phase} ({self.elapsed:.0f} s)")
+
+    def _show_legend(self, analysis: Any) -> None:
+        """Swatches of the trees' colours under the status (the layers' colours)."""
+        from napari_topo.layers import tree_colors
+
+        n = int(max(analysis.result.n_trees, int(analysis.trees.max(initial=0))))
+        if n == 0:
+            self.legend_label.setVisible(False)
+            return
+        shown = min(n, 12)
+        swatches = " ".join(
+            f'<span style="color:{_hex(c)}">&#9632;</span>&nbsp;{k + 1}'
+            for k, c in enumerate(tree_colors(shown))
+        )
+        more = f" … ({n} trees)" if n > shown else ""
+        self.legend_label.setText(
+            f"Trees: {swatches}{more}. A ground truth shows lighter colours of the same hues."
+        )
+        self.legend_label.setVisible(True)
 
     def _set_status(self, text: str) -> None:
         self.status_label.setText(text)
 
     def _report(self, message: str, error: bool = False) -> None:
+        self._phase = ""
         message = one_line(message)
         if error:
             self._set_status(f"Error: {message}")
             show_error(message)
         else:
             self._set_status(message)
+
+
+#: The Run button's text while the models are listed (torch loading).
+_LOADING = "Loading the models…"
+#: Modules whose presence means listing the models is quick (torch imported).
+_MODEL_MODULES = frozenset(
+    {"torch", "napari_topo.models.registry", "napari_topo.inference.pipeline"}
+)
+
+
+def _list_choices() -> tuple[dict, list[str], str]:
+    """Worker body: ``({name: card}, devices, default model)``; imports torch, no Qt."""
+    from napari_topo.inference.device import available_devices
+    from napari_topo.inference.pipeline import DEFAULT_MODEL
+    from napari_topo.models.registry import list_models
+
+    return {card.name: card for card in list_models()}, available_devices(), DEFAULT_MODEL
+
+
+def _hex(rgba: Any) -> str:
+    r, g, b = (int(round(255 * float(v))) for v in list(rgba)[:3])
+    return f"#{r:02x}{g:02x}{b:02x}"
+
+
+def _check_model_file(path: str) -> tuple[str, Any, str | None]:
+    """Worker body of *Load model file…*: ``(key, card, error)``; never raises, no Qt.
+
+    :func:`~napari_topo.models.registry.load_model` reads the card, checks the weights'
+    SHA-256 against it and loads them strictly into the card's architecture.
+    """
+    from napari_topo.models.registry import load_model
+
+    p = Path(path).expanduser()
+    try:
+        _model, card = load_model(p, device="cpu")
+    except (ValueError, OSError) as exc:
+        return str(p), None, f"Cannot use {p.name} as a model: {exc}"
+    except Exception as exc:  # noqa: BLE001 - reported to the user, traceback logged
+        _LOG.exception("checking the model file %s failed", p)
+        return str(p), None, f"Cannot use {p.name} as a model ({type(exc).__name__}: {exc})."
+    return str(p.resolve()), card, None
 
 
 def _set_events(events: list[threading.Event], *_: Any) -> None:

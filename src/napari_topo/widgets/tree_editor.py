@@ -39,6 +39,7 @@ from napari.layers import Labels, Points
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Qt
+from qtpy.QtGui import QColor, QIcon, QPixmap
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -66,11 +67,14 @@ from napari_topo.widgets._common import (
     count_duplicates,
     duplicate_roots_message,
     follow_layer_list,
+    install_view_defaults,
     is_roots_layer,
+    made_by_plugin,
     one_line,
     os_error_message,
     rebuild_picker,
     require_viewer,
+    scrolling_body,
     select_layer,
     unwrap,
 )
@@ -202,9 +206,20 @@ class TreeEditorWidget(QWidget):
         )
         self._pickers = Container(widgets=[self.layer_picker], labels=True)
         self._pickers.margins = (0, 0, 0, 0)
+        # A layer the plugin did not make (a ground truth, the user's own labels) is
+        # edited on a copy unless the user ticks this: never changed by surprise.
+        self.in_place_checkbox = QCheckBox("Edit this layer itself, not a copy")
+        self.in_place_checkbox.setToolTip(
+            "The picked layer was not made by the plugin: Start editing works on a copy "
+            "(named '<layer> edited') unless this is ticked."
+        )
+        self.in_place_checkbox.toggled.connect(lambda _on: self._update_controls())
+        self._auto_pick = True  # the picker shows the widget's choice, not the user's
+        self._choosing = False
         self.start_button = QPushButton("Start editing")
         self.start_button.setToolTip(
-            "Edit the picked layer in place; computes its skeleton if it has no analysis."
+            "Edit the picked layer (a layer the plugin did not make: a copy of it); "
+            "computes its skeleton if it has no analysis."
         )
         self.start_button.clicked.connect(self._on_start_clicked)
         self.status_label = QLabel("Pick a trees layer and press Start editing.")
@@ -287,8 +302,9 @@ class TreeEditorWidget(QWidget):
         save_row.addWidget(self.save_trees_button)
         save_row.addWidget(self.save_graph_button)
 
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout()
         layout.addWidget(self._pickers.native)
+        layout.addWidget(self.in_place_checkbox)
         layout.addWidget(self.start_button)
         layout.addWidget(self.status_label)
         layout.addWidget(edit_box)
@@ -296,9 +312,12 @@ class TreeEditorWidget(QWidget):
         layout.addLayout(save_row)
         layout.addStretch(1)
         self.setMinimumWidth(320)
+        self.scroll_area = scrolling_body(self, layout)
 
         follow_layer_list(self, napari_viewer, self._refresh_choices)
+        install_view_defaults(napari_viewer)
         self.destroyed.connect(partial(_teardown, self))
+        self.layer_picker.changed.connect(self._on_layer_picked)
         self._refresh_choices()
         self._update_controls()
 
@@ -316,8 +335,14 @@ class TreeEditorWidget(QWidget):
         """True while the skeleton of a plain labels layer is computed."""
         return self._worker is not None
 
-    def start_editing(self, layer: Labels | None = None) -> bool:
+    def start_editing(self, layer: Labels | None = None, *, in_place: bool | None = None) -> bool:
         """Start editing ``layer`` (default: the picked one).
+
+        A layer the plugin made (Segment's trees, an earlier copy) is edited itself. Any
+        other layer (a ground truth, the user's labels) is copied first, unless
+        ``in_place`` is True (default: the *Edit this layer itself* check box): the copy,
+        ``"<name> edited"``, is added above it and edited instead, so a reference never
+        changes by surprise.
 
         With a VesselAnalysis in ``layer.metadata["napari_topo"]["analysis"]`` (set by
         the Segment widget) the editor is built at once; otherwise
@@ -339,6 +364,10 @@ class TreeEditorWidget(QWidget):
         except ValueError as exc:
             self._report(str(exc), error=True)
             return False
+        if in_place is None:
+            in_place = self.in_place_checkbox.isChecked()
+        if not made_by_plugin(layer) and not in_place:
+            layer = self._copy_for_editing(layer)
         analysis = _info(layer).get("analysis")
         if analysis is not None and not len(getattr(analysis, "points", ())):
             analysis = None  # an empty result: vessels painted since get a skeleton
@@ -398,6 +427,43 @@ class TreeEditorWidget(QWidget):
         self._set_status("Editing stopped.")
         self._update_controls()
 
+    def _copy_for_editing(self, layer: Labels) -> Labels:
+        """Add ``"<name> edited"``, a copy of ``layer`` the plugin owns, above it."""
+        source = _info(layer)
+        data = np.array(layer.data, copy=True)
+        name = f"{layer.name} edited"
+        info = {
+            "kind": "trees",
+            "name": name,
+            "widget": "tree_editor",
+            "source": layer.name,
+            "n_trees": int(source.get("n_trees", data.max(initial=0))),
+            "palette": str(source.get("palette", "prediction")),
+        }
+        analysis = source.get("analysis")
+        if analysis is not None and getattr(analysis, "trees", None) is not None:
+            info["analysis"] = analysis.replace(trees=data)
+        index = self._viewer.layers.index(layer) + 1
+        copy = Labels(
+            data,
+            name=name,
+            scale=layer.scale,
+            translate=layer.translate,
+            colormap=layer.colormap,
+            opacity=layer.opacity,
+            blending=layer.blending,
+            axis_labels=layer.axis_labels,
+            metadata={METADATA_KEY: info},
+        )
+        self._choosing = True
+        try:
+            self._viewer.layers.insert(index, copy)
+            select_layer(self.layer_picker, copy)
+        finally:
+            self._choosing = False
+        self._auto_pick = True
+        return copy
+
     def _check_layer(self, layer) -> None:
         if layer is None:
             raise ValueError("Pick a Labels layer of vessel trees.")
@@ -451,9 +517,11 @@ class TreeEditorWidget(QWidget):
         self._viewer.layers.selection.active = layer
         self._refresh_trees()
         n_pts = len(editor.labels)
+        copied = _info(layer).get("widget") == "tree_editor"
+        what = f" (a copy of '{_info(layer).get('source')}')" if copied else ""
         self._set_status(
-            f"Editing '{layer.name}': {len(editor.branches)} branches, {n_pts} centerline "
-            "points. Click a vessel to select its branch."
+            f"Editing '{layer.name}'{what}: {len(editor.branches)} branches, {n_pts} "
+            "centerline points. Click a vessel to select its branch."
         )
         self._update_controls()
 
@@ -725,21 +793,33 @@ class TreeEditorWidget(QWidget):
             return
         current = self.tree_picker.currentData()
         ids = self._tree_ids()
-        self.tree_picker.blockSignals(True)
-        self.tree_picker.clear()
-        for i in ids:
-            self.tree_picker.addItem(f"tree {i}", i)  # keys 1-9: see the tooltip
-        self.tree_picker.addItem("new tree", _NEW_TREE)
-        self.tree_picker.blockSignals(False)
-        self._select_tree(current if current in ids else (ids[0] if ids else _NEW_TREE))
         layer = self.layer
         info = _info(layer)
         top = max(ids, default=0)
         if layer_kind(layer) == "trees" and top > int(info.get("n_trees", 0)):
             from napari.utils.colormaps import DirectLabelColormap
 
-            layer.colormap = DirectLabelColormap(color_dict=tree_colormap(top))
+            palette = str(info.get("palette", "prediction"))
+            layer.colormap = DirectLabelColormap(color_dict=tree_colormap(top, palette))
             info["n_trees"] = top
+        self.tree_picker.blockSignals(True)
+        self.tree_picker.clear()
+        for i in ids:  # with a swatch of the tree's colour in the layer: the legend
+            self.tree_picker.addItem(self._swatch(i), f"tree {i}", i)  # keys 1-9
+        self.tree_picker.addItem("new tree", _NEW_TREE)
+        self.tree_picker.blockSignals(False)
+        self._select_tree(current if current in ids else (ids[0] if ids else _NEW_TREE))
+
+    def _swatch(self, tree_id: int) -> QIcon:
+        """A small square of tree ``tree_id``'s colour in the edited layer."""
+        pixmap = QPixmap(14, 14)
+        try:
+            rgba = np.asarray(self.layer.colormap.map(np.array([tree_id]))).reshape(-1)[:4]
+            color = QColor.fromRgbF(*(float(np.clip(v, 0, 1)) for v in rgba[:3]), 1.0)
+        except Exception:  # noqa: BLE001 - a colormap without map(): no swatch colour
+            color = QColor(128, 128, 128)
+        pixmap.fill(color)
+        return QIcon(pixmap)
 
     def _select_tree(self, tree_id) -> None:
         index = self.tree_picker.findData(tree_id)
@@ -830,8 +910,12 @@ class TreeEditorWidget(QWidget):
 
     # ------------------------------------------------------------------ pickers
     def _labels_choices(self, _widget: Any = None) -> list:
+        """Labels layers, the plugin's own trees first (newest first), then other trees
+        layers (a ground truth), then the rest, each group in layer-list order."""
         labels = [lay for lay in self._viewer.layers if isinstance(lay, Labels)]
-        ranked = [lay for lay in labels if layer_kind(lay) == "trees"]
+        ours = [lay for lay in labels if layer_kind(lay) == "trees" and made_by_plugin(lay)]
+        ranked = ours[::-1]
+        ranked += [lay for lay in labels if layer_kind(lay) == "trees" and lay not in ours]
         ranked += [lay for lay in labels if layer_kind(lay) != "trees"]
         return [(lay.name, lay) for lay in ranked]
 
@@ -842,11 +926,24 @@ class TreeEditorWidget(QWidget):
         return [(lay.name, lay) for lay in ranked]
 
     def _refresh_choices(self, _event: Any = None) -> None:
-        for picker in (self.layer_picker, self.sources_picker):
-            rebuild_picker(picker)
+        self._choosing = True
+        try:
+            for picker in (self.layer_picker, self.sources_picker):
+                rebuild_picker(picker)
+            choices = self.layer_picker.choices
+            if self._auto_pick and choices and not self.is_editing:
+                select_layer(self.layer_picker, choices[0])  # the plugin's newest trees
+        finally:
+            self._choosing = False
+        self._update_controls()
         if self.layer is not None and self.layer not in self._viewer.layers:
             self._report(f"'{self.layer.name}' was removed; editing stopped.", error=False)
             self._drop_editor()
+
+    def _on_layer_picked(self, _value: Any = None) -> None:
+        if not self._choosing:
+            self._auto_pick = False
+        self._update_controls()
 
     def _drop_editor(self) -> None:
         self.editor = self.layer = self.selected = self._analysis = None
@@ -875,7 +972,15 @@ class TreeEditorWidget(QWidget):
 
     def _update_controls(self) -> None:
         editing = self.editor is not None
-        self.start_button.setText("Stop editing" if editing else "Start editing")
+        picked = unwrap(self.layer_picker.value)
+        foreign = picked is not None and not made_by_plugin(picked)
+        self.in_place_checkbox.setVisible(foreign and not editing)
+        if editing:
+            self.start_button.setText("Stop editing")
+        elif foreign and not self.in_place_checkbox.isChecked():
+            self.start_button.setText("Start editing a copy")
+        else:
+            self.start_button.setText("Start editing")
         self.start_button.setEnabled(self._worker is None)
         for w in (
             self.tree_picker,
