@@ -407,6 +407,32 @@ def test_rerun_replaces_our_layers_only(make_napari_viewer, qtbot):
 
 
 @gui
+def test_results_lie_on_an_oblique_image(make_napari_viewer, qtbot):
+    # issue 11: an oblique scan (rotate, shear or affine on the image) -> every result
+    # layer lies on it in world space, also after a re-run on a straightened image
+    viewer = make_napari_viewer()
+    image = add_vessels(viewer)
+    image.rotate = 25.0
+    image.affine = np.array(
+        [[1, 0, 0, 5.0], [0, 0.9, 0.1, 0], [0, 0, 1, -3.0], [0, 0, 0, 1]], dtype=float
+    )
+    widget = make_widget(viewer, qtbot, tile=32)
+    assert run_and_wait(qtbot, widget) == "done"
+    voxel = np.array([7.0, 11.0, 13.0])
+    want = image.data_to_world(voxel)
+    layers = ours(viewer)
+    for kind, layer in layers.items():
+        np.testing.assert_allclose(layer.data_to_world(voxel), want, atol=1e-9, err_msg=kind)
+    image.rotate = 0.0
+    image.affine = np.eye(4)
+    assert run_and_wait(qtbot, widget) == "done"
+    for kind, layer in ours(viewer).items():
+        np.testing.assert_allclose(
+            layer.data_to_world(voxel), image.data_to_world(voxel), atol=1e-9, err_msg=kind
+        )
+
+
+@gui
 def test_cancel_midway_changes_nothing(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     add_vessels(viewer)

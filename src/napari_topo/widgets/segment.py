@@ -36,7 +36,7 @@ import sys
 import threading
 import time
 from collections.abc import Generator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -215,6 +215,9 @@ class _Job:
     window: tuple[float, float] | None = None
     zoom: str | float = "auto"
     model_name: str = ""  # the card's name, for messages
+    #: the image's rotate, shear and affine (napari's names), so results on an oblique
+    #: scan lie on it as its scale and translate alone cannot say
+    placement: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -255,6 +258,7 @@ def _result_tuples(job: _Job, analysis: VesselAnalysis) -> list[tuple]:
             info["input_policy"] = policy.to_dict()
         meta["metadata"] = {**meta["metadata"], METADATA_KEY: info}
         meta["visible"] = info.get("kind") in SHOWN_KINDS
+        meta.update(job.placement)
         out.append((data, meta, layer_type))
     return out
 
@@ -731,6 +735,7 @@ class SegmentWidget(QWidget):
             translate=translate,
             sources=sources,
             model_name=self._cards[model].name if model in self._cards else str(model),
+            placement=_placement(image),
             **self.input_choices(),
         )
         return job, volume
@@ -1193,12 +1198,23 @@ def _updatable(layer: Any, data: Any) -> bool:
     )
 
 
+def _placement(layer: Any) -> dict[str, np.ndarray]:
+    """A layer's rotate, shear and affine (always all three, identity included, so a
+    re-run on a straight image also straightens layers a previous run had rotated)."""
+    return {
+        "rotate": np.array(layer.rotate, dtype=float),
+        "shear": np.array(layer.shear, dtype=float),
+        "affine": np.array(layer.affine.affine_matrix, dtype=float),
+    }
+
+
 def _settings(layer: Any) -> dict[str, Any]:
     """What :func:`_update_in_place` changes on ``layer``, to put back with :func:`_restore`."""
     saved: dict[str, Any] = {
         "data": layer.data,
         "scale": np.array(layer.scale),
         "translate": np.array(layer.translate),
+        **_placement(layer),
         # napari's metadata setter clears and refills the layer's own dict: keep a copy
         "metadata": dict(layer.metadata),
     }
@@ -1221,7 +1237,7 @@ def _update_in_place(layer: Any, data: Any, meta: Mapping) -> bool:
     if not _updatable(layer, data):
         return False
     layer.data = data
-    for key in ("scale", "translate"):
+    for key in ("scale", "translate", "rotate", "shear", "affine"):
         if key in meta:
             setattr(layer, key, meta[key])
     if isinstance(layer, Labels) and "colormap" in meta:
