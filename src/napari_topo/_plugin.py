@@ -483,6 +483,8 @@ def read_graph(path) -> list[tuple[Any, dict, str]]:
         }
         if "affine" in transform:
             kw["affine"] = transform["affine"]
+        from napari_topo import layers as _layers  # here: the reader module stays light
+
         chains = _chains(len(pts), edges)
         chain_tree = [int(tree[c[0]]) if tree[c[0]] else int(tree[c[-1]]) for c in chains]
         shapes = _layers.branches_layer(
