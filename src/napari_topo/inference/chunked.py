@@ -89,7 +89,6 @@ class _ChunkLabels:
     """
 
     def __init__(self, read_mask, shape, chunks):
-        import cc3d
         from scipy.sparse import coo_matrix
         from scipy.sparse.csgraph import connected_components
 
@@ -102,9 +101,7 @@ class _ChunkLabels:
         planes: list[dict[int, list[np.ndarray]]] = []
         for a in range(3):
             other = [shape[i] for i in range(3) if i != a]
-            planes.append(
-                {k: [np.zeros(other, np.int64), np.zeros(other, np.int64)] for k in range(nb[a] - 1)}
-            )
+            planes.append({k: [np.zeros(other, np.int64) for _ in "lh"] for k in range(nb[a] - 1)})
         self.offsets: dict[tuple[int, ...], int] = {}
         sizes, firsts = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
         total = 0
@@ -144,7 +141,9 @@ class _ChunkLabels:
         size_g = np.concatenate(sizes)  # per global label
         first_g = np.concatenate(firsts)
         if total:
-            edges = np.unique(np.concatenate(pairs), axis=0) if pairs else np.zeros((0, 2), np.int64)
+            edges = np.zeros((0, 2), np.int64)
+            if pairs:
+                edges = np.unique(np.concatenate(pairs), axis=0)
             graph = coo_matrix(
                 (np.ones(len(edges), np.int8), (edges[:, 0] - 1, edges[:, 1] - 1)),
                 shape=(total, total),
@@ -279,7 +278,9 @@ def label_components_chunked(
     if sources is not None:
         src = np.asarray(sources, dtype=np.float64)
         if src.ndim != 2 or src.shape[1] != 3:
-            raise ValueError(f"sources must be a (K, 3) array of voxel coordinates; got {src.shape}")
+            raise ValueError(
+                f"sources must be a (K, 3) array of voxel coordinates; got {src.shape}"
+            )
         n_roots = len(src)
         cache: dict[tuple[int, ...], np.ndarray] = {}
         for k, point in enumerate(src):
@@ -334,21 +335,17 @@ def _snap_root(cl: _ChunkLabels, keep, point, snap, cache):
     if (hi <= lo).any():
         return None, None
     window = np.zeros(tuple(hi - lo), np.int64)
-    first_chunk = lo // np.asarray(cl.chunks)
-    last_chunk = (hi - 1) // np.asarray(cl.chunks)
-    for idx in itertools.product(*(range(a, b + 1) for a, b in zip(first_chunk, last_chunk))):
-        sl = tuple(
-            slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(idx, cl.chunks, cl.shape)
-        )
+    box = tuple(slice(int(x), int(y)) for x, y in zip(lo, hi, strict=True))
+    for idx, sl in _chunk_slices(cl.shape, cl.chunks):
+        # the part of this chunk inside the window, in chunk and in window coordinates
+        part = [(max(s.start, b.start), min(s.stop, b.stop)) for s, b in zip(sl, box, strict=True)]
+        if any(x >= y for x, y in part):
+            continue
         if idx not in cache:
             cache[idx] = cl.global_labels(idx, sl)
-        a = [max(s.start, int(low)) for s, low in zip(sl, lo)]
-        b = [min(s.stop, int(high)) for s, high in zip(sl, hi)]
-        if any(x >= y for x, y in zip(a, b)):
-            continue
-        window[tuple(slice(x - low, y - low) for x, y, low in zip(a, b, lo))] = cache[idx][
-            tuple(slice(x - s.start, y - s.start) for x, y, s in zip(a, b, sl))
-        ]
+        src_sl = tuple(slice(x - c.start, y - c.start) for (x, y), c in zip(part, sl, strict=True))
+        in_win = tuple(slice(x - w.start, y - w.start) for (x, y), w in zip(part, box, strict=True))
+        window[in_win] = cache[idx][src_sl]
     comp = np.where(window > 0, cl.comp[np.maximum(window, 1) - 1], -1)
     ok = np.zeros(window.shape, bool)
     ok[window > 0] = keep[comp[window > 0]]
