@@ -177,11 +177,13 @@ def vessels(tmp_path_factory):
 
 
 def test_streamed_outputs_equal_the_whole_volume_pipeline(vessels, tmp_path):
+    from scipy import ndimage as ndi
+
     from napari_topo.inference.pipeline import segment
 
     image, path = vessels
     vol = read_volume(path)
-    out = {"probability": tmp_path / "p.ome.zarr", "mask": tmp_path / "m.ome.zarr"}
+    out = {n: tmp_path / f"{n}.ome.zarr" for n in ("probability", "mask", "skeleton", "trees")}
     res = segment_to_ome_zarr(
         vol.data,
         vol.geometry,
@@ -200,6 +202,15 @@ def test_streamed_outputs_equal_the_whole_volume_pipeline(vessels, tmp_path):
     np.testing.assert_allclose(np.asarray(prob.data), ref.probability, atol=1e-6)
     np.testing.assert_array_equal(np.asarray(mask.data).astype(bool), ref.mask)
     assert res["n_voxels"] == int(ref.mask.sum()) > 0
+    # chunks of 16 with a halo of 12: the skeleton exactly, the pieces as ndimage.label
+    skel = np.asarray(read_volume(out["skeleton"]).data).astype(bool)
+    np.testing.assert_array_equal(skel, ref.skeleton)
+    assert res["n_skeleton"] == int(ref.skeleton.sum()) > 0 and res["halo"] == 12
+    trees = read_volume(out["trees"])
+    comp, n = ndi.label(ref.mask, structure=np.ones((3, 3, 3)))
+    np.testing.assert_array_equal(np.asarray(trees.data), comp)
+    assert res["trees"]["n_components"] == n > 0 and trees.data.dtype == np.uint16
+    assert trees.geometry == GEOMETRY
     assert prob.geometry == GEOMETRY and mask.geometry == GEOMETRY
     assert read_ome_zarr(out["mask"]).downsample == "nearest"
 
@@ -219,19 +230,33 @@ def test_cli_streams_ome_zarr_and_napari_opens_the_result_lazily(vessels, tmp_pa
     from napari_topo._plugin import read_volumes
 
     _, path = vessels
+    roots = tmp_path / "roots.csv"
+    roots.write_text("z,y,x\n20,20,20\n")
     argv = ["segment", path, "--out", tmp_path / "o", "--model", "unet-dice", "--zoom", "1"]
-    code = cli.main([str(a) for a in [*argv, "--tile", "32", "--device", "cpu"]])
+    argv += ["--sources", roots, "--tile", "32", "--device", "cpu"]
+    code = cli.main([str(a) for a in argv])
     out = capsys.readouterr()
     assert code == 0, out.err
-    assert "skeleton, vessel trees and graph are not computed" in out.err
+    assert "the vessel graph is not computed" in out.err
     names = sorted(p.name for p in (tmp_path / "o").iterdir())
     assert names == [
         "vessels_mask.ome.zarr",
         "vessels_probability.ome.zarr",
+        "vessels_skeleton.ome.zarr",
         "vessels_summary.json",
+        "vessels_trees.csv",
+        "vessels_trees.ome.zarr",
     ]
     summary = json.loads((tmp_path / "o" / "vessels_summary.json").read_text())
     assert summary["streamed"] is True and summary["n_voxels"] > 0
+    assert summary["n_skeleton_voxels"] > 0 and summary["not_computed"] == ["graph"]
+    sizes = [t["n_voxels"] for t in summary["trees"]]
+    assert len(sizes) == summary["n_trees"] and sum(sizes) == summary["n_voxels"] > 0
+    (root,) = summary["roots"]  # id 1 is the piece the root snapped to (16 voxels' reach)
+    assert root["source"] == [20, 20, 20] and max(abs(c - 20) for c in root["voxel"]) <= 16
+    ((data, meta, kind),) = read_volumes(str(tmp_path / "o" / "vessels_trees.ome.zarr"))
+    assert kind == "labels" and type(data).__name__ == "Array"
+    assert int(data[tuple(root["voxel"])].compute()) == 1 and sizes[0] > 0
     assert Geometry.from_dict(summary["geometry"]) == GEOMETRY
     ((data, meta, kind),) = read_volumes(str(tmp_path / "o" / "vessels_mask.ome.zarr"))
     assert kind == "labels" and type(data).__name__ == "Array"  # dask, not loaded
@@ -247,6 +272,7 @@ def test_cli_streaming_refusals_write_nothing(vessels, tmp_path, capsys):
         (["--spacing", "2", "0.5", "0.5"], "anisotropic"),
         (["--gt", str(path)], "--gt needs the whole-volume pipeline"),
         (["--zoom", "0.5"], "--zoom 0.5 resamples"),
+        (["--max-radius", "0"], "--max-radius must be a positive number"),
     ):
         code = cli.main(["segment", str(path), "--out", str(tmp_path / "o"), *extra])
         err = capsys.readouterr().err
