@@ -11,7 +11,8 @@ Run on demand (never as a timed test)::
 2. Runs ``napari-topo segment VOLUME --out OUT --format ome-zarr --zoom 1`` in a child
    process, exactly as a user would, and reads its peak resident memory
    (``resource.getrusage(RUSAGE_CHILDREN).ru_maxrss``, the largest child) and its time per
-   stage (probability, mask, pyramids: the ``stage_seconds`` of the summary it writes).
+   stage (probability, mask with the tree labels, skeleton, pyramids: the
+   ``stage_seconds`` of the summary it writes).
 3. Checks the outputs: shapes, the geometry, and that the mask finds the tubes (Dice
    against the tubes the generator drew, thresholded at their radius).
 
@@ -153,6 +154,9 @@ def main(argv=None) -> int:
         "peak_rss_gib": round(peak_kib / 2**20, 3),
         "target_gib": 2.0 if args.size <= 512 else 4.0,
         "n_voxels_mask": summary["n_voxels"],
+        "n_skeleton_voxels": summary["n_skeleton_voxels"],
+        "n_trees": summary["n_trees"],
+        "halo": summary["halo"],
         "dice_vs_drawn_tubes": round(dice, 3),
         "cli_stdout": proc.stdout.strip().splitlines(),
     }

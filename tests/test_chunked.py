@@ -15,8 +15,11 @@ from napari_topo.data.io import read_volume  # noqa: E402
 from napari_topo.data.ngff import read_ome_zarr, write_ome_zarr  # noqa: E402
 from napari_topo.geometry import Geometry  # noqa: E402
 from napari_topo.inference.chunked import (  # noqa: E402
+    label_components_chunked,
     remove_small_components_chunked,
     segment_to_ome_zarr,
+    skeleton_halo,
+    skeletonize_chunked,
 )
 
 GEOMETRY = Geometry.from_spacing((0.5, 0.5, 0.5), origin=(10.0, -2.0, 3.5), unit="um")
@@ -57,6 +60,111 @@ def test_a_diagonal_tube_through_a_chunk_corner_is_one_piece():
     assert kept == 0
 
 
+def _tubes(shape, segments):
+    """Mask of tubes: (p0, p1, radius) segments in voxel coordinates."""
+    grid = np.stack(np.meshgrid(*[np.arange(n, dtype=float) for n in shape], indexing="ij"), -1)
+    mask = np.zeros(shape, bool)
+    for p0, p1, r in segments:
+        p0, p1 = np.asarray(p0, float), np.asarray(p1, float)
+        d = p1 - p0
+        t = np.clip(((grid - p0) @ d) / (d @ d), 0.0, 1.0)
+        mask |= np.linalg.norm(grid - (p0 + t[..., None] * d), axis=-1) <= r
+    return mask
+
+
+# two trees that never touch, each crossing chunk faces, edges and corners of a 12^3 grid
+# (the main diagonal passes through chunk corners), radii 1.5 to 4 voxels, and a speck
+TREE_A = [((2, 2, 2), (30, 30, 30), 3.0), ((18, 18, 18), (4, 24, 20), 2.0)]
+TREE_B = [((4, 34, 3), (16, 34, 34), 4.0), ((10, 34, 18), (24, 22, 34), 1.5)]
+ROOTS = [[2, 2, 2], [4, 34, 3]]
+
+
+def _chunked_skeleton(mask, chunks, halo):
+    out = np.zeros(mask.shape, np.uint8)
+
+    def write(sl, block):
+        out[sl] = block
+
+    n = skeletonize_chunked(lambda sl: mask[sl], mask.shape, chunks, halo, write)
+    assert n == int(out.sum())
+    return out.astype(bool)
+
+
+@pytest.mark.parametrize("chunks", [(12, 12, 12), (9, 16, 7)])
+def test_skeleton_per_chunk_with_halo_equals_the_whole_volume_skeleton(chunks):
+    from napari_topo.topology.skeleton import skeletonize
+
+    mask = _tubes((37, 37, 37), TREE_A + TREE_B)
+    ref = skeletonize(mask)
+    got = _chunked_skeleton(mask, chunks, skeleton_halo(4.0))
+    np.testing.assert_array_equal(got, ref)
+    # without a halo the thinning sees the chunk walls as background: the test can tell
+    assert (_chunked_skeleton(mask, chunks, 0) != ref).any()
+
+
+def _components(mask, chunks, **kwargs):
+    labels = np.zeros(mask.shape, np.int64)
+    kept = np.zeros(mask.shape, np.uint8)
+    dtypes = set()
+
+    def write_labels(sl, block):
+        dtypes.add(block.dtype)
+        labels[sl] = block
+
+    def write_mask(sl, block):
+        kept[sl] = block
+
+    res = label_components_chunked(
+        lambda sl: mask[sl], mask.shape, chunks, write_mask=write_mask,
+        write_labels=write_labels, **kwargs,
+    )  # fmt: skip
+    assert dtypes == {np.dtype(np.uint16)}
+    np.testing.assert_array_equal(kept.astype(bool), labels > 0)
+    return labels, res
+
+
+@pytest.mark.parametrize("chunks", [(8, 8, 8), (5, 7, 16)])
+def test_component_ids_across_chunks_are_the_whole_volume_labelling(chunks):
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(sum(chunks))
+    mask = rng.random((23, 19, 21)) > 0.9  # ~180 pieces, many crossing chunk borders
+    for min_size in (0, 6):
+        labels, res = _components(mask, chunks, min_size=min_size)
+        kept = cc3d.dust(mask, threshold=min_size, connectivity=26) if min_size else mask
+        ref, n = ndi.label(kept, structure=np.ones((3, 3, 3)))
+        # the same partition (a one-to-one map between ids) ...
+        pairs = np.unique(np.stack([labels[kept], ref[kept]]), axis=1)
+        assert pairs.shape[1] == n == res["n_components"] > 10
+        # ... and the same numbering (first voxel in C order)
+        np.testing.assert_array_equal(labels, ref)
+        np.testing.assert_array_equal(res["sizes"], np.bincount(ref.ravel())[1:])
+        assert res["first"][0].tolist() == np.argwhere(ref == 1)[0].tolist()
+
+
+def test_roots_name_their_tree_as_the_whole_volume_pipeline_does():
+    from napari_topo.analysis import VesselAnalysis
+
+    mask = _tubes((37, 37, 37), TREE_A + TREE_B)
+    mask[30:32, 2:4, 30:32] = True  # a speck of 8 voxels, dropped by min_size
+    roots = [[1.6, 1.8, 2.2], ROOTS[1]]  # the first outside the mask: snapped
+    labels, res = _components(mask, (12, 12, 12), min_size=20, sources=roots)
+    ref = VesselAnalysis.from_outputs({"vessel": mask}, sources=roots, min_size=20).trees
+    np.testing.assert_array_equal(labels, ref)  # every piece holds one root: equal
+    assert [r["id"] for r in res["roots"]] == [1, 2]
+    assert res["roots"][0]["voxel"] == [2, 2, 2] and res["n_components"] == 2
+    # roots in reverse order swap the names; a third root on tree A is reported
+    labels, res = _components(
+        mask, (12, 12, 12), min_size=20, sources=[ROOTS[1], ROOTS[0], [30, 30, 30]]
+    )
+    assert labels[2, 2, 2] == 2 and labels[4, 34, 3] == 1
+    assert res["roots"][2]["same_as"] == 2 and res["n_ids"] == 3 and res["sizes"][2] == 0
+    # a root far from every vessel names nothing; the unrooted trees follow the roots' ids
+    labels, res = _components(mask, (12, 12, 12), min_size=20, sources=[[36, 0, 36]])
+    assert res["roots"][0]["voxel"] is None
+    assert sorted(np.unique(labels).tolist()) == [0, 2, 3]
+
+
 @pytest.fixture(scope="module")
 def vessels(tmp_path_factory):
     from napari_topo.data.synthetic import make_vessel_volume
@@ -69,11 +177,13 @@ def vessels(tmp_path_factory):
 
 
 def test_streamed_outputs_equal_the_whole_volume_pipeline(vessels, tmp_path):
+    from scipy import ndimage as ndi
+
     from napari_topo.inference.pipeline import segment
 
     image, path = vessels
     vol = read_volume(path)
-    out = {"probability": tmp_path / "p.ome.zarr", "mask": tmp_path / "m.ome.zarr"}
+    out = {n: tmp_path / f"{n}.ome.zarr" for n in ("probability", "mask", "skeleton", "trees")}
     res = segment_to_ome_zarr(
         vol.data,
         vol.geometry,
@@ -92,6 +202,15 @@ def test_streamed_outputs_equal_the_whole_volume_pipeline(vessels, tmp_path):
     np.testing.assert_allclose(np.asarray(prob.data), ref.probability, atol=1e-6)
     np.testing.assert_array_equal(np.asarray(mask.data).astype(bool), ref.mask)
     assert res["n_voxels"] == int(ref.mask.sum()) > 0
+    # chunks of 16 with a halo of 12: the skeleton exactly, the pieces as ndimage.label
+    skel = np.asarray(read_volume(out["skeleton"]).data).astype(bool)
+    np.testing.assert_array_equal(skel, ref.skeleton)
+    assert res["n_skeleton"] == int(ref.skeleton.sum()) > 0 and res["halo"] == 12
+    trees = read_volume(out["trees"])
+    comp, n = ndi.label(ref.mask, structure=np.ones((3, 3, 3)))
+    np.testing.assert_array_equal(np.asarray(trees.data), comp)
+    assert res["trees"]["n_components"] == n > 0 and trees.data.dtype == np.uint16
+    assert trees.geometry == GEOMETRY
     assert prob.geometry == GEOMETRY and mask.geometry == GEOMETRY
     assert read_ome_zarr(out["mask"]).downsample == "nearest"
 
@@ -111,19 +230,33 @@ def test_cli_streams_ome_zarr_and_napari_opens_the_result_lazily(vessels, tmp_pa
     from napari_topo._plugin import read_volumes
 
     _, path = vessels
+    roots = tmp_path / "roots.csv"
+    roots.write_text("z,y,x\n20,20,20\n")
     argv = ["segment", path, "--out", tmp_path / "o", "--model", "unet-dice", "--zoom", "1"]
-    code = cli.main([str(a) for a in [*argv, "--tile", "32", "--device", "cpu"]])
+    argv += ["--sources", roots, "--tile", "32", "--device", "cpu"]
+    code = cli.main([str(a) for a in argv])
     out = capsys.readouterr()
     assert code == 0, out.err
-    assert "skeleton, vessel trees and graph are not computed" in out.err
+    assert "the vessel graph is not computed" in out.err
     names = sorted(p.name for p in (tmp_path / "o").iterdir())
     assert names == [
         "vessels_mask.ome.zarr",
         "vessels_probability.ome.zarr",
+        "vessels_skeleton.ome.zarr",
         "vessels_summary.json",
+        "vessels_trees.csv",
+        "vessels_trees.ome.zarr",
     ]
     summary = json.loads((tmp_path / "o" / "vessels_summary.json").read_text())
     assert summary["streamed"] is True and summary["n_voxels"] > 0
+    assert summary["n_skeleton_voxels"] > 0 and summary["not_computed"] == ["graph"]
+    sizes = [t["n_voxels"] for t in summary["trees"]]
+    assert len(sizes) == summary["n_trees"] and sum(sizes) == summary["n_voxels"] > 0
+    (root,) = summary["roots"]  # id 1 is the piece the root snapped to (16 voxels' reach)
+    assert root["source"] == [20, 20, 20] and max(abs(c - 20) for c in root["voxel"]) <= 16
+    ((data, meta, kind),) = read_volumes(str(tmp_path / "o" / "vessels_trees.ome.zarr"))
+    assert kind == "labels" and type(data).__name__ == "Array"
+    assert int(data[tuple(root["voxel"])].compute()) == 1 and sizes[0] > 0
     assert Geometry.from_dict(summary["geometry"]) == GEOMETRY
     ((data, meta, kind),) = read_volumes(str(tmp_path / "o" / "vessels_mask.ome.zarr"))
     assert kind == "labels" and type(data).__name__ == "Array"  # dask, not loaded
@@ -139,6 +272,7 @@ def test_cli_streaming_refusals_write_nothing(vessels, tmp_path, capsys):
         (["--spacing", "2", "0.5", "0.5"], "anisotropic"),
         (["--gt", str(path)], "--gt needs the whole-volume pipeline"),
         (["--zoom", "0.5"], "--zoom 0.5 resamples"),
+        (["--max-radius", "0"], "--max-radius must be a positive number"),
     ):
         code = cli.main(["segment", str(path), "--out", str(tmp_path / "o"), *extra])
         err = capsys.readouterr().err

@@ -10,9 +10,10 @@
   (:mod:`napari_topo.inference.intensity`: a CT in HU is windowed, other images scaled by
   percentiles, dark vessels inverted, the zoom chosen from the spacing or the vessel
   size); one ``input: ...`` line says what was chosen.
-  ``--format ome-zarr`` (the default for an OME-Zarr input) streams instead: probability
-  and mask written chunk by chunk as OME-Zarr pyramids, nothing of volume size in memory
-  (:mod:`napari_topo.inference.chunked`); no skeleton, trees or graph on that path.
+  ``--format ome-zarr`` (the default for an OME-Zarr input) streams instead: probability,
+  mask, skeleton and tree labels written chunk by chunk as OME-Zarr pyramids, nothing of
+  volume size in memory (:mod:`napari_topo.inference.chunked`); trees are the connected
+  pieces of the mask named by ``--sources``, and no graph is written on that path.
 * ``evaluate PRED GT``: the metrics table of a segmentation, written as JSON and CSV.
 * ``models``, ``train``, ``evaluate-models``: the pretrained models.
 * ``finetune IMAGE LABELS``: fine-tune a model on your own (corrected, possibly sparse)
@@ -274,8 +275,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--format",
         choices=["nii.gz", "nii", "tif", "npy", "zarr", "ome-zarr"],
         help="format of the volumes written (default: the input's, NIfTI for .npz); "
-        "ome-zarr streams chunk by chunk for volumes larger than memory: probability and "
-        "mask only (see the README, 'Large volumes')",
+        "ome-zarr streams chunk by chunk for volumes larger than memory: probability, "
+        "mask, skeleton and trees as connected pieces, no graph (see the README, "
+        "'Large volumes')",
+    )
+    seg.add_argument(
+        "--max-radius",
+        type=float,
+        default=8.0,
+        metavar="VOXELS",
+        help="--format ome-zarr: largest vessel radius the skeleton's chunk halo is sized "
+        "for (default 8; the halo is this + 4 voxels)",
     )
     seg.add_argument("--key", help="array name inside an .npz file or zarr group")
     seg.add_argument(
@@ -584,6 +594,8 @@ def _metrics_table(metrics: dict) -> str:
 
 #: ``segment`` lists this many trees (the largest) on the terminal; summary.json has all.
 MAX_TREE_LINES = 10
+#: Trees listed in a streamed summary.json (all of them go to the _trees.csv).
+MAX_SUMMARY_TREES = 1000
 
 _FORMAT_OF_SUFFIX = {
     ".nii": "nii",
@@ -657,13 +669,14 @@ def _segment(args) -> None:
     stem = vol.path.name[: -len(suffix_of(vol.path))]
     model = args.model or DEFAULT_MODEL
     if fmt == "ome-zarr":
-        if args.gt or args.sources:
-            option = "--gt" if args.gt else "--sources"
+        if args.gt:
             raise ValueError(
-                f"{option} needs the whole-volume pipeline (trees, metrics); --format "
-                "ome-zarr streams probability and mask only: choose another --format"
+                "--gt needs the whole-volume pipeline (metrics); --format ome-zarr "
+                "streams without them: choose another --format"
             )
-        _segment_streaming(args, vol, data, geometry, out_dir, stem, model)
+        if not (math.isfinite(args.max_radius) and args.max_radius > 0):
+            raise ValueError(f"--max-radius must be a positive number; got {args.max_radius}")
+        _segment_streaming(args, vol, data, geometry, out_dir, stem, model, sources)
         return
 
     t0 = time.perf_counter()
@@ -753,13 +766,17 @@ def _segment(args) -> None:
     print(f"wrote {len(written)} files to {out_dir}: " + ", ".join(written))
 
 
-def _segment_streaming(args, vol, data, geometry, out_dir: Path, stem: str, model) -> None:
-    """``segment --format ome-zarr``: probability and mask streamed chunk by chunk.
+def _segment_streaming(
+    args, vol, data, geometry, out_dir: Path, stem: str, model, sources=None
+) -> None:
+    """``segment --format ome-zarr``: every volume streamed chunk by chunk.
 
-    Nothing of volume size is held in memory (:mod:`napari_topo.inference.chunked`);
-    the OME-Zarr images are written into a temporary folder inside ``out_dir`` and
-    moved in at the end, as the whole-volume path does. Skeleton, trees and graph are
-    not computed here (one note on stderr says so).
+    Nothing of volume size is held in memory (:mod:`napari_topo.inference.chunked`):
+    probability, mask, skeleton (per chunk with a halo) and tree labels (connected
+    pieces of the mask, joined across chunks, named by ``sources``) as OME-Zarr, the
+    pieces as a CSV, and a summary. Written into a temporary folder inside ``out_dir``
+    and moved in at the end, as the whole-volume path does. No graph files (one note on
+    stderr says so).
     """
     from .inference.chunked import segment_to_ome_zarr
     from .inference.pipeline import resample_factors
@@ -782,12 +799,13 @@ def _segment_streaming(args, vol, data, geometry, out_dir: Path, stem: str, mode
         )
     note = lambda m: print(f"napari-topo: note: {m}", file=sys.stderr)  # noqa: E731
     note(
-        "--format ome-zarr streams probability and mask chunk by chunk; skeleton, vessel "
-        "trees and graph are not computed (use another --format for those)"
+        "--format ome-zarr streams chunk by chunk: trees are the connected pieces of the "
+        "mask (named by --sources), and the vessel graph is not computed (use another "
+        "--format for those)"
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".napari-topo-", dir=out_dir))
-    names = ("probability", "mask", "centerness", "embedding")
+    names = ("probability", "mask", "skeleton", "trees", "centerness", "embedding")
     t0 = time.perf_counter()
     try:
         result = segment_to_ome_zarr(
@@ -797,6 +815,8 @@ def _segment_streaming(args, vol, data, geometry, out_dir: Path, stem: str, mode
             model,
             threshold=args.threshold,
             min_size=args.min_size,
+            sources=sources,
+            max_radius=args.max_radius,
             spacing=spacing,
             zoom=zoom,
             modality=args.modality,
@@ -812,6 +832,7 @@ def _segment_streaming(args, vol, data, geometry, out_dir: Path, stem: str, mode
             on_policy=lambda p: print(f"input: {p.describe()}", flush=True),
         )
         took = time.perf_counter() - t0
+        trees = result["trees"]
         summary = {
             "input": str(vol.path),
             "model": model,
@@ -825,8 +846,26 @@ def _segment_streaming(args, vol, data, geometry, out_dir: Path, stem: str, mode
             "shape": list(data.shape),
             "geometry": geometry.to_dict(),
             "input_policy": result["input_policy"],
-            "not_computed": ["skeleton", "trees", "graph"],
+            "n_skeleton_voxels": result["n_skeleton"],
+            "halo": result["halo"],
+            "max_radius": args.max_radius,
+            "trees_are": "connected pieces of the mask (26-connected), named by the sources",
+            "n_trees": trees["n_components"],
+            "roots": trees["roots"],
+            "trees": [
+                {"id": i + 1, "n_voxels": n, "first_voxel": f}
+                for i, (n, f) in enumerate(zip(trees["sizes"], trees["first"], strict=True))
+                if i < MAX_SUMMARY_TREES
+            ],
+            "not_computed": ["graph"],
         }
+        if trees["n_ids"] > MAX_SUMMARY_TREES:
+            summary["trees_truncated"] = f"first {MAX_SUMMARY_TREES}; all in {stem}_trees.csv"
+        with (tmp / f"{stem}_trees.csv").open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["id", "n_voxels", "first_z", "first_y", "first_x"])
+            for i, (n, f) in enumerate(zip(trees["sizes"], trees["first"], strict=True)):
+                w.writerow([i + 1, n, *f])
         if args.channel is not None:
             summary["channel"] = args.channel
         (tmp / f"{stem}_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -841,9 +880,15 @@ def _segment_streaming(args, vol, data, geometry, out_dir: Path, stem: str, mode
         shutil.rmtree(tmp, ignore_errors=True)
     stages = ", ".join(f"{k} {v:.1f} s" for k, v in result["seconds"].items())
     print(
-        f"{vol.path.name}: {result['n_voxels']} vessel voxels (streamed in chunks of "
-        f"{result['chunk']}; {model}, {took:.1f} s: {stages})"
+        f"{vol.path.name}: {result['n_voxels']} vessel voxels, {result['n_skeleton']} "
+        f"centerline voxels, {trees['n_components']} trees (streamed in chunks of "
+        f"{result['chunk']}, halo {result['halo']}; {model}, {took:.1f} s: {stages})"
     )
+    for root in trees["roots"]:
+        if root["voxel"] is None:
+            print(f"  root {root['id']} {root['source']}: no vessel within reach, id unused")
+        elif root["same_as"] is not None:
+            print(f"  root {root['id']}: on the same piece as root {root['same_as']}")
     print(f"wrote {len(written)} files to {out_dir}: " + ", ".join(written))
 
 
