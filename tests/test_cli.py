@@ -141,7 +141,7 @@ def test_segment_writes_everything_and_scores_against_the_truth(files, capsys, t
     assert summary["n_trees"] == 2 and summary["model"] == "unet-dice"
 
 
-def test_evaluate_prints_and_writes_the_table(files, capsys, tmp_path):
+def test_evaluate_prints_and_writes_the_table(files, capsys, tmp_path, monkeypatch):
     d, v = files
     from napari_topo.data.io import write_volume
 
@@ -153,6 +153,13 @@ def test_evaluate_prints_and_writes_the_table(files, capsys, tmp_path):
     assert metrics["Betti-0 error"] == 1  # the bridge joined the two trees
     assert (tmp_path / "m.csv").read_text().startswith("metric,value")
     assert "Betti-0 error" in out and "spacing (1.0, 1.0, 1.0)" in out
+    # without --out: beside the prediction, not in the shell's working folder
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    code, out, err = _run(["evaluate", pred, d / "trees.nii.gz"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "pred_metrics.json").is_file() and not any(elsewhere.iterdir())
 
 
 def test_read_sources_formats(tmp_path):
@@ -259,11 +266,11 @@ def policy_files(tmp_path_factory):
     takes a second: these tests are about what reaches the model, not what it finds.
     """
     import torch
+    from test_intensity import ct_phantom
 
     from napari_topo.data.io import write_volume
     from napari_topo.models import ModelCard, UNet3D, save_model
     from napari_topo.models.registry import AUTO_NORMALIZATION
-    from test_intensity import ct_phantom
 
     d = tmp_path_factory.mktemp("policy")
     torch.manual_seed(0)
@@ -287,6 +294,7 @@ def test_segment_prints_the_input_policy(policy_files, capsys, tmp_path):
     assert lines == [
         "input: CT in HU (detected) window -100..300 HU, bright vessels, zoom 0.7 -> 0.5 mm voxels"
     ]
+    assert out.startswith("input: ")  # said before the model runs, not after
     summary = json.loads((tmp_path / "a" / "ct_summary.json").read_text())
     assert summary["input_policy"]["intensity"]["window"] == [-100.0, 300.0]
     assert summary["input_policy"]["factors"] == pytest.approx([2.0, 0.7, 0.7])
@@ -312,15 +320,20 @@ def test_policy_flags_parse_and_bad_values_get_one_line(policy_files, capsys, tm
     assert args.zoom == 0.25 and args.window == [-50.0, 250.0]
     assert parser.parse_args(["segment", "v", "--out", "o", "--zoom", "AUTO"]).zoom == "auto"
     for bad in (["--zoom", "big"], ["--polarity", "grey"], ["--modality", "mri"]):
-        with pytest.raises(SystemExit):
+        with pytest.raises(Exception, match="error: argument"):
             parser.parse_args(["segment", "v", "--out", "o", *bad])
+        # from the command line: one line that names the option, exit 2, no usage block
+        code, out, err = _run(["segment", "v", "--out", "o", *bad], capsys)
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert err.startswith("napari-topo segment: error: argument " + bad[0]), err
     capsys.readouterr()
     d = policy_files
     base = ["segment", d / "ct.nii.gz", "--model", d / "tiny-auto.json", "--out", tmp_path]
     for flags, needle in [
         (["--window", "300", "-100"], "window low must be below high"),
         (["--window", "nan", "1"], "finite"),
-        (["--zoom", "-1"], "zoom"),
+        (["--zoom", "-1"], "--zoom"),
+        (["--zoom", "0"], "positive number"),
     ]:
         code, out, err = _run([*base, "--device", "cpu", *flags], capsys)
         lines = err.strip().splitlines()

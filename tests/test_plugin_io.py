@@ -9,6 +9,7 @@ until ``napari.yaml`` declares the contribution.
 from __future__ import annotations
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -19,7 +20,9 @@ from napari_topo._plugin import (
     get_reader,
     is_label_volume,
     make_sample_data,
+    read_graph,
     read_nifti,
+    read_volumes,
     write_graph,
     write_labels,
 )
@@ -83,13 +86,21 @@ def nifti_files(tmp_path, vessels):
 
 
 # ------------------------------------------------------------------------------ reader
-def test_get_reader_claims_nifti_only(tmp_path):
+def test_get_reader_claims_volumes_and_graphs(tmp_path):
     assert get_reader(str(tmp_path / "a.nii.gz")) is read_nifti
     assert get_reader(str(tmp_path / "A.NII")) is read_nifti
     assert get_reader([str(tmp_path / "a.nii"), str(tmp_path / "b.nii.gz")]) is read_nifti
-    for other in ("a.tif", "a.npy", "a.gz", "a", "a.nii.zip"):
+    for volume in ("a.tif", "a.TIFF", "a.npy", "a.zarr"):
+        assert get_reader(str(tmp_path / volume)) is read_volumes, volume
+    assert get_reader([str(tmp_path / "a.nii"), str(tmp_path / "b.tif")]) is read_volumes
+    assert get_reader(str(tmp_path / "g.swc")) is read_graph
+    # a CSV only when it is napari-topo's nodes table
+    (tmp_path / "g_graph.csv").write_text("id,z,y,x,radius,tree\n0,1,2,3,0.5,1\n")
+    (tmp_path / "other.csv").write_text("index,axis-0,axis-1\n0,1,2\n")
+    assert get_reader(str(tmp_path / "g_graph.csv")) is read_graph
+    for other in ("other.csv", "missing.csv", "a.gz", "a", "a.nii.zip", "a.png"):
         assert get_reader(str(tmp_path / other)) is None, other
-    assert get_reader([str(tmp_path / "a.nii"), str(tmp_path / "b.tif")]) is None
+    assert get_reader([str(tmp_path / "a.nii"), str(tmp_path / "g.swc")]) is None
     assert get_reader([]) is None
 
 
@@ -365,3 +376,28 @@ def test_viewer_save_layers_with_plugin(make_napari_viewer, tmp_path, analysis):
         str(tmp_path / "centerline.csv"), [viewer.layers["v centerline"]], plugin=PLUGIN
     )
     assert len(_read_csv(csv_out)) == len(analysis.points)
+
+
+@pytest.mark.gui
+@needs_reader
+def test_viewer_opens_cli_outputs_with_plugin(make_napari_viewer, tmp_path, analysis, vessels):
+    """What ``napari-topo segment`` writes opens right: volumes as Labels where they lie,
+    the graph table as branches and centerline points."""
+    from napari_topo.geometry import Geometry
+
+    geometry = Geometry.from_spacing(SPACING, origin=(5.0, -3.0, 2.5))
+    mask = write_volume(tmp_path / "v_mask.tif", analysis.mask.astype(np.uint8), geometry=geometry)
+    analysis.save(tmp_path / "v_graph.csv")
+    summary = {"shape": list(analysis.mask.shape), "geometry": geometry.to_dict()}
+    (tmp_path / "v_summary.json").write_text(json.dumps(summary))
+    viewer = make_napari_viewer()
+    viewer.open(str(mask), plugin=PLUGIN)
+    viewer.open(str(tmp_path / "v_graph.csv"), plugin=PLUGIN)
+    kinds = {ly.name: type(ly).__name__ for ly in viewer.layers}
+    assert kinds["v_mask"] == "Labels"
+    assert sorted(kinds.values()) == ["Labels", "Points", "Shapes"]
+    layer = viewer.layers["v_mask"]
+    assert tuple(layer.translate) == pytest.approx((5.0, -3.0, 2.5))
+    points = next(ly for ly in viewer.layers if type(ly).__name__ == "Points")
+    np.testing.assert_allclose(points.data, analysis.points)
+    assert tuple(points.translate) == pytest.approx(tuple(layer.translate))

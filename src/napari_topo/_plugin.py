@@ -1,12 +1,16 @@
-"""napari (npe2) contributions for files: NIfTI reader, Labels/centerline writers, sample.
+"""napari (npe2) contributions for files: volume/graph reader, Labels/centerline writers, sample.
 
 Thin adapters between napari's plugin interface and the Qt-free core:
 
-* :func:`get_reader` opens ``.nii`` / ``.nii.gz`` files through
-  :func:`napari_topo.data.io.read_volume` (axes ``(z, y, x)``, voxel spacing as the
-  layer ``scale``) and picks Image or Labels with :func:`is_label_volume`;
-* :func:`write_labels` writes a Labels layer with its scale as voxel spacing
-  (NIfTI or ImageJ TIFF) through :func:`napari_topo.data.io.write_volume`;
+* :func:`get_reader` opens volume files (NIfTI, TIFF, ``.npy``, ``.zarr``) through
+  :func:`napari_topo.data.io.read_volume` (OME-Zarr images lazily, as multiscale
+  layers of their pyramid levels), placed in world space from their geometry
+  (``scale``, ``translate``, ``affine`` for oblique scans; channels as
+  ``channel_axis``, RGB as ``rgb``), as Image or Labels by :func:`is_label_volume`,
+  and napari-topo's vessel graph files (``.csv``, ``.swc``) as Shapes and Points;
+* :func:`write_labels` writes a Labels layer where it lies (its scale, translate,
+  rotation and affine as the file's geometry; NIfTI or ImageJ TIFF) through
+  :func:`napari_topo.data.io.write_volume`;
 * :func:`write_graph` writes a centerline Points layer (as made by
   :func:`napari_topo.layers.points_layer`) as a CSV table, or as SWC when the layer
   carries parent links;
@@ -34,13 +38,26 @@ __all__ = [
     "get_reader",
     "is_label_volume",
     "make_sample_data",
+    "read_graph",
     "read_nifti",
+    "read_volumes",
     "write_graph",
     "write_labels",
 ]
 
-#: Suffixes the napari reader claims.
-READER_SUFFIXES = (".nii", ".nii.gz")
+#: Volume suffixes the napari reader claims (napari-topo's graph files besides).
+VOLUME_SUFFIXES = (".nii", ".nii.gz", ".tif", ".tiff", ".npy", ".zarr", ".ome.zarr")
+#: Every suffix the napari reader claims (``.csv`` only for napari-topo's node tables).
+READER_SUFFIXES = (*VOLUME_SUFFIXES, ".csv", ".swc")
+_FORMAT_NAMES = {
+    ".nii": "NIfTI",
+    ".nii.gz": "NIfTI",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".npy": "NumPy",
+    ".zarr": "zarr",
+    ".ome.zarr": "OME-Zarr",
+}
 #: Suffixes :func:`write_labels` writes.
 LABELS_SUFFIXES = (".nii", ".nii.gz", ".tif", ".tiff")
 #: Suffixes :func:`write_graph` writes.
@@ -62,7 +79,9 @@ def is_label_volume(data) -> bool:
 
     The rule, cheap on any size: bool data is labels; float data is an image; integer
     data is labels when a strided subsample of at most ``2**21`` voxels holds no
-    negative value and at most :data:`MAX_LABEL_VALUES` distinct values.
+    negative value and either at most :data:`MAX_LABEL_VALUES` distinct values or a
+    32/64-bit type (tree labels, napari's own label arrays: images are 8/16-bit, and a
+    CT in HU has negative values).
 
     Examples
     --------
@@ -85,7 +104,7 @@ def is_label_volume(data) -> bool:
         return True
     if dtype.kind == "i" and sample.min() < 0:
         return False
-    return np.unique(sample).size <= MAX_LABEL_VALUES
+    return dtype.itemsize >= 4 or np.unique(sample).size <= MAX_LABEL_VALUES
 
 
 def _stem(path: Path) -> str:
@@ -93,29 +112,105 @@ def _stem(path: Path) -> str:
     return name[: -len(suffix_of(path))] if suffix_of(path) else name
 
 
-def _claims(path) -> bool:
-    return isinstance(path, str | os.PathLike) and suffix_of(path) in READER_SUFFIXES
+def _is_graph_csv(path) -> bool:
+    """A napari-topo centerline nodes table (``id, [z,] y, x, radius, tree``)?"""
+    try:
+        with open(os.fspath(path), newline="") as fh:
+            header = [c.strip().lower() for c in next(csv.reader(fh), [])]
+    except (OSError, UnicodeDecodeError):
+        return False
+    return header[:1] == ["id"] and {"y", "x", "radius", "tree"} <= set(header)
+
+
+def _kind(path) -> str | None:
+    if not isinstance(path, str | os.PathLike):
+        return None
+    suffix = suffix_of(path)
+    if suffix in VOLUME_SUFFIXES:
+        return "volume"
+    if suffix == ".swc":
+        return "graph"
+    if suffix == ".csv" and _is_graph_csv(path):
+        return "graph"
+    return None
 
 
 def get_reader(path) -> Callable | None:
-    """npe2 reader: :func:`read_nifti` for ``.nii``/``.nii.gz`` paths, else None.
+    """npe2 reader: :func:`read_volumes` for volume files (NIfTI, TIFF, ``.npy``,
+    ``.zarr``), :func:`read_graph` for napari-topo's vessel graph files (``.swc``, and
+    ``.csv`` tables with napari-topo's columns); else None.
 
     ``path`` may be one path or a list of them; a list is claimed only if every entry
-    is a NIfTI file.
+    is of the same kind.
     """
     paths = path if isinstance(path, list | tuple) else [path]
-    if not paths or not all(_claims(p) for p in paths):
+    kinds = {_kind(p) for p in paths}
+    if not paths or len(kinds) != 1 or None in kinds:
         return None
-    return read_nifti
+    return read_volumes if kinds == {"volume"} else read_graph
 
 
-def read_nifti(path) -> list[tuple[Any, dict, str]]:
-    """Read one or more NIfTI files as napari layer data tuples.
+def _layer_transform(geometry, axes: str) -> dict[str, Any]:
+    """napari ``scale``/``translate`` (and ``affine``) for a layer whose axes are
+    ``axes`` (the geometry's, minus a channel axis napari splits off or RGB samples):
+    the spatial ones from the geometry, unit scale and no shift on time axes."""
+    spatial = geometry.layer_kwargs()
+    idx = [i for i, ch in enumerate(axes) if ch in "zyx"]
+    nd = len(axes)
+    scale, translate = [1.0] * nd, [0.0] * nd
+    for k, i in enumerate(idx):
+        scale[i] = float(spatial["scale"][k])
+        translate[i] = float(spatial["translate"][k])
+    out: dict[str, Any] = {"scale": tuple(scale), "translate": tuple(translate)}
+    if "affine" in spatial:
+        aff = np.eye(nd + 1)
+        n = len(idx)
+        src = np.asarray(spatial["affine"])
+        aff[np.ix_(idx, idx)] = src[:n, :n]
+        aff[idx, nd] = src[:n, n]
+        out["affine"] = aff
+    return out
 
-    Each file becomes ``(data, meta, layer_type)`` with data in ``(z, y, x)`` order,
-    ``meta["name"]`` the file name without suffix, ``meta["scale"]`` the voxel
-    spacing (if the header gives it), ``meta["metadata"]`` the source path and
-    spacing, and ``layer_type`` ``"labels"`` or ``"image"`` by :func:`is_label_volume`.
+
+def _display_orientation(data, geometry):
+    """The array with its spatial axes flipped/transposed to run along +z, +y, +x of the
+    world (nearest axes for an oblique affine), and its geometry.
+
+    napari then needs a positive ``scale`` and a ``translate`` (plus an ``affine`` only
+    for the rotation an oblique scan has left): layers from files stored in different
+    orders (RAS, LAS, LPS, ...) overlay voxel for voxel, widgets that copy ``scale`` and
+    ``translate`` place their results right, and ``scale`` stays the voxel size.
+    numpy arrays are reordered as views.
+    """
+    from napari_topo.geometry import canonical_orientation, reorient
+
+    if geometry.ndim == 0 or geometry.is_plain:
+        return data, geometry
+    return reorient(data, geometry, canonical_orientation(geometry.ndim))
+
+
+def read_volumes(path) -> list[tuple[Any, dict, str]]:
+    """Read volume files as napari layer data tuples, placed in world space.
+
+    Each file (through :func:`napari_topo.data.io.read_volume`) becomes
+    ``(data, meta, layer_type)``:
+
+    * ``data``: the file's array with its spatial axes reordered to run along the
+      world's +z, +y, +x (see :func:`_display_orientation`; a view for numpy arrays);
+    * ``meta["scale"]`` the voxel size, ``meta["translate"]`` the origin, and
+      ``meta["affine"]`` only for the rotation of an oblique scan, so that
+      ``layer.data_to_world`` gives the file's world coordinates of every voxel;
+    * a channel axis (ImageJ/OME hyperstacks, NIfTI 5D) becomes ``channel_axis`` (one
+      Image layer per channel); RGB(A) samples ``rgb=True``; time axes stay as sliders;
+    * ``layer_type``: ``"labels"`` for bool and integer volumes that look like labels
+      (:func:`is_label_volume`: masks, skeletons and trees from ``napari-topo
+      segment``), ``"image"`` otherwise;
+    * an OME-Zarr image (:mod:`napari_topo.data.ngff`): ``data`` is the list of its
+      pyramid levels, lazy dask arrays, with ``meta["multiscale"] = True`` (one level:
+      that array); Image or Labels decided on its smallest level;
+    * ``meta["name"]`` the file name without suffix; ``meta["metadata"]`` the path,
+      spacing, format and the file's geometry (``"napari_topo_geometry"``, JSON-able),
+      which :func:`write_labels` uses to write the unit and NIfTI codes back.
 
     Raises
     ------
@@ -125,22 +220,278 @@ def read_nifti(path) -> list[tuple[Any, dict, str]]:
     paths = path if isinstance(path, list | tuple) else [path]
     out = []
     for p in paths:
-        vol = read_volume(p)
+        levels = _ome_zarr_levels(p)
+        if levels is not None:
+            vol, pyramid = levels
+            shown_levels = [_display_orientation(lv, vol.geometry) for lv in pyramid]
+            data, shown = shown_levels[0][0], shown_levels[0][1]
+            sample = shown_levels[-1][0]
+        else:
+            vol = read_volume(p)
+            data, shown = _display_orientation(vol.data, vol.geometry)
+            sample = data
+        geometry = vol.geometry
         meta: dict[str, Any] = {
             "name": _stem(vol.path),
             "metadata": {
                 "path": str(vol.path),
                 "spacing": vol.spacing,
-                "format": "NIfTI",
+                "format": _FORMAT_NAMES.get(suffix_of(vol.path), suffix_of(vol.path)),
+                "napari_topo_geometry": geometry.to_dict(),
             },
         }
-        if vol.spacing is not None:
-            meta["scale"] = vol.spacing
-        data = vol.data
-        kind = "labels" if is_label_volume(data) else "image"
+        if levels is not None and len(shown_levels) > 1:
+            meta["multiscale"] = True
+        axes = geometry.axes
+        channel = [i for i, ch in enumerate(axes) if ch == "c" and data.shape[i] > 1]
+        rgb = axes.endswith("s") and data.shape[-1] in (3, 4)
+        layer_axes = axes
+        if channel:
+            meta["channel_axis"] = channel[0]
+            layer_axes = axes[: channel[0]] + axes[channel[0] + 1 :]
+        if rgb:
+            meta["rgb"] = True
+            layer_axes = layer_axes[:-1]
+        if geometry.known != "none" or not shown.is_plain:
+            meta.update(_layer_transform(shown, layer_axes))
+        if channel or rgb:
+            kind = "image"
+        else:
+            kind = "labels" if is_label_volume(sample) else "image"
         if kind == "labels" and data.dtype == bool:
-            data = data.view(np.uint8)
+            data = (data if isinstance(data, np.ndarray) else np.asarray(data)).view(np.uint8)
+        if meta.get("multiscale"):
+            data = [lv for lv, _ in shown_levels]
         out.append((data, meta, kind))
+    return out
+
+
+def _ome_zarr_levels(path):
+    """``(Volume of level 0, [every level])`` for an OME-Zarr image, else None.
+
+    The levels stay lazy (dask); napari shows the one that fits the view.
+    """
+    from napari_topo.data.io import Volume
+    from napari_topo.data.ngff import is_ome_zarr, read_ome_zarr
+
+    p = Path(os.fspath(path)).expanduser()
+    if suffix_of(p) not in (".zarr", ".ome.zarr") or not is_ome_zarr(p):
+        return None
+    image = read_ome_zarr(p)
+    g = image.geometries[0]
+    spacing = None if g.known == "none" else g.spacing
+    return Volume(image.levels[0], spacing, p, g), image.levels
+
+
+#: The former name of :func:`read_volumes` (it read NIfTI only).
+read_nifti = read_volumes
+
+
+def _summary_geometry(path: Path):
+    """``(geometry, shape)`` from ``<stem>_summary.json`` next to ``<stem>_graph.*``
+    (written by ``napari-topo segment``), or ``(None, None)``."""
+    import json
+
+    from napari_topo.geometry import Geometry
+
+    stem = _stem(path)
+    if stem.endswith("_graph"):
+        stem = stem[: -len("_graph")]
+    summary = path.with_name(f"{stem}_summary.json")
+    try:
+        d = json.loads(summary.read_text())
+        return Geometry.from_dict(d["geometry"]), tuple(int(s) for s in d["shape"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, None
+
+
+def _read_nodes_csv(path: Path):
+    """Points, radius, tree, parent (or None) and edges of a napari-topo nodes table."""
+    with path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        raise ValueError(f"{path.name}: the table has no rows.")
+    axes = [a for a in ("z", "y", "x") if a in rows[0]]
+    try:
+        pts = np.array([[float(r[a]) for a in axes] for r in rows], dtype=float)
+        ids = np.array([int(float(r["id"])) for r in rows], dtype=np.int64)
+        radius = np.array([float(r.get("radius") or 0.0) for r in rows], dtype=float)
+        tree = np.array([int(float(r.get("tree") or 0)) for r in rows], dtype=np.int64)
+    except (KeyError, ValueError):
+        raise ValueError(
+            f"{path.name}: every row needs numeric id, {', '.join(axes)}, radius and tree."
+        ) from None
+    row_of = {int(i): k for k, i in enumerate(ids.tolist())}
+    parent = None
+    if "parent" in rows[0]:
+        parent = np.array([row_of.get(int(float(r["parent"])), -1) for r in rows], dtype=np.int64)
+    edges: list[tuple[int, int]] = []
+    edges_path = path.with_name(f"{_stem(path)}_edges.csv")
+    if edges_path.is_file():
+        with edges_path.open(newline="") as fh:
+            for r in csv.DictReader(fh):
+                try:
+                    a, b = row_of[int(float(r["source"]))], row_of[int(float(r["target"]))]
+                except (KeyError, ValueError):
+                    continue
+                edges.append((a, b))
+    elif parent is not None:
+        edges = [(k, int(q)) for k, q in enumerate(parent.tolist()) if q >= 0]
+    if parent is None and edges:
+        parent = _parents_from_edges(len(pts), edges)
+    return pts, radius, tree, parent, edges
+
+
+def _parents_from_edges(m: int, edges) -> np.ndarray:
+    """Parent per node of the forest the (child, parent) edges make (-1 for roots)."""
+    parent = np.full(m, -1, dtype=np.int64)
+    for child, par in edges:
+        if parent[child] < 0:
+            parent[child] = par
+    return parent
+
+
+def _read_swc(path: Path):
+    """Points (z, y, x physical), radius, tree, parent, edges and the header spacing."""
+    rows, spacing, root_tree = [], None, {}
+    for line in path.read_text().splitlines():
+        text = line.strip()
+        if text.startswith("#"):
+            low = text.lower()
+            if "spacing (z, y, x):" in low or "scale (z, y, x):" in low:
+                try:
+                    spacing = tuple(float(v) for v in text.split(":", 1)[1].split(","))
+                except ValueError:
+                    spacing = None
+            elif low.startswith("# root") and ": tree" in low:
+                try:
+                    node, t = low[len("# root") :].split(": tree")
+                    root_tree[int(node)] = int(t)
+                except ValueError:
+                    pass
+            continue
+        if not text:
+            continue
+        parts = text.split()
+        if len(parts) < 7:
+            raise ValueError(f"{path.name}: SWC lines need 7 fields (n T x y z R P): {text!r}")
+        rows.append(parts[:7])
+    if not rows:
+        raise ValueError(f"{path.name}: no SWC points.")
+    try:
+        ids = [int(r[0]) for r in rows]
+        xyz = np.array([[float(r[2]), float(r[3]), float(r[4])] for r in rows], dtype=float)
+        radius = np.array([float(r[5]) for r in rows], dtype=float)
+        par_ids = [int(r[6]) for r in rows]
+    except ValueError:
+        raise ValueError(f"{path.name}: SWC fields must be numbers.") from None
+    row_of = {n: k for k, n in enumerate(ids)}
+    parent = np.array([row_of.get(q, -1) for q in par_ids], dtype=np.int64)
+    # the tree of each point: its root's (napari-topo writes "# root N: tree T")
+    tree = np.zeros(len(rows), dtype=np.int64)
+    for k in range(len(rows)):
+        r, seen = k, 0
+        while parent[r] >= 0 and seen <= len(rows):
+            r, seen = int(parent[r]), seen + 1
+        tree[k] = root_tree.get(ids[r], 0)
+    edges = [(k, int(q)) for k, q in enumerate(parent.tolist()) if q >= 0]
+    return xyz[:, ::-1].copy(), radius, tree, parent, edges, spacing
+
+
+def _chains(m: int, edges) -> list[list[int]]:
+    """The edges as unbranched paths between nodes of degree != 2 (and loops)."""
+    adj: list[list[int]] = [[] for _ in range(m)]
+    for a, b in edges:
+        adj[a].append(b)
+        adj[b].append(a)
+    seen: set[tuple[int, int]] = set()
+    paths = []
+    starts = [v for v in range(m) if len(adj[v]) != 2] + list(range(m))
+    for s in starts:
+        for nb in adj[s]:
+            if (s, nb) in seen:
+                continue
+            path, prev, cur = [s], s, nb
+            seen.update({(s, nb), (nb, s)})
+            while True:
+                path.append(cur)
+                if len(adj[cur]) != 2 or cur == s:
+                    break
+                nxt = adj[cur][0] if adj[cur][0] != prev else adj[cur][1]
+                if (cur, nxt) in seen:
+                    break
+                seen.update({(cur, nxt), (nxt, cur)})
+                prev, cur = cur, nxt
+            paths.append(path)
+    return paths
+
+
+def read_graph(path) -> list[tuple[Any, dict, str]]:
+    """Read napari-topo vessel graph files (``.csv`` nodes table, ``.swc``) as layers.
+
+    Each file gives a Shapes layer of the branches (paths between branch points and
+    ends, coloured by tree) and a Points layer of the centerline (sized by radius,
+    coloured by tree, with ``id``/``parent`` features so it saves back as SWC through
+    :func:`write_graph`).
+
+    Placement: ``napari-topo segment`` writes ``<stem>_summary.json`` beside
+    ``<stem>_graph.csv``/``.swc`` with the input's geometry and shape; the points are
+    then put in the same reordered voxel grid and get the same ``scale``/``translate``
+    as the volumes :func:`read_volumes` opens from that run, so they overlay. Without it,
+    a ``.csv`` (voxel coordinates) opens unscaled and an ``.swc`` (physical coordinates)
+    with the spacing its header states (1 otherwise) at the origin.
+
+    Raises
+    ------
+    ValueError
+        A table or SWC file that cannot be parsed (one line naming it).
+    """
+    from napari_topo.geometry import Geometry, canonical_orientation
+
+    paths = path if isinstance(path, list | tuple) else [path]
+    out = []
+    for p in map(lambda q: Path(os.fspath(q)), paths):
+        geometry, shape = _summary_geometry(p)
+        if suffix_of(p) == ".swc":
+            pts, radius, tree, parent, edges, sp = _read_swc(p)
+            if geometry is not None and geometry.ndim == 3:
+                pts = pts / np.asarray(geometry.spacing)  # physical -> voxel
+            elif sp is not None and len(sp) == 3 and all(v > 0 for v in sp):
+                pts = pts / np.asarray(sp)
+                geometry = Geometry.from_spacing(sp)
+        else:
+            pts, radius, tree, parent, edges = _read_nodes_csv(p)
+        nd = pts.shape[1]
+        if geometry is not None and geometry.ndim != nd:
+            geometry = None
+        transform: dict[str, Any] = {}
+        if geometry is not None:
+            if shape is not None and not geometry.is_plain:
+                from nibabel.orientations import inv_ornt_aff, io_orientation, ornt_transform
+
+                ornt = ornt_transform(io_orientation(geometry.affine), canonical_orientation(nd))
+                new_to_old = inv_ornt_aff(ornt, shape)
+                old_to_new = np.linalg.inv(new_to_old)
+                pts = pts @ old_to_new[:nd, :nd].T + old_to_new[:nd, nd]
+                geometry = geometry.replace(affine=geometry.affine @ new_to_old)
+            transform = _layer_transform(geometry, "zyx"[-nd:])
+        name = _stem(p)
+        kw = {
+            "name": name,
+            "scale": transform.get("scale"),
+            "translate": transform.get("translate"),
+        }
+        if "affine" in transform:
+            kw["affine"] = transform["affine"]
+        chains = _chains(len(pts), edges)
+        chain_tree = [int(tree[c[0]]) if tree[c[0]] else int(tree[c[-1]]) for c in chains]
+        shapes = _layers.branches_layer(
+            [pts[c] for c in chains], np.asarray(chain_tree, dtype=np.int64), ndim=nd, **kw
+        )
+        points = _layers.points_layer(pts, radius, tree, parent, **kw)
+        for tup in (shapes, points):
+            tup[1]["metadata"]["path"] = str(p)
+        out += [shapes, points]
     return out
 
 
@@ -172,19 +523,33 @@ def _compact_labels(data) -> np.ndarray:
     return arr
 
 
-def _spacing_from(meta: Mapping, ndim: int) -> tuple[float, ...] | None:
-    scale = meta.get("scale")
-    if scale is None:
-        return None
-    sc = [abs(float(s)) for s in scale][-ndim:]
-    return tuple(sc) if len(sc) == ndim and all(s > 0 for s in sc) else None
+def _geometry_from(meta: Mapping, ndim: int):
+    """The layer's placement (scale, translate, rotate, shear, affine) as a Geometry,
+    with the unit and NIfTI codes of the file it was read from when it came through
+    :func:`read_volumes`."""
+    from napari_topo.geometry import Geometry, geometry_from_layer_meta
+
+    geometry = geometry_from_layer_meta(meta, ndim)
+    source = (meta.get("metadata") or {}).get("napari_topo_geometry")
+    if isinstance(source, Mapping):
+        try:
+            src = Geometry.from_dict(source)
+        except (KeyError, TypeError, ValueError):
+            src = None
+        if src is not None and geometry.known != "none":
+            geometry = geometry.replace(unit=src.unit, nifti_codes=src.nifti_codes)
+    return geometry
 
 
 def write_labels(path: str, data: Any, meta: dict) -> list[str]:
-    """npe2 single-layer writer: a Labels layer to NIfTI or TIFF with its spacing.
+    """npe2 single-layer writer: a Labels layer to NIfTI or TIFF where it lies.
 
-    The layer ``scale`` becomes the voxel spacing (NIfTI header zooms, ImageJ
-    spacing/resolution); ids are stored in the smallest unsigned integer type that
+    The layer's placement (``scale``, ``translate``, ``rotate``, ``shear``,
+    ``affine``, composed as napari does) becomes the file's geometry
+    (:func:`napari_topo.data.io.write_volume`): the NIfTI affine (qform and sform), or
+    ImageJ spacing, resolution and origin (plus napari-topo's JSON where ImageJ cannot
+    hold a rotation). Opening the file again (:func:`read_volumes`) puts the layer
+    exactly where it was. Ids are stored in the smallest unsigned integer type that
     holds them. A multiscale layer is written at full resolution.
 
     Returns
@@ -196,7 +561,7 @@ def write_labels(path: str, data: Any, meta: dict) -> list[str]:
     if isinstance(data, list | tuple):  # multiscale: the first level is full resolution
         data = data[0]
     arr = _compact_labels(data)
-    return [str(write_volume(p, arr, spacing=_spacing_from(meta, arr.ndim)))]
+    return [str(write_volume(p, arr, geometry=_geometry_from(meta, arr.ndim)))]
 
 
 def _column(features, name: str, m: int):

@@ -10,12 +10,25 @@
   (:mod:`napari_topo.inference.intensity`: a CT in HU is windowed, other images scaled by
   percentiles, dark vessels inverted, the zoom chosen from the spacing or the vessel
   size); one ``input: ...`` line says what was chosen.
+  ``--format ome-zarr`` (the default for an OME-Zarr input) streams instead: probability
+  and mask written chunk by chunk as OME-Zarr pyramids, nothing of volume size in memory
+  (:mod:`napari_topo.inference.chunked`); no skeleton, trees or graph on that path.
 * ``evaluate PRED GT``: the metrics table of a segmentation, written as JSON and CSV.
 * ``models``, ``train``, ``evaluate-models``: the pretrained models.
+* ``finetune IMAGE LABELS``: fine-tune a model on your own (corrected, possibly sparse)
+  labels and save it where ``models`` and ``segment --model`` find it.
 
-Errors the user can fix (missing file, 2D or RGB input, NaN voxels, an empty volume, a
-ground truth of another shape, an unknown model, tampered weights) are reported as one
-line on stderr with exit status 2; an interrupted run exits with 130 and writes nothing.
+Geometry (:mod:`napari_topo.geometry`): every volume ``segment`` writes carries the
+input's affine, axes and unit (NIfTI qform/sform codes too), so it overlays the scan;
+``evaluate`` and ``segment --gt`` compare two volumes in world space, reordering one onto
+the other's grid when they differ by axis flips or permutations only, and refuse with
+one line naming the difference (orientation, spacing, shape, origin) otherwise. A file
+with several channels, time points or RGB samples needs ``--channel``.
+
+Errors the user can fix (missing file, 2D or RGB input, several channels, NaN voxels, an
+empty volume, a ground truth on another grid, an unknown model, tampered weights) are
+reported as one line on stderr with exit status 2; an interrupted run exits with 130 and
+writes nothing.
 """
 
 from __future__ import annotations
@@ -161,9 +174,24 @@ def _demo_segmentation(vol, model: str | None, out) -> tuple[str, dict]:
     return row
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the project's error style: one line, what to do, exit status 2.
+
+    argparse's own ``error`` prints the whole usage block before the message; a user
+    who mistyped one option reads one line that names it and where the usage is.
+    """
+
+    def error(self, message: str):  # noqa: D102 (argparse API)
+        raise _UsageError(f"{self.prog}: error: {message} (see '{self.prog} --help')")
+
+
+class _UsageError(Exception):
+    """A command line argparse refused; :func:`main` prints it and returns 2."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``napari-topo``."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="napari-topo",
         description="Topology-aware segmentation of tubular structures (headless tools).",
     )
@@ -244,10 +272,19 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--gt", help="ground-truth labels (mask or tree ids): adds the metrics")
     seg.add_argument(
         "--format",
-        choices=["nii.gz", "nii", "tif", "npy", "zarr"],
-        help="format of the volumes written (default: the input's, NIfTI for .npz)",
+        choices=["nii.gz", "nii", "tif", "npy", "zarr", "ome-zarr"],
+        help="format of the volumes written (default: the input's, NIfTI for .npz); "
+        "ome-zarr streams chunk by chunk for volumes larger than memory: probability and "
+        "mask only (see the README, 'Large volumes')",
     )
     seg.add_argument("--key", help="array name inside an .npz file or zarr group")
+    seg.add_argument(
+        "--channel",
+        type=int,
+        metavar="N",
+        help="index of the channel (or time point, or RGB sample) to segment when INPUT "
+        "has more than one (ImageJ/OME hyperstacks, NIfTI 4D, RGB); refused without it",
+    )
     evl = sub.add_parser(
         "evaluate",
         help="topology metrics of a segmentation against a ground truth",
@@ -256,11 +293,16 @@ def build_parser() -> argparse.ArgumentParser:
     evl.add_argument("pred", help="prediction: mask, tree labels or probability")
     evl.add_argument("gt", help="ground truth: mask or tree labels")
     evl.add_argument(
-        "--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"), help="voxel size (HD95)"
+        "--spacing",
+        type=float,
+        nargs=3,
+        metavar=("Z", "Y", "X"),
+        help="voxel size (HD95) of both files, instead of what their headers say",
     )
     evl.add_argument("--threshold", type=float, default=0.5, help="for a probability PRED")
     evl.add_argument(
-        "--out", help="path prefix of the .json/.csv written (default: <PRED stem>_metrics)"
+        "--out",
+        help="path prefix of the .json/.csv written (default: <PRED stem>_metrics beside PRED)",
     )
     train = sub.add_parser("train", help="train a model from a config (seeded, resumable)")
     train.add_argument(
@@ -287,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also write the test summary into each model's card",
     )
+    _add_finetune_parser(sub)
     return parser
 
 
@@ -295,9 +338,14 @@ def _zoom_arg(text: str):
     if text.strip().lower() == "auto":
         return "auto"
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a number, got {text!r}") from None
+        value = float("nan")
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(
+            f"expected 'auto' or a positive number (0.5 shrinks the volume 2x), got {text!r}"
+        )
+    return value
 
 
 def _train(args) -> None:
@@ -413,6 +461,31 @@ def _spacing(args, vol) -> tuple[float, float, float] | None:
     return None
 
 
+def _spatial(vol, channel: int | None, what: str, spacing_override=None, option="--channel"):
+    """``(data, geometry)`` of one spatial volume of ``vol`` (a channel chosen), with
+    ``--spacing`` applied; refusals (several channels, RGB) are one-line ValueErrors."""
+    from .geometry import select_channel
+
+    data, geometry = select_channel(
+        vol.data, vol.geometry, channel, name=f"{what} {vol.path.name}", option=option
+    )
+    if spacing_override is not None and geometry.ndim == len(spacing_override):
+        geometry = geometry.with_spacing(spacing_override)
+    return data, geometry
+
+
+def _geometry_spacing(geometry) -> tuple[float, ...] | None:
+    return None if geometry.known == "none" else tuple(float(s) for s in geometry.spacing)
+
+
+def _aligned(data, geometry, ref_geometry, ref_shape, names):
+    """``(data on the reference grid, note)`` (flips/permutations only), or a one-line
+    refusal; the note ("" or what was assumed or reordered) is printed with the results."""
+    from .geometry import align
+
+    return align(data, geometry, ref_geometry, ref_shape, names=names)
+
+
 def read_sources(path):
     """Tree roots from a CSV: columns ``z,y,x`` or napari's ``axis-0,axis-1,axis-2``.
 
@@ -461,7 +534,11 @@ def _as_labels(arr, name: str, threshold: float | None = None):
     """
     import numpy as np
 
-    a = np.asarray(arr)
+    from .geometry import writable
+
+    # a writable, contiguous copy where needed: read-only memory maps (.npy), zarr and
+    # dask arrays go to cc3d/scikit-image, which refuse read-only buffers
+    a = writable(arr)
     if a.dtype.kind != "f":
         return a
     if not np.isfinite(a).all():
@@ -473,14 +550,6 @@ def _as_labels(arr, name: str, threshold: float | None = None):
             f"{name} holds fractional values; a ground truth must be a mask or integer labels"
         )
     return a > threshold
-
-
-def _check_gt(gt, shape, what: str = "input") -> None:
-    if tuple(gt.shape) != tuple(shape):
-        raise ValueError(
-            f"the ground truth has shape {tuple(gt.shape)} but the {what} has shape "
-            f"{tuple(shape)}; they must cover the same voxels"
-        )
 
 
 def _write_metrics(metrics: dict, prefix: Path) -> tuple[Path, Path]:
@@ -513,6 +582,9 @@ def _metrics_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+#: ``segment`` lists this many trees (the largest) on the terminal; summary.json has all.
+MAX_TREE_LINES = 10
+
 _FORMAT_OF_SUFFIX = {
     ".nii": "nii",
     ".nii.gz": "nii.gz",
@@ -521,6 +593,7 @@ _FORMAT_OF_SUFFIX = {
     ".npy": "npy",
     ".npz": "nii.gz",
     ".zarr": "zarr",
+    ".ome.zarr": "ome-zarr",
 }
 
 
@@ -534,9 +607,18 @@ def _segment(args) -> None:
     if args.tile < 16 or args.tile % 16:
         raise ValueError(f"--tile must be a multiple of 16 (16, 32, 48, ...); got {args.tile}")
     vol = _read(args.input, args.key)
-    spacing = _spacing(args, vol)
+    override = _spacing(args, vol) if args.spacing is not None else None
+    # One spatial volume (a channel chosen, or a one-line refusal) before anything runs;
+    # its geometry goes to every file written, so they overlay the input.
+    data, geometry = _spatial(vol, args.channel, "the input", override)
+    if geometry.ndim != 3:
+        raise ValueError(
+            f"the input {vol.path.name} is a {geometry.ndim}D image (shape "
+            f"{tuple(data.shape)}); napari-topo segments 3D (z, y, x) volumes"
+        )
+    spacing = _geometry_spacing(geometry)
     sources = read_sources(args.sources) if args.sources else None
-    shape = tuple(vol.data.shape)
+    shape = tuple(data.shape)
     if sources is not None and len(shape) == 3:
         outside = ~((sources >= 0) & (sources <= np.asarray(shape) - 1)).all(axis=1)
         if outside.any():
@@ -545,10 +627,18 @@ def _segment(args) -> None:
                 f"{shape} (first: {sources[outside][0].tolist()}); they must be voxel "
                 "coordinates z, y, x"
             )
-    gt = None
+    gt, gt_note = None, ""
     if args.gt:
-        gt = _as_labels(_read(args.gt).data, "the ground truth")
-        _check_gt(gt, shape)
+        gt_vol = _read(args.gt)
+        gt_data, gt_geometry = _spatial(gt_vol, None, "the ground truth", override, None)
+        gt_data, gt_note = _aligned(
+            gt_data,
+            gt_geometry,
+            geometry,
+            shape,
+            (f"the ground truth {gt_vol.path.name}", f"the input {vol.path.name}"),
+        )
+        gt = _as_labels(gt_data, "the ground truth")
     if not 0.0 < args.threshold < 1.0:
         raise ValueError(f"--threshold must be between 0 and 1; got {args.threshold}")
     out_dir = Path(args.out)
@@ -558,14 +648,27 @@ def _segment(args) -> None:
     if not existing.is_dir():  # checked before the model runs, not after
         raise ValueError(f"--out {out_dir}: {existing} is a file, not a folder")
     fmt = args.format or _FORMAT_OF_SUFFIX[suffix_of(vol.path)]
-    if args.format is None and fmt == "npy" and spacing is not None:
+    if args.format is None and fmt == "zarr":
+        from .data.ngff import is_ome_zarr
+
+        fmt = "ome-zarr" if is_ome_zarr(vol.path) else fmt
+    if args.format is None and fmt == "npy" and geometry.known != "none":
         fmt = "nii.gz"  # .npy cannot carry the voxel size the outputs are measured in
     stem = vol.path.name[: -len(suffix_of(vol.path))]
     model = args.model or DEFAULT_MODEL
+    if fmt == "ome-zarr":
+        if args.gt or args.sources:
+            option = "--gt" if args.gt else "--sources"
+            raise ValueError(
+                f"{option} needs the whole-volume pipeline (trees, metrics); --format "
+                "ome-zarr streams probability and mask only: choose another --format"
+            )
+        _segment_streaming(args, vol, data, geometry, out_dir, stem, model)
+        return
 
     t0 = time.perf_counter()
     analysis = segment(
-        vol.data,
+        data,
         model,
         threshold=args.threshold,
         min_size=args.min_size,
@@ -581,6 +684,9 @@ def _segment(args) -> None:
         device=args.device,
         progress=_progress_printer(f"segmenting {vol.path.name}"),
         on_message=lambda m: print(f"napari-topo: note: {m}", file=sys.stderr),
+        # said before the model runs: a wrong modality or zoom is seen at once, not
+        # after minutes of inference
+        on_policy=lambda p: print(f"input: {p.describe()}", flush=True),
     )
     took = time.perf_counter() - t0
     policy = getattr(analysis, "input_policy", None)
@@ -600,12 +706,17 @@ def _segment(args) -> None:
             "trees": analysis.trees.astype(np.int32),
         }
         for name, arr in volumes.items():
-            write_volume(tmp / f"{stem}_{name}.{fmt}", arr, spacing=spacing)
+            write_volume(tmp / f"{stem}_{name}.{fmt}", arr, geometry=geometry)
         analysis.save(tmp / f"{stem}_graph.graphml")
         analysis.save(tmp / f"{stem}_graph.swc")
         analysis.save(tmp / f"{stem}_graph.csv")
         summary = analysis.summary()
         summary.update({"input": str(vol.path), "model": model, "seconds": round(took, 2)})
+        if args.channel is not None:
+            summary["channel"] = args.channel
+        # where the voxel coordinates of the graph files lie (the plugin's reader uses it)
+        summary["shape"] = list(shape)
+        summary["geometry"] = geometry.to_dict()
         if policy is not None:
             summary["input_policy"] = policy.to_dict()
         (tmp / f"{stem}_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -621,18 +732,118 @@ def _segment(args) -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    if policy is not None:
-        print(f"input: {policy.describe()}")
     print(
         f"{vol.path.name}: {summary['n_voxels']} vessel voxels, {summary['n_branches']} "
         f"branches, {summary['n_points']} centerline points, {summary['n_trees']} trees "
         f"({model}, {took:.1f} s)"
     )
-    for tree in summary["trees"]:
+    trees = sorted(summary["trees"], key=lambda t: -t["n_voxels"])
+    for tree in trees[:MAX_TREE_LINES]:
         print(f"  tree {tree['id']}: {tree['n_voxels']} voxels, length {tree['length']:.1f}")
+    if len(trees) > MAX_TREE_LINES:
+        print(
+            f"  ... and {len(trees) - MAX_TREE_LINES} smaller trees "
+            f"(every tree in {stem}_summary.json)"
+        )
     if metrics is not None:
+        if gt_note:
+            print(f"note: {gt_note}")
         print("metrics against the ground truth:")
         print(_metrics_table(metrics))
+    print(f"wrote {len(written)} files to {out_dir}: " + ", ".join(written))
+
+
+def _segment_streaming(args, vol, data, geometry, out_dir: Path, stem: str, model) -> None:
+    """``segment --format ome-zarr``: probability and mask streamed chunk by chunk.
+
+    Nothing of volume size is held in memory (:mod:`napari_topo.inference.chunked`);
+    the OME-Zarr images are written into a temporary folder inside ``out_dir`` and
+    moved in at the end, as the whole-volume path does. Skeleton, trees and graph are
+    not computed here (one note on stderr says so).
+    """
+    from .inference.chunked import segment_to_ome_zarr
+    from .inference.pipeline import resample_factors
+
+    spacing = _geometry_spacing(geometry)
+    zoom = args.zoom
+    numeric = None if isinstance(zoom, str) else zoom
+    if numeric is not None and not (math.isfinite(numeric) and numeric > 0):
+        raise ValueError(f"--zoom must be 'auto' or a positive number; got {numeric}")
+    factors = resample_factors(spacing, numeric)
+    if any(abs(f - 1.0) > 0.05 for f in factors):
+        why = (
+            f"--zoom {numeric:g} resamples the volume"
+            if numeric is not None and abs(numeric - 1.0) > 0.05
+            else f"its voxels {tuple(spacing)} are anisotropic and the model needs them resampled"
+        )
+        raise ValueError(
+            f"--format ome-zarr streams on the input grid, but {why}: use another --format "
+            "for a volume that fits in memory, or --spacing to segment the voxels as stored"
+        )
+    note = lambda m: print(f"napari-topo: note: {m}", file=sys.stderr)  # noqa: E731
+    note(
+        "--format ome-zarr streams probability and mask chunk by chunk; skeleton, vessel "
+        "trees and graph are not computed (use another --format for those)"
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".napari-topo-", dir=out_dir))
+    names = ("probability", "mask", "centerness", "embedding")
+    t0 = time.perf_counter()
+    try:
+        result = segment_to_ome_zarr(
+            data,
+            geometry,
+            {n: tmp / f"{stem}_{n}.ome.zarr" for n in names},
+            model,
+            threshold=args.threshold,
+            min_size=args.min_size,
+            spacing=spacing,
+            zoom=zoom,
+            modality=args.modality,
+            window=args.window,
+            polarity=args.polarity,
+            tile=args.tile,
+            overlap=args.overlap,
+            batch_size=args.batch_size,
+            device=args.device,
+            progress=_progress_printer(f"segmenting {vol.path.name}"),
+            on_message=note,
+            stage=lambda s: print(f"napari-topo: {s} ...", file=sys.stderr, flush=True),
+            on_policy=lambda p: print(f"input: {p.describe()}", flush=True),
+        )
+        took = time.perf_counter() - t0
+        summary = {
+            "input": str(vol.path),
+            "model": model,
+            "streamed": True,
+            "n_voxels": result["n_voxels"],
+            "seconds": round(took, 2),
+            "stage_seconds": result["seconds"],
+            "chunk": result["chunk"],
+            "threshold": result["threshold"],
+            "min_size": result["min_size"],
+            "shape": list(data.shape),
+            "geometry": geometry.to_dict(),
+            "input_policy": result["input_policy"],
+            "not_computed": ["skeleton", "trees", "graph"],
+        }
+        if args.channel is not None:
+            summary["channel"] = args.channel
+        (tmp / f"{stem}_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        written = []
+        for f in sorted(tmp.iterdir()):
+            dest = out_dir / f.name
+            if dest.is_dir():
+                shutil.rmtree(dest)
+            f.replace(dest)
+            written.append(dest.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    stages = ", ".join(f"{k} {v:.1f} s" for k, v in result["seconds"].items())
+    print(
+        f"{vol.path.name}: {result['n_voxels']} vessel voxels (streamed in chunks of "
+        f"{result['chunk']}; {model}, {took:.1f} s: {stages})"
+    )
     print(f"wrote {len(written)} files to {out_dir}: " + ", ".join(written))
 
 
@@ -643,22 +854,39 @@ def _evaluate(args) -> None:
 
     pred_vol = _read(args.pred)
     gt_vol = _read(args.gt)
-    pred = _as_labels(pred_vol.data, pred_vol.path.name, threshold=args.threshold)
-    gt = _as_labels(gt_vol.data, gt_vol.path.name)
-    _check_gt(gt, pred.shape, "prediction")
+    override = _spacing(args, pred_vol) if args.spacing is not None else None
+    pred_data, pred_geometry = _spatial(pred_vol, None, "the prediction", override, None)
+    gt_data, gt_geometry = _spatial(gt_vol, None, "the ground truth", override, None)
+    # the prediction on the ground truth's grid (same voxels reordered), or a refusal
+    # naming the difference: never a score of two volumes that do not overlay
+    pred_data, note = _aligned(
+        pred_data,
+        pred_geometry,
+        gt_geometry,
+        gt_data.shape,
+        (f"the prediction {pred_vol.path.name}", f"the ground truth {gt_vol.path.name}"),
+    )
+    pred = _as_labels(pred_data, pred_vol.path.name, threshold=args.threshold)
+    gt = _as_labels(gt_data, gt_vol.path.name)
     spacing = (
-        tuple(args.spacing) if args.spacing is not None else (gt_vol.spacing or pred_vol.spacing)
+        tuple(args.spacing)
+        if args.spacing is not None
+        else (_geometry_spacing(gt_geometry) or _geometry_spacing(pred_geometry))
     )
     metrics = compute_metrics(pred, gt, spacing=spacing)
     prefix = (
         Path(args.out)
         if args.out
-        else Path(pred_vol.path.name[: -len(suffix_of(pred_vol.path))] + "_metrics")
+        # next to the prediction, not wherever the shell happens to be
+        else pred_vol.path.parent
+        / (pred_vol.path.name[: -len(suffix_of(pred_vol.path))] + "_metrics")
     )
     if prefix.parent != Path("."):
         prefix.parent.mkdir(parents=True, exist_ok=True)
     js, cs = _write_metrics(metrics, prefix)
     sp = "" if spacing is None else f" (spacing {tuple(float(s) for s in spacing)})"
+    if note:
+        print(f"note: {note}")
     print(f"{pred_vol.path.name} against {gt_vol.path.name}{sp}:")
     print(_metrics_table(metrics))
     print(f"wrote {js} and {cs}")
@@ -684,12 +912,22 @@ def _models() -> None:
             f"{card.name:<16} {card.architecture:<8} {card.summary}"
             + (f" [{label}: {scores}]" if scores else "")
         )
+    from .models.registry import user_models_dir
+
+    print(
+        f"(your own models, e.g. from 'napari-topo finetune', go in {user_models_dir()})",
+        file=sys.stderr,
+    )
 
 
 def main(argv=None) -> int:
     """Entry point of the ``napari-topo`` script."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     try:
         if args.command == "demo":
             if args.size < 32:
@@ -716,6 +954,8 @@ def main(argv=None) -> int:
             _evaluate_models(args)
         elif args.command == "models":
             _models()
+        elif args.command == "finetune":
+            _finetune(args)
     except (ValueError, OSError, MemoryError) as exc:
         msg = " ".join(str(exc).split()) or type(exc).__name__
         print(f"napari-topo: error: {msg}", file=sys.stderr)
@@ -724,6 +964,192 @@ def main(argv=None) -> int:
         print("\nnapari-topo: interrupted; nothing was written", file=sys.stderr)
         return 130
     return 0
+
+
+# --------------------------------------------------------------------------------------
+# finetune (issue 10): a self-contained block
+# --------------------------------------------------------------------------------------
+
+
+def _add_finetune_parser(sub) -> None:
+    ft = sub.add_parser(
+        "finetune",
+        help="fine-tune a model on your own (corrected) labels",
+        description=(
+            "Fine-tune --base on IMAGE with your LABELS (0 = background, > 0 vessel). Only "
+            "the annotated voxels count: --annotated MASK, or by default the slices in "
+            "which LABELS has any label (or their bounding box when most slices have one). "
+            "A held-out part of the annotation checks the result, which is never worse "
+            "than the base there. Saved as <name>.safetensors + <name>.json into --out "
+            "(default: your models folder, see 'napari-topo models'); then "
+            "'napari-topo segment IMAGE --model DIR|NAME' uses it."
+        ),
+    )
+    ft.add_argument("image", help="volume file (z, y, x): NIfTI, TIFF, NumPy or zarr")
+    ft.add_argument("labels", help="labels of the same voxels (mask or tree ids)")
+    ft.add_argument(
+        "--base", default="unet-projpool", help="model to start from (default unet-projpool)"
+    )
+    ft.add_argument("--minutes", type=float, help="time budget in minutes (default 5)")
+    ft.add_argument("--steps", type=int, help="step budget (stops at whichever comes first)")
+    ft.add_argument("--out", help="folder to save into (default: your models folder)")
+    ft.add_argument(
+        "--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"), help="override voxel size"
+    )
+    ft.add_argument("--annotated", help="binary mask of the voxels you labelled")
+    ft.add_argument("--name", help="name of the new model (default <base>-ft-<date>-<time>)")
+    ft.add_argument("--device", default="auto", help="auto (default), cuda, mps or cpu")
+    ft.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    ft.add_argument("--seed", type=int, default=0, help="seed of sampling and augmentation")
+    ft.add_argument("--key", help="array name inside an .npz file or zarr group (IMAGE)")
+
+
+def _finetune_printer(stream=None):
+    """``progress(FinetuneProgress)``: a line per validation, a bar on a terminal."""
+    stream = stream or sys.stderr
+    tty = stream.isatty()
+
+    def progress(p) -> None:
+        if p.phase == "train" and tty:
+            pct = int(100 * p.fraction)
+            bar = "#" * (pct // 5)
+            stream.write(f"\rfine-tuning: [{bar:<20}] step {p.step} loss {p.loss:.4f}")
+            stream.flush()
+        elif p.phase == "validate" and p.validation is not None:
+            v, best = p.validation, p.best or p.validation
+            prefix = "\n" if tty and p.step else ""
+            what = "base model" if p.step == 0 else f"step {p.step}"
+            print(
+                f"{prefix}{what}: held-out Dice {v['Dice']:.3f}, clDice {v['clDice']:.3f} "
+                f"(best {best['Dice']:.3f}) [{p.elapsed_s:.0f} s]",
+                file=stream,
+                flush=True,
+            )
+        elif p.phase == "prepare":
+            print(f"fine-tuning: {p.message}", file=stream, flush=True)
+
+    return progress
+
+
+def _finetune(args) -> None:
+    import os
+    import shlex
+
+    import numpy as np
+
+    from .inference.device import pick_device
+    from .models.registry import WEIGHTS_DIR, ModelCard, get_card, user_models_dir
+    from .training.finetune import annotated_region, check_labels, finetune, save_finetuned
+
+    # every input is checked before anything is trained or written
+    if args.minutes is not None and not (math.isfinite(args.minutes) and args.minutes > 0):
+        raise ValueError(f"--minutes must be a positive number; got {args.minutes}")
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps must be at least 1; got {args.steps}")
+    vol = _read(args.image, args.key)
+    spacing = _spacing(args, vol)
+    lab = _read(args.labels)
+    shape = tuple(vol.data.shape)
+    if len(shape) != 3:
+        raise ValueError(f"{vol.path.name} is not a 3D (z, y, x) volume: shape {shape}")
+    if tuple(lab.data.shape) != shape:
+        raise ValueError(
+            f"the labels have shape {tuple(lab.data.shape)} but the image has {shape}; "
+            "they must cover the same voxels"
+        )
+    for other in (lab,):
+        if (
+            args.spacing is None
+            and other.spacing is not None
+            and vol.spacing is not None
+            and len(other.spacing) == len(vol.spacing)
+            and not np.allclose(other.spacing, vol.spacing, rtol=1e-3)
+        ):
+            raise ValueError(
+                f"{other.path.name} has voxel size {tuple(other.spacing)} but the image has "
+                f"{tuple(vol.spacing)}: not the same grid; resample the labels to the image"
+            )
+    labels = check_labels(lab.data, shape)
+    annotated = None
+    if args.annotated:
+        ann = _read(args.annotated)
+        annotated = ann.data
+    region, info = annotated_region(labels, annotated)  # empty / non-binary: one line
+    del region
+    base_path = args.base
+    if not (
+        os.sep in base_path or "/" in base_path or base_path.endswith((".json", ".safetensors"))
+    ):
+        try:
+            get_card(base_path)
+        except ValueError:
+            if not Path(base_path).is_dir():
+                raise
+    elif not Path(base_path).exists():
+        raise ValueError(f"no such base model file or folder: {base_path}")
+    pick_device(args.device)
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be at least 1; got {args.threads}")
+    base_name = Path(base_path).stem if ("/" in base_path or os.sep in base_path) else base_path
+    name = args.name or f"{base_name}-ft-{time.strftime('%Y%m%d-%H%M%S')}"
+    ModelCard(name=name, architecture="unet3d")  # the name is checked here
+    if (WEIGHTS_DIR / f"{name}.json").is_file():
+        raise ValueError(f"{name!r} is the name of a shipped model; choose another --name")
+    out_dir = Path(args.out).expanduser() if args.out else user_models_dir()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir} is a file, not a folder")
+    if (out_dir / f"{name}.json").exists():
+        raise ValueError(f"a model {name!r} already exists in {out_dir}; choose another --name")
+
+    print(f"annotated region: {info['description']}")
+    command = shlex.join(
+        ["napari-topo", "finetune", args.image, args.labels, "--base", args.base]
+        + [
+            item
+            for flag, value in (
+                ("--minutes", args.minutes),
+                ("--steps", args.steps),
+                ("--out", args.out),
+                ("--annotated", args.annotated),
+                ("--name", name),
+                ("--device", args.device),
+                ("--seed", args.seed),
+            )
+            if value is not None
+            for item in (flag, str(value))
+        ]
+        + (["--spacing", *map(str, args.spacing)] if args.spacing else [])
+    )
+    module, card = finetune(
+        vol.data,
+        labels,
+        args.base,
+        annotated=annotated,
+        spacing=spacing,
+        minutes=args.minutes,
+        steps=args.steps,
+        device=args.device,
+        progress=_finetune_printer(),
+        seed=args.seed,
+        name=name,
+        threads=args.threads or (os.cpu_count() or 1),
+        command=command,
+    )
+    saved = save_finetuned(module, card, out_dir)
+    before, after = card.metrics["validation_before"], card.metrics["validation"]
+    t = card.training
+    print(f"input: {t['input_policy']['summary']}")
+    print(
+        f"held-out annotation: Dice {before['Dice']:.3f} -> {after['Dice']:.3f}, clDice "
+        f"{before['clDice']:.3f} -> {after['clDice']:.3f} (base {t['fine_tuned_from']['name']}; "
+        f"{t['steps']} steps in {t['wall_time_s']:.0f} s, best at step {t['best_step']}; "
+        f"stopped: {t['stopped']})"
+    )
+    use = out_dir if args.out else name
+    print(
+        f"saved {saved.path.with_suffix('.safetensors').name} and {saved.path.name} to "
+        f"{out_dir}; segment with: napari-topo segment IMAGE --model {use}"
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

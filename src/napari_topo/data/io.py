@@ -1,34 +1,50 @@
-"""Read and write volumes with their voxel spacing: NIfTI, TIFF, NumPy and zarr.
+"""Read and write volumes with their geometry: NIfTI, TIFF, NumPy and zarr.
 
 One entry point each way, chosen by the file suffix:
 
-* :func:`read_volume` returns a :class:`Volume` ``(data, spacing, path)`` whose ``data``
-  is in napari-topo's axis order, ``(z, y, x)`` for 3D, and whose ``spacing`` is the
-  physical voxel size per axis of ``data`` (same order), or None where the file does not
-  say;
-* :func:`write_volume` writes an array (and its spacing) so that
-  ``read_volume(write_volume(path, a, spacing=s))`` gives ``a`` (same values, shape and
-  dtype, bool aside) and ``s`` back.
+* :func:`read_volume` returns a :class:`Volume` ``(data, spacing, path, geometry)``:
+  ``data`` holds the file's axes in napari-topo's order (``(z, y, x)`` for a volume,
+  channel/time/RGB axes where the file has them), ``geometry`` a
+  :class:`~napari_topo.geometry.Geometry` saying which axes are space, channel, time
+  or RGB sample and where every voxel lies (affine, unit, what the file stated), and
+  ``spacing`` the voxel size of the spatial axes ``(z, y, x)`` (None where the file
+  does not say);
+* :func:`write_volume` writes an array with its geometry (or a plain spacing) so that
+  reading it back gives the same values, axes and placement.
 
 Formats, and the well-kept libraries that read them (rather than parsers of our own):
 
 ========== ============ ===================================================================
-suffix     library      axes and spacing
+suffix     library      axes and placement
 ========== ============ ===================================================================
-.nii(.gz)  nibabel      stored (x, y, z[, t]); returned reversed, spacing = header zooms
-                        reversed; the scaling slope/intercept applied as nibabel does
-.tif(f)    tifffile     stored (z, y, x); spacing from ImageJ metadata (``spacing`` = z)
-                        and the X/YResolution tags, or from tifffile's JSON metadata
-.npy       numpy        memory-mapped (read-only), spacing None
-.npz       numpy        the array under ``key`` (or the only one), spacing None
-.zarr      zarr         an array, or one array of a group; stays lazy; spacing from the
-                        ``spacing`` attribute
+.nii(.gz)  nibabel      stored (x, y, z[, t[, c]]); returned reversed. Placement: the
+                        affine nibabel chooses (sform, else qform) with its codes, axes
+                        reversed to (z, y, x); header zooms only when both codes are 0.
+                        Scaling slope/intercept applied as nibabel does.
+.tif(f)    tifffile     axes from ``series[0].axes`` (ImageJ hyperstacks TZCYXS, OME
+                        dimension order, RGB samples). Placement: ImageJ ``spacing`` (z),
+                        ``unit``, ``x/y/zorigin`` and X/YResolution; OME PhysicalSize;
+                        the geometry JSON napari-topo writes for other cases.
+.npy       numpy        memory-mapped (read-only); nothing stated
+.npz       numpy        the array under ``key`` (or the only one); nothing stated
+.zarr      zarr         an array, or one array of a group; stays lazy; the ``spacing``
+                        and ``napari_topo_geometry`` attributes
+.ome.zarr  ome-zarr     OME-NGFF multiscale image (also a ``.zarr`` group with
+                        ``multiscales``): level 0 as a lazy dask array; spacing and origin
+                        from its scale and translation, axes from their types, unit
+                        (:mod:`napari_topo.data.ngff`). Written as a pyramid.
 ========== ============ ===================================================================
+
+Arrays without axis metadata are taken as ``(y, x)``, ``(z, y, x)``, ``(c, z, y, x)``
+and ``(t, c, z, y, x)``, except that a 3D/4D array whose last axis has 3 or 4 entries
+is RGB(A) (``(y, x, s)``, ``(z, y, x, s)``): its own colour samples, not a volume 3
+voxels wide. :func:`napari_topo.geometry.select_channel` then picks one channel or
+refuses with one line.
 
 Every failure a user can cause (missing file, unknown suffix, corrupt file, ambiguous
 ``.npz``/zarr group, zarr not installed) raises :class:`VolumeReadError`, a
 :class:`ValueError` with a one-line message that names the path. Content is not checked
-here (2D, RGB, NaN are the callers' business): a reader returns what the file holds.
+here (2D, NaN are the callers' business): a reader returns what the file holds.
 
 This module imports numpy only; nibabel, tifffile and zarr are imported when used. No Qt,
 no napari.
@@ -40,12 +56,13 @@ Examples
 >>> a = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
 >>> p = write_volume(d / "a.nii.gz", a, spacing=(2.0, 0.5, 0.5))
 >>> vol = read_volume(p)
->>> vol.data.shape, vol.spacing
-((2, 3, 4), (2.0, 0.5, 0.5))
+>>> vol.data.shape, vol.spacing, vol.geometry.axes
+((2, 3, 4), (2.0, 0.5, 0.5), 'zyx')
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from fractions import Fraction
@@ -54,17 +71,21 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..geometry import Geometry
+
 __all__ = [
     "SUPPORTED_SUFFIXES",
+    "Geometry",
     "Volume",
     "VolumeReadError",
+    "default_axes",
     "read_volume",
     "suffix_of",
     "write_volume",
 ]
 
 #: File suffixes :func:`read_volume` and :func:`write_volume` understand (lower case).
-SUPPORTED_SUFFIXES = (".nii", ".nii.gz", ".tif", ".tiff", ".npy", ".npz", ".zarr")
+SUPPORTED_SUFFIXES = (".nii", ".nii.gz", ".tif", ".tiff", ".npy", ".npz", ".zarr", ".ome.zarr")
 _FORMAT = {
     ".nii": "NIfTI",
     ".nii.gz": "NIfTI",
@@ -73,11 +94,38 @@ _FORMAT = {
     ".npy": "NumPy .npy",
     ".npz": "NumPy .npz",
     ".zarr": "zarr",
+    ".ome.zarr": "OME-Zarr",
 }
 #: dtypes ImageJ can hold; other dtypes go to a plain (tifffile "shaped") TIFF.
 _IMAGEJ_DTYPES = (np.uint8, np.uint16, np.int16, np.float32)
 #: Chunk edge of zarr arrays written here (64**3 voxels, 1 MiB of float32).
 ZARR_CHUNK = 64
+#: Key of the geometry in TIFF metadata (ImageJ description, tifffile JSON) and zarr
+#: attributes, and the marker of the NIfTI header extension that holds the axes.
+GEOMETRY_KEY = "napari_topo_geometry"
+#: NIfTI extension code for the axes record (6 = "comment", text).
+_NIFTI_COMMENT = 6
+#: NIfTI units (nibabel's names) for the units napari-topo uses, and back.
+_NIFTI_UNITS = {"mm": "mm", "um": "micron", "m": "meter"}
+_UNIT_ALIASES = {
+    "mm": "mm",
+    "millimeter": "mm",
+    "millimetre": "mm",
+    "um": "um",
+    "µm": "um",
+    "μm": "um",
+    "\\u00b5m": "um",
+    "micron": "um",
+    "microns": "um",
+    "micrometer": "um",
+    "micrometre": "um",
+    "m": "m",
+    "meter": "m",
+    "metre": "m",
+    "nm": "nm",
+    "nanometer": "nm",
+    "cm": "cm",
+}
 
 
 class VolumeReadError(ValueError):
@@ -90,34 +138,76 @@ class Volume(NamedTuple):
     Attributes
     ----------
     data : ndarray, numpy.memmap or zarr.Array
-        The array, axes ``(z, y, x)`` for 3D (``(t, z, y, x)`` for a 4D NIfTI). zarr
-        arrays are returned unloaded.
+        The array, axes as ``geometry.axes`` (``(z, y, x)`` for a plain volume). zarr
+        arrays are returned unloaded, ``.npy`` memory-mapped read-only.
     spacing : tuple of float or None
-        Physical voxel size per axis of ``data``, or None if the file does not give it.
+        Physical voxel size of the spatial axes (``(z, y, x)`` order; channel and time
+        axes have none), or None if the file does not give it.
     path : Path
         The file read.
+    geometry : Geometry
+        Axes and placement (affine, unit, what was stated); see
+        :mod:`napari_topo.geometry`.
     """
 
     data: Any
     spacing: tuple[float, ...] | None
     path: Path
+    geometry: Geometry | None = None
+
+    @property
+    def axes(self) -> str:
+        """One letter per axis of ``data``: z, y, x, c (channel), t (time), s (RGB)."""
+        return self.geometry.axes if self.geometry is not None else default_axes(self.data.shape)
 
 
 # --------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------
 def suffix_of(path) -> str:
-    """Lower-case suffix of ``path``, ``".nii.gz"`` counted as one.
+    """Lower-case suffix of ``path``, ``".nii.gz"`` and ``".ome.zarr"`` counted as one.
 
     Examples
     --------
     >>> suffix_of("scan.NII.GZ"), suffix_of("a/b.tif"), suffix_of("noext")
     ('.nii.gz', '.tif', '')
+    >>> suffix_of("big.ome.zarr/")
+    '.ome.zarr'
     """
     name = Path(os.fspath(path)).name.lower()
-    if name.endswith(".nii.gz"):
-        return ".nii.gz"
+    for double in (".nii.gz", ".ome.zarr"):
+        if name.endswith(double):
+            return double
     return Path(name).suffix
+
+
+def default_axes(shape) -> str:
+    """Axes of an array that states none: ``yx``, ``zyx``, ``czyx``, ``tczyx``; a last
+    axis of 3 or 4 entries in a 3D/4D array is RGB(A) (``yxs``, ``zyxs``).
+
+    Examples
+    --------
+    >>> default_axes((584, 565, 3)), default_axes((8, 32, 32)), default_axes((2, 8, 9, 9))
+    ('yxs', 'zyx', 'czyx')
+    """
+    shape = tuple(int(s) for s in shape)
+    n = len(shape)
+    if n in (3, 4) and shape[-1] in (3, 4) and min(shape[:-1]) > 4:
+        return "zyxs"[-n:] if n == 4 else "yxs"
+    if n <= 3:
+        return "zyx"[-n:] if n else ""
+    if n <= 5:
+        return "tczyx"[-n:]
+    raise VolumeReadError(f"arrays of {n} axes are not supported (shape {shape}).")
+
+
+def _unit(text) -> str | None:
+    if text is None:
+        return None
+    t = str(text).strip()
+    if not t or t.lower() in ("pixel", "pixels", "unknown", "none", "inch"):
+        return None
+    return _UNIT_ALIASES.get(t.lower(), _UNIT_ALIASES.get(t, t))
 
 
 def _one_line(exc: BaseException) -> str:
@@ -179,11 +269,43 @@ def _import(module: str, suffix: str):
         ) from None
 
 
+def _volume(data, geometry: Geometry, p: Path) -> Volume:
+    spacing = None if geometry.known == "none" else geometry.spacing
+    return Volume(data, spacing, p, geometry)
+
+
+def _reverse(affine: np.ndarray) -> np.ndarray:
+    """Swap the order of the spatial axes of a homogeneous affine, in and out."""
+    n = affine.shape[0] - 1
+    idx = [*range(n - 1, -1, -1), n]
+    return np.asarray(affine, dtype=float)[np.ix_(idx, idx)]
+
+
+def _clean_affine(affine: np.ndarray) -> np.ndarray:
+    """float32-stored entries as the decimals written (0.6, not 0.6000000238418579)."""
+    from ..geometry import _clean
+
+    return np.vectorize(_clean, otypes=[float])(np.asarray(affine, dtype=float))
+
+
+def _geometry_or_none(d, ndim: int) -> Geometry | None:
+    """A Geometry from stored JSON (str or dict) if it fits ``ndim`` axes, else None."""
+    if d is None:
+        return None
+    try:
+        if isinstance(d, str):
+            d = json.loads(d)
+        g = Geometry.from_dict(d)
+    except (TypeError, ValueError, KeyError, AttributeError):
+        return None
+    return g if len(g.axes) == ndim else None
+
+
 # --------------------------------------------------------------------------------------
 # reading
 # --------------------------------------------------------------------------------------
 def read_volume(path, *, key: str | None = None) -> Volume:
-    """Read a volume and its voxel spacing; the format follows the suffix.
+    """Read a volume with its axes and placement; the format follows the suffix.
 
     Parameters
     ----------
@@ -197,10 +319,11 @@ def read_volume(path, *, key: str | None = None) -> Volume:
     Returns
     -------
     Volume
-        ``(data, spacing, path)``; ``data`` axes ``(z, y, x)`` for 3D, ``spacing`` in the
-        same order or None. ``.npy`` files come memory-mapped (read-only) and zarr arrays
-        unloaded; other formats are read into memory (an uncompressed, unscaled NIfTI
-        may come as a memmap).
+        ``(data, spacing, path, geometry)``; ``data`` axes as ``geometry.axes``
+        (``(z, y, x)`` for a plain volume), ``spacing`` of the spatial axes or None.
+        ``.npy`` files come memory-mapped (read-only) and zarr arrays unloaded; other
+        formats are read into memory (an uncompressed, unscaled NIfTI may come as a
+        memmap).
 
     Raises
     ------
@@ -212,6 +335,13 @@ def read_volume(path, *, key: str | None = None) -> Volume:
     suffix = _check_suffix(p)
     if not p.exists():
         raise VolumeReadError(f"no such file: {p}")
+    if suffix == ".ome.zarr" or (suffix == ".zarr" and _is_ome_zarr(p)):
+        if key is not None:
+            raise VolumeReadError(
+                f"key={key!r} given for {p}, but an OME-Zarr image holds one image "
+                "(its full resolution is read)."
+            )
+        return _read_ome_zarr(p)
     if key is not None and suffix not in (".npz", ".zarr"):
         raise VolumeReadError(
             f"key={key!r} given for {p}, but only .npz files and zarr groups hold several arrays."
@@ -225,10 +355,31 @@ def read_volume(path, *, key: str | None = None) -> Volume:
             data = np.load(p, mmap_mode="r", allow_pickle=False)
         except Exception as exc:  # noqa: BLE001 - any library failure is "corrupt"
             raise _corrupt(p, suffix, exc) from exc
-        return Volume(data, None, p)
+        return _volume(data, _plain(data.shape, p), p)
     if suffix == ".npz":
         return _read_npz(p, suffix, key)
     return _read_zarr(p, suffix, key)
+
+
+def _plain(shape, p: Path) -> Geometry:
+    try:
+        return Geometry.identity(default_axes(shape))
+    except VolumeReadError as exc:
+        raise VolumeReadError(f"cannot read {p}: {exc}") from None
+
+
+def _nifti_axes(img, ndim: int) -> str:
+    """Axes of the reversed NIfTI array: ``[c][t]zyx``, or what napari-topo recorded."""
+    for ext in img.header.extensions:
+        if int(ext.get_code()) != _NIFTI_COMMENT:
+            continue
+        text = ext.get_content()
+        text = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
+        if text.startswith(GEOMETRY_KEY + " axes="):
+            axes = text.split("=", 1)[1].strip().rstrip("\x00")
+            if len(axes) == ndim:
+                return axes
+    return "ctzyx"[-ndim:] if ndim > 3 else "zyx"[-ndim:]
 
 
 def _read_nifti(p: Path, suffix: str) -> Volume:
@@ -239,15 +390,42 @@ def _read_nifti(p: Path, suffix: str) -> Volume:
         # (keeping the stored dtype when there is no scaling) and reads the whole
         # (possibly gzipped) payload, so a truncated file fails here.
         raw = np.asanyarray(img.dataobj)
-        # The header stores zooms as float32: take the shortest decimal that gives the
-        # same float32 (0.6, not 0.6000000238418579), i.e. what was written.
-        zooms = tuple(float(str(np.float32(z))) for z in img.header.get_zooms())
+        hdr = img.header
+        codes = (int(hdr["qform_code"]), int(hdr["sform_code"]))
+        zooms = [float(z) for z in hdr.get_zooms()]
+        affine = np.asarray(img.affine, dtype=float)
+        unit = _unit(hdr.get_xyzt_units()[0])
     except Exception as exc:  # noqa: BLE001
         raise _corrupt(p, suffix, exc) from exc
-    data = raw.transpose(tuple(range(raw.ndim))[::-1])  # (x, y, z[, t]) -> ([t,] z, y, x)
-    zooms = zooms[: raw.ndim][::-1]
-    spacing = zooms if len(zooms) == raw.ndim and all(z > 0 for z in zooms) else None
-    return Volume(data, spacing, p)
+    if raw.ndim > 5:
+        raise VolumeReadError(
+            f"cannot read {p}: NIfTI arrays of {raw.ndim} axes are not supported."
+        )
+    data = raw.transpose(tuple(range(raw.ndim))[::-1])  # (x, y, z[, t[, c]]) -> ([c, t,] z, y, x)
+    n = min(raw.ndim, 3)
+    axes = _nifti_axes(img, raw.ndim)
+    if codes == (0, 0):
+        # Neither qform nor sform: the file states the voxel size only (nibabel's
+        # fallback affine would invent a flip and a centred origin).
+        sp = zooms[:n]
+        if all(math.isfinite(z) and z > 0 for z in sp):
+            xyz = np.eye(n + 1)
+            xyz[:n, :n] = np.diag(sp)
+            known = "spacing"
+        else:
+            xyz, known = np.eye(n + 1), "none"
+    else:
+        xyz = np.eye(n + 1)
+        xyz[:n, :n] = affine[:n, :n]
+        xyz[:n, n] = affine[:n, 3]
+        known = "full"
+    try:
+        geometry = Geometry(
+            _clean_affine(_reverse(xyz)), axes, unit=unit, known=known, nifti_codes=codes
+        )
+    except ValueError as exc:
+        raise VolumeReadError(f"cannot read {p}: unusable NIfTI affine ({exc})") from None
+    return _volume(data, geometry, p)
 
 
 def _resolution_spacing(page) -> tuple[float, float] | None:
@@ -264,43 +442,117 @@ def _resolution_spacing(page) -> tuple[float, float] | None:
     return out[0], out[1]
 
 
+#: tifffile axis codes -> napari-topo's (others: a stack of planes, see _tiff_axes).
+_TIFF_AXES = {"Z": "z", "Y": "y", "X": "x", "C": "c", "T": "t", "S": "s"}
+
+
+def _tiff_axes(axes: str, shape) -> str:
+    """napari-topo axes of a tifffile series: Z, Y, X, C, T, S kept; one other leading
+    axis (tifffile's I, Q: pages of unknown meaning) is z, further ones channels."""
+    out = []
+    for ch in axes.upper():
+        letter = _TIFF_AXES.get(ch)
+        if letter is None:
+            letter = "z" if "z" not in out and "Z" not in axes.upper() else "c"
+            if letter in out:
+                letter = "t"
+        out.append(letter)
+    text = "".join(out)
+    try:
+        Geometry.identity(text)
+    except ValueError:
+        return default_axes(shape)
+    return text
+
+
+def _ome_spacing(tifffile, xml: str) -> tuple[dict, str | None]:
+    """``{"z": dz, "y": dy, "x": dx}`` (those stated) and the unit, from OME-XML."""
+    d = tifffile.xml2dict(xml).get("OME", {})
+    image = d.get("Image", {})
+    if isinstance(image, list):
+        image = image[0] if image else {}
+    px = image.get("Pixels", {}) if isinstance(image, dict) else {}
+    out, unit = {}, None
+    for ax in "ZYX":
+        v = px.get(f"PhysicalSize{ax}")
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(f) and f > 0:
+            out[ax.lower()] = f
+            unit = unit or _unit(px.get(f"PhysicalSize{ax}Unit", "um"))
+    return out, unit
+
+
 def _read_tiff(p: Path, suffix: str) -> Volume:
     tifffile = _import("tifffile", suffix)
     try:
         with tifffile.TiffFile(p) as tif:
-            data = tif.asarray()
+            series = tif.series[0]
+            data = series.asarray()
+            tif_axes = series.axes
             page = tif.pages.first if hasattr(tif.pages, "first") else tif.pages[0]
             yx = _resolution_spacing(page)
-            unit = page.tags.get("ResolutionUnit")
+            res_unit = page.tags.get("ResolutionUnit")
+            res_unit = int(res_unit.value) if res_unit is not None else None
             ij = tif.imagej_metadata or {}
             shaped = tif.shaped_metadata or ()
+            ome = _ome_spacing(tifffile, tif.ome_metadata) if tif.is_ome else None
     except Exception as exc:  # noqa: BLE001
         raise _corrupt(p, suffix, exc) from exc
-    spacing = None
-    stored = shaped[0].get("spacing") if shaped and isinstance(shaped[0], dict) else None
-    if stored is not None:  # written by write_volume for dtypes ImageJ cannot hold
+    meta = shaped[0] if shaped and isinstance(shaped[0], dict) else {}
+    stored = _geometry_or_none(meta.get(GEOMETRY_KEY) or ij.get(GEOMETRY_KEY), data.ndim)
+    if stored is not None:  # written by write_volume: the whole geometry
+        return _volume(data, stored, p)
+    if meta.get("axes") and len(str(meta["axes"])) == data.ndim:
+        axes = _tiff_axes(str(meta["axes"]), data.shape)
+    else:
+        axes = _tiff_axes(tif_axes, data.shape)
+    n = sum(ch in "zyx" for ch in axes)
+    if "spacing" in meta and not ij:  # an older napari-topo file: spacing per array axis
         try:
-            spacing = _spacing_tuple(stored, data.ndim)
+            sp_all = _spacing_tuple(meta["spacing"], data.ndim)
         except ValueError:
-            spacing = None
-    elif data.ndim >= 2:
+            sp_all = None
+        if sp_all is not None:
+            sp = [s for s, ch in zip(sp_all, axes, strict=True) if ch in "zyx"]
+            return _volume(data, Geometry.from_spacing(sp, axes=axes), p)
+    spacing = {"z": 1.0, "y": 1.0, "x": 1.0}
+    unit, known = None, "none"
+    if ome is not None and ome[0]:
+        spacing.update(ome[0])
+        unit, known = ome[1], "spacing"
+    elif ij or yx is not None:
         # ImageJ writes "spacing" (z) and the resolution tags (y, x). A file that states
         # nothing (no ImageJ spacing, 1 pixel per unit, no unit) has unknown spacing.
-        stated = "spacing" in ij or (
-            yx is not None and (yx != (1.0, 1.0) or (unit is not None and int(unit.value) > 1))
-        )
-        if stated:
-            dy, dx = yx if yx is not None else (1.0, 1.0)
-            lead = [1.0] * (data.ndim - 2)
-            if lead and "spacing" in ij:
-                try:
-                    lead[-1] = float(ij["spacing"])
-                except (TypeError, ValueError):
-                    pass
-            spacing = (*lead, dy, dx)
-            if not all(math.isfinite(s) and s > 0 for s in spacing):
-                spacing = None
-    return Volume(data, spacing, p)
+        if "spacing" in ij:
+            try:
+                spacing["z"] = float(ij["spacing"])
+                known = "spacing"
+            except (TypeError, ValueError):
+                pass
+        if yx is not None and (yx != (1.0, 1.0) or (res_unit is not None and res_unit > 1)):
+            spacing["y"], spacing["x"] = yx
+            known = "spacing"
+        unit = _unit(ij.get("unit")) if ij else {3: "cm"}.get(res_unit or 0)
+    sp = [spacing[ch] for ch in "zyx"[-n:]] if n else []
+    if not all(math.isfinite(s) and s > 0 for s in sp):
+        sp, known = [1.0] * n, "none"
+    origin = None
+    if ij and any(f"{a}origin" in ij for a in "zyx"[-n:]):
+        try:
+            origin = [
+                -float(ij.get(f"{a}origin", 0.0)) * s for a, s in zip("zyx"[-n:], sp, strict=True)
+            ]
+            known = "full"
+        except (TypeError, ValueError):
+            origin = None
+    try:
+        geometry = Geometry.from_spacing(sp, origin, axes=axes, unit=unit, known=known)
+    except ValueError:
+        geometry = Geometry.identity(default_axes(data.shape))
+    return _volume(data, geometry, p)
 
 
 def _read_npz(p: Path, suffix: str, key: str | None) -> Volume:
@@ -319,7 +571,21 @@ def _read_npz(p: Path, suffix: str, key: str | None) -> Volume:
         raise
     except Exception as exc:  # noqa: BLE001
         raise _corrupt(p, suffix, exc) from exc
-    return Volume(data, None, p)
+    return _volume(data, _plain(data.shape, p), p)
+
+
+def _is_ome_zarr(p: Path) -> bool:
+    from .ngff import is_ome_zarr
+
+    return is_ome_zarr(p)
+
+
+def _read_ome_zarr(p: Path) -> Volume:
+    """Level 0 of an OME-Zarr image, lazily (dask), with its geometry."""
+    from .ngff import read_ome_zarr
+
+    image = read_ome_zarr(p)
+    return _volume(image.levels[0], image.geometries[0], p)
 
 
 def _read_zarr(p: Path, suffix: str, key: str | None) -> Volume:
@@ -350,18 +616,53 @@ def _read_zarr(p: Path, suffix: str, key: str | None) -> Volume:
         raise
     except Exception as exc:  # noqa: BLE001
         raise _corrupt(p, suffix, exc) from exc
+    stored = _geometry_or_none(attrs.get(GEOMETRY_KEY), arr.ndim)
+    if stored is not None:
+        return _volume(arr, stored, p)
+    geometry = _plain(arr.shape, p)
     try:
         spacing = _spacing_tuple(attrs.get("spacing"), arr.ndim)
     except ValueError:
         spacing = None  # a foreign, malformed attribute: treat as unknown
-    return Volume(arr, spacing, p)
+    if spacing is not None:
+        sp = [s for s, ch in zip(spacing, geometry.axes, strict=True) if ch in "zyx"]
+        geometry = Geometry.from_spacing(sp, axes=geometry.axes)
+    return _volume(arr, geometry, p)
 
 
 # --------------------------------------------------------------------------------------
 # writing
 # --------------------------------------------------------------------------------------
-def write_volume(path, data, *, spacing=None) -> Path:
-    """Write ``data`` (axes ``(z, y, x)`` for 3D) and its spacing; format by suffix.
+def _geometry_for(shape, spacing, geometry) -> Geometry:
+    """The geometry to write: the one given, or one made from a plain spacing."""
+    ndim = len(shape)
+    if geometry is not None:
+        if spacing is not None:
+            raise ValueError("give spacing or geometry, not both.")
+        if len(geometry.axes) != ndim:
+            raise ValueError(
+                f"geometry has axes {geometry.axes!r} but the data has {ndim} axes {tuple(shape)}."
+            )
+        return geometry
+    axes = default_axes(shape) if ndim else ""
+    n = sum(ch in "zyx" for ch in axes)
+    if spacing is None:
+        return Geometry.identity(axes)
+    try:
+        sp = tuple(float(s) for s in spacing)
+    except (TypeError, ValueError):
+        sp = ()
+    if len(sp) == ndim and ndim != n:  # one per array axis (the older convention)
+        sp = tuple(s for s, ch in zip(sp, axes, strict=True) if ch in "zyx")
+    if len(sp) != n or not all(math.isfinite(s) and s > 0 for s in sp):
+        raise ValueError(
+            f"spacing must be None or {n} finite positive numbers (one per axis); got {spacing!r}."
+        )
+    return Geometry.from_spacing(sp, axes=axes)
+
+
+def write_volume(path, data, *, spacing=None, geometry: Geometry | None = None) -> Path:
+    """Write ``data`` with its geometry (or a plain spacing); format by suffix.
 
     Parameters
     ----------
@@ -369,15 +670,22 @@ def write_volume(path, data, *, spacing=None) -> Path:
         Target with one of :data:`SUPPORTED_SUFFIXES`; parent folders must exist. An
         existing file (or ``.zarr`` directory) is replaced.
     data : array_like of bool, int or float
-        The volume. bool is written as uint8; other dtypes are kept (NIfTI takes the
-        dtype as given, ImageJ TIFF for uint8/uint16/int16/float32, a plain tifffile
-        TIFF with JSON metadata for the rest). A zarr array or other lazy array is read
-        in full here, except when writing ``.zarr``, which is filled chunk by chunk.
+        The volume, axes as ``geometry.axes`` (default :func:`default_axes`). bool is
+        written as uint8; other dtypes are kept (NIfTI takes the dtype as given, ImageJ
+        TIFF for uint8/uint16/int16/float32, a plain tifffile TIFF with JSON metadata
+        for the rest). A lazy array (zarr, dask) is read in full here, except when
+        writing ``.zarr``, which is filled chunk by chunk.
     spacing : sequence of float, optional
-        Physical voxel size per axis of ``data``. NIfTI: header zooms (reversed to
-        x, y, z). TIFF: ImageJ ``spacing`` (z) and X/YResolution (y, x), plus the full
-        tuple in tifffile's metadata for non-ImageJ dtypes. zarr: ``attrs["spacing"]``.
-        ``.npy``/``.npz`` cannot hold it (the array is written; spacing is dropped).
+        Voxel size of the spatial axes (or, as before, one per array axis): an
+        axis-aligned geometry at the origin. Not together with ``geometry``.
+    geometry : Geometry, optional
+        Axes and placement, e.g. ``read_volume(input).geometry`` so that the file
+        overlays the input. NIfTI: the affine as qform and sform with the input's
+        codes, unit, and (when not NIfTI's own x, y, z, t, c) the axes in a header
+        extension. TIFF: ImageJ ``spacing``, ``unit``, ``x/y/zorigin`` and
+        X/YResolution, plus the whole geometry as JSON where ImageJ cannot say it
+        (flips, rotations, dtypes or axes ImageJ does not take). zarr: attributes
+        ``spacing`` and ``napari_topo_geometry``. ``.npy``/``.npz`` hold the array only.
 
     Returns
     -------
@@ -390,21 +698,32 @@ def write_volume(path, data, *, spacing=None) -> Path:
         Unsupported suffix, missing parent folder, the library failed to write, or a
         needed package is not installed.
     ValueError
-        ``data`` is not numeric or ``spacing`` does not match its dimensions.
+        ``data`` is not numeric, or ``spacing``/``geometry`` do not match its axes.
     """
     p = Path(os.fspath(path)).expanduser()
     suffix = _check_suffix(p)
     if not p.parent.is_dir():
         raise VolumeReadError(f"cannot write {p}: no such folder {p.parent}")
     if suffix == ".zarr":
-        return _write_zarr(p, suffix, data, spacing)
+        return _write_zarr(p, suffix, data, spacing, geometry)
+    if suffix == ".ome.zarr":
+        from .ngff import write_ome_zarr
+
+        if not (hasattr(data, "shape") and hasattr(data, "dtype")):
+            data = np.asarray(data)
+        if data.dtype.kind not in "biuf" or not data.shape:
+            raise ValueError(
+                f"data must be an array of numbers with at least one axis; "
+                f"got {data.dtype} of shape {tuple(data.shape)}."
+            )
+        return write_ome_zarr(p, data, _geometry_for(data.shape, spacing, geometry))
     arr = _as_writable_array(data)
-    sp = _spacing_tuple(spacing, arr.ndim)
+    geom = _geometry_for(arr.shape, spacing, geometry)
     try:
         if suffix in (".nii", ".nii.gz"):
-            _write_nifti(p, suffix, arr, sp)
+            _write_nifti(p, suffix, arr, geom)
         elif suffix in (".tif", ".tiff"):
-            _write_tiff(p, suffix, arr, sp)
+            _write_tiff(p, suffix, arr, geom)
         elif suffix == ".npy":
             np.save(p, arr, allow_pickle=False)
         else:
@@ -418,40 +737,94 @@ def write_volume(path, data, *, spacing=None) -> Path:
     return p
 
 
-def _write_nifti(p: Path, suffix: str, arr: np.ndarray, sp) -> None:
+def _write_nifti(p: Path, suffix: str, arr: np.ndarray, geom: Geometry) -> None:
     nib = _import("nibabel", suffix)
-    if arr.ndim > 7:
-        raise ValueError(f"NIfTI holds at most 7 axes; got shape {arr.shape}.")
+    if arr.ndim > 5:
+        raise ValueError(f"napari-topo writes NIfTI of at most 5 axes; got shape {arr.shape}.")
+    # NIfTI's own order is (x, y, z, t, c); other axes orders are kept as they are
+    # (reversed) and recorded in a header extension.
     xyz = np.ascontiguousarray(arr.transpose(tuple(range(arr.ndim))[::-1]))
-    zooms = (1.0,) * arr.ndim if sp is None else sp[::-1]
-    affine = np.eye(4)
-    for i, z in enumerate(zooms[:3]):
-        affine[i, i] = z
+    n = geom.ndim
+    a4 = np.eye(4)
+    rev = _reverse(geom.affine)
+    a4[:n, :n] = rev[:n, :n]
+    a4[:n, 3] = rev[:n, n]
     # An explicit dtype keeps e.g. int64 labels as they are (nibabel refuses to guess).
-    img = nib.Nifti1Image(xyz, affine, dtype=arr.dtype)
-    img.header.set_zooms(zooms)
-    img.header.set_xyzt_units(xyz="unknown")
+    img = nib.Nifti1Image(xyz, a4, dtype=arr.dtype)
+    if geom.nifti_codes is not None:
+        qcode, scode = geom.nifti_codes
+    elif geom.known == "full":
+        qcode, scode = 1, 1  # scanner coordinates, as stated by the source
+    else:
+        qcode, scode = 0, 0  # a voxel size only: no placement is claimed
+    img.set_qform(a4, code=int(qcode))
+    img.set_sform(a4, code=int(scode))
+    sp = list(geom.spacing[::-1]) + [1.0] * (arr.ndim - n)
+    img.header.set_zooms(sp[: arr.ndim])
+    img.header.set_xyzt_units(xyz=_NIFTI_UNITS.get(geom.unit or "", "unknown"))
+    default = "ctzyx"[-arr.ndim :] if arr.ndim > 3 else "zyx"[-arr.ndim :]
+    if geom.axes != default:
+        ext = nib.nifti1.Nifti1Extension(
+            _NIFTI_COMMENT, f"{GEOMETRY_KEY} axes={geom.axes}".encode()
+        )
+        img.header.extensions.append(ext)
     nib.save(img, p)
 
 
-def _write_tiff(p: Path, suffix: str, arr: np.ndarray, sp) -> None:
+_IMAGEJ_ORDER = "TZCYXS"
+
+
+def _write_tiff(p: Path, suffix: str, arr: np.ndarray, geom: Geometry) -> None:
     tifffile = _import("tifffile", suffix)
+    axes = geom.axes.upper()
+    n = geom.ndim
+    sp = dict(zip("zyx"[-n:], geom.spacing, strict=True)) if n else {}
     resolution = None
-    if sp is not None and arr.ndim >= 2:
-        resolution = (1.0 / sp[-1], 1.0 / sp[-2])  # pixels per unit along x, y
-    if arr.dtype.type in _IMAGEJ_DTYPES and arr.ndim in (2, 3):
-        metadata: dict = {"axes": "ZYX" if arr.ndim == 3 else "YX"}
-        if sp is not None and arr.ndim == 3:
-            metadata["spacing"] = sp[0]
-        tifffile.imwrite(p, arr, imagej=True, resolution=resolution, metadata=metadata)
+    if geom.known != "none" and "y" in sp and "x" in sp:
+        resolution = (1.0 / sp["x"], 1.0 / sp["y"])  # pixels per unit along x, y
+    rgb = axes.endswith("S") and arr.shape[-1] in (3, 4)
+    order = [_IMAGEJ_ORDER.index(ch) for ch in axes]
+    imagej = (
+        arr.dtype.type in _IMAGEJ_DTYPES
+        and order == sorted(order)
+        and "Y" in axes
+        and "X" in axes
+        and (not axes.endswith("S") or (rgb and arr.dtype == np.uint8))
+    )
+    if imagej:
+        metadata: dict[str, Any] = {"axes": axes}
+        if geom.known != "none" and "z" in sp:
+            metadata["spacing"] = sp["z"]
+        if geom.unit:
+            metadata["unit"] = "micron" if geom.unit == "um" else geom.unit
+        if geom.known == "full" and geom.is_plain:
+            for ax, o in zip("zyx"[-n:], geom.origin, strict=True):
+                metadata[f"{ax}origin"] = -o / sp[ax]  # ImageJ: origin in pixels
+        elif geom.known == "full" or geom.nifti_codes is not None:
+            # ImageJ has no direction: the whole geometry, as JSON, for napari-topo
+            metadata[GEOMETRY_KEY] = geom.to_json()
+        tifffile.imwrite(
+            p,
+            arr,
+            imagej=True,
+            resolution=resolution,
+            metadata=metadata,
+            photometric="rgb" if rgb else "minisblack",
+        )
     else:
-        # ImageJ cannot hold this dtype (or shape): tifffile's own format keeps the
-        # array as it is and the spacing as JSON in the ImageDescription.
-        metadata = {} if sp is None else {"spacing": list(sp)}
-        tifffile.imwrite(p, arr, photometric="minisblack", resolution=resolution, metadata=metadata)
+        # ImageJ cannot hold this dtype (or axis order): tifffile's own format keeps the
+        # array as it is and the geometry as JSON in the ImageDescription.
+        metadata = {"axes": axes, GEOMETRY_KEY: geom.to_dict()}
+        tifffile.imwrite(
+            p,
+            arr,
+            photometric="rgb" if rgb else "minisblack",
+            resolution=resolution,
+            metadata=metadata,
+        )
 
 
-def _write_zarr(p: Path, suffix: str, data, spacing) -> Path:
+def _write_zarr(p: Path, suffix: str, data, spacing, geometry) -> Path:
     try:
         import zarr
     except ImportError:
@@ -469,12 +842,16 @@ def _write_zarr(p: Path, suffix: str, data, spacing) -> Path:
             f"data must be an array of numbers with at least one axis; "
             f"got {dtype} of shape {shape}."
         )
-    sp = _spacing_tuple(spacing, len(shape))
+    geom = _geometry_for(shape, spacing, geometry)
     chunks = tuple(min(ZARR_CHUNK, max(s, 1)) for s in shape)
     try:
         out = zarr.open(str(p), mode="w", shape=shape, chunks=chunks, dtype=dtype)
-        if sp is not None:
-            out.attrs["spacing"] = list(sp)
+        if geom.known != "none":
+            out.attrs["spacing"] = [
+                geom.spacing[geom.spatial_axes.index(i)] if ch in "zyx" else 1.0
+                for i, ch in enumerate(geom.axes)
+            ]
+        out.attrs[GEOMETRY_KEY] = geom.to_dict()
         # Copy a slab of chunks along the first axis at a time: bounded memory for lazy
         # (zarr, dask, memmap) sources.
         step = chunks[0]

@@ -168,6 +168,7 @@ def predict(
     window: Sequence[float] | None = None,
     polarity: str = "auto",
     header_hint: str | None = None,
+    on_policy: Callable[[Any], Any] | None = None,
 ) -> dict[str, Any]:
     """Predict vessel probability (and TopNet's extra outputs) for a 3D volume.
 
@@ -215,6 +216,9 @@ def predict(
         models that expect bright ones.
     header_hint : str, optional
         The modality a file header states ("ct", "mr", ...).
+    on_policy : callable(InputPolicy), optional
+        Called once with the input policy (modality, intensity mapping, zoom) when it is
+        decided, before the model runs: a user sees what was chosen at once.
 
     Returns
     -------
@@ -281,16 +285,16 @@ def predict(
         )
         policy = dataclasses.replace(policy, zoom=kept)
     factors = resample_factors(spacing, policy.zoom.zoom)
-    resample = _needs_resampling(factors)
     policy = dataclasses.replace(policy, factors=factors)
+    if on_policy is not None:
+        on_policy(policy)
     norm = policy.normalizer
+    zooms = policy.zoom.zooms
+    # progress over every zoom the model runs at, weighted by the voxels each one sees
+    weights = [float(np.prod(resample_factors(spacing, z))) for z in zooms]
+    weights = [w / sum(weights) for w in weights]
 
-    source = volume
-    if resample:
-        new_shape = tuple(max(1, round(n * f)) for n, f in zip(shape, factors, strict=True))
-        source = _resize(np.asarray(volume, dtype=np.float32), new_shape).astype(np.float32)
-
-    def run(tile, batch, dev):
+    def run(source, tile, batch, dev, progress):
         mod = module.to(dev)
 
         def predictor(x: torch.Tensor):
@@ -319,10 +323,80 @@ def predict(
         )
 
     attempt = (_positive_int_triple(tile, "tile"), batch_size, dev)
+    result = PredictOutputs(input_policy=policy)
+    for i, z in enumerate(zooms):
+        z_factors = resample_factors(spacing, z)
+        raw, attempt = _run_with_fallbacks(
+            lambda *a, f=z_factors: run(_resampled(volume, shape, f), *a),
+            attempt,
+            _scaled_progress(progress, sum(weights[:i]), weights[i]),
+            say,
+        )
+        if out is not None:
+            return PredictOutputs(raw, input_policy=policy)
+        resample = _needs_resampling(z_factors)
+        scale = {}
+        for key, arr in raw.items():
+            arr = np.asarray(arr, dtype=np.float32)
+            if resample:
+                if key == "centerness":  # a distance in resampled voxels: back to input voxels
+                    arr = arr / float(np.exp(np.mean(np.log(z_factors))))
+                arr = np.stack([_resize(c, shape) for c in arr]).astype(np.float32)
+            scale[key] = arr[0] if arr.ndim == 4 and arr.shape[0] == 1 else arr
+        _fuse_max(result, scale)
+    return result
+
+
+def _resampled(volume, shape, factors):
+    """``volume`` resampled by per-axis ``factors`` (float32), or as it is."""
+    if not _needs_resampling(factors):
+        return volume
+    new_shape = tuple(max(1, round(n * f)) for n, f in zip(shape, factors, strict=True))
+    return _resize(np.asarray(volume, dtype=np.float32), new_shape).astype(np.float32)
+
+
+def _scaled_progress(progress, start: float, width: float):
+    """Map one run's ``progress(done, total)`` onto ``[start, start + width]`` of 1000."""
+    if progress is None:
+        return None
+    if start == 0.0 and width == 1.0:
+        return progress
+
+    def report(done, total):
+        return progress(int(round(1000 * (start + width * done / max(total, 1)))), 1000)
+
+    return report
+
+
+def _fuse_max(result: dict, scale: dict) -> None:
+    """Fold one zoom's outputs into ``result``: the voxel-wise maximum of ``"vessel"``;
+    TopNet's other outputs taken, voxel by voxel, from the zoom with the higher vessel
+    probability (a multi-scale ensemble, as in multi-scale sliding-window inference)."""
+    if not result:
+        result.update(scale)
+        return
+    better = scale["vessel"] > result["vessel"]
+    for key, arr in scale.items():
+        if key == "vessel":
+            continue
+        cur = result[key]
+        if cur.ndim == better.ndim + 1:
+            cur[:, better] = arr[:, better]
+        else:
+            cur[better] = arr[better]
+    np.maximum(result["vessel"], scale["vessel"], out=result["vessel"])
+
+
+def _run_with_fallbacks(run, attempt, progress, say):
+    """``run(tile, batch, device, progress)``, retried smaller on out-of-memory.
+
+    Returns the outputs and the settings that worked (the next zoom starts from them).
+    """
+    import torch
+
     while True:
         try:
-            raw = run(*attempt)
-            break
+            return run(*attempt, progress), attempt
         except Exception as exc:
             if not _is_oom(exc):
                 raise
@@ -339,17 +413,6 @@ def predict(
                 f"retrying with tile {nxt[0]} and batch {nxt[1]} on {nxt[2]}"
             )
             attempt = nxt
-    if out is not None:
-        return PredictOutputs(raw, input_policy=policy)
-    result = PredictOutputs(input_policy=policy)
-    for key, arr in raw.items():
-        arr = np.asarray(arr, dtype=np.float32)
-        if resample:
-            if key == "centerness":  # a distance in resampled voxels: back to input voxels
-                arr = arr / float(np.exp(np.mean(np.log(factors))))
-            arr = np.stack([_resize(c, shape) for c in arr]).astype(np.float32)
-        result[key] = arr[0] if arr.ndim == 4 and arr.shape[0] == 1 else arr
-    return result
 
 
 def segment(

@@ -3,9 +3,11 @@
 A model is two files side by side, ``<name>.safetensors`` (the weights) and
 ``<name>.json`` (its :class:`ModelCard`: architecture and constructor arguments, outputs,
 input normalisation, how it was trained, its metrics and the SHA-256 of the weights file).
-The bundled models live in :data:`WEIGHTS_DIR`; further folders can be listed in the
-``NAPARI_TOPO_MODEL_PATH`` environment variable (``os.pathsep``-separated), and any card
-or weights file can be loaded by path.
+The bundled models live in :data:`WEIGHTS_DIR`; the user's own (fine-tuned) models in
+:func:`user_models_dir` (platformdirs' user data folder, or the ``NAPARI_TOPO_MODELS``
+environment variable); further folders can be listed in the ``NAPARI_TOPO_MODEL_PATH``
+environment variable (``os.pathsep``-separated), and any card, weights file or folder
+holding one model can be loaded by path.
 
 Safety: weights are only ever read with :mod:`safetensors` (tensors, no code: never
 unpickled), only after their SHA-256 matched the card's, and nothing is ever downloaded.
@@ -45,6 +47,7 @@ __all__ = [
     "DEFAULT_NORMALIZATION",
     "MODEL_PATH_ENV",
     "TASKS",
+    "USER_MODELS_ENV",
     "WEIGHTS_DIR",
     "ModelCard",
     "ModelNotFoundError",
@@ -56,6 +59,7 @@ __all__ = [
     "model_dirs",
     "save_model",
     "sha256_file",
+    "user_models_dir",
 ]
 
 #: Architecture name (as written in model cards) -> ``nn.Module`` class.
@@ -74,6 +78,8 @@ ALLOWED_TASKS: dict[str, tuple[str, ...]] = {
 WEIGHTS_DIR: Path = Path(str(resources.files(__package__).joinpath("weights")))
 #: Environment variable listing extra model folders, separated by ``os.pathsep``.
 MODEL_PATH_ENV = "NAPARI_TOPO_MODEL_PATH"
+#: Environment variable naming the user models folder (replaces the platformdirs default).
+USER_MODELS_ENV = "NAPARI_TOPO_MODELS"
 #: Input normalisation a card gets when it names none: the earlier models' percentile
 #: scaling (a card that records nothing makes no claim about CT windows or polarity).
 #: Models trained with the input policy of :mod:`napari_topo.inference.intensity` write
@@ -337,15 +343,33 @@ def _architecture_of(model: nn.Module) -> str:
 # -- the registry ----------------------------------------------------------------------
 
 
+def user_models_dir() -> Path:
+    """The folder of the user's own models (fine-tuned ones are saved there).
+
+    ``$NAPARI_TOPO_MODELS`` when set, else ``<user data dir>/models`` as
+    :func:`platformdirs.user_data_dir` gives it for ``napari-topo`` (e.g.
+    ``~/.local/share/napari-topo/models`` on Linux,
+    ``~/Library/Application Support/napari-topo/models`` on macOS,
+    ``%LOCALAPPDATA%\\napari-topo\\models`` on Windows). Not created here.
+    """
+    env = os.environ.get(USER_MODELS_ENV, "").strip()
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("napari-topo", appauthor=False)) / "models"
+
+
 def model_dirs(directory: str | os.PathLike | None = None) -> list[Path]:
     """Folders searched for model cards.
 
-    ``directory`` alone if given; otherwise :data:`WEIGHTS_DIR` followed by the folders in
-    the ``NAPARI_TOPO_MODEL_PATH`` environment variable.
+    ``directory`` alone if given; otherwise :data:`WEIGHTS_DIR`, then
+    :func:`user_models_dir`, then the folders in the ``NAPARI_TOPO_MODEL_PATH``
+    environment variable. A shipped name always wins over a user model of that name.
     """
     if directory is not None:
         return [Path(directory).expanduser()]
-    dirs = [WEIGHTS_DIR]
+    dirs = [WEIGHTS_DIR, user_models_dir()]
     for entry in os.environ.get(MODEL_PATH_ENV, "").split(os.pathsep):
         if entry.strip():
             dirs.append(Path(entry.strip()).expanduser())
@@ -400,15 +424,47 @@ def _looks_like_path(name_or_path) -> bool:
     return s.endswith((".json", ".safetensors")) or "/" in s or os.sep in s
 
 
+def _card_in_folder(folder: Path) -> Path:
+    """The one model card (``*.json`` with its weights beside it) in ``folder``."""
+    cards = []
+    for p in sorted(folder.glob("*.json")):
+        try:
+            card = ModelCard.from_json(p)
+        except (ValueError, OSError):
+            continue
+        if card.weights_path is not None and card.weights_path.is_file():
+            cards.append(p)
+    if not cards:
+        raise ModelNotFoundError(
+            f"no model in folder {folder}: expected a <name>.json card with its "
+            "<name>.safetensors weights"
+        )
+    if len(cards) > 1:
+        raise ModelNotFoundError(
+            f"folder {folder} holds {len(cards)} models ({', '.join(p.stem for p in cards)}); "
+            "give the .json card of the one you want"
+        )
+    return cards[0]
+
+
 def _resolve(name_or_path, directory) -> tuple[ModelCard, Path]:
-    """The card and weights file for a registry name or a ``.json``/``.safetensors`` path."""
+    """The card and weights file for a registry name, a ``.json``/``.safetensors`` path
+    or a folder holding exactly one model (a registry name wins over a folder)."""
     if not isinstance(name_or_path, str | os.PathLike):
         raise ValueError(f"expected a model name or a path, got {type(name_or_path).__name__}")
     if not _looks_like_path(name_or_path):
-        card = get_card(str(name_or_path), directory=directory)
+        try:
+            card = get_card(str(name_or_path), directory=directory)
+        except ModelNotFoundError:
+            folder = Path(str(name_or_path)).expanduser()
+            if not folder.is_dir():
+                raise
+            return _resolve(_card_in_folder(folder), directory)
         weights = card.weights_path
     else:
         path = Path(name_or_path).expanduser()
+        if path.is_dir():
+            path = _card_in_folder(path)
         if path.suffix not in (".json", ".safetensors"):
             raise ValueError(f"expected a .json model card or a .safetensors file, got {path}")
         if not path.is_file():
@@ -446,9 +502,11 @@ def load_model(
     Parameters
     ----------
     name_or_path : str or path
-        A name from :func:`list_models`, or a path to a ``.json`` card, or to a
-        ``.safetensors`` file with its ``<stem>.json`` card beside it. A ``str`` is a
-        path when it ends in ``.json``/``.safetensors`` or contains a path separator.
+        A name from :func:`list_models`, or a path to a ``.json`` card, to a
+        ``.safetensors`` file with its ``<stem>.json`` card beside it, or to a folder
+        holding exactly one such pair (what ``napari-topo finetune --out`` writes). A
+        ``str`` is a path when it ends in ``.json``/``.safetensors`` or contains a path
+        separator; otherwise a registered name, else an existing folder of that name.
     device : str or torch.device
     directory : path, optional
         Registry folder to search instead of :func:`model_dirs`'s default.

@@ -90,8 +90,14 @@ METRIC_DESCRIPTIONS: dict[str, str] = {
 
 
 def _as_labels(x, name: str) -> np.ndarray:
-    """Return a 2D/3D label array (bool or non-negative integers)."""
-    arr = np.asarray(x)
+    """Return a 2D/3D label array (bool or non-negative integers).
+
+    Read-only or strided input (a ``.npy`` memory map, a view) is copied: cc3d refuses
+    read-only buffers.
+    """
+    from ..geometry import writable
+
+    arr = writable(x)
     if arr.ndim not in (2, 3):
         raise ValueError(
             f"{name} must be a 2D (y, x) or 3D (z, y, x) array; got an array with "

@@ -14,8 +14,14 @@ __all__ = ["skeletonize"]
 
 
 def _as_binary_mask(mask, name: str = "mask") -> np.ndarray:
-    """Return ``mask`` as a bool array after checking that it is a 2D/3D binary mask."""
-    arr = np.asarray(mask)
+    """Return ``mask`` as a bool array after checking that it is a 2D/3D binary mask.
+
+    Read-only or strided input (a ``.npy`` memory map, a view) is copied: cc3d and
+    scikit-image refuse read-only buffers.
+    """
+    from ..geometry import writable
+
+    arr = writable(mask)
     if arr.ndim not in (2, 3):
         raise ValueError(
             f"{name} must be a 2D (y, x) or 3D (z, y, x) array; got an array with "

@@ -58,6 +58,7 @@ from qtpy.QtWidgets import (
 if TYPE_CHECKING:
     import napari
 
+from napari_topo.geometry import compare_layers
 from napari_topo.layers import METADATA_KEY
 from napari_topo.topology.incremental import (
     FAST_METRICS,
@@ -226,6 +227,13 @@ def _validate_pair(prediction: Any, ground_truth: Any) -> list[str]:
             f"truth '{ground_truth.name}' is {g_shape}."
         )
 
+    # Both placed: they must lie on one world grid (or the score would be silently
+    # wrong); a never-placed layer is taken on the other's grid (noted below).
+    compare_layers(
+        prediction,
+        ground_truth,
+        names=(f"prediction '{prediction.name}'", f"ground truth '{ground_truth.name}'"),
+    )
     notes = []
     ndim = len(g_shape)
     p_scale = np.asarray(prediction.scale, dtype=float)[-ndim:]

@@ -591,6 +591,25 @@ class SegmentWidget(QWidget):
         )
         return self._worker
 
+    def select_model(self, name: str | None = None) -> bool:
+        """Re-read the model registry into the Model picker and select ``name``.
+
+        For models added while the widget is open (e.g. by the Fine-tune dock). Keeps the
+        current model when ``name`` is None or not registered. Returns whether ``name``
+        (when given) is now the selected model.
+        """
+        from napari_topo.models.registry import list_models
+
+        current = self.model_picker.value
+        self._cards = {card.name: card for card in list_models()}
+        self.model_picker.choices = list(self._cards)
+        target = name if name in self._cards else current
+        if target in self._cards:
+            self.model_picker.value = target
+        self._set_model_tooltips()
+        self._on_model_changed()
+        return name is None or self.model_picker.value == name
+
     def cancel(self) -> None:
         """Ask the running segmentation to stop (it stops before its next tiles)."""
         if not self.is_running:

@@ -860,15 +860,16 @@ class TreeEditorWidget(QWidget):
 
     # ------------------------------------------------------------------ saving
     def save_trees(self, path) -> Path:
-        """Write the edited labels (layer data, spacing = layer scale); format by suffix."""
+        """Write the edited labels where the layer lies (its scale, translate and affine
+        as the file's geometry); format by suffix."""
         from napari_topo.data.io import write_volume
+        from napari_topo.geometry import layer_geometry
 
         layer = self.layer if self.layer is not None else unwrap(self.layer_picker.value)
         if layer is None:
             raise ValueError("Pick a trees layer first.")
         data = layer.data
-        spacing = tuple(float(s) for s in layer.scale[-data.ndim :])
-        return write_volume(check_folder(path), data, spacing=spacing)
+        return write_volume(check_folder(path), data, geometry=layer_geometry(layer, data.ndim))
 
     def save_graph(self, path) -> tuple[Path, ...]:
         """Write the edited centerline graph (.graphml, .swc or .csv nodes + edges)."""

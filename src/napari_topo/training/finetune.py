@@ -1,0 +1,1170 @@
+"""Fine-tune a registered model on one volume and the user's own (sparse) labels.
+
+The loop a user runs: segment, correct a few slices (or a box, or the whole mask) by
+hand, fine-tune for a few minutes, segment again. :func:`finetune` does the middle step
+and returns ``(module, card)``; :func:`save_finetuned` writes them, hash-checked like the
+shipped models, into the user models folder
+(:func:`napari_topo.models.registry.user_models_dir`), from where ``napari-topo models``,
+``napari-topo segment --model NAME`` and the Segment widget find them.
+
+What is learned from, and what is not
+--------------------------------------
+* **Only annotated voxels count.** The annotated region is an explicit ``annotated``
+  mask, or derived from the labels by :func:`annotated_region`: the slices in which the
+  user painted anything (along the axis where that is the fewest slices), or, when labels
+  are present in most slices along every axis (a corrected whole mask), the labels'
+  bounding box grown by a margin. Inside the region, label 0 means "no vessel here";
+  outside it, nothing is known and the loss ignores the voxels: the prediction is
+  multiplied by the region's mask before the loss (:func:`masked_loss`), so their
+  gradient is exactly zero.
+* **The base model's own loss** (its card's ``training.config.loss``: soft Dice,
+  Dice + clDice or projected pooling + Dice) unless ``loss`` names another. TopNet: the
+  vessel head (soft Dice) and the centerness head (distance to the skeleton of the
+  labels) fine-tune from a mask; the embedding branch and head are frozen unless the
+  labels are tree labels (two or more distinct ids), in which case the embedding loss
+  on pairs of centerline voxels trains them too. The shared encoder and decoder move in
+  both cases, so a frozen embedding can still drift a little.
+* **The same input as inference.** The volume goes through the base card's input policy
+  (:func:`~napari_topo.inference.intensity.plan_input`: CT window or percentiles,
+  polarity, zoom, resampling to isotropic voxels) exactly as
+  :func:`~napari_topo.inference.pipeline.predict` will feed the fine-tuned model, whose
+  card keeps the base card's ``normalization``.
+* **Small-data augmentation**: random flips and axis permutations (the 48 rotations and
+  mirrorings of a cube), scale 0.8-1.25, intensity scale/shift, gamma and noise.
+* **Validation on held-out annotation**: the last ``validation_fraction`` of the
+  annotated slices (or of the region along its longest side) is never trained on; a few
+  fixed patches of it are scored (Dice, clDice) before training, every ``val_every``
+  steps and at the end. The result keeps the best weights, and when no step beats the
+  base model the base weights are returned: the result is never worse than the base on
+  that held-out part. Both scores are in the card.
+* **Stopping**: at ``steps`` or ``minutes`` (whichever comes first; the final validation
+  follows, a few seconds), early when ``patience`` validations in a row did not improve,
+  or on ``cancel`` (:class:`~napari_topo.inference.sliding.Cancelled` is raised and
+  nothing is returned or written).
+
+The optimiser (:class:`Adam`) is written out here instead of taken from ``torch.optim``:
+every ``torch.optim`` optimiser imports ``torch._dynamo`` when it is created
+(``Optimizer.__init__`` -> ``add_param_group``, wrapped by ``torch._disable_dynamo``,
+imports it lazily; ``step`` does too, through ``_use_grad_for_differentiable``), whatever
+``foreach``/``fused`` say, and ``torch._dynamo.utils`` imports ``triton`` whenever it is
+installed (CUDA wheels). Triton carries its own LLVM; napari's OpenGL context under Mesa
+(llvmpipe, e.g. Xvfb) has already loaded Mesa's ``libLLVM``, and the two copies' symbols
+clash on first-loaded-wins resolution: that import segfaults. Fine-tuning never imports
+``torch._dynamo`` (a test checks it in a fresh interpreter), so the napari dock cannot
+crash this way.
+
+No Qt here: the CLI, scripts and the napari dock all call :func:`finetune`.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "DEFAULT_LR",
+    "Adam",
+    "FinetuneProgress",
+    "annotated_region",
+    "check_labels",
+    "default_threads",
+    "finetune",
+    "masked_loss",
+    "save_finetuned",
+]
+
+#: Peak learning rate of fine-tuning: a third of the shipped models' training rate (1e-3),
+#: reached after :data:`WARMUP_STEPS` linear warm-up steps (Adam's first steps move every
+#: weight by about the learning rate, which unsettles a trained network), then a cosine
+#: decay to a tenth over the budget.
+DEFAULT_LR = 3e-4
+#: Steps of linear learning-rate warm-up.
+WARMUP_STEPS = 10
+#: Minutes of fine-tuning when neither ``minutes`` nor ``steps`` is given.
+DEFAULT_MINUTES = 5.0
+#: Fraction of the labels' slices (per axis) under which labels count as sparse slices.
+SPARSE_SLICE_FRACTION = 0.5
+#: Margin (voxels) around the labels' bounding box when the whole region is annotated.
+REGION_MARGIN = 4
+#: Validation patches scored (fixed for the run).
+N_VALIDATION_PATCHES = 4
+
+
+# ---------------------------------------------------------------------------------------
+# the annotated region
+# ---------------------------------------------------------------------------------------
+
+
+def check_labels(labels: Any, shape: Sequence[int] | None = None) -> np.ndarray:
+    """The user's labels as a non-negative integer array; a one-line ValueError if unusable.
+
+    Parameters
+    ----------
+    labels : array_like (z, y, x)
+        bool, integer, or float holding whole numbers (a NIfTI of ids is often float).
+        0 is "no vessel"; any positive value is vessel; two or more distinct positive
+        values are tree ids.
+    shape : sequence of int, optional
+        The image's shape, which the labels must have.
+
+    Returns
+    -------
+    ndarray of int32
+    """
+    arr = np.asarray(labels)
+    if arr.ndim != 3:
+        raise ValueError(f"labels must be a 3D (z, y, x) array; got {arr.ndim}D {arr.shape}")
+    if shape is not None and tuple(arr.shape) != tuple(int(s) for s in shape):
+        raise ValueError(
+            f"labels have shape {tuple(arr.shape)} but the image has {tuple(shape)}; "
+            "they must cover the same voxels"
+        )
+    if arr.dtype.kind == "f":
+        if not np.isfinite(arr).all() or (arr != np.round(arr)).any():
+            raise ValueError(
+                "labels hold fractional or non-finite values; give a mask or integer "
+                "labels (0 = background), not a probability"
+            )
+    elif arr.dtype.kind not in "biu":
+        raise ValueError(f"labels must be a mask or integer labels, got dtype {arr.dtype}")
+    if arr.dtype.kind != "b" and arr.size and arr.min() < 0:
+        raise ValueError("labels hold negative values; 0 is background, > 0 vessel")
+    return arr.astype(np.int32, copy=False)
+
+
+def _check_mask(mask: Any, shape: Sequence[int], what: str = "annotated") -> np.ndarray:
+    m = np.asarray(mask)
+    if tuple(m.shape) != tuple(shape):
+        raise ValueError(
+            f"the {what} mask has shape {tuple(m.shape)} but the image has {tuple(shape)}; "
+            "they must cover the same voxels"
+        )
+    if m.dtype != bool:
+        values = np.unique(m)
+        if not np.isin(values, (0, 1)).all():
+            raise ValueError(
+                f"the {what} mask must be binary (0/1), got values "
+                f"{values[:5].tolist()}{'...' if values.size > 5 else ''}"
+            )
+    return m.astype(bool, copy=False)
+
+
+def annotated_region(
+    labels: Any, annotated: Any = None, *, margin: int = REGION_MARGIN
+) -> tuple[np.ndarray, dict]:
+    """Which voxels the user annotated, and how that was decided.
+
+    Parameters
+    ----------
+    labels : array_like (z, y, x)
+        The user's labels (0 = no vessel, > 0 vessel).
+    annotated : array_like of bool (z, y, x), optional
+        An explicit mask; returned as is (checked to be binary and of the same shape).
+    margin : int
+        Voxels added around the labels' bounding box in the "box" case.
+
+    Returns
+    -------
+    mask : ndarray of bool, shape of ``labels``
+    info : dict
+        ``{"method": "mask"|"slices"|"box", ...}``: for "slices", ``axis`` and the
+        ``slices`` indices; for "box", ``box`` as ``[[start, stop], ...]``; always
+        ``voxels`` (the count) and ``description`` (one line for the user).
+
+    Notes
+    -----
+    Without ``annotated``: for each axis, the fraction of slices holding any label is
+    measured. If the smallest fraction is under :data:`SPARSE_SLICE_FRACTION`, the user
+    painted some slices along that axis and exactly those slices (all their voxels, 0
+    meaning "no vessel") are the region. Otherwise the labels fill most of the volume
+    (e.g. a corrected segmentation) and the region is their bounding box grown by
+    ``margin`` voxels.
+
+    Raises
+    ------
+    ValueError
+        Empty labels (without ``annotated``), or an empty or non-binary ``annotated``.
+
+    Examples
+    --------
+    >>> lab = np.zeros((10, 20, 20), np.uint8); lab[3, 5:9, 5] = 1; lab[6, 2, 2:7] = 1
+    >>> mask, info = annotated_region(lab)
+    >>> info["method"], info["axis"], info["slices"], int(mask.sum())
+    ('slices', 0, [3, 6], 800)
+    """
+    lab = np.asarray(labels)
+    if annotated is not None:
+        mask = _check_mask(annotated, lab.shape)
+        n = int(mask.sum())
+        if n == 0:
+            raise ValueError("the annotated mask is empty; mark the voxels you labelled")
+        return mask, {
+            "method": "mask",
+            "voxels": n,
+            "description": f"the given annotated mask ({n} voxels)",
+        }
+    fg = lab > 0
+    if not fg.any():
+        raise ValueError(
+            "the labels are empty: paint the vessels in a few slices (0 = background) "
+            "or give an annotated mask"
+        )
+    fractions = []
+    for axis in range(fg.ndim):
+        other = tuple(a for a in range(fg.ndim) if a != axis)
+        fractions.append(fg.any(axis=other))
+    share = [float(f.mean()) for f in fractions]
+    axis = int(np.argmin(share))
+    if share[axis] < SPARSE_SLICE_FRACTION:
+        slices = np.flatnonzero(fractions[axis])
+        mask = np.zeros(fg.shape, bool)
+        index = [slice(None)] * fg.ndim
+        index[axis] = slices
+        mask[tuple(index)] = True
+        n = int(mask.sum())
+        return mask, {
+            "method": "slices",
+            "axis": axis,
+            "slices": [int(s) for s in slices],
+            "voxels": n,
+            "description": f"{len(slices)} painted slice{'s' if len(slices) != 1 else ''} "
+            f"along axis {axis} ({n} voxels)",
+        }
+    idx = np.nonzero(fg)
+    box = [
+        [max(0, int(i.min()) - margin), min(s, int(i.max()) + 1 + margin)]
+        for i, s in zip(idx, fg.shape, strict=True)
+    ]
+    mask = np.zeros(fg.shape, bool)
+    mask[tuple(slice(a, b) for a, b in box)] = True
+    n = int(mask.sum())
+    return mask, {
+        "method": "box",
+        "box": box,
+        "voxels": n,
+        "description": f"the labels' bounding box grown by {margin} voxels ({n} voxels)",
+    }
+
+
+def _split_validation(mask: np.ndarray, info: dict, fraction: float):
+    """``(train, validation, split_info)``: the last ``fraction`` of the region held out.
+
+    Slices: the last annotated slices along their axis (at least one, and at least one
+    left for training). Otherwise the region's far end along the longest side of its
+    bounding box.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"validation_fraction must be between 0 and 1; got {fraction}")
+    if info.get("method") == "slices":
+        axis, slices = int(info["axis"]), list(info["slices"])
+        if len(slices) < 2:
+            raise ValueError(
+                "only one slice is labelled; label at least two slices (one is held out "
+                "to check the fine-tuned model) or give an annotated mask"
+            )
+        n_val = min(len(slices) - 1, max(1, int(round(fraction * len(slices)))))
+        held = slices[-n_val:]
+    else:
+        extents = []
+        for axis in range(3):
+            other = tuple(a for a in range(3) if a != axis)
+            nz = np.flatnonzero(mask.any(axis=other))
+            extents.append((int(nz[-1] - nz[0] + 1), int(nz[0]), int(nz[-1])))
+        axis = int(np.argmax([e[0] for e in extents]))
+        length, lo, hi = extents[axis]
+        if length < 2:
+            raise ValueError("the annotated region is a single slice thick; label more")
+        cut = hi + 1 - max(1, int(round(fraction * length)))
+        held = list(range(cut, hi + 1))
+    val = np.zeros_like(mask)
+    index = [slice(None)] * 3
+    index[axis] = held
+    val[tuple(index)] = mask[tuple(index)]
+    train = mask & ~val
+    if not train.any() or not val.any():
+        raise ValueError("the annotated region is too small to hold out a validation part")
+    return train, val, {"axis": axis, "slices": [int(h) for h in held]}
+
+
+# ---------------------------------------------------------------------------------------
+# loss, optimiser
+# ---------------------------------------------------------------------------------------
+
+
+def masked_loss(loss_fn, logits, target, mask):
+    """``loss_fn(sigmoid(logits) * mask, target * mask)``: voxels outside ``mask`` ignored.
+
+    Parameters
+    ----------
+    loss_fn : callable(probabilities, target)
+        A loss of :mod:`napari_topo.topology.losses` built with ``sigmoid=False``.
+    logits, target, mask : torch.Tensor (N, 1, D, H, W)
+        ``mask`` is 1 on annotated voxels, 0 elsewhere.
+
+    Returns
+    -------
+    torch.Tensor
+        A scalar. Its gradient with respect to ``logits`` is exactly 0 outside ``mask``,
+        and neither ``logits`` nor ``target`` there change its value.
+    """
+    import torch
+
+    m = mask.to(logits.dtype)
+    return loss_fn(torch.sigmoid(logits) * m, target.to(logits.dtype) * m)
+
+
+class Adam:
+    """Adam with decoupled weight decay (Loshchilov & Hutter), without ``torch.optim``.
+
+    The update of ``torch.optim.AdamW`` (``foreach=False``, no amsgrad), written with
+    in-place tensor operations so that creating and stepping it never imports
+    ``torch._dynamo`` (see the module docstring for why that matters in napari).
+
+    Parameters
+    ----------
+    params : iterable of torch.nn.Parameter
+        Parameters with ``requires_grad`` False are skipped.
+    lr : float
+    betas : (float, float)
+    eps : float
+    weight_decay : float
+    """
+
+    def __init__(self, params, lr: float, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        import torch
+
+        self.params = [p for p in params if p.requires_grad]
+        self.lr, self.betas, self.eps = float(lr), tuple(betas), float(eps)
+        self.weight_decay = float(weight_decay)
+        self.exp_avg = [torch.zeros_like(p) for p in self.params]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
+        self.t = 0
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    def step(self) -> None:
+        import torch
+
+        self.t += 1
+        b1, b2 = self.betas
+        bc1, bc2 = 1.0 - b1**self.t, 1.0 - b2**self.t
+        with torch.no_grad():
+            for p, m, v in zip(self.params, self.exp_avg, self.exp_avg_sq, strict=True):
+                if p.grad is None:
+                    continue
+                g = p.grad
+                if self.weight_decay:
+                    p.mul_(1.0 - self.lr * self.weight_decay)
+                m.mul_(b1).add_(g, alpha=1.0 - b1)
+                v.mul_(b2).addcmul_(g, g, value=1.0 - b2)
+                denom = (v / bc2).sqrt_().add_(self.eps)
+                p.addcdiv_(m, denom, value=-self.lr / bc1)
+
+
+def _clip_grad_norm(params, max_norm: float) -> None:
+    """Scale the gradients so that their global L2 norm is at most ``max_norm``."""
+    import torch
+
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    total = torch.sqrt(sum((g.detach().float() ** 2).sum() for g in grads))
+    scale = max_norm / (float(total) + 1e-6)
+    if scale < 1.0:
+        for g in grads:
+            g.mul_(scale)
+
+
+def default_threads() -> int:
+    """CPU threads for fine-tuning: all cores but one (at least 1), so a GUI stays usable."""
+    return max(1, (os.cpu_count() or 1) - 1)
+
+
+def _build_loss(spec: Mapping):
+    """A probability-space loss (``sigmoid=False``) from a card's loss spec."""
+    from ..topology import losses as L
+
+    spec = dict(spec)
+    name = spec.pop("name")
+    for key in ("n_anchors", "partners", "radius"):
+        spec.pop(key, None)
+    if name == "dice":
+        return L.SoftDiceLoss(**spec)
+    if name == "cldice":
+        return L.DiceclDiceLoss(**spec)
+    if name == "projpool":
+        return L.ProjectedPoolingLoss(**spec)
+    if name == "topnet":
+        return L.SoftDiceLoss()
+    raise ValueError(f"unknown loss {name!r}; known: dice, cldice, projpool (and topnet)")
+
+
+def _loss_spec(loss: Any, base_card) -> dict:
+    if loss is None:
+        spec = (base_card.training.get("config") or {}).get("loss") or {"name": "dice"}
+    elif isinstance(loss, str):
+        spec = {"name": loss}
+    elif isinstance(loss, Mapping) and "name" in loss:
+        spec = dict(loss)
+    else:
+        raise ValueError(f"loss must be a name (dice, cldice, projpool) or a spec; got {loss!r}")
+    spec = dict(spec)
+    if base_card.task == "topnet" and spec["name"] != "topnet":
+        raise ValueError("a TopNet model fine-tunes with its own loss; leave loss unset")
+    if base_card.task != "topnet" and spec["name"] == "topnet":
+        raise ValueError(f"the topnet loss needs a TopNet model; {base_card.name} is not one")
+    _build_loss(spec)  # checks the name and arguments
+    return spec
+
+
+# ---------------------------------------------------------------------------------------
+# progress
+# ---------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneProgress:
+    """What :func:`finetune` reports to its ``progress`` callback.
+
+    Attributes
+    ----------
+    phase : {"prepare", "train", "validate", "done"}
+    step : int
+        Optimiser steps done.
+    max_steps : int or None
+        The step budget, if any.
+    elapsed_s : float
+        Seconds since :func:`finetune` was called.
+    fraction : float
+        Share of the budget (steps or time, whichever is further) used, 0-1.
+    loss : float or None
+        Training loss of this step ("train") or validation loss ("validate").
+    validation : dict or None
+        On "validate": ``{"Dice", "clDice", "score", "loss", "step"}``.
+    best : dict or None
+        The best validation so far (the base model's at first).
+    message : str
+        One line for a status bar.
+    """
+
+    phase: str
+    step: int = 0
+    max_steps: int | None = None
+    elapsed_s: float = 0.0
+    fraction: float = 0.0
+    loss: float | None = None
+    validation: dict | None = None
+    best: dict | None = None
+    message: str = ""
+
+
+def _is_set(cancel: Any) -> bool:
+    if cancel is None:
+        return False
+    if hasattr(cancel, "is_set"):
+        return bool(cancel.is_set())
+    return bool(cancel())
+
+
+# ---------------------------------------------------------------------------------------
+# data
+# ---------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Data:
+    image: np.ndarray  # float32, normalised, model grid
+    vessel: np.ndarray  # uint8
+    train: np.ndarray  # bool
+    val: np.ndarray  # bool
+    trees: np.ndarray | None = None  # int32 (tree labels) or None
+    distance: np.ndarray | None = None  # float32 distance to the labels' skeleton
+    centerline: np.ndarray | None = None  # bool
+
+
+def _resize_nearest(arr: np.ndarray, shape) -> np.ndarray:
+    from skimage.transform import resize
+
+    if tuple(arr.shape) == tuple(shape):
+        return arr
+    out = resize(arr, shape, order=0, mode="edge", anti_aliasing=False, preserve_range=True)
+    return out.astype(arr.dtype)
+
+
+def _prepare_data(
+    image, labels, region, train, val, policy, factors, context: int, topnet: bool, trees: bool
+) -> tuple[_Data, dict]:
+    """Crop around the region (plus context), resample and normalise as ``predict`` does."""
+    from ..inference.pipeline import _needs_resampling, _resize
+
+    box = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        nz = np.flatnonzero(region.any(axis=other))
+        pad = int(math.ceil(context / factors[axis]))
+        box.append((max(0, int(nz[0]) - pad), min(region.shape[axis], int(nz[-1]) + 1 + pad)))
+    sl = tuple(slice(a, b) for a, b in box)
+    img = np.asarray(image[sl], dtype=np.float32)
+    lab, reg_train, reg_val = labels[sl], train[sl], val[sl]
+    if _needs_resampling(factors):
+        shape = tuple(max(1, round(n * f)) for n, f in zip(img.shape, factors, strict=True))
+        img = _resize(img, shape).astype(np.float32)
+        lab = _resize_nearest(lab, shape)
+        reg_train = _resize_nearest(reg_train, shape)
+        reg_val = _resize_nearest(reg_val, shape)
+    img = np.asarray(policy.normalizer(img), dtype=np.float32)
+    data = _Data(
+        image=img,
+        vessel=(lab > 0).astype(np.uint8),
+        train=reg_train.astype(bool),
+        val=reg_val.astype(bool),
+        trees=lab.astype(np.int32) if trees else None,
+    )
+    if topnet:
+        from scipy import ndimage as ndi
+
+        from ..topology.skeleton import skeletonize
+
+        cl = skeletonize(data.vessel > 0)
+        data.centerline = cl
+        data.distance = (
+            ndi.distance_transform_edt(~cl).astype(np.float32)
+            if cl.any()
+            else np.zeros(img.shape, np.float32)
+        )
+    return data, {"crop": [[a, b] for a, b in box], "model_grid_shape": list(img.shape)}
+
+
+def _pad_to(data: _Data, size: int) -> _Data:
+    """Pad every array to at least ``size`` per axis (image mirrored, masks with 0)."""
+    pads = [(0, max(0, size - n)) for n in data.image.shape]
+    if not any(p[1] for p in pads):
+        return data
+    mode = (
+        "reflect" if all(n > p[1] for n, p in zip(data.image.shape, pads, strict=True)) else "edge"
+    )
+    out = _Data(
+        image=np.pad(data.image, pads, mode=mode),
+        vessel=np.pad(data.vessel, pads),
+        train=np.pad(data.train, pads),
+        val=np.pad(data.val, pads),
+    )
+    if data.trees is not None:
+        out.trees = np.pad(data.trees, pads)
+    if data.distance is not None:
+        out.distance = np.pad(data.distance, pads, mode="edge")
+        out.centerline = np.pad(data.centerline, pads)
+    return out
+
+
+class _Sampler:
+    """Seeded training patches with flips, axis permutations, scale and intensity jitter."""
+
+    def __init__(self, data: _Data, patch: int, rng: np.random.Generator, augment: bool = True):
+        self.data, self.patch, self.rng, self.augment = data, int(patch), rng, augment
+        fg = np.argwhere((data.vessel > 0) & data.train)
+        stride = 4
+        coarse = np.argwhere(data.train[::stride, ::stride, ::stride]) * stride
+        if len(coarse) == 0:
+            coarse = np.argwhere(data.train)
+        self.fg = fg.astype(np.int32)
+        self.any = coarse.astype(np.int32)
+        self.stride = stride
+
+    def _centre(self) -> np.ndarray:
+        if len(self.fg) and self.rng.random() < 0.5:
+            return self.fg[int(self.rng.integers(len(self.fg)))]
+        c = self.any[int(self.rng.integers(len(self.any)))]
+        return np.minimum(
+            c + self.rng.integers(0, self.stride, 3), np.array(self.data.train.shape) - 1
+        )
+
+    def sample(self, n: int) -> dict[str, np.ndarray]:
+        import torch
+        import torch.nn.functional as F
+
+        d = self.data
+        shape = np.array(d.image.shape)
+        keys = ["image", "vessel", "mask"]
+        if d.distance is not None:
+            keys += ["distance", "centerline"]
+        if d.trees is not None:
+            keys.append("trees")
+        out: dict[str, list] = {k: [] for k in keys}
+        p = self.patch
+        for _ in range(n):
+            scale = 1.0
+            if self.augment and self.rng.random() < 0.3:
+                scale = float(np.exp(self.rng.uniform(np.log(0.8), np.log(1.25))))
+            size = np.minimum(np.maximum(8, np.round(p * scale).astype(int)), shape)
+            c = self._centre()
+            jitter = self.rng.integers(-(size // 4), size // 4 + 1)
+            start = np.clip(c - size // 2 + jitter, 0, shape - size)
+            sl = tuple(slice(int(a), int(a + s)) for a, s in zip(start, size, strict=True))
+            arrays = {
+                "image": d.image[sl],
+                "vessel": d.vessel[sl],
+                "mask": d.train[sl],
+            }
+            if d.distance is not None:
+                arrays["distance"] = d.distance[sl]
+                arrays["centerline"] = d.centerline[sl]
+            if d.trees is not None:
+                arrays["trees"] = d.trees[sl]
+            if tuple(size) != (p, p, p):
+                ratio = p / float(np.mean(size))
+                for k, a in arrays.items():
+                    t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None]
+                    if k in ("image", "distance"):
+                        t = F.interpolate(t, size=(p, p, p), mode="trilinear", align_corners=False)
+                    else:
+                        t = F.interpolate(t, size=(p, p, p), mode="nearest")
+                    r = t[0, 0].numpy()
+                    if k == "distance":
+                        r = r * ratio
+                    arrays[k] = r.astype(a.dtype) if k not in ("image", "distance") else r
+            if self.augment:
+                perm = self.rng.permutation(3)
+                flips = [ax for ax in range(3) if self.rng.random() < 0.5]
+                for k, a in arrays.items():
+                    a = np.transpose(a, perm)
+                    arrays[k] = np.flip(a, flips) if flips else a
+                img = arrays["image"].astype(np.float32)
+                if self.rng.random() < 0.5:  # contrast and brightness
+                    img = img * self.rng.uniform(0.85, 1.15) + self.rng.uniform(-0.08, 0.08)
+                if self.rng.random() < 0.3:  # gamma, on the clipped [0, 1] range
+                    g = float(np.exp(self.rng.uniform(np.log(0.75), np.log(1.33))))
+                    img = np.clip(img, 0.0, None) ** g
+                if self.rng.random() < 0.3:
+                    img = img + self.rng.normal(0.0, self.rng.uniform(0.0, 0.04), img.shape)
+                arrays["image"] = img.astype(np.float32)
+            for k, a in arrays.items():
+                out[k].append(np.ascontiguousarray(a))
+        return {k: np.stack(v) for k, v in out.items()}
+
+
+def _validation_patches(data: _Data, size: int, rng: np.random.Generator, n: int):
+    """Fixed validation patches (slices into the model-grid arrays), half on vessels."""
+    shape = np.array(data.image.shape)
+    size_v = np.minimum(size, shape)
+    fg = np.argwhere((data.vessel > 0) & data.val)
+    anyv = np.argwhere(data.val[::2, ::2, ::2]) * 2
+    if len(anyv) == 0:
+        anyv = np.argwhere(data.val)
+    centres = []
+    for i in range(n):
+        pool = fg if (len(fg) and i % 2 == 0) else anyv
+        centres.append(pool[int(rng.integers(len(pool)))])
+    out = []
+    for c in centres:
+        start = np.clip(np.asarray(c) - size_v // 2, 0, shape - size_v)
+        out.append(tuple(slice(int(a), int(a + s)) for a, s in zip(start, size_v, strict=True)))
+    unique = {tuple((s.start, s.stop) for s in sl): sl for sl in out}
+    return list(unique.values())
+
+
+def _evaluate(model, data: _Data, patches, device, loss_fn, topnet: bool) -> dict:
+    """Dice, clDice and loss of the model on the validation patches (held-out voxels)."""
+    import torch
+
+    from ..topology.metrics import cldice
+
+    preds, gts, losses = [], [], []
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for sl in patches:
+            x = torch.from_numpy(np.ascontiguousarray(data.image[sl]))[None, None].to(device)
+            out = model(x)
+            logits = (out["vessel"] if isinstance(out, dict) else out).float()
+            m = torch.from_numpy(np.ascontiguousarray(data.val[sl]))[None, None].to(device)
+            g = torch.from_numpy(np.ascontiguousarray(data.vessel[sl]))[None, None].to(device)
+            losses.append(float(masked_loss(loss_fn, logits, g.float(), m)))
+            valid = data.val[sl]
+            prob = torch.sigmoid(logits)[0, 0].cpu().numpy()
+            preds.append((prob > 0.5) & valid)
+            gts.append((data.vessel[sl] > 0) & valid)
+    if was_training:
+        model.train()
+    p = np.concatenate(preds, axis=0)
+    g = np.concatenate(gts, axis=0)
+    tp, n_p, n_g = int((p & g).sum()), int(p.sum()), int(g.sum())
+    dice = 1.0 if n_p + n_g == 0 else 2.0 * tp / (n_p + n_g)
+    cl = (
+        float(cldice(p, g)[0])
+        if g.any() and p.any()
+        else (1.0 if not (p.any() or g.any()) else 0.0)
+    )
+    if not math.isfinite(cl):
+        cl = dice
+    return {
+        "Dice": float(dice),
+        "clDice": cl,
+        "Precision": float(tp / n_p) if n_p else None,
+        "Recall": float(tp / n_g) if n_g else None,
+        "score": 0.5 * (float(dice) + cl),
+        "loss": float(np.mean(losses)),
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# the loop
+# ---------------------------------------------------------------------------------------
+
+
+def finetune(
+    image: Any,
+    labels: Any,
+    base_model: Any = "unet-projpool",
+    *,
+    annotated: Any = None,
+    loss: str | Mapping | None = None,
+    spacing: float | Sequence[float] | None = None,
+    minutes: float | None = None,
+    steps: int | None = None,
+    device: str | None = "auto",
+    progress: Callable[[FinetuneProgress], Any] | None = None,
+    cancel: Any = None,
+    seed: int = 0,
+    name: str | None = None,
+    threads: int | None = None,
+    lr: float = DEFAULT_LR,
+    batch_size: int | None = None,
+    patch: int | None = None,
+    val_every: int | None = None,
+    patience: int = 8,
+    validation_fraction: float = 0.2,
+    modality: str = "auto",
+    window: Sequence[float] | None = None,
+    polarity: str = "auto",
+    zoom: str | float | Sequence[float] | None = "auto",
+    command: str | None = None,
+):
+    """Fine-tune ``base_model`` on ``image`` and the user's ``labels``; ``(module, card)``.
+
+    Parameters
+    ----------
+    image : array_like (z, y, x)
+        The volume (numpy, dask or zarr), in its own units (HU for a CT).
+    labels : array_like (z, y, x) of bool or int
+        0 = no vessel, > 0 vessel; several ids = tree labels (used by TopNet's embedding).
+        Only the annotated region counts (see ``annotated``).
+    base_model : str, path or (module, ModelCard)
+        A registered model (``napari-topo models``), a card/weights path or folder, or a
+        loaded pair. Not modified.
+    annotated : array_like of bool (z, y, x), optional
+        The voxels the user labelled. Default: derived by :func:`annotated_region` (the
+        painted slices, or the labels' bounding box plus a margin).
+    loss : str or dict, optional
+        ``"dice"``, ``"cldice"``, ``"projpool"`` or a spec such as
+        ``{"name": "cldice", "alpha": 0.3}``; default the base model's own loss.
+    spacing : float or sequence of 3 float, optional
+        Voxel size (z, y, x), as for :func:`~napari_topo.inference.pipeline.predict`.
+    minutes, steps : float, int, optional
+        Budgets; the first reached stops training. Default: :data:`DEFAULT_MINUTES`.
+    device : str, optional
+        "auto" (CUDA, MPS, CPU), "cuda", "mps" or "cpu".
+    progress : callable(FinetuneProgress), optional
+        Called after every step and every validation (from the calling thread).
+    cancel : threading.Event or callable, optional
+        Checked before every step; when set, :class:`~napari_topo.inference.sliding.Cancelled`
+        is raised and nothing is returned.
+    seed : int
+        Seeds patch sampling, augmentation and the validation patches.
+    name : str, optional
+        The new model's name (default ``<base>-ft-<date>-<time>``).
+    threads : int, optional
+        CPU threads (default :func:`default_threads`: all cores but one); restored after.
+    lr, batch_size, patch, val_every, patience, validation_fraction
+        Peak learning rate (:data:`WARMUP_STEPS` of linear warm-up, then a cosine decay
+        to a tenth over the budget), patches per step (default the base's
+        training batch size), patch edge in voxels (default the base's), steps between
+        validations (default 25, fewer for short step budgets), validations without
+        improvement before stopping early, share of the annotation held out.
+    modality, window, polarity, zoom
+        The input policy choices, as for ``predict``; the same must be used when
+        segmenting with the result (the defaults, "auto", are what ``segment`` uses).
+    command : str, optional
+        The command line, recorded in the card.
+
+    Returns
+    -------
+    module : torch.nn.Module
+        The fine-tuned network (best validation weights; the base weights when nothing
+        beat them), on the CPU, in eval mode.
+    card : ModelCard
+        Not yet saved (:func:`save_finetuned` writes it). ``normalization`` is the base
+        card's; ``training`` records the base model and its sha256, the data's shape and
+        spacing, the annotated and vessel voxel counts, how the region was derived, the
+        input policy applied, loss, steps, wall time, why training stopped and the
+        validation history; ``metrics["validation"]`` the held-out scores of the result,
+        ``metrics["validation_before"]`` those of the base model.
+
+    Raises
+    ------
+    ValueError
+        One line each: not 3D, labels of another shape, fractional or negative labels,
+        empty labels or annotation, a non-binary annotated mask, a single labelled
+        slice, an unknown base model or loss, bad budgets.
+    Cancelled
+        When ``cancel`` was set.
+    """
+    import torch
+
+    from .. import __version__
+    from ..inference.device import pick_device
+    from ..inference.intensity import plan_input
+    from ..inference.pipeline import resample_factors, resolve_model
+    from ..inference.sliding import Cancelled
+    from ..models.registry import ModelCard, sha256_file
+
+    t0 = time.perf_counter()
+
+    def report(**kw) -> None:
+        if progress is not None:
+            progress(FinetuneProgress(elapsed_s=time.perf_counter() - t0, **kw))
+
+    # ---- checks, before any work ------------------------------------------------------
+    shape = tuple(int(s) for s in getattr(image, "shape", np.shape(image)))
+    if len(shape) != 3:
+        raise ValueError(f"the image must be 3D (z, y, x); got shape {shape}")
+    if minutes is None and steps is None:
+        minutes = DEFAULT_MINUTES
+    if minutes is not None and not (math.isfinite(minutes) and minutes > 0):
+        raise ValueError(f"minutes must be a positive number; got {minutes}")
+    if steps is not None and int(steps) < 1:
+        raise ValueError(f"steps must be at least 1; got {steps}")
+    lab = check_labels(labels, shape)
+    region, region_info = annotated_region(lab, annotated)
+    train_mask, val_mask, split = _split_validation(region, region_info, validation_fraction)
+    if not (lab[train_mask] > 0).any():
+        raise ValueError(
+            "no vessel is labelled in the training part of the annotation (the last "
+            f"{validation_fraction:.0%} is held out); label vessels in more slices"
+        )
+    dev = pick_device(device)
+    base, base_card = resolve_model(base_model, "cpu")
+    spec = _loss_spec(loss, base_card)
+    topnet = base_card.task == "topnet"
+    tree_ids = np.unique(lab[region])
+    tree_labels = topnet and int((tree_ids > 0).sum()) >= 2
+    if name is None:
+        name = f"{base_card.name}-ft-{time.strftime('%Y%m%d-%H%M%S')}"
+    ModelCard(name=name, architecture=base_card.architecture)  # checks the name
+    cfg = base_card.training.get("config") or {}
+    patch = int(patch or (cfg.get("patch") or [48])[0])
+    if patch < 16 or patch % 8:
+        raise ValueError(f"patch must be a multiple of 8, at least 16; got {patch}")
+    batch_size = int(batch_size or cfg.get("batch_size") or 2)
+    if steps is not None:
+        val_every = val_every or min(25, max(1, int(steps) // 4))
+    val_every = int(val_every or 25)
+
+    # ---- data on the model's grid, as predict() will see it ------------------------------
+    report(phase="prepare", message="preparing the annotated region")
+    policy = plan_input(
+        image,
+        base_card.normalization,
+        modality=modality,
+        window=window,
+        polarity=polarity,
+        zoom=zoom,
+        spacing=spacing,
+    )
+    factors = resample_factors(spacing, policy.zoom.zoom)
+    policy = dataclasses.replace(policy, factors=factors)
+    val_size = patch + 16
+    data, grid = _prepare_data(
+        image, lab, region, train_mask, val_mask, policy, factors, val_size, topnet, tree_labels
+    )
+    data = _pad_to(data, val_size)
+    if not data.train.any() or not data.val.any():
+        raise ValueError("the annotated region vanished when resampled; label a larger region")
+
+    # ---- model, loss, optimiser ---------------------------------------------------------
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    old_threads = torch.get_num_threads()
+    if dev.type == "cpu":
+        torch.set_num_threads(int(threads or default_threads()))
+    try:
+        model = copy.deepcopy(base).to(dev)
+        embedding = "n/a"
+        if topnet:
+            frozen = not tree_labels
+            for part in (model.branches["embedding"], model.heads["embedding"]):
+                for prm in part.parameters():
+                    prm.requires_grad_(not frozen)
+            embedding = "frozen (no tree labels)" if frozen else "trained (tree labels given)"
+        loss_fn = _build_loss(spec)
+        if topnet:
+            from ..topology.losses import CenternessLoss, EmbeddingMetricLoss
+
+            center_fn, embed_fn = CenternessLoss(), EmbeddingMetricLoss()
+        opt = Adam(model.parameters(), lr=lr)
+        sampler = _Sampler(data, patch, rng)
+        val_patches = _validation_patches(data, val_size, rng, N_VALIDATION_PATCHES)
+
+        before = _evaluate(model, data, val_patches, dev, loss_fn, topnet)
+        before["step"] = 0
+        best, best_state, best_step = dict(before), None, 0
+        history = [dict(before)]
+        report(
+            phase="validate",
+            validation=dict(before),
+            best=dict(best),
+            loss=before["loss"],
+            max_steps=steps,
+            message=f"base model: validation Dice {before['Dice']:.3f}",
+        )
+
+        budget_s = None if minutes is None else float(minutes) * 60.0
+        step, curve, recent, stopped = 0, [], [], ""
+        since_best = 0
+        model.train()
+
+        def fraction() -> float:
+            f = 0.0
+            if steps is not None:
+                f = max(f, step / int(steps))
+            if budget_s is not None:
+                f = max(f, (time.perf_counter() - t0) / budget_s)
+            return min(1.0, f)
+
+        last_val_step = 0
+        while True:
+            if steps is not None and step >= int(steps):
+                stopped = f"step budget ({int(steps)} steps)"
+                break
+            if budget_s is not None and time.perf_counter() - t0 >= budget_s:
+                stopped = f"time budget ({minutes:g} min)"
+                break
+            if _is_set(cancel):
+                raise Cancelled("fine-tuning cancelled; nothing was saved")
+            frac = fraction()
+            warm = min(1.0, (step + 1) / WARMUP_STEPS)
+            opt.lr = lr * warm * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * frac)))
+            batch = sampler.sample(batch_size)
+            x = torch.from_numpy(batch["image"])[:, None].to(dev)
+            g = torch.from_numpy(batch["vessel"]).float()[:, None].to(dev)
+            m = torch.from_numpy(batch["mask"]).float()[:, None].to(dev)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                out = model(x)
+                if topnet:
+                    value = masked_loss(loss_fn, out["vessel"].float(), g, m)
+                    dist = torch.from_numpy(batch["distance"]).float()[:, None].to(dev)
+                    value = value + center_fn(out["centerness"].float(), dist, g * m)
+                    if tree_labels:
+                        pairs = _pairs(batch, rng)
+                        value = value + embed_fn(out["embedding"], *[p.to(dev) for p in pairs])
+                else:
+                    value = masked_loss(loss_fn, out, g, m)
+            opt.zero_grad()
+            value.backward()
+            _clip_grad_norm(opt.params, 5.0)
+            opt.step()
+            step += 1
+            lv = float(value.detach())
+            recent.append(lv)
+            curve.append([step, lv])
+            report(
+                phase="train",
+                step=step,
+                max_steps=steps,
+                fraction=fraction(),
+                loss=lv,
+                best=dict(best),
+                message=f"step {step}: loss {lv:.4f}",
+            )
+            if step % val_every == 0:
+                last_val_step = step
+                res = _evaluate(model, data, val_patches, dev, loss_fn, topnet)
+                res["step"] = step
+                history.append(res)
+                if res["score"] > best["score"] + 1e-4:
+                    best, best_step, since_best = dict(res), step, 0
+                    best_state = {
+                        k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
+                    }
+                else:
+                    since_best += 1
+                report(
+                    phase="validate",
+                    step=step,
+                    max_steps=steps,
+                    fraction=fraction(),
+                    loss=res["loss"],
+                    validation=dict(res),
+                    best=dict(best),
+                    message=f"step {step}: validation Dice {res['Dice']:.3f}",
+                )
+                if since_best >= patience:
+                    stopped = f"early stop ({patience} validations without improvement)"
+                    break
+        if step > last_val_step:
+            if _is_set(cancel):
+                raise Cancelled("fine-tuning cancelled; nothing was saved")
+            res = _evaluate(model, data, val_patches, dev, loss_fn, topnet)
+            res["step"] = step
+            history.append(res)
+            if res["score"] > best["score"] + 1e-4:
+                best, best_step = dict(res), step
+                best_state = {
+                    k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
+                }
+            report(
+                phase="validate",
+                step=step,
+                max_steps=steps,
+                fraction=1.0,
+                loss=res["loss"],
+                validation=dict(res),
+                best=dict(best),
+                message=f"step {step}: validation Dice {res['Dice']:.3f}",
+            )
+    finally:
+        torch.set_num_threads(old_threads)
+
+    result = copy.deepcopy(base)
+    if best_state is not None:
+        result.load_state_dict(best_state)
+    for prm in result.parameters():
+        prm.requires_grad_(True)
+    result = result.cpu().eval()
+    wall = time.perf_counter() - t0
+    base_sha = base_card.sha256
+    if not base_sha and base_card.weights_path is not None and base_card.weights_path.is_file():
+        base_sha = sha256_file(base_card.weights_path)
+    improved = best_state is not None
+    summary = (
+        f"{base_card.name} fine-tuned on a {'x'.join(map(str, shape))} volume "
+        f"({region_info['voxels']} annotated voxels): held-out Dice "
+        f"{before['Dice']:.3f} -> {best['Dice']:.3f}"
+        + ("" if improved else " (no step beat the base model: its weights kept)")
+    )
+    sp = None if spacing is None else [float(s) for s in np.broadcast_to(spacing, (3,))]
+    card = ModelCard(
+        name=name,
+        architecture=base_card.architecture,
+        arch_kwargs=copy.deepcopy(result.arch_kwargs),
+        task=base_card.task,
+        summary=summary,
+        normalization=copy.deepcopy(base_card.normalization),
+        training={
+            "fine_tuned_from": {
+                "name": base_card.name,
+                "sha256": base_sha,
+                "summary": base_card.summary,
+            },
+            "data": {
+                "shape": list(shape),
+                "spacing": sp,
+                "annotated_voxels": int(region_info["voxels"]),
+                "annotated_region": dict(region_info),
+                "vessel_voxels": int((lab[region] > 0).sum()),
+                "validation_part": split,
+                "validation_voxels": int(val_mask.sum()),
+                "tree_labels": bool(tree_labels),
+                **grid,
+            },
+            "input_policy": policy.to_dict(),
+            "loss": spec,
+            "embedding": embedding,
+            "steps": step,
+            "best_step": best_step,
+            "stopped": stopped,
+            "wall_time_s": round(wall, 1),
+            "budget": {"minutes": minutes, "steps": steps},
+            "lr": lr,
+            "batch_size": batch_size,
+            "patch": [patch] * 3,
+            "augmentation": "flips, axis permutations, scale 0.8-1.25, contrast/brightness, "
+            "gamma, Gaussian noise",
+            "seed": seed,
+            "device": str(dev),
+            "threads": int(threads or default_threads()) if dev.type == "cpu" else None,
+            "validation_history": history,
+            "loss_curve": curve,
+            "voxel_spacing": base_card.training.get("voxel_spacing"),
+            "radius_range_voxels": base_card.training.get("radius_range_voxels"),
+            "command": command,
+            "torch": torch.__version__,
+            "napari_topo": __version__,
+        },
+        metrics={
+            "validation": {k: v for k, v in best.items()},
+            "validation_before": {k: v for k, v in before.items()},
+            "validation_note": "held-out part of the user's annotation (the last "
+            f"{len(split['slices'])} slices along axis {split['axis']}), never trained on",
+        },
+        description=(
+            "Fine-tuned with napari-topo on one user's volume; use it on images like that "
+            f"one, with the same input policy ({policy.describe()})."
+        ),
+    )
+    report(phase="done", step=step, max_steps=steps, fraction=1.0, best=dict(best), message=summary)
+    return result, card
+
+
+def _pairs(batch: dict, rng: np.random.Generator):
+    """Embedding pairs among the annotated centerline voxels of each patch."""
+    import torch
+
+    from ..topology.losses import sample_embedding_pairs
+
+    parts: list[list] = [[], [], [], []]
+    for b in range(batch["trees"].shape[0]):
+        keep = batch["centerline"][b].astype(bool) & batch["mask"][b].astype(bool)
+        points = np.argwhere(keep & (batch["trees"][b] > 0))
+        res = sample_embedding_pairs(
+            batch["trees"][b].astype(np.int64),
+            points=points,
+            rng=rng,
+            batch_index=b,
+            n_anchors=64,
+            partners=8,
+            radius=15.0,
+        )
+        for acc, r in zip(parts, res, strict=True):
+            acc.append(r)
+    return tuple(torch.from_numpy(np.concatenate(p)) for p in parts)
+
+
+def save_finetuned(module, card, directory=None):
+    """Write a fine-tuned model (``.safetensors`` + JSON card with its sha256).
+
+    Parameters
+    ----------
+    module, card
+        From :func:`finetune`.
+    directory : path, optional
+        Default :func:`napari_topo.models.registry.user_models_dir` (listed by
+        ``napari-topo models`` and the Segment widget).
+
+    Returns
+    -------
+    ModelCard
+        The written card (``path`` set).
+
+    Raises
+    ------
+    ValueError
+        The name is that of a shipped model (it would be hidden behind it).
+    """
+    from ..models.registry import WEIGHTS_DIR, save_model, user_models_dir
+
+    if (WEIGHTS_DIR / f"{card.name}.json").is_file():
+        raise ValueError(f"{card.name!r} is the name of a shipped model; choose another name")
+    directory = user_models_dir() if directory is None else directory
+    return save_model(module, card, directory)

@@ -1,0 +1,650 @@
+"""Dock widget that fine-tunes a model on the user's own corrected labels.
+
+The loop: segment, correct a few slices of the mask (or paint a new Labels layer), press
+*Start* here, then *Segment again* with the new model. The work is
+:func:`napari_topo.training.finetune.finetune`, run in a napari worker thread (the body
+never touches Qt; it yields :class:`~napari_topo.training.finetune.FinetuneProgress`
+values that the GUI thread turns into the progress bar, the loss plot and the status
+line). The new model is saved into the user models folder
+(:func:`napari_topo.models.registry.user_models_dir`) from the worker; on the GUI thread
+it is then added to the Segment widget's Model picker and selected.
+
+Before training starts, the annotated region (what the loss sees:
+:func:`~napari_topo.training.finetune.annotated_region`) is shown as a translucent
+Labels layer ``"<labels> annotated region"``, owned by this widget.
+
+Fine-tuning never imports ``torch._dynamo`` (see
+:mod:`napari_topo.training.finetune`), whose ``triton`` import segfaults in a process
+that holds napari's OpenGL context under Mesa.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Generator
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import ComboBox, Container, FloatSpinBox, LineEdit, SpinBox
+from napari.layers import Image, Labels
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QPointF, Qt, Signal
+from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
+from qtpy.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_topo.layers import METADATA_KEY, layer_kind
+from napari_topo.widgets._common import (
+    follow_layer_list,
+    one_line,
+    rebuild_picker,
+    require_viewer,
+    select_layer,
+)
+
+if TYPE_CHECKING:
+    import napari
+
+__all__ = ["OWNER", "FinetuneWidget", "LossPlot"]
+
+_LOG = logging.getLogger(__name__)
+
+#: ``metadata["napari_topo"]["widget"]`` of the layers this widget made.
+OWNER = "finetune"
+#: Colours of the loss plot.
+TRAIN_COLOUR = QColor(150, 150, 150)
+VALIDATION_COLOUR = QColor(255, 140, 0)
+
+
+# --------------------------------------------------------------------------------------
+# a small loss plot (QPainter only; no plotting library)
+# --------------------------------------------------------------------------------------
+
+
+class LossPlot(QWidget):
+    """Training loss (grey line, per step) and validation loss (orange dots) by step."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.train: list[tuple[int, float]] = []
+        self.validation: list[tuple[int, float]] = []
+        self.setMinimumHeight(90)
+        self.setToolTip("Loss by step: training (grey), held-out validation (orange).")
+
+    def clear(self) -> None:
+        self.train.clear()
+        self.validation.clear()
+        self.update()
+
+    def add(self, kind: str, step: int, value: float) -> None:
+        """Add a point (``kind`` "train" or "validation") and repaint."""
+        if value is None or not math.isfinite(value):
+            return
+        (self.train if kind == "train" else self.validation).append((int(step), float(value)))
+        self.update()
+
+    def paintEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
+        painter = QPainter(self)
+        try:
+            painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+            area = self.rect().adjusted(34, 6, -6, -16)
+            painter.setPen(QPen(self.palette().text().color()))
+            painter.drawRect(area)
+            points = self.train + self.validation
+            if not points:
+                painter.drawText(area, Qt.AlignmentFlag.AlignCenter, "loss")
+                return
+            xmax = max(1, max(s for s, _ in points))
+            lo, hi = min(v for _, v in points), max(v for _, v in points)
+            if hi - lo < 1e-6:
+                lo, hi = lo - 0.5, hi + 0.5
+
+            def at(step: float, value: float) -> QPointF:
+                x = area.left() + area.width() * step / xmax
+                y = area.bottom() - area.height() * (value - lo) / (hi - lo)
+                return QPointF(x, y)
+
+            painter.drawText(0, area.top() + 10, f"{hi:.2f}")
+            painter.drawText(0, area.bottom(), f"{lo:.2f}")
+            painter.drawText(area.right() - 60, self.height() - 3, f"step {xmax}")
+            if self.train:
+                step = max(1, len(self.train) // max(1, area.width()))
+                line = QPolygonF([at(s, v) for s, v in self.train[::step]])
+                painter.setPen(QPen(TRAIN_COLOUR, 1))
+                painter.drawPolyline(line)
+            painter.setPen(QPen(VALIDATION_COLOUR, 2))
+            painter.setBrush(VALIDATION_COLOUR)
+            if len(self.validation) > 1:
+                painter.drawPolyline(QPolygonF([at(s, v) for s, v in self.validation]))
+            for s, v in self.validation:
+                painter.drawEllipse(at(s, v), 2.5, 2.5)
+        finally:
+            painter.end()
+
+
+# --------------------------------------------------------------------------------------
+# worker (no Qt)
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Job:
+    image: str
+    labels: str
+    base: str
+    minutes: float
+    steps: int | None
+    spacing: tuple[float, ...] | None
+    device: str
+    name: str | None
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    card: Any = None
+    cancelled: bool = False
+    error: str | None = None
+    seconds: float = 0.0
+
+
+def _run_finetune(
+    image: Any, labels: np.ndarray, annotated: np.ndarray, job: _Job, cancel: threading.Event
+) -> Generator[Any, None, _Outcome]:
+    """Worker body: yields FinetuneProgress values, returns an :class:`_Outcome`.
+
+    :func:`finetune` runs on a helper thread; its progress callback puts values on a
+    queue that this generator yields (napari hands them to the GUI thread). The model
+    is saved here too, so the GUI thread never waits on it. Nothing here touches Qt.
+    """
+    events: queue.SimpleQueue = queue.SimpleQueue()
+    start = time.perf_counter()
+
+    def body() -> None:
+        from napari_topo.inference.sliding import Cancelled
+        from napari_topo.training.finetune import finetune, save_finetuned
+
+        try:
+            module, card = finetune(
+                image,
+                labels,
+                job.base,
+                annotated=annotated,
+                spacing=job.spacing,
+                minutes=job.minutes,
+                steps=job.steps,
+                device=job.device,
+                progress=lambda p: events.put(("progress", p)),
+                cancel=cancel,
+                name=job.name,
+                command=f"napari-topo Fine-tune dock on '{job.image}' / '{job.labels}'",
+            )
+            if cancel.is_set():
+                raise Cancelled("cancelled")
+            saved = save_finetuned(module, card)
+        except Cancelled:
+            events.put(("cancelled", None))
+            return
+        except (ValueError, OSError, MemoryError) as exc:
+            events.put(("error", str(exc) or type(exc).__name__))
+            return
+        except Exception as exc:  # noqa: BLE001 - reported to the user, traceback logged
+            _LOG.exception("fine-tuning on %r failed", job.image)
+            events.put(("error", f"Fine-tuning failed ({type(exc).__name__}: {exc})."))
+            return
+        events.put(("done", saved))
+
+    thread = threading.Thread(target=body, name=f"napari-topo finetune {job.image}", daemon=True)
+    thread.start()
+    while True:
+        kind, value = events.get()
+        if kind == "progress":
+            yield value
+            continue
+        thread.join()
+        seconds = time.perf_counter() - start
+        if kind == "done":
+            return _Outcome(card=value, seconds=seconds)
+        if kind == "cancelled":
+            return _Outcome(cancelled=True, seconds=seconds)
+        return _Outcome(error=value, seconds=seconds)
+
+
+# --------------------------------------------------------------------------------------
+# the widget
+# --------------------------------------------------------------------------------------
+
+
+def _info(layer: Any) -> dict:
+    md = layer.metadata.get(METADATA_KEY) if isinstance(layer.metadata, dict) else None
+    return md if isinstance(md, dict) else {}
+
+
+def _data(layer: Any) -> Any:
+    return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+
+
+class FinetuneWidget(QWidget):
+    """Fine-tune a model on your own corrected labels, then segment again with it.
+
+    Pick the image, the Labels layer with your corrections (by default the Segment
+    widget's mask, else its trees, else the first Labels layer), the model to start
+    from and a time budget; press *Start*. Only the annotated region counts: the slices
+    you painted in, or the labels' bounding box when most slices hold labels (shown as
+    a layer when you start). Training runs in the background with a progress bar and a
+    small plot of the training and held-out validation loss; *Cancel* stops it and
+    saves nothing. At the end the new model is saved in your models folder, listed in
+    the Segment widget's Model picker and selected there; *Segment again* re-runs the
+    segmentation of the image with it.
+
+    Parameters
+    ----------
+    napari_viewer : napari.viewer.Viewer
+    parent : QWidget, optional
+
+    Attributes
+    ----------
+    finished : Signal(str)
+        Emitted on the GUI thread when a run ended: ``"done"``, ``"cancelled"`` or
+        ``"error"``.
+    """
+
+    finished = Signal(str)
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None):
+        super().__init__(parent)
+        require_viewer(napari_viewer, "FinetuneWidget")
+        from napari_topo.inference.device import available_devices
+        from napari_topo.inference.pipeline import DEFAULT_MODEL
+        from napari_topo.models.registry import list_models
+
+        self._viewer = napari_viewer
+        self._worker = None
+        self._job: _Job | None = None
+        self._cancel = threading.Event()
+        self._state: str | None = None
+        self._last_card: Any = None
+
+        self.image_picker = ComboBox(
+            label="Image",
+            choices=self._image_choices,
+            tooltip="The 3D image the labels belong to; its scale is the voxel size.",
+        )
+        self.labels_picker = ComboBox(
+            label="Labels",
+            choices=self._labels_choices,
+            tooltip="Your corrected labels (0 = background, > 0 vessel). Only the slices "
+            "you painted in count (or the labels' bounding box when most slices have "
+            "labels).",
+        )
+        names = [card.name for card in list_models()]
+        self.model_picker = ComboBox(
+            label="Base model",
+            choices=names,
+            value=DEFAULT_MODEL if DEFAULT_MODEL in names else (names[0] if names else None),
+            tooltip="The model to start from; its loss and input policy are kept.",
+        )
+        self.minutes_box = FloatSpinBox(
+            label="Minutes",
+            value=5.0,
+            min=0.1,
+            max=600.0,
+            step=0.5,
+            tooltip="Time budget; training stops earlier if validation stops improving.",
+        )
+        self.steps_box = SpinBox(
+            label="Max steps",
+            value=0,
+            min=0,
+            max=1_000_000,
+            tooltip="Step budget (0: none); whichever budget is reached first stops.",
+        )
+        self.device_picker = ComboBox(
+            label="Device",
+            choices=available_devices(),
+            value="auto",
+            tooltip="'auto' picks CUDA, then Apple MPS, then the CPU (all cores but one).",
+        )
+        self.name_edit = LineEdit(
+            label="Name",
+            value="",
+            tooltip="Name of the new model (empty: <base>-ft-<date>-<time>).",
+        )
+        self._form = Container(
+            widgets=[
+                self.image_picker,
+                self.labels_picker,
+                self.model_picker,
+                self.minutes_box,
+                self.steps_box,
+                self.device_picker,
+                self.name_edit,
+            ],
+            labels=True,
+        )
+        self._form.margins = (0, 0, 0, 0)
+
+        self.start_button = QPushButton("Start")
+        self.start_button.setToolTip("Fine-tune in the background.")
+        self.start_button.clicked.connect(self.start)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop; nothing is saved.")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setRange(0, 1000)
+        self.progress_bar.setTextVisible(False)
+        self.loss_plot = LossPlot()
+        self.status_label = QLabel("Correct a few slices of a Labels layer and press Start.")
+        self.status_label.setWordWrap(True)
+        self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.rerun_button = QPushButton("Segment again with the new model")
+        self.rerun_button.setEnabled(False)
+        self.rerun_button.clicked.connect(self.segment_again)
+
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.start_button)
+        buttons.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self._form.native)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.loss_plot)
+        layout.addWidget(self.status_label)
+        layout.addWidget(self.rerun_button)
+        layout.addStretch(1)
+        self.setMinimumWidth(300)
+
+        follow_layer_list(self, napari_viewer, self._refresh_choices)
+        self._runs: list[threading.Event] = []
+        self.destroyed.connect(partial(_set_events, self._runs))
+        self._refresh_choices()
+
+    # ---- public API ------------------------------------------------------------------
+
+    @property
+    def is_running(self) -> bool:
+        """True while a fine-tune runs."""
+        return self._worker is not None
+
+    @property
+    def last_card(self) -> Any:
+        """The saved :class:`~napari_topo.models.registry.ModelCard` of the last run."""
+        return self._last_card
+
+    def start(self):
+        """Check the choices, show the annotated region and start fine-tuning.
+
+        Returns the napari worker, or None when the choices were rejected (the reason is
+        in the status line and a notification) or a run is going.
+        """
+        if self.is_running:
+            return None
+        try:
+            job, image, labels, annotated = self._make_job()
+        except ValueError as exc:
+            self._report(str(exc), error=True)
+            return None
+        self._job = job
+        self._cancel = threading.Event()
+        self._runs[:] = [self._cancel]
+        self.loss_plot.clear()
+        self.progress_bar.setValue(0)
+        self.rerun_button.setEnabled(False)
+        self.start_button.setEnabled(False)
+        self.start_button.setText("Running…")
+        self.cancel_button.setEnabled(True)
+        self._set_status(f"Fine-tuning {job.base} on '{job.labels}'…")
+        self._worker = create_worker(
+            _run_finetune,
+            image,
+            labels,
+            annotated,
+            job,
+            self._cancel,
+            _connect={
+                "yielded": self._on_yielded,
+                "returned": self._on_returned,
+                "errored": self._on_errored,
+                "finished": self._on_finished,
+            },
+            _start_thread=True,
+        )
+        return self._worker
+
+    def cancel(self) -> None:
+        """Stop the running fine-tune before its next step; nothing is saved."""
+        if not self.is_running:
+            return
+        self._cancel.set()
+        self.cancel_button.setEnabled(False)
+        self._set_status("Cancelling…")
+
+    def segment_again(self) -> Any:
+        """Segment the image again with the new model in the Segment widget.
+
+        The Segment widget (docked if it is not) gets the new model selected and the
+        image chosen, then runs. If the labels were the Segment widget's own mask or
+        trees, a copy ``"<labels> (corrected)"`` is kept first, since that run replaces
+        them. Returns the Segment widget's worker (or None).
+        """
+        card, job = self._last_card, self._job
+        if card is None or job is None:
+            return None
+        segment = self._segment_widget(create=True)
+        if segment is None:
+            self._report("Open Plugins > napari-topo > Segment vessels to segment.", True)
+            return None
+        segment.select_model(card.name)
+        layers = self._viewer.layers
+        if job.image in layers:
+            select_layer(segment.image_picker, layers[job.image])
+        if job.labels in layers:
+            lab = layers[job.labels]
+            if _info(lab).get("widget") == "segment":
+                copy_name = f"{lab.name} (corrected)"
+                if copy_name not in layers:
+                    self._viewer.add_labels(
+                        np.array(_data(lab)),
+                        name=copy_name,
+                        scale=lab.scale,
+                        translate=lab.translate,
+                    )
+        return segment.run()
+
+    # ---- choices ---------------------------------------------------------------------
+
+    def _image_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        return [
+            (layer.name, layer)
+            for layer in self._viewer.layers
+            if isinstance(layer, Image) and _info(layer).get("widget") is None
+        ]
+
+    def _labels_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        return [
+            (layer.name, layer)
+            for layer in self._viewer.layers
+            if isinstance(layer, Labels) and _info(layer).get("widget") != OWNER
+        ]
+
+    def _refresh_choices(self, _event: Any = None) -> None:
+        before = self.labels_picker.value
+        for picker in (self.image_picker, self.labels_picker):
+            rebuild_picker(picker)
+        if before is None:
+            # default: the Segment widget's mask (the user's corrections), else its trees
+            for kind in ("mask", "trees"):
+                for _, layer in self._labels_choices():
+                    if layer_kind(layer) == kind and _info(layer).get("widget") == "segment":
+                        select_layer(self.labels_picker, layer)
+                        return
+
+    def _make_job(self):
+        from napari_topo.training.finetune import annotated_region, check_labels
+
+        image, labels = self.image_picker.value, self.labels_picker.value
+        if image is None:
+            raise ValueError("Pick the Image layer the labels belong to.")
+        if labels is None:
+            raise ValueError("Pick a Labels layer with your corrections (0 = background).")
+        base = self.model_picker.value
+        if base is None:
+            raise ValueError("No model is registered; see 'napari-topo models'.")
+        volume = _data(image)
+        if volume.ndim != 3 or image.rgb:
+            raise ValueError(f"'{image.name}' is not a 3D single-channel image.")
+        lab = check_labels(np.asarray(_data(labels)), volume.shape)
+        annotated, info = annotated_region(lab)
+        self._show_region(labels, annotated)
+        steps = int(self.steps_box.value) or None
+        name = self.name_edit.value.strip() or None
+        if name is not None:
+            from napari_topo.models.registry import ModelCard
+
+            ModelCard(name=name, architecture="unet3d")  # checks the name
+        job = _Job(
+            image=image.name,
+            labels=labels.name,
+            base=str(base),
+            minutes=float(self.minutes_box.value),
+            steps=steps,
+            spacing=tuple(abs(float(s)) for s in image.scale),
+            device=str(self.device_picker.value),
+            name=name,
+        )
+        self._set_status(f"Annotated region: {info['description']}.")
+        return job, volume, lab, annotated
+
+    def _show_region(self, labels: Any, annotated: np.ndarray) -> None:
+        """Show the annotated region as our translucent Labels layer (updated in place)."""
+        name = f"{labels.name} annotated region"
+        layers = self._viewer.layers
+        region = annotated.astype(np.uint8)
+        for layer in layers:
+            if _info(layer).get("widget") == OWNER and _info(layer).get("source") == labels.name:
+                layer.data = region
+                return
+        self._viewer.add_labels(
+            region,
+            name=name,
+            scale=labels.scale,
+            translate=labels.translate,
+            opacity=0.2,
+            metadata={
+                METADATA_KEY: {"widget": OWNER, "kind": "annotated_region", "source": labels.name}
+            },
+        )
+        # keep the user's labels on top and selected, for further painting
+        self._viewer.layers.selection.active = labels
+
+    def _segment_widget(self, create: bool = False) -> Any:
+        from napari_topo.widgets.segment import SegmentWidget
+
+        try:
+            docked = dict(self._viewer.window.dock_widgets)
+        except Exception:  # noqa: BLE001 - a viewer without a window (tests, proxies)
+            docked = {}
+        for widget in docked.values():
+            widget = getattr(widget, "__wrapped__", widget)
+            if isinstance(widget, SegmentWidget):
+                return widget
+        if not create:
+            return None
+        try:
+            _, widget = self._viewer.window.add_plugin_dock_widget("napari-topo", "Segment vessels")
+        except Exception:  # noqa: BLE001 - reported by the caller
+            _LOG.exception("docking the Segment widget failed")
+            return None
+        return widget
+
+    # ---- worker callbacks (GUI thread) -----------------------------------------------
+
+    def _on_yielded(self, p: Any) -> None:
+        if p.phase == "train" and p.loss is not None:
+            self.loss_plot.add("train", p.step, p.loss)
+        elif p.phase == "validate" and p.loss is not None:
+            self.loss_plot.add("validation", p.step, p.loss)
+        self.progress_bar.setValue(int(1000 * p.fraction))
+        if self._cancel.is_set():
+            return
+        best = (p.best or {}).get("Dice")
+        extra = f" (best held-out Dice {best:.3f})" if best is not None else ""
+        self._set_status(f"{p.message}{extra} — {p.elapsed_s:.0f} s")
+
+    def _on_returned(self, outcome: _Outcome) -> None:
+        if outcome.cancelled:
+            self._state = "cancelled"
+            self._set_status("Fine-tuning cancelled; no model was saved.")
+            show_info("Fine-tuning cancelled; no model was saved.")
+            return
+        if outcome.error is not None or outcome.card is None:
+            self._state = "error"
+            self._report(outcome.error or "Fine-tuning failed.", error=True)
+            return
+        card = outcome.card
+        self._last_card = card
+        self._state = "done"
+        self.progress_bar.setValue(1000)
+        self._refresh_models(card.name)
+        before = card.metrics["validation_before"]["Dice"]
+        after = card.metrics["validation"]["Dice"]
+        t = card.training
+        self._set_status(
+            f"Saved '{card.name}' ({t['steps']} steps, {outcome.seconds:.0f} s; "
+            f"{t['stopped']}): held-out Dice {before:.3f} -> {after:.3f}. It is selected in "
+            "Segment vessels."
+        )
+        self.rerun_button.setEnabled(True)
+
+    def _refresh_models(self, name: str) -> None:
+        from napari_topo.models.registry import list_models
+
+        current = self.model_picker.value
+        self.model_picker.choices = [c.name for c in list_models()]
+        if current in self.model_picker.choices:
+            self.model_picker.value = current
+        segment = self._segment_widget(create=False)
+        if segment is not None:
+            segment.select_model(name)
+
+    def _on_errored(self, exc: BaseException) -> None:
+        _LOG.error("finetune worker failed", exc_info=exc)
+        self._state = "error"
+        self._report(f"Fine-tuning failed ({type(exc).__name__}: {exc}).", error=True)
+
+    def _on_finished(self) -> None:
+        self._worker = None
+        self.start_button.setEnabled(True)
+        self.start_button.setText("Start")
+        self.cancel_button.setEnabled(False)
+        self.finished.emit(self._state or "error")
+        self._state = None
+
+    def _set_status(self, text: str) -> None:
+        self.status_label.setText(text)
+
+    def _report(self, message: str, error: bool = False) -> None:
+        message = one_line(message)
+        if error:
+            self._set_status(f"Error: {message}")
+            show_error(message)
+        else:
+            self._set_status(message)
+
+
+def _set_events(events: list[threading.Event], *_: Any) -> None:
+    for event in events:
+        event.set()

@@ -1,0 +1,443 @@
+"""Fine-tuning on a user's own sparse labels (napari_topo.training.finetune) and its CLI.
+
+Every test uses a tiny network (widths 4, 8; a few thousand parameters) registered in a
+temporary user models folder, and small synthetic volumes, so that a fine-tune of a few
+dozen steps takes a second or two on a CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from napari_topo.cli import main
+from napari_topo.data.io import write_volume
+from napari_topo.data.synthetic import make_vessel_volume
+from napari_topo.inference.pipeline import predict
+from napari_topo.inference.sliding import Cancelled
+from napari_topo.models import UNet3D
+from napari_topo.models.registry import (
+    USER_MODELS_ENV,
+    ModelNotFoundError,
+    WeightsIntegrityError,
+    list_models,
+    load_model,
+    save_model,
+    user_models_dir,
+)
+from napari_topo.models.topnet import TopNet
+from napari_topo.topology.losses import DiceclDiceLoss, ProjectedPoolingLoss, SoftDiceLoss
+from napari_topo.topology.metrics import dice
+from napari_topo.training.finetune import (
+    Adam,
+    annotated_region,
+    finetune,
+    masked_loss,
+    save_finetuned,
+)
+
+FAST = {"device": "cpu", "patch": 16, "batch_size": 2, "threads": 1, "lr": 1e-2}
+NORMALIZATION = {"method": "percentile", "low": 0.5, "high": 99.5}
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def save_tiny_base(folder, name="tiny-base", arch="unet3d", seed=0):
+    """A tiny, untrained model (it has seen no vessel) registered in ``folder``."""
+    torch.manual_seed(seed)
+    if arch == "unet3d":
+        net = UNet3D(widths=(4, 8))
+        loss = {"name": "dice"}
+    else:
+        net = TopNet(widths=(4, 8), embedding_dim=3)
+        loss = {"name": "topnet"}
+    card = {
+        "name": name,
+        "summary": "tiny untrained test model",
+        "normalization": dict(NORMALIZATION),
+        "training": {"config": {"loss": loss, "patch": [16, 16, 16], "batch_size": 2}},
+    }
+    return save_model(net, card, folder)
+
+
+@pytest.fixture
+def user_dir(tmp_path, monkeypatch):
+    """An empty user models folder holding the tiny base models only."""
+    folder = tmp_path / "user-models"
+    monkeypatch.setenv(USER_MODELS_ENV, str(folder))
+    save_tiny_base(folder)
+    return folder
+
+
+def volume(seed=1, shape=(32, 40, 40)):
+    return make_vessel_volume(shape=shape, n_trees=2, seed=seed)
+
+
+def sparse(mask, slices):
+    lab = np.zeros(mask.shape, np.uint8)
+    lab[slices] = mask[slices]
+    return lab
+
+
+# ------------------------------------------------------------------------ the region
+
+
+def test_annotated_region_from_slices_box_or_mask():
+    lab = np.zeros((20, 30, 30), np.uint8)
+    lab[[3, 9, 15], 5:25, 8:22] = 1
+    mask, info = annotated_region(lab)
+    assert info["method"] == "slices" and info["axis"] == 0 and info["slices"] == [3, 9, 15]
+    assert mask[[3, 9, 15]].all() and mask.sum() == 3 * 30 * 30  # 0 there means background
+    # painted along x instead
+    mask, info = annotated_region(np.moveaxis(lab, 0, 2))
+    assert info["method"] == "slices" and info["axis"] == 2
+    # a corrected whole mask: its bounding box, grown
+    full = np.zeros((20, 30, 30), np.uint8)
+    full[2:18, 5:25, 5:25] = 1
+    mask, info = annotated_region(full, margin=2)
+    assert info["method"] == "box" and info["box"] == [[0, 20], [3, 27], [3, 27]]
+    # an explicit mask wins
+    given = np.zeros(lab.shape, bool)
+    given[:5] = True
+    mask, info = annotated_region(lab, given)
+    assert info["method"] == "mask" and (mask == given).all()
+    with pytest.raises(ValueError, match="labels are empty"):
+        annotated_region(np.zeros_like(lab))
+    with pytest.raises(ValueError, match="binary"):
+        annotated_region(lab, given.astype(np.uint8) * 2 + 1)
+    with pytest.raises(ValueError, match="annotated mask is empty"):
+        annotated_region(lab, np.zeros(lab.shape, bool))
+
+
+# -------------------------------------------------------------------------- the loss
+
+
+@pytest.mark.parametrize(
+    "loss_fn",
+    [SoftDiceLoss(), DiceclDiceLoss(alpha=0.3, iterations=3), ProjectedPoolingLoss([2, 4])],
+    ids=["dice", "cldice", "projpool"],
+)
+def test_voxels_outside_the_annotation_do_not_change_the_loss(loss_fn):
+    rng = np.random.default_rng(0)
+    shape = (2, 1, 12, 16, 16)
+    mask = torch.zeros(shape)
+    mask[:, :, 3:6] = 1.0
+    logits = torch.from_numpy(rng.normal(size=shape).astype(np.float32)).requires_grad_(True)
+    target = torch.from_numpy((rng.random(shape) > 0.7).astype(np.float32))
+    value = masked_loss(loss_fn, logits, target, mask)
+    value.backward()
+    outside = mask == 0
+    assert logits.grad[outside].abs().max() == 0.0
+    assert logits.grad[~outside].abs().max() > 0.0
+    # anything outside may change, the loss does not
+    other_logits = logits.detach().clone()
+    other_logits[outside] = torch.randn(int(outside.sum()))
+    other_target = target.clone()
+    other_target[outside] = 1.0 - other_target[outside]
+    again = masked_loss(loss_fn, other_logits, other_target, mask)
+    assert float(again) == pytest.approx(float(value.detach()), abs=1e-6)
+
+
+def test_adam_matches_torch_adamw():
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(5, 3), torch.nn.Linear(5, 3)
+    b.load_state_dict(a.state_dict())
+    ours = Adam(a.parameters(), lr=1e-2, weight_decay=0.01)
+    ref = torch.optim.AdamW(b.parameters(), lr=1e-2, weight_decay=0.01, foreach=False)
+    x = torch.randn(8, 5)
+    for _ in range(5):
+        for net, opt in ((a, ours), (b, ref)):
+            opt.zero_grad()
+            net(x).pow(2).sum().backward()
+            opt.step()
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.allclose(p, q, atol=1e-6)
+
+
+# ---------------------------------------------------------------------- fine-tuning
+
+
+def test_finetune_improves_the_held_out_part_and_saves_a_hashed_model(user_dir):
+    vol = volume()
+    painted = list(range(2, 32, 4))  # 8 slices; the last 2 are held out
+    lab = sparse(vol.mask, painted)
+    events = []
+    module, card = finetune(
+        vol.image, lab, "tiny-base", steps=60, seed=0, name="mine", progress=events.append, **FAST
+    )
+    before, after = card.metrics["validation_before"], card.metrics["validation"]
+    assert after["Dice"] > before["Dice"] + 0.2, (before, after)
+    assert card.normalization == NORMALIZATION  # the base card's input policy, kept
+    data = card.training["data"]
+    assert data["annotated_voxels"] == 8 * 40 * 40 and data["shape"] == [32, 40, 40]
+    assert data["vessel_voxels"] == int(lab.sum())
+    assert card.training["fine_tuned_from"]["name"] == "tiny-base"
+    assert len(card.training["fine_tuned_from"]["sha256"]) == 64
+    assert card.training["steps"] == 60 and card.training["stopped"].startswith("step budget")
+    assert {e.phase for e in events} >= {"prepare", "train", "validate", "done"}
+    # on the held-out slices, as a user would segment them, it is better than the base
+    held = painted[-2:]
+    base_prob = predict(vol.image, "tiny-base", device="cpu", tile=32)["vessel"]
+    saved = save_finetuned(module, card)
+    assert saved.path.parent == user_models_dir() and len(saved.sha256) == 64
+    prob = predict(vol.image, "mine", device="cpu", tile=32)["vessel"]
+    assert dice(prob[held] > 0.5, vol.mask[held]) > dice(base_prob[held] > 0.5, vol.mask[held])
+    assert "mine" in [c.name for c in list_models()]
+    # loadable by name, card path and folder; tampering is refused
+    _, by_json = load_model(saved.path)
+    assert by_json.name == "mine"
+    weights = saved.path.with_suffix(".safetensors")
+    blob = bytearray(weights.read_bytes())
+    blob[-5] ^= 0xFF
+    weights.write_bytes(bytes(blob))
+    with pytest.raises(WeightsIntegrityError):
+        load_model("mine")
+
+
+def test_a_folder_holding_one_model_loads(tmp_path, user_dir):
+    vol = volume()
+    module, card = finetune(
+        vol.image, sparse(vol.mask, [4, 12, 20, 28]), "tiny-base", steps=2, name="f", **FAST
+    )
+    out = tmp_path / "ft"
+    save_finetuned(module, card, out)
+    assert load_model(out)[1].name == "f"
+    assert load_model(str(out))[1].name == "f"
+    save_tiny_base(out, name="second")
+    with pytest.raises(ModelNotFoundError, match="holds 2 models"):
+        load_model(out)
+
+
+def test_never_worse_than_the_base_on_the_held_out_part(user_dir):
+    """With a learning rate that wrecks the network, the base weights come back."""
+    vol = volume()
+    lab = sparse(vol.mask, list(range(2, 32, 4)))
+    base, _ = load_model("tiny-base")
+    module, card = finetune(
+        vol.image, lab, "tiny-base", steps=6, **{**FAST, "lr": 50.0}, val_every=2
+    )
+    after, before = card.metrics["validation"], card.metrics["validation_before"]
+    assert after["score"] >= before["score"]
+    if card.training["best_step"] == 0:
+        for (k, v), w in zip(module.state_dict().items(), base.state_dict().values(), strict=True):
+            assert torch.equal(v, w), k
+
+
+def test_cancel_raises_and_leaves_no_model(user_dir):
+    vol = volume()
+    lab = sparse(vol.mask, [4, 12, 20, 28])
+    stop = threading.Event()
+
+    def progress(p):
+        if p.phase == "train" and p.step >= 2:
+            stop.set()
+
+    with pytest.raises(Cancelled):
+        finetune(vol.image, lab, "tiny-base", steps=50, progress=progress, cancel=stop, **FAST)
+    assert sorted(p.name for p in user_dir.iterdir()) == ["tiny-base.json", "tiny-base.safetensors"]
+
+
+def test_topnet_embedding_frozen_unless_tree_labels(user_dir):
+    save_tiny_base(user_dir, name="tiny-top", arch="topnet")
+    base, _ = load_model("tiny-top")
+    vol = volume()
+    painted = [4, 10, 16, 22, 28]
+
+    def changed(module, part):
+        new = dict(module.named_parameters())
+        return any(
+            not torch.equal(new[k], v) for k, v in base.named_parameters() if k.startswith(part)
+        )
+
+    mask_only = sparse(vol.mask, painted)
+    module, card = finetune(
+        vol.image, mask_only, "tiny-top", steps=4, val_every=1, patience=10, **FAST
+    )
+    if card.training["best_step"]:
+        assert changed(module, "branches.vessel")
+        assert not changed(module, "branches.embedding") and not changed(module, "heads.embedding")
+    assert card.training["embedding"].startswith("frozen")
+    trees = np.zeros(vol.trees.shape, np.int32)
+    trees[painted] = vol.trees[painted]
+    module, card = finetune(vol.image, trees, "tiny-top", steps=4, val_every=1, patience=10, **FAST)
+    assert card.training["embedding"].startswith("trained") and card.training["data"]["tree_labels"]
+    assert card.task == "topnet"
+
+
+@pytest.mark.parametrize(
+    ("labels", "kwargs", "match"),
+    [
+        (np.zeros((32, 40, 41), np.uint8), {}, "same voxels"),
+        (np.zeros((32, 40, 40), np.uint8), {}, "labels are empty"),
+        (np.full((32, 40, 40), 0.5, np.float32), {}, "fractional"),
+        (-np.ones((32, 40, 40), np.int16), {}, "negative"),
+        ("one-slice", {}, "only one slice"),
+        ("ok", {"base_model": "no-such-model"}, "unknown model"),
+        ("ok", {"annotated": np.full((32, 40, 40), 2, np.uint8)}, "binary"),
+        ("ok", {"minutes": -1.0}, "minutes"),
+    ],
+)
+def test_bad_input_is_one_clear_error(user_dir, labels, kwargs, match):
+    vol = volume()
+    if isinstance(labels, str) and labels == "ok":
+        labels = sparse(vol.mask, [4, 12, 20, 28])
+    elif isinstance(labels, str):
+        labels = sparse(vol.mask, [12])
+    kwargs = {"base_model": "tiny-base", **kwargs}
+    with pytest.raises(ValueError, match=match):
+        finetune(vol.image, labels, steps=2, **kwargs, **FAST)
+
+
+def test_finetuning_never_imports_torch_dynamo(user_dir):
+    """torch.optim imports torch._dynamo (and with it triton, which segfaults in a process
+    holding napari's GL context); the fine-tune path must not. Checked in a fresh
+    interpreter, since other tests may have imported it already."""
+    code = textwrap.dedent(
+        """
+        import sys
+        import numpy as np
+        from napari_topo.data.synthetic import make_vessel_volume
+        from napari_topo.training.finetune import finetune, save_finetuned
+        vol = make_vessel_volume(shape=(24, 32, 32), n_trees=1, seed=2)
+        lab = np.zeros(vol.mask.shape, np.uint8)
+        lab[[4, 10, 16, 22]] = vol.mask[[4, 10, 16, 22]]
+        m, card = finetune(vol.image, lab, "tiny-base", steps=3, device="cpu", patch=16,
+                           threads=1, name="nodyn")
+        save_finetuned(m, card)
+        print("dynamo" if "torch._dynamo" in sys.modules else "clean")
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=240, check=False
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "clean"
+
+
+# ---------------------------------------------------------------------------------- CLI
+
+
+@pytest.fixture
+def files(tmp_path):
+    vol = volume()
+    img = write_volume(tmp_path / "scan.nii.gz", vol.image, spacing=(1.0, 1.0, 1.0))
+    lab = write_volume(
+        tmp_path / "labels.nii.gz", sparse(vol.mask, list(range(2, 32, 4))), spacing=(1, 1, 1)
+    )
+    return tmp_path, img, lab, vol
+
+
+def test_cli_finetune_then_segment_with_it(files, user_dir, capsys):
+    tmp, img, lab, _ = files
+    out = tmp / "my-model"
+    rc = main(
+        [
+            "finetune",
+            str(img),
+            str(lab),
+            "--base",
+            "tiny-base",
+            "--steps",
+            "8",
+            "--out",
+            str(out),
+            "--name",
+            "mine",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+        ]
+    )
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "held-out annotation: Dice" in captured.out and "->" in captured.out
+    assert "base model: held-out Dice" in captured.err  # progress
+    assert sorted(p.name for p in out.iterdir()) == ["mine.json", "mine.safetensors"]
+    card = json.loads((out / "mine.json").read_text())
+    assert card["training"]["fine_tuned_from"]["name"] == "tiny-base"
+    assert card["training"]["data"]["spacing"] == [1.0, 1.0, 1.0]
+    assert card["training"]["command"].startswith("napari-topo finetune ")
+    assert "--steps 8" in card["training"]["command"]
+    rc = main(
+        [
+            "segment",
+            str(img),
+            "--model",
+            str(out),
+            "--out",
+            str(tmp / "seg"),
+            "--device",
+            "cpu",
+            "--tile",
+            "32",
+        ]
+    )
+    assert rc == 0, capsys.readouterr().err
+    assert (tmp / "seg" / "scan_mask.nii.gz").is_file()
+    # into the user models folder by default, then listed and usable by name
+    rc = main(
+        [
+            "finetune",
+            str(img),
+            str(lab),
+            "--base",
+            "tiny-base",
+            "--steps",
+            "2",
+            "--name",
+            "mine2",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+        ]
+    )
+    assert rc == 0
+    capsys.readouterr()
+    assert main(["models"]) == 0
+    assert "mine2" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("case", "match"),
+    [
+        ("shape", "same voxels"),
+        ("grid", "not the same grid"),
+        ("empty", "labels are empty"),
+        ("fraction", "fractional"),
+        ("annotated", "binary"),
+        ("base", "unknown model"),
+    ],
+)
+def test_cli_bad_input_one_line_exit_2_nothing_written(files, user_dir, capsys, case, match):
+    tmp, img, lab, vol = files
+    args = ["finetune", str(img), str(lab), "--base", "tiny-base", "--steps", "2"]
+    if case == "shape":
+        lab = write_volume(tmp / "bad.nii.gz", np.zeros((32, 40, 39), np.uint8))
+    elif case == "grid":
+        lab = write_volume(tmp / "bad.nii.gz", sparse(vol.mask, [4, 8]), spacing=(2, 1, 1))
+    elif case == "empty":
+        lab = write_volume(tmp / "bad.nii.gz", np.zeros(vol.mask.shape, np.uint8))
+    elif case == "fraction":
+        lab = write_volume(tmp / "bad.nii.gz", np.full(vol.mask.shape, 0.3, np.float32))
+    elif case == "annotated":
+        ann = write_volume(tmp / "ann.nii.gz", np.full(vol.mask.shape, 3, np.uint8))
+        args += ["--annotated", str(ann)]
+    elif case == "base":
+        args[4] = "no-such-model"
+    args[2] = str(lab)
+    out = tmp / "out"
+    rc = main([*args, "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and match in err[0], err
+    assert not out.exists()
+    assert sorted(p.name for p in user_dir.iterdir()) == ["tiny-base.json", "tiny-base.safetensors"]

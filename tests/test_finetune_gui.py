@@ -1,0 +1,127 @@
+"""GUI test of the Fine-tune dock (napari_topo.widgets.finetune) under Xvfb.
+
+As a user would: segment, paint a correction into a few slices of a Labels layer,
+fine-tune for a few steps, and find the new model selected in the Segment widget, which
+then segments with it. The base model is a tiny untrained network in a temporary user
+models folder, so the whole flow takes seconds on a CPU.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("qtpy")
+
+from test_finetune import save_tiny_base, sparse, volume  # noqa: E402
+
+from napari_topo.models.registry import USER_MODELS_ENV, list_models  # noqa: E402
+from napari_topo.widgets.finetune import FinetuneWidget, LossPlot  # noqa: E402
+from napari_topo.widgets.segment import SegmentWidget  # noqa: E402
+
+TIMEOUT_MS = 120_000
+gui = pytest.mark.gui
+
+
+@pytest.fixture
+def user_dir(tmp_path, monkeypatch):
+    folder = tmp_path / "user-models"
+    monkeypatch.setenv(USER_MODELS_ENV, str(folder))
+    save_tiny_base(folder)
+    return folder
+
+
+@gui
+def test_paint_finetune_and_segment_with_the_new_model(make_napari_viewer, qtbot, user_dir):
+    viewer = make_napari_viewer()
+    vol = volume()
+    viewer.add_image(vol.image, name="vessels")
+    painted = list(range(2, 32, 4))
+    labels = viewer.add_labels(np.zeros(vol.mask.shape, np.uint8), name="my labels")
+    # paint the vessels of 8 slices, as the brush does (data_setitem, with undo history)
+    for z in painted:
+        yy, xx = np.nonzero(vol.mask[z])
+        labels.data_setitem((np.full(yy.shape, z), yy, xx), 1)
+    assert set(np.flatnonzero(labels.data.any(axis=(1, 2)))) == set(painted)
+
+    segment = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(segment, name="Segment vessels")
+    widget = FinetuneWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.image_picker.value = viewer.layers["vessels"]
+    widget.labels_picker.value = labels
+    widget.model_picker.value = "tiny-base"
+    widget.steps_box.value = 6
+    widget.device_picker.value = "cpu"
+    widget.name_edit.value = "my-ft"
+
+    with qtbot.waitSignal(widget.finished, timeout=TIMEOUT_MS) as blocker:
+        assert widget.start() is not None
+        assert widget.is_running and not widget.start_button.isEnabled()
+    assert blocker.args == ["done"], widget.status_label.text()
+    # the annotated region was shown, and only the painted slices are in it
+    region = viewer.layers["my labels annotated region"].data
+    assert set(np.flatnonzero(region.any(axis=(1, 2)))) == set(painted)
+    # the loss plot got training and validation points; the bar is full
+    assert len(widget.loss_plot.train) == 6 and len(widget.loss_plot.validation) >= 2
+    assert widget.progress_bar.value() == 1000
+    # saved in the user folder, hash-checked, and selected in Segment
+    assert "my-ft" in [c.name for c in list_models()]
+    assert (user_dir / "my-ft.safetensors").is_file()
+    assert segment.model_picker.value == "my-ft"
+    assert "my-ft" in segment.model_picker.tooltip
+    assert widget.rerun_button.isEnabled() and "Dice" in widget.status_label.text()
+
+    with qtbot.waitSignal(segment.finished, timeout=TIMEOUT_MS) as blocker:
+        widget.rerun_button.click()
+    assert blocker.args == ["done"]
+    mask = [layer for layer in viewer.layers if layer.name == "vessels mask"]
+    assert mask and mask[0].metadata["napari_topo"]["model"] == "my-ft"
+
+
+@gui
+def test_cancel_saves_nothing_and_bad_choices_are_one_line(make_napari_viewer, qtbot, user_dir):
+    viewer = make_napari_viewer()
+    vol = volume()
+    viewer.add_image(vol.image, name="vessels")
+    labels = viewer.add_labels(sparse(vol.mask, [4, 12, 20, 28]), name="my labels")
+    widget = FinetuneWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.labels_picker.value = labels
+    widget.model_picker.value = "tiny-base"
+    widget.device_picker.value = "cpu"
+    widget.steps_box.value = 100_000
+    widget.minutes_box.value = 10.0
+
+    seen = []
+
+    def cancel_after_a_step(p):
+        seen.append(p)
+        if p.phase == "train":
+            widget.cancel()
+
+    with qtbot.waitSignal(widget.finished, timeout=TIMEOUT_MS) as blocker:
+        worker = widget.start()
+        worker.yielded.connect(cancel_after_a_step)
+    assert blocker.args == ["cancelled"]
+    assert sorted(p.name for p in user_dir.iterdir()) == ["tiny-base.json", "tiny-base.safetensors"]
+    assert not widget.rerun_button.isEnabled()
+
+    labels.data = np.zeros(vol.mask.shape, np.uint8)
+    assert widget.start() is None
+    assert widget.status_label.text().startswith("Error: the labels are empty")
+    assert "\n" not in widget.status_label.text()
+
+
+@gui
+def test_loss_plot_paints(qtbot):
+    plot = LossPlot()
+    qtbot.addWidget(plot)
+    for step in range(1, 30):
+        plot.add("train", step, 1.0 / step)
+    plot.add("validation", 10, 0.2)
+    plot.add("validation", 20, float("nan"))  # ignored
+    plot.resize(240, 100)
+    image = plot.grab().toImage()
+    assert image.width() == 240 and len(plot.validation) == 1
