@@ -518,3 +518,30 @@ if __name__ == "__main__":
     import sys
 
     save_screenshot(sys.argv[1] if len(sys.argv) > 1 else "docs/images/tree_editor_widget.png")
+
+
+@gui
+def test_a_rerun_of_segment_stops_editing_its_old_trees(make_napari_viewer, qtbot):
+    # found by the random-use soak (issue 14): Segment ran again on the image while its
+    # trees were being edited; the editor kept writing into the replaced array (edits
+    # invisible) and Stop editing wrote the old result over the new run's analysis
+    from test_widget_segment import add_vessels, make_widget, ours, run_and_wait
+
+    viewer = make_napari_viewer()
+    add_vessels(viewer)
+    segment = make_widget(viewer, qtbot, tile=32)
+    assert run_and_wait(qtbot, segment) == "done"
+    trees = ours(viewer)["trees"]
+    editor = TreeEditorWidget(viewer)
+    qtbot.addWidget(editor)
+    assert editor.start_editing(trees) and editor.is_editing
+    segment.threshold_box.value = 0.7
+    assert run_and_wait(qtbot, segment) == "done"
+    new = segment.last_analysis
+    assert ours(viewer)["trees"] is trees  # updated in place, as before
+    assert not editor.is_editing
+    assert "was replaced" in editor.status_label.text()
+    # the new run's result is what the layer holds and describes
+    assert trees.metadata["napari_topo"]["analysis"] is new
+    np.testing.assert_array_equal(trees.data, new.trees)
+    assert editor.start_editing(trees) and np.shares_memory(editor.editor.trees, trees.data)

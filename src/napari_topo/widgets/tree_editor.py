@@ -416,6 +416,7 @@ class TreeEditorWidget(QWidget):
             layer.bind_key(key, previous, overwrite=True)
         self._saved_keys = {}
         layer.events.paint.disconnect(self._on_layer_paint)
+        layer.events.data.disconnect(self._on_layer_data)
         if self._analysis is not None:
             info = layer.metadata.setdefault(METADATA_KEY, {})
             info["analysis"] = self._analysis.replace(result=editor.result, trees=layer.data)
@@ -426,6 +427,21 @@ class TreeEditorWidget(QWidget):
         self._timeline, self._redo_timeline = [], []
         self._set_status("Editing stopped.")
         self._update_controls()
+
+    def _on_layer_data(self, _event=None) -> None:
+        """The edited layer got a new array (Segment ran again on its image, or the user
+        replaced it): the editor's array no longer shows, so stop editing, keeping the
+        new data and its analysis (found by the random-use soak, issue 14)."""
+        layer, editor = self.layer, self.editor
+        if layer is None or editor is None or np.shares_memory(editor.trees, layer.data):
+            return
+        self._analysis = None  # never write the old result over the new data
+        name = layer.name
+        self.stop_editing()
+        self._set_status(
+            f"Editing stopped: '{name}' was replaced (a new segmentation?); press Start "
+            "editing to edit what it holds now."
+        )
 
     def _copy_for_editing(self, layer: Labels) -> Labels:
         """Add ``"<name> edited"``, a copy of ``layer`` the plugin owns, above it."""
@@ -513,6 +529,7 @@ class TreeEditorWidget(QWidget):
         bindings["Control-Shift-Z"] = _key_handler(self, "redo")
         self._saved_keys = {k: layer.bind_key(k, f, overwrite=True) for k, f in bindings.items()}
         layer.events.paint.connect(self._on_layer_paint)
+        layer.events.data.connect(self._on_layer_data)
         layer.mode = "pan_zoom"  # clicks select branches instead of painting
         self._viewer.layers.selection.active = layer
         self._refresh_trees()
