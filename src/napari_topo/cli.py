@@ -609,6 +609,25 @@ _FORMAT_OF_SUFFIX = {
 }
 
 
+def _segment_settings(args, name: str) -> dict:
+    """The ``segment`` options both paths (in memory, streamed) hand to the pipeline."""
+    return {
+        "threshold": args.threshold,
+        "min_size": args.min_size,
+        "modality": args.modality,
+        "window": args.window,
+        "polarity": args.polarity,
+        "tile": args.tile,
+        "overlap": args.overlap,
+        "batch_size": args.batch_size,
+        "device": args.device,
+        "progress": _progress_printer(f"segmenting {name}"),
+        # said before the model runs: a wrong modality or zoom is seen at once, not
+        # after minutes of inference
+        "on_policy": lambda p: print(f"input: {p.describe()}", flush=True),
+    }
+
+
 def _segment(args) -> None:
     import numpy as np
 
@@ -683,23 +702,11 @@ def _segment(args) -> None:
     analysis = segment(
         data,
         model,
-        threshold=args.threshold,
-        min_size=args.min_size,
         sources=sources,
         spacing=spacing,
         zoom=args.zoom,
-        modality=args.modality,
-        window=args.window,
-        polarity=args.polarity,
-        tile=args.tile,
-        overlap=args.overlap,
-        batch_size=args.batch_size,
-        device=args.device,
-        progress=_progress_printer(f"segmenting {vol.path.name}"),
         on_message=lambda m: print(f"napari-topo: note: {m}", file=sys.stderr),
-        # said before the model runs: a wrong modality or zoom is seen at once, not
-        # after minutes of inference
-        on_policy=lambda p: print(f"input: {p.describe()}", flush=True),
+        **_segment_settings(args, vol.path.name),
     )
     took = time.perf_counter() - t0
     policy = getattr(analysis, "input_policy", None)
@@ -813,23 +820,13 @@ def _segment_streaming(
             geometry,
             {n: tmp / f"{stem}_{n}.ome.zarr" for n in names},
             model,
-            threshold=args.threshold,
-            min_size=args.min_size,
             sources=sources,
             max_radius=args.max_radius,
             spacing=spacing,
             zoom=zoom,
-            modality=args.modality,
-            window=args.window,
-            polarity=args.polarity,
-            tile=args.tile,
-            overlap=args.overlap,
-            batch_size=args.batch_size,
-            device=args.device,
-            progress=_progress_printer(f"segmenting {vol.path.name}"),
             on_message=note,
             stage=lambda s: print(f"napari-topo: {s} ...", file=sys.stderr, flush=True),
-            on_policy=lambda p: print(f"input: {p.describe()}", flush=True),
+            **_segment_settings(args, vol.path.name),
         )
         took = time.perf_counter() - t0
         trees = result["trees"]
