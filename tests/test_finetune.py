@@ -37,10 +37,10 @@ from napari_topo.topology.losses import DiceclDiceLoss, ProjectedPoolingLoss, So
 from napari_topo.topology.metrics import dice
 from napari_topo.training.finetune import (
     Adam,
-    annotated_region,
     _Data,
     _Sampler,
     _split_validation,
+    annotated_region,
     finetune,
     finetune_objective,
     masked_loss,
@@ -208,6 +208,13 @@ def test_validation_is_spread_across_the_annotation():
     assert len(held) == round(0.2 * 32) and held.min() > 4 and held.max() < 35
     assert np.diff(held).max() > 4  # several slabs, not one
     assert not (train & val).any() and ((train | val) == mask).all()
+    # a mask of a few painted slices (some without vessels): held-out ones among them
+    painted = [9, 16, 22, 29, 35]
+    sparse_mask = np.zeros(mask.shape, bool)
+    sparse_mask[painted] = True
+    train, val, split = _split_validation(sparse_mask, {"method": "mask"}, 0.4)
+    assert split["axis"] == 0 and len(split["slices"]) == 2
+    assert set(split["slices"]) < set(painted[1:]) and val.any() and train.any()
     info = {"method": "slices", "axis": 0, "slices": list(range(0, 40, 4))}
     _, _, split = _split_validation(mask, info, 0.2)
     assert split["slices"] == [8, 28]

@@ -42,9 +42,10 @@ What is learned from, and what is not
   slices, evenly spread among them (or, for a mask or box, :data:`VALIDATION_SLABS` slabs
   spread along the slice axis) is never trained on; :data:`N_VALIDATION_PATCHES` fixed
   patches of it (centred on random held-out voxels) are scored together (one Dice and
-  clDice over all of them) before training, every ``val_every`` steps and at the end. The result keeps the best weights, and when no step beats the
-  base model the base weights are returned: the result is never worse than the base on
-  that held-out part. Both scores are in the card.
+  clDice over all of them) before training, every ``val_every`` steps and at the end.
+  The result keeps the best weights, and when no step beats the base model the base
+  weights are returned: the result is never worse than the base on that held-out part.
+  Both scores are in the card.
 * **Stopping**: at ``steps`` or ``minutes`` (whichever comes first; the final validation
   follows, a few seconds), early when ``patience`` validations in a row did not improve,
   or on ``cancel`` (:class:`~napari_topo.inference.sliding.Cancelled` is raised and
@@ -289,14 +290,16 @@ def _spread(items: Sequence[int], n: int) -> list[int]:
     return sorted({items[min(len(items) - 1, max(1, i))] for i in idx})
 
 
-def _split_validation(mask: np.ndarray, info: dict, fraction: float, n_slabs: int = VALIDATION_SLABS):
+def _split_validation(
+    mask: np.ndarray, info: dict, fraction: float, n_slabs: int = VALIDATION_SLABS
+):
     """``(train, validation, split_info)``: ``fraction`` of the region held out, spread.
 
     Slices: ``fraction`` of the annotated slices (at least one, at least one left for
     training), evenly spread among them, never the first. Otherwise (a mask or a box):
-    ``n_slabs`` slabs, together ``fraction`` of the region's extent, evenly spread along
-    the slice axis (axis 0, the one users page through; the longest side when the region
-    is fewer than ``4 * n_slabs`` slices thick). Spread slabs see the same mixture of
+    up to ``n_slabs`` slabs of consecutive annotated slices, together ``fraction`` of
+    them, evenly spread along the slice axis (axis 0, the one users page through; the
+    longest side when the region is a single z-slice). Spread slabs see the same mixture of
     vessels, organ and surroundings as the training part (an edge slab can hold only
     margin and then predicts nothing about the rest).
     """
@@ -312,13 +315,13 @@ def _split_validation(mask: np.ndarray, info: dict, fraction: float, n_slabs: in
         n_val = min(len(slices) - 1, max(1, int(round(fraction * len(slices)))))
         held = _spread(slices, n_val)
     else:
-        extents = []
+        present = []
         for axis in range(3):
             other = tuple(a for a in range(3) if a != axis)
-            nz = np.flatnonzero(mask.any(axis=other))
-            extents.append((int(nz[-1] - nz[0] + 1), int(nz[0]), int(nz[-1])))
-        axis = 0 if extents[0][0] >= 4 * n_slabs else int(np.argmax([e[0] for e in extents]))
-        length, lo, hi = extents[axis]
+            present.append(np.flatnonzero(mask.any(axis=other)))
+        axis = 0 if len(present[0]) >= 2 else int(np.argmax([len(p) for p in present]))
+        candidates = [int(i) for i in present[axis]]  # the slices holding annotation
+        length = len(candidates)
         if length < 2:
             raise ValueError("the annotated region is a single slice thick; label more")
         n_held = min(length - 1, max(1, int(round(fraction * length))))
@@ -326,9 +329,9 @@ def _split_validation(mask: np.ndarray, info: dict, fraction: float, n_slabs: in
         thick = [n_held // slabs + (1 if k < n_held % slabs else 0) for k in range(slabs)]
         held = []
         for k, t in enumerate(thick):
-            centre = lo + int((k + 0.5) * length / slabs)
-            start = min(max(lo + 1, centre - t // 2), hi + 1 - t)
-            held += list(range(start, start + t))
+            centre = int((k + 0.5) * length / slabs)
+            start = min(max(1, centre - t // 2), length - t)
+            held += candidates[start : start + t]
         held = sorted(set(held))
     val = np.zeros_like(mask)
     index = [slice(None)] * 3
@@ -367,8 +370,9 @@ def masked_loss(loss_fn, logits, target, mask):
     return loss_fn(torch.sigmoid(logits) * m, target.to(logits.dtype) * m)
 
 
-def finetune_objective(loss_fn, logits, target, mask, *, dice_weight=GLOBAL_DICE_WEIGHT,
-                       bce_weight=BCE_WEIGHT):
+def finetune_objective(
+    loss_fn, logits, target, mask, *, dice_weight=GLOBAL_DICE_WEIGHT, bce_weight=BCE_WEIGHT
+):
     """The fine-tuning loss: the base model's own loss plus batch soft Dice and BCE.
 
     ``masked_loss(loss_fn, ...) + dice_weight * (1 - softDice over the batch) +
