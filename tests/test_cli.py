@@ -259,11 +259,11 @@ def policy_files(tmp_path_factory):
     takes a second: these tests are about what reaches the model, not what it finds.
     """
     import torch
-    from test_intensity import ct_phantom
 
     from napari_topo.data.io import write_volume
     from napari_topo.models import ModelCard, UNet3D, save_model
     from napari_topo.models.registry import AUTO_NORMALIZATION
+    from test_intensity import ct_phantom
 
     d = tmp_path_factory.mktemp("policy")
     torch.manual_seed(0)
