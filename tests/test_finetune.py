@@ -37,8 +37,12 @@ from napari_topo.topology.losses import DiceclDiceLoss, ProjectedPoolingLoss, So
 from napari_topo.topology.metrics import dice
 from napari_topo.training.finetune import (
     Adam,
+    _Data,
+    _Sampler,
+    _split_validation,
     annotated_region,
     finetune,
+    finetune_objective,
     masked_loss,
     save_finetuned,
 )
@@ -146,6 +150,76 @@ def test_voxels_outside_the_annotation_do_not_change_the_loss(loss_fn):
     assert float(again) == pytest.approx(float(value.detach()), abs=1e-6)
 
 
+def test_the_objective_ignores_voxels_outside_and_punishes_false_positives_without_vessels():
+    rng = np.random.default_rng(1)
+    shape = (2, 1, 12, 16, 16)
+    mask = torch.zeros(shape)
+    mask[:, :, 3:6] = 1.0
+    target = torch.zeros(shape)
+    target[0, 0, 4, 5:9, 8] = 1.0  # patch 1 holds no vessel at all
+    logits = torch.from_numpy(rng.normal(size=shape).astype(np.float32)).requires_grad_(True)
+    loss_fn = SoftDiceLoss()
+    finetune_objective(loss_fn, logits, target, mask).backward()
+    outside = mask == 0
+    assert logits.grad[outside].abs().max() == 0.0
+    # the vessel-free patch gets a real push down where it predicts vessel; the
+    # per-patch Dice alone gives it (almost) none
+    inside_empty = logits.grad[1][mask[1] > 0]
+    plain = logits.detach().clone().requires_grad_(True)
+    masked_loss(loss_fn, plain, target, mask).backward()
+    assert inside_empty.mean() > 10 * plain.grad[1][mask[1] > 0].mean().abs()
+
+
+def test_mined_false_positives_map_back_through_flips_permutations_and_scale():
+    shape = (40, 48, 56)
+    data = _Data(
+        image=np.zeros(shape, np.float32),
+        vessel=np.zeros(shape, np.uint8),
+        train=np.ones(shape, bool),
+        val=np.zeros(shape, bool),
+    )
+    marker = (13, 29, 41)
+    for seed in range(6):
+        sampler = _Sampler(data, 16, np.random.default_rng(seed))
+        data.image[:] = 0.0
+        data.image[marker] = 1.0
+        sampler.rng = np.random.default_rng(seed)
+        # patches that hold the marker: find where it landed, report it as a false positive
+        for _ in range(20):
+            batch = sampler.sample(1)
+            img = batch["image"][0]
+            start, size, perm, flips = sampler.geometry[0]
+            inside = all(a <= m < a + s for a, s, m in zip(start, size, marker, strict=True))
+            if not inside or tuple(size) != (16, 16, 16):
+                continue
+            fp = np.zeros((1, 16, 16, 16), bool)
+            fp[0][np.unravel_index(np.argmax(img), img.shape)] = True
+            sampler.add_false_positives(fp)
+            assert tuple(sampler.hard[-1]) == marker
+            break
+
+
+def test_validation_is_spread_across_the_annotation():
+    mask = np.zeros((40, 30, 60), bool)
+    mask[4:36, 5:25, 0:60] = True  # longest along x, but held out along the slice axis
+    train, val, split = _split_validation(mask, {"method": "mask"}, 0.2)
+    assert split["axis"] == 0
+    held = np.asarray(split["slices"])
+    assert len(held) == round(0.2 * 32) and held.min() > 4 and held.max() < 35
+    assert np.diff(held).max() > 4  # several slabs, not one
+    assert not (train & val).any() and ((train | val) == mask).all()
+    # a mask of a few painted slices (some without vessels): held-out ones among them
+    painted = [9, 16, 22, 29, 35]
+    sparse_mask = np.zeros(mask.shape, bool)
+    sparse_mask[painted] = True
+    train, val, split = _split_validation(sparse_mask, {"method": "mask"}, 0.4)
+    assert split["axis"] == 0 and len(split["slices"]) == 2
+    assert set(split["slices"]) < set(painted[1:]) and val.any() and train.any()
+    info = {"method": "slices", "axis": 0, "slices": list(range(0, 40, 4))}
+    _, _, split = _split_validation(mask, info, 0.2)
+    assert split["slices"] == [8, 28]
+
+
 def test_adam_matches_torch_adamw():
     torch.manual_seed(0)
     a, b = torch.nn.Linear(5, 3), torch.nn.Linear(5, 3)
@@ -167,7 +241,7 @@ def test_adam_matches_torch_adamw():
 
 def test_finetune_improves_the_held_out_part_and_saves_a_hashed_model(user_dir):
     vol = volume()
-    painted = list(range(2, 32, 4))  # 8 slices; the last 2 are held out
+    painted = list(range(2, 32, 4))  # 8 slices; 2 of them, spread, are held out
     lab = sparse(vol.mask, painted)
     events = []
     module, card = finetune(
@@ -184,7 +258,8 @@ def test_finetune_improves_the_held_out_part_and_saves_a_hashed_model(user_dir):
     assert card.training["steps"] == 60 and card.training["stopped"].startswith("step budget")
     assert {e.phase for e in events} >= {"prepare", "train", "validate", "done"}
     # on the held-out slices, as a user would segment them, it is better than the base
-    held = painted[-2:]
+    held = card.training["data"]["validation_part"]["slices"]
+    assert len(held) == 2 and held != painted[-2:]  # spread, not the last ones
     base_prob = predict(vol.image, "tiny-base", device="cpu", tile=32)["vessel"]
     saved = save_finetuned(module, card)
     assert saved.path.parent == user_models_dir() and len(saved.sha256) == 64

@@ -18,7 +18,14 @@ What is learned from, and what is not
   multiplied by the region's mask before the loss (:func:`masked_loss`), so their
   gradient is exactly zero.
 * **The base model's own loss** (its card's ``training.config.loss``: soft Dice,
-  Dice + clDice or projected pooling + Dice) unless ``loss`` names another. TopNet: the
+  Dice + clDice or projected pooling + Dice) unless ``loss`` names another, plus a soft
+  Dice over the whole batch and a binary cross-entropy, both on annotated voxels
+  (:func:`finetune_objective`): without them a patch holding no labelled vessel gives
+  almost no gradient, and the base model's false positives on what the user marked as
+  background are never unlearned.
+* **Patches**: a quarter centred on labelled vessel voxels, a quarter on hard negatives
+  (annotated background the model called vessel in an earlier training batch, mined
+  from the training forward passes at no extra cost), half on random annotated voxels. TopNet: the
   vessel head (soft Dice) and the centerness head (distance to the skeleton of the
   labels) fine-tune from a mask; the embedding branch and head are frozen unless the
   labels are tree labels (two or more distinct ids), in which case the embedding loss
@@ -31,12 +38,14 @@ What is learned from, and what is not
   card keeps the base card's ``normalization``.
 * **Small-data augmentation**: random flips and axis permutations (the 48 rotations and
   mirrorings of a cube), scale 0.8-1.25, intensity scale/shift, gamma and noise.
-* **Validation on held-out annotation**: the last ``validation_fraction`` of the
-  annotated slices (or of the region along its longest side) is never trained on; a few
-  fixed patches of it are scored (Dice, clDice) before training, every ``val_every``
-  steps and at the end. The result keeps the best weights, and when no step beats the
-  base model the base weights are returned: the result is never worse than the base on
-  that held-out part. Both scores are in the card.
+* **Validation on held-out annotation**: ``validation_fraction`` of the annotated
+  slices, evenly spread among them (or, for a mask or box, :data:`VALIDATION_SLABS` slabs
+  spread along the slice axis) is never trained on; :data:`N_VALIDATION_PATCHES` fixed
+  patches of it (centred on random held-out voxels) are scored together (one Dice and
+  clDice over all of them) before training, every ``val_every`` steps and at the end.
+  The result keeps the best weights, and when no step beats the base model the base
+  weights are returned: the result is never worse than the base on that held-out part.
+  Both scores are in the card.
 * **Stopping**: at ``steps`` or ``minutes`` (whichever comes first; the final validation
   follows, a few seconds), early when ``patience`` validations in a row did not improve,
   or on ``cancel`` (:class:`~napari_topo.inference.sliding.Cancelled` is raised and
@@ -77,6 +86,7 @@ __all__ = [
     "check_labels",
     "default_threads",
     "finetune",
+    "finetune_objective",
     "masked_loss",
     "save_finetuned",
 ]
@@ -94,8 +104,24 @@ DEFAULT_MINUTES = 5.0
 SPARSE_SLICE_FRACTION = 0.5
 #: Margin (voxels) around the labels' bounding box when the whole region is annotated.
 REGION_MARGIN = 4
-#: Validation patches scored (fixed for the run).
-N_VALIDATION_PATCHES = 4
+#: Validation patches scored (fixed for the run), centred on random held-out voxels.
+N_VALIDATION_PATCHES = 12
+#: Slabs the held-out part of a mask or box annotation is split into (spread evenly).
+VALIDATION_SLABS = 4
+#: Weights of the two terms added to the base model's loss while fine-tuning: a soft
+#: Dice over the whole batch's annotated voxels and a binary cross-entropy averaged over
+#: them (both push against false positives in patches without any vessel, where a
+#: per-patch Dice gives almost no gradient).
+GLOBAL_DICE_WEIGHT = 1.0
+BCE_WEIGHT = 1.0
+#: Shares of training patches centred on labelled vessel voxels and on mined hard
+#: negatives; the rest are centred on random annotated voxels, so that the patches'
+#: share of vessel stays near the volume's (vessel-centred patches alone teach the
+#: model to call too much vessel where the whole volume is segmented).
+SAMPLE_VESSEL = 0.25
+SAMPLE_HARD = 0.25
+#: Hard-negative voxels remembered for patch sampling (the newest kept).
+HARD_NEGATIVE_POOL = 20000
 
 
 # ---------------------------------------------------------------------------------------
@@ -254,12 +280,28 @@ def annotated_region(
     }
 
 
-def _split_validation(mask: np.ndarray, info: dict, fraction: float):
-    """``(train, validation, split_info)``: the last ``fraction`` of the region held out.
+def _spread(items: Sequence[int], n: int) -> list[int]:
+    """``n`` of ``items`` evenly spread (never the first one when there are more)."""
+    items = list(items)
+    if n >= len(items):
+        return items
+    # centres of n equal parts: the held-out slices lie between training ones
+    idx = [int((k + 0.5) * len(items) / n) for k in range(n)]
+    return sorted({items[min(len(items) - 1, max(1, i))] for i in idx})
 
-    Slices: the last annotated slices along their axis (at least one, and at least one
-    left for training). Otherwise the region's far end along the longest side of its
-    bounding box.
+
+def _split_validation(
+    mask: np.ndarray, info: dict, fraction: float, n_slabs: int = VALIDATION_SLABS
+):
+    """``(train, validation, split_info)``: ``fraction`` of the region held out, spread.
+
+    Slices: ``fraction`` of the annotated slices (at least one, at least one left for
+    training), evenly spread among them, never the first. Otherwise (a mask or a box):
+    up to ``n_slabs`` slabs of consecutive annotated slices, together ``fraction`` of
+    them, evenly spread along the slice axis (axis 0, the one users page through; the
+    longest side when the region is a single z-slice). Spread slabs see the same mixture of
+    vessels, organ and surroundings as the training part (an edge slab can hold only
+    margin and then predicts nothing about the rest).
     """
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"validation_fraction must be between 0 and 1; got {fraction}")
@@ -271,19 +313,26 @@ def _split_validation(mask: np.ndarray, info: dict, fraction: float):
                 "to check the fine-tuned model) or give an annotated mask"
             )
         n_val = min(len(slices) - 1, max(1, int(round(fraction * len(slices)))))
-        held = slices[-n_val:]
+        held = _spread(slices, n_val)
     else:
-        extents = []
+        present = []
         for axis in range(3):
             other = tuple(a for a in range(3) if a != axis)
-            nz = np.flatnonzero(mask.any(axis=other))
-            extents.append((int(nz[-1] - nz[0] + 1), int(nz[0]), int(nz[-1])))
-        axis = int(np.argmax([e[0] for e in extents]))
-        length, lo, hi = extents[axis]
+            present.append(np.flatnonzero(mask.any(axis=other)))
+        axis = 0 if len(present[0]) >= 2 else int(np.argmax([len(p) for p in present]))
+        candidates = [int(i) for i in present[axis]]  # the slices holding annotation
+        length = len(candidates)
         if length < 2:
             raise ValueError("the annotated region is a single slice thick; label more")
-        cut = hi + 1 - max(1, int(round(fraction * length)))
-        held = list(range(cut, hi + 1))
+        n_held = min(length - 1, max(1, int(round(fraction * length))))
+        slabs = max(1, min(n_slabs, n_held))
+        thick = [n_held // slabs + (1 if k < n_held % slabs else 0) for k in range(slabs)]
+        held = []
+        for k, t in enumerate(thick):
+            centre = int((k + 0.5) * length / slabs)
+            start = min(max(1, centre - t // 2), length - t)
+            held += candidates[start : start + t]
+        held = sorted(set(held))
     val = np.zeros_like(mask)
     index = [slice(None)] * 3
     index[axis] = held
@@ -319,6 +368,48 @@ def masked_loss(loss_fn, logits, target, mask):
 
     m = mask.to(logits.dtype)
     return loss_fn(torch.sigmoid(logits) * m, target.to(logits.dtype) * m)
+
+
+def finetune_objective(
+    loss_fn, logits, target, mask, *, dice_weight=GLOBAL_DICE_WEIGHT, bce_weight=BCE_WEIGHT
+):
+    """The fine-tuning loss: the base model's own loss plus batch soft Dice and BCE.
+
+    ``masked_loss(loss_fn, ...) + dice_weight * (1 - softDice over the batch) +
+    bce_weight * mean BCE``, the last two over annotated voxels only (the batch soft
+    Dice of Kodym et al. / nnU-Net's "batch Dice", sums over every patch of the batch;
+    the BCE is averaged over the annotated voxels). A per-patch soft Dice gives a patch
+    without any labelled vessel almost no gradient, whatever it predicts there, so the
+    base model's false positives on structures the user marked as background (muscle,
+    bone, other organs) would never be unlearned; the two terms fix that.
+
+    Parameters
+    ----------
+    loss_fn : callable(probabilities, target)
+        The base model's loss, built with ``sigmoid=False``.
+    logits, target, mask : torch.Tensor (N, 1, D, H, W)
+        ``mask`` is 1 on annotated voxels, 0 elsewhere.
+    dice_weight, bce_weight : float
+
+    Returns
+    -------
+    torch.Tensor
+        A scalar whose gradient with respect to ``logits`` is exactly 0 outside ``mask``.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    m = mask.to(logits.dtype)
+    g = target.to(logits.dtype) * m
+    value = masked_loss(loss_fn, logits, target, mask)
+    if dice_weight:
+        p = torch.sigmoid(logits) * m
+        dice = (2.0 * (p * g).sum() + 1.0) / (p.sum() + g.sum() + 1.0)
+        value = value + dice_weight * (1.0 - dice)
+    if bce_weight:
+        bce = F.binary_cross_entropy_with_logits(logits, g, reduction="none")
+        value = value + bce_weight * (bce * m).sum() / m.sum().clamp_min(1.0)
+    return value
 
 
 class Adam:
@@ -568,7 +659,14 @@ def _pad_to(data: _Data, size: int) -> _Data:
 
 
 class _Sampler:
-    """Seeded training patches with flips, axis permutations, scale and intensity jitter."""
+    """Seeded training patches with flips, axis permutations, scale and intensity jitter.
+
+    Patch centres: :data:`SAMPLE_VESSEL` on labelled vessel voxels, :data:`SAMPLE_HARD` on
+    hard negatives (annotated background voxels the model being trained called vessel in
+    an earlier batch, mined for free from the training forward passes by
+    :meth:`add_false_positives`), the rest on random annotated voxels (also those meant
+    for hard negatives until one has been seen).
+    """
 
     def __init__(self, data: _Data, patch: int, rng: np.random.Generator, augment: bool = True):
         self.data, self.patch, self.rng, self.augment = data, int(patch), rng, augment
@@ -580,14 +678,42 @@ class _Sampler:
         self.fg = fg.astype(np.int32)
         self.any = coarse.astype(np.int32)
         self.stride = stride
+        self.hard = np.zeros((0, 3), np.int32)
+        self.max_hard = HARD_NEGATIVE_POOL
+        self.geometry: list[tuple] = []
 
     def _centre(self) -> np.ndarray:
-        if len(self.fg) and self.rng.random() < 0.5:
+        u = self.rng.random()
+        if len(self.fg) and u < SAMPLE_VESSEL:
             return self.fg[int(self.rng.integers(len(self.fg)))]
+        if len(self.hard) and u < SAMPLE_VESSEL + SAMPLE_HARD:
+            return self.hard[int(self.rng.integers(len(self.hard)))]
         c = self.any[int(self.rng.integers(len(self.any)))]
         return np.minimum(
             c + self.rng.integers(0, self.stride, 3), np.array(self.data.train.shape) - 1
         )
+
+    def add_false_positives(self, fp: np.ndarray, per_patch: int = 16) -> None:
+        """Remember up to ``per_patch`` voxels of each patch's false positives.
+
+        ``fp``: bool (N, p, p, p), in the augmented frame of the last :meth:`sample`;
+        mapped back (flips, axis permutation, scale) onto the data grid.
+        """
+        found = []
+        for b, (start, size, perm, flips) in enumerate(self.geometry[: len(fp)]):
+            a = fp[b]
+            if not a.any():
+                continue
+            if flips:
+                a = np.flip(a, flips)
+            a = np.transpose(a, np.argsort(perm))
+            pts = np.argwhere(a)
+            if len(pts) > per_patch:
+                pts = pts[self.rng.choice(len(pts), per_patch, replace=False)]
+            pts = start + (pts * (size / float(self.patch))).astype(np.int64)
+            found.append(np.minimum(pts, np.array(self.data.train.shape) - 1))
+        if found:
+            self.hard = np.concatenate([self.hard, *found]).astype(np.int32)[-self.max_hard :]
 
     def sample(self, n: int) -> dict[str, np.ndarray]:
         import torch
@@ -602,6 +728,7 @@ class _Sampler:
             keys.append("trees")
         out: dict[str, list] = {k: [] for k in keys}
         p = self.patch
+        self.geometry = []
         for _ in range(n):
             scale = 1.0
             if self.augment and self.rng.random() < 0.3:
@@ -633,6 +760,7 @@ class _Sampler:
                     if k == "distance":
                         r = r * ratio
                     arrays[k] = r.astype(a.dtype) if k not in ("image", "distance") else r
+            perm, flips = np.arange(3), []
             if self.augment:
                 perm = self.rng.permutation(3)
                 flips = [ax for ax in range(3) if self.rng.random() < 0.5]
@@ -648,27 +776,32 @@ class _Sampler:
                 if self.rng.random() < 0.3:
                     img = img + self.rng.normal(0.0, self.rng.uniform(0.0, 0.04), img.shape)
                 arrays["image"] = img.astype(np.float32)
+            self.geometry.append((start.copy(), size.copy(), perm, flips))
             for k, a in arrays.items():
                 out[k].append(np.ascontiguousarray(a))
         return {k: np.stack(v) for k, v in out.items()}
 
 
 def _validation_patches(data: _Data, size: int, rng: np.random.Generator, n: int):
-    """Fixed validation patches (slices into the model-grid arrays), half on vessels."""
+    """Fixed validation patches (slices into the model-grid arrays).
+
+    Centres drawn uniformly among the held-out voxels (not favouring vessels), so that
+    the Dice over all patches together estimates the Dice over the whole held-out part:
+    its mixture of vessel, organ and surroundings, where the false positives are.
+    """
     shape = np.array(data.image.shape)
     size_v = np.minimum(size, shape)
-    fg = np.argwhere((data.vessel > 0) & data.val)
-    anyv = np.argwhere(data.val[::2, ::2, ::2]) * 2
-    if len(anyv) == 0:
-        anyv = np.argwhere(data.val)
-    centres = []
-    for i in range(n):
-        pool = fg if (len(fg) and i % 2 == 0) else anyv
-        centres.append(pool[int(rng.integers(len(pool)))])
+    anyv = np.argwhere(data.val)
     out = []
-    for c in centres:
-        start = np.clip(np.asarray(c) - size_v // 2, 0, shape - size_v)
+    for i in rng.choice(len(anyv), min(n, len(anyv)), replace=False):
+        start = np.clip(anyv[i] - size_v // 2, 0, shape - size_v)
         out.append(tuple(slice(int(a), int(a + s)) for a, s in zip(start, size_v, strict=True)))
+    if not any(data.vessel[sl][data.val[sl]].any() for sl in out):  # at least one vessel
+        fg = np.argwhere((data.vessel > 0) & data.val)
+        if len(fg):
+            c = fg[int(rng.integers(len(fg)))]
+            start = np.clip(c - size_v // 2, 0, shape - size_v)
+            out[-1] = tuple(slice(int(a), int(a + s)) for a, s in zip(start, size_v, strict=True))
     unique = {tuple((s.start, s.stop) for s in sl): sl for sl in out}
     return list(unique.values())
 
@@ -961,15 +1094,19 @@ def finetune(
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
                 out = model(x)
+                logits = (out["vessel"] if topnet else out).float()
                 if topnet:
-                    value = masked_loss(loss_fn, out["vessel"].float(), g, m)
+                    value = finetune_objective(loss_fn, logits, g, m)
                     dist = torch.from_numpy(batch["distance"]).float()[:, None].to(dev)
                     value = value + center_fn(out["centerness"].float(), dist, g * m)
                     if tree_labels:
                         pairs = _pairs(batch, rng)
                         value = value + embed_fn(out["embedding"], *[p.to(dev) for p in pairs])
                 else:
-                    value = masked_loss(loss_fn, out, g, m)
+                    value = finetune_objective(loss_fn, logits, g, m)
+            with torch.no_grad():
+                fp = (logits > 0) & (g < 0.5) & (m > 0.5)
+            sampler.add_false_positives(fp[:, 0].cpu().numpy())
             opt.zero_grad()
             value.backward()
             _clip_grad_norm(opt.params, 5.0)
@@ -1080,6 +1217,10 @@ def finetune(
             },
             "input_policy": policy.to_dict(),
             "loss": spec,
+            "objective": f"the base loss ({spec['name']}) on annotated voxels + "
+            f"{GLOBAL_DICE_WEIGHT:g} x batch soft Dice + {BCE_WEIGHT:g} x BCE (annotated voxels)",
+            "sampling": f"{SAMPLE_VESSEL:.0%} labelled vessel, {SAMPLE_HARD:.0%} mined false "
+            "positives, the rest random annotated voxels",
             "embedding": embedding,
             "steps": step,
             "best_step": best_step,
@@ -1105,8 +1246,9 @@ def finetune(
         metrics={
             "validation": {k: v for k, v in best.items()},
             "validation_before": {k: v for k, v in before.items()},
-            "validation_note": "held-out part of the user's annotation (the last "
-            f"{len(split['slices'])} slices along axis {split['axis']}), never trained on",
+            "validation_note": "held-out part of the user's annotation "
+            f"({len(split['slices'])} slices along axis {split['axis']}, spread across it), "
+            "never trained on",
         },
         description=(
             "Fine-tuned with napari-topo on one user's volume; use it on images like that "
