@@ -326,6 +326,11 @@ def test_policy_flags_parse_and_bad_values_get_one_line(policy_files, capsys, tm
         code, out, err = _run(["segment", "v", "--out", "o", *bad], capsys)
         assert code == 2 and len(err.strip().splitlines()) == 1, err
         assert err.startswith("napari-topo segment: error: argument " + bad[0]), err
+    # a misspelt option: the subcommand's help and the nearest option
+    code, out, err = _run(["segment", "v", "--out", "o", "--treshold", "0.4"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "napari-topo segment: error: unrecognized arguments: --treshold 0.4" in err
+    assert "did you mean --threshold?" in err and "'napari-topo segment --help'" in err
     capsys.readouterr()
     d = policy_files
     base = ["segment", d / "ct.nii.gz", "--model", d / "tiny-auto.json", "--out", tmp_path]

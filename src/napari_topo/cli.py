@@ -134,8 +134,9 @@ def run_demo(
     print("\nLosses (prediction as probabilities; 0 is perfect):", file=out)
     print(_format_table(loss_rows, list(losses)), file=out)
     print(
-        "\nDice barely moves for a broken vessel or a bridge; clDice, the Betti/Euler "
-        "errors and the CCEs flag them.",
+        "\nA one-voxel break or bridge hardly moves Dice or clDice (both are voxel "
+        "overlaps), nor the soft losses; the Betti/Euler errors and the CCEs count each "
+        "one.",
         file=out,
     )
     if model != "":
@@ -188,6 +189,24 @@ class _Parser(argparse.ArgumentParser):
 
 class _UsageError(Exception):
     """A command line argparse refused; :func:`main` prints it and returns 2."""
+
+
+def _unknown_options(parser: argparse.ArgumentParser, args, extra: list[str]) -> None:
+    """Refuse ``extra`` through the subcommand's parser (its help is the one to read),
+    with the nearest option when one is close (``--treshold`` -> ``--threshold``)."""
+    import difflib
+
+    sub = parser
+    for action in parser._actions:  # argparse keeps its subparsers here only
+        if isinstance(action, argparse._SubParsersAction):
+            sub = action.choices.get(getattr(args, "command", None), parser)
+    options = [o for a in sub._actions for o in a.option_strings]
+    hint = ""
+    first = next((e for e in extra if e.startswith("-")), None)
+    if first is not None:
+        close = difflib.get_close_matches(first.split("=")[0], options, n=1, cutoff=0.7)
+        hint = f"; did you mean {close[0]}?" if close else ""
+    sub.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -956,6 +975,7 @@ def _models() -> None:
         )
     from .models.registry import user_models_dir
 
+    sys.stdout.flush()  # the list first, then the note (both on one terminal)
     print(
         f"(your own models, e.g. from 'napari-topo finetune', go in {user_models_dir()})",
         file=sys.stderr,
@@ -966,7 +986,9 @@ def main(argv=None) -> int:
     """Entry point of the ``napari-topo`` script."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            _unknown_options(parser, args, extra)
     except _UsageError as exc:
         print(exc, file=sys.stderr)
         return 2
