@@ -777,8 +777,13 @@ def _segment(args) -> None:
         f"({model}, {took:.1f} s)"
     )
     trees = sorted(summary["trees"], key=lambda t: -t["n_voxels"])
+    # centerline lengths are in the spacing's unit (voxels when there is no spacing)
+    unit = " voxels" if spacing is None else (f" {geometry.unit}" if geometry.unit else "")
     for tree in trees[:MAX_TREE_LINES]:
-        print(f"  tree {tree['id']}: {tree['n_voxels']} voxels, length {tree['length']:.1f}")
+        print(
+            f"  tree {tree['id']}: {tree['n_voxels']} voxels, centerline "
+            f"{tree['length']:.1f}{unit}"
+        )
     if len(trees) > MAX_TREE_LINES:
         print(
             f"  ... and {len(trees) - MAX_TREE_LINES} smaller trees "

@@ -996,7 +996,9 @@ def _plan_zoom(
     radius, why = estimate_vessel_radius(bright, spacing=sample_spacing, smoothed=True)
     if radius is None:
         return ZoomPlan(1.0, "none", f"not zoomed: {why}")
-    radius *= stride  # sample voxels -> voxels of the volume's finest spacing
+    if stride != 1:  # sample voxels -> voxels of the volume's finest spacing
+        why = f"{why}; x{stride} for the sample's stride = ~{radius * stride:.3g} voxels"
+    radius *= stride
     lo, hi = AUTO_ZOOM_LIMITS
     target = card.target_radius_voxels
     z = float(np.clip(target / radius, lo, hi))
