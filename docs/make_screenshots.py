@@ -202,6 +202,14 @@ def main(argv=None) -> int:
     path = args.out / "workflow.png"
     viewer.screenshot(str(path), canvas_only=False)
     print("wrote", path)
+    # ---- each dock on its own, as laid out now (the README shows them) -------------
+    for widget, name in ((segment, "segment_widget.png"), (editor, "tree_editor_widget.png")):
+        path = args.out / name
+        # the dock's whole content (the scroll area's widget), not the part in view
+        area = getattr(widget, "scroll_area", None)
+        body = area.widget() if area is not None and area.widget() is not None else widget
+        body.grab().save(str(path))
+        print("wrote", path)
     viewer.close()
     return 0
 

@@ -468,19 +468,22 @@ class SegmentWidget(QWidget):
             tooltip="Optional Points layer with one point per tree root; 'none' detects "
             "the roots automatically.",
         )
-        self._form = Container(
+        # What to run and Run itself come first, so a short dock (three docks on a
+        # 1366 x 768 screen) shows them and the result without scrolling; the settings
+        # with defaults follow (a newcomer found Run and the status below the fold).
+        self._form = Container(widgets=[self.image_picker, self.model_picker], labels=True)
+        self._form.margins = (0, 0, 0, 0)
+        self._settings_form = Container(
             widgets=[
-                self.image_picker,
-                self.model_picker,
+                self.threshold_box,
+                self.sources_picker,
                 self.device_picker,
                 self.tile_box,
                 self.overlap_box,
-                self.threshold_box,
-                self.sources_picker,
             ],
             labels=True,
         )
-        self._form.margins = (0, 0, 0, 0)
+        self._settings_form.margins = (0, 0, 0, 0)
         self._build_input_section()
 
         self.device_note = QLabel(CPU_NOTE)
@@ -513,13 +516,14 @@ class SegmentWidget(QWidget):
         buttons.addWidget(self.cancel_button)
         layout = QVBoxLayout()
         layout.addWidget(self._form.native)
-        layout.addWidget(self.load_model_button)
-        layout.addWidget(self.input_section)
-        layout.addWidget(self.device_note)
         layout.addLayout(buttons)
         layout.addWidget(self.progress_bar)
         layout.addWidget(self.status_label)
         layout.addWidget(self.legend_label)
+        layout.addWidget(self._settings_form.native)
+        layout.addWidget(self.load_model_button)
+        layout.addWidget(self.input_section)
+        layout.addWidget(self.device_note)
         layout.addStretch(1)
         self.setMinimumWidth(300)
         self.scroll_area = scrolling_body(self, layout)
