@@ -628,6 +628,20 @@ _FORMAT_OF_SUFFIX = {
 }
 
 
+def _move_into(tmp: Path, out_dir: Path) -> list[str]:
+    """Move every file (or zarr folder) of ``tmp`` into ``out_dir``, replacing what is
+    there; the names moved. The last step of a run that wrote into ``tmp`` first, so
+    an interrupted run leaves no partial outputs."""
+    written = []
+    for f in sorted(tmp.iterdir()):
+        dest = out_dir / f.name
+        if dest.is_dir():
+            shutil.rmtree(dest)
+        f.replace(dest)
+        written.append(dest.name)
+    return written
+
+
 def _segment_settings(args, name: str) -> dict:
     """The ``segment`` options both paths (in memory, streamed) hand to the pipeline."""
     return {
@@ -761,13 +775,7 @@ def _segment(args) -> None:
         (tmp / f"{stem}_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         if metrics is not None:
             _write_metrics(metrics, tmp / f"{stem}_metrics")
-        written = []
-        for f in sorted(tmp.iterdir()):
-            dest = out_dir / f.name
-            if dest.is_dir():
-                shutil.rmtree(dest)
-            f.replace(dest)
-            written.append(dest.name)
+        written = _move_into(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -890,13 +898,7 @@ def _segment_streaming(
         if args.channel is not None:
             summary["channel"] = args.channel
         (tmp / f"{stem}_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        written = []
-        for f in sorted(tmp.iterdir()):
-            dest = out_dir / f.name
-            if dest.is_dir():
-                shutil.rmtree(dest)
-            f.replace(dest)
-            written.append(dest.name)
+        written = _move_into(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     stages = ", ".join(f"{k} {v:.1f} s" for k, v in result["seconds"].items())
