@@ -482,22 +482,20 @@ def default_threads() -> int:
 
 
 def _build_loss(spec: Mapping):
-    """A probability-space loss (``sigmoid=False``) from a card's loss spec."""
+    """A probability-space loss (``sigmoid=False``) from a card's loss spec; TopNet's
+    vessel head fine-tunes with soft Dice (its other heads have their own losses)."""
     from ..topology import losses as L
+    from .train import _loss_args, build_loss
 
     spec = dict(spec)
-    name = spec.pop("name")
-    for key in ("n_anchors", "partners", "radius"):
-        spec.pop(key, None)
-    if name == "dice":
-        return L.SoftDiceLoss(**spec)
-    if name == "cldice":
-        return L.DiceclDiceLoss(**spec)
-    if name == "projpool":
-        return L.ProjectedPoolingLoss(**spec)
-    if name == "topnet":
+    if spec.get("name") == "topnet":
         return L.SoftDiceLoss()
-    raise ValueError(f"unknown loss {name!r}; known: dice, cldice, projpool (and topnet)")
+    try:
+        return build_loss(_loss_args(spec), sigmoid=False)
+    except ValueError:
+        raise ValueError(
+            f"unknown loss {spec.get('name')!r}; known: dice, cldice, projpool (and topnet)"
+        ) from None
 
 
 def _loss_spec(loss: Any, base_card) -> dict:
@@ -1100,7 +1098,14 @@ def finetune(
                     dist = torch.from_numpy(batch["distance"]).float()[:, None].to(dev)
                     value = value + center_fn(out["centerness"].float(), dist, g * m)
                     if tree_labels:
-                        pairs = _pairs(batch, rng)
+                        from .train import _topnet_pairs
+
+                        pairs = _topnet_pairs(
+                            {**batch, "trees": batch["trees"].astype(np.int64)},
+                            rng,
+                            {"n_anchors": 64, "partners": 8, "radius": 15.0},
+                            restrict=batch["mask"].astype(bool) & (batch["trees"] > 0),
+                        )
                         value = value + embed_fn(out["embedding"], *[p.to(dev) for p in pairs])
                 else:
                     value = finetune_objective(loss_fn, logits, g, m)
@@ -1257,30 +1262,6 @@ def finetune(
     )
     report(phase="done", step=step, max_steps=steps, fraction=1.0, best=dict(best), message=summary)
     return result, card
-
-
-def _pairs(batch: dict, rng: np.random.Generator):
-    """Embedding pairs among the annotated centerline voxels of each patch."""
-    import torch
-
-    from ..topology.losses import sample_embedding_pairs
-
-    parts: list[list] = [[], [], [], []]
-    for b in range(batch["trees"].shape[0]):
-        keep = batch["centerline"][b].astype(bool) & batch["mask"][b].astype(bool)
-        points = np.argwhere(keep & (batch["trees"][b] > 0))
-        res = sample_embedding_pairs(
-            batch["trees"][b].astype(np.int64),
-            points=points,
-            rng=rng,
-            batch_index=b,
-            n_anchors=64,
-            partners=8,
-            radius=15.0,
-        )
-        for acc, r in zip(parts, res, strict=True):
-            acc.append(r)
-    return tuple(torch.from_numpy(np.concatenate(p)) for p in parts)
 
 
 def save_finetuned(module, card, directory=None):

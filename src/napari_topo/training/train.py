@@ -248,18 +248,21 @@ class VolumePool:
 # ---------------------------------------------------------------------------------------
 
 
-def build_loss(spec: dict):
-    """A loss from its config: ``{"name": "dice"|"cldice"|"projpool"|"topnet", ...}``."""
+def build_loss(spec: dict, sigmoid: bool = True):
+    """A loss from its config: ``{"name": "dice"|"cldice"|"projpool"|"topnet", ...}``.
+
+    ``sigmoid``: the mask losses take logits (True) or probabilities (False).
+    """
     from ..topology import losses as L
 
     spec = dict(spec)
     name = spec.pop("name")
     if name == "dice":
-        return L.SoftDiceLoss(sigmoid=True, **spec)
+        return L.SoftDiceLoss(sigmoid=sigmoid, **spec)
     if name == "cldice":
-        return L.DiceclDiceLoss(sigmoid=True, **spec)
+        return L.DiceclDiceLoss(sigmoid=sigmoid, **spec)
     if name == "projpool":
-        return L.ProjectedPoolingLoss(sigmoid=True, **spec)
+        return L.ProjectedPoolingLoss(sigmoid=sigmoid, **spec)
     if name == "topnet":
         return L.TopNetLoss(**spec)
     raise ValueError(f"unknown loss {name!r}; known: dice, cldice, projpool, topnet")
@@ -270,16 +273,20 @@ def _loss_args(spec: dict) -> dict:
     return {k: v for k, v in spec.items() if k not in ("n_anchors", "partners", "radius")}
 
 
-def _topnet_pairs(batch: dict, rng: np.random.Generator, pairs_cfg: dict):
+def _topnet_pairs(batch: dict, rng: np.random.Generator, pairs_cfg: dict, restrict=None):
+    """Embedding pairs among the centerline voxels of each patch (and, with
+    ``restrict`` (B, z, y, x) bool, only where it is True)."""
     import torch
 
     from ..topology.losses import sample_embedding_pairs
 
     parts = [[], [], [], []]
     for b in range(batch["trees"].shape[0]):
-        points = np.argwhere(batch["centerline"][b])
+        keep = batch["centerline"][b].astype(bool)
+        if restrict is not None:
+            keep &= restrict[b]
         res = sample_embedding_pairs(
-            batch["trees"][b], points=points, rng=rng, batch_index=b, **pairs_cfg
+            batch["trees"][b], points=np.argwhere(keep), rng=rng, batch_index=b, **pairs_cfg
         )
         for acc, r in zip(parts, res, strict=True):
             acc.append(r)
