@@ -98,13 +98,23 @@ def rebuild_picker(picker: Any) -> None:
         select_layer(picker, before)
 
 
+def plugin_info(layer: Any) -> Mapping:
+    """``layer.metadata["napari_topo"]`` (what the plugin recorded), or ``{}``."""
+    md = getattr(layer, "metadata", None)
+    info = md.get(METADATA_KEY) if isinstance(md, Mapping) else None
+    return info if isinstance(info, Mapping) else {}
+
+
+def full_resolution(layer: Any) -> Any:
+    """The layer's array; level 0 (full resolution) of a multiscale layer."""
+    return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+
+
 def made_by_plugin(layer: Any) -> bool:
     """Whether one of the plugin's docks made ``layer`` (a result: Segment's layers, the
     Tree editor's copies). Other layers, sample ground truth included, are the user's
     references; the docks never change them without an explicit choice."""
-    md = getattr(layer, "metadata", None)
-    info = md.get(METADATA_KEY) if isinstance(md, Mapping) else None
-    return isinstance(info, Mapping) and bool(info.get("widget"))
+    return bool(plugin_info(layer).get("widget"))
 
 
 def is_roots_layer(layer: Any) -> bool:

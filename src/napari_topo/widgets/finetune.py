@@ -49,7 +49,9 @@ from qtpy.QtWidgets import (
 from napari_topo.layers import METADATA_KEY, layer_kind
 from napari_topo.widgets._common import (
     follow_layer_list,
+    full_resolution,
     one_line,
+    plugin_info,
     rebuild_picker,
     require_viewer,
     select_layer,
@@ -225,15 +227,6 @@ def _run_finetune(
 # --------------------------------------------------------------------------------------
 # the widget
 # --------------------------------------------------------------------------------------
-
-
-def _info(layer: Any) -> dict:
-    md = layer.metadata.get(METADATA_KEY) if isinstance(layer.metadata, dict) else None
-    return md if isinstance(md, dict) else {}
-
-
-def _data(layer: Any) -> Any:
-    return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
 
 
 class FinetuneWidget(QWidget):
@@ -453,11 +446,11 @@ class FinetuneWidget(QWidget):
             select_layer(segment.image_picker, layers[job.image])
         if job.labels in layers:
             lab = layers[job.labels]
-            if _info(lab).get("widget") == "segment":
+            if plugin_info(lab).get("widget") == "segment":
                 copy_name = f"{lab.name} (corrected)"
                 if copy_name not in layers:
                     self._viewer.add_labels(
-                        np.array(_data(lab)),
+                        np.array(full_resolution(lab)),
                         name=copy_name,
                         scale=lab.scale,
                         translate=lab.translate,
@@ -470,14 +463,14 @@ class FinetuneWidget(QWidget):
         return [
             (layer.name, layer)
             for layer in self._viewer.layers
-            if isinstance(layer, Image) and _info(layer).get("widget") is None
+            if isinstance(layer, Image) and plugin_info(layer).get("widget") is None
         ]
 
     def _labels_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
         return [
             (layer.name, layer)
             for layer in self._viewer.layers
-            if isinstance(layer, Labels) and _info(layer).get("widget") != OWNER
+            if isinstance(layer, Labels) and plugin_info(layer).get("widget") != OWNER
         ]
 
     def _refresh_choices(self, _event: Any = None) -> None:
@@ -488,7 +481,7 @@ class FinetuneWidget(QWidget):
             # default: the Segment widget's mask (the user's corrections), else its trees
             for kind in ("mask", "trees"):
                 for _, layer in self._labels_choices():
-                    if layer_kind(layer) == kind and _info(layer).get("widget") == "segment":
+                    if layer_kind(layer) == kind and plugin_info(layer).get("widget") == "segment":
                         select_layer(self.labels_picker, layer)
                         return
 
@@ -503,10 +496,10 @@ class FinetuneWidget(QWidget):
         base = self.model_picker.value
         if base is None:
             raise ValueError("No model is registered; see 'napari-topo models'.")
-        volume = _data(image)
+        volume = full_resolution(image)
         if volume.ndim != 3 or image.rgb:
             raise ValueError(f"'{image.name}' is not a 3D single-channel image.")
-        lab = check_labels(np.asarray(_data(labels)), volume.shape)
+        lab = check_labels(np.asarray(full_resolution(labels)), volume.shape)
         annotated, info = annotated_region(lab)
         self._show_region(labels, annotated)
         steps = int(self.steps_box.value) or None
@@ -534,7 +527,8 @@ class FinetuneWidget(QWidget):
         layers = self._viewer.layers
         region = annotated.astype(np.uint8)
         for layer in layers:
-            if _info(layer).get("widget") == OWNER and _info(layer).get("source") == labels.name:
+            info = plugin_info(layer)
+            if info.get("widget") == OWNER and info.get("source") == labels.name:
                 layer.data = region
                 return
         self._viewer.add_labels(

@@ -69,6 +69,7 @@ from napari_topo.topology.incremental import (
 from napari_topo.widgets._common import (
     check_folder,
     follow_layer_list,
+    full_resolution,
     install_view_defaults,
     made_by_plugin,
     one_line,
@@ -142,11 +143,6 @@ def format_metric_value(value: Any) -> str:
 # --------------------------------------------------------------------------------------
 
 
-def _full_resolution(layer: Any) -> Any:
-    """The layer's array; level 0 (full resolution) of a multiscale layer."""
-    return layer.data[0] if layer.multiscale else layer.data
-
-
 def _shape_text(shape: Sequence[int]) -> str:
     return "×".join(str(int(s)) for s in shape)
 
@@ -164,7 +160,7 @@ def _check_layer(layer: Any, role: str) -> None:
             f"{role} '{name}' is an RGB(A) image; pick a Labels layer or a "
             "single-channel image with integer or boolean data."
         )
-    data = _full_resolution(layer)
+    data = full_resolution(layer)
     dtype = np.dtype(data.dtype)
     # Floats pass here: the core accepts float masks holding only 0 and 1 and says so
     # when they do not (checking that needs a full pass over the data, in the worker).
@@ -213,8 +209,8 @@ def _validate_pair(prediction: Any, ground_truth: Any) -> list[str]:
     _check_layer(prediction, "Prediction")
     _check_layer(ground_truth, "Ground truth")
 
-    p_shape = tuple(int(s) for s in _full_resolution(prediction).shape)
-    g_shape = tuple(int(s) for s in _full_resolution(ground_truth).shape)
+    p_shape = tuple(int(s) for s in full_resolution(prediction).shape)
+    g_shape = tuple(int(s) for s in full_resolution(ground_truth).shape)
     if len(p_shape) != len(g_shape):
         raise ValueError(
             f"Prediction '{prediction.name}' is {len(p_shape)}D {p_shape} but ground "
@@ -717,8 +713,8 @@ class MetricsWidget(QWidget):
                 self._set_status(one_line(str(exc)))
             return False
 
-        pred_data = _full_resolution(prediction)
-        gt_data = _full_resolution(ground_truth)
+        pred_data = full_resolution(prediction)
+        gt_data = full_resolution(ground_truth)
         shape = tuple(int(s) for s in gt_data.shape)
         spacing = tuple(float(s) for s in np.asarray(ground_truth.scale)[-len(shape) :])
         live = self.live_checkbox.isChecked()
@@ -792,7 +788,7 @@ class MetricsWidget(QWidget):
         except ValueError as exc:
             self._report(str(exc), error=True)
             return False
-        gt_data = _full_resolution(ground_truth)
+        gt_data = full_resolution(ground_truth)
         nd = gt_data.ndim
         spacing = tuple(float(v) for v in np.asarray(ground_truth.scale)[-nd:])
         target = {
@@ -804,7 +800,7 @@ class MetricsWidget(QWidget):
         self.errors_button.setText("Finding errors…")
         self._errors_worker = create_worker(
             _run_topology_errors,
-            np.array(_full_resolution(prediction), copy=True),
+            np.array(full_resolution(prediction), copy=True),
             np.array(gt_data, copy=True),
             spacing,
             _connect={
@@ -929,11 +925,11 @@ class MetricsWidget(QWidget):
             _choose(self.prediction_picker, best)
         if previous[1] is None or self._auto_pick[1]:
             pred = self.prediction_picker.value
-            shape = tuple(_full_resolution(pred).shape) if pred is not None else None
+            shape = tuple(full_resolution(pred).shape) if pred is not None else None
             refs = [r for r in references if not same_layer(r, pred)]
 
             def rank(layer: Any) -> tuple:
-                fits = shape is not None and tuple(_full_resolution(layer).shape) == shape
+                fits = shape is not None and tuple(full_resolution(layer).shape) == shape
                 return (fits, *_default_rank(layer, "truth"))
 
             _choose(self.ground_truth_picker, max(refs, key=rank, default=None))
@@ -1090,7 +1086,7 @@ class MetricsWidget(QWidget):
             return
         layer = self.prediction_picker.value if which == "pred" else self.ground_truth_picker.value
         try:
-            changes = paint_changes(getattr(event, "value", None), _full_resolution(layer).shape)
+            changes = paint_changes(getattr(event, "value", None), full_resolution(layer).shape)
         except Exception:  # noqa: BLE001 - an atom we do not understand: recompute all
             _LOG.exception("could not read a paint event; recomputing everything")
             self._live = None

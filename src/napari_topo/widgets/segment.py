@@ -64,9 +64,11 @@ from napari_topo.widgets._common import (
     count_duplicates,
     duplicate_roots_message,
     follow_layer_list,
+    full_resolution,
     install_view_defaults,
     is_roots_layer,
     one_line,
+    plugin_info,
     rebuild_picker,
     require_viewer,
     scrolling_body,
@@ -357,15 +359,6 @@ def _run_segment(
         if kind == "cancelled":
             return _Outcome(cancelled=True, seconds=seconds)
         return _Outcome(error=value, seconds=seconds)
-
-
-def _full_resolution(layer: Any) -> Any:
-    return layer.data[0] if layer.multiscale else layer.data
-
-
-def _info(layer: Any) -> Mapping:
-    md = layer.metadata.get(METADATA_KEY) if isinstance(layer.metadata, Mapping) else None
-    return md if isinstance(md, Mapping) else {}
 
 
 # --------------------------------------------------------------------------------------
@@ -713,7 +706,7 @@ class SegmentWidget(QWidget):
             raise ValueError(
                 "No model is registered; load a model file or see 'napari-topo models'."
             )
-        volume = _full_resolution(image)
+        volume = full_resolution(image)
         shape = tuple(int(s) for s in volume.shape)
         # The pipeline checks the volume itself (2D, RGB, empty, NaN) and says what is
         # wrong, so only what the widget adds (roots, tile) is checked here.
@@ -772,13 +765,13 @@ class SegmentWidget(QWidget):
         return (
             layer is not None
             and not layer.rgb
-            and _full_resolution(layer).ndim == 3
+            and full_resolution(layer).ndim == 3
             and not cls._is_ours(layer)
         )
 
     @staticmethod
     def _is_ours(layer: Any) -> bool:
-        return _info(layer).get("widget") == OWNER
+        return plugin_info(layer).get("widget") == OWNER
 
     @property
     def is_ready(self) -> bool:
@@ -1028,7 +1021,7 @@ class SegmentWidget(QWidget):
         """
         existing: dict[str, Layer] = {}
         for layer in self._viewer.layers:
-            info = _info(layer)
+            info = plugin_info(layer)
             if info.get("widget") == OWNER and info.get("source") == job.image:
                 existing.setdefault(str(info.get("kind")), layer)
         layers = self._viewer.layers
@@ -1062,7 +1055,7 @@ class SegmentWidget(QWidget):
                     _LOG.exception("undoing a partly applied result failed")
             raise
         for layer in layers:  # the trees (updated in place or new) become the active layer
-            info = _info(layer)
+            info = plugin_info(layer)
             if info.get("widget") == OWNER and info.get("source") == job.image:
                 if info.get("kind") in SHOWN_KINDS:
                     layers.selection.active = layer

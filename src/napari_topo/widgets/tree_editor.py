@@ -72,6 +72,7 @@ from napari_topo.widgets._common import (
     made_by_plugin,
     one_line,
     os_error_message,
+    plugin_info,
     rebuild_picker,
     require_viewer,
     scrolling_body,
@@ -151,11 +152,6 @@ def _colours(ids) -> np.ndarray:
         pos = ids > 0
         out[pos] = tree_colors(top)[ids[pos] - 1]
     return out
-
-
-def _info(layer) -> dict:
-    md = layer.metadata.get(METADATA_KEY) if layer is not None else None
-    return md if isinstance(md, dict) else {}
 
 
 # --------------------------------------------------------------------------------------
@@ -368,7 +364,7 @@ class TreeEditorWidget(QWidget):
             in_place = self.in_place_checkbox.isChecked()
         if not made_by_plugin(layer) and not in_place:
             layer = self._copy_for_editing(layer)
-        analysis = _info(layer).get("analysis")
+        analysis = plugin_info(layer).get("analysis")
         if analysis is not None and not len(getattr(analysis, "points", ())):
             analysis = None  # an empty result: vessels painted since get a skeleton
         if (
@@ -445,7 +441,7 @@ class TreeEditorWidget(QWidget):
 
     def _copy_for_editing(self, layer: Labels) -> Labels:
         """Add ``"<name> edited"``, a copy of ``layer`` the plugin owns, above it."""
-        source = _info(layer)
+        source = plugin_info(layer)
         data = np.array(layer.data, copy=True)
         name = f"{layer.name} edited"
         info = {
@@ -534,8 +530,8 @@ class TreeEditorWidget(QWidget):
         self._viewer.layers.selection.active = layer
         self._refresh_trees()
         n_pts = len(editor.labels)
-        copied = _info(layer).get("widget") == "tree_editor"
-        what = f" (a copy of '{_info(layer).get('source')}')" if copied else ""
+        copied = plugin_info(layer).get("widget") == "tree_editor"
+        what = f" (a copy of '{plugin_info(layer).get('source')}')" if copied else ""
         self._set_status(
             f"Editing '{layer.name}'{what}: {len(editor.branches)} branches, {n_pts} "
             "centerline points. Click a vessel to select its branch."
@@ -811,7 +807,7 @@ class TreeEditorWidget(QWidget):
         current = self.tree_picker.currentData()
         ids = self._tree_ids()
         layer = self.layer
-        info = _info(layer)
+        info = plugin_info(layer)
         top = max(ids, default=0)
         if layer_kind(layer) == "trees" and top > int(info.get("n_trees", 0)):
             from napari.utils.colormaps import DirectLabelColormap
@@ -846,12 +842,12 @@ class TreeEditorWidget(QWidget):
     def _sync_companions(self) -> None:
         """Recolour the plugin's centerline points and branch paths of the same result."""
         editor, layer = self.editor, self.layer
-        name = _info(layer).get("name")
+        name = plugin_info(layer).get("name")
         if name is None:
             return
         labels = editor.labels
         for other in list(self._viewer.layers):
-            info = _info(other)
+            info = plugin_info(other)
             if other is layer or info.get("name") != name:
                 continue
             kind = info.get("kind")
