@@ -110,6 +110,18 @@ def full_resolution(layer: Any) -> Any:
     return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
 
 
+def placement(layer: Any) -> dict[str, Any]:
+    """A layer's ``rotate``, ``shear`` and ``affine`` (numpy arrays, always all three,
+    identity included): with its scale and translate, where its voxels lie, for a layer
+    made to lie on it (a re-run on a straight image also straightens layers a previous
+    run had rotated)."""
+    return {
+        "rotate": np.array(layer.rotate, dtype=float),
+        "shear": np.array(layer.shear, dtype=float),
+        "affine": np.array(layer.affine.affine_matrix, dtype=float),
+    }
+
+
 def made_by_plugin(layer: Any) -> bool:
     """Whether one of the plugin's docks made ``layer`` (a result: Segment's layers, the
     Tree editor's copies). Other layers, sample ground truth included, are the user's

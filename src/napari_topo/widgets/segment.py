@@ -68,6 +68,7 @@ from napari_topo.widgets._common import (
     install_view_defaults,
     is_roots_layer,
     one_line,
+    placement,
     plugin_info,
     rebuild_picker,
     require_viewer,
@@ -732,7 +733,7 @@ class SegmentWidget(QWidget):
             translate=translate,
             sources=sources,
             model_name=self._cards[model].name if model in self._cards else str(model),
-            placement=_placement(image),
+            placement=placement(image),
             **self.input_choices(),
         )
         return job, volume
@@ -1195,23 +1196,13 @@ def _updatable(layer: Any, data: Any) -> bool:
     )
 
 
-def _placement(layer: Any) -> dict[str, np.ndarray]:
-    """A layer's rotate, shear and affine (always all three, identity included, so a
-    re-run on a straight image also straightens layers a previous run had rotated)."""
-    return {
-        "rotate": np.array(layer.rotate, dtype=float),
-        "shear": np.array(layer.shear, dtype=float),
-        "affine": np.array(layer.affine.affine_matrix, dtype=float),
-    }
-
-
 def _settings(layer: Any) -> dict[str, Any]:
     """What :func:`_update_in_place` changes on ``layer``, to put back with :func:`_restore`."""
     saved: dict[str, Any] = {
         "data": layer.data,
         "scale": np.array(layer.scale),
         "translate": np.array(layer.translate),
-        **_placement(layer),
+        **placement(layer),
         # napari's metadata setter clears and refills the layer's own dict: keep a copy
         "metadata": dict(layer.metadata),
     }

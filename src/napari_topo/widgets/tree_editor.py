@@ -72,6 +72,7 @@ from napari_topo.widgets._common import (
     made_by_plugin,
     one_line,
     os_error_message,
+    placement,
     plugin_info,
     rebuild_picker,
     require_viewer,
@@ -466,6 +467,7 @@ class TreeEditorWidget(QWidget):
             blending=layer.blending,
             axis_labels=layer.axis_labels,
             metadata={METADATA_KEY: info},
+            **placement(layer),  # an oblique reference's copy lies on it too
         )
         self._choosing = True
         try:
