@@ -6,10 +6,17 @@ Run on demand (never as a timed test)::
                                          [--batch-size 2] [--repeat 3] [--no-zarr]
                                          [--threads N]
 
-Both implementations run the same network (``napari_topo.models.unet.UNet3D`` with its
-default arguments when it is importable, else a small 3-level conv net) over the same
-``size**3`` float32 volume with the same tiles, overlap, batch size and Gaussian blending
-(MONAI: ``mode="gaussian", sigma_scale=0.125``), under ``torch.inference_mode``.
+Both implementations run the same network (the shipped ``--model``, default unet-dice,
+with its trained weights) over the same ``size**3`` synthetic vessel volume
+(``make_vessel_volume``, mapped to the model's input by its input policy as ``predict``
+does) with the same tiles,
+overlap, batch size and Gaussian blending (MONAI: ``mode="gaussian", sigma_scale=0.125``),
+under ``torch.inference_mode``. MONAI runs in float32; ours runs in float32 and in the
+precision ``predict`` picks by default on this machine ("auto":
+:func:`~napari_topo.inference.device.resolve_precision`, bfloat16 autocast on a CPU with
+native bfloat16, which this benchmark says). Output quality is reported side by side: the
+Dice of each case's mask (probability > 0.5) against MONAI's float32 mask and against the
+volume's ground truth.
 
 Calls alternate between the two, in alternating order, so that a noisy machine penalises
 both alike. Reported: the best and median of ``--repeat`` runs, the time ratio (MONAI /
@@ -38,22 +45,42 @@ import numpy as np
 import torch
 
 from napari_topo.inference import autocast_context, gaussian_weights, sliding_window_inference
+from napari_topo.inference.device import cpu_bfloat16_native, resolve_precision
 
 
-def make_net() -> tuple[torch.nn.Module, str]:
-    try:
-        from napari_topo.models.unet import UNet3D
+def make_net(name: str) -> tuple[torch.nn.Module, str]:
+    """The shipped model ``name`` (trained weights, sha256-checked) as a logits network."""
+    from napari_topo.models.registry import load_model
 
-        return UNet3D(), "napari_topo UNet3D()"
-    except Exception:  # the models module may not exist yet
-        net = torch.nn.Sequential(
-            torch.nn.Conv3d(1, 8, 3, padding=1),
-            torch.nn.ReLU(),
-            torch.nn.Conv3d(8, 16, 3, padding=1),
-            torch.nn.ReLU(),
-            torch.nn.Conv3d(16, 1, 1),
-        )
-        return net, "3-layer Conv3d net (8, 16, 1 channels)"
+    module, card = load_model(name)
+
+    class Logits(torch.nn.Module):  # TopNet returns a dict: its vessel logits only
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            y = self.net(x)
+            return y["vessel"] if isinstance(y, dict) else y
+
+    return Logits(module).eval(), f"{card.name} ({card.architecture}, shipped weights)"
+
+
+def make_volume(size: int, seed: int, model: str) -> tuple[np.ndarray, np.ndarray]:
+    """A synthetic vessel volume, mapped to the model's input as ``predict`` maps it
+    (its input policy: percentiles, polarity), and its ground-truth mask."""
+    from napari_topo.data.synthetic import make_vessel_volume
+    from napari_topo.inference.intensity import plan_input
+    from napari_topo.models.registry import get_card
+
+    v = make_vessel_volume(shape=(size,) * 3, seed=seed)
+    image = v.image.astype(np.float32)
+    policy = plan_input(image, get_card(model).normalization, zoom=1.0)
+    return np.asarray(policy.normalizer(image), np.float32), v.mask.astype(bool)
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return float(2 * (a & b).sum() / max(int(a.sum()) + int(b.sum()), 1))
 
 
 def _sync(device: torch.device) -> None:
@@ -76,8 +103,8 @@ class TimedNet:
         return y
 
 
-def run_ours(volume, predictor, args, device, amp=False) -> np.ndarray:
-    with autocast_context(device, enabled=amp):
+def run_ours(volume, predictor, args, device, dtype=None) -> np.ndarray:
+    with autocast_context(device, dtype=dtype, enabled=dtype is not None):
         return sliding_window_inference(
             volume,
             predictor,
@@ -108,10 +135,19 @@ def run_monai(volume: np.ndarray, predictor, args, device, weight_map=None) -> n
         return y[0].float().cpu().numpy()
 
 
-def bench(device: torch.device, volume: np.ndarray, net, args) -> None:
+def bench(device: torch.device, volume: np.ndarray, net, args, truth=None) -> None:
     net = net.to(device).eval()
     timed = TimedNet(net, device)
-    cases = {"ours (numpy)": lambda: run_ours(volume, timed, args, device)}
+    cases = {"ours (numpy, float32)": lambda: run_ours(volume, timed, args, device)}
+    auto = resolve_precision("auto", device)
+    if device.type == "cpu":
+        native = cpu_bfloat16_native()
+        print(
+            f"\nCPU bfloat16: {'native (AVX512-BF16/AMX)' if native else 'emulated'}; "
+            f"predict's default precision here: {'bfloat16' if auto else 'float32'}"
+        )
+        bf16 = "ours (bfloat16, the default)" if auto else "ours (bfloat16, emulated)"
+        cases[bf16] = lambda: run_ours(volume, timed, args, device, dtype=torch.bfloat16)
     if args.zarr:
         try:
             import zarr
@@ -121,7 +157,9 @@ def bench(device: torch.device, volume: np.ndarray, net, args) -> None:
         except ImportError:
             print("(zarr not installed: zarr case skipped)")
     if device.type == "cuda":
-        cases["ours (fp16 autocast)"] = lambda: run_ours(volume, timed, args, device, amp=True)
+        cases["ours (fp16 autocast)"] = lambda: run_ours(
+            volume, timed, args, device, dtype=torch.float16
+        )
     cases["MONAI"] = lambda: run_monai(volume, timed, args, device)
 
     results = {name: fn() for name, fn in cases.items()}  # warm-up, and outputs to compare
@@ -165,14 +203,20 @@ def bench(device: torch.device, volume: np.ndarray, net, args) -> None:
                 f"{name}: MONAI/ours per interleaved pair, median {statistics.median(paired):.3f} "
                 f"(range {min(paired):.3f}-{max(paired):.3f})"
             )
+    ref = results["MONAI"] > 0  # logits > 0 <=> probability > 0.5
     for name, res in results.items():
+        mask = res > 0
+        quality = f"mask Dice vs MONAI float32 {_dice(mask, ref):.4f}"
+        if truth is not None:
+            quality += f", vs ground truth {_dice(mask[0], truth):.4f}"
         if name == "MONAI":
+            print(f"{name}: {quality}")
             continue
         same = float(np.abs(res - same_map).max())
         own = float(np.abs(res - results["MONAI"]).max())
         print(
-            f"max |{name} - MONAI|: {same:.2e} with the same Gaussian map (roi_weight_map), "
-            f"{own:.2e} with MONAI's own map (clamped at 1e-3)"
+            f"{name}: {quality}; max |logit - MONAI|: {same:.2e} with the same Gaussian map "
+            f"(roi_weight_map), {own:.2e} with MONAI's own map (clamped at 1e-3)"
         )
 
 
@@ -212,14 +256,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-zarr", dest="zarr", action="store_false")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument("--model", default="unet-dice", help="shipped model (default unet-dice)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
     torch.manual_seed(args.seed)
-    net, net_name = make_net()
-    rng = np.random.default_rng(args.seed)
-    volume = rng.standard_normal((args.size,) * 3, dtype=np.float32)
+    net, net_name = make_net(args.model)
+    volume, truth = make_volume(args.size, args.seed, args.model)
     print(
         f"network: {net_name}, {sum(p.numel() for p in net.parameters()) / 1e6:.2f} M params; "
         f"volume {args.size}^3, tile {args.tile}^3, overlap {args.overlap}, "
@@ -227,9 +271,9 @@ def main() -> None:
         f"best of {args.repeat}"
     )
     bench_overhead(volume, args)
-    bench(torch.device("cpu"), volume, net, args)
+    bench(torch.device("cpu"), volume, net, args, truth)
     if torch.cuda.is_available():
-        bench(torch.device("cuda"), volume, net, args)
+        bench(torch.device("cuda"), volume, net, args, truth)
     else:
         print("\n(no CUDA device: GPU numbers skipped)")
 

@@ -139,6 +139,10 @@ def test_segment_writes_everything_and_scores_against_the_truth(files, capsys, t
     assert "Tree accuracy" in out and "2 trees" in out
     summary = json.loads((tmp_path / "vol_summary.json").read_text())
     assert summary["n_trees"] == 2 and summary["model"] == "unet-dice"
+    # where and in what arithmetic the network ran is recorded and said
+    compute = summary["compute"]
+    assert compute["device"] == "cpu" and compute["precision"] in ("float32", "bfloat16")
+    assert f"cpu, {compute['precision']}" in out
 
 
 def test_evaluate_prints_and_writes_the_table(files, capsys, tmp_path, monkeypatch):
@@ -211,6 +215,7 @@ def _bad_inputs(tmp):
         ("evaluate shape", ["evaluate", vol, tmp / "gt.npy"], "shape"),
         ("sources outside", [*seg, vol, "--sources", tmp / "far.csv"], "outside the volume"),
         ("bad tile", [*seg, vol, "--tile", "8"], "multiple of 16"),
+        ("float16 on the CPU", [*seg, vol, "--precision", "float16"], "CUDA only"),
         ("out is a file", [*seg[:1], vol, "--out", tmp / "afile" / "sub", "--tile", "32"], "afile"),
         ("fractional gt", ["evaluate", vol, vol], "fractional"),
     ]

@@ -27,6 +27,41 @@ from napari_topo.inference import (
 SHAPE = (40, 50, 60)
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_follows_the_cpu(monkeypatch, native):
+    from napari_topo.inference import device as dev_mod
+
+    monkeypatch.setattr(dev_mod, "cpu_bfloat16_native", lambda: native)
+    expected = torch.bfloat16 if native else None
+    assert dev_mod.resolve_precision("auto", "cpu") is expected
+    assert dev_mod.resolve_precision(None, "cpu") is expected
+    assert dev_mod.resolve_precision("float32", "cpu") is None
+    # asked for explicitly, bfloat16 runs (emulated where the CPU lacks it)
+    assert dev_mod.resolve_precision("bfloat16", "cpu") is torch.bfloat16
+    assert dev_mod.resolve_precision("auto", "cuda") is torch.float16
+    with pytest.raises(ValueError, match="CUDA only"):
+        dev_mod.resolve_precision("float16", "cpu")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        dev_mod.resolve_precision("half", "cpu")
+
+
+def test_bfloat16_gives_the_float32_mask():
+    """The fast CPU path changes nothing a user sees: same mask, probabilities close."""
+    from napari_topo.data.synthetic import make_vessel_volume
+    from napari_topo.inference import predict
+
+    v = make_vessel_volume(shape=(48, 48, 48), seed=2)
+    full = predict(v.image, "unet-dice", device="cpu", precision="float32")
+    fast = predict(v.image, "unet-dice", device="cpu", precision="bfloat16")
+    assert full.compute == {"device": "cpu", "precision": "float32"}
+    assert fast.compute == {"device": "cpu", "precision": "bfloat16"}
+    p32, p16 = full["vessel"], fast["vessel"]
+    assert p16.dtype == np.float32 and p16.shape == p32.shape
+    assert 0 < np.abs(p32 - p16).max() < 0.1  # really computed differently, and close
+    m32, m16 = p32 > 0.5, p16 > 0.5
+    assert 2 * (m32 & m16).sum() / (m32.sum() + m16.sum()) > 0.99
+
+
 @pytest.fixture(scope="module")
 def vol() -> np.ndarray:
     return np.random.default_rng(0).random(SHAPE, dtype=np.float32)
@@ -104,6 +139,13 @@ def test_autocast_context_is_noop_on_cpu():
     with autocast_context("cpu"):
         y = torch.ones(3, dtype=torch.float32) @ torch.ones(3, dtype=torch.float32)
     assert y.dtype == torch.float32
+    # bfloat16 on the CPU only when asked for (resolve_precision decides when it pays)
+    with autocast_context("cpu", dtype=torch.bfloat16):
+        y = torch.ones(2, 3) @ torch.ones(3, 2)
+    assert y.dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="bfloat16"):
+        with autocast_context("cpu", dtype=torch.float16):
+            pass
     with pytest.raises(ValueError, match="float16 or torch.bfloat16"):
         with autocast_context("cuda", dtype=torch.float32):
             pass

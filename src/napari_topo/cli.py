@@ -241,6 +241,15 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--out", required=True, help="output folder (created if missing)")
     seg.add_argument("--model", help="registry name or .safetensors path (default: unet-projpool)")
     seg.add_argument("--device", default="auto", help="auto (default), cuda, mps or cpu")
+    seg.add_argument(
+        "--precision",
+        default="auto",
+        choices=("auto", "float32", "bfloat16", "float16"),
+        help=(
+            "network arithmetic: auto (default: float16 on CUDA, bfloat16 on a CPU with "
+            "native bfloat16, else float32), float32, bfloat16 or float16 (CUDA)"
+        ),
+    )
     seg.add_argument("--tile", type=int, default=64, help="tile edge in voxels (default 64)")
     seg.add_argument("--overlap", type=float, default=0.25, help="tile overlap (default 0.25)")
     seg.add_argument("--batch-size", type=int, default=2, help="tiles per batch (default 2)")
@@ -642,6 +651,13 @@ def _move_into(tmp: Path, out_dir: Path) -> list[str]:
     return written
 
 
+def _compute_words(compute) -> str:
+    """``"cpu, bfloat16, "`` from a ``compute`` record (empty when there is none)."""
+    if not compute:
+        return ""
+    return f"{compute.get('device', '?')}, {compute.get('precision', '?')}, "
+
+
 def _segment_settings(args, name: str) -> dict:
     """The ``segment`` options both paths (in memory, streamed) hand to the pipeline."""
     return {
@@ -654,6 +670,7 @@ def _segment_settings(args, name: str) -> dict:
         "overlap": args.overlap,
         "batch_size": args.batch_size,
         "device": args.device,
+        "precision": args.precision,
         "progress": _progress_printer(f"segmenting {name}"),
         # said before the model runs: a wrong modality or zoom is seen at once, not
         # after minutes of inference
@@ -772,6 +789,9 @@ def _segment(args) -> None:
         summary["geometry"] = geometry.to_dict()
         if policy is not None:
             summary["input_policy"] = policy.to_dict()
+        compute = getattr(analysis, "compute", None)
+        if compute:
+            summary["compute"] = dict(compute)
         (tmp / f"{stem}_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         if metrics is not None:
             _write_metrics(metrics, tmp / f"{stem}_metrics")
@@ -782,7 +802,7 @@ def _segment(args) -> None:
     print(
         f"{vol.path.name}: {summary['n_voxels']} vessel voxels, {summary['n_branches']} "
         f"branches, {summary['n_points']} centerline points, {summary['n_trees']} trees "
-        f"({model}, {took:.1f} s)"
+        f"({model}, {_compute_words(getattr(analysis, 'compute', None))}{took:.1f} s)"
     )
     trees = sorted(summary["trees"], key=lambda t: -t["n_voxels"])
     # centerline lengths are in the spacing's unit (voxels when there is no spacing)
