@@ -633,3 +633,171 @@ def test_segment_to_tiff_keeps_a_flipped_nifti_placement(tmp_path, capsys, thres
     mask = read_volume(tmp_path / "o" / "scan_mask.tif")
     np.testing.assert_allclose(mask.geometry.affine, geometry.affine, atol=1e-5)
     np.testing.assert_array_equal(mask.data, img > 0.5)
+
+
+# ------------------------------------------------------------------------------ sources
+def _placed_pair(tmp_path):
+    """The tubes as an anisotropic, translated RAS NIfTI and as its LAS copy (x
+    reversed, origin moved): the same voxels in world space."""
+    img = _tubes()
+    ras_aff = np.diag([0.8, 0.5, 2.0, 1.0])  # (x, y, z) spacing
+    ras_aff[:3, 3] = (7.0, -12.5, 40.0)
+    xyz = img.transpose(2, 1, 0)
+    ras = _save_nifti(tmp_path / "ras.nii.gz", xyz, ras_aff)
+    las_aff = ras_aff.copy()
+    las_aff[0, 0] = -0.8
+    las_aff[0, 3] = 7.0 + 0.8 * (xyz.shape[0] - 1)
+    las = _save_nifti(tmp_path / "las.nii.gz", np.ascontiguousarray(xyz[::-1]), las_aff)
+    return img, ras, las
+
+
+#: Two roots (z, y, x voxels of the RAS file): the left end of the first tube and the
+#: far end of the third; the tree splits between them.
+ROOTS = np.array([[4.0, 5.0, 3.0], [10.0, 11.0, 12.0]])
+
+
+def _trees_on(path, reference):
+    """Tree labels of a segment output, on ``reference``'s grid (read_volume order)."""
+    vol, ref = read_volume(path), read_volume(reference)
+    return np.asarray(align(np.asarray(vol.data), vol.geometry, ref.geometry, ref.data.shape).data)
+
+
+def test_sources_exported_from_napari_over_a_flipped_file(tmp_path, capsys, threshold_model):
+    """Roots placed on a LAS file opened in napari, saved with napari's own Points CSV
+    writer or napari-topo's, give the trees the same roots give on the RAS file."""
+    from napari.layers import Layer, Points
+    from napari_builtins.io import napari_write_points
+
+    from napari_topo._plugin import read_volumes, write_graph
+
+    img, ras, las = _placed_pair(tmp_path)
+    (tmp_path / "roots_ras.csv").write_text(
+        "z,y,x\n" + "".join(f"{z:g},{y:g},{x:g}\n" for z, y, x in ROOTS)
+    )
+    code, _, err = _run(
+        ["segment", ras, "--out", tmp_path / "a", "--sources", tmp_path / "roots_ras.csv", *SEG],
+        capsys,
+    )
+    assert code == 0, err
+    want = _trees_on(tmp_path / "a" / "ras_trees.nii.gz", ras)
+    assert set(np.unique(want)) == {0, 1, 2}
+
+    # napari: open the LAS file, add a Points layer with the image selected (napari
+    # copies the image's placement, as File > New Points layer does), click the roots
+    [image_tuple] = read_volumes(str(las))
+    image = Layer.create(*image_tuple)
+    world = read_volume(ras).geometry.world(ROOTS)
+    clicks = np.array([image.world_to_data(w) for w in world])
+    points = Points(
+        clicks,
+        scale=image.scale,
+        translate=image.translate,
+        rotate=image.rotate,
+        shear=image.shear,
+        affine=image.affine.affine_matrix,
+    )
+    # napari's own Points CSV writer (the npe2 command napari.write_points) and ours
+    data, meta, _ = points.as_layer_data_tuple()
+    napari_csv = napari_write_points(str(tmp_path / "roots_napari.csv"), data, meta)
+    assert "axis-0" in (tmp_path / "roots_napari.csv").read_text().splitlines()[0]
+    [plugin_csv] = write_graph(str(tmp_path / "roots_plugin.csv"), data, meta)
+    for name, csv_path in (("n", napari_csv), ("p", plugin_csv)):
+        code, _, err = _run(
+            ["segment", las, "--out", tmp_path / name, "--sources", csv_path, *SEG], capsys
+        )
+        assert code == 0, err
+        np.testing.assert_array_equal(_trees_on(tmp_path / name / "las_trees.nii.gz", ras), want)
+    # read as the file's own voxel order (what was done before), the roots are mirrored
+    # and the trees differ: the test can fail
+    code, _, err = _run(
+        ["segment", las, "--out", tmp_path / "v", "--sources", napari_csv,
+         "--sources-space", "voxel", *SEG],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    assert (_trees_on(tmp_path / "v" / "las_trees.nii.gz", ras) != want).any()
+
+
+def test_sources_outside_the_volume_are_refused_in_one_line(tmp_path, capsys, threshold_model):
+    img, ras, las = _placed_pair(tmp_path)
+    # world coordinates (mm) of the roots, read as napari's voxels: outside
+    world = read_volume(ras).geometry.world(ROOTS)
+    (tmp_path / "w.csv").write_text(
+        "index,axis-0,axis-1,axis-2\n" + "".join(f"{i},{z},{y},{x}\n" for i, (z, y, x) in
+                                                 enumerate(world))
+    )  # fmt: skip
+    code, out, err = _run(
+        ["segment", las, "--out", tmp_path / "o", "--sources", tmp_path / "w.csv", *SEG], capsys
+    )
+    line = _one_error_line(err)
+    assert code == 2 and "outside the volume" in line and "--sources-space world" in line
+    assert not (tmp_path / "o").exists() and not threshold_model  # before any model run
+    # told they are world coordinates, the same file gives the RAS roots' trees
+    code, out, err = _run(
+        ["segment", las, "--out", tmp_path / "o", "--sources", tmp_path / "w.csv",
+         "--sources-space", "world", *SEG],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    _run(["segment", ras, "--out", tmp_path / "r", "--sources", tmp_path / "w.csv",
+          "--sources-space", "world", *SEG], capsys)  # fmt: skip
+    np.testing.assert_array_equal(
+        _trees_on(tmp_path / "o" / "las_trees.nii.gz", ras),
+        _trees_on(tmp_path / "r" / "ras_trees.nii.gz", ras),
+    )
+
+
+# ------------------------------------------------------------------------------ graph files
+def test_graph_files_hold_world_coordinates_of_the_input_affine(tmp_path, capsys, threshold_model):
+    """segment's SWC, CSV and GraphML give each centerline point where the input's
+    affine puts it (SWC: RAS x, y, z in mm), and the plugin's reader puts the points on
+    the image layer's grid, over the mask."""
+    import networkx as nx
+    from napari.layers import Layer
+
+    from napari_topo._plugin import read_graph, read_volumes
+
+    img, ras, las = _placed_pair(tmp_path)
+    code, _, err = _run(["segment", las, "--out", tmp_path / "o", *SEG], capsys)
+    assert code == 0, err
+    out = tmp_path / "o"
+    nodes = list(__import__("csv").DictReader((out / "las_graph.csv").open()))
+    vox = np.array([[float(r[a]) for a in "zyx"] for r in nodes])  # the LAS file's order
+    world = np.array([[float(r[f"{a}_physical"]) for a in "zyx"] for r in nodes])
+    las_img = nib.load(las)
+    ras_mm = (las_img.affine @ np.c_[vox[:, ::-1], np.ones(len(vox))].T).T[:, :3]
+    np.testing.assert_allclose(world, ras_mm[:, ::-1], atol=1e-4)  # (S, A, R)
+    swc = np.array(
+        [
+            [float(v) for v in line.split()[2:5]]
+            for line in (out / "las_graph.swc").read_text().splitlines()
+            if line and not line.startswith("#")
+        ]
+    )
+    assert {tuple(v) for v in np.round(swc, 3).tolist()} == {
+        tuple(v) for v in np.round(ras_mm, 3).tolist()
+    }
+    g = nx.read_graphml(out / "las_graph.graphml", node_type=int)
+    assert g.nodes[0]["x_physical"] == pytest.approx(world[0, 2])
+    assert Geometry.from_dict(json.loads(g.graph["geometry"])) == read_volume(las).geometry
+    # the reader: the mask and the graph files overlay, on one grid
+    [(m, m_meta, m_kind)] = read_volumes(str(out / "las_mask.nii.gz"))
+    mask_layer = Layer.create(m, m_meta, m_kind)
+    mask_world = {
+        tuple(np.round(mask_layer.data_to_world(v), 3)) for v in np.argwhere(mask_layer.data)
+    }
+    for graph in ("las_graph.swc", "las_graph.csv"):
+        for drop_summary in (False, True):
+            if drop_summary:  # the SWC places itself from its header; the CSV by world
+                (out / "las_summary.json").rename(out / "kept.json")
+            try:
+                points = Layer.create(*read_graph(str(out / graph))[1])
+            finally:
+                if drop_summary:
+                    (out / "kept.json").rename(out / "las_summary.json")
+            shown = {tuple(np.round(points.data_to_world(v), 3)) for v in points.data}
+            assert shown <= mask_world, (graph, drop_summary)
+            assert shown == {tuple(v) for v in np.round(world, 3).tolist()}
+            if graph.endswith(".swc") or not drop_summary:
+                assert tuple(points.scale) == pytest.approx(tuple(mask_layer.scale))
+                assert tuple(points.translate) == pytest.approx(tuple(mask_layer.translate))

@@ -472,7 +472,7 @@ def _ome_spacing(tifffile, xml: str) -> tuple[dict, str | None]:
     if isinstance(image, list):
         image = image[0] if image else {}
     px = image.get("Pixels", {}) if isinstance(image, dict) else {}
-    out, unit = {}, None
+    out, units = {}, {}
     for ax in "ZYX":
         v = px.get(f"PhysicalSize{ax}")
         try:
@@ -481,8 +481,19 @@ def _ome_spacing(tifffile, xml: str) -> tuple[dict, str | None]:
             continue
         if math.isfinite(f) and f > 0:
             out[ax.lower()] = f
-            unit = unit or _unit(px.get(f"PhysicalSize{ax}Unit", "um"))
-    return out, unit
+            # OME's default unit is the micrometre
+            units[ax.lower()] = _unit(px.get(f"PhysicalSize{ax}Unit", "um"))
+    stated = set(units.values())
+    if len(stated) <= 1:
+        return out, next(iter(stated), None)
+    # each axis in its own unit (z in um, y and x in nm): all in um
+    from ..geometry import METRES_PER_UNIT
+
+    if not stated <= set(METRES_PER_UNIT):
+        return {}, None  # units napari-topo cannot convert: no usable voxel size
+    return {
+        ax: v * METRES_PER_UNIT[units[ax]] / METRES_PER_UNIT["um"] for ax, v in out.items()
+    }, "um"
 
 
 def _read_tiff(p: Path, suffix: str) -> Volume:
@@ -532,10 +543,19 @@ def _read_tiff(p: Path, suffix: str) -> Volume:
                 known = "spacing"
             except (TypeError, ValueError):
                 pass
-        if yx is not None and (yx != (1.0, 1.0) or (res_unit is not None and res_unit > 1)):
+        ij_unit = _unit(ij.get("unit")) if ij else None
+        # Resolution tags in inches (ResolutionUnit 2, TIFF's default) without an
+        # ImageJ unit are a print resolution (72 dpi from most image writers), not a
+        # voxel size: taking them would make y and x 1/72 of z.
+        physical = not (res_unit == 2 and ij_unit is None)
+        if (
+            yx is not None
+            and physical
+            and (yx != (1.0, 1.0) or (res_unit is not None and res_unit > 1))
+        ):
             spacing["y"], spacing["x"] = yx
             known = "spacing"
-        unit = _unit(ij.get("unit")) if ij else {3: "cm"}.get(res_unit or 0)
+        unit = ij_unit if ij else {3: "cm"}.get(res_unit or 0)
     sp = [spacing[ch] for ch in "zyx"[-n:]] if n else []
     if not all(math.isfinite(s) and s > 0 for s in sp):
         sp, known = [1.0] * n, "none"
