@@ -801,3 +801,163 @@ def test_graph_files_hold_world_coordinates_of_the_input_affine(tmp_path, capsys
             if graph.endswith(".swc") or not drop_summary:
                 assert tuple(points.scale) == pytest.approx(tuple(mask_layer.scale))
                 assert tuple(points.translate) == pytest.approx(tuple(mask_layer.translate))
+
+
+# ------------------------------------------------------------------------------ more cases
+def _segment_mask_world(tmp_path, capsys, inp, *extra, name="o"):
+    """Run segment on ``inp``; the world positions of its mask voxels and the mask's
+    geometry, read back."""
+    code, out, err = _run(["segment", inp, "--out", tmp_path / name, *extra, *SEG], capsys)
+    assert code == 0, err
+    [mask_path] = [p for p in (tmp_path / name).iterdir() if "_mask." in p.name]
+    mask = read_volume(mask_path)
+    return _world_voxels(mask.data, mask.geometry), mask
+
+
+@pytest.mark.parametrize("codes", [(1, 0), (0, 2), (2, 1), (1, 4)])
+def test_nifti_qform_sform_codes_round_trip_through_segment(
+    tmp_path, capsys, threshold_model, codes
+):
+    """qform only, sform only, and both with different codes: the outputs lie where
+    nibabel places the input and keep its codes."""
+    img = _tubes()
+    aff = _random_placement(np.random.default_rng(sum(codes)))
+    xyz_aff = np.eye(4)
+    xyz_aff[:3, :3] = aff[:3, :3][::-1, ::-1]
+    xyz_aff[:3, 3] = aff[:3, 3][::-1]
+    p = _save_nifti(tmp_path / "scan.nii.gz", img.transpose(2, 1, 0), xyz_aff, codes=codes)
+    world, mask = _segment_mask_world(tmp_path, capsys, p)
+    truth = Geometry(aff, "zyx")
+    assert world == _world_voxels(img > 0.5, truth)
+    out = nib.load(tmp_path / "o" / "scan_mask.nii.gz")
+    assert (int(out.header["qform_code"]), int(out.header["sform_code"])) == codes
+    np.testing.assert_allclose(out.affine, nib.load(p).affine, atol=1e-5)
+
+
+def test_nifti_qform_and_sform_that_differ_are_both_kept(tmp_path, capsys, threshold_model):
+    """A file whose qform (scanner) and sform (aligned) differ: nibabel places it by the
+    sform; the outputs keep both, so a viewer that reads the qform overlays them too."""
+    img = _tubes()
+    sform = np.diag([0.5, 0.5, 2.0, 1.0])
+    sform[:3, 3] = (3.0, -4.0, 10.0)
+    qform = np.diag([-0.5, -0.5, 2.0, 1.0])
+    qform[:3, 3] = (100.0, 80.0, -20.0)
+    nimg = nib.Nifti1Image(img.transpose(2, 1, 0), None)
+    nimg.set_qform(qform, code=1)
+    nimg.set_sform(sform, code=2)
+    nib.save(nimg, tmp_path / "scan.nii.gz")
+    _segment_mask_world(tmp_path, capsys, tmp_path / "scan.nii.gz")
+    out = nib.load(tmp_path / "o" / "scan_trees.nii.gz")
+    np.testing.assert_allclose(out.get_sform(), sform, atol=1e-5)
+    np.testing.assert_allclose(out.get_qform(), qform, atol=1e-5)
+
+
+def test_nifti_4d_with_one_time_point_is_a_volume(tmp_path, capsys, threshold_model):
+    img = _tubes()
+    aff = np.diag([0.7, 0.7, 1.5, 1.0])
+    aff[:3, 3] = (-10.0, 20.0, 5.0)
+    p = _save_nifti(tmp_path / "scan.nii.gz", img.transpose(2, 1, 0)[..., None], aff)
+    world, mask = _segment_mask_world(tmp_path, capsys, p)
+    assert mask.data.shape == img.shape and mask.geometry.axes == "zyx"
+    np.testing.assert_allclose(nib.load(tmp_path / "o" / "scan_mask.nii.gz").affine, aff)
+
+
+def test_ome_tiff_in_mm_and_um_and_mixed_units_agree(tmp_path, capsys):
+    """The same stack described in mm, in um, and with z in um and y, x in nm."""
+    mask = (_tubes() > 0).astype(np.uint8)
+
+    def ome(name, z, y, x):
+        meta = {"axes": "ZYX"}
+        for ax, (v, unit) in zip("ZYX", (z, y, x), strict=True):
+            meta[f"PhysicalSize{ax}"], meta[f"PhysicalSize{ax}Unit"] = v, unit
+        tifffile.imwrite(tmp_path / name, mask, ome=True, metadata=meta)
+        return tmp_path / name
+
+    um = ome("um.ome.tif", (2.0, "µm"), (0.5, "µm"), (0.5, "µm"))
+    mm = ome("mm.ome.tif", (0.002, "mm"), (0.0005, "mm"), (0.0005, "mm"))
+    mixed = ome("mixed.ome.tif", (2.0, "µm"), (500.0, "nm"), (500.0, "nm"))
+    assert read_volume(mixed).geometry.spacing == pytest.approx((2.0, 0.5, 0.5))
+    assert read_volume(mixed).geometry.unit == "um"
+    assert read_volume(mm).geometry.unit == "mm"
+    for pred in (mm, mixed):
+        code, out, err = _run(["evaluate", pred, um, "--out", tmp_path / pred.stem], capsys)
+        assert code == 0, err
+        assert json.loads((tmp_path / f"{pred.stem}.json").read_text())["Dice"] == 1.0
+    assert (
+        "converted from mm to um" in _run(["evaluate", mm, um, "--out", tmp_path / "m"], capsys)[1]
+    )
+    # a real difference in size is still refused
+    big = ome("big.ome.tif", (2.0, "mm"), (0.5, "mm"), (0.5, "mm"))
+    code, out, err = _run(["evaluate", big, um, "--out", tmp_path / "b"], capsys)
+    assert code == 2 and "spacing differs" in _one_error_line(err)
+
+
+def test_tiff_print_resolution_is_not_a_voxel_size(tmp_path):
+    """TIFF's default 72 dpi (inches), as image editors and the vesselNN stacks write
+    it, says nothing about the voxels; centimetres and ImageJ's calibration do."""
+    mask = (_tubes() > 0).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "dpi.tif", mask, resolution=(72, 72), resolutionunit="INCH")
+    g = read_volume(tmp_path / "dpi.tif").geometry
+    assert g.known == "none" and g.spacing == (1.0, 1.0, 1.0)
+    tifffile.imwrite(
+        tmp_path / "cm.tif", mask, resolution=(2000, 2000), resolutionunit="CENTIMETER"
+    )
+    g = read_volume(tmp_path / "cm.tif").geometry
+    assert g.known == "spacing" and g.spacing[1:] == pytest.approx((5e-4, 5e-4))
+    assert g.unit == "cm"
+    p = write_volume(tmp_path / "ij.tif", mask, geometry=Geometry.from_spacing((2.0, 0.5, 0.25)))
+    assert read_volume(p).geometry.spacing == pytest.approx((2.0, 0.5, 0.25))
+
+
+@pytest.mark.parametrize("kind", ["zarr", "ome-zarr"])
+def test_zarr_with_a_transform_through_segment_and_reader(tmp_path, capsys, threshold_model, kind):
+    """A zarr array with napari-topo's geometry and an OME-Zarr with scale and
+    translation: segment's outputs (NIfTI) and its graph lie where the input does."""
+    from napari.layers import Layer
+
+    from napari_topo._plugin import read_graph, read_volumes
+
+    img = _tubes()
+    if kind == "zarr":
+        geometry = Geometry(_random_placement(np.random.default_rng(3)), "zyx", unit="um")
+        p = write_volume(tmp_path / "scan.zarr", img, geometry=geometry)
+    else:
+        geometry = Geometry.from_spacing((3.0, 0.4, 0.4), origin=(-30.0, 12.0, 2.5), unit="um")
+        p = write_volume(tmp_path / "scan.ome.zarr", img, geometry=geometry)
+    world, mask = _segment_mask_world(tmp_path, capsys, p, "--format", "nii.gz")
+    assert world == _world_voxels(img > 0.5, geometry)
+    assert mask.geometry.unit == "um"
+    [(data, meta, k)] = read_volumes(str(p))
+    image = Layer.create(data, meta, k)
+    stem = "scan"
+    points = Layer.create(*read_graph(str(tmp_path / "o" / f"{stem}_graph.swc"))[1])
+    assert tuple(points.scale) == pytest.approx(tuple(image.scale))
+    assert tuple(points.translate) == pytest.approx(tuple(image.translate))
+    shown = {tuple(np.round(points.data_to_world(v), 3)) for v in points.data}
+    assert shown <= world
+
+
+def test_npy_with_spacing_writes_and_reads_in_that_spacing(tmp_path, capsys, threshold_model):
+    """A .npy states nothing; --spacing gives the voxel size: the outputs carry it, and
+    roots given in world coordinates of that spacing land on the same voxels."""
+    img = _tubes()
+    np.save(tmp_path / "vol.npy", img)
+    (tmp_path / "roots_vox.csv").write_text(
+        "z,y,x\n" + "".join(f"{z:g},{y:g},{x:g}\n" for z, y, x in ROOTS)
+    )
+    sp = np.array([2.0, 0.5, 0.8])
+    world = ROOTS * sp
+    (tmp_path / "roots_world.csv").write_text(
+        "id,z,y,x,z_physical,y_physical,x_physical\n"
+        + "".join(f"{i},0,0,0,{z},{y},{x}\n" for i, (z, y, x) in enumerate(world))
+    )
+    results = []
+    for roots in ("roots_vox.csv", "roots_world.csv"):
+        _, mask = _segment_mask_world(
+            tmp_path, capsys, tmp_path / "vol.npy", "--spacing", *sp, "--sources",
+            tmp_path / roots, name=roots[:-4],
+        )  # fmt: skip
+        assert mask.geometry.spacing == pytest.approx(tuple(sp))
+        results.append(np.asarray(read_volume(tmp_path / roots[:-4] / "vol_trees.nii.gz").data))
+    np.testing.assert_array_equal(results[0], results[1])
+    assert set(np.unique(results[0])) == {0, 1, 2}

@@ -126,6 +126,12 @@ class Geometry:
         What the source stated (see :data:`KNOWN`).
     nifti_codes : (int, int) or None
         NIfTI ``(qform_code, sform_code)`` of the file read, written back as they were.
+    nifti_qform : (n + 1, n + 1) ndarray or None
+        A NIfTI file's qform, in this class's axis order, when it differs from the
+        ``affine`` (its sform, which nibabel places the voxels by): written back as the
+        qform, so that a viewer that reads the qform (ITK-based ones) overlays the
+        outputs as it shows the input. Dropped by :meth:`replace` when the affine
+        changes. Not part of equality.
     """
 
     affine: np.ndarray
@@ -133,6 +139,7 @@ class Geometry:
     unit: str | None = None
     known: str = "full"
     nifti_codes: tuple[int, int] | None = None
+    nifti_qform: np.ndarray | None = None
 
     def __post_init__(self):
         a = np.array(self.affine, dtype=float)
@@ -158,6 +165,12 @@ class Geometry:
             raise ValueError(f"known must be one of {KNOWN}; got {self.known!r}.")
         a.setflags(write=False)
         object.__setattr__(self, "affine", a)
+        if self.nifti_qform is not None:
+            q = np.array(self.nifti_qform, dtype=float)
+            if q.shape != a.shape or not np.all(np.isfinite(q)):
+                raise ValueError(f"nifti_qform must be a finite {a.shape} matrix; got {q.shape}.")
+            q.setflags(write=False)
+            object.__setattr__(self, "nifti_qform", q)
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -213,6 +226,7 @@ class Geometry:
             unit=d.get("unit"),
             known=str(d.get("known", "full")),
             nifti_codes=None if codes is None else (int(codes[0]), int(codes[1])),
+            nifti_qform=None if d.get("nifti_qform") is None else np.asarray(d["nifti_qform"]),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -226,13 +240,18 @@ class Geometry:
             out["unit"] = self.unit
         if self.nifti_codes is not None:
             out["nifti_codes"] = list(self.nifti_codes)
+        if self.nifti_qform is not None:
+            out["nifti_qform"] = self.nifti_qform.tolist()
         return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":"))
 
     def replace(self, **changes) -> Geometry:
-        """A copy with some fields changed (``dataclasses.replace``)."""
+        """A copy with some fields changed (``dataclasses.replace``); a new ``affine``
+        drops ``nifti_qform`` (unless given): it described the old grid."""
+        if "affine" in changes and "nifti_qform" not in changes:
+            changes["nifti_qform"] = None
         return dataclasses.replace(self, **changes)
 
     # ------------------------------------------------------------------ properties

@@ -394,6 +394,7 @@ def _read_nifti(p: Path, suffix: str) -> Volume:
         codes = (int(hdr["qform_code"]), int(hdr["sform_code"]))
         zooms = [float(z) for z in hdr.get_zooms()]
         affine = np.asarray(img.affine, dtype=float)
+        qform = np.asarray(hdr.get_qform(), dtype=float) if all(codes) else None
         unit = _unit(hdr.get_xyzt_units()[0])
     except Exception as exc:  # noqa: BLE001
         raise _corrupt(p, suffix, exc) from exc
@@ -419,9 +420,19 @@ def _read_nifti(p: Path, suffix: str) -> Volume:
         xyz[:n, :n] = affine[:n, :n]
         xyz[:n, n] = affine[:n, 3]
         known = "full"
+    kept_qform = None
+    if qform is not None and n == 3 and not np.allclose(qform, affine, atol=1e-6):
+        # qform and sform differ (a scanner and an aligned space): nibabel places the
+        # voxels by the sform; the qform is kept for the files written from this one
+        kept_qform = _clean_affine(_reverse(qform))
     try:
         geometry = Geometry(
-            _clean_affine(_reverse(xyz)), axes, unit=unit, known=known, nifti_codes=codes
+            _clean_affine(_reverse(xyz)),
+            axes,
+            unit=unit,
+            known=known,
+            nifti_codes=codes,
+            nifti_qform=kept_qform,
         )
     except ValueError as exc:
         raise VolumeReadError(f"cannot read {p}: unusable NIfTI affine ({exc})") from None
@@ -777,7 +788,10 @@ def _write_nifti(p: Path, suffix: str, arr: np.ndarray, geom: Geometry) -> None:
         qcode, scode = 1, 1  # scanner coordinates, as stated by the source
     else:
         qcode, scode = 0, 0  # a voxel size only: no placement is claimed
-    img.set_qform(a4, code=int(qcode))
+    qform = a4
+    if geom.nifti_qform is not None and n == 3:
+        qform = _reverse(geom.nifti_qform)  # the input's own qform (it differed)
+    img.set_qform(qform, code=int(qcode))
     img.set_sform(a4, code=int(scode))
     sp = list(geom.spacing[::-1]) + [1.0] * (arr.ndim - n)
     img.header.set_zooms(sp[: arr.ndim])
