@@ -189,10 +189,14 @@ def test_csv_export_reads_back(skel_analysis, tmp_path):
         nodes = list(csv.DictReader(f))
     with edges_path.open() as f:
         edges = list(csv.DictReader(f))
-    assert list(nodes[0]) == ["id", "z", "y", "x", "radius", "tree"]
+    assert list(nodes[0]) == [
+        "id", "z", "y", "x", "z_physical", "y_physical", "x_physical", "radius", "tree"
+    ]  # fmt: skip
     assert len(nodes) == len(a.points)
     coords = np.array([[int(r[k]) for k in "zyx"] for r in nodes])
     assert np.array_equal(coords, a.points)
+    world = np.array([[float(r[f"{k}_physical"]) for k in "zyx"] for r in nodes])
+    assert np.allclose(world, a.points * SPACING)  # placed at the origin by its spacing
     assert np.array_equal([int(r["tree"]) for r in nodes], a.result.labels)
     assert np.allclose([float(r["radius"]) for r in nodes], a.radius)
     assert len(edges) == len(a.points) - _n_roots(a)

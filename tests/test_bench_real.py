@@ -14,6 +14,7 @@ import csv
 import importlib
 import json
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def _masks() -> dict[str, np.ndarray]:
     return m
 
 
-def _write_series(folder: Path, vol: np.ndarray, *, stored_offset: int) -> None:
+def _write_series(folder: Path, vol: np.ndarray, *, stored_offset: int, iop=(1, 0, 0, 0, 1, 0)):
     pydicom = pytest.importorskip("pydicom")
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
@@ -60,6 +61,7 @@ def _write_series(folder: Path, vol: np.ndarray, *, stored_offset: int) -> None:
     names = [f"image_{i}" for i in range(n)]
     # file names and instance numbers in scrambled order: only the position sorts them
     perm = [3, 0, 5, 1, 4, 2]
+    normal = np.cross(np.asarray(iop[:3], float), np.asarray(iop[3:], float))
     for k in range(n):
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = CTImageStorage
@@ -71,8 +73,8 @@ def _write_series(folder: Path, vol: np.ndarray, *, stored_offset: int) -> None:
         ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
         ds.Modality = "CT"
         ds.InstanceNumber = n - perm[k]
-        ds.ImagePositionPatient = [ORIGIN[0], ORIGIN[1], ORIGIN[2] + DZ * k]
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.ImagePositionPatient = [float(v) for v in np.asarray(ORIGIN) + DZ * k * normal]
+        ds.ImageOrientationPatient = [float(v) for v in iop]
         ds.PixelSpacing = [DY, DX]
         ds.SliceThickness = 9.9  # wrong on purpose: the positions give the spacing
         ds.Rows, ds.Columns = vol.shape[1:]
@@ -123,6 +125,83 @@ def test_convert_ircadb_volume_spacing_and_affine(converted):
     np.testing.assert_allclose(
         ras[:3], [-(ORIGIN[0] + DX * i), -(ORIGIN[1] + DY * j), ORIGIN[2] + DZ * k], atol=1e-5
     )
+
+
+def test_convert_keeps_an_oblique_dicom_placement(tmp_path):
+    """A series with oblique slices (rows and columns rotated, slices along the
+    normal): the NIfTI affine is the one nibabel's DICOM wrapper gives each slice (LPS
+    to RAS), so the converted volume overlays the scan."""
+    pytest.importorskip("pydicom")
+    import nibabel as nib
+    import pydicom
+
+    with warnings.catch_warnings():  # nibabel calls its DICOM readers experimental
+        warnings.simplefilter("ignore", UserWarning)
+        from nibabel.nicom.dicomwrappers import wrapper_from_data
+
+    convert = _load("convert")
+    c, s = np.cos(np.radians(25)), np.sin(np.radians(25))
+    row = np.array([c, s, 0.0])
+    col = np.array([-s * np.cos(0.3), c * np.cos(0.3), np.sin(0.3)])
+    folder = tmp_path / "obl"
+    _write_series(folder, _hu(), stored_offset=1024, iop=(*row, *col))
+    vol, spacing, affine, info = convert.read_dicom_series(
+        [(p.name, p) for p in sorted(folder.iterdir())]
+    )
+    np.testing.assert_array_equal(vol, _hu())  # slices sorted along the normal
+    np.testing.assert_allclose(spacing, (DZ, DY, DX), rtol=1e-6)
+    lps_to_ras = np.diag([-1.0, -1.0, 1.0, 1.0])
+    first = min(
+        (pydicom.dcmread(p) for p in folder.iterdir()),
+        key=lambda d: float(np.dot(d.ImagePositionPatient, np.cross(row, col))),
+    )
+    ref = lps_to_ras @ wrapper_from_data(first).affine  # voxel (row, column, slice)
+    # ours: voxel (column, row, slice); the in-plane columns swap, the origin is shared
+    np.testing.assert_allclose(affine[:3, 0], ref[:3, 1], atol=1e-6)
+    np.testing.assert_allclose(affine[:3, 1], ref[:3, 0], atol=1e-6)
+    np.testing.assert_allclose(affine[:3, 3], ref[:3, 3], atol=1e-6)
+    np.testing.assert_allclose(
+        affine[:3, 2], lps_to_ras[:3, :3] @ np.cross(row, col) * DZ, atol=1e-6
+    )
+    # written and read back whole
+    convert._write_nifti(tmp_path / "obl.nii.gz", vol.astype(np.int16), affine, "mm")
+    np.testing.assert_allclose(nib.load(tmp_path / "obl.nii.gz").affine, affine, atol=1e-5)
+
+
+def test_convert_vesselnn_keeps_what_the_tiff_states(tmp_path):
+    """An ImageJ stack with spacing and origin: its placement reaches the NIfTI; a label
+    on another grid is refused; --spacing overrides."""
+    pytest.importorskip("tifffile")
+    import nibabel as nib
+
+    from napari_topo.data.io import read_volume, write_volume
+    from napari_topo.geometry import Geometry, GeometryError
+
+    convert = _load("convert")
+    (tmp_path / "ds" / "denoised").mkdir(parents=True)
+    (tmp_path / "ds" / "labels").mkdir()
+    g = Geometry.from_spacing((3.0, 0.5, 0.25), origin=(6.0, -2.0, 1.5), unit="um")
+    img = np.arange(4 * 16 * 12, dtype=np.uint16).reshape(4, 16, 12)
+    lab = (img % 7 == 0).astype(np.uint8)
+    write_volume(tmp_path / "ds" / "denoised" / "c_BM4D_denoised.tif", img, geometry=g)
+    write_volume(tmp_path / "ds" / "labels" / "c_labels.tif", lab, geometry=g)
+    [out] = convert.convert_vesselnn(tmp_path / "ds", tmp_path / "out", verbose=False)
+    v = read_volume(out / "image.nii.gz")
+    np.testing.assert_allclose(v.geometry.affine, g.affine, atol=1e-5)
+    assert (
+        v.geometry.unit == "um"
+        and nib.load(out / "vessels.nii.gz").header.get_xyzt_units()[0] == "micron"
+    )
+    assert json.loads((out / "meta.json").read_text())["spacing_from"].startswith("TIFF")
+    [out] = convert.convert_vesselnn(
+        tmp_path / "ds", tmp_path / "o2", spacing=(5, 1, 1), verbose=False
+    )
+    assert read_volume(out / "image.nii.gz").spacing == pytest.approx((5.0, 1.0, 1.0))
+    write_volume(
+        tmp_path / "ds" / "labels" / "c_labels.tif", lab, geometry=g.with_spacing((3.0, 0.5, 0.5))
+    )
+    with pytest.raises(GeometryError, match="spacing differs"):
+        convert.convert_vesselnn(tmp_path / "ds", tmp_path / "o3", verbose=False)
 
 
 def test_convert_ircadb_masks_trees_roots_meta(converted):

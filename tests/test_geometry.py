@@ -633,3 +633,331 @@ def test_segment_to_tiff_keeps_a_flipped_nifti_placement(tmp_path, capsys, thres
     mask = read_volume(tmp_path / "o" / "scan_mask.tif")
     np.testing.assert_allclose(mask.geometry.affine, geometry.affine, atol=1e-5)
     np.testing.assert_array_equal(mask.data, img > 0.5)
+
+
+# ------------------------------------------------------------------------------ sources
+def _placed_pair(tmp_path):
+    """The tubes as an anisotropic, translated RAS NIfTI and as its LAS copy (x
+    reversed, origin moved): the same voxels in world space."""
+    img = _tubes()
+    ras_aff = np.diag([0.8, 0.5, 2.0, 1.0])  # (x, y, z) spacing
+    ras_aff[:3, 3] = (7.0, -12.5, 40.0)
+    xyz = img.transpose(2, 1, 0)
+    ras = _save_nifti(tmp_path / "ras.nii.gz", xyz, ras_aff)
+    las_aff = ras_aff.copy()
+    las_aff[0, 0] = -0.8
+    las_aff[0, 3] = 7.0 + 0.8 * (xyz.shape[0] - 1)
+    las = _save_nifti(tmp_path / "las.nii.gz", np.ascontiguousarray(xyz[::-1]), las_aff)
+    return img, ras, las
+
+
+#: Two roots (z, y, x voxels of the RAS file): the left end of the first tube and the
+#: far end of the third; the tree splits between them.
+ROOTS = np.array([[4.0, 5.0, 3.0], [10.0, 11.0, 12.0]])
+
+
+def _trees_on(path, reference):
+    """Tree labels of a segment output, on ``reference``'s grid (read_volume order)."""
+    vol, ref = read_volume(path), read_volume(reference)
+    return np.asarray(align(np.asarray(vol.data), vol.geometry, ref.geometry, ref.data.shape).data)
+
+
+def test_sources_exported_from_napari_over_a_flipped_file(tmp_path, capsys, threshold_model):
+    """Roots placed on a LAS file opened in napari, saved with napari's own Points CSV
+    writer or napari-topo's, give the trees the same roots give on the RAS file."""
+    from napari.layers import Layer, Points
+    from napari_builtins.io import napari_write_points
+
+    from napari_topo._plugin import read_volumes, write_graph
+
+    img, ras, las = _placed_pair(tmp_path)
+    (tmp_path / "roots_ras.csv").write_text(
+        "z,y,x\n" + "".join(f"{z:g},{y:g},{x:g}\n" for z, y, x in ROOTS)
+    )
+    code, _, err = _run(
+        ["segment", ras, "--out", tmp_path / "a", "--sources", tmp_path / "roots_ras.csv", *SEG],
+        capsys,
+    )
+    assert code == 0, err
+    want = _trees_on(tmp_path / "a" / "ras_trees.nii.gz", ras)
+    assert set(np.unique(want)) == {0, 1, 2}
+
+    # napari: open the LAS file, add a Points layer with the image selected (napari
+    # copies the image's placement, as File > New Points layer does), click the roots
+    [image_tuple] = read_volumes(str(las))
+    image = Layer.create(*image_tuple)
+    world = read_volume(ras).geometry.world(ROOTS)
+    clicks = np.array([image.world_to_data(w) for w in world])
+    points = Points(
+        clicks,
+        scale=image.scale,
+        translate=image.translate,
+        rotate=image.rotate,
+        shear=image.shear,
+        affine=image.affine.affine_matrix,
+    )
+    # napari's own Points CSV writer (the npe2 command napari.write_points) and ours
+    data, meta, _ = points.as_layer_data_tuple()
+    napari_csv = napari_write_points(str(tmp_path / "roots_napari.csv"), data, meta)
+    assert "axis-0" in (tmp_path / "roots_napari.csv").read_text().splitlines()[0]
+    [plugin_csv] = write_graph(str(tmp_path / "roots_plugin.csv"), data, meta)
+    for name, csv_path in (("n", napari_csv), ("p", plugin_csv)):
+        code, _, err = _run(
+            ["segment", las, "--out", tmp_path / name, "--sources", csv_path, *SEG], capsys
+        )
+        assert code == 0, err
+        np.testing.assert_array_equal(_trees_on(tmp_path / name / "las_trees.nii.gz", ras), want)
+    # read as the file's own voxel order (what was done before), the roots are mirrored
+    # and the trees differ: the test can fail
+    code, _, err = _run(
+        ["segment", las, "--out", tmp_path / "v", "--sources", napari_csv,
+         "--sources-space", "voxel", *SEG],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    assert (_trees_on(tmp_path / "v" / "las_trees.nii.gz", ras) != want).any()
+
+
+def test_sources_outside_the_volume_are_refused_in_one_line(tmp_path, capsys, threshold_model):
+    img, ras, las = _placed_pair(tmp_path)
+    # world coordinates (mm) of the roots, read as napari's voxels: outside
+    world = read_volume(ras).geometry.world(ROOTS)
+    (tmp_path / "w.csv").write_text(
+        "index,axis-0,axis-1,axis-2\n" + "".join(f"{i},{z},{y},{x}\n" for i, (z, y, x) in
+                                                 enumerate(world))
+    )  # fmt: skip
+    code, out, err = _run(
+        ["segment", las, "--out", tmp_path / "o", "--sources", tmp_path / "w.csv", *SEG], capsys
+    )
+    line = _one_error_line(err)
+    assert code == 2 and "outside the volume" in line and "--sources-space world" in line
+    assert not (tmp_path / "o").exists() and not threshold_model  # before any model run
+    # told they are world coordinates, the same file gives the RAS roots' trees
+    code, out, err = _run(
+        ["segment", las, "--out", tmp_path / "o", "--sources", tmp_path / "w.csv",
+         "--sources-space", "world", *SEG],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    _run(["segment", ras, "--out", tmp_path / "r", "--sources", tmp_path / "w.csv",
+          "--sources-space", "world", *SEG], capsys)  # fmt: skip
+    np.testing.assert_array_equal(
+        _trees_on(tmp_path / "o" / "las_trees.nii.gz", ras),
+        _trees_on(tmp_path / "r" / "ras_trees.nii.gz", ras),
+    )
+
+
+# ------------------------------------------------------------------------------ graph files
+def test_graph_files_hold_world_coordinates_of_the_input_affine(tmp_path, capsys, threshold_model):
+    """segment's SWC, CSV and GraphML give each centerline point where the input's
+    affine puts it (SWC: RAS x, y, z in mm), and the plugin's reader puts the points on
+    the image layer's grid, over the mask."""
+    import networkx as nx
+    from napari.layers import Layer
+
+    from napari_topo._plugin import read_graph, read_volumes
+
+    img, ras, las = _placed_pair(tmp_path)
+    code, _, err = _run(["segment", las, "--out", tmp_path / "o", *SEG], capsys)
+    assert code == 0, err
+    out = tmp_path / "o"
+    nodes = list(__import__("csv").DictReader((out / "las_graph.csv").open()))
+    vox = np.array([[float(r[a]) for a in "zyx"] for r in nodes])  # the LAS file's order
+    world = np.array([[float(r[f"{a}_physical"]) for a in "zyx"] for r in nodes])
+    las_img = nib.load(las)
+    ras_mm = (las_img.affine @ np.c_[vox[:, ::-1], np.ones(len(vox))].T).T[:, :3]
+    np.testing.assert_allclose(world, ras_mm[:, ::-1], atol=1e-4)  # (S, A, R)
+    swc = np.array(
+        [
+            [float(v) for v in line.split()[2:5]]
+            for line in (out / "las_graph.swc").read_text().splitlines()
+            if line and not line.startswith("#")
+        ]
+    )
+    assert {tuple(v) for v in np.round(swc, 3).tolist()} == {
+        tuple(v) for v in np.round(ras_mm, 3).tolist()
+    }
+    g = nx.read_graphml(out / "las_graph.graphml", node_type=int)
+    assert g.nodes[0]["x_physical"] == pytest.approx(world[0, 2])
+    assert Geometry.from_dict(json.loads(g.graph["geometry"])) == read_volume(las).geometry
+    # the reader: the mask and the graph files overlay, on one grid
+    [(m, m_meta, m_kind)] = read_volumes(str(out / "las_mask.nii.gz"))
+    mask_layer = Layer.create(m, m_meta, m_kind)
+    mask_world = {
+        tuple(np.round(mask_layer.data_to_world(v), 3)) for v in np.argwhere(mask_layer.data)
+    }
+    for graph in ("las_graph.swc", "las_graph.csv"):
+        for drop_summary in (False, True):
+            if drop_summary:  # the SWC places itself from its header; the CSV by world
+                (out / "las_summary.json").rename(out / "kept.json")
+            try:
+                points = Layer.create(*read_graph(str(out / graph))[1])
+            finally:
+                if drop_summary:
+                    (out / "kept.json").rename(out / "las_summary.json")
+            shown = {tuple(np.round(points.data_to_world(v), 3)) for v in points.data}
+            assert shown <= mask_world, (graph, drop_summary)
+            assert shown == {tuple(v) for v in np.round(world, 3).tolist()}
+            if graph.endswith(".swc") or not drop_summary:
+                assert tuple(points.scale) == pytest.approx(tuple(mask_layer.scale))
+                assert tuple(points.translate) == pytest.approx(tuple(mask_layer.translate))
+
+
+# ------------------------------------------------------------------------------ more cases
+def _segment_mask_world(tmp_path, capsys, inp, *extra, name="o"):
+    """Run segment on ``inp``; the world positions of its mask voxels and the mask's
+    geometry, read back."""
+    code, out, err = _run(["segment", inp, "--out", tmp_path / name, *extra, *SEG], capsys)
+    assert code == 0, err
+    [mask_path] = [p for p in (tmp_path / name).iterdir() if "_mask." in p.name]
+    mask = read_volume(mask_path)
+    return _world_voxels(mask.data, mask.geometry), mask
+
+
+@pytest.mark.parametrize("codes", [(1, 0), (0, 2), (2, 1), (1, 4)])
+def test_nifti_qform_sform_codes_round_trip_through_segment(
+    tmp_path, capsys, threshold_model, codes
+):
+    """qform only, sform only, and both with different codes: the outputs lie where
+    nibabel places the input and keep its codes."""
+    img = _tubes()
+    aff = _random_placement(np.random.default_rng(sum(codes)))
+    xyz_aff = np.eye(4)
+    xyz_aff[:3, :3] = aff[:3, :3][::-1, ::-1]
+    xyz_aff[:3, 3] = aff[:3, 3][::-1]
+    p = _save_nifti(tmp_path / "scan.nii.gz", img.transpose(2, 1, 0), xyz_aff, codes=codes)
+    world, mask = _segment_mask_world(tmp_path, capsys, p)
+    truth = Geometry(aff, "zyx")
+    assert world == _world_voxels(img > 0.5, truth)
+    out = nib.load(tmp_path / "o" / "scan_mask.nii.gz")
+    assert (int(out.header["qform_code"]), int(out.header["sform_code"])) == codes
+    np.testing.assert_allclose(out.affine, nib.load(p).affine, atol=1e-5)
+
+
+def test_nifti_qform_and_sform_that_differ_are_both_kept(tmp_path, capsys, threshold_model):
+    """A file whose qform (scanner) and sform (aligned) differ: nibabel places it by the
+    sform; the outputs keep both, so a viewer that reads the qform overlays them too."""
+    img = _tubes()
+    sform = np.diag([0.5, 0.5, 2.0, 1.0])
+    sform[:3, 3] = (3.0, -4.0, 10.0)
+    qform = np.diag([-0.5, -0.5, 2.0, 1.0])
+    qform[:3, 3] = (100.0, 80.0, -20.0)
+    nimg = nib.Nifti1Image(img.transpose(2, 1, 0), None)
+    nimg.set_qform(qform, code=1)
+    nimg.set_sform(sform, code=2)
+    nib.save(nimg, tmp_path / "scan.nii.gz")
+    _segment_mask_world(tmp_path, capsys, tmp_path / "scan.nii.gz")
+    out = nib.load(tmp_path / "o" / "scan_trees.nii.gz")
+    np.testing.assert_allclose(out.get_sform(), sform, atol=1e-5)
+    np.testing.assert_allclose(out.get_qform(), qform, atol=1e-5)
+
+
+def test_nifti_4d_with_one_time_point_is_a_volume(tmp_path, capsys, threshold_model):
+    img = _tubes()
+    aff = np.diag([0.7, 0.7, 1.5, 1.0])
+    aff[:3, 3] = (-10.0, 20.0, 5.0)
+    p = _save_nifti(tmp_path / "scan.nii.gz", img.transpose(2, 1, 0)[..., None], aff)
+    world, mask = _segment_mask_world(tmp_path, capsys, p)
+    assert mask.data.shape == img.shape and mask.geometry.axes == "zyx"
+    np.testing.assert_allclose(nib.load(tmp_path / "o" / "scan_mask.nii.gz").affine, aff)
+
+
+def test_ome_tiff_in_mm_and_um_and_mixed_units_agree(tmp_path, capsys):
+    """The same stack described in mm, in um, and with z in um and y, x in nm."""
+    mask = (_tubes() > 0).astype(np.uint8)
+
+    def ome(name, z, y, x):
+        meta = {"axes": "ZYX"}
+        for ax, (v, unit) in zip("ZYX", (z, y, x), strict=True):
+            meta[f"PhysicalSize{ax}"], meta[f"PhysicalSize{ax}Unit"] = v, unit
+        tifffile.imwrite(tmp_path / name, mask, ome=True, metadata=meta)
+        return tmp_path / name
+
+    um = ome("um.ome.tif", (2.0, "µm"), (0.5, "µm"), (0.5, "µm"))
+    mm = ome("mm.ome.tif", (0.002, "mm"), (0.0005, "mm"), (0.0005, "mm"))
+    mixed = ome("mixed.ome.tif", (2.0, "µm"), (500.0, "nm"), (500.0, "nm"))
+    assert read_volume(mixed).geometry.spacing == pytest.approx((2.0, 0.5, 0.5))
+    assert read_volume(mixed).geometry.unit == "um"
+    assert read_volume(mm).geometry.unit == "mm"
+    for pred in (mm, mixed):
+        code, out, err = _run(["evaluate", pred, um, "--out", tmp_path / pred.stem], capsys)
+        assert code == 0, err
+        assert json.loads((tmp_path / f"{pred.stem}.json").read_text())["Dice"] == 1.0
+    assert (
+        "converted from mm to um" in _run(["evaluate", mm, um, "--out", tmp_path / "m"], capsys)[1]
+    )
+    # a real difference in size is still refused
+    big = ome("big.ome.tif", (2.0, "mm"), (0.5, "mm"), (0.5, "mm"))
+    code, out, err = _run(["evaluate", big, um, "--out", tmp_path / "b"], capsys)
+    assert code == 2 and "spacing differs" in _one_error_line(err)
+
+
+def test_tiff_print_resolution_is_not_a_voxel_size(tmp_path):
+    """TIFF's default 72 dpi (inches), as image editors and the vesselNN stacks write
+    it, says nothing about the voxels; centimetres and ImageJ's calibration do."""
+    mask = (_tubes() > 0).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "dpi.tif", mask, resolution=(72, 72), resolutionunit="INCH")
+    g = read_volume(tmp_path / "dpi.tif").geometry
+    assert g.known == "none" and g.spacing == (1.0, 1.0, 1.0)
+    tifffile.imwrite(
+        tmp_path / "cm.tif", mask, resolution=(2000, 2000), resolutionunit="CENTIMETER"
+    )
+    g = read_volume(tmp_path / "cm.tif").geometry
+    assert g.known == "spacing" and g.spacing[1:] == pytest.approx((5e-4, 5e-4))
+    assert g.unit == "cm"
+    p = write_volume(tmp_path / "ij.tif", mask, geometry=Geometry.from_spacing((2.0, 0.5, 0.25)))
+    assert read_volume(p).geometry.spacing == pytest.approx((2.0, 0.5, 0.25))
+
+
+@pytest.mark.parametrize("kind", ["zarr", "ome-zarr"])
+def test_zarr_with_a_transform_through_segment_and_reader(tmp_path, capsys, threshold_model, kind):
+    """A zarr array with napari-topo's geometry and an OME-Zarr with scale and
+    translation: segment's outputs (NIfTI) and its graph lie where the input does."""
+    from napari.layers import Layer
+
+    from napari_topo._plugin import read_graph, read_volumes
+
+    img = _tubes()
+    if kind == "zarr":
+        geometry = Geometry(_random_placement(np.random.default_rng(3)), "zyx", unit="um")
+        p = write_volume(tmp_path / "scan.zarr", img, geometry=geometry)
+    else:
+        geometry = Geometry.from_spacing((3.0, 0.4, 0.4), origin=(-30.0, 12.0, 2.5), unit="um")
+        p = write_volume(tmp_path / "scan.ome.zarr", img, geometry=geometry)
+    world, mask = _segment_mask_world(tmp_path, capsys, p, "--format", "nii.gz")
+    assert world == _world_voxels(img > 0.5, geometry)
+    assert mask.geometry.unit == "um"
+    [(data, meta, k)] = read_volumes(str(p))
+    image = Layer.create(data, meta, k)
+    stem = "scan"
+    points = Layer.create(*read_graph(str(tmp_path / "o" / f"{stem}_graph.swc"))[1])
+    assert tuple(points.scale) == pytest.approx(tuple(image.scale))
+    assert tuple(points.translate) == pytest.approx(tuple(image.translate))
+    shown = {tuple(np.round(points.data_to_world(v), 3)) for v in points.data}
+    assert shown <= world
+
+
+def test_npy_with_spacing_writes_and_reads_in_that_spacing(tmp_path, capsys, threshold_model):
+    """A .npy states nothing; --spacing gives the voxel size: the outputs carry it, and
+    roots given in world coordinates of that spacing land on the same voxels."""
+    img = _tubes()
+    np.save(tmp_path / "vol.npy", img)
+    (tmp_path / "roots_vox.csv").write_text(
+        "z,y,x\n" + "".join(f"{z:g},{y:g},{x:g}\n" for z, y, x in ROOTS)
+    )
+    sp = np.array([2.0, 0.5, 0.8])
+    world = ROOTS * sp
+    (tmp_path / "roots_world.csv").write_text(
+        "id,z,y,x,z_physical,y_physical,x_physical\n"
+        + "".join(f"{i},0,0,0,{z},{y},{x}\n" for i, (z, y, x) in enumerate(world))
+    )
+    results = []
+    for roots in ("roots_vox.csv", "roots_world.csv"):
+        _, mask = _segment_mask_world(
+            tmp_path, capsys, tmp_path / "vol.npy", "--spacing", *sp, "--sources",
+            tmp_path / roots, name=roots[:-4],
+        )  # fmt: skip
+        assert mask.geometry.spacing == pytest.approx(tuple(sp))
+        results.append(np.asarray(read_volume(tmp_path / roots[:-4] / "vol_trees.nii.gz").data))
+    np.testing.assert_array_equal(results[0], results[1])
+    assert set(np.unique(results[0])) == {0, 1, 2}

@@ -387,7 +387,7 @@ def test_viewer_opens_cli_outputs_with_plugin(make_napari_viewer, tmp_path, anal
 
     geometry = Geometry.from_spacing(SPACING, origin=(5.0, -3.0, 2.5))
     mask = write_volume(tmp_path / "v_mask.tif", analysis.mask.astype(np.uint8), geometry=geometry)
-    analysis.save(tmp_path / "v_graph.csv")
+    analysis.replace(geometry=geometry).save(tmp_path / "v_graph.csv")  # as segment does
     summary = {"shape": list(analysis.mask.shape), "geometry": geometry.to_dict()}
     (tmp_path / "v_summary.json").write_text(json.dumps(summary))
     viewer = make_napari_viewer()

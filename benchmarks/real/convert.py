@@ -39,10 +39,14 @@ Usage::
 vesselNN (two-photon mouse cortex, https://github.com/petteriTeikari/vesselNN_dataset)
     ``PATH`` holds ``denoised/<case>_BM4D_denoised.tif`` (or any ``<case>_*.tif``) and
     ``labels/<case>_*.tif``; every image with a matching label becomes a case (``--cases``
-    filters). The stacks carry no usable physical size, so the spacing is given:
-    ``--spacing 5 0.994 0.994`` (z, y, x, micrometres; the default, that of the poon2015
-    stacks). Labels > 0 are vessel. Written to ``OUT_DIR/vesselnn/<case>/``: ``image.nii.gz``
-    (the TIFF's dtype), ``vessels.nii.gz`` (uint8 0/1), ``meta.json``.
+    filters). Placement: what the image TIFF states, read with
+    :func:`napari_topo.data.io.read_volume` (ImageJ spacing, unit and origin, OME
+    PhysicalSize, X/YResolution in a physical unit: tifffile's metadata), kept whole in
+    the NIfTI affine; ``--spacing Z Y X`` (micrometres) overrides it. The poon2015 stacks
+    state nothing (their 72 dpi is a print resolution), so they get ``5 0.994 0.994`` um,
+    the poon2015 voxel size. A label TIFF that states another placement than its image
+    is refused. Labels > 0 are vessel. Written to ``OUT_DIR/vesselnn/<case>/``:
+    ``image.nii.gz`` (the TIFF's dtype), ``vessels.nii.gz`` (uint8 0/1), ``meta.json``.
 
 All outputs read back with :func:`napari_topo.data.io.read_volume` as ``(z, y, x)`` arrays
 with the spacing above.
@@ -480,12 +484,50 @@ def find_vesselnn_cases(path) -> list[tuple[str, Path, Path, list[str]]]:
     return out
 
 
+def _tiff_placement(image_path, label_path, spacing):
+    """``(xyz affine for NIfTI, unit, spacing (z, y, x), where it came from)`` of a TIFF
+    pair: ``spacing`` when given, else what the image TIFF states (its whole geometry,
+    through napari_topo's reader), else :data:`VESSELNN_SPACING` um at the origin."""
+    from napari_topo.data.io import read_volume
+    from napari_topo.geometry import compare, select_channel
+
+    if spacing is not None:
+        sp = tuple(float(s) for s in spacing)
+        return _diag_affine(sp), "micron", sp, "given (--spacing)"
+    vol = read_volume(image_path)
+    data, g = select_channel(vol.data, vol.geometry, name=f"image {Path(image_path).name}")
+    if g.known == "none" or g.ndim != 3:
+        sp = VESSELNN_SPACING
+        return _diag_affine(sp), "micron", sp, "default (poon2015 voxel size; the TIFF states none)"
+    lab = read_volume(label_path)
+    lab_data, lg = select_channel(lab.data, lab.geometry, name=f"label {Path(label_path).name}")
+    if lg.known != "none":  # one line (GeometryError) when the two disagree
+        compare(
+            lg,
+            lab_data.shape,
+            g,
+            data.shape,
+            names=(f"label {Path(label_path).name}", f"image {Path(image_path).name}"),
+        )
+    if g.unit not in ("mm", "um", "m"):  # NIfTI units: metre, mm, micron
+        g = g.in_unit("um") if g.unit else g
+    unit = {"mm": "mm", "um": "micron", "m": "meter"}.get(g.unit or "", "unknown")
+    n = g.ndim
+    xyz = np.eye(4)
+    rev = [*range(n - 1, -1, -1)]
+    xyz[:3, :3] = g.affine[np.ix_(rev, rev)]
+    xyz[:3, 3] = g.affine[rev, n]
+    return xyz, unit, tuple(float(s) for s in g.spacing), "TIFF metadata (napari_topo read_volume)"
+
+
 def convert_vesselnn(
-    path, out_dir, *, cases=None, spacing=VESSELNN_SPACING, verbose=True, command=None
+    path, out_dir, *, cases=None, spacing=None, verbose=True, command=None
 ) -> list[Path]:
     """Convert every image/label pair of a vesselNN copy; return the case folders.
 
-    ``command`` is recorded in meta.json (the command line when run as a script).
+    ``spacing`` (z, y, x, um) overrides what the TIFFs state (default: their own
+    placement, or :data:`VESSELNN_SPACING` when they state none). ``command`` is recorded
+    in meta.json (the command line when run as a script).
     """
     import tifffile
 
@@ -497,10 +539,9 @@ def convert_vesselnn(
             raise ValueError(f"no image/label pair for {sorted(missing)} in {path}")
     if not found:
         raise ValueError(f"no image with a matching label in {path}")
-    sp = tuple(float(s) for s in spacing)
-    aff = _diag_affine(sp)
     outs = []
     for case, img_p, lab_p, cands in found:
+        aff, unit, sp, spacing_from = _tiff_placement(img_p, lab_p, spacing)
         img = tifffile.imread(img_p)
         lab = tifffile.imread(lab_p)
         img, lab = np.squeeze(img), np.squeeze(lab)
@@ -512,8 +553,8 @@ def convert_vesselnn(
         vessels = (lab > 0).astype(np.uint8)
         out = Path(out_dir) / "vesselnn" / case
         out.mkdir(parents=True, exist_ok=True)
-        _write_nifti(out / "image.nii.gz", img, aff, "micron")
-        _write_nifti(out / "vessels.nii.gz", vessels, aff, "micron")
+        _write_nifti(out / "image.nii.gz", img, aff, unit)
+        _write_nifti(out / "vessels.nii.gz", vessels, aff, unit)
         meta = {
             "dataset": "vesselNN (two-photon, mouse cortex)",
             "data": "vesselnn",
@@ -529,8 +570,9 @@ def convert_vesselnn(
             "shape": list(img.shape),
             "dtype": str(img.dtype),
             "spacing": list(sp),
-            "unit": "um",
-            "spacing_from": "given (--spacing)",
+            "unit": {"micron": "um", "meter": "m"}.get(unit, unit),
+            "affine": aff.tolist(),
+            "spacing_from": spacing_from,
             "voxels": {"vessels": int(vessels.sum())},
             "roi": None,
             "roots": [],
@@ -540,7 +582,8 @@ def convert_vesselnn(
         (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         if verbose:
             print(
-                f"{case}: {img.shape} {img.dtype} spacing {sp} um, label {lab_p.name}: "
+                f"{case}: {img.shape} {img.dtype} spacing {sp} {unit} ({spacing_from}), "
+                f"label {lab_p.name}: "
                 f"{int(vessels.sum())} vessel voxels ({vessels.mean():.1%}) -> {out}"
             )
         outs.append(out)
@@ -568,9 +611,10 @@ def main(argv=None) -> int:
         "--spacing",
         nargs=3,
         type=float,
-        default=VESSELNN_SPACING,
+        default=None,
         metavar=("Z", "Y", "X"),
-        help="voxel size in um (default 5 0.994 0.994)",
+        help="voxel size in um, overriding the TIFF's placement (default: what the TIFF "
+        "states, else 5 0.994 0.994, the poon2015 stacks')",
     )
     args = ap.parse_args(argv)
     print(f"input: {Path(args.path).resolve()}\ncommand: {_command()}")

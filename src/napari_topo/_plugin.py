@@ -306,14 +306,19 @@ def _summary_geometry(path: Path):
 
 
 def _read_nodes_csv(path: Path):
-    """Points, radius, tree, parent (or None) and edges of a napari-topo nodes table."""
+    """Points (voxel columns), world points (``*_physical`` columns, or None), radius,
+    tree, parent (or None) and edges of a napari-topo nodes table."""
     with path.open(newline="") as fh:
         rows = list(csv.DictReader(fh))
     if not rows:
         raise ValueError(f"{path.name}: the table has no rows.")
     axes = [a for a in ("z", "y", "x") if a in rows[0]]
+    physical = [f"{a}_physical" for a in axes]
     try:
         pts = np.array([[float(r[a]) for a in axes] for r in rows], dtype=float)
+        world = None
+        if all(c in rows[0] for c in physical):
+            world = np.array([[float(r[c]) for c in physical] for r in rows], dtype=float)
         ids = np.array([int(float(r["id"])) for r in rows], dtype=np.int64)
         radius = np.array([float(r.get("radius") or 0.0) for r in rows], dtype=float)
         tree = np.array([int(float(r.get("tree") or 0)) for r in rows], dtype=np.int64)
@@ -321,6 +326,8 @@ def _read_nodes_csv(path: Path):
         raise ValueError(
             f"{path.name}: every row needs numeric id, {', '.join(axes)}, radius and tree."
         ) from None
+    if world is not None and not np.isfinite(world).all():
+        raise ValueError(f"{path.name}: the *_physical columns must be finite numbers.")
     row_of = {int(i): k for k, i in enumerate(ids.tolist())}
     parent = None
     if "parent" in rows[0]:
@@ -339,7 +346,7 @@ def _read_nodes_csv(path: Path):
         edges = [(k, int(q)) for k, q in enumerate(parent.tolist()) if q >= 0]
     if parent is None and edges:
         parent = _parents_from_edges(len(pts), edges)
-    return pts, radius, tree, parent, edges
+    return pts, world, radius, tree, parent, edges
 
 
 def _parents_from_edges(m: int, edges) -> np.ndarray:
@@ -352,13 +359,30 @@ def _parents_from_edges(m: int, edges) -> np.ndarray:
 
 
 def _read_swc(path: Path):
-    """Points (z, y, x physical), radius, tree, parent, edges and the header spacing."""
+    """Points (z, y, x as written), radius, tree, parent, edges, the header spacing, and
+    the header's geometry and shape (napari-topo's SWC files since they hold world
+    coordinates; None before)."""
+    import json
+
+    from napari_topo.geometry import Geometry
+
     rows, spacing, root_tree = [], None, {}
+    geometry, shape = None, None
     for line in path.read_text().splitlines():
         text = line.strip()
         if text.startswith("#"):
             low = text.lower()
-            if "spacing (z, y, x):" in low or "scale (z, y, x):" in low:
+            if low.startswith("# geometry:"):
+                try:
+                    geometry = Geometry.from_dict(json.loads(text.split(":", 1)[1]))
+                except (ValueError, KeyError, TypeError):
+                    geometry = None
+            elif low.startswith("# shape (z, y, x):"):
+                try:
+                    shape = tuple(int(v) for v in text.split(":", 1)[1].split(","))
+                except ValueError:
+                    shape = None
+            elif "spacing (z, y, x):" in low or "scale (z, y, x):" in low:
                 try:
                     spacing = tuple(float(v) for v in text.split(":", 1)[1].split(","))
                 except ValueError:
@@ -395,7 +419,7 @@ def _read_swc(path: Path):
             r, seen = int(parent[r]), seen + 1
         tree[k] = root_tree.get(ids[r], 0)
     edges = [(k, int(q)) for k, q in enumerate(parent.tolist()) if q >= 0]
-    return xyz[:, ::-1].copy(), radius, tree, parent, edges, spacing
+    return xyz[:, ::-1].copy(), radius, tree, parent, edges, spacing, geometry, shape
 
 
 def _chains(m: int, edges) -> list[list[int]]:
@@ -434,46 +458,64 @@ def read_graph(path) -> list[tuple[Any, dict, str]]:
     coloured by tree, with ``id``/``parent`` features so it saves back as SWC through
     :func:`write_graph`).
 
-    Placement: ``napari-topo segment`` writes ``<stem>_summary.json`` beside
-    ``<stem>_graph.csv``/``.swc`` with the input's geometry and shape; the points are
-    then put in the same reordered voxel grid and get the same ``scale``/``translate``
-    as the volumes :func:`read_volumes` opens from that run, so they overlay. Without it,
-    a ``.csv`` (voxel coordinates) opens unscaled and an ``.swc`` (physical coordinates)
-    with the spacing its header states (1 otherwise) at the origin.
+    Placement: the points go to world coordinates first, then onto the voxel grid
+    the image of the same run shows in napari, with its ``scale``/``translate``, so
+    they overlay the image and the volumes :func:`read_volumes` opens.
+
+    * World coordinates: an ``.swc`` written by napari-topo holds them (and its
+      geometry and shape in header comments); a ``.csv`` nodes table its
+      ``z_physical, y_physical, x_physical`` columns. Older files: ``.swc`` voxel x
+      spacing, ``.csv`` voxel indices of the input (``z, y, x``), placed with
+      ``<stem>_summary.json``.
+    * The grid: the geometry and shape of the input in ``<stem>_summary.json`` (written
+      by ``napari-topo segment`` beside ``<stem>_graph.*``), else the SWC's header,
+      reordered as :func:`read_volumes` shows that input
+      (:func:`napari_topo.geometry.displayed`). Without any, a ``.csv`` opens in world
+      coordinates (or unplaced voxels) and an old ``.swc`` with the spacing its header
+      states at the origin.
 
     Raises
     ------
     ValueError
         A table or SWC file that cannot be parsed (one line naming it).
     """
-    from napari_topo.geometry import Geometry, canonical_orientation
+    from napari_topo.geometry import Geometry, displayed
 
     paths = path if isinstance(path, list | tuple) else [path]
     out = []
     for p in map(lambda q: Path(os.fspath(q)), paths):
         geometry, shape = _summary_geometry(p)
         if suffix_of(p) == ".swc":
-            pts, radius, tree, parent, edges, sp = _read_swc(p)
-            if geometry is not None and geometry.ndim == 3:
-                pts = pts / np.asarray(geometry.spacing)  # physical -> voxel
-            elif sp is not None and len(sp) == 3 and all(v > 0 for v in sp):
-                pts = pts / np.asarray(sp)
-                geometry = Geometry.from_spacing(sp)
+            pts, radius, tree, parent, edges, sp, swc_geometry, swc_shape = _read_swc(p)
+            if swc_geometry is not None:  # world coordinates
+                world = pts
+                if geometry is None:
+                    geometry, shape = swc_geometry, swc_shape
+            elif geometry is not None and geometry.ndim == 3:
+                # an older napari-topo SWC: voxel * spacing
+                world = geometry.world(pts / np.asarray(geometry.spacing))
+            else:
+                world = pts
+                if sp is not None and len(sp) == 3 and all(v > 0 for v in sp):
+                    geometry = Geometry.from_spacing(sp)
         else:
-            pts, radius, tree, parent, edges = _read_nodes_csv(p)
-        nd = pts.shape[1]
+            vox, world, radius, tree, parent, edges = _read_nodes_csv(p)
+            if world is None:  # voxel indices of the input (an older table)
+                world = (
+                    geometry.world(vox)
+                    if geometry is not None and geometry.ndim == vox.shape[1]
+                    else vox
+                )
+        nd = world.shape[1]
         if geometry is not None and geometry.ndim != nd:
             geometry = None
         transform: dict[str, Any] = {}
+        pts = world
         if geometry is not None:
-            if shape is not None and not geometry.is_plain:
-                from nibabel.orientations import inv_ornt_aff, io_orientation, ornt_transform
-
-                ornt = ornt_transform(io_orientation(geometry.affine), canonical_orientation(nd))
-                new_to_old = inv_ornt_aff(ornt, shape)
-                old_to_new = np.linalg.inv(new_to_old)
-                pts = pts @ old_to_new[:nd, :nd].T + old_to_new[:nd, nd]
-                geometry = geometry.replace(affine=geometry.affine @ new_to_old)
+            if shape is not None and len(shape) == nd:
+                geometry = displayed(geometry, shape)
+            pts = geometry.voxel(world)
+            pts = np.where(np.abs(pts - np.round(pts)) < 1e-6, np.round(pts), pts)
             transform = _layer_transform(geometry, "zyx"[-nd:])
         name = _stem(p)
         kw = {
@@ -586,11 +628,14 @@ def _graph_columns(data, meta: Mapping) -> dict[str, Any]:
             f"a centerline Points layer must hold (M, 2) or (M, 3) finite coordinates; "
             f"got shape {pts.shape}."
         )
+    from napari_topo.geometry import geometry_from_layer_meta
+
     m, nd = pts.shape
     scale = meta.get("scale")
-    translate = meta.get("translate")
     sc = np.ones(nd) if scale is None else np.asarray(scale, dtype=float)[-nd:]
-    tr = np.zeros(nd) if translate is None else np.asarray(translate, dtype=float)[-nd:]
+    # the layer's whole placement (scale, translate, rotate, shear, affine), as napari
+    # composes it: the world coordinates napari shows for each point
+    geometry = geometry_from_layer_meta(meta, nd)
     feats = meta.get("features")
     radius = _column(feats, "radius", m)
     if radius is None and meta.get("size") is not None:
@@ -602,7 +647,8 @@ def _graph_columns(data, meta: Mapping) -> dict[str, Any]:
     ids = _column(feats, "id", m)
     return {
         "voxel": pts,
-        "world": pts * sc + tr,
+        "world": geometry.world(pts),
+        "geometry": geometry,
         "scale": sc,
         "radius": None if radius is None else radius.astype(float),
         "tree": None if tree is None else tree.astype(np.int64),
@@ -641,8 +687,9 @@ def write_graph(path: str, data: Any, meta: dict) -> list[str]:
     CSV (one row per point, with header): ``id``; ``z, y, x`` the voxel (data)
     coordinates (written as integers where they are whole), as in
     :meth:`napari_topo.analysis.VesselAnalysis.to_csv`;
-    ``z_physical, y_physical, x_physical`` the world coordinates (``voxel * scale +
-    translate``); then ``radius`` (physical), ``tree`` and ``parent`` where the layer
+    ``z_physical, y_physical, x_physical`` the world coordinates (the layer's scale,
+    translate, rotate, shear and affine, as napari composes them: what ``napari-topo
+    segment --sources`` reads); then ``radius`` (physical), ``tree`` and ``parent`` where the layer
     has those features. 2D layers have ``y, x`` only.
 
     SWC needs a ``parent`` feature (parent node id, -1 for roots; node ids are the
@@ -685,7 +732,8 @@ def write_graph(path: str, data: Any, meta: dict) -> list[str]:
             + ", ".join(axes)
             + "): "
             + ", ".join(repr(float(s)) for s in cols["scale"]),
-            "# coordinates: physical units, x y z order; type 3; parent -1 = root",
+            "# geometry: " + cols["geometry"].to_json(),
+            "# coordinates: world (the layer's placement), x y z order; type 3; parent -1 = root",
         ]
         if tree is not None:
             lines += [f"# root {int(swc_id[r])}: tree {int(tree[r])}" for r in order if prow[r] < 0]
@@ -693,7 +741,7 @@ def write_graph(path: str, data: Any, meta: dict) -> list[str]:
         for r in order.tolist():
             z, y, x = world[r].tolist()
             par = int(swc_id[prow[r]]) if prow[r] >= 0 else -1
-            lines.append(f"{int(swc_id[r])} 3 {x:.6g} {y:.6g} {z:.6g} {radius[r]:.6g} {par}")
+            lines.append(f"{int(swc_id[r])} 3 {x:.9g} {y:.9g} {z:.9g} {radius[r]:.6g} {par}")
         p.write_text("\n".join(lines) + "\n")
         return [str(p)]
     header = ["id", *axes, *(f"{a}_physical" for a in axes)]

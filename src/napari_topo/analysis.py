@@ -32,6 +32,7 @@ import networkx as nx
 import numpy as np
 
 from napari_topo import layers as _layers
+from napari_topo.geometry import Geometry
 from napari_topo.topology.metrics import _spacing_array
 from napari_topo.topology.skeleton import skeletonize
 from napari_topo.trees.edit import _forest, tree_branches
@@ -68,6 +69,25 @@ def _real_volume(value, name: str, *, allow_bool: bool = False) -> np.ndarray:
     return arr
 
 
+def _analysis_geometry(geometry, spacing, ndim: int) -> Geometry:
+    """The geometry of an analysis: ``geometry`` (its spatial axes), or one made from
+    ``spacing``; both must agree when both are given."""
+    if geometry is None:
+        sp = _spacing_array(spacing, ndim)
+        return Geometry.from_spacing(sp.tolist(), known="none" if spacing is None else None)
+    if not isinstance(geometry, Geometry):
+        raise ValueError(f"geometry must be a Geometry; got {type(geometry).__name__}.")
+    g = geometry.spatial()
+    if g.ndim != ndim:
+        raise ValueError(f"geometry has {g.ndim} spatial axes but the mask has {ndim}.")
+    if spacing is not None and not np.allclose(_spacing_array(spacing, ndim), g.spacing, rtol=1e-4):
+        raise ValueError(
+            f"spacing {tuple(_spacing_array(spacing, ndim).tolist())} differs from the "
+            f"geometry's {g.spacing}; give one of them."
+        )
+    return g
+
+
 def _path(path) -> Path:
     if not isinstance(path, str | os.PathLike):
         raise ValueError(f"path must be a str or os.PathLike; got {type(path).__name__}.")
@@ -95,7 +115,12 @@ class VesselAnalysis:
     trees : ndarray of int32
         Tree id per voxel of the mask (0 = background).
     spacing : tuple of float
-        Physical voxel size per axis.
+        Physical voxel size per axis (``geometry.spacing``).
+    geometry : Geometry
+        Where the voxels lie (:class:`~napari_topo.geometry.Geometry`, spatial axes):
+        the input's affine and unit, so that the graph exports (CSV ``*_physical``
+        columns, SWC, GraphML) are in the input's world coordinates. Default: axis-
+        aligned at the origin with ``spacing``.
     method : str
         ``"skeleton"`` (the mask's skeleton graph), ``"embedding-skeleton"`` (TopNet: the
         skeleton graph cut where embeddings disagree) or ``"embedding"`` (TopNet, the
@@ -118,13 +143,15 @@ class VesselAnalysis:
         method: str = "skeleton",
         threshold: float | None = None,
         skeleton=None,
+        geometry: Geometry | None = None,
     ):
         if not isinstance(result, TreeResult):
             raise ValueError(f"result must be a TreeResult; got {type(result).__name__}.")
         self.mask = np.asarray(mask).astype(bool, copy=False)
         self.trees = np.asarray(trees)
         ndim = self.mask.ndim
-        self.spacing = tuple(float(s) for s in _spacing_array(spacing, ndim))
+        self.geometry = _analysis_geometry(geometry, spacing, ndim)
+        self.spacing = tuple(float(s) for s in self.geometry.spacing)
         if self.trees.shape != self.mask.shape:
             raise ValueError(
                 f"trees must have the mask's shape {self.mask.shape}; got {self.trees.shape}."
@@ -154,6 +181,7 @@ class VesselAnalysis:
         n_trees: int | None = None,
         min_size: int = 0,
         centerline: str = "skeleton",
+        geometry: Geometry | None = None,
     ) -> VesselAnalysis:
         """Threshold, find the centerline, reconstruct and label the trees.
 
@@ -191,6 +219,10 @@ class VesselAnalysis:
             points are too sparse to stay connected (most are unreached from the
             sources), so "skeleton" labels trees far better (README, model comparison).
             Ignored without an embedding.
+        geometry : Geometry, optional
+            Where the voxels lie (e.g. ``read_volume(path).geometry`` after a channel
+            was chosen); its spacing is used when ``spacing`` is None. The exports then
+            give world coordinates in the input's space.
 
         Returns
         -------
@@ -240,6 +272,10 @@ class VesselAnalysis:
             mask = cc3d.dust(
                 mask, threshold=int(min_size), connectivity=26 if mask.ndim == 3 else 8
             )
+        if geometry is not None:
+            geometry = _analysis_geometry(geometry, spacing, mask.ndim)
+        if spacing is None and geometry is not None and geometry.known != "none":
+            spacing = geometry.spacing
         sp = _spacing_array(spacing, mask.ndim)
         if sources is not None:
             src = np.asarray(sources)
@@ -317,10 +353,11 @@ class VesselAnalysis:
             trees=result.to_volume(mask),
             radius=radius,
             probability=None if prob.dtype == bool else prob,  # a mask adds nothing
-            spacing=tuple(sp.tolist()),
+            spacing=None if geometry is not None else tuple(sp.tolist()),
             method=method,
             threshold=float(threshold),
             skeleton=skeleton,
+            geometry=geometry,
         )
 
     def replace(self, **changes) -> VesselAnalysis:
@@ -338,6 +375,7 @@ class VesselAnalysis:
             "method",
             "threshold",
             "skeleton",
+            "geometry",
         }
         bad = set(changes) - allowed
         if bad:
@@ -348,11 +386,17 @@ class VesselAnalysis:
             "trees": self.trees,
             "radius": self.radius,
             "probability": self.probability,
-            "spacing": self.spacing,
             "method": self.method,
             "threshold": self.threshold,
             "skeleton": self._skeleton if "mask" not in changes else None,
+            "geometry": self.geometry,
         }
+        if "spacing" in changes and "geometry" not in changes:
+            # a new voxel size keeps the origin and direction
+            kw["geometry"] = self.geometry.with_spacing(
+                _spacing_array(changes["spacing"], self.ndim).tolist()
+            )
+            changes = {k: v for k, v in changes.items() if k != "spacing"}
         kw.update(changes)
         return type(self)(**kw)
 
@@ -416,8 +460,15 @@ class VesselAnalysis:
         if not len(pairs):
             return np.zeros((0, 2), dtype=np.intp), np.zeros(0)
         p = np.asarray(self.points, dtype=float)
-        step = (p[pairs[:, 0]] - p[pairs[:, 1]]) * np.asarray(self.spacing)
+        n = self.ndim
+        # the affine's linear part: the spacing, and any shear an oblique scan has
+        step = (p[pairs[:, 0]] - p[pairs[:, 1]]) @ self.geometry.affine[:n, :n].T
         return pairs, np.sqrt(np.einsum("ij,ij->i", step, step))
+
+    def world_points(self) -> np.ndarray:
+        """Centerline points in world coordinates ``(M, ndim)``, napari's axis order, in
+        the unit of :attr:`geometry` (``geometry.world(points)``)."""
+        return self.geometry.world(np.asarray(self.points, dtype=float))
 
     def branch_paths(self) -> tuple[list[np.ndarray], np.ndarray]:
         """Voxel paths of the centerline branches (each from its junction on) and trees."""
@@ -438,7 +489,9 @@ class VesselAnalysis:
             skan (:func:`~napari_topo.trees.graph.branches`); ``n_centerline_branches``
             of the tree structure; ``method``, ``threshold``, ``spacing``; and
             ``trees``, one dict per tree id > 0 present (``id``, ``n_points``,
-            ``n_voxels``, ``length`` of its forest edges).
+            ``n_voxels``, ``length`` of its forest edges); ``shape`` of the mask and
+            ``geometry`` (:meth:`Geometry.to_dict`), where the voxel coordinates of the
+            graph files lie.
         """
         table = skan_branches(self.skeleton, spacing=self.spacing)
         n_vox = int(np.count_nonzero(self.mask))
@@ -472,16 +525,21 @@ class VesselAnalysis:
             "threshold": self.threshold,
             "spacing": self.spacing,
             "trees": per_tree,
+            "shape": [int(v) for v in self.mask.shape],
+            "geometry": self.geometry.to_dict(),
         }
 
     # ------------------------------------------------------------------ export
     def to_csv(self, nodes_path, edges_path, *, edges: str = "tree") -> tuple[Path, Path]:
         """Write the centerline as a nodes table and an edges table (CSV, with header).
 
-        Nodes: ``id`` (point index), ``z, y, x`` (voxel coordinates; ``y, x`` in 2D),
+        Nodes: ``id`` (point index), ``z, y, x`` (voxel indices of the analysed array;
+        ``y, x`` in 2D), ``z_physical, y_physical, x_physical`` (world coordinates,
+        :meth:`world_points`: the input's affine and unit, as napari places the image),
         ``radius`` (physical), ``tree`` (0 = unassigned). Edges: ``source, target``
         (node ids; child, parent for ``edges="tree"``) and ``length`` (physical); see
-        :meth:`edges`.
+        :meth:`edges`. The same columns as the plugin's Points writer, so either table
+        can be given to ``napari-topo segment --sources``.
 
         Returns
         -------
@@ -491,13 +549,20 @@ class VesselAnalysis:
         pairs, length = self.edges(edges)
         axes = _AXES[self.ndim]
         labels = np.asarray(self.result.labels).tolist()
+        world = self.world_points().tolist()
         with npath.open("w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["id", *axes, "radius", "tree"])
-            for i, (c, r, t) in enumerate(
-                zip(np.asarray(self.points).tolist(), self.radius.tolist(), labels, strict=True)
+            w.writerow(["id", *axes, *(f"{a}_physical" for a in axes), "radius", "tree"])
+            for i, (c, p, r, t) in enumerate(
+                zip(
+                    np.asarray(self.points).tolist(),
+                    world,
+                    self.radius.tolist(),
+                    labels,
+                    strict=True,
+                )
             ):
-                w.writerow([i, *c, repr(r), t])
+                w.writerow([i, *c, *(repr(v) for v in p), repr(r), t])
         with epath.open("w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["source", "target", "length"])
@@ -508,24 +573,31 @@ class VesselAnalysis:
     def to_networkx(self, edges: str = "tree") -> nx.Graph:
         """The centerline as a networkx graph with GraphML-safe (scalar) attributes.
 
-        Nodes are point indices with ``z, y, x`` (voxel, int), ``radius`` (float),
+        Nodes are point indices with ``z, y, x`` (voxel, int), ``z_physical,
+        y_physical, x_physical`` (world coordinates, float), ``radius`` (float),
         ``tree`` (int) and ``parent`` (int, -1 for roots); edges carry ``length``.
-        Graph attributes: ``spacing_z, spacing_y, spacing_x``, ``n_trees``, ``method``
-        and ``sources`` (comma-separated root point indices).
+        Graph attributes: ``spacing_z, spacing_y, spacing_x``, ``n_trees``, ``method``,
+        ``sources`` (comma-separated root point indices), ``geometry`` (the
+        :class:`Geometry` as JSON) and ``unit`` (when known).
         """
         axes = _AXES[self.ndim]
         g = nx.Graph()
         g.graph.update({f"spacing_{a}": float(s) for a, s in zip(axes, self.spacing, strict=True)})
+        g.graph["geometry"] = self.geometry.to_json()
+        if self.geometry.unit:
+            g.graph["unit"] = self.geometry.unit
         g.graph["n_trees"] = int(self.result.n_trees)
         g.graph["method"] = self.method
         g.graph["sources"] = ",".join(str(int(s)) for s in self.result.sources)
         coords = np.asarray(self.points).tolist()
+        world = self.world_points().tolist()
         labels = np.asarray(self.result.labels).tolist()
         parents = self.parents.tolist()
-        for i, (c, r, t, p) in enumerate(
-            zip(coords, self.radius.tolist(), labels, parents, strict=True)
+        for i, (c, wc, r, t, p) in enumerate(
+            zip(coords, world, self.radius.tolist(), labels, parents, strict=True)
         ):
             attrs = {a: v for a, v in zip(axes, c, strict=True)}
+            attrs.update({f"{a}_physical": float(v) for a, v in zip(axes, wc, strict=True)})
             g.add_node(i, **attrs, radius=float(r), tree=int(t), parent=int(p))
         pairs, length = self.edges(edges)
         g.add_edges_from(
@@ -548,23 +620,30 @@ class VesselAnalysis:
 
         One line ``n T x y z R P`` per centerline point: ``n`` is a 1-based id (parents
         are written before their children), ``T = 3`` for every point, ``x y z`` are
-        *physical* coordinates in SWC's x, y, z order (``x = x_voxel * spacing_x``,
-        ...; ``z = 0`` in 2D), ``R`` the radius (physical) and ``P`` the parent's id, or
-        -1 for a root. Each tree is rooted at its source; pieces no source reached are
-        extra roots. Header comments give the spacing and, per root, its tree id.
+        *world* coordinates in SWC's x, y, z order: :meth:`world_points` (the input's
+        affine: spacing, origin, direction; for a NIfTI input the scanner's RAS
+        millimetres) reversed, ``z = 0`` in 2D; ``R`` the radius (physical) and ``P`` the
+        parent's id, or -1 for a root. Each tree is rooted at its source; pieces no
+        source reached are extra roots. Header comments give the spacing, the unit, the
+        array shape and the geometry (JSON, so the file is placed without the summary)
+        and, per root, its tree id.
         """
         p = _path(path)
         parents, order = self._forest_order
         swc_id = np.empty(len(order), dtype=np.int64)
         swc_id[order] = np.arange(1, len(order) + 1)
-        pts = np.asarray(self.points, dtype=float) * np.asarray(self.spacing)
+        pts = self.world_points()
         if self.ndim == 2:
             pts = np.c_[np.zeros(len(pts)), pts]
         labels = np.asarray(self.result.labels)
+        axes = ", ".join(_AXES[self.ndim])
         lines = [
             "# napari-topo vessel centerline forest",
-            "# spacing (z, y, x): " + ", ".join(repr(s) for s in self.spacing),
-            "# coordinates: physical units, x y z order; type 3; parent -1 = root",
+            f"# spacing ({axes}): " + ", ".join(repr(s) for s in self.spacing),
+            f"# shape ({axes}): " + ", ".join(str(int(v)) for v in self.mask.shape),
+            f"# unit: {self.geometry.unit or 'unknown'}",
+            "# geometry: " + self.geometry.to_json(),
+            "# coordinates: world (the image's affine), x y z order; type 3; parent -1 = root",
         ]
         roots = order[parents[order] < 0]
         lines += [f"# root {int(swc_id[r])}: tree {int(labels[r])}" for r in roots]
@@ -572,7 +651,7 @@ class VesselAnalysis:
         for i in order.tolist():
             z, y, x = pts[i].tolist()
             par = int(swc_id[parents[i]]) if parents[i] >= 0 else -1
-            lines.append(f"{int(swc_id[i])} 3 {x:.6g} {y:.6g} {z:.6g} {self.radius[i]:.6g} {par}")
+            lines.append(f"{int(swc_id[i])} 3 {x:.9g} {y:.9g} {z:.9g} {self.radius[i]:.6g} {par}")
         p.write_text("\n".join(lines) + "\n")
         return p
 
@@ -617,8 +696,10 @@ class VesselAnalysis:
         name : str, optional
             Prefix of the layer names.
         scale : sequence of float, optional
-            Layer scale; default ``spacing``. Pass the source image layer's scale (and
-            translate) so the results overlay it.
+            Layer scale. Pass the source image layer's scale (and translate) so the
+            results overlay it. Default (with ``translate`` None too): placed by
+            :attr:`geometry` (its spacing and origin, and an ``affine`` for a rotated
+            or flipped one; :meth:`Geometry.layer_kwargs`).
         translate : sequence of float, optional
         skeleton : bool, optional
             Also return the skeleton as a Labels layer.
@@ -627,8 +708,11 @@ class VesselAnalysis:
         -------
         list of (data, meta, layer_type)
         """
-        sc = self.spacing if scale is None else scale
-        kw = {"name": name, "scale": sc, "translate": translate}
+        kw: dict = {"name": name, "scale": scale, "translate": translate}
+        if scale is None and translate is None:
+            kw.update(self.geometry.layer_kwargs())
+        elif scale is None:
+            kw["scale"] = self.spacing
         n = max(self.result.n_trees, int(self.trees.max(initial=0)))
         out = []
         if self.probability is not None:

@@ -262,7 +262,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     seg.add_argument(
         "--sources",
-        help="CSV of tree roots in voxel coordinates: columns z,y,x (or napari's axis-0..2)",
+        help="CSV of tree roots, one row per tree: world coordinates (z_physical,y_physical,"
+        "x_physical: napari-topo's Points writer and _graph.csv), napari's own Points CSV "
+        "(axis-0,axis-1,axis-2: the image layer's voxels as napari-topo's reader shows it) "
+        "or z,y,x voxel indices of INPUT (see --sources-space)",
+    )
+    seg.add_argument(
+        "--sources-space",
+        choices=SOURCES_SPACES,
+        default="auto",
+        help="what the --sources coordinates are: auto (default: by the columns, as "
+        "above), world (physical, the input's unit, z y x order), napari (voxels of the "
+        "image as napari-topo's reader shows it: flipped/transposed to +z+y+x) or voxel "
+        "(indices into INPUT's array, z y x)",
     )
     seg.add_argument(
         "--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"), help="override voxel size"
@@ -524,11 +536,28 @@ def _aligned(data, geometry, ref_geometry, ref_shape, names):
     return align(data, geometry, ref_geometry, ref_shape, names=names)
 
 
-def read_sources(path):
-    """Tree roots from a CSV: columns ``z,y,x`` or napari's ``axis-0,axis-1,axis-2``.
+#: What the coordinates of a ``--sources`` CSV can be (see :func:`sources_in_voxels`).
+SOURCES_SPACES = ("auto", "world", "napari", "voxel")
+#: Columns that say which: world coordinates (napari-topo's Points writer, the
+#: ``_graph.csv`` nodes table), a napari Points layer's data coordinates (napari's own
+#: CSV writer), voxel indices of the input. The first match wins.
+_SOURCE_COLUMNS = (
+    ("world", ("z_physical", "y_physical", "x_physical")),
+    ("napari", ("axis-0", "axis-1", "axis-2")),
+    ("voxel", ("z", "y", "x")),
+)
 
-    A header is optional (without one the first three columns are ``z, y, x``); values
-    are voxel coordinates.
+
+def read_sources_table(path) -> tuple:
+    """``(points, space)``: tree roots from a CSV and what their coordinates are.
+
+    Columns, by header (the first match wins): ``z_physical, y_physical, x_physical``
+    gives ``space="world"`` (napari-topo's Points writer and the ``_graph.csv`` of
+    ``segment`` write them); napari's own Points CSV (``index, axis-0, axis-1,
+    axis-2, ...``; the last three ``axis-*`` columns of a layer with more axes) gives
+    ``"napari"``; ``z, y, x`` gives ``"voxel"``. Without a header the first three
+    columns are ``z, y, x`` voxel indices. :func:`sources_in_voxels` turns them into
+    voxel indices of the input.
     """
     import numpy as np
 
@@ -540,19 +569,26 @@ def read_sources(path):
     if not rows:
         raise ValueError(f"{p}: no source points")
     header = [c.strip().lower() for c in rows[0]]
-    cols = [0, 1, 2]
+    cols, space = [0, 1, 2], "voxel"
     body = rows
     try:
         [float(c) for c in rows[0][:3]]
     except ValueError:
         body = rows[1:]
-        for names in (("z", "y", "x"), ("axis-0", "axis-1", "axis-2")):
+        axis_cols = sorted(
+            (int(h[5:]), i) for i, h in enumerate(header) if h[5:].isdigit() and h[:5] == "axis-"
+        )
+        for kind, names in _SOURCE_COLUMNS:
+            if kind == "napari" and len(axis_cols) >= 3:
+                cols, space = [i for _, i in axis_cols[-3:]], kind
+                break
             if all(n in header for n in names):
-                cols = [header.index(n) for n in names]
+                cols, space = [header.index(n) for n in names], kind
                 break
         else:
             raise ValueError(
-                f"{p}: expected columns z,y,x or axis-0,axis-1,axis-2; got {rows[0]}"
+                f"{p}: expected columns z_physical,y_physical,x_physical (world), "
+                f"axis-0,axis-1,axis-2 (napari's Points CSV) or z,y,x (voxels); got {rows[0]}"
             ) from None
     try:
         pts = np.array([[float(r[c]) for c in cols] for r in body], dtype=float)
@@ -560,7 +596,76 @@ def read_sources(path):
         raise ValueError(f"{p}: every row needs three numeric coordinates") from None
     if len(pts) == 0 or not np.isfinite(pts).all():
         raise ValueError(f"{p}: no usable (finite) source points")
-    return pts
+    return pts, space
+
+
+def read_sources(path):
+    """Tree roots from a CSV as stored (``(K, 3)`` floats); see :func:`read_sources_table`."""
+    return read_sources_table(path)[0]
+
+
+_SPACE_WORDS = {
+    "world": "world coordinates (z, y, x{unit})",
+    "napari": "voxels of the image as napari-topo's reader shows it (napari's Points CSV)",
+    "voxel": "voxel indices of the input (z, y, x)",
+}
+
+
+def sources_in_voxels(points, space: str, geometry, shape, name: str = "--sources"):
+    """Tree roots as voxel indices of the input's array (z, y, x), or a one-line refusal.
+
+    Parameters
+    ----------
+    points : (K, 3) array_like of float
+    space : {"world", "napari", "voxel"}
+        ``"world"``: world coordinates in napari's axis order and ``geometry``'s unit
+        (what napari shows as a layer's world position; for a NIfTI the scanner's
+        S, A, R millimetres); ``"napari"``: data coordinates of a napari layer with the
+        placement napari-topo's reader gives the image (its voxels flipped and
+        transposed to run along +z, +y, +x: :func:`napari_topo.geometry.displayed`);
+        ``"voxel"``: indices into the input's array as ``read_volume`` returns it.
+    geometry : Geometry
+        The input's (spatial) geometry, ``--spacing`` applied.
+    shape : tuple of int
+        The input's spatial shape.
+
+    Returns
+    -------
+    (K, 3) ndarray of float
+        Voxel indices of the input's array.
+
+    Raises
+    ------
+    ValueError
+        A root outside the volume (one line: which, where, in which coordinates).
+    """
+    import numpy as np
+
+    from .geometry import displayed
+
+    pts = np.asarray(points, dtype=float)
+    if space == "world":
+        vox = geometry.voxel(pts)
+    elif space == "napari":
+        vox = geometry.voxel(displayed(geometry, shape).world(pts))
+    elif space == "voxel":
+        vox = pts
+    else:
+        raise ValueError(f"--sources-space must be one of {', '.join(SOURCES_SPACES)}")
+    vox = np.where(np.abs(vox - np.round(vox)) < 1e-6, np.round(vox), vox)
+    inside = np.all((vox >= -0.5) & (vox <= np.asarray(shape) - 0.5), axis=1)
+    if not inside.all():
+        k = int(np.flatnonzero(~inside)[0])
+        unit = f" {geometry.unit}" if geometry.unit and space == "world" else ""
+        words = _SPACE_WORDS[space].format(unit=unit and f",{unit}")
+        others = [s for s in SOURCES_SPACES[1:] if s != space]
+        raise ValueError(
+            f"{int((~inside).sum())} of the {name} points lie outside the volume {tuple(shape)} "
+            f"(row {k + 1}: {pts[k].tolist()} read as {words} is voxel "
+            f"{np.round(vox[k], 2).tolist()}); check the file, or say what its coordinates "
+            f"are with --sources-space {' or '.join(others)}"
+        )
+    return vox
 
 
 def _as_labels(arr, name: str, threshold: float | None = None):
@@ -698,16 +803,15 @@ def _segment(args) -> None:
             f"{tuple(data.shape)}); napari-topo segments 3D (z, y, x) volumes"
         )
     spacing = _geometry_spacing(geometry)
-    sources = read_sources(args.sources) if args.sources else None
     shape = tuple(data.shape)
-    if sources is not None and len(shape) == 3:
-        outside = ~((sources >= 0) & (sources <= np.asarray(shape) - 1)).all(axis=1)
-        if outside.any():
-            raise ValueError(
-                f"{int(outside.sum())} of the --sources points lie outside the volume "
-                f"{shape} (first: {sources[outside][0].tolist()}); they must be voxel "
-                "coordinates z, y, x"
-            )
+    sources = None
+    if args.sources:
+        # roots as voxel indices of the input, whatever coordinates the CSV holds (a
+        # napari export of a flipped or translated file is not in the file's order)
+        pts, space = read_sources_table(args.sources)
+        if args.sources_space != "auto":
+            space = args.sources_space
+        sources = sources_in_voxels(pts, space, geometry, shape)
     gt, gt_note = None, ""
     if args.gt:
         gt_vol = _read(args.gt)
@@ -754,6 +858,7 @@ def _segment(args) -> None:
         model,
         sources=sources,
         spacing=spacing,
+        geometry=geometry,
         zoom=args.zoom,
         on_message=lambda m: print(f"napari-topo: note: {m}", file=sys.stderr),
         **_segment_settings(args, vol.path.name),
@@ -784,9 +889,10 @@ def _segment(args) -> None:
         summary.update({"input": str(vol.path), "model": model, "seconds": round(took, 2)})
         if args.channel is not None:
             summary["channel"] = args.channel
-        # where the voxel coordinates of the graph files lie (the plugin's reader uses it)
+        # where the voxel coordinates of the graph files lie (the plugin's reader uses
+        # it); the analysis carries the input's geometry, so these are the same
         summary["shape"] = list(shape)
-        summary["geometry"] = geometry.to_dict()
+        summary["geometry"] = analysis.geometry.to_dict()
         if policy is not None:
             summary["input_policy"] = policy.to_dict()
         compute = getattr(analysis, "compute", None)
@@ -809,8 +915,7 @@ def _segment(args) -> None:
     unit = " voxels" if spacing is None else (f" {geometry.unit}" if geometry.unit else "")
     for tree in trees[:MAX_TREE_LINES]:
         print(
-            f"  tree {tree['id']}: {tree['n_voxels']} voxels, centerline "
-            f"{tree['length']:.1f}{unit}"
+            f"  tree {tree['id']}: {tree['n_voxels']} voxels, centerline {tree['length']:.1f}{unit}"
         )
     if len(trees) > MAX_TREE_LINES:
         print(

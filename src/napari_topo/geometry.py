@@ -52,6 +52,7 @@ __all__ = [
     "canonical_orientation",
     "compare",
     "compare_layers",
+    "displayed",
     "geometry_from_layer_meta",
     "layer_geometry",
     "reorient",
@@ -72,6 +73,8 @@ SPACING_RTOL = 1e-4
 ORIGIN_VOXELS = 1e-2
 #: Tolerance on direction cosines.
 DIRECTION_ATOL = 1e-4
+#: Length units napari-topo converts between (metres per unit).
+METRES_PER_UNIT = {"m": 1.0, "cm": 1e-2, "mm": 1e-3, "um": 1e-6, "nm": 1e-9}
 
 
 class GeometryError(ValueError):
@@ -123,6 +126,12 @@ class Geometry:
         What the source stated (see :data:`KNOWN`).
     nifti_codes : (int, int) or None
         NIfTI ``(qform_code, sform_code)`` of the file read, written back as they were.
+    nifti_qform : (n + 1, n + 1) ndarray or None
+        A NIfTI file's qform, in this class's axis order, when it differs from the
+        ``affine`` (its sform, which nibabel places the voxels by): written back as the
+        qform, so that a viewer that reads the qform (ITK-based ones) overlays the
+        outputs as it shows the input. Dropped by :meth:`replace` when the affine
+        changes. Not part of equality.
     """
 
     affine: np.ndarray
@@ -130,6 +139,7 @@ class Geometry:
     unit: str | None = None
     known: str = "full"
     nifti_codes: tuple[int, int] | None = None
+    nifti_qform: np.ndarray | None = None
 
     def __post_init__(self):
         a = np.array(self.affine, dtype=float)
@@ -155,6 +165,12 @@ class Geometry:
             raise ValueError(f"known must be one of {KNOWN}; got {self.known!r}.")
         a.setflags(write=False)
         object.__setattr__(self, "affine", a)
+        if self.nifti_qform is not None:
+            q = np.array(self.nifti_qform, dtype=float)
+            if q.shape != a.shape or not np.all(np.isfinite(q)):
+                raise ValueError(f"nifti_qform must be a finite {a.shape} matrix; got {q.shape}.")
+            q.setflags(write=False)
+            object.__setattr__(self, "nifti_qform", q)
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -210,6 +226,7 @@ class Geometry:
             unit=d.get("unit"),
             known=str(d.get("known", "full")),
             nifti_codes=None if codes is None else (int(codes[0]), int(codes[1])),
+            nifti_qform=None if d.get("nifti_qform") is None else np.asarray(d["nifti_qform"]),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -223,13 +240,18 @@ class Geometry:
             out["unit"] = self.unit
         if self.nifti_codes is not None:
             out["nifti_codes"] = list(self.nifti_codes)
+        if self.nifti_qform is not None:
+            out["nifti_qform"] = self.nifti_qform.tolist()
         return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":"))
 
     def replace(self, **changes) -> Geometry:
-        """A copy with some fields changed (``dataclasses.replace``)."""
+        """A copy with some fields changed (``dataclasses.replace``); a new ``affine``
+        drops ``nifti_qform`` (unless given): it described the old grid."""
+        if "affine" in changes and "nifti_qform" not in changes:
+            changes["nifti_qform"] = None
         return dataclasses.replace(self, **changes)
 
     # ------------------------------------------------------------------ properties
@@ -297,6 +319,39 @@ class Geometry:
         idx = np.asarray(index, dtype=float)
         n = self.ndim
         return idx @ self.affine[:n, :n].T + self.affine[:n, n]
+
+    def voxel(self, world) -> np.ndarray:
+        """Voxel indices (float, ``(..., n)``, array order) of world coordinates: the
+        inverse of :meth:`world`."""
+        w = np.asarray(world, dtype=float)
+        n = self.ndim
+        inv = np.linalg.inv(self.affine)
+        return w @ inv[:n, :n].T + inv[:n, n]
+
+    def in_unit(self, unit: str | None) -> Geometry:
+        """The same placement with world coordinates in ``unit`` (``"mm"``, ``"um"``, ...).
+
+        Unchanged when either unit is unknown or they are the same; otherwise the
+        affine (voxel size and origin) is scaled by the ratio of the units
+        (:data:`METRES_PER_UNIT`).
+
+        Raises
+        ------
+        ValueError
+            A unit napari-topo does not know how to convert.
+        """
+        if unit is None or self.unit is None or unit == self.unit:
+            return self
+        for u in (unit, self.unit):
+            if u not in METRES_PER_UNIT:
+                raise ValueError(
+                    f"cannot convert lengths between {self.unit!r} and {unit!r}; known "
+                    f"units: {', '.join(METRES_PER_UNIT)}."
+                )
+        factor = METRES_PER_UNIT[self.unit] / METRES_PER_UNIT[unit]
+        a = self.affine.copy()
+        a[: self.ndim, :] *= factor
+        return self.replace(affine=a, unit=unit)
 
     def describe(self) -> str:
         """A short text: spacing, origin, direction and unit."""
@@ -426,6 +481,44 @@ def canonical_orientation(ndim: int = 3) -> np.ndarray:
     return np.c_[np.arange(ndim), np.ones(ndim)]
 
 
+def displayed(geometry: Geometry, shape: Sequence[int]) -> Geometry:
+    """The geometry of the spatial array as napari-topo's reader shows it.
+
+    The reader (``napari_topo._plugin.read_volumes``) flips and transposes a file's
+    spatial axes to run along +z, +y, +x of the world (the nearest world axes for an
+    oblique scan), so that layers of files stored in different orders overlay voxel
+    for voxel. A napari layer made over that image (napari's *New Points layer* with
+    the image selected copies its placement) has its data coordinates in this grid.
+
+    Parameters
+    ----------
+    geometry : Geometry
+        The file's geometry (spatial axes only, or the array's: only the spatial axes
+        and ``shape``'s entries for them are used).
+    shape : sequence of int
+        The spatial shape (array order), or the whole array's shape.
+
+    Returns
+    -------
+    Geometry
+        Spatial axes only; ``displayed(g, s).world(i)`` is the world position of the
+        shown voxel ``i``. ``geometry`` itself (spatial) when it needs no reordering.
+    """
+    from nibabel.orientations import inv_ornt_aff, io_orientation, ornt_transform
+
+    g = geometry.spatial()
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != g.ndim:
+        shape = tuple(shape[i] for i in geometry.spatial_axes)
+    if g.ndim == 0 or g.is_plain:
+        return g
+    start = io_orientation(g.affine)
+    if np.isnan(start).any():
+        raise GeometryError("the affine has no clear orientation (degenerate axes).")
+    transform = ornt_transform(start, canonical_orientation(g.ndim))
+    return g.replace(affine=g.affine @ inv_ornt_aff(transform, shape))
+
+
 # --------------------------------------------------------------------------------------
 # channels
 # --------------------------------------------------------------------------------------
@@ -525,13 +618,37 @@ def compare(
     Only what both state is compared (:data:`KNOWN`): with one side ``"none"`` the
     shapes must agree; with ``"spacing"`` the spacing too; with ``"full"`` on both
     sides the affines, after reordering ``moving``'s axes (flips, permutations) onto
-    ``reference``'s.
+    ``reference``'s. Lengths in different units (an OME-TIFF in mm against one in um)
+    are converted to ``reference``'s unit first (:meth:`Geometry.in_unit`).
 
     Raises
     ------
     GeometryError
-        One line naming the first difference: orientation, spacing, shape or origin.
+        One line naming the first difference: unit, orientation, spacing, shape or
+        origin.
     """
+    a, b = names
+    unit_note = ""
+    if (
+        moving.unit
+        and reference.unit
+        and moving.unit != reference.unit
+        and "none" not in (moving.known, reference.known)
+    ):
+        try:
+            converted = moving.in_unit(reference.unit)
+        except ValueError:
+            raise GeometryError(
+                f"unit differs: {a} is in {moving.unit} but {b} in {reference.unit}, and "
+                "napari-topo cannot convert between them; save both in one unit."
+            ) from None
+        unit_note = f"{a}'s lengths were converted from {moving.unit} to {reference.unit}"
+        moving = converted
+    transform, note = _compare(moving, moving_shape, reference, reference_shape, names)
+    return transform, "; ".join(t for t in (unit_note, note) if t)
+
+
+def _compare(moving, moving_shape, reference, reference_shape, names):
     from nibabel.orientations import inv_ornt_aff, io_orientation, ornt_transform
 
     ms = tuple(int(s) for s in moving_shape)

@@ -394,6 +394,7 @@ def _read_nifti(p: Path, suffix: str) -> Volume:
         codes = (int(hdr["qform_code"]), int(hdr["sform_code"]))
         zooms = [float(z) for z in hdr.get_zooms()]
         affine = np.asarray(img.affine, dtype=float)
+        qform = np.asarray(hdr.get_qform(), dtype=float) if all(codes) else None
         unit = _unit(hdr.get_xyzt_units()[0])
     except Exception as exc:  # noqa: BLE001
         raise _corrupt(p, suffix, exc) from exc
@@ -419,9 +420,19 @@ def _read_nifti(p: Path, suffix: str) -> Volume:
         xyz[:n, :n] = affine[:n, :n]
         xyz[:n, n] = affine[:n, 3]
         known = "full"
+    kept_qform = None
+    if qform is not None and n == 3 and not np.allclose(qform, affine, atol=1e-6):
+        # qform and sform differ (a scanner and an aligned space): nibabel places the
+        # voxels by the sform; the qform is kept for the files written from this one
+        kept_qform = _clean_affine(_reverse(qform))
     try:
         geometry = Geometry(
-            _clean_affine(_reverse(xyz)), axes, unit=unit, known=known, nifti_codes=codes
+            _clean_affine(_reverse(xyz)),
+            axes,
+            unit=unit,
+            known=known,
+            nifti_codes=codes,
+            nifti_qform=kept_qform,
         )
     except ValueError as exc:
         raise VolumeReadError(f"cannot read {p}: unusable NIfTI affine ({exc})") from None
@@ -472,7 +483,7 @@ def _ome_spacing(tifffile, xml: str) -> tuple[dict, str | None]:
     if isinstance(image, list):
         image = image[0] if image else {}
     px = image.get("Pixels", {}) if isinstance(image, dict) else {}
-    out, unit = {}, None
+    out, units = {}, {}
     for ax in "ZYX":
         v = px.get(f"PhysicalSize{ax}")
         try:
@@ -481,8 +492,19 @@ def _ome_spacing(tifffile, xml: str) -> tuple[dict, str | None]:
             continue
         if math.isfinite(f) and f > 0:
             out[ax.lower()] = f
-            unit = unit or _unit(px.get(f"PhysicalSize{ax}Unit", "um"))
-    return out, unit
+            # OME's default unit is the micrometre
+            units[ax.lower()] = _unit(px.get(f"PhysicalSize{ax}Unit", "um"))
+    stated = set(units.values())
+    if len(stated) <= 1:
+        return out, next(iter(stated), None)
+    # each axis in its own unit (z in um, y and x in nm): all in um
+    from ..geometry import METRES_PER_UNIT
+
+    if not stated <= set(METRES_PER_UNIT):
+        return {}, None  # units napari-topo cannot convert: no usable voxel size
+    return {
+        ax: v * METRES_PER_UNIT[units[ax]] / METRES_PER_UNIT["um"] for ax, v in out.items()
+    }, "um"
 
 
 def _read_tiff(p: Path, suffix: str) -> Volume:
@@ -532,10 +554,19 @@ def _read_tiff(p: Path, suffix: str) -> Volume:
                 known = "spacing"
             except (TypeError, ValueError):
                 pass
-        if yx is not None and (yx != (1.0, 1.0) or (res_unit is not None and res_unit > 1)):
+        ij_unit = _unit(ij.get("unit")) if ij else None
+        # Resolution tags in inches (ResolutionUnit 2, TIFF's default) without an
+        # ImageJ unit are a print resolution (72 dpi from most image writers), not a
+        # voxel size: taking them would make y and x 1/72 of z.
+        physical = not (res_unit == 2 and ij_unit is None)
+        if (
+            yx is not None
+            and physical
+            and (yx != (1.0, 1.0) or (res_unit is not None and res_unit > 1))
+        ):
             spacing["y"], spacing["x"] = yx
             known = "spacing"
-        unit = _unit(ij.get("unit")) if ij else {3: "cm"}.get(res_unit or 0)
+        unit = ij_unit if ij else {3: "cm"}.get(res_unit or 0)
     sp = [spacing[ch] for ch in "zyx"[-n:]] if n else []
     if not all(math.isfinite(s) and s > 0 for s in sp):
         sp, known = [1.0] * n, "none"
@@ -757,7 +788,10 @@ def _write_nifti(p: Path, suffix: str, arr: np.ndarray, geom: Geometry) -> None:
         qcode, scode = 1, 1  # scanner coordinates, as stated by the source
     else:
         qcode, scode = 0, 0  # a voxel size only: no placement is claimed
-    img.set_qform(a4, code=int(qcode))
+    qform = a4
+    if geom.nifti_qform is not None and n == 3:
+        qform = _reverse(geom.nifti_qform)  # the input's own qform (it differed)
+    img.set_qform(qform, code=int(qcode))
     img.set_sform(a4, code=int(scode))
     sp = list(geom.spacing[::-1]) + [1.0] * (arr.ndim - n)
     img.header.set_zooms(sp[: arr.ndim])

@@ -445,6 +445,7 @@ def segment(
     window: Sequence[float] | None = None,
     polarity: str = "auto",
     zoom: str | float | Sequence[float] | None = "auto",
+    geometry=None,
     **predict_kwargs,
 ):
     """Predict, threshold, skeletonise and reconstruct the vessel trees of a volume.
@@ -468,6 +469,10 @@ def segment(
         everything).
     modality, window, polarity, zoom
         The input policy (:func:`predict`).
+    geometry : napari_topo.geometry.Geometry, optional
+        Where the voxels lie (the input file's, after a channel was chosen): carried
+        by the result so its graph exports are in the input's world coordinates; its
+        spacing is used when ``spacing`` is None (and it states one).
     **predict_kwargs
         Any other :func:`predict` argument (tile, device, progress, cancel, ...).
 
@@ -481,6 +486,12 @@ def segment(
     """
     from ..analysis import VesselAnalysis
 
+    if geometry is not None:
+        if spacing is None:
+            spacing = None if geometry.known == "none" else geometry.spacing
+        else:  # an explicit voxel size wins; origin and direction stay
+            sp = np.broadcast_to(np.asarray(spacing, dtype=float), (geometry.ndim,))
+            geometry = geometry.with_spacing(sp.tolist())
     outputs = predict(
         volume,
         model,
@@ -492,7 +503,12 @@ def segment(
         **predict_kwargs,
     )
     analysis = VesselAnalysis.from_outputs(
-        outputs, threshold=threshold, sources=sources, spacing=spacing, min_size=min_size
+        outputs,
+        threshold=threshold,
+        sources=sources,
+        spacing=None if geometry is not None else spacing,
+        min_size=min_size,
+        geometry=geometry,
     )
     # VesselAnalysis has no field for them (yet): carried as attributes.
     analysis.input_policy = outputs.input_policy

@@ -887,7 +887,11 @@ class TreeEditorWidget(QWidget):
         return write_volume(check_folder(path), data, geometry=layer_geometry(layer, data.ndim))
 
     def save_graph(self, path) -> tuple[Path, ...]:
-        """Write the edited centerline graph (.graphml, .swc or .csv nodes + edges)."""
+        """Write the edited centerline graph (.graphml, .swc or .csv nodes + edges), its
+        world coordinates where the trees layer lies (its scale, translate, rotate,
+        shear and affine)."""
+        from napari_topo.geometry import layer_geometry
+
         editor = self._need_editor()
         path = check_folder(path)
         analysis = (
@@ -895,6 +899,11 @@ class TreeEditorWidget(QWidget):
             if self._analysis is not None
             else editor.to_analysis(copy=False)
         )
+        layer = self.layer if self.layer is not None else unwrap(self.layer_picker.value)
+        if layer is not None and np.ndim(layer.data) == analysis.ndim:
+            placed = layer_geometry(layer, analysis.ndim)
+            if placed.known != "none":
+                analysis = analysis.replace(geometry=placed)
         return analysis.save(path)
 
     def _on_save_trees_clicked(self) -> None:
