@@ -423,6 +423,8 @@ def test_results_lie_on_an_oblique_image(make_napari_viewer, qtbot):
     layers = ours(viewer)
     for kind, layer in layers.items():
         np.testing.assert_allclose(layer.data_to_world(voxel), want, atol=1e-9, err_msg=kind)
+    # the analysis carries the placement too: a graph saved from it lies on the scan
+    np.testing.assert_allclose(widget.last_analysis.geometry.world(voxel), want, atol=1e-9)
     image.rotate = 0.0
     image.affine = np.eye(4)
     assert run_and_wait(qtbot, widget) == "done"

@@ -59,6 +59,7 @@ from qtpy.QtWidgets import (
 )
 from superqt import QCollapsible
 
+from napari_topo.geometry import layer_geometry
 from napari_topo.layers import METADATA_KEY, LayerBuildError, create_layers, layer_kind
 from napari_topo.widgets._common import (
     count_duplicates,
@@ -221,6 +222,9 @@ class _Job:
     #: the image's rotate, shear and affine (napari's names), so results on an oblique
     #: scan lie on it as its scale and translate alone cannot say
     placement: Mapping[str, Any] = field(default_factory=dict)
+    #: the image layer's full placement as a Geometry (None for a non-3D image): the
+    #: result carries it, so graphs saved from it are in the image's world coordinates
+    geometry: Any = None
 
 
 @dataclass(frozen=True)
@@ -308,7 +312,10 @@ def _run_segment(
                 job.model,
                 threshold=job.threshold,
                 sources=job.sources,
-                spacing=job.spacing,
+                # the geometry states the voxel size (its column norms, which an oblique
+                # layer's affine may scale); an explicit spacing would replace them
+                spacing=job.spacing if job.geometry is None else None,
+                geometry=job.geometry,
                 modality=job.modality,
                 polarity=job.polarity,
                 window=job.window,
@@ -734,6 +741,7 @@ class SegmentWidget(QWidget):
             sources=sources,
             model_name=self._cards[model].name if model in self._cards else str(model),
             placement=placement(image),
+            geometry=layer_geometry(image, 3) if is_3d else None,
             **self.input_choices(),
         )
         return job, volume
