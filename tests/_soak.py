@@ -84,12 +84,6 @@ METADATA_KEY = "napari_topo"
 #: own strict-xfail test in ``tests/test_soak.py`` that starts failing when it is fixed.
 KNOWN = (
     (
-        "rerun-texture",
-        "Could not find texture with id",
-        "re-running Segment on the same image in a shown viewer: vispy cannot draw the "
-        "trees layer after its colormap is replaced in place (test_rerun_redraws_trees)",
-    ),
-    (
         "paint-partial-update",
         "_on_partial_labels_update",
         "Labels.paint raises IndexError in napari's vispy Labels partial update "
