@@ -187,8 +187,13 @@ def main(argv=None) -> int:
 
         from_tests = {k[0]: k[2] for k in KNOWN}
         for k in known:
-            n = sum(k in s["known"] for s in steps)
-            print(f"known issue '{k}' seen in {n} action(s): {from_tests.get(k, '')}")
+            seen = [s for s in steps if k in s["known"]]
+            print(f"known issue '{k}' seen in {len(seen)} action(s): {from_tests.get(k, '')}")
+            for s in seen:
+                print(step_line(s))
+            first = seen[0]
+            text = first.get("known_text", [""])[first["known"].index(k)]
+            print("    first traceback:\n      " + "\n      ".join(text.splitlines()))
     for seed in failed_seeds:
         print(f"\nseed {seed} failed (reproduce: --seed {seed} --actions {args.actions}):")
         for s in (s for s in steps if s["seed"] == seed):

@@ -80,21 +80,16 @@ RUN_TIMEOUT_S = 120.0
 WAIT_TIMEOUT_S = 60.0
 METADATA_KEY = "napari_topo"
 #: Failures found by the soak and understood, kept visible in the log (``known``) but not
-#: failing a seed: ``(tag, text in the error, where it is written up)``. Each has its
-#: own strict-xfail test in ``tests/test_soak.py`` that starts failing when it is fixed.
+#: failing a seed: ``(tag, text in the error, where it is written up)``.
 KNOWN = (
-    (
-        "rerun-texture",
-        "Could not find texture with id",
-        "re-running Segment on the same image in a shown viewer: vispy cannot draw the "
-        "trees layer after its colormap is replaced in place (test_rerun_redraws_trees)",
-    ),
     (
         "paint-partial-update",
         "_on_partial_labels_update",
-        "Labels.paint raises IndexError in napari's vispy Labels partial update "
-        "(napari/_vispy/layers/labels.py, no napari-topo frame), seen on a plugin Labels "
-        "layer painted in 2D after results were added in 3D; not yet reduced to plain napari",
+        "napari/vispy: Labels.paint through the API on a hidden Labels layer that was "
+        "never drawn (added hidden in 3D) raises 'Data is too large' (or IndexError) in "
+        "napari's _on_partial_labels_update; a user cannot reach it (napari gives a "
+        "hidden layer no brush) and the soak shows the layer first as a user must "
+        "(plain napari: ndisplay 3, add_labels(visible=False), paint())",
     ),
 )
 
@@ -112,6 +107,7 @@ class Step:
     stall: float = 0.0  # longest event-loop gap (s) beyond the tick interval
     failures: list[str] = field(default_factory=list)
     known: list[str] = field(default_factory=list)  # tags of :data:`KNOWN` seen
+    known_text: list[str] = field(default_factory=list)  # their messages and tracebacks
 
     def line(self) -> str:
         bad = f"  FAILED: {' | '.join(self.failures)}" if self.failures else ""
@@ -458,20 +454,28 @@ class Soak:
                 traceback.format_exception(type(exc), exc, exc.__traceback__)[-6:]
             )
             _forget(exc.__traceback__)
-            tag = next((k[0] for k in KNOWN if k[1] in text), None)
-            (step.failures if tag is None else step.known).append(tag or text)
+            self._record(step, text)
         pump(0.05)
         step.seconds = time.perf_counter() - start
         step.stall = self.stalls.read()
         for error in self.catcher.errors[n_errors:]:
-            tag = next((k[0] for k in KNOWN if k[1] in error), None)
-            (step.failures if tag is None else step.known).append(tag or error)
+            self._record(step, error)
         self._check_user_layers(step)
         self._check_editor(step)
         self.steps.append(step)
         if self.log is not None:
             self.log(step)
         return step
+
+    @staticmethod
+    def _record(step: Step, text: str) -> None:
+        """A failure, or the tag of a :data:`KNOWN` issue (its text kept aside)."""
+        tag = next((k[0] for k in KNOWN if k[1] in text), None)
+        if tag is None:
+            step.failures.append(text)
+        else:
+            step.known.append(tag)
+            step.known_text.append(text)
 
     def _pick(self, seq):
         seq = list(seq)
@@ -588,6 +592,10 @@ class Soak:
         step.detail = f"painting {label} on {whose} {shown} '{layer.name}' at {where}"
         mode = layer.mode
         layer.mode = "paint"  # as picking the brush (the plugin reveals a hidden layer)
+        if layer.mode != "paint":  # napari gives no brush to a hidden layer: show it first,
+            layer.visible = True  # as a user must (Labels.paint on a hidden layer that
+            layer.mode = "paint"  # was never drawn fails in napari: see KNOWN)
+            step.detail += " (shown first)"
         layer.n_edit_dimensions = int(self._pick([2, 3]))
         layer.brush_size = int(self.rng.integers(1, 8))
         layer.selected_label = label

@@ -12,6 +12,7 @@ reproduces there with ``--seed S --actions 12``.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 pytest.importorskip("napari")
@@ -40,15 +41,15 @@ def test_random_use_soak(make_napari_viewer, tmp_path, seed):
 
 
 @gui
-@pytest.mark.xfail(
-    strict=True,
-    reason="plugin bug found by the soak: a re-run on the same image in a shown viewer "
-    "replaces the trees layer's DirectLabelColormap in place and vispy then fails to draw "
-    "it ('Could not find texture with id N'); not reproduced in plain napari with the "
-    "same data and colormap update",
-)
 def test_rerun_redraws_trees(make_napari_viewer, tmp_path):
-    """Segment twice on the same image, the viewer shown: nothing escapes the redraw."""
+    """Segment twice on the same image, the viewer shown: nothing escapes the redraw.
+
+    The re-run gives the trees layer a new colormap and replaces the centerline and
+    branches layers; napari's layer removal then flushed vispy's GL commands in Qt's
+    context, lost the new colormap texture and the next draw failed ("Could not find
+    texture with id N"), until the docks made the canvas current before a removal
+    (``_common._canvas_context_current``).
+    """
     from _soak import ErrorCatcher, open_soak_viewer, pump, wait_until
 
     viewer = make_napari_viewer(show=True)
@@ -62,3 +63,44 @@ def test_rerun_redraws_trees(make_napari_viewer, tmp_path):
             pump(0.3)  # the canvas draws the new layers
     assert states == ["done", "done"]
     assert catcher.errors == [], catcher.errors[0]
+
+
+@gui
+def test_removing_a_layer_keeps_a_new_labels_colormap(make_napari_viewer, qtbot):
+    """The napari bug behind the re-run failure, with a dock open (no Segment run).
+
+    A shown Labels layer drawn last gets new data and a new DirectLabelColormap, and a
+    (hidden) layer is removed before the canvas draws again. In plain napari 0.9.2 the
+    removal's GL flush fails in Qt's context and drops the new colormap texture, so the
+    next draw raises "Could not find texture with id N" (the reproduction without a
+    dock: ``benchmarks/repro_napari_gl_flush.py``). With a dock open, nothing escapes
+    and the canvas shows the new colours.
+    """
+    from _soak import ErrorCatcher, pump
+    from napari.utils.colormaps import DirectLabelColormap
+
+    from napari_topo.widgets import MetricsWidget
+
+    viewer = make_napari_viewer(show=True)
+    dock = MetricsWidget(viewer)  # any dock installs the guard
+    viewer.window.add_dock_widget(dock, name="metrics")
+    labels = np.zeros((16, 16, 16), np.uint8)
+    labels[4:12, 4:12, 4:12] = 1
+    colors = {None: (0, 0, 0, 0), 0: (0, 0, 0, 0), 1: (1, 0, 0, 1)}
+    layer = viewer.add_labels(labels, colormap=DirectLabelColormap(color_dict=colors))
+    points = viewer.add_points(np.array([[8.0, 8.0, 8.0]]), visible=False)
+    viewer.layers.move(viewer.layers.index(layer), len(viewer.layers))  # drawn last
+    pump(0.5)
+    with ErrorCatcher().installed() as catcher:
+        new = labels.copy()
+        new[6:10, 6:10, 6:10] = 2
+        layer.data = new
+        colors = {None: (0, 0, 0, 0), 0: (0, 0, 0, 0), 1: (0, 0, 1, 1), 2: (0, 1, 0, 1)}
+        layer.colormap = DirectLabelColormap(color_dict=colors)
+        viewer.layers.remove(points)
+        pump(0.5)
+    assert catcher.errors == [], catcher.errors[0]
+    shot = viewer.screenshot(canvas_only=True, flash=False)
+    r, g, b = np.moveaxis(shot[..., :3].astype(int), -1, 0)
+    assert np.any((g > 100) & (r < 30) & (b < 30)), "label 2 is not drawn green"
+    assert not np.any((r > 100) & (g < 30) & (b < 30)), "the old colormap is drawn"

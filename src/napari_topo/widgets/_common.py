@@ -300,12 +300,78 @@ def _on_inserted(event: Any) -> None:
         guard_hidden_labels(layer)
 
 
-def install_view_defaults(viewer: Any) -> None:
+def canvas_gl_widget(widget: Any) -> Any | None:
+    """The napari canvas (a ``QOpenGLWidget``) of the window that holds ``widget``.
+
+    Found through Qt alone (napari has no public handle on its canvas widget): the
+    outermost ancestor of ``widget`` (a dock's parent stays the main window while it
+    floats) and, in it, the one ``QOpenGLWidget`` that is not inside a dock widget.
+    None when ``widget`` is not in a window with exactly one such canvas, or when Qt
+    has already deleted it.
+    """
+    from qtpy.QtOpenGLWidgets import QOpenGLWidget
+    from qtpy.QtWidgets import QDockWidget
+
+    try:
+        root = widget
+        while root.parentWidget() is not None:
+            root = root.parentWidget()
+        canvases = []
+        for gl in root.findChildren(QOpenGLWidget):
+            parent = gl.parentWidget()
+            while parent is not None and not isinstance(parent, QDockWidget):
+                parent = parent.parentWidget()
+            if parent is None:
+                canvases.append(gl)
+    except RuntimeError:  # the C++ widget is gone (its dock was closed)
+        return None
+    return canvases[0] if len(canvases) == 1 else None
+
+
+def _canvas_context_current(docks: Any, *_: Any) -> None:
+    """Make the viewer's canvas GL context current before napari removes a layer.
+
+    Root cause (napari 0.9.2, vispy 0.17): on every layer removal napari's
+    ``VispyCanvas._clean_and_update_scenegraph`` flushes vispy's whole GLIR command
+    queue (``context.finish()``) outside a paint, without making the canvas's context
+    current: after Qt has composed the window, Qt's compositing context is current.
+    vispy remembers the last program it used and skips ``glUseProgram`` for it, so a
+    queued ``glUniform1i`` (a Labels layer's new colormap texture, queued by a
+    colormap or data change not yet drawn) goes to Qt's program and raises
+    ``GL_INVALID_OPERATION``. napari suppresses that ``GLError``, but vispy has
+    already taken every command off the queue: the rest of them (here the creation of
+    the new colormap texture) are lost, and the next draw fails with "Could not find
+    texture with id N" (or draws stale colours). Making the canvas current first
+    runs the flush where vispy expects it. ``docks`` holds the plugin's docks of
+    that viewer, through which the canvas is found (:func:`canvas_gl_widget`).
+    """
+    for dock in list(docks):
+        canvas = canvas_gl_widget(dock)
+        if canvas is not None:
+            canvas.makeCurrent()  # binds the canvas's framebuffer as well
+            return
+
+
+#: Per viewer: the plugin docks open in it (see :func:`_canvas_context_current`).
+_DOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def install_view_defaults(viewer: Any, dock: Any = None) -> None:
     """What every dock sets up on its viewer, once: 3D opens at
-    :data:`OBLIQUE_ANGLES`, and the plugin's Labels layers show themselves when a
-    painting tool is picked on them (see :func:`_reveal_on_paint_mode`)."""
+    :data:`OBLIQUE_ANGLES`, the plugin's Labels layers show themselves when a
+    painting tool is picked on them (see :func:`_reveal_on_paint_mode`), and the
+    canvas's GL context is made current before a layer is removed (see
+    :func:`_canvas_context_current`; ``dock``, the calling dock widget, is how the
+    canvas is found)."""
     real = unwrap(viewer)
     try:
+        docks = _DOCKS.get(real)
+        if docks is None:
+            docks = _DOCKS[real] = weakref.WeakSet()
+            viewer.layers.events.removing.connect(partial(_canvas_context_current, docks))
+            viewer.layers.events.begin_batch.connect(partial(_canvas_context_current, docks))
+        if dock is not None:
+            docks.add(dock)
         if real in _HOOKED:
             return
         _HOOKED.add(real)

@@ -663,7 +663,7 @@ class MetricsWidget(QWidget):
         self.scroll_area = scrolling_body(self, layout)
 
         follow_layer_list(self, napari_viewer, self._refresh_choices)
-        install_view_defaults(napari_viewer)
+        install_view_defaults(napari_viewer, self)
         self.destroyed.connect(partial(_disconnect_all, self._watched))
         self.prediction_picker.changed.connect(self._watch_layers)
         self.ground_truth_picker.changed.connect(self._watch_layers)

@@ -534,7 +534,7 @@ class SegmentWidget(QWidget):
         self._load_choices()
 
         follow_layer_list(self, napari_viewer, self._refresh_choices)
-        install_view_defaults(napari_viewer)
+        install_view_defaults(napari_viewer, self)
         # A run outliving the widget is stopped at its next tile.
         self._runs: list[threading.Event] = []
         self.destroyed.connect(partial(_set_events, self._runs))

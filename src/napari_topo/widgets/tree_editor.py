@@ -312,7 +312,7 @@ class TreeEditorWidget(QWidget):
         self.scroll_area = scrolling_body(self, layout)
 
         follow_layer_list(self, napari_viewer, self._refresh_choices)
-        install_view_defaults(napari_viewer)
+        install_view_defaults(napari_viewer, self)
         self.destroyed.connect(partial(_teardown, self))
         self.layer_picker.changed.connect(self._on_layer_picked)
         self._refresh_choices()
