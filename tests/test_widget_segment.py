@@ -513,7 +513,6 @@ def test_run_stays_off_the_gui_thread(make_napari_viewer, qtbot, monkeypatch):
 
 BAD_IMAGES = {
     # case: (image data, add_image keyword arguments, words the message must hold)
-    "2D": (np.random.default_rng(0).random((64, 64)), {}, "2D"),
     "RGB": (np.zeros((8, 32, 32, 3), np.uint8), {"rgb": True}, "RGB"),
     "empty": (np.zeros((32, 32, 32), np.float32), {}, "empty"),
     "NaN": (
@@ -542,6 +541,44 @@ def test_bad_images_show_a_message(make_napari_viewer, qtbot, case):
     assert list(viewer.layers) == [image]
     assert widget.last_analysis is None
     assert widget.run_button.isEnabled() and not widget.is_running
+
+
+FLAT_IMAGES = {
+    # case: (image data, add_image keyword arguments, how the message starts)
+    "RGB 2D": (
+        np.random.default_rng(0).integers(0, 255, (58, 56, 3), dtype=np.uint8),
+        {"rgb": True},
+        "Image 'flat' is an RGB 2D image (58 x 56 pixels, 3 colour samples)",
+    ),
+    "2D": (np.random.default_rng(0).random((64, 48)), {}, "Image 'flat' is a 2D image (64 x 48"),
+}
+
+
+@gui
+@pytest.mark.parametrize("case", list(FLAT_IMAGES))
+def test_a_2d_image_is_refused_in_one_step_before_any_model(
+    make_napari_viewer, qtbot, monkeypatch, case
+):
+    # A 2D RGB photo is refused as what it is (not run as a 3-slice volume, nor asked
+    # for a colour), in one line, before a model is even resolved.
+    from napari_topo.inference import pipeline
+
+    def no_model(*_a, **_k):
+        raise AssertionError("a model was resolved for a 2D image")
+
+    monkeypatch.setattr(pipeline, "resolve_model", no_model)
+    data, kwargs, begins = FLAT_IMAGES[case]
+    viewer = make_napari_viewer()
+    image = viewer.add_image(data, name="flat", **kwargs)
+    widget = make_widget(viewer, qtbot)
+    widget.image_picker.value = image
+    start = len(notification_manager.records)
+    assert widget.run() is None and not widget.is_running  # refused before a worker
+    status = widget.status_label.text()
+    assert status.startswith(f"Error: {begins}"), status
+    assert "segments 3D (z, y, x) volumes" in status and "channel" not in status.lower()
+    assert new_errors(start) == [status.removeprefix("Error: ")]
+    assert list(viewer.layers) == [image]
 
 
 @gui

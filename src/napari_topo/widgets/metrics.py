@@ -58,7 +58,7 @@ from qtpy.QtWidgets import (
 if TYPE_CHECKING:
     import napari
 
-from napari_topo.geometry import compare_layers
+from napari_topo.geometry import compare_layers, shape_mismatch
 from napari_topo.layers import METADATA_KEY
 from napari_topo.topology.incremental import (
     FAST_METRICS,
@@ -211,17 +211,11 @@ def _validate_pair(prediction: Any, ground_truth: Any) -> list[str]:
 
     p_shape = tuple(int(s) for s in full_resolution(prediction).shape)
     g_shape = tuple(int(s) for s in full_resolution(ground_truth).shape)
-    if len(p_shape) != len(g_shape):
-        raise ValueError(
-            f"Prediction '{prediction.name}' is {len(p_shape)}D {p_shape} but ground "
-            f"truth '{ground_truth.name}' is {len(g_shape)}D {g_shape}; both must have "
-            "the same shape."
-        )
     if p_shape != g_shape:
-        raise ValueError(
-            f"Shapes differ: prediction '{prediction.name}' is {p_shape} but ground "
-            f"truth '{ground_truth.name}' is {g_shape}."
+        message = shape_mismatch(
+            f"prediction '{prediction.name}'", p_shape, f"ground truth '{ground_truth.name}'", g_shape
         )
+        raise ValueError(message[0].upper() + message[1:])
 
     # Both placed: they must lie on one world grid (or the score would be silently
     # wrong); a never-placed layer is taken on the other's grid (noted below).

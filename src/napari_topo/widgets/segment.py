@@ -59,6 +59,7 @@ from qtpy.QtWidgets import (
 )
 from superqt import QCollapsible
 
+from napari_topo.geometry import volume_refusal
 from napari_topo.layers import METADATA_KEY, LayerBuildError, create_layers, layer_kind
 from napari_topo.widgets._common import (
     count_duplicates,
@@ -709,7 +710,10 @@ class SegmentWidget(QWidget):
             )
         volume = full_resolution(image)
         shape = tuple(int(s) for s in volume.shape)
-        # The pipeline checks the volume itself (2D, RGB, empty, NaN) and says what is
+        if image.ndim == 2:  # a 2D image, RGB or not: one line, before a model is loaded
+            axes = "yxs" if getattr(image, "rgb", False) else "yx"
+            raise ValueError(volume_refusal(shape, axes, f"Image '{image.name}'"))
+        # The pipeline checks the volume itself (RGB volume, empty, NaN) and says what is
         # wrong, so only what the widget adds (roots, tile) is checked here.
         scale = tuple(float(s) for s in image.scale)
         translate = tuple(float(t) for t in image.translate)
