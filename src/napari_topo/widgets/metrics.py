@@ -213,7 +213,10 @@ def _validate_pair(prediction: Any, ground_truth: Any) -> list[str]:
     g_shape = tuple(int(s) for s in full_resolution(ground_truth).shape)
     if p_shape != g_shape:
         message = shape_mismatch(
-            f"prediction '{prediction.name}'", p_shape, f"ground truth '{ground_truth.name}'", g_shape
+            f"prediction '{prediction.name}'",
+            p_shape,
+            f"ground truth '{ground_truth.name}'",
+            g_shape,
         )
         raise ValueError(message[0].upper() + message[1:])
 
