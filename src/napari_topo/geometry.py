@@ -659,9 +659,7 @@ def compare(
             "override a wrong header's voxel size)."
         )
     if moved_shape != rs:
-        raise GeometryError(
-            shape_mismatch(a, ms, b, rs, f"{moved_shape} in {b}'s axis order")
-        )
+        raise GeometryError(shape_mismatch(a, ms, b, rs, f"{moved_shape} in {b}'s axis order"))
     tol = ORIGIN_VOXELS * float(min(r_sp))
     if not np.allclose(moved[:n, n], reference.affine[:n, n], rtol=0, atol=tol):
         shift = moved[:n, n] - reference.affine[:n, n]
