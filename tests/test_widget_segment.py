@@ -26,6 +26,7 @@ from napari.layers import Image, Labels, Points, Shapes  # noqa: E402
 from napari.utils.colormaps import DirectLabelColormap  # noqa: E402
 from napari.utils.notifications import NotificationSeverity, notification_manager  # noqa: E402
 
+from napari_topo import layers as L  # noqa: E402
 from napari_topo.analysis import VesselAnalysis  # noqa: E402
 from napari_topo.data.synthetic import make_vessel_volume  # noqa: E402
 from napari_topo.inference.device import available_devices  # noqa: E402
@@ -254,8 +255,17 @@ def test_run_adds_layers_on_the_image(make_napari_viewer, qtbot):
     )
     assert (centerline.size <= 2 * analysis.radius / SCALE[-1] + 1e-6).all()
     # a legend of the tree colours under the status
+    # (each swatch the trees layer's own colour; the ground truth's outline colour too)
     assert not widget.legend_label.isHidden()
-    assert widget.legend_label.text().startswith("Trees:")
+    legend = widget.legend_label.text()
+    assert legend.startswith("Trees:")
+    trees = layers["trees"]
+    for k in range(1, min(analysis.result.n_trees, 12) + 1):
+        rgb = trees.colormap.map(np.array([k]))[0][:3]
+        assert f"color:#{''.join(f'{round(255 * v):02x}' for v in rgb)}" in legend.lower()
+    ref = L.tree_colors(1, "reference")[0][:3]
+    assert f"color:#{''.join(f'{round(255 * v):02x}' for v in ref)}" in legend.lower()
+    assert "outlines" in legend and trees.contour == 0
     # What the pipeline chose for the input is shown, with the reasons as a tooltip, and
     # kept with the layers.
     policy = analysis.input_policy

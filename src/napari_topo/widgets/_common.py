@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_topo.layers import METADATA_KEY, layer_kind
+from napari_topo.layers import METADATA_KEY, apply_look, layer_kind
 
 #: Layer-list events after which a widget rebuilds its layer pickers.
 LAYER_EVENTS = ("inserted", "removed", "moved", "reordered", "renamed")
@@ -298,12 +298,15 @@ def _on_inserted(event: Any) -> None:
     layer = getattr(event, "value", None)
     if layer is not None and layer_kind(layer) is not None:
         guard_hidden_labels(layer)
+        apply_look(layer)
 
 
 def install_view_defaults(viewer: Any) -> None:
     """What every dock sets up on its viewer, once: 3D opens at
-    :data:`OBLIQUE_ANGLES`, and the plugin's Labels layers show themselves when a
-    painting tool is picked on them (see :func:`_reveal_on_paint_mode`)."""
+    :data:`OBLIQUE_ANGLES`, the plugin's Labels layers show themselves when a
+    painting tool is picked on them (see :func:`_reveal_on_paint_mode`), and its
+    layers get what their data tuples cannot carry (a reference's outline:
+    :func:`napari_topo.layers.apply_look`)."""
     real = unwrap(viewer)
     try:
         if real in _HOOKED:
@@ -316,6 +319,7 @@ def install_view_defaults(viewer: Any) -> None:
     for layer in viewer.layers:
         if layer_kind(layer) is not None:
             guard_hidden_labels(layer)
+            apply_look(layer)
 
 
 #: Largest height (pixels) a dock asks for at first: three docks stacked in napari's

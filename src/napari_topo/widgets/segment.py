@@ -1095,8 +1095,10 @@ class SegmentWidget(QWidget):
             for k, c in enumerate(tree_colors(shown))
         )
         more = f" … ({n} trees)" if n > shown else ""
+        reference = _hex(tree_colors(1, "reference")[0])  # layers.trees_layer's reference
         self.legend_label.setText(
-            f"Trees: {swatches}{more}. A ground truth shows lighter colours of the same hues."
+            f"Trees: {swatches}{more}. Ground truth: "
+            f'<span style="color:{reference}">&#9633;</span>&nbsp;pale outlines (filled in 3D).'
         )
         self.legend_label.setVisible(True)
 
