@@ -25,6 +25,7 @@ pytest.importorskip("qtpy")
 from napari.layers import Image, Labels, Points, Shapes  # noqa: E402
 from napari.utils.colormaps import DirectLabelColormap  # noqa: E402
 from napari.utils.notifications import NotificationSeverity, notification_manager  # noqa: E402
+from qtpy.QtCore import QTimer  # noqa: E402
 
 from napari_topo import layers as L  # noqa: E402
 from napari_topo.analysis import VesselAnalysis  # noqa: E402
@@ -273,6 +274,52 @@ def test_run_adds_layers_on_the_image(make_napari_viewer, qtbot):
     assert widget.input_label.text().startswith("Input: microscopy/other (detected) percentiles")
     assert "skewness" in widget.input_label.toolTip()
     assert layers["trees"].metadata["napari_topo"]["input_policy"] == policy.to_dict()
+
+
+@gui
+def test_layers_are_added_one_per_event_loop_turn_all_or_none(
+    make_napari_viewer, qtbot, monkeypatch
+):
+    # The end of a run adds its layers one per event-loop turn (no single long stall)
+    # and says it is done only once the last is in; if napari refuses one midway, the
+    # ones already added go again: nothing changed.
+    from qtpy.QtWidgets import QApplication
+
+    viewer = make_napari_viewer()
+    image = add_vessels(viewer)
+    widget = make_widget(viewer, qtbot)
+    turns: list[int] = []  # layers in the viewer at each inserted event
+    seen = {"loops": 0}
+    ticker = QTimer()
+    ticker.timeout.connect(lambda: seen.__setitem__("loops", seen["loops"] + 1))
+    ticker.start(0)
+    viewer.layers.events.inserted.connect(lambda e: turns.append(seen["loops"]))
+    try:
+        assert run_and_wait(qtbot, widget) == "done"
+    finally:
+        ticker.stop()
+    assert len(ours(viewer)) == len(turns) == 6
+    assert len(set(turns)) == len(turns), turns  # never two adds in one turn
+    assert widget.status_label.text().startswith("Segmented 'vessel'")
+
+    viewer.layers.clear()
+    image = add_vessels(viewer)
+    real_insert = type(viewer.layers).insert
+    calls = {"n": 0}
+
+    def insert_failing_third(self, index, value):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("napari refused it")
+        return real_insert(self, index, value)
+
+    monkeypatch.setattr(type(viewer.layers), "insert", insert_failing_third)
+    assert run_and_wait(qtbot, widget) == "error"
+    assert list(viewer.layers) == [image]  # the two added first were taken out again
+    assert "adding the result layers failed" in widget.status_label.text()
+    assert "napari refused it" in widget.status_label.text()
+    assert widget.run_button.isEnabled() and not widget.is_running
+    QApplication.processEvents()
 
 
 @gui

@@ -412,6 +412,10 @@ def _evaluate_models(args) -> None:
 
 #: The plugin's dock widgets, as named in napari.yaml, in docking order.
 WIDGETS = ("Segment vessels", "Topology metrics", "Tree editor")
+#: Shares of the right column's height for :data:`WIDGETS` (``QMainWindow.resizeDocks``
+#: weights): the metrics table shows all its rows at 1600 x 1000, and Segment's
+#: image, model, Run, status and legend at 1366 x 768; the rest of each dock scrolls.
+DOCK_SHARES = (6, 11, 3)
 
 
 def open_demo_viewer(viewer=None, say=None):
@@ -445,7 +449,7 @@ def open_demo_viewer(viewer=None, say=None):
         from qtpy.QtWidgets import QApplication
 
         # napari gives the first dock most of the column; share it (once laid out)
-        share = partial(window.resizeDocks, docks, [4, 4, 3], Qt.Orientation.Vertical)
+        share = partial(window.resizeDocks, docks, list(DOCK_SHARES), Qt.Orientation.Vertical)
         QApplication.processEvents()
         share()
         QTimer.singleShot(0, share)

@@ -66,6 +66,7 @@ from napari_topo.topology.incremental import (
     SkeletonCache,
     slow_metrics,
 )
+from napari_topo.topology.metrics import METRIC_DESCRIPTIONS
 from napari_topo.widgets._common import (
     check_folder,
     follow_layer_list,
@@ -604,11 +605,15 @@ class MetricsWidget(QWidget):
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
-        self.table.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-        # Room for 8 rows (the rest scroll in the table; the dock itself scrolls too),
-        # never the one row a squeezed dock would leave.
-        rows = self.table.verticalHeader().defaultSectionSize()
-        self.table.setMinimumHeight(8 * rows + header.sizeHint().height() + 4)
+        # Compact rows, and the table exactly as tall as its rows: every metric shows
+        # at once and the table never scrolls on its own (the dock scrolls instead).
+        rows = self.table.verticalHeader()
+        rows.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
+        rows.setMinimumSectionSize(1)
+        rows.setDefaultSectionSize(self.table.fontMetrics().height() + 4)
+        self.table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.table.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self._fit_table()
 
         buttons = QHBoxLayout()
         buttons.addWidget(self.compute_button)
@@ -654,8 +659,9 @@ class MetricsWidget(QWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.status_label)
         layout.addLayout(live_row)
-        layout.addWidget(self.table, stretch=1)
+        layout.addWidget(self.table)
         layout.addWidget(self.errors_list)
+        layout.addStretch(1)
         self.setMinimumWidth(320)
         self.scroll_area = scrolling_body(self, layout)
 
@@ -1293,6 +1299,17 @@ class MetricsWidget(QWidget):
             self.table.setItem(row, 0, name_item)
             self.table.setItem(row, 1, value_item)
         self.table.resizeColumnToContents(1)
+        self._fit_table()
+
+    def _fit_table(self) -> None:
+        """Make the table as tall as its rows (as many as a full table has while
+        empty, so that the dock does not jump when the first results arrive)."""
+        n = self.table.rowCount() or len(METRIC_DESCRIPTIONS)
+        frame = 2 * self.table.frameWidth()
+        header = self.table.horizontalHeader().sizeHint().height()
+        self.table.setFixedHeight(
+            header + n * self.table.verticalHeader().defaultSectionSize() + frame
+        )
 
     def _clear_results(self) -> None:
         self._result = None
