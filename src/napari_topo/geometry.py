@@ -604,8 +604,6 @@ def compare(
     GeometryError
         One line naming the first difference: orientation, spacing, shape or origin.
     """
-    from nibabel.orientations import inv_ornt_aff, io_orientation, ornt_transform
-
     ms = tuple(int(s) for s in moving_shape)
     rs = tuple(int(s) for s in reference_shape)
     a, b = names
@@ -634,6 +632,10 @@ def compare(
                 "two were compared voxel by voxel as stored"
             )
         return None, ""
+    # nibabel only for full affines: importing it costs ~0.4 s the first time, which
+    # the metrics widget would pay on the GUI thread for layers placed by scale alone.
+    from nibabel.orientations import inv_ornt_aff, io_orientation, ornt_transform
+
     start, end = io_orientation(moving.affine), io_orientation(reference.affine)
     if np.isnan(start).any() or np.isnan(end).any():
         raise GeometryError(f"orientation differs: {a} or {b} has a degenerate affine.")
