@@ -239,3 +239,26 @@ def test_3d_opens_oblique_and_hidden_plugin_labels_show_when_painted(
     mask.brush_size = 3
     mask.paint((16, 16, 16), 1)
     assert mask.data[16, 16, 16] == 1
+
+
+@gui
+def test_reference_outline_is_filled_in_3d_without_a_warning(make_napari_viewer, qtbot, volume):
+    # napari draws no contour in 3D (the reference shows filled there, as the legend
+    # says) and would warn on every 3D draw: no such warning reaches the user.
+    import warnings
+
+    viewer = make_napari_viewer()
+    ref = add_reference(viewer, volume)["trees"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # every warning, each time: none may pass
+        qtbot.addWidget(MetricsWidget(viewer))  # the dock's own filter goes on top
+        assert ref.contour == REFERENCE_CONTOUR
+        viewer.dims.ndisplay = 3
+        qtbot.wait(50)
+        add_reference(viewer, volume)  # added in 3D
+        qtbot.wait(50)
+        viewer.dims.ndisplay = 2
+        viewer.dims.ndisplay = 3
+        qtbot.wait(50)
+    assert not [w for w in caught if "Contours are not displayed" in str(w.message)]
+    assert ref.contour == REFERENCE_CONTOUR

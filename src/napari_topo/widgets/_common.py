@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 import weakref
 from collections.abc import Mapping
 from functools import partial
@@ -294,6 +295,10 @@ def guard_hidden_labels(layer: Any) -> None:
         mode.connect(_reveal_on_paint_mode)  # napari ignores a second connection
 
 
+#: napari's warning for a Labels layer with a contour drawn in 3D (filled there).
+CONTOUR_3D_WARNING = "Contours are not displayed during 3D rendering"
+
+
 def _on_inserted(event: Any) -> None:
     layer = getattr(event, "value", None)
     if layer is not None and layer_kind(layer) is not None:
@@ -316,6 +321,10 @@ def install_view_defaults(viewer: Any) -> None:
         pass
     viewer.dims.events.ndisplay.connect(partial(_oblique_on_3d, weakref.ref(real)))
     viewer.layers.events.inserted.connect(_on_inserted)
+    # A reference's outline (apply_look) is drawn filled in 3D, as the legend says;
+    # napari would warn about that on every 3D draw of the layer (a notification each
+    # time the user turns to 3D). Only that message is silenced.
+    warnings.filterwarnings("ignore", message=CONTOUR_3D_WARNING, category=UserWarning)
     for layer in viewer.layers:
         if layer_kind(layer) is not None:
             guard_hidden_labels(layer)
