@@ -56,6 +56,11 @@ def _missing_libraries() -> list[str]:
     return sorted(missing)
 
 
+def _sudo() -> str:
+    """``"sudo "`` for a user, ``""`` for root (a root machine may have no sudo)."""
+    return "" if getattr(os, "geteuid", lambda: 1)() == 0 else "sudo "
+
+
 def _check_qt_starts() -> None:
     if not sys.platform.startswith("linux") or os.environ.get("NAPARI_TOPO_SKIP_QT_CHECK"):
         return
@@ -73,7 +78,7 @@ def _check_qt_starts() -> None:
     what = f"missing {', '.join(missing)}" if missing else said[0]
     pytest.exit(
         f"Qt cannot start ({what}); install the system packages with: "
-        f"sudo apt-get install {SYSTEM_PACKAGES}",
+        f"{_sudo()}apt-get install {SYSTEM_PACKAGES}",
         returncode=3,
     )
 

@@ -349,3 +349,16 @@ def test_policy_flags_parse_and_bad_values_get_one_line(policy_files, capsys, tm
         lines = err.strip().splitlines()
         assert code == 2 and len(lines) == 1 and needle in lines[0], (flags, err)
     assert not any(tmp_path.iterdir())
+
+
+def test_a_shape_mismatch_names_each_shape_once_and_what_to_do(tmp_path, capsys):
+    from napari_topo.data.io import write_volume
+
+    write_volume(tmp_path / "p.npy", np.zeros((20, 30, 40), np.uint8))
+    write_volume(tmp_path / "g.npy", np.zeros((20, 30, 41), np.uint8))
+    code, _, err = _run(["evaluate", tmp_path / "p.npy", tmp_path / "g.npy"], capsys)
+    line = err.strip()
+    assert code == 2 and "\n" not in line
+    assert line.count("(20, 30, 40)") == 1 and line.count("(20, 30, 41)") == 1, line
+    assert line.count("shape") == 1, line
+    assert "crop or resample" in line

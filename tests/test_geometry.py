@@ -352,14 +352,15 @@ def test_case5_rgb_is_refused_before_any_model_runs(tmp_path, capsys, threshold_
         np.save(p, rgb)
     vol = read_volume(p)
     assert vol.axes == "yxs"
-    code, out, err = _run(["segment", p, "--out", tmp_path / "o", *SEG], capsys)
-    assert code == 2
-    line = _one_error_line(err)
-    assert "RGB" in line and "--channel" in line
-    assert not threshold_model and not (tmp_path / "o").exists()
-    # a chosen colour is a 2D image: refused too, still before the model
-    code, out, err = _run(["segment", p, "--out", tmp_path / "o", "--channel", "1", *SEG], capsys)
-    assert code == 2 and "2D" in _one_error_line(err) and not threshold_model
+    # Refused in one step as what it is (not asked for a colour first, then refused as
+    # 2D), with or without --channel, before the model: one line, nothing written.
+    for extra in ([], ["--channel", "1"]):
+        code, out, err = _run(["segment", p, "--out", tmp_path / "o", *extra, *SEG], capsys)
+        assert code == 2
+        line = _one_error_line(err)
+        assert "is an RGB 2D image (584 x 565 pixels, 3 colour samples)" in line, line
+        assert "segments 3D (z, y, x) volumes" in line and "--channel" not in line
+        assert not threshold_model and not (tmp_path / "o").exists()
 
 
 def test_rgb_volume_with_a_channel_is_segmented(tmp_path, capsys, threshold_model):

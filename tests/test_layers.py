@@ -70,3 +70,35 @@ def test_create_layers_is_all_or_nothing_with_a_one_line_reason():
     with pytest.raises(L.LayerBuildError, match="could not make the unknown layer"):
         L.create_layers([("just data",)])
     assert L.create_layers([]) == []
+
+
+def test_reference_and_prediction_trees_are_clearly_apart():
+    # A ground truth shown with a result: near-neutral outlines against saturated fills.
+    # No reference colour is near any prediction colour (trees 1..40 of both), in hue
+    # purity (HSV saturation) and in RGB distance.
+    import colorsys
+
+    pred, ref = L.tree_colors(40)[:, :3], L.tree_colors(40, "reference")[:, :3]
+    sat = {
+        name: np.array([colorsys.rgb_to_hsv(*c)[1] for c in rgb])
+        for name, rgb in (("pred", pred), ("ref", ref))
+    }
+    assert sat["ref"].max() <= 0.15 and sat["pred"].min() >= 0.6, sat
+    distance = np.linalg.norm(ref[:, None] - pred[None], axis=-1)
+    assert distance.min() > 0.35, np.unravel_index(distance.argmin(), distance.shape)
+    # neighbouring reference ids still differ (brightness alternates)
+    assert (np.linalg.norm(np.diff(ref, axis=0), axis=1) > 0.1).all()
+    trees = np.zeros((4, 8, 8), np.uint8)
+    trees[1:3, 2:6, 2:6] = 1
+    # Outlines (napari's Labels takes no contour argument: create_layers sets it) ...
+    reference, result = L.create_layers(
+        [L.trees_layer(trees, 1, palette="reference"), L.trees_layer(trees, 1)]
+    )
+    assert reference.contour == L.REFERENCE_CONTOUR >= 1
+    assert result.contour == 0  # a result's trees are filled
+    # ... once: a contour the user set afterwards is kept.
+    reference.contour = 0
+    assert not L.apply_look(reference) and reference.contour == 0
+    assert not L.apply_look(result) and result.contour == 0
+    plain = Labels(*L.trees_layer(trees, 1, palette="reference")[:1])
+    assert not L.apply_look(plain) and plain.contour == 0  # not ours: untouched

@@ -309,7 +309,7 @@ def test_sample_data():
     for _, meta, _ in layers:
         assert tuple(meta["scale"]) == tuple(ref.spacing)
     # trees coloured as layers.trees_layer colours a reference (apart from a result's)
-    made = [Layer.create(*t) for t in layers]
+    made = L.create_layers(layers)
     n = int(ref.trees.max())
     reference = L.tree_colors(n, "reference")
     for k in range(1, n + 1):
@@ -317,6 +317,7 @@ def test_sample_data():
             made[2].colormap.map(np.array([k]))[0], reference[k - 1], atol=1e-6
         )
     assert not np.allclose(reference[:, :3], L.tree_colors(n)[:, :3], atol=0.2)
+    assert made[2].contour >= 1  # drawn as outlines, a result's trees filled
     assert trees.dtype == np.uint8 and made[2].axis_labels == ("z", "y", "x")
     assert L.layer_kind(made[2]) == "trees"
     assert elapsed < 5.0, f"sample data took {elapsed:.1f} s"

@@ -48,7 +48,8 @@ def test_rerun_redraws_trees(make_napari_viewer, tmp_path):
     branches layers; napari's layer removal then flushed vispy's GL commands in Qt's
     context, lost the new colormap texture and the next draw failed ("Could not find
     texture with id N"), until the docks made the canvas current before a removal
-    (``_common._canvas_context_current``).
+    (``_common._canvas_context_current``). Segment now also adds its layers one per
+    event-loop turn, so the canvas draws in between.
     """
     from _soak import ErrorCatcher, open_soak_viewer, pump, wait_until
 

@@ -20,7 +20,12 @@ from napari.layers import Layer  # noqa: E402
 
 from napari_topo.analysis import VesselAnalysis  # noqa: E402
 from napari_topo.data import make_vessel_volume  # noqa: E402
-from napari_topo.layers import layer_kind, mask_layer, trees_layer  # noqa: E402
+from napari_topo.layers import (  # noqa: E402
+    REFERENCE_CONTOUR,
+    layer_kind,
+    mask_layer,
+    trees_layer,
+)
 from napari_topo.widgets.metrics import MetricsWidget  # noqa: E402
 from napari_topo.widgets.tree_editor import TreeEditorWidget  # noqa: E402
 
@@ -40,9 +45,9 @@ def add_reference(viewer, volume):
     out = {}
     for data, meta, kind in (
         mask_layer(volume.mask, name="ground truth", scale=SCALE),
-        trees_layer(volume.trees, name="ground truth", scale=SCALE),
+        trees_layer(volume.trees, name="ground truth", scale=SCALE, palette="reference"),
     ):
-        layer = viewer.add_layer(Layer.create(data, meta, kind))
+        layer = viewer.add_layer(Layer.create(data, meta, kind))  # as napari adds a tuple
         out[layer_kind(layer)] = layer
     return out
 
@@ -70,14 +75,18 @@ def test_tree_editor_prefers_its_own_trees_and_copies_a_reference(
 ):
     viewer = make_napari_viewer()
     ref = add_reference(viewer, volume)
+    assert ref["trees"].contour == 0  # napari's Labels takes no contour argument
     widget = TreeEditorWidget(viewer)
     qtbot.addWidget(widget)
+    # Opening a dock outlines the reference (apart from a result's filled trees) ...
+    assert ref["trees"].contour == REFERENCE_CONTOUR >= 1
     # Only the reference exists: picked, but Start edits a copy, and the button says so.
     assert widget.layer_picker.value is ref["trees"]
     assert widget.start_button.text() == "Start editing a copy"
     assert not widget.in_place_checkbox.isHidden()
 
     pred = add_prediction(viewer, volume)
+    assert pred["trees"].contour == 0
     # The plugin's own trees replace the widget's earlier choice (even though the
     # reference is a trees layer too, and was there first).
     assert widget.layer_picker.value is pred["trees"]
@@ -94,6 +103,7 @@ def test_tree_editor_prefers_its_own_trees_and_copies_a_reference(
     assert copy is not ref["trees"] and copy.name == "ground truth trees edited"
     assert viewer.layers.index(copy) == viewer.layers.index(ref["trees"]) + 1
     np.testing.assert_array_equal(copy.data, before)
+    assert copy.contour == REFERENCE_CONTOUR  # a copy of a reference looks like one
     assert "a copy of 'ground truth trees'" in widget.status_label.text()
     editor = widget.editor
     branch = next(b for b in editor.branches if len(b) >= 3)
@@ -114,6 +124,10 @@ def test_tree_editor_prefers_its_own_trees_and_copies_a_reference(
     qtbot.waitUntil(lambda: widget.is_editing, timeout=TIMEOUT_MS)
     assert widget.layer is ref["trees"] and len(viewer.layers) == n_layers
     widget.stop_editing()
+    # ... once: an outline the user turned off stays off when another dock opens.
+    ref["trees"].contour = 0
+    qtbot.addWidget(MetricsWidget(viewer))
+    assert ref["trees"].contour == 0
 
 
 # ------------------------------------------------------------------------ metrics
@@ -225,3 +239,26 @@ def test_3d_opens_oblique_and_hidden_plugin_labels_show_when_painted(
     mask.brush_size = 3
     mask.paint((16, 16, 16), 1)
     assert mask.data[16, 16, 16] == 1
+
+
+@gui
+def test_reference_outline_is_filled_in_3d_without_a_warning(make_napari_viewer, qtbot, volume):
+    # napari draws no contour in 3D (the reference shows filled there, as the legend
+    # says) and would warn on every 3D draw: no such warning reaches the user.
+    import warnings
+
+    viewer = make_napari_viewer()
+    ref = add_reference(viewer, volume)["trees"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # every warning, each time: none may pass
+        qtbot.addWidget(MetricsWidget(viewer))  # the dock's own filter goes on top
+        assert ref.contour == REFERENCE_CONTOUR
+        viewer.dims.ndisplay = 3
+        qtbot.wait(50)
+        add_reference(viewer, volume)  # added in 3D
+        qtbot.wait(50)
+        viewer.dims.ndisplay = 2
+        viewer.dims.ndisplay = 3
+        qtbot.wait(50)
+    assert not [w for w in caught if "Contours are not displayed" in str(w.message)]
+    assert ref.contour == REFERENCE_CONTOUR

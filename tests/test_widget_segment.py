@@ -25,7 +25,9 @@ pytest.importorskip("qtpy")
 from napari.layers import Image, Labels, Points, Shapes  # noqa: E402
 from napari.utils.colormaps import DirectLabelColormap  # noqa: E402
 from napari.utils.notifications import NotificationSeverity, notification_manager  # noqa: E402
+from qtpy.QtCore import QTimer  # noqa: E402
 
+from napari_topo import layers as L  # noqa: E402
 from napari_topo.analysis import VesselAnalysis  # noqa: E402
 from napari_topo.data.synthetic import make_vessel_volume  # noqa: E402
 from napari_topo.inference.device import available_devices  # noqa: E402
@@ -254,8 +256,17 @@ def test_run_adds_layers_on_the_image(make_napari_viewer, qtbot):
     )
     assert (centerline.size <= 2 * analysis.radius / SCALE[-1] + 1e-6).all()
     # a legend of the tree colours under the status
+    # (each swatch the trees layer's own colour; the ground truth's outline colour too)
     assert not widget.legend_label.isHidden()
-    assert widget.legend_label.text().startswith("Trees:")
+    legend = widget.legend_label.text()
+    assert legend.startswith("Trees:")
+    trees = layers["trees"]
+    for k in range(1, min(analysis.result.n_trees, 12) + 1):
+        rgb = trees.colormap.map(np.array([k]))[0][:3]
+        assert f"color:#{''.join(f'{round(255 * v):02x}' for v in rgb)}" in legend.lower()
+    ref = L.tree_colors(1, "reference")[0][:3]
+    assert f"color:#{''.join(f'{round(255 * v):02x}' for v in ref)}" in legend.lower()
+    assert "outlines" in legend and trees.contour == 0
     # What the pipeline chose for the input is shown, with the reasons as a tooltip, and
     # kept with the layers.
     policy = analysis.input_policy
@@ -263,6 +274,52 @@ def test_run_adds_layers_on_the_image(make_napari_viewer, qtbot):
     assert widget.input_label.text().startswith("Input: microscopy/other (detected) percentiles")
     assert "skewness" in widget.input_label.toolTip()
     assert layers["trees"].metadata["napari_topo"]["input_policy"] == policy.to_dict()
+
+
+@gui
+def test_layers_are_added_one_per_event_loop_turn_all_or_none(
+    make_napari_viewer, qtbot, monkeypatch
+):
+    # The end of a run adds its layers one per event-loop turn (no single long stall)
+    # and says it is done only once the last is in; if napari refuses one midway, the
+    # ones already added go again: nothing changed.
+    from qtpy.QtWidgets import QApplication
+
+    viewer = make_napari_viewer()
+    image = add_vessels(viewer)
+    widget = make_widget(viewer, qtbot)
+    turns: list[int] = []  # layers in the viewer at each inserted event
+    seen = {"loops": 0}
+    ticker = QTimer()
+    ticker.timeout.connect(lambda: seen.__setitem__("loops", seen["loops"] + 1))
+    ticker.start(0)
+    viewer.layers.events.inserted.connect(lambda e: turns.append(seen["loops"]))
+    try:
+        assert run_and_wait(qtbot, widget) == "done"
+    finally:
+        ticker.stop()
+    assert len(ours(viewer)) == len(turns) == 6
+    assert len(set(turns)) == len(turns), turns  # never two adds in one turn
+    assert widget.status_label.text().startswith("Segmented 'vessel'")
+
+    viewer.layers.clear()
+    image = add_vessels(viewer)
+    real_insert = type(viewer.layers).insert
+    calls = {"n": 0}
+
+    def insert_failing_third(self, index, value):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("napari refused it")
+        return real_insert(self, index, value)
+
+    monkeypatch.setattr(type(viewer.layers), "insert", insert_failing_third)
+    assert run_and_wait(qtbot, widget) == "error"
+    assert list(viewer.layers) == [image]  # the two added first were taken out again
+    assert "adding the result layers failed" in widget.status_label.text()
+    assert "napari refused it" in widget.status_label.text()
+    assert widget.run_button.isEnabled() and not widget.is_running
+    QApplication.processEvents()
 
 
 @gui
@@ -515,7 +572,6 @@ def test_run_stays_off_the_gui_thread(make_napari_viewer, qtbot, monkeypatch):
 
 BAD_IMAGES = {
     # case: (image data, add_image keyword arguments, words the message must hold)
-    "2D": (np.random.default_rng(0).random((64, 64)), {}, "2D"),
     "RGB": (np.zeros((8, 32, 32, 3), np.uint8), {"rgb": True}, "RGB"),
     "empty": (np.zeros((32, 32, 32), np.float32), {}, "empty"),
     "NaN": (
@@ -544,6 +600,44 @@ def test_bad_images_show_a_message(make_napari_viewer, qtbot, case):
     assert list(viewer.layers) == [image]
     assert widget.last_analysis is None
     assert widget.run_button.isEnabled() and not widget.is_running
+
+
+FLAT_IMAGES = {
+    # case: (image data, add_image keyword arguments, how the message starts)
+    "RGB 2D": (
+        np.random.default_rng(0).integers(0, 255, (58, 56, 3), dtype=np.uint8),
+        {"rgb": True},
+        "Image 'flat' is an RGB 2D image (58 x 56 pixels, 3 colour samples)",
+    ),
+    "2D": (np.random.default_rng(0).random((64, 48)), {}, "Image 'flat' is a 2D image (64 x 48"),
+}
+
+
+@gui
+@pytest.mark.parametrize("case", list(FLAT_IMAGES))
+def test_a_2d_image_is_refused_in_one_step_before_any_model(
+    make_napari_viewer, qtbot, monkeypatch, case
+):
+    # A 2D RGB photo is refused as what it is (not run as a 3-slice volume, nor asked
+    # for a colour), in one line, before a model is even resolved.
+    from napari_topo.inference import pipeline
+
+    def no_model(*_a, **_k):
+        raise AssertionError("a model was resolved for a 2D image")
+
+    monkeypatch.setattr(pipeline, "resolve_model", no_model)
+    data, kwargs, begins = FLAT_IMAGES[case]
+    viewer = make_napari_viewer()
+    image = viewer.add_image(data, name="flat", **kwargs)
+    widget = make_widget(viewer, qtbot)
+    widget.image_picker.value = image
+    start = len(notification_manager.records)
+    assert widget.run() is None and not widget.is_running  # refused before a worker
+    status = widget.status_label.text()
+    assert status.startswith(f"Error: {begins}"), status
+    assert "segments 3D (z, y, x) volumes" in status and "channel" not in status.lower()
+    assert new_errors(start) == [status.removeprefix("Error: ")]
+    assert list(viewer.layers) == [image]
 
 
 @gui

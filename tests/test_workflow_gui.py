@@ -138,6 +138,7 @@ def test_segment_measure_edit_undo_and_save(make_napari_viewer, qtbot, tmp_path)
 
     # ---- 1. Segment: the sample image is offered; Run with a shipped model ----------
     assert segment.image_picker.value is image
+    qtbot.waitUntil(lambda: segment.is_ready, timeout=TIMEOUT_MS)  # models listed
     segment.model_picker.value = "unet-dice"
     segment.device_picker.value = "cpu"
     segment.tile_box.value = 32
@@ -178,6 +179,9 @@ def test_segment_measure_edit_undo_and_save(make_napari_viewer, qtbot, tmp_path)
     assert metrics.prediction_picker.value is trees
     assert metrics.ground_truth_picker.value is gt
     assert metrics.live_checkbox.isChecked()
+    # (with Live on it may already be computing this pair by itself: Compute is
+    # disabled until that ends)
+    qtbot.waitUntil(metrics.compute_button.isEnabled, timeout=TIMEOUT_MS)
     press(metrics.compute_button)
     qtbot.waitUntil(lambda: settled(metrics), timeout=TIMEOUT_MS)
     first = assert_table_matches(metrics, trees, gt)

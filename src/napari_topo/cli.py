@@ -433,6 +433,10 @@ def _evaluate_models(args) -> None:
 
 #: The plugin's dock widgets, as named in napari.yaml, in docking order.
 WIDGETS = ("Segment vessels", "Topology metrics", "Tree editor")
+#: Shares of the right column's height for :data:`WIDGETS` (``QMainWindow.resizeDocks``
+#: weights): the metrics table shows all its rows at 1600 x 1000, and Segment's
+#: image, model, Run, status and legend at 1366 x 768; the rest of each dock scrolls.
+DOCK_SHARES = (6, 11, 3)
 
 
 def open_demo_viewer(viewer=None, say=None):
@@ -466,7 +470,7 @@ def open_demo_viewer(viewer=None, say=None):
         from qtpy.QtWidgets import QApplication
 
         # napari gives the first dock most of the column; share it (once laid out)
-        share = partial(window.resizeDocks, docks, [4, 4, 3], Qt.Orientation.Vertical)
+        share = partial(window.resizeDocks, docks, list(DOCK_SHARES), Qt.Orientation.Vertical)
         QApplication.processEvents()
         share()
         QTimer.singleShot(0, share)
@@ -511,13 +515,16 @@ def _spacing(args, vol) -> tuple[float, float, float] | None:
     return None
 
 
-def _spatial(vol, channel: int | None, what: str, spacing_override=None, option="--channel"):
+def _spatial(
+    vol, channel: int | None, what: str, spacing_override=None, option="--channel", ndim=None
+):
     """``(data, geometry)`` of one spatial volume of ``vol`` (a channel chosen), with
-    ``--spacing`` applied; refusals (several channels, RGB) are one-line ValueErrors."""
+    ``--spacing`` applied; refusals (several channels, RGB, not ``ndim``-D) are one-line
+    ValueErrors."""
     from .geometry import select_channel
 
     data, geometry = select_channel(
-        vol.data, vol.geometry, channel, name=f"{what} {vol.path.name}", option=option
+        vol.data, vol.geometry, channel, name=f"{what} {vol.path.name}", option=option, ndim=ndim
     )
     if spacing_override is not None and geometry.ndim == len(spacing_override):
         geometry = geometry.with_spacing(spacing_override)
@@ -794,14 +801,10 @@ def _segment(args) -> None:
         raise ValueError(f"--tile must be a multiple of 16 (16, 32, 48, ...); got {args.tile}")
     vol = _read(args.input, args.key)
     override = _spacing(args, vol) if args.spacing is not None else None
-    # One spatial volume (a channel chosen, or a one-line refusal) before anything runs;
-    # its geometry goes to every file written, so they overlay the input.
-    data, geometry = _spatial(vol, args.channel, "the input", override)
-    if geometry.ndim != 3:
-        raise ValueError(
-            f"the input {vol.path.name} is a {geometry.ndim}D image (shape "
-            f"{tuple(data.shape)}); napari-topo segments 3D (z, y, x) volumes"
-        )
+    # One 3D spatial volume (a channel chosen, or a one-line refusal: a 2D image, RGB or
+    # not, is refused as such before any channel question) before anything runs; its
+    # geometry goes to every file written, so they overlay the input.
+    data, geometry = _spatial(vol, args.channel, "the input", override, ndim=3)
     spacing = _geometry_spacing(geometry)
     shape = tuple(data.shape)
     sources = None

@@ -57,6 +57,8 @@ __all__ = [
     "layer_geometry",
     "reorient",
     "select_channel",
+    "shape_mismatch",
+    "volume_refusal",
     "writable",
 ]
 
@@ -522,6 +524,71 @@ def displayed(geometry: Geometry, shape: Sequence[int]) -> Geometry:
 # --------------------------------------------------------------------------------------
 # channels
 # --------------------------------------------------------------------------------------
+def volume_refusal(shape, axes: str, name: str = "the input") -> str:
+    """One line refusing an image that is not a 3D volume, what it is and what to do.
+
+    Parameters
+    ----------
+    shape : sequence of int
+        The array's shape.
+    axes : str
+        One letter per axis (:data:`SPACE` letters, ``"c"``, ``"t"``, ``"s"`` for RGB(A)
+        samples), e.g. ``"yxs"`` for a 2D RGB image.
+    name : str
+        How the message names the image (``"the input photo.tif"``, ``"image 'x'"``).
+
+    Returns
+    -------
+    str
+        E.g. ``"the input photo.tif is an RGB 2D image (584 x 565 pixels, 3 colour
+        samples); napari-topo segments 3D (z, y, x) volumes: open a z-stack (3D TIFF,
+        NIfTI, OME-Zarr) instead."``
+
+    Examples
+    --------
+    >>> volume_refusal((584, 565, 3), "yxs", "the input a.tif")[:40]
+    'the input a.tif is an RGB 2D image (584 '
+    """
+    shape = tuple(int(s) for s in shape)
+    space = [n for n, ch in zip(shape, axes, strict=False) if ch in SPACE]
+    others = [
+        f"{n} {'colour sample' if ch == 's' else OTHER.get(ch, 'channel')}s"
+        for n, ch in zip(shape, axes, strict=False)
+        if ch not in SPACE and n > 1
+    ]
+    size = " x ".join(str(n) for n in space) or "no"
+    unit = "pixels" if len(space) == 2 else "voxels"
+    rgb = "RGB " if any(ch == "s" and n > 1 for n, ch in zip(shape, axes, strict=False)) else ""
+    article = "an" if rgb else "a"
+    what = f"{article} {rgb}{len(space)}D image ({', '.join([f'{size} {unit}', *others])})"
+    return (
+        f"{name} is {what}; napari-topo segments 3D (z, y, x) volumes: open a z-stack "
+        "(3D TIFF, NIfTI, OME-Zarr) instead."
+    )
+
+
+def shape_mismatch(a: str, a_shape, b: str, b_shape, note: str = "") -> str:
+    """One line saying that ``a`` and ``b`` do not cover the same voxels, and what to do.
+
+    Each shape is named once (with its dimensionality when the two differ in it);
+    ``note`` (e.g. how ``a`` reads in ``b``'s axis order) follows in brackets.
+
+    Examples
+    --------
+    >>> shape_mismatch("the prediction", (2, 3), "the ground truth", (2, 4))[:63]
+    'shape differs: the prediction is (2, 3) but the ground truth is'
+    """
+    a_shape, b_shape = (tuple(int(s) for s in x) for x in (a_shape, b_shape))
+    a_dims, b_dims = (
+        (f"{len(a_shape)}D ", f"{len(b_shape)}D ") if len(a_shape) != len(b_shape) else ("", "")
+    )
+    extra = f" ({note})" if note else ""
+    return (
+        f"shape differs: {a} is {a_dims}{a_shape} but {b} is {b_dims}{b_shape}{extra}; use "
+        "the image the other was made from, or crop or resample one onto the other's grid."
+    )
+
+
 def select_channel(
     data,
     geometry: Geometry,
@@ -529,6 +596,7 @@ def select_channel(
     *,
     name: str = "the input",
     option: str | None = "--channel",
+    ndim: int | None = None,
 ) -> tuple[Any, Geometry]:
     """The spatial volume of ``data``: one channel (time point, RGB sample) chosen.
 
@@ -536,6 +604,8 @@ def select_channel(
     indexed with ``channel``; without it the call is refused (napari-topo segments one
     intensity volume), as are several such axes at once. ``option`` names how the user
     chooses (``"--channel"`` in the CLI); None when they cannot (save one first).
+    ``ndim`` (3 to segment) refuses other spatial dimensionalities first, in one step
+    (:func:`volume_refusal`: a 2D RGB photo is refused as such, not asked for a channel).
 
     Raises
     ------
@@ -547,6 +617,8 @@ def select_channel(
         raise GeometryError(
             f"{name} has {len(shape)} axes {shape} but its geometry names {geometry.axes!r}."
         )
+    if ndim is not None and geometry.ndim != ndim:
+        raise GeometryError(volume_refusal(shape, geometry.axes, name))
     others = [i for i in geometry.other_axes if shape[i] > 1]
     described = ", ".join(
         f"{shape[i]} {OTHER[geometry.axes[i]]}s" for i in geometry.other_axes if shape[i] > 1
@@ -649,23 +721,16 @@ def compare(
 
 
 def _compare(moving, moving_shape, reference, reference_shape, names):
-    from nibabel.orientations import inv_ornt_aff, io_orientation, ornt_transform
-
     ms = tuple(int(s) for s in moving_shape)
     rs = tuple(int(s) for s in reference_shape)
     a, b = names
     if moving.ndim != reference.ndim or len(ms) != len(rs):
-        raise GeometryError(
-            f"{a} is {len(ms)}D {ms} but {b} is {len(rs)}D {rs}; they must cover the same voxels."
-        )
+        raise GeometryError(shape_mismatch(a, ms, b, rs))
     level = _level(moving, reference)
     unit = f" {reference.unit}" if reference.unit else ""
     if level != "full":
         if ms != rs:
-            raise GeometryError(
-                f"shape differs: {a} has shape {ms} but {b} has shape {rs}; they must "
-                "cover the same voxels."
-            )
+            raise GeometryError(shape_mismatch(a, ms, b, rs))
         if level == "spacing" and not np.allclose(
             moving.spacing, reference.spacing, rtol=SPACING_RTOL
         ):
@@ -684,6 +749,10 @@ def _compare(moving, moving_shape, reference, reference_shape, names):
                 "two were compared voxel by voxel as stored"
             )
         return None, ""
+    # nibabel only for full affines: importing it costs ~0.4 s the first time, which
+    # the metrics widget would pay on the GUI thread for layers placed by scale alone.
+    from nibabel.orientations import inv_ornt_aff, io_orientation, ornt_transform
+
     start, end = io_orientation(moving.affine), io_orientation(reference.affine)
     if np.isnan(start).any() or np.isnan(end).any():
         raise GeometryError(f"orientation differs: {a} or {b} has a degenerate affine.")
@@ -709,10 +778,7 @@ def _compare(moving, moving_shape, reference, reference_shape, names):
             "override a wrong header's voxel size)."
         )
     if moved_shape != rs:
-        raise GeometryError(
-            f"shape differs: {a} has shape {ms} but {b} has shape {rs} (in {b}'s axis "
-            f"order {a} is {moved_shape}); they must cover the same voxels."
-        )
+        raise GeometryError(shape_mismatch(a, ms, b, rs, f"{moved_shape} in {b}'s axis order"))
     tol = ORIGIN_VOXELS * float(min(r_sp))
     if not np.allclose(moved[:n, n], reference.affine[:n, n], rtol=0, atol=tol):
         shift = moved[:n, n] - reference.affine[:n, n]

@@ -12,8 +12,9 @@ Every function returns a ``(data, meta, layer_type)`` tuple (napari's
   widget can recognise the layers it made (:func:`layer_kind`).
 
 Tree ids get the same colour everywhere (trees Labels, centerline Points, branch Shapes)
-from :func:`tree_colors`; a reference (a ground truth) gets the lighter ``"reference"``
-palette, so that predicted and reference trees stay apart on screen. Every layer names
+from :func:`tree_colors`; a reference (a ground truth) gets the near-neutral
+``"reference"`` palette drawn as outlines, so that predicted and reference trees stay
+apart on screen. Every layer names
 its axes (``z, y, x`` or ``y, x``: :data:`AXIS_LABELS`), and label volumes use the
 smallest unsigned dtype that holds them (:func:`smallest_uint`), which napari uploads
 and draws far faster than int32. The Labels functions use napari only to build a
@@ -45,8 +46,11 @@ else:
 __all__ = [
     "AXIS_LABELS",
     "PALETTES",
+    "REFERENCE_CONTOUR",
+    "REFERENCE_SATURATION",
     "UNASSIGNED_COLOR",
     "LayerBuildError",
+    "apply_look",
     "branches_layer",
     "create_layers",
     "layer_kind",
@@ -76,15 +80,22 @@ _BASE = (
     (0.95, 0.35, 0.75),  # pink
     (0.95, 0.90, 0.15),  # yellow
     (0.55, 0.33, 0.12),  # brown
-    (0.60, 1.00, 0.55),  # light green
+    (0.55, 0.90, 0.10),  # lime
     (0.20, 0.20, 0.60),  # navy
-    (1.00, 0.72, 0.60),  # peach
+    (0.00, 0.55, 0.55),  # teal
 )
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
-#: Palettes of :func:`tree_colors`: a result's trees, and a reference's (a ground
-#: truth), which mixes each colour half-way to white.
+#: Palettes of :func:`tree_colors`: a result's trees (saturated: HSV saturation >= 0.6),
+#: and a reference's (a ground truth: near-neutral tints, saturation
+#: :data:`REFERENCE_SATURATION`, drawn as outlines by :func:`trees_layer`).
 PALETTES = ("prediction", "reference")
-_REFERENCE_MIX = 0.55
+#: HSV saturation of the reference palette: a faint tint of the tree's hue on light grey.
+REFERENCE_SATURATION = 0.12
+_REFERENCE_VALUES = (0.95, 0.78)  # alternating brightness, so neighbouring ids differ
+#: ``contour`` of a reference's trees layer (napari draws 2D outlines; filled in 3D),
+#: set by :func:`apply_look`.
+REFERENCE_CONTOUR = 1
+
 #: Axis names of the layers made here, by dimensionality (arrays are (z, y, x)).
 AXIS_LABELS = {2: ("y", "x"), 3: ("z", "y", "x")}
 
@@ -98,15 +109,17 @@ def tree_colors(n: int, palette: str = "prediction") -> np.ndarray:
     Row ``k - 1`` is the colour of tree ``k``, and it does not depend on ``n``
     (``tree_colors(5)[:3] == tree_colors(3)``), so colours stay put as trees are added.
     The first twelve are hand-picked; further ones step the hue by the golden ratio,
-    alternating three saturation/value levels.
+    alternating three saturation/value levels (all saturated: HSV saturation >= 0.6).
 
     Parameters
     ----------
     n : int
         Number of colours, >= 0.
     palette : {"prediction", "reference"}, optional
-        ``"reference"`` (for a ground truth) mixes each colour 55 % towards white, so
-        that a reference shown with a result does not look like it.
+        ``"reference"`` (for a ground truth): the same hue, but nearly neutral (HSV
+        saturation :data:`REFERENCE_SATURATION`, brightness alternating 0.95 / 0.78),
+        so that no reference colour is near any prediction colour (RGB distance
+        > 0.35) and a reference shown with a result does not look like it.
 
     Returns
     -------
@@ -134,10 +147,13 @@ def tree_colors(n: int, palette: str = "prediction") -> np.ndarray:
         else:
             j = i - len(_BASE)
             hue = (0.07 + j * _GOLDEN) % 1.0
-            sat, val = ((0.85, 0.95), (0.55, 1.0), (0.95, 0.65))[j % 3]
+            sat, val = ((0.85, 0.95), (0.65, 1.0), (0.95, 0.65))[j % 3]
             out[i, :3] = colorsys.hsv_to_rgb(hue, sat, val)
     if palette == "reference":
-        out[:, :3] += _REFERENCE_MIX * (1.0 - out[:, :3])
+        for i in range(int(n)):
+            hue = colorsys.rgb_to_hsv(*out[i, :3])[0]
+            val = _REFERENCE_VALUES[i % len(_REFERENCE_VALUES)]
+            out[i, :3] = colorsys.hsv_to_rgb(hue, REFERENCE_SATURATION, val)
     return out
 
 
@@ -360,8 +376,10 @@ def trees_layer(
         Number of colours to set; default the largest id in ``trees``. Ids above it
         show in :data:`UNASSIGNED_COLOR`.
     palette : {"prediction", "reference"}, optional
-        :func:`tree_colors`' palette: ``"reference"`` for a ground truth (lighter, and
-        half opaque), so that it is told apart from a result's trees.
+        :func:`tree_colors`' palette. ``"reference"`` for a ground truth: near-neutral
+        tints at opacity 0.6, drawn as outlines once :func:`apply_look` has set the
+        layer's ``contour`` to :data:`REFERENCE_CONTOUR` (napari fills them in 3D), so
+        that it is told apart from a result's trees (saturated, filled, opacity 0.7).
     name, scale, translate, **kwargs
         As in :func:`probability_layer`.
 
@@ -369,8 +387,9 @@ def trees_layer(
     -------
     (data, meta, "labels")
         ``meta["colormap"]`` is a DirectLabelColormap (a dict if napari is missing);
-        ``meta["metadata"]["napari_topo"]["n_trees"]`` the number of colours and
-        ``["palette"]`` the palette.
+        ``meta["metadata"]["napari_topo"]["n_trees"]`` the number of colours,
+        ``["palette"]`` the palette and, for a reference, ``["contour"]`` the outline
+        :func:`apply_look` sets (napari's Labels takes no ``contour`` argument).
     """
     data = _volume(trees, "trees")
     if not np.issubdtype(data.dtype, np.integer):
@@ -394,9 +413,10 @@ def trees_layer(
         data.ndim,
         scale,
         translate,
-        extra={"n_trees": n, "palette": palette},
+        extra={"n_trees": n, "palette": palette}
+        | ({} if palette == "prediction" else {"contour": REFERENCE_CONTOUR}),
         colormap=_direct_colormap(tree_colormap(n, palette)),
-        opacity=0.7 if palette == "prediction" else 0.5,
+        opacity=0.7 if palette == "prediction" else 0.6,
         **kwargs,
     )
     return data, meta, "labels"
@@ -571,6 +591,32 @@ class LayerBuildError(ValueError):
         )
 
 
+def apply_look(layer) -> bool:
+    """Set on a napari layer what its layer data tuple cannot carry, once.
+
+    napari's ``Labels`` takes no ``contour`` argument, so a reference trees layer
+    (:func:`trees_layer` with ``palette="reference"``) records its outline in its
+    plugin metadata (``["contour"]``) and this sets ``layer.contour`` from it the first
+    time it is called on the layer (marking it ``["look_applied"]``): a contour the user
+    changes afterwards is left alone. :func:`create_layers` calls it, and the docks call
+    it on every layer of their viewer (so the sample's ground truth is outlined as soon
+    as any napari-topo dock is open). Any other layer is left as it is.
+
+    Returns
+    -------
+    bool
+        True if the layer was changed.
+    """
+    info = getattr(layer, "metadata", {}).get(METADATA_KEY)
+    if not isinstance(info, dict) or info.get("look_applied") or "contour" not in info:
+        return False
+    info["look_applied"] = True
+    if hasattr(layer, "contour"):
+        layer.contour = int(info["contour"])
+        return True
+    return False
+
+
 def create_layers(tuples) -> list:
     """napari layers from layer data tuples: every one of them, or none.
 
@@ -610,7 +656,9 @@ def create_layers(tuples) -> list:
             raise LayerBuildError("?", "unknown", exc) from exc
         meta = dict(meta or {})
         try:
-            made.append(Layer.create(data, meta, layer_type))
+            layer = Layer.create(data, meta, layer_type)
+            apply_look(layer)
         except Exception as exc:  # noqa: BLE001 - any failure of napari's, named
             raise LayerBuildError(str(meta.get("name", "?")), str(layer_type), exc) from exc
+        made.append(layer)
     return made

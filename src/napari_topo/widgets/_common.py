@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 import weakref
 from collections.abc import Mapping
 from functools import partial
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_topo.layers import METADATA_KEY, layer_kind
+from napari_topo.layers import METADATA_KEY, apply_look, layer_kind
 
 #: Layer-list events after which a widget rebuilds its layer pickers.
 LAYER_EVENTS = ("inserted", "removed", "moved", "reordered", "renamed")
@@ -294,10 +295,15 @@ def guard_hidden_labels(layer: Any) -> None:
         mode.connect(_reveal_on_paint_mode)  # napari ignores a second connection
 
 
+#: napari's warning for a Labels layer with a contour drawn in 3D (filled there).
+CONTOUR_3D_WARNING = "Contours are not displayed during 3D rendering"
+
+
 def _on_inserted(event: Any) -> None:
     layer = getattr(event, "value", None)
     if layer is not None and layer_kind(layer) is not None:
         guard_hidden_labels(layer)
+        apply_look(layer)
 
 
 def canvas_gl_widget(widget: Any) -> Any | None:
@@ -359,10 +365,11 @@ _DOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def install_view_defaults(viewer: Any, dock: Any = None) -> None:
     """What every dock sets up on its viewer, once: 3D opens at
     :data:`OBLIQUE_ANGLES`, the plugin's Labels layers show themselves when a
-    painting tool is picked on them (see :func:`_reveal_on_paint_mode`), and the
-    canvas's GL context is made current before a layer is removed (see
-    :func:`_canvas_context_current`; ``dock``, the calling dock widget, is how the
-    canvas is found)."""
+    painting tool is picked on them (see :func:`_reveal_on_paint_mode`), the canvas's
+    GL context is made current before a layer is removed (see
+    :func:`_canvas_context_current`; ``dock``, the calling dock widget, is how the canvas
+    is found), and its layers get what their data tuples cannot carry (a reference's
+    outline: :func:`napari_topo.layers.apply_look`)."""
     real = unwrap(viewer)
     try:
         docks = _DOCKS.get(real)
@@ -379,9 +386,14 @@ def install_view_defaults(viewer: Any, dock: Any = None) -> None:
         pass
     viewer.dims.events.ndisplay.connect(partial(_oblique_on_3d, weakref.ref(real)))
     viewer.layers.events.inserted.connect(_on_inserted)
+    # A reference's outline (apply_look) is drawn filled in 3D, as the legend says;
+    # napari would warn about that on every 3D draw of the layer (a notification each
+    # time the user turns to 3D). Only that message is silenced.
+    warnings.filterwarnings("ignore", message=CONTOUR_3D_WARNING, category=UserWarning)
     for layer in viewer.layers:
         if layer_kind(layer) is not None:
             guard_hidden_labels(layer)
+            apply_look(layer)
 
 
 #: Largest height (pixels) a dock asks for at first: three docks stacked in napari's

@@ -58,7 +58,7 @@ from qtpy.QtWidgets import (
 if TYPE_CHECKING:
     import napari
 
-from napari_topo.geometry import compare_layers
+from napari_topo.geometry import compare_layers, shape_mismatch
 from napari_topo.layers import METADATA_KEY
 from napari_topo.topology.incremental import (
     FAST_METRICS,
@@ -66,6 +66,7 @@ from napari_topo.topology.incremental import (
     SkeletonCache,
     slow_metrics,
 )
+from napari_topo.topology.metrics import METRIC_DESCRIPTIONS
 from napari_topo.widgets._common import (
     check_folder,
     follow_layer_list,
@@ -211,17 +212,14 @@ def _validate_pair(prediction: Any, ground_truth: Any) -> list[str]:
 
     p_shape = tuple(int(s) for s in full_resolution(prediction).shape)
     g_shape = tuple(int(s) for s in full_resolution(ground_truth).shape)
-    if len(p_shape) != len(g_shape):
-        raise ValueError(
-            f"Prediction '{prediction.name}' is {len(p_shape)}D {p_shape} but ground "
-            f"truth '{ground_truth.name}' is {len(g_shape)}D {g_shape}; both must have "
-            "the same shape."
-        )
     if p_shape != g_shape:
-        raise ValueError(
-            f"Shapes differ: prediction '{prediction.name}' is {p_shape} but ground "
-            f"truth '{ground_truth.name}' is {g_shape}."
+        message = shape_mismatch(
+            f"prediction '{prediction.name}'",
+            p_shape,
+            f"ground truth '{ground_truth.name}'",
+            g_shape,
         )
+        raise ValueError(message[0].upper() + message[1:])
 
     # Both placed: they must lie on one world grid (or the score would be silently
     # wrong); a never-placed layer is taken on the other's grid (noted below).
@@ -607,11 +605,15 @@ class MetricsWidget(QWidget):
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
-        self.table.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-        # Room for 8 rows (the rest scroll in the table; the dock itself scrolls too),
-        # never the one row a squeezed dock would leave.
-        rows = self.table.verticalHeader().defaultSectionSize()
-        self.table.setMinimumHeight(8 * rows + header.sizeHint().height() + 4)
+        # Compact rows, and the table exactly as tall as its rows: every metric shows
+        # at once and the table never scrolls on its own (the dock scrolls instead).
+        rows = self.table.verticalHeader()
+        rows.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
+        rows.setMinimumSectionSize(1)
+        rows.setDefaultSectionSize(self.table.fontMetrics().height() + 4)
+        self.table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.table.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self._fit_table()
 
         buttons = QHBoxLayout()
         buttons.addWidget(self.compute_button)
@@ -657,8 +659,9 @@ class MetricsWidget(QWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.status_label)
         layout.addLayout(live_row)
-        layout.addWidget(self.table, stretch=1)
+        layout.addWidget(self.table)
         layout.addWidget(self.errors_list)
+        layout.addStretch(1)
         self.setMinimumWidth(320)
         self.scroll_area = scrolling_body(self, layout)
 
@@ -1296,6 +1299,17 @@ class MetricsWidget(QWidget):
             self.table.setItem(row, 0, name_item)
             self.table.setItem(row, 1, value_item)
         self.table.resizeColumnToContents(1)
+        self._fit_table()
+
+    def _fit_table(self) -> None:
+        """Make the table as tall as its rows (as many as a full table has while
+        empty, so that the dock does not jump when the first results arrive)."""
+        n = self.table.rowCount() or len(METRIC_DESCRIPTIONS)
+        frame = 2 * self.table.frameWidth()
+        header = self.table.horizontalHeader().sizeHint().height()
+        self.table.setFixedHeight(
+            header + n * self.table.verticalHeader().defaultSectionSize() + frame
+        )
 
     def _clear_results(self) -> None:
         self._result = None

@@ -35,7 +35,7 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -59,7 +59,7 @@ from qtpy.QtWidgets import (
 )
 from superqt import QCollapsible
 
-from napari_topo.geometry import layer_geometry
+from napari_topo.geometry import layer_geometry, volume_refusal
 from napari_topo.layers import METADATA_KEY, LayerBuildError, create_layers, layer_kind
 from napari_topo.widgets._common import (
     count_duplicates,
@@ -508,6 +508,13 @@ class SegmentWidget(QWidget):
         self._clock = QTimer(self)  # the elapsed time in the status line, once a second
         self._clock.setInterval(1000)
         self._clock.timeout.connect(self._show_phase)
+        # Adding a result's layers, one per event-loop turn (see _apply_steps).
+        self._apply_timer = QTimer(self)
+        self._apply_timer.setSingleShot(True)
+        self._apply_timer.setInterval(0)
+        self._apply_timer.timeout.connect(self._apply_next)
+        self._applying: Any = None  # (steps, job, outcome) while layers are being added
+        self._finish_pending = False
         self.legend_label = QLabel("")
         self.legend_label.setWordWrap(True)
         self.legend_label.setVisible(False)
@@ -716,7 +723,10 @@ class SegmentWidget(QWidget):
             )
         volume = full_resolution(image)
         shape = tuple(int(s) for s in volume.shape)
-        # The pipeline checks the volume itself (2D, RGB, empty, NaN) and says what is
+        if image.ndim == 2:  # a 2D image, RGB or not: one line, before a model is loaded
+            axes = "yxs" if getattr(image, "rgb", False) else "yx"
+            raise ValueError(volume_refusal(shape, axes, f"Image '{image.name}'"))
+        # The pipeline checks the volume itself (RGB volume, empty, NaN) and says what is
         # wrong, so only what the widget adds (roots, tile) is checked here.
         scale = tuple(float(s) for s in image.scale)
         translate = tuple(float(t) for t in image.translate)
@@ -961,14 +971,40 @@ class SegmentWidget(QWidget):
             self._state = "error"
             self._report(outcome.error or "Segmentation failed.", error=True)
             return
+        # The layers are all built (in the worker); napari adds one per event-loop turn,
+        # so that the GUI never stalls for all of them at once (0.75 s for six on two
+        # busy cores); Run stays disabled and `finished` waits until the last is in.
+        self.cancel_button.setEnabled(False)
+        self._set_phase("Adding the layers…")
+        self._applying = (self._apply_steps(job, outcome.tuples, outcome.layers), job, outcome)
+        self._apply_next()
+
+    def _apply_next(self) -> None:
+        """One step of :meth:`_apply_steps`; the next on the next event-loop turn."""
+        if self._applying is None:
+            return
+        steps, job, outcome = self._applying
         try:
-            self._apply(job, outcome.tuples, outcome.layers)
+            next(steps)
+        except StopIteration:
+            self._applying = None
+            self._show_result(job, outcome)
         except Exception as exc:  # noqa: BLE001 - shown to the user, traceback logged
+            self._applying = None
             _LOG.exception("adding the segmentation layers failed")
             self._state = "error"
             reason = one_line(f"{type(exc).__name__}: {exc}", limit=160)
             self._report(f"{_NOTHING_CHANGED}adding the result layers failed ({reason}).", True)
+        else:
+            self._apply_timer.start()
             return
+        if self._finish_pending:
+            self._finish_pending = False
+            self._on_finished()
+
+    def _show_result(self, job: _Job, outcome: _Outcome) -> None:
+        """The status, legend and input line of a run whose layers are all in."""
+        self._phase = ""
         analysis = outcome.analysis
         self._show_policy(getattr(analysis, "input_policy", None))
         self._analysis = analysis
@@ -996,6 +1032,9 @@ class SegmentWidget(QWidget):
         self._report(f"Segmentation failed ({type(exc).__name__}: {exc}).", error=True)
 
     def _on_finished(self) -> None:
+        if self._applying is not None:  # the layers are still being added: wait for them
+            self._finish_pending = True
+            return
         self._clock.stop()
         self.progress_bar.setVisible(False)
         if self._progress is not None:
@@ -1020,13 +1059,20 @@ class SegmentWidget(QWidget):
     # ---- results → layers --------------------------------------------------------------
 
     def _apply(self, job: _Job, tuples: tuple, built: tuple) -> None:
-        """Show a run's layers: all of them, or (on an exception) none.
+        """Show a run's layers at once (all of :meth:`_apply_steps`, in one call)."""
+        for _ in self._apply_steps(job, tuples, built):
+            pass
+
+    def _apply_steps(self, job: _Job, tuples: tuple, built: tuple) -> Iterator[None]:
+        """Show a run's layers: all of them, or (on an exception) none; a generator
+        that yields after each layer it adds, updates or removes.
 
         Our layers of an earlier run on the same image are updated in place (Image and
         Labels: same layer, new data, the user's display settings kept) or replaced at
         the same place under the same name (Points, Shapes) by the layers made in the
-        worker; kinds this run did not make are removed. If a step fails, the steps
-        before it are undone and the exception is raised again.
+        worker; kinds this run did not make are removed. Every layer is built before
+        the first step. If a step fails (napari refuses a layer, or the user removed
+        one in between), the steps before it are undone and the exception is raised.
         """
         existing: dict[str, Layer] = {}
         for layer in self._viewer.layers:
@@ -1041,6 +1087,7 @@ class SegmentWidget(QWidget):
                 if old is not None and _updatable(old, data):
                     undo.append(partial(_restore, old, _settings(old)))
                     _update_in_place(old, data, meta)
+                    yield
                     continue
                 if old is not None:  # replace at the same place, under the same name
                     index = layers.index(old)
@@ -1052,10 +1099,12 @@ class SegmentWidget(QWidget):
                 else:
                     layers.append(new)
                 undo.append(partial(_remove, layers, new))
+                yield
             for stale in existing.values():  # kinds this run did not produce
                 index = layers.index(stale)
                 layers.remove(stale)
                 undo.append(partial(layers.insert, index, stale))
+                yield
         except BaseException:
             for step in reversed(undo):
                 try:
@@ -1099,8 +1148,10 @@ class SegmentWidget(QWidget):
             for k, c in enumerate(tree_colors(shown))
         )
         more = f" … ({n} trees)" if n > shown else ""
+        reference = _hex(tree_colors(1, "reference")[0])  # layers.trees_layer's reference
         self.legend_label.setText(
-            f"Trees: {swatches}{more}. A ground truth shows lighter colours of the same hues."
+            f"Trees: {swatches}{more}. Ground truth: "
+            f'<span style="color:{reference}">&#9633;</span>&nbsp;pale outlines (filled in 3D).'
         )
         self.legend_label.setVisible(True)
 

@@ -469,6 +469,7 @@ class TreeEditorWidget(QWidget):
             metadata={METADATA_KEY: info},
             **placement(layer),  # an oblique reference's copy lies on it too
         )
+        copy.contour = layer.contour  # a reference's copy keeps its outline look
         self._choosing = True
         try:
             self._viewer.layers.insert(index, copy)
