@@ -239,6 +239,8 @@ def test_run_adds_layers_on_the_image(make_napari_viewer, qtbot):
     assert analysis.result.n_trees >= 1
     status = widget.status_label.text()
     assert status.startswith("Segmented 'vessel' with unet-dice") and "tree" in status
+    # where and in what arithmetic the network ran ('auto': bfloat16 where the CPU has it)
+    assert f"(cpu, {analysis.compute['precision']})" in status
     # the time from Run to the layers on screen (not the worker's part of it)
     said = float(status.split(" in ")[1].split(" s")[0])
     assert 0.8 * widget.elapsed <= said <= wall + 0.05
@@ -484,7 +486,10 @@ def test_results_lie_on_an_oblique_image(make_napari_viewer, qtbot):
     np.testing.assert_allclose(widget.last_analysis.geometry.world(voxel), want, atol=1e-9)
     image.rotate = 0.0
     image.affine = np.eye(4)
+    widget.precision_picker.value = "float32"  # the user's choice reaches the pipeline
     assert run_and_wait(qtbot, widget) == "done"
+    assert widget.last_analysis.compute["precision"] == "float32"
+    assert "(cpu, float32)" in widget.status_label.text()
     for kind, layer in ours(viewer).items():
         np.testing.assert_allclose(
             layer.data_to_world(voxel), image.data_to_world(voxel), atol=1e-9, err_msg=kind

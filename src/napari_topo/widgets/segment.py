@@ -222,6 +222,8 @@ class _Job:
     #: the image's rotate, shear and affine (napari's names), so results on an oblique
     #: scan lie on it as its scale and translate alone cannot say
     placement: Mapping[str, Any] = field(default_factory=dict)
+    #: network arithmetic (inference.device.resolve_precision)
+    precision: str = "auto"
     #: the image layer's full placement as a Geometry (None for a non-3D image): the
     #: result carries it, so graphs saved from it are in the image's world coordinates
     geometry: Any = None
@@ -323,6 +325,7 @@ def _run_segment(
                 tile=job.tile,
                 overlap=job.overlap,
                 device=job.device,
+                precision=job.precision,
                 progress=lambda done, total: events.put(("progress", (int(done), int(total)))),
                 cancel=cancel,
                 on_message=lambda msg: events.put(("message", str(msg))),
@@ -439,6 +442,14 @@ class SegmentWidget(QWidget):
             value="auto",
             tooltip="'auto' picks CUDA, then Apple MPS, then the CPU.",
         )
+        self.precision_picker = ComboBox(
+            label="Precision",
+            choices=["auto", "float32", "bfloat16"],
+            value="auto",
+            tooltip="Arithmetic of the network. 'auto': float16 on CUDA, bfloat16 on a CPU "
+            "with native bfloat16 instructions (about twice as fast, same masks), float32 "
+            "elsewhere. 'float32' turns reduced precision off.",
+        )
         self.tile_box = SpinBox(
             label="Tile",
             value=64,
@@ -479,6 +490,7 @@ class SegmentWidget(QWidget):
                 self.threshold_box,
                 self.sources_picker,
                 self.device_picker,
+                self.precision_picker,
                 self.tile_box,
                 self.overlap_box,
             ],
@@ -742,6 +754,7 @@ class SegmentWidget(QWidget):
             image=image.name,
             model=str(model),
             device=str(self.device_picker.value),
+            precision=str(self.precision_picker.value),
             tile=tile,
             overlap=float(self.overlap_box.value),
             threshold=float(self.threshold_box.value),
@@ -1019,8 +1032,11 @@ class SegmentWidget(QWidget):
         # From the press of Run to the layers on screen (the worker's own time leaves
         # out the wait for a thread, the model's loading and the layers' adding).
         seconds = self.elapsed if self._started is not None else outcome.seconds
+        compute = getattr(analysis, "compute", None) or {}
+        ran = f" ({compute['device']}, {compute['precision']})" if compute else ""
         self._set_status(
-            f"Segmented '{job.image}' with {job.model_name or job.model} in {seconds:.1f} s: "
+            f"Segmented '{job.image}' with {job.model_name or job.model}{ran} in "
+            f"{seconds:.1f} s: "
             f"{n_trees} tree{'s' if n_trees != 1 else ''}, "
             f"{len(analysis.points)} centerline points."
         )
