@@ -42,6 +42,7 @@ the outputs are written on the input grid.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -508,6 +509,19 @@ def skeleton_halo(max_radius: float) -> int:
     return int(np.ceil(r)) + 4
 
 
+def _local_dask(client):
+    """With a cluster, dask reads of the input run here (threads), not on the cluster.
+
+    A ``distributed.Client`` makes itself dask's default scheduler; the workers are
+    there for the network only and need not see the data.
+    """
+    if client is None:
+        return contextlib.nullcontext()
+    import dask
+
+    return dask.config.set(scheduler="threads")
+
+
 class StreamingResult(dict):
     """What :func:`segment_to_ome_zarr` wrote and measured (a JSON-able dict).
 
@@ -533,6 +547,7 @@ def segment_to_ome_zarr(
     progress: Callable[[int, int], Any] | None = None,
     on_message: Callable[[str], Any] | None = None,
     stage: Callable[[str], Any] | None = None,
+    client: Any = None,
     **predict_kwargs,
 ) -> StreamingResult:
     """Probability and mask of a (lazy) volume, written as OME-Zarr chunk by chunk.
@@ -575,6 +590,12 @@ def segment_to_ome_zarr(
     stage : callable(str), optional
         Told the name of each stage as it starts ("probability", "mask" (with the
         tree labels), "skeleton", "pyramids").
+    client : distributed.Client, optional
+        Run the network's forward passes on this dask cluster
+        (:mod:`napari_topo.inference.distributed`): the weights travel with the tasks
+        (checked by SHA-256 on each worker), the tiles and their batches of
+        ``batch_size`` are those of the run without a cluster, so the outputs are the
+        same; everything else runs here.
     **predict_kwargs
         Other :func:`predict` arguments (tile, overlap, batch_size, device, modality,
         window, polarity, cancel, ...).
@@ -600,7 +621,8 @@ def segment_to_ome_zarr(
     )
     from .sliding import _volume_info
 
-    volume, shape, _ = _volume_info(volume)
+    with _local_dask(client):
+        volume, shape, _ = _volume_info(volume)
     if not np.isfinite(threshold) or not 0.0 < float(threshold) < 1.0:
         raise ValueError(f"threshold must be between 0 and 1; got {threshold!r}")
     min_size = DEFAULT_MIN_SIZE if min_size is None else int(min_size)
@@ -645,6 +667,27 @@ def segment_to_ome_zarr(
         return time.perf_counter()
 
     module, card = resolve_model(model or DEFAULT_MODEL, None)
+    if client is not None:
+        import inspect
+
+        from .distributed import cluster_model, cluster_slots, model_payload
+
+        weights_path = None
+        if not isinstance(model, tuple):
+            from ..models.registry import _resolve
+
+            weights_path = _resolve(model or DEFAULT_MODEL, None)[1]
+        data, sha = model_payload(module, card, weights_path)
+        per_batch = predict_kwargs.get("batch_size")
+        if per_batch is None:
+            per_batch = inspect.signature(predict).parameters["batch_size"].default
+        module = cluster_model(
+            client, card, data, sha, int(per_batch), device=predict_kwargs.get("device", "auto")
+        )
+        # batches of per_batch tiles, one task each: two per worker thread at once (the
+        # scheduler hands a 1-thread worker up to 2 tasks, so fewer can leave one idle)
+        predict_kwargs["batch_size"] = int(per_batch) * 2 * cluster_slots(client)
+        predict_kwargs["device"] = "cpu"  # here: tiles read, blended and written
     g = geometry.spatial() if geometry.axes != "zyx" else geometry
     targets, dests = {}, {}
     names = {"vessel": "probability", "centerness": "centerness", "embedding": "embedding"}
@@ -665,16 +708,17 @@ def segment_to_ome_zarr(
         targets[name] = t
 
     t0 = begin("probability")
-    result = predict(
-        volume,
-        (module, card),
-        zoom=1.0 if numeric_zoom is not None else zoom,
-        spacing=spacing,
-        out=dests,
-        progress=progress,
-        on_message=on_message,
-        **predict_kwargs,
-    )
+    with _local_dask(client):
+        result = predict(
+            volume,
+            (module, card),
+            zoom=1.0 if numeric_zoom is not None else zoom,
+            spacing=spacing,
+            out=dests,
+            progress=progress,
+            on_message=on_message,
+            **predict_kwargs,
+        )
     times["probability"] = time.perf_counter() - t0
     policy = result.input_policy
 
