@@ -14,6 +14,8 @@
   mask, skeleton and tree labels written chunk by chunk as OME-Zarr pyramids, nothing of
   volume size in memory (:mod:`napari_topo.inference.chunked`); trees are the connected
   pieces of the mask named by ``--sources``, and no graph is written on that path.
+  ``--workers N`` (a LocalCluster here) or ``--scheduler ADDRESS`` runs its network on
+  a dask.distributed cluster (:mod:`napari_topo.inference.distributed`).
 * ``evaluate PRED GT``: the metrics table of a segmentation, written as JSON and CSV.
 * ``models``, ``train``, ``evaluate-models``: the pretrained models.
 * ``finetune IMAGE LABELS``: fine-tune a model on your own (corrected, possibly sparse)
