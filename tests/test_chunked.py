@@ -278,3 +278,104 @@ def test_cli_streaming_refusals_write_nothing(vessels, tmp_path, capsys):
         err = capsys.readouterr().err
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "o").exists()
+
+
+def _tubes_volume(nz: int, ny: int = 64, nx: int = 64) -> np.ndarray:
+    """uint16 (nz, ny, nx): bright tubes along z, across y and on a diagonal, over noise."""
+    z, y, x = np.meshgrid(*(np.arange(n, dtype=np.float32) for n in (nz, ny, nx)), indexing="ij")
+    dist = np.full(z.shape, np.inf, np.float32)
+    lines = [  # (point, direction) in voxels, crossing chunk faces, edges and corners
+        ((0.0, 31.5, 31.5), (1.0, 0.0, 0.0)),
+        ((0.0, 10.0, 50.0), (1.0, 0.0, 0.0)),
+        ((16.0, 0.0, 20.0), (0.0, 1.0, 0.0)),
+        ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+    ]
+    for p, d in lines:
+        d = np.asarray(d, np.float32) / np.linalg.norm(d)
+        rel = [z - p[0], y - p[1], x - p[2]]
+        t = rel[0] * d[0] + rel[1] * d[1] + rel[2] * d[2]
+        dist = np.minimum(dist, np.sqrt(sum((r - t * c) ** 2 for r, c in zip(rel, d, strict=True))))
+    noise = np.random.default_rng(nz).normal(0.0, 100.0, z.shape)
+    return np.clip(1000.0 + 2500.0 * np.exp(-0.5 * (dist / 2.5) ** 2) + noise, 0, 65535).astype(
+        np.uint16
+    )
+
+
+class _StandIn:
+    """A cheap stand-in for the network: logits from a 3x3x3 mean of the input."""
+
+    def __new__(cls):
+        import torch
+
+        class StandIn(torch.nn.Module):
+            def forward(self, x):
+                return (torch.nn.functional.avg_pool3d(x, 3, 1, 1) - 0.5) * 20.0
+
+        return StandIn().eval()
+
+
+def _stage_peaks(path, out_dir, model) -> dict[str, int]:
+    """tracemalloc peak (bytes above what was held at its start) of each streaming stage."""
+    import tracemalloc
+
+    vol = read_volume(path)
+    out = {n: out_dir / f"{n}.ome.zarr" for n in ("probability", "mask", "skeleton", "trees")}
+    peaks: dict[str, int] = {}
+    now = {"stage": None, "base": 0}
+
+    def stage(name):
+        if now["stage"] is not None:
+            peaks[now["stage"]] = tracemalloc.get_traced_memory()[1] - now["base"]
+        tracemalloc.reset_peak()
+        now["stage"], now["base"] = name, tracemalloc.get_traced_memory()[0]
+
+    tracemalloc.start()
+    try:
+        segment_to_ome_zarr(
+            vol.data,
+            vol.geometry,
+            out,
+            model,
+            zoom=1,
+            tile=32,
+            overlap=0.0,  # fewer tiles: tracemalloc slows every allocation
+            device="cpu",
+            max_radius=2,
+            min_size=10,
+            stage=stage,
+            # the input policy's sample is capped (SAMPLE_VOXELS), not chunked: measured apart
+            on_policy=lambda _: stage("sliding window"),
+        )
+        stage(None)
+    finally:
+        tracemalloc.stop()
+    return peaks
+
+
+def test_no_streaming_stage_allocates_memory_that_grows_with_the_volume(tmp_path, monkeypatch):
+    """Peak memory per stage is set by the chunk: 3x the volume adds < 0.5 byte a voxel.
+
+    Two volumes of 96 and 288 planes of 64 x 64 (chunks of 32^3, a stand-in network):
+    a whole-volume mask, label, distance or probability array (1-8 bytes a voxel) in any
+    stage makes its peak grow by at least a byte per voxel added. The volumes grow along
+    z only, so what is legitimately sized by a (y, x) plane (the sliding window's slab, the
+    labels either side of a z chunk boundary) stays the same.
+    """
+    import napari_topo.data.ngff as ngff
+    from napari_topo.models.registry import load_model
+
+    monkeypatch.setattr(ngff, "PYRAMID_MIN_EDGE", 32)  # build pyramid levels too
+    _, card = load_model("unet-dice", device="cpu")
+    model = (_StandIn(), card)
+    peaks = {}
+    for nz in (32, 96, 288):  # the first run warms up imports and caches
+        path = write_ome_zarr(tmp_path / f"in{nz}.ome.zarr", _tubes_volume(nz), GEOMETRY, chunk=32)
+        run = tmp_path / f"run{len(peaks)}"
+        run.mkdir()
+        peaks[len(peaks)] = (nz, _stage_peaks(path, run, model))
+    (small_nz, small), (big_nz, big) = peaks[1], peaks[2]
+    added = (big_nz - small_nz) * 64 * 64
+    assert set(big) == {"probability", "sliding window", "mask", "skeleton", "pyramids"}
+    for name in ("sliding window", "mask", "skeleton", "pyramids"):
+        grow = big[name] - small[name]
+        assert grow < 0.5 * added, (name, small[name], big[name], added)

@@ -14,6 +14,8 @@
   mask, skeleton and tree labels written chunk by chunk as OME-Zarr pyramids, nothing of
   volume size in memory (:mod:`napari_topo.inference.chunked`); trees are the connected
   pieces of the mask named by ``--sources``, and no graph is written on that path.
+  ``--workers N`` (a LocalCluster here) or ``--scheduler ADDRESS`` runs its network on
+  a dask.distributed cluster (:mod:`napari_topo.inference.distributed`).
 * ``evaluate PRED GT``: the metrics table of a segmentation, written as JSON and CSV.
 * ``models``, ``train``, ``evaluate-models``: the pretrained models.
 * ``finetune IMAGE LABELS``: fine-tune a model on your own (corrected, possibly sparse)
@@ -326,6 +328,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="VOXELS",
         help="--format ome-zarr: largest vessel radius the skeleton's chunk halo is sized "
         "for (default 8; the halo is this + 4 voxels)",
+    )
+    seg.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="--format ome-zarr: run the network on a dask LocalCluster of N worker "
+        "processes on this machine (pip install 'napari-topo[distributed]')",
+    )
+    seg.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="--format ome-zarr: run the network on the dask.distributed cluster at "
+        "ADDRESS (tcp://host:8786); see the README, 'On a dask cluster'",
     )
     seg.add_argument("--key", help="array name inside an .npz file or zarr group")
     seg.add_argument(
@@ -844,6 +859,15 @@ def _segment(args) -> None:
         fmt = "nii.gz"  # .npy cannot carry the voxel size the outputs are measured in
     stem = vol.path.name[: -len(suffix_of(vol.path))]
     model = args.model or DEFAULT_MODEL
+    if (args.workers is not None or args.scheduler) and fmt != "ome-zarr":
+        raise ValueError(
+            "--workers/--scheduler run the streaming pipeline on a dask cluster: add "
+            "--format ome-zarr"
+        )
+    if args.workers is not None and args.scheduler:
+        raise ValueError("give --workers (a cluster on this machine) or --scheduler, not both")
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be at least 1; got {args.workers}")
     if fmt == "ome-zarr":
         if args.gt:
             raise ValueError(
@@ -970,6 +994,13 @@ def _segment_streaming(
         "mask (named by --sources), and the vessel graph is not computed (use another "
         "--format for those)"
     )
+    client = cluster = None
+    if args.workers is not None or args.scheduler:
+        from .inference.distributed import cluster_slots, connect
+
+        client, cluster = connect(args.workers, args.scheduler)
+        where = args.scheduler or f"a LocalCluster of {args.workers} workers"
+        note(f"the network runs on {where} ({cluster_slots(client)} worker threads)")
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".napari-topo-", dir=out_dir))
     names = ("probability", "mask", "skeleton", "trees", "centerness", "embedding")
@@ -986,6 +1017,7 @@ def _segment_streaming(
             zoom=zoom,
             on_message=note,
             stage=lambda s: print(f"napari-topo: {s} ...", file=sys.stderr, flush=True),
+            client=client,
             **_segment_settings(args, vol.path.name),
         )
         took = time.perf_counter() - t0
@@ -1029,6 +1061,10 @@ def _segment_streaming(
         written = _move_into(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
     stages = ", ".join(f"{k} {v:.1f} s" for k, v in result["seconds"].items())
     print(
         f"{vol.path.name}: {result['n_voxels']} vessel voxels, {result['n_skeleton']} "

@@ -379,6 +379,34 @@ def _downsample_block(block: np.ndarray, factors, target_shape, method: str, dty
     return mean.astype(dtype)
 
 
+def _downsample_region(prev, in_sl, out_sl, factors, method: str) -> np.ndarray:
+    """One output chunk of the next level, reading ``prev[in_sl]`` one chunk at a time.
+
+    The region under an output chunk (``2**n`` chunks of ``prev`` when the chunks are the
+    same size) is cut at ``prev``'s chunk borders where they fall on a multiple of the
+    factor, so each piece maps onto whole output voxels; each piece is read, reduced
+    (:func:`_downsample_block`) and placed. Equal to reducing the whole region at once.
+    """
+    target = tuple(o.stop - o.start for o in out_sl)
+    cuts = []
+    for sl, f, c in zip(in_sl, factors, prev.chunks, strict=True):
+        if c % f:  # a chunk border inside a block of f voxels: do not cut this axis
+            cuts.append([(sl.start, sl.stop)])
+            continue
+        edges = [sl.start, *range(sl.start - sl.start % c + c, sl.stop, c), sl.stop]
+        cuts.append(list(itertools.pairwise(edges)))
+    out = np.empty(target, prev.dtype)
+    for piece in itertools.product(*cuts):
+        src = tuple(slice(a, b) for a, b in piece)
+        dst = tuple(
+            slice((a - sl.start) // f, -(-(b - sl.start) // f))
+            for (a, b), sl, f in zip(piece, in_sl, factors, strict=True)
+        )
+        sub_target = tuple(d.stop - d.start for d in dst)
+        out[dst] = _downsample_block(np.asarray(prev[src]), factors, sub_target, method, prev.dtype)
+    return out
+
+
 class OmeZarrTarget:
     """An OME-Zarr image being written: fill :attr:`level0`, then :meth:`finish`.
 
@@ -401,7 +429,8 @@ class OmeZarrTarget:
         """Build the lower levels from level 0 block by block and write the metadata.
 
         Each output chunk of level ``k + 1`` is computed from the level-``k`` block
-        under it (at most ``2**n`` chunks of level ``k``), so memory stays a few chunks.
+        under it, one level-``k`` chunk at a time (:func:`_downsample_region`), so memory
+        stays about two chunks.
 
         Returns
         -------
@@ -436,10 +465,7 @@ class OmeZarrTarget:
                     slice(o.start * f, min(o.stop * f, n))
                     for o, f, n in zip(out_sl, factors, prev.shape, strict=True)
                 )
-                target = tuple(o.stop - o.start for o in out_sl)
-                arr[out_sl] = _downsample_block(
-                    np.asarray(prev[in_sl]), factors, target, self.downsample, prev.dtype
-                )
+                arr[out_sl] = _downsample_region(prev, in_sl, out_sl, factors, self.downsample)
             arrays.append(arr)
             prev = arr
         all_factors = _factors(self.level0.shape, axes)

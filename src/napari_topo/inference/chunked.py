@@ -20,8 +20,10 @@
 
 Memory is set by the chunk and the tile, not the volume: a rolling slab of the sliding
 window (about ``tile`` planes of the output), a few chunks (a chunk plus its halo for the
-skeleton), and the labels of the chunk boundary planes (8 bytes per voxel of those
-planes).
+skeleton), the labels of at most three chunk-boundary planes per axis (8 bytes per voxel
+of a (y, x) plane for z), and per-label tables (sizes, first voxels, the union-find) of
+the pieces found in the chunks. tests/test_chunked.py checks with ``tracemalloc`` that no
+stage allocates a volume-sized array.
 
 What equals the whole-volume pipeline, on a volume that fits in memory
 (tests/test_chunked.py): the probability (same tiles, same blending), the mask
@@ -40,6 +42,7 @@ the outputs are written on the input grid.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -59,17 +62,40 @@ __all__ = [
 ]
 
 
-class _Leading:
-    """A ``(z, y, x)`` array seen as ``(1, z, y, x)``: the ``out=`` predict writes into."""
+class _ColumnWriter:
+    """Where ``predict(out=)`` writes: a zarr array, filled one (y, x) chunk column at a time.
 
-    def __init__(self, arr):
+    The sliding window hands over slabs of ``(C, dz, y, x)`` (all of y and x, ``dz``
+    planes that do not line up with the chunks). Given whole, zarr merges every chunk the
+    slab touches at once (up to ``async.concurrency`` chunks, each read, copied, merged
+    and encoded: about 40 MiB per 128^3 float32 chunk, 0.3 GiB at 512^3); split by chunk
+    column it holds one column of chunks at a time. ``leading=True``: the array is
+    ``(z, y, x)`` and is seen as ``(1, z, y, x)``.
+    """
+
+    def __init__(self, arr, leading: bool = False):
         self.arr = arr
-        self.shape = (1, *tuple(arr.shape))
+        self.leading = leading
+        self.shape = (1, *tuple(arr.shape)) if leading else tuple(arr.shape)
         self.dtype = arr.dtype
 
     def __setitem__(self, key, value):
         key = key if isinstance(key, tuple) else (key,)
-        self.arr[key[1:]] = np.asarray(value)[0]
+        key = key + (slice(None),) * (len(self.shape) - len(key))
+        value = np.asarray(value)
+        if self.leading:
+            key, value = key[1:], value[0]
+        ndim = len(key)
+        (y0, y1, _), (x0, x1, _) = (
+            k.indices(n) for k, n in zip(key[-2:], self.arr.shape[-2:], strict=True)
+        )
+        cy, cx = self.arr.chunks[-2:]
+        for ys in range(y0 - y0 % cy, y1, cy):
+            for xs in range(x0 - x0 % cx, x1, cx):
+                ya, yb = max(ys, y0), min(ys + cy, y1)
+                xa, xb = max(xs, x0), min(xs + cx, x1)
+                part = (Ellipsis, slice(ya - y0, yb - y0), slice(xa - x0, xb - x0))
+                self.arr[key[: ndim - 2] + (slice(ya, yb), slice(xa, xb))] = value[part]
 
 
 def _chunk_slices(shape: Sequence[int], chunks: Sequence[int]):
@@ -86,6 +112,15 @@ class _ChunkLabels:
     Global label ``g`` (1-based) is local label ``g - offsets[idx]`` of chunk ``idx``;
     ``comp[g - 1]`` is its component (0-based), ``size[c]`` and ``first[c]`` the voxel
     count and the smallest C-order flat index of component ``c`` over the whole volume.
+
+    Two 26-neighbours in different chunks are joined at the first axis ``a`` (in z, y, x
+    order) along which their chunks differ: along the axes before ``a`` they share a chunk,
+    so they meet on the two planes either side of a chunk boundary along ``a`` within that
+    one row of chunks (a whole (y, x) plane for ``a`` = z, ``chunk_z`` x ``x`` for y, one
+    chunk face for x), at an in-plane offset of -1, 0 or 1 on each axis. Those planes are
+    filled as the chunks are labelled in C order and joined and dropped as soon as the
+    last chunk of their row is labelled: at most three planes per axis are held, never
+    all the boundaries of the volume.
     """
 
     def __init__(self, read_mask, shape, chunks):
@@ -96,48 +131,49 @@ class _ChunkLabels:
         self.shape = shape = tuple(int(s) for s in shape)
         self.chunks = chunks = tuple(int(c) for c in chunks)
         nb = [-(-n // c) for n, c in zip(shape, chunks, strict=True)]
-        # boundary planes: axis a, boundary k (between chunk k and k + 1): the last plane
-        # of chunk k ("lo") and the first of chunk k + 1 ("hi"), over the whole volume
-        planes: list[dict[int, list[np.ndarray]]] = []
-        for a in range(3):
-            other = [shape[i] for i in range(3) if i != a]
-            planes.append({k: [np.zeros(other, np.int64) for _ in "lh"] for k in range(nb[a] - 1)})
+        # (axis, boundary k, chunk indices along the axes before it) -> [lo, hi] planes:
+        # lo the last plane of chunk k along the axis, hi the first plane of chunk k + 1
+        planes: dict[tuple, list[np.ndarray]] = {}
         self.offsets: dict[tuple[int, ...], int] = {}
         sizes, firsts = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+        pairs: list[np.ndarray] = []
         total = 0
         for idx, sl in _chunk_slices(shape, chunks):
-            labels, n = self._label(sl)
+            labels, n = self.local_labels(sl)
             self.offsets[idx] = total
             if n:
-                flat = labels.ravel()
-                sizes.append(np.bincount(flat, minlength=n + 1)[1:].astype(np.int64))
+                # sizes and first voxels from the vessel voxels only (no chunk-sized int64)
+                flat = labels.reshape(-1)
+                where = np.flatnonzero(flat)
+                vals = flat[where]
+                sizes.append(np.bincount(vals, minlength=n + 1)[1:].astype(np.int64))
                 # first voxel of each local label in the chunk's C order, which is the
                 # whole volume's C order restricted to the chunk
-                vals, where = np.unique(flat, return_index=True)  # vals: 0?, 1..n
-                local = np.unravel_index(where[vals > 0], labels.shape)
+                _, first_pos = np.unique(vals, return_index=True)  # labels 1..n, in order
+                local = np.unravel_index(where[first_pos], labels.shape)
                 glob_idx = [loc + s.start for loc, s in zip(local, sl, strict=True)]
                 firsts.append(np.ravel_multi_index(glob_idx, shape).astype(np.int64))
-                glob = np.where(labels > 0, labels.astype(np.int64) + total, 0)
-                for a in range(3):
-                    rest = tuple(sl[i] for i in range(3) if i != a)
-                    if idx[a] > 0:  # first plane: the "hi" side of boundary idx[a] - 1
-                        planes[a][idx[a] - 1][1][rest] = np.take(glob, 0, axis=a)
-                    if idx[a] < nb[a] - 1:  # last plane: the "lo" side of boundary idx[a]
-                        planes[a][idx[a]][0][rest] = np.take(glob, -1, axis=a)
+                del flat, where, vals
+            for a in range(3):
+                for k, side, end in ((idx[a], 0, -1), (idx[a] - 1, 1, 0)):
+                    if not 0 <= k < nb[a] - 1:
+                        continue
+                    key = (a, k, idx[:a])
+                    if key not in planes:
+                        pshape = [sl[i].stop - sl[i].start if i < a else shape[i] for i in range(3)]
+                        del pshape[a]
+                        planes[key] = [np.zeros(pshape, np.int64) for _ in "lh"]
+                    region = tuple(slice(None) if i < a else sl[i] for i in range(3) if i != a)
+                    face = np.take(labels, end, axis=a).astype(np.int64)
+                    face[face > 0] += total
+                    planes[key][side][region] = face
             total += int(n)
+            # boundaries whose hi side is complete: the last chunk of their row was this one
+            for a in range(3):
+                if idx[a] > 0 and all(idx[i] == nb[i] - 1 for i in range(a + 1, 3)):
+                    lo, hi = planes.pop((a, idx[a] - 1, idx[:a]))
+                    pairs.extend(_touching(lo, hi))
         self.total = total
-        pairs = []
-        for a in range(3):
-            for lo, hi in planes[a].values():
-                h, w = lo.shape
-                for d1, d2 in itertools.product((-1, 0, 1), repeat=2):
-                    a_sl = (slice(max(0, -d1), h - max(0, d1)), slice(max(0, -d2), w - max(0, d2)))
-                    b_sl = (slice(max(0, d1), h - max(0, -d1)), slice(max(0, d2), w - max(0, -d2)))
-                    u, v = lo[a_sl], hi[b_sl]
-                    both = (u > 0) & (v > 0)
-                    if both.any():
-                        pairs.append(np.stack([u[both], v[both]], axis=1))
-        del planes
         size_g = np.concatenate(sizes)  # per global label
         first_g = np.concatenate(firsts)
         if total:
@@ -157,7 +193,8 @@ class _ChunkLabels:
         np.minimum.at(first, self.comp, first_g)
         self.first = first
 
-    def _label(self, sl):
+    def local_labels(self, sl) -> tuple[np.ndarray, int]:
+        """26-connected labels of chunk ``sl`` (``cc3d``, uint16/uint32) and their count."""
         import cc3d
 
         block = np.ascontiguousarray(self.read_mask(sl), dtype=bool)
@@ -166,8 +203,37 @@ class _ChunkLabels:
 
     def global_labels(self, idx, sl) -> np.ndarray:
         """Global labels (int64, 0 = background) of chunk ``idx``: labelled again."""
-        labels, _ = self._label(sl)
-        return np.where(labels > 0, labels.astype(np.int64) + self.offsets[idx], 0)
+        labels, _ = self.local_labels(sl)
+        out = labels.astype(np.int64)
+        out[out > 0] += self.offsets[idx]
+        return out
+
+    def mapped_labels(self, idx, sl, lut: np.ndarray) -> np.ndarray:
+        """``lut[global label]`` over chunk ``idx`` (``lut[0]`` background), ``lut``'s dtype.
+
+        The chunk is labelled again and looked up through the slice of ``lut`` that
+        belongs to it: no chunk-sized int64 array is made.
+        """
+        labels, n = self.local_labels(sl)
+        off = self.offsets[idx]
+        local = np.empty(n + 1, lut.dtype)
+        local[0] = lut[0]
+        local[1:] = lut[off + 1 : off + n + 1]
+        return local[labels]
+
+
+def _touching(lo: np.ndarray, hi: np.ndarray) -> list[np.ndarray]:
+    """Label pairs ``(lo, hi)`` that touch across a boundary (offsets -1, 0, 1 in-plane)."""
+    out = []
+    h, w = lo.shape
+    for d1, d2 in itertools.product((-1, 0, 1), repeat=2):
+        a_sl = (slice(max(0, -d1), h - max(0, d1)), slice(max(0, -d2), w - max(0, d2)))
+        b_sl = (slice(max(0, d1), h - max(0, -d1)), slice(max(0, d2), w - max(0, -d2)))
+        u, v = lo[a_sl], hi[b_sl]
+        both = (u > 0) & (v > 0)
+        if both.any():
+            out.append(np.unique(np.stack([u[both], v[both]], axis=1), axis=0))
+    return out
 
 
 def remove_small_components_chunked(
@@ -258,13 +324,14 @@ def label_components_chunked(
     -----
     Pass 1 labels each chunk (``cc3d.connected_components``, 26-connectivity) and
     records the size and first voxel of each label and the labels on both sides of every
-    chunk boundary (as whole planes of the volume, so that diagonal neighbours across
-    edges and corners of chunks are seen). Labels touching across a boundary (any of the
-    9 offsets of a 26-neighbourhood) are joined with
-    :func:`scipy.sparse.csgraph.connected_components` (the union-find). Pass 2 labels
-    each chunk again (the labelling is deterministic) and writes the joined ids. Memory:
-    a chunk's labels and the labels of the boundary planes (8 bytes per voxel of those
-    planes), plus the chunks within ``snap`` of a root.
+    chunk boundary (planes spanning the row of chunks on each side, so that diagonal
+    neighbours across edges and corners of chunks are seen; see :class:`_ChunkLabels`).
+    Labels touching across a boundary (any of the 9 offsets of a 26-neighbourhood) are
+    joined with :func:`scipy.sparse.csgraph.connected_components` (the union-find). Pass
+    2 labels each chunk again (the labelling is deterministic) and writes the joined ids.
+    Memory: a chunk's labels, at most three boundary planes per axis (8 bytes per voxel;
+    a whole (y, x) plane for the z boundaries), tables with one entry per piece found in
+    a chunk, plus the chunks within ``snap`` of a root.
     """
     min_size = int(min_size)
     cl = _ChunkLabels(read_mask, shape, chunks)
@@ -304,15 +371,16 @@ def label_components_chunked(
     sizes[ids] = cl.size[kept]
     first[ids] = np.stack(np.unravel_index(cl.first[kept], shape), axis=1)
     dtype = np.uint16 if n_ids <= np.iinfo(np.uint16).max else np.uint32
+    lut = lut.astype(dtype)
     n_voxels = 0
     if write_mask is not None or write_labels is not None:
         for idx, sl in _chunk_slices(shape, chunks):
-            out = lut[cl.global_labels(idx, sl)]
+            out = cl.mapped_labels(idx, sl, lut)
             n_voxels += int(np.count_nonzero(out))
             if write_mask is not None:
-                write_mask(sl, (out > 0).astype(np.uint8))
+                write_mask(sl, (out > 0).view(np.uint8))
             if write_labels is not None:
-                write_labels(sl, out.astype(dtype))
+                write_labels(sl, out)
     else:
         n_voxels = int(sizes.sum())
     return {
@@ -441,6 +509,19 @@ def skeleton_halo(max_radius: float) -> int:
     return int(np.ceil(r)) + 4
 
 
+def _local_dask(client):
+    """With a cluster, dask reads of the input run here (threads), not on the cluster.
+
+    A ``distributed.Client`` makes itself dask's default scheduler; the workers are
+    there for the network only and need not see the data.
+    """
+    if client is None:
+        return contextlib.nullcontext()
+    import dask
+
+    return dask.config.set(scheduler="threads")
+
+
 class StreamingResult(dict):
     """What :func:`segment_to_ome_zarr` wrote and measured (a JSON-able dict).
 
@@ -466,6 +547,7 @@ def segment_to_ome_zarr(
     progress: Callable[[int, int], Any] | None = None,
     on_message: Callable[[str], Any] | None = None,
     stage: Callable[[str], Any] | None = None,
+    client: Any = None,
     **predict_kwargs,
 ) -> StreamingResult:
     """Probability and mask of a (lazy) volume, written as OME-Zarr chunk by chunk.
@@ -508,6 +590,12 @@ def segment_to_ome_zarr(
     stage : callable(str), optional
         Told the name of each stage as it starts ("probability", "mask" (with the
         tree labels), "skeleton", "pyramids").
+    client : distributed.Client, optional
+        Run the network's forward passes on this dask cluster
+        (:mod:`napari_topo.inference.distributed`): the weights travel with the tasks
+        (checked by SHA-256 on each worker), the tiles and their batches of
+        ``batch_size`` are those of the run without a cluster, so the outputs are the
+        same; everything else runs here.
     **predict_kwargs
         Other :func:`predict` arguments (tile, overlap, batch_size, device, modality,
         window, polarity, cancel, ...).
@@ -533,7 +621,8 @@ def segment_to_ome_zarr(
     )
     from .sliding import _volume_info
 
-    volume, shape, _ = _volume_info(volume)
+    with _local_dask(client):
+        volume, shape, _ = _volume_info(volume)
     if not np.isfinite(threshold) or not 0.0 < float(threshold) < 1.0:
         raise ValueError(f"threshold must be between 0 and 1; got {threshold!r}")
     min_size = DEFAULT_MIN_SIZE if min_size is None else int(min_size)
@@ -578,6 +667,27 @@ def segment_to_ome_zarr(
         return time.perf_counter()
 
     module, card = resolve_model(model or DEFAULT_MODEL, None)
+    if client is not None:
+        import inspect
+
+        from .distributed import cluster_model, cluster_slots, model_payload
+
+        weights_path = None
+        if not isinstance(model, tuple):
+            from ..models.registry import _resolve
+
+            weights_path = _resolve(model or DEFAULT_MODEL, None)[1]
+        data, sha = model_payload(module, card, weights_path)
+        per_batch = predict_kwargs.get("batch_size")
+        if per_batch is None:
+            per_batch = inspect.signature(predict).parameters["batch_size"].default
+        module = cluster_model(
+            client, card, data, sha, int(per_batch), device=predict_kwargs.get("device", "auto")
+        )
+        # batches of per_batch tiles, one task each: two per worker thread at once (the
+        # scheduler hands a 1-thread worker up to 2 tasks, so fewer can leave one idle)
+        predict_kwargs["batch_size"] = int(per_batch) * 2 * cluster_slots(client)
+        predict_kwargs["device"] = "cpu"  # here: tiles read, blended and written
     g = geometry.spatial() if geometry.axes != "zyx" else geometry
     targets, dests = {}, {}
     names = {"vessel": "probability", "centerness": "centerness", "embedding": "embedding"}
@@ -588,26 +698,27 @@ def segment_to_ome_zarr(
         channels = int((spec or {}).get("channels", 1))
         if channels == 1:
             t = create_ome_zarr(out[name], shape, np.float32, g, chunk=chunk)
-            dests[key] = _Leading(t.level0)
+            dests[key] = _ColumnWriter(t.level0, leading=True)
         else:
             from ..geometry import Geometry
 
             gc = Geometry(g.affine, "c" + g.axes, unit=g.unit, known=g.known)
             t = create_ome_zarr(out[name], (channels, *shape), np.float32, gc, chunk=chunk)
-            dests[key] = t.level0
+            dests[key] = _ColumnWriter(t.level0)
         targets[name] = t
 
     t0 = begin("probability")
-    result = predict(
-        volume,
-        (module, card),
-        zoom=1.0 if numeric_zoom is not None else zoom,
-        spacing=spacing,
-        out=dests,
-        progress=progress,
-        on_message=on_message,
-        **predict_kwargs,
-    )
+    with _local_dask(client):
+        result = predict(
+            volume,
+            (module, card),
+            zoom=1.0 if numeric_zoom is not None else zoom,
+            spacing=spacing,
+            out=dests,
+            progress=progress,
+            on_message=on_message,
+            **predict_kwargs,
+        )
     times["probability"] = time.perf_counter() - t0
     policy = result.input_policy
 
