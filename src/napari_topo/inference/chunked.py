@@ -682,7 +682,13 @@ def segment_to_ome_zarr(
         if per_batch is None:
             per_batch = inspect.signature(predict).parameters["batch_size"].default
         module = cluster_model(
-            client, card, data, sha, int(per_batch), device=predict_kwargs.get("device", "auto")
+            client,
+            card,
+            data,
+            sha,
+            int(per_batch),
+            device=predict_kwargs.get("device", "auto"),
+            precision=predict_kwargs.get("precision", "auto"),
         )
         # batches of per_batch tiles, one task each: two per worker thread at once (the
         # scheduler hands a 1-thread worker up to 2 tasks, so fewer can leave one idle)

@@ -129,8 +129,13 @@ def forward_on_worker(
     arch_kwargs: dict,
     x: np.ndarray,
     device: str | None = "auto",
+    precision: str = "auto",
 ):
     """One batch through the network, on a worker: ``x`` (N, 1, z, y, x) float32.
+
+    ``precision`` is resolved on the worker
+    (:func:`~napari_topo.inference.device.resolve_precision`: "auto" is bfloat16 on a
+    worker CPU with native bfloat16), as the single-process run resolves it locally.
 
     The network is built once per worker from ``weights`` after their SHA-256 is checked
     against ``sha256`` (again whenever another weights object arrives), and kept.
@@ -148,9 +153,10 @@ def forward_on_worker(
     import torch
 
     from ..models.registry import WeightsIntegrityError, build_model
-    from .device import autocast_context, pick_device
+    from .device import autocast_context, pick_device, resolve_precision
 
     dev = pick_device(device)
+    dtype = resolve_precision(precision, dev)
     with _WORKER_LOCK:
         cached = _WORKER_MODELS.get(sha256)
         if cached is None or cached[0] is not weights:
@@ -167,7 +173,7 @@ def forward_on_worker(
             cached = (weights, net.eval())
             _WORKER_MODELS[sha256] = cached
         net = cached[1].to(dev)
-    with torch.inference_mode(), autocast_context(dev):
+    with torch.inference_mode(), autocast_context(dev, dtype=dtype, enabled=dtype is not None):
         y = net(torch.from_numpy(np.ascontiguousarray(x)).to(dev))
     if isinstance(y, dict):
         return {k: v.float().cpu().numpy() for k, v in y.items()}
@@ -175,7 +181,13 @@ def forward_on_worker(
 
 
 def cluster_model(
-    client, card, weights: bytes, sha256: str, per_batch: int, device: str | None = "auto"
+    client,
+    card,
+    weights: bytes,
+    sha256: str,
+    per_batch: int,
+    device: str | None = "auto",
+    precision: str = "auto",
 ):
     """A ``torch.nn.Module`` whose forward pass runs on the cluster of ``client``.
 
@@ -194,6 +206,9 @@ def cluster_model(
         Tiles per task: the ``batch_size`` of the single-process run it must equal.
     device : str, optional
         Device on each worker ("auto": its GPU if it has one).
+    precision : str, optional
+        Network arithmetic on each worker (resolved there, see
+        :func:`forward_on_worker`).
     """
     import torch
 
@@ -204,6 +219,7 @@ def cluster_model(
             self.per_batch = int(per_batch)
             self.spec = (sha256, card.architecture, dict(card.arch_kwargs or {}))
             self.device_name = device
+            self.precision = precision
             self.weights = client.scatter(weights, broadcast=True, hash=False)
 
         def forward(self, x):
@@ -218,6 +234,7 @@ def cluster_model(
                     kwargs,
                     p.numpy(),
                     self.device_name,
+                    self.precision,
                     pure=False,
                 )
                 for p in parts
