@@ -351,12 +351,23 @@ def test_policy_flags_parse_and_bad_values_get_one_line(policy_files, capsys, tm
     assert not any(tmp_path.iterdir())
 
 
-def test_a_shape_mismatch_names_each_shape_once_and_what_to_do(tmp_path, capsys):
+@pytest.mark.parametrize("suffix", [".npy", ".nii.gz"])  # voxel grids; world placements
+def test_a_shape_mismatch_names_each_shape_once_and_what_to_do(tmp_path, capsys, suffix):
+    import nibabel as nib
+
     from napari_topo.data.io import write_volume
 
-    write_volume(tmp_path / "p.npy", np.zeros((20, 30, 40), np.uint8))
-    write_volume(tmp_path / "g.npy", np.zeros((20, 30, 41), np.uint8))
-    code, _, err = _run(["evaluate", tmp_path / "p.npy", tmp_path / "g.npy"], capsys)
+    for name, shape in (("p", (20, 30, 40)), ("g", (20, 30, 41))):
+        if suffix == ".npy":
+            write_volume(tmp_path / f"{name}.npy", np.zeros(shape, np.uint8))
+        else:  # a scanner's placement (origin, spacing), compared in world space
+            affine = np.diag([0.7, 0.7, 2.0, 1.0])
+            affine[:3, 3] = (-120.0, 80.0, 30.0)
+            img = nib.Nifti1Image(np.zeros(shape[::-1], np.uint8), affine)
+            img.set_qform(affine, 1)
+            img.set_sform(affine, 1)
+            nib.save(img, tmp_path / f"{name}.nii.gz")
+    code, _, err = _run(["evaluate", tmp_path / f"p{suffix}", tmp_path / f"g{suffix}"], capsys)
     line = err.strip()
     assert code == 2 and "\n" not in line
     assert line.count("(20, 30, 40)") == 1 and line.count("(20, 30, 41)") == 1, line

@@ -402,3 +402,20 @@ def test_viewer_opens_cli_outputs_with_plugin(make_napari_viewer, tmp_path, anal
     points = next(ly for ly in viewer.layers if type(ly).__name__ == "Points")
     np.testing.assert_allclose(points.data, analysis.points)
     assert tuple(points.translate) == pytest.approx(tuple(layer.translate))
+
+
+def test_reader_shows_a_dim_stack_with_its_own_contrast(tmp_path):
+    # a newcomer's two-photon stack (uint8, voxels up to ~51) opened nearly black: napari
+    # shows uint8 over 0-255 unless told otherwise (here: 90 grey levels, up to 89)
+    from napari_topo.data.io import write_volume
+
+    rng = np.random.default_rng(0)
+    stack = rng.integers(0, 20, size=(6, 40, 40)).astype(np.uint8)
+    stack[:, 16:24, :] = rng.integers(20, 90, size=(6, 8, 40))  # a faint vessel
+    write_volume(tmp_path / "dim.nii.gz", stack, spacing=(5.0, 1.0, 1.0))
+    [(data, meta, kind)] = read_nifti(str(tmp_path / "dim.nii.gz"))
+    assert kind == "image"
+    low, high = meta["contrast_limits"]
+    assert 0 <= low < 20 and 60 < high <= 89
+    layer = Layer.create(data, meta, kind)
+    assert tuple(layer.contrast_limits) == pytest.approx((low, high))

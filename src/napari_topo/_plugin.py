@@ -260,10 +260,53 @@ def read_volumes(path) -> list[tuple[Any, dict, str]]:
             kind = "labels" if is_label_volume(sample) else "image"
         if kind == "labels" and data.dtype == bool:
             data = (data if isinstance(data, np.ndarray) else np.asarray(data)).view(np.uint8)
+        if kind == "image" and not (channel or rgb):
+            limits = display_limits(sample)
+            if limits is not None:
+                meta["contrast_limits"] = limits
         if meta.get("multiscale"):
             data = [lv for lv, _ in shown_levels]
         out.append((data, meta, kind))
     return out
+
+
+#: Voxels read (at most, on a regular stride) to choose an Image layer's contrast limits.
+_LIMITS_SAMPLE = 1_000_000
+
+
+def display_limits(data) -> list[float] | None:
+    """Contrast limits for showing ``data``: its 0.5th and 99.5th percentiles.
+
+    napari's default for uint8 is the dtype's range (0-255), so a two-photon stack whose
+    voxels reach 51 opened nearly black; a CT's few metal or bone voxels would likewise
+    squeeze the soft tissue. At most :data:`_LIMITS_SAMPLE` voxels are read, on a
+    regular stride (a lazy array reads only those). None when the sample is empty or
+    not finite anywhere.
+
+    Parameters
+    ----------
+    data : array-like (z, y, x), numpy, dask or zarr
+
+    Returns
+    -------
+    [low, high] (floats, high > low) or None
+    """
+    shape = tuple(int(n) for n in getattr(data, "shape", ()))
+    if not shape or min(shape) == 0:
+        return None
+    stride = max(
+        1, int(np.ceil((np.prod(shape, dtype=float) / _LIMITS_SAMPLE) ** (1 / len(shape))))
+    )
+    sample = np.asarray(data[tuple(slice(None, None, stride) for _ in shape)], dtype=np.float64)
+    sample = sample[np.isfinite(sample)]
+    if sample.size == 0:
+        return None
+    lo, hi = (float(v) for v in np.percentile(sample, [0.5, 99.5]))
+    if hi <= lo:
+        lo, hi = float(sample.min()), float(sample.max())
+    if hi <= lo:
+        hi = lo + 1.0
+    return [lo, hi]
 
 
 def _ome_zarr_levels(path):

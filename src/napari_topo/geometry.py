@@ -778,7 +778,9 @@ def _compare(moving, moving_shape, reference, reference_shape, names):
             "override a wrong header's voxel size)."
         )
     if moved_shape != rs:
-        raise GeometryError(shape_mismatch(a, ms, b, rs, f"{moved_shape} in {b}'s axis order"))
+        # the shape in the other's axis order only when reordering changed it
+        extra = f"{moved_shape} in {b}'s axis order" if moved_shape != ms else ""
+        raise GeometryError(shape_mismatch(a, ms, b, rs, extra))
     tol = ORIGIN_VOXELS * float(min(r_sp))
     if not np.allclose(moved[:n, n], reference.affine[:n, n], rtol=0, atol=tol):
         shift = moved[:n, n] - reference.affine[:n, n]
