@@ -1171,7 +1171,7 @@ class SegmentWidget(QWidget):
         reference = _hex(tree_colors(1, "reference")[0])  # layers.trees_layer's reference
         self.legend_label.setText(
             f"Trees: {swatches}{more}. Ground truth: "
-            f'<span style="color:{reference}">&#9633;</span>&nbsp;pale outlines (filled in 3D).'
+            f'<span style="color:{reference}">&#9633;</span>&nbsp;light outlines (filled in 3D).'
         )
         self.legend_label.setVisible(True)
 
