@@ -73,7 +73,7 @@ def test_create_layers_is_all_or_nothing_with_a_one_line_reason():
 
 
 def test_reference_and_prediction_trees_are_clearly_apart():
-    # A ground truth shown with a result: near-neutral outlines against saturated fills.
+    # A ground truth shown with a result: light, opaque outlines against saturated fills.
     # No reference colour is near any prediction colour (trees 1..40 of both), in hue
     # purity (HSV saturation) and in RGB distance.
     import colorsys
@@ -83,7 +83,9 @@ def test_reference_and_prediction_trees_are_clearly_apart():
         name: np.array([colorsys.rgb_to_hsv(*c)[1] for c in rgb])
         for name, rgb in (("pred", pred), ("ref", ref))
     }
-    assert sat["ref"].max() <= 0.15 and sat["pred"].min() >= 0.6, sat
+    assert sat["ref"].max() <= 0.25 and sat["pred"].min() >= 0.6, sat
+    # light: they stand out of a dark or noisy grey image
+    assert min(colorsys.rgb_to_hsv(*c)[2] for c in ref) >= 0.85
     distance = np.linalg.norm(ref[:, None] - pred[None], axis=-1)
     assert distance.min() > 0.35, np.unravel_index(distance.argmin(), distance.shape)
     # neighbouring reference ids still differ (brightness alternates)

@@ -94,7 +94,7 @@ def make_sample_data() -> list[tuple[Any, dict, str]]:
 
     Returns, bottom to top: the image ``"synthetic vessels"`` (Image, float32), the mask
     ``"ground truth mask"`` (Labels, hidden; it equals ``trees > 0``) and the trees
-    ``"ground truth trees"`` (Labels, pale grey outlines, a faint tint per tree: the
+    ``"ground truth trees"`` (Labels, light near-white outlines, a light tint per tree: the
     ``"reference"`` palette of :func:`napari_topo.layers.trees_layer`, apart from a
     result's saturated, filled trees),
     each scaled by the generator's spacing, with axes named z, y, x. The arrays equal

@@ -12,8 +12,8 @@ Every function returns a ``(data, meta, layer_type)`` tuple (napari's
   widget can recognise the layers it made (:func:`layer_kind`).
 
 Tree ids get the same colour everywhere (trees Labels, centerline Points, branch Shapes)
-from :func:`tree_colors`; a reference (a ground truth) gets the near-neutral
-``"reference"`` palette drawn as outlines, so that predicted and reference trees stay
+from :func:`tree_colors`; a reference (a ground truth) gets the light
+``"reference"`` palette drawn as opaque outlines, so that predicted and reference trees stay
 apart on screen. Every layer names
 its axes (``z, y, x`` or ``y, x``: :data:`AXIS_LABELS`), and label volumes use the
 smallest unsigned dtype that holds them (:func:`smallest_uint`), which napari uploads
@@ -47,6 +47,7 @@ __all__ = [
     "AXIS_LABELS",
     "PALETTES",
     "REFERENCE_CONTOUR",
+    "REFERENCE_OPACITY",
     "REFERENCE_SATURATION",
     "UNASSIGNED_COLOR",
     "LayerBuildError",
@@ -86,15 +87,19 @@ _BASE = (
 )
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 #: Palettes of :func:`tree_colors`: a result's trees (saturated: HSV saturation >= 0.6),
-#: and a reference's (a ground truth: near-neutral tints, saturation
-#: :data:`REFERENCE_SATURATION`, drawn as outlines by :func:`trees_layer`).
+#: and a reference's (a ground truth: light tints, saturation
+#: :data:`REFERENCE_SATURATION`, drawn as opaque outlines by :func:`trees_layer`).
 PALETTES = ("prediction", "reference")
-#: HSV saturation of the reference palette: a faint tint of the tree's hue on light grey.
-REFERENCE_SATURATION = 0.12
-_REFERENCE_VALUES = (0.95, 0.78)  # alternating brightness, so neighbouring ids differ
-#: ``contour`` of a reference's trees layer (napari draws 2D outlines; filled in 3D),
-#: set by :func:`apply_look`.
-REFERENCE_CONTOUR = 1
+#: HSV saturation of the reference palette: a light tint of the tree's hue, near white
+#: (bright enough to stand out of a noisy grey image, far from the saturated results).
+REFERENCE_SATURATION = 0.2
+_REFERENCE_VALUES = (1.0, 0.9)  # alternating brightness, so neighbouring ids differ
+#: ``contour`` of a reference's trees layer (napari draws 2D outlines this many pixels
+#: thick; filled in 3D), set by :func:`apply_look`.
+REFERENCE_CONTOUR = 2
+#: Opacity of a reference's trees layer: opaque, so the thin outlines are not lost in
+#: the image under them (a result's filled trees: 0.7).
+REFERENCE_OPACITY = 1.0
 
 #: Axis names of the layers made here, by dimensionality (arrays are (z, y, x)).
 AXIS_LABELS = {2: ("y", "x"), 3: ("z", "y", "x")}
@@ -116,8 +121,8 @@ def tree_colors(n: int, palette: str = "prediction") -> np.ndarray:
     n : int
         Number of colours, >= 0.
     palette : {"prediction", "reference"}, optional
-        ``"reference"`` (for a ground truth): the same hue, but nearly neutral (HSV
-        saturation :data:`REFERENCE_SATURATION`, brightness alternating 0.95 / 0.78),
+        ``"reference"`` (for a ground truth): the same hue, but a light tint (HSV
+        saturation :data:`REFERENCE_SATURATION`, brightness alternating 1.0 / 0.9),
         so that no reference colour is near any prediction colour (RGB distance
         > 0.35) and a reference shown with a result does not look like it.
 
@@ -376,8 +381,8 @@ def trees_layer(
         Number of colours to set; default the largest id in ``trees``. Ids above it
         show in :data:`UNASSIGNED_COLOR`.
     palette : {"prediction", "reference"}, optional
-        :func:`tree_colors`' palette. ``"reference"`` for a ground truth: near-neutral
-        tints at opacity 0.6, drawn as outlines once :func:`apply_look` has set the
+        :func:`tree_colors`' palette. ``"reference"`` for a ground truth: light
+        tints at :data:`REFERENCE_OPACITY`, drawn as outlines once :func:`apply_look` has set the
         layer's ``contour`` to :data:`REFERENCE_CONTOUR` (napari fills them in 3D), so
         that it is told apart from a result's trees (saturated, filled, opacity 0.7).
     name, scale, translate, **kwargs
@@ -416,7 +421,7 @@ def trees_layer(
         extra={"n_trees": n, "palette": palette}
         | ({} if palette == "prediction" else {"contour": REFERENCE_CONTOUR}),
         colormap=_direct_colormap(tree_colormap(n, palette)),
-        opacity=0.7 if palette == "prediction" else 0.6,
+        opacity=0.7 if palette == "prediction" else REFERENCE_OPACITY,
         **kwargs,
     )
     return data, meta, "labels"

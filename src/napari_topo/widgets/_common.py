@@ -399,9 +399,118 @@ def install_view_defaults(viewer: Any, dock: Any = None) -> None:
 #: Largest height (pixels) a dock asks for at first: three docks stacked in napari's
 #: right column share a 768-pixel screen; each scrolls what it cannot show.
 DOCK_HEIGHT_HINT = 260
+#: ``objectName`` of the scroll area :func:`scrolling_body` makes (how
+#: :func:`share_dock_column` finds the plugin's docks in a column).
+BODY_NAME = "napari_topo_body"
+#: Weight (see :func:`share_dock_column`) of a dock that is not the plugin's.
+FOREIGN_SHARE = 3.0
 
 
-def scrolling_body(widget: Any, layout: Any) -> Any:
+def _dock_of(widget: Any) -> Any | None:
+    """The ``QDockWidget`` that holds ``widget`` (None when it is not docked)."""
+    from qtpy.QtWidgets import QDockWidget
+
+    parent = widget.parentWidget() if widget is not None else None
+    while parent is not None and not isinstance(parent, QDockWidget):
+        parent = parent.parentWidget()
+    return parent
+
+
+def _water_fill(total: int, wants: list[int], weights: list[float]) -> list[int]:
+    """Share ``total`` pixels by ``weights``, none getting more than it wants; what
+    all of them leave goes to the heaviest (the one whose content grows).
+
+    Examples
+    --------
+    >>> _water_fill(1260, [400, 560, 300], [6, 11, 3])
+    [400, 560, 300]
+    >>> _water_fill(700, [400, 560, 300], [6, 11, 3])
+    [210, 385, 105]
+    >>> _water_fill(900, [200, 900, 300], [6, 11, 3])
+    [200, 550, 150]
+    """
+    sizes = [0] * len(wants)
+    active = list(range(len(wants)))
+    left = total
+    while active:
+        weight = sum(weights[i] for i in active)
+        capped = [i for i in active if wants[i] <= left * weights[i] / weight]
+        if not capped:
+            for i in active:
+                sizes[i] = int(left * weights[i] / weight)
+            return sizes
+        for i in capped:
+            sizes[i] = wants[i]
+            left -= wants[i]
+            active.remove(i)
+    heaviest = max(range(len(wants)), key=lambda i: weights[i])
+    sizes[heaviest] += max(left, 0)
+    return sizes
+
+
+def share_dock_column(widget: Any) -> list[int] | None:
+    """Share the height of the dock column that holds ``widget`` between its docks.
+
+    napari docks a widget added from the Plugins menu under the ones already in the
+    column and gives it almost no height (its ``resizeDocks`` call pushes later docks
+    down). This shares the column instead: each dock gets a part by weight (the
+    plugin's docks: the ``share`` given to :func:`scrolling_body`; others
+    :data:`FOREIGN_SHARE`) but never more than its whole content needs; what all of
+    them leave goes to the heaviest. Docks that float, are hidden or sit behind a
+    tab of a dock already counted are left alone. Only Qt's public
+    ``QMainWindow.resizeDocks`` is used.
+
+    Returns
+    -------
+    list of int or None
+        The heights asked for (pixels, in the column's top-to-bottom order), or None
+        when ``widget`` is not docked in a ``QMainWindow`` column with another dock.
+    """
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QDockWidget, QMainWindow, QScrollArea
+
+    try:
+        dock = _dock_of(widget)
+        window = dock.parentWidget() if dock is not None else None
+        if not isinstance(window, QMainWindow) or dock.isFloating():
+            return None
+        area = window.dockWidgetArea(dock)
+        column: list[Any] = []
+        for other in window.findChildren(QDockWidget):
+            if (
+                other.parentWidget() is not window
+                or other.isFloating()
+                or other.isHidden()
+                or window.dockWidgetArea(other) != area
+                or any(other in window.tabifiedDockWidgets(seen) for seen in column)
+            ):
+                continue
+            column.append(other)
+        if len(column) < 2:
+            return None
+        sides = (Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea)
+        if area not in sides:
+            return None
+        column.sort(key=lambda d: d.geometry().top())
+        wants, weights = [], []
+        for other in column:
+            body = other.findChild(QScrollArea, BODY_NAME)
+            if body is not None and body.widget() is not None:
+                chrome = max(other.sizeHint().height() - body.sizeHint().height(), 0)
+                wants.append(chrome + body.widget().sizeHint().height())
+                weights.append(float(getattr(body, "dock_share", 1.0)))
+            else:
+                wants.append(other.sizeHint().height())
+                weights.append(FOREIGN_SHARE)
+        total = sum(d.height() for d in column)
+        sizes = _water_fill(total, wants, weights)
+        window.resizeDocks(column, sizes, Qt.Orientation.Vertical)
+    except RuntimeError:  # a C++ widget is gone (a dock closed meanwhile)
+        return None
+    return sizes
+
+
+def scrolling_body(widget: Any, layout: Any, *, share: float = 1.0, grow: bool = False) -> Any:
     """Put ``layout``'s content in a frameless scroll area filling ``widget``.
 
     A dock then asks for little height (napari stacks the three docks in one column),
@@ -410,12 +519,30 @@ def scrolling_body(widget: Any, layout: Any) -> Any:
     is as wide as its content needs (no sideways scrolling, no cut combo box text) and
     asks for at most :data:`DOCK_HEIGHT_HINT` pixels of height.
 
+    When the dock is first shown in a window's dock column, the column is shared
+    between its docks (:func:`share_dock_column`, with ``share`` as this dock's
+    weight), as napari's Plugins menu does not: no dock gets more height than its
+    content needs while another one scrolls. Unless ``grow``, the area does not claim
+    the room a taller window adds (Qt gives it to the docks that grow).
+
+    Parameters
+    ----------
+    widget : QWidget
+        The dock's widget; gets a layout holding the scroll area.
+    layout : QLayout
+        The content.
+    share : float, optional
+        Weight of this dock in :func:`share_dock_column`.
+    grow : bool, optional
+        Whether the area claims the height a taller window adds (vertical size
+        policy Expanding rather than Preferred).
+
     Returns
     -------
     QScrollArea
     """
-    from qtpy.QtCore import QSize, Qt
-    from qtpy.QtWidgets import QFrame, QScrollArea, QVBoxLayout, QWidget
+    from qtpy.QtCore import QEvent, QObject, QSize, Qt, QTimer
+    from qtpy.QtWidgets import QFrame, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
 
     class _Area(QScrollArea):
         def sizeHint(self) -> QSize:  # noqa: N802 - Qt's name
@@ -428,14 +555,33 @@ def scrolling_body(widget: Any, layout: Any) -> Any:
             bar = self.verticalScrollBar().sizeHint().width()
             return QSize(inner.width() + bar, min(inner.height(), 80))
 
+    class _Watch(QObject):
+        """Shares the dock column on the dock's first show."""
+
+        shared = False
+
+        def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: N802 - Qt's name
+            kind = event.type()
+            if obj is widget and kind == QEvent.Type.Show and not self.shared:
+                self.shared = True
+                # after napari's own resizeDocks and the layout of the new dock
+                QTimer.singleShot(0, partial(share_dock_column, widget))
+            return False
+
     body = QWidget()
     body.setLayout(layout)
     scroll = _Area(widget)
+    scroll.setObjectName(BODY_NAME)
+    scroll.dock_share = float(share)
     scroll.setWidgetResizable(True)
     scroll.setFrameShape(QFrame.Shape.NoFrame)
     scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    if not grow:
+        scroll.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
     scroll.setWidget(body)
     outer = QVBoxLayout(widget)
     outer.setContentsMargins(0, 0, 0, 0)
     outer.addWidget(scroll)
+    watch = _Watch(scroll)
+    widget.installEventFilter(watch)
     return scroll

@@ -86,6 +86,10 @@ from napari_topo.widgets._common import (
 __all__ = ["MetricsWidget", "format_metric_value", "paint_changes"]
 
 _LOG = logging.getLogger(__name__)
+#: This dock's weight when a window's dock column is shared
+#: (:func:`~napari_topo.widgets._common.share_dock_column`): the most: its
+#: table shows every metric at 1600 x 1000, and it takes the room the others leave.
+DOCK_SHARE = 11
 
 #: The pickers' entry for no layer.
 _NONE = "none"
@@ -663,7 +667,7 @@ class MetricsWidget(QWidget):
         layout.addWidget(self.errors_list)
         layout.addStretch(1)
         self.setMinimumWidth(320)
-        self.scroll_area = scrolling_body(self, layout)
+        self.scroll_area = scrolling_body(self, layout, share=DOCK_SHARE, grow=True)
 
         follow_layer_list(self, napari_viewer, self._refresh_choices)
         install_view_defaults(napari_viewer, self)

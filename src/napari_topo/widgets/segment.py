@@ -86,6 +86,10 @@ if TYPE_CHECKING:
 __all__ = ["CPU_NOTE", "OWNER", "SegmentWidget", "model_tooltip", "sources_in_voxels"]
 
 _LOG = logging.getLogger(__name__)
+#: This dock's weight when a window's dock column is shared
+#: (:func:`~napari_topo.widgets._common.share_dock_column`): its pickers,
+#: Run, status and legend fit at 1366 x 768; it does not claim room a taller window adds.
+DOCK_SHARE = 6
 
 #: ``metadata["napari_topo"]["widget"]`` of the layers this widget made.
 OWNER = "segment"
@@ -546,7 +550,7 @@ class SegmentWidget(QWidget):
         layout.addWidget(self.device_note)
         layout.addStretch(1)
         self.setMinimumWidth(300)
-        self.scroll_area = scrolling_body(self, layout)
+        self.scroll_area = scrolling_body(self, layout, share=DOCK_SHARE)
 
         self.model_picker.changed.connect(self._on_model_changed)
         self.device_picker.changed.connect(self._update_device_note)
@@ -1167,7 +1171,7 @@ class SegmentWidget(QWidget):
         reference = _hex(tree_colors(1, "reference")[0])  # layers.trees_layer's reference
         self.legend_label.setText(
             f"Trees: {swatches}{more}. Ground truth: "
-            f'<span style="color:{reference}">&#9633;</span>&nbsp;pale outlines (filled in 3D).'
+            f'<span style="color:{reference}">&#9633;</span>&nbsp;light outlines (filled in 3D).'
         )
         self.legend_label.setVisible(True)
 

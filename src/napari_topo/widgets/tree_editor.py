@@ -89,6 +89,10 @@ if TYPE_CHECKING:
 __all__ = ["TreeEditorWidget", "first_labelled_on_ray"]
 
 _LOG = logging.getLogger(__name__)
+#: This dock's weight when a window's dock column is shared
+#: (:func:`~napari_topo.widgets._common.share_dock_column`): the least:
+#: it is used after a run, and scrolls.
+DOCK_SHARE = 3
 _HIGHLIGHT = "yellow"
 _NEW_TREE = -1  # item data of the "new tree" entry of the tree picker
 #: A press followed by at most this many mouse moves still counts as a click.
@@ -309,7 +313,7 @@ class TreeEditorWidget(QWidget):
         layout.addLayout(save_row)
         layout.addStretch(1)
         self.setMinimumWidth(320)
-        self.scroll_area = scrolling_body(self, layout)
+        self.scroll_area = scrolling_body(self, layout, share=DOCK_SHARE)
 
         follow_layer_list(self, napari_viewer, self._refresh_choices)
         install_view_defaults(napari_viewer, self)
