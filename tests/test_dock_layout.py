@@ -4,9 +4,10 @@ the metrics table shows its rows and Segment's Run button stays in view."""
 from __future__ import annotations
 
 import pytest
+from qtpy.QtWidgets import QScrollArea
 
 from napari_topo.cli import WIDGETS
-from napari_topo.widgets._common import _water_fill
+from napari_topo.widgets._common import BODY_NAME, _water_fill
 
 
 def _visible_height(widget) -> int:
@@ -43,6 +44,11 @@ def test_plugin_menu_docks_share_the_column(make_napari_viewer, qtbot, size, row
     segment = docked["Segment vessels"]
     assert _visible_height(segment.run_button) == segment.run_button.height()
     assert _visible_height(segment.status_label) == segment.status_label.height()
+    # every dock's scrolling body fills its dock: no empty band under a body that still
+    # scrolls (napari adds a stretch under a widget whose height policy is not Expanding)
+    for name, widget in docked.items():
+        body = widget.findChild(QScrollArea, BODY_NAME)
+        assert body is not None and body.height() >= widget.height() - 2, name
 
 
 def test_water_fill_gives_no_dock_more_than_its_content():

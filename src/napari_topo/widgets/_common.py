@@ -510,7 +510,7 @@ def share_dock_column(widget: Any) -> list[int] | None:
     return sizes
 
 
-def scrolling_body(widget: Any, layout: Any, *, share: float = 1.0, grow: bool = False) -> Any:
+def scrolling_body(widget: Any, layout: Any, *, share: float = 1.0) -> Any:
     """Put ``layout``'s content in a frameless scroll area filling ``widget``.
 
     A dock then asks for little height (napari stacks the three docks in one column),
@@ -522,8 +522,9 @@ def scrolling_body(widget: Any, layout: Any, *, share: float = 1.0, grow: bool =
     When the dock is first shown in a window's dock column, the column is shared
     between its docks (:func:`share_dock_column`, with ``share`` as this dock's
     weight), as napari's Plugins menu does not: no dock gets more height than its
-    content needs while another one scrolls. Unless ``grow``, the area does not claim
-    the room a taller window adds (Qt gives it to the docks that grow).
+    content needs while another one scrolls. The area keeps Qt's Expanding vertical
+    policy: with any other policy napari adds a stretch under the dock's widget, and a
+    dock given more height showed an empty band under a body that still scrolled.
 
     Parameters
     ----------
@@ -533,16 +534,13 @@ def scrolling_body(widget: Any, layout: Any, *, share: float = 1.0, grow: bool =
         The content.
     share : float, optional
         Weight of this dock in :func:`share_dock_column`.
-    grow : bool, optional
-        Whether the area claims the height a taller window adds (vertical size
-        policy Expanding rather than Preferred).
 
     Returns
     -------
     QScrollArea
     """
     from qtpy.QtCore import QEvent, QObject, QSize, Qt, QTimer
-    from qtpy.QtWidgets import QFrame, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
+    from qtpy.QtWidgets import QFrame, QScrollArea, QVBoxLayout, QWidget
 
     class _Area(QScrollArea):
         def sizeHint(self) -> QSize:  # noqa: N802 - Qt's name
@@ -576,8 +574,6 @@ def scrolling_body(widget: Any, layout: Any, *, share: float = 1.0, grow: bool =
     scroll.setWidgetResizable(True)
     scroll.setFrameShape(QFrame.Shape.NoFrame)
     scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-    if not grow:
-        scroll.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
     scroll.setWidget(body)
     outer = QVBoxLayout(widget)
     outer.setContentsMargins(0, 0, 0, 0)

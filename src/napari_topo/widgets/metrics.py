@@ -667,7 +667,7 @@ class MetricsWidget(QWidget):
         layout.addWidget(self.errors_list)
         layout.addStretch(1)
         self.setMinimumWidth(320)
-        self.scroll_area = scrolling_body(self, layout, share=DOCK_SHARE, grow=True)
+        self.scroll_area = scrolling_body(self, layout, share=DOCK_SHARE)
 
         follow_layer_list(self, napari_viewer, self._refresh_choices)
         install_view_defaults(napari_viewer, self)
