@@ -157,6 +157,12 @@ def test_evaluate_prints_and_writes_the_table(files, capsys, tmp_path, monkeypat
     assert metrics["Betti-0 error"] == 1  # the bridge joined the two trees
     assert (tmp_path / "m.csv").read_text().startswith("metric,value")
     assert "Betti-0 error" in out and "spacing (1.0, 1.0, 1.0)" in out
+    # a distance says its unit: the ground truth's ("units" when its header names none)
+    from napari_topo.data.io import read_volume
+
+    unit = read_volume(d / "trees.nii.gz").geometry.unit or "units"
+    hd95 = next(line for line in out.splitlines() if line.strip().startswith("HD95"))
+    assert hd95.split()[-1] == unit, hd95
     # without --out: beside the prediction, not in the shell's working folder
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

@@ -733,7 +733,20 @@ def _write_metrics(metrics: dict, prefix: Path) -> tuple[Path, Path]:
     return js, cs
 
 
-def _metrics_table(metrics: dict) -> str:
+def _length_unit(spacing, geometry) -> str:
+    """Unit of lengths measured with ``spacing``: the geometry's ("mm", "um"), "units"
+    when the spacing states none, "voxels" without a spacing."""
+    if spacing is None:
+        return "voxels"
+    return (getattr(geometry, "unit", None) or "units") if geometry is not None else "units"
+
+
+#: Metrics that are distances: printed with the spacing's unit (voxels without one).
+_DISTANCE_METRICS = ("HD95",)
+
+
+def _metrics_table(metrics: dict, unit: str | None = None) -> str:
+    """The metrics, one per line; distances (HD95) carry ``unit`` ("voxels" if None)."""
     width = max(len(k) for k in metrics)
     lines = []
     for k, v in metrics.items():
@@ -743,7 +756,10 @@ def _metrics_table(metrics: dict) -> str:
             if not math.isfinite(v)
             else (f"{v:.0f}" if counts and float(v).is_integer() else f"{v:.4f}")
         )
-        lines.append(f"  {k:<{width}}  {text:>10}")
+        line = f"  {k:<{width}}  {text:>10}"
+        if k in _DISTANCE_METRICS:
+            line += f" {unit or 'voxels'}"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -953,7 +969,7 @@ def _segment(args) -> None:
         if gt_note:
             print(f"note: {gt_note}")
         print("metrics against the ground truth:")
-        print(_metrics_table(metrics))
+        print(_metrics_table(metrics, _length_unit(spacing, geometry)))
     print(f"wrote {len(written)} files to {out_dir}: " + ", ".join(written))
 
 
@@ -1120,7 +1136,8 @@ def _evaluate(args) -> None:
     if note:
         print(f"note: {note}")
     print(f"{pred_vol.path.name} against {gt_vol.path.name}{sp}:")
-    print(_metrics_table(metrics))
+    unit_of = gt_geometry if _geometry_spacing(gt_geometry) else pred_geometry
+    print(_metrics_table(metrics, _length_unit(spacing, unit_of)))
     print(f"wrote {js} and {cs}")
 
 
