@@ -43,6 +43,19 @@ def test_auto_precision_follows_the_cpu(monkeypatch, native):
         dev_mod.resolve_precision("float16", "cpu")
     with pytest.raises(ValueError, match="precision must be one of"):
         dev_mod.resolve_precision("half", "cpu")
+    # TopNet's embedding decides the trees: 'auto' keeps it in float32 on the CPU
+    assert dev_mod.resolve_precision("auto", "cpu", embedding=True) is None
+    assert dev_mod.resolve_precision("bfloat16", "cpu", embedding=True) is torch.bfloat16
+
+
+def test_auto_precision_keeps_topnet_in_float32_on_the_cpu(monkeypatch):
+    from napari_topo.inference import device as dev_mod
+    from napari_topo.inference import predict
+
+    monkeypatch.setattr(dev_mod, "cpu_bfloat16_native", lambda: True)
+    vol = np.random.default_rng(1).random((32, 32, 32), dtype=np.float32)
+    assert predict(vol, "unet-dice", device="cpu", zoom=1).compute["precision"] == "bfloat16"
+    assert predict(vol, "topnet", device="cpu", zoom=1).compute["precision"] == "float32"
 
 
 def test_bfloat16_gives_the_float32_mask():

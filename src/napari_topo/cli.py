@@ -249,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("auto", "float32", "bfloat16", "float16"),
         help=(
             "network arithmetic: auto (default: float16 on CUDA, bfloat16 on a CPU with "
-            "native bfloat16, else float32), float32, bfloat16 or float16 (CUDA)"
+            "native bfloat16 except for TopNet, else float32), float32, bfloat16 or "
+            "float16 (CUDA)"
         ),
     )
     seg.add_argument("--tile", type=int, default=64, help="tile edge in voxels (default 64)")

@@ -168,7 +168,9 @@ def cpu_bfloat16_native() -> bool:
     return False
 
 
-def resolve_precision(precision: str | None, device: str | torch.device) -> torch.dtype | None:
+def resolve_precision(
+    precision: str | None, device: str | torch.device, *, embedding: bool = False
+) -> torch.dtype | None:
     """The reduced-precision dtype the network runs in on ``device``, or None for float32.
 
     Parameters
@@ -181,6 +183,11 @@ def resolve_precision(precision: str | None, device: str | torch.device) -> torc
         slow, on a CPU without it). "float16" is for CUDA only.
     device : str or torch.device
         The device the network runs on.
+    embedding : bool, optional
+        The network outputs an embedding whose distances assign voxels to trees
+        (TopNet): "auto" then keeps float32 on the CPU. Measured on 3D-IRCADb-01 patient
+        01 with the roots given, TopNet's tree accuracy was 0.693 in float32 and 0.676
+        in bfloat16 (Dice 0.264 in both), while its masks were unchanged.
 
     Returns
     -------
@@ -218,7 +225,7 @@ def resolve_precision(precision: str | None, device: str | torch.device) -> torc
     if precision == _AUTO:
         if kind == "cuda":
             return torch.float16
-        if kind == "cpu" and cpu_bfloat16_native():
+        if kind == "cpu" and not embedding and cpu_bfloat16_native():
             return torch.bfloat16
         return None
     if kind == "mps":

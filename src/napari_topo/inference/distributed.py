@@ -156,7 +156,7 @@ def forward_on_worker(
     from .device import autocast_context, pick_device, resolve_precision
 
     dev = pick_device(device)
-    dtype = resolve_precision(precision, dev)
+    dtype = resolve_precision(precision, dev, embedding=architecture == "topnet")
     with _WORKER_LOCK:
         cached = _WORKER_MODELS.get(sha256)
         if cached is None or cached[0] is not weights:

@@ -231,7 +231,8 @@ def predict(
         Arithmetic of the network (:func:`~napari_topo.inference.device.resolve_precision`):
         "auto" runs float16 on CUDA, bfloat16 on a CPU with native bfloat16 instructions
         (2-3x faster there, masks agreeing with float32 to a Dice of 0.999), float32
-        elsewhere. Blending and every output stay float32.
+        elsewhere and for TopNet on the CPU (its embedding decides the trees). Blending
+        and every output stay float32.
 
     Returns
     -------
@@ -312,7 +313,7 @@ def predict(
 
     def run(source, tile, batch, dev, progress):
         mod = module.to(dev)
-        dtype = resolve_precision(precision, dev)
+        dtype = resolve_precision(precision, dev, embedding="embedding" in (card.outputs or {}))
         compute.update(device=str(dev), precision=str(dtype or torch.float32).split(".")[-1])
 
         def predictor(x: torch.Tensor):

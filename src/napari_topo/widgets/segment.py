@@ -451,8 +451,9 @@ class SegmentWidget(QWidget):
             choices=["auto", "float32", "bfloat16"],
             value="auto",
             tooltip="Arithmetic of the network. 'auto': float16 on CUDA, bfloat16 on a CPU "
-            "with native bfloat16 instructions (about twice as fast, same masks), float32 "
-            "elsewhere. 'float32' turns reduced precision off.",
+            "with native bfloat16 instructions (about twice as fast, same masks; TopNet "
+            "stays float32 there, its trees depend on it), float32 elsewhere. 'float32' "
+            "turns reduced precision off.",
         )
         self.tile_box = SpinBox(
             label="Tile",
