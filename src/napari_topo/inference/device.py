@@ -202,11 +202,12 @@ def resolve_precision(
 
     Notes
     -----
-    Measured on the shipped unet-dice and topnet (``python benchmarks/bench_inference.py
-    --quality``): bfloat16 on an AVX512-BF16 CPU gives masks that agree with float32 to a
-    Dice of 0.999 and the same Dice against the ground truth to 3 decimals (vesselNN
-    two-photon and synthetic volumes), at 2-3x the speed; the probabilities differ by
-    at most about 0.05 near the 0.5 threshold.
+    Measured with the shipped unet-dice (``python benchmarks/bench_inference.py``) and
+    with unet-dice and topnet through :func:`~napari_topo.inference.predict` on a
+    vesselNN two-photon stack and synthetic volumes: bfloat16 on an AVX512-BF16 CPU gives
+    masks that agree with float32 to a Dice of 0.999 and the same Dice against the ground
+    truth to 3 decimals, at 2-3x the network's speed; the probabilities differ by at
+    most about 0.05.
 
     Examples
     --------
