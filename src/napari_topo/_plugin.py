@@ -74,6 +74,14 @@ _AXES = {2: ("y", "x"), 3: ("z", "y", "x")}
 # --------------------------------------------------------------------------------------
 # reader
 # --------------------------------------------------------------------------------------
+def _strided_sample(data, max_voxels: int) -> np.ndarray:
+    """``data`` read on one regular stride along every axis, at most about
+    ``max_voxels`` voxels (a lazy dask/zarr array reads only those)."""
+    size = int(np.prod(data.shape, dtype=np.int64))
+    step = max(1, math.ceil((size / max_voxels) ** (1.0 / max(len(data.shape), 1))))
+    return np.asarray(data[(slice(None, None, step),) * len(data.shape)])
+
+
 def is_label_volume(data) -> bool:
     """Whether ``data`` looks like a label volume (mask, tree ids) rather than an image.
 
@@ -97,9 +105,7 @@ def is_label_volume(data) -> bool:
         return True
     if dtype.kind not in "iu":
         return False
-    size = int(np.prod(data.shape, dtype=np.int64))
-    step = max(1, math.ceil((size / _LABEL_SAMPLE) ** (1.0 / max(len(data.shape), 1))))
-    sample = np.asarray(data[(slice(None, None, step),) * len(data.shape)])
+    sample = _strided_sample(data, _LABEL_SAMPLE)
     if sample.size == 0:
         return True
     if dtype.kind == "i" and sample.min() < 0:
@@ -294,10 +300,7 @@ def display_limits(data) -> list[float] | None:
     shape = tuple(int(n) for n in getattr(data, "shape", ()))
     if not shape or min(shape) == 0:
         return None
-    stride = max(
-        1, int(np.ceil((np.prod(shape, dtype=float) / _LIMITS_SAMPLE) ** (1 / len(shape))))
-    )
-    sample = np.asarray(data[tuple(slice(None, None, stride) for _ in shape)], dtype=np.float64)
+    sample = _strided_sample(data, _LIMITS_SAMPLE).astype(np.float64, copy=False)
     sample = sample[np.isfinite(sample)]
     if sample.size == 0:
         return None
