@@ -60,6 +60,8 @@ _REAIM = 0.6  # how hard a retried branch turns away from what blocked it
 _SOURCE_TRIES = 200
 _BRANCH_TRIES = 3
 _MAX_TREES = 6  # one source per face of the volume
+#: Contrast factor range (log-uniform) of a faint branch (``faint_branch_prob``).
+FAINT_BRANCH_GAIN = (0.25, 0.6)
 _MIN_SHAPE = 16
 _APPEARANCES = ("classic", "random", "ct", "microscopy", "generic")
 #: growth regimes: branch length per start radius, generations, curvature range
@@ -909,6 +911,7 @@ def make_vessel_volume(
     randomize_image: bool = True,
     appearance: str = "classic",
     growth: str = "murray",
+    faint_branch_prob: float = 0.0,
 ) -> SyntheticVessels:
     """Generate a synthetic volume of interleaved vessel trees with ground truth.
 
@@ -971,6 +974,13 @@ def make_vessel_volume(
         vessels, a few tubes crossing the volume). ``"tortuous"``: short, strongly
         curving branches (capillary beds, tumour vessels). ``"random"`` draws one of
         the three (1/2, 1/4, 1/4).
+    faint_branch_prob : float, optional
+        Probability that a branch is drawn faint: its image contrast multiplied by a
+        factor drawn log-uniformly from :data:`FAINT_BRANCH_GAIN` (labels unchanged). Real
+        two-photon and light-sheet stacks hold capillaries at a tenth to a half of the
+        brightness of the vessels beside them (out of focus, less dye, partial volume);
+        the generator's own per-branch variation is only +-15 %. Default 0 draws nothing,
+        so volumes are those of earlier versions.
 
     Returns
     -------
@@ -1032,6 +1042,7 @@ def make_vessel_volume(
         )
     near_touch_prob = _check_probability("near_touch_prob", near_touch_prob)
     stenosis_prob = _check_probability("stenosis_prob", stenosis_prob)
+    faint_branch_prob = _check_probability("faint_branch_prob", faint_branch_prob)
     seq = _check_seed(seed)
     geo_rng, img_rng = (np.random.default_rng(s) for s in seq.spawn(2))
 
@@ -1080,6 +1091,14 @@ def make_vessel_volume(
     )
 
     render, stenoses = _branch_appearance(branches, geo, img_rng, stenosis_prob, randomize_image)
+    n_faint = 0
+    if faint_branch_prob > 0:  # its own stream: every other draw stays as it was
+        f_rng = np.random.default_rng(seq.spawn(1)[0])
+        lo, hi = np.log(FAINT_BRANCH_GAIN)
+        for _narrow, gain in render:
+            if f_rng.random() < faint_branch_prob:
+                gain *= float(np.exp(f_rng.uniform(lo, hi)))
+                n_faint += 1
     edge_width = 1.5 * unit  # widest partial-volume ramp the renderer may draw
     trees, depth, contrast = _rasterise(shape, spacing, branches, render, edge_width)
     centerline, radius, cl_tree = _centerline(shape, spacing, branches)
@@ -1104,6 +1123,8 @@ def make_vessel_volume(
         "near_touch_gap": [float(touch_lo), float(touch_hi)],
         "near_touch_prob": near_touch_prob,
         "stenosis_prob": stenosis_prob,
+        "faint_branch_prob": faint_branch_prob,
+        "n_faint_branches": n_faint,
         "curvature": float(geo["curvature"]),
         "faces": faces,
         "n_branches": [int(c) for c in counts],

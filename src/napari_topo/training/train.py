@@ -33,7 +33,8 @@ import numpy as np
 __all__ = ["TrainConfig", "load_config", "train", "validate"]
 
 #: Bumped whenever the synthetic generator or the training data pipeline changes output.
-DATA_PIPELINE_VERSION = "synthetic-3"  # 2: realistic appearances; 3: CT lumen <= 300 HU, ribs
+#: 2: realistic appearances; 3: CT lumen <= 300 HU, ribs; 5: optional faint branches
+DATA_PIPELINE_VERSION = "synthetic-5"
 #: Held-out validation volumes use seeds from here on; training volumes use lower seeds.
 VALIDATION_BASE_SEED = 900_000
 
@@ -131,7 +132,7 @@ def load_config(path_or_name: str | Path, **overrides) -> TrainConfig:
 def _volume_kwargs(cfg: TrainConfig, seed: int | None = None) -> dict:
     """Generator options of the data config for one volume (``seed`` for the radius draw).
 
-    ``data.appearance`` and ``data.growth`` are passed to
+    ``data.appearance``, ``data.growth`` and ``data.faint_branch_prob`` are passed to
     :func:`~napari_topo.data.synthetic.make_vessel_volume`; ``data.radius_max`` is either
     a number or a ``[low, high]`` range from which each volume's largest radius is drawn
     log-uniformly (from the volume's own seed, so a volume does not depend on the order
@@ -143,6 +144,8 @@ def _volume_kwargs(cfg: TrainConfig, seed: int | None = None) -> dict:
         out["appearance"] = d["appearance"]
     if "growth" in d:
         out["growth"] = d["growth"]
+    if "faint_branch_prob" in d:
+        out["faint_branch_prob"] = float(d["faint_branch_prob"])
     if "radius_max" in d:
         r = d["radius_max"]
         if isinstance(r, (list, tuple)):
