@@ -303,6 +303,19 @@ def test_field_of_view_after_zooming_in(make_napari_viewer, qtbot, zarr_path):
         assert abs(region.shape[axis] - visible) <= 2
         assert region.start[axis] <= centre < region.stop[axis]
 
+    # Tree roots outside the region are left out (and the user told); those inside
+    # are given in the region's voxels.
+    inside, outside = (30, 50, 60), (30, 5, 5)
+    roots = viewer.add_points([world(*inside), world(*outside)], name="roots")
+    widget.sources_picker.value = roots
+    start = len(notification_manager.records)
+    job, _volume = widget._make_job(widget.image_picker.value)
+    np.testing.assert_allclose(job.sources, [np.subtract(inside, region.start)])
+    assert any(
+        "1 of the 2 roots of 'roots' lie outside the field of view" in n.message
+        for n in notification_manager.records[start:]
+    )
+
     assert run_and_wait(qtbot, widget) == "done", widget.status_label.text()
     assert tuple(ours(viewer)["trees"].data.shape) == region.shape
     # In 3D the same y/x extent over the whole depth.
@@ -339,9 +352,7 @@ def test_only_the_regions_chunks_are_read(make_napari_viewer, qtbot, zarr_path, 
 
 
 @gui
-def test_a_large_lazy_image_refuses_whole_image(
-    make_napari_viewer, qtbot, zarr_path, monkeypatch
-):
+def test_a_large_lazy_image_refuses_whole_image(make_napari_viewer, qtbot, zarr_path, monkeypatch):
     monkeypatch.setattr(seg, "LAZY_LIMIT_BYTES", 1 << 20)  # the 1.7 MiB volume is "large"
     calls = []
     monkeypatch.setattr(pipeline, "segment", lambda *a, **k: calls.append(a))
