@@ -25,6 +25,16 @@ made.
 The collapsible *Input* section only collects the input policy choices (modality,
 vessel polarity, intensity window, zoom); :mod:`napari_topo.inference.intensity` decides
 and the label under it shows what was chosen after a run.
+
+*Region* picks the part of the image a run reads: the whole image, the canvas's field of
+view (:func:`field_of_view_region`) or the bounding box of drawn rectangles
+(:func:`box_region`), in level-0 voxels through the layers' ``world_to_data``. Only that
+part is read, in the worker (a dask or zarr image: only the chunks that meet it), and the
+results are placed on it (:func:`crop_placement`: the translate and Geometry of the
+crop); their metadata gains ``region`` (``kind``, ``start``, ``stop``). A lazy image over
+:data:`LAZY_LIMIT_BYTES` is not read whole (nor a region that large). A region's
+probability over :data:`LAZY_RESULT_BYTES` is written to a temporary zarr folder
+(``metadata["napari_topo"]["store"]``) and shown as a dask array.
 """
 
 from __future__ import annotations
@@ -85,7 +95,24 @@ if TYPE_CHECKING:
     from napari_topo.analysis import VesselAnalysis
     from napari_topo.models.registry import ModelCard
 
-__all__ = ["CPU_NOTE", "OWNER", "SegmentWidget", "model_tooltip", "sources_in_voxels"]
+__all__ = [
+    "BOX",
+    "CPU_NOTE",
+    "FIELD_OF_VIEW",
+    "LAZY_LIMIT_BYTES",
+    "LAZY_RESULT_BYTES",
+    "OWNER",
+    "REGIONS",
+    "WHOLE",
+    "Region",
+    "SegmentWidget",
+    "box_region",
+    "crop_placement",
+    "field_of_view_region",
+    "is_lazy",
+    "model_tooltip",
+    "sources_in_voxels",
+]
 
 _LOG = logging.getLogger(__name__)
 #: This dock's weight when a window's dock column is shared
@@ -701,7 +728,10 @@ class SegmentWidget(QWidget):
     worker thread with a progress bar per tile (*Cancel* stops it between tiles); the
     results become layers named after the image (probability, mask, skeleton, trees,
     branches, centerline), placed on the image with its scale and translate.  Running
-    again on the same image replaces them.
+    again on the same image replaces them.  *Region* segments the field of view or a
+    drawn box instead of the whole image (only that part is read; the layers lie on it
+    and a run on another region replaces them); it is the field of view by default for
+    a lazy image over :data:`LAZY_LIMIT_BYTES`, whose whole is refused.
 
     Parameters
     ----------
