@@ -25,6 +25,16 @@ made.
 The collapsible *Input* section only collects the input policy choices (modality,
 vessel polarity, intensity window, zoom); :mod:`napari_topo.inference.intensity` decides
 and the label under it shows what was chosen after a run.
+
+*Region* picks the part of the image a run reads: the whole image, the canvas's field of
+view (:func:`field_of_view_region`) or the bounding box of drawn rectangles
+(:func:`box_region`), in level-0 voxels through the layers' ``world_to_data``. Only that
+part is read, in the worker (a dask or zarr image: only the chunks that meet it), and the
+results are placed on it (:func:`crop_placement`: the translate and Geometry of the
+crop); their metadata gains ``region`` (``kind``, ``start``, ``stop``). A lazy image over
+:data:`LAZY_LIMIT_BYTES` is not read whole (nor a region that large). A region's
+probability over :data:`LAZY_RESULT_BYTES` is written to a temporary zarr folder
+(``metadata["napari_topo"]["store"]``) and shown as a dask array.
 """
 
 from __future__ import annotations
@@ -43,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, SpinBox
-from napari.layers import Image, Labels, Layer, Points
+from napari.layers import Image, Labels, Layer, Points, Shapes
 from napari.qt.threading import create_worker
 from napari.utils import progress as napari_progress
 from napari.utils.notifications import show_error, show_info, show_warning
@@ -62,12 +72,14 @@ from superqt import QCollapsible
 from napari_topo.geometry import layer_geometry, volume_refusal
 from napari_topo.layers import METADATA_KEY, LayerBuildError, create_layers, layer_kind
 from napari_topo.widgets._common import (
+    _camera,
     count_duplicates,
     duplicate_roots_message,
     follow_layer_list,
     full_resolution,
     install_view_defaults,
     is_roots_layer,
+    made_by_plugin,
     one_line,
     placement,
     plugin_info,
@@ -83,7 +95,24 @@ if TYPE_CHECKING:
     from napari_topo.analysis import VesselAnalysis
     from napari_topo.models.registry import ModelCard
 
-__all__ = ["CPU_NOTE", "OWNER", "SegmentWidget", "model_tooltip", "sources_in_voxels"]
+__all__ = [
+    "BOX",
+    "CPU_NOTE",
+    "FIELD_OF_VIEW",
+    "LAZY_LIMIT_BYTES",
+    "LAZY_RESULT_BYTES",
+    "OWNER",
+    "REGIONS",
+    "WHOLE",
+    "Region",
+    "SegmentWidget",
+    "box_region",
+    "crop_placement",
+    "field_of_view_region",
+    "is_lazy",
+    "model_tooltip",
+    "sources_in_voxels",
+]
 
 _LOG = logging.getLogger(__name__)
 #: This dock's weight when a window's dock column is shared
@@ -204,6 +233,257 @@ def sources_in_voxels(points: Any, image: Any, shape: tuple[int, ...]) -> np.nda
     return voxels
 
 
+# --------------------------------------------------------------------------------------
+# Regions: what part of the image a run reads (Qt-free)
+# --------------------------------------------------------------------------------------
+
+#: The Region picker's choices.
+WHOLE, FIELD_OF_VIEW, BOX = "whole image", "field of view", "box"
+REGIONS = (WHOLE, FIELD_OF_VIEW, BOX)
+#: Most bytes of a lazy (dask, zarr, multiscale) image one run reads: "whole image" is
+#: refused above it (and so is a field of view or box that holds more). The run holds
+#: about 15 bytes per voxel besides the input (probability, mask, skeleton, trees, the
+#: network's blending buffers), so 512 MiB of uint16 is already ~4 GiB of work.
+LAZY_LIMIT_BYTES = 512 * 2**20
+#: A region's probability larger than this is written to a temporary zarr and shown
+#: lazily (dask) instead of held as numpy.
+LAZY_RESULT_BYTES = 64 * 2**20
+
+
+def _size_text(nbytes: float) -> str:
+    """``"1.5 GiB"``, ``"300 MiB"``: a size for a message."""
+    for unit, div in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if nbytes >= div:
+            return f"{nbytes / div:.3g} {unit}"
+    return f"{int(nbytes)} bytes"
+
+
+def is_lazy(layer: Any) -> bool:
+    """Whether an Image layer's voxels are read on demand: a multiscale layer or a
+    full-resolution array that is not numpy (dask, zarr)."""
+    return bool(getattr(layer, "multiscale", False)) or not isinstance(
+        full_resolution(layer), np.ndarray
+    )
+
+
+def array_nbytes(volume: Any, shape: tuple[int, ...] | None = None) -> int:
+    """Bytes of ``volume`` (or of a ``shape`` of its dtype) without reading it."""
+    shape = tuple(volume.shape) if shape is None else tuple(shape)
+    return int(np.prod(shape, dtype=np.int64)) * np.dtype(volume.dtype).itemsize
+
+
+@dataclass(frozen=True)
+class Region:
+    """A box of voxels of a (z, y, x) image: ``start`` inclusive, ``stop`` exclusive.
+
+    Attributes
+    ----------
+    start, stop : tuple of int
+        Level-0 (full-resolution) voxel indices, one per image axis.
+    kind : str
+        :data:`FIELD_OF_VIEW` or :data:`BOX` (what made it, for messages).
+    """
+
+    start: tuple[int, ...]
+    stop: tuple[int, ...]
+    kind: str = BOX
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(b - a for a, b in zip(self.start, self.stop, strict=True))
+
+    @property
+    def slices(self) -> tuple[slice, ...]:
+        return tuple(slice(a, b) for a, b in zip(self.start, self.stop, strict=True))
+
+    def describe(self) -> str:
+        """``"z 0-47, y 10-40, x 3-90"`` (inclusive voxel ranges)."""
+        names = "zyx"[-len(self.start) :] if len(self.start) <= 3 else None
+        parts = []
+        for i, (a, b) in enumerate(zip(self.start, self.stop, strict=True)):
+            name = names[i] if names else f"axis {i}"
+            parts.append(f"{name} {a}-{b - 1}")
+        return ", ".join(parts)
+
+
+def _voxel_box(
+    data_points: np.ndarray,
+    shape: tuple[int, ...],
+    *,
+    depth: int,
+    slab_axes: tuple[int, ...] = (),
+    whole_axes: tuple[int, ...] = (),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Voxel ``[start, stop)`` of the box around ``data_points`` (data coordinates,
+    voxel centres at integers), clipped to ``shape`` (possibly empty: ``stop <= start``).
+
+    Every voxel the box touches is in it. ``slab_axes`` (and any axis along which the
+    points span less than half a voxel: a rectangle drawn on one slice) become ``depth``
+    voxels centred on the points; ``whole_axes`` the image's whole extent.
+    """
+    pts = np.asarray(data_points, dtype=float).reshape(-1, len(shape))
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    start = np.floor(lo + 0.5).astype(np.int64)
+    stop = np.ceil(hi + 0.5).astype(np.int64)
+    flat = set(slab_axes) | {int(i) for i in np.flatnonzero(hi - lo < 0.5)}
+    for axis in flat - set(whole_axes):
+        centre = int(np.floor((lo[axis] + hi[axis]) / 2 + 0.5))
+        start[axis] = centre - depth // 2
+        stop[axis] = start[axis] + depth
+    for axis in whole_axes:
+        start[axis], stop[axis] = 0, shape[axis]
+    size = np.asarray(shape, dtype=np.int64)
+    return np.clip(start, 0, size), np.clip(stop, 0, size)
+
+
+def _image_axes_in_world(image: Any, world_ndim: int) -> dict[int, int]:
+    """World dimension -> image data axis (napari maps a layer's axes onto the last
+    world dimensions)."""
+    offset = world_ndim - int(image.ndim)
+    return {offset + j: j for j in range(int(image.ndim))}
+
+
+def field_of_view_region(viewer: Any, image: Any, shape: tuple[int, ...], depth: int) -> Region:
+    """The part of ``image`` the canvas shows, as a :class:`Region` of level-0 voxels.
+
+    The visible world rectangle is the camera's ``center`` plus or minus half the
+    canvas (``viewer.canvas.size``, pixels) divided by the camera's ``zoom`` (canvas
+    pixels per world unit), along the displayed dimensions. Its corners are taken to
+    the image's voxels with ``image.world_to_data`` (scale, translate, rotation,
+    affine), so the bounding box of those corners, clipped to the image, is the region.
+
+    * **2D view**: the visible y/x extent, ``depth`` slices (the model's tile edge)
+      centred on the current slice (``viewer.dims.point``) along the sliced axis.
+    * **3D view**: the same y/x extent around the camera's centre (as seen looking down
+      z; a turned camera shows about as much), over the whole extent of the depth
+      axis (the first displayed dimension).
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+    image : napari Image layer
+    shape : tuple of int
+        The image's level-0 (z, y, x) shape.
+    depth : int
+        Slices of the slab in 2D (voxels).
+
+    Returns
+    -------
+    Region
+        ``kind`` :data:`FIELD_OF_VIEW`; its ``shape`` has a 0 when the canvas shows
+        no part of the image.
+    """
+    dims = viewer.dims
+    camera = _camera(viewer)
+    world_ndim = int(dims.ndim)
+    displayed = tuple(int(d) for d in dims.displayed)
+    canvas = getattr(viewer, "canvas", None)
+    size = getattr(canvas, "size", None)
+    if size is None:
+        raise ValueError(
+            "This napari has no canvas size (napari >= 0.9 has); draw a box for Region "
+            "'box' instead of 'field of view'."
+        )
+    viewbox = getattr(canvas, "viewbox_size", None)
+    if callable(viewbox):
+        size = viewbox(viewer.layers)
+    zoom = float(camera.zoom)
+    half = np.asarray(size, dtype=float)[-2:] / (2.0 * zoom)  # (height, width) in world
+    centre = np.asarray(camera.center, dtype=float)
+    plane = displayed[-2:]  # the canvas's vertical and horizontal world dimensions
+    point = np.asarray(dims.point, dtype=float)
+    corners = []
+    for sy in (-1.0, 1.0):
+        for sx in (-1.0, 1.0):
+            w = point.copy()
+            w[plane[0]] = centre[-2] + sy * half[0]
+            w[plane[1]] = centre[-1] + sx * half[1]
+            corners.append(np.asarray(image.world_to_data(w), dtype=float)[-len(shape) :])
+    axes = _image_axes_in_world(image, world_ndim)
+    if dims.ndisplay == 3:
+        depth_dim = displayed[0]
+        whole = tuple(axes[d] for d in (depth_dim,) if d in axes)
+        slab: tuple[int, ...] = ()
+    else:
+        whole = ()
+        slab = tuple(axes[d] for d in dims.not_displayed if d in axes)
+    start, stop = _voxel_box(
+        np.array(corners), shape, depth=depth, slab_axes=slab, whole_axes=whole
+    )
+    return Region(tuple(map(int, start)), tuple(map(int, stop)), FIELD_OF_VIEW)
+
+
+def box_region(viewer: Any, image: Any, shapes: Any, shape: tuple[int, ...], depth: int) -> Region:
+    """The bounding box of the selected shapes of ``shapes`` (or of its last shape when
+    none is selected), as a :class:`Region` of ``image``'s level-0 voxels.
+
+    The shapes' vertices go to world coordinates with the Shapes layer's own transform
+    (``data_to_world``; a 2D Shapes layer lies on the current slice) and to the image's
+    voxels with ``image.world_to_data``. A rectangle drawn on one slice is ``depth``
+    slices deep, centred on that slice; select rectangles drawn on two slices to span
+    the z range between them.
+
+    Raises
+    ------
+    ValueError
+        One line when the Shapes layer holds no shape.
+    """
+    if shapes is None:
+        raise ValueError(
+            "Region 'box' needs a Shapes layer: add one, draw a rectangle over the image "
+            "and pick it under Box."
+        )
+    if len(shapes.data) == 0:
+        raise ValueError(
+            f"Shapes layer '{shapes.name}' holds no shape; draw a rectangle over the image."
+        )
+    chosen = sorted(int(i) for i in getattr(shapes, "selected_data", ()) or ())
+    if not chosen:
+        chosen = [len(shapes.data) - 1]
+    point = np.asarray(viewer.dims.point, dtype=float)
+    corners = []
+    for i in chosen:
+        for vertex in np.asarray(shapes.data[i], dtype=float):
+            w = np.asarray(shapes.data_to_world(vertex), dtype=float)
+            full = point.copy()
+            full[len(full) - len(w) :] = w
+            corners.append(np.asarray(image.world_to_data(full), dtype=float)[-len(shape) :])
+    start, stop = _voxel_box(np.array(corners), shape, depth=depth)
+    return Region(tuple(map(int, start)), tuple(map(int, stop)), BOX)
+
+
+def crop_placement(image: Any, start: tuple[int, ...]) -> tuple[tuple[float, ...], Any]:
+    """The ``translate`` and :class:`~napari_topo.geometry.Geometry` of the voxels of
+    ``image`` from ``start`` on (a crop), so that voxel ``i`` of the crop lies where
+    voxel ``start + i`` of the image lies.
+
+    napari places a voxel at ``affine @ (rotate @ shear @ diag(scale) @ index +
+    translate)``; the crop keeps scale, rotate, shear and affine and moves the translate
+    by ``rotate @ shear @ diag(scale) @ start``. The geometry's origin moves by its own
+    matrix times ``start``.
+    """
+    from napari_topo.geometry import geometry_from_layer_meta
+
+    n = len(start)
+    offset = np.asarray(start, dtype=float)
+    inner = geometry_from_layer_meta(
+        {
+            "scale": image.scale,
+            "translate": image.translate,
+            "rotate": image.rotate,
+            "shear": image.shear,
+        },
+        n,
+    )
+    step = inner.affine[:n, :n] @ offset
+    translate = np.asarray(image.translate, dtype=float).copy()
+    translate[len(translate) - n :] += step
+    geometry = layer_geometry(image, n)
+    affine = np.array(geometry.affine)
+    affine[:n, n] += affine[:n, :n] @ offset
+    return tuple(float(t) for t in translate), geometry.replace(affine=affine)
+
+
 @dataclass(frozen=True)
 class _Job:
     """The user's choices for one run (plain Python, handed to the worker)."""
@@ -231,6 +511,9 @@ class _Job:
     #: the image layer's full placement as a Geometry (None for a non-3D image): the
     #: result carries it, so graphs saved from it are in the image's world coordinates
     geometry: Any = None
+    #: the part of the image to read (level-0 voxels; None: the whole image). ``translate``
+    #: and ``geometry`` are then the crop's, and ``sources`` in the crop's voxels.
+    region: Region | None = None
 
 
 @dataclass(frozen=True)
@@ -269,11 +552,47 @@ def _result_tuples(job: _Job, analysis: VesselAnalysis) -> list[tuple]:
         info.update(widget=OWNER, source=job.image, model=job.model, analysis=analysis)
         if policy is not None:
             info["input_policy"] = policy.to_dict()
+        if job.region is not None:
+            info["region"] = {
+                "kind": job.region.kind,
+                "start": list(job.region.start),
+                "stop": list(job.region.stop),
+            }
+            if info.get("kind") == "probability" and data.nbytes > LAZY_RESULT_BYTES:
+                data, info["store"] = _lazy_copy(data)
+                analysis.probability = data  # the numpy copy is let go
         meta["metadata"] = {**meta["metadata"], METADATA_KEY: info}
         meta["visible"] = info.get("kind") in SHOWN_KINDS
         meta.update(job.placement)
         out.append((data, meta, layer_type))
     return out
+
+
+#: Temporary zarr folders of region probabilities (path -> TemporaryDirectory): each
+#: is deleted when no layer of the viewer refers to it any more after a run
+#: (:meth:`SegmentWidget._forget_stores`), the rest when Python exits.
+_STORES: dict[str, Any] = {}
+_STORES_LOCK = threading.Lock()
+
+
+def _lazy_copy(data: np.ndarray) -> tuple[Any, str]:
+    """``data`` written to a zarr array in a new temporary folder and read back as a
+    dask array (nothing loaded); returns it and the folder.
+
+    Chunks of 64 voxels per axis (one tile): napari reads a slice's chunks only.
+    dask's ``to_zarr`` / ``from_zarr`` do the writing and reading (zarr 2 or 3).
+    """
+    import tempfile
+
+    import dask.array as da
+
+    folder = tempfile.TemporaryDirectory(prefix="napari-topo-region-")
+    path = str(Path(folder.name) / "probability.zarr")
+    chunks = tuple(min(64, int(n)) for n in data.shape)
+    da.to_zarr(da.from_array(data, chunks=chunks), path, overwrite=True)
+    with _STORES_LOCK:
+        _STORES[folder.name] = folder
+    return da.from_zarr(path), folder.name
 
 
 def _build_layers(job: _Job, analysis: VesselAnalysis) -> tuple[tuple, tuple]:
@@ -290,6 +609,14 @@ def _build_layers(job: _Job, analysis: VesselAnalysis) -> tuple[tuple, tuple]:
         raise ValueError(
             _NOTHING_CHANGED + f"could not make the result layers ({reason})."
         ) from exc
+
+
+class _Phase(str):
+    """What the worker is doing (a status line), as opposed to a warning (plain str)."""
+
+
+def _region_bytes(volume: Any, job: _Job) -> int:
+    return array_nbytes(volume, job.region.shape if job.region is not None else None)
 
 
 def _run_segment(
@@ -313,8 +640,14 @@ def _run_segment(
         from napari_topo.inference.sliding import Cancelled
 
         try:
+            data = volume
+            if job.region is not None:  # only the region is read (dask: its chunks only)
+                events.put(("phase", f"Reading {_size_text(_region_bytes(volume, job))}"))
+                data = np.asarray(volume[job.region.slices])
+                if cancel.is_set():
+                    raise Cancelled()
             analysis = segment(
-                volume,
+                data,
                 job.model,
                 threshold=job.threshold,
                 sources=job.sources,
@@ -366,6 +699,9 @@ def _run_segment(
         if kind in ("progress", "message"):
             yield value
             continue
+        if kind == "phase":
+            yield _Phase(value)
+            continue
         thread.join()
         seconds = time.perf_counter() - start
         if kind == "done":
@@ -392,7 +728,10 @@ class SegmentWidget(QWidget):
     worker thread with a progress bar per tile (*Cancel* stops it between tiles); the
     results become layers named after the image (probability, mask, skeleton, trees,
     branches, centerline), placed on the image with its scale and translate.  Running
-    again on the same image replaces them.
+    again on the same image replaces them.  *Region* segments the field of view or a
+    drawn box instead of the whole image (only that part is read; the layers lie on it
+    and a run on another region replaces them); it is the field of view by default for
+    a lazy image over :data:`LAZY_LIMIT_BYTES`, whose whole is refused.
 
     Parameters
     ----------
@@ -479,6 +818,27 @@ class SegmentWidget(QWidget):
             step=0.05,
             tooltip="Probability above which a voxel is vessel.",
         )
+        self.region_picker = ComboBox(
+            label="Region",
+            choices=list(REGIONS),
+            value=WHOLE,
+            tooltip="What part of the image to segment (read at full resolution).\n"
+            "whole image: all of it (refused for a lazy image over "
+            f"{_size_text(LAZY_LIMIT_BYTES)}).\n"
+            "field of view: what the canvas shows; in 2D one tile deep (the Tile value in "
+            "slices) around the current slice, in 3D over the whole depth.\n"
+            "box: the bounding box of the selected rectangles of the Box layer (its last "
+            "one if none is selected); one drawn on a single slice is one tile deep, two "
+            "selected on different slices span the slices between them.\n"
+            "Results lie on the image; a new run replaces them.",
+        )
+        self.box_picker = ComboBox(
+            label="Box",
+            choices=self._shapes_choices,
+            tooltip="Shapes layer holding the box: draw a rectangle over the image with "
+            "its rectangle tool (select several to take their bounding box).",
+        )
+        self.box_picker.visible = False
         self.sources_picker = ComboBox(
             label="Tree roots",
             choices=self._points_choices,
@@ -488,7 +848,10 @@ class SegmentWidget(QWidget):
         # What to run and Run itself come first, so a short dock (three docks on a
         # 1366 x 768 screen) shows them and the result without scrolling; the settings
         # with defaults follow (a newcomer found Run and the status below the fold).
-        self._form = Container(widgets=[self.image_picker, self.model_picker], labels=True)
+        self._form = Container(
+            widgets=[self.image_picker, self.model_picker, self.region_picker, self.box_picker],
+            labels=True,
+        )
         self._form.margins = (0, 0, 0, 0)
         self._settings_form = Container(
             widgets=[
@@ -555,6 +918,10 @@ class SegmentWidget(QWidget):
 
         self.model_picker.changed.connect(self._on_model_changed)
         self.device_picker.changed.connect(self._update_device_note)
+        self.region_picker.changed.connect(self._on_region_changed)
+        self.image_picker.changed.connect(self._on_image_changed)
+        self._region_image: Any = None  # the image the Region default was chosen for
+        self._stores: set[str] = set()  # temporary zarr folders of this dock's results
         self._load_choices()
 
         follow_layer_list(self, napari_viewer, self._refresh_choices)
@@ -744,17 +1111,22 @@ class SegmentWidget(QWidget):
             axes = "yxs" if getattr(image, "rgb", False) else "yx"
             raise ValueError(volume_refusal(shape, axes, f"Image '{image.name}'"))
         # The pipeline checks the volume itself (RGB volume, empty, NaN) and says what is
-        # wrong, so only what the widget adds (roots, tile) is checked here.
+        # wrong, so only what the widget adds (roots, tile, region) is checked here.
         scale = tuple(float(s) for s in image.scale)
         translate = tuple(float(t) for t in image.translate)
         points = self.sources_picker.value
         is_3d = len(shape) == 3 and image.ndim == 3
-        sources = sources_in_voxels(points, image, shape) if is_3d else None
         tile = int(self.tile_box.value)
         if tile % 16:
             raise ValueError(
                 f"Tile must be a multiple of 16 (the U-Nets halve it 4 times); got {tile}."
             )
+        region = self._region(image, volume, shape, tile) if is_3d else None
+        sources = sources_in_voxels(points, image, shape) if is_3d else None
+        geometry = layer_geometry(image, 3) if is_3d else None
+        if region is not None:
+            translate, geometry = crop_placement(image, region.start)
+            sources = self._sources_in(region, sources, points)
         job = _Job(
             image=image.name,
             model=str(model),
@@ -769,13 +1141,100 @@ class SegmentWidget(QWidget):
             sources=sources,
             model_name=self._cards[model].name if model in self._cards else str(model),
             placement=placement(image),
-            geometry=layer_geometry(image, 3) if is_3d else None,
+            geometry=geometry,
+            region=region,
             **self.input_choices(),
         )
         return job, volume
 
+    def _region(self, image: Any, volume: Any, shape: tuple[int, ...], tile: int) -> Region | None:
+        """The Region picker's choice for ``image``: None for the whole image, else the
+        :class:`Region` to read; a one-line ValueError when it cannot be run (a large
+        lazy image as a whole, an empty or too large region, no box)."""
+        choice = str(self.region_picker.value)
+        lazy = is_lazy(image)
+        path = image.metadata.get("path")
+        stream = (
+            f"'napari-topo segment {path if isinstance(path, str) else '<file>'} --format ome-zarr'"
+        )
+        limit = _size_text(LAZY_LIMIT_BYTES)
+        if choice == WHOLE:
+            nbytes = array_nbytes(volume)
+            if lazy and nbytes > LAZY_LIMIT_BYTES:
+                raise ValueError(
+                    f"Image '{image.name}' is a lazy {_size_text(nbytes)} volume: 'whole "
+                    f"image' would load all of it (over {limit}); pick Region 'field of "
+                    "view' or 'box', or stream the file with "
+                    f"{stream}."
+                )
+            return None
+        if choice == FIELD_OF_VIEW:
+            region = field_of_view_region(self._viewer, image, shape, tile)
+            if min(region.shape) <= 0:
+                raise ValueError(
+                    f"The canvas shows no part of image '{image.name}'; pan or zoom to it "
+                    "(View > Reset view) or pick Region 'whole image'."
+                )
+        else:
+            shapes = self.box_picker.value
+            region = box_region(self._viewer, image, shapes, shape, tile)
+            if min(region.shape) <= 0:
+                raise ValueError(
+                    f"The box of Shapes layer '{shapes.name}' lies outside image "
+                    f"'{image.name}'; draw the rectangle over the image (on a slice inside it)."
+                )
+        nbytes = array_nbytes(volume, region.shape)
+        if lazy and nbytes > LAZY_LIMIT_BYTES:
+            raise ValueError(
+                f"The {region.kind} of '{image.name}' ({region.describe()}) holds "
+                f"{_size_text(nbytes)}, over the {limit} read at once; zoom in or draw a "
+                f"smaller box, or stream the file with {stream}."
+            )
+        return region
+
+    def _sources_in(
+        self, region: Region, sources: np.ndarray | None, points: Any
+    ) -> np.ndarray | None:
+        """The tree roots inside ``region``, in its voxels (None: detect them); roots
+        outside it are left out, and the user told so."""
+        if sources is None:
+            return None
+        start = np.asarray(region.start, dtype=float)
+        local = sources - start
+        inside = np.all((local >= -0.5) & (local <= np.asarray(region.shape) - 0.5), axis=1)
+        left = int(np.count_nonzero(~inside))
+        if left:
+            kept = len(sources) - left
+            show_info(
+                f"{left} of the {len(sources)} roots of '{points.name}' lie outside the "
+                f"{region.kind}; "
+                + (f"using the {kept} inside it." if kept else "the roots are detected.")
+            )
+        return local[inside] if inside.any() else None
+
     def _image_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
         return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, Image)]
+
+    def _shapes_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        """The Shapes layers that can hold a box (not a result's branches)."""
+        return [
+            (layer.name, layer)
+            for layer in self._viewer.layers
+            if isinstance(layer, Shapes) and not made_by_plugin(layer)
+        ]
+
+    def _on_region_changed(self, _value: Any = None) -> None:
+        self.box_picker.visible = self.region_picker.value == BOX
+
+    def _on_image_changed(self, _value: Any = None) -> None:
+        """Choose the Region for a newly picked image: 'field of view' for a lazy image
+        too large to read whole, 'whole image' for the others."""
+        image = self.image_picker.value
+        if image is None or image is self._region_image:
+            return
+        self._region_image = image
+        large = is_lazy(image) and array_nbytes(full_resolution(image)) > LAZY_LIMIT_BYTES
+        self.region_picker.value = FIELD_OF_VIEW if large else WHOLE
 
     def _points_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
         """'none' and the Points layers that can be roots (not a result's centerline)."""
@@ -787,7 +1246,7 @@ class SegmentWidget(QWidget):
 
     def _refresh_choices(self, _event: Any = None) -> None:
         """Rebuild the layer pickers in layer-list order, keeping the chosen layers."""
-        for picker in (self.image_picker, self.sources_picker):
+        for picker in (self.image_picker, self.sources_picker, self.box_picker):
             rebuild_picker(picker)
         if not self._is_candidate(self.image_picker.value):
             # Prefer a 3D image the user brought to a 2D/RGB one or one of our outputs.
@@ -949,6 +1408,10 @@ class SegmentWidget(QWidget):
     # ---- worker callbacks (GUI thread) -----------------------------------------------
 
     def _on_yielded(self, value: Any) -> None:
+        if isinstance(value, _Phase):  # the worker reads the region
+            self._set_phase(f"{value} of '{self._job.image}'…" if self._job else f"{value}…")
+            self.progress_bar.setFormat("reading the region…")
+            return
         if isinstance(value, str):  # a note from the pipeline (out-of-memory fallback)
             show_warning(value)
             return
@@ -1006,6 +1469,7 @@ class SegmentWidget(QWidget):
             next(steps)
         except StopIteration:
             self._applying = None
+            self._forget_stores(outcome)
             self._show_result(job, outcome)
         except Exception as exc:  # noqa: BLE001 - shown to the user, traceback logged
             self._applying = None
@@ -1019,6 +1483,22 @@ class SegmentWidget(QWidget):
         if self._finish_pending:
             self._finish_pending = False
             self._on_finished()
+
+    def _forget_stores(self, outcome: _Outcome) -> None:
+        """Delete this dock's temporary zarr folders (:func:`_lazy_copy`) that no layer
+        of the viewer refers to any more (a region's probability replaced by a later
+        run); those of ``outcome`` become this dock's."""
+        for _data, meta, _type in outcome.tuples:
+            store = meta["metadata"][METADATA_KEY].get("store")
+            if store:
+                self._stores.add(store)
+        used = {plugin_info(layer).get("store") for layer in self._viewer.layers}
+        stale = self._stores - used
+        self._stores -= stale
+        with _STORES_LOCK:
+            folders = [_STORES.pop(path) for path in stale if path in _STORES]
+        for folder in folders:
+            folder.cleanup()
 
     def _show_result(self, job: _Job, outcome: _Outcome) -> None:
         """The status, legend and input line of a run whose layers are all in."""
@@ -1039,8 +1519,9 @@ class SegmentWidget(QWidget):
         seconds = self.elapsed if self._started is not None else outcome.seconds
         compute = getattr(analysis, "compute", None) or {}
         ran = f" ({compute['device']}, {compute['precision']})" if compute else ""
+        where = f" ({job.region.kind}: {job.region.describe()})" if job.region else ""
         self._set_status(
-            f"Segmented '{job.image}' with {job.model_name or job.model}{ran} in "
+            f"Segmented '{job.image}'{where} with {job.model_name or job.model}{ran} in "
             f"{seconds:.1f} s: "
             f"{n_trees} tree{'s' if n_trees != 1 else ''}, "
             f"{len(analysis.points)} centerline points."
