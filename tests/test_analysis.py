@@ -246,9 +246,62 @@ def test_swc_export_reads_back(skel_analysis, tmp_path):
     link = np.linalg.norm(xyz[child] - xyz[parent[child] - 1], axis=1)
     _, length = a.edges("tree")
     assert np.allclose(np.sort(link), np.sort(length), rtol=1e-4)
-    # the roots of the trees are the given sources' points, with their tree ids
-    root_lines = [ln for ln in text if ln.startswith("# root")]
-    assert sorted(int(ln.rsplit(" ", 1)[1]) for ln in root_lines)[-2:] == [1, 2]
+    # one header line per tree, in id order, tree 1 starting at node 1
+    tree_lines = [ln for ln in text if ln.startswith("# tree ")]
+    assert [ln.split(":")[0] for ln in tree_lines][:2] == ["# tree 1", "# tree 2"]
+    assert tree_lines[0].startswith("# tree 1: nodes 1-")
+
+
+def _swc_trees(text):
+    """``{tree: (first, last, [roots])}`` from the header and the (M, 7) node rows."""
+    spans = {}
+    for ln in text:
+        if ln.startswith("# tree "):
+            head, rest = ln[len("# tree ") :].split(": nodes ")
+            a, b = rest.split(",")[0].split("-")
+            spans[int(head)] = (int(a), int(b))
+    rows = np.array([ln.split() for ln in text if not ln.startswith("#")], dtype=float)
+    return spans, rows
+
+
+def test_swc_tree_numbers_are_the_label_volume_ids(tmp_path):
+    """Tree N of the SWC header is tree N of the label volume, CSV and summary; its
+    nodes are one block starting at its source, pieces cut off from it (two loose tubes,
+    given to the nearest tree) as further roots inside the block. (The header used to
+    list roots in point order: "root 2: tree 3".)"""
+    vol = make_vessel_volume((48, 48, 48), n_trees=3, seed=1, randomize_image=False)
+    mask = vol.mask.copy()
+    mask[2:5, 2:5, 2:12] = True  # a tube apart from every tree
+    mask[2:5, 2:5, 20:30] = True  # and another
+    a = VesselAnalysis.from_outputs(
+        {"vessel": mask.astype(np.float32)}, sources=vol.sources, spacing=SPACING
+    )
+    text = a.to_swc(tmp_path / "t.swc").read_text().splitlines()
+    spans, rows = _swc_trees(text)
+    summary_ids = [t["id"] for t in a.summary()["trees"]]
+    assert list(spans) == summary_ids == [1, 2, 3]
+    ids = rows[:, 0].astype(int)
+    parent = rows[:, 6].astype(int)
+    voxel = np.rint(rows[:, [4, 3, 2]] / SPACING).astype(int)  # world x y z -> voxel z y x
+    label = a.trees[tuple(voxel.T)]
+    start = 1
+    for t, (first, last) in spans.items():
+        assert first == start  # consecutive blocks, nothing skipped
+        block = (ids >= first) & (ids <= last)
+        assert (label[block] == t).all() and (label[~block] != t).all()
+        if t > 0:  # the block opens with the tree's source, tree t = sources row t - 1
+            assert parent[ids == first] == -1
+            assert np.array_equal(voxel[ids == first][0], a.points[a.result.sources[t - 1]])
+        start = last + 1
+    assert start == len(rows) + 1
+    assert np.count_nonzero(parent == -1) == 3 + 2  # the sources and the two loose tubes
+    for ln in text:  # the header names every root in its tree's line
+        if ln.startswith("# tree "):
+            t = int(ln.split(":")[0].split()[-1])
+            roots = ln.split("root")[1].lstrip("s ").split(", ")
+            first, last = spans[t]
+            in_block = ids[(parent == -1) & (ids >= first) & (ids <= last)]
+            assert [int(r) for r in roots] == in_block.tolist()
 
 
 def test_save_by_extension(skel_analysis, tmp_path):

@@ -151,11 +151,16 @@ def test_evaluate_prints_and_writes_the_table(files, capsys, tmp_path, monkeypat
 
     pred = tmp_path / "pred.npy"
     write_volume(pred, bridge_trees(v.trees).astype(np.uint8))
+    # --out is a folder, as for segment (made if missing), with <PRED stem>_metrics inside
     code, out, err = _run(["evaluate", pred, d / "trees.nii.gz", "--out", tmp_path / "m"], capsys)
     assert code == 0, err
-    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
+        "pred_metrics.csv",
+        "pred_metrics.json",
+    ]
+    metrics = json.loads((tmp_path / "m" / "pred_metrics.json").read_text())
     assert metrics["Betti-0 error"] == 1  # the bridge joined the two trees
-    assert (tmp_path / "m.csv").read_text().startswith("metric,value")
+    assert (tmp_path / "m" / "pred_metrics.csv").read_text().startswith("metric,value")
     assert "Betti-0 error" in out and "spacing (1.0, 1.0, 1.0)" in out
     # a distance says its unit: the ground truth's ("units" when its header names none)
     from napari_topo.data.io import read_volume
@@ -170,6 +175,31 @@ def test_evaluate_prints_and_writes_the_table(files, capsys, tmp_path, monkeypat
     code, out, err = _run(["evaluate", pred, d / "trees.nii.gz"], capsys)
     assert code == 0, err
     assert (tmp_path / "pred_metrics.json").is_file() and not any(elsewhere.iterdir())
+
+
+def test_evaluate_out_names_a_folder_or_a_file(files, capsys, tmp_path):
+    """``--out`` is a folder; a path ending in .json or .csv still names the files (the
+    old prefix behaviour) with a note; a file where the folder should be is refused."""
+    d, v = files
+    pred, gt = d / "trees.nii.gz", d / "trees.nii.gz"
+    # an existing folder whose name has a dot: still a folder
+    (tmp_path / "run.v2").mkdir()
+    code, out, err = _run(["evaluate", pred, gt, "--out", tmp_path / "run.v2"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "run.v2" / "trees_metrics.json").is_file()
+    # a file name: both files beside it under that stem, and a note says so
+    code, out, err = _run(["evaluate", pred, gt, "--out", tmp_path / "new" / "m.json"], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["m.csv", "m.json"]
+    assert json.loads((tmp_path / "new" / "m.json").read_text())["Dice"] == 1.0
+    assert "note: --out" in out and "takes a folder" in out
+    # a file in the way: one line, exit 2, nothing written
+    (tmp_path / "taken").write_text("x")
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    for bad in (tmp_path / "taken", tmp_path / "taken" / "m.csv"):
+        code, out, err = _run(["evaluate", pred, gt, "--out", bad], capsys)
+        assert code == 2 and "is a file, not a folder" in err and len(err.splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
 
 
 def test_read_sources_formats(tmp_path):
@@ -262,7 +292,7 @@ def test_evaluate_reads_float_files_holding_labels(files, capsys, tmp_path):
         capsys,
     )
     assert code == 0, err
-    metrics = json.loads((tmp_path / "m.json").read_text())
+    metrics = json.loads((tmp_path / "m" / "pred_metrics.json").read_text())
     assert metrics["Tree accuracy"] == 1.0 and metrics["Dice"] == 1.0
 
 

@@ -7,7 +7,9 @@ import pytest
 from qtpy.QtWidgets import QScrollArea
 
 from napari_topo.cli import WIDGETS
-from napari_topo.widgets._common import BODY_NAME, _water_fill
+from napari_topo.widgets._common import BODY_NAME, _dock_of, _water_fill
+
+SIZES = [((1600, 1000), 15), ((1366, 768), 5)]
 
 
 def _visible_height(widget) -> int:
@@ -15,8 +17,9 @@ def _visible_height(widget) -> int:
     return widget.visibleRegion().boundingRect().height()
 
 
-@pytest.mark.parametrize(("size", "rows"), [((1600, 1000), 15), ((1366, 768), 5)])
-def test_plugin_menu_docks_share_the_column(make_napari_viewer, qtbot, size, rows):
+def _three_docks(make_napari_viewer, qtbot, size):
+    """A viewer of ``size`` with the sample, the three docks added the Plugins-menu way
+    and a finished segmentation's trees (the metrics table fills by itself)."""
     viewer = make_napari_viewer(show=True)
     viewer.open_sample("napari-topo", "synthetic_vessels")
     docked = {}
@@ -33,6 +36,12 @@ def test_plugin_menu_docks_share_the_column(make_napari_viewer, qtbot, size, row
     table = docked["Topology metrics"].table
     qtbot.waitUntil(lambda: table.rowCount() > 0, timeout=20000)
     qtbot.wait(200)
+    return viewer, docked, table
+
+
+@pytest.mark.parametrize(("size", "rows"), SIZES)
+def test_plugin_menu_docks_share_the_column(make_napari_viewer, qtbot, size, rows):
+    viewer, docked, table = _three_docks(make_napari_viewer, qtbot, size)
     row = table.verticalHeader().defaultSectionSize()
     header = table.horizontalHeader().height()
     assert table.rowCount() >= rows
@@ -49,6 +58,57 @@ def test_plugin_menu_docks_share_the_column(make_napari_viewer, qtbot, size, row
     for name, widget in docked.items():
         body = widget.findChild(QScrollArea, BODY_NAME)
         assert body is not None and body.height() >= widget.height() - 2, name
+
+
+@pytest.mark.parametrize(("size", "rows"), SIZES)
+def test_column_is_shared_again_when_docks_close_or_show(make_napari_viewer, qtbot, size, rows):
+    """Not only on a dock's first show: closing a dock used to give its height to a
+    neighbour that did not need it (the Tree editor took Segment's, the table showed
+    two rows), and a dock shown again, or another plugin's dock opened and closed,
+    left the table one row tall."""
+    from qtpy.QtWidgets import QListWidget
+
+    viewer, docked, table = _three_docks(make_napari_viewer, qtbot, size)
+    need = table.horizontalHeader().height() + rows * table.verticalHeader().defaultSectionSize()
+    segment = docked["Segment vessels"]
+    window = viewer.window._qt_window
+
+    def table_rows_in_view():
+        return _visible_height(table) >= need
+
+    def segment_in_view():
+        return all(
+            _visible_height(w) == w.height() for w in (segment.run_button, segment.status_label)
+        )
+
+    def settle(what, check):
+        qtbot.waitUntil(check, timeout=3000)
+        qtbot.wait(100)  # and it stays so
+        assert check(), (what, _visible_height(table), [w.height() for w in docked.values()])
+
+    # napari's "hide this panel" on Segment, then Window > Segment again
+    _dock_of(segment).close()
+    settle("Segment hidden", table_rows_in_view)
+    _dock_of(segment).show()
+    settle("Segment shown again", lambda: table_rows_in_view() and segment_in_view())
+    # another plugin's dock opened in the column (napari gives it most of the height),
+    # then closed with its x
+    other = QListWidget()
+    other.addItems([str(i) for i in range(100)])
+    foreign = viewer.window.add_dock_widget(other, name="other plugin", area="right")
+    qtbot.wait(200)
+    viewer.window.remove_dock_widget(foreign)
+    settle("other dock closed", lambda: table_rows_in_view() and segment_in_view())
+    # the metrics dock hidden, the window squeezed and restored, the dock shown again
+    metrics_dock = _dock_of(docked["Topology metrics"])
+    metrics_dock.close()
+    qtbot.wait(100)
+    window.resize(size[0], size[1] - 300)
+    qtbot.wait(100)
+    window.resize(*size)
+    qtbot.wait(100)
+    metrics_dock.show()
+    settle("Metrics shown again", lambda: table_rows_in_view() and segment_in_view())
 
 
 def test_water_fill_gives_no_dock_more_than_its_content():

@@ -172,6 +172,21 @@ def test_reassign_changes_exactly_the_branch(spacing):
     assert np.array_equal(res.labels[index["A"]], [1] * 5)  # and the result untouched
 
 
+def test_prepare_builds_what_edits_need_and_changes_no_result(case):
+    """prepare() (what the Tree editor runs in a worker) gives the same edits."""
+    res, trees, _, _ = case
+    plain, prepared = TreeEditor(res, trees), TreeEditor(res, trees)
+    assert not prepared.prepared
+    assert prepared.prepare() is prepared and prepared.prepared
+    assert np.array_equal(prepared.trees, trees)  # nothing edited
+    for ed in (plain, prepared):
+        ed.reassign(ed.branch_at((2, 9, 10)), 2)
+    assert plain.prepared  # a first edit builds it too
+    assert np.array_equal(plain.trees, prepared.trees)
+    assert np.array_equal(plain.labels, prepared.labels)
+    assert np.array_equal(plain.history[-1].voxels, prepared.history[-1].voxels)
+
+
 def test_erased_voxels_stay_erased(case):
     # a user erases part of a branch (napari's eraser on the edited layer), then gives
     # the branch, and then everything by re-partition, to other trees

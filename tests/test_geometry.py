@@ -120,13 +120,13 @@ def _ras_las(tmp_path, mask):
 def test_case1_las_against_ras_scores_dice_1(tmp_path, capsys):
     mask = _tubes() > 0
     ras, las = _ras_las(tmp_path, mask)
-    code, out, err = _run(["evaluate", las, ras, "--out", tmp_path / "m"], capsys)
+    code, out, err = _run(["evaluate", las, ras, "--out", tmp_path / "m.json"], capsys)
     assert code == 0, err
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["Dice"] == 1.0 and metrics["clDice"] == 1.0
     assert "reordered" in out  # said, not silent
     # the other way round, too
-    code, out, err = _run(["evaluate", ras, las, "--out", tmp_path / "n"], capsys)
+    code, out, err = _run(["evaluate", ras, las, "--out", tmp_path / "n.json"], capsys)
     assert code == 0, err
     assert json.loads((tmp_path / "n.json").read_text())["Dice"] == 1.0
     # without alignment the flipped arrays disagree: the test can fail
@@ -145,7 +145,7 @@ def test_case1_permuted_and_flipped_grid_scores_dice_1(tmp_path, capsys):
     aff[0, 1] = aff[1, 0] = 1.0
     aff[2, 2], aff[2, 3], aff[3, 3] = -1.0, nz - 1, 1.0
     other = _save_nifti(tmp_path / "other.nii", xyz, aff)
-    code, out, err = _run(["evaluate", other, ras, "--out", tmp_path / "m"], capsys)
+    code, out, err = _run(["evaluate", other, ras, "--out", tmp_path / "m.json"], capsys)
     assert code == 0, err
     assert json.loads((tmp_path / "m.json").read_text())["Dice"] == 1.0
 
@@ -174,7 +174,7 @@ def test_case1_other_grids_are_refused_in_one_line(tmp_path, capsys, change, nee
     else:
         xyz = xyz[:-1]
     other = _save_nifti(tmp_path / "other.nii.gz", np.ascontiguousarray(xyz), aff)
-    code, out, err = _run(["evaluate", other, ras, "--out", tmp_path / "m"], capsys)
+    code, out, err = _run(["evaluate", other, ras, "--out", tmp_path / "m.json"], capsys)
     assert code == 2
     assert needle in _one_error_line(err)
     assert not (tmp_path / "m.json").exists()
@@ -335,7 +335,7 @@ def test_case4_read_only_npy_ground_truth_scores(tmp_path, capsys, threshold_mod
     metrics = json.loads((tmp_path / "o" / "vol_metrics.json").read_text())
     assert metrics["Dice"] == 1.0
     code, out, err = _run(
-        ["evaluate", tmp_path / "gt.npy", tmp_path / "gt.npy", "--out", tmp_path / "m"], capsys
+        ["evaluate", tmp_path / "gt.npy", tmp_path / "gt.npy", "--out", tmp_path / "m.json"], capsys
     )
     assert code == 0, err
     assert json.loads((tmp_path / "m.json").read_text())["Dice"] == 1.0
@@ -881,15 +881,18 @@ def test_ome_tiff_in_mm_and_um_and_mixed_units_agree(tmp_path, capsys):
     assert read_volume(mixed).geometry.unit == "um"
     assert read_volume(mm).geometry.unit == "mm"
     for pred in (mm, mixed):
-        code, out, err = _run(["evaluate", pred, um, "--out", tmp_path / pred.stem], capsys)
+        code, out, err = _run(
+            ["evaluate", pred, um, "--out", tmp_path / f"{pred.stem}.json"], capsys
+        )
         assert code == 0, err
         assert json.loads((tmp_path / f"{pred.stem}.json").read_text())["Dice"] == 1.0
     assert (
-        "converted from mm to um" in _run(["evaluate", mm, um, "--out", tmp_path / "m"], capsys)[1]
+        "converted from mm to um"
+        in _run(["evaluate", mm, um, "--out", tmp_path / "m.json"], capsys)[1]
     )
     # a real difference in size is still refused
     big = ome("big.ome.tif", (2.0, "mm"), (0.5, "mm"), (0.5, "mm"))
-    code, out, err = _run(["evaluate", big, um, "--out", tmp_path / "b"], capsys)
+    code, out, err = _run(["evaluate", big, um, "--out", tmp_path / "b.json"], capsys)
     assert code == 2 and "spacing differs" in _one_error_line(err)
 
 

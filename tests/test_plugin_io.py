@@ -287,6 +287,36 @@ def test_write_graph_swc_needs_parents(tmp_path, analysis):
     assert len(_swc_edges(out)) == keep.sum()
 
 
+def test_swc_tree_ids_round_trip(tmp_path, analysis):
+    """The Points layer's tree ids are the SWC header's trees and read back as the same
+    ids; an older file (``# root N: tree T`` lines) still reads."""
+    data, meta, _ = Layer.create(*_points_tuple(analysis)).as_layer_data_tuple()
+    tree = np.asarray(meta["features"]["tree"])
+    [out] = write_graph(str(tmp_path / "c.swc"), data, meta)
+    text = open(out).read().splitlines()
+    heads = [ln.split(":")[0] for ln in text if ln.startswith("# tree ")]
+    ids = sorted(set(tree[tree > 0].tolist()))
+    assert heads == [f"# tree {t}" for t in ids] + (["# tree 0"] if (tree == 0).any() else [])
+    for written in (out, analysis.to_swc(tmp_path / "a.swc")):
+        back = Layer.create(*read_graph(str(written))[1])
+        order = np.lexsort(back.data.T)
+        mine = np.lexsort(np.asarray(data).T)
+        assert np.array_equal(np.asarray(back.features["tree"])[order], tree[mine])
+    old = [ln for ln in text if not ln.startswith("# tree")]
+    rows = [ln.split() for ln in old if not ln.startswith("#")]
+    node_tree = {}
+    for t, first, last in (
+        (int(h.split()[2].rstrip(":")), *map(int, h.split("nodes ")[1].split(",")[0].split("-")))
+        for h in text
+        if h.startswith("# tree ") and "nodes " in h
+    ):
+        node_tree.update({n: t for n in range(first, last + 1)})
+    old += [f"# root {r[0]}: tree {node_tree[int(r[0])]}" for r in rows if r[6] == "-1"]
+    (tmp_path / "old.swc").write_text("\n".join(old) + "\n")
+    back = Layer.create(*read_graph(str(tmp_path / "old.swc"))[1])
+    assert sorted(np.asarray(back.features["tree"]).tolist()) == sorted(tree.tolist())
+
+
 # ------------------------------------------------------------------------------ sample
 def test_sample_data():
     import time

@@ -360,6 +360,63 @@ def test_clicks_in_2d_and_3d_and_drags(make_napari_viewer, qtbot, volume):
     assert widget.selected is None
 
 
+@gui
+def test_start_editing_does_the_heavy_parts_off_the_gui_thread(
+    make_napari_viewer, qtbot, volume, monkeypatch
+):
+    """Start editing used to stall the GUI 1-3 s: the tree picker's colour swatches
+    mapped an int64 array through the layer's DirectLabelColormap, which made napari
+    compile a numba typed dictionary; and the first edit built the voxel ownership (a
+    distance transform of the mask) on the GUI thread. Now a swatch is a look-up of one
+    int, and the ownership is built in a worker as editing starts."""
+    from napari.utils.colormaps.colormap import DirectLabelColormap
+
+    compiled = []
+    original = DirectLabelColormap._get_typed_dict_mapping
+
+    def spy(self, *args, **kwargs):
+        compiled.append(args)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(DirectLabelColormap, "_get_typed_dict_mapping", spy)
+    viewer = make_napari_viewer()
+    layers = add_analysis_layers(viewer, make_analysis(volume))
+    widget = TreeEditorWidget(viewer)
+    qtbot.addWidget(widget)
+    qtbot.wait(50)
+    compiled.clear()  # napari's own drawing of the layers is not what is tested
+    assert widget.start_editing() is True and widget.is_editing
+    assert compiled == []
+    # the swatches still show each tree's colour in the layer
+    trees = layers["trees"]
+    for row in range(widget.tree_picker.count()):
+        tree_id = widget.tree_picker.itemData(row)
+        if not isinstance(tree_id, int) or tree_id <= 0:
+            continue
+        image = widget.tree_picker.itemIcon(row).pixmap(14, 14).toImage()
+        got = image.pixelColor(7, 7)
+        want = np.asarray(trees.colormap.color_dict[tree_id])[:3] * 255
+        # (atol: pytest-xvfb's screen may have 16-bit colour, 5 bits for red and blue)
+        assert np.allclose([got.red(), got.green(), got.blue()], want, atol=8), tree_id
+    # the ownership the first edit needs is built without an edit, in a worker
+    qtbot.waitUntil(lambda: widget.editor.prepared, timeout=TIMEOUT_MS)
+
+
+def test_the_widget_modules_do_not_import_networkx():
+    """Opening the Tree editor dock imported networkx (0.3 s, 2.6 s on a loaded machine)
+    on the GUI thread, for a graph view it never uses."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, napari_topo.widgets.segment, napari_topo.widgets.metrics, "
+        "napari_topo.widgets.tree_editor; print('networkx' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "False"
+
+
 def test_first_labelled_on_ray():
     vol = np.zeros((6, 6, 6), np.uint8)
     vol[4, 3, 3] = 1

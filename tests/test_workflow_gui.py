@@ -300,7 +300,10 @@ def test_segment_measure_edit_undo_and_save(make_napari_viewer, qtbot, tmp_path)
     assert sorted(node_ids.tolist()) == list(range(1, len(nodes) + 1))
     position = {n: i for i, n in enumerate(node_ids.tolist())}
     assert all(p == -1 or position[p] < i for i, p in enumerate(parents.tolist()))
-    roots = [line for line in swc.read_text().splitlines() if line.startswith("# root")]
+    # the header's trees are the editor's tree ids; its roots are the SWC's roots
+    tree_lines = [ln for ln in swc.read_text().splitlines() if ln.startswith("# tree ")]
+    assert {int(ln.split(":")[0].split()[-1]) for ln in tree_lines} == set(editor.labels.tolist())
+    roots = [r for ln in tree_lines if "root" in ln for r in ln.split("root")[1][1:].split(",")]
     assert len(roots) == int((parents == -1).sum()) >= 2
     # SWC is x y z in physical units: the same points as the CSV's physical columns
     np.testing.assert_allclose(

@@ -411,8 +411,9 @@ def _read_swc(path: Path):
     import json
 
     from napari_topo.geometry import Geometry
+    from napari_topo.trees.swc import parse_tree_line
 
-    rows, spacing, root_tree = [], None, {}
+    rows, spacing, root_tree, tree_spans = [], None, {}, []
     geometry, shape = None, None
     for line in path.read_text().splitlines():
         text = line.strip()
@@ -433,7 +434,9 @@ def _read_swc(path: Path):
                     spacing = tuple(float(v) for v in text.split(":", 1)[1].split(","))
                 except ValueError:
                     spacing = None
-            elif low.startswith("# root") and ": tree" in low:
+            elif (found := parse_tree_line(text)) is not None:
+                tree_spans.append(found)
+            elif low.startswith("# root") and ": tree" in low:  # files before tree lines
                 try:
                     node, t = low[len("# root") :].split(": tree")
                     root_tree[int(node)] = int(t)
@@ -457,9 +460,14 @@ def _read_swc(path: Path):
         raise ValueError(f"{path.name}: SWC fields must be numbers.") from None
     row_of = {n: k for k, n in enumerate(ids)}
     parent = np.array([row_of.get(q, -1) for q in par_ids], dtype=np.int64)
-    # the tree of each point: its root's (napari-topo writes "# root N: tree T")
     tree = np.zeros(len(rows), dtype=np.int64)
-    for k in range(len(rows)):
+    if tree_spans:  # "# tree T: nodes A-B" (napari-topo's SWC layout, trees/swc.py)
+        node = np.asarray(ids, dtype=np.int64)
+        for t, a, b in tree_spans:
+            tree[(node >= a) & (node <= b)] = t
+        root_tree = {}
+    # older files: the tree of each point is its root's ("# root N: tree T")
+    for k in range(len(rows) if root_tree else 0):
         r, seen = k, 0
         while parent[r] >= 0 and seen <= len(rows):
             r, seen = int(parent[r]), seen + 1
@@ -703,28 +711,15 @@ def _graph_columns(data, meta: Mapping) -> dict[str, Any]:
     }
 
 
-def _swc_order(ids: np.ndarray, parent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows in parent-before-child order and each row's parent row (-1 = root).
+def _swc_parent_rows(ids: np.ndarray, parent: np.ndarray) -> np.ndarray:
+    """Each row's parent row (-1 = root), from parents given as node ids (``ids``).
 
-    Parents are given as node ids (``ids``); a parent id that is not there (a deleted
-    point) makes its child a root.
+    A parent id that is not there (a deleted point) makes its child a root.
     """
     row_of = {int(i): r for r, i in enumerate(ids.tolist())}
     if len(row_of) != len(ids):
         raise ValueError("the 'id' feature of the Points layer must be unique.")
-    prow = np.array([row_of.get(int(q), -1) for q in parent.tolist()], dtype=np.int64)
-    children: dict[int, list[int]] = {}
-    for r, q in enumerate(prow.tolist()):
-        children.setdefault(q, []).append(r)
-    order: list[int] = []
-    stack = list(reversed(children.get(-1, [])))
-    while stack:
-        r = stack.pop()
-        order.append(r)
-        stack.extend(reversed(children.get(r, [])))
-    if len(order) != len(ids):
-        raise ValueError("the 'parent' feature of the Points layer has a cycle; cannot write SWC.")
-    return np.asarray(order, dtype=np.int64), prow
+    return np.array([row_of.get(int(q), -1) for q in parent.tolist()], dtype=np.int64)
 
 
 def write_graph(path: str, data: Any, meta: dict) -> list[str]:
@@ -766,13 +761,11 @@ def write_graph(path: str, data: Any, meta: dict) -> list[str]:
                 "SWC needs parent links: this Points layer has no 'parent' feature; "
                 "save it as .csv, or save the analysis result (VesselAnalysis.to_swc)."
             )
-        order, prow = _swc_order(cols["id"], cols["parent"])
-        swc_id = np.empty(len(order), dtype=np.int64)
-        swc_id[order] = np.arange(1, len(order) + 1)
-        world = cols["world"] if nd == 3 else np.c_[np.zeros(len(order)), cols["world"]]
-        radius = cols["radius"] if cols["radius"] is not None else np.zeros(len(order))
-        tree = cols["tree"]
-        lines = [
+        from napari_topo.trees.swc import swc_text
+
+        prow = _swc_parent_rows(cols["id"], cols["parent"])
+        radius = cols["radius"] if cols["radius"] is not None else np.zeros(len(prow))
+        header = [
             "# napari-topo vessel centerline forest (from a napari Points layer)",
             "# scale ("
             + ", ".join(axes)
@@ -781,14 +774,15 @@ def write_graph(path: str, data: Any, meta: dict) -> list[str]:
             "# geometry: " + cols["geometry"].to_json(),
             "# coordinates: world (the layer's placement), x y z order; type 3; parent -1 = root",
         ]
-        if tree is not None:
-            lines += [f"# root {int(swc_id[r])}: tree {int(tree[r])}" for r in order if prow[r] < 0]
-        lines.append("# id type x y z radius parent")
-        for r in order.tolist():
-            z, y, x = world[r].tolist()
-            par = int(swc_id[prow[r]]) if prow[r] >= 0 else -1
-            lines.append(f"{int(swc_id[r])} 3 {x:.9g} {y:.9g} {z:.9g} {radius[r]:.6g} {par}")
-        p.write_text("\n".join(lines) + "\n")
+        try:
+            text = swc_text(cols["world"], radius, prow, cols["tree"], header)
+        except ValueError as err:
+            if "cycle" in str(err):
+                raise ValueError(
+                    "the 'parent' feature of the Points layer has a cycle; cannot write SWC."
+                ) from None
+            raise
+        p.write_text(text)
         return [str(p)]
     header = ["id", *axes, *(f"{a}_physical" for a in axes)]
     extra = [k for k in ("radius", "tree", "parent") if cols[k] is not None]

@@ -45,6 +45,7 @@ from napari_topo.trees.reconstruct import (
     reconstruct_trees,
     trees_from_skeleton,
 )
+from napari_topo.trees.swc import swc_text
 
 __all__ = ["VesselAnalysis"]
 
@@ -616,28 +617,28 @@ class VesselAnalysis:
         return p
 
     def to_swc(self, path) -> Path:
-        """Write the centerline forest as one SWC file.
+        """Write the centerline forest as one SWC file, numbered tree by tree.
 
-        One line ``n T x y z R P`` per centerline point: ``n`` is a 1-based id (parents
-        are written before their children), ``T = 3`` for every point, ``x y z`` are
-        *world* coordinates in SWC's x, y, z order: :meth:`world_points` (the input's
+        One line ``n T x y z R P`` per centerline point: ``n`` is a 1-based node id
+        (parents are written before their children), ``T = 3`` for every point, ``x y z``
+        are *world* coordinates in SWC's x, y, z order: :meth:`world_points` (the input's
         affine: spacing, origin, direction; for a NIfTI input the scanner's RAS
         millimetres) reversed, ``z = 0`` in 2D; ``R`` the radius (physical) and ``P`` the
-        parent's id, or -1 for a root. Each tree is rooted at its source; pieces no
-        source reached are extra roots. Header comments give the spacing, the unit, the
-        array shape and the geometry (JSON, so the file is placed without the summary)
-        and, per root, its tree id.
+        parent's node id, or -1 for a root.
+
+        Trees come in ascending id order, each as one block of consecutive node ids
+        starting at its source (the root); tree 0 (points no source reached) comes last.
+        Header comments give the spacing, the unit, the array shape and the geometry
+        (JSON, so the file is placed without the summary), then one line per tree,
+        ``# tree N: nodes A-B, root A``, where ``N`` is the tree's id in :attr:`trees`
+        (the label volume), in the CSV's ``tree`` column and in :meth:`summary`. A tree
+        has more roots where a piece of it is cut off from its source. The layout is
+        described in :mod:`napari_topo.trees.swc`; the plugin's reader reads the tree
+        ids back.
         """
         p = _path(path)
-        parents, order = self._forest_order
-        swc_id = np.empty(len(order), dtype=np.int64)
-        swc_id[order] = np.arange(1, len(order) + 1)
-        pts = self.world_points()
-        if self.ndim == 2:
-            pts = np.c_[np.zeros(len(pts)), pts]
-        labels = np.asarray(self.result.labels)
         axes = ", ".join(_AXES[self.ndim])
-        lines = [
+        header = [
             "# napari-topo vessel centerline forest",
             f"# spacing ({axes}): " + ", ".join(repr(s) for s in self.spacing),
             f"# shape ({axes}): " + ", ".join(str(int(v)) for v in self.mask.shape),
@@ -645,14 +646,16 @@ class VesselAnalysis:
             "# geometry: " + self.geometry.to_json(),
             "# coordinates: world (the image's affine), x y z order; type 3; parent -1 = root",
         ]
-        roots = order[parents[order] < 0]
-        lines += [f"# root {int(swc_id[r])}: tree {int(labels[r])}" for r in roots]
-        lines.append("# id type x y z radius parent")
-        for i in order.tolist():
-            z, y, x = pts[i].tolist()
-            par = int(swc_id[parents[i]]) if parents[i] >= 0 else -1
-            lines.append(f"{int(swc_id[i])} 3 {x:.9g} {y:.9g} {z:.9g} {self.radius[i]:.6g} {par}")
-        p.write_text("\n".join(lines) + "\n")
+        p.write_text(
+            swc_text(
+                self.world_points(),
+                self.radius,
+                self.parents,
+                np.asarray(self.result.labels),
+                header,
+                first=np.asarray(self.result.sources, dtype=np.intp),
+            )
+        )
         return p
 
     def save(self, path) -> tuple[Path, ...]:

@@ -16,7 +16,8 @@
   pieces of the mask named by ``--sources``, and no graph is written on that path.
   ``--workers N`` (a LocalCluster here) or ``--scheduler ADDRESS`` runs its network on
   a dask.distributed cluster (:mod:`napari_topo.inference.distributed`).
-* ``evaluate PRED GT``: the metrics table of a segmentation, written as JSON and CSV.
+* ``evaluate PRED GT [--out DIR]``: the metrics table of a segmentation, written as JSON and
+  CSV (``<PRED stem>_metrics.json``/``.csv``, in DIR or beside PRED).
 * ``models``, ``train``, ``evaluate-models``: the pretrained models.
 * ``finetune IMAGE LABELS``: fine-tune a model on your own (corrected, possibly sparse)
   labels and save it where ``models`` and ``segment --model`` find it.
@@ -368,7 +369,10 @@ def build_parser() -> argparse.ArgumentParser:
     evl.add_argument("--threshold", type=float, default=0.5, help="for a probability PRED")
     evl.add_argument(
         "--out",
-        help="path prefix of the .json/.csv written (default: <PRED stem>_metrics beside PRED)",
+        metavar="DIR",
+        help="output folder (created if missing), as for segment: writes <PRED stem>_metrics"
+        ".json and .csv into it (default: beside PRED). A path ending in .json or .csv names "
+        "the files instead (both written, with a note)",
     )
     train = sub.add_parser("train", help="train a model from a config (seeded, resumable)")
     train.add_argument(
@@ -1096,6 +1100,43 @@ def _segment_streaming(
     print(f"wrote {len(written)} files to {out_dir}: " + ", ".join(written))
 
 
+#: Suffixes that make ``evaluate --out`` a file name (the metrics' own), not a folder.
+_METRICS_SUFFIXES = (".json", ".csv")
+
+
+def _metrics_prefix(out, stem: str, beside: Path) -> tuple[Path, str | None]:
+    """Where ``evaluate`` writes ``<prefix>.json`` and ``<prefix>.csv``, and a note.
+
+    ``out`` None: ``<beside>/<stem>_metrics`` (next to the prediction, not wherever the
+    shell is). A folder (existing or not): ``<out>/<stem>_metrics``, as ``segment --out``
+    names its metrics. A path ending in ``.json`` or ``.csv``: that name without the
+    suffix, as before ``--out`` took a folder, with a note saying so.
+
+    Raises
+    ------
+    ValueError
+        When the folder, or the one the files go in, is an existing file (checked
+        before anything is computed, so nothing is written).
+    """
+    if not out:
+        return beside / f"{stem}_metrics", None
+    path = Path(out).expanduser()
+    as_file = path.suffix.lower() in _METRICS_SUFFIXES and not path.is_dir()
+    folder = path.parent if as_file else path
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"--out {out}: {existing} is a file, not a folder")
+    if not as_file:
+        return folder / f"{stem}_metrics", None
+    prefix = path.with_suffix("")
+    return prefix, (
+        f"--out {out} names a file: writing {prefix}.json and {prefix}.csv "
+        "(--out takes a folder, as for segment)"
+    )
+
+
 def _evaluate(args) -> None:
 
     from .data.io import suffix_of
@@ -1122,20 +1163,16 @@ def _evaluate(args) -> None:
         if args.spacing is not None
         else (_geometry_spacing(gt_geometry) or _geometry_spacing(pred_geometry))
     )
-    metrics = compute_metrics(pred, gt, spacing=spacing)
-    prefix = (
-        Path(args.out)
-        if args.out
-        # next to the prediction, not wherever the shell happens to be
-        else pred_vol.path.parent
-        / (pred_vol.path.name[: -len(suffix_of(pred_vol.path))] + "_metrics")
+    prefix, out_note = _metrics_prefix(
+        args.out, pred_vol.path.name[: -len(suffix_of(pred_vol.path))], pred_vol.path.parent
     )
-    if prefix.parent != Path("."):
-        prefix.parent.mkdir(parents=True, exist_ok=True)
+    metrics = compute_metrics(pred, gt, spacing=spacing)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
     js, cs = _write_metrics(metrics, prefix)
     sp = "" if spacing is None else f" (spacing {tuple(float(s) for s in spacing)})"
-    if note:
-        print(f"note: {note}")
+    for text in (note, out_note):
+        if text:
+            print(f"note: {text}")
     print(f"{pred_vol.path.name} against {gt_vol.path.name}{sp}:")
     unit_of = gt_geometry if _geometry_spacing(gt_geometry) else pred_geometry
     print(_metrics_table(metrics, _length_unit(spacing, unit_of)))

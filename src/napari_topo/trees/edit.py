@@ -661,6 +661,32 @@ class TreeEditor:
         b = self.branches[int(index)]
         return dataclasses.replace(b, tree=_majority(self.labels[b.points]))
 
+    @property
+    def prepared(self) -> bool:
+        """Whether the voxel ownership edits need is built (:meth:`prepare`, or a first
+        edit)."""
+        return self._owner is not None
+
+    def prepare(self) -> TreeEditor:
+        """Build now what the first click and the first edit would otherwise build.
+
+        The voxel ownership (mask voxels grouped by nearest centerline point, one
+        distance transform of the mask's bounding box) and the point k-d tree are made
+        lazily; a GUI calls this in a worker thread right after building the editor, so
+        neither runs on its GUI thread. Both depend only on what the editor was built
+        with (the mask, the points, the spacing), never on edits, so an edit made while
+        this runs is correct either way (it builds its own, with the same result).
+
+        Returns
+        -------
+        TreeEditor
+            ``self``.
+        """
+        self._owned()
+        if self._kd is None and len(self._idx):
+            self._kd = cKDTree(self._result.points * self._sp)
+        return self
+
     def branch_at(self, voxel, max_distance: float | None = None) -> Branch | None:
         """The branch of the centerline point nearest to a voxel.
 

@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import warnings
 from numbers import Integral, Real
+from typing import TYPE_CHECKING
 
-import networkx as nx
 import numpy as np
 from scipy import ndimage as ndi
 
 from napari_topo.topology.metrics import _spacing_array
 from napari_topo.topology.skeleton import _as_binary_mask, _bounding_box
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 __all__ = ["branches", "centerline_points_nms", "radius_at", "skeleton_graph"]
 
@@ -93,6 +96,8 @@ def skeleton_graph(skeleton, spacing=None) -> nx.Graph:
     """
     skel = _as_skeleton(skeleton)
     sp = _spacing_array(spacing, skel.ndim)
+    import networkx as nx  # here, not at import: the Tree editor dock needs none of it
+
     g = nx.Graph(shape=tuple(int(s) for s in skel.shape), spacing=tuple(float(s) for s in sp))
     if not skel.any():
         return g

@@ -19,7 +19,9 @@ abrupt label changes along vessels that metric learning is meant to remove.
 The graph work is done with :mod:`scipy.spatial` (``cKDTree.query_pairs``) and
 :mod:`scipy.sparse.csgraph` (one multi-source ``dijkstra`` call), which handle 10^5
 points in well under a second; networkx is used only for the optional graph view of a
-result. Nothing here imports Qt or torch.
+result and :func:`label_switches`, and imported there (a plain import costs 0.3 s, and
+much more on a loaded machine, on the GUI thread of the Tree editor dock). Nothing here
+imports Qt or torch.
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ import math
 from dataclasses import dataclass
 from functools import cached_property
 from numbers import Integral, Real
+from typing import TYPE_CHECKING
 
-import networkx as nx
 import numpy as np
 from scipy import ndimage as ndi
 from scipy import sparse
@@ -40,6 +42,9 @@ from scipy.spatial import cKDTree
 from napari_topo.topology.metrics import _as_labels, _spacing_array
 from napari_topo.topology.skeleton import _as_binary_mask, _bounding_box, skeletonize
 from napari_topo.trees.graph import _as_points, _voxel_indices, radius_at
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 __all__ = [
     "TreeResult",
@@ -104,6 +109,8 @@ class TreeResult:
         and ``distance`` (geodesic distance to the root); edges carry ``length``
         (physical units). ``graph.graph["sources"]`` lists the root indices.
         """
+        import networkx as nx  # imported on use: a GUI dock that never asks pays nothing
+
         g = nx.Graph(sources=self.sources.tolist(), spacing=self.spacing)
         coords = [tuple(c) for c in self.points.tolist()]
         g.add_nodes_from(
@@ -646,6 +653,8 @@ def label_switches(pred_trees, gt_graph) -> int:
     >>> label_switches(pred, g)
     1
     """
+    import networkx as nx
+
     pl = _as_labels(pred_trees, "pred_trees")
     if not isinstance(gt_graph, nx.Graph):
         raise ValueError(f"gt_graph must be a networkx graph; got {type(gt_graph).__name__}.")

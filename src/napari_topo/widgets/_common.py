@@ -453,12 +453,13 @@ def share_dock_column(widget: Any) -> list[int] | None:
 
     napari docks a widget added from the Plugins menu under the ones already in the
     column and gives it almost no height (its ``resizeDocks`` call pushes later docks
-    down). This shares the column instead: each dock gets a part by weight (the
-    plugin's docks: the ``share`` given to :func:`scrolling_body`; others
-    :data:`FOREIGN_SHARE`) but never more than its whole content needs; what all of
-    them leave goes to the heaviest. Docks that float, are hidden or sit behind a
-    tab of a dock already counted are left alone. Only Qt's public
-    ``QMainWindow.resizeDocks`` is used.
+    down), and when a dock closes Qt gives its height to a neighbour, which may not
+    need it while the metrics table scrolls. This shares the column instead: each dock
+    gets a part by weight (the plugin's docks: the ``share`` given to
+    :func:`scrolling_body`; others :data:`FOREIGN_SHARE`) but never more than its whole
+    content needs; what all of them leave goes to the heaviest. Docks that float, are
+    hidden or sit behind a tab of a dock already counted are left alone. Only Qt's
+    public ``QMainWindow.resizeDocks`` is used.
 
     Returns
     -------
@@ -466,32 +467,49 @@ def share_dock_column(widget: Any) -> list[int] | None:
         The heights asked for (pixels, in the column's top-to-bottom order), or None
         when ``widget`` is not docked in a ``QMainWindow`` column with another dock.
     """
-    from qtpy.QtCore import Qt
-    from qtpy.QtWidgets import QDockWidget, QMainWindow, QScrollArea
+    from qtpy.QtWidgets import QMainWindow
 
     try:
         dock = _dock_of(widget)
         window = dock.parentWidget() if dock is not None else None
         if not isinstance(window, QMainWindow) or dock.isFloating():
             return None
-        area = window.dockWidgetArea(dock)
-        column: list[Any] = []
-        for other in window.findChildren(QDockWidget):
-            if (
-                other.parentWidget() is not window
-                or other.isFloating()
-                or other.isHidden()
-                or window.dockWidgetArea(other) != area
-                or any(other in window.tabifiedDockWidgets(seen) for seen in column)
-            ):
-                continue
-            column.append(other)
+        return _share_area(window, window.dockWidgetArea(dock))
+    except RuntimeError:  # a C++ widget is gone (a dock closed meanwhile)
+        return None
+
+
+def _column(window: Any, area: Any) -> list[Any]:
+    """The docks shown in ``area`` of ``window``, one per tab group, top to bottom."""
+    from qtpy.QtWidgets import QDockWidget
+
+    column: list[Any] = []
+    for other in window.findChildren(QDockWidget):
+        if (
+            other.parentWidget() is not window
+            or other.isFloating()
+            or other.isHidden()
+            or window.dockWidgetArea(other) != area
+            or any(other in window.tabifiedDockWidgets(seen) for seen in column)
+        ):
+            continue
+        column.append(other)
+    column.sort(key=lambda d: d.geometry().top())
+    return column
+
+
+def _share_area(window: Any, area: Any) -> list[int] | None:
+    """:func:`share_dock_column` for the docks in ``area`` (left or right) of ``window``."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QScrollArea
+
+    sides = (Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea)
+    if area not in sides:
+        return None
+    try:
+        column = _column(window, area)
         if len(column) < 2:
             return None
-        sides = (Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea)
-        if area not in sides:
-            return None
-        column.sort(key=lambda d: d.geometry().top())
         wants, weights = [], []
         for other in column:
             body = other.findChild(QScrollArea, BODY_NAME)
@@ -510,6 +528,92 @@ def share_dock_column(widget: Any) -> list[int] | None:
     return sizes
 
 
+#: ``objectName`` of the one :func:`keep_columns_shared` watcher of a main window.
+KEEPER_NAME = "napari_topo_dock_keeper"
+
+
+def keep_columns_shared(window: Any) -> Any:
+    """Share the side dock columns of ``window`` again whenever a dock in them is
+    shown, hidden, closed or added (:func:`share_dock_column`), not only on a dock's
+    first show.
+
+    Without it, closing one dock gave its height to a neighbour (the Tree editor took
+    a closed Segment dock's height while the metrics table showed two rows), and a dock
+    shown again or a foreign dock opened and closed left the column as Qt left it. One
+    watcher per window (a child ``QObject`` named :data:`KEEPER_NAME`, gone with the
+    window) filters the window's ``ChildAdded`` events, to watch every dock added
+    later, and each dock's ``Show``/``Hide`` events; spontaneous ones (the window
+    minimised and restored) are ignored. Columns without a napari-topo dock are left
+    as they are, and one sharing runs per event-loop turn (``QTimer.singleShot(0)``,
+    after napari's own ``resizeDocks`` and Qt's layout). Dragging a splitter is never
+    undone: only showing or hiding a dock shares a column.
+
+    Parameters
+    ----------
+    window : QMainWindow
+
+    Returns
+    -------
+    QObject
+        The window's watcher (made on the first call).
+    """
+    from qtpy.QtCore import QEvent, QObject, QTimer
+    from qtpy.QtWidgets import QDockWidget, QScrollArea
+
+    keeper = window.findChild(QObject, KEEPER_NAME)
+    if keeper is not None:
+        return keeper
+
+    class _Keeper(QObject):
+        # the window is the keeper's parent, never held from Python (napari's tests
+        # check that no viewer outlives its window)
+        pending = False
+
+        def watch(self, dock: Any) -> None:
+            dock.removeEventFilter(self)  # once per dock
+            dock.installEventFilter(self)
+
+        def schedule(self) -> None:
+            if not self.pending:
+                self.pending = True
+                QTimer.singleShot(0, self.share)
+
+        def share(self) -> None:
+            self.pending = False
+            try:
+                main = self.parent()
+                if main is None or not main.isVisible():
+                    return
+                areas = {
+                    main.dockWidgetArea(dock)
+                    for dock in main.findChildren(QDockWidget)
+                    if not dock.isHidden()
+                    and not dock.isFloating()
+                    and dock.findChild(QScrollArea, BODY_NAME) is not None
+                }
+                for area in areas:
+                    _share_area(main, area)
+            except RuntimeError:  # the window is going
+                return
+
+        def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: N802 - Qt's name
+            kind = event.type()
+            if obj is self.parent():
+                if kind == QEvent.Type.ChildAdded and isinstance(event.child(), QDockWidget):
+                    self.watch(event.child())
+                    self.schedule()
+            elif kind in (QEvent.Type.Show, QEvent.Type.Hide) and not event.spontaneous():
+                self.schedule()
+            return False
+
+    keeper = _Keeper(window)
+    keeper.setObjectName(KEEPER_NAME)
+    window.installEventFilter(keeper)
+    for dock in window.findChildren(QDockWidget):
+        keeper.watch(dock)
+    return keeper
+
+
 def scrolling_body(widget: Any, layout: Any, *, share: float = 1.0) -> Any:
     """Put ``layout``'s content in a frameless scroll area filling ``widget``.
 
@@ -519,10 +623,11 @@ def scrolling_body(widget: Any, layout: Any, *, share: float = 1.0) -> Any:
     is as wide as its content needs (no sideways scrolling, no cut combo box text) and
     asks for at most :data:`DOCK_HEIGHT_HINT` pixels of height.
 
-    When the dock is first shown in a window's dock column, the column is shared
-    between its docks (:func:`share_dock_column`, with ``share`` as this dock's
-    weight), as napari's Plugins menu does not: no dock gets more height than its
-    content needs while another one scrolls. The area keeps Qt's Expanding vertical
+    Whenever the dock is shown in a window's dock column, and from then on whenever a
+    dock of that window is shown, hidden, closed or added (:func:`keep_columns_shared`),
+    the column is shared between its docks (:func:`share_dock_column`, with ``share``
+    as this dock's weight), as napari's Plugins menu does not: no dock gets more
+    height than its content needs while another one scrolls. The area keeps Qt's Expanding vertical
     policy: with any other policy napari adds a stretch under the dock's widget, and a
     dock given more height showed an empty band under a body that still scrolled.
 
@@ -539,8 +644,8 @@ def scrolling_body(widget: Any, layout: Any, *, share: float = 1.0) -> Any:
     -------
     QScrollArea
     """
-    from qtpy.QtCore import QEvent, QObject, QSize, Qt, QTimer
-    from qtpy.QtWidgets import QFrame, QScrollArea, QVBoxLayout, QWidget
+    from qtpy.QtCore import QEvent, QObject, QSize, Qt
+    from qtpy.QtWidgets import QFrame, QMainWindow, QScrollArea, QVBoxLayout, QWidget
 
     class _Area(QScrollArea):
         def sizeHint(self) -> QSize:  # noqa: N802 - Qt's name
@@ -554,16 +659,16 @@ def scrolling_body(widget: Any, layout: Any, *, share: float = 1.0) -> Any:
             return QSize(inner.width() + bar, min(inner.height(), 80))
 
     class _Watch(QObject):
-        """Shares the dock column on the dock's first show."""
-
-        shared = False
+        """Shares the dock column when the dock is shown (and, through the window's
+        :func:`keep_columns_shared` watcher, whenever a dock in it shows or hides)."""
 
         def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: N802 - Qt's name
-            kind = event.type()
-            if obj is widget and kind == QEvent.Type.Show and not self.shared:
-                self.shared = True
-                # after napari's own resizeDocks and the layout of the new dock
-                QTimer.singleShot(0, partial(share_dock_column, widget))
+            if obj is widget and event.type() == QEvent.Type.Show and not event.spontaneous():
+                dock = _dock_of(widget)
+                window = dock.parentWidget() if dock is not None else None
+                if isinstance(window, QMainWindow):
+                    # after napari's own resizeDocks and the layout of the new dock
+                    keep_columns_shared(window).schedule()
             return False
 
     body = QWidget()

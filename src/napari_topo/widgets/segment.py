@@ -1284,6 +1284,13 @@ class SegmentWidget(QWidget):
         self.model_picker.native.setPlaceholderText("loading the models…")
         self.run_button.setEnabled(False)
         self.run_button.setText(_LOADING)
+        # Started once napari has added and drawn the dock: torch's import in the worker
+        # holds the GIL in long stretches, and started at once it made napari's adding
+        # of the dock take 0.34 s instead of 0.07 s (benchmarks/bench_gui.py).
+        self._choices_loader = _LOADING  # not ready (Run waits) until they are listed
+        QTimer.singleShot(_LIST_DELAY_MS, self._start_listing)
+
+    def _start_listing(self) -> None:
         self._choices_loader = create_worker(
             _list_choices,
             _connect={"returned": self._on_choices, "errored": self._on_choices_failed},
@@ -1672,6 +1679,11 @@ class SegmentWidget(QWidget):
 
 #: The Run button's text while the models are listed (torch loading).
 _LOADING = "Loading the models…"
+#: Milliseconds from the dock's creation to the start of the model listing: napari adds
+#: and draws the dock in 0.1-0.2 s; started at once (or on the next event-loop turn)
+#: torch's import overlapped that and the longest stall was 0.40-0.45 s, with 300 ms
+#: 0.19-0.23 s (Xvfb, 2 shared cores).
+_LIST_DELAY_MS = 300
 #: Modules whose presence means listing the models is quick (torch imported).
 _MODEL_MODULES = frozenset(
     {"torch", "napari_topo.models.registry", "napari_topo.inference.pipeline"}

@@ -535,6 +535,10 @@ class TreeEditorWidget(QWidget):
         layer.events.data.connect(self._on_layer_data)
         layer.mode = "pan_zoom"  # clicks select branches instead of painting
         self._viewer.layers.selection.active = layer
+        # the voxel ownership and the k-d tree the first click and edit need, built in
+        # a worker now instead of on the GUI thread then (TreeEditor.prepare; an edit
+        # made before it is done builds its own, with the same result)
+        create_worker(editor.prepare, _start_thread=True)
         self._refresh_trees()
         n_pts = len(editor.labels)
         copied = plugin_info(layer).get("widget") == "tree_editor"
@@ -831,10 +835,15 @@ class TreeEditorWidget(QWidget):
         self._select_tree(current if current in ids else (ids[0] if ids else _NEW_TREE))
 
     def _swatch(self, tree_id: int) -> QIcon:
-        """A small square of tree ``tree_id``'s colour in the edited layer."""
+        """A small square of tree ``tree_id``'s colour in the edited layer.
+
+        The colour of one Python ``int`` (a dictionary look-up in a
+        ``DirectLabelColormap``): mapping an int64 array instead made napari compile a
+        numba typed dictionary on the GUI thread, 1-3 s at the first *Start editing*.
+        """
         pixmap = QPixmap(14, 14)
         try:
-            rgba = np.asarray(self.layer.colormap.map(np.array([tree_id]))).reshape(-1)[:4]
+            rgba = np.asarray(self.layer.colormap.map(int(tree_id))).reshape(-1)[:4]
             color = QColor.fromRgbF(*(float(np.clip(v, 0, 1)) for v in rgba[:3]), 1.0)
         except Exception:  # noqa: BLE001 - a colormap without map(): no swatch colour
             color = QColor(128, 128, 128)
