@@ -14,7 +14,10 @@ overlap, batch size and Gaussian blending (MONAI: ``mode="gaussian", sigma_scale
 under ``torch.inference_mode``. MONAI runs in float32; ours runs in float32 and in the
 precision ``predict`` picks by default on this machine ("auto":
 :func:`~napari_topo.inference.device.resolve_precision`, bfloat16 autocast on a CPU with
-native bfloat16, which this benchmark says). Output quality is reported side by side: the
+native bfloat16, which this benchmark says), and on the CPU also as ``predict`` runs
+the network there: a copy of it in channels-last 3D fed channels-last tiles
+(:func:`~napari_topo.inference.device.memory_format`; MONAI keeps the plain network).
+Output quality is reported side by side: the
 Dice of each case's mask (probability > 0.5) against MONAI's float32 mask and against the
 volume's ground truth.
 
@@ -38,6 +41,7 @@ for ours).
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 
@@ -45,7 +49,7 @@ import numpy as np
 import torch
 
 from napari_topo.inference import autocast_context, gaussian_weights, sliding_window_inference
-from napari_topo.inference.device import cpu_bfloat16_native, resolve_precision
+from napari_topo.inference.device import cpu_bfloat16_native, memory_format, resolve_precision
 
 
 def make_net(name: str) -> tuple[torch.nn.Module, str]:
@@ -91,12 +95,15 @@ def _sync(device: torch.device) -> None:
 class TimedNet:
     """Wraps the network to add up the time spent inside it (the rest is overhead)."""
 
-    def __init__(self, net: torch.nn.Module, device: torch.device):
+    def __init__(self, net: torch.nn.Module, device: torch.device, memory_format=None):
         self.net, self.device, self.seconds = net, device, 0.0
+        self.memory_format = memory_format
 
     def __call__(self, x: torch.Tensor):
         _sync(self.device)
         t0 = time.perf_counter()
+        if self.memory_format is not None:
+            x = x.contiguous(memory_format=self.memory_format)
         y = self.net(x)
         _sync(self.device)
         self.seconds += time.perf_counter() - t0
@@ -148,6 +155,17 @@ def bench(device: torch.device, volume: np.ndarray, net, args, truth=None) -> No
         )
         bf16 = "ours (bfloat16, the default)" if auto else "ours (bfloat16, emulated)"
         cases[bf16] = lambda: run_ours(volume, timed, args, device, dtype=torch.bfloat16)
+    # predict's own layout on the CPU (inference.device.memory_format): a copy of the
+    # network in channels-last 3D, fed channels-last tiles; MONAI keeps the plain network
+    fmt = memory_format(device)
+    if fmt != torch.contiguous_format:
+        net_cl = copy.deepcopy(net).to(memory_format=fmt)
+        timed_cl = TimedNet(net_cl, device, memory_format=fmt)
+        cases["ours (float32, channels-last)"] = lambda: run_ours(volume, timed_cl, args, device)
+        if device.type == "cpu":
+            name = "ours (bfloat16, channels-last: predict's default)" if auto else (
+                "ours (bfloat16, channels-last, emulated)")
+            cases[name] = lambda: run_ours(volume, timed_cl, args, device, dtype=torch.bfloat16)
     if args.zarr:
         try:
             import zarr
@@ -170,16 +188,18 @@ def bench(device: torch.device, volume: np.ndarray, net, args, truth=None) -> No
     times: dict[str, list[float]] = {name: [] for name in cases}
     overheads: dict[str, list[float]] = {name: [] for name in cases}
     order = list(cases.items())
+    timers = [timed] + ([timed_cl] if fmt != torch.contiguous_format else [])
     for rep in range(args.repeat):
         # Alternate the order: whichever runs first after the other tends to be penalised.
         for name, fn in order if rep % 2 == 0 else order[::-1]:
-            timed.seconds = 0.0
+            for t in timers:
+                t.seconds = 0.0
             _sync(device)
             t0 = time.perf_counter()
             fn()
             _sync(device)
             times[name].append(time.perf_counter() - t0)
-            overheads[name].append(times[name][-1] - timed.seconds)
+            overheads[name].append(times[name][-1] - sum(t.seconds for t in timers))
 
     voxels = volume.size
     best_monai = min(times["MONAI"])

@@ -75,6 +75,30 @@ def test_bfloat16_gives_the_float32_mask():
     assert 2 * (m32 & m16).sum() / (m32.sum() + m16.sum()) > 0.99
 
 
+def test_channels_last_on_the_cpu_gives_the_same_probabilities(monkeypatch):
+    """oneDNN's faster layout on the CPU changes nothing but float rounding."""
+    from napari_topo.data.synthetic import make_vessel_volume
+    from napari_topo.inference import device as device_mod
+    from napari_topo.inference import predict
+    from napari_topo.models.registry import load_model
+
+    assert device_mod.memory_format("cpu") == torch.channels_last_3d
+    assert device_mod.memory_format("cpu", ndim=4) == torch.contiguous_format
+    assert device_mod.memory_format("cuda") == torch.contiguous_format
+    v = make_vessel_volume(shape=(48, 48, 48), seed=2)
+    module, card = load_model("topnet")
+    fast = predict(v.image, (module, card), device="cpu", precision="float32")
+    conv = next(m for m in module.modules() if isinstance(m, torch.nn.Conv3d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last_3d)  # really used
+    monkeypatch.setattr(device_mod, "memory_format", lambda *a, **k: torch.contiguous_format)
+    module, card = load_model("topnet")
+    plain = predict(v.image, (module, card), device="cpu", precision="float32")
+    conv = next(m for m in module.modules() if isinstance(m, torch.nn.Conv3d))
+    assert conv.weight.is_contiguous()
+    for key in ("vessel", "centerness", "embedding"):
+        np.testing.assert_allclose(fast[key], plain[key], atol=2e-4)
+
+
 @pytest.fixture(scope="module")
 def vol() -> np.ndarray:
     return np.random.default_rng(0).random(SHAPE, dtype=np.float32)

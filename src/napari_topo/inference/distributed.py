@@ -153,7 +153,7 @@ def forward_on_worker(
     import torch
 
     from ..models.registry import WeightsIntegrityError, build_model
-    from .device import autocast_context, pick_device, resolve_precision
+    from .device import autocast_context, memory_format, pick_device, resolve_precision
 
     dev = pick_device(device)
     dtype = resolve_precision(precision, dev, embedding=architecture == "topnet")
@@ -172,9 +172,10 @@ def forward_on_worker(
             net.load_state_dict(load(weights), strict=True)
             cached = (weights, net.eval())
             _WORKER_MODELS[sha256] = cached
-        net = cached[1].to(dev)
+        fmt = memory_format(dev)
+        net = cached[1].to(dev).to(memory_format=fmt)
     with torch.inference_mode(), autocast_context(dev, dtype=dtype, enabled=dtype is not None):
-        y = net(torch.from_numpy(np.ascontiguousarray(x)).to(dev))
+        y = net(torch.from_numpy(np.ascontiguousarray(x)).to(dev).contiguous(memory_format=fmt))
     if isinstance(y, dict):
         return {k: v.float().cpu().numpy() for k, v in y.items()}
     return y.float().cpu().numpy()

@@ -260,7 +260,7 @@ def predict(
     """
     import torch
 
-    from .device import autocast_context, pick_device, resolve_precision
+    from .device import autocast_context, memory_format, pick_device, resolve_precision
     from .intensity import ZoomPlan, plan_input
     from .sliding import _positive_int_triple, _volume_info, sliding_window_inference
 
@@ -312,13 +312,14 @@ def predict(
     compute: dict[str, str] = {}
 
     def run(source, tile, batch, dev, progress):
-        mod = module.to(dev)
+        fmt = memory_format(dev)
+        mod = module.to(dev).to(memory_format=fmt)
         dtype = resolve_precision(precision, dev, embedding="embedding" in (card.outputs or {}))
         compute.update(device=str(dev), precision=str(dtype or torch.float32).split(".")[-1])
 
         def predictor(x: torch.Tensor):
             with autocast_context(dev, dtype=dtype, enabled=dtype is not None):
-                y = mod(norm(x))
+                y = mod(norm(x).contiguous(memory_format=fmt))
             if isinstance(y, dict):
                 res = {k: v.float() for k, v in y.items()}
                 res["vessel"] = torch.sigmoid(res["vessel"])
