@@ -6,7 +6,7 @@ Run from the repository root under a display (Xvfb is enough)::
 
 It opens what ``napari-topo demo --gui`` opens (the 96^3 sample vessels with their
 ground truth and the three dock widgets), segments the sample with the Segment widget
-(unet-projpool, default settings, roots detected automatically), then writes
+(unet-dice, the default, default settings, roots detected automatically), then writes
 
 * ``docs/images/metrics_widget.png``: the Topology metrics widget comparing our trees
   layer with ``ground truth trees``, the table filled and *Show errors* pressed (red:
@@ -35,7 +35,7 @@ import numpy as np
 
 IMAGES = Path(__file__).resolve().parent / "images"
 SIZE = (1400, 860)
-MODEL = "unet-projpool"
+MODEL = "unet-dice"
 SAMPLE = "synthetic vessels"
 GROUND_TRUTH = "ground truth trees"
 #: Camera of both pictures: looking down on the trees from above and to the side.

@@ -409,3 +409,22 @@ def test_a_shape_mismatch_names_each_shape_once_and_what_to_do(tmp_path, capsys,
     assert line.count("(20, 30, 40)") == 1 and line.count("(20, 30, 41)") == 1, line
     assert line.count("shape") == 1, line
     assert "crop or resample" in line
+
+
+def test_help_names_the_default_model_the_code_uses():
+    # the parser cannot import the pipeline (torch) to read DEFAULT_MODEL, so its help
+    # strings carry the name: they must follow any change of the default
+    import inspect
+
+    from napari_topo.inference.pipeline import DEFAULT_MODEL
+    from napari_topo.training.finetune import finetune
+
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices
+    for command, dest in (("segment", "model"), ("demo", "model"), ("finetune", "base")):
+        action = next(a for a in sub[command]._actions if a.dest == dest)
+        assert f"default: {DEFAULT_MODEL}" in action.help or f"default {DEFAULT_MODEL}" in (
+            action.help
+        ), (command, action.help)
+    assert sub["finetune"].get_default("base") == DEFAULT_MODEL
+    assert inspect.signature(finetune).parameters["base_model"].default == DEFAULT_MODEL

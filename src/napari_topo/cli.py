@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--size", type=int, default=64, help="edge of the cubic volume (>= 32)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the synthetic volume")
     demo.add_argument(
-        "--model", help="model of the pipeline part (default: unet-projpool, see the README)"
+        "--model", help="model of the pipeline part (default: unet-dice, see the README)"
     )
     demo.add_argument(
         "--gui",
@@ -242,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     seg.add_argument("input", help="volume file (z, y, x)")
     seg.add_argument("--out", required=True, help="output folder (created if missing)")
-    seg.add_argument("--model", help="registry name or .safetensors path (default: unet-projpool)")
+    seg.add_argument("--model", help="registry name or .safetensors path (default: unet-dice)")
     seg.add_argument("--device", default="auto", help="auto (default), cuda, mps or cpu")
     seg.add_argument(
         "--precision",
@@ -1278,7 +1278,7 @@ def _add_finetune_parser(sub) -> None:
     ft.add_argument("image", help="volume file (z, y, x): NIfTI, TIFF, NumPy or zarr")
     ft.add_argument("labels", help="labels of the same voxels (mask or tree ids)")
     ft.add_argument(
-        "--base", default="unet-projpool", help="model to start from (default unet-projpool)"
+        "--base", default="unet-dice", help="model to start from (default unet-dice)"
     )
     ft.add_argument("--minutes", type=float, help="time budget in minutes (default 5)")
     ft.add_argument("--steps", type=int, help="step budget (stops at whichever comes first)")

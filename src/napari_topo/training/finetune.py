@@ -856,7 +856,7 @@ def _evaluate(model, data: _Data, patches, device, loss_fn, topnet: bool) -> dic
 def finetune(
     image: Any,
     labels: Any,
-    base_model: Any = "unet-projpool",
+    base_model: Any = "unet-dice",
     *,
     annotated: Any = None,
     loss: str | Mapping | None = None,
