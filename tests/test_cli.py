@@ -278,6 +278,27 @@ def test_models_lists_every_card_with_its_test_scores(capsys):
     card = {c.name: c for c in list_models()}["unet-projpool"]
     dice = card.metrics["test"]["summary"]["Dice"]["mean"]
     assert f"[test: Dice {dice:.3f}" in next(ln for ln in lines if ln.startswith("unet-projpool"))
+    from napari_topo.inference.pipeline import DEFAULT_MODEL
+
+    assert [ln.split()[0] for ln in lines if ln.endswith("(default)")] == [DEFAULT_MODEL]
+
+
+def test_evaluate_says_when_the_ground_truth_is_an_intensity_image(capsys, tmp_path):
+    # a newcomer scored a mask against the two-photon stack itself: Dice 0.04, no hint
+    from napari_topo.data.io import write_volume
+
+    rng = np.random.default_rng(0)
+    stack = rng.integers(0, 255, size=(16, 24, 24), dtype=np.uint8)
+    write_volume(tmp_path / "stack.tif", stack)
+    write_volume(tmp_path / "mask.tif", (stack > 200).astype(np.uint8))
+    code, out, err = _run(
+        ["evaluate", str(tmp_path / "mask.tif"), str(tmp_path / "stack.tif"),
+         "--out", str(tmp_path / "m")], capsys)
+    assert code == 0 and "looks like an intensity image" in err
+    code, out, err = _run(
+        ["evaluate", str(tmp_path / "mask.tif"), str(tmp_path / "mask.tif"),
+         "--out", str(tmp_path / "m2")], capsys)
+    assert code == 0 and "intensity image" not in err
 
 
 def test_evaluate_reads_float_files_holding_labels(files, capsys, tmp_path):

@@ -182,6 +182,31 @@ def test_metrics_pairs_a_prediction_with_a_reference_and_computes_by_itself(
 
 
 @gui
+def test_metrics_never_takes_an_intensity_image_for_the_ground_truth(
+    make_napari_viewer, qtbot, volume
+):
+    # a newcomer's two-photon stack (uint8, 254 grey levels) was picked as the ground
+    # truth and scored (Dice 0.04) with no warning
+    viewer = make_napari_viewer()
+    stack = (volume.image * 200 + 20).clip(0, 255).astype(np.uint8)
+    image = viewer.add_image(stack, name="stack", scale=SCALE)
+    add_prediction(viewer, volume)
+    widget = MetricsWidget(viewer)
+    qtbot.addWidget(widget)
+    assert widget.ground_truth_picker.value is None
+    qtbot.wait(500)
+    assert not widget.is_running and widget.table.rowCount() == 0
+    widget.ground_truth_picker.value = image  # picked by hand: refused in one line
+    assert not widget.compute()
+    assert "intensity image" in widget.status_label.text()
+    assert widget.table.rowCount() == 0
+    ref = add_reference(viewer, volume)  # a real reference is taken at once
+    assert widget.ground_truth_picker.value is image  # the user's own pick is kept...
+    widget.ground_truth_picker.value = ref["mask"]  # ...until they change it
+    qtbot.waitUntil(lambda: "Dice" in rows(widget), timeout=TIMEOUT_MS)
+
+
+@gui
 def test_show_errors_leaves_the_camera_alone(make_napari_viewer, qtbot, volume):
     viewer = make_napari_viewer()
     ref = add_reference(viewer, volume)

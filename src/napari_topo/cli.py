@@ -1158,6 +1158,15 @@ def _evaluate(args) -> None:
     )
     pred = _as_labels(pred_data, pred_vol.path.name, threshold=args.threshold)
     gt = _as_labels(gt_data, gt_vol.path.name)
+    from ._plugin import is_label_volume
+
+    if not is_label_volume(gt):  # the reader's rule: an image, not labels (still scored)
+        print(
+            f"napari-topo: note: the ground truth {gt_vol.path.name} looks like an intensity "
+            f"image ({gt.dtype}, many grey levels or negative values), not a mask or labels; "
+            "every value below is scored as a tree id",
+            file=sys.stderr,
+        )
     spacing = (
         tuple(args.spacing)
         if args.spacing is not None
@@ -1180,6 +1189,7 @@ def _evaluate(args) -> None:
 
 
 def _models() -> None:
+    from .inference.pipeline import DEFAULT_MODEL
     from .models.registry import list_models
 
     cards = list_models()
@@ -1195,9 +1205,11 @@ def _models() -> None:
             means = {k: metrics.get("validation", {}).get(k) for k in ("Dice", "clDice")}
             label = "validation"
         scores = ", ".join(f"{k} {v:.3f}" for k, v in means.items() if v is not None)
+        default = " (default)" if card.name == DEFAULT_MODEL else ""
         print(
             f"{card.name:<16} {card.architecture:<8} {card.summary}"
             + (f" [{label}: {scores}]" if scores else "")
+            + default
         )
     from .models.registry import user_models_dir
 

@@ -152,6 +152,22 @@ def _shape_text(shape: Sequence[int]) -> str:
     return "×".join(str(int(s)) for s in shape)
 
 
+def _holds_labels(layer: Any) -> bool:
+    """Whether a layer can be a reference: Labels, or an Image of a mask or label volume.
+
+    The reader's rule (:func:`napari_topo._plugin.is_label_volume`, a strided sample of
+    at most 2**21 voxels): an intensity image (a two-photon stack, a CT) is not one, so it
+    is never offered as the ground truth by default nor scored as one.
+    """
+    if isinstance(layer, Labels):
+        return True
+    if not isinstance(layer, Image) or layer.rgb:
+        return False
+    from napari_topo._plugin import is_label_volume
+
+    return is_label_volume(full_resolution(layer))
+
+
 def _check_layer(layer: Any, role: str) -> None:
     """Raise ValueError if ``layer`` cannot be compared (cheap checks only)."""
     name = layer.name
@@ -174,6 +190,12 @@ def _check_layer(layer: Any, role: str) -> None:
     ):
         raise ValueError(
             f"{role} '{name}' holds {dtype} values; metrics need a binary mask or integer labels."
+        )
+    if isinstance(layer, Image) and np.issubdtype(dtype, np.integer) and not _holds_labels(layer):
+        raise ValueError(
+            f"{role} '{name}' is an intensity image (many grey levels or negative values), "
+            "not a mask or labels; pick a Labels layer (Layers > Convert to Labels if it "
+            "really holds labels)."
         )
     shape = tuple(int(s) for s in data.shape)
     if len(shape) not in (2, 3):
@@ -926,7 +948,7 @@ class MetricsWidget(QWidget):
         # ground truth the best-ranked other layer, of the prediction's shape if any is.
         choices = [layer for _, layer in self._layer_choices() if layer is not None]
         predictions = [c for c in choices if made_by_plugin(c)]
-        references = [c for c in choices if not made_by_plugin(c)]
+        references = [c for c in choices if not made_by_plugin(c) and _holds_labels(c)]
         if previous[0] is None or self._auto_pick[0]:
             best = max(predictions, key=partial(_default_rank, role="prediction"), default=None)
             _choose(self.prediction_picker, best)
