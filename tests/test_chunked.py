@@ -250,6 +250,10 @@ def test_cli_streams_ome_zarr_and_napari_opens_the_result_lazily(vessels, tmp_pa
     summary = json.loads((tmp_path / "o" / "vessels_summary.json").read_text())
     assert summary["streamed"] is True and summary["n_voxels"] > 0
     assert summary["n_skeleton_voxels"] > 0 and summary["not_computed"] == ["graph"]
+    # device and precision, as the whole-volume path says them (a newcomer missed them)
+    compute = summary["compute"]
+    assert compute["device"] == "cpu" and compute["precision"] in ("float32", "bfloat16")
+    assert f"unet-dice, cpu, {compute['precision']}, " in out.out
     sizes = [t["n_voxels"] for t in summary["trees"]]
     assert len(sizes) == summary["n_trees"] and sum(sizes) == summary["n_voxels"] > 0
     (root,) = summary["roots"]  # id 1 is the piece the root snapped to (16 voxels' reach)

@@ -109,6 +109,7 @@ def test_cli_scheduler_address_runs_on_the_cluster(volume, cluster, single, tmp_
     out = capsys.readouterr()
     assert code == 0, out.err
     assert f"the network runs on {cluster.scheduler_address} (2 worker threads)" in out.err
+    assert "unet-dice, dask workers, auto, " in out.out  # not the local CPU's precision
     for name in NAMES:
         got = read_volume(tmp_path / "o" / f"vessels_{name}.ome.zarr").data
         np.testing.assert_array_equal(np.asarray(got), single[0][name], err_msg=name)

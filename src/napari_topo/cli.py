@@ -1056,6 +1056,7 @@ def _segment_streaming(
             "shape": list(data.shape),
             "geometry": geometry.to_dict(),
             "input_policy": result["input_policy"],
+            "compute": result["compute"],
             "n_skeleton_voxels": result["n_skeleton"],
             "halo": result["halo"],
             "max_radius": args.max_radius,
@@ -1090,7 +1091,9 @@ def _segment_streaming(
     print(
         f"{vol.path.name}: {result['n_voxels']} vessel voxels, {result['n_skeleton']} "
         f"centerline voxels, {trees['n_components']} trees (streamed in chunks of "
-        f"{result['chunk']}, halo {result['halo']}; {model}, {took:.1f} s: {stages})"
+        f"{result['chunk']}, halo {result['halo']}; {model}, "
+        + "".join(f"{v}, " for v in result["compute"].values())
+        + f"{took:.1f} s: {stages})"
     )
     for root in trees["roots"]:
         if root["voxel"] is None:

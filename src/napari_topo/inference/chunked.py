@@ -526,8 +526,10 @@ class StreamingResult(dict):
     """What :func:`segment_to_ome_zarr` wrote and measured (a JSON-able dict).
 
     Keys: ``"paths"`` (output name -> folder), ``"n_voxels"`` (mask voxels),
-    ``"seconds"`` (stage -> wall time), ``"input_policy"`` (its ``to_dict()``), and
-    ``"policy_line"`` (one line for the user).
+    ``"seconds"`` (stage -> wall time), ``"input_policy"`` (its ``to_dict()``),
+    ``"policy_line"`` (one line for the user) and ``"compute"`` (where and in what
+    arithmetic the network ran, as :attr:`PredictOutputs.compute`; on a dask cluster
+    ``{"device": "dask workers", "precision": <the request, resolved on each worker>}``).
     """
 
 
@@ -694,6 +696,7 @@ def segment_to_ome_zarr(
         # scheduler hands a 1-thread worker up to 2 tasks, so fewer can leave one idle)
         predict_kwargs["batch_size"] = int(per_batch) * 2 * cluster_slots(client)
         predict_kwargs["device"] = "cpu"  # here: tiles read, blended and written
+        cluster_precision = predict_kwargs.get("precision", "auto")
     g = geometry.spatial() if geometry.axes != "zyx" else geometry
     targets, dests = {}, {}
     names = {"vessel": "probability", "centerness": "centerness", "embedding": "embedding"}
@@ -727,6 +730,10 @@ def segment_to_ome_zarr(
         )
     times["probability"] = time.perf_counter() - t0
     policy = result.input_policy
+    if client is not None:
+        compute = {"device": "dask workers", "precision": str(cluster_precision)}
+    else:
+        compute = dict(result.compute or {})
 
     t0 = begin("mask")
     prob = targets["probability"].level0
@@ -797,6 +804,7 @@ def segment_to_ome_zarr(
         seconds={k: round(v, 3) for k, v in times.items()},
         input_policy=policy.to_dict() if policy is not None else None,
         policy_line=policy.describe() if policy is not None else "",
+        compute=compute,
         chunk=chunk,
         threshold=float(threshold),
         min_size=min_size,
