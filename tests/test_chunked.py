@@ -281,6 +281,8 @@ def test_cli_streaming_refusals_write_nothing(vessels, tmp_path, capsys):
         code = cli.main(["segment", str(path), "--out", str(tmp_path / "o"), *extra])
         err = capsys.readouterr().err
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+        # no advice that would write the outputs on another grid (--spacing 1 1 1 did)
+        assert "--spacing to" not in err
     assert not (tmp_path / "o").exists()
 
 

@@ -1007,7 +1007,8 @@ def _segment_streaming(
         )
         raise ValueError(
             f"--format ome-zarr streams on the input grid, but {why}: use another --format "
-            "for a volume that fits in memory, or --spacing to segment the voxels as stored"
+            "for a volume that fits in memory (it resamples for the model and maps the "
+            "results back); streaming does not resample yet"
         )
     note = lambda m: print(f"napari-topo: note: {m}", file=sys.stderr)  # noqa: E731
     note(
