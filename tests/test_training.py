@@ -72,6 +72,11 @@ def test_shipped_configs_load_and_bad_configs_are_clear(tmp_path):
         cfg = load_config(name)
         assert cfg.name == name and cfg.steps > 0
         build_loss(cfg.loss if name != "topnet" else {"name": "topnet"})
+        # three stages, each starting from the one before, as the README runs them
+        stage2 = load_config(f"{name}-stage2")
+        assert cfg.init_from == f"runs/{name}-stage2/{name}-stage2.json"
+        assert stage2.init_from == f"runs/{name}-base/{name}-base.json"
+        assert load_config(f"{name}-base").init_from is None
     with pytest.raises(FileNotFoundError, match="shipped configs"):
         load_config("nope")
     bad = tmp_path / "bad.yaml"
