@@ -22,7 +22,7 @@ import pytest
 pytest.importorskip("napari")
 pytest.importorskip("qtpy")
 
-from napari.layers import Image, Labels, Points, Shapes  # noqa: E402
+from napari.layers import Image, Labels, Layer, Points, Shapes  # noqa: E402
 from napari.utils.colormaps import DirectLabelColormap  # noqa: E402
 from napari.utils.notifications import NotificationSeverity, notification_manager  # noqa: E402
 from qtpy.QtCore import QTimer  # noqa: E402
@@ -266,9 +266,17 @@ def test_run_adds_layers_on_the_image(make_napari_viewer, qtbot):
     for k in range(1, min(analysis.result.n_trees, 12) + 1):
         rgb = trees.colormap.map(np.array([k]))[0][:3]
         assert f"color:#{''.join(f'{round(255 * v):02x}' for v in rgb)}" in legend.lower()
+    # no ground truth open: the legend does not name one (a newcomer was puzzled)
+    assert "Ground truth" not in legend and trees.contour == 0
+    reference = viewer.add_layer(
+        Layer.create(*L.trees_layer(vessels().trees, name="truth", palette="reference"))
+    )
+    widget._show_legend(analysis)  # as after a run with a reference open
+    legend = widget.legend_label.text()
     ref = L.tree_colors(1, "reference")[0][:3]
     assert f"color:#{''.join(f'{round(255 * v):02x}' for v in ref)}" in legend.lower()
-    assert "outlines" in legend and trees.contour == 0
+    assert "Ground truth" in legend and "outlines" in legend
+    viewer.layers.remove(reference)
     # What the pipeline chose for the input is shown, with the reasons as a tooltip, and
     # kept with the layers.
     policy = analysis.input_policy

@@ -1657,11 +1657,14 @@ class SegmentWidget(QWidget):
             for k, c in enumerate(tree_colors(shown))
         )
         more = f" … ({n} trees)" if n > shown else ""
-        reference = _hex(tree_colors(1, "reference")[0])  # layers.trees_layer's reference
-        self.legend_label.setText(
-            f"Trees: {swatches}{more}. Ground truth: "
-            f'<span style="color:{reference}">&#9633;</span>&nbsp;light outlines (filled in 3D).'
-        )
+        text = f"Trees: {swatches}{more}."
+        if any(_is_reference_trees(layer) for layer in self._viewer.layers):
+            reference = _hex(tree_colors(1, "reference")[0])  # layers.trees_layer's
+            text += (
+                f' Ground truth: <span style="color:{reference}">&#9633;</span>&nbsp;light '
+                "outlines (filled in 3D)."
+            )
+        self.legend_label.setText(text)
         self.legend_label.setVisible(True)
 
     def _set_status(self, text: str) -> None:
@@ -1697,6 +1700,15 @@ def _list_choices() -> tuple[dict, list[str], str]:
     from napari_topo.models.registry import list_models
 
     return {card.name: card for card in list_models()}, available_devices(), DEFAULT_MODEL
+
+
+def _is_reference_trees(layer: Any) -> bool:
+    """Whether ``layer`` is drawn in the reference palette (a ground truth's trees)."""
+    from napari_topo.layers import METADATA_KEY
+
+    meta = getattr(layer, "metadata", None) or {}
+    info = meta.get(METADATA_KEY) if isinstance(meta, dict) else None
+    return isinstance(info, dict) and info.get("palette") == "reference"
 
 
 def _hex(rgba: Any) -> str:
