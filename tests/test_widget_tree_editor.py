@@ -71,6 +71,8 @@ def editing(viewer, qtbot, analysis=None, volume=None):
     widget = TreeEditorWidget(viewer)
     qtbot.addWidget(widget)
     assert widget.layer_picker.value is layers["trees"]  # trees kind preferred
+    # the idle prompt names the picked layer (it said "Pick a trees layer" beside one)
+    assert widget.status_label.text() == f"Press Start editing to edit '{layers['trees'].name}'."
     assert widget.start_editing() is True
     assert widget.is_editing  # with an analysis: at once, no worker
     return widget, layers

@@ -223,7 +223,8 @@ class TreeEditorWidget(QWidget):
             "computes its skeleton if it has no analysis."
         )
         self.start_button.clicked.connect(self._on_start_clicked)
-        self.status_label = QLabel("Pick a trees layer and press Start editing.")
+        self._idle_prompt = "Pick a trees layer and press Start editing."
+        self.status_label = QLabel(self._idle_prompt)
         self.status_label.setWordWrap(True)
         self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
@@ -1020,6 +1021,15 @@ class TreeEditorWidget(QWidget):
         else:
             self.start_button.setText("Start editing")
         self.start_button.setEnabled(self._worker is None)
+        if not editing and self._worker is None and self.status_label.text() == self._idle_prompt:
+            # the idle prompt follows the picker (it said "Pick a trees layer" beside one)
+            label = self.start_button.text()
+            self._idle_prompt = (
+                f"Press {label} to edit '{picked.name}'."
+                if picked is not None
+                else "Pick a trees layer and press Start editing."
+            )
+            self.status_label.setText(self._idle_prompt)
         for w in (
             self.tree_picker,
             self.assign_button,
