@@ -667,6 +667,12 @@ def test_no_image_and_bad_roots(make_napari_viewer, qtbot):
     assert "outside image 'vessel'" in widget.status_label.text()
     assert len(new_errors(start)) == 2
     assert widget.run_button.isEnabled() and not widget.is_running
+    # a run that starts replaces the last error at once, not at the clock's first tick
+    viewer.layers.remove(roots)
+    assert widget.run() is not None
+    assert widget.status_label.text().startswith("Segmenting 'vessel'")
+    widget.cancel()
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=TIMEOUT_MS)
 
 
 @gui

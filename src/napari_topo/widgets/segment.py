@@ -989,6 +989,7 @@ class SegmentWidget(QWidget):
             },
             _start_thread=True,
         )
+        self._show_phase()  # at once, not at the clock's first tick (the last error stayed)
         return self._worker
 
     def select_model(self, name: str | None = None) -> bool:
