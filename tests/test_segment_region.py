@@ -22,6 +22,7 @@ pytest.importorskip("qtpy")
 pytest.importorskip("ome_zarr")
 zarr = pytest.importorskip("zarr")
 
+import _segment_dock as _dock  # noqa: E402
 from napari.utils.notifications import NotificationSeverity, notification_manager  # noqa: E402
 
 from napari_topo.data.ngff import write_ome_zarr  # noqa: E402
@@ -80,18 +81,11 @@ def make_widget(viewer, qtbot, region: str) -> SegmentWidget:
 
 
 def run_and_wait(qtbot, widget: SegmentWidget) -> str:
-    with qtbot.waitSignal(widget.finished, timeout=TIMEOUT_MS) as blocker:
-        assert widget.run() is not None, widget.status_label.text()
-    return blocker.args[0]
+    return _dock.run_and_wait(qtbot, widget, TIMEOUT_MS, click=False)
 
 
 def ours(viewer, source: str = "big") -> dict:
-    found = {}
-    for layer in viewer.layers:
-        info = layer.metadata.get("napari_topo", {})
-        if info.get("source") == source:
-            found[info["kind"]] = layer
-    return found
+    return _dock.ours(viewer, source)
 
 
 def world(z: float, y: float, x: float) -> list[float]:

@@ -22,6 +22,7 @@ import pytest
 pytest.importorskip("napari")
 pytest.importorskip("qtpy")
 
+import _segment_dock as _dock  # noqa: E402
 from napari.layers import Image, Labels, Layer, Points, Shapes  # noqa: E402
 from napari.utils.colormaps import DirectLabelColormap  # noqa: E402
 from napari.utils.notifications import NotificationSeverity, notification_manager  # noqa: E402
@@ -79,24 +80,12 @@ def make_widget(viewer, qtbot, *, model: str = "unet-dice", tile: int = 48) -> S
 
 def run_and_wait(qtbot, widget: SegmentWidget, click: bool = True) -> str:
     """Press Run (or call run()) and wait for the ``finished`` signal; its state."""
-    from qtpy.QtCore import Qt
-
-    with qtbot.waitSignal(widget.finished, timeout=TIMEOUT_MS) as blocker:
-        if click:
-            qtbot.mouseClick(widget.run_button, Qt.MouseButton.LeftButton)
-        else:
-            assert widget.run() is not None
-    return blocker.args[0]
+    return _dock.run_and_wait(qtbot, widget, TIMEOUT_MS, click=click)
 
 
 def ours(viewer, source: str = "vessel") -> dict:
     """Our layers for ``source`` by kind (found by metadata, not by name)."""
-    found = {}
-    for layer in viewer.layers:
-        info = layer.metadata.get("napari_topo", {})
-        if info.get("source") == source:
-            found[info["kind"]] = layer
-    return found
+    return _dock.ours(viewer, source)
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
