@@ -168,6 +168,23 @@ def _holds_labels(layer: Any) -> bool:
     return is_label_volume(full_resolution(layer))
 
 
+def _is_intensity_image(layer: Any) -> bool:
+    """An Image of non-negative integers with too many values for labels (a stack, a scan).
+
+    Negative values are left to the core, whose message says labels must be
+    non-negative.
+    """
+    if not isinstance(layer, Image) or layer.rgb or _holds_labels(layer):
+        return False
+    data = full_resolution(layer)
+    if not np.issubdtype(np.dtype(data.dtype), np.integer):
+        return False
+    from napari_topo._plugin import _LABEL_SAMPLE, _strided_sample
+
+    sample = _strided_sample(data, _LABEL_SAMPLE)
+    return sample.size > 0 and sample.min() >= 0
+
+
 def _check_layer(layer: Any, role: str) -> None:
     """Raise ValueError if ``layer`` cannot be compared (cheap checks only)."""
     name = layer.name
@@ -191,11 +208,11 @@ def _check_layer(layer: Any, role: str) -> None:
         raise ValueError(
             f"{role} '{name}' holds {dtype} values; metrics need a binary mask or integer labels."
         )
-    if isinstance(layer, Image) and np.issubdtype(dtype, np.integer) and not _holds_labels(layer):
+    if _is_intensity_image(layer):
         raise ValueError(
-            f"{role} '{name}' is an intensity image (many grey levels or negative values), "
-            "not a mask or labels; pick a Labels layer (Layers > Convert to Labels if it "
-            "really holds labels)."
+            f"{role} '{name}' is an intensity image (many grey levels), not a mask or "
+            "labels; pick a Labels layer (Layers > Convert to Labels if it really holds "
+            "labels)."
         )
     shape = tuple(int(s) for s in data.shape)
     if len(shape) not in (2, 3):
