@@ -465,13 +465,12 @@ def _read_swc(path: Path):
         node = np.asarray(ids, dtype=np.int64)
         for t, a, b in tree_spans:
             tree[(node >= a) & (node <= b)] = t
-        root_tree = {}
-    # older files: the tree of each point is its root's ("# root N: tree T")
-    for k in range(len(rows) if root_tree else 0):
-        r, seen = k, 0
-        while parent[r] >= 0 and seen <= len(rows):
-            r, seen = int(parent[r]), seen + 1
-        tree[k] = root_tree.get(ids[r], 0)
+    elif root_tree:  # older files: the tree of each point is its root's ("# root N: tree T")
+        for k in range(len(rows)):
+            r, seen = k, 0
+            while parent[r] >= 0 and seen <= len(rows):
+                r, seen = int(parent[r]), seen + 1
+            tree[k] = root_tree.get(ids[r], 0)
     edges = [(k, int(q)) for k, q in enumerate(parent.tolist()) if q >= 0]
     return xyz[:, ::-1].copy(), radius, tree, parent, edges, spacing, geometry, shape
 
@@ -761,7 +760,7 @@ def write_graph(path: str, data: Any, meta: dict) -> list[str]:
                 "SWC needs parent links: this Points layer has no 'parent' feature; "
                 "save it as .csv, or save the analysis result (VesselAnalysis.to_swc)."
             )
-        from napari_topo.trees.swc import swc_text
+        from napari_topo.trees.swc import ParentCycleError, swc_text
 
         prow = _swc_parent_rows(cols["id"], cols["parent"])
         radius = cols["radius"] if cols["radius"] is not None else np.zeros(len(prow))
@@ -776,12 +775,10 @@ def write_graph(path: str, data: Any, meta: dict) -> list[str]:
         ]
         try:
             text = swc_text(cols["world"], radius, prow, cols["tree"], header)
-        except ValueError as err:
-            if "cycle" in str(err):
-                raise ValueError(
-                    "the 'parent' feature of the Points layer has a cycle; cannot write SWC."
-                ) from None
-            raise
+        except ParentCycleError:
+            raise ValueError(
+                "the 'parent' feature of the Points layer has a cycle; cannot write SWC."
+            ) from None
         p.write_text(text)
         return [str(p)]
     header = ["id", *axes, *(f"{a}_physical" for a in axes)]

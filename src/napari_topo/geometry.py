@@ -312,6 +312,14 @@ class Geometry:
         known = "spacing" if self.known == "none" else self.known
         return self.replace(affine=a, known=known)
 
+    def cropped(self, start: Sequence[float]) -> Geometry:
+        """The geometry of a crop from voxel ``start`` on (spatial axes, array order):
+        voxel ``i`` of the crop lies where voxel ``start + i`` of this grid lies (the
+        origin moves to :meth:`world` of ``start``; spacing and direction are kept)."""
+        a = self.affine.copy()
+        a[: self.ndim, self.ndim] = self.world(start)
+        return self.replace(affine=a)
+
     def spatial(self) -> Geometry:
         """This geometry for the spatial axes alone (after a channel was chosen)."""
         return self.replace(axes="".join(ch for ch in self.axes if ch in SPACE))

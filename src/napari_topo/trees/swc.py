@@ -37,6 +37,11 @@ import re
 
 import numpy as np
 
+
+class ParentCycleError(ValueError):
+    """The parent links of the points have a cycle: no parent-first order exists."""
+
+
 #: A tree line of the header: ``# tree T: nodes A-B, root(s) ...`` (``A`` alone for one node).
 _TREE_LINE = re.compile(r"^#\s*tree\s+(-?\d+)\s*:\s*nodes?\s+(\d+)(?:\s*-\s*(\d+))?", re.I)
 
@@ -63,8 +68,8 @@ def swc_order(parents, tree, *, first=None) -> np.ndarray:
     Raises
     ------
     ValueError
-        If ``parents`` and ``tree`` differ in length, a parent is out of range or the
-        parent links have a cycle.
+        If ``parents`` and ``tree`` differ in length or a parent is out of range;
+        :class:`ParentCycleError` (a ValueError) if the parent links have a cycle.
     """
     par = np.asarray(parents, dtype=np.int64).ravel()
     lab = np.asarray(tree, dtype=np.int64).ravel()
@@ -88,7 +93,7 @@ def swc_order(parents, tree, *, first=None) -> np.ndarray:
             order.append(r)
             stack.extend(reversed(children[r]))
     if len(order) != m:
-        raise ValueError("the parent links have a cycle; cannot write SWC.")
+        raise ParentCycleError("the parent links have a cycle; cannot write SWC.")
     return np.asarray(order, dtype=np.intp)
 
 

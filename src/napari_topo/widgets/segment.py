@@ -465,8 +465,7 @@ def crop_placement(image: Any, start: tuple[int, ...]) -> tuple[tuple[float, ...
     from napari_topo.geometry import geometry_from_layer_meta
 
     n = len(start)
-    offset = np.asarray(start, dtype=float)
-    inner = geometry_from_layer_meta(
+    inner = geometry_from_layer_meta(  # the layer's own placement, without its affine
         {
             "scale": image.scale,
             "translate": image.translate,
@@ -475,13 +474,9 @@ def crop_placement(image: Any, start: tuple[int, ...]) -> tuple[tuple[float, ...
         },
         n,
     )
-    step = inner.affine[:n, :n] @ offset
     translate = np.asarray(image.translate, dtype=float).copy()
-    translate[len(translate) - n :] += step
-    geometry = layer_geometry(image, n)
-    affine = np.array(geometry.affine)
-    affine[:n, n] += affine[:n, :n] @ offset
-    return tuple(float(t) for t in translate), geometry.replace(affine=affine)
+    translate[len(translate) - n :] = inner.cropped(start).origin
+    return tuple(float(t) for t in translate), layer_geometry(image, n).cropped(start)
 
 
 @dataclass(frozen=True)
