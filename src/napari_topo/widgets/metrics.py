@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -152,37 +153,56 @@ def _shape_text(shape: Sequence[int]) -> str:
     return "×".join(str(int(s)) for s in shape)
 
 
-def _holds_labels(layer: Any) -> bool:
-    """Whether a layer can be a reference: Labels, or an Image of a mask or label volume.
+#: What an Image layer's values are (:func:`_image_values`), per layer and data array.
+_IMAGE_VALUES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _image_values(layer: Any) -> str:
+    """``"labels"`` (a mask or label volume), ``"intensity"`` (non-negative integers,
+    too many values for labels: a stack, a scan) or ``"other"`` (floats, negatives, RGB)
+    for an Image layer's data.
 
     The reader's rule (:func:`napari_topo._plugin.is_label_volume`, a strided sample of
-    at most 2**21 voxels): an intensity image (a two-photon stack, a CT) is not one, so it
-    is never offered as the ground truth by default nor scored as one.
+    at most 2**21 voxels), on the coarsest level of a multiscale image (a lazy volume is
+    not read whole), and kept per layer until its data changes: the pickers ask on every
+    change of the layer list, on the GUI thread.
     """
+    data = layer.data[-1] if getattr(layer, "multiscale", False) else layer.data
+    known = _IMAGE_VALUES.get(layer)
+    if known is not None and known[0]() is data:
+        return known[1]
+    from napari_topo._plugin import _LABEL_SAMPLE, _strided_sample, is_label_volume
+
+    if layer.rgb:
+        kind = "other"
+    elif is_label_volume(data):
+        kind = "labels"
+    elif np.issubdtype(np.dtype(data.dtype), np.integer):
+        sample = _strided_sample(data, _LABEL_SAMPLE)
+        kind = "intensity" if sample.size > 0 and sample.min() >= 0 else "other"
+    else:
+        kind = "other"
+    try:  # the array by weak reference: a replaced one is not kept alive
+        _IMAGE_VALUES[layer] = (weakref.ref(data), kind)
+    except TypeError:  # not weak-referenceable: asked again next time
+        pass
+    return kind
+
+
+def _holds_labels(layer: Any) -> bool:
+    """Whether a layer can be a reference: Labels, or an Image of a mask or label volume
+    (:func:`_image_values`): an intensity image (a two-photon stack, a CT) is never
+    offered as the ground truth by default nor scored as one."""
     if isinstance(layer, Labels):
         return True
-    if not isinstance(layer, Image) or layer.rgb:
-        return False
-    from napari_topo._plugin import is_label_volume
-
-    return is_label_volume(full_resolution(layer))
+    return isinstance(layer, Image) and _image_values(layer) == "labels"
 
 
 def _is_intensity_image(layer: Any) -> bool:
-    """An Image of non-negative integers with too many values for labels (a stack, a scan).
-
-    Negative values are left to the core, whose message says labels must be
-    non-negative.
-    """
-    if not isinstance(layer, Image) or layer.rgb or _holds_labels(layer):
-        return False
-    data = full_resolution(layer)
-    if not np.issubdtype(np.dtype(data.dtype), np.integer):
-        return False
-    from napari_topo._plugin import _LABEL_SAMPLE, _strided_sample
-
-    sample = _strided_sample(data, _LABEL_SAMPLE)
-    return sample.size > 0 and sample.min() >= 0
+    """An Image of non-negative integers with too many values for labels (a stack, a
+    scan). Negative values are left to the core, whose message says labels must be
+    non-negative."""
+    return isinstance(layer, Image) and _image_values(layer) == "intensity"
 
 
 def _check_layer(layer: Any, role: str) -> None:
