@@ -912,6 +912,7 @@ def make_vessel_volume(
     appearance: str = "classic",
     growth: str = "murray",
     faint_branch_prob: float = 0.0,
+    tissue_distractor_prob: float = 0.0,
 ) -> SyntheticVessels:
     """Generate a synthetic volume of interleaved vessel trees with ground truth.
 
@@ -981,6 +982,13 @@ def make_vessel_volume(
         brightness of the vessels beside them (out of focus, less dye, partial volume);
         the generator's own per-branch variation is only +-15 %. Default 0 draws nothing,
         so volumes are those of earlier versions.
+    tissue_distractor_prob : float, optional
+        Probability that a CT-style volume (``appearance="ct"``, or ``"random"`` drawing
+        it) also holds soft-tissue distractors: muscle or bowel-wall sheets between fat
+        layers and ribs of real size (see
+        :func:`napari_topo.data.appearance.render_realistic`, ``tissue_rng``). On the
+        development CT a muscle sheet and the ribs made a third of the false positives.
+        Drawn from its own stream; default 0 leaves every volume as before.
 
     Returns
     -------
@@ -1043,6 +1051,7 @@ def make_vessel_volume(
     near_touch_prob = _check_probability("near_touch_prob", near_touch_prob)
     stenosis_prob = _check_probability("stenosis_prob", stenosis_prob)
     faint_branch_prob = _check_probability("faint_branch_prob", faint_branch_prob)
+    tissue_distractor_prob = _check_probability("tissue_distractor_prob", tissue_distractor_prob)
     seq = _check_seed(seed)
     geo_rng, img_rng = (np.random.default_rng(s) for s in seq.spawn(2))
 
@@ -1110,7 +1119,15 @@ def make_vessel_volume(
     else:
         from .appearance import render_realistic
 
-        image, rparams = render_realistic(depth, contrast, trees > 0, img_rng, appearance)
+        tissue_rng = None
+        if tissue_distractor_prob > 0:  # its own stream, like the faint branches
+            # (spawn continues the seed sequence: the next child after growth and faint)
+            t_rng = np.random.default_rng(seq.spawn(1)[0])
+            if t_rng.random() < tissue_distractor_prob:
+                tissue_rng = t_rng
+        image, rparams = render_realistic(
+            depth, contrast, trees > 0, img_rng, appearance, tissue_rng=tissue_rng
+        )
     rparams["appearance"] = appearance
     graph = _centerline_graph(centerline, radius, cl_tree, spacing)
 
@@ -1125,6 +1142,7 @@ def make_vessel_volume(
         "stenosis_prob": stenosis_prob,
         "faint_branch_prob": faint_branch_prob,
         "n_faint_branches": n_faint,
+        "tissue_distractor_prob": tissue_distractor_prob,
         "curvature": float(geo["curvature"]),
         "faces": faces,
         "n_branches": [int(c) for c in counts],

@@ -33,8 +33,9 @@ import numpy as np
 __all__ = ["TrainConfig", "load_config", "train", "validate"]
 
 #: Bumped whenever the synthetic generator or the training data pipeline changes output.
-#: 2: realistic appearances; 3: CT lumen <= 300 HU, ribs; 5: optional faint branches
-DATA_PIPELINE_VERSION = "synthetic-5"
+#: 2: realistic appearances; 3: CT lumen <= 300 HU, ribs; 5: optional faint branches;
+#: 6: optional soft-tissue sheets and wide ribs in CT
+DATA_PIPELINE_VERSION = "synthetic-6"
 #: Held-out validation volumes use seeds from here on; training volumes use lower seeds.
 VALIDATION_BASE_SEED = 900_000
 
@@ -132,7 +133,8 @@ def load_config(path_or_name: str | Path, **overrides) -> TrainConfig:
 def _volume_kwargs(cfg: TrainConfig, seed: int | None = None) -> dict:
     """Generator options of the data config for one volume (``seed`` for the radius draw).
 
-    ``data.appearance``, ``data.growth`` and ``data.faint_branch_prob`` are passed to
+    ``data.appearance``, ``data.growth``, ``data.faint_branch_prob`` and
+    ``data.tissue_distractor_prob`` are passed to
     :func:`~napari_topo.data.synthetic.make_vessel_volume`; ``data.radius_max`` is either
     a number or a ``[low, high]`` range from which each volume's largest radius is drawn
     log-uniformly (from the volume's own seed, so a volume does not depend on the order
@@ -146,6 +148,8 @@ def _volume_kwargs(cfg: TrainConfig, seed: int | None = None) -> dict:
         out["growth"] = d["growth"]
     if "faint_branch_prob" in d:
         out["faint_branch_prob"] = float(d["faint_branch_prob"])
+    if "tissue_distractor_prob" in d:
+        out["tissue_distractor_prob"] = float(d["tissue_distractor_prob"])
     if "radius_max" in d:
         r = d["radius_max"]
         if isinstance(r, (list, tuple)):
