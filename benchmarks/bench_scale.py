@@ -46,6 +46,8 @@ import numpy as np
 
 #: Planes of the synthetic volume (and of the Dice truth) computed at once in this process.
 SUB_PLANES = 16
+#: Tubes are drawn (and scored) within this many radii of their axis.
+REACH = 3.0
 #: How often the child samples its resident memory for the per-stage peaks (seconds).
 SAMPLE_S = 0.02
 
@@ -65,25 +67,50 @@ def _tubes(size: int, seed: int = 0):
     return segs
 
 
-def _distance_slab(z0: int, z1: int, size: int, segs) -> tuple[np.ndarray, np.ndarray]:
-    """(min distance / radius to any tube, radius of that tube) over planes z0..z1."""
-    z, y, x = np.meshgrid(
-        np.arange(z0, z1, dtype=np.float32),
-        np.arange(size, dtype=np.float32),
-        np.arange(size, dtype=np.float32),
-        indexing="ij",
-    )
-    best = np.full(z.shape, np.inf, np.float32)
+def _distance_slab(z0: int, z1: int, size: int, segs) -> np.ndarray:
+    """Min over the tubes of distance / radius, over planes z0..z1 (shape (z1-z0, size, size)).
+
+    Computed only inside each tube's bounding box grown by :data:`REACH` radii (``inf``
+    elsewhere): the image adds ``exp(-0.5 (1.2 d)^2)``, under 0.2 % of the contrast there,
+    and the Dice truth needs ``d <= 1``. Over the whole grid each tube cost a full pass of
+    float32 temporaries (1024^3: more than 35 min to write the input); a box costs its size.
+    """
+    best = np.full((z1 - z0, size, size), np.inf, np.float32)
     for p0, p1, r in segs:
-        d = (p1 - p0).astype(np.float32)
-        t = ((z - p0[0]) * d[0] + (y - p0[1]) * d[1] + (x - p0[2]) * d[2]) / float(d @ d)
+        d = p1 - p0
+        m = REACH * r + 1.0
+        # the part of the segment whose z lies within m of the planes
+        if abs(d[0]) > 1e-9:
+            ta, tb = (z0 - m - p0[0]) / d[0], (z1 - 1 + m - p0[0]) / d[0]
+            t_lo, t_hi = max(0.0, min(ta, tb)), min(1.0, max(ta, tb))
+        elif z0 - m <= p0[0] <= z1 - 1 + m:
+            t_lo, t_hi = 0.0, 1.0
+        else:
+            continue
+        if t_lo > t_hi:
+            continue
+        a, b = p0 + t_lo * d, p0 + t_hi * d
+        lo = np.clip(np.floor(np.minimum(a, b) - m).astype(int), 0, size)
+        hi = np.clip(np.ceil(np.maximum(a, b) + m).astype(int) + 1, 0, size)
+        (y0, x0), (y1, x1) = lo[1:], hi[1:]
+        if y0 >= y1 or x0 >= x1:
+            continue
+        z, y, x = np.meshgrid(
+            np.arange(z0, z1, dtype=np.float32),
+            np.arange(y0, y1, dtype=np.float32),
+            np.arange(x0, x1, dtype=np.float32),
+            indexing="ij",
+        )
+        df = d.astype(np.float32)
+        t = ((z - p0[0]) * df[0] + (y - p0[1]) * df[1] + (x - p0[2]) * df[2]) / float(d @ d)
         np.clip(t, 0.0, 1.0, out=t)
         dist = np.sqrt(
-            (z - (p0[0] + t * d[0])) ** 2
-            + (y - (p0[1] + t * d[1])) ** 2
-            + (x - (p0[2] + t * d[2])) ** 2
+            (z - (p0[0] + t * df[0])) ** 2
+            + (y - (p0[1] + t * df[1])) ** 2
+            + (x - (p0[2] + t * df[2])) ** 2
         )
-        np.minimum(best, dist / r, out=best)
+        box = best[:, y0:y1, x0:x1]
+        np.minimum(box, dist / r, out=box)
     return best
 
 

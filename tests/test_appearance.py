@@ -144,3 +144,31 @@ def test_faint_branches_dim_some_vessels_and_leave_labels_and_old_volumes_alone(
     assert _volume_kwargs(cfg, 1)["faint_branch_prob"] == 0.3
     with pytest.raises(ValueError, match="faint_branch_prob"):
         make_vessel_volume(SHAPE, faint_branch_prob=1.5)
+
+
+def test_tissue_distractors_add_sheets_and_ribs_to_ct_only_and_leave_labels_alone():
+    # on the development CT a muscle sheet between fat layers and the ribs made a third of
+    # the false positives: CT training volumes can now show both as non-vessel
+    kw = dict(n_trees=1, seed=4, appearance="ct", growth="murray")
+    plain = make_vessel_volume((64, 64, 64), **kw)
+    again = make_vessel_volume((64, 64, 64), tissue_distractor_prob=0.0, **kw)
+    busy = make_vessel_volume((64, 64, 64), tissue_distractor_prob=1.0, **kw)
+    np.testing.assert_array_equal(plain.image, again.image)  # default draws nothing
+    np.testing.assert_array_equal(plain.trees, busy.trees)  # labels unchanged
+    assert busy.params["tissue_sheets"] >= 1 and "tissue_sheets" not in plain.params
+    far = ndi.distance_transform_edt(~plain.mask) > 4
+    changed = np.abs(busy.image - plain.image) > 0.05
+    assert changed[far].mean() > 0.02  # the distractors lie away from the vessels ...
+    core = ndi.binary_erosion(plain.mask, iterations=1)
+    if core.any():  # ... and the lumen is still painted over whatever tissue they drew
+        assert np.median(busy.image[core]) > np.median(busy.image[far])
+    # other styles have no such tissue: the option changes nothing there
+    micro = dict(kw, appearance="microscopy")
+    np.testing.assert_array_equal(
+        make_vessel_volume((48, 48, 48), **micro).image,
+        make_vessel_volume((48, 48, 48), tissue_distractor_prob=1.0, **micro).image,
+    )
+    cfg = TrainConfig(data={"volume_shape": [48] * 3, "tissue_distractor_prob": 0.5})
+    assert _volume_kwargs(cfg, 1)["tissue_distractor_prob"] == 0.5
+    with pytest.raises(ValueError, match="tissue_distractor_prob"):
+        make_vessel_volume(SHAPE, tissue_distractor_prob=-0.1)
