@@ -133,8 +133,12 @@ def load_case(folder) -> dict:
     return case
 
 
-def run_model(case: dict, model: str):
-    """(VesselAnalysis, settings) of ``model`` on ``case``, exactly as a user runs it."""
+def run_model(case: dict, model: str, **settings):
+    """(VesselAnalysis, settings) of ``model`` on ``case``, exactly as a user runs it.
+
+    ``settings``: sliding-window options a user can give ``segment`` (``tile``,
+    ``overlap``); none by default.
+    """
     if model == "frangi":
         return frangi_segment(
             case["image"],
@@ -149,14 +153,16 @@ def run_model(case: dict, model: str):
     torch.manual_seed(0)
     # As a user would: the volume, the model, the spacing and (when known) the roots.
     try:
-        return segment(case["image"], model, spacing=case["spacing"], sources=case["roots"]), {}
+        return segment(
+            case["image"], model, spacing=case["spacing"], sources=case["roots"], **settings
+        ), dict(settings)
     except ValueError as exc:
         # segment refuses roots it cannot place (e.g. an empty mask): score the mask the
         # model gives without them rather than losing the row (tree accuracy is then 0).
         if case["roots"] is None or "source" not in str(exc).lower():
             raise
-        analysis = segment(case["image"], model, spacing=case["spacing"])
-        return analysis, {"roots": f"not usable ({exc}); trees found without them"}
+        analysis = segment(case["image"], model, spacing=case["spacing"], **settings)
+        return analysis, {**settings, "roots": f"not usable ({exc}); trees found without them"}
 
 
 def score_case(case: dict, analysis) -> dict:
@@ -254,7 +260,14 @@ def main(argv=None) -> int:
         help="keep the rows of an existing results.json in --results (a row of "
         "the same data, case and model is replaced)",
     )
+    ap.add_argument(
+        "--tile", type=int, help="sliding-window tile edge (segment's default if not given)"
+    )
+    ap.add_argument(
+        "--overlap", type=float, help="sliding-window overlap (segment's default if not given)"
+    )
     args = ap.parse_args(argv)
+    settings = {k: v for k in ("tile", "overlap") if (v := getattr(args, k)) is not None}
 
     import napari_topo
 
@@ -335,7 +348,7 @@ def main(argv=None) -> int:
             }
             try:
                 t0, c0 = time.perf_counter(), time.process_time()
-                analysis, settings = run_model(case, model)
+                analysis, used = run_model(case, model, **({} if model == "frangi" else settings))
                 row["Time (s)"] = time.perf_counter() - t0
                 # CPU seconds of all threads: the fair number on a shared machine
                 row["CPU time (s)"] = time.process_time() - c0
@@ -343,7 +356,7 @@ def main(argv=None) -> int:
                 t1 = time.perf_counter()
                 row.update(score_case(case, analysis))
                 row["Scoring time (s)"] = time.perf_counter() - t1
-                row["settings"] = settings
+                row["settings"] = used
                 del analysis
             except Exception as exc:  # keep going: one failure must not lose the others
                 row["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
