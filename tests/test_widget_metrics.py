@@ -279,8 +279,11 @@ def test_pickers_follow_the_layer_list(make_napari_viewer):
     viewer = make_napari_viewer()
     widget = dock_via_manifest(viewer)
     assert widget.prediction_picker.choices == (None,)
+    # nothing to score yet: the empty table takes no room from the docks below
+    assert widget.table.isHidden()
 
     viewer.add_labels(tube(), name="first")
+    assert not widget.table.isHidden()  # a ground truth: the table, at its full height
     assert picker_names(widget.prediction_picker) == ["first"]
     # A layer the plugin did not make is a reference: never the default prediction.
     assert widget.prediction_picker.value is None
@@ -310,6 +313,7 @@ def test_pickers_follow_the_layer_list(make_napari_viewer):
     viewer.layers.clear()
     assert widget.prediction_picker.choices == (None,)
     assert widget.prediction_picker.value is None
+    assert widget.table.isHidden()
 
 
 def _rgb(viewer):

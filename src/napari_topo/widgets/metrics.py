@@ -735,6 +735,7 @@ class MetricsWidget(QWidget):
         self.ground_truth_picker.changed.connect(self._watch_layers)
         self.prediction_picker.changed.connect(partial(self._on_user_pick, 0))
         self.ground_truth_picker.changed.connect(partial(self._on_user_pick, 1))
+        self.ground_truth_picker.changed.connect(lambda *_: self._fit_table())
         self._refresh_choices()
 
     # ---- public API ------------------------------------------------------------------
@@ -999,6 +1000,7 @@ class MetricsWidget(QWidget):
                 return (fits, *_default_rank(layer, "truth"))
 
             _choose(self.ground_truth_picker, max(refs, key=rank, default=None))
+        self._fit_table()
 
     # ---- worker callbacks (GUI thread) -----------------------------------------------
 
@@ -1366,7 +1368,11 @@ class MetricsWidget(QWidget):
 
     def _fit_table(self) -> None:
         """Make the table as tall as its rows (as many as a full table has while
-        empty, so that the dock does not jump when the first results arrive)."""
+        empty, so that the dock does not jump when the first results arrive); hidden
+        while empty with no ground truth to pick (it would only take room from the
+        docks below, which at 1366 x 768 squeezed Segment)."""
+        empty = self.table.rowCount() == 0
+        self.table.setVisible(not (empty and self.ground_truth_picker.value is None))
         n = self.table.rowCount() or len(METRIC_DESCRIPTIONS)
         frame = 2 * self.table.frameWidth()
         header = self.table.horizontalHeader().sizeHint().height()
