@@ -374,6 +374,27 @@ def test_plans_read_a_strided_sample_only(ct):
     assert strided_sample(img)[1] == 1
 
 
+def test_a_crop_takes_modality_and_polarity_from_the_whole_image(ct, dark):
+    # Segment on a field of view: a crop of a CT inside the liver holds no air, so its own
+    # values do not look like HU (it was percentile-scaled, bone not saturated); a crop of
+    # a dark-vessel stack without vessels has no dark tail to detect.
+    img, vessels, liver, outside, bone = ct
+    crop = img[:, 30:60, 30:60]
+    assert crop.min() > -500  # no air in it
+    alone = plan_input(crop, AUTO, spacing=(1.0, 1.0, 1.0))
+    assert alone.intensity.modality == "microscopy"  # the failure
+    whole = plan_input(crop, AUTO, spacing=(1.0, 1.0, 1.0), intensity_from=img[::2, ::2, ::2])
+    assert whole.intensity.modality == "ct" and whole.intensity.window == DEFAULT_CT_WINDOW
+    assert "(of the whole image)" in whole.describe() or "whole image" in str(whole.to_dict())
+    assert whole.zoom.source == "ct-spacing"  # a CT's zoom rule, from the crop's spacing
+    dimg, dmask = dark
+    empty = dimg[:, :12, :]  # above the tubes: noise only
+    assert not dmask[:, :12, :].any()
+    ref = plan_input(empty, AUTO, intensity_from=dimg).intensity
+    assert ref.polarity == "dark" and ref.invert
+    assert ref.lo == plan_input(dimg, AUTO).intensity.lo  # the whole stack's percentiles
+
+
 def test_normalizer_on_arrays_and_tensors():
     norm = IntensityNormalizer(-100.0, 300.0, clip=True, invert=True)
     x = np.array([-1000.0, -100.0, 100.0, 300.0, 2000.0], np.float32)

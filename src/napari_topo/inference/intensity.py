@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -1129,11 +1129,19 @@ def plan_input(
     spacing: float | Sequence[float] | None = None,
     header_hint: str | None = None,
     sample: int = SAMPLE_VOXELS,
+    intensity_from: Any = None,
 ) -> InputPolicy:
     """:func:`plan_intensity` and :func:`plan_zoom` from one strided sample.
 
     Parameters and errors are those of the two functions; everything is checked before
     any voxel is read. ``factors`` of the result is None (``predict`` fills it in).
+
+    ``intensity_from`` (array-like, optional): decide the modality, the intensity mapping
+    and the polarity from a strided sample of this array instead of ``volume`` (the zoom
+    still comes from ``volume``). For a crop of a larger image, pass the image (or a
+    coarser level of its pyramid): a crop's own percentiles stretch whatever it holds to
+    [0, 1], so a crop with few or no vessels would show its noise to the model as vessel.
+    The plan's ``scaling_reason`` then says so.
     """
     card = (
         card_normalization_spec
@@ -1144,8 +1152,16 @@ def plan_input(
     zoom = _check_zoom(zoom)
     sp = _spacing3(spacing)
     arr, stride = strided_sample(volume, sample)
-    plan, smooth = _plan_intensity_from_sample(
-        arr, _dtype_of(volume, arr), card, modality, window, polarity, hint
-    )
+    if intensity_from is None:
+        plan, smooth = _plan_intensity_from_sample(
+            arr, _dtype_of(volume, arr), card, modality, window, polarity, hint
+        )
+    else:
+        ref = strided_sample(intensity_from, sample)[0]
+        plan, _ = _plan_intensity_from_sample(
+            ref, _dtype_of(intensity_from, ref), card, modality, window, polarity, hint
+        )
+        plan = replace(plan, scaling_reason=plan.scaling_reason + " (of the whole image)")
+        smooth = None  # the zoom's own sample is smoothed when it needs it
     zplan = _plan_zoom(volume, plan, card, sp, zoom, arr, stride, smooth, sample)
     return InputPolicy(plan, zplan)

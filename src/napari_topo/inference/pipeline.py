@@ -181,6 +181,7 @@ def predict(
     header_hint: str | None = None,
     on_policy: Callable[[Any], Any] | None = None,
     precision: str = "auto",
+    intensity_from: Any = None,
 ) -> dict[str, Any]:
     """Predict vessel probability (and TopNet's extra outputs) for a 3D volume.
 
@@ -237,6 +238,13 @@ def predict(
         (2-3x faster there, masks agreeing with float32 to a Dice of 0.999), float32
         elsewhere and for TopNet on the CPU (its embedding decides the trees). Blending
         and every output stay float32.
+    intensity_from : array-like (z, y, x), optional
+        Decide the modality, intensity mapping and polarity from this array (a strided
+        sample of at most ~1M voxels) instead of ``volume``: for a crop of a larger
+        image, the whole image or a coarser level of its pyramid, so that the crop is
+        scaled as the whole would be
+        (:func:`~napari_topo.inference.intensity.plan_input`). The zoom still comes from
+        ``volume``.
 
     Returns
     -------
@@ -290,6 +298,7 @@ def predict(
         zoom=zoom,
         spacing=spacing,
         header_hint=header_hint,
+        intensity_from=intensity_from,
     )
     if out is not None and policy.zoom.source != "user" and policy.zoom.zoom != 1.0:
         say(

@@ -109,6 +109,7 @@ __all__ = [
     "box_region",
     "crop_placement",
     "field_of_view_region",
+    "intensity_reference",
     "is_lazy",
     "model_tooltip",
     "sources_in_voxels",
@@ -256,6 +257,21 @@ def _size_text(nbytes: float) -> str:
         if nbytes >= div:
             return f"{nbytes / div:.3g} {unit}"
     return f"{int(nbytes)} bytes"
+
+
+def intensity_reference(layer: Any) -> Any:
+    """The array a region of ``layer`` takes its intensity mapping from, or None.
+
+    A region's own percentiles would stretch whatever it holds to [0, 1] (a region with
+    few vessels shows its noise to the model as vessel) and its polarity could flip, so
+    a region is scaled as the whole image: from the coarsest level of a multiscale image
+    (a few MB at most), from an in-memory image itself. A single-scale lazy image (dask,
+    zarr) has no cheap whole view (a strided sample reads every chunk), so its region is
+    scaled from itself.
+    """
+    if getattr(layer, "multiscale", False):
+        return layer.data[-1]
+    return layer.data if isinstance(layer.data, np.ndarray) else None
 
 
 def is_lazy(layer: Any) -> bool:
@@ -509,6 +525,9 @@ class _Job:
     #: the part of the image to read (level-0 voxels; None: the whole image). ``translate``
     #: and ``geometry`` are then the crop's, and ``sources`` in the crop's voxels.
     region: Region | None = None
+    #: what the intensity mapping and polarity of a region are decided from (the
+    #: pipeline's ``intensity_from``): :func:`intensity_reference`; None: the region itself
+    intensity_from: Any = None
 
 
 @dataclass(frozen=True)
@@ -658,6 +677,7 @@ def _run_segment(
                 overlap=job.overlap,
                 device=job.device,
                 precision=job.precision,
+                intensity_from=job.intensity_from,
                 progress=lambda done, total: events.put(("progress", (int(done), int(total)))),
                 cancel=cancel,
                 on_message=lambda msg: events.put(("message", str(msg))),
@@ -1139,6 +1159,7 @@ class SegmentWidget(QWidget):
             placement=placement(image),
             geometry=geometry,
             region=region,
+            intensity_from=intensity_reference(image) if region is not None else None,
             **self.input_choices(),
         )
         return job, volume
