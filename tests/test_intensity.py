@@ -385,7 +385,7 @@ def test_a_crop_takes_modality_and_polarity_from_the_whole_image(ct, dark):
     assert alone.intensity.modality == "microscopy"  # the failure
     whole = plan_input(crop, AUTO, spacing=(1.0, 1.0, 1.0), intensity_from=img[::2, ::2, ::2])
     assert whole.intensity.modality == "ct" and whole.intensity.window == DEFAULT_CT_WINDOW
-    assert "(of the whole image)" in whole.describe() or "whole image" in str(whole.to_dict())
+    assert whole.describe().startswith("CT in HU (detected, values of the whole image) window")
     assert whole.zoom.source == "ct-spacing"  # a CT's zoom rule, from the crop's spacing
     dimg, dmask = dark
     empty = dimg[:, :12, :]  # above the tubes: noise only

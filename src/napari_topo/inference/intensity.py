@@ -515,6 +515,9 @@ class IntensityPlan:
         One sentence each, for the user.
     card_method : {"auto", "percentile"}
         The card's normalisation method.
+    decided_on : str
+        What the values were sampled from when not the volume itself ("the whole
+        image" for a crop, :func:`plan_input`'s ``intensity_from``); "" otherwise.
     """
 
     modality: str
@@ -533,6 +536,7 @@ class IntensityPlan:
     scaling_reason: str = ""
     polarity_reason: str = ""
     card_method: str = "auto"
+    decided_on: str = ""
 
     @property
     def normalizer(self) -> IntensityNormalizer:
@@ -570,7 +574,8 @@ class IntensityPlan:
         if self.invert:
             notes.append("inverted")
         pol = f"{self.polarity} vessels" + (f" ({', '.join(notes)})" if notes else "")
-        return f"{mod} ({who}) {scaling}, {pol}"
+        on = f", values of {self.decided_on}" if self.decided_on else ""
+        return f"{mod} ({who}{on}) {scaling}, {pol}"
 
     def to_dict(self) -> dict[str, Any]:
         """The plan as JSON types (tuples as lists)."""
@@ -1141,7 +1146,7 @@ def plan_input(
     still comes from ``volume``). For a crop of a larger image, pass the image (or a
     coarser level of its pyramid): a crop's own percentiles stretch whatever it holds to
     [0, 1], so a crop with few or no vessels would show its noise to the model as vessel.
-    The plan's ``scaling_reason`` then says so.
+    The plan's ``decided_on`` (and ``describe()``) then says so.
     """
     card = (
         card_normalization_spec
@@ -1161,7 +1166,7 @@ def plan_input(
         plan, _ = _plan_intensity_from_sample(
             ref, _dtype_of(intensity_from, ref), card, modality, window, polarity, hint
         )
-        plan = replace(plan, scaling_reason=plan.scaling_reason + " (of the whole image)")
+        plan = replace(plan, decided_on="the whole image")
         smooth = None  # the zoom's own sample is smoothed when it needs it
     zplan = _plan_zoom(volume, plan, card, sp, zoom, arr, stride, smooth, sample)
     return InputPolicy(plan, zplan)
