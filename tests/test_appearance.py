@@ -127,34 +127,38 @@ def test_training_data_options_draw_radii_and_set_the_card_policy():
     assert _radius_range_voxels(classic) == [1.0, 6.0]
 
 
+def _optional_draw(option: str, value: float, bad: float, **kw):
+    """(volume without, volume with ``option=value``) after the checks every optional
+    generator draw owes: the default (0) leaves volumes bit-identical to earlier versions,
+    the labels never change, a training config passes it on, a bad value is refused."""
+    plain = make_vessel_volume((64, 64, 64), **kw)
+    again = make_vessel_volume((64, 64, 64), **{option: 0.0}, **kw)
+    drawn = make_vessel_volume((64, 64, 64), **{option: value}, **kw)
+    np.testing.assert_array_equal(plain.image, again.image)  # default draws nothing
+    np.testing.assert_array_equal(plain.trees, drawn.trees)  # labels unchanged
+    cfg = TrainConfig(data={"volume_shape": [48] * 3, option: 0.3})
+    assert _volume_kwargs(cfg, 1)[option] == 0.3
+    with pytest.raises(ValueError, match=option):
+        make_vessel_volume(SHAPE, **{option: bad})
+    return plain, drawn
+
+
 def test_faint_branches_dim_some_vessels_and_leave_labels_and_old_volumes_alone():
     # vesselNN's missed vessels are 5-10x fainter than the ones found: the generator's
     # own per-branch variation (+-15 %) never showed a model a faint capillary
     kw = dict(n_trees=1, seed=3, appearance="microscopy", growth="murray")
-    plain = make_vessel_volume((64, 64, 64), **kw)
-    again = make_vessel_volume((64, 64, 64), faint_branch_prob=0.0, **kw)
-    faint = make_vessel_volume((64, 64, 64), faint_branch_prob=0.5, **kw)
-    np.testing.assert_array_equal(plain.image, again.image)  # default draws nothing
-    np.testing.assert_array_equal(plain.trees, faint.trees)  # labels unchanged
+    plain, faint = _optional_draw("faint_branch_prob", 0.5, 1.5, **kw)
     n = faint.params["n_faint_branches"]
     assert 0 < n < sum(faint.params["n_branches"])
     dim = make_vessel_volume((64, 64, 64), faint_branch_prob=1.0, **kw)
     assert _contrast(dim) < 0.7 * _contrast(plain)
-    cfg = TrainConfig(data={"volume_shape": [48] * 3, "faint_branch_prob": 0.3})
-    assert _volume_kwargs(cfg, 1)["faint_branch_prob"] == 0.3
-    with pytest.raises(ValueError, match="faint_branch_prob"):
-        make_vessel_volume(SHAPE, faint_branch_prob=1.5)
 
 
 def test_tissue_distractors_add_sheets_and_ribs_to_ct_only_and_leave_labels_alone():
     # on the development CT a muscle sheet between fat layers and the ribs made a third of
     # the false positives: CT training volumes can now show both as non-vessel
     kw = dict(n_trees=1, seed=4, appearance="ct", growth="murray")
-    plain = make_vessel_volume((64, 64, 64), **kw)
-    again = make_vessel_volume((64, 64, 64), tissue_distractor_prob=0.0, **kw)
-    busy = make_vessel_volume((64, 64, 64), tissue_distractor_prob=1.0, **kw)
-    np.testing.assert_array_equal(plain.image, again.image)  # default draws nothing
-    np.testing.assert_array_equal(plain.trees, busy.trees)  # labels unchanged
+    plain, busy = _optional_draw("tissue_distractor_prob", 1.0, -0.1, **kw)
     assert busy.params["tissue_sheets"] >= 1 and "tissue_sheets" not in plain.params
     far = ndi.distance_transform_edt(~plain.mask) > 4
     changed = np.abs(busy.image - plain.image) > 0.05
@@ -168,7 +172,3 @@ def test_tissue_distractors_add_sheets_and_ribs_to_ct_only_and_leave_labels_alon
         make_vessel_volume((48, 48, 48), **micro).image,
         make_vessel_volume((48, 48, 48), tissue_distractor_prob=1.0, **micro).image,
     )
-    cfg = TrainConfig(data={"volume_shape": [48] * 3, "tissue_distractor_prob": 0.5})
-    assert _volume_kwargs(cfg, 1)["tissue_distractor_prob"] == 0.5
-    with pytest.raises(ValueError, match="tissue_distractor_prob"):
-        make_vessel_volume(SHAPE, tissue_distractor_prob=-0.1)
