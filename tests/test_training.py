@@ -72,11 +72,19 @@ def test_shipped_configs_load_and_bad_configs_are_clear(tmp_path):
         cfg = load_config(name)
         assert cfg.name == name and cfg.steps > 0
         build_loss(cfg.loss if name != "topnet" else {"name": "topnet"})
-        # three stages, each starting from the one before, as the README runs them
-        stage2 = load_config(f"{name}-stage2")
-        assert cfg.init_from == f"runs/{name}-stage2/{name}-stage2.json"
-        assert stage2.init_from == f"runs/{name}-base/{name}-base.json"
-        assert load_config(f"{name}-base").init_from is None
+        # stages, each starting from the one before, as the README runs them: four for
+        # the U-Nets (the same for the three), three for TopNet
+        stages = [f"{name}-base", f"{name}-stage2"]
+        stages += [f"{name}-stage3"] if name != "topnet" else []
+        assert load_config(stages[0]).init_from is None
+        for before, stage in zip(stages, [*stages[1:], name], strict=True):
+            assert load_config(stage).init_from == f"runs/{before}/{before}.json"
+        if name != "topnet":
+            assert (cfg.patch, cfg.data, cfg.steps) == (
+                load_config("unet-dice").patch,
+                load_config("unet-dice").data,
+                load_config("unet-dice").steps,
+            )
     with pytest.raises(FileNotFoundError, match="shipped configs"):
         load_config("nope")
     bad = tmp_path / "bad.yaml"

@@ -235,7 +235,7 @@ def _foreground_artefact(v: np.ndarray, depth: np.ndarray, rng, p: dict) -> np.n
 def _tissue_distractors(img, near, vessel_hu: float, rng, p) -> None:
     """Paint the soft-tissue and rib distractors of :func:`render_realistic` (HU, in place).
 
-    Measured on the development CT (3D-IRCADb-01 patient 01, stage-3 unet-dice): of the
+    Measured on the development CT (3D-IRCADb-01 patient 01, the stage-3 unet-dice): of the
     false-positive voxels inside the scored region, the largest component (a fifth) was a
     muscle sheet between fat layers (median 53 HU, 10 mm thick: the abdominal wall), and
     another tenth lay on ribs (median 355 HU) wider than the generator's rib-like tubes.
