@@ -498,7 +498,8 @@ def render_realistic(
     tissue_rng : numpy.random.Generator, optional
         CT style only: also paint soft-tissue distractors from this stream (1-3 muscle or
         bowel-wall sheets 4-24 voxels thick, between fat layers half of the time, and 0-3
-        ribs 6-14 voxels in radius with cortex and marrow), kept away from the vessels.
+        ribs 6-14 voxels in radius with cortex and marrow, kept away from the vessels;
+        vessels may cross a sheet, their lumen painted over it).
         Their own stream: without it (default) every other draw is as before.
 
     Returns

@@ -1144,9 +1144,12 @@ def plan_input(
     ``intensity_from`` (array-like, optional): decide the modality, the intensity mapping
     and the polarity from a strided sample of this array instead of ``volume`` (the zoom
     still comes from ``volume``). For a crop of a larger image, pass the image (or a
-    coarser level of its pyramid): a crop's own percentiles stretch whatever it holds to
-    [0, 1], so a crop with few or no vessels would show its noise to the model as vessel.
-    The plan's ``decided_on`` (and ``describe()``) then says so.
+    coarser level of its pyramid): a crop of a CT inside the body holds no air, so its
+    values alone do not look like HU (it would be percentile-scaled, bone not saturated),
+    and a crop without vessels has no tail to tell their polarity. (The shipped U-Nets
+    normalise each tile, so a linear rescaling alone changes their output little; the
+    CT window's clipping and the inversion do.) The plan's ``decided_on`` (and
+    ``describe()``) then says so.
     """
     card = (
         card_normalization_spec

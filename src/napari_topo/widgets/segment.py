@@ -262,10 +262,11 @@ def _size_text(nbytes: float) -> str:
 def intensity_reference(layer: Any) -> Any:
     """The array a region of ``layer`` takes its intensity mapping from, or None.
 
-    A region's own percentiles would stretch whatever it holds to [0, 1] (a region with
-    few vessels shows its noise to the model as vessel) and its polarity could flip, so
-    a region is scaled as the whole image: from the coarsest level of a multiscale image
-    (a few MB at most), from an in-memory image itself. A single-scale lazy image (dask,
+    A region's own values can mislead the input policy (a field of view inside a CT
+    holds no air and does not look like HU; one without vessels has no tail to tell
+    their polarity), so modality, scaling and polarity are decided on the whole image:
+    the coarsest level of a multiscale image (a few MB at most), an in-memory image
+    itself. A single-scale lazy image (dask,
     zarr) has no cheap whole view (a strided sample reads every chunk), so its region is
     scaled from itself.
     """
