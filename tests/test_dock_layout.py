@@ -118,3 +118,23 @@ def test_water_fill_gives_no_dock_more_than_its_content():
     assert _water_fill(400, [300, 400, 200], [1, 2, 1]) == [100, 200, 100]
     # one fits: the others share what it leaves
     assert _water_fill(600, [100, 800, 800], [1, 1, 1]) == [100, 250, 250]
+
+
+@pytest.mark.parametrize("first", ["Topology metrics", "Tree editor"])
+def test_segment_dock_is_never_narrower_than_its_controls(make_napari_viewer, qtbot, first):
+    # a newcomer opened the metrics dock first at 1366 x 768: napari made the column
+    # 320 px wide and the Segment dock added to it kept that width, cutting its Cancel
+    # button and status line (its content needs ~390 px)
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1366, 768)
+    viewer.window.add_plugin_dock_widget("napari-topo", first)
+    segment = viewer.window.add_plugin_dock_widget("napari-topo", "Segment vessels")[1]
+    qtbot.waitUntil(lambda: segment.is_ready, timeout=60000)  # models listed (torch imported)
+    qtbot.wait(300)
+    body = segment.findChild(QScrollArea, BODY_NAME)
+    need = body.widget().minimumSizeHint().width()
+    assert body.viewport().width() >= need, (body.viewport().width(), need)
+    assert _visible_height(segment.cancel_button) == segment.cancel_button.height()
+    assert segment.cancel_button.visibleRegion().boundingRect().width() == (
+        segment.cancel_button.width()
+    )

@@ -293,6 +293,7 @@ def test_field_of_view_after_zooming_in(make_napari_viewer, qtbot, zarr_path):
     assert region.shape[0] == TILE and region.start[0] == 30 - TILE // 2  # one tile deep
     # modality, scaling and polarity from the whole image: its coarsest level, not read here
     assert job.intensity_from is widget.image_picker.value.data[-1]
+    assert job.intensity_from_name == "the whole image's coarsest level"
     # y/x: what the canvas shows (canvas pixels / zoom / voxel size), around the centre
     for axis, pixels, centre in ((1, height, 50), (2, width, 60)):
         visible = pixels / camera.zoom / SCALE[axis]
@@ -314,7 +315,7 @@ def test_field_of_view_after_zooming_in(make_napari_viewer, qtbot, zarr_path):
 
     assert run_and_wait(qtbot, widget) == "done", widget.status_label.text()
     assert tuple(ours(viewer)["trees"].data.shape) == region.shape
-    assert "values of the whole image" in widget.status_label.text() + str(
+    assert "values of the whole image's coarsest level" in widget.status_label.text() + str(
         ours(viewer)["trees"].metadata
     )
     # In 3D the same y/x extent over the whole depth.

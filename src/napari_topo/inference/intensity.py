@@ -1135,6 +1135,7 @@ def plan_input(
     header_hint: str | None = None,
     sample: int = SAMPLE_VOXELS,
     intensity_from: Any = None,
+    intensity_from_name: str = "the whole image",
 ) -> InputPolicy:
     """:func:`plan_intensity` and :func:`plan_zoom` from one strided sample.
 
@@ -1149,7 +1150,8 @@ def plan_input(
     and a crop without vessels has no tail to tell their polarity. (The shipped U-Nets
     normalise each tile, so a linear rescaling alone changes their output little; the
     CT window's clipping and the inversion do.) The plan's ``decided_on`` (and
-    ``describe()``) then says so.
+    ``describe()``) then names it with ``intensity_from_name`` (say "the whole image's
+    coarsest level" for a pyramid level: its percentiles are those of averaged voxels).
     """
     card = (
         card_normalization_spec
@@ -1169,7 +1171,7 @@ def plan_input(
         plan, _ = _plan_intensity_from_sample(
             ref, _dtype_of(intensity_from, ref), card, modality, window, polarity, hint
         )
-        plan = replace(plan, decided_on="the whole image")
+        plan = replace(plan, decided_on=str(intensity_from_name))
         smooth = None  # the zoom's own sample is smoothed when it needs it
     zplan = _plan_zoom(volume, plan, card, sp, zoom, arr, stride, smooth, sample)
     return InputPolicy(plan, zplan)

@@ -182,6 +182,7 @@ def predict(
     on_policy: Callable[[Any], Any] | None = None,
     precision: str = "auto",
     intensity_from: Any = None,
+    intensity_from_name: str = "the whole image",
 ) -> dict[str, Any]:
     """Predict vessel probability (and TopNet's extra outputs) for a 3D volume.
 
@@ -244,7 +245,7 @@ def predict(
         image, the whole image or a coarser level of its pyramid, so that the crop is
         scaled as the whole would be
         (:func:`~napari_topo.inference.intensity.plan_input`). The zoom still comes from
-        ``volume``.
+        ``volume``. ``intensity_from_name`` names it in the input policy's line.
 
     Returns
     -------
@@ -299,6 +300,7 @@ def predict(
         spacing=spacing,
         header_hint=header_hint,
         intensity_from=intensity_from,
+        intensity_from_name=intensity_from_name,
     )
     if out is not None and policy.zoom.source != "user" and policy.zoom.zoom != 1.0:
         say(

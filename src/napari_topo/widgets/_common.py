@@ -655,7 +655,9 @@ def scrolling_body(widget: Any, layout: Any, *, share: float = 1.0) -> Any:
 
         def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt's name
             inner = self.widget().minimumSizeHint() if self.widget() is not None else QSize()
-            bar = self.verticalScrollBar().sizeHint().width()
+            # the shown scroll bar can be wider than its size hint (napari's style: 15 px
+            # against 13); the docks take their minimum width from here
+            bar = max(self.verticalScrollBar().sizeHint().width(), 16)
             return QSize(inner.width() + bar, min(inner.height(), 80))
 
     class _Watch(QObject):

@@ -46,7 +46,7 @@ import sys
 import threading
 import time
 from collections.abc import Generator, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -259,8 +259,9 @@ def _size_text(nbytes: float) -> str:
     return f"{int(nbytes)} bytes"
 
 
-def intensity_reference(layer: Any) -> Any:
-    """The array a region of ``layer`` takes its intensity mapping from, or None.
+def intensity_reference(layer: Any) -> tuple[Any, str]:
+    """(array, name): what a region of ``layer`` takes its intensity mapping from, or
+    ``(None, "")`` for the region itself.
 
     A region's own values can mislead the input policy (a field of view inside a CT
     holds no air and does not look like HU; one without vessels has no tail to tell
@@ -271,8 +272,10 @@ def intensity_reference(layer: Any) -> Any:
     scaled from itself.
     """
     if getattr(layer, "multiscale", False):
-        return layer.data[-1]
-    return layer.data if isinstance(layer.data, np.ndarray) else None
+        return layer.data[-1], "the whole image's coarsest level"
+    if isinstance(layer.data, np.ndarray):
+        return layer.data, "the whole image"
+    return None, ""
 
 
 def is_lazy(layer: Any) -> bool:
@@ -526,9 +529,10 @@ class _Job:
     #: the part of the image to read (level-0 voxels; None: the whole image). ``translate``
     #: and ``geometry`` are then the crop's, and ``sources`` in the crop's voxels.
     region: Region | None = None
-    #: what the intensity mapping and polarity of a region are decided from (the
-    #: pipeline's ``intensity_from``): :func:`intensity_reference`; None: the region itself
+    #: what the intensity mapping and polarity of a region are decided from, and its name
+    #: (the pipeline's ``intensity_from``): :func:`intensity_reference`; None: the region
     intensity_from: Any = None
+    intensity_from_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -679,6 +683,7 @@ def _run_segment(
                 device=job.device,
                 precision=job.precision,
                 intensity_from=job.intensity_from,
+                intensity_from_name=job.intensity_from_name or "the whole image",
                 progress=lambda done, total: events.put(("progress", (int(done), int(total)))),
                 cancel=cancel,
                 on_message=lambda msg: events.put(("message", str(msg))),
@@ -929,7 +934,9 @@ class SegmentWidget(QWidget):
         layout.addWidget(self.input_section)
         layout.addWidget(self.device_note)
         layout.addStretch(1)
-        self.setMinimumWidth(300)
+        # no fixed minimum width: the body's own (scrolling_body) keeps every control
+        # whole, whichever dock opened the column first (a 300 px minimum let a column
+        # that the metrics dock had opened at 320 px cut the Segment dock's buttons)
         self.scroll_area = scrolling_body(self, layout, share=DOCK_SHARE)
 
         self.model_picker.changed.connect(self._on_model_changed)
@@ -1160,9 +1167,11 @@ class SegmentWidget(QWidget):
             placement=placement(image),
             geometry=geometry,
             region=region,
-            intensity_from=intensity_reference(image) if region is not None else None,
             **self.input_choices(),
         )
+        if region is not None:
+            reference, name = intensity_reference(image)
+            job = replace(job, intensity_from=reference, intensity_from_name=name)
         return job, volume
 
     def _region(self, image: Any, volume: Any, shape: tuple[int, ...], tile: int) -> Region | None:
