@@ -394,6 +394,7 @@ def test_bad_input_shows_a_message(make_napari_viewer, qtbot, case):
     errors = [n for n in new_notifications(start) if n.severity == NotificationSeverity.ERROR]
     assert [n.message for n in errors] == [status.removeprefix("Error: ")]
     assert widget.table.rowCount() == 0
+    assert widget.table.isHidden()  # no empty table under the message
     assert widget.results == {}
     assert not widget.export_button.isEnabled()
     assert widget.compute_button.isEnabled()

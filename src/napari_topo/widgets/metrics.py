@@ -660,6 +660,8 @@ class MetricsWidget(QWidget):
         self.status_label.setWordWrap(True)
         self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
+        #: the picked pair cannot be compared (shapes, same layer...): no empty table
+        self._pair_problem = False
         self.table = QTableWidget(0, 2)
         self.table.setHorizontalHeaderLabels(["Metric", "Value"])
         self.table.verticalHeader().setVisible(False)
@@ -776,11 +778,16 @@ class MetricsWidget(QWidget):
             notes = _validate_pair(prediction, ground_truth)
         except ValueError as exc:
             self._clear_results()
+            self._pair_problem = True
+            self._fit_table()  # no empty table under the message
             if user:
                 self._report(str(exc), error=True)
             else:  # an automatic start on an incomplete pair: say it, no pop-up
                 self._set_status(one_line(str(exc)))
             return False
+        if self._pair_problem:
+            self._pair_problem = False
+            self._fit_table()
 
         pred_data = full_resolution(prediction)
         gt_data = full_resolution(ground_truth)
@@ -1012,6 +1019,9 @@ class MetricsWidget(QWidget):
             return  # the pickers changed meanwhile; the new pair is computed next
         if outcome.error is not None or job is None:
             message = outcome.error or "Computing metrics failed."
+            if self.table.rowCount() == 0:  # no empty table under the message
+                self._pair_problem = True
+                self._fit_table()
             if job is not None and not job.user:
                 self._set_status("Error: " + one_line(message))
                 return
@@ -1371,10 +1381,12 @@ class MetricsWidget(QWidget):
     def _fit_table(self) -> None:
         """Make the table as tall as its rows (as many as a full table has while
         empty, so that the dock does not jump when the first results arrive); hidden
-        while empty with no ground truth to pick (it would only take room from the
-        docks below, which at 1366 x 768 squeezed Segment)."""
+        while empty with no ground truth to pick or a pair that cannot be compared (it
+        would only take room from the docks below, which at 1366 x 768 squeezed
+        Segment, or sit empty under the message)."""
         empty = self.table.rowCount() == 0
-        self.table.setVisible(not (empty and self.ground_truth_picker.value is None))
+        nothing = self.ground_truth_picker.value is None or self._pair_problem
+        self.table.setVisible(not (empty and nothing))
         n = self.table.rowCount() or len(METRIC_DESCRIPTIONS)
         frame = 2 * self.table.frameWidth()
         header = self.table.horizontalHeader().sizeHint().height()
