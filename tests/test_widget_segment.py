@@ -128,9 +128,15 @@ def test_pickers_devices_and_model_tooltips(make_napari_viewer, qtbot):
     assert widget.image_picker.choices == ()
     assert widget.sources_picker.choices == (None,)  # "none"
     assert widget.sources_picker.native.itemText(0) == "none"
+    assert widget.status_label.text() == "Pick a 3D image and press Run."
 
     flat = viewer.add_image(np.zeros((16, 16), np.float32), name="flat")
     vol = viewer.add_image(np.zeros((16, 16, 16), np.float32), name="vol")
+    # the idle prompt follows the pick (a newcomer read "Pick a 3D image" with one picked)
+    assert widget.status_label.text() == "Press Run to segment 'vol'."
+    late = SegmentWidget(viewer)  # a dock opened with the image already there
+    qtbot.addWidget(late)
+    assert late.status_label.text() == "Press Run to segment 'vol'."
     pts = viewer.add_points(np.zeros((1, 3)), name="roots")
     viewer.add_labels(np.zeros((16, 16, 16), np.uint8), name="labels")
     assert [c.name for c in widget.image_picker.choices] == ["flat", "vol"]

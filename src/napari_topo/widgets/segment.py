@@ -246,6 +246,9 @@ REGIONS = (WHOLE, FIELD_OF_VIEW, BOX)
 #: about 15 bytes per voxel besides the input (probability, mask, skeleton, trees, the
 #: network's blending buffers), so 512 MiB of uint16 is already ~4 GiB of work.
 LAZY_LIMIT_BYTES = 512 * 2**20
+#: The status line before any run: no image picked yet, or the one Run will segment.
+_PICK_PROMPT = "Pick a 3D image and press Run."
+_RUN_PROMPT = "Press Run to segment "
 #: A region's probability larger than this is written to a temporary zarr and shown
 #: lazily (dask) instead of held as numpy.
 LAZY_RESULT_BYTES = 64 * 2**20
@@ -899,7 +902,7 @@ class SegmentWidget(QWidget):
         self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.cancel)
 
-        self.status_label = QLabel("Pick a 3D image and press Run.")
+        self.status_label = QLabel(_PICK_PROMPT)
         self.status_label.setWordWrap(True)
         self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         # In the dock itself (napari's own bar sits in its collapsed activity panel).
@@ -948,6 +951,7 @@ class SegmentWidget(QWidget):
         self._load_choices()
 
         follow_layer_list(self, napari_viewer, self._refresh_choices)
+        self._on_image_changed()  # an image picked before the dock opened: its prompt
         install_view_defaults(napari_viewer, self)
         # A run outliving the widget is stopped at its next tile.
         self._runs: list[threading.Event] = []
@@ -1255,8 +1259,11 @@ class SegmentWidget(QWidget):
 
     def _on_image_changed(self, _value: Any = None) -> None:
         """Choose the Region for a newly picked image: 'field of view' for a lazy image
-        too large to read whole, 'whole image' for the others."""
+        too large to read whole, 'whole image' for the others; the idle prompt names it."""
         image = self.image_picker.value
+        text = self.status_label.text()
+        if not self.is_running and (text == _PICK_PROMPT or text.startswith(_RUN_PROMPT)):
+            self._set_status(_PICK_PROMPT if image is None else f"{_RUN_PROMPT}'{image.name}'.")
         if image is None or image is self._region_image:
             return
         self._region_image = image
