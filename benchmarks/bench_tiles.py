@@ -15,7 +15,8 @@ that fraction. Settings run interleaved, ``--repeat`` rounds, so a noisy machine
 penalises all alike; the best time per setting is reported.
 
 Reported per setting: seconds, Mvoxel/s, the number of tile evaluations per output voxel
-(tile volume x tiles / volume), Dice of the mask (probability > 0.5) against the ground
+(tile volume x tiles / volume, on the input grid: not the model's when ``predict``
+resamples or runs several zooms), Dice of the mask (probability > 0.5) against the ground
 truth and against the first setting's mask, and the largest absolute difference in
 probability from the first setting. Prints one JSON object.
 """
@@ -94,7 +95,9 @@ def main(argv=None) -> None:
     for tile, overlap, name in settings:
         p = probs[name]
         best = min(times[name])
-        shape = p.shape  # evaluations counted on the input grid (no resampling here)
+        # counted on the input grid: where predict resamples (spacing, automatic zoom)
+        # the model's grid differs, and with a multi-zoom plan it runs more than once
+        shape = p.shape
         n_tiles = len(tile_starts(shape, (tile,) * 3, overlap))
         evals = n_tiles * np.prod([min(tile, s) for s in shape]) / np.prod(shape)
         rows.append(

@@ -656,7 +656,9 @@ def scrolling_body(widget: Any, layout: Any, *, share: float = 1.0) -> Any:
         def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt's name
             inner = self.widget().minimumSizeHint() if self.widget() is not None else QSize()
             # the shown scroll bar can be wider than its size hint (napari's style: 15 px
-            # against 13); the docks take their minimum width from here
+            # against 13). The docks take their minimum width from here, so no dock sets
+            # a fixed one: a fixed 300 px let a column that the metrics dock had opened
+            # at 320 px cut the Segment dock's buttons
             bar = max(self.verticalScrollBar().sizeHint().width(), 16)
             return QSize(inner.width() + bar, min(inner.height(), 80))
 

@@ -937,9 +937,6 @@ class SegmentWidget(QWidget):
         layout.addWidget(self.input_section)
         layout.addWidget(self.device_note)
         layout.addStretch(1)
-        # no fixed minimum width: the body's own (scrolling_body) keeps every control
-        # whole, whichever dock opened the column first (a 300 px minimum let a column
-        # that the metrics dock had opened at 320 px cut the Segment dock's buttons)
         self.scroll_area = scrolling_body(self, layout, share=DOCK_SHARE)
 
         self.model_picker.changed.connect(self._on_model_changed)

@@ -313,9 +313,6 @@ class TreeEditorWidget(QWidget):
         layout.addWidget(src_box)
         layout.addLayout(save_row)
         layout.addStretch(1)
-        # no fixed minimum width: the body's own (scrolling_body) keeps every control
-        # whole, whichever dock opened the column first (a 300 px minimum let a column
-        # that the metrics dock had opened at 320 px cut the Segment dock's buttons)
         self.scroll_area = scrolling_body(self, layout, share=DOCK_SHARE)
 
         follow_layer_list(self, napari_viewer, self._refresh_choices)
