@@ -983,3 +983,29 @@ def test_load_your_own_model_file(make_napari_viewer, qtbot, tmp_path):
     widget.load_model_file(lone)
     qtbot.waitUntil(widget.load_model_button.isEnabled, timeout=TIMEOUT_MS)
     assert any("lone.json" in e for e in new_errors(start))
+
+
+def test_a_script_ending_while_the_dock_lists_its_models_exits_cleanly():
+    """A script (or test) that closed the viewer within a second of opening the Segment
+    dock in a fresh process aborted at exit: the model list, loading in a worker while
+    torch imported, ended after Qt had deleted its signals."""
+    import subprocess
+    import sys
+
+    code = "\n".join(
+        [
+            "import time, napari",
+            "from qtpy.QtWidgets import QApplication",
+            "v = napari.Viewer(show=False)",
+            "_, w = v.window.add_plugin_dock_widget('napari-topo', 'Segment vessels')",
+            "t = time.time()",
+            "while time.time() - t < 1.0:",
+            "    QApplication.processEvents(); time.sleep(0.01)",
+            "print('listing' if not w.is_ready else 'listed', flush=True)",
+            "v.close()",
+        ]
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "WorkerBaseSignals" not in out.stderr
+    assert out.stdout.strip() == "listing"  # the case that aborted: the list still loading

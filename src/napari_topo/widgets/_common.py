@@ -10,8 +10,10 @@ point indices.
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import threading
 import warnings
 import weakref
 from collections.abc import Mapping
@@ -34,6 +36,40 @@ _LIST = re.compile(r"\[([^\[\]]*)\]")
 _CORE_DUPLICATES = re.compile(
     r"sources must be distinct points; got point indices \[([^\]]*)\](?: \([^)]*\))?"
 )
+
+
+#: Longest wait (ms) at interpreter exit for the docks' workers to finish.
+EXIT_WAIT_MS = 60_000
+_EXIT_CANCELS: weakref.WeakSet[threading.Event] = weakref.WeakSet()
+_exit_wait_registered = False
+
+
+def finish_workers_at_exit(cancel: threading.Event | None = None) -> None:
+    """Make the interpreter's exit wait for the docks' workers (and cancel ``cancel``).
+
+    A script that closes the viewer and ends while a dock's worker still runs (the
+    Segment dock lists its models in one while torch imports) aborted the process: Qt
+    deletes the worker's signal object at exit and the worker, ending later, emits on
+    it ("wrapped C/C++ object of type WorkerBaseSignals has been deleted"). napari's own
+    quit waits for its workers; a script's exit did not. The handler, registered once
+    (after Qt's own, so it runs first), sets every ``cancel`` event given here (a run
+    in progress stops at its next check) and waits up to :data:`EXIT_WAIT_MS` for Qt's
+    global thread pool, where napari's workers run.
+    """
+    global _exit_wait_registered
+    if cancel is not None:
+        _EXIT_CANCELS.add(cancel)
+    if not _exit_wait_registered:
+        atexit.register(_finish_workers)
+        _exit_wait_registered = True
+
+
+def _finish_workers() -> None:
+    for event in list(_EXIT_CANCELS):
+        event.set()
+    from qtpy.QtCore import QThreadPool
+
+    QThreadPool.globalInstance().waitForDone(EXIT_WAIT_MS)
 
 
 def require_viewer(viewer: Any, who: str) -> None:

@@ -48,6 +48,7 @@ from qtpy.QtWidgets import (
 
 from napari_topo.layers import METADATA_KEY, layer_kind
 from napari_topo.widgets._common import (
+    finish_workers_at_exit,
     follow_layer_list,
     full_resolution,
     one_line,
@@ -259,6 +260,7 @@ class FinetuneWidget(QWidget):
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
         require_viewer(napari_viewer, "FinetuneWidget")
+        finish_workers_at_exit()
         from napari_topo.inference.device import available_devices
         from napari_topo.inference.pipeline import DEFAULT_MODEL
         from napari_topo.models.registry import list_models
@@ -393,6 +395,7 @@ class FinetuneWidget(QWidget):
         self._job = job
         self._cancel = threading.Event()
         self._runs[:] = [self._cancel]
+        finish_workers_at_exit(self._cancel)
         self.loss_plot.clear()
         self.progress_bar.setValue(0)
         self.rerun_button.setEnabled(False)

@@ -70,6 +70,7 @@ from napari_topo.topology.incremental import (
 from napari_topo.topology.metrics import METRIC_DESCRIPTIONS
 from napari_topo.widgets._common import (
     check_folder,
+    finish_workers_at_exit,
     follow_layer_list,
     full_resolution,
     install_view_defaults,
@@ -598,6 +599,7 @@ class MetricsWidget(QWidget):
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
         require_viewer(napari_viewer, "MetricsWidget")
+        finish_workers_at_exit()
         self._viewer = napari_viewer
         self._worker = None
         self._job: _Job | None = None

@@ -75,6 +75,7 @@ from napari_topo.widgets._common import (
     _camera,
     count_duplicates,
     duplicate_roots_message,
+    finish_workers_at_exit,
     follow_layer_list,
     full_resolution,
     install_view_defaults,
@@ -945,6 +946,7 @@ class SegmentWidget(QWidget):
         self.image_picker.changed.connect(self._on_image_changed)
         self._region_image: Any = None  # the image the Region default was chosen for
         self._stores: set[str] = set()  # temporary zarr folders of this dock's results
+        finish_workers_at_exit()  # a script ending while the list loads must not abort
         self._load_choices()
 
         follow_layer_list(self, napari_viewer, self._refresh_choices)
@@ -991,6 +993,7 @@ class SegmentWidget(QWidget):
         self._job = job
         self._cancel = threading.Event()
         self._runs[:] = [self._cancel]
+        finish_workers_at_exit(self._cancel)
         self.run_button.setEnabled(False)
         self.run_button.setText("Running…")
         self.cancel_button.setEnabled(True)
