@@ -1081,6 +1081,13 @@ def plan_zoom(
 # ----------------------------------------------------------------------------- together
 
 
+def _voxel_size(size: Sequence[float]) -> str:
+    """``"2.49"`` for a cube, ``"5x0.994x0.994"`` otherwise."""
+    if np.allclose(size, size[0], rtol=1e-3):
+        return f"{size[0]:.3g}"
+    return "x".join(f"{v:.3g}" for v in size)
+
+
 @dataclass(frozen=True)
 class InputPolicy:
     """Everything decided about a volume before the model sees it.
@@ -1092,11 +1099,15 @@ class InputPolicy:
     factors : (float, float, float) or None
         Per-axis resampling factors applied (spacing x zoom), filled in by
         :func:`~napari_topo.inference.pipeline.predict`.
+    spacing : (float, float, float) or None
+        The input's voxel size (z, y, x) the factors were computed from, when known
+        (filled in with ``factors``); the model's voxels are ``spacing / factors``.
     """
 
     intensity: IntensityPlan
     zoom: ZoomPlan
     factors: tuple[float, float, float] | None = None
+    spacing: tuple[float, float, float] | None = None
 
     @property
     def normalizer(self) -> IntensityNormalizer:
@@ -1105,8 +1116,18 @@ class InputPolicy:
 
     def describe(self) -> str:
         """One line, e.g. ``"CT in HU (detected) window -100..300 HU, bright vessels,
-        zoom 1 -> 0.57 mm voxels"``."""
-        return f"{self.intensity.describe()}, {self.zoom.describe()}"
+        zoom 1 -> 0.57 mm voxels"`` or, for a stack with a known voxel size,
+        ``"microscopy/other (detected) percentiles ..., zoom 0.4 (vessel radius ~20
+        voxels -> ~8), voxels 5x0.994x0.994 -> 2.49"`` (the input's voxel size, in its
+        own unit, and the one the model sees)."""
+        text = f"{self.intensity.describe()}, {self.zoom.describe()}"
+        if self.spacing is None or self.factors is None or self.zoom.source == "ct-spacing":
+            return text  # a CT's zoom already names the voxel size it goes to
+        seen = tuple(s / f for s, f in zip(self.spacing, self.factors, strict=True))
+        text += f", voxels {_voxel_size(self.spacing)}"
+        if not np.allclose(self.factors, 1.0):
+            text += f" -> {_voxel_size(seen)}"
+        return text
 
     def reasons(self) -> list[str]:
         """The sentences behind each choice: modality, scaling, polarity, zoom."""
@@ -1120,6 +1141,7 @@ class InputPolicy:
             "intensity": self.intensity.to_dict(),
             "zoom": self.zoom.to_dict(),
             "factors": None if self.factors is None else [float(f) for f in self.factors],
+            "spacing": None if self.spacing is None else [float(v) for v in self.spacing],
         }
 
 

@@ -955,7 +955,7 @@ def finetune(
     from .. import __version__
     from ..inference.device import pick_device
     from ..inference.intensity import plan_input
-    from ..inference.pipeline import resample_factors, resolve_model
+    from ..inference.pipeline import resample_factors, resolve_model, spacing_triple
     from ..inference.sliding import Cancelled
     from ..models.registry import ModelCard, sha256_file
 
@@ -1013,7 +1013,7 @@ def finetune(
         spacing=spacing,
     )
     factors = resample_factors(spacing, policy.zoom.zoom)
-    policy = dataclasses.replace(policy, factors=factors)
+    policy = dataclasses.replace(policy, factors=factors, spacing=spacing_triple(spacing))
     val_size = patch + 16
     data, grid = _prepare_data(
         image, lab, region, train_mask, val_mask, policy, factors, val_size, topnet, tree_labels
