@@ -145,6 +145,18 @@ def test_segment_writes_everything_and_scores_against_the_truth(files, capsys, t
     assert f"cpu, {compute['precision']}" in out
 
 
+def test_segment_tta_is_applied_recorded_and_said(files, capsys, tmp_path):
+    d, _ = files
+    args = ["segment", d / "vol.nii.gz", "--out", tmp_path, "--device", "cpu", "--tta", "2"]
+    code, out, err = _run(args, capsys)
+    assert code == 0, err
+    compute = json.loads((tmp_path / "vol_summary.json").read_text())["compute"]
+    assert compute["tta"] == "2 mirrored copies"
+    assert "2 mirrored copies" in out
+    code, out, err = _run([*args[:-1], "3"], capsys)
+    assert code == 2 and "--tta" in err
+
+
 def test_evaluate_prints_and_writes_the_table(files, capsys, tmp_path, monkeypatch):
     d, v = files
     from napari_topo.data.io import write_volume

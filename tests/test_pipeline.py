@@ -360,3 +360,68 @@ def test_out_keeps_the_input_grid_without_an_auto_zoom(auto_card):
     )
     assert got.input_policy.zoom.zoom == 1.0 and "out=" in got.input_policy.zoom.reason
     assert any("automatic zoom" in n for n in notes)
+
+
+def test_the_input_line_names_the_voxel_size_the_model_sees(auto_card):
+    # A newcomer's two-photon stack: the CT line said "-> 1.0 mm voxels", a microscopy
+    # stack's line said nothing of its voxels, so a wrong --spacing went unnoticed.
+    from test_intensity import tubes
+
+    img, _ = tubes((2.0,), shape=(24, 64, 64))
+    net = Identity(gain=10.0, centre=0.5)
+    out = predict(img, (net, auto_card), spacing=(2.0, 0.5, 0.5), tile=32, device="cpu")
+    line = out.input_policy.describe()
+    assert line.endswith(", voxels 2x0.5x0.5 -> 0.5"), line
+    assert out.input_policy.to_dict()["spacing"] == [2.0, 0.5, 0.5]
+    iso = predict(img, (net, auto_card), spacing=0.5, tile=32, device="cpu")
+    assert iso.input_policy.describe().endswith(", voxels 0.5")
+    bare = predict(img, (net, auto_card), tile=32, device="cpu")
+    assert ", voxels" not in bare.input_policy.describe()  # no voxel size given
+
+
+class Skewed(torch.nn.Module):
+    """A fixed convolution with a lopsided kernel: not mirror-symmetric."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv3d(1, 1, 3, padding=1, bias=False)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.linspace(-2, 6, 27).reshape(1, 1, 3, 3, 3))
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += x.shape[0]
+        return self.conv(x) - 1.0
+
+
+@pytest.mark.parametrize("tta", [2, 4, 8])
+def test_test_time_mirroring_averages_the_mirrored_predictions(auto_card, tta):
+    from napari_topo.inference.pipeline import mirror_flips
+
+    img = np.random.default_rng(0).random((32, 32, 32), dtype=np.float32)
+    net = Skewed()
+    kw = dict(tile=32, device="cpu", zoom=1.0, precision="float32")
+    plain = predict(img, (net, auto_card), **kw)
+    calls = net.calls
+    mirrored = predict(img, (net, auto_card), tta=tta, **kw)
+    assert net.calls - calls == tta * calls  # one forward pass per mirrored copy
+    # one tile covers the volume: the result is the mean of the un-mirrored predictions
+    x = torch.from_numpy(mirrored.input_policy.normalizer(img))[None, None]
+    with torch.no_grad():
+        want = sum(
+            torch.flip(torch.sigmoid(net(torch.flip(x, d))), d) for d in mirror_flips(tta)
+        ) / tta
+    np.testing.assert_allclose(mirrored["vessel"], want[0, 0].numpy(), atol=1e-5)
+    assert not np.allclose(mirrored["vessel"], plain["vessel"], atol=1e-3)
+
+
+def test_test_time_mirroring_keeps_topnets_embedding_and_refuses_bad_counts(vol):
+    small = vol.image[:48, :48, :48]
+    kw = dict(tile=48, device="cpu", zoom=1.0)
+    one = predict(small, "topnet", **kw)
+    two = predict(small, "topnet", tta=2, **kw)
+    np.testing.assert_array_equal(one["embedding"], two["embedding"])
+    assert not np.array_equal(one["vessel"], two["vessel"])
+    for bad in (0, 3, True, "8"):
+        with pytest.raises(ValueError, match="tta must be 1"):
+            predict(small, "topnet", tta=bad, **kw)

@@ -266,8 +266,11 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--overlap", type=float, help="sliding-window overlap (segment's default if not given)"
     )
+    ap.add_argument(
+        "--tta", type=int, help="mirrored copies averaged (segment's tta; default 1, off)"
+    )
     args = ap.parse_args(argv)
-    settings = {k: v for k in ("tile", "overlap") if (v := getattr(args, k)) is not None}
+    settings = {k: v for k in ("tile", "overlap", "tta") if (v := getattr(args, k)) is not None}
 
     import napari_topo
 

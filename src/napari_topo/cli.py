@@ -257,6 +257,14 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--tile", type=int, default=64, help="tile edge in voxels (default 64)")
     seg.add_argument("--overlap", type=float, default=0.25, help="tile overlap (default 0.25)")
     seg.add_argument("--batch-size", type=int, default=2, help="tiles per batch (default 2)")
+    seg.add_argument(
+        "--tta",
+        type=int,
+        default=1,
+        choices=(1, 2, 4, 8),
+        help="test-time mirroring: average the predictions of 2, 4 or 8 mirrored copies of "
+        "each tile (that many times the network time; default 1, off)",
+    )
     seg.add_argument("--threshold", type=float, default=0.5, help="mask threshold (0.5)")
     seg.add_argument(
         "--min-size",
@@ -803,7 +811,10 @@ def _compute_words(compute) -> str:
     """``"cpu, bfloat16, "`` from a ``compute`` record (empty when there is none)."""
     if not compute:
         return ""
-    return f"{compute.get('device', '?')}, {compute.get('precision', '?')}, "
+    words = f"{compute.get('device', '?')}, {compute.get('precision', '?')}, "
+    if compute.get("tta"):
+        words += f"{compute['tta']}, "
+    return words
 
 
 def _segment_settings(args, name: str) -> dict:
@@ -817,6 +828,7 @@ def _segment_settings(args, name: str) -> dict:
         "tile": args.tile,
         "overlap": args.overlap,
         "batch_size": args.batch_size,
+        "tta": args.tta,
         "device": args.device,
         "precision": args.precision,
         "progress": _progress_printer(f"segmenting {name}"),

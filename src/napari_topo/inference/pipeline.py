@@ -124,6 +124,14 @@ def resample_factors(spacing=None, zoom: float | Sequence[float] | None = None) 
     return tuple(float(f) for f in factors)
 
 
+def spacing_triple(spacing) -> tuple[float, float, float] | None:
+    """``spacing`` (None, one number or 3) as 3 floats (z, y, x), or None."""
+    if spacing is None:
+        return None
+    sp = np.broadcast_to(np.asarray(spacing, dtype=float), (3,))
+    return tuple(float(v) for v in sp)
+
+
 def _needs_resampling(factors) -> bool:
     return any(abs(f - 1.0) > _RESAMPLE_TOLERANCE for f in factors)
 
@@ -144,6 +152,32 @@ def _is_oom(exc: BaseException) -> bool:
         isinstance(exc, RuntimeError)
         and any(m in text for m in ("out of memory", "can't allocate memory", "cannot allocate"))
     )
+
+
+#: Mirrorings averaged by ``tta=N`` (tensor dims of a ``(B, C, z, y, x)`` tile).
+_MIRRORS = {
+    1: [()],
+    2: [(), (4,)],
+    4: [(), (4,), (3,), (3, 4)],
+    8: [(), (4,), (3,), (3, 4), (2,), (2, 4), (2, 3), (2, 3, 4)],
+}
+
+
+def mirror_flips(tta: int) -> list[tuple[int, ...]]:
+    """The mirrorings that test-time augmentation with ``tta`` copies averages.
+
+    1: none; 2: x; 4: every combination of y and x; 8: of z, y and x (as nnU-Net's
+    test-time mirroring, Isensee et al. 2021, Nat. Methods 18:203). Each copy costs one
+    more forward pass per tile.
+
+    Raises
+    ------
+    ValueError
+        ``tta`` not one of 1, 2, 4, 8.
+    """
+    if isinstance(tta, bool) or tta not in _MIRRORS:
+        raise ValueError(f"tta must be 1 (off), 2, 4 or 8 mirrored copies; got {tta!r}")
+    return _MIRRORS[int(tta)]
 
 
 def _smaller(tile: tuple[int, int, int], batch: int, device) -> tuple | None:
@@ -183,6 +217,7 @@ def predict(
     precision: str = "auto",
     intensity_from: Any = None,
     intensity_from_name: str = "the whole image",
+    tta: int = 1,
 ) -> dict[str, Any]:
     """Predict vessel probability (and TopNet's extra outputs) for a 3D volume.
 
@@ -246,6 +281,13 @@ def predict(
         scaled as the whole would be
         (:func:`~napari_topo.inference.intensity.plan_input`). The zoom still comes from
         ``volume``. ``intensity_from_name`` names it in the input policy's line.
+    tta : {1, 2, 4, 8}
+        Test-time augmentation by mirroring (:func:`mirror_flips`): each tile is also
+        run mirrored along x (2), y and x (4) or z, y and x (8), each prediction mirrored
+        back and the probabilities averaged, as nnU-Net does (Isensee et al. 2021). The
+        network time grows that many times; 1 (default) is off. TopNet's centerness is
+        averaged too; its embedding (not mirror-symmetric) comes from the unmirrored
+        pass. Recorded in ``compute["tta"]``.
 
     Returns
     -------
@@ -289,6 +331,7 @@ def predict(
         raise ValueError("out= cannot be combined with resampling (spacing/zoom)")
     dev = pick_device(device)
     resolve_precision(precision, dev)  # a bad precision is refused before any work
+    mirror_flips(tta)  # so is a bad tta
     module, card = resolve_model(model, dev)
     policy = plan_input(
         volume,
@@ -315,7 +358,7 @@ def predict(
         )
         policy = dataclasses.replace(policy, zoom=kept)
     factors = resample_factors(spacing, policy.zoom.zoom)
-    policy = dataclasses.replace(policy, factors=factors)
+    policy = dataclasses.replace(policy, factors=factors, spacing=spacing_triple(spacing))
     if on_policy is not None:
         on_policy(policy)
     norm = policy.normalizer
@@ -325,14 +368,18 @@ def predict(
     weights = [w / sum(weights) for w in weights]
 
     compute: dict[str, str] = {}
+    # TopNet's embedding is not mirror-equivariant: it comes from the unmirrored pass.
+    flips = mirror_flips(tta)
 
     def run(source, tile, batch, dev, progress):
         fmt = memory_format(dev)
         mod = module.to(dev).to(memory_format=fmt)
         dtype = resolve_precision(precision, dev, embedding="embedding" in (card.outputs or {}))
         compute.update(device=str(dev), precision=str(dtype or torch.float32).split(".")[-1])
+        if len(flips) > 1:
+            compute["tta"] = f"{len(flips)} mirrored copies"
 
-        def predictor(x: torch.Tensor):
+        def forward(x: torch.Tensor) -> dict[str, torch.Tensor]:
             with autocast_context(dev, dtype=dtype, enabled=dtype is not None):
                 y = mod(norm(x).contiguous(memory_format=fmt))
             if isinstance(y, dict):
@@ -340,6 +387,17 @@ def predict(
                 res["vessel"] = torch.sigmoid(res["vessel"])
                 return res
             return {"vessel": torch.sigmoid(y.float())}
+
+        def predictor(x: torch.Tensor):
+            res = forward(x)
+            keys = [k for k in ("vessel", "centerness") if k in res]
+            for dims in flips[1:]:
+                y = forward(torch.flip(x, dims))
+                for key in keys:
+                    res[key] += torch.flip(y[key], dims)
+            for key in keys:
+                res[key] /= len(flips)
+            return res
 
         return sliding_window_inference(
             source,
