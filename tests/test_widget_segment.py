@@ -490,9 +490,11 @@ def test_results_lie_on_an_oblique_image(make_napari_viewer, qtbot):
     image.rotate = 0.0
     image.affine = np.eye(4)
     widget.precision_picker.value = "float32"  # the user's choice reaches the pipeline
+    widget.tta_picker.value = 2  # so does test-time mirroring
     assert run_and_wait(qtbot, widget) == "done"
     assert widget.last_analysis.compute["precision"] == "float32"
-    assert "(cpu, float32)" in widget.status_label.text()
+    assert widget.last_analysis.compute["tta"] == "2 mirrored copies"
+    assert "(cpu, float32, 2 mirrored copies)" in widget.status_label.text()
     for kind, layer in ours(viewer).items():
         np.testing.assert_allclose(
             layer.data_to_world(voxel), image.data_to_world(voxel), atol=1e-9, err_msg=kind

@@ -537,6 +537,8 @@ class _Job:
     #: (the pipeline's ``intensity_from``): :func:`intensity_reference`; None: the region
     intensity_from: Any = None
     intensity_from_name: str = ""
+    #: mirrored copies averaged per tile (the pipeline's ``tta``; 1: off)
+    tta: int = 1
 
 
 @dataclass(frozen=True)
@@ -684,6 +686,7 @@ def _run_segment(
                 zoom=job.zoom,
                 tile=job.tile,
                 overlap=job.overlap,
+                tta=job.tta,
                 device=job.device,
                 precision=job.precision,
                 intensity_from=job.intensity_from,
@@ -835,6 +838,14 @@ class SegmentWidget(QWidget):
             step=0.05,
             tooltip="Fraction of a tile shared with its neighbours (blended).",
         )
+        self.tta_picker = ComboBox(
+            label="Mirroring",
+            choices=[("off", 1), ("x (2 copies)", 2), ("y, x (4)", 4), ("z, y, x (8)", 8)],
+            value=1,
+            tooltip="Test-time augmentation: also run each tile mirrored and average the "
+            "predictions (as nnU-Net does). Costs 2, 4 or 8 times the network time; on the "
+            "development data it changed Dice by under 0.01.",
+        )
         self.threshold_box = FloatSpinBox(
             label="Threshold",
             value=0.5,
@@ -886,6 +897,7 @@ class SegmentWidget(QWidget):
                 self.precision_picker,
                 self.tile_box,
                 self.overlap_box,
+                self.tta_picker,
             ],
             labels=True,
         )
@@ -1162,6 +1174,7 @@ class SegmentWidget(QWidget):
             precision=str(self.precision_picker.value),
             tile=tile,
             overlap=float(self.overlap_box.value),
+            tta=int(self.tta_picker.value),
             threshold=float(self.threshold_box.value),
             spacing=tuple(abs(s) for s in scale) if is_3d else None,
             scale=scale,
@@ -1559,7 +1572,8 @@ class SegmentWidget(QWidget):
         # out the wait for a thread, the model's loading and the layers' adding).
         seconds = self.elapsed if self._started is not None else outcome.seconds
         compute = getattr(analysis, "compute", None) or {}
-        ran = f" ({compute['device']}, {compute['precision']})" if compute else ""
+        ran = ", ".join(compute[k] for k in ("device", "precision", "tta") if compute.get(k))
+        ran = f" ({ran})" if ran else ""
         where = f" ({job.region.kind}: {job.region.describe()})" if job.region else ""
         self._set_status(
             f"Segmented '{job.image}'{where} with {job.model_name or job.model}{ran} in "
