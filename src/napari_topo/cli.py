@@ -14,8 +14,9 @@
   mask, skeleton and tree labels written chunk by chunk as OME-Zarr pyramids, nothing of
   volume size in memory (:mod:`napari_topo.inference.chunked`); trees are the connected
   pieces of the mask named by ``--sources``, and no graph is written on that path.
-  ``--workers N`` (a LocalCluster here) or ``--scheduler ADDRESS`` runs its network on
-  a dask.distributed cluster (:mod:`napari_topo.inference.distributed`).
+  ``--workers N`` (a LocalCluster here) or ``--scheduler ADDRESS`` runs its network and
+  the skeleton's thinning on a dask.distributed cluster
+  (:mod:`napari_topo.inference.distributed`).
 * ``evaluate PRED GT [--out DIR]``: the metrics table of a segmentation, written as JSON and
   CSV (``<PRED stem>_metrics.json``/``.csv``, in DIR or beside PRED).
 * ``models``, ``train``, ``evaluate-models``: the pretrained models.
@@ -1034,7 +1035,10 @@ def _segment_streaming(
 
         client, cluster = connect(args.workers, args.scheduler)
         where = args.scheduler or f"a LocalCluster of {args.workers} workers"
-        note(f"the network runs on {where} ({cluster_slots(client)} worker threads)")
+        note(
+            f"the network and the skeleton's thinning run on {where} "
+            f"({cluster_slots(client)} worker threads)"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".napari-topo-", dir=out_dir))
     names = ("probability", "mask", "skeleton", "trees", "centerness", "embedding")

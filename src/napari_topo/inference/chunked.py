@@ -14,7 +14,9 @@
    and ordered over the whole volume; roots given once for the whole volume name the
    piece they lie in;
 3. **skeleton**: :func:`skeletonize_chunked` thins each chunk of the mask with a halo
-   (:func:`skeleton_halo`, sized by the largest vessel radius) and keeps its core;
+   (:func:`skeleton_halo`, sized by the largest vessel radius) and keeps its core (with
+   ``client=``, each chunk is thinned on a dask worker:
+   :mod:`napari_topo.inference.distributed`);
 4. **pyramids**: :meth:`~napari_topo.data.ngff.OmeZarrTarget.finish` builds the lower
    levels block by block and writes the OME-Zarr metadata with the input's geometry.
 
@@ -425,18 +427,39 @@ def _snap_root(cl: _ChunkLabels, keep, point, snap, cache):
     return (best + lo).tolist(), int(comp[tuple(best)])
 
 
+def _halo_boxes(shape: Sequence[int], chunks: Sequence[int], halo: int):
+    """Each chunk, the box read around it and the chunk within that box, in C order.
+
+    Yields ``(chunk, box, core)``: the chunk's slices in the volume, the chunk grown by
+    ``halo`` voxels on every side (clipped at the volume), and the chunk's slices within
+    the box.
+    """
+    for _, sl in _chunk_slices(shape, chunks):
+        box = tuple(
+            slice(max(0, s.start - halo), min(n, s.stop + halo))
+            for s, n in zip(sl, shape, strict=True)
+        )
+        core = tuple(
+            slice(s.start - b.start, s.stop - b.start) for s, b in zip(sl, box, strict=True)
+        )
+        yield sl, box, core
+
+
 def skeletonize_chunked(
     read_mask: Callable[[tuple[slice, ...]], np.ndarray],
     shape: Sequence[int],
     chunks: Sequence[int],
     halo: int,
     write: Callable[[tuple[slice, ...], np.ndarray], Any],
+    *,
+    client: Any = None,
 ) -> int:
     """Skeleton of a mask read chunk by chunk: each chunk thinned with a halo, core kept.
 
     Each chunk is read with ``halo`` extra voxels on every side (clipped at the volume),
     thinned by :func:`napari_topo.topology.skeleton.skeletonize` (Lee's 3D thinning),
-    and its core (the chunk itself) written.
+    and its core (the chunk itself) written. A chunk with no mask voxel is written as
+    zeros without being thinned.
 
     Parameters
     ----------
@@ -448,6 +471,12 @@ def skeletonize_chunked(
         Voxels read around each chunk. See :func:`skeleton_halo` for the rule.
     write : callable(slices, uint8 ndarray)
         Receives the skeleton of each chunk (1 on the skeleton).
+    client : distributed.Client, optional
+        Thin on this dask cluster
+        (:func:`~napari_topo.inference.distributed.thin_on_cluster`): the boxes are still
+        read here and the cores written here, in the order the workers finish them, with
+        at most two boxes per worker thread on their way at a time. The same function on
+        the same boxes: the skeleton is the one without a cluster, bit for bit.
 
     Returns
     -------
@@ -466,25 +495,29 @@ def skeletonize_chunked(
     deletions longer than the halo could differ. tests/test_chunked.py compares the two
     on tubes crossing chunk faces and corners.
     """
-    from ..topology.skeleton import skeletonize
-
     halo = int(halo)
     if halo < 0:
         raise ValueError(f"halo must be an integer >= 0; got {halo!r}")
+
+    def boxes():
+        """(chunk, box, core) of every chunk with mask voxels; the others written as zeros."""
+        for sl, outer, core in _halo_boxes(shape, chunks, halo):
+            block = np.asarray(read_mask(outer)).astype(bool, copy=False)
+            if not block[core].any():  # the skeleton lies inside the mask
+                write(sl, np.zeros(tuple(s.stop - s.start for s in sl), np.uint8))
+                continue
+            yield sl, block, core
+
+    if client is None:
+        from ..topology.skeleton import skeletonize
+
+        thinned = ((sl, skeletonize(block)[core]) for sl, block, core in boxes())
+    else:
+        from .distributed import thin_on_cluster
+
+        thinned = thin_on_cluster(client, boxes())
     total = 0
-    for _, sl in _chunk_slices(shape, chunks):
-        outer = tuple(
-            slice(max(0, s.start - halo), min(n, s.stop + halo))
-            for s, n in zip(sl, shape, strict=True)
-        )
-        core = tuple(
-            slice(s.start - o.start, s.stop - o.start) for s, o in zip(sl, outer, strict=True)
-        )
-        block = np.asarray(read_mask(outer)).astype(bool, copy=False)
-        if not block[core].any():  # the skeleton lies inside the mask
-            write(sl, np.zeros(tuple(s.stop - s.start for s in sl), np.uint8))
-            continue
-        skel = skeletonize(block)[core]
+    for sl, skel in thinned:
         total += int(np.count_nonzero(skel))
         write(sl, skel.astype(np.uint8))
     return total
@@ -513,7 +546,7 @@ def _local_dask(client):
     """With a cluster, dask reads of the input run here (threads), not on the cluster.
 
     A ``distributed.Client`` makes itself dask's default scheduler; the workers are
-    there for the network only and need not see the data.
+    there for the network and the thinning only, and need not see the data.
     """
     if client is None:
         return contextlib.nullcontext()
@@ -593,11 +626,16 @@ def segment_to_ome_zarr(
         Told the name of each stage as it starts ("probability", "mask" (with the
         tree labels), "skeleton", "pyramids").
     client : distributed.Client, optional
-        Run the network's forward passes on this dask cluster
-        (:mod:`napari_topo.inference.distributed`): the weights travel with the tasks
-        (checked by SHA-256 on each worker), the tiles and their batches of
-        ``batch_size`` are those of the run without a cluster, so the outputs are the
-        same; everything else runs here.
+        Run the two costly per-block computations on this dask cluster
+        (:mod:`napari_topo.inference.distributed`): the network's forward passes (the
+        weights travel with the tasks, checked by SHA-256 on each worker; the tiles and
+        their batches of ``batch_size`` are those of the run without a cluster) and the
+        thinning of each chunk of the skeleton stage (the chunk and its halo, read here,
+        one task each). Everything else runs here: reading the input and the mask,
+        blending, writing every output, the mask and tree labels (a union-find over the
+        chunk borders, sequential and cheap next to the network) and the pyramids
+        (block means and copies, bound by reading and writing the outputs, which the
+        workers need not see). The outputs are those of the run without a cluster.
     **predict_kwargs
         Other :func:`predict` arguments (tile, overlap, batch_size, device, modality,
         window, polarity, cancel, ...).
@@ -732,6 +770,8 @@ def segment_to_ome_zarr(
     policy = result.input_policy
     if client is not None:
         compute = {"device": "dask workers", "precision": str(cluster_precision)}
+        if (result.compute or {}).get("tta"):  # test-time mirroring, said either way
+            compute["tta"] = result.compute["tta"]
     else:
         compute = dict(result.compute or {})
 
@@ -790,7 +830,12 @@ def segment_to_ome_zarr(
             skel_t.level0[sl] = block
 
         n_skeleton = skeletonize_chunked(
-            lambda sl: np.asarray(mask_t.level0[sl]) > 0, shape, chunks, halo, write_skel
+            lambda sl: np.asarray(mask_t.level0[sl]) > 0,
+            shape,
+            chunks,
+            halo,
+            write_skel,
+            client=client,
         )
         times["skeleton"] = time.perf_counter() - t0
         targets["skeleton"] = skel_t

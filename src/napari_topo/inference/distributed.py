@@ -1,12 +1,25 @@
-"""The streaming pipeline's network on a ``dask.distributed`` cluster.
+"""The streaming pipeline's network and skeleton thinning on a ``dask.distributed`` cluster.
 
-:func:`~napari_topo.inference.chunked.segment_to_ome_zarr` with ``client=`` runs the
-sliding window, the blending, the mask, the labels, the skeleton and the pyramids in this
-process exactly as without a cluster; only the network's forward passes go to the
-workers. The sliding window is asked for batches of ``batch_size`` x (the cluster's
-worker threads) tiles at once, and :func:`cluster_model` (a torch module) cuts each into batches of
-``batch_size`` tiles, one task each, run at the same time. The tiles, their order, their
-grouping into batches of ``batch_size`` and the accumulation are those of the
+:func:`~napari_topo.inference.chunked.segment_to_ome_zarr` with ``client=`` sends the
+two stages whose work is per block, costly and independent between blocks to the
+workers, and keeps everything else in this process, as without a cluster:
+
+- **on the workers**: the network's forward passes (:func:`cluster_model`) and the
+  thinning of the skeleton stage (:func:`thin_on_cluster`);
+- **here**: reading the input and the mask and writing every output (the workers need
+  not see the data or the files); the sliding window and its blending; the mask and the
+  tree labels (:func:`~napari_topo.inference.chunked.label_components_chunked`: cc3d per
+  chunk and a union-find over the chunk borders, sequential by nature since each chunk's
+  labels are numbered after all the chunks before it and each border is joined when its
+  row of chunks is complete, and cheap: a linear pass over the mask, a fraction of the
+  thinning's time); the pyramids (block means of the written outputs: the time goes into
+  reading and writing zarr here, which shipping the blocks out and back would only add
+  to).
+
+**Network.** The sliding window is asked for batches of ``batch_size`` x (the cluster's
+worker threads) tiles at once, and :func:`cluster_model` (a torch module) cuts each into
+batches of ``batch_size`` tiles, one task each, run at the same time. The tiles, their
+order, their grouping into batches of ``batch_size`` and the accumulation are those of the
 single-process run, so the outputs are identical: bit for bit when the workers run the
 same torch build on the same kind of CPU with the same kind of thread pool
 (tests/test_distributed.py checks it on a LocalCluster of 2 in-process workers). torch's
@@ -15,15 +28,27 @@ started by ``--workers`` (one thread each) gave probabilities within 2.4e-7 of a
 single-process run (up to 3e-6 measured on single tiles), with the same mask, skeleton
 and trees; a voxel within that of the threshold could flip.
 
-What a worker needs: the same Python environment (napari-topo, torch, dask, distributed
-at the same versions). Not the data (tiles travel as arrays, results come back) and not
-the model: the weights travel with the tasks (scattered once to every worker) and each
-worker checks their SHA-256 against the card's before it builds the network
-(:func:`forward_on_worker`; a mismatch raises
+**Skeleton.** :func:`~napari_topo.inference.chunked.skeletonize_chunked` with
+``client=`` reads each chunk of the mask with its halo here, packs it (``np.packbits``,
+one bit a voxel) and sends it as one task (:func:`thin_on_worker`): the worker thins the
+box with the function used without a cluster and sends the core's skeleton back, packed;
+it is written here in the order the tasks finish (the chunks are disjoint). Same function,
+same boxes, integer arithmetic: the skeleton is the one without a cluster, bit for bit, on
+any CPU. At most two boxes per worker thread are on their way at once, so memory here and
+on the workers is bounded by the chunk, not the volume. Chunks without a mask voxel are
+written as zeros here, without a task.
+
+What a worker needs: the same Python environment (napari-topo, torch, scikit-image, dask,
+distributed at the same versions). Not the data (tiles and mask boxes travel as arrays,
+results come back) and not the model: the weights travel with the tasks (scattered once
+to every worker) and each worker checks their SHA-256 against the card's before it
+builds the network (:func:`forward_on_worker`; a mismatch raises
 :class:`~napari_topo.models.registry.WeightsIntegrityError`).
 
 Traffic: per tile, the normalised input (float32, ``tile**3 * 4`` bytes: 1 MiB for 64^3
-tiles) out and the network's outputs (as much per channel) back.
+tiles) out and the network's outputs (as much per channel) back; per chunk of the
+skeleton, ``(chunk + 2 * halo)**3 / 8`` bytes out (0.42 MiB for 128^3 chunks and the
+default halo of 12) and ``chunk**3 / 8`` back (0.25 MiB).
 """
 
 from __future__ import annotations
@@ -35,7 +60,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["cluster_model", "cluster_slots", "connect", "forward_on_worker", "model_payload"]
+__all__ = [
+    "cluster_model",
+    "cluster_slots",
+    "connect",
+    "forward_on_worker",
+    "model_payload",
+    "thin_on_cluster",
+    "thin_on_worker",
+]
 
 #: On each worker: SHA-256 -> (the weights object checked, the network built from it).
 _WORKER_MODELS: dict[str, tuple[Any, Any]] = {}
@@ -256,3 +289,65 @@ def cluster_slots(client) -> int:
     info = client.scheduler_info()
     workers = info.get("workers", {}) if isinstance(info, dict) else {}
     return max(1, sum(int(w.get("nthreads", 1)) for w in workers.values()))
+
+
+def thin_on_worker(bits: np.ndarray, shape: tuple[int, ...], core: tuple[slice, ...]):
+    """Lee's 3D thinning of one box of the mask, on a worker: the skeleton of its core.
+
+    ``bits`` is the bool box of ``shape`` packed by ``np.packbits`` (C order); the box is
+    thinned by :func:`napari_topo.topology.skeleton.skeletonize` as
+    :func:`~napari_topo.inference.chunked.skeletonize_chunked` does without a cluster,
+    and the part ``core`` of the skeleton comes back packed the same way.
+    """
+    from ..topology.skeleton import skeletonize
+
+    block = np.unpackbits(bits, count=int(np.prod(shape))).view(bool).reshape(shape)
+    return np.packbits(skeletonize(block)[core])
+
+
+def thin_on_cluster(client, boxes, in_flight: int | None = None):
+    """Thin boxes of the mask on the cluster of ``client``, a bounded number at a time.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    boxes : iterable of (key, bool ndarray, core slices)
+        Read lazily: the next box is taken only when fewer than ``in_flight`` are on
+        their way, so the boxes held here and on the workers are bounded by ``in_flight``,
+        not by the volume.
+    in_flight : int, optional
+        Tasks submitted and not yet collected (default: two per worker thread,
+        :func:`cluster_slots`, so that no worker waits for its next box).
+
+    Yields
+    ------
+    (key, bool ndarray)
+        Each box's key and the skeleton of its core (:func:`thin_on_worker`, one task per
+        box), in the order the tasks finish. An error on a worker is raised here, and the
+        tasks still on their way are cancelled (so too when the caller stops early).
+    """
+    from distributed import as_completed
+
+    limit = max(1, int(in_flight)) if in_flight else 2 * cluster_slots(client)
+    running = as_completed()
+    pending: dict[str, tuple[Any, Any, tuple[int, ...]]] = {}  # task key -> its box
+
+    def collect(future):
+        key, _, shape = pending.pop(future.key)
+        bits = future.result()
+        return key, np.unpackbits(bits, count=int(np.prod(shape))).view(bool).reshape(shape)
+
+    try:
+        for key, block, core in boxes:
+            if len(pending) >= limit:
+                yield collect(next(running))
+            future = client.submit(
+                thin_on_worker, np.packbits(block), block.shape, core, pure=False
+            )
+            pending[future.key] = (key, future, tuple(s.stop - s.start for s in core))
+            running.add(future)
+        for future in running:
+            yield collect(future)
+    finally:
+        if pending:
+            client.cancel([f for _, f, _ in pending.values()])
