@@ -138,3 +138,46 @@ def test_segment_dock_is_never_narrower_than_its_controls(make_napari_viewer, qt
     assert segment.cancel_button.visibleRegion().boundingRect().width() == (
         segment.cancel_button.width()
     )
+
+
+@pytest.mark.parametrize(("size", "rows"), [((1600, 1000), 8), ((1366, 768), 3)])
+def test_four_docks_fit_the_screen(make_napari_viewer, qtbot, size, rows):
+    # a newcomer opened the Fine-tune dock too: it had no scroll area, kept its 424 px,
+    # squeezed the other three to their top pickers (Run and the table out of sight)
+    # and made the window 816 px tall on a 768 px screen
+    viewer, docked, table = _three_docks(make_napari_viewer, qtbot, size)
+    docked["Fine-tune"] = viewer.window.add_plugin_dock_widget("napari-topo", "Fine-tune")[1]
+    window = viewer.window._qt_window
+    need = table.horizontalHeader().height() + rows * table.verticalHeader().defaultSectionSize()
+    segment = docked["Segment vessels"]
+
+    def fits():
+        return (
+            window.minimumSizeHint().height() <= size[1]
+            and window.height() <= size[1]
+            and _visible_height(table) >= need
+            and _visible_height(segment.run_button) == segment.run_button.height()
+            and _visible_height(segment.status_label) == segment.status_label.height()
+        )
+
+    qtbot.waitUntil(fits, timeout=5000)
+    assert fits(), (window.height(), [w.height() for w in docked.values()])
+
+
+def test_tree_editor_shows_its_edit_controls_once_editing(make_napari_viewer, qtbot):
+    # at 1366 x 768 the Tree editor had ~85 px: after Start editing its tree picker,
+    # Assign and Undo were below the fold and the dock did not grow
+    viewer, docked, _ = _three_docks(make_napari_viewer, qtbot, (1366, 768))
+    editor = docked["Tree editor"]
+    assert editor.start_editing(viewer.layers["synthetic vessels trees"])
+    qtbot.waitUntil(lambda: editor.is_editing, timeout=60000)
+
+    def in_view():
+        return all(
+            _visible_height(w) == w.height() > 0
+            for w in (editor.tree_picker, editor.assign_button, editor.undo_button)
+        )
+
+    qtbot.waitUntil(in_view, timeout=5000)
+    editor.stop_editing()  # and the column goes back to sharing by the usual weights
+    qtbot.waitUntil(lambda: _visible_height(docked["Topology metrics"].table) > 100, timeout=5000)

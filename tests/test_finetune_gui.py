@@ -125,3 +125,22 @@ def test_loss_plot_paints(qtbot):
     plot.resize(240, 100)
     image = plot.grab().toImage()
     assert image.width() == 240 and len(plot.validation) == 1
+
+
+@gui
+def test_labels_follow_segments_mask_until_the_user_picks(make_napari_viewer, qtbot):
+    # a newcomer opened Fine-tune before segmenting: the Labels picker stayed on the
+    # ground truth mask after Segment made its own, which the issue asks to be the default
+    viewer = make_napari_viewer()
+    vol = volume()
+    viewer.add_image(vol.image, name="vessels")
+    truth = viewer.add_labels(vol.mask.astype(np.uint8), name="ground truth mask")
+    widget = FinetuneWidget(viewer)
+    qtbot.addWidget(widget)
+    assert widget.labels_picker.value is truth  # the only Labels layer
+    seg_meta = {"napari_topo": {"kind": "mask", "widget": "segment"}}
+    mask = viewer.add_labels(vol.mask.astype(np.uint8), name="vessels mask", metadata=seg_meta)
+    assert widget.labels_picker.value is mask
+    widget.labels_picker.value = truth  # the user's own pick stays
+    viewer.add_labels(vol.mask.astype(np.uint8), name="vessels mask [1]", metadata=seg_meta)
+    assert widget.labels_picker.value is truth

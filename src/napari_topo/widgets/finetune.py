@@ -55,6 +55,7 @@ from napari_topo.widgets._common import (
     plugin_info,
     rebuild_picker,
     require_viewer,
+    scrolling_body,
     select_layer,
 )
 
@@ -64,6 +65,10 @@ if TYPE_CHECKING:
 __all__ = ["OWNER", "FinetuneWidget", "LossPlot"]
 
 _LOG = logging.getLogger(__name__)
+#: This dock's weight when a window's dock column is shared
+#: (:func:`~napari_topo.widgets._common.share_dock_column`): between the Tree editor's
+#: and Segment's; it is opened after a correction, and scrolls.
+DOCK_SHARE = 4
 
 #: ``metadata["napari_topo"]["widget"]`` of the layers this widget made.
 OWNER = "finetune"
@@ -284,6 +289,12 @@ class FinetuneWidget(QWidget):
             "you painted in count (or the labels' bounding box when most slices have "
             "labels).",
         )
+        # True until the user picks labels themselves: the pick then follows the
+        # Segment widget's mask (or trees) when one appears, as a run after the dock
+        # opened would otherwise leave it on whatever was there before (a ground truth)
+        self._labels_auto = True
+        self._picking = False
+        self.labels_picker.changed.connect(self._on_labels_picked)
         names = [card.name for card in list_models()]
         self.model_picker = ComboBox(
             label="Base model",
@@ -352,7 +363,7 @@ class FinetuneWidget(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.start_button)
         buttons.addWidget(self.cancel_button)
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout()
         layout.addWidget(self._form.native)
         layout.addLayout(buttons)
         layout.addWidget(self.progress_bar)
@@ -360,7 +371,10 @@ class FinetuneWidget(QWidget):
         layout.addWidget(self.status_label)
         layout.addWidget(self.rerun_button)
         layout.addStretch(1)
-        self.setMinimumWidth(300)
+        # Scrolls like the other docks and shares their column: without it, the four
+        # docks at 1366 x 768 kept this one at its full 424 px, squeezed the others to
+        # their top pickers and grew the window past the screen.
+        self.scroll_area = scrolling_body(self, layout, share=DOCK_SHARE)
 
         follow_layer_list(self, napari_viewer, self._refresh_choices)
         self._runs: list[threading.Event] = []
@@ -476,17 +490,27 @@ class FinetuneWidget(QWidget):
             if isinstance(layer, Labels) and plugin_info(layer).get("widget") != OWNER
         ]
 
+    def _on_labels_picked(self, _value: Any = None) -> None:
+        if not self._picking:
+            self._labels_auto = False
+
     def _refresh_choices(self, _event: Any = None) -> None:
-        before = self.labels_picker.value
-        for picker in (self.image_picker, self.labels_picker):
-            rebuild_picker(picker)
-        if before is None:
-            # default: the Segment widget's mask (the user's corrections), else its trees
-            for kind in ("mask", "trees"):
-                for _, layer in self._labels_choices():
-                    if layer_kind(layer) == kind and plugin_info(layer).get("widget") == "segment":
-                        select_layer(self.labels_picker, layer)
-                        return
+        self._picking = True
+        try:
+            before = self.labels_picker.value
+            for picker in (self.image_picker, self.labels_picker):
+                rebuild_picker(picker)
+            if before is None or self._labels_auto:
+                # default: the Segment widget's mask (the user's corrections), else its
+                # trees; a pick of the user's own is kept
+                for kind in ("mask", "trees"):
+                    for _, layer in self._labels_choices():
+                        info = plugin_info(layer)
+                        if layer_kind(layer) == kind and info.get("widget") == "segment":
+                            select_layer(self.labels_picker, layer)
+                            return
+        finally:
+            self._picking = False
 
     def _make_job(self):
         from napari_topo.training.finetune import annotated_region, check_labels

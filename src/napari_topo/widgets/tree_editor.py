@@ -38,7 +38,7 @@ from magicgui.widgets import ComboBox, Container
 from napari.layers import Labels, Points
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtGui import QColor, QIcon, QPixmap
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -78,6 +78,7 @@ from napari_topo.widgets._common import (
     require_viewer,
     scrolling_body,
     select_layer,
+    share_dock_column,
     unwrap,
 )
 
@@ -93,6 +94,9 @@ _LOG = logging.getLogger(__name__)
 #: (:func:`~napari_topo.widgets._common.share_dock_column`): the least:
 #: it is used after a run, and scrolls.
 DOCK_SHARE = 3
+#: Its weight while editing: then the most (the edit controls show; the metrics table
+#: of a heavier dock scrolls meanwhile).
+EDITING_SHARE = 20
 _HIGHLIGHT = "yellow"
 _NEW_TREE = -1  # item data of the "new tree" entry of the tree picker
 #: A press followed by at most this many mouse moves still counts as a click.
@@ -1010,6 +1014,13 @@ class TreeEditorWidget(QWidget):
 
     def _update_controls(self) -> None:
         editing = self.editor is not None
+        area = getattr(self, "scroll_area", None)
+        share = EDITING_SHARE if editing else DOCK_SHARE
+        if area is not None and area.dock_share != share:
+            # At 1366 x 768 the dock had ~85 px: after Start editing its tree picker,
+            # Assign and Undo were below the fold and the dock did not grow.
+            area.dock_share = share
+            QTimer.singleShot(0, partial(share_dock_column, self))
         picked = unwrap(self.layer_picker.value)
         foreign = picked is not None and not made_by_plugin(picked)
         self.in_place_checkbox.setVisible(foreign and not editing)
