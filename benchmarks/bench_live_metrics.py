@@ -2,7 +2,7 @@
 
 Simulates what the Topology metrics widget does while a user edits a prediction:
 brush strokes (radius-5 balls, as napari's 3D brush paints) alternately paint and erase
-at random centreline locations of a synthetic vessel volume. For each stroke it times
+at random centerline locations of a synthetic vessel volume. For each stroke it times
 
 * **fast**: ``IncrementalMetrics.update`` + ``values()`` -- Dice, precision, recall,
   volume error, Betti-0/1/2 and Euler errors, CCE 3D and mean 2D CCE;
@@ -137,7 +137,7 @@ def main(argv=None) -> None:
     ]
     print(
         f"\n{args.strokes} strokes, brush radius {args.radius:g} "
-        f"({len(ball)} voxels), alternating paint/erase at centreline points\n"
+        f"({len(ball)} voxels), alternating paint/erase at centerline points\n"
     )
     print(f"{'':42s} {'p50 ms':>9s} {'p95 ms':>9s} {'max ms':>9s}")
     for name, p50, p95, top in rows:

@@ -10,7 +10,7 @@ ground truth and the three dock widgets), segments the sample with the Segment w
 
 * ``docs/images/metrics_widget.png``: the Topology metrics widget comparing our trees
   layer with ``ground truth trees``, the table filled and *Show errors* pressed (red:
-  ground-truth centreline the segmentation misses; orange: predicted centreline outside
+  ground-truth centerline the segmentation misses; orange: predicted centerline outside
   the ground truth), 3D view, only the Metrics dock shown;
 * ``docs/images/workflow.png``: the coloured trees in 3D with the Segment and Tree
   editor docks, a branch selected in the Tree editor (highlighted in yellow);

@@ -328,7 +328,7 @@ def test_score_hand_computed_overlap_components_and_roi():
 def test_score_tree_accuracy_hand_computed():
     scoring = _load("scoring")
     gt = np.zeros((5, 9, 16), np.uint8)
-    gt[2, 2, 1:15] = 1  # 14 centreline voxels each
+    gt[2, 2, 1:15] = 1  # 14 centerline voxels each
     gt[2, 6, 1:15] = 2
     pred = np.zeros_like(gt)
     pred[2, 2, 1:15] = 3

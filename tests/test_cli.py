@@ -263,6 +263,7 @@ def _bad_inputs(tmp):
         ("evaluate shape", ["evaluate", vol, tmp / "gt.npy"], "shape"),
         ("sources outside", [*seg, vol, "--sources", tmp / "far.csv"], "outside the volume"),
         ("bad tile", [*seg, vol, "--tile", "8"], "multiple of 16"),
+        ("bad overlap", [*seg, vol, "--overlap", "1"], "--overlap must be at least 0"),
         ("float16 on the CPU", [*seg, vol, "--precision", "float16"], "CUDA only"),
         ("out is a file", [*seg[:1], vol, "--out", tmp / "afile" / "sub", "--tile", "32"], "afile"),
         ("fractional gt", ["evaluate", vol, vol], "fractional"),
@@ -461,3 +462,17 @@ def test_help_names_the_default_model_the_code_uses():
         ), (command, action.help)
     assert sub["finetune"].get_default("base") == DEFAULT_MODEL
     assert inspect.signature(finetune).parameters["base_model"].default == DEFAULT_MODEL
+
+
+def test_spacing_in_another_order_than_the_files_is_noted(policy_files, capsys, tmp_path):
+    # x y z (NIfTI's and Fiji's order) given for z y x was accepted silently
+    d = policy_files
+    base = ["segment", d / "ct.nii.gz", "--model", d / "tiny-auto.json", "--device", "cpu"]
+    base += ["--tile", "32", "--zoom", "1"]
+    code, _, err = _run([*base, "--out", tmp_path / "a", "--spacing", "0.35", "0.35", "1"], capsys)
+    assert code == 0, err
+    assert "--spacing 0.35 0.35 1 is the file's voxel size 1 0.35 0.35 in another order" in err
+    code, _, err = _run([*base, "--out", tmp_path / "b", "--spacing", "1", "0.35", "0.35"], capsys)
+    assert code == 0 and "another order" not in err
+    code, _, err = _run([*base, "--out", tmp_path / "c", "--spacing", "2", "0.7", "0.7"], capsys)
+    assert code == 0 and "another order" not in err  # a voxel size of its own: no note

@@ -124,7 +124,7 @@ def test_cldice_identity_and_broken_tube():
     broken[:, :, 19:22] = False
     cl, tprec, tsens = M.cldice(broken, t)
     assert tprec == 1.0  # the broken skeleton still lies in the intact tube
-    assert tsens < 1.0  # the gap leaves part of the true centreline uncovered
+    assert tsens < 1.0  # the gap leaves part of the true centerline uncovered
     assert cl < 1.0
     assert cl == pytest.approx(2 * tprec * tsens / (tprec + tsens))
 

@@ -132,7 +132,7 @@ def score(
     pred_trees, gt_trees : (z, y, x) int arrays, optional
         Tree labels (0 = background). With both, "Tree accuracy" is
         :func:`~napari_topo.topology.metrics.tree_accuracy` of the labels inside the ROI
-        on the skeleton of ``gt`` inside the ROI: the fraction of ground-truth centreline
+        on the skeleton of ``gt`` inside the ROI: the fraction of ground-truth centerline
         voxels (those in a labelled tree) whose predicted tree matches, after the
         one-to-one (Hungarian) matching of predicted to true trees by overlap inside the
         ROI.

@@ -290,7 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(indices into INPUT's array, z y x)",
     )
     seg.add_argument(
-        "--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"), help="override voxel size"
+        "--spacing",
+        type=float,
+        nargs=3,
+        metavar=("Z", "Y", "X"),
+        help="voxel size in z y x order, instead of the file's; in the file's own unit "
+        "(the one lengths and HD95 are reported in)",
     )
     seg.add_argument(
         "--zoom",
@@ -538,10 +543,33 @@ def _spacing(args, vol) -> tuple[float, float, float] | None:
     if args.spacing is not None:
         if not all(math.isfinite(s) and s > 0 for s in args.spacing):
             raise ValueError(f"--spacing must be 3 positive numbers; got {args.spacing}")
-        return tuple(args.spacing)
+        given = tuple(float(s) for s in args.spacing)
+        stored = tuple(float(s) for s in (vol.spacing or ()))
+        if (
+            len(stored) == 3
+            and not _same_sizes(given, stored)
+            and _same_sizes(sorted(given), sorted(stored))
+        ):
+            # x y z (NIfTI's and Fiji's order) given for z y x: accepted silently, it
+            # stretched the wrong axis (found in a newcomer trial)
+            print(
+                f"napari-topo: note: --spacing {_sizes(given)} is the file's voxel size "
+                f"{_sizes(stored)} in another order; napari-topo reads it as z y x (leave "
+                "--spacing out to use the file's)",
+                file=sys.stderr,
+            )
+        return given
     if vol.spacing is not None and len(vol.spacing) == 3:
         return tuple(float(s) for s in vol.spacing)
     return None
+
+
+def _same_sizes(a, b) -> bool:
+    return all(math.isclose(x, y, rel_tol=1e-3) for x, y in zip(a, b, strict=True))
+
+
+def _sizes(values) -> str:
+    return " ".join(f"{v:g}" for v in values)
 
 
 def _spatial(
@@ -848,6 +876,8 @@ def _segment(args) -> None:
 
     if args.tile < 16 or args.tile % 16:
         raise ValueError(f"--tile must be a multiple of 16 (16, 32, 48, ...); got {args.tile}")
+    if not 0.0 <= args.overlap < 1.0:  # before the input is read and analysed
+        raise ValueError(f"--overlap must be at least 0 and below 1; got {args.overlap:g}")
     vol = _read(args.input, args.key)
     override = _spacing(args, vol) if args.spacing is not None else None
     # One 3D spatial volume (a channel chosen, or a one-line refusal: a 2D image, RGB or

@@ -531,7 +531,7 @@ def skeleton_halo(max_radius: float) -> int:
     """Halo (voxels) that :func:`skeletonize_chunked` needs for vessels up to ``max_radius``.
 
     ``ceil(max_radius) + 4``: the thinning's reach is about the radius of the thickest
-    vessel (the layers peeled off before its centreline is decided), plus a margin of
+    vessel (the layers peeled off before its centerline is decided), plus a margin of
     four voxels for the 26-neighbourhood checks of the last passes. Measured on random
     tubes of radius 1-12 voxels crossing 16^3 chunks: a halo of the largest radius
     gave the whole-volume skeleton in every case, two voxels fewer did not always.

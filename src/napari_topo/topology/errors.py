@@ -1,11 +1,11 @@
-"""Where a prediction's topology goes wrong: centreline the metrics count as errors.
+"""Where a prediction's topology goes wrong: centerline the metrics count as errors.
 
-clDice's two halves say *how much* centreline is wrong; :func:`topology_errors` says
+clDice's two halves say *how much* centerline is wrong; :func:`topology_errors` says
 *where*:
 
-* **missed centreline** -- ground-truth skeleton voxels outside the prediction
+* **missed centerline** -- ground-truth skeleton voxels outside the prediction
   (``skeleton(G) & ~P``): the vessel is broken or missing there (lowers Tsens);
-* **false centreline** -- predicted skeleton voxels outside the ground truth
+* **false centerline** -- predicted skeleton voxels outside the ground truth
   (``skeleton(P) & ~G``): a false bridge between vessels or a spurious branch (lowers
   Tprec).
 
@@ -57,7 +57,7 @@ def _pieces(points_mask: np.ndarray, sp: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def topology_errors(pred, gt, spacing: float | Sequence[float] | None = None) -> dict:
-    """Centreline voxels behind the topology errors of ``pred`` against ``gt``.
+    """Centerline voxels behind the topology errors of ``pred`` against ``gt``.
 
     Skeletons come from :func:`napari_topo.topology.skeleton.skeletonize`, the same ones
     clDice scores, so ``missed_centerline`` is empty exactly when Tsens is 1 and

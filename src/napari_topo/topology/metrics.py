@@ -65,11 +65,11 @@ METRIC_DESCRIPTIONS: dict[str, str] = {
     "Precision": "Fraction of predicted voxels that lie in the ground truth, |P∩G|/|P|.",
     "Recall": "Fraction of ground-truth voxels that were predicted, |P∩G|/|G|.",
     "Volume error": "Relative volume difference (|P|-|G|)/|G|; negative means under-segmented.",
-    "clDice": "Harmonic mean of Tprec and Tsens: centreline overlap, sensitive to breaks "
+    "clDice": "Harmonic mean of Tprec and Tsens: centerline overlap, sensitive to breaks "
     "and spurious branches; 1 is perfect.",
-    "Tprec": "Topology precision: fraction of the predicted centreline inside the ground "
+    "Tprec": "Topology precision: fraction of the predicted centerline inside the ground "
     "truth (drops with false branches).",
-    "Tsens": "Topology sensitivity: fraction of the ground-truth centreline covered by the "
+    "Tsens": "Topology sensitivity: fraction of the ground-truth centerline covered by the "
     "prediction (drops with missed or broken vessels).",
     "Betti-0 error": "Absolute difference in the number of connected components "
     "(26-connected in 3D, 8 in 2D).",
@@ -81,7 +81,7 @@ METRIC_DESCRIPTIONS: dict[str, str] = {
     "connected-component count difference.",
     "HD95": "95th-percentile symmetric surface distance in physical units (voxel spacing "
     "applied); 0 is perfect.",
-    "Tree accuracy": "Fraction of ground-truth centreline voxels whose predicted tree label "
+    "Tree accuracy": "Fraction of ground-truth centerline voxels whose predicted tree label "
     "matches after one-to-one matching of tree labels by overlap.",
 }
 
@@ -314,7 +314,7 @@ def cldice(pred, gt) -> tuple[float, float, float]:
     cldice : float
         In [0, 1]. 1.0 when both masks are empty; 0.0 when exactly one is empty.
     tprec : float
-        NaN when ``pred`` is empty (no predicted centreline).
+        NaN when ``pred`` is empty (no predicted centerline).
     tsens : float
         NaN when ``gt`` is empty.
 
@@ -782,12 +782,12 @@ def _tree_accuracy(pl: np.ndarray, gl: np.ndarray, centerline: np.ndarray) -> fl
 
 
 def tree_accuracy(pred_labels, gt_labels, centerline=None) -> float:
-    """Fraction of ground-truth centreline voxels assigned to the right tree.
+    """Fraction of ground-truth centerline voxels assigned to the right tree.
 
     Tree ids of the prediction and of the ground truth are arbitrary, so they are first
     matched one-to-one by maximising the total overlap (voxel counts of ``pred == i`` and
     ``gt == j``, ids > 0, over the whole volume; Hungarian algorithm,
-    :func:`scipy.optimize.linear_sum_assignment`). A centreline voxel is correct when the
+    :func:`scipy.optimize.linear_sum_assignment`). A centerline voxel is correct when the
     predicted id there is matched to its ground-truth id; unmatched, background or wrong
     ids count as errors.
 
@@ -796,14 +796,14 @@ def tree_accuracy(pred_labels, gt_labels, centerline=None) -> float:
     pred_labels, gt_labels : (M, N) or (P, M, N) array_like of int or bool
         Label volumes, 0 = background, one positive id per tree; same shape.
     centerline : array_like of bool or {0, 1}, optional
-        Ground-truth centreline. Default: the skeleton of ``gt_labels > 0``
+        Ground-truth centerline. Default: the skeleton of ``gt_labels > 0``
         (:func:`napari_topo.topology.skeleton.skeletonize`). Only its voxels inside
         ``gt_labels > 0`` are scored.
 
     Returns
     -------
     float
-        In [0, 1]. NaN when ``gt_labels`` holds no tree or no centreline voxel lies in a
+        In [0, 1]. NaN when ``gt_labels`` holds no tree or no centerline voxel lies in a
         tree.
 
     Raises

@@ -1,7 +1,7 @@
 """Hard (non-differentiable) skeletons of binary masks.
 
-The skeleton is the one-voxel-wide, topology-preserving centreline that clDice's
-Tprec/Tsens, the tree accuracy metric and the centreline extraction of the pipeline
+The skeleton is the one-voxel-wide, topology-preserving centerline that clDice's
+Tprec/Tsens, the tree accuracy metric and the centerline extraction of the pipeline
 are computed on. It is numpy-only (scikit-image) and imports neither torch nor Qt.
 """
 
@@ -64,7 +64,7 @@ def _bounding_box(m: np.ndarray) -> tuple[slice, ...] | None:
 
 
 def skeletonize(mask) -> np.ndarray:
-    """Topology-preserving skeleton (centreline) of a binary mask.
+    """Topology-preserving skeleton (centerline) of a binary mask.
 
     Thin the mask by scikit-image's :func:`skimage.morphology.skeletonize`: Lee et al.'s
     3D thinning for ``(z, y, x)`` volumes and Zhang & Suen's thinning for ``(y, x)``
@@ -80,7 +80,7 @@ def skeletonize(mask) -> np.ndarray:
     Returns
     -------
     skeleton : ndarray of bool, same shape as ``mask``
-        One-voxel-wide centreline, ``True`` on the skeleton. A new array; ``mask`` is
+        One-voxel-wide centerline, ``True`` on the skeleton. A new array; ``mask`` is
         not modified. An empty mask gives an empty skeleton.
 
     Raises

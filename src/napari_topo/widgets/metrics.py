@@ -14,7 +14,7 @@ applied to :class:`napari_topo.topology.incremental.IncrementalMetrics` in a wor
 recomputes everything with ``compute_metrics`` (clDice, HD95, ...). One worker of each
 kind at a time; edits made meanwhile are queued and coalesced. A new array in a layer
 (``events.data``) starts a full recompute. *Show errors* adds Points layers on the
-centreline the prediction misses and the predicted centreline outside the ground truth
+centerline the prediction misses and the predicted centerline outside the ground truth
 (:func:`napari_topo.topology.errors.topology_errors`) with a list to jump to them.
 """
 
@@ -701,8 +701,8 @@ class MetricsWidget(QWidget):
 
         self.errors_button = QPushButton("Show errors")
         self.errors_button.setToolTip(
-            "Add Points layers on the ground-truth centreline the prediction misses (red: "
-            "broken vessels) and on the predicted centreline outside the ground truth "
+            "Add Points layers on the ground-truth centerline the prediction misses (red: "
+            "broken vessels) and on the predicted centerline outside the ground truth "
             "(orange: false bridges); click an entry of the list to go there."
         )
         self.errors_button.clicked.connect(lambda: self.show_errors())
@@ -840,7 +840,7 @@ class MetricsWidget(QWidget):
         return True
 
     def show_errors(self, jump: bool = False) -> bool:
-        """Add (or replace) Points layers on the centreline errors.
+        """Add (or replace) Points layers on the centerline errors.
 
         Runs :func:`napari_topo.topology.errors.topology_errors` in a worker. The layers
         are named ``"<prediction> missed centerline"`` (red) and ``"<prediction> false
@@ -1337,7 +1337,7 @@ class MetricsWidget(QWidget):
         n_missed, n_false = len(errors["missed_locations"]), len(errors["false_locations"])
         self.errors_list.setVisible(bool(self._error_targets))
         self._set_status(
-            f"Topology errors of '{target['name']}': {n_missed} missed centreline "
+            f"Topology errors of '{target['name']}': {n_missed} missed centerline "
             f"piece(s) ({len(errors['missed_centerline'])} voxels), {n_false} false "
             f"piece(s) ({len(errors['false_centerline'])} voxels)."
         )
