@@ -476,3 +476,36 @@ def test_spacing_in_another_order_than_the_files_is_noted(policy_files, capsys, 
     assert code == 0 and "another order" not in err
     code, _, err = _run([*base, "--out", tmp_path / "c", "--spacing", "2", "0.7", "0.7"], capsys)
     assert code == 0 and "another order" not in err  # a voxel size of its own: no note
+
+
+def test_segment_roi_keeps_everything_inside_the_region(files, capsys, tmp_path):
+    # a newcomer's liver CT: without a region most of the mask lay outside the liver
+    from napari_topo.data.io import read_volume, write_volume
+
+    d, v = files
+    roi = np.zeros(v.shape, np.uint8)
+    roi[:, :, :32] = 1
+    write_volume(tmp_path / "roi.nii.gz", roi, spacing=v.spacing)
+    args = ["segment", d / "vol.nii.gz", "--device", "cpu", "--roi", tmp_path / "roi.nii.gz"]
+    code, out, err = _run([*args, "--out", tmp_path / "a", "--roi-margin", "2"], capsys)
+    assert code == 0, err
+    assert "only inside the region of interest roi.nii.gz grown by 2" in out
+    for name in ("probability", "mask", "trees"):
+        data = np.asarray(read_volume(tmp_path / "a" / f"vol_{name}.nii.gz").data)
+        assert not data[:, :, 35:].any() and data[:, :, :30].any(), name
+    summary = json.loads((tmp_path / "a" / "vol_summary.json").read_text())
+    assert summary["roi"]["margin"] == 2.0 and summary["roi"]["voxels"] == roi.sum()
+    # bad regions: one line, exit 2, nothing written
+    write_volume(tmp_path / "small.nii.gz", roi[:-1], spacing=v.spacing)
+    write_volume(tmp_path / "empty.nii.gz", 0 * roi, spacing=v.spacing)
+    write_volume(tmp_path / "frac.nii.gz", roi * np.float32(0.5), spacing=v.spacing)
+    for bad, needle in [
+        (["--roi", tmp_path / "small.nii.gz"], "shape"),
+        (["--roi", tmp_path / "empty.nii.gz"], "empty"),
+        (["--roi", tmp_path / "frac.nii.gz"], "fractional"),
+        (["--roi-margin", "-1"], "--roi-margin must be"),
+        (["--format", "ome-zarr"], "--roi needs the whole-volume pipeline"),
+    ]:
+        code, out, err = _run([*args, "--out", tmp_path / "bad", *bad], capsys)
+        assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, (bad, err)
+        assert not (tmp_path / "bad").exists()

@@ -425,3 +425,32 @@ def test_test_time_mirroring_keeps_topnets_embedding_and_refuses_bad_counts(vol)
     for bad in (0, 3, True, "8"):
         with pytest.raises(ValueError, match="tta must be 1"):
             predict(small, "topnet", tta=bad, **kw)
+
+
+def test_roi_keeps_results_inside_the_region_grown_by_its_margin(unet):
+    from napari_topo.inference import grow_roi
+
+    v = make_vessel_volume(shape=(64, 64, 64), seed=5)
+    roi = np.zeros(v.image.shape, bool)
+    roi[:, :, :32] = True  # e.g. a liver mask: the left half
+    kw = dict(device="cpu", zoom=1.0)
+    whole = segment(v.image, unet, **kw)
+    assert whole.mask[:, :, 40:].any()  # vessels on both sides
+    inside = segment(v.image, unet, roi=roi, **kw)
+    assert not inside.mask[:, :, 32:].any() and inside.mask[:, :, :32].any()
+    np.testing.assert_array_equal(inside.mask[:, :, :28], whole.mask[:, :, :28])
+    grown = segment(v.image, unet, roi=roi, roi_margin=4.0, spacing=2.0, **kw)
+    assert grown.mask[:, :, 32:34].any() and not grown.mask[:, :, 35:].any()  # 4 units = 2 voxels
+    # the growth is Euclidean in physical units
+    region = grow_roi(roi, 3.0, spacing=(1.0, 1.0, 1.5))
+    assert region[:, :, 33].all() and not region[:, :, 34].any()
+    for bad, match in [
+        (roi[0], "3D"),
+        (roi[:, :, :10], "shape"),
+        (np.zeros_like(roi), "empty"),
+        (np.full(roi.shape, np.nan), "NaN"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            segment(v.image, unet, roi=bad, **kw)
+    with pytest.raises(ValueError, match="roi_margin"):
+        grow_roi(roi, -1.0)

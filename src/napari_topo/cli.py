@@ -330,6 +330,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     seg.add_argument("--gt", help="ground-truth labels (mask or tree ids): adds the metrics")
     seg.add_argument(
+        "--roi",
+        metavar="MASK",
+        help="region of interest on the input's grid (nonzero inside, e.g. a liver mask): "
+        "nothing is segmented outside it; the model still sees the whole volume",
+    )
+    seg.add_argument(
+        "--roi-margin",
+        type=float,
+        default=0.0,
+        metavar="D",
+        help="grow --roi by this distance, in the input's unit (voxels without a voxel "
+        "size), so vessels entering it are kept that far (default 0)",
+    )
+    seg.add_argument(
         "--format",
         choices=["nii.gz", "nii", "tif", "npy", "zarr", "ome-zarr"],
         help="format of the volumes written (default: the input's, NIfTI for .npz); "
@@ -906,6 +920,27 @@ def _segment(args) -> None:
             (f"the ground truth {gt_vol.path.name}", f"the input {vol.path.name}"),
         )
         gt = _as_labels(gt_data, "the ground truth")
+    roi, roi_note = None, ""
+    if not (math.isfinite(args.roi_margin) and args.roi_margin >= 0):
+        raise ValueError(f"--roi-margin must be a distance >= 0; got {args.roi_margin:g}")
+    if args.roi:
+        roi_vol = _read(args.roi)
+        roi_data, roi_geometry = _spatial(roi_vol, None, "the region of interest", override, None)
+        roi, roi_note = _aligned(
+            roi_data,
+            roi_geometry,
+            geometry,
+            shape,
+            (f"the region of interest {roi_vol.path.name}", f"the input {vol.path.name}"),
+        )
+        roi = np.asarray(roi)
+        if roi.dtype.kind == "f" and not np.all(np.isin(roi, (0.0, 1.0))):
+            raise ValueError(
+                f"the region of interest {roi_vol.path.name} holds fractional values: give "
+                "a mask (0 outside, nonzero inside)"
+            )
+        if not roi.any():
+            raise ValueError(f"the region of interest {roi_vol.path.name} is empty (all 0)")
     if not 0.0 < args.threshold < 1.0:
         raise ValueError(f"--threshold must be between 0 and 1; got {args.threshold}")
     out_dir = Path(args.out)
@@ -933,11 +968,12 @@ def _segment(args) -> None:
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"--workers must be at least 1; got {args.workers}")
     if fmt == "ome-zarr":
-        if args.gt:
-            raise ValueError(
-                "--gt needs the whole-volume pipeline (metrics); --format ome-zarr "
-                "streams without them: choose another --format"
-            )
+        for flag, value in (("--gt", args.gt), ("--roi", args.roi)):
+            if value:
+                raise ValueError(
+                    f"{flag} needs the whole-volume pipeline; --format ome-zarr streams "
+                    "without it: choose another --format"
+                )
         if not (math.isfinite(args.max_radius) and args.max_radius > 0):
             raise ValueError(f"--max-radius must be a positive number; got {args.max_radius}")
         _segment_streaming(args, vol, data, geometry, out_dir, stem, model, sources)
@@ -951,6 +987,8 @@ def _segment(args) -> None:
         spacing=spacing,
         geometry=geometry,
         zoom=args.zoom,
+        roi=roi,
+        roi_margin=args.roi_margin,
         on_message=lambda m: print(f"napari-topo: note: {m}", file=sys.stderr),
         **_segment_settings(args, vol.path.name),
     )
@@ -980,6 +1018,12 @@ def _segment(args) -> None:
         summary.update({"input": str(vol.path), "model": model, "seconds": round(took, 2)})
         if args.channel is not None:
             summary["channel"] = args.channel
+        if roi is not None:
+            summary["roi"] = {
+                "file": str(args.roi),
+                "margin": args.roi_margin,
+                "voxels": int(np.count_nonzero(roi)),
+            }
         # where the voxel coordinates of the graph files lie (the plugin's reader uses
         # it); the analysis carries the input's geometry, so these are the same
         summary["shape"] = list(shape)
@@ -1013,6 +1057,11 @@ def _segment(args) -> None:
             f"  ... and {len(trees) - MAX_TREE_LINES} smaller trees "
             f"(every tree in {stem}_summary.json)"
         )
+    if roi is not None:
+        margin = f" grown by {args.roi_margin:g}{unit}" if args.roi_margin else ""
+        print(f"only inside the region of interest {Path(args.roi).name}{margin}")
+        if roi_note:
+            print(f"note: {roi_note}")
     if metrics is not None:
         if gt_note:
             print(f"note: {gt_note}")

@@ -30,6 +30,8 @@ from .intensity import (
 from .pipeline import (
     InferenceFallbackWarning,
     PredictOutputs,
+    grow_roi,
+    mirror_flips,
     predict,
     resample_factors,
     segment,
@@ -56,6 +58,8 @@ __all__ = [
     "available_devices",
     "card_normalization",
     "gaussian_weights",
+    "grow_roi",
+    "mirror_flips",
     "normalize_percentile",
     "pick_device",
     "plan_input",

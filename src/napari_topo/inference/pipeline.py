@@ -26,6 +26,8 @@ __all__ = [
     "DEFAULT_MODEL",
     "InferenceFallbackWarning",
     "PredictOutputs",
+    "grow_roi",
+    "mirror_flips",
     "predict",
     "resample_factors",
     "resolve_model",
@@ -508,6 +510,63 @@ def _run_with_fallbacks(run, attempt, progress, say):
             attempt = nxt
 
 
+def grow_roi(
+    roi: Any,
+    margin: float = 0.0,
+    *,
+    spacing: float | Sequence[float] | None = None,
+    shape: Sequence[int] | None = None,
+) -> np.ndarray:
+    """A region of interest as a bool array, grown by ``margin``.
+
+    Parameters
+    ----------
+    roi : array-like (z, y, x)
+        Nonzero inside (bool, integer labels or a 0/1 float mask).
+    margin : float
+        Distance (units of ``spacing``; voxels without one) by which the region grows:
+        a voxel is inside when its Euclidean distance to ``roi`` is at most ``margin``
+        (:func:`scipy.ndimage.distance_transform_edt` with ``sampling=spacing``).
+    spacing : float or sequence of 3 float, optional
+        Voxel size (z, y, x).
+    shape : sequence of 3 int, optional
+        The volume's shape, which ``roi`` must have.
+
+    Returns
+    -------
+    numpy.ndarray
+        bool, the shape of ``roi``.
+
+    Raises
+    ------
+    ValueError
+        ``roi`` not 3D, of another shape than ``shape``, empty (no voxel inside), with
+        NaN values, or a negative or non-finite ``margin``; one line each.
+    """
+    from scipy import ndimage as ndi
+
+    region = np.asarray(roi)
+    if region.ndim != 3:
+        raise ValueError(f"roi must be a 3D (z, y, x) array; got shape {region.shape}")
+    if shape is not None and tuple(region.shape) != tuple(shape):
+        raise ValueError(
+            f"roi has shape {region.shape} but the volume has {tuple(shape)}: give a "
+            "region of interest on the volume's grid"
+        )
+    if region.dtype.kind == "f" and np.isnan(region).any():
+        raise ValueError("roi holds NaN values; give a mask (nonzero inside)")
+    region = region != 0
+    if not region.any():
+        raise ValueError("roi is empty (no voxel inside): nothing would be segmented")
+    margin = float(margin)
+    if not np.isfinite(margin) or margin < 0:
+        raise ValueError(f"roi_margin must be a distance >= 0; got {margin!r}")
+    if margin > 0:
+        sampling = None if spacing is None else spacing_triple(spacing)
+        region = ndi.distance_transform_edt(~region, sampling=sampling) <= margin
+    return region
+
+
 def segment(
     volume: Any,
     model: Any = DEFAULT_MODEL,
@@ -521,6 +580,8 @@ def segment(
     polarity: str = "auto",
     zoom: str | float | Sequence[float] | None = "auto",
     geometry=None,
+    roi=None,
+    roi_margin: float = 0.0,
     **predict_kwargs,
 ):
     """Predict, threshold, skeletonise and reconstruct the vessel trees of a volume.
@@ -548,6 +609,16 @@ def segment(
         Where the voxels lie (the input file's, after a channel was chosen): carried
         by the result so its graph exports are in the input's world coordinates; its
         spacing is used when ``spacing`` is None (and it states one).
+    roi : array-like (z, y, x) of bool or int, optional
+        Region of interest on the volume's grid (nonzero inside), e.g. a liver mask for
+        hepatic vessels: the probability is set to 0 outside it (grown by
+        ``roi_margin``) before the mask, skeleton and trees are made, so nothing is
+        found outside. The network still sees the whole volume (its context). See
+        :func:`grow_roi`.
+    roi_margin : float
+        Grow ``roi`` by this distance, in the units of ``spacing`` (voxels without
+        one), so vessels entering the region are kept up to it (the portal vein at the
+        liver's hilum).
     **predict_kwargs
         Any other :func:`predict` argument (tile, device, progress, cancel, ...).
 
@@ -567,6 +638,9 @@ def segment(
         else:  # an explicit voxel size wins; origin and direction stay
             sp = np.broadcast_to(np.asarray(spacing, dtype=float), (geometry.ndim,))
             geometry = geometry.with_spacing(sp.tolist())
+    region = None
+    if roi is not None:
+        region = grow_roi(roi, roi_margin, spacing=spacing, shape=np.shape(volume))
     outputs = predict(
         volume,
         model,
@@ -577,6 +651,10 @@ def segment(
         zoom=zoom,
         **predict_kwargs,
     )
+    if region is not None:
+        for key in ("vessel", "centerness"):
+            if key in outputs:
+                outputs[key][~region] = 0.0
     analysis = VesselAnalysis.from_outputs(
         outputs,
         threshold=threshold,
