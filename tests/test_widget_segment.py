@@ -1011,3 +1011,30 @@ def test_a_script_ending_while_the_dock_lists_its_models_exits_cleanly():
     assert out.returncode == 0, out.stderr[-2000:]
     assert "WorkerBaseSignals" not in out.stderr
     assert out.stdout.strip() == "listing"  # the case that aborted: the list still loading
+
+
+@gui
+def test_inside_keeps_the_results_in_a_region_of_interest(make_napari_viewer, qtbot):
+    # the CLI's --roi in the dock: a liver mask (here the image's left half) confines
+    # every result layer; a mask of another grid is refused in one line
+    viewer = make_napari_viewer()
+    image = add_vessels(viewer)
+    shape = image.data.shape
+    inside = np.zeros(shape, np.uint8)
+    inside[:, :, : shape[2] // 2] = 1
+    liver = viewer.add_labels(inside, name="liver", scale=SCALE, translate=TRANSLATE)
+    widget = make_widget(viewer, qtbot, tile=32)
+    assert run_and_wait(qtbot, widget) == "done"
+    assert ours(viewer)["mask"].data[:, :, shape[2] // 2 + 2 :].any()  # vessels there
+    widget.roi_picker.value = liver
+    assert run_and_wait(qtbot, widget) == "done"
+    for kind in ("mask", "trees", "skeleton"):
+        data = np.asarray(ours(viewer)[kind].data)
+        assert not data[:, :, shape[2] // 2 :].any() and data.any(), kind
+    # grown by the margin (scale units)
+    widget.roi_margin_box.value = 2.0 * SCALE[2]
+    assert run_and_wait(qtbot, widget) == "done"
+    assert ours(viewer)["mask"].data[:, :, shape[2] // 2 : shape[2] // 2 + 2].any()
+    liver.translate = (0.0, 0.0, 7.0)  # another grid
+    assert widget.run() is None
+    assert "Inside 'liver'" in widget.status_label.text()

@@ -69,7 +69,7 @@ from qtpy.QtWidgets import (
 )
 from superqt import QCollapsible
 
-from napari_topo.geometry import layer_geometry, volume_refusal
+from napari_topo.geometry import compare_layers, layer_geometry, volume_refusal
 from napari_topo.layers import METADATA_KEY, LayerBuildError, create_layers, layer_kind
 from napari_topo.widgets._common import (
     _camera,
@@ -539,6 +539,10 @@ class _Job:
     intensity_from_name: str = ""
     #: mirrored copies averaged per tile (the pipeline's ``tta``; 1: off)
     tta: int = 1
+    #: the region of interest on the (cropped) image's voxels, and its margin in scale
+    #: units (the pipeline's ``roi`` and ``roi_margin``); None: everywhere
+    roi: np.ndarray | None = None
+    roi_margin: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -687,6 +691,8 @@ def _run_segment(
                 tile=job.tile,
                 overlap=job.overlap,
                 tta=job.tta,
+                roi=job.roi,
+                roi_margin=job.roi_margin,
                 device=job.device,
                 precision=job.precision,
                 intensity_from=job.intensity_from,
@@ -881,6 +887,22 @@ class SegmentWidget(QWidget):
             tooltip="Optional Points layer with one point per tree root; 'none' detects "
             "the roots automatically.",
         )
+        self.roi_picker = ComboBox(
+            label="Inside",
+            choices=self._roi_choices,
+            tooltip="Optional Labels layer on the image's grid (e.g. a liver mask): nothing "
+            "is segmented outside it (grown by Margin); the model still sees the whole "
+            "image. 'none': everywhere.",
+        )
+        self.roi_margin_box = FloatSpinBox(
+            label="Margin",
+            value=0.0,
+            min=0.0,
+            max=1e6,
+            step=1.0,
+            tooltip="Grow the Inside region by this distance, in the image's scale units "
+            "(mm for a CT read with its voxel size), so vessels entering it are kept.",
+        )
         # What to run and Run itself come first, so a short dock (three docks on a
         # 1366 x 768 screen) shows them and the result without scrolling; the settings
         # with defaults follow (a newcomer found Run and the status below the fold).
@@ -893,6 +915,8 @@ class SegmentWidget(QWidget):
             widgets=[
                 self.threshold_box,
                 self.sources_picker,
+                self.roi_picker,
+                self.roi_margin_box,
                 self.device_picker,
                 self.precision_picker,
                 self.tile_box,
@@ -1164,6 +1188,7 @@ class SegmentWidget(QWidget):
         region = self._region(image, volume, shape, tile) if is_3d else None
         sources = sources_in_voxels(points, image, shape) if is_3d else None
         geometry = layer_geometry(image, 3) if is_3d else None
+        roi = self._roi(image, shape, region) if is_3d else None
         if region is not None:
             translate, geometry = crop_placement(image, region.start)
             sources = self._sources_in(region, sources, points)
@@ -1175,6 +1200,8 @@ class SegmentWidget(QWidget):
             tile=tile,
             overlap=float(self.overlap_box.value),
             tta=int(self.tta_picker.value),
+            roi=roi,
+            roi_margin=float(self.roi_margin_box.value),
             threshold=float(self.threshold_box.value),
             spacing=tuple(abs(s) for s in scale) if is_3d else None,
             scale=scale,
@@ -1291,9 +1318,41 @@ class SegmentWidget(QWidget):
             if isinstance(layer, Points) and is_roots_layer(layer)
         ]
 
+    def _roi_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        """'none' and the 3D Labels layers the plugin did not make (a region's mask)."""
+        return [(_NONE, None)] + [
+            (layer.name, layer)
+            for layer in self._viewer.layers
+            if isinstance(layer, Labels)
+            and full_resolution(layer).ndim == 3
+            and not self._is_ours(layer)
+        ]
+
+    def _roi(self, image: Any, shape: tuple[int, ...], region: Region | None) -> np.ndarray | None:
+        """The Inside layer's mask on the image's voxels (the region's part), or None."""
+        layer = self.roi_picker.value
+        if layer is None:
+            return None
+        data = full_resolution(layer)
+        if tuple(data.shape) != tuple(shape):
+            raise ValueError(
+                f"Inside: '{layer.name}' has shape {tuple(data.shape)} but the image has "
+                f"{tuple(shape)}; pick a mask on the image's grid or 'none'."
+            )
+        # voxel for voxel only when both lie on one world grid (a layer never placed is
+        # taken on the image's)
+        compare_layers(layer, image, names=(f"Inside '{layer.name}'", f"image '{image.name}'"))
+        if region is not None:
+            data = data[region.slices]
+        mask = np.asarray(data) != 0
+        if not mask.any():
+            where = " in the region" if region is not None else ""
+            raise ValueError(f"Inside: '{layer.name}' is empty{where}; nothing would be found.")
+        return mask
+
     def _refresh_choices(self, _event: Any = None) -> None:
         """Rebuild the layer pickers in layer-list order, keeping the chosen layers."""
-        for picker in (self.image_picker, self.sources_picker, self.box_picker):
+        for picker in (self.image_picker, self.sources_picker, self.box_picker, self.roi_picker):
             rebuild_picker(picker)
         if not self._is_candidate(self.image_picker.value):
             # Prefer a 3D image the user brought to a 2D/RGB one or one of our outputs.
