@@ -106,7 +106,9 @@ def wait_done(qtbot, widget: MetricsWidget) -> None:
 
 def table_rows(widget: MetricsWidget) -> dict[str, str]:
     table = widget.table
-    return {table.item(r, 0).text(): table.item(r, 1).text() for r in range(table.rowCount())}
+    # a name without its unit ("HD95 (mm)" -> "HD95")
+    t = table
+    return {t.item(r, 0).text().split(" (")[0]: t.item(r, 1).text() for r in range(t.rowCount())}
 
 
 def picker_names(picker) -> list[str]:
@@ -180,6 +182,8 @@ def test_identical_layers_give_perfect_scores(make_napari_viewer, qtbot):
     assert rows["clDice"] == "1"
     assert rows["Betti-0 error"] == "0"
     assert rows["HD95"] == "0"
+    names = [widget.table.item(r, 0).text() for r in range(widget.table.rowCount())]
+    assert "HD95 (scale units)" in names  # a distance says its unit (the scale's)
     assert "Tree accuracy" not in rows  # single-label volumes
 
 
@@ -699,3 +703,15 @@ def test_show_errors_adds_layers_and_jumps(make_napari_viewer, qtbot):
     viewer.dims.set_point(0, 0)
     widget.errors_list.itemClicked.emit(item)
     np.testing.assert_allclose(viewer.dims.point[-3:], bridge_world, atol=SCALE[0])
+
+
+def test_hd95_names_the_unit_of_the_file_the_truth_came_from():
+    from napari_topo.widgets.metrics import _distance_unit
+
+    class Layer:
+        metadata = {"napari_topo_geometry": {"unit": "um"}}
+
+    assert _distance_unit(Layer(), (5.0, 1.0, 1.0)) == "um"
+    Layer.metadata = {}
+    assert _distance_unit(Layer(), (1.0, 1.0, 1.0)) == "voxels"
+    assert _distance_unit(Layer(), (2.0, 1.0, 1.0)) == "scale units"

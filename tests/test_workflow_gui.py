@@ -92,7 +92,9 @@ def settled(widget) -> bool:
 
 def table(widget) -> dict[str, str]:
     t = widget.table
-    return {t.item(r, 0).text(): t.item(r, 1).text() for r in range(t.rowCount())}
+    # a name without its unit ("HD95 (mm)" -> "HD95")
+    t = t
+    return {t.item(r, 0).text().split(" (")[0]: t.item(r, 1).text() for r in range(t.rowCount())}
 
 
 def assert_table_matches(widget, pred, gt) -> dict:

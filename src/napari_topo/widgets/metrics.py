@@ -553,6 +553,22 @@ class _Job:
     user: bool = True  # pressed Compute (False: a live recompute in the background)
     generation: int = 0
     pair: tuple | None = None  # the watched (prediction, ground truth) when started
+    unit: str = "voxels"  # of distances (HD95): see _distance_unit
+
+
+#: Metrics that are distances (shown with their unit).
+_DISTANCES = frozenset({"HD95"})
+
+
+def _distance_unit(layer: Any, spacing: Sequence[float]) -> str:
+    """Unit of distances measured with ``spacing`` (the ground truth's scale): the unit
+    of the file napari-topo's reader read it from ("mm", "um"), else "voxels" for a
+    scale of 1, else "scale units"."""
+    geometry = (getattr(layer, "metadata", None) or {}).get("napari_topo_geometry")
+    unit = geometry.get("unit") if isinstance(geometry, Mapping) else None
+    if isinstance(unit, str) and unit:
+        return unit
+    return "voxels" if np.allclose(spacing, 1.0) else "scale units"
 
 
 def _default_rank(layer: Any, role: str) -> tuple:
@@ -803,6 +819,7 @@ class MetricsWidget(QWidget):
             user=user,
             generation=self._generation,
             pair=self._watched_key,
+            unit=_distance_unit(ground_truth, spacing),
         )
         self._building_live = build_live
         self._verify = False
@@ -1053,6 +1070,7 @@ class MetricsWidget(QWidget):
             "ground_truth": job.ground_truth,
             "shape": job.shape,
             "spacing": job.spacing,
+            "unit": job.unit,
             "seconds": outcome.seconds,
             "metrics": metrics,
         }
@@ -1359,9 +1377,11 @@ class MetricsWidget(QWidget):
 
     def _fill_table(self, metrics: Mapping[str, Any], descriptions: Mapping[str, str]) -> None:
         self.table.setRowCount(len(metrics))
+        unit = (self._result or {}).get("unit")
         for row, (name, value) in enumerate(metrics.items()):
             description = descriptions.get(name, "")
-            name_item = QTableWidgetItem(str(name))
+            shown = f"{name} ({unit})" if name in _DISTANCES and unit else str(name)
+            name_item = QTableWidgetItem(shown)
             value_item = QTableWidgetItem(format_metric_value(value))
             value_item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             name_item.setToolTip(description)
