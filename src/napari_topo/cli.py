@@ -908,39 +908,31 @@ def _segment(args) -> None:
         if args.sources_space != "auto":
             space = args.sources_space
         sources = sources_in_voxels(pts, space, geometry, shape)
+    def on_input_grid(path, what):
+        """A file's volume on the input's grid (flips/permutations only), its note."""
+        other = _read(path)
+        data, other_geometry = _spatial(other, None, what, override, None)
+        names = (f"{what} {other.path.name}", f"the input {vol.path.name}")
+        return _aligned(data, other_geometry, geometry, shape, names)
+
     gt, gt_note = None, ""
     if args.gt:
-        gt_vol = _read(args.gt)
-        gt_data, gt_geometry = _spatial(gt_vol, None, "the ground truth", override, None)
-        gt_data, gt_note = _aligned(
-            gt_data,
-            gt_geometry,
-            geometry,
-            shape,
-            (f"the ground truth {gt_vol.path.name}", f"the input {vol.path.name}"),
-        )
+        gt_data, gt_note = on_input_grid(args.gt, "the ground truth")
         gt = _as_labels(gt_data, "the ground truth")
     roi, roi_note = None, ""
     if not (math.isfinite(args.roi_margin) and args.roi_margin >= 0):
         raise ValueError(f"--roi-margin must be a distance >= 0; got {args.roi_margin:g}")
     if args.roi:
-        roi_vol = _read(args.roi)
-        roi_data, roi_geometry = _spatial(roi_vol, None, "the region of interest", override, None)
-        roi, roi_note = _aligned(
-            roi_data,
-            roi_geometry,
-            geometry,
-            shape,
-            (f"the region of interest {roi_vol.path.name}", f"the input {vol.path.name}"),
-        )
+        roi, roi_note = on_input_grid(args.roi, "the region of interest")
         roi = np.asarray(roi)
+        name = Path(args.roi).name
         if roi.dtype.kind == "f" and not np.all(np.isin(roi, (0.0, 1.0))):
             raise ValueError(
-                f"the region of interest {roi_vol.path.name} holds fractional values: give "
-                "a mask (0 outside, nonzero inside)"
+                f"the region of interest {name} holds fractional values: give a mask "
+                "(0 outside, nonzero inside)"
             )
         if not roi.any():
-            raise ValueError(f"the region of interest {roi_vol.path.name} is empty (all 0)")
+            raise ValueError(f"the region of interest {name} is empty (all 0)")
     if not 0.0 < args.threshold < 1.0:
         raise ValueError(f"--threshold must be between 0 and 1; got {args.threshold}")
     out_dir = Path(args.out)
