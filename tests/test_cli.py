@@ -509,3 +509,19 @@ def test_segment_roi_keeps_everything_inside_the_region(files, capsys, tmp_path)
         code, out, err = _run([*args, "--out", tmp_path / "bad", *bad], capsys)
         assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, (bad, err)
         assert not (tmp_path / "bad").exists()
+
+
+def test_vessel_range_is_passed_recorded_and_checked(policy_files, capsys, tmp_path):
+    d = policy_files
+    base = ["segment", d / "ct.nii.gz", "--model", d / "tiny-auto.json", "--device", "cpu"]
+    base += ["--tile", "32", "--zoom", "1"]
+    code, _, err = _run([*base, "--out", tmp_path / "a", "--vessel-range", "100", "300"], capsys)
+    assert code == 0, err
+    summary = json.loads((tmp_path / "a" / "ct_summary.json").read_text())
+    assert summary["vessel_range"] == [100.0, 300.0]
+    assert "--vessel-range 100 300 drops" not in err  # the tip only when it is not given
+    code, _, err = _run([*base, "--out", tmp_path / "c"], capsys)
+    assert code == 0 and "--vessel-range 100 300 drops" in err  # a CT without it
+    code, _, err = _run([*base, "--out", tmp_path / "b", "--vessel-range", "300", "100"], capsys)
+    assert code == 2 and "--vessel-range needs LOW < HIGH" in err
+    assert not (tmp_path / "b").exists()

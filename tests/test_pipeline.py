@@ -454,3 +454,41 @@ def test_roi_keeps_results_inside_the_region_grown_by_its_margin(unet):
             segment(v.image, unet, roi=bad, **kw)
     with pytest.raises(ValueError, match="roi_margin"):
         grow_roi(roi, -1.0)
+
+
+def test_vessel_range_drops_whole_pieces_of_other_intensities(auto_card):
+    # On the development CT every model also marked a muscle sheet (40-60 HU), ribs and
+    # vertebrae (above 300 HU) by shape; in HU a contrast-filled lumen is neither.
+    import cc3d
+    from scipy import ndimage as ndi
+
+    from napari_topo.inference import drop_pieces_outside
+
+    hu = np.zeros((20, 20, 40), np.int16)
+    prob = np.zeros(hu.shape, np.float32)
+    for x0, value in ((2, 200), (12, 50), (22, 800)):  # lumen, muscle, bone
+        hu[5:10, 5:10, x0 : x0 + 5] = value
+        prob[5:10, 5:10, x0 : x0 + 5] = 0.9
+    hu[5:10, 5:10, 32:35], hu[5:10, 5:10, 35:37] = 200, 600  # mostly lumen, touching bone
+    prob[5:10, 5:10, 32:37] = 0.9
+    outputs = {"vessel": prob.copy()}
+    assert drop_pieces_outside(outputs, hu, (100, 300)) == 2
+    kept = outputs["vessel"] > 0.5
+    assert kept[5:10, 5:10, 2:7].all() and kept[5:10, 5:10, 32:37].all()  # kept whole
+    assert not kept[:, :, 12:27].any()
+    # through segment, on a CT phantom: every piece left has a median in the range
+    from test_intensity import ct_phantom
+
+    img, vessels, _, _, bone = ct_phantom(shape=(24, 64, 64))
+    net = Identity(gain=40.0, centre=0.6)  # "vessel" above 0.6 of the window (140 HU)
+    kw = dict(spacing=0.5, zoom=1.0, tile=32, device="cpu", min_size=0)
+    plain = segment(img, (net, auto_card), **kw)
+    gated = segment(img, (net, auto_card), vessel_range=(100, 300), **kw)
+    assert plain.mask[bone].any() and not gated.mask[bone].any()
+    assert gated.mask[vessels].mean() > 0.9 and plain.mask[vessels].mean() > 0.9
+    labels, n = cc3d.connected_components(gated.mask, connectivity=26, return_N=True)
+    medians = ndi.median(img, labels, index=np.arange(1, n + 1))
+    assert all(100 <= m <= 300 for m in np.atleast_1d(medians))
+    for bad in [(300, 100), (0, np.nan), (1,), "100 300"]:
+        with pytest.raises(ValueError, match="vessel_range"):
+            segment(img, (net, auto_card), vessel_range=bad, **kw)

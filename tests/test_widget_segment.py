@@ -338,21 +338,26 @@ def test_input_section_collects_the_policy_choices(make_napari_viewer, qtbot):
         "modality": "auto",
         "polarity": "auto",
         "window": None,
+        "vessel_range": None,
         "zoom": "auto",
     }
     assert widget.zoom_box.native.text() == "auto"
     assert not widget.window_low.enabled and not widget.window_high.enabled
+    assert not widget.range_low.enabled and not widget.range_high.enabled
     widget.modality_picker.value = "ct"
     widget.polarity_picker.value = "dark"
     widget.window_check.value = True
     assert widget.window_low.enabled and widget.window_high.enabled
     widget.window_low.value, widget.window_high.value = -50.0, 250.0
+    widget.range_check.value = True  # the CLI's --vessel-range, 100..300 HU by default
+    assert widget.range_low.enabled and widget.range_high.enabled
     widget.zoom_box.value = 0.5
     job, _ = widget._make_job(image)
-    assert (job.modality, job.polarity, job.window, job.zoom) == (
+    assert (job.modality, job.polarity, job.window, job.vessel_range, job.zoom) == (
         "ct",
         "dark",
         (-50.0, 250.0),
+        (100.0, 300.0),
         0.5,
     )
     widget.zoom_box.value = 0.0
@@ -1038,3 +1043,10 @@ def test_inside_keeps_the_results_in_a_region_of_interest(make_napari_viewer, qt
     liver.translate = (0.0, 0.0, 7.0)  # another grid
     assert widget.run() is None
     assert "Inside 'liver'" in widget.status_label.text()
+    # the Input section's vessel range reaches the pipeline: a range no piece of this
+    # image (intensities 0..1) has drops them all
+    widget.roi_picker.value = None
+    widget.range_check.value = True
+    widget.range_low.value, widget.range_high.value = 2.0, 3.0
+    run_and_wait(qtbot, widget)
+    assert widget.last_analysis is not None and not widget.last_analysis.mask.any()

@@ -269,8 +269,16 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--tta", type=int, help="mirrored copies averaged (segment's tta; default 1, off)"
     )
+    ap.add_argument(
+        "--vessel-range",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        help="segment's vessel_range (intensities a vessel voxel can have); default off",
+    )
     args = ap.parse_args(argv)
-    settings = {k: v for k in ("tile", "overlap", "tta") if (v := getattr(args, k)) is not None}
+    options = ("tile", "overlap", "tta", "vessel_range")
+    settings = {k: v for k in options if (v := getattr(args, k)) is not None}
 
     import napari_topo
 

@@ -47,6 +47,7 @@ import sys
 import tempfile
 import time
 import warnings
+from functools import partial
 from pathlib import Path
 
 from . import __version__
@@ -336,6 +337,15 @@ def build_parser() -> argparse.ArgumentParser:
         "nothing is segmented outside it; the model still sees the whole volume",
     )
     seg.add_argument(
+        "--vessel-range",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        help="intensities a vessel voxel can have, in the input's units (HU for a CT): "
+        "nothing outside is kept. For a portal-venous contrast CT: 100 300 (drops the "
+        "muscle and bone the models also mark); off by default",
+    )
+    seg.add_argument(
         "--roi-margin",
         type=float,
         default=0.0,
@@ -512,8 +522,6 @@ def open_demo_viewer(viewer=None, say=None):
         docks.append(dock)
     window = docks[0].parent() if docks else None
     if window is not None and hasattr(window, "resizeDocks"):
-        from functools import partial
-
         from qtpy.QtCore import Qt, QTimer
         from qtpy.QtWidgets import QApplication
 
@@ -877,8 +885,21 @@ def _segment_settings(args, name: str) -> dict:
         "progress": _progress_printer(f"segmenting {name}"),
         # said before the model runs: a wrong modality or zoom is seen at once, not
         # after minutes of inference
-        "on_policy": lambda p: print(f"input: {p.describe()}", flush=True),
+        "on_policy": partial(_say_policy, vessel_range=getattr(args, "vessel_range", None)),
     }
+
+
+def _say_policy(policy, vessel_range=None) -> None:
+    """The ``input:`` line; for a CT without ``--vessel-range``, what it would do."""
+    print(f"input: {policy.describe()}", flush=True)
+    if policy.intensity.modality == "ct" and vessel_range is None:
+        print(
+            "napari-topo: note: on a contrast CT the models also mark muscle and bone; "
+            "for a portal-venous phase, --vessel-range 100 300 drops the pieces whose "
+            "median HU is outside (README, On real data)",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _segment(args) -> None:
@@ -919,6 +940,10 @@ def _segment(args) -> None:
     if args.gt:
         gt_data, gt_note = on_input_grid(args.gt, "the ground truth")
         gt = _as_labels(gt_data, "the ground truth")
+    if args.vessel_range is not None:
+        low, high = args.vessel_range
+        if not (math.isfinite(low) and math.isfinite(high) and low < high):
+            raise ValueError(f"--vessel-range needs LOW < HIGH; got {low:g} {high:g}")
     roi, roi_note = None, ""
     if not (math.isfinite(args.roi_margin) and args.roi_margin >= 0):
         raise ValueError(f"--roi-margin must be a distance >= 0; got {args.roi_margin:g}")
@@ -960,7 +985,11 @@ def _segment(args) -> None:
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"--workers must be at least 1; got {args.workers}")
     if fmt == "ome-zarr":
-        for flag, value in (("--gt", args.gt), ("--roi", args.roi)):
+        for flag, value in (
+            ("--gt", args.gt),
+            ("--roi", args.roi),
+            ("--vessel-range", args.vessel_range),
+        ):
             if value:
                 raise ValueError(
                     f"{flag} needs the whole-volume pipeline; --format ome-zarr streams "
@@ -981,6 +1010,7 @@ def _segment(args) -> None:
         zoom=args.zoom,
         roi=roi,
         roi_margin=args.roi_margin,
+        vessel_range=args.vessel_range,
         on_message=lambda m: print(f"napari-topo: note: {m}", file=sys.stderr),
         **_segment_settings(args, vol.path.name),
     )
@@ -1010,6 +1040,8 @@ def _segment(args) -> None:
         summary.update({"input": str(vol.path), "model": model, "seconds": round(took, 2)})
         if args.channel is not None:
             summary["channel"] = args.channel
+        if args.vessel_range is not None:
+            summary["vessel_range"] = [float(v) for v in args.vessel_range]
         if roi is not None:
             summary["roi"] = {
                 "file": str(args.roi),

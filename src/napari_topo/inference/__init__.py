@@ -30,6 +30,7 @@ from .intensity import (
 from .pipeline import (
     InferenceFallbackWarning,
     PredictOutputs,
+    drop_pieces_outside,
     grow_roi,
     mirror_flips,
     predict,
@@ -57,6 +58,7 @@ __all__ = [
     "autocast_context",
     "available_devices",
     "card_normalization",
+    "drop_pieces_outside",
     "gaussian_weights",
     "grow_roi",
     "mirror_flips",

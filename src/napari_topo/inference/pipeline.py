@@ -26,6 +26,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "InferenceFallbackWarning",
     "PredictOutputs",
+    "drop_pieces_outside",
     "grow_roi",
     "mirror_flips",
     "predict",
@@ -510,6 +511,65 @@ def _run_with_fallbacks(run, attempt, progress, say):
             attempt = nxt
 
 
+def _intensity_range(value) -> tuple[float, float]:
+    """``(low, high)`` as two finite floats with ``low < high``, or a one-line error."""
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"vessel_range must be two numbers (low, high); got {value!r}") from None
+    if not (np.isfinite(low) and np.isfinite(high) and low < high):
+        raise ValueError(f"vessel_range must be finite with low < high; got {value!r}")
+    return low, high
+
+
+def drop_pieces_outside(outputs, volume, vessel_range, threshold: float = 0.5) -> int:
+    """Drop the pieces of the mask whose median intensity lies outside ``vessel_range``.
+
+    The mask ``outputs["vessel"] > threshold`` is cut into 26-connected pieces
+    (:func:`cc3d.connected_components`); a piece whose median ``volume`` value is below
+    ``vessel_range[0]`` or above ``vessel_range[1]`` gets probability (and TopNet's
+    centerness) 0, in place.
+
+    Parameters
+    ----------
+    outputs : dict of str to ndarray
+        :func:`predict`'s outputs on the grid of ``volume`` (float32 (z, y, x) arrays).
+    volume : array-like (z, y, x)
+        The intensities, in the input's units (HU for a CT).
+    vessel_range : (low, high)
+    threshold : float
+        The mask threshold :func:`segment` uses.
+
+    Returns
+    -------
+    int
+        Pieces dropped.
+
+    Raises
+    ------
+    ValueError
+        A range that is not two finite numbers with ``low < high``.
+    """
+    import cc3d
+    from scipy import ndimage as ndi
+
+    low, high = _intensity_range(vessel_range)
+    prob = outputs["vessel"]
+    labels, n = cc3d.connected_components(prob > threshold, connectivity=26, return_N=True)
+    if n == 0:
+        return 0
+    values = np.asarray(volume)
+    medians = np.asarray(ndi.median(values, labels, index=np.arange(1, n + 1)), dtype=float)
+    bad = np.zeros(n + 1, dtype=bool)
+    bad[1:] = (medians < low) | (medians > high)
+    if bad.any():
+        drop = bad[labels]
+        for key in ("vessel", "centerness"):
+            if key in outputs:
+                outputs[key][drop] = 0.0
+    return int(bad.sum())
+
+
 def grow_roi(
     roi: Any,
     margin: float = 0.0,
@@ -582,6 +642,7 @@ def segment(
     geometry=None,
     roi=None,
     roi_margin: float = 0.0,
+    vessel_range: Sequence[float] | None = None,
     **predict_kwargs,
 ):
     """Predict, threshold, skeletonise and reconstruct the vessel trees of a volume.
@@ -619,6 +680,17 @@ def segment(
         Grow ``roi`` by this distance, in the units of ``spacing`` (voxels without
         one), so vessels entering the region are kept up to it (the portal vein at the
         liver's hilum).
+    vessel_range : (low, high), optional
+        Intensities (the input's units: HU for a CT) a vessel can have: each piece of
+        the mask (26-connected, before ``min_size``) whose median intensity lies outside
+        ``[low, high]`` is dropped whole (its probability set to 0), see
+        :func:`drop_pieces_outside`. For a contrast CT in the portal-venous phase,
+        ``(100, 300)``: the lumen range the models were trained on (110-280 HU) and the
+        top of their CT window, above which lumen and bone look the same to them; it
+        drops what the networks mark by shape alone (a muscle sheet at 40-60 HU, ribs
+        and vertebrae above 300). Whole pieces, not voxels: gating voxel by voxel left
+        noise holes that broke the centerlines. Off by default (an arterial-phase CTA
+        has lumen above 300 HU; a non-contrast CT has none above 100).
     **predict_kwargs
         Any other :func:`predict` argument (tile, device, progress, cancel, ...).
 
@@ -641,6 +713,8 @@ def segment(
     region = None
     if roi is not None:
         region = grow_roi(roi, roi_margin, spacing=spacing, shape=np.shape(volume))
+    if vessel_range is not None:
+        vessel_range = _intensity_range(vessel_range)
     outputs = predict(
         volume,
         model,
@@ -651,10 +725,13 @@ def segment(
         zoom=zoom,
         **predict_kwargs,
     )
-    if region is not None:
+    outside = None if region is None else ~region
+    if outside is not None:
         for key in ("vessel", "centerness"):
             if key in outputs:
-                outputs[key][~region] = 0.0
+                outputs[key][outside] = 0.0
+    if vessel_range is not None:
+        drop_pieces_outside(outputs, volume, vessel_range, threshold)
     analysis = VesselAnalysis.from_outputs(
         outputs,
         threshold=threshold,

@@ -543,6 +543,9 @@ class _Job:
     #: units (the pipeline's ``roi`` and ``roi_margin``); None: everywhere
     roi: np.ndarray | None = None
     roi_margin: float = 0.0
+    #: pieces of the mask with a median intensity outside it are dropped (the
+    #: pipeline's ``vessel_range``); None: off
+    vessel_range: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -693,6 +696,7 @@ def _run_segment(
                 tta=job.tta,
                 roi=job.roi,
                 roi_margin=job.roi_margin,
+                vessel_range=job.vessel_range,
                 device=job.device,
                 precision=job.precision,
                 intensity_from=job.intensity_from,
@@ -1119,6 +1123,26 @@ class SegmentWidget(QWidget):
             label="Intensity",
         )
         window_row.margins = (0, 0, 0, 0)
+        self.range_check = CheckBox(
+            text="Keep",
+            value=False,
+            tooltip="Drop each piece of the mask whose median intensity lies outside "
+            "Low..High (image units; HU for a CT). For a portal-venous contrast CT, "
+            "100..300 HU removes the muscle and bone the models also mark.",
+        )
+        self.range_low = FloatSpinBox(value=100.0, min=-1e6, max=1e6, step=10.0)
+        self.range_high = FloatSpinBox(value=300.0, min=-1e6, max=1e6, step=10.0)
+        for box, end in ((self.range_low, "Lowest"), (self.range_high, "Highest")):
+            box.tooltip = f"{end} median intensity of a piece of vessel (HU for a CT)."
+            box.enabled = False
+        self.range_check.changed.connect(self._on_range_toggled)
+        range_row = Container(
+            widgets=[self.range_check, self.range_low, self.range_high],
+            layout="horizontal",
+            labels=False,
+            label="Vessel range",
+        )
+        range_row.margins = (0, 0, 0, 0)
         self.zoom_box = FloatSpinBox(
             label="Zoom",
             value=_AUTO_ZOOM,
@@ -1131,7 +1155,13 @@ class SegmentWidget(QWidget):
         )
         self.zoom_box.native.setSpecialValueText("auto")
         self._input_form = Container(
-            widgets=[self.modality_picker, self.polarity_picker, window_row, self.zoom_box],
+            widgets=[
+                self.modality_picker,
+                self.polarity_picker,
+                window_row,
+                range_row,
+                self.zoom_box,
+            ],
             labels=True,
         )
         self._input_form.margins = (0, 0, 0, 0)
@@ -1146,18 +1176,25 @@ class SegmentWidget(QWidget):
         self.window_low.enabled = bool(on)
         self.window_high.enabled = bool(on)
 
+    def _on_range_toggled(self, on: bool) -> None:
+        self.range_low.enabled = bool(on)
+        self.range_high.enabled = bool(on)
+
     def input_choices(self) -> dict[str, Any]:
         """The Input section's choices as :func:`~napari_topo.inference.pipeline.segment`
-        keyword arguments: ``modality``, ``polarity``, ``window`` (None unless set) and
-        ``zoom`` ("auto" or a number)."""
+        keyword arguments: ``modality``, ``polarity``, ``window`` and ``vessel_range``
+        (None unless set) and ``zoom`` ("auto" or a number)."""
         zoom = float(self.zoom_box.value)
-        window = None
+        window = vessel_range = None
         if self.window_check.value:
             window = (float(self.window_low.value), float(self.window_high.value))
+        if self.range_check.value:
+            vessel_range = (float(self.range_low.value), float(self.range_high.value))
         return {
             "modality": str(self.modality_picker.value),
             "polarity": str(self.polarity_picker.value),
             "window": window,
+            "vessel_range": vessel_range,
             "zoom": "auto" if zoom <= _AUTO_ZOOM else zoom,
         }
 
