@@ -511,17 +511,23 @@ def test_segment_roi_keeps_everything_inside_the_region(files, capsys, tmp_path)
         assert not (tmp_path / "bad").exists()
 
 
-def test_vessel_range_is_passed_recorded_and_checked(policy_files, capsys, tmp_path):
+def test_vessel_range_is_auto_on_a_ct_given_or_off(policy_files, capsys, tmp_path):
     d = policy_files
     base = ["segment", d / "ct.nii.gz", "--model", d / "tiny-auto.json", "--device", "cpu"]
     base += ["--tile", "32", "--zoom", "1"]
-    code, _, err = _run([*base, "--out", tmp_path / "a", "--vessel-range", "100", "300"], capsys)
+
+    def summary(name):
+        return json.loads((tmp_path / name / "ct_summary.json").read_text())
+
+    code, out, err = _run([*base, "--out", tmp_path / "a"], capsys)  # a CT in HU: auto
     assert code == 0, err
-    summary = json.loads((tmp_path / "a" / "ct_summary.json").read_text())
-    assert summary["vessel_range"] == [100.0, 300.0]
-    assert "--vessel-range 100 300 drops" not in err  # the tip only when it is not given
-    code, _, err = _run([*base, "--out", tmp_path / "c"], capsys)
-    assert code == 0 and "--vessel-range 100 300 drops" in err  # a CT without it
-    code, _, err = _run([*base, "--out", tmp_path / "b", "--vessel-range", "300", "100"], capsys)
-    assert code == 2 and "--vessel-range needs LOW < HIGH" in err
-    assert not (tmp_path / "b").exists()
+    assert summary("a")["vessel_range"] == [100.0, 300.0]
+    assert "outside 100..300 HU (--vessel-range" in out
+    code, out, err = _run([*base, "--out", tmp_path / "b", "--vessel-range", "50", "400"], capsys)
+    assert code == 0 and summary("b")["vessel_range"] == [50.0, 400.0]
+    code, out, err = _run([*base, "--out", tmp_path / "c", "--vessel-range", "off"], capsys)
+    assert code == 0 and summary("c")["vessel_range"] is None and "dropped" not in out
+    for bad in (["300", "100"], ["x"], ["1", "2", "3"]):
+        code, _, err = _run([*base, "--out", tmp_path / "bad", "--vessel-range", *bad], capsys)
+        assert code == 2 and "--vessel-range takes auto, off or LOW HIGH" in err, bad
+        assert not (tmp_path / "bad").exists()

@@ -482,13 +482,21 @@ def test_vessel_range_drops_whole_pieces_of_other_intensities(auto_card):
     img, vessels, _, _, bone = ct_phantom(shape=(24, 64, 64))
     net = Identity(gain=40.0, centre=0.6)  # "vessel" above 0.6 of the window (140 HU)
     kw = dict(spacing=0.5, zoom=1.0, tile=32, device="cpu", min_size=0)
-    plain = segment(img, (net, auto_card), **kw)
+    plain = segment(img, (net, auto_card), vessel_range=None, **kw)
     gated = segment(img, (net, auto_card), vessel_range=(100, 300), **kw)
     assert plain.mask[bone].any() and not gated.mask[bone].any()
+    assert plain.vessel_range is None and gated.vessel_range == (100.0, 300.0)
+    assert gated.pieces_dropped > 0
+    # "auto" (the default) applies it to a CT in HU and to nothing else
+    auto = segment(img, (net, auto_card), **kw)
+    assert auto.vessel_range == (100.0, 300.0)
+    np.testing.assert_array_equal(auto.mask, gated.mask)
+    micro = segment(img, (net, auto_card), modality="microscopy", **kw)
+    assert micro.vessel_range is None
     assert gated.mask[vessels].mean() > 0.9 and plain.mask[vessels].mean() > 0.9
     labels, n = cc3d.connected_components(gated.mask, connectivity=26, return_N=True)
     medians = ndi.median(img, labels, index=np.arange(1, n + 1))
     assert all(100 <= m <= 300 for m in np.atleast_1d(medians))
-    for bad in [(300, 100), (0, np.nan), (1,), "100 300"]:
+    for bad in [(300, 100), (0, np.nan), (1,), "100 300", "on"]:
         with pytest.raises(ValueError, match="vessel_range"):
             segment(img, (net, auto_card), vessel_range=bad, **kw)

@@ -338,7 +338,7 @@ def test_input_section_collects_the_policy_choices(make_napari_viewer, qtbot):
         "modality": "auto",
         "polarity": "auto",
         "window": None,
-        "vessel_range": None,
+        "vessel_range": "auto",
         "zoom": "auto",
     }
     assert widget.zoom_box.native.text() == "auto"
@@ -349,7 +349,7 @@ def test_input_section_collects_the_policy_choices(make_napari_viewer, qtbot):
     widget.window_check.value = True
     assert widget.window_low.enabled and widget.window_high.enabled
     widget.window_low.value, widget.window_high.value = -50.0, 250.0
-    widget.range_check.value = True  # the CLI's --vessel-range, 100..300 HU by default
+    widget.range_mode.value = "custom"  # the CLI's --vessel-range LOW HIGH
     assert widget.range_low.enabled and widget.range_high.enabled
     widget.zoom_box.value = 0.5
     job, _ = widget._make_job(image)
@@ -1046,7 +1046,7 @@ def test_inside_keeps_the_results_in_a_region_of_interest(make_napari_viewer, qt
     # the Input section's vessel range reaches the pipeline: a range no piece of this
     # image (intensities 0..1) has drops them all
     widget.roi_picker.value = None
-    widget.range_check.value = True
+    widget.range_mode.value = "custom"
     widget.range_low.value, widget.range_high.value = 2.0, 3.0
     run_and_wait(qtbot, widget)
     assert widget.last_analysis is not None and not widget.last_analysis.mask.any()

@@ -271,14 +271,16 @@ def main(argv=None) -> int:
     )
     ap.add_argument(
         "--vessel-range",
-        type=float,
-        nargs=2,
-        metavar=("LOW", "HIGH"),
-        help="segment's vessel_range (intensities a vessel voxel can have); default off",
+        nargs="+",
+        metavar="off|LOW HIGH",
+        help="segment's vessel_range (default: segment's own, 'auto': 100 300 HU on a CT)",
     )
     args = ap.parse_args(argv)
     options = ("tile", "overlap", "tta", "vessel_range")
     settings = {k: v for k in options if (v := getattr(args, k)) is not None}
+    if "vessel_range" in settings:
+        given = settings["vessel_range"]
+        settings["vessel_range"] = None if given == ["off"] else tuple(map(float, given))
 
     import napari_topo
 

@@ -338,12 +338,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     seg.add_argument(
         "--vessel-range",
-        type=float,
-        nargs=2,
-        metavar=("LOW", "HIGH"),
-        help="intensities a vessel voxel can have, in the input's units (HU for a CT): "
-        "nothing outside is kept. For a portal-venous contrast CT: 100 300 (drops the "
-        "muscle and bone the models also mark); off by default",
+        nargs="+",
+        default=["auto"],
+        metavar="auto|off|LOW HIGH",
+        help="drop each piece of the mask whose median intensity (input units, HU for a "
+        "CT) is outside LOW..HIGH; auto (default): 100 300 for a CT in HU (a portal-venous "
+        "lumen; drops the muscle and bone the models also mark), nothing otherwise; off",
     )
     seg.add_argument(
         "--roi-margin",
@@ -885,21 +885,28 @@ def _segment_settings(args, name: str) -> dict:
         "progress": _progress_printer(f"segmenting {name}"),
         # said before the model runs: a wrong modality or zoom is seen at once, not
         # after minutes of inference
-        "on_policy": partial(_say_policy, vessel_range=getattr(args, "vessel_range", None)),
+        "on_policy": _say_policy,
     }
 
 
-def _say_policy(policy, vessel_range=None) -> None:
-    """The ``input:`` line; for a CT without ``--vessel-range``, what it would do."""
-    print(f"input: {policy.describe()}", flush=True)
-    if policy.intensity.modality == "ct" and vessel_range is None:
-        print(
-            "napari-topo: note: on a contrast CT the models also mark muscle and bone; "
-            "for a portal-venous phase, --vessel-range 100 300 drops the pieces whose "
-            "median HU is outside (README, On real data)",
-            file=sys.stderr,
-            flush=True,
+def _vessel_range_arg(values) -> str | tuple[float, float] | None:
+    """``--vessel-range``: "auto", None ("off") or ``(low, high)``; one line if bad."""
+    if len(values) == 1 and values[0] in ("auto", "off"):
+        return None if values[0] == "off" else "auto"
+    try:
+        low, high = (float(v) for v in values)
+    except ValueError:
+        low = high = math.nan
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError(
+            f"--vessel-range takes auto, off or LOW HIGH with LOW < HIGH; got {' '.join(values)}"
         )
+    return low, high
+
+
+def _say_policy(policy) -> None:
+    """The ``input:`` line."""
+    print(f"input: {policy.describe()}", flush=True)
 
 
 def _segment(args) -> None:
@@ -940,10 +947,7 @@ def _segment(args) -> None:
     if args.gt:
         gt_data, gt_note = on_input_grid(args.gt, "the ground truth")
         gt = _as_labels(gt_data, "the ground truth")
-    if args.vessel_range is not None:
-        low, high = args.vessel_range
-        if not (math.isfinite(low) and math.isfinite(high) and low < high):
-            raise ValueError(f"--vessel-range needs LOW < HIGH; got {low:g} {high:g}")
+    vessel_range = _vessel_range_arg(args.vessel_range)
     roi, roi_note = None, ""
     if not (math.isfinite(args.roi_margin) and args.roi_margin >= 0):
         raise ValueError(f"--roi-margin must be a distance >= 0; got {args.roi_margin:g}")
@@ -988,7 +992,7 @@ def _segment(args) -> None:
         for flag, value in (
             ("--gt", args.gt),
             ("--roi", args.roi),
-            ("--vessel-range", args.vessel_range),
+            ("--vessel-range", vessel_range not in ("auto", None)),
         ):
             if value:
                 raise ValueError(
@@ -1010,7 +1014,7 @@ def _segment(args) -> None:
         zoom=args.zoom,
         roi=roi,
         roi_margin=args.roi_margin,
-        vessel_range=args.vessel_range,
+        vessel_range=vessel_range,
         on_message=lambda m: print(f"napari-topo: note: {m}", file=sys.stderr),
         **_segment_settings(args, vol.path.name),
     )
@@ -1040,8 +1044,9 @@ def _segment(args) -> None:
         summary.update({"input": str(vol.path), "model": model, "seconds": round(took, 2)})
         if args.channel is not None:
             summary["channel"] = args.channel
-        if args.vessel_range is not None:
-            summary["vessel_range"] = [float(v) for v in args.vessel_range]
+        applied = getattr(analysis, "vessel_range", None)
+        summary["vessel_range"] = None if applied is None else [float(v) for v in applied]
+        summary["pieces_dropped"] = int(getattr(analysis, "pieces_dropped", 0))
         if roi is not None:
             summary["roi"] = {
                 "file": str(args.roi),
@@ -1080,6 +1085,14 @@ def _segment(args) -> None:
         print(
             f"  ... and {len(trees) - MAX_TREE_LINES} smaller trees "
             f"(every tree in {stem}_summary.json)"
+        )
+    applied = getattr(analysis, "vessel_range", None)
+    if applied is not None:
+        hu = " HU" if policy is not None and policy.intensity.modality == "ct" else ""
+        print(
+            f"dropped {getattr(analysis, 'pieces_dropped', 0)} pieces of the mask whose "
+            f"median is outside {applied[0]:g}..{applied[1]:g}{hu} (--vessel-range; "
+            "'off' keeps them)"
         )
     if roi is not None:
         margin = f" grown by {args.roi_margin:g}{unit}" if args.roi_margin else ""

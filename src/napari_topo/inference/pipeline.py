@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "CT_VESSEL_RANGE",
     "DEFAULT_MIN_SIZE",
     "DEFAULT_MODEL",
     "InferenceFallbackWarning",
@@ -511,6 +512,13 @@ def _run_with_fallbacks(run, attempt, progress, say):
             attempt = nxt
 
 
+#: ``segment(vessel_range="auto")`` on a CT in HU: the lumen range the models were
+#: trained on (110-280 HU, ``napari_topo.data.appearance``) widened to the top of their
+#: CT window (300 HU). On 3D-IRCADb-01 patient 01 it raised unet-dice's Dice from 0.334
+#: to 0.544 (README, *On real data*).
+CT_VESSEL_RANGE = (100.0, 300.0)
+
+
 def _intensity_range(value) -> tuple[float, float]:
     """``(low, high)`` as two finite floats with ``low < high``, or a one-line error."""
     try:
@@ -642,7 +650,7 @@ def segment(
     geometry=None,
     roi=None,
     roi_margin: float = 0.0,
-    vessel_range: Sequence[float] | None = None,
+    vessel_range: str | Sequence[float] | None = "auto",
     **predict_kwargs,
 ):
     """Predict, threshold, skeletonise and reconstruct the vessel trees of a volume.
@@ -680,17 +688,18 @@ def segment(
         Grow ``roi`` by this distance, in the units of ``spacing`` (voxels without
         one), so vessels entering the region are kept up to it (the portal vein at the
         liver's hilum).
-    vessel_range : (low, high), optional
+    vessel_range : "auto", (low, high) or None
         Intensities (the input's units: HU for a CT) a vessel can have: each piece of
         the mask (26-connected, before ``min_size``) whose median intensity lies outside
         ``[low, high]`` is dropped whole (its probability set to 0), see
-        :func:`drop_pieces_outside`. For a contrast CT in the portal-venous phase,
-        ``(100, 300)``: the lumen range the models were trained on (110-280 HU) and the
-        top of their CT window, above which lumen and bone look the same to them; it
-        drops what the networks mark by shape alone (a muscle sheet at 40-60 HU, ribs
-        and vertebrae above 300). Whole pieces, not voxels: gating voxel by voxel left
-        noise holes that broke the centerlines. Off by default (an arterial-phase CTA
-        has lumen above 300 HU; a non-contrast CT has none above 100).
+        :func:`drop_pieces_outside`. "auto" (default): :data:`CT_VESSEL_RANGE` (100 to
+        300 HU) when the input policy recognised a CT in HU, nothing otherwise; None:
+        off. 100-300 HU is the lumen range the models were trained on (110-280 HU) and
+        the top of their CT window, above which lumen and bone look the same to them;
+        it drops what the networks mark by shape alone (a muscle sheet at 40-60 HU,
+        ribs and vertebrae above 300). Whole pieces, not voxels: gating voxel by voxel
+        left noise holes that broke the centerlines. An arterial-phase CTA (lumen above
+        300 HU) or a non-contrast CT (none above 100) needs another range or None.
     **predict_kwargs
         Any other :func:`predict` argument (tile, device, progress, cancel, ...).
 
@@ -713,7 +722,12 @@ def segment(
     region = None
     if roi is not None:
         region = grow_roi(roi, roi_margin, spacing=spacing, shape=np.shape(volume))
-    if vessel_range is not None:
+    if isinstance(vessel_range, str):
+        if vessel_range != "auto":
+            raise ValueError(
+                f"vessel_range must be 'auto', (low, high) or None; got {vessel_range!r}"
+            )
+    elif vessel_range is not None:
         vessel_range = _intensity_range(vessel_range)
     outputs = predict(
         volume,
@@ -730,8 +744,12 @@ def segment(
         for key in ("vessel", "centerness"):
             if key in outputs:
                 outputs[key][outside] = 0.0
+    if vessel_range == "auto":
+        is_ct = outputs.input_policy is not None and outputs.input_policy.intensity.modality == "ct"
+        vessel_range = CT_VESSEL_RANGE if is_ct else None
+    dropped = 0
     if vessel_range is not None:
-        drop_pieces_outside(outputs, volume, vessel_range, threshold)
+        dropped = drop_pieces_outside(outputs, volume, vessel_range, threshold)
     analysis = VesselAnalysis.from_outputs(
         outputs,
         threshold=threshold,
@@ -743,4 +761,7 @@ def segment(
     # VesselAnalysis has no field for them (yet): carried as attributes.
     analysis.input_policy = outputs.input_policy
     analysis.compute = outputs.compute
+    # the range applied (None: none) and how many pieces of the mask it dropped
+    analysis.vessel_range = None if vessel_range is None else tuple(vessel_range)
+    analysis.pieces_dropped = dropped
     return analysis

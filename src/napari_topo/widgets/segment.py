@@ -545,7 +545,7 @@ class _Job:
     roi_margin: float = 0.0
     #: pieces of the mask with a median intensity outside it are dropped (the
     #: pipeline's ``vessel_range``); None: off
-    vessel_range: tuple[float, float] | None = None
+    vessel_range: str | tuple[float, float] | None = "auto"
 
 
 @dataclass(frozen=True)
@@ -1123,21 +1123,22 @@ class SegmentWidget(QWidget):
             label="Intensity",
         )
         window_row.margins = (0, 0, 0, 0)
-        self.range_check = CheckBox(
-            text="Keep",
-            value=False,
-            tooltip="Drop each piece of the mask whose median intensity lies outside "
-            "Low..High (image units; HU for a CT). For a portal-venous contrast CT, "
-            "100..300 HU removes the muscle and bone the models also mark.",
+        self.range_mode = ComboBox(
+            choices=["auto", "off", "custom"],
+            value="auto",
+            tooltip="Drop each piece of the mask whose median intensity lies outside a "
+            "range (image units; HU for a CT). 'auto': 100..300 HU for a CT in HU (a "
+            "portal-venous lumen: removes the muscle and bone the models also mark), "
+            "nothing otherwise; 'custom': the two values.",
         )
         self.range_low = FloatSpinBox(value=100.0, min=-1e6, max=1e6, step=10.0)
         self.range_high = FloatSpinBox(value=300.0, min=-1e6, max=1e6, step=10.0)
         for box, end in ((self.range_low, "Lowest"), (self.range_high, "Highest")):
             box.tooltip = f"{end} median intensity of a piece of vessel (HU for a CT)."
             box.enabled = False
-        self.range_check.changed.connect(self._on_range_toggled)
+        self.range_mode.changed.connect(self._on_range_toggled)
         range_row = Container(
-            widgets=[self.range_check, self.range_low, self.range_high],
+            widgets=[self.range_mode, self.range_low, self.range_high],
             layout="horizontal",
             labels=False,
             label="Vessel range",
@@ -1176,19 +1177,19 @@ class SegmentWidget(QWidget):
         self.window_low.enabled = bool(on)
         self.window_high.enabled = bool(on)
 
-    def _on_range_toggled(self, on: bool) -> None:
-        self.range_low.enabled = bool(on)
-        self.range_high.enabled = bool(on)
+    def _on_range_toggled(self, mode: str) -> None:
+        self.range_low.enabled = self.range_high.enabled = mode == "custom"
 
     def input_choices(self) -> dict[str, Any]:
         """The Input section's choices as :func:`~napari_topo.inference.pipeline.segment`
-        keyword arguments: ``modality``, ``polarity``, ``window`` and ``vessel_range``
-        (None unless set) and ``zoom`` ("auto" or a number)."""
+        keyword arguments: ``modality``, ``polarity``, ``window`` (None unless set),
+        ``vessel_range`` ("auto", None or a pair) and ``zoom`` ("auto" or a number)."""
         zoom = float(self.zoom_box.value)
-        window = vessel_range = None
+        window = None
         if self.window_check.value:
             window = (float(self.window_low.value), float(self.window_high.value))
-        if self.range_check.value:
+        vessel_range = {"auto": "auto", "off": None}.get(str(self.range_mode.value))
+        if self.range_mode.value == "custom":
             vessel_range = (float(self.range_low.value), float(self.range_high.value))
         return {
             "modality": str(self.modality_picker.value),
