@@ -1110,19 +1110,14 @@ class SegmentWidget(QWidget):
             value=False,
             tooltip="Map Low..High (HU for a CT) to 0..1 instead of the automatic scaling.",
         )
-        self.window_low = FloatSpinBox(value=-100.0, min=-1e6, max=1e6, step=10.0)
-        self.window_high = FloatSpinBox(value=300.0, min=-1e6, max=1e6, step=10.0)
-        for box, end in ((self.window_low, "Low"), (self.window_high, "High")):
-            box.tooltip = f"{end} end of the intensity window (image units; HU for a CT)."
-            box.enabled = False
-        self.window_check.changed.connect(self._on_window_toggled)
-        window_row = Container(
-            widgets=[self.window_check, self.window_low, self.window_high],
-            layout="horizontal",
-            labels=False,
-            label="Intensity",
+        self.window_low, self.window_high, window_row = _pair_row(
+            self.window_check,
+            "Intensity",
+            (-100.0, 300.0),
+            "{} end of the intensity window (image units; HU for a CT).",
+            ("Low", "High"),
         )
-        window_row.margins = (0, 0, 0, 0)
+        self.window_check.changed.connect(self._on_window_toggled)
         self.range_mode = ComboBox(
             choices=["auto", "off", "custom"],
             value="auto",
@@ -1131,19 +1126,14 @@ class SegmentWidget(QWidget):
             "portal-venous lumen: removes the muscle and bone the models also mark), "
             "nothing otherwise; 'custom': the two values.",
         )
-        self.range_low = FloatSpinBox(value=100.0, min=-1e6, max=1e6, step=10.0)
-        self.range_high = FloatSpinBox(value=300.0, min=-1e6, max=1e6, step=10.0)
-        for box, end in ((self.range_low, "Lowest"), (self.range_high, "Highest")):
-            box.tooltip = f"{end} median intensity of a piece of vessel (HU for a CT)."
-            box.enabled = False
-        self.range_mode.changed.connect(self._on_range_toggled)
-        range_row = Container(
-            widgets=[self.range_mode, self.range_low, self.range_high],
-            layout="horizontal",
-            labels=False,
-            label="Vessel range",
+        self.range_low, self.range_high, range_row = _pair_row(
+            self.range_mode,
+            "Vessel range",
+            (100.0, 300.0),
+            "{} median intensity of a piece of vessel (HU for a CT).",
+            ("Lowest", "Highest"),
         )
-        range_row.margins = (0, 0, 0, 0)
+        self.range_mode.changed.connect(self._on_range_toggled)
         self.zoom_box = FloatSpinBox(
             label="Zoom",
             value=_AUTO_ZOOM,
@@ -1878,6 +1868,18 @@ def _check_model_file(path: str) -> tuple[str, Any, str | None]:
         _LOG.exception("checking the model file %s failed", p)
         return str(p), None, f"Cannot use {p.name} as a model ({type(exc).__name__}: {exc})."
     return str(p.resolve()), card, None
+
+
+def _pair_row(switch: Any, label: str, values: tuple, tip: str, ends: tuple) -> tuple:
+    """Two number boxes (disabled until ``switch`` enables them) in one labelled row
+    after ``switch``: ``(low box, high box, row)``; ``tip`` is formatted with each end."""
+    boxes = [FloatSpinBox(value=v, min=-1e6, max=1e6, step=10.0) for v in values]
+    for box, end in zip(boxes, ends, strict=True):
+        box.tooltip = tip.format(end)
+        box.enabled = False
+    row = Container(widgets=[switch, *boxes], layout="horizontal", labels=False, label=label)
+    row.margins = (0, 0, 0, 0)
+    return boxes[0], boxes[1], row
 
 
 def _set_events(events: list[threading.Event], *_: Any) -> None:
