@@ -708,8 +708,15 @@ def segment(
     VesselAnalysis
         With an ``input_policy`` attribute: the
         :class:`~napari_topo.inference.intensity.InputPolicy` that :func:`predict`
-        applied (``analysis.input_policy.describe()`` says what was chosen), and a
-        ``compute`` attribute (:class:`PredictOutputs`).
+        applied (``analysis.input_policy.describe()`` says what was chosen), a
+        ``compute`` attribute (:class:`PredictOutputs`), ``vessel_range`` (the range
+        applied, or None) and ``pieces_dropped`` (mask pieces it removed).
+
+    Raises
+    ------
+    ValueError
+        As :func:`predict`, and a bad ``roi``, ``roi_margin`` or ``vessel_range`` (one
+        line each, before the model runs).
     """
     from ..analysis import VesselAnalysis
 
