@@ -490,6 +490,10 @@ def test_segment_roi_keeps_everything_inside_the_region(files, capsys, tmp_path)
     code, out, err = _run([*args, "--out", tmp_path / "a", "--roi-margin", "2"], capsys)
     assert code == 0, err
     assert "only inside the region of interest roi.nii.gz grown by 2" in out
+    code, out, err = _run([*args, "--out", tmp_path / "g", "--gt", d / "trees.nii.gz"], capsys)
+    assert code == 0 and "metrics against the ground truth (inside the region of" in out
+    code, _, err = _run([*args[:-2], "--out", tmp_path / "m", "--roi-margin", "2"], capsys)
+    assert code == 2 and "--roi-margin grows the --roi region" in err
     for name in ("probability", "mask", "trees"):
         data = np.asarray(read_volume(tmp_path / "a" / f"vol_{name}.nii.gz").data)
         assert not data[:, :, 35:].any() and data[:, :, :30].any(), name

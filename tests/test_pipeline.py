@@ -500,3 +500,23 @@ def test_vessel_range_drops_whole_pieces_of_other_intensities(auto_card):
     for bad in [(300, 100), (0, np.nan), (1,), "100 300", "on"]:
         with pytest.raises(ValueError, match="vessel_range"):
             segment(img, (net, auto_card), vessel_range=bad, **kw)
+
+
+def test_vessel_range_judges_pieces_before_the_roi_cuts_them(auto_card):
+    # A newcomer's liver CT with --roi: a piece the default dropped whole (median above
+    # 300 HU) was cut by the region first, and its inside part (lumen-like HU) was kept.
+    hu = np.full((16, 16, 48), -1000, np.int16)
+    hu[:, :, 8:] = 40
+    hu[6:10, 6:10, 10:20] = 200  # the part inside the region
+    hu[6:10, 6:10, 20:44] = 800  # the larger part outside: the piece's median is bone
+    roi = np.zeros(hu.shape, bool)
+    roi[:, :, :20] = True
+    net = Identity(gain=40.0, centre=0.6)  # "vessel" above 140 HU
+    kw = dict(zoom=1.0, tile=16, device="cpu", min_size=0, modality="ct")
+    whole = segment(hu, (net, auto_card), vessel_range=(100, 300), **kw)
+    assert not whole.mask.any()
+    inside = segment(hu, (net, auto_card), vessel_range=(100, 300), roi=roi, **kw)
+    assert not inside.mask.any()
+    np.testing.assert_array_equal(inside.region, roi)  # the region applied, as grown
+    off = segment(hu, (net, auto_card), vessel_range=None, roi=roi, **kw)
+    assert off.mask[:, :, 10:20].any() and not off.mask[:, :, 20:].any()

@@ -340,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--vessel-range",
         nargs="+",
         default=["auto"],
-        metavar="auto|off|LOW HIGH",
+        metavar=("auto|off|LOW", "HIGH"),
         help="drop each piece of the mask whose median intensity (input units, HU for a "
         "CT) is outside LOW..HIGH; auto (default): 100 300 for a CT in HU (a portal-venous "
         "lumen; drops the muscle and bone the models also mark), nothing otherwise; off",
@@ -951,6 +951,8 @@ def _segment(args) -> None:
     roi, roi_note = None, ""
     if not (math.isfinite(args.roi_margin) and args.roi_margin >= 0):
         raise ValueError(f"--roi-margin must be a distance >= 0; got {args.roi_margin:g}")
+    if args.roi_margin and not args.roi:
+        raise ValueError("--roi-margin grows the --roi region: give --roi MASK too")
     if args.roi:
         roi, roi_note = on_input_grid(args.roi, "the region of interest")
         roi = np.asarray(roi)
@@ -1022,6 +1024,9 @@ def _segment(args) -> None:
     policy = getattr(analysis, "input_policy", None)
     metrics = None
     if gt is not None:
+        region = getattr(analysis, "region", None)
+        if region is not None:  # scored where it segmented: the region of interest
+            gt = np.where(region, gt, 0)
         metrics = compute_metrics(analysis.trees, gt, spacing=spacing)
 
     # Everything is computed; write into a temporary folder and move the files in at the
@@ -1102,7 +1107,8 @@ def _segment(args) -> None:
     if metrics is not None:
         if gt_note:
             print(f"note: {gt_note}")
-        print("metrics against the ground truth:")
+        where = "inside the region of interest" if roi is not None else "whole volume"
+        print(f"metrics against the ground truth ({where}):")
         print(_metrics_table(metrics, _length_unit(spacing, geometry)))
     print(f"wrote {len(written)} files to {out_dir}: " + ", ".join(written))
 

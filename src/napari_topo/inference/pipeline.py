@@ -710,7 +710,8 @@ def segment(
         :class:`~napari_topo.inference.intensity.InputPolicy` that :func:`predict`
         applied (``analysis.input_policy.describe()`` says what was chosen), a
         ``compute`` attribute (:class:`PredictOutputs`), ``vessel_range`` (the range
-        applied, or None) and ``pieces_dropped`` (mask pieces it removed).
+        applied, or None), ``pieces_dropped`` (mask pieces it removed) and ``region``
+        (the region of interest as grown, bool, or None).
 
     Raises
     ------
@@ -746,17 +747,18 @@ def segment(
         zoom=zoom,
         **predict_kwargs,
     )
-    outside = None if region is None else ~region
-    if outside is not None:
-        for key in ("vessel", "centerness"):
-            if key in outputs:
-                outputs[key][outside] = 0.0
     if vessel_range == "auto":
         is_ct = outputs.input_policy is not None and outputs.input_policy.intensity.modality == "ct"
         vessel_range = CT_VESSEL_RANGE if is_ct else None
     dropped = 0
     if vessel_range is not None:
+        # on the whole mask, before any region cuts its pieces: a muscle sheet crossing
+        # the region's border is judged (and dropped) whole, not by its inside part
         dropped = drop_pieces_outside(outputs, volume, vessel_range, threshold)
+    if region is not None:
+        for key in ("vessel", "centerness"):
+            if key in outputs:
+                outputs[key][~region] = 0.0
     analysis = VesselAnalysis.from_outputs(
         outputs,
         threshold=threshold,
@@ -771,4 +773,5 @@ def segment(
     # the range applied (None: none) and how many pieces of the mask it dropped
     analysis.vessel_range = None if vessel_range is None else tuple(vessel_range)
     analysis.pieces_dropped = dropped
+    analysis.region = region  # the region of interest as grown (bool), or None
     return analysis
