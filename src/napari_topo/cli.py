@@ -805,12 +805,10 @@ def _length_unit(spacing, geometry) -> str:
     return (getattr(geometry, "unit", None) or "units") if geometry is not None else "units"
 
 
-#: Metrics that are distances: printed with the spacing's unit (voxels without one).
-_DISTANCE_METRICS = ("HD95",)
-
-
 def _metrics_table(metrics: dict, unit: str | None = None) -> str:
     """The metrics, one per line; distances (HD95) carry ``unit`` ("voxels" if None)."""
+    from .topology.metrics import DISTANCE_METRICS
+
     width = max(len(k) for k in metrics)
     lines = []
     for k, v in metrics.items():
@@ -821,7 +819,7 @@ def _metrics_table(metrics: dict, unit: str | None = None) -> str:
             else (f"{v:.0f}" if counts and float(v).is_integer() else f"{v:.4f}")
         )
         line = f"  {k:<{width}}  {text:>10}"
-        if k in _DISTANCE_METRICS:
+        if k in DISTANCE_METRICS:
             line += f" {unit or 'voxels'}"
         lines.append(line)
     return "\n".join(lines)

@@ -571,11 +571,15 @@ def drop_pieces_outside(outputs, volume, vessel_range, threshold: float = 0.5) -
     bad = np.zeros(n + 1, dtype=bool)
     bad[1:] = (medians < low) | (medians > high)
     if bad.any():
-        drop = bad[labels]
-        for key in ("vessel", "centerness"):
-            if key in outputs:
-                outputs[key][drop] = 0.0
+        _zero_outside(outputs, bad[labels])
     return int(bad.sum())
+
+
+def _zero_outside(outputs, where: np.ndarray) -> None:
+    """Probability (and TopNet's centerness) 0 at ``where``, in place."""
+    for key in ("vessel", "centerness"):
+        if key in outputs:
+            outputs[key][where] = 0.0
 
 
 def grow_roi(
@@ -756,9 +760,7 @@ def segment(
         # the region's border is judged (and dropped) whole, not by its inside part
         dropped = drop_pieces_outside(outputs, volume, vessel_range, threshold)
     if region is not None:
-        for key in ("vessel", "centerness"):
-            if key in outputs:
-                outputs[key][~region] = 0.0
+        _zero_outside(outputs, ~region)
     analysis = VesselAnalysis.from_outputs(
         outputs,
         threshold=threshold,

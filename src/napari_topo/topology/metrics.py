@@ -38,6 +38,7 @@ from .skeleton import _as_binary_mask, _bounding_box
 from .skeleton import skeletonize as _skeletonize_checked
 
 __all__ = [
+    "DISTANCE_METRICS",
     "METRIC_DESCRIPTIONS",
     "betti_errors",
     "betti_numbers",
@@ -58,6 +59,10 @@ __all__ = [
 #: Foreground / background connectivity used by cc3d, per number of dimensions.
 _FG_CONNECTIVITY = {2: 8, 3: 26}
 _BG_CONNECTIVITY = {2: 4, 3: 6}
+
+#: Keys of :func:`compute_metrics` that are distances, in the spacing's unit (voxels
+#: without one): shown with their unit by the CLI and the metrics dock.
+DISTANCE_METRICS = frozenset({"HD95"})
 
 #: One sentence per key of :func:`compute_metrics` (shown as a tooltip by the widget).
 METRIC_DESCRIPTIONS: dict[str, str] = {

@@ -67,7 +67,7 @@ from napari_topo.topology.incremental import (
     SkeletonCache,
     slow_metrics,
 )
-from napari_topo.topology.metrics import METRIC_DESCRIPTIONS
+from napari_topo.topology.metrics import DISTANCE_METRICS, METRIC_DESCRIPTIONS
 from napari_topo.widgets._common import (
     check_folder,
     finish_workers_at_exit,
@@ -554,10 +554,6 @@ class _Job:
     generation: int = 0
     pair: tuple | None = None  # the watched (prediction, ground truth) when started
     unit: str = "voxels"  # of distances (HD95): see _distance_unit
-
-
-#: Metrics that are distances (shown with their unit).
-_DISTANCES = frozenset({"HD95"})
 
 
 def _distance_unit(layer: Any, spacing: Sequence[float]) -> str:
@@ -1380,7 +1376,7 @@ class MetricsWidget(QWidget):
         unit = (self._result or {}).get("unit")
         for row, (name, value) in enumerate(metrics.items()):
             description = descriptions.get(name, "")
-            shown = f"{name} ({unit})" if name in _DISTANCES and unit else str(name)
+            shown = f"{name} ({unit})" if name in DISTANCE_METRICS and unit else str(name)
             name_item = QTableWidgetItem(shown)
             value_item = QTableWidgetItem(format_metric_value(value))
             value_item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
