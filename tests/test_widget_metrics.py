@@ -131,6 +131,12 @@ def test_format_metric_value():
     assert format_metric_value(None) == "n/a"
     assert format_metric_value(-0.0) == "0"
     assert format_metric_value(float("inf")) == "inf"
+    # the metrics dock showed a volume error of -0.009001 next to 0.8989: one resolution
+    assert format_metric_value(-0.009001) == "-0.009"
+    assert format_metric_value(1.41421356) == "1.4142"
+    assert format_metric_value(123.456) == "123.456"
+    assert format_metric_value(3e-6) == "3.00e-06"
+    assert format_metric_value(42.0) == "42"
 
 
 @gui

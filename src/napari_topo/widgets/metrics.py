@@ -107,7 +107,7 @@ _STALE_BRUSH = QColor(140, 140, 140)
 
 
 def format_metric_value(value: Any) -> str:
-    """Format one metric value for display: 4 significant digits, NaN as ``"n/a"``.
+    """Format one metric value for display: at most 4 decimals, NaN as ``"n/a"``.
 
     Parameters
     ----------
@@ -118,8 +118,11 @@ def format_metric_value(value: Any) -> str:
     -------
     str
         ``"n/a"`` for NaN or None, ``"inf"``/``"-inf"`` for infinities, ``"0"`` for
-        zero (also negative zero), otherwise ``format(value, ".4g")``.  Values that
-        are not numbers are shown with ``str``.
+        zero (also negative zero), a whole number without decimals, a magnitude of
+        10 000 or more with ``".4g"`` and one under 0.0001 with ``".2e"``; anything else
+        with 4 decimals, trailing zeros dropped (a small volume error reads ``-0.009``,
+        not ``-0.009001``: every fraction in the table has the same resolution).
+        Values that are not numbers are shown with ``str``.
 
     Examples
     --------
@@ -142,7 +145,13 @@ def format_metric_value(value: Any) -> str:
         return "inf" if number > 0 else "-inf"
     if number == 0:
         return "0"
-    return f"{number:.4g}"
+    if number.is_integer() and abs(number) < 1e4:
+        return str(int(number))
+    if abs(number) >= 1e4:
+        return f"{number:.4g}"
+    if abs(number) < 1e-4:
+        return f"{number:.2e}"
+    return f"{number:.4f}".rstrip("0").rstrip(".")
 
 
 # --------------------------------------------------------------------------------------
