@@ -965,3 +965,23 @@ def test_npy_with_spacing_writes_and_reads_in_that_spacing(tmp_path, capsys, thr
         results.append(np.asarray(read_volume(tmp_path / roots[:-4] / "vol_trees.nii.gz").data))
     np.testing.assert_array_equal(results[0], results[1])
     assert set(np.unique(results[0])) == {0, 1, 2}
+
+
+def test_layer_length_unit_from_the_reader_or_napari():
+    from types import SimpleNamespace
+
+    from napari.layers import Image
+
+    from napari_topo.geometry import layer_length_unit
+
+    # the unit of the file napari-topo's reader read (kept in the layer's metadata) wins
+    read = SimpleNamespace(metadata={"napari_topo_geometry": {"unit": "mm"}}, units=None)
+    assert layer_length_unit(read) == "mm"
+    # napari's own units (napari >= 0.6): one known length unit on every axis
+    data = np.zeros((2, 3, 4))
+    assert layer_length_unit(Image(data, units=("um", "um", "um"))) == "um"
+    assert layer_length_unit(Image(data, units="mm")) == "mm"
+    # napari's default "pixel", mixed units, or nothing at all: unknown
+    assert layer_length_unit(Image(data)) is None
+    assert layer_length_unit(Image(data, units=("mm", "um", "um"))) is None
+    assert layer_length_unit(SimpleNamespace()) is None

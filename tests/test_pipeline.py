@@ -377,6 +377,9 @@ def test_the_input_line_names_the_voxel_size_the_model_sees(auto_card):
     assert iso.input_policy.describe().endswith(", voxels 0.5")
     bare = predict(img, (net, auto_card), tile=32, device="cpu")
     assert ", voxels" not in bare.input_policy.describe()  # no voxel size given
+    # with the unit the caller knows (the file's, the layer's), both sizes carry it
+    assert line != out.input_policy.describe("um")
+    assert out.input_policy.describe("um").endswith(", voxels 2x0.5x0.5 um -> 0.5 um")
 
 
 class Skewed(torch.nn.Module):

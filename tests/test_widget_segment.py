@@ -369,7 +369,8 @@ def test_input_choices_reach_the_pipeline(make_napari_viewer, qtbot, monkeypatch
     from napari_topo.inference import pipeline
 
     viewer = make_napari_viewer()
-    add_vessels(viewer)
+    image = add_vessels(viewer)
+    image.units = "um"  # napari's own units: the Input line gives the voxel size in them
     widget = make_widget(viewer, qtbot)
     calls = []
     real = pipeline.segment
@@ -394,6 +395,8 @@ def test_input_choices_reach_the_pipeline(make_napari_viewer, qtbot, monkeypatch
     text = widget.input_label.text()
     assert "window 0..1 (chosen)" in text and "bright vessels (chosen)" in text
     assert "zoom 1 (chosen)" in text
+    sizes = sorted({f"{abs(v):.3g}" for v in image.scale})
+    assert len(sizes) == 1 and text.endswith(f", voxels {sizes[0]} um"), text
     # a bad window comes back as the core's one-line message
     widget.window_low.value, widget.window_high.value = 1.0, 0.0
     start = len(notification_manager.records)

@@ -866,8 +866,9 @@ def _compute_words(compute) -> str:
     return words
 
 
-def _segment_settings(args, name: str) -> dict:
-    """The ``segment`` options both paths (in memory, streamed) hand to the pipeline."""
+def _segment_settings(args, name: str, unit: str | None = None) -> dict:
+    """The ``segment`` options both paths (in memory, streamed) hand to the pipeline
+    (``unit``: the input's length unit, for the ``input:`` line's voxel size)."""
     return {
         "threshold": args.threshold,
         "min_size": args.min_size,
@@ -883,7 +884,7 @@ def _segment_settings(args, name: str) -> dict:
         "progress": _progress_printer(f"segmenting {name}"),
         # said before the model runs: a wrong modality or zoom is seen at once, not
         # after minutes of inference
-        "on_policy": _say_policy,
+        "on_policy": lambda policy: _say_policy(policy, unit),
     }
 
 
@@ -902,9 +903,9 @@ def _vessel_range_arg(values) -> str | tuple[float, float] | None:
     return low, high
 
 
-def _say_policy(policy) -> None:
+def _say_policy(policy, unit: str | None = None) -> None:
     """The ``input:`` line."""
-    print(f"input: {policy.describe()}", flush=True)
+    print(f"input: {policy.describe(unit)}", flush=True)
 
 
 def _segment(args) -> None:
@@ -1016,7 +1017,7 @@ def _segment(args) -> None:
         roi_margin=args.roi_margin,
         vessel_range=vessel_range,
         on_message=lambda m: print(f"napari-topo: note: {m}", file=sys.stderr),
-        **_segment_settings(args, vol.path.name),
+        **_segment_settings(args, vol.path.name, geometry.unit),
     )
     took = time.perf_counter() - t0
     policy = getattr(analysis, "input_policy", None)
@@ -1176,7 +1177,7 @@ def _segment_streaming(
             on_message=note,
             stage=lambda s: print(f"napari-topo: {s} ...", file=sys.stderr, flush=True),
             client=client,
-            **_segment_settings(args, vol.path.name),
+            **_segment_settings(args, vol.path.name, geometry.unit),
         )
         took = time.perf_counter() - t0
         trees = result["trees"]

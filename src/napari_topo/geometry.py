@@ -55,6 +55,7 @@ __all__ = [
     "displayed",
     "geometry_from_layer_meta",
     "layer_geometry",
+    "layer_length_unit",
     "reorient",
     "select_channel",
     "shape_mismatch",
@@ -939,6 +940,51 @@ def layer_geometry(layer, ndim: int | None = None) -> Geometry:
         "affine": None if affine is None else getattr(affine, "affine_matrix", affine),
     }
     return geometry_from_layer_meta(meta, n)
+
+
+#: napari's (pint's) names of the length units napari-topo knows
+_PINT_LENGTH_NAMES = {
+    "meter": "m",
+    "centimeter": "cm",
+    "millimeter": "mm",
+    "micrometer": "um",
+    "nanometer": "nm",
+}
+
+
+def layer_length_unit(layer) -> str | None:
+    """The length unit of a napari layer's scale, when it is stated.
+
+    Read from the geometry napari-topo's reader stored in the layer's metadata
+    (``"napari_topo_geometry"``, the file's own unit), else from napari's ``layer.units``
+    when every spatial axis has the same known length unit (napari >= 0.6; "pixel", the
+    default, is no unit).
+
+    Parameters
+    ----------
+    layer : napari layer (read duck-typed: ``metadata``, ``units``)
+
+    Returns
+    -------
+    str or None
+        One of ``"m"``, ``"cm"``, ``"mm"``, ``"um"``, ``"nm"`` (or another unit the
+        reader recorded), None when unknown.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace
+    >>> layer_length_unit(SimpleNamespace(metadata={"napari_topo_geometry": {"unit": "mm"}}))
+    'mm'
+    >>> layer_length_unit(SimpleNamespace(metadata={}, units=("pixel", "pixel")))
+    """
+    geometry = (getattr(layer, "metadata", None) or {}).get("napari_topo_geometry")
+    unit = geometry.get("unit") if isinstance(geometry, Mapping) else None
+    if isinstance(unit, str) and unit:
+        return unit
+    names = {str(u) for u in (getattr(layer, "units", None) or ())}
+    if len(names) == 1:
+        return _PINT_LENGTH_NAMES.get(names.pop())
+    return None
 
 
 def compare_layers(

@@ -1114,19 +1114,21 @@ class InputPolicy:
         """The intensity mapping, callable tile by tile."""
         return self.intensity.normalizer
 
-    def describe(self) -> str:
+    def describe(self, unit: str | None = None) -> str:
         """One line, e.g. ``"CT in HU (detected) window -100..300 HU, bright vessels,
         zoom 1 -> 0.57 mm voxels"`` or, for a stack with a known voxel size,
         ``"microscopy/other (detected) percentiles ..., zoom 0.4 (vessel radius ~20
-        voxels -> ~8), voxels 5x0.994x0.994 -> 2.49"`` (the input's voxel size, in its
-        own unit, and the one the model sees)."""
+        voxels -> ~8), voxels 5x0.994x0.994 um -> 2.49 um"`` (the input's voxel size and
+        the one the model sees, in ``unit`` when the caller knows it, e.g. from the
+        file's metadata; the numbers alone otherwise)."""
         text = f"{self.intensity.describe()}, {self.zoom.describe()}"
         if self.spacing is None or self.factors is None or self.zoom.source == "ct-spacing":
             return text  # a CT's zoom already names the voxel size it goes to
         seen = tuple(s / f for s, f in zip(self.spacing, self.factors, strict=True))
-        text += f", voxels {_voxel_size(self.spacing)}"
+        suffix = f" {unit}" if unit else ""
+        text += f", voxels {_voxel_size(self.spacing)}{suffix}"
         if not np.allclose(self.factors, 1.0):
-            text += f" -> {_voxel_size(seen)}"
+            text += f" -> {_voxel_size(seen)}{suffix}"
         return text
 
     def reasons(self) -> list[str]:

@@ -59,7 +59,7 @@ from qtpy.QtWidgets import (
 if TYPE_CHECKING:
     import napari
 
-from napari_topo.geometry import compare_layers, shape_mismatch
+from napari_topo.geometry import compare_layers, layer_length_unit, shape_mismatch
 from napari_topo.layers import METADATA_KEY
 from napari_topo.topology.incremental import (
     FAST_METRICS,
@@ -566,12 +566,11 @@ class _Job:
 
 
 def _distance_unit(layer: Any, spacing: Sequence[float]) -> str:
-    """Unit of distances measured with ``spacing`` (the ground truth's scale): the unit
-    of the file napari-topo's reader read it from ("mm", "um"), else "voxels" for a
-    scale of 1, else "scale units"."""
-    geometry = (getattr(layer, "metadata", None) or {}).get("napari_topo_geometry")
-    unit = geometry.get("unit") if isinstance(geometry, Mapping) else None
-    if isinstance(unit, str) and unit:
+    """Unit of distances measured with ``spacing`` (the ground truth's scale): the
+    layer's length unit (:func:`~napari_topo.geometry.layer_length_unit`: the file's, or
+    napari's ``units``), else "voxels" for a scale of 1, else "scale units"."""
+    unit = layer_length_unit(layer)
+    if unit:
         return unit
     return "voxels" if np.allclose(spacing, 1.0) else "scale units"
 

@@ -69,7 +69,12 @@ from qtpy.QtWidgets import (
 )
 from superqt import QCollapsible
 
-from napari_topo.geometry import compare_layers, layer_geometry, volume_refusal
+from napari_topo.geometry import (
+    compare_layers,
+    layer_geometry,
+    layer_length_unit,
+    volume_refusal,
+)
 from napari_topo.layers import METADATA_KEY, LayerBuildError, create_layers, layer_kind
 from napari_topo.widgets._common import (
     _camera,
@@ -546,6 +551,8 @@ class _Job:
     #: pieces of the mask with a median intensity outside it are dropped (the
     #: pipeline's ``vessel_range``); None: off
     vessel_range: str | tuple[float, float] | None = "auto"
+    #: the image's length unit (layer_length_unit), for the Input line; None: unknown
+    unit: str | None = None
 
 
 @dataclass(frozen=True)
@@ -1239,6 +1246,7 @@ class SegmentWidget(QWidget):
             placement=placement(image),
             geometry=geometry,
             region=region,
+            unit=layer_length_unit(image),
             **self.input_choices(),
         )
         if region is not None:
@@ -1645,7 +1653,7 @@ class SegmentWidget(QWidget):
         """The status, legend and input line of a run whose layers are all in."""
         self._phase = ""
         analysis = outcome.analysis
-        self._show_policy(getattr(analysis, "input_policy", None))
+        self._show_policy(getattr(analysis, "input_policy", None), job.unit)
         self._analysis = analysis
         self._state = "done"
         self._show_legend(analysis)
@@ -1691,13 +1699,14 @@ class SegmentWidget(QWidget):
         self.finished.emit(self._state or "error")
         self._state = None
 
-    def _show_policy(self, policy: Any) -> None:
-        """Say in the Input label what the pipeline chose (and why, in its tooltip)."""
+    def _show_policy(self, policy: Any, unit: str | None = None) -> None:
+        """Say in the Input label what the pipeline chose (and why, in its tooltip);
+        voxel sizes in ``unit`` when the image states one."""
         if policy is None:
             self.input_label.setText(INPUT_NOTE)
             self.input_label.setToolTip("")
             return
-        self.input_label.setText(f"Input: {policy.describe()}")
+        self.input_label.setText(f"Input: {policy.describe(unit)}")
         self.input_label.setToolTip("\n".join(r for r in policy.reasons() if r))
 
     # ---- results → layers --------------------------------------------------------------
