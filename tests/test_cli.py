@@ -545,6 +545,9 @@ def test_vessel_range_is_auto_on_a_ct_given_or_off(policy_files, capsys, tmp_pat
     assert code == 0, err
     assert summary("a")["vessel_range"] == [100.0, 300.0]
     assert "outside 100..300 HU (--vessel-range" in out
+    # the share of the mask it took is said (the tiny model's mask is empty)
+    assert "dropped 0 pieces of the mask (0 % of its voxels)" in out
+    assert summary("a")["dropped_share"] == 0.0
     code, out, err = _run([*base, "--out", tmp_path / "b", "--vessel-range", "50", "400"], capsys)
     assert code == 0 and summary("b")["vessel_range"] == [50.0, 400.0]
     code, out, err = _run([*base, "--out", tmp_path / "c", "--vessel-range", "off"], capsys)

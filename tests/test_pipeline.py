@@ -505,6 +505,47 @@ def test_vessel_range_drops_whole_pieces_of_other_intensities(auto_card):
             segment(img, (net, auto_card), vessel_range=bad, **kw)
 
 
+def test_vessel_range_keeps_the_piece_a_root_is_in(auto_card):
+    # On the development CT, a network that joined the vessel tree to the body wall (a
+    # muscle ring at 40-60 HU) lost the whole tree to the vessel range: Dice 0.33 -> 0.06.
+    # The user's roots say where trees are: their pieces stay, the rest is judged as before.
+    from napari_topo.inference import drop_pieces_outside
+
+    hu = np.full((16, 24, 48), -1000, np.int16)
+    hu[:, :, 4:] = 50  # muscle
+    z, y, x = np.indices(hu.shape)
+    r2 = (z - 8) ** 2 + (y - 8) ** 2
+    vessel = (r2 <= 4) & (x >= 4) & (x < 16)
+    block = (r2 <= 16) & (x >= 16) & (x < 44)  # bone-bright, larger than the vessel
+    lone = (z >= 13) & (z < 15) & (y >= 18) & (y < 22) & (x >= 6) & (x < 40)  # apart
+    hu[vessel], hu[block] = 200, 800
+    prob = np.where(vessel | block | lone, 0.9, 0.0).astype(np.float32)
+    assert np.median(hu[vessel | block]) > 300  # the joined piece is bone-like
+
+    out = {"vessel": prob.copy()}
+    assert drop_pieces_outside(out, hu, (100, 300)) == 2
+    assert not (out["vessel"] > 0.5).any()  # the vessel went with the block
+    root = np.array([[8.0, 8.0, 5.0]])  # in the vessel
+    out = {"vessel": prob.copy()}
+    assert drop_pieces_outside(out, hu, (100, 300), keep=root) == 1
+    np.testing.assert_array_equal(out["vessel"] > 0.5, vessel | block)
+    # a root beside the mask (as users click) keeps the piece it snaps to
+    out = {"vessel": prob.copy()}
+    near = np.array([[8.0, 8.0, 1.0]])  # 3 voxels before the vessel's end
+    assert drop_pieces_outside(out, hu, (100, 300), keep=near, spacing=(1.0, 0.5, 0.5)) == 1
+    assert (out["vessel"][vessel] > 0.5).all()
+    with pytest.raises(ValueError, match="keep must be"):
+        drop_pieces_outside({"vessel": prob.copy()}, hu, (100, 300), keep=[8, 8, 5])
+    # through segment: its sources are the roots kept; the share dropped is reported
+    net = Identity(gain=40.0, centre=0.6)  # "vessel" above 140 HU: the vessel and block
+    kw = dict(zoom=1.0, tile=16, device="cpu", min_size=0, modality="ct")
+    lost = segment(hu, (net, auto_card), vessel_range=(100, 300), **kw)
+    assert not lost.mask.any() and lost.pieces_dropped == 1 and lost.dropped_share == 1.0
+    kept = segment(hu, (net, auto_card), vessel_range=(100, 300), sources=root, **kw)
+    assert kept.mask[vessel].all() and kept.pieces_dropped == 0
+    assert kept.dropped_share == 0.0 and kept.result.n_trees == 1
+
+
 def test_vessel_range_judges_pieces_before_the_roi_cuts_them(auto_card):
     # A newcomer's liver CT with --roi: a piece the default dropped whole (median above
     # 300 HU) was cut by the region first, and its inside part (lumen-like HU) was kept.

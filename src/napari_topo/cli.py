@@ -1051,6 +1051,7 @@ def _segment(args) -> None:
         applied = getattr(analysis, "vessel_range", None)
         summary["vessel_range"] = None if applied is None else [float(v) for v in applied]
         summary["pieces_dropped"] = int(getattr(analysis, "pieces_dropped", 0))
+        summary["dropped_share"] = float(getattr(analysis, "dropped_share", 0.0))
         if roi is not None:
             summary["roi"] = {
                 "file": str(args.roi),
@@ -1093,10 +1094,12 @@ def _segment(args) -> None:
     applied = getattr(analysis, "vessel_range", None)
     if applied is not None:
         hu = " HU" if policy is not None and policy.intensity.modality == "ct" else ""
+        share = 100.0 * float(getattr(analysis, "dropped_share", 0.0))
+        roots = "; the pieces holding --sources kept" if sources is not None else ""
         print(
-            f"dropped {getattr(analysis, 'pieces_dropped', 0)} pieces of the mask whose "
-            f"median is outside {applied[0]:g}..{applied[1]:g}{hu} (--vessel-range; "
-            "'off' keeps them)"
+            f"dropped {getattr(analysis, 'pieces_dropped', 0)} pieces of the mask "
+            f"({share:.0f} % of its voxels) whose median is outside "
+            f"{applied[0]:g}..{applied[1]:g}{hu} (--vessel-range; 'off' keeps them{roots})"
         )
     if roi is not None:
         margin = f" grown by {args.roi_margin:g}{unit}" if args.roi_margin else ""

@@ -530,13 +530,15 @@ def _intensity_range(value) -> tuple[float, float]:
     return low, high
 
 
-def drop_pieces_outside(outputs, volume, vessel_range, threshold: float = 0.5) -> int:
+def drop_pieces_outside(
+    outputs, volume, vessel_range, threshold: float = 0.5, *, keep=None, spacing=None
+) -> int:
     """Drop the pieces of the mask whose median intensity lies outside ``vessel_range``.
 
     The mask ``outputs["vessel"] > threshold`` is cut into 26-connected pieces
     (:func:`cc3d.connected_components`); a piece whose median ``volume`` value is below
     ``vessel_range[0]`` or above ``vessel_range[1]`` gets probability (and TopNet's
-    centerness) 0, in place.
+    centerness) 0, in place, unless it is the piece nearest to a point of ``keep``.
 
     Parameters
     ----------
@@ -547,6 +549,14 @@ def drop_pieces_outside(outputs, volume, vessel_range, threshold: float = 0.5) -
     vessel_range : (low, high)
     threshold : float
         The mask threshold :func:`segment` uses.
+    keep : (K, 3) array_like, optional
+        Voxel coordinates (z, y, x) of tree roots: the piece holding each (or nearest to
+        it, in physical distance, as the root will be snapped to it) is kept whatever
+        its median. A user who marks where a tree starts says that piece is a vessel:
+        when the network joins a tree to a false piece outside the range (a muscle
+        sheet), the range would otherwise drop the tree with it.
+    spacing : float or sequence of 3 float, optional
+        Voxel size, for the distance to ``keep`` points outside the mask. Default 1.
 
     Returns
     -------
@@ -556,7 +566,8 @@ def drop_pieces_outside(outputs, volume, vessel_range, threshold: float = 0.5) -
     Raises
     ------
     ValueError
-        A range that is not two finite numbers with ``low < high``.
+        A range that is not two finite numbers with ``low < high``, or ``keep`` not of
+        shape (K, 3).
     """
     import cc3d
     from scipy import ndimage as ndi
@@ -570,9 +581,37 @@ def drop_pieces_outside(outputs, volume, vessel_range, threshold: float = 0.5) -
     medians = np.asarray(ndi.median(values, labels, index=np.arange(1, n + 1)), dtype=float)
     bad = np.zeros(n + 1, dtype=bool)
     bad[1:] = (medians < low) | (medians > high)
+    if keep is not None and bad.any():
+        bad[_pieces_nearest(labels, keep, spacing)] = False
     if bad.any():
         _zero_outside(outputs, bad[labels])
     return int(bad.sum())
+
+
+def _pieces_nearest(labels: np.ndarray, points, spacing=None) -> np.ndarray:
+    """Label of the piece of ``labels`` nearest to each point (voxel coordinates)."""
+    from scipy.spatial import cKDTree
+
+    pts = np.asarray(points, dtype=float)
+    if pts.ndim != 2 or pts.shape[1] != labels.ndim:
+        raise ValueError(f"keep must be (K, {labels.ndim}) voxel coordinates; got {pts.shape}")
+    if len(pts) == 0:
+        return np.zeros(0, dtype=int)
+    sp = np.broadcast_to(np.asarray(1.0 if spacing is None else spacing, float), (labels.ndim,))
+    # look near each point first (a root usually lies in or beside its piece); the
+    # whole mask only for a point with no piece within 32 voxels
+    found = []
+    for p in pts:
+        lo = np.maximum(np.floor(p).astype(int) - 32, 0)
+        hi = np.minimum(np.ceil(p).astype(int) + 33, labels.shape)
+        box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+        vox = np.argwhere(labels[box] > 0)
+        offset = lo
+        if len(vox) == 0:
+            vox, offset = np.argwhere(labels > 0), np.zeros(labels.ndim, int)
+        _, i = cKDTree((vox + offset) * sp).query(p * sp)
+        found.append(int(labels[tuple(vox[i] + offset)]))
+    return np.asarray(found, dtype=int)
 
 
 def _zero_outside(outputs, where: np.ndarray) -> None:
@@ -695,11 +734,12 @@ def segment(
     vessel_range : "auto", (low, high) or None
         Intensities (the input's units: HU for a CT) a vessel can have: each piece of
         the mask (26-connected, before ``min_size``) whose median intensity lies outside
-        ``[low, high]`` is dropped whole (its probability set to 0), see
-        :func:`drop_pieces_outside`. "auto" (default): :data:`CT_VESSEL_RANGE` (100 to
-        300 HU) when the input policy recognised a CT in HU, nothing otherwise; None:
-        off. 100-300 HU is the lumen range the models were trained on (110-280 HU) and
-        the top of their CT window, above which lumen and bone look the same to them;
+        ``[low, high]`` is dropped whole (its probability set to 0), except the pieces
+        that hold (or are nearest to) the ``sources``, see :func:`drop_pieces_outside`.
+        "auto" (default): :data:`CT_VESSEL_RANGE` (100 to 300 HU) when the input
+        policy recognised a CT in HU, nothing otherwise; None: off. 100-300 HU is the
+        lumen range the models were trained on (110-280 HU) and the top of their CT
+        window, above which lumen and bone look the same to them;
         it drops what the networks mark by shape alone (a muscle sheet at 40-60 HU,
         ribs and vertebrae above 300). Whole pieces, not voxels: gating voxel by voxel
         left noise holes that broke the centerlines. An arterial-phase CTA (lumen above
@@ -714,7 +754,8 @@ def segment(
         :class:`~napari_topo.inference.intensity.InputPolicy` that :func:`predict`
         applied (``analysis.input_policy.describe()`` says what was chosen), a
         ``compute`` attribute (:class:`PredictOutputs`), ``vessel_range`` (the range
-        applied, or None), ``pieces_dropped`` (mask pieces it removed) and ``region``
+        applied, or None), ``pieces_dropped`` (mask pieces it removed),
+        ``dropped_share`` (the fraction of the mask's voxels in them, 0..1) and ``region``
         (the region of interest as grown, bool, or None).
 
     Raises
@@ -754,11 +795,16 @@ def segment(
     if vessel_range == "auto":
         is_ct = outputs.input_policy is not None and outputs.input_policy.intensity.modality == "ct"
         vessel_range = CT_VESSEL_RANGE if is_ct else None
-    dropped = 0
+    dropped, dropped_share = 0, 0.0
     if vessel_range is not None:
         # on the whole mask, before any region cuts its pieces: a muscle sheet crossing
         # the region's border is judged (and dropped) whole, not by its inside part
-        dropped = drop_pieces_outside(outputs, volume, vessel_range, threshold)
+        before = int(np.count_nonzero(outputs["vessel"] > threshold))
+        dropped = drop_pieces_outside(
+            outputs, volume, vessel_range, threshold, keep=sources, spacing=spacing
+        )
+        after = int(np.count_nonzero(outputs["vessel"] > threshold))
+        dropped_share = (before - after) / before if before else 0.0
     if region is not None:
         _zero_outside(outputs, ~region)
     analysis = VesselAnalysis.from_outputs(
@@ -775,5 +821,6 @@ def segment(
     # the range applied (None: none) and how many pieces of the mask it dropped
     analysis.vessel_range = None if vessel_range is None else tuple(vessel_range)
     analysis.pieces_dropped = dropped
+    analysis.dropped_share = dropped_share  # of the mask's voxels, 0..1
     analysis.region = region  # the region of interest as grown (bool), or None
     return analysis
