@@ -172,3 +172,26 @@ def test_tissue_distractors_add_sheets_and_ribs_to_ct_only_and_leave_labels_alon
         make_vessel_volume((48, 48, 48), **micro).image,
         make_vessel_volume((48, 48, 48), tissue_distractor_prob=1.0, **micro).image,
     )
+
+
+def test_large_bones_sit_beside_the_thickest_vessel_in_ct_only():
+    # the development CT's large veins were missed whole next to the spine: a vertebra's
+    # saturated cortex beside a 10 mm vein hid it from every U-Net (a phantom showed it);
+    # CT training volumes can now show a large bone beside a large vessel
+    kw = dict(n_trees=1, seed=4, appearance="ct", growth="murray", radius_range=(1.0, 8.0))
+    plain, boned = _optional_draw("large_bone_prob", 1.0, 2.0, **kw)
+    radii = boned.params["large_bones"]
+    assert radii and all(r >= 14.0 for r in radii) and "large_bones" not in plain.params
+    saturated = (boned.image > 0.99) & ~(plain.image > 0.99)  # above the window's top
+    assert saturated.sum() > 1000
+    # beside the vessels, never on them: the nearest new bone voxel is within 16 voxels
+    # of a vessel, and the lumen is untouched
+    gap = ndi.distance_transform_edt(~boned.mask)
+    assert gap[saturated].min() <= 16 and not saturated[boned.mask].any()
+    core = ndi.binary_erosion(plain.mask, iterations=2)
+    np.testing.assert_allclose(boned.image[core], plain.image[core], atol=0.05)
+    micro = dict(kw, appearance="microscopy")
+    np.testing.assert_array_equal(
+        make_vessel_volume((48, 48, 48), **micro).image,
+        make_vessel_volume((48, 48, 48), large_bone_prob=1.0, **micro).image,
+    )

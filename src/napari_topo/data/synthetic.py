@@ -913,6 +913,7 @@ def make_vessel_volume(
     growth: str = "murray",
     faint_branch_prob: float = 0.0,
     tissue_distractor_prob: float = 0.0,
+    large_bone_prob: float = 0.0,
 ) -> SyntheticVessels:
     """Generate a synthetic volume of interleaved vessel trees with ground truth.
 
@@ -989,6 +990,13 @@ def make_vessel_volume(
         :func:`napari_topo.data.appearance.render_realistic`, ``tissue_rng``). On the
         development CT a muscle sheet and the ribs made a third of the false positives.
         Drawn from its own stream; default 0 leaves every volume as before.
+    large_bone_prob : float, optional
+        Probability that a CT-style volume also holds 1-2 vertebra-sized bones beside
+        its thickest vessel (``bone_rng`` of
+        :func:`napari_topo.data.appearance.render_realistic`). On the development CT and
+        a phantom of it, a vertebra's saturated cortex beside a 10 mm vein made every
+        U-Net miss the vein whole. Drawn from its own stream; default 0 leaves every
+        volume as before.
 
     Returns
     -------
@@ -1052,6 +1060,7 @@ def make_vessel_volume(
     stenosis_prob = _check_probability("stenosis_prob", stenosis_prob)
     faint_branch_prob = _check_probability("faint_branch_prob", faint_branch_prob)
     tissue_distractor_prob = _check_probability("tissue_distractor_prob", tissue_distractor_prob)
+    large_bone_prob = _check_probability("large_bone_prob", large_bone_prob)
     seq = _check_seed(seed)
     geo_rng, img_rng = (np.random.default_rng(s) for s in seq.spawn(2))
 
@@ -1125,8 +1134,19 @@ def make_vessel_volume(
             t_rng = np.random.default_rng(seq.spawn(1)[0])
             if t_rng.random() < tissue_distractor_prob:
                 tissue_rng = t_rng
+        bone_rng = None
+        if large_bone_prob > 0:  # its own stream too: the next child of the sequence
+            b_rng = np.random.default_rng(seq.spawn(1)[0])
+            if b_rng.random() < large_bone_prob:
+                bone_rng = b_rng
         image, rparams = render_realistic(
-            depth, contrast, trees > 0, img_rng, appearance, tissue_rng=tissue_rng
+            depth,
+            contrast,
+            trees > 0,
+            img_rng,
+            appearance,
+            tissue_rng=tissue_rng,
+            bone_rng=bone_rng,
         )
     rparams["appearance"] = appearance
     graph = _centerline_graph(centerline, radius, cl_tree, spacing)
@@ -1143,6 +1163,7 @@ def make_vessel_volume(
         "faint_branch_prob": faint_branch_prob,
         "n_faint_branches": n_faint,
         "tissue_distractor_prob": tissue_distractor_prob,
+        "large_bone_prob": large_bone_prob,
         "curvature": float(geo["curvature"]),
         "faces": faces,
         "n_branches": [int(c) for c in counts],

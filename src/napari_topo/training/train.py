@@ -133,8 +133,8 @@ def load_config(path_or_name: str | Path, **overrides) -> TrainConfig:
 def _volume_kwargs(cfg: TrainConfig, seed: int | None = None) -> dict:
     """Generator options of the data config for one volume (``seed`` for the radius draw).
 
-    ``data.appearance``, ``data.growth``, ``data.faint_branch_prob`` and
-    ``data.tissue_distractor_prob`` are passed to
+    ``data.appearance``, ``data.growth``, ``data.faint_branch_prob``,
+    ``data.tissue_distractor_prob`` and ``data.large_bone_prob`` are passed to
     :func:`~napari_topo.data.synthetic.make_vessel_volume`; ``data.radius_max`` is either
     a number or a ``[low, high]`` range from which each volume's largest radius is drawn
     log-uniformly (from the volume's own seed, so a volume does not depend on the order
@@ -150,6 +150,8 @@ def _volume_kwargs(cfg: TrainConfig, seed: int | None = None) -> dict:
         out["faint_branch_prob"] = float(d["faint_branch_prob"])
     if "tissue_distractor_prob" in d:
         out["tissue_distractor_prob"] = float(d["tissue_distractor_prob"])
+    if "large_bone_prob" in d:
+        out["large_bone_prob"] = float(d["large_bone_prob"])
     if "radius_max" in d:
         r = d["radius_max"]
         if isinstance(r, (list, tuple)):
