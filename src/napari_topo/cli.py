@@ -343,7 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar=("auto|off|LOW", "HIGH"),
         help="drop each piece of the mask whose median intensity (input units, HU for a "
         "CT) is outside LOW..HIGH; auto (default): 100 300 for a CT in HU (a portal-venous "
-        "lumen; drops the muscle and bone the models also mark), nothing otherwise; off",
+        "lumen; drops the muscle and bone the models also mark), nothing otherwise; off. "
+        "The pieces holding --sources are kept",
     )
     seg.add_argument(
         "--roi-margin",
