@@ -456,3 +456,32 @@ def test_four_tubes_is_seeded(tubes):
     ft = _load("four_tubes")
     np.testing.assert_array_equal(ft.four_tubes(0).image, tubes.image)
     assert not np.array_equal(ft.four_tubes(1).image, tubes.image)
+
+
+def test_miss_profile_tells_rims_from_cores_and_untouched_pieces():
+    misses = _load("misses")
+    gt = np.zeros((9, 20, 30), bool)
+    gt[1:8, 3:10, 2:28] = True  # a thick bar: rims and a core
+    gt[2:4, 14:16, 5:9] = True  # a small piece apart
+    image = np.where(gt, 30.0, 5.0)
+    image[gt & ~_erode(gt)] = 11.0  # dim rims, as two-photon labels drawn wide
+    narrow = _erode(gt)  # a model that draws the bar one voxel narrower
+    narrow[2:4, 14:16, 5:9] = False  # and misses the small piece
+    m = misses.miss_profile(narrow, gt, image)
+    rim, second = m["depth_bins"][0], m["depth_bins"][1]
+    assert rim["sensitivity"] == 0.0 and second["sensitivity"] == 1.0
+    assert rim["share"] == pytest.approx((gt & ~_erode(gt)).sum() / gt.sum())
+    assert m["missed_distance"][1] == pytest.approx(1.0)  # the rim: one voxel off
+    assert (m["median_found"], m["median_missed"], m["median_background"]) == (30, 11, 5)
+    assert m["untouched_share"] == pytest.approx(16 / gt.sum())  # the small piece
+    # with a spacing the distances are physical, depths in finest-axis voxels
+    m = misses.miss_profile(narrow, gt, image, spacing=(5.0, 1.0, 1.0))
+    assert m["missed_distance"][0] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="one shape"):
+        misses.miss_profile(narrow[1:], gt, image)
+
+
+def _erode(mask):
+    from scipy import ndimage as ndi
+
+    return ndi.binary_erosion(mask)
