@@ -534,6 +534,11 @@ def test_vessel_range_keeps_the_piece_a_root_is_in(auto_card):
     near = np.array([[8.0, 8.0, 1.0]])  # 3 voxels before the vessel's end
     assert drop_pieces_outside(out, hu, (100, 300), keep=near, spacing=(1.0, 0.5, 0.5)) == 1
     assert (out["vessel"][vessel] > 0.5).all()
+    # a root far from every piece (its own vessel missed) keeps nothing: the nearest
+    # piece could be the bone beside it
+    out = {"vessel": prob.copy()}
+    far = np.array([[8.0, 8.0, 0.0], [2.0, 20.0, 46.0]])  # 4 and 6 voxels away
+    assert drop_pieces_outside(out, hu, (100, 300), keep=far) == 2
     with pytest.raises(ValueError, match="keep must be"):
         drop_pieces_outside({"vessel": prob.copy()}, hu, (100, 300), keep=[8, 8, 5])
     # through segment: its sources are the roots kept; the share dropped is reported

@@ -550,11 +550,13 @@ def drop_pieces_outside(
     threshold : float
         The mask threshold :func:`segment` uses.
     keep : (K, 3) array_like, optional
-        Voxel coordinates (z, y, x) of tree roots: the piece holding each (or nearest to
-        it, in physical distance, as the root will be snapped to it) is kept whatever
-        its median. A user who marks where a tree starts says that piece is a vessel:
-        when the network joins a tree to a false piece outside the range (a muscle
-        sheet), the range would otherwise drop the tree with it.
+        Voxel coordinates (z, y, x) of tree roots: the piece holding each, or the
+        nearest piece within :data:`KEEP_REACH` voxels of the finest axis (a click beside
+        the vessel), is kept whatever its median. A user who marks where a tree starts
+        says that piece is a vessel: when the network joins a tree to a false piece
+        outside the range (a muscle sheet), the range would otherwise drop the tree with
+        it. A root farther from any piece (its vessel was missed) keeps nothing: the
+        nearest piece could be the bone beside it.
     spacing : float or sequence of 3 float, optional
         Voxel size, for the distance to ``keep`` points outside the mask. Default 1.
 
@@ -588,8 +590,13 @@ def drop_pieces_outside(
     return int(bad.sum())
 
 
+#: How far (voxels of the finest axis) a root may lie from the piece it keeps.
+KEEP_REACH = 3.0
+
+
 def _pieces_nearest(labels: np.ndarray, points, spacing=None) -> np.ndarray:
-    """Label of the piece of ``labels`` nearest to each point (voxel coordinates)."""
+    """Labels of the pieces of ``labels`` nearest to the points (voxel coordinates),
+    for the points within :data:`KEEP_REACH` finest-axis voxels of one."""
     from scipy.spatial import cKDTree
 
     pts = np.asarray(points, dtype=float)
@@ -598,19 +605,20 @@ def _pieces_nearest(labels: np.ndarray, points, spacing=None) -> np.ndarray:
     if len(pts) == 0:
         return np.zeros(0, dtype=int)
     sp = np.broadcast_to(np.asarray(1.0 if spacing is None else spacing, float), (labels.ndim,))
-    # look near each point first (a root usually lies in or beside its piece); the
-    # whole mask only for a point with no piece within 32 voxels
+    sp = sp / sp.min()  # distances in voxels of the finest axis
+    # only the box that can hold a piece within reach of the point
+    pad = np.ceil(KEEP_REACH / sp).astype(int) + 1
     found = []
     for p in pts:
-        lo = np.maximum(np.floor(p).astype(int) - 32, 0)
-        hi = np.minimum(np.ceil(p).astype(int) + 33, labels.shape)
+        lo = np.clip(np.floor(p).astype(int) - pad, 0, labels.shape)
+        hi = np.clip(np.ceil(p).astype(int) + pad + 1, 0, labels.shape)
         box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
         vox = np.argwhere(labels[box] > 0)
-        offset = lo
         if len(vox) == 0:
-            vox, offset = np.argwhere(labels > 0), np.zeros(labels.ndim, int)
-        _, i = cKDTree((vox + offset) * sp).query(p * sp)
-        found.append(int(labels[tuple(vox[i] + offset)]))
+            continue
+        distance, i = cKDTree((vox + lo) * sp).query(p * sp)
+        if distance <= KEEP_REACH:
+            found.append(int(labels[tuple(vox[i] + lo)]))
     return np.asarray(found, dtype=int)
 
 
