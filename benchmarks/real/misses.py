@@ -114,9 +114,14 @@ def miss_profile(pred, gt, image, roi=None, spacing=None) -> dict:
 def _markdown(rows) -> str:
     head = ["case", "model", "sens."]
     head += [
-        f"depth {lo:g}-{'' if np.isinf(hi) else f'{hi:g}'}: share / sens." for lo, hi in DEPTH_BINS
+        f"depth {lo:g}-{'' if np.isinf(hi) else f'{hi:g}'} vox: share / sens."
+        for lo, hi in DEPTH_BINS
     ]
-    head += ["missed: distance to pred. (p25/50/75/90)", "median found / missed / bg", "untouched"]
+    head += [
+        "missed: distance to pred., spacing units (p25/50/75/90)",
+        "median found / missed / bg",
+        "untouched",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         m = row["profile"]

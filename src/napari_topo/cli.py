@@ -742,12 +742,13 @@ def sources_in_voxels(points, space: str, geometry, shape, name: str = "--source
     vox = np.where(np.abs(vox - np.round(vox)) < 1e-6, np.round(vox), vox)
     inside = np.all((vox >= -0.5) & (vox <= np.asarray(shape) - 0.5), axis=1)
     if not inside.all():
-        k = int(np.flatnonzero(~inside)[0])
+        k, n_out = int(np.flatnonzero(~inside)[0]), int((~inside).sum())
         unit = f" {geometry.unit}" if geometry.unit and space == "world" else ""
         words = _SPACE_WORDS[space].format(unit=unit and f",{unit}")
         others = [s for s in SOURCES_SPACES[1:] if s != space]
         raise ValueError(
-            f"{int((~inside).sum())} of the {name} points lie outside the volume {tuple(shape)} "
+            f"{n_out} of the {name} points {'lies' if n_out == 1 else 'lie'} outside "
+            f"the volume {tuple(shape)} "
             f"(row {k + 1}: {pts[k].tolist()} read as {words} is voxel "
             f"{np.round(vox[k], 2).tolist()}); check the file, or say what its coordinates "
             f"are with --sources-space {' or '.join(others)}"
