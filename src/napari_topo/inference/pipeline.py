@@ -538,7 +538,7 @@ def drop_pieces_outside(
     The mask ``outputs["vessel"] > threshold`` is cut into 26-connected pieces
     (:func:`cc3d.connected_components`); a piece whose median ``volume`` value is below
     ``vessel_range[0]`` or above ``vessel_range[1]`` gets probability (and TopNet's
-    centerness) 0, in place, unless it is the piece nearest to a point of ``keep``.
+    centerness) 0, in place, unless a point of ``keep`` lies in it or within reach.
 
     Parameters
     ----------
@@ -743,7 +743,7 @@ def segment(
         Intensities (the input's units: HU for a CT) a vessel can have: each piece of
         the mask (26-connected, before ``min_size``) whose median intensity lies outside
         ``[low, high]`` is dropped whole (its probability set to 0), except the pieces
-        that hold (or are nearest to) the ``sources``, see :func:`drop_pieces_outside`.
+        that hold (or lie within 3 voxels of) the ``sources``, see :func:`drop_pieces_outside`.
         "auto" (default): :data:`CT_VESSEL_RANGE` (100 to 300 HU) when the input
         policy recognised a CT in HU, nothing otherwise; None: off. 100-300 HU is the
         lumen range the models were trained on (110-280 HU) and the top of their CT
