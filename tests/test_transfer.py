@@ -139,7 +139,7 @@ def test_a_large_contrast_filled_vein_alone_is_found_whole():
 @pytest.mark.xfail(
     strict=True,
     reason="known failure (issue 9): the development CT's portal vein and vena cava are "
-    "missed whole; a vertebra's saturated cortex beside a large vein hides it from the "
+    "mostly missed; a vertebra's saturated cortex beside a large vein hides it from the "
     "U-Nets, which normalise each tile. Training on such bones (large_bone_prob) has "
     "not fixed it yet",
 )

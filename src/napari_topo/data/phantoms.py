@@ -221,8 +221,8 @@ def vein_beside_spine(
 
     The development CT's portal vein and vena cava (3D-IRCADb-01 patient 01, median 191 HU
     in a ~105 HU liver) were mostly missed (16-23 % of their deep voxels found). This
-    phantom reproduces it: a
-    straight vein (radius ``vein_radius`` mm, 190 HU) along z in liver-like tissue
+    phantom reproduces it: a straight vein (radius ``vein_radius`` mm, 190 HU) along z
+    in liver-like tissue
     (105 HU, correlated noise), and a vertebra-like cylinder (radius ``bone_radius`` mm,
     a 3 mm cortex at 900 HU around 250 HU marrow) ``gap`` mm from it, in fat; air
     outside a round body. With ``bone=False`` the vertebra and fat are left out (the
