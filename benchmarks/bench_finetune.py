@@ -3,10 +3,10 @@
 Run on demand (never as a timed test)::
 
     python benchmarks/bench_finetune.py [--case CONVERTED_CASE] [--minutes 8] [--threads 2]
-        [--tube-minutes 2] [--results /work/results/finetune] [--skip-case] [--skip-tubes]
+        [--tube-minutes 2] [--results /work/results/finetune] [--skip-tubes] [--base MODEL]
 
 Two experiments, each exactly as a user would run it (``finetune`` with its defaults from
-``unet-projpool``, then ``segment`` with the result):
+``--base``, ``unet-projpool`` unless given, then ``segment`` with the result):
 
 * **A converted 3D-IRCADb case** (``--case``: a folder made by ``benchmarks/real/convert.py``
   holding ``meta.json``, e.g. ``CONVERTED/ircadb/ircadb1``). Ground truth: every vessel
@@ -106,7 +106,9 @@ def _card_record(card) -> dict:
     }
 
 
-def run_case(folder: Path, minutes: float, threads: int, results: Path) -> dict:
+def run_case(
+    folder: Path, minutes: float, threads: int, results: Path, base: str = BASE
+) -> dict:
     import torch
 
     from napari_topo.inference import segment
@@ -145,16 +147,16 @@ def run_case(folder: Path, minutes: float, threads: int, results: Path) -> dict:
     module, card = finetune(
         image,
         labels,
-        BASE,
+        base,
         annotated=annotated,
         spacing=spacing,
         minutes=minutes,
         device="cpu",
         threads=threads,
         progress=timer,
-        name=f"{BASE}-ft-{meta.get('case', 'case')}",
+        name=f"{base}-ft-{meta.get('case', 'case')}",
         command=f"python benchmarks/bench_finetune.py --case {folder} --minutes {minutes:g} "
-        f"--threads {threads}",
+        f"--threads {threads} --base {base}",
     )
     ft_wall = time.perf_counter() - t0
     mem_ft = peak_mb()
@@ -168,7 +170,7 @@ def run_case(folder: Path, minutes: float, threads: int, results: Path) -> dict:
     )
     crop = np.ascontiguousarray(image[box])
     rows = {}
-    for label, model in (("base", BASE), ("fine-tuned", (module, card))):
+    for label, model in (("base", base), ("fine-tuned", (module, card))):
         t = time.perf_counter()
         torch.manual_seed(0)
         analysis = segment(crop, model, spacing=spacing, modality="ct", device="cpu")
@@ -204,7 +206,9 @@ def run_case(folder: Path, minutes: float, threads: int, results: Path) -> dict:
     }
 
 
-def run_tubes(minutes: float, threads: int, results: Path, seed: int = 0) -> dict:
+def run_tubes(
+    minutes: float, threads: int, results: Path, seed: int = 0, base: str = BASE
+) -> dict:
     import torch
 
     from napari_topo.inference import segment
@@ -229,18 +233,18 @@ def run_tubes(minutes: float, threads: int, results: Path, seed: int = 0) -> dic
     module, card = finetune(
         vol.image,
         labels,
-        BASE,
+        base,
         annotated=annotated,
         minutes=minutes,
         device="cpu",
         threads=threads,
         progress=timer,
-        name=f"{BASE}-ft-four-tubes",
+        name=f"{base}-ft-four-tubes",
     )
     ft_wall = time.perf_counter() - t0
     (results / f"{card.name}.card.json").write_text(card.to_json())
     rows = {}
-    for label, model in (("base", BASE), ("fine-tuned", (module, card))):
+    for label, model in (("base", base), ("fine-tuned", (module, card))):
         t = time.perf_counter()
         torch.manual_seed(0)
         analysis = segment(vol.image, model, device="cpu")
@@ -326,6 +330,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
     ap.add_argument("--results", type=Path, default=Path("/work/results/finetune"))
     ap.add_argument("--skip-tubes", action="store_true")
+    ap.add_argument(
+        "--base", default=BASE, help=f"the shipped model to fine-tune (default {BASE})"
+    )
     args = ap.parse_args(argv)
     args.results.mkdir(parents=True, exist_ok=True)
     import torch
@@ -338,10 +345,12 @@ def main(argv=None) -> int:
     }
     out = args.results / "finetune.json"
     if not args.skip_tubes:
-        report["tubes"] = run_tubes(args.tube_minutes, args.threads, args.results)
+        report["tubes"] = run_tubes(args.tube_minutes, args.threads, args.results, base=args.base)
         out.write_text(json.dumps(report, indent=2, default=str) + "\n")
     if args.case is not None:
-        report["case"] = run_case(args.case, args.minutes, args.threads, args.results)
+        report["case"] = run_case(
+            args.case, args.minutes, args.threads, args.results, base=args.base
+        )
     out.write_text(json.dumps(report, indent=2, default=str) + "\n")
     (args.results / "finetune.md").write_text(markdown(report))
     print(markdown(report))

@@ -455,3 +455,39 @@ def test_layer_tuples_become_napari_layers(make_napari_viewer, skel_analysis):
     assert np.array_equal(
         viewer.layers["v centerline"].features["tree"], skel_analysis.result.labels
     )
+
+
+# ------------------------------------------------------------------------ root placement
+def test_root_placement_flags_a_root_off_every_vessel():
+    """A root on a tube stays put; one in the empty corner is reported as moved far, off the mask.
+
+    Two tubes along x (radius 3) in a 24 x 48 x 64 volume, spacing 2 x 1 x 1: the first root
+    on the axis of tube 1, the second 4 slices and 10 rows off tube 2 (in the background).
+    """
+    mask = np.zeros((24, 48, 64), bool)
+    zz, yy = np.ogrid[:24, :48]
+    for cz, cy in ((6, 12), (16, 36)):
+        mask[((zz - cz) * 2.0) ** 2 + (yy - cy) ** 2 <= 9, 4:60] = True
+    sources = np.array([[6.0, 12.0, 30.0], [20.0, 46.0, 30.0]])
+    a = VesselAnalysis.from_outputs({"vessel": mask}, sources=sources, spacing=(2.0, 1.0, 1.0))
+    first, second = a.root_placement(sources)
+    assert first["tree"] == 1 and first["in_mask"] and first["moved"] < 1.5
+    assert first["n_voxels"] == int((a.trees == 1).sum()) > 0
+    # the far root is snapped to tube 2's centerline, sqrt((4 * 2)^2 + 10^2) = 12.8 away
+    # in physical units, and said to lie off the mask
+    assert not second["in_mask"]
+    assert 11.0 < second["moved"] < 15.0
+    assert np.allclose(second["point"], a.points[a.result.sources[1]])
+    assert second["given"] == [20.0, 46.0, 30.0]
+    # a root just beside the wall (one voxel out) still counts as on the vessel
+    beside = np.array([[6.0, 16.0, 30.0], [16.0, 36.0, 30.0]])
+    b = VesselAnalysis.from_outputs({"vessel": mask}, sources=beside, spacing=(2.0, 1.0, 1.0))
+    assert [r["in_mask"] for r in b.root_placement(beside)] == [True, True]
+    # outside the volume is off the mask however near the clipped voxel is
+    out = np.array([[6.0, 12.0, -5.0], [16.0, 36.0, 30.0]])
+    c = VesselAnalysis.from_outputs({"vessel": mask}, sources=out, spacing=(2.0, 1.0, 1.0))
+    assert [r["in_mask"] for r in c.root_placement(out)] == [False, True]
+    with pytest.raises(ValueError, match="roots for 2 trees"):
+        a.root_placement(sources[:1])
+    with pytest.raises(ValueError, match=r"\(K, 3\)"):
+        a.root_placement([1, 2, 3])

@@ -143,6 +143,31 @@ def test_segment_writes_everything_and_scores_against_the_truth(files, capsys, t
     compute = summary["compute"]
     assert compute["device"] == "cpu" and compute["precision"] in ("float32", "bfloat16")
     assert f"cpu, {compute['precision']}" in out
+    # both roots lie on vessels: where they landed is recorded, and no note is printed
+    assert [r["tree"] for r in summary["roots"]] == [1, 2]
+    assert all(r["in_mask"] for r in summary["roots"]) and "lies off the vessel mask" not in out
+
+
+def test_segment_says_when_a_root_lies_off_every_vessel(files, capsys, tmp_path):
+    """A root placed in empty background roots a tree on the nearest vessel: the CLI says so."""
+    d, v = files
+    far = np.array([63, 0, 63])
+    assert not v.mask[tuple(far)]
+    (tmp_path / "roots.csv").write_text(
+        "z,y,x\n" + ",".join(str(int(c)) for c in v.sources[0]) + "\n63,0,63\n"
+    )
+    out_dir = tmp_path / "out"
+    argv = ["segment", d / "vol.nii.gz", "--out", out_dir, "--sources", tmp_path / "roots.csv"]
+    code, out, err = _run([*argv, "--device", "cpu"], capsys)
+    assert code == 0, err
+    summary = json.loads((out_dir / "vol_summary.json").read_text())
+    on, off = summary["roots"]
+    assert on["in_mask"] and not off["in_mask"] and off["given"] == [63.0, 0.0, 63.0]
+    # the note names the root, its tree and how far it moved, in the spacing's unit
+    notes = [ln for ln in out.splitlines() if "lies off the vessel mask" in ln]
+    assert len(notes) == 1 and notes[0].startswith("note: root 2 (z,y,x 63,0,63)")
+    assert f"{off['moved']:.1f}" in notes[0] and f"({off['n_voxels']} voxels)" in notes[0]
+    assert off["moved"] > 5 * max(v.spacing)
 
 
 def test_segment_tta_is_applied_recorded_and_said(files, capsys, tmp_path):

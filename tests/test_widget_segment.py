@@ -439,6 +439,34 @@ def test_topnet_with_source_points(make_napari_viewer, qtbot):
 
 
 @gui
+def test_a_root_off_every_vessel_is_reported(make_napari_viewer, qtbot):
+    """A root clicked in empty background: the status says which, how far it moved, and warns."""
+    viewer = make_napari_viewer()
+    image = add_vessels(viewer)
+    truth = vessels()
+    corner = np.array([truth.shape[0] - 1, 0, truth.shape[2] - 1])
+    assert not truth.mask[tuple(corner)]
+    voxels = np.array([truth.sources[0], corner], dtype=float)
+    roots = viewer.add_points(voxels * np.asarray(SCALE) + np.asarray(TRANSLATE), name="roots")
+    widget = make_widget(viewer, qtbot, tile=48)
+    widget.image_picker.value = image
+    widget.sources_picker.value = roots
+    start = len(notification_manager.records)
+    assert run_and_wait(qtbot, widget, click=False) == "done", widget.status_label.text()
+    placement = widget.last_analysis.root_placement(voxels)
+    assert placement[0]["in_mask"] and not placement[1]["in_mask"]
+    text = widget.status_label.text()
+    assert f"Root 2 ({placement[1]['moved']:.1f}" in text and "lies off the vessel mask" in text
+    assert "Root 1" not in text
+    warned = [
+        n.message
+        for n in notification_manager.records[start:]
+        if n.severity == NotificationSeverity.WARNING
+    ]
+    assert any("Root 2 (" in m for m in warned), warned
+
+
+@gui
 def test_rerun_replaces_our_layers_only(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     add_vessels(viewer)

@@ -418,6 +418,70 @@ class VesselAnalysis:
     def ndim(self) -> int:
         return self.mask.ndim
 
+    def root_placement(self, sources) -> list[dict]:
+        """Where each given tree root landed: the centerline point it was moved to, and how far.
+
+        Trees grow from the centerline point nearest each root (:func:`reconstruct_trees`
+        snaps coordinates to points), so a root placed off every vessel the mask found (in
+        air, or on a vessel the model missed) silently roots its tree on whatever vessel
+        is nearest. This says so, for the CLI's closing lines and the Segment dock's status.
+
+        Parameters
+        ----------
+        sources : (K, ndim) array_like of float
+            The roots as given to :meth:`from_outputs` (voxel coordinates, same order:
+            root ``k`` grew tree ``k + 1``).
+
+        Returns
+        -------
+        list of dict
+            One per root: ``tree`` (its id, ``k + 1``), ``given`` and ``point`` (voxel
+            coordinates, the point is ``points[result.sources[k]]``), ``moved`` (Euclidean
+            distance between them in physical units of ``spacing``), ``in_mask`` (the
+            given coordinate, rounded, lies on a mask voxel or one of its 26-neighbours
+            does: a root on the vessel, however thick, is in the mask; one placed beside
+            it on the background is not) and ``n_voxels`` (voxels of its tree).
+
+        Raises
+        ------
+        ValueError
+            If ``sources`` is not ``(K, ndim)`` or does not have one row per tree of
+            ``result`` (roots detected automatically have nothing to compare against).
+        """
+        src = np.asarray(sources, dtype=np.float64)
+        if src.ndim != 2 or src.shape[1] != self.ndim:
+            raise ValueError(
+                f"sources must be a (K, {self.ndim}) array of voxel coordinates; got shape "
+                f"{src.shape}."
+            )
+        roots = np.asarray(self.result.sources, dtype=np.intp)
+        if len(src) != len(roots):
+            raise ValueError(
+                f"got {len(src)} roots for {len(roots)} trees; pass the sources the trees "
+                "were grown from."
+            )
+        sp = np.asarray(self.spacing, dtype=np.float64)
+        shape = np.asarray(self.mask.shape)
+        sizes = np.bincount(self.trees.ravel(), minlength=len(roots) + 1)
+        out = []
+        for k, (given, i) in enumerate(zip(src, roots, strict=True)):
+            point = np.asarray(self.points[i], dtype=np.float64)
+            c = np.clip(np.rint(given).astype(np.intp), 0, shape - 1)
+            lo, hi = np.maximum(c - 1, 0), np.minimum(c + 2, shape)
+            near = self.mask[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))]
+            inside = bool(np.all((given >= -0.5) & (given <= shape - 0.5)) and near.any())
+            out.append(
+                {
+                    "tree": k + 1,
+                    "given": given.tolist(),
+                    "point": point.tolist(),
+                    "moved": float(np.linalg.norm((given - point) * sp)),
+                    "in_mask": inside,
+                    "n_voxels": int(sizes[k + 1]),
+                }
+            )
+        return out
+
     @property
     def skeleton(self) -> np.ndarray:
         """Skeleton of the mask (computed and kept on first access if not known)."""

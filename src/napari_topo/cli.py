@@ -1030,6 +1030,8 @@ def _segment(args) -> None:
             gt = np.where(region, gt, 0)
         metrics = compute_metrics(analysis.trees, gt, spacing=spacing)
 
+    placement = _root_placement(analysis, sources)
+
     # Everything is computed; write into a temporary folder and move the files in at the
     # end, so an interrupted or failed run leaves no partial outputs behind.
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -1050,6 +1052,8 @@ def _segment(args) -> None:
         summary.update({"input": str(vol.path), "model": model, "seconds": round(took, 2)})
         if args.channel is not None:
             summary["channel"] = args.channel
+        if placement:
+            summary["roots"] = placement
         applied = getattr(analysis, "vessel_range", None)
         summary["vessel_range"] = None if applied is None else [float(v) for v in applied]
         summary["pieces_dropped"] = int(getattr(analysis, "pieces_dropped", 0))
@@ -1093,6 +1097,15 @@ def _segment(args) -> None:
             f"  ... and {len(trees) - MAX_TREE_LINES} smaller trees "
             f"(every tree in {stem}_summary.json)"
         )
+    for root in placement:
+        if not root["in_mask"]:
+            where = ",".join(f"{v:g}" for v in root["given"])
+            print(
+                f"note: root {root['tree']} (z,y,x {where}) lies off the vessel mask: tree "
+                f"{root['tree']} ({root['n_voxels']} voxels) grew from the nearest centerline "
+                f"point, {root['moved']:.1f}{unit} away. Check the root; or its vessel was "
+                "missed."
+            )
     applied = getattr(analysis, "vessel_range", None)
     if applied is not None:
         hu = " HU" if policy is not None and policy.intensity.modality == "ct" else ""
@@ -1115,6 +1128,13 @@ def _segment(args) -> None:
         print(f"metrics against the ground truth ({where}):")
         print(_metrics_table(metrics, _length_unit(spacing, geometry)))
     print(f"wrote {len(written)} files to {out_dir}: " + ", ".join(written))
+
+
+def _root_placement(analysis, sources) -> list[dict]:
+    """Where each ``--sources`` root landed (:meth:`VesselAnalysis.root_placement`); [] if none."""
+    if sources is None or analysis.result.n_trees != len(sources):
+        return []
+    return analysis.root_placement(sources)
 
 
 def _segment_streaming(

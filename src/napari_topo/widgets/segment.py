@@ -555,6 +555,27 @@ class _Job:
     unit: str | None = None
 
 
+def _roots_off_the_mask(job: _Job, analysis) -> str | None:
+    """A sentence naming the tree roots that lie off the vessel mask, or None.
+
+    Such a root grows its tree from the nearest centerline point, however far (in air, or
+    on a vessel the model missed); :meth:`VesselAnalysis.root_placement` measures it.
+    """
+    if job.sources is None or analysis.result.n_trees != len(job.sources):
+        return None
+    off = [r for r in analysis.root_placement(job.sources) if not r["in_mask"]]
+    if not off:
+        return None
+    unit = f" {job.unit}" if job.unit else ("" if job.spacing else " voxels")
+    moved = ", ".join(f"{r['tree']} ({r['moved']:.1f}{unit})" for r in off)
+    which = "Root" if len(off) == 1 else "Roots"
+    return (
+        f"{which} {moved} lie{'s' if len(off) == 1 else ''} off the vessel mask: "
+        f"{'its tree grew' if len(off) == 1 else 'their trees grew'} from the nearest "
+        "centerline point that far away. Check the root, or its vessel was missed."
+    )
+
+
 @dataclass(frozen=True)
 class _Outcome:
     """What the worker hands back to the GUI thread (plain Python, no Qt)."""
@@ -1671,12 +1692,15 @@ class SegmentWidget(QWidget):
         ran = ", ".join(compute[k] for k in ("device", "precision", "tta") if compute.get(k))
         ran = f" ({ran})" if ran else ""
         where = f" ({job.region.kind}: {job.region.describe()})" if job.region else ""
+        off = _roots_off_the_mask(job, analysis)
         self._set_status(
             f"Segmented '{job.image}'{where} with {job.model_name or job.model}{ran} in "
             f"{seconds:.1f} s: "
             f"{n_trees} tree{'s' if n_trees != 1 else ''}, "
-            f"{len(analysis.points)} centerline points."
+            f"{len(analysis.points)} centerline points." + (f" {off}" if off else "")
         )
+        if off:
+            show_warning(off)
 
     def _on_errored(self, exc: BaseException) -> None:
         self._clock.stop()
