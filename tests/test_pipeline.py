@@ -551,6 +551,65 @@ def test_vessel_range_keeps_the_piece_a_root_is_in(auto_card):
     assert kept.dropped_share == 0.0 and kept.result.n_trees == 1
 
 
+def test_vessel_range_splits_a_piece_where_it_is_thin():
+    # On a crop of the development CT (the lower half of the liver), unet-dice joined the
+    # vessel tree through a thin bridge to a sheet of muscle three times its size: the
+    # piece's median was muscle and the whole tree was dropped (Dice 0.26 -> 0.04). Cut
+    # at the bridge, the tree's part is judged on its own.
+    from napari_topo.inference import drop_pieces_outside
+
+    hu = np.full((20, 40, 64), -100, np.int16)  # fat
+    z, y, x = np.indices(hu.shape)
+    vessel = ((z - 10) ** 2 + (y - 10) ** 2 <= 9) & (x >= 4) & (x < 60)
+    muscle = (z >= 4) & (z < 16) & (y >= 20) & (y < 36) & (x >= 4) & (x < 60)
+    bridge = (z == 10) & (x == 30) & (y >= 10) & (y < 20)  # one voxel thick
+    hu[muscle | bridge], hu[vessel] = 50, 200
+    # a second tube on the muscle's far side, only partly bright: its median is inside
+    # the range but a quarter of it is not
+    mixed = ((z - 10) ** 2 + (y - 37) ** 2 <= 2) & (x >= 4) & (x < 60)
+    hu[mixed] = np.where(x[mixed] % 5 < 2, 50, 200)
+    piece = vessel | muscle | bridge | mixed
+    assert np.median(hu[piece]) < 100  # as a whole, muscle
+    prob = np.where(piece, 0.9, 0.0).astype(np.float32)
+
+    out = {"vessel": prob.copy()}
+    assert drop_pieces_outside(out, hu, (100, 300), spacing=(1.0, 1.0, 1.0)) == 1
+    kept = out["vessel"] > 0.5
+    assert kept[vessel].all()  # the vessel kept whole ...
+    assert not kept[muscle | mixed].any()  # ... the muscle and the mixed tube dropped
+    assert not (kept & ~(vessel | bridge)).any()  # (the bridge's end goes with the vessel)
+    # fused by a thick slab instead (one core), the piece is judged whole as before
+    slab = (z >= 7) & (z < 14) & (y >= 12) & (y < 22) & (x >= 4) & (x < 60)
+    fused_hu = np.where(slab & ~vessel, 50, hu).astype(np.int16)
+    out = {"vessel": np.where(vessel | muscle | slab, 0.9, 0.0).astype(np.float32)}
+    assert drop_pieces_outside(out, fused_hu, (100, 300)) == 1
+    assert not (out["vessel"] > 0.5).any()
+
+
+def test_vessel_range_drops_small_pieces_whole(monkeypatch):
+    # Two 4-voxel cubes, one of vessel intensity, joined by a thin bridge: 147 voxels, under
+    # SPLIT_MIN_SIZE, so the piece is dropped whole; split, the bright cube would stay.
+    from napari_topo.inference import drop_pieces_outside
+    from napari_topo.inference import pipeline
+
+    hu = np.full((12, 12, 24), -100, np.int16)
+    piece = np.zeros(hu.shape, bool)
+    piece[4:8, 4:8, 2:6] = True  # 64 voxels at 200 HU
+    hu[4:8, 4:8, 2:6] = 200
+    piece[4:8, 4:8, 9:14] = True  # 80 voxels of muscle
+    hu[4:8, 4:8, 9:14] = 50
+    piece[5, 5, 6:9] = True  # the bridge
+    hu[5, 5, 6:9] = 50
+    assert piece.sum() < pipeline.SPLIT_MIN_SIZE and np.median(hu[piece]) < 100
+    prob = np.where(piece, 0.9, 0.0).astype(np.float32)
+    out = {"vessel": prob.copy()}
+    assert drop_pieces_outside(out, hu, (100, 300)) == 1 and not out["vessel"].any()
+    monkeypatch.setattr(pipeline, "SPLIT_MIN_SIZE", 0)
+    out = {"vessel": prob.copy()}
+    drop_pieces_outside(out, hu, (100, 300))
+    assert (out["vessel"][4:8, 4:8, 2:6] > 0.5).all() and not out["vessel"][:, :, 9:].any()
+
+
 def test_vessel_range_judges_pieces_before_the_roi_cuts_them(auto_card):
     # A newcomer's liver CT with --roi: a piece the default dropped whole (median above
     # 300 HU) was cut by the region first, and its inside part (lumen-like HU) was kept.

@@ -344,7 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="drop each piece of the mask whose median intensity (input units, HU for a "
         "CT) is outside LOW..HIGH; auto (default): 100 300 for a CT in HU (a portal-venous "
         "lumen; drops the muscle and bone the models also mark), nothing otherwise; off. "
-        "The pieces holding --sources are kept",
+        "A piece that fails is first cut where it is thin and its parts inside the range "
+        "kept; the pieces holding --sources are kept",
     )
     seg.add_argument(
         "--roi-margin",

@@ -540,6 +540,16 @@ def drop_pieces_outside(
     ``vessel_range[0]`` or above ``vessel_range[1]`` gets probability (and TopNet's
     centerness) 0, in place, unless a point of ``keep`` lies in it or within reach.
 
+    A piece outside the range is first split where it is thin
+    (:func:`_split_where_thin`): its parts deeper than :data:`SPLIT_DEPTH` finest-axis
+    voxels are its cores, every voxel of the piece joins its nearest core, and a part
+    whose lower quartile and median both lie inside the range is kept. A vessel tree
+    that the network joined through a thin bridge to a large false piece (muscle, the
+    body wall) would otherwise go with it whole: on a crop of the development CT
+    (3D-IRCADb-01 patient 01, the lower half of the liver) unet-dice's Dice fell from
+    0.26 to 0.04 that way, and is 0.45 with the split. The quartile asks more of a part
+    than the median asks of a whole piece: the part comes from a piece that failed.
+
     Parameters
     ----------
     outputs : dict of str to ndarray
@@ -585,13 +595,72 @@ def drop_pieces_outside(
     bad[1:] = (medians < low) | (medians > high)
     if keep is not None and bad.any():
         bad[_pieces_nearest(labels, keep, spacing)] = False
-    if bad.any():
-        _zero_outside(outputs, bad[labels])
+    if not bad.any():
+        return 0
+    drop = bad[labels]
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    boxes = ndi.find_objects(labels)
+    for lab in np.flatnonzero(bad & (sizes >= SPLIT_MIN_SIZE)):
+        box = boxes[lab - 1]
+        piece = labels[box] == lab
+        kept = _split_where_thin(piece, values[box], low, high, spacing)
+        if kept is not None:
+            drop[box] &= ~kept
+    _zero_outside(outputs, drop)
     return int(bad.sum())
 
 
 #: How far (voxels of the finest axis) a root may lie from the piece it keeps.
 KEEP_REACH = 3.0
+#: Depth (voxels of the finest axis) of a core when a piece outside the vessel range is
+#: split where it is thin: 1.75 in-plane voxels of the development CT is 1 mm.
+SPLIT_DEPTH = 1.75
+#: Pieces smaller than this (voxels) are dropped whole, not split.
+SPLIT_MIN_SIZE = 200
+
+
+def _split_where_thin(piece: np.ndarray, values: np.ndarray, low, high, spacing=None):
+    """Voxels of ``piece`` (bool, its bounding box) in parts that lie inside the range.
+
+    Cores: the voxels deeper than :data:`SPLIT_DEPTH` finest-axis voxels (no background
+    voxel within that Euclidean distance, voxel size taken into account: an erosion by
+    that ball); each voxel of the piece joins its nearest core (Euclidean, the feature
+    transform of :func:`scipy.ndimage.distance_transform_edt`); a part is kept when its
+    25th percentile and its median lie in ``low..high``. None when the piece has fewer
+    than two cores (nothing to split).
+    """
+    import cc3d
+    from scipy import ndimage as ndi
+
+    sp = np.broadcast_to(np.asarray(1.0 if spacing is None else spacing, float), (piece.ndim,))
+    sp = sp / sp.min()
+    # deeper than SPLIT_DEPTH <=> no background voxel within that distance: an erosion by
+    # the ball of that radius (in voxels of the finest axis; outside the box is background)
+    reach = np.floor(SPLIT_DEPTH / sp).astype(int)
+    offsets = np.indices(2 * reach + 1).reshape(piece.ndim, -1).T - reach
+    ball = np.zeros(2 * reach + 1, dtype=bool)
+    ball[tuple((offsets + reach).T)] = np.sqrt(((offsets * sp) ** 2).sum(axis=1)) <= SPLIT_DEPTH
+    core = ndi.binary_erosion(piece, structure=ball, border_value=0)
+    cores, m = cc3d.connected_components(core, connectivity=26, return_N=True)
+    if m < 2:
+        return None
+    nearest = ndi.distance_transform_edt(
+        cores == 0, sampling=sp, return_distances=False, return_indices=True
+    )
+    parts = np.where(piece, cores[tuple(nearest)], 0)
+    del nearest
+    inside = parts[piece]
+    order = np.argsort(inside, kind="stable")
+    flat = inside[order]
+    vals = np.asarray(values)[piece][order]
+    starts = np.searchsorted(flat, np.arange(1, m + 2))
+    good = np.zeros(m + 1, dtype=bool)
+    for c in range(1, m + 1):
+        v = vals[starts[c - 1] : starts[c]]
+        if v.size:
+            q25, q50 = np.percentile(v, (25, 50))
+            good[c] = q25 >= low and q50 <= high
+    return good[parts] & piece
 
 
 def _pieces_nearest(labels: np.ndarray, points, spacing=None) -> np.ndarray:
@@ -742,16 +811,19 @@ def segment(
     vessel_range : "auto", (low, high) or None
         Intensities (the input's units: HU for a CT) a vessel can have: each piece of
         the mask (26-connected, before ``min_size``) whose median intensity lies outside
-        ``[low, high]`` is dropped whole (its probability set to 0), except the pieces
-        that hold (or lie within 3 voxels of) the ``sources``, see :func:`drop_pieces_outside`.
+        ``[low, high]`` is dropped (its probability set to 0), except the pieces that
+        hold (or lie within 3 voxels of) the ``sources`` and the parts of a dropped
+        piece, cut where it is thin, that lie inside the range (a tree joined to a
+        muscle sheet by a thin bridge), see :func:`drop_pieces_outside`.
         "auto" (default): :data:`CT_VESSEL_RANGE` (100 to 300 HU) when the input
         policy recognised a CT in HU, nothing otherwise; None: off. 100-300 HU is the
         lumen range the models were trained on (110-280 HU) and the top of their CT
         window, above which lumen and bone look the same to them;
         it drops what the networks mark by shape alone (a muscle sheet at 40-60 HU,
-        ribs and vertebrae above 300). Whole pieces, not voxels: gating voxel by voxel
-        left noise holes that broke the centerlines. An arterial-phase CTA (lumen above
-        300 HU) or a non-contrast CT (none above 100) needs another range or None.
+        ribs and vertebrae above 300). Pieces (cut only where thin), not voxels: gating
+        voxel by voxel left noise holes that broke the centerlines. An arterial-phase
+        CTA (lumen above 300 HU) or a non-contrast CT (none above 100) needs another
+        range or None.
     **predict_kwargs
         Any other :func:`predict` argument (tile, device, progress, cancel, ...).
 

@@ -1152,8 +1152,9 @@ class SegmentWidget(QWidget):
             tooltip="Drop each piece of the mask whose median intensity lies outside a "
             "range (image units; HU for a CT). 'auto': 100..300 HU for a CT in HU (a "
             "portal-venous lumen: removes the muscle and bone the models also mark), "
-            "nothing otherwise; 'custom': the two values. The pieces holding the Tree roots "
-            "points are always kept.",
+            "nothing otherwise; 'custom': the two values. A piece that fails is first cut "
+            "where it is thin, and its parts inside the range are kept. The pieces holding "
+            "the Tree roots points are always kept.",
         )
         self.range_low, self.range_high, range_row = _pair_row(
             self.range_mode,
