@@ -589,8 +589,7 @@ def test_vessel_range_splits_a_piece_where_it_is_thin():
 def test_vessel_range_drops_small_pieces_whole(monkeypatch):
     # Two 4-voxel cubes, one of vessel intensity, joined by a thin bridge: 147 voxels, under
     # SPLIT_MIN_SIZE, so the piece is dropped whole; split, the bright cube would stay.
-    from napari_topo.inference import drop_pieces_outside
-    from napari_topo.inference import pipeline
+    from napari_topo.inference import drop_pieces_outside, pipeline
 
     hu = np.full((12, 12, 24), -100, np.int16)
     piece = np.zeros(hu.shape, bool)

@@ -104,6 +104,33 @@ def new_errors(start: int) -> list[str]:
 # ------------------------------------------------------------------------------ Qt-free
 
 
+def test_roots_off_the_mask_sentence():
+    from types import SimpleNamespace
+
+    from napari_topo.widgets.segment import _roots_off_the_mask
+
+    mask = np.zeros((16, 24, 40), bool)
+    mask[7:10, 7:10, 4:36] = True  # one tube along x
+    on, off1, off2 = [8.0, 8.0, 20.0], [8.0, 20.0, 10.0], [1.0, 1.0, 30.0]
+    a = VesselAnalysis.from_outputs({"vessel": mask}, sources=[on, off1], spacing=(1, 1, 1))
+    job = SimpleNamespace(sources=np.array([on, off1]), spacing=(1.0, 1.0, 1.0), unit="um")
+    moved = a.root_placement(job.sources)[1]["moved"]
+    assert _roots_off_the_mask(job, a) == (
+        "Root 2 lies off the vessel mask: its tree grew from the nearest centerline point, "
+        f"{moved:.1f} um away. Check the root, or its vessel was missed."
+    )
+    b = VesselAnalysis.from_outputs({"vessel": mask}, sources=[off1, on, off2])
+    job = SimpleNamespace(sources=np.array([off1, on, off2]), spacing=None, unit=None)
+    d = [r["moved"] for r in b.root_placement(job.sources)]
+    text = _roots_off_the_mask(job, b)
+    assert text.startswith("Roots 1, 3 lie off the vessel mask: their trees grew")
+    assert f"points, {d[0]:.1f} and {d[2]:.1f} voxels away." in text
+    job = SimpleNamespace(sources=np.array([on]), spacing=None, unit=None)
+    c = VesselAnalysis.from_outputs({"vessel": mask}, sources=[on])
+    assert _roots_off_the_mask(job, c) is None
+    assert _roots_off_the_mask(SimpleNamespace(sources=None), c) is None
+
+
 def test_model_tooltip_has_summary_and_test_scores():
     card = get_card("unet-dice")
     text = model_tooltip(card)
@@ -456,14 +483,14 @@ def test_a_root_off_every_vessel_is_reported(make_napari_viewer, qtbot):
     placement = widget.last_analysis.root_placement(voxels)
     assert placement[0]["in_mask"] and not placement[1]["in_mask"]
     text = widget.status_label.text()
-    assert f"Root 2 ({placement[1]['moved']:.1f}" in text and "lies off the vessel mask" in text
-    assert "Root 1" not in text
+    assert "Root 2 lies off the vessel mask" in text and "Root 1" not in text
+    assert f"centerline point, {placement[1]['moved']:.1f} scale units away" in text
     warned = [
         n.message
         for n in notification_manager.records[start:]
         if n.severity == NotificationSeverity.WARNING
     ]
-    assert any("Root 2 (" in m for m in warned), warned
+    assert any("Root 2 lies off" in m for m in warned), warned
 
 
 @gui

@@ -566,13 +566,21 @@ def _roots_off_the_mask(job: _Job, analysis) -> str | None:
     off = [r for r in analysis.root_placement(job.sources) if not r["in_mask"]]
     if not off:
         return None
-    unit = f" {job.unit}" if job.unit else ("" if job.spacing else " voxels")
-    moved = ", ".join(f"{r['tree']} ({r['moved']:.1f}{unit})" for r in off)
-    which = "Root" if len(off) == 1 else "Roots"
+    unit = f" {job.unit}" if job.unit else (" scale units" if job.spacing else " voxels")
+    ids = ", ".join(str(r["tree"]) for r in off)
+    far = " and ".join(
+        [", ".join(f"{r['moved']:.1f}" for r in off[:-1]), f"{off[-1]['moved']:.1f}"]
+        if len(off) > 1
+        else [f"{off[0]['moved']:.1f}"]
+    )
+    if len(off) == 1:
+        return (
+            f"Root {ids} lies off the vessel mask: its tree grew from the nearest centerline "
+            f"point, {far}{unit} away. Check the root, or its vessel was missed."
+        )
     return (
-        f"{which} {moved} lie{'s' if len(off) == 1 else ''} off the vessel mask: "
-        f"{'its tree grew' if len(off) == 1 else 'their trees grew'} from the nearest "
-        "centerline point that far away. Check the root, or its vessel was missed."
+        f"Roots {ids} lie off the vessel mask: their trees grew from the nearest centerline "
+        f"points, {far}{unit} away. Check the roots, or their vessels were missed."
     )
 
 
