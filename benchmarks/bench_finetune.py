@@ -4,8 +4,9 @@ Run on demand (never as a timed test)::
 
     python benchmarks/bench_finetune.py [--case CONVERTED_CASE] [--minutes 8] [--threads 2]
         [--tube-minutes 2] [--results /work/results/finetune] [--skip-tubes] [--base MODEL]
+        [--stack CONVERTED_STACK ...] [--stack-minutes 5]
 
-Two experiments, each exactly as a user would run it (``finetune`` with its defaults from
+Three experiments, each exactly as a user would run it (``finetune`` with its defaults from
 ``--base``, ``unet-projpool`` unless given, then ``segment`` with the result):
 
 * **A converted 3D-IRCADb case** (``--case``: a folder made by ``benchmarks/real/convert.py``
@@ -21,6 +22,9 @@ Two experiments, each exactly as a user would run it (``finetune`` with its defa
   automatic detection says on the whole volume, and what the fine-tune used; a crop
   without air would not be recognised as CT). Targets (issue 10): Dice >= 0.6, clDice >=
   0.65 within 10 minutes on 2 CPU cores.
+* **Converted two-photon stacks** (``--stack``, repeatable: vesselNN folders of
+  ``convert.py``): the labels of one half of the stack (x below its middle) are the
+  annotation, the other half is scored (:func:`run_stack`).
 * **The four-tube volume of issue 9** (``benchmarks/real/four_tubes.py``, uint16, 64 x 256
   x 256, as ``bench_four_tubes.py``): the labels of 8 z-slices (evenly spread over the slices
   holding tubes; some hold none, so they are given as the ``annotated`` mask) are the
@@ -206,6 +210,82 @@ def run_case(
     }
 
 
+def run_stack(
+    folder: Path, minutes: float, threads: int, results: Path, base: str = BASE
+) -> dict:
+    """Fine-tune on the labels of one half of a two-photon stack, score the other half.
+
+    ``folder``: a converted vesselNN case (``benchmarks/real/convert.py vesselnn``). The
+    stack is split across x at its middle (its 25 slices are too few, and their labels too
+    coarse, to split in z): the labels of ``x < middle`` are the user's annotation; Dice,
+    clDice, precision and sensitivity are scored on ``x >= middle``. Both models segment
+    the whole stack with the defaults and the stack's spacing, as ``run.py`` does.
+    """
+    import torch
+
+    from napari_topo.inference import segment
+    from napari_topo.training.finetune import finetune
+
+    sys.path.insert(0, os.path.join(HERE, "real"))
+    from run import load_case
+
+    torch.set_num_threads(threads)
+    case = load_case(folder)
+    meta, spacing, image, gt = case["meta"], case["spacing"], case["image"], case["gt"]
+    mid = gt.shape[2] // 2
+    annotated = np.zeros(gt.shape, bool)
+    annotated[:, :, :mid] = True
+    test = ~annotated
+    labels = (gt & annotated).astype(np.uint8)
+    print(
+        f"{meta.get('data')}/{meta.get('case')}: {image.shape}, spacing {spacing}; annotated "
+        f"x < {mid} ({int(labels.sum())} vessel voxels), scored x >= {mid} "
+        f"({int((gt & test).sum())} vessel voxels)",
+        flush=True,
+    )
+    timer = Timer(str(meta.get("case")))
+    t0 = time.perf_counter()
+    module, card = finetune(
+        image,
+        labels,
+        base,
+        annotated=annotated,
+        spacing=spacing,
+        minutes=minutes,
+        device="cpu",
+        threads=threads,
+        progress=timer,
+        name=f"{base}-ft-{meta.get('case', 'stack')}",
+        command=f"python benchmarks/bench_finetune.py --stack {folder} --minutes {minutes:g} "
+        f"--threads {threads} --base {base}",
+    )
+    ft_wall = time.perf_counter() - t0
+    (results / f"{card.name}.card.json").write_text(card.to_json())
+    rows = {}
+    for label, model in (("base", base), ("fine-tuned", (module, card))):
+        t = time.perf_counter()
+        torch.manual_seed(0)
+        analysis = segment(image, model, spacing=spacing, device="cpu")
+        s = score(analysis.mask, gt, roi=test, spacing=spacing)
+        s["segment_wall_s"] = round(time.perf_counter() - t, 1)
+        rows[label] = s
+        print(
+            f"  {label:10s} other half: Dice {s['Dice']:.3f} clDice {s['clDice']:.3f} "
+            f"precision {s['Precision']:.3f} sensitivity {s['Sensitivity']:.3f}",
+            flush=True,
+        )
+    return {
+        "case": f"{meta.get('data')}/{meta.get('case')}",
+        "split": f"annotated x < {mid}, scored x >= {mid}",
+        "annotated_vessel_voxels": int(labels.sum()),
+        "finetune_wall_s": round(ft_wall, 1),
+        **timer.per_100_steps(),
+        "card": _card_record(card),
+        "other_half": rows,
+        "peak_memory_mb": round(peak_mb()),
+    }
+
+
 def run_tubes(
     minutes: float, threads: int, results: Path, seed: int = 0, base: str = BASE
 ) -> dict:
@@ -299,6 +379,27 @@ def markdown(report: dict) -> str:
             f"targets met: {case['met']}.",
             "",
         ]
+    for stack in report.get("stacks", []):
+        lines += [
+            f"## {stack['case']}: fine-tuned on one half of the stack ({stack['split']})",
+            "",
+            "| model | Dice | clDice | precision | sensitivity | segment (s) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for label, r in stack["other_half"].items():
+            lines.append(
+                f"| {label} | {r['Dice']:.3f} | {r['clDice']:.3f} | {r['Precision']:.3f} | "
+                f"{r['Sensitivity']:.3f} | {r['segment_wall_s']:.0f} |"
+            )
+        c = stack["card"]
+        lines += [
+            "",
+            f"Fine-tune: {stack['finetune_wall_s']:.0f} s, {c['steps']} steps "
+            f"(best {c['best_step']}; {c['stopped']}); held-out validation Dice "
+            f"{c['validation_before']['Dice']:.3f} -> {c['validation_after']['Dice']:.3f}; "
+            f"peak memory {stack['peak_memory_mb']} MiB.",
+            "",
+        ]
     tubes = report.get("tubes")
     if tubes:
         lines += [
@@ -329,6 +430,15 @@ def main(argv=None) -> int:
     ap.add_argument("--tube-minutes", type=float, default=2.0, help="budget for the four tubes")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
     ap.add_argument("--results", type=Path, default=Path("/work/results/finetune"))
+    ap.add_argument(
+        "--stack",
+        type=Path,
+        action="append",
+        default=[],
+        help="a converted vesselNN stack folder (repeatable): fine-tuned on one half, "
+        "scored on the other",
+    )
+    ap.add_argument("--stack-minutes", type=float, default=5.0, help="budget per stack")
     ap.add_argument("--skip-tubes", action="store_true")
     ap.add_argument(
         "--base", default=BASE, help=f"the shipped model to fine-tune (default {BASE})"
@@ -351,6 +461,11 @@ def main(argv=None) -> int:
         report["case"] = run_case(
             args.case, args.minutes, args.threads, args.results, base=args.base
         )
+    for folder in args.stack:
+        report.setdefault("stacks", []).append(
+            run_stack(folder, args.stack_minutes, args.threads, args.results, base=args.base)
+        )
+        out.write_text(json.dumps(report, indent=2, default=str) + "\n")
     out.write_text(json.dumps(report, indent=2, default=str) + "\n")
     (args.results / "finetune.md").write_text(markdown(report))
     print(markdown(report))
