@@ -110,13 +110,50 @@ def _card_record(card) -> dict:
     }
 
 
-def run_case(
-    folder: Path, minutes: float, threads: int, results: Path, base: str = BASE
-) -> dict:
+def _finetune(image, labels, annotated, base, spacing, minutes, threads, timer, name, command):
+    """``finetune`` as the benchmarks run it (CPU, their thread count, a progress timer)."""
+    from napari_topo.training.finetune import finetune
+
+    return finetune(
+        image,
+        labels,
+        base,
+        annotated=annotated,
+        spacing=spacing,
+        minutes=minutes,
+        device="cpu",
+        threads=threads,
+        progress=timer,
+        name=name,
+        command=command,
+    )
+
+
+def _score_both(base, tuned, image, gt, test, spacing, where: str, **settings) -> dict:
+    """Segment ``image`` with the base and the fine-tuned model; scores inside ``test``."""
     import torch
 
     from napari_topo.inference import segment
-    from napari_topo.training.finetune import finetune
+
+    rows = {}
+    for label, model in (("base", base), ("fine-tuned", tuned)):
+        t = time.perf_counter()
+        torch.manual_seed(0)
+        analysis = segment(image, model, spacing=spacing, device="cpu", **settings)
+        s = score(analysis.mask, gt, roi=test, spacing=spacing)
+        s["segment_wall_s"] = round(time.perf_counter() - t, 1)
+        rows[label] = s
+        print(
+            f"  {label:10s} {where}: Dice {s['Dice']:.3f} clDice {s['clDice']:.3f} "
+            f"precision {s['Precision']:.3f} sensitivity {s['Sensitivity']:.3f} "
+            f"(segmented {image.shape} in {s['segment_wall_s']:.0f} s)",
+            flush=True,
+        )
+    return rows
+
+
+def run_case(folder: Path, minutes: float, threads: int, results: Path, base: str = BASE) -> dict:
+    import torch
 
     sys.path.insert(0, os.path.join(HERE, "real"))
     from run import load_case
@@ -148,18 +185,17 @@ def run_case(
 
     timer = Timer("ircadb")
     t0 = time.perf_counter()
-    module, card = finetune(
+    module, card = _finetune(
         image,
         labels,
+        annotated,
         base,
-        annotated=annotated,
-        spacing=spacing,
-        minutes=minutes,
-        device="cpu",
-        threads=threads,
-        progress=timer,
-        name=f"{base}-ft-{meta.get('case', 'case')}",
-        command=f"python benchmarks/bench_finetune.py --case {folder} --minutes {minutes:g} "
+        spacing,
+        minutes,
+        threads,
+        timer,
+        f"{base}-ft-{meta.get('case', 'case')}",
+        f"python benchmarks/bench_finetune.py --case {folder} --minutes {minutes:g} "
         f"--threads {threads} --base {base}",
     )
     ft_wall = time.perf_counter() - t0
@@ -173,21 +209,9 @@ def run_case(
         for i, n in zip(idx, test.shape, strict=True)
     )
     crop = np.ascontiguousarray(image[box])
-    rows = {}
-    for label, model in (("base", base), ("fine-tuned", (module, card))):
-        t = time.perf_counter()
-        torch.manual_seed(0)
-        analysis = segment(crop, model, spacing=spacing, modality="ct", device="cpu")
-        seg_wall = time.perf_counter() - t
-        s = score(analysis.mask, gt[box], roi=test[box], spacing=spacing)
-        s["segment_wall_s"] = round(seg_wall, 1)
-        rows[label] = s
-        print(
-            f"  {label:10s} lower half: Dice {s['Dice']:.3f} clDice {s['clDice']:.3f} "
-            f"precision {s['Precision']:.3f} sensitivity {s['Sensitivity']:.3f} "
-            f"(segmented {crop.shape} in {seg_wall:.0f} s)",
-            flush=True,
-        )
+    rows = _score_both(
+        base, (module, card), crop, gt[box], test[box], spacing, "lower half", modality="ct"
+    )
     ok = rows["fine-tuned"]["Dice"] >= 0.6 and rows["fine-tuned"]["clDice"] >= 0.65
     return {
         "case": f"{meta.get('data')}/{meta.get('case')}",
@@ -210,9 +234,7 @@ def run_case(
     }
 
 
-def run_stack(
-    folder: Path, minutes: float, threads: int, results: Path, base: str = BASE
-) -> dict:
+def run_stack(folder: Path, minutes: float, threads: int, results: Path, base: str = BASE) -> dict:
     """Fine-tune on the labels of one half of a two-photon stack, score the other half.
 
     ``folder``: a converted vesselNN case (``benchmarks/real/convert.py vesselnn``). The
@@ -222,9 +244,6 @@ def run_stack(
     the whole stack with the defaults and the stack's spacing, as ``run.py`` does.
     """
     import torch
-
-    from napari_topo.inference import segment
-    from napari_topo.training.finetune import finetune
 
     sys.path.insert(0, os.path.join(HERE, "real"))
     from run import load_case
@@ -245,35 +264,22 @@ def run_stack(
     )
     timer = Timer(str(meta.get("case")))
     t0 = time.perf_counter()
-    module, card = finetune(
+    module, card = _finetune(
         image,
         labels,
+        annotated,
         base,
-        annotated=annotated,
-        spacing=spacing,
-        minutes=minutes,
-        device="cpu",
-        threads=threads,
-        progress=timer,
-        name=f"{base}-ft-{meta.get('case', 'stack')}",
-        command=f"python benchmarks/bench_finetune.py --stack {folder} --minutes {minutes:g} "
+        spacing,
+        minutes,
+        threads,
+        timer,
+        f"{base}-ft-{meta.get('case', 'stack')}",
+        f"python benchmarks/bench_finetune.py --stack {folder} --minutes {minutes:g} "
         f"--threads {threads} --base {base}",
     )
     ft_wall = time.perf_counter() - t0
     (results / f"{card.name}.card.json").write_text(card.to_json())
-    rows = {}
-    for label, model in (("base", base), ("fine-tuned", (module, card))):
-        t = time.perf_counter()
-        torch.manual_seed(0)
-        analysis = segment(image, model, spacing=spacing, device="cpu")
-        s = score(analysis.mask, gt, roi=test, spacing=spacing)
-        s["segment_wall_s"] = round(time.perf_counter() - t, 1)
-        rows[label] = s
-        print(
-            f"  {label:10s} other half: Dice {s['Dice']:.3f} clDice {s['clDice']:.3f} "
-            f"precision {s['Precision']:.3f} sensitivity {s['Sensitivity']:.3f}",
-            flush=True,
-        )
+    rows = _score_both(base, (module, card), image, gt, test, spacing, "other half")
     return {
         "case": f"{meta.get('data')}/{meta.get('case')}",
         "split": f"annotated x < {mid}, scored x >= {mid}",
@@ -286,9 +292,7 @@ def run_stack(
     }
 
 
-def run_tubes(
-    minutes: float, threads: int, results: Path, seed: int = 0, base: str = BASE
-) -> dict:
+def run_tubes(minutes: float, threads: int, results: Path, seed: int = 0, base: str = BASE) -> dict:
     import torch
 
     from napari_topo.inference import segment
@@ -353,6 +357,20 @@ def run_tubes(
     }
 
 
+def _score_table(rows: dict) -> list[str]:
+    """Markdown rows of the base and fine-tuned scores."""
+    lines = [
+        "| model | Dice | clDice | precision | sensitivity | segment (s) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, r in rows.items():
+        lines.append(
+            f"| {label} | {r['Dice']:.3f} | {r['clDice']:.3f} | {r['Precision']:.3f} | "
+            f"{r['Sensitivity']:.3f} | {r['segment_wall_s']:.0f} |"
+        )
+    return lines
+
+
 def markdown(report: dict) -> str:
     lines = [f"# Fine-tuning benchmark ({report['date']}, {report['platform']})", ""]
     case = report.get("case")
@@ -360,14 +378,8 @@ def markdown(report: dict) -> str:
         lines += [
             f"## {case['case']}: fine-tuned on the upper half of the liver, scored on the lower",
             "",
-            "| model | Dice | clDice | precision | sensitivity | segment (s) |",
-            "|---|---|---|---|---|---|",
+            *_score_table(case["lower_half"]),
         ]
-        for label, r in case["lower_half"].items():
-            lines.append(
-                f"| {label} | {r['Dice']:.3f} | {r['clDice']:.3f} | {r['Precision']:.3f} | "
-                f"{r['Sensitivity']:.3f} | {r['segment_wall_s']:.0f} |"
-            )
         c = case["card"]
         lines += [
             "",
@@ -383,14 +395,8 @@ def markdown(report: dict) -> str:
         lines += [
             f"## {stack['case']}: fine-tuned on one half of the stack ({stack['split']})",
             "",
-            "| model | Dice | clDice | precision | sensitivity | segment (s) |",
-            "|---|---|---|---|---|---|",
+            *_score_table(stack["other_half"]),
         ]
-        for label, r in stack["other_half"].items():
-            lines.append(
-                f"| {label} | {r['Dice']:.3f} | {r['clDice']:.3f} | {r['Precision']:.3f} | "
-                f"{r['Sensitivity']:.3f} | {r['segment_wall_s']:.0f} |"
-            )
         c = stack["card"]
         lines += [
             "",
@@ -440,9 +446,7 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--stack-minutes", type=float, default=5.0, help="budget per stack")
     ap.add_argument("--skip-tubes", action="store_true")
-    ap.add_argument(
-        "--base", default=BASE, help=f"the shipped model to fine-tune (default {BASE})"
-    )
+    ap.add_argument("--base", default=BASE, help=f"the shipped model to fine-tune (default {BASE})")
     args = ap.parse_args(argv)
     args.results.mkdir(parents=True, exist_ok=True)
     import torch
