@@ -516,3 +516,54 @@ def test_cli_bad_input_one_line_exit_2_nothing_written(files, user_dir, capsys, 
     assert rc == 2 and len(err) == 1 and match in err[0], err
     assert not out.exists()
     assert sorted(p.name for p in user_dir.iterdir()) == ["tiny-base.json", "tiny-base.safetensors"]
+
+
+def test_finetune_trains_at_every_zoom_segment_runs(user_dir, monkeypatch):
+    """Thick vessels give an automatic zoom below 0.75, so segment also runs finer zooms for
+    thin vessels: fine-tuning sees the data at each of them, in turn, and validates on all.
+
+    Seen on the two-photon plaqueVessels stack: fine-tuned at its zoom 0.265 only, the
+    model marked thin fragments at zooms 0.53 and 1 that the labels call background.
+    """
+    from napari_topo.inference.intensity import plan_input
+    from napari_topo.training import finetune as ft
+
+    folder = user_dir
+    torch.manual_seed(0)
+    card = {
+        "name": "tiny-auto",
+        "summary": "tiny untrained test model, automatic input policy",
+        "normalization": {"method": "auto", "low": 0.5, "high": 99.5, "polarity": "bright"},
+        "training": {"config": {"loss": {"name": "dice"}, "patch": [16] * 3, "batch_size": 2}},
+    }
+    save_model(UNet3D(widths=(4, 8)), card, folder)
+    # one thick tube (radius 14 voxels) and a thin one, bright on a noisy background
+    rng = np.random.default_rng(0)
+    z, y, x = np.indices((48, 64, 64))
+    thick = (y - 24) ** 2 + (x - 24) ** 2 <= 14**2
+    thin = (z - 24) ** 2 + (y - 52) ** 2 <= 4
+    mask = thick | thin
+    image = (np.where(mask, 200.0, 40.0) + rng.normal(0, 10, mask.shape)).astype(np.float32)
+    base_card = load_model("tiny-auto")[1]
+    zooms = plan_input(image, base_card.normalization).zoom.zooms
+    assert len(zooms) > 1 and zooms[0] < 0.75 and zooms[-1] == 1.0
+
+    seen = []
+    sample = ft._Sampler.sample
+
+    def spy(self, n):
+        seen.append(self.data.image.shape)
+        return sample(self, n)
+
+    monkeypatch.setattr(ft._Sampler, "sample", spy)
+    lab = sparse(mask, list(range(4, 48, 6)))
+    module, tuned = finetune(
+        image, lab, "tiny-auto", steps=2 * len(zooms), val_every=len(zooms), patience=10, **FAST
+    )
+    data = tuned.training["data"]
+    assert data["zooms"] == pytest.approx(list(zooms))
+    shapes = [tuple(s) for s in data["model_grid_shapes"]]
+    assert len(set(shapes)) == len(zooms)  # one grid per zoom, each a different size
+    # the zooms take turns, and every grid is trained on
+    assert len(seen) == 2 * len(zooms) and len(set(seen)) == len(zooms)
+    assert tuned.metrics["validation"]["Dice"] is not None
