@@ -163,11 +163,42 @@ def test_segment_says_when_a_root_lies_off_every_vessel(files, capsys, tmp_path)
     summary = json.loads((out_dir / "vol_summary.json").read_text())
     on, off = summary["roots"]
     assert on["in_mask"] and not off["in_mask"] and off["given"] == [63.0, 0.0, 63.0]
+    # the unit of "moved": the file's length unit (None when it states none)
+    from napari_topo.data.io import read_volume
+
+    assert off["unit"] == (read_volume(d / "vol.nii.gz").geometry.unit or None)
     # the note names the root, its tree and how far it moved, in the spacing's unit
     notes = [ln for ln in out.splitlines() if "lies off the vessel mask" in ln]
     assert len(notes) == 1 and notes[0].startswith("note: root 2 (z,y,x 63,0,63)")
     assert f"{off['moved']:.1f}" in notes[0] and f"({off['n_voxels']} voxels)" in notes[0]
     assert off["moved"] > 5 * max(v.spacing)
+
+
+def test_roots_that_snap_together_are_named_by_their_rows(files, capsys, tmp_path, monkeypatch):
+    """Two different roots that land on one centerline point: said in --sources rows."""
+    import napari_topo.cli as cli_module
+    import napari_topo.inference.pipeline as pipeline_module
+
+    d, v = files
+    calls = []
+
+    def fake_segment(*args, **kwargs):
+        calls.append(kwargs["sources"])
+        raise ValueError(
+            "sources must be distinct points; got point indices [7, 30, 7] (coordinates "
+            "snap to their nearest point, so two sources may have landed on the same one)."
+        )
+
+    monkeypatch.setattr(pipeline_module, "segment", fake_segment)
+    (tmp_path / "roots.csv").write_text("z,y,x\n1,1,1\n20,20,20\n2,2,2\n")
+    argv = ["segment", d / "vol.nii.gz", "--out", tmp_path / "out"]
+    code, out, err = _run([*argv, "--sources", tmp_path / "roots.csv"], capsys)
+    assert code == 2 and len(calls) == 1
+    line = err.strip()
+    assert line.startswith("napari-topo: error: rows 1 and 3 of the --sources points snap")
+    assert "point indices" not in line and not (tmp_path / "out").exists()
+    # any other error passes through unchanged
+    assert cli_module._snapped_together(ValueError("something else")) == "something else"
 
 
 def test_segment_tta_is_applied_recorded_and_said(files, capsys, tmp_path):
@@ -274,6 +305,7 @@ def _bad_inputs(tmp):
     (tmp / "tampered.json").write_text(json.dumps(meta))
     seg = ["segment", "--out", tmp / "out", "--device", "cpu", "--tile", "32"]
     (tmp / "far.csv").write_text("z,y,x\n100,3,3\n")
+    (tmp / "twice.csv").write_text("z,y,x\n10,3,3\n4,4,4\n10.2,3,2.9\n")
     (tmp / "afile").write_text("")
     return [
         ("missing file", [*seg, tmp / "nope.nii.gz"], "no such file"),
@@ -287,6 +319,7 @@ def _bad_inputs(tmp):
         ("unsupported", [*seg, tmp / "gt.txt"], "supported"),
         ("evaluate shape", ["evaluate", vol, tmp / "gt.npy"], "shape"),
         ("sources outside", [*seg, vol, "--sources", tmp / "far.csv"], "outside the volume"),
+        ("sources twice", [*seg, vol, "--sources", tmp / "twice.csv"], "rows 1 and 3"),
         ("bad tile", [*seg, vol, "--tile", "8"], "multiple of 16"),
         ("bad overlap", [*seg, vol, "--overlap", "1"], "--overlap must be at least 0"),
         ("float16 on the CPU", [*seg, vol, "--precision", "float16"], "CUDA only"),

@@ -725,7 +725,8 @@ def sources_in_voxels(points, space: str, geometry, shape, name: str = "--source
     Raises
     ------
     ValueError
-        A root outside the volume (one line: which, where, in which coordinates).
+        A root outside the volume (one line: which, where, in which coordinates), or two
+        roots in one voxel.
     """
     import numpy as np
 
@@ -753,6 +754,16 @@ def sources_in_voxels(points, space: str, geometry, shape, name: str = "--source
             f"(row {k + 1}: {pts[k].tolist()} read as {words} is voxel "
             f"{np.round(vox[k], 2).tolist()}); check the file, or say what its coordinates "
             f"are with --sources-space {' or '.join(others)}"
+        )
+    voxel = np.round(vox).astype(np.int64)
+    _, first, counts = np.unique(voxel, axis=0, return_index=True, return_counts=True)
+    if (counts > 1).any():
+        # refused before the model runs: two roots in one voxel grow one tree
+        j = int(first[np.flatnonzero(counts > 1)[0]])
+        k = int(np.flatnonzero((voxel == voxel[j]).all(axis=1))[1])
+        raise ValueError(
+            f"rows {j + 1} and {k + 1} of the {name} points are in the same voxel "
+            f"{voxel[j].tolist()}: give each tree one root"
         )
     return vox
 
@@ -1009,19 +1020,22 @@ def _segment(args) -> None:
         return
 
     t0 = time.perf_counter()
-    analysis = segment(
-        data,
-        model,
-        sources=sources,
-        spacing=spacing,
-        geometry=geometry,
-        zoom=args.zoom,
-        roi=roi,
-        roi_margin=args.roi_margin,
-        vessel_range=vessel_range,
-        on_message=lambda m: print(f"napari-topo: note: {m}", file=sys.stderr),
-        **_segment_settings(args, vol.path.name, geometry.unit),
-    )
+    try:
+        analysis = segment(
+            data,
+            model,
+            sources=sources,
+            spacing=spacing,
+            geometry=geometry,
+            zoom=args.zoom,
+            roi=roi,
+            roi_margin=args.roi_margin,
+            vessel_range=vessel_range,
+            on_message=lambda m: print(f"napari-topo: note: {m}", file=sys.stderr),
+            **_segment_settings(args, vol.path.name, geometry.unit),
+        )
+    except ValueError as exc:
+        raise ValueError(_snapped_together(exc)) from exc
     took = time.perf_counter() - t0
     policy = getattr(analysis, "input_policy", None)
     metrics = None
@@ -1054,7 +1068,9 @@ def _segment(args) -> None:
         if args.channel is not None:
             summary["channel"] = args.channel
         if placement:
-            summary["roots"] = placement
+            # "moved" is in the spacing's unit (voxels without a spacing)
+            length_unit = "voxels" if spacing is None else (geometry.unit or None)
+            summary["roots"] = [{**r, "unit": length_unit} for r in placement]
         applied = getattr(analysis, "vessel_range", None)
         summary["vessel_range"] = None if applied is None else [float(v) for v in applied]
         summary["pieces_dropped"] = int(getattr(analysis, "pieces_dropped", 0))
@@ -1129,6 +1145,25 @@ def _segment(args) -> None:
         print(f"metrics against the ground truth ({where}):")
         print(_metrics_table(metrics, _length_unit(spacing, geometry)))
     print(f"wrote {len(written)} files to {out_dir}: " + ", ".join(written))
+
+
+def _snapped_together(exc: ValueError) -> str:
+    """The core's "sources must be distinct points" error said in --sources rows; else as is."""
+    import re
+
+    found = re.search(r"sources must be distinct points; got point indices \[([^\]]*)\]", str(exc))
+    if not found:
+        return str(exc)
+    idx = [int(i) for i in found.group(1).replace(" ", "").split(",") if i]
+    for k, i in enumerate(idx):
+        if i in idx[:k]:
+            j = idx.index(i)
+            return (
+                f"rows {j + 1} and {k + 1} of the --sources points snap to the same "
+                "centerline point of the segmentation (two roots on one vessel, or off the "
+                "mask beside the same vessel): move one or drop it; nothing was written"
+            )
+    return str(exc)
 
 
 def _root_placement(analysis, sources) -> list[dict]:
