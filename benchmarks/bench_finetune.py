@@ -386,7 +386,8 @@ def markdown(report: dict) -> str:
             f"Fine-tune: {case['finetune_wall_s']:.0f} s, {c['steps']} steps "
             f"(best {c['best_step']}; {c['stopped']}), "
             f"{case.get('s_per_100_steps_with_validation', '?')} s per 100 "
-            f"steps; held-out validation Dice {c['validation_before']['Dice']:.3f} -> "
+            "steps; held-out validation Dice (20 % of the labelled part, not the scored one) "
+            f"{c['validation_before']['Dice']:.3f} -> "
             f"{c['validation_after']['Dice']:.3f}; peak memory {case['peak_memory_mb']} MiB; "
             f"targets met: {case['met']}.",
             "",
@@ -402,6 +403,7 @@ def markdown(report: dict) -> str:
             "",
             f"Fine-tune: {stack['finetune_wall_s']:.0f} s, {c['steps']} steps "
             f"(best {c['best_step']}; {c['stopped']}); held-out validation Dice "
+            "(20 % of the labelled half) "
             f"{c['validation_before']['Dice']:.3f} -> {c['validation_after']['Dice']:.3f}; "
             f"peak memory {stack['peak_memory_mb']} MiB.",
             "",
