@@ -440,7 +440,8 @@ class VesselAnalysis:
             distance between them in physical units of ``spacing``), ``in_mask`` (the
             given coordinate, rounded, lies on a mask voxel or one of its 26-neighbours
             does: a root on the vessel, however thick, is in the mask; one placed beside
-            it on the background is not) and ``n_voxels`` (voxels of its tree).
+            it on the background is not) and ``n_voxels`` (voxels of its tree, for a
+            root off the mask; None for the others, sparing a pass over the volume).
 
         Raises
         ------
@@ -462,7 +463,7 @@ class VesselAnalysis:
             )
         sp = np.asarray(self.spacing, dtype=np.float64)
         shape = np.asarray(self.mask.shape)
-        sizes = np.bincount(self.trees.ravel(), minlength=len(roots) + 1)
+        sizes = None  # tree sizes: one pass over the volume, only when a root is off
         out = []
         for k, (given, i) in enumerate(zip(src, roots, strict=True)):
             point = np.asarray(self.points[i], dtype=np.float64)
@@ -470,6 +471,12 @@ class VesselAnalysis:
             lo, hi = np.maximum(c - 1, 0), np.minimum(c + 2, shape)
             near = self.mask[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))]
             inside = bool(np.all((given >= -0.5) & (given <= shape - 0.5)) and near.any())
+            if inside:
+                n_voxels = None
+            else:
+                if sizes is None:
+                    sizes = np.bincount(self.trees.ravel(), minlength=len(roots) + 1)
+                n_voxels = int(sizes[k + 1])
             out.append(
                 {
                     "tree": k + 1,
@@ -477,7 +484,7 @@ class VesselAnalysis:
                     "point": point.tolist(),
                     "moved": float(np.linalg.norm((given - point) * sp)),
                     "in_mask": inside,
-                    "n_voxels": int(sizes[k + 1]),
+                    "n_voxels": n_voxels,
                 }
             )
         return out

@@ -1030,7 +1030,7 @@ def finetune(
     # One grid per zoom segment() will run the model at (the plan's zoom, then the finer
     # zooms it adds for thin vessels): a model fine-tuned at the first alone marks, at the
     # others, what the user's labels call background (vesselNN plaqueVessels: clDice of
-    # the other half 0.776 -> 0.556, 134 pieces against 21, before this).
+    # the other half 0.776 -> 0.555, 134 pieces against 21, before this).
     grids = []
     for i, z in enumerate(policy.zoom.zooms):
         f = factors if i == 0 else resample_factors(spacing, z)
