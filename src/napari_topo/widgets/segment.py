@@ -255,6 +255,8 @@ LAZY_LIMIT_BYTES = 512 * 2**20
 #: The status line before any run: no image picked yet, or the one Run will segment.
 _PICK_PROMPT = "Pick a 3D image and press Run."
 _RUN_PROMPT = "Press Run to segment "
+#: The same while the model list loads (Run is disabled until then).
+_WAIT_PROMPT = "Loading the models; then press Run to segment "
 #: A region's probability larger than this is written to a temporary zarr and shown
 #: lazily (dask) instead of held as numpy.
 LAZY_RESULT_BYTES = 64 * 2**20
@@ -1368,9 +1370,7 @@ class SegmentWidget(QWidget):
         """Choose the Region for a newly picked image: 'field of view' for a lazy image
         too large to read whole, 'whole image' for the others; the idle prompt names it."""
         image = self.image_picker.value
-        text = self.status_label.text()
-        if not self.is_running and (text == _PICK_PROMPT or text.startswith(_RUN_PROMPT)):
-            self._set_status(_PICK_PROMPT if image is None else f"{_RUN_PROMPT}'{image.name}'.")
+        self._show_idle_prompt()
         if image is None or image is self._region_image:
             return
         self._region_image = image
@@ -1438,6 +1438,17 @@ class SegmentWidget(QWidget):
             and not cls._is_ours(layer)
         )
 
+    def _show_idle_prompt(self) -> None:
+        """The status before any run: pick an image, or press Run (once the models are
+        listed) to segment the picked one. A run's own status is left alone."""
+        text = self.status_label.text()
+        idle = text == _PICK_PROMPT or text.startswith((_RUN_PROMPT, _WAIT_PROMPT))
+        if self.is_running or not idle:
+            return
+        image = self.image_picker.value
+        prompt = _RUN_PROMPT if self.is_ready else _WAIT_PROMPT
+        self._set_status(_PICK_PROMPT if image is None else f"{prompt}'{image.name}'.")
+
     @staticmethod
     def _is_ours(layer: Any) -> bool:
         return plugin_info(layer).get("widget") == OWNER
@@ -1461,6 +1472,7 @@ class SegmentWidget(QWidget):
         # holds the GIL in long stretches, and started at once it made napari's adding
         # of the dock take 0.34 s instead of 0.07 s (benchmarks/bench_gui.py).
         self._choices_loader = _LOADING  # not ready (Run waits) until they are listed
+        self._show_idle_prompt()
         QTimer.singleShot(_LIST_DELAY_MS, self._start_listing)
 
     def _start_listing(self) -> None:
@@ -1484,10 +1496,12 @@ class SegmentWidget(QWidget):
         self._set_model_tooltips()
         self._on_model_changed()
         self._update_device_note()
+        self._show_idle_prompt()
 
     def _on_choices_failed(self, exc: BaseException) -> None:
         self._choices_loader = None
         self.run_button.setText("Run")
+        self._show_idle_prompt()
         self._report(f"Listing the models failed ({type(exc).__name__}: {exc}).", error=True)
 
     def _model_choices(self, _widget: Any = None) -> list[tuple[str, str]]:
