@@ -176,18 +176,16 @@ def test_segment_says_when_a_root_lies_off_every_vessel(files, capsys, tmp_path)
 
 def test_roots_that_snap_together_are_named_by_their_rows(files, capsys, tmp_path, monkeypatch):
     """Two different roots that land on one centerline point: said in --sources rows."""
-    import napari_topo.cli as cli_module
     import napari_topo.inference.pipeline as pipeline_module
+    from napari_topo.trees.reconstruct import CoincidingSourcesError
 
     d, v = files
     calls = []
+    error = CoincidingSourcesError("sources must be distinct points", [7, 30, 7])
 
     def fake_segment(*args, **kwargs):
         calls.append(kwargs["sources"])
-        raise ValueError(
-            "sources must be distinct points; got point indices [7, 30, 7] (coordinates "
-            "snap to their nearest point, so two sources may have landed on the same one)."
-        )
+        raise error
 
     monkeypatch.setattr(pipeline_module, "segment", fake_segment)
     (tmp_path / "roots.csv").write_text("z,y,x\n1,1,1\n20,20,20\n2,2,2\n")
@@ -198,7 +196,9 @@ def test_roots_that_snap_together_are_named_by_their_rows(files, capsys, tmp_pat
     assert line.startswith("napari-topo: error: rows 1 and 3 of the --sources points snap")
     assert "point indices" not in line and not (tmp_path / "out").exists()
     # any other error passes through unchanged
-    assert cli_module._snapped_together(ValueError("something else")) == "something else"
+    error = ValueError("something else")
+    code, out, err = _run([*argv, "--sources", tmp_path / "roots.csv"], capsys)
+    assert code == 2 and err.strip() == "napari-topo: error: something else"
 
 
 def test_segment_tta_is_applied_recorded_and_said(files, capsys, tmp_path):

@@ -928,6 +928,7 @@ def _segment(args) -> None:
     from .data.io import suffix_of, write_volume
     from .inference.pipeline import DEFAULT_MODEL, segment
     from .topology.metrics import compute_metrics
+    from .trees.reconstruct import CoincidingSourcesError
 
     if args.tile < 16 or args.tile % 16:
         raise ValueError(f"--tile must be a multiple of 16 (16, 32, 48, ...); got {args.tile}")
@@ -1034,8 +1035,13 @@ def _segment(args) -> None:
             on_message=lambda m: print(f"napari-topo: note: {m}", file=sys.stderr),
             **_segment_settings(args, vol.path.name, geometry.unit),
         )
-    except ValueError as exc:
-        raise ValueError(_snapped_together(exc)) from exc
+    except CoincidingSourcesError as exc:
+        j, k = exc.first_pair()
+        raise ValueError(
+            f"rows {j + 1} and {k + 1} of the --sources points snap to the same centerline "
+            "point of the segmentation (two roots on one vessel, or off the mask beside the "
+            "same vessel): move one or drop it; nothing was written"
+        ) from exc
     took = time.perf_counter() - t0
     policy = getattr(analysis, "input_policy", None)
     metrics = None
@@ -1145,25 +1151,6 @@ def _segment(args) -> None:
         print(f"metrics against the ground truth ({where}):")
         print(_metrics_table(metrics, _length_unit(spacing, geometry)))
     print(f"wrote {len(written)} files to {out_dir}: " + ", ".join(written))
-
-
-def _snapped_together(exc: ValueError) -> str:
-    """The core's "sources must be distinct points" error said in --sources rows; else as is."""
-    import re
-
-    found = re.search(r"sources must be distinct points; got point indices \[([^\]]*)\]", str(exc))
-    if not found:
-        return str(exc)
-    idx = [int(i) for i in found.group(1).replace(" ", "").split(",") if i]
-    for k, i in enumerate(idx):
-        if i in idx[:k]:
-            j = idx.index(i)
-            return (
-                f"rows {j + 1} and {k + 1} of the --sources points snap to the same "
-                "centerline point of the segmentation (two roots on one vessel, or off the "
-                "mask beside the same vessel): move one or drop it; nothing was written"
-            )
-    return str(exc)
 
 
 def _root_placement(analysis, sources) -> list[dict]:

@@ -649,17 +649,15 @@ def _split_where_thin(piece: np.ndarray, values: np.ndarray, low, high, spacing=
     )
     parts = np.where(piece, cores[tuple(nearest)], 0)
     del nearest
-    inside = parts[piece]
-    order = np.argsort(inside, kind="stable")
-    flat = inside[order]
-    vals = np.asarray(values)[piece][order]
-    starts = np.searchsorted(flat, np.arange(1, m + 2))
+
+    def in_range(v: np.ndarray) -> bool:
+        q25, q50 = np.percentile(v, (25, 50))
+        return bool(q25 >= low and q50 <= high)
+
     good = np.zeros(m + 1, dtype=bool)
-    for c in range(1, m + 1):
-        v = vals[starts[c - 1] : starts[c]]
-        if v.size:
-            q25, q50 = np.percentile(v, (25, 50))
-            good[c] = q25 >= low and q50 <= high
+    good[1:] = ndi.labeled_comprehension(
+        np.asarray(values), parts, np.arange(1, m + 1), in_range, bool, False
+    )
     return good[parts] & piece
 
 

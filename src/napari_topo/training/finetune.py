@@ -1033,9 +1033,17 @@ def finetune(
     # the other half 0.776 -> 0.555, 134 pieces against 21, before this).
     grids = []
     for i, z in enumerate(policy.zoom.zooms):
-        f = factors if i == 0 else resample_factors(spacing, z)
         d, g = _prepare_data(
-            image, lab, region, train_mask, val_mask, policy, f, val_size, topnet, tree_labels
+            image,
+            lab,
+            region,
+            train_mask,
+            val_mask,
+            policy,
+            resample_factors(spacing, z),
+            val_size,
+            topnet,
+            tree_labels,
         )
         d = _pad_to(d, val_size)
         if d.train.any() and d.val.any():

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     import networkx as nx
 
 __all__ = [
+    "CoincidingSourcesError",
     "TreeResult",
     "detect_sources",
     "label_switches",
@@ -54,6 +55,28 @@ __all__ = [
     "reconstruct_trees",
     "trees_from_skeleton",
 ]
+
+class CoincidingSourcesError(ValueError):
+    """Two tree roots landed on one centerline point (coordinates snap to the nearest).
+
+    Attributes
+    ----------
+    indices : list of int
+        The point index each root landed on, in the roots' order: roots ``j`` and ``k``
+        coincide where ``indices[j] == indices[k]``.
+    """
+
+    def __init__(self, message: str, indices):
+        super().__init__(message)
+        self.indices = [int(i) for i in indices]
+
+    def first_pair(self) -> tuple[int, int]:
+        """0-based positions ``(j, k)``, ``j < k``, of the first two roots that coincide."""
+        for k, i in enumerate(self.indices):
+            if i in self.indices[:k]:
+                return self.indices.index(i), k
+        raise ValueError("no two roots coincide")
+
 
 #: Link distance (voxels) that joins exactly the 26-neighbours of a voxel (8 in 2D).
 NEIGHBOURS_26 = math.sqrt(3.0) + 1e-6
@@ -391,9 +414,10 @@ def _source_indices(sources, points: np.ndarray) -> np.ndarray:
             f"sources must be (K,) point indices or (K, {ndim}) coordinates; got shape {s.shape}."
         )
     if np.unique(s).size != s.size:
-        raise ValueError(
+        raise CoincidingSourcesError(
             f"sources must be distinct points; got point indices {s.tolist()} (coordinates "
-            "snap to their nearest point, so two sources may have landed on the same one)."
+            "snap to their nearest point, so two sources may have landed on the same one).",
+            s,
         )
     return s
 
