@@ -567,3 +567,39 @@ def test_finetune_trains_at_every_zoom_segment_runs(user_dir, monkeypatch):
     # the zooms take turns, and every grid is trained on
     assert len(seen) == 2 * len(zooms) and len(set(seen)) == len(zooms)
     assert tuned.metrics["validation"]["Dice"] is not None
+
+
+def test_the_time_budget_holds_the_final_validation(user_dir, monkeypatch):
+    """``minutes`` bounds the whole call: training stops early enough for the last validation.
+
+    A fake clock makes every validation take 10 s and a training step nothing, so the
+    outcome does not depend on the machine's speed: with a 60 s budget and a validation
+    every 7 steps, training has to stop after the validation at 50 s (one more would end
+    at 70 s).
+    """
+    import time
+    import types
+
+    import napari_topo.training.finetune as ft
+
+    virtual = [0.0]
+    real = time.perf_counter
+    start = real()
+    # real time runs a thousand times slower on this clock
+    clock = types.SimpleNamespace(
+        perf_counter=lambda: virtual[0] + (real() - start) * 1e-3, strftime=time.strftime
+    )
+    monkeypatch.setattr(ft, "time", clock)
+    evaluate = ft._evaluate_grids
+
+    def slow_evaluate(*args, **kwargs):
+        virtual[0] += 10.0
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(ft, "_evaluate_grids", slow_evaluate)
+    vol = volume()
+    lab = sparse(vol.mask, list(range(2, 32, 4)))
+    _, card = finetune(vol.image, lab, "tiny-base", minutes=1.0, val_every=7, patience=99, **FAST)
+    assert card.training["wall_time_s"] <= 60.0
+    assert card.training["steps"] == 28
+    assert "time budget" in card.training["stopped"]
