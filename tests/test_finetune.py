@@ -569,14 +569,10 @@ def test_finetune_trains_at_every_zoom_segment_runs(user_dir, monkeypatch):
     assert tuned.metrics["validation"]["Dice"] is not None
 
 
-def test_the_time_budget_holds_the_final_validation(user_dir, monkeypatch):
-    """``minutes`` bounds the whole call: training stops early enough for the last validation.
-
-    A fake clock makes every validation take 10 s and a training step nothing, so the
-    outcome does not depend on the machine's speed: with a 60 s budget and a validation
-    every 7 steps, training has to stop after the validation at 50 s (one more would end
-    at 70 s).
-    """
+def fake_clock(monkeypatch, validation_s: float, step_s: float = 0.0) -> None:
+    """Make :func:`finetune` see every validation take ``validation_s`` seconds and every
+    training step ``step_s``, whatever the machine's speed (real time runs a thousand
+    times slower on this clock)."""
     import time
     import types
 
@@ -585,21 +581,69 @@ def test_the_time_budget_holds_the_final_validation(user_dir, monkeypatch):
     virtual = [0.0]
     real = time.perf_counter
     start = real()
-    # real time runs a thousand times slower on this clock
     clock = types.SimpleNamespace(
         perf_counter=lambda: virtual[0] + (real() - start) * 1e-3, strftime=time.strftime
     )
     monkeypatch.setattr(ft, "time", clock)
-    evaluate = ft._evaluate_grids
+    evaluate, sample = ft._evaluate_grids, ft._Sampler.sample
 
     def slow_evaluate(*args, **kwargs):
-        virtual[0] += 10.0
+        virtual[0] += validation_s
         return evaluate(*args, **kwargs)
 
+    def slow_sample(self, n):
+        virtual[0] += step_s
+        return sample(self, n)
+
     monkeypatch.setattr(ft, "_evaluate_grids", slow_evaluate)
+    monkeypatch.setattr(ft._Sampler, "sample", slow_sample)
+
+
+def test_the_time_budget_holds_the_final_validation(user_dir, monkeypatch):
+    """``minutes`` bounds the whole call: training stops early enough for the last validation.
+
+    Every validation takes 10 s and a training step nothing: with a 60 s budget and a
+    validation every 7 steps, training has to stop after the validation at 50 s (one more
+    would end at 70 s).
+    """
+    fake_clock(monkeypatch, validation_s=10.0)
     vol = volume()
     lab = sparse(vol.mask, list(range(2, 32, 4)))
     _, card = finetune(vol.image, lab, "tiny-base", minutes=1.0, val_every=7, patience=99, **FAST)
     assert card.training["wall_time_s"] <= 60.0
     assert card.training["steps"] == 28
     assert "time budget" in card.training["stopped"]
+
+    assert card.training["note"] is None  # 28 steps: enough not to warn
+
+
+def test_cli_says_when_the_budget_left_too_few_steps(files, user_dir, monkeypatch, capsys):
+    """A 1-minute run where validation takes 20 s trains 20 steps: the CLI says so, and
+    prints the input line (as segment will read the image) before training starts."""
+    tmp, img, lab, _ = files
+    fake_clock(monkeypatch, validation_s=20.0, step_s=1.0)
+    reports = []
+    import napari_topo.cli as cli
+
+    printer = cli._finetune_printer
+
+    def recording_printer(stream=None):
+        inner = printer(stream)
+
+        def progress(p):
+            reports.append(p)
+            inner(p)
+
+        return progress
+
+    monkeypatch.setattr(cli, "_finetune_printer", recording_printer)
+    args = ["finetune", str(img), str(lab), "--base", "tiny-base", "--minutes", "1"]
+    rc = main([*args, "--name", "short", "--device", "cpu", "--threads", "1"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "note: only 20 training steps fit in 1 min (each validation took 20 s)" in out
+    assert out.index("input: ") < out.index("held-out annotation: Dice")
+    phases = [p.phase for p in reports]
+    first_input = next(i for i, p in enumerate(reports) if p.input is not None)
+    assert phases[first_input] == "prepare" and "train" not in phases[:first_input]
+    assert reports[first_input].input.startswith(("microscopy", "CT"))

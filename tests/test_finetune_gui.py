@@ -144,3 +144,34 @@ def test_labels_follow_segments_mask_until_the_user_picks(make_napari_viewer, qt
     widget.labels_picker.value = truth  # the user's own pick stays
     viewer.add_labels(vol.mask.astype(np.uint8), name="vessels mask [1]", metadata=seg_meta)
     assert widget.labels_picker.value is truth
+
+
+@gui
+def test_base_model_follows_the_model_that_made_the_labels(make_napari_viewer, qtbot):
+    # a newcomer segmented with unet-projpool, corrected its mask, and the Fine-tune dock
+    # offered unet-dice as the base: the model whose output was corrected is the one to tune
+    viewer = make_napari_viewer()
+    vol = volume()
+    viewer.add_image(vol.image, name="vessels")
+    widget = FinetuneWidget(viewer)
+    qtbot.addWidget(widget)
+    assert widget.model_picker.value == "unet-dice"  # the default, with no Segment result
+    seg_meta = {"napari_topo": {"kind": "mask", "widget": "segment", "model": "unet-projpool"}}
+    viewer.add_labels(vol.mask.astype(np.uint8), name="vessels mask", metadata=seg_meta)
+    assert widget.model_picker.value == "unet-projpool"
+    widget.model_picker.value = "unet-cldice"  # the user's own pick stays
+    meta = {"napari_topo": {"kind": "mask", "widget": "segment", "model": "topnet"}}
+    tuned = viewer.add_labels(vol.mask.astype(np.uint8), name="vessels mask [1]", metadata=meta)
+    widget.labels_picker.value = tuned
+    assert widget.model_picker.value == "unet-cldice"
+    # a new dock follows the labels it picks, the user's picks of labels included; a model
+    # the registry does not know (a file loaded elsewhere) leaves the base model alone
+    other = FinetuneWidget(viewer)
+    qtbot.addWidget(other)
+    assert other.model_picker.value == "unet-projpool"  # the first Segment mask's model
+    other.labels_picker.value = tuned
+    assert other.model_picker.value == "topnet"
+    meta = {"napari_topo": {"kind": "mask", "widget": "segment", "model": "/tmp/gone.json"}}
+    gone = viewer.add_labels(vol.mask.astype(np.uint8), name="vessels mask [2]", metadata=meta)
+    other.labels_picker.value = gone
+    assert other.model_picker.value == "topnet"

@@ -1516,6 +1516,8 @@ def _finetune_printer(stream=None):
                 file=stream,
                 flush=True,
             )
+        elif p.phase == "prepare" and p.input is not None:
+            print(f"input: {p.input}", flush=True)  # stdout, as segment's
         elif p.phase == "prepare":
             print(f"fine-tuning: {p.message}", file=stream, flush=True)
 
@@ -1629,13 +1631,14 @@ def _finetune(args) -> None:
     saved = save_finetuned(module, card, out_dir)
     before, after = card.metrics["validation_before"], card.metrics["validation"]
     t = card.training
-    print(f"input: {t['input_policy']['summary']}")
     print(
         f"held-out annotation: Dice {before['Dice']:.3f} -> {after['Dice']:.3f}, clDice "
         f"{before['clDice']:.3f} -> {after['clDice']:.3f} (base {t['fine_tuned_from']['name']}; "
         f"{t['steps']} steps in {t['wall_time_s']:.0f} s, best at step {t['best_step']}; "
         f"stopped: {t['stopped']})"
     )
+    if t.get("note"):
+        print(f"note: {t['note']}")
     use = out_dir if args.out else name
     print(
         f"saved {saved.path.with_suffix('.safetensors').name} and {saved.path.name} to "

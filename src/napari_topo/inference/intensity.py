@@ -841,10 +841,11 @@ class ZoomPlan:
         if self.source == "ct-spacing" and self.target_spacing is not None:
             text += f" -> {self.target_spacing:.3g} mm voxels"
         elif self.source == "vessel-radius" and self.radius_voxels is not None:
-            text += (
-                f" (vessel radius ~{self.radius_voxels:.3g} voxels -> "
-                f"~{self.radius_voxels * float(np.mean(z)):.3g})"
-            )
+            after = self.radius_voxels * float(np.mean(z))
+            if np.allclose(z, 1.0):  # nothing to shrink: say so rather than "~7 -> ~7"
+                text += f" (vessel radius ~{self.radius_voxels:.2g} voxels, no resizing needed)"
+            else:
+                text += f" (vessel radius ~{self.radius_voxels:.3g} voxels -> ~{after:.3g})"
         elif self.source == "user":
             text += " (chosen)"
         if self.also:

@@ -100,6 +100,10 @@ __all__ = [
 DEFAULT_LR = 3e-4
 #: Steps of linear learning-rate warm-up.
 WARMUP_STEPS = 10
+#: Under this many training steps, a run stopped by its time budget says it was too short
+#: (no validation between the first and the last: the budget went on preparation and
+#: validation; the development data's gains took 50-500 steps).
+FEW_STEPS = 25
 #: Minutes of fine-tuning when neither ``minutes`` nor ``steps`` is given.
 DEFAULT_MINUTES = 5.0
 #: Fraction of the labels' slices (per axis) under which labels count as sparse slices.
@@ -546,6 +550,9 @@ class FinetuneProgress:
         The best validation so far (the base model's at first).
     message : str
         One line for a status bar.
+    input : str or None
+        On the "prepare" report sent once the input is planned: the input policy in one
+        line (modality, scaling, polarity, zoom), as ``segment`` will apply it.
     """
 
     phase: str
@@ -557,6 +564,7 @@ class FinetuneProgress:
     validation: dict | None = None
     best: dict | None = None
     message: str = ""
+    input: str | None = None
 
 
 def _is_set(cancel: Any) -> bool:
@@ -1029,6 +1037,7 @@ def finetune(
     )
     factors = resample_factors(spacing, policy.zoom.zoom)
     policy = dataclasses.replace(policy, factors=factors, spacing=spacing_triple(spacing))
+    report(phase="prepare", message="input planned", input=policy.describe())
     val_size = patch + 16
     # One grid per zoom segment() will run the model at (the plan's zoom, then the finer
     # zooms it adds for thin vessels): a model fine-tuned at the first alone marks, at the
@@ -1233,6 +1242,13 @@ def finetune(
     if not base_sha and base_card.weights_path is not None and base_card.weights_path.is_file():
         base_sha = sha256_file(base_card.weights_path)
     improved = best_state is not None
+    note = None
+    if stopped.startswith("time budget") and step < FEW_STEPS:
+        note = (
+            f"only {step} training step{'' if step == 1 else 's'} fit in {minutes:g} min "
+            f"(each validation took {validation_s:.0f} s); fine-tuning usually needs a few "
+            "hundred steps: give it more time"
+        )
     summary = (
         f"{base_card.name} fine-tuned on a {'x'.join(map(str, shape))} volume "
         f"({region_info['voxels']} annotated voxels): held-out Dice "
@@ -1274,6 +1290,7 @@ def finetune(
             "steps": step,
             "best_step": best_step,
             "stopped": stopped,
+            "note": note,
             "wall_time_s": round(wall, 1),
             "budget": {"minutes": minutes, "steps": steps},
             "lr": lr,

@@ -34,7 +34,7 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, FloatSpinBox, LineEdit, SpinBox
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QPointF, Qt, Signal
 from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import (
@@ -300,8 +300,13 @@ class FinetuneWidget(QWidget):
             label="Base model",
             choices=names,
             value=DEFAULT_MODEL if DEFAULT_MODEL in names else (names[0] if names else None),
-            tooltip="The model to start from; its loss and input policy are kept.",
+            tooltip="The model to start from; its loss and input policy are kept. "
+            "Follows the model that made the picked labels (a Segment result you "
+            "corrected) until you pick one yourself.",
         )
+        # True until the user picks a base model: it then follows the labels' model
+        self._base_auto = True
+        self.model_picker.changed.connect(self._on_base_picked)
         self.minutes_box = FloatSpinBox(
             label="Minutes",
             value=5.0,
@@ -493,6 +498,28 @@ class FinetuneWidget(QWidget):
     def _on_labels_picked(self, _value: Any = None) -> None:
         if not self._picking:
             self._labels_auto = False
+        self._follow_labels_model()
+
+    def _on_base_picked(self, _value: Any = None) -> None:
+        if not self._picking:
+            self._base_auto = False
+
+    def _follow_labels_model(self) -> None:
+        """Base model := the model that made the picked labels (Segment's result), if known
+        and the user has not picked a base model themselves."""
+        if getattr(self, "model_picker", None) is None:  # still being built
+            return
+        layer = self.labels_picker.value
+        model = plugin_info(layer).get("model") if layer is not None else None
+        if not self._base_auto or model is None:
+            return
+        if model not in self.model_picker.choices:
+            return
+        picking, self._picking = self._picking, True
+        try:
+            self.model_picker.value = model
+        finally:
+            self._picking = picking
 
     def _refresh_choices(self, _event: Any = None) -> None:
         self._picking = True
@@ -511,6 +538,7 @@ class FinetuneWidget(QWidget):
                             return
         finally:
             self._picking = False
+            self._follow_labels_model()
 
     def _make_job(self):
         from napari_topo.training.finetune import annotated_region, check_labels
@@ -627,16 +655,23 @@ class FinetuneWidget(QWidget):
             f"Saved '{card.name}' ({t['steps']} steps, {outcome.seconds:.0f} s; "
             f"{t['stopped']}): held-out Dice {before:.3f} -> {after:.3f}. It is selected in "
             "Segment vessels."
+            + (f" Note: {t['note']}." if t.get("note") else "")
         )
+        if t.get("note"):
+            show_warning(f"Fine-tuning: {t['note']}.")
         self.rerun_button.setEnabled(True)
 
     def _refresh_models(self, name: str) -> None:
         from napari_topo.models.registry import list_models
 
         current = self.model_picker.value
-        self.model_picker.choices = [c.name for c in list_models()]
-        if current in self.model_picker.choices:
-            self.model_picker.value = current
+        picking, self._picking = self._picking, True  # not the user's pick
+        try:
+            self.model_picker.choices = [c.name for c in list_models()]
+            if current in self.model_picker.choices:
+                self.model_picker.value = current
+        finally:
+            self._picking = picking
         segment = self._segment_widget(create=False)
         if segment is not None:
             segment.select_model(name)
