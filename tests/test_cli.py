@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from napari_topo import __version__, cli
+from napari_topo.data.io import write_volume
 from napari_topo.data.perturb import add_spurious_blobs, break_vessel, bridge_trees
 from napari_topo.data.synthetic import make_vessel_volume
 from napari_topo.topology.metrics import betti_numbers
@@ -614,3 +615,31 @@ def test_vessel_range_is_auto_on_a_ct_given_or_off(policy_files, capsys, tmp_pat
         code, _, err = _run([*base, "--out", tmp_path / "bad", "--vessel-range", *bad], capsys)
         assert code == 2 and "--vessel-range takes auto, off or LOW HIGH" in err, bad
         assert not (tmp_path / "bad").exists()
+
+
+def test_sheet_like_pieces_are_dropped_by_default_and_kept_on_request(capsys, tmp_path):
+    # a TOF-MRA-like head: the default model marks the bright scalp (a sheet) whole
+    from napari_topo.data.phantoms import tof_mra_head
+
+    p = tof_mra_head(seed=0)
+    write_volume(tmp_path / "tof.nii.gz", p["image"], spacing=p["spacing"])
+    base = ["segment", tmp_path / "tof.nii.gz", "--device", "cpu"]
+
+    def summary(name):
+        return json.loads((tmp_path / name / "tof_summary.json").read_text())
+
+    code, out, err = _run([*base, "--out", tmp_path / "a"], capsys)
+    assert code == 0, err
+    assert "sheet-like piece" in out and "--sheets keep keeps them" in out
+    s = summary("a")
+    assert s["sheets"] == "drop" and s["sheets_dropped"] >= 1 and s["sheets_share"] > 0.5
+    code, out, err = _run([*base, "--out", tmp_path / "b", "--sheets", "keep"], capsys)
+    assert code == 0 and "sheet-like" not in out
+    assert summary("b")["sheets"] == "keep" and summary("b")["sheets_dropped"] == 0
+    code, _, err = _run([*base, "--out", tmp_path / "c", "--sheets", "flat"], capsys)
+    assert code == 2 and "--sheets" in err
+    code, _, err = _run(
+        [*base, "--out", tmp_path / "d", "--sheets", "drop", "--format", "ome-zarr"], capsys
+    )
+    assert code == 2 and "--sheets needs the whole-volume pipeline" in err
+    assert not (tmp_path / "d").exists()

@@ -366,6 +366,7 @@ def test_input_section_collects_the_policy_choices(make_napari_viewer, qtbot):
         "polarity": "auto",
         "window": None,
         "vessel_range": "auto",
+        "sheets": "drop",
         "zoom": "auto",
     }
     assert widget.zoom_box.native.text() == "auto"
@@ -379,13 +380,15 @@ def test_input_section_collects_the_policy_choices(make_napari_viewer, qtbot):
     widget.range_mode.value = "custom"  # the CLI's --vessel-range LOW HIGH
     assert widget.range_low.enabled and widget.range_high.enabled
     widget.zoom_box.value = 0.5
+    widget.sheets_check.value = False  # the CLI's --sheets keep
     job, _ = widget._make_job(image)
-    assert (job.modality, job.polarity, job.window, job.vessel_range, job.zoom) == (
+    assert (job.modality, job.polarity, job.window, job.vessel_range, job.zoom, job.sheets) == (
         "ct",
         "dark",
         (-50.0, 250.0),
         (100.0, 300.0),
         0.5,
+        "keep",
     )
     widget.zoom_box.value = 0.0
     assert widget.input_choices()["zoom"] == "auto"
@@ -411,13 +414,15 @@ def test_input_choices_reach_the_pipeline(make_napari_viewer, qtbot, monkeypatch
     widget.window_check.value = True
     widget.window_low.value, widget.window_high.value = 0.0, 1.0
     widget.zoom_box.value = 1.0
+    widget.sheets_check.value = False
     assert run_and_wait(qtbot, widget) == "done", widget.status_label.text()
     kw = calls[0]
-    assert (kw["modality"], kw["polarity"], kw["window"], kw["zoom"]) == (
+    assert (kw["modality"], kw["polarity"], kw["window"], kw["zoom"], kw["sheets"]) == (
         "auto",
         "bright",
         (0.0, 1.0),
         1.0,
+        "keep",
     )
     text = widget.input_label.text()
     assert "window 0..1 (chosen)" in text and "bright vessels (chosen)" in text

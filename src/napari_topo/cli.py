@@ -348,6 +348,16 @@ def build_parser() -> argparse.ArgumentParser:
         "kept; the pieces holding --sources are kept",
     )
     seg.add_argument(
+        "--sheets",
+        choices=["drop", "keep"],
+        default=None,
+        help="drop (default): each piece of the mask shaped like a sheet rather than a tube "
+        "(Frangi's plate-versus-line ratio of the mask, median under 0.15) is dropped: bone "
+        "plates, the scalp of a TOF-MRA, which the models also mark; a failing piece is "
+        "cut where it is thin first and the pieces holding "
+        "--sources are kept. keep: off",
+    )
+    seg.add_argument(
         "--roi-margin",
         type=float,
         default=0.0,
@@ -1009,6 +1019,7 @@ def _segment(args) -> None:
             ("--gt", args.gt),
             ("--roi", args.roi),
             ("--vessel-range", vessel_range not in ("auto", None)),
+            ("--sheets", args.sheets is not None),
         ):
             if value:
                 raise ValueError(
@@ -1032,6 +1043,7 @@ def _segment(args) -> None:
             roi=roi,
             roi_margin=args.roi_margin,
             vessel_range=vessel_range,
+            sheets=args.sheets or "drop",
             on_message=lambda m: print(f"napari-topo: note: {m}", file=sys.stderr),
             **_segment_settings(args, vol.path.name, geometry.unit),
         )
@@ -1081,6 +1093,9 @@ def _segment(args) -> None:
         summary["vessel_range"] = None if applied is None else [float(v) for v in applied]
         summary["pieces_dropped"] = int(getattr(analysis, "pieces_dropped", 0))
         summary["dropped_share"] = float(getattr(analysis, "dropped_share", 0.0))
+        summary["sheets"] = args.sheets or "drop"
+        summary["sheets_dropped"] = int(getattr(analysis, "sheets_dropped", 0))
+        summary["sheets_share"] = float(getattr(analysis, "sheets_share", 0.0))
         if roi is not None:
             summary["roi"] = {
                 "file": str(args.roi),
@@ -1138,6 +1153,13 @@ def _segment(args) -> None:
             f"dropped {getattr(analysis, 'pieces_dropped', 0)} pieces of the mask "
             f"({share:.0f} % of its voxels) whose median is outside "
             f"{applied[0]:g}..{applied[1]:g}{hu} (--vessel-range; 'off' keeps them{roots})"
+        )
+    n_sheets = int(getattr(analysis, "sheets_dropped", 0))
+    if n_sheets:
+        share = 100.0 * float(getattr(analysis, "sheets_share", 0.0))
+        print(
+            f"dropped {n_sheets} sheet-like piece{'' if n_sheets == 1 else 's'} of the mask "
+            f"({share:.0f} % of its voxels; --sheets keep keeps them)"
         )
     if roi is not None:
         margin = f" grown by {args.roi_margin:g}{unit}" if args.roi_margin else ""

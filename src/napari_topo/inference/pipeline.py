@@ -619,15 +619,17 @@ SPLIT_DEPTH = 1.75
 SPLIT_MIN_SIZE = 200
 
 
-def _split_where_thin(piece: np.ndarray, values: np.ndarray, low, high, spacing=None):
+def _split_where_thin(
+    piece: np.ndarray, values: np.ndarray, low, high, spacing=None, lower_percentile=25.0
+):
     """Voxels of ``piece`` (bool, its bounding box) in parts that lie inside the range.
 
     Cores: the voxels deeper than :data:`SPLIT_DEPTH` finest-axis voxels (no background
     voxel within that Euclidean distance, voxel size taken into account: an erosion by
     that ball); each voxel of the piece joins its nearest core (Euclidean, the feature
     transform of :func:`scipy.ndimage.distance_transform_edt`); a part is kept when its
-    25th percentile and its median lie in ``low..high``. None when the piece has fewer
-    than two cores (nothing to split).
+    ``lower_percentile`` (25th by default) is at least ``low`` and its median at most
+    ``high``. None when the piece has fewer than two cores (nothing to split).
     """
     import cc3d
     from scipy import ndimage as ndi
@@ -651,8 +653,8 @@ def _split_where_thin(piece: np.ndarray, values: np.ndarray, low, high, spacing=
     del nearest
 
     def in_range(v: np.ndarray) -> bool:
-        q25, q50 = np.percentile(v, (25, 50))
-        return bool(q25 >= low and q50 <= high)
+        q_low, q50 = np.percentile(v, (lower_percentile, 50))
+        return bool(q_low >= low and q50 <= high)
 
     good = np.zeros(m + 1, dtype=bool)
     good[1:] = ndi.labeled_comprehension(
@@ -769,6 +771,7 @@ def segment(
     roi=None,
     roi_margin: float = 0.0,
     vessel_range: str | Sequence[float] | None = "auto",
+    sheets: str = "drop",
     **predict_kwargs,
 ):
     """Predict, threshold, skeletonise and reconstruct the vessel trees of a volume.
@@ -822,6 +825,14 @@ def segment(
         voxel by voxel left noise holes that broke the centerlines. An arterial-phase
         CTA (lumen above 300 HU) or a non-contrast CT (none above 100) needs another
         range or None.
+    sheets : {"drop", "keep"}
+        "drop" (default): each piece of the mask (26-connected, at least 100 voxels) that
+        is shaped like a sheet rather than a tube (median Frangi plate-versus-line ratio
+        ``R_A`` of the mask under 0.15) is dropped, except the pieces holding the
+        ``sources``; a failing piece is first cut where it is thin and its tube-like
+        parts kept. The U-Nets mark bright sheets as vessels: bone plates, the scalp of a
+        time-of-flight MRA. See
+        :mod:`napari_topo.inference.sheets`. "keep": off.
     **predict_kwargs
         Any other :func:`predict` argument (tile, device, progress, cancel, ...).
 
@@ -833,8 +844,10 @@ def segment(
         applied (``analysis.input_policy.describe()`` says what was chosen), a
         ``compute`` attribute (:class:`PredictOutputs`), ``vessel_range`` (the range
         applied, or None), ``pieces_dropped`` (mask pieces it removed),
-        ``dropped_share`` (the fraction of the mask's voxels in them, 0..1) and ``region``
-        (the region of interest as grown, bool, or None).
+        ``dropped_share`` (the fraction of the mask's voxels in them, 0..1),
+        ``sheets_dropped`` and ``sheets_share`` (the same for the sheet-like pieces;
+        0 with ``sheets="keep"``) and ``region`` (the region of interest as grown, bool,
+        or None).
 
     Raises
     ------
@@ -860,6 +873,8 @@ def segment(
             )
     elif vessel_range is not None:
         vessel_range = _intensity_range(vessel_range)
+    if sheets not in ("drop", "keep"):
+        raise ValueError(f"sheets must be 'drop' or 'keep'; got {sheets!r}")
     outputs = predict(
         volume,
         model,
@@ -883,6 +898,14 @@ def segment(
         )
         after = int(np.count_nonzero(outputs["vessel"] > threshold))
         dropped_share = (before - after) / before if before else 0.0
+    sheets_dropped, sheets_share = 0, 0.0
+    if sheets == "drop":
+        from .sheets import drop_sheets
+
+        before = int(np.count_nonzero(outputs["vessel"] > threshold))
+        sheets_dropped = drop_sheets(outputs, threshold, spacing=spacing, keep=sources)
+        after = int(np.count_nonzero(outputs["vessel"] > threshold))
+        sheets_share = (before - after) / before if before else 0.0
     if region is not None:
         _zero_outside(outputs, ~region)
     analysis = VesselAnalysis.from_outputs(
@@ -900,5 +923,7 @@ def segment(
     analysis.vessel_range = None if vessel_range is None else tuple(vessel_range)
     analysis.pieces_dropped = dropped
     analysis.dropped_share = dropped_share  # of the mask's voxels, 0..1
+    analysis.sheets_dropped = sheets_dropped  # sheet-like pieces dropped
+    analysis.sheets_share = sheets_share  # of the mask's voxels (after the range), 0..1
     analysis.region = region  # the region of interest as grown (bool), or None
     return analysis

@@ -553,6 +553,8 @@ class _Job:
     #: pieces of the mask with a median intensity outside it are dropped (the
     #: pipeline's ``vessel_range``); None: off
     vessel_range: str | tuple[float, float] | None = "auto"
+    #: "drop": sheet-like pieces of the mask are dropped (the pipeline's ``sheets``)
+    sheets: str = "drop"
     #: the image's length unit (layer_length_unit), for the Input line; None: unknown
     unit: str | None = None
 
@@ -735,6 +737,7 @@ def _run_segment(
                 roi=job.roi,
                 roi_margin=job.roi_margin,
                 vessel_range=job.vessel_range,
+                sheets=job.sheets,
                 device=job.device,
                 precision=job.precision,
                 intensity_from=job.intensity_from,
@@ -1174,6 +1177,15 @@ class SegmentWidget(QWidget):
             ("Lowest", "Highest"),
         )
         self.range_mode.changed.connect(self._on_range_toggled)
+        self.sheets_check = CheckBox(
+            label="Drop sheets",
+            value=True,
+            tooltip="Drop each piece of the mask shaped like a sheet rather than a tube "
+            "(Frangi's plate-versus-line ratio of the mask, median under 0.15): bone "
+            "plates, the scalp of a TOF-MRA, which the models also mark. A piece that "
+            "fails is first cut where it is thin and its "
+            "tube-like parts kept; the pieces holding the Tree roots points are kept.",
+        )
         self.zoom_box = FloatSpinBox(
             label="Zoom",
             value=_AUTO_ZOOM,
@@ -1191,6 +1203,7 @@ class SegmentWidget(QWidget):
                 self.polarity_picker,
                 window_row,
                 range_row,
+                self.sheets_check,
                 self.zoom_box,
             ],
             labels=True,
@@ -1213,7 +1226,8 @@ class SegmentWidget(QWidget):
     def input_choices(self) -> dict[str, Any]:
         """The Input section's choices as :func:`~napari_topo.inference.pipeline.segment`
         keyword arguments: ``modality``, ``polarity``, ``window`` (None unless set),
-        ``vessel_range`` ("auto", None or a pair) and ``zoom`` ("auto" or a number)."""
+        ``vessel_range`` ("auto", None or a pair), ``sheets`` ("drop" or "keep") and
+        ``zoom`` ("auto" or a number)."""
         zoom = float(self.zoom_box.value)
         window = None
         if self.window_check.value:
@@ -1226,6 +1240,7 @@ class SegmentWidget(QWidget):
             "polarity": str(self.polarity_picker.value),
             "window": window,
             "vessel_range": vessel_range,
+            "sheets": "drop" if self.sheets_check.value else "keep",
             "zoom": "auto" if zoom <= _AUTO_ZOOM else zoom,
         }
 
