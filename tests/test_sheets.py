@@ -110,3 +110,18 @@ def test_small_pieces_are_not_judged():
     p = plate((16, 16, 16), z=(7, 9), y=(4, 10), x=(4, 10))  # 72 voxels: too few for a shape
     out = outputs_of(p)
     assert drop_sheets(out) == 0
+
+
+def test_a_solid_block_is_not_judged_a_sheet():
+    # threshold 0 makes the whole volume vessel: no curvature inside it and no false
+    # edge at the volume's border (the border extends the mask), so nothing is dropped
+    block = np.ones((40, 40, 40), bool)
+    r = line_ratio(block)
+    assert np.isnan(r).all()
+    out = outputs_of(block)
+    assert drop_sheets(out) == 0 and (out["vessel"] > 0.5).all()
+    # a vessel leaving the volume reads as a tube up to the border
+    t = tube((32, 32, 64), centre=(16, 16))
+    t[:, :, :3] = t[:, :, 3:4]
+    t[:, :, -3:] = t[:, :, -4:-3]
+    assert np.nanmedian(line_ratio(t)[t]) > 0.6

@@ -36,12 +36,14 @@ line-like").
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
 
 __all__ = [
     "MAX_VOXELS",
+    "MIN_RESPONSE",
     "SCALES",
     "SHEET_MIN_SIZE",
     "SHEET_RATIO",
@@ -51,6 +53,10 @@ __all__ = [
 
 #: Gaussian scales, in voxels of the isotropic grid, at which the Hessian is taken.
 SCALES = (1.0, 2.0, 4.0)
+#: Scale-normalised largest curvature ``sigma^2 |lambda_3|`` under which a voxel's shape
+#: is not measured (NaN): deep inside a block wider than the largest scale every
+#: curvature is near 0 (a step edge of the mask gives about 0.24).
+MIN_RESPONSE = 0.05
 #: Largest isotropic grid (voxels) :func:`line_ratio` resamples a mask to.
 MAX_VOXELS = 16_000_000
 #: A piece whose median R_A is below this is a sheet. Chosen on synthetic data only
@@ -84,7 +90,9 @@ def line_ratio(
     -------
     ndarray of float32, shape (Z, Y, X)
         ``R_A`` in [0, 1] at mask voxels (1: a tube's axis, 0: a flat sheet), at the
-        scale with the strongest scale-normalised largest curvature; 1 outside the mask.
+        scale with the strongest scale-normalised largest curvature; NaN at mask voxels
+        where that curvature is under :data:`MIN_RESPONSE` (deep inside a block); 1
+        outside the mask.
 
     Raises
     ------
@@ -100,10 +108,11 @@ def line_ratio(
     interpolation, :func:`scipy.ndimage.zoom`), to isotropic voxels at the finest spacing,
     or coarser when that grid would exceed ``max_voxels`` (a CT's liver region at
     about 1 mm). The Hessian comes from Gaussian-derivative filters there
-    (:func:`scipy.ndimage.gaussian_filter` with ``order``), is read at each mask voxel's
-    centre (:func:`scipy.ndimage.map_coordinates`, linear) and its eigenvalues taken
-    there only (:func:`numpy.linalg.eigvalsh`). Reference: Frangi et al., MICCAI 1998,
-    Eq. 11.
+    (:func:`scipy.ndimage.gaussian_filter` with ``order``; the volume's border extends
+    the mask, so a vessel or a block leaving the volume has no false edge there), is
+    read at each mask voxel's centre (:func:`scipy.ndimage.map_coordinates`, linear)
+    and its eigenvalues taken there only (:func:`numpy.linalg.eigvalsh`). Reference:
+    Frangi et al., MICCAI 1998, Eq. 11.
     """
     from scipy import ndimage as ndi
 
@@ -128,9 +137,7 @@ def line_ratio(
     iso = max(float(sp.min()), float((np.prod(size * sp) / max_voxels) ** (1.0 / 3.0)))
     factors = sp / iso
     box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
-    grid = ndi.zoom(
-        m[box].astype(np.float32), factors, order=1, grid_mode=True, mode="grid-constant"
-    )
+    grid = ndi.zoom(m[box].astype(np.float32), factors, order=1, grid_mode=True, mode="nearest")
     # each mask voxel's centre on the isotropic grid (voxel i spans [i, i + 1) * spacing)
     coords = np.stack(
         [(i - a + 0.5) * f - 0.5 for i, a, f in zip(idx, lo, factors, strict=True)]
@@ -144,7 +151,7 @@ def line_ratio(
             order = [0, 0, 0]
             order[a] += 1
             order[b] += 1
-            d = ndi.gaussian_filter(grid, sigma=s, order=order, mode="constant")
+            d = ndi.gaussian_filter(grid, sigma=s, order=order, mode="nearest")
             d = ndi.map_coordinates(d, coords, order=1, mode="nearest")
             hess[:, a, b] = d
             hess[:, b, a] = d
@@ -154,6 +161,7 @@ def line_ratio(
         take = response > best
         best[take] = response[take]
         ratio[take] = ev[take, 1] / np.maximum(ev[take, 2], 1e-12)
+    ratio[best < MIN_RESPONSE] = np.nan  # no scale sees a shape there
     out[idx] = ratio
     return out
 
@@ -209,10 +217,14 @@ def drop_sheets(
     if not judged.any():
         return 0
     r = line_ratio(judged[labels], spacing)
-    index = np.arange(1, n + 1)
-    medians = np.ones(n + 1)
-    medians[1:] = np.asarray(ndi.median(r, labels, index=index), dtype=float)
-    bad = judged & (medians < ratio)
+    medians = np.full(n + 1, np.nan)
+    judged_ids = np.flatnonzero(judged)
+    with warnings.catch_warnings():  # a piece with no measured voxel: NaN, not judged
+        warnings.simplefilter("ignore", RuntimeWarning)
+        medians[judged_ids] = ndi.labeled_comprehension(
+            r, labels, judged_ids, np.nanmedian, float, np.nan
+        )
+    bad = judged & (np.nan_to_num(medians, nan=1.0) < ratio)
     if keep is not None and bad.any():
         bad[_pieces_nearest(labels, keep, spacing)] = False
     if not bad.any():
@@ -222,7 +234,8 @@ def drop_sheets(
     for lab in np.flatnonzero(bad & (sizes >= SPLIT_MIN_SIZE)):
         box = boxes[lab - 1]
         piece = labels[box] == lab
-        kept = _split_where_thin(piece, r[box], ratio, 1.0, spacing, lower_percentile=50)
+        values = np.nan_to_num(r[box], nan=1.0)  # unmeasured (block) voxels: not a sheet
+        kept = _split_where_thin(piece, values, ratio, 1.0, spacing, lower_percentile=50)
         if kept is not None:
             drop[box] &= ~kept
     _zero_outside(outputs, drop)

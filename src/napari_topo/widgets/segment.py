@@ -1178,7 +1178,7 @@ class SegmentWidget(QWidget):
         )
         self.range_mode.changed.connect(self._on_range_toggled)
         self.sheets_check = CheckBox(
-            label="Drop sheets",
+            text="drop sheet-like pieces",
             value=True,
             tooltip="Drop each piece of the mask shaped like a sheet rather than a tube "
             "(Frangi's plate-versus-line ratio of the mask, median under 0.15): bone "
