@@ -62,9 +62,9 @@ MAX_VOXELS = 16_000_000
 #: A piece whose median R_A is below this is a sheet. Chosen on synthetic data only
 #: (``benchmarks/bench_sheets.py``): the vessel pieces of the generator's four styles
 #: and of the phantoms have medians of 0.34 or more (0.40 or more above 300 voxels),
-#: the bone plates of the CT phantom 0.06-0.09, the scalp of an MRA-like head 0.04, the
-#: generator's CT sheets 0.11-0.17. The threshold sits low in the gap, so a flattened or
-#: tangled vessel is kept.
+#: the bone plates of the CT phantom 0.05-0.06, the scalp of an MRA-like head 0.04, the
+#: generator's CT sheets 0.06-0.12 (one 0.21). The threshold sits low in the gap, so a
+#: flattened or tangled vessel is kept (``benchmarks/results/sheets/sheets.md``).
 SHEET_RATIO = 0.15
 #: Pieces smaller than this (voxels) are not judged: too few voxels for a median shape.
 SHEET_MIN_SIZE = 100
