@@ -597,17 +597,28 @@ def drop_pieces_outside(
         bad[_pieces_nearest(labels, keep, spacing)] = False
     if not bad.any():
         return 0
+    _drop_failing_pieces(outputs, labels, bad, values, low, high, spacing)
+    return int(bad.sum())
+
+
+def _drop_failing_pieces(
+    outputs, labels, bad, values, low, high, spacing=None, lower_percentile=25.0
+) -> None:
+    """Zero the pieces of ``labels`` marked ``bad`` (bool per label, 0 first) in
+    ``outputs``, keeping the parts of those of :data:`SPLIT_MIN_SIZE` voxels or more
+    that :func:`_split_where_thin` finds inside ``low..high`` of ``values``."""
+    from scipy import ndimage as ndi
+
     drop = bad[labels]
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    sizes = np.bincount(labels.ravel(), minlength=len(bad))
     boxes = ndi.find_objects(labels)
     for lab in np.flatnonzero(bad & (sizes >= SPLIT_MIN_SIZE)):
         box = boxes[lab - 1]
         piece = labels[box] == lab
-        kept = _split_where_thin(piece, values[box], low, high, spacing)
+        kept = _split_where_thin(piece, values[box], low, high, spacing, lower_percentile)
         if kept is not None:
             drop[box] &= ~kept
     _zero_outside(outputs, drop)
-    return int(bad.sum())
 
 
 #: How far (voxels of the finest axis) a root may lie from the piece it keeps.

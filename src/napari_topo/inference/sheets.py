@@ -203,7 +203,7 @@ def drop_sheets(
     import cc3d
     from scipy import ndimage as ndi
 
-    from .pipeline import SPLIT_MIN_SIZE, _pieces_nearest, _split_where_thin, _zero_outside
+    from .pipeline import _drop_failing_pieces, _pieces_nearest
 
     if not (isinstance(ratio, int | float) and 0.0 < float(ratio) < 1.0):
         raise ValueError(f"ratio must be a number between 0 and 1; got {ratio!r}")
@@ -229,14 +229,7 @@ def drop_sheets(
         bad[_pieces_nearest(labels, keep, spacing)] = False
     if not bad.any():
         return 0
-    drop = bad[labels]
-    boxes = ndi.find_objects(labels)
-    for lab in np.flatnonzero(bad & (sizes >= SPLIT_MIN_SIZE)):
-        box = boxes[lab - 1]
-        piece = labels[box] == lab
-        values = np.nan_to_num(r[box], nan=1.0)  # unmeasured (block) voxels: not a sheet
-        kept = _split_where_thin(piece, values, ratio, 1.0, spacing, lower_percentile=50)
-        if kept is not None:
-            drop[box] &= ~kept
-    _zero_outside(outputs, drop)
+    # unmeasured (block) voxels count as tube-like in the parts, as in the whole piece
+    values = np.nan_to_num(r, nan=1.0)
+    _drop_failing_pieces(outputs, labels, bad, values, ratio, 1.0, spacing, lower_percentile=50)
     return int(bad.sum())
