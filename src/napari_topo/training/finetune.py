@@ -1037,7 +1037,7 @@ def finetune(
     )
     factors = resample_factors(spacing, policy.zoom.zoom)
     policy = dataclasses.replace(policy, factors=factors, spacing=spacing_triple(spacing))
-    report(phase="prepare", message="input planned", input=policy.describe())
+    report(phase="prepare", message=f"input: {policy.describe()}", input=policy.describe())
     val_size = patch + 16
     # One grid per zoom segment() will run the model at (the plan's zoom, then the finer
     # zooms it adds for thin vessels): a model fine-tuned at the first alone marks, at the
