@@ -630,7 +630,7 @@ def test_sheet_like_pieces_are_dropped_by_default_and_kept_on_request(capsys, tm
 
     code, out, err = _run([*base, "--out", tmp_path / "a"], capsys)
     assert code == 0, err
-    assert "sheet-like piece" in out and "--sheets keep keeps them" in out
+    assert "dropped 1 sheet-like piece (" in out and "--sheets keep keeps it" in out
     s = summary("a")
     assert s["sheets"] == "drop" and s["sheets_dropped"] >= 1 and s["sheets_share"] > 0.5
     code, out, err = _run([*base, "--out", tmp_path / "b", "--sheets", "keep"], capsys)
@@ -641,5 +641,5 @@ def test_sheet_like_pieces_are_dropped_by_default_and_kept_on_request(capsys, tm
     code, _, err = _run(
         [*base, "--out", tmp_path / "d", "--sheets", "drop", "--format", "ome-zarr"], capsys
     )
-    assert code == 2 and "--sheets needs the whole-volume pipeline" in err
+    assert code == 2 and "--sheets drop needs the whole-volume pipeline" in err
     assert not (tmp_path / "d").exists()

@@ -641,7 +641,7 @@ def test_cli_says_when_the_budget_left_too_few_steps(files, user_dir, monkeypatc
     rc = main([*args, "--name", "short", "--device", "cpu", "--threads", "1"])
     out = capsys.readouterr().out
     assert rc == 0
-    assert "note: only 20 training steps fit in 1 min (each validation took 20 s)" in out
+    assert "note: only 20 training steps fit in 1 min (a step took 1.0 s, a validation 20 s)" in out
     assert out.index("input: ") < out.index("held-out annotation: Dice")
     phases = [p.phase for p in reports]
     first_input = next(i for i, p in enumerate(reports) if p.input is not None)

@@ -131,6 +131,27 @@ def test_roots_off_the_mask_sentence():
     assert _roots_off_the_mask(SimpleNamespace(sources=None), c) is None
 
 
+def test_the_status_says_what_the_sheet_filter_dropped():
+    # a newcomer's tube lying on a plate went with it, and the dock said "Lower the
+    # Threshold": the status now names the sheet filter and how to turn it off
+    from types import SimpleNamespace
+
+    from napari_topo.widgets.segment import _empty_result_message, _sheets_sentence
+
+    empty = np.zeros((8, 8, 8), bool)
+    a = VesselAnalysis.from_outputs({"vessel": empty})
+    job = SimpleNamespace(threshold=0.5, image="tp")
+    assert _sheets_sentence(a) == ""
+    assert _empty_result_message(job, a).startswith("Nothing found above threshold 0.5")
+    a.sheets_dropped, a.sheets_share = 1, 1.0
+    assert _sheets_sentence(a) == "the sheet filter dropped 1 sheet-like piece (100 % of the mask)."
+    text = _empty_result_message(job, a)
+    assert text.startswith("Nothing left in 'tp': the sheet filter dropped 1 sheet-like piece")
+    assert "Untick 'drop sheet-like pieces' under Input" in text and "Threshold" not in text
+    a.sheets_dropped, a.sheets_share = 3, 0.25
+    assert _sheets_sentence(a) == "the sheet filter dropped 3 sheet-like pieces (25 % of the mask)."
+
+
 def test_model_tooltip_has_summary_and_test_scores():
     card = get_card("unet-dice")
     text = model_tooltip(card)

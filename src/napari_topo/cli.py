@@ -1019,7 +1019,7 @@ def _segment(args) -> None:
             ("--gt", args.gt),
             ("--roi", args.roi),
             ("--vessel-range", vessel_range not in ("auto", None)),
-            ("--sheets", args.sheets is not None),
+            ("--sheets drop", args.sheets == "drop"),
         ):
             if value:
                 raise ValueError(
@@ -1157,9 +1157,11 @@ def _segment(args) -> None:
     n_sheets = int(getattr(analysis, "sheets_dropped", 0))
     if n_sheets:
         share = 100.0 * float(getattr(analysis, "sheets_share", 0.0))
+        one = n_sheets == 1
         print(
-            f"dropped {n_sheets} sheet-like piece{'' if n_sheets == 1 else 's'} of the mask "
-            f"({share:.0f} % of its voxels; --sheets keep keeps them)"
+            f"dropped {n_sheets} sheet-like piece{'' if one else 's'} ({share:.0f} % of the "
+            f"mask's voxels; --sheets keep keeps {'it' if one else 'them'}; a vessel lying "
+            "along a sheet goes with it)"
         )
     if roi is not None:
         margin = f" grown by {args.roi_margin:g}{unit}" if args.roi_margin else ""

@@ -1125,6 +1125,7 @@ def finetune(
             return min(1.0, f)
 
         last_val_step = 0
+        t_loop, val_in_loop = time.perf_counter(), 0.0  # for the seconds per training step
         while True:
             if steps is not None and step >= int(steps):
                 stopped = f"step budget ({int(steps)} steps)"
@@ -1184,7 +1185,9 @@ def finetune(
             )
             if step % val_every == 0:
                 last_val_step = step
+                t_val = time.perf_counter()
                 res = evaluate()
+                val_in_loop += time.perf_counter() - t_val
                 res["step"] = step
                 history.append(res)
                 if res["score"] > best["score"] + 1e-4:
@@ -1207,6 +1210,7 @@ def finetune(
                 if since_best >= patience:
                     stopped = f"early stop ({patience} validations without improvement)"
                     break
+        step_s = (time.perf_counter() - t_loop - val_in_loop) / step if step else 0.0
         if step > last_val_step:
             if _is_set(cancel):
                 raise Cancelled("fine-tuning cancelled; nothing was saved")
@@ -1246,8 +1250,8 @@ def finetune(
     if stopped.startswith("time budget") and step < FEW_STEPS:
         note = (
             f"only {step} training step{'' if step == 1 else 's'} fit in {minutes:g} min "
-            f"(each validation took {validation_s:.0f} s); fine-tuning usually needs a few "
-            "hundred steps: give it more time"
+            f"(a step took {step_s:.1f} s, a validation {validation_s:.0f} s); fine-tuning "
+            "usually needs a few hundred steps: give it more time"
         )
     summary = (
         f"{base_card.name} fine-tuned on a {'x'.join(map(str, shape))} volume "

@@ -1731,11 +1731,13 @@ class SegmentWidget(QWidget):
         ran = f" ({ran})" if ran else ""
         where = f" ({job.region.kind}: {job.region.describe()})" if job.region else ""
         off = _roots_off_the_mask(job, analysis)
+        sheets = _sheets_sentence(analysis)
+        sheets = f" {sheets[0].upper()}{sheets[1:]}" if sheets else ""
         self._set_status(
             f"Segmented '{job.image}'{where} with {job.model_name or job.model}{ran} in "
             f"{seconds:.1f} s: "
             f"{n_trees} tree{'s' if n_trees != 1 else ''}, "
-            f"{len(analysis.points)} centerline points." + (f" {off}" if off else "")
+            f"{len(analysis.points)} centerline points.{sheets}" + (f" {off}" if off else "")
         )
         if off:
             show_warning(off)
@@ -1959,12 +1961,28 @@ def _set_events(events: list[threading.Event], *_: Any) -> None:
         event.set()
 
 
+def _sheets_sentence(analysis: Any) -> str:
+    """'The sheet filter dropped N sheet-like pieces (X % of the mask).' or ''."""
+    n = int(getattr(analysis, "sheets_dropped", 0) or 0)
+    if not n:
+        return ""
+    share = 100.0 * float(getattr(analysis, "sheets_share", 0.0) or 0.0)
+    pieces = "piece" if n == 1 else "pieces"
+    return f"the sheet filter dropped {n} sheet-like {pieces} ({share:.0f} % of the mask)."
+
+
 def _empty_result_message(job: _Job, analysis: VesselAnalysis) -> str | None:
     """What to tell the user when a run found nothing (None when it found vessels)."""
     if len(analysis.points) and analysis.mask.any():
         return None
     t = f"{job.threshold:g}"
     if not analysis.mask.any():
+        sheets = _sheets_sentence(analysis)
+        if sheets:  # the filter, not the threshold, emptied the mask
+            return (
+                f"Nothing left in '{job.image}': {sheets} Untick 'drop sheet-like pieces' "
+                "under Input if a vessel went with them."
+            )
         return (
             f"Nothing found above threshold {t} in '{job.image}': the result layers are "
             "empty. Lower the Threshold (0.5 is the default) or check the Input section."
