@@ -137,7 +137,10 @@ def line_ratio(
     iso = max(float(sp.min()), float((np.prod(size * sp) / max_voxels) ** (1.0 / 3.0)))
     factors = sp / iso
     box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
-    grid = ndi.zoom(m[box].astype(np.float32), factors, order=1, grid_mode=True, mode="nearest")
+    # uint8 in, float32 out: no float copy of the whole box (linear needs no prefilter)
+    grid = ndi.zoom(
+        m[box].view(np.uint8), factors, order=1, grid_mode=True, mode="nearest", output=np.float32
+    )
     # each mask voxel's centre on the isotropic grid (voxel i spans [i, i + 1) * spacing)
     coords = np.stack(
         [(i - a + 0.5) * f - 0.5 for i, a, f in zip(idx, lo, factors, strict=True)]
@@ -230,6 +233,6 @@ def drop_sheets(
     if not bad.any():
         return 0
     # unmeasured (block) voxels count as tube-like in the parts, as in the whole piece
-    values = np.nan_to_num(r, nan=1.0)
+    values = np.nan_to_num(r, nan=1.0, copy=False)  # r is not needed after this
     _drop_failing_pieces(outputs, labels, bad, values, ratio, 1.0, spacing, lower_percentile=50)
     return int(bad.sum())
