@@ -71,7 +71,7 @@ def time_mask(path: Path, spacing=None) -> int:
     peak = tracemalloc.get_traced_memory()[1]
     print(
         f"{path.name}: {mask.shape}, {int(mask.sum())} mask voxels, spacing {sp}: "
-        f"{n} sheet-like pieces dropped in {seconds:.1f} s, peak traced memory "
+        f"sheet-like pieces dropped: {n}, in {seconds:.1f} s; peak traced memory "
         f"{peak / 2**30:.2f} GiB"
     )
     return 0

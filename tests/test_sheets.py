@@ -140,3 +140,25 @@ def test_a_tube_lying_on_a_plate_is_kept():
     out = outputs_of(t | p)
     drop_sheets(out)
     assert (out["vessel"] > 0.5)[t].mean() > 0.9
+
+
+def test_the_benchmark_times_a_saved_mask(tmp_path, capsys):
+    # benchmarks/bench_sheets.py --time-mask: the README's cost figure comes from it
+    import importlib.util
+    from pathlib import Path
+
+    from napari_topo.data.io import write_volume
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_sheets.py"
+    spec = importlib.util.spec_from_file_location("bench_sheets", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    shape = (40, 48, 96)
+    write_volume(
+        tmp_path / "m.nii.gz",
+        tube(shape, centre=(10, 24)) | plate(shape, z=(30, 33), y=(2, 46), x=(2, 94)),
+        spacing=(1.0, 1.0, 1.0),
+    )
+    assert bench.main(["--time-mask", str(tmp_path / "m.nii.gz")]) == 0
+    out = capsys.readouterr().out
+    assert "sheet-like pieces dropped: 1, in" in out and "GiB" in out
