@@ -73,7 +73,7 @@ def test_drop_sheets_drops_the_plate_keeps_the_tube():
     assert not (out["centerness"] > 0)[p].any()  # TopNet's centerness goes with it
 
 
-def test_a_tube_joined_to_a_plate_by_a_thin_bridge_is_kept():
+def test_a_tube_joined_to_a_plate_by_a_thin_bridge_is_kept(monkeypatch):
     shape = (48, 48, 96)
     t = tube(shape, radius=3.0, centre=(10, 24))
     p = plate(shape, z=(34, 38), y=(2, 46), x=(2, 94))  # larger than the tube: fails whole
@@ -87,12 +87,8 @@ def test_a_tube_joined_to_a_plate_by_a_thin_bridge_is_kept():
     whole = outputs_of(t | p | bridge)
     import napari_topo.inference.pipeline as pl
 
-    original = pl.SPLIT_MIN_SIZE
-    try:
-        pl.SPLIT_MIN_SIZE = 10**9
-        drop_sheets(whole)
-    finally:
-        pl.SPLIT_MIN_SIZE = original
+    monkeypatch.setattr(pl, "SPLIT_MIN_SIZE", 10**9)
+    drop_sheets(whole)
     assert (whole["vessel"] > 0.5)[t].mean() < 0.05
 
 

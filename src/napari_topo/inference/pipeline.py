@@ -899,24 +899,29 @@ def segment(
     if vessel_range == "auto":
         is_ct = outputs.input_policy is not None and outputs.input_policy.intensity.modality == "ct"
         vessel_range = CT_VESSEL_RANGE if is_ct else None
+
+    def mask_voxels() -> int:
+        return int(np.count_nonzero(outputs["vessel"] > threshold))
+
     dropped, dropped_share = 0, 0.0
-    if vessel_range is not None:
+    sheets_dropped, sheets_share = 0, 0.0
+    if vessel_range is not None or sheets == "drop":
         # on the whole mask, before any region cuts its pieces: a muscle sheet crossing
         # the region's border is judged (and dropped) whole, not by its inside part
-        before = int(np.count_nonzero(outputs["vessel"] > threshold))
-        dropped = drop_pieces_outside(
-            outputs, volume, vessel_range, threshold, keep=sources, spacing=spacing
-        )
-        after = int(np.count_nonzero(outputs["vessel"] > threshold))
-        dropped_share = (before - after) / before if before else 0.0
-    sheets_dropped, sheets_share = 0, 0.0
-    if sheets == "drop":
-        from .sheets import drop_sheets
+        before = mask_voxels()
+        if vessel_range is not None:
+            dropped = drop_pieces_outside(
+                outputs, volume, vessel_range, threshold, keep=sources, spacing=spacing
+            )
+            after = mask_voxels() if dropped else before
+            dropped_share = (before - after) / before if before else 0.0
+            before = after
+        if sheets == "drop":
+            from .sheets import drop_sheets
 
-        before = int(np.count_nonzero(outputs["vessel"] > threshold))
-        sheets_dropped = drop_sheets(outputs, threshold, spacing=spacing, keep=sources)
-        after = int(np.count_nonzero(outputs["vessel"] > threshold))
-        sheets_share = (before - after) / before if before else 0.0
+            sheets_dropped = drop_sheets(outputs, threshold, spacing=spacing, keep=sources)
+            after = mask_voxels() if sheets_dropped else before
+            sheets_share = (before - after) / before if before else 0.0
     if region is not None:
         _zero_outside(outputs, ~region)
     analysis = VesselAnalysis.from_outputs(

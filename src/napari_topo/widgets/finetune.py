@@ -294,7 +294,6 @@ class FinetuneWidget(QWidget):
         # opened would otherwise leave it on whatever was there before (a ground truth)
         self._labels_auto = True
         self._picking = False
-        self.labels_picker.changed.connect(self._on_labels_picked)
         names = [card.name for card in list_models()]
         self.model_picker = ComboBox(
             label="Base model",
@@ -307,6 +306,7 @@ class FinetuneWidget(QWidget):
         # True until the user picks a base model: it then follows the labels' model
         self._base_auto = True
         self.model_picker.changed.connect(self._on_base_picked)
+        self.labels_picker.changed.connect(self._on_labels_picked)
         self.minutes_box = FloatSpinBox(
             label="Minutes",
             value=5.0,
@@ -507,8 +507,6 @@ class FinetuneWidget(QWidget):
     def _follow_labels_model(self) -> None:
         """Base model := the model that made the picked labels (Segment's result), if known
         and the user has not picked a base model themselves."""
-        if getattr(self, "model_picker", None) is None:  # still being built
-            return
         layer = self.labels_picker.value
         model = plugin_info(layer).get("model") if layer is not None else None
         if not self._base_auto or model is None:
@@ -654,8 +652,7 @@ class FinetuneWidget(QWidget):
         self._set_status(
             f"Saved '{card.name}' ({t['steps']} steps, {outcome.seconds:.0f} s; "
             f"{t['stopped']}): held-out Dice {before:.3f} -> {after:.3f}. It is selected in "
-            "Segment vessels."
-            + (f" Note: {t['note']}." if t.get("note") else "")
+            "Segment vessels." + (f" Note: {t['note']}." if t.get("note") else "")
         )
         if t.get("note"):
             show_warning(f"Fine-tuning: {t['note']}.")
