@@ -303,11 +303,13 @@ def test_field_of_view_after_zooming_in(make_napari_viewer, qtbot, zarr_path):
     # Tree roots outside the region are left out (and the user told); those inside
     # are given in the region's voxels.
     inside, outside = (30, 50, 60), (30, 5, 5)
-    roots = viewer.add_points([world(*inside), world(*outside)], name="roots")
+    roots = viewer.add_points([world(*outside), world(*inside)], name="roots")
     widget.sources_picker.value = roots
     start = len(notification_manager.records)
     job, _volume = widget._make_job(widget.image_picker.value)
     np.testing.assert_allclose(job.sources, [np.subtract(inside, region.start)])
+    # a message about roots names them by their rows in the layer
+    assert (job.sources_name, job.source_rows) == ("roots", (1,))
     assert any(
         "1 of the 2 roots of 'roots' lie outside the field of view" in n.message
         for n in notification_manager.records[start:]

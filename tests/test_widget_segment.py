@@ -967,8 +967,8 @@ def test_roots_errors_are_one_line(make_napari_viewer, qtbot, monkeypatch):
         "duplicates; remove them or pick another Points layer"
     )
 
-    # Distinct roots that snap to the same centerline point: the core's list of point
-    # indices becomes a count.
+    # Distinct roots that snap to the same centerline point: the first two are named by
+    # their rows in the layer (from 1), with how many in all.
     roots.data = rng.uniform(20, 80, size=(12, 3))
 
     def snapping_segment(volume, model, **kwargs):
@@ -979,11 +979,12 @@ def test_roots_errors_are_one_line(make_napari_viewer, qtbot, monkeypatch):
     start = len(notification_manager.records)
     assert run_and_wait(qtbot, widget) == "error"
     status = one_line_error(widget)
-    assert status.startswith(
-        "Error: roots must be distinct points: 3 of the 12 points are duplicates"
+    assert status == (
+        "Error: roots 1 and 10 of 'roots' snap to the same centerline point (3 of the 12 "
+        "roots land on a point another root took): two roots on one vessel, or beside the "
+        "same vessel where the mask missed it; move or delete one."
     )
-    assert status.endswith("remove them or pick another Points layer.")
-    assert "[" not in status and new_errors(start) == [status.removeprefix("Error: ")]
+    assert new_errors(start) == [status.removeprefix("Error: ")]
 
 
 # ------------------------------------------------------------------------------ screenshot

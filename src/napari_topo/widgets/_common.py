@@ -4,8 +4,8 @@ messages in one style.
 Messages say what was wrong, in one line, and what to do
 (``"no such folder /a/b; pick an existing folder"``): :func:`one_line` is applied to
 every message a dock shows, :func:`os_error_message` turns a failed file write into one,
-and :func:`duplicate_roots_message` says how many tree roots coincide instead of listing
-point indices.
+and :func:`duplicate_roots_message` says how many tree roots coincide;
+:func:`coinciding_roots_message` names two roots that snapped to one centerline point.
 """
 
 from __future__ import annotations
@@ -19,11 +19,14 @@ import weakref
 from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from napari_topo.layers import METADATA_KEY, apply_look, layer_kind
+
+if TYPE_CHECKING:
+    from napari_topo.trees.reconstruct import CoincidingSourcesError
 
 #: Layer-list events after which a widget rebuilds its layer pickers.
 LAYER_EVENTS = ("inserted", "removed", "moved", "reordered", "renamed")
@@ -33,9 +36,6 @@ NOT_ROOTS = frozenset({"centerline", "selected_branch"})
 #: Longest message a dock shows (the rest is cut, with "...").
 MESSAGE_LIMIT = 300
 _LIST = re.compile(r"\[([^\[\]]*)\]")
-_CORE_DUPLICATES = re.compile(
-    r"sources must be distinct points; got point indices \[([^\]]*)\](?: \([^)]*\))?"
-)
 
 
 #: Longest wait (ms) at interpreter exit for the docks' workers to finish.
@@ -187,6 +187,48 @@ def duplicate_roots_message(n_duplicates: int, n_points: int, layer: str | None 
     )
 
 
+def coinciding_roots_message(
+    error: CoincidingSourcesError, layer: str | None = None, rows: Any = None
+) -> str:
+    """One line naming two tree roots that snapped to the same centerline point.
+
+    The core snaps each root to its nearest centerline point and raises
+    :class:`~napari_topo.trees.reconstruct.CoincidingSourcesError` when two land on one
+    (two roots on one vessel, or beside the same vessel where the mask missed it).
+
+    Parameters
+    ----------
+    error : CoincidingSourcesError
+        The core's error; its ``indices`` are in the order of the roots handed in.
+    layer : str, optional
+        The Points layer's name.
+    rows : sequence of int, optional
+        For each root handed in, its 0-based row in the layer (when only some of the
+        layer's points were used, e.g. those inside a box). Default: the same order.
+
+    Examples
+    --------
+    >>> from napari_topo.trees.reconstruct import CoincidingSourcesError
+    >>> err = CoincidingSourcesError("sources must be distinct points", [4, 9, 4, 9])
+    >>> print(coinciding_roots_message(err, "roots"))  # doctest: +NORMALIZE_WHITESPACE
+    roots 1 and 3 of 'roots' snap to the same centerline point (2 of the 4 roots land on
+    a point another root took): two roots on one vessel, or beside the same vessel where
+    the mask missed it; move or delete one
+    """
+    j, k = error.first_pair()
+    if rows is not None:
+        j, k = int(rows[j]), int(rows[k])
+    n = len(error.indices)
+    dup = n - len(set(error.indices))
+    where = f" of '{layer}'" if layer else ""
+    more = f" ({dup} of the {n} roots land on a point another root took)" if dup > 1 else ""
+    return (
+        f"roots {j + 1} and {k + 1}{where} snap to the same centerline point{more}: two "
+        "roots on one vessel, or beside the same vessel where the mask missed it; move or "
+        "delete one"
+    )
+
+
 def count_duplicates(points: Any) -> int:
     """How many rows of ``points`` repeat an earlier row (0 for none or no points)."""
     arr = np.asarray(points)
@@ -203,32 +245,16 @@ def _shorten_list(match: re.Match) -> str:
     return "[" + ", ".join(items[:5]) + f", ... ({len(items)} in all)]"
 
 
-def _core_duplicates(match: re.Match) -> str:
-    indices = [i for i in match.group(1).replace(" ", "").split(",") if i]
-    n = len(indices)
-    dup = n - len(set(indices))
-    msg = duplicate_roots_message(dup, n)
-    # they were coordinates snapped to the nearest centerline point
-    return msg.replace("are duplicates", "are duplicates (after snapping to the centerline)")
-
-
 def one_line(message: Any, limit: int = MESSAGE_LIMIT) -> str:
     """A message as one short line: whitespace collapsed, long lists of numbers
-    shortened, the core's list of duplicate roots turned into a count, at most ``limit``
-    characters.
+    shortened, at most ``limit`` characters.
 
     Examples
     --------
-    >>> print(one_line("sources must be distinct points; got point indices [4, 4, 9] "
-    ...   "(coordinates snap to their nearest point, so two sources may have landed on the "
-    ...   "same one)."))  # doctest: +NORMALIZE_WHITESPACE
-    roots must be distinct points: 1 of the 3 points are duplicates (after snapping to the
-    centerline); remove them or pick another Points layer.
     >>> one_line("bad ids [" + ", ".join(map(str, range(100))) + "]")
     'bad ids [0, 1, 2, 3, 4, ... (100 in all)]'
     """
     text = " ".join(str(message).split())
-    text = _CORE_DUPLICATES.sub(_core_duplicates, text)
     text = _LIST.sub(_shorten_list, text)
     if len(text) > limit:
         text = text[: limit - 3].rstrip() + "..."

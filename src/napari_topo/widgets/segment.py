@@ -78,6 +78,7 @@ from napari_topo.geometry import (
 from napari_topo.layers import METADATA_KEY, LayerBuildError, create_layers, layer_kind
 from napari_topo.widgets._common import (
     _camera,
+    coinciding_roots_message,
     count_duplicates,
     duplicate_roots_message,
     finish_workers_at_exit,
@@ -557,6 +558,10 @@ class _Job:
     sheets: str = "drop"
     #: the image's length unit (layer_length_unit), for the Input line; None: unknown
     unit: str | None = None
+    #: the roots' Points layer and, for each row of ``sources``, its row in that layer
+    #: (a region keeps only the roots inside it), so a message can name the roots
+    sources_name: str = ""
+    source_rows: tuple[int, ...] | None = None
 
 
 def _roots_off_the_mask(job: _Job, analysis) -> str | None:
@@ -710,6 +715,7 @@ def _run_segment(
     def body() -> None:
         from napari_topo.inference.pipeline import segment
         from napari_topo.inference.sliding import Cancelled
+        from napari_topo.trees.reconstruct import CoincidingSourcesError
 
         try:
             data = volume
@@ -748,6 +754,10 @@ def _run_segment(
             )
         except Cancelled:
             events.put(("cancelled", None))
+            return
+        except CoincidingSourcesError as exc:
+            message = coinciding_roots_message(exc, job.sources_name, job.source_rows)
+            events.put(("error", message + "."))
             return
         except (ValueError, MemoryError) as exc:
             events.put(("error", str(exc) or type(exc).__name__))
@@ -1270,11 +1280,12 @@ class SegmentWidget(QWidget):
             )
         region = self._region(image, volume, shape, tile) if is_3d else None
         sources = sources_in_voxels(points, image, shape) if is_3d else None
+        rows = None if sources is None else tuple(range(len(sources)))
         geometry = layer_geometry(image, 3) if is_3d else None
         roi = self._roi(image, shape, region) if is_3d else None
         if region is not None:
             translate, geometry = crop_placement(image, region.start)
-            sources = self._sources_in(region, sources, points)
+            sources, rows = self._sources_in(region, sources, points)
         job = _Job(
             image=image.name,
             model=str(model),
@@ -1290,6 +1301,8 @@ class SegmentWidget(QWidget):
             scale=scale,
             translate=translate,
             sources=sources,
+            sources_name=getattr(points, "name", "") if sources is not None else "",
+            source_rows=rows,
             model_name=self._cards[model].name if model in self._cards else str(model),
             placement=placement(image),
             geometry=geometry,
@@ -1349,11 +1362,11 @@ class SegmentWidget(QWidget):
 
     def _sources_in(
         self, region: Region, sources: np.ndarray | None, points: Any
-    ) -> np.ndarray | None:
-        """The tree roots inside ``region``, in its voxels (None: detect them); roots
-        outside it are left out, and the user told so."""
+    ) -> tuple[np.ndarray | None, tuple[int, ...] | None]:
+        """The tree roots inside ``region``, in its voxels (None: detect them), and their
+        rows in the layer; roots outside it are left out, and the user told so."""
         if sources is None:
-            return None
+            return None, None
         start = np.asarray(region.start, dtype=float)
         local = sources - start
         inside = np.all((local >= -0.5) & (local <= np.asarray(region.shape) - 0.5), axis=1)
@@ -1365,7 +1378,9 @@ class SegmentWidget(QWidget):
                 f"{region.kind}; "
                 + (f"using the {kept} inside it." if kept else "the roots are detected.")
             )
-        return local[inside] if inside.any() else None
+        if not inside.any():
+            return None, None
+        return local[inside], tuple(int(i) for i in np.flatnonzero(inside))
 
     def _image_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
         return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, Image)]

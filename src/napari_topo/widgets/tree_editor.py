@@ -62,8 +62,10 @@ from napari_topo.layers import (
     tree_colors,
 )
 from napari_topo.trees.edit import Delta, TreeEditor
+from napari_topo.trees.reconstruct import CoincidingSourcesError
 from napari_topo.widgets._common import (
     check_folder,
+    coinciding_roots_message,
     count_duplicates,
     duplicate_roots_message,
     follow_layer_list,
@@ -706,7 +708,10 @@ class TreeEditorWidget(QWidget):
         if "tree" in layer.features:
             t = np.asarray(layer.features["tree"], dtype=float)
             ids = np.where(np.isfinite(t), t, 0).astype(np.int64)
-        delta = editor.repartition(coords, tree_ids=ids)
+        try:
+            delta = editor.repartition(coords, tree_ids=ids)
+        except CoincidingSourcesError as exc:
+            raise ValueError(coinciding_roots_message(exc, layer.name)) from exc
         if "tree" in layer.features:
             layer.features = {"tree": editor.labels[editor.sources].astype(np.int64)}
             layer.face_color = _colours(layer.features["tree"])
