@@ -585,43 +585,46 @@ def fake_clock(monkeypatch, validation_s: float, step_s: float = 0.0) -> None:
         perf_counter=lambda: virtual[0] + (real() - start) * 1e-3, strftime=time.strftime
     )
     monkeypatch.setattr(ft, "time", clock)
-    evaluate, sample = ft._evaluate_grids, ft._Sampler.sample
+    # a validation and the mask threshold's choice each run the model over the held-out
+    # patches once (per grid; these tests have one)
+    held_out, sample = ft._held_out_outputs, ft._Sampler.sample
 
-    def slow_evaluate(*args, **kwargs):
+    def slow_held_out(*args, **kwargs):
         virtual[0] += validation_s
-        return evaluate(*args, **kwargs)
+        return held_out(*args, **kwargs)
 
     def slow_sample(self, n):
         virtual[0] += step_s
         return sample(self, n)
 
-    monkeypatch.setattr(ft, "_evaluate_grids", slow_evaluate)
+    monkeypatch.setattr(ft, "_held_out_outputs", slow_held_out)
     monkeypatch.setattr(ft._Sampler, "sample", slow_sample)
 
 
 def test_the_time_budget_holds_the_final_validation(user_dir, monkeypatch):
-    """``minutes`` bounds the whole call: training stops early enough for the last validation.
+    """``minutes`` bounds the whole call: training stops early enough for the last
+    validation and the choice of the mask threshold (one more pass over the same patches).
 
     Every validation takes 10 s and a training step nothing: with a 60 s budget and a
-    validation every 7 steps, training has to stop after the validation at 50 s (one more
-    would end at 70 s).
+    validation every 7 steps, training has to stop after the validation at 40 s (step
+    21): one more validation and the threshold's choice would end at 70 s.
     """
     fake_clock(monkeypatch, validation_s=10.0)
     vol = volume()
     lab = sparse(vol.mask, list(range(2, 32, 4)))
     _, card = finetune(vol.image, lab, "tiny-base", minutes=1.0, val_every=7, patience=99, **FAST)
     assert card.training["wall_time_s"] <= 60.0
-    assert card.training["steps"] == 28
+    assert card.training["steps"] == 21
     assert "time budget" in card.training["stopped"]
-
-    assert card.training["note"] is None  # 28 steps: enough not to warn
+    assert card.training["note"].startswith("only 21 training steps fit in 1 min")
 
 
 def test_cli_says_when_the_budget_left_too_few_steps(files, user_dir, monkeypatch, capsys):
-    """A 1-minute run where validation takes 20 s trains 20 steps: the CLI says so, and
-    prints the input line (as segment will read the image) before training starts."""
+    """A 1-minute run where validation takes 15 s trains 15 steps (30 s are kept for the
+    last validation and the threshold's choice): the CLI says so, and prints the input
+    line (as segment will read the image) before training starts."""
     tmp, img, lab, _ = files
-    fake_clock(monkeypatch, validation_s=20.0, step_s=1.0)
+    fake_clock(monkeypatch, validation_s=15.0, step_s=1.0)
     reports = []
     import napari_topo.cli as cli
 
@@ -641,7 +644,7 @@ def test_cli_says_when_the_budget_left_too_few_steps(files, user_dir, monkeypatc
     rc = main([*args, "--name", "short", "--device", "cpu", "--threads", "1"])
     out = capsys.readouterr().out
     assert rc == 0
-    assert "note: only 20 training steps fit in 1 min (a step took 1.0 s, a validation 20 s)" in out
+    assert "note: only 15 training steps fit in 1 min (a step took 1.0 s, a validation 15 s)" in out
     assert out.index("input: ") < out.index("held-out annotation: Dice")
     phases = [p.phase for p in reports]
     first_input = next(i for i, p in enumerate(reports) if p.input is not None)

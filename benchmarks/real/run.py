@@ -270,13 +270,18 @@ def main(argv=None) -> int:
         "--tta", type=int, help="mirrored copies averaged (segment's tta; default 1, off)"
     )
     ap.add_argument(
+        "--threshold",
+        type=float,
+        help="mask threshold on the vessel probability (segment's threshold; default 0.5)",
+    )
+    ap.add_argument(
         "--vessel-range",
         nargs="+",
         metavar="off|LOW HIGH",
         help="segment's vessel_range (default: segment's own, 'auto': 100 300 HU on a CT)",
     )
     args = ap.parse_args(argv)
-    options = ("tile", "overlap", "tta", "vessel_range")
+    options = ("tile", "overlap", "tta", "threshold", "vessel_range")
     settings = {k: v for k in options if (v := getattr(args, k)) is not None}
     if "vessel_range" in settings:
         given = settings["vessel_range"]

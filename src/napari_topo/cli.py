@@ -267,7 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="test-time mirroring: average the predictions of 2, 4 or 8 mirrored copies of "
         "each tile (that many times the network time; default 1, off)",
     )
-    seg.add_argument("--threshold", type=float, default=0.5, help="mask threshold (0.5)")
+    seg.add_argument(
+        "--threshold",
+        type=float,
+        help="mask threshold on the vessel probability (default: the model's own: 0.5 for "
+        "the shipped models, the one a fine-tuned model chose on your held-out labels)",
+    )
     seg.add_argument(
         "--min-size",
         type=int,
@@ -937,6 +942,7 @@ def _segment(args) -> None:
 
     from .data.io import suffix_of, write_volume
     from .inference.pipeline import DEFAULT_MODEL, segment
+    from .models.registry import DEFAULT_THRESHOLD
     from .topology.metrics import compute_metrics
     from .trees.reconstruct import CoincidingSourcesError
 
@@ -960,6 +966,7 @@ def _segment(args) -> None:
         if args.sources_space != "auto":
             space = args.sources_space
         sources = sources_in_voxels(pts, space, geometry, shape)
+
     def on_input_grid(path, what):
         """A file's volume on the input's grid (flips/permutations only), its note."""
         other = _read(path)
@@ -988,7 +995,7 @@ def _segment(args) -> None:
             )
         if not roi.any():
             raise ValueError(f"the region of interest {name} is empty (all 0)")
-    if not 0.0 < args.threshold < 1.0:
+    if args.threshold is not None and not 0.0 < args.threshold < 1.0:
         raise ValueError(f"--threshold must be between 0 and 1; got {args.threshold}")
     out_dir = Path(args.out)
     existing = out_dir
@@ -1144,6 +1151,11 @@ def _segment(args) -> None:
                 f"point, {root['moved']:.1f}{unit} away. Check the root; or its vessel was "
                 "missed."
             )
+    if args.threshold is None and analysis.threshold != DEFAULT_THRESHOLD:
+        print(
+            f"threshold {analysis.threshold:g}: the model's own (chosen on the held-out part "
+            "of the labels it was fine-tuned on; --threshold overrides)"
+        )
     applied = getattr(analysis, "vessel_range", None)
     if applied is not None:
         hu = " HU" if policy is not None and policy.intensity.modality == "ct" else ""
@@ -1502,9 +1514,7 @@ def _add_finetune_parser(sub) -> None:
     )
     ft.add_argument("image", help="volume file (z, y, x): NIfTI, TIFF, NumPy or zarr")
     ft.add_argument("labels", help="labels of the same voxels (mask or tree ids)")
-    ft.add_argument(
-        "--base", default="unet-dice", help="model to start from (default unet-dice)"
-    )
+    ft.add_argument("--base", default="unet-dice", help="model to start from (default unet-dice)")
     ft.add_argument("--minutes", type=float, help="time budget in minutes (default 5)")
     ft.add_argument("--steps", type=int, help="step budget (stops at whichever comes first)")
     ft.add_argument("--out", help="folder to save into (default: your models folder)")
@@ -1555,7 +1565,13 @@ def _finetune(args) -> None:
     import numpy as np
 
     from .inference.device import pick_device
-    from .models.registry import WEIGHTS_DIR, ModelCard, get_card, user_models_dir
+    from .models.registry import (
+        DEFAULT_THRESHOLD,
+        WEIGHTS_DIR,
+        ModelCard,
+        get_card,
+        user_models_dir,
+    )
     from .training.finetune import annotated_region, check_labels, finetune, save_finetuned
 
     # every input is checked before anything is trained or written
@@ -1661,6 +1677,13 @@ def _finetune(args) -> None:
         f"{t['steps']} steps in {t['wall_time_s']:.0f} s, best at step {t['best_step']}; "
         f"stopped: {t['stopped']})"
     )
+    if card.threshold is not None and card.threshold != DEFAULT_THRESHOLD:
+        print(
+            f"mask threshold {card.threshold:g}: it matched where your labels draw the vessels' "
+            f"edges best on the held-out part (0.5: Dice "
+            f"{card.metrics['validation_at_0.5']['Dice']:.3f}); segment uses it unless you give "
+            "--threshold"
+        )
     if t.get("note"):
         print(f"note: {t['note']}")
     use = out_dir if args.out else name

@@ -572,7 +572,7 @@ def segment_to_ome_zarr(
     out: Mapping[str, str | Path],
     model: Any = None,
     *,
-    threshold: float = 0.5,
+    threshold: float | None = None,
     min_size: int | None = None,
     sources: Any = None,
     max_radius: float = DEFAULT_MAX_RADIUS,
@@ -601,8 +601,9 @@ def segment_to_ome_zarr(
         :func:`label_components_chunked`).
     model : str, path or (module, card)
         As :func:`~napari_topo.inference.pipeline.predict` (default: its default model).
-    threshold : float
-        ``mask = probability > threshold``.
+    threshold : float, optional
+        ``mask = probability > threshold``. Default: the model's own
+        (:attr:`~napari_topo.models.registry.ModelCard.mask_threshold`).
     min_size : int, optional
         Mask pieces with fewer voxels are dropped, across chunk borders
         (:func:`remove_small_components_chunked`); default
@@ -663,6 +664,10 @@ def segment_to_ome_zarr(
 
     with _local_dask(client):
         volume, shape, _ = _volume_info(volume)
+    if threshold is None:
+        from ..models.registry import model_card
+
+        threshold = model_card(model or DEFAULT_MODEL).mask_threshold
     if not np.isfinite(threshold) or not 0.0 < float(threshold) < 1.0:
         raise ValueError(f"threshold must be between 0 and 1; got {threshold!r}")
     min_size = DEFAULT_MIN_SIZE if min_size is None else int(min_size)

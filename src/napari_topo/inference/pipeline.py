@@ -770,7 +770,7 @@ def segment(
     volume: Any,
     model: Any = DEFAULT_MODEL,
     *,
-    threshold: float = 0.5,
+    threshold: float | None = None,
     sources=None,
     spacing: float | Sequence[float] | None = None,
     min_size: int = DEFAULT_MIN_SIZE,
@@ -795,8 +795,11 @@ def segment(
     ----------
     volume : array-like (z, y, x)
     model : str, path or (module, card)
-    threshold : float
-        Probability above which a voxel is vessel.
+    threshold : float, optional
+        Probability above which a voxel is vessel. Default: the model's own
+        (:attr:`~napari_topo.models.registry.ModelCard.mask_threshold`: 0.5 for the
+        shipped models; a fine-tuned model's was chosen on the held-out part of the
+        user's annotation).
     sources : (K, 3) array_like, optional
         Tree roots in voxel coordinates (default: detected automatically).
     spacing : float or sequence of 3 float, optional
@@ -886,6 +889,10 @@ def segment(
         vessel_range = _intensity_range(vessel_range)
     if sheets not in ("drop", "keep"):
         raise ValueError(f"sheets must be 'drop' or 'keep'; got {sheets!r}")
+    if threshold is None:
+        from ..models.registry import model_card
+
+        threshold = model_card(model).mask_threshold
     outputs = predict(
         volume,
         model,

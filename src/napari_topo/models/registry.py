@@ -45,6 +45,7 @@ __all__ = [
     "ARCHITECTURES",
     "AUTO_NORMALIZATION",
     "DEFAULT_NORMALIZATION",
+    "DEFAULT_THRESHOLD",
     "MODEL_PATH_ENV",
     "TASKS",
     "USER_MODELS_ENV",
@@ -56,6 +57,7 @@ __all__ = [
     "get_card",
     "list_models",
     "load_model",
+    "model_card",
     "model_dirs",
     "save_model",
     "sha256_file",
@@ -76,6 +78,8 @@ ALLOWED_TASKS: dict[str, tuple[str, ...]] = {
 }
 #: The bundled models' folder (inside the installed package).
 WEIGHTS_DIR: Path = Path(str(resources.files(__package__).joinpath("weights")))
+#: Vessel probability above which a voxel is vessel, for a card that names none.
+DEFAULT_THRESHOLD = 0.5
 #: Environment variable listing extra model folders, separated by ``os.pathsep``.
 MODEL_PATH_ENV = "NAPARI_TOPO_MODEL_PATH"
 #: Environment variable naming the user models folder (replaces the platformdirs default).
@@ -142,6 +146,12 @@ class ModelCard:
         Weights file name, relative to the card's folder (default ``<name>.safetensors``).
     description : str
         Longer free text (intended use, limitations).
+    threshold : float or None
+        The vessel probability above which this model's voxels are vessel, where it
+        differs from 0.5: :func:`napari_topo.inference.segment`, the CLI and the Segment
+        dock use it unless told another. A fine-tuned model gets the one that scored
+        best on the held-out part of the user's annotation
+        (:func:`napari_topo.training.finetune.finetune`). None: 0.5.
     format_version : int
         Version of this card layout.
     created_with : str
@@ -164,6 +174,7 @@ class ModelCard:
     sha256: str = ""
     weights_file: str = ""
     description: str = ""
+    threshold: float | None = None
     format_version: int = CARD_FORMAT_VERSION
     created_with: str = ""
     extra: dict = field(default_factory=dict, repr=False)
@@ -211,6 +222,19 @@ class ModelCard:
             )
         if self.path is not None:
             self.path = Path(self.path)
+        if self.threshold is not None:
+            t = self.threshold
+            if isinstance(t, bool) or not isinstance(t, int | float) or not 0.0 < t < 1.0:
+                raise ValueError(
+                    f"model {self.name!r}: threshold must be a number between 0 and 1 "
+                    f"(exclusive) or null, got {t!r}"
+                )
+            self.threshold = float(t)
+
+    @property
+    def mask_threshold(self) -> float:
+        """The threshold this model's masks are cut at by default (``threshold`` or 0.5)."""
+        return DEFAULT_THRESHOLD if self.threshold is None else self.threshold
 
     @property
     def weights_path(self) -> Path | None:
@@ -485,6 +509,20 @@ def _resolve(name_or_path, directory) -> tuple[ModelCard, Path]:
             f"model {card.name!r}: weights file {weights} named by its card is missing"
         )
     return card, weights
+
+
+def model_card(model, *, directory: str | os.PathLike | None = None) -> ModelCard:
+    """The card of ``model`` (a registry name, a card/weights path, a folder holding one
+    model, or a ``(module, card)`` pair) without loading its weights.
+
+    Raises
+    ------
+    ModelNotFoundError
+        For a name or path that names no model.
+    """
+    if isinstance(model, tuple) and len(model) == 2:
+        return model[1]
+    return _resolve(model, directory)[0]
 
 
 def load_model(

@@ -651,8 +651,14 @@ class FinetuneWidget(QWidget):
         t = card.training
         self._set_status(
             f"Saved '{card.name}' ({t['steps']} steps, {outcome.seconds:.0f} s; "
-            f"{t['stopped']}): held-out Dice {before:.3f} -> {after:.3f}. It is selected in "
-            "Segment vessels." + (f" Note: {t['note']}." if t.get("note") else "")
+            f"{t['stopped']}): held-out Dice {before:.3f} -> {after:.3f}"
+            + (
+                f" at its mask threshold {card.threshold:g}"
+                if card.threshold is not None and card.threshold != 0.5
+                else ""
+            )
+            + ". It is selected in Segment vessels."
+            + (f" Note: {t['note']}." if t.get("note") else "")
         )
         if t.get("note"):
             show_warning(f"Fine-tuning: {t['note']}.")

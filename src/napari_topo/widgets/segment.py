@@ -913,7 +913,9 @@ class SegmentWidget(QWidget):
             min=0.0,
             max=1.0,
             step=0.05,
-            tooltip="Probability above which a voxel is vessel.",
+            tooltip="Probability above which a voxel is vessel. Set to the picked model's "
+            "own when you pick it: 0.5 for the shipped models; a fine-tuned model's was "
+            "chosen on the held-out part of your labels.",
         )
         self.region_picker = ComboBox(
             label="Region",
@@ -1617,6 +1619,8 @@ class SegmentWidget(QWidget):
     def _on_model_changed(self, _value: Any = None) -> None:
         card = self._cards.get(self.model_picker.value)
         self.model_picker.tooltip = model_tooltip(card) if card else "No model registered."
+        if card is not None:  # each model's own mask threshold (the user may change it)
+            self.threshold_box.value = card.mask_threshold
 
     def _update_device_note(self, _value: Any = None) -> None:
         if self._choices_loader is not None:
