@@ -104,6 +104,8 @@ def _card_record(card) -> dict:
         "wall_time_s": t["wall_time_s"],
         "validation_before": card.metrics["validation_before"],
         "validation_after": card.metrics["validation"],
+        "validation_after_at_0.5": card.metrics.get("validation_at_0.5"),
+        "threshold": card.mask_threshold,
         "annotated_voxels": t["data"]["annotated_voxels"],
         "model_grid_shape": t["data"]["model_grid_shape"],
         "input_policy": t["input_policy"]["summary"],
@@ -388,7 +390,8 @@ def markdown(report: dict) -> str:
             f"{case.get('s_per_100_steps_with_validation', '?')} s per 100 "
             "steps; held-out validation Dice (20 % of the labelled part, not the scored one) "
             f"{c['validation_before']['Dice']:.3f} -> "
-            f"{c['validation_after']['Dice']:.3f}; peak memory {case['peak_memory_mb']} MiB; "
+            f"{c['validation_after']['Dice']:.3f} (mask threshold {c.get('threshold', 0.5):g}); "
+            f"peak memory {case['peak_memory_mb']} MiB; "
             f"targets met: {case['met']}.",
             "",
         ]
@@ -404,7 +407,8 @@ def markdown(report: dict) -> str:
             f"Fine-tune: {stack['finetune_wall_s']:.0f} s, {c['steps']} steps "
             f"(best {c['best_step']}; {c['stopped']}); held-out validation Dice "
             "(20 % of the labelled half) "
-            f"{c['validation_before']['Dice']:.3f} -> {c['validation_after']['Dice']:.3f}; "
+            f"{c['validation_before']['Dice']:.3f} -> {c['validation_after']['Dice']:.3f} "
+            f"(mask threshold {c.get('threshold', 0.5):g}); "
             f"peak memory {stack['peak_memory_mb']} MiB.",
             "",
         ]

@@ -312,3 +312,23 @@ def test_write_errors(tmp_path):
         write_volume(tmp_path / "a.tif", np.zeros((2, 2, 2)), spacing=(1.0, 0.0, 1.0))
     with pytest.raises(ValueError, match="array of numbers"):
         write_volume(tmp_path / "a.tif", np.array(["a", "b"]))
+
+
+def test_compressed_tiff_reads_and_says_how_to_read_it_without_codecs(tmp_path, monkeypatch):
+    """An LZW-compressed stack (as Fiji and microscopes write) reads with the core's
+    imagecodecs; where a codec is missing, the one line says what to install."""
+    import tifffile
+
+    data = np.arange(4 * 8 * 8, dtype=np.uint16).reshape(4, 8, 8)
+    p = tmp_path / "lzw.tif"
+    tifffile.imwrite(p, data, compression="lzw")
+    np.testing.assert_array_equal(read_volume(p).data, data)
+
+    def no_codec(self, *args, **kwargs):
+        raise ValueError("<COMPRESSION.LZW: 5> requires the 'imagecodecs' package")
+
+    monkeypatch.setattr(tifffile.TiffPageSeries, "asarray", no_codec)
+    with pytest.raises(VolumeReadError) as info:
+        read_volume(p)
+    message = str(info.value)
+    assert message.endswith("install it: pip install imagecodecs.") and "\n" not in message

@@ -217,7 +217,10 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _corrupt(path: Path, suffix: str, exc: BaseException) -> VolumeReadError:
-    return VolumeReadError(f"cannot read {path} as a {_FORMAT[suffix]} file ({_one_line(exc)}).")
+    text = f"cannot read {path} as a {_FORMAT[suffix]} file ({_one_line(exc)})"
+    if "imagecodecs" in str(exc):  # a compressed TIFF (LZW, zstd, JPEG ...) without it
+        text += "; install it: pip install imagecodecs"
+    return VolumeReadError(text + ".")
 
 
 def _check_suffix(path: Path) -> str:
