@@ -1750,7 +1750,7 @@ class SegmentWidget(QWidget):
         ran = f" ({ran})" if ran else ""
         where = f" ({job.region.kind}: {job.region.describe()})" if job.region else ""
         off = _roots_off_the_mask(job, analysis)
-        sheets = _sheets_sentence(analysis)
+        sheets = " ".join(t for t in (_range_sentence(analysis), _sheets_sentence(analysis)) if t)
         sheets = f" {sheets[0].upper()}{sheets[1:]}" if sheets else ""
         self._set_status(
             f"Segmented '{job.image}'{where} with {job.model_name or job.model}{ran} in "
@@ -1990,12 +1990,34 @@ def _sheets_sentence(analysis: Any) -> str:
     return f"the sheet filter dropped {n} sheet-like {pieces} ({share:.0f} % of the mask)."
 
 
+def _range_sentence(analysis: Any) -> str:
+    """'The vessel range 100..300 dropped N pieces (X % of the mask) ...' or ''."""
+    applied = getattr(analysis, "vessel_range", None)
+    n = int(getattr(analysis, "pieces_dropped", 0) or 0)
+    if applied is None or not n:
+        return ""
+    share = 100.0 * float(getattr(analysis, "dropped_share", 0.0) or 0.0)
+    policy = getattr(analysis, "input_policy", None)
+    hu = " HU" if policy is not None and policy.intensity.modality == "ct" else ""
+    pieces = "piece" if n == 1 else "pieces"
+    return (
+        f"the vessel range {applied[0]:g}..{applied[1]:g}{hu} dropped {n} {pieces} of the "
+        f"mask ({share:.0f} % of its voxels) whose median lies outside it."
+    )
+
+
 def _empty_result_message(job: _Job, analysis: VesselAnalysis) -> str | None:
     """What to tell the user when a run found nothing (None when it found vessels)."""
     if len(analysis.points) and analysis.mask.any():
         return None
     t = f"{job.threshold:g}"
     if not analysis.mask.any():
+        ranged = _range_sentence(analysis)
+        if ranged and float(getattr(analysis, "dropped_share", 0.0) or 0.0) >= 1.0:
+            return (
+                f"Nothing left in '{job.image}': {ranged} Set 'Vessel range' under Input to "
+                "off (or to your vessels' intensities) if vessels went with them."
+            )
         sheets = _sheets_sentence(analysis)
         if sheets:  # the filter, not the threshold, emptied the mask
             return (
