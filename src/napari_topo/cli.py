@@ -350,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
         "CT) is outside LOW..HIGH; auto (default): 100 300 for a CT in HU (a portal-venous "
         "lumen; drops the muscle and bone the models also mark), nothing otherwise; off. "
         "A piece that fails is first cut where it is thin and its parts inside the range "
-        "kept; the pieces holding --sources are kept",
+        "kept, and so is the part each of --sources lies on",
     )
     seg.add_argument(
         "--sheets",
@@ -359,8 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="drop (default): each piece of the mask shaped like a sheet rather than a tube "
         "(Frangi's plate-versus-line ratio of the mask, median under 0.15) is dropped: bone "
         "plates, the scalp of a TOF-MRA, which the models also mark; a failing piece is "
-        "cut where it is thin first and the pieces holding "
-        "--sources are kept. keep: off",
+        "cut where it is thin first, its tube-like parts and the part each of --sources "
+        "lies on kept. keep: off",
     )
     seg.add_argument(
         "--roi-margin",
@@ -1160,7 +1160,7 @@ def _segment(args) -> None:
     if applied is not None:
         hu = " HU" if policy is not None and policy.intensity.modality == "ct" else ""
         share = 100.0 * float(getattr(analysis, "dropped_share", 0.0))
-        roots = "; the pieces holding --sources kept" if sources is not None else ""
+        roots = "; the parts --sources lie on kept" if sources is not None else ""
         print(
             f"dropped {getattr(analysis, 'pieces_dropped', 0)} pieces of the mask "
             f"({share:.0f} % of its voxels) whose median is outside "

@@ -176,9 +176,9 @@ def drop_sheets(
 
     A 26-connected piece (:func:`cc3d.connected_components`) of at least
     :data:`SHEET_MIN_SIZE` voxels whose median :func:`line_ratio` is below ``ratio`` gets
-    probability (and TopNet's centerness) 0, unless a point of ``keep`` (tree roots) lies
-    in it or within reach; a failing piece is first cut where it is thin and its parts
-    that look like tubes are kept (module docstring).
+    probability (and TopNet's centerness) 0; a failing piece is first cut where it is
+    thin and its parts that look like tubes are kept (module docstring), and so is the
+    part a point of ``keep`` (a tree root) lies on or within reach of.
 
     Parameters
     ----------
@@ -189,7 +189,9 @@ def drop_sheets(
     spacing : float or sequence of 3 float, optional
         Voxel size (z, y, x). Default 1.
     keep : (K, 3) array_like, optional
-        Voxel coordinates of tree roots: their pieces are kept.
+        Voxel coordinates of tree roots: the part of a failing piece each lies on is
+        kept (the whole piece when it cannot be cut), as in
+        :func:`~napari_topo.inference.pipeline.drop_pieces_outside`.
     ratio : float
         Median ``R_A`` under which a piece is a sheet.
 
@@ -206,7 +208,7 @@ def drop_sheets(
     import cc3d
     from scipy import ndimage as ndi
 
-    from .pipeline import _drop_failing_pieces, _pieces_nearest
+    from .pipeline import _drop_failing_pieces
 
     if not (isinstance(ratio, int | float) and 0.0 < float(ratio) < 1.0):
         raise ValueError(f"ratio must be a number between 0 and 1; got {ratio!r}")
@@ -228,11 +230,10 @@ def drop_sheets(
             r, labels, judged_ids, np.nanmedian, float, np.nan
         )
     bad = judged & (np.nan_to_num(medians, nan=1.0) < ratio)
-    if keep is not None and bad.any():
-        bad[_pieces_nearest(labels, keep, spacing)] = False
     if not bad.any():
         return 0
     # unmeasured (block) voxels count as tube-like in the parts, as in the whole piece
     values = np.nan_to_num(r, nan=1.0, copy=False)  # r is not needed after this
-    _drop_failing_pieces(outputs, labels, bad, values, ratio, 1.0, spacing, lower_percentile=50)
-    return int(bad.sum())
+    return _drop_failing_pieces(
+        outputs, labels, bad, values, ratio, 1.0, spacing, lower_percentile=50, keep=keep
+    )
