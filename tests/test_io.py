@@ -114,9 +114,32 @@ def test_tiff_round_trip(tmp_path, suffix, dtype):
     a = _asymmetric(dtype)
     vol = read_volume(write_volume(tmp_path / f"a{suffix}", a, spacing=SPACING))
     assert vol.data.shape == (4, 5, 6)
-    assert vol.data.dtype == np.dtype(dtype)
+    # wide integers whose values fit 16 bits (label images: tree ids) are written as
+    # 16-bit, which ImageJ / Fiji read with the voxel size; the values are the same
+    narrowed = {np.int32: np.uint16, np.uint32: np.uint16}
+    assert vol.data.dtype == np.dtype(narrowed.get(dtype, dtype))
     np.testing.assert_array_equal(vol.data, a)
     assert vol.spacing == pytest.approx(SPACING, rel=1e-9)
+
+
+def test_tiff_labels_are_written_for_imagej(tmp_path):
+    # a newcomer's trees TIFF (int32) carried no z spacing for Fiji and its X/Y
+    # resolution per inch; the mask and probability TIFFs had ImageJ spacing
+    tifffile = pytest.importorskip("tifffile")
+    labels = np.zeros((4, 5, 6), np.int32)
+    labels[1, 2, 3], labels[2, 2, 2] = 2, 133
+    p = write_volume(tmp_path / "trees.tif", labels, spacing=SPACING)
+    with tifffile.TiffFile(p) as tif:
+        assert tif.is_imagej and tif.imagej_metadata["spacing"] == pytest.approx(2.0)
+        assert tif.pages[0].dtype == np.uint16
+    signed = labels.copy()
+    signed[0, 0, 0] = -1
+    with tifffile.TiffFile(write_volume(tmp_path / "s.tif", signed, spacing=SPACING)) as tif:
+        assert tif.is_imagej and tif.pages[0].dtype == np.int16
+    wide = labels.copy()
+    wide[0, 0, 0] = 70_000  # does not fit 16 bits: kept as it is
+    vol = read_volume(write_volume(tmp_path / "w.tif", wide, spacing=SPACING))
+    assert vol.data.dtype == np.int32 and vol.data[0, 0, 0] == 70_000
 
 
 def test_tiff_is_imagej_with_spacing(tmp_path):

@@ -821,6 +821,14 @@ def _write_tiff(p: Path, suffix: str, arr: np.ndarray, geom: Geometry) -> None:
         resolution = (1.0 / sp["x"], 1.0 / sp["y"])  # pixels per unit along x, y
     rgb = axes.endswith("S") and arr.shape[-1] in (3, 4)
     order = [_IMAGEJ_ORDER.index(ch) for ch in axes]
+    if arr.dtype.kind in "iu" and arr.dtype.type not in _IMAGEJ_DTYPES and arr.size:
+        # label images (tree ids are int32): ImageJ / Fiji read 16-bit, with the voxel
+        # size; a wider type went to tifffile's own format, which they read without it
+        lo, hi = int(arr.min()), int(arr.max())
+        if 0 <= lo and hi <= np.iinfo(np.uint16).max:
+            arr = arr.astype(np.uint16)
+        elif np.iinfo(np.int16).min <= lo and hi <= np.iinfo(np.int16).max:
+            arr = arr.astype(np.int16)
     imagej = (
         arr.dtype.type in _IMAGEJ_DTYPES
         and order == sorted(order)
