@@ -606,3 +606,17 @@ def test_a_rerun_of_segment_stops_editing_its_old_trees(make_napari_viewer, qtbo
     assert trees.metadata["napari_topo"]["analysis"] is new
     np.testing.assert_array_equal(trees.data, new.trees)
     assert editor.start_editing(trees) and np.shares_memory(editor.editor.trees, trees.data)
+
+
+@gui
+def test_sources_picker_offers_the_roots_layer_first(make_napari_viewer, qtbot, volume):
+    # a newcomer segmented with a 'roots' Points layer; the Tree editor's Sources showed
+    # '-----' and Re-run partition needed a pick first
+    viewer = make_napari_viewer()
+    roots = viewer.add_points(np.array([[1.0, 2.0, 3.0]]), name="roots")
+    widget, layers = editing(viewer, qtbot, volume=volume)
+    assert widget.sources_picker.value is roots
+    # the user's own choice stays, even "none", as layers come and go
+    widget.sources_picker.value = None
+    viewer.add_points(np.array([[2.0, 2.0, 2.0]]), name="more roots")
+    assert widget.sources_picker.value is None

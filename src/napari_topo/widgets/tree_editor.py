@@ -222,6 +222,7 @@ class TreeEditorWidget(QWidget):
         )
         self.in_place_checkbox.toggled.connect(lambda _on: self._update_controls())
         self._auto_pick = True  # the picker shows the widget's choice, not the user's
+        self._auto_sources = True  # the same for the Sources picker
         self._choosing = False
         self.start_button = QPushButton("Start editing")
         self.start_button.setToolTip(
@@ -325,6 +326,7 @@ class TreeEditorWidget(QWidget):
         install_view_defaults(napari_viewer, self)
         self.destroyed.connect(partial(_teardown, self))
         self.layer_picker.changed.connect(self._on_layer_picked)
+        self.sources_picker.changed.connect(self._on_sources_picked)
         self._refresh_choices()
         self._update_controls()
 
@@ -980,6 +982,11 @@ class TreeEditorWidget(QWidget):
             choices = self.layer_picker.choices
             if self._auto_pick and choices and not self.is_editing:
                 select_layer(self.layer_picker, choices[0])  # the plugin's newest trees
+            # the roots a tree was grown from (a newcomer found '-----' there after
+            # segmenting with a roots layer): the plugin's sources layers first
+            roots = [c for c in self.sources_picker.choices if c is not None]
+            if self._auto_sources and roots and self.sources_picker.value is None:
+                select_layer(self.sources_picker, roots[0])
         finally:
             self._choosing = False
         self._update_controls()
@@ -991,6 +998,10 @@ class TreeEditorWidget(QWidget):
         if not self._choosing:
             self._auto_pick = False
         self._update_controls()
+
+    def _on_sources_picked(self, _value: Any = None) -> None:
+        if not self._choosing:  # the user's choice (None included) is kept
+            self._auto_sources = False
 
     def _drop_editor(self) -> None:
         self.editor = self.layer = self.selected = self._analysis = None
