@@ -86,6 +86,7 @@ __all__ = [
     "FinetuneProgress",
     "annotated_region",
     "check_labels",
+    "choose_threshold",
     "default_threads",
     "finetune",
     "finetune_objective",
@@ -1018,8 +1019,11 @@ def finetune(
         card's; ``training`` records the base model and its sha256, the data's shape and
         spacing, the annotated and vessel voxel counts, how the region was derived, the
         input policy applied, loss, steps, wall time, why training stopped and the
-        validation history; ``metrics["validation"]`` the held-out scores of the result,
-        ``metrics["validation_before"]`` those of the base model.
+        validation history; ``threshold`` the mask threshold chosen on the held-out
+        part (:func:`choose_threshold`), which ``segment`` uses by default;
+        ``metrics["validation"]`` the held-out scores of the result at that threshold,
+        ``metrics["validation_at_0.5"]`` at 0.5, ``metrics["validation_before"]`` those
+        of the base model (at 0.5) and ``metrics["threshold_choice"]`` the table.
 
     Raises
     ------
