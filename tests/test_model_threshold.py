@@ -139,7 +139,8 @@ def test_cli_segment_says_it_used_the_models_threshold(user_model, monkeypatch, 
     args = ["segment", str(tmp_path / "vol.npy"), "--device", "cpu", "--min-size", "0"]
     assert main([*args, "--model", "mine", "--out", str(tmp_path / "a")]) == 0
     out = capsys.readouterr().out
-    assert "threshold 0.3: the model's own" in out and "--threshold overrides" in out
+    assert "threshold 0.3: the model's own (from its card, " in out
+    assert "--threshold overrides" in out and "fine-tuned" not in out  # it was not
     summary = json.loads(next((tmp_path / "a").glob("*summary.json")).read_text())
     assert summary["threshold"] == 0.3
     np.testing.assert_array_equal(np.load(next((tmp_path / "a").glob("*mask.npy"))) > 0, wide)
@@ -150,6 +151,29 @@ def test_cli_segment_says_it_used_the_models_threshold(user_model, monkeypatch, 
     # a shipped model: 0.5, no line
     assert main([*args, "--model", "unet-dice", "--out", str(tmp_path / "c")]) == 0
     assert "the model's own" not in capsys.readouterr().out
+
+
+def test_cli_says_where_the_models_threshold_came_from(user_model, monkeypatch, tmp_path, capsys):
+    # a fine-tuned card says so; the streamed OME-Zarr path prints the line too
+    net, card = load_model("mine")
+    data = card.to_dict()
+    data["metrics"] = {**data["metrics"], "threshold_choice": {"0.3": 0.7, "0.5": 0.6}}
+    data.update(name="tuned", sha256="")
+    save_model(net, data, user_model.path.parent)
+    prob, core, wide = tube(rim=0.4)
+    fake_probability(monkeypatch, prob)
+    np.save(tmp_path / "vol.npy", np.zeros(prob.shape, np.float32))
+    args = ["segment", str(tmp_path / "vol.npy"), "--device", "cpu", "--min-size", "0"]
+    assert main([*args, "--model", "tuned", "--out", str(tmp_path / "a")]) == 0
+    assert (
+        "threshold 0.3: the model's own (chosen on the held-out part of the labels it was "
+        "fine-tuned on; --threshold overrides)" in capsys.readouterr().out
+    )
+    streamed = [*args, "--model", "mine", "--format", "ome-zarr", "--out", str(tmp_path / "z")]
+    assert main(streamed) == 0
+    assert "threshold 0.3: the model's own (from its card, " in capsys.readouterr().out
+    summary = json.loads(next((tmp_path / "z").glob("*summary.json")).read_text())
+    assert summary["threshold"] == 0.3
 
 
 # ------------------------------------------------------------------------------ the dock
@@ -176,4 +200,6 @@ def test_the_dock_threshold_follows_the_picked_model(make_napari_viewer, qtbot, 
     # the user's own choice after picking is what runs
     widget.model_picker.value = "mine"
     widget.threshold_box.value = 0.45
-    assert widget._make_job(widget.image_picker.value)[0].threshold == pytest.approx(0.45)
+    job, _ = widget._make_job(widget.image_picker.value)
+    assert job.threshold == pytest.approx(0.45)
+    assert job.model_threshold == pytest.approx(0.3)  # what the dock's messages name

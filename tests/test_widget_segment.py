@@ -152,6 +152,32 @@ def test_the_status_says_what_the_sheet_filter_dropped():
     assert _sheets_sentence(a) == "the sheet filter dropped 3 sheet-like pieces (25 % of the mask)."
 
 
+def test_empty_result_messages_offer_the_models_own_threshold():
+    # a fine-tuned model cuts at its own threshold (0.2 here): the messages said "0.5 is
+    # the default", which sent the user back to a cut the model was never meant for
+    from types import SimpleNamespace
+
+    from napari_topo.widgets.segment import _empty_result_message
+
+    empty = VesselAnalysis.from_outputs({"vessel": np.zeros((8, 8, 8), bool)})
+    tuned = SimpleNamespace(threshold=0.6, image="tp", model_threshold=0.2)
+    text = _empty_result_message(tuned, empty)
+    assert text.startswith("Nothing found above threshold 0.6 in 'tp'")
+    assert "Lower the Threshold (0.2 is the model's default)" in text and "0.5" not in text
+    crowded = SimpleNamespace(mask=np.ones((8, 8, 8), bool), points=np.zeros((0, 3)))
+    text = _empty_result_message(replace_threshold(tuned, 0.05), crowded)
+    assert "Raise the Threshold (0.2 is the model's default)." in text
+    # a model the dock could not read a card for: no default is named
+    unknown = SimpleNamespace(threshold=0.5, image="tp")
+    assert "Lower the Threshold or check" in _empty_result_message(unknown, empty)
+
+
+def replace_threshold(job, threshold):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(**{**vars(job), "threshold": threshold})
+
+
 def test_the_status_says_what_the_vessel_range_dropped():
     # a newcomer could not tell from the dock how much of a CT's mask the range removed
     # (the CLI said 78 %)

@@ -942,7 +942,6 @@ def _segment(args) -> None:
 
     from .data.io import suffix_of, write_volume
     from .inference.pipeline import DEFAULT_MODEL, segment
-    from .models.registry import DEFAULT_THRESHOLD
     from .topology.metrics import compute_metrics
     from .trees.reconstruct import CoincidingSourcesError
 
@@ -1151,11 +1150,9 @@ def _segment(args) -> None:
                 f"point, {root['moved']:.1f}{unit} away. Check the root; or its vessel was "
                 "missed."
             )
-    if args.threshold is None and analysis.threshold != DEFAULT_THRESHOLD:
-        print(
-            f"threshold {analysis.threshold:g}: the model's own (chosen on the held-out part "
-            "of the labels it was fine-tuned on; --threshold overrides)"
-        )
+    own = _own_threshold_line(args, model, analysis.threshold)
+    if own:
+        print(own)
     applied = getattr(analysis, "vessel_range", None)
     if applied is not None:
         hu = " HU" if policy is not None and policy.intensity.modality == "ct" else ""
@@ -1194,6 +1191,24 @@ def _root_placement(analysis, sources) -> list[dict]:
     if sources is None or analysis.result.n_trees != len(sources):
         return []
     return analysis.root_placement(sources)
+
+
+def _own_threshold_line(args: argparse.Namespace, model, used: float) -> str | None:
+    """The line saying the mask was cut at the model's own threshold, not 0.5 (None when
+    ``--threshold`` was given or the model's threshold is 0.5)."""
+    from .models.registry import DEFAULT_THRESHOLD, model_card
+
+    if args.threshold is not None or used == DEFAULT_THRESHOLD:
+        return None
+
+    card = model_card(model)
+    metrics = card.metrics if isinstance(card.metrics, dict) else {}
+    origin = (
+        "chosen on the held-out part of the labels it was fine-tuned on"
+        if "threshold_choice" in metrics
+        else f"from its card, {card.path or card.name}"
+    )
+    return f"threshold {used:g}: the model's own ({origin}; --threshold overrides)"
 
 
 def _segment_streaming(
@@ -1317,6 +1332,9 @@ def _segment_streaming(
         + "".join(f"{v}, " for v in result["compute"].values())
         + f"{took:.1f} s: {stages})"
     )
+    own = _own_threshold_line(args, model, result["threshold"])
+    if own:
+        print(own)
     for root in trees["roots"]:
         if root["voxel"] is None:
             print(f"  root {root['id']} {root['source']}: no vessel within reach, id unused")

@@ -817,10 +817,16 @@ def _validation_patches(data: _Data, size: int, rng: np.random.Generator, n: int
     return list(unique.values())
 
 
-def _evaluate_grids(model, val_sets, device, loss_fn, topnet: bool) -> dict:
-    """:func:`_evaluate` on each zoom's grid, each score the mean over the grids."""
-    scores = [_evaluate(model, d, patches, device, loss_fn, topnet) for d, patches in val_sets]
-    return _mean_scores(scores)
+def _evaluate_grids(model, val_sets, device, loss_fn) -> tuple[dict, list[tuple], float]:
+    """:func:`_evaluate` on each zoom's grid, each score the mean over the grids.
+
+    Also returns the held-out outputs of every grid (what :func:`choose_threshold` cuts,
+    so the weights kept need no second pass) and the seconds spent scoring them (not
+    running the model)."""
+    outputs = [_held_out_outputs(model, d, patches, device, loss_fn) for d, patches in val_sets]
+    t = time.perf_counter()
+    scores = _mean_scores([_scores(*o) for o in outputs])
+    return scores, outputs, time.perf_counter() - t
 
 
 def _mean_scores(scores: list[dict]) -> dict:
@@ -888,13 +894,9 @@ def _scores(prob, g, valid, loss: float, threshold: float = 0.5) -> dict:
     }
 
 
-def _evaluate(model, data: _Data, patches, device, loss_fn, topnet: bool) -> dict:
-    """Dice, clDice and loss of the model on the validation patches (held-out voxels),
-    its mask cut at 0.5."""
-    return _scores(*_held_out_outputs(model, data, patches, device, loss_fn))
-
-
-def choose_threshold(model, val_sets, device, loss_fn) -> tuple[float, dict, list[dict]]:
+def choose_threshold(
+    model, val_sets, device, loss_fn, *, outputs: Sequence[tuple] | None = None
+) -> tuple[float, dict, list[dict]]:
     """The mask threshold of :data:`THRESHOLDS` whose held-out score is best.
 
     Where annotators draw a vessel's edge is a convention the network cannot know: on
@@ -906,15 +908,20 @@ def choose_threshold(model, val_sets, device, loss_fn) -> tuple[float, dict, lis
     0.001) goes to the threshold nearest 0.5. Chosen on the held-out part, so its score
     there is slightly optimistic (one number fitted to it).
 
+    ``outputs``: the model's held-out outputs on ``val_sets`` when they are already at
+    hand (the validation that chose these weights computed them); None runs the model.
+
     Returns
     -------
     threshold : float
     scores : dict
-        The held-out scores at ``threshold`` (as :func:`_evaluate`).
+        The held-out scores at ``threshold`` (Dice, clDice, Precision, Recall, score,
+        loss).
     table : list of dict
         ``{"threshold", "Dice", "clDice", "score"}`` for each threshold tried.
     """
-    outputs = [_held_out_outputs(model, d, patches, device, loss_fn) for d, patches in val_sets]
+    if outputs is None:
+        outputs = [_held_out_outputs(model, d, patches, device, loss_fn) for d, patches in val_sets]
     rows = []
     for t in THRESHOLDS:
         rows.append((t, _mean_scores([_scores(*o, threshold=t) for o in outputs])))
@@ -1154,17 +1161,22 @@ def finetune(
             (d, _validation_patches(d, val_size, rng, N_VALIDATION_PATCHES)) for _, d, _ in grids
         ]
 
+        held_out: list = []  # the outputs of the latest validation
+
         def evaluate() -> dict:
-            return _evaluate_grids(model, val_sets, dev, loss_fn, topnet)
+            scores, held_out[:], scoring_s = _evaluate_grids(model, val_sets, dev, loss_fn)
+            scores["scoring_s"] = scoring_s
+            return scores
 
         t_val = time.perf_counter()
         before = evaluate()
         validation_s = time.perf_counter() - t_val
-        # kept free at the end of the budget: the last validation and choose_threshold's
-        # pass over the same patches
-        reserve_s = 2.0 * validation_s
+        # kept free at the end of the budget: the last validation, and choose_threshold
+        # scoring the kept weights' outputs at each threshold (no second pass of the model)
+        reserve_s = validation_s + len(THRESHOLDS) * before.pop("scoring_s")
         before["step"] = 0
         best, best_state, best_step = dict(before), None, 0
+        best_outputs = list(held_out)
         history = [dict(before)]
         report(
             phase="validate",
@@ -1251,6 +1263,7 @@ def finetune(
                 last_val_step = step
                 t_val = time.perf_counter()
                 res = evaluate()
+                res.pop("scoring_s")
                 val_in_loop += time.perf_counter() - t_val
                 res["step"] = step
                 history.append(res)
@@ -1259,6 +1272,7 @@ def finetune(
                     best_state = {
                         k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
                     }
+                    best_outputs = list(held_out)
                 else:
                     since_best += 1
                 report(
@@ -1279,6 +1293,7 @@ def finetune(
             if _is_set(cancel):
                 raise Cancelled("fine-tuning cancelled; nothing was saved")
             res = evaluate()
+            res.pop("scoring_s")
             res["step"] = step
             history.append(res)
             if res["score"] > best["score"] + 1e-4:
@@ -1286,6 +1301,7 @@ def finetune(
                 best_state = {
                     k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
                 }
+                best_outputs = list(held_out)
             report(
                 phase="validate",
                 step=step,
@@ -1304,7 +1320,7 @@ def finetune(
         if _is_set(cancel):
             raise Cancelled("fine-tuning cancelled; nothing was saved")
         threshold, at_threshold, threshold_table = choose_threshold(
-            result.to(dev), val_sets, dev, loss_fn
+            result.to(dev), val_sets, dev, loss_fn, outputs=best_outputs
         )
         at_threshold["step"] = best_step
     finally:

@@ -530,6 +530,9 @@ class _Job:
     window: tuple[float, float] | None = None
     zoom: str | float = "auto"
     model_name: str = ""  # the card's name, for messages
+    #: the model's own mask threshold (its card's; 0.5 unless fine-tuning chose one),
+    #: which the messages offer as the default to go back to; None: not known
+    model_threshold: float | None = None
     #: the image's rotate, shear and affine (napari's names), so results on an oblique
     #: scan lie on it as its scale and translate alone cannot say
     placement: Mapping[str, Any] = field(default_factory=dict)
@@ -1306,6 +1309,7 @@ class SegmentWidget(QWidget):
             sources_name=getattr(points, "name", "") if sources is not None else "",
             source_rows=rows,
             model_name=self._cards[model].name if model in self._cards else str(model),
+            model_threshold=self._cards[model].mask_threshold if model in self._cards else None,
             placement=placement(image),
             geometry=geometry,
             region=region,
@@ -1750,13 +1754,14 @@ class SegmentWidget(QWidget):
         ran = f" ({ran})" if ran else ""
         where = f" ({job.region.kind}: {job.region.describe()})" if job.region else ""
         off = _roots_off_the_mask(job, analysis)
-        sheets = " ".join(t for t in (_range_sentence(analysis), _sheets_sentence(analysis)) if t)
-        sheets = f" {sheets[0].upper()}{sheets[1:]}" if sheets else ""
+        # what the vessel range and the sheet filter dropped, as one sentence or two
+        dropped = " ".join(t for t in (_range_sentence(analysis), _sheets_sentence(analysis)) if t)
+        dropped = f" {dropped[0].upper()}{dropped[1:]}" if dropped else ""
         self._set_status(
             f"Segmented '{job.image}'{where} with {job.model_name or job.model}{ran} in "
             f"{seconds:.1f} s: "
             f"{n_trees} tree{'s' if n_trees != 1 else ''}, "
-            f"{len(analysis.points)} centerline points.{sheets}" + (f" {off}" if off else "")
+            f"{len(analysis.points)} centerline points.{dropped}" + (f" {off}" if off else "")
         )
         if off:
             show_warning(off)
@@ -2011,6 +2016,8 @@ def _empty_result_message(job: _Job, analysis: VesselAnalysis) -> str | None:
     if len(analysis.points) and analysis.mask.any():
         return None
     t = f"{job.threshold:g}"
+    own = getattr(job, "model_threshold", None)
+    default = "" if own is None else f" ({own:g} is the model's default)"
     if not analysis.mask.any():
         ranged = _range_sentence(analysis)
         if ranged and float(getattr(analysis, "dropped_share", 0.0) or 0.0) >= 1.0:
@@ -2026,18 +2033,17 @@ def _empty_result_message(job: _Job, analysis: VesselAnalysis) -> str | None:
             )
         return (
             f"Nothing found above threshold {t} in '{job.image}': the result layers are "
-            "empty. Lower the Threshold (0.5 is the default) or check the Input section."
+            f"empty. Lower the Threshold{default} or check the Input section."
         )
     share = float(np.count_nonzero(analysis.mask)) / analysis.mask.size
     if share > 0.5:
         return (
             f"No centerline found in '{job.image}' at threshold {t}: the mask covers "
-            f"{share:.0%} of the image, so there are no trees. Raise the Threshold (0.5 is "
-            "the default)."
+            f"{share:.0%} of the image, so there are no trees. Raise the Threshold{default}."
         )
     return (
         f"No centerline found in '{job.image}' at threshold {t}: the vessels are too small "
-        "for trees. Try another Threshold (0.5 is the default) or check the Input section."
+        f"for trees. Try another Threshold{default} or check the Input section."
     )
 
 
