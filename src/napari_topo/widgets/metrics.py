@@ -473,6 +473,17 @@ def _run_slow_metrics(
     )
 
 
+def _history_signature(layer: Any) -> tuple[int, int] | None:
+    """The lengths of a Labels layer's undo and redo histories (napari keeps them in
+    ``_undo_history`` and ``_redo_history``; None where a layer has neither). An undo
+    moves an item from one to the other and emits no paint event."""
+    layer = unwrap(layer)
+    undo, redo = getattr(layer, "_undo_history", None), getattr(layer, "_redo_history", None)
+    if undo is None or redo is None:
+        return None
+    return len(undo), len(redo)
+
+
 def _run_live_updates(live: IncrementalMetrics, batch: list, generation: int):
     """Worker body: apply queued edits ``(which, indices, values)``; return fast values."""
     start = time.perf_counter()
@@ -637,6 +648,9 @@ class MetricsWidget(QWidget):
         self._settle_again = False
         self._building_live = False  # the running full recompute builds self._live
         self._verify = False  # a refresh may hide an unannounced edit (undo/redo)
+        #: each chosen layer's undo/redo history lengths when last seen: a refresh that
+        #: changed them was an undo or redo
+        self._history_seen: dict[str, tuple[int, int] | None] = {}
         self._skeleton_cache = SkeletonCache()  # used by one background worker at a time
         self._updated_at: float | None = None
         self._fast_seconds: float | None = None
@@ -1174,12 +1188,17 @@ class MetricsWidget(QWidget):
             # incremental state against the layers (cheap when nothing changed).
             set_data = getattr(layer.events, "set_data", None)
             if set_data is not None:
-                set_data.connect(self._on_refreshed)
-                self._watched.append((set_data, self._on_refreshed))
+                self._history_seen[which] = _history_signature(layer)
+                callback = partial(self._on_refreshed, which)
+                set_data.connect(callback)
+                self._watched.append((set_data, callback))
 
     def _on_paint(self, which: str, event: Any) -> None:
         """A stroke, fill or ``data_setitem`` changed ``which`` layer."""
         self._generation += 1
+        layer = self.prediction_picker.value if which == "pred" else self.ground_truth_picker.value
+        # napari emits the paint event as it appends the edit to the undo history
+        self._history_seen[which] = _history_signature(layer)
         if not self.live_checkbox.isChecked():
             self._live = None  # the baseline no longer matches; rebuilt when Live is on
             self._pending.clear()
@@ -1197,8 +1216,27 @@ class MetricsWidget(QWidget):
         self._kick_fast()
         self._settle_timer.start()  # (re)start the debounce of the slow metrics
 
-    def _on_refreshed(self, _event: Any = None) -> None:
-        if self.live_checkbox.isChecked() and self._live is not None:
+    def _on_refreshed(self, which: str, _event: Any = None) -> None:
+        """A chosen layer was redrawn: after an undo or redo (which change the array
+        without a paint event) every row is stale until recomputed; after any other
+        refresh the next background recompute checks the incremental state."""
+        layer = self.prediction_picker.value if which == "pred" else self.ground_truth_picker.value
+        signature, seen = _history_signature(layer), self._history_seen.get(which)
+        self._history_seen[which] = signature
+        # An undo moves an item from the undo to the redo history, a redo back; the
+        # first dab of a new stroke only empties the redo history (its paint event
+        # comes when the stroke ends).
+        undone = (
+            signature is not None
+            and seen is not None
+            and (signature[0] != seen[0] or signature[1] > seen[1])
+        )
+        if undone:
+            # an edit whose voxels are not known here: recomputed from scratch, as for
+            # a new array (the incremental state no longer matches the layers)
+            self._on_data_replaced(which)
+            self._update_freshness()  # "recomputing…" now that the debounce runs
+        elif self.live_checkbox.isChecked() and self._live is not None:
             self._verify = True
             self._settle_timer.start()
 
