@@ -36,6 +36,7 @@ from .pipeline import (
     predict,
     resample_factors,
     segment,
+    voxel_size,
 )
 from .sliding import (
     Cancelled,
@@ -72,4 +73,5 @@ __all__ = [
     "segment",
     "sliding_window_inference",
     "tile_starts",
+    "voxel_size",
 ]

@@ -34,6 +34,7 @@ __all__ = [
     "resample_factors",
     "resolve_model",
     "segment",
+    "voxel_size",
 ]
 
 #: The model used when none is named (README, *On real data*): of the shipped models,
@@ -744,6 +745,43 @@ def _pieces_nearest(labels: np.ndarray, points, spacing=None, *, voxels: bool = 
     return found_arr
 
 
+def voxel_size(spacing: Any = None, geometry: Any = None) -> tuple[Any, Any]:
+    """The ``(spacing, geometry)`` that :func:`segment` works with: the geometry's voxel
+    size when ``spacing`` is None (and the geometry states one), else ``spacing``, which
+    then also replaces the geometry's (its origin and direction stay). Call
+    :func:`predict` with this ``spacing`` to make a ``prediction`` for :func:`segment`."""
+    if geometry is not None:
+        if spacing is None:
+            spacing = None if geometry.known == "none" else geometry.spacing
+        else:  # an explicit voxel size wins; origin and direction stay
+            sp = np.broadcast_to(np.asarray(spacing, dtype=float), (geometry.ndim,))
+            geometry = geometry.with_spacing(sp.tolist())
+    return spacing, geometry
+
+
+def _reusable(prediction: Any, shape: tuple[int, ...]) -> PredictOutputs:
+    """A :class:`PredictOutputs` for :func:`segment` to edit, from an earlier
+    prediction left as it is: the arrays :func:`segment` edits in place (the probability,
+    TopNet's centerness) copied, the others (TopNet's embedding) shared."""
+    if not isinstance(prediction, Mapping) or "vessel" not in prediction:
+        raise ValueError(
+            "prediction must be the output of predict() (a mapping with a 'vessel' "
+            f"probability); got {type(prediction).__name__}"
+        )
+    got = tuple(np.shape(prediction["vessel"]))
+    if got != tuple(shape):
+        raise ValueError(
+            f"prediction is of a volume of shape {got}, not of this one {tuple(shape)}: "
+            "run predict on this volume (or leave prediction out)"
+        )
+    edited = ("vessel", "centerness")
+    return PredictOutputs(
+        {k: (np.array(v, copy=True) if k in edited else v) for k, v in prediction.items()},
+        input_policy=getattr(prediction, "input_policy", None),
+        compute=getattr(prediction, "compute", None),
+    )
+
+
 def _zero_outside(outputs, where: np.ndarray) -> None:
     """Probability (and TopNet's centerness) 0 at ``where``, in place."""
     for key in ("vessel", "centerness"):
@@ -825,6 +863,7 @@ def segment(
     roi_margin: float = 0.0,
     vessel_range: str | Sequence[float] | None = "auto",
     sheets: str = "drop",
+    prediction: PredictOutputs | None = None,
     **predict_kwargs,
 ):
     """Predict, threshold, skeletonise and reconstruct the vessel trees of a volume.
@@ -889,8 +928,18 @@ def segment(
         parts kept. The U-Nets mark bright sheets as vessels: bone plates, the scalp of a
         time-of-flight MRA. See
         :mod:`napari_topo.inference.sheets`. "keep": off.
+    prediction : PredictOutputs, optional
+        The output of an earlier :func:`predict` on this volume with this model and the
+        same input settings (``modality``, ``window``, ``polarity``, ``zoom``,
+        ``spacing``, tiles): the network is then not run again, so a new ``threshold``,
+        ``sources``, ``roi``, ``vessel_range``, ``sheets`` or ``min_size`` costs only the
+        steps after the network. Left unchanged (the arrays edited are copied). Only its
+        shape is checked against ``volume``; the rest is the caller's to keep consistent
+        (the Segment widget keys it by image, model and input settings). Make it with
+        :func:`predict` and the ``spacing`` of :func:`voxel_size`.
     **predict_kwargs
-        Any other :func:`predict` argument (tile, device, progress, cancel, ...).
+        Any other :func:`predict` argument (tile, device, progress, cancel, ...);
+        ignored with ``prediction``.
 
     Returns
     -------
@@ -913,12 +962,7 @@ def segment(
     """
     from ..analysis import VesselAnalysis
 
-    if geometry is not None:
-        if spacing is None:
-            spacing = None if geometry.known == "none" else geometry.spacing
-        else:  # an explicit voxel size wins; origin and direction stay
-            sp = np.broadcast_to(np.asarray(spacing, dtype=float), (geometry.ndim,))
-            geometry = geometry.with_spacing(sp.tolist())
+    spacing, geometry = voxel_size(spacing, geometry)
     region = None
     if roi is not None:
         region = grow_roi(roi, roi_margin, spacing=spacing, shape=np.shape(volume))
@@ -935,16 +979,19 @@ def segment(
         from ..models.registry import model_card
 
         threshold = model_card(model).mask_threshold
-    outputs = predict(
-        volume,
-        model,
-        spacing=spacing,
-        modality=modality,
-        window=window,
-        polarity=polarity,
-        zoom=zoom,
-        **predict_kwargs,
-    )
+    if prediction is not None:
+        outputs = _reusable(prediction, np.shape(volume))
+    else:
+        outputs = predict(
+            volume,
+            model,
+            spacing=spacing,
+            modality=modality,
+            window=window,
+            polarity=polarity,
+            zoom=zoom,
+            **predict_kwargs,
+        )
     if vessel_range == "auto":
         is_ct = outputs.input_policy is not None and outputs.input_policy.intensity.modality == "ct"
         vessel_range = CT_VESSEL_RANGE if is_ct else None

@@ -39,6 +39,7 @@ probability over :data:`LAZY_RESULT_BYTES` is written to a temporary zarr folder
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import queue
@@ -107,6 +108,7 @@ __all__ = [
     "CPU_NOTE",
     "FIELD_OF_VIEW",
     "LAZY_LIMIT_BYTES",
+    "PREDICTION_CACHE_BYTES",
     "LAZY_RESULT_BYTES",
     "OWNER",
     "REGIONS",
@@ -253,6 +255,11 @@ REGIONS = (WHOLE, FIELD_OF_VIEW, BOX)
 #: about 15 bytes per voxel besides the input (probability, mask, skeleton, trees, the
 #: network's blending buffers), so 512 MiB of uint16 is already ~4 GiB of work.
 LAZY_LIMIT_BYTES = 512 * 2**20
+#: Most bytes of network output (probability; TopNet also centerness and an 8-channel
+#: embedding) the dock keeps after a run, so that a run changing only what comes after
+#: the network (threshold, roots, region of interest, vessel range, sheet filter) does
+#: not run it again. A larger output is not kept (and not copied).
+PREDICTION_CACHE_BYTES = 2**30
 #: The status line before any run: no image picked yet, or the one Run will segment.
 _PICK_PROMPT = "Pick a 3D image and press Run."
 _RUN_PROMPT = "Press Run to segment "
@@ -565,6 +572,22 @@ class _Job:
     #: (a region keeps only the roots inside it), so a message can name the roots
     sources_name: str = ""
     source_rows: tuple[int, ...] | None = None
+    #: the network's output of an earlier run to reuse (same image, model and input
+    #: settings: :meth:`SegmentWidget._prediction_key`); None: run the network
+    prediction: Any = None
+    #: keep this run's network output for the next run (it fits PREDICTION_CACHE_BYTES)
+    keep_prediction: bool = False
+
+
+def _voxel_sample_digest(data: Any) -> str | None:
+    """A digest of about 65,000 evenly spaced voxels of an in-memory array (None for a
+    lazy one, which is read only when run): an image edited in place since the last run
+    changes it."""
+    if not isinstance(data, np.ndarray) or data.size == 0:
+        return None
+    step = max(1, data.size // 65536)
+    sample = np.ascontiguousarray(data.flat[::step])
+    return hashlib.blake2b(sample.tobytes(), digest_size=16).hexdigest()
 
 
 def _roots_off_the_mask(job: _Job, analysis) -> str | None:
@@ -608,6 +631,9 @@ class _Outcome:
     cancelled: bool = False
     error: str | None = None
     seconds: float = 0.0
+    #: the network's output (``predict``), when the job asked to keep it; also after an
+    #: error in the steps that follow the network (two roots on one centerline point)
+    prediction: Any = None
 
 
 #: Why a run changed nothing when its layers could not be made or added.
@@ -714,12 +740,34 @@ def _run_segment(
     """
     events: queue.SimpleQueue = queue.SimpleQueue()
     start = time.perf_counter()
+    kept: list = []  # the network's output, when the job keeps it
 
     def body() -> None:
-        from napari_topo.inference.pipeline import segment
+        from napari_topo.inference import pipeline
         from napari_topo.inference.sliding import Cancelled
         from napari_topo.trees.reconstruct import CoincidingSourcesError
 
+        # the geometry states the voxel size (its column norms, which an oblique layer's
+        # affine may scale); an explicit spacing would replace them
+        spacing = job.spacing if job.geometry is None else None
+        inputs = {
+            "modality": job.modality,
+            "polarity": job.polarity,
+            "window": job.window,
+            "zoom": job.zoom,
+        }
+        network = {
+            "tile": job.tile,
+            "overlap": job.overlap,
+            "tta": job.tta,
+            "device": job.device,
+            "precision": job.precision,
+            "intensity_from": job.intensity_from,
+            "intensity_from_name": job.intensity_from_name or "the whole image",
+            "progress": lambda done, total: events.put(("progress", (int(done), int(total)))),
+            "cancel": cancel,
+            "on_message": lambda msg: events.put(("message", str(msg))),
+        }
         try:
             data = volume
             if job.region is not None:  # only the region is read (dask: its chunks only)
@@ -727,33 +775,27 @@ def _run_segment(
                 data = np.asarray(volume[job.region.slices])
                 if cancel.is_set():
                     raise Cancelled()
-            analysis = segment(
+            prediction = job.prediction
+            if prediction is None and job.keep_prediction:
+                voxels = pipeline.voxel_size(spacing, job.geometry)[0]  # as segment's
+                prediction = pipeline.predict(data, job.model, spacing=voxels, **inputs, **network)
+                kept.append(prediction)
+            elif prediction is not None:
+                events.put(("phase", "Reusing the network's output of the last run"))
+            analysis = pipeline.segment(
                 data,
                 job.model,
                 threshold=job.threshold,
                 sources=job.sources,
-                # the geometry states the voxel size (its column norms, which an oblique
-                # layer's affine may scale); an explicit spacing would replace them
-                spacing=job.spacing if job.geometry is None else None,
+                spacing=spacing,
                 geometry=job.geometry,
-                modality=job.modality,
-                polarity=job.polarity,
-                window=job.window,
-                zoom=job.zoom,
-                tile=job.tile,
-                overlap=job.overlap,
-                tta=job.tta,
                 roi=job.roi,
                 roi_margin=job.roi_margin,
                 vessel_range=job.vessel_range,
                 sheets=job.sheets,
-                device=job.device,
-                precision=job.precision,
-                intensity_from=job.intensity_from,
-                intensity_from_name=job.intensity_from_name or "the whole image",
-                progress=lambda done, total: events.put(("progress", (int(done), int(total)))),
-                cancel=cancel,
-                on_message=lambda msg: events.put(("message", str(msg))),
+                prediction=prediction,
+                **inputs,
+                **({} if prediction is not None else network),
             )
         except Cancelled:
             events.put(("cancelled", None))
@@ -796,12 +838,19 @@ def _run_segment(
             continue
         thread.join()
         seconds = time.perf_counter() - start
+        prediction = kept[0] if kept else None
         if kind == "done":
             analysis, tuples, layers = value
-            return _Outcome(analysis=analysis, tuples=tuples, layers=layers, seconds=seconds)
+            return _Outcome(
+                analysis=analysis,
+                tuples=tuples,
+                layers=layers,
+                seconds=seconds,
+                prediction=prediction,
+            )
         if kind == "cancelled":
             return _Outcome(cancelled=True, seconds=seconds)
-        return _Outcome(error=value, seconds=seconds)
+        return _Outcome(error=value, seconds=seconds, prediction=prediction)
 
 
 # --------------------------------------------------------------------------------------
@@ -1042,6 +1091,10 @@ class SegmentWidget(QWidget):
         self.image_picker.changed.connect(self._on_image_changed)
         self._region_image: Any = None  # the image the Region default was chosen for
         self._stores: set[str] = set()  # temporary zarr folders of this dock's results
+        #: the last run's network output: (key, PredictOutputs, image layer), or None;
+        #: and the running job's (key, image layer)
+        self._kept: tuple[tuple, Any, Any] | None = None
+        self._job_key: tuple[tuple, Any] | None = None
         finish_workers_at_exit()  # a script ending while the list loads must not abort
         self._load_choices()
 
@@ -1085,6 +1138,13 @@ class SegmentWidget(QWidget):
         except ValueError as exc:
             self._report(str(exc), error=True)
             return None
+        key = self._prediction_key(image, job)
+        if self._kept is not None and self._kept[0] == key:
+            job = replace(job, prediction=self._kept[1])
+        else:
+            self._kept = None  # freed before the new run needs the memory
+            job = replace(job, keep_prediction=self._fits_the_cache(job, volume))
+        self._job_key = (key, image)
 
         self._job = job
         self._cancel = threading.Event()
@@ -1114,6 +1174,44 @@ class SegmentWidget(QWidget):
         )
         self._show_phase()  # at once, not at the clock's first tick (the last error stayed)
         return self._worker
+
+    def _prediction_key(self, image: Any, job: _Job) -> tuple:
+        """What the network's output depends on: the image (its layer, array and a
+        sample of its voxels), the region read, the model (and its weights' hash), where
+        and how the network runs, the input policy and the layer's placement. Not the
+        threshold, roots, region of interest, vessel range or sheet filter."""
+        card = self._cards.get(job.model)
+        region = None if job.region is None else (job.region.start, job.region.stop)
+        return (
+            id(image),
+            id(image.data),
+            _voxel_sample_digest(image.data),
+            region,
+            job.model,
+            getattr(card, "sha256", None),
+            job.device,
+            job.precision,
+            job.tile,
+            job.overlap,
+            job.tta,
+            job.modality,
+            job.polarity,
+            job.window,
+            job.zoom,
+            job.spacing,
+            job.scale,
+            repr(job.placement),
+            job.intensity_from_name,
+            id(job.intensity_from),
+        )
+
+    def _fits_the_cache(self, job: _Job, volume: Any) -> bool:
+        """Whether the network's output for ``job`` fits :data:`PREDICTION_CACHE_BYTES`
+        (float32 probability; a TopNet, or a model the dock has no card for, 10 channels)."""
+        shape = job.region.shape if job.region is not None else np.shape(volume)
+        card = self._cards.get(job.model)
+        channels = 1 if card is not None and card.architecture != "topnet" else 10
+        return 4 * channels * math.prod(shape) <= PREDICTION_CACHE_BYTES
 
     def select_model(self, name: str | None = None) -> bool:
         """Re-read the model registry into the Model picker and select ``name``.
@@ -1455,6 +1553,8 @@ class SegmentWidget(QWidget):
 
     def _refresh_choices(self, _event: Any = None) -> None:
         """Rebuild the layer pickers in layer-list order, keeping the chosen layers."""
+        if self._kept is not None and self._kept[2] not in self._viewer.layers:
+            self._kept = None  # its image is gone: free the network's output
         for picker in (self.image_picker, self.sources_picker, self.box_picker, self.roi_picker):
             rebuild_picker(picker)
         if not self._is_candidate(self.image_picker.value):
@@ -1675,6 +1775,9 @@ class SegmentWidget(QWidget):
     def _on_returned(self, outcome: _Outcome) -> None:
         job = self._job
         self._clock.stop()
+        if outcome.prediction is not None and self._job_key is not None:
+            key, image = self._job_key
+            self._kept = (key, outcome.prediction, image)
         if outcome.cancelled:
             self._state = "cancelled"
             self._set_status("Run cancelled; no layers were changed.")
@@ -1751,6 +1854,9 @@ class SegmentWidget(QWidget):
         seconds = self.elapsed if self._started is not None else outcome.seconds
         compute = getattr(analysis, "compute", None) or {}
         ran = ", ".join(compute[k] for k in ("device", "precision", "tta") if compute.get(k))
+        if job.prediction is not None:
+            ran = f"{ran}; " if ran else ""
+            ran += "the network's output of the last run reused"
         ran = f" ({ran})" if ran else ""
         where = f" ({job.region.kind}: {job.region.describe()})" if job.region else ""
         off = _roots_off_the_mask(job, analysis)
