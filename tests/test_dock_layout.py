@@ -4,6 +4,7 @@ the metrics table shows its rows and Segment's Run button stays in view."""
 from __future__ import annotations
 
 import pytest
+from qtpy.QtCore import QRect, Qt
 from qtpy.QtWidgets import QScrollArea
 
 from napari_topo.cli import WIDGETS
@@ -172,8 +173,19 @@ def test_tree_editor_shows_its_edit_controls_once_editing(make_napari_viewer, qt
     assert editor.start_editing(viewer.layers["synthetic vessels trees"])
     qtbot.waitUntil(lambda: editor.is_editing, timeout=60000)
 
+    table = docked["Topology metrics"].table
+
+    def tree_accuracy_in_view() -> bool:
+        # the metric a tree edit changes: it was the table's last row, below the fold
+        found = table.findItems("Tree accuracy", Qt.MatchFlag.MatchExactly)
+        if not found:
+            return False
+        rect = table.visualItemRect(found[0])
+        on_table = QRect(table.viewport().mapTo(table, rect.topLeft()), rect.size())
+        return table.visibleRegion().boundingRect().contains(on_table)
+
     def in_view():
-        return all(
+        return tree_accuracy_in_view() and all(
             _visible_height(w) == w.height() > 0
             for w in (editor.tree_picker, editor.assign_button, editor.undo_button)
         )

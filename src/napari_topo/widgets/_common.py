@@ -510,6 +510,38 @@ def _water_fill(total: int, wants: list[int], weights: list[float]) -> list[int]
     return sizes
 
 
+def _fill_above_floors(
+    total: int, wants: list[int], weights: list[float], floors: list[int]
+) -> list[int]:
+    """:func:`_water_fill`, but a dock whose part falls short of its floor (the pixels
+    it must keep in view, at most what it wants) gets its floor, and the others share
+    the rest; plain :func:`_water_fill` when the floors do not fit.
+
+    Examples
+    --------
+    >>> _fill_above_floors(700, [130, 400, 560], [1, 6, 11], [0, 250, 0])
+    [37, 250, 412]
+    >>> _fill_above_floors(700, [130, 400, 560], [1, 6, 11], [0, 100, 0])
+    [38, 233, 427]
+    >>> _fill_above_floors(200, [130, 400, 560], [1, 6, 11], [0, 250, 0])
+    [11, 66, 122]
+    """
+    floors = [min(f, w) for f, w in zip(floors, wants, strict=True)]
+    if sum(floors) > total:
+        return _water_fill(total, wants, weights)
+    fixed: dict[int, int] = {}
+    while True:
+        free = [i for i in range(len(wants)) if i not in fixed]
+        part = _water_fill(
+            total - sum(fixed.values()), [wants[i] for i in free], [weights[i] for i in free]
+        )
+        short = [i for i, p in zip(free, part, strict=True) if p < floors[i]]
+        if not short:
+            sizes = dict(zip(free, part, strict=True)) | fixed
+            return [sizes[i] for i in range(len(wants))]
+        fixed.update({i: floors[i] for i in short})
+
+
 def share_dock_column(widget: Any) -> list[int] | None:
     """Share the height of the dock column that holds ``widget`` between its docks.
 
@@ -519,9 +551,11 @@ def share_dock_column(widget: Any) -> list[int] | None:
     need it while the metrics table scrolls. This shares the column instead: each dock
     gets a part by weight (the plugin's docks: the ``share`` given to
     :func:`scrolling_body`; others :data:`FOREIGN_SHARE`) but never more than its whole
-    content needs; what all of them leave goes to the heaviest. Docks that float, are
-    hidden or sit behind a tab of a dock already counted are left alone. Only Qt's
-    public ``QMainWindow.resizeDocks`` is used.
+    content needs; what all of them leave goes to the heaviest. A dock whose scroll
+    area has a ``dock_floor`` callable (pixels of its body, from the top) first gets
+    that much (the metrics dock: its table's headline rows), when all floors fit.
+    Docks that float, are hidden or sit behind a tab of a dock already counted are left
+    alone. Only Qt's public ``QMainWindow.resizeDocks`` is used.
 
     Returns
     -------
@@ -572,18 +606,21 @@ def _share_area(window: Any, area: Any) -> list[int] | None:
         column = _column(window, area)
         if len(column) < 2:
             return None
-        wants, weights = [], []
+        wants, weights, floors = [], [], []
         for other in column:
             body = other.findChild(QScrollArea, BODY_NAME)
             if body is not None and body.widget() is not None:
                 chrome = max(other.sizeHint().height() - body.sizeHint().height(), 0)
                 wants.append(chrome + body.widget().sizeHint().height())
                 weights.append(float(getattr(body, "dock_share", 1.0)))
+                floor = getattr(body, "dock_floor", None)
+                floors.append(min(chrome + int(floor()), wants[-1]) if callable(floor) else 0)
             else:
                 wants.append(other.sizeHint().height())
                 weights.append(FOREIGN_SHARE)
+                floors.append(0)
         total = sum(d.height() for d in column)
-        sizes = _water_fill(total, wants, weights)
+        sizes = _fill_above_floors(total, wants, weights, floors)
         window.resizeDocks(column, sizes, Qt.Orientation.Vertical)
     except RuntimeError:  # a C++ widget is gone (a dock closed meanwhile)
         return None

@@ -473,6 +473,19 @@ def _run_slow_metrics(
     )
 
 
+#: The table's first rows, when computed: overlap, topology (the centerline) and the
+#: trees. The dock keeps them in view when a dock column is shared.
+HEADLINE_METRICS = ("Dice", "clDice", "Tree accuracy")
+
+
+def _table_order(metrics: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """The table's rows: the :data:`HEADLINE_METRICS` computed, then the others in their
+    order. *Tree accuracy*, what a tree edit changes, was the last of 15 rows, below
+    the fold of a 1366 x 768 screen with the Tree editor open."""
+    first = [(name, metrics[name]) for name in HEADLINE_METRICS if name in metrics]
+    return first + [(k, v) for k, v in metrics.items() if k not in HEADLINE_METRICS]
+
+
 def _history_signature(layer: Any) -> tuple[int, int] | None:
     """The lengths of a Labels layer's undo and redo histories (napari keeps them in
     ``_undo_history`` and ``_redo_history``; None where a layer has neither). An undo
@@ -764,6 +777,9 @@ class MetricsWidget(QWidget):
         layout.addWidget(self.errors_list)
         layout.addStretch(1)
         self.scroll_area = scrolling_body(self, layout, share=DOCK_SHARE)
+        # the headline rows stay in view when the column is shared (the Tree editor,
+        # while editing, took all but the table's header at 1366 x 768)
+        self.scroll_area.dock_floor = self._headline_floor
 
         follow_layer_list(self, napari_viewer, self._refresh_choices)
         install_view_defaults(napari_viewer, self)
@@ -978,7 +994,7 @@ class MetricsWidget(QWidget):
         return path
 
     def _write_export(self, path: Path, suffix: str) -> None:
-        metrics = self._result["metrics"]
+        metrics = dict(_table_order(self._result["metrics"]))  # as the table shows them
         if suffix == ".csv":
             with path.open("w", newline="", encoding="utf-8") as fh:
                 writer = csv.writer(fh)
@@ -1420,7 +1436,7 @@ class MetricsWidget(QWidget):
     def _fill_table(self, metrics: Mapping[str, Any], descriptions: Mapping[str, str]) -> None:
         self.table.setRowCount(len(metrics))
         unit = (self._result or {}).get("unit")
-        for row, (name, value) in enumerate(metrics.items()):
+        for row, (name, value) in enumerate(_table_order(metrics)):
             description = descriptions.get(name, "")
             shown = f"{name} ({unit})" if name in DISTANCE_METRICS and unit else str(name)
             name_item = QTableWidgetItem(shown)
@@ -1438,6 +1454,22 @@ class MetricsWidget(QWidget):
             self.table.setItem(row, 1, value_item)
         self.table.resizeColumnToContents(1)
         self._fit_table()
+
+    def _headline_floor(self) -> int:
+        """Pixels of the dock's body, from its top, down to the last headline row of the
+        table (0 while the table shows no rows): what sharing a dock column leaves it."""
+        rows = self.table.rowCount()
+        if not rows or not self.table.isVisible():
+            return 0
+        n = sum(
+            1
+            for r in range(min(rows, len(HEADLINE_METRICS)))
+            if self.table.item(r, 0) is not None
+            and self.table.item(r, 0).text().split(" (")[0] in HEADLINE_METRICS
+        )
+        header = self.table.horizontalHeader().height()
+        row = self.table.verticalHeader().defaultSectionSize()
+        return self.table.geometry().top() + self.table.frameWidth() + header + max(n, 1) * row
 
     def _fit_table(self) -> None:
         """Make the table as tall as its rows (as many as a full table has while
