@@ -174,6 +174,10 @@ def test_summary_counts_are_consistent(skel_analysis):
     assert sum(t["n_points"] for t in s["trees"]) == s["n_points"]
     _, length = a.edges("tree")
     assert sum(t["length"] for t in s["trees"]) == pytest.approx(length.sum())
+    # what the trees add up to, beside the whole skeleton's length (a newcomer summed
+    # the trees and did not find total_length)
+    assert s["trees_length"] == pytest.approx(sum(t["length"] for t in s["trees"]))
+    assert 0 < s["trees_length"] <= s["total_length"] + 1e-9
     assert s["n_centerline_branches"] == len(edit_module.tree_branches(a.result))
 
 

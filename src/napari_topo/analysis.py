@@ -558,10 +558,13 @@ class VesselAnalysis:
             ``n_voxels`` and ``volume`` (physical) of the mask; ``n_points`` and
             ``n_assigned_points`` (tree id > 0) of the centerline; ``n_trees``;
             ``n_branches`` and ``total_length`` (physical) of the mask's skeleton from
-            skan (:func:`~napari_topo.trees.graph.branches`); ``n_centerline_branches``
-            of the tree structure; ``method``, ``threshold``, ``spacing``; and
-            ``trees``, one dict per tree id > 0 present (``id``, ``n_points``,
-            ``n_voxels``, ``length`` of its forest edges); ``shape`` of the mask and
+            skan (:func:`~napari_topo.trees.graph.branches`: every skeleton branch,
+            cycles and unassigned pieces included); ``n_centerline_branches`` of the
+            tree structure; ``method``, ``threshold``, ``spacing``; ``trees``, one dict
+            per tree id > 0 present (``id``, ``n_points``, ``n_voxels``, ``length`` of
+            its forest edges); ``trees_length``, the sum of the trees' lengths (less
+            than ``total_length`` where the skeleton has cycles, which a forest
+            cuts, or pieces no tree took); ``shape`` of the mask and
             ``geometry`` (:meth:`Geometry.to_dict`), where the voxel coordinates of the
             graph files lie.
         """
@@ -597,6 +600,7 @@ class VesselAnalysis:
             "threshold": self.threshold,
             "spacing": self.spacing,
             "trees": per_tree,
+            "trees_length": float(sum(t["length"] for t in per_tree)),
             "shape": [int(v) for v in self.mask.shape],
             "geometry": self.geometry.to_dict(),
         }
