@@ -108,9 +108,9 @@ __all__ = [
     "CPU_NOTE",
     "FIELD_OF_VIEW",
     "LAZY_LIMIT_BYTES",
-    "PREDICTION_CACHE_BYTES",
     "LAZY_RESULT_BYTES",
     "OWNER",
+    "PREDICTION_CACHE_BYTES",
     "REGIONS",
     "WHOLE",
     "Region",
@@ -1182,13 +1182,21 @@ class SegmentWidget(QWidget):
         threshold, roots, region of interest, vessel range or sheet filter."""
         card = self._cards.get(job.model)
         region = None if job.region is None else (job.region.start, job.region.stop)
+        if card is not None:
+            weights = card.sha256
+        else:  # a model file loaded by path: replaced in place, it changes its stamp
+            try:
+                stat = Path(job.model).stat()
+                weights = (stat.st_mtime_ns, stat.st_size)
+            except OSError:
+                weights = None
         return (
             id(image),
             id(image.data),
             _voxel_sample_digest(image.data),
             region,
             job.model,
-            getattr(card, "sha256", None),
+            weights,
             job.device,
             job.precision,
             job.tile,
