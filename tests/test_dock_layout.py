@@ -191,5 +191,14 @@ def test_tree_editor_shows_its_edit_controls_once_editing(make_napari_viewer, qt
         )
 
     qtbot.waitUntil(in_view, timeout=5000)
+    # and while the rows recompute after an edit (the Live line listed the five slow
+    # metrics, wrapped, and pushed Tree accuracy out of view)
+    metrics = docked["Topology metrics"]
+    metrics._mark_stale(set(metrics.results))
+    metrics._settle_timer.start()
+    metrics._update_freshness()
+    qtbot.wait(50)
+    assert "recomputing" in metrics.freshness_label.text()
+    assert tree_accuracy_in_view()
     editor.stop_editing()  # and the column goes back to sharing by the usual weights
     qtbot.waitUntil(lambda: _visible_height(docked["Topology metrics"].table) > 100, timeout=5000)

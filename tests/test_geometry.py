@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 
 import numpy as np
 import pytest
@@ -894,6 +895,8 @@ def test_ome_tiff_in_mm_and_um_and_mixed_units_agree(tmp_path, capsys):
     big = ome("big.ome.tif", (2.0, "mm"), (0.5, "mm"), (0.5, "mm"))
     code, out, err = _run(["evaluate", big, um, "--out", tmp_path / "b.json"], capsys)
     assert code == 2 and "spacing differs" in _one_error_line(err)
+    # each voxel size with its unit (a newcomer read "(0.005, 0.000994, 0.000994)" bare)
+    assert re.search(r"has voxels \([0-9., ]+\) um but", _one_error_line(err))
 
 
 def test_tiff_print_resolution_is_not_a_voxel_size(tmp_path):

@@ -144,13 +144,15 @@ def test_cli_segment_says_it_used_the_models_threshold(user_model, monkeypatch, 
     summary = json.loads(next((tmp_path / "a").glob("*summary.json")).read_text())
     assert summary["threshold"] == 0.3
     np.testing.assert_array_equal(np.load(next((tmp_path / "a").glob("*mask.npy"))) > 0, wide)
-    # --threshold wins, and the line is not printed
+    # --threshold wins, and the line says so (a newcomer's 0.2 went unmentioned)
     assert main([*args, "--model", "mine", "--threshold", "0.5", "--out", str(tmp_path / "b")]) == 0
-    assert "the model's own" not in capsys.readouterr().out
+    assert "threshold 0.5 (given; the model's own is 0.3)" in capsys.readouterr().out
     np.testing.assert_array_equal(np.load(next((tmp_path / "b").glob("*mask.npy"))) > 0, core)
-    # a shipped model: 0.5, no line
+    # a shipped model: 0.5, no line; the model's own given again: no line
     assert main([*args, "--model", "unet-dice", "--out", str(tmp_path / "c")]) == 0
-    assert "the model's own" not in capsys.readouterr().out
+    assert "threshold" not in capsys.readouterr().out
+    assert main([*args, "--model", "mine", "--threshold", "0.3", "--out", str(tmp_path / "d")]) == 0
+    assert "threshold" not in capsys.readouterr().out
 
 
 def test_cli_says_where_the_models_threshold_came_from(user_model, monkeypatch, tmp_path, capsys):
@@ -203,3 +205,38 @@ def test_the_dock_threshold_follows_the_picked_model(make_napari_viewer, qtbot, 
     job, _ = widget._make_job(widget.image_picker.value)
     assert job.threshold == pytest.approx(0.45)
     assert job.model_threshold == pytest.approx(0.3)  # what the dock's messages name
+
+
+def test_finetune_says_when_only_the_threshold_changed():
+    # a newcomer's 2-minute run did 1 step, kept the base weights and chose 0.1: the
+    # line "Dice 0.603 -> 0.621 (1 steps ...)" read like a training gain
+    from napari_topo.cli import _finetune_result_lines
+
+    card = ModelCard(
+        name="m",
+        architecture="unet3d",
+        threshold=0.1,
+        metrics={
+            "validation_before": {"Dice": 0.603, "clDice": 0.7},
+            "validation": {"Dice": 0.621, "clDice": 0.72},
+            "validation_at_0.5": {"Dice": 0.603},
+        },
+        training={
+            "steps": 1,
+            "wall_time_s": 136.0,
+            "best_step": 0,
+            "stopped": "time budget (2 min)",
+            "fine_tuned_from": {"name": "unet-dice"},
+        },
+    )
+    lines = _finetune_result_lines(card)
+    assert "(base unet-dice; 1 step in 136 s, best at step 0;" in lines[0]
+    assert lines[1] == (
+        "no training step beat the base model on the held-out part: the weights are the "
+        "base model's, the change is the mask threshold's"
+    )
+    assert lines[2].startswith("mask threshold 0.1: it matched")
+    trained = ModelCard.from_dict(
+        {**card.to_dict(), "threshold": None, "training": {**card.training, "best_step": 1}}
+    )
+    assert len(_finetune_result_lines(trained)) == 1

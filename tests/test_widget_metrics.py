@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import threading
 
 import numpy as np
@@ -611,7 +612,8 @@ def test_undo_without_paint_event_is_caught_up(make_napari_viewer, qtbot):
     # at once, before the recompute: every row greyed and the label says so (a newcomer
     # saw old and new values mixed for seconds after an undo on a large volume)
     assert widget.stale_metrics == set(widget.results)
-    assert "recomputing" in widget.freshness_label.text()
+    assert re.search(r"; \d+ rows recomputing…$", widget.freshness_label.text())
+    assert "clDice" in widget.freshness_label.toolTip()  # which ones: greyed, and here
     qtbot.waitUntil(lambda: widget.results.get("Betti-0 error") == 1.0, timeout=TIMEOUT_MS)
     qtbot.waitUntil(lambda: settled(widget), timeout=TIMEOUT_MS)
     assert_table_is_current(widget, pred, gt)

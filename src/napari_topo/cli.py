@@ -1194,11 +1194,15 @@ def _root_placement(analysis, sources) -> list[dict]:
 
 
 def _own_threshold_line(args: argparse.Namespace, model, used: float) -> str | None:
-    """The line saying the mask was cut at the model's own threshold, not 0.5 (None when
-    ``--threshold`` was given or the model's threshold is 0.5)."""
+    """The line saying what the mask was cut at when it is not the plain 0.5: the
+    model's own threshold, or a ``--threshold`` other than the model's own (None when
+    the cut is the model's own 0.5, or the model's own given again)."""
     from .models.registry import DEFAULT_THRESHOLD, model_card
 
-    if args.threshold is not None or used == DEFAULT_THRESHOLD:
+    if args.threshold is not None:
+        own = model_card(model).mask_threshold
+        return None if own == used else f"threshold {used:g} (given; the model's own is {own:g})"
+    if used == DEFAULT_THRESHOLD:
         return None
 
     card = model_card(model)
@@ -1547,6 +1551,40 @@ def _add_finetune_parser(sub) -> None:
     ft.add_argument("--key", help="array name inside an .npz file or zarr group (IMAGE)")
 
 
+def _finetune_result_lines(card) -> list[str]:
+    """What ``napari-topo finetune`` says about a fine-tuned model's ``card``: held-out
+    scores before and after, whether training or only the threshold made the change,
+    the threshold chosen and any note."""
+    from .models.registry import DEFAULT_THRESHOLD
+
+    before, after = card.metrics["validation_before"], card.metrics["validation"]
+    t = card.training
+    steps = f"{t['steps']} step{'' if t['steps'] == 1 else 's'}"
+    lines = [
+        f"held-out annotation: Dice {before['Dice']:.3f} -> {after['Dice']:.3f}, clDice "
+        f"{before['clDice']:.3f} -> {after['clDice']:.3f} (base {t['fine_tuned_from']['name']}; "
+        f"{steps} in {t['wall_time_s']:.0f} s, best at step {t['best_step']}; "
+        f"stopped: {t['stopped']})"
+    ]
+    tuned = card.threshold not in (None, DEFAULT_THRESHOLD)
+    if t["best_step"] == 0:
+        # a newcomer read a 0.603 -> 0.621 after one step as a training gain
+        lines.append(
+            "no training step beat the base model on the held-out part: the weights are "
+            "the base model's" + (", the change is the mask threshold's" if tuned else "")
+        )
+    if tuned:
+        lines.append(
+            f"mask threshold {card.threshold:g}: it matched where your labels draw the vessels' "
+            f"edges best on the held-out part (0.5: Dice "
+            f"{card.metrics['validation_at_0.5']['Dice']:.3f}); segment uses it unless you give "
+            "--threshold"
+        )
+    if t.get("note"):
+        lines.append(f"note: {t['note']}")
+    return lines
+
+
 def _finetune_printer(stream=None):
     """``progress(FinetuneProgress)``: a line per validation, a bar on a terminal."""
     stream = stream or sys.stderr
@@ -1584,7 +1622,6 @@ def _finetune(args) -> None:
 
     from .inference.device import pick_device
     from .models.registry import (
-        DEFAULT_THRESHOLD,
         WEIGHTS_DIR,
         ModelCard,
         get_card,
@@ -1685,25 +1722,11 @@ def _finetune(args) -> None:
         name=name,
         threads=args.threads or (os.cpu_count() or 1),
         command=command,
+        unit=getattr(vol.geometry, "unit", None),
     )
     saved = save_finetuned(module, card, out_dir)
-    before, after = card.metrics["validation_before"], card.metrics["validation"]
-    t = card.training
-    print(
-        f"held-out annotation: Dice {before['Dice']:.3f} -> {after['Dice']:.3f}, clDice "
-        f"{before['clDice']:.3f} -> {after['clDice']:.3f} (base {t['fine_tuned_from']['name']}; "
-        f"{t['steps']} steps in {t['wall_time_s']:.0f} s, best at step {t['best_step']}; "
-        f"stopped: {t['stopped']})"
-    )
-    if card.threshold is not None and card.threshold != DEFAULT_THRESHOLD:
-        print(
-            f"mask threshold {card.threshold:g}: it matched where your labels draw the vessels' "
-            f"edges best on the held-out part (0.5: Dice "
-            f"{card.metrics['validation_at_0.5']['Dice']:.3f}); segment uses it unless you give "
-            "--threshold"
-        )
-    if t.get("note"):
-        print(f"note: {t['note']}")
+    for line in _finetune_result_lines(card):
+        print(line)
     use = out_dir if args.out else name
     print(
         f"saved {saved.path.with_suffix('.safetensors').name} and {saved.path.name} to "

@@ -737,6 +737,7 @@ def _compare(moving, moving_shape, reference, reference_shape, names):
         raise GeometryError(shape_mismatch(a, ms, b, rs))
     level = _level(moving, reference)
     unit = f" {reference.unit}" if reference.unit else ""
+    moving_unit = f" {moving.unit}" if moving.unit else ""
     if level != "full":
         if ms != rs:
             raise GeometryError(shape_mismatch(a, ms, b, rs))
@@ -744,7 +745,7 @@ def _compare(moving, moving_shape, reference, reference_shape, names):
             moving.spacing, reference.spacing, rtol=SPACING_RTOL
         ):
             raise GeometryError(
-                f"spacing differs: {a} has voxels {_fmt(moving.spacing)} but {b} "
+                f"spacing differs: {a} has voxels {_fmt(moving.spacing)}{moving_unit} but {b} "
                 f"{_fmt(reference.spacing)}{unit}; resample one onto the other's grid (or "
                 "override a wrong header's voxel size)."
             )
@@ -782,7 +783,7 @@ def _compare(moving, moving_shape, reference, reference_shape, names):
         )
     if not np.allclose(m_sp, r_sp, rtol=SPACING_RTOL):
         raise GeometryError(
-            f"spacing differs: {a} has voxels {_fmt(moving.spacing)} but {b} "
+            f"spacing differs: {a} has voxels {_fmt(moving.spacing)}{moving_unit} but {b} "
             f"{_fmt(reference.spacing)}{unit}; resample one onto the other's grid (or "
             "override a wrong header's voxel size)."
         )

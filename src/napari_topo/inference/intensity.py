@@ -352,7 +352,9 @@ def _finite_values(sample: np.ndarray) -> np.ndarray:
     values = np.asarray(sample).astype(np.float64, copy=False).ravel()
     values = values[np.isfinite(values)]
     if values.size == 0:
-        raise ValueError("volume has no finite voxels in the sample")
+        raise ValueError(
+            "the volume holds no finite value where sampled (NaN or infinite): nothing to segment"
+        )
     return values
 
 
@@ -1018,7 +1020,8 @@ def _plan_zoom(
     reason = f"{why}; zoom {target:g}/{radius:.3g} clipped to {lo:g}..{hi:g}"
     if also:
         reason += (
-            "; also run at zoom " + ", ".join(f"{v:.3g}" for v in also)
+            "; also run at zoom "
+            + ", ".join(f"{v:.3g}" for v in also)
             + " for thin vessels (voxel-wise maximum)"
         )
     return ZoomPlan(z, "vessel-radius", reason, radius_voxels=radius, also=tuple(also))

@@ -753,6 +753,8 @@ def normalize_percentile(
     values = np.asarray(view).astype(np.float64, copy=False).ravel()
     values = values[np.isfinite(values)]
     if values.size == 0:
-        raise ValueError("volume has no finite voxels in the sample")
+        raise ValueError(
+            "the volume holds no finite value where sampled (NaN or infinite): nothing to segment"
+        )
     lo, hi = np.percentile(values, [float(low), float(high)])
     return PercentileNormalizer(float(lo), float(hi))

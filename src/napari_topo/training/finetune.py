@@ -967,6 +967,7 @@ def finetune(
     polarity: str = "auto",
     zoom: str | float | Sequence[float] | None = "auto",
     command: str | None = None,
+    unit: str | None = None,
 ):
     """Fine-tune ``base_model`` on ``image`` and the user's ``labels``; ``(module, card)``.
 
@@ -1015,6 +1016,9 @@ def finetune(
         segmenting with the result (the defaults, "auto", are what ``segment`` uses).
     command : str, optional
         The command line, recorded in the card.
+    unit : str, optional
+        The length unit of ``spacing`` (e.g. ``"um"``, from the file), named in the
+        ``input`` line of the progress reports.
 
     Returns
     -------
@@ -1105,7 +1109,8 @@ def finetune(
     )
     factors = resample_factors(spacing, policy.zoom.zoom)
     policy = dataclasses.replace(policy, factors=factors, spacing=spacing_triple(spacing))
-    report(phase="prepare", message=f"input: {policy.describe()}", input=policy.describe())
+    said = policy.describe(unit)
+    report(phase="prepare", message=f"input: {said}", input=said)
     val_size = patch + 16
     # One grid per zoom segment() will run the model at (the plan's zoom, then the finer
     # zooms it adds for thin vessels): a model fine-tuned at the first alone marks, at the

@@ -1377,11 +1377,17 @@ class MetricsWidget(QWidget):
             parts.append(f"last stroke {1000 * self._fast_seconds:.0f} ms")
         slow_stale = sorted(k for k in self._stale if k not in FAST_METRICS)
         if slow_stale:
+            # a count, the names in the tooltip (the greyed rows show which): the names
+            # wrapped the line, pushed the table down and Tree accuracy out of view
             busy = self.is_running or self._settle_timer.isActive()
-            parts.append(", ".join(slow_stale) + (" recomputing…" if busy else " stale"))
+            rows = f"{len(slow_stale)} row{'s' if len(slow_stale) != 1 else ''}"
+            parts.append(rows + (" recomputing…" if busy else " stale"))
         elif self._stale:
             parts.append("updating…")
         self.freshness_label.setText("Live: " + "; ".join(parts) if parts else "Live")
+        self.freshness_label.setToolTip(
+            ("Greyed until recomputed: " + ", ".join(slow_stale)) if slow_stale else ""
+        )
 
     # ---- errors (GUI thread) ---------------------------------------------------------
 
