@@ -798,6 +798,9 @@ def test_no_image_and_bad_roots(make_napari_viewer, qtbot):
     widget.sources_picker.value = roots
     assert widget.run() is None
     assert "outside image 'vessel'" in widget.status_label.text()
+    # a newcomer's file voxel indices landed outside a CT the reader had flipped in y, x
+    assert "world coordinates" in widget.status_label.text()
+    assert "napari-topo segment --sources" in widget.status_label.text()
     assert len(new_errors(start)) == 2
     assert widget.run_button.isEnabled() and not widget.is_running
     # a run that starts replaces the last error at once, not at the clock's first tick

@@ -235,7 +235,9 @@ def sources_in_voxels(points: Any, image: Any, shape: tuple[int, ...]) -> np.nda
         where = ", ".join(f"{v:.1f}" for v in voxels[k])
         raise ValueError(
             f"source point {k} of '{points.name}' lies outside image '{image.name}' "
-            f"(voxel ({where}), image shape {tuple(shape)}); move or delete it."
+            f"(voxel ({where}), shape {tuple(shape)}): move or delete it. Roots are "
+            "in world coordinates, on the image as shown (its axes may be flipped from "
+            "the file's); file voxel indices go to 'napari-topo segment --sources'."
         )
     duplicates = count_duplicates(voxels)
     if duplicates:
