@@ -171,6 +171,10 @@ def test_cli_says_where_the_models_threshold_came_from(user_model, monkeypatch, 
         "threshold 0.3: the model's own (chosen on the held-out part of the labels it was "
         "fine-tuned on; --threshold overrides)" in capsys.readouterr().out
     )
+    # a model given by its card's path is named by the card's name in the result line
+    assert main([*args, "--model", str(user_model.path), "--out", str(tmp_path / "f")]) == 0
+    out = capsys.readouterr().out
+    assert f"trees (mine from {user_model.path}, " in out, out
     streamed = [*args, "--model", "mine", "--format", "ome-zarr", "--out", str(tmp_path / "z")]
     assert main(streamed) == 0
     assert "threshold 0.3: the model's own (from its card, " in capsys.readouterr().out

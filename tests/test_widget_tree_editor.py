@@ -333,6 +333,23 @@ def test_user_labels_layer_through_from_labels(make_napari_viewer, qtbot, volume
 
 
 @gui
+def test_a_layer_without_centerline_says_there_is_nothing_to_select(make_napari_viewer, qtbot):
+    # a newcomer's 8-voxel cube: "0 branches, 0 centerline points. Click a vessel..."
+    viewer = make_napari_viewer()
+    cube = np.zeros((16, 16, 16), np.int32)
+    cube[6:8, 6:8, 6:8] = 1
+    layer = viewer.add_labels(cube, name="cube")
+    widget = TreeEditorWidget(viewer)
+    qtbot.addWidget(widget)
+    assert widget.start_editing(layer, in_place=True) is True
+    qtbot.waitUntil(lambda: widget.is_editing, timeout=TIMEOUT_MS)
+    text = widget.status_label.text()
+    assert len(widget.editor.labels) == 0
+    assert "0 centerline points" in text and "there is no branch to select" in text
+    assert "Click a vessel" not in text
+
+
+@gui
 def test_clicks_in_2d_and_3d_and_drags(make_napari_viewer, qtbot, volume):
     viewer = make_napari_viewer()
     widget, layers = editing(viewer, qtbot, volume=volume)

@@ -1127,7 +1127,8 @@ def _segment(args) -> None:
     print(
         f"{vol.path.name}: {summary['n_voxels']} vessel voxels, {summary['n_branches']} "
         f"branches, {summary['n_points']} centerline points, {summary['n_trees']} trees "
-        f"({model}, {_compute_words(getattr(analysis, 'compute', None))}{took:.1f} s)"
+        f"({_model_words(model)}, {_compute_words(getattr(analysis, 'compute', None))}"
+        f"{took:.1f} s)"
     )
     trees = sorted(summary["trees"], key=lambda t: -t["n_voxels"])
     # centerline lengths are in the spacing's unit (voxels when there is no spacing)
@@ -1191,6 +1192,18 @@ def _root_placement(analysis, sources) -> list[dict]:
     if sources is None or analysis.result.n_trees != len(sources):
         return []
     return analysis.root_placement(sources)
+
+
+def _model_words(model) -> str:
+    """The model as the result line names it: its card's name, and the path it was
+    given by when that is not the name (a fine-tuned model's folder)."""
+    from .models.registry import model_card
+
+    try:
+        name = model_card(model).name
+    except Exception:  # noqa: BLE001 - the line falls back to what was given
+        return str(model)
+    return name if name == str(model) else f"{name} from {model}"
 
 
 def _own_threshold_line(args: argparse.Namespace, model, used: float) -> str | None:

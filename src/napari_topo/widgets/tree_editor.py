@@ -551,9 +551,15 @@ class TreeEditorWidget(QWidget):
         n_pts = len(editor.labels)
         copied = plugin_info(layer).get("widget") == "tree_editor"
         what = f" (a copy of '{plugin_info(layer).get('source')}')" if copied else ""
+        click = (
+            "Click a vessel to select its branch."
+            if n_pts
+            else "It has no centerline (its pieces are too small to thin): there is no "
+            "branch to select."
+        )
         self._set_status(
             f"Editing '{layer.name}'{what}: {len(editor.branches)} branches, {n_pts} "
-            "centerline points. Click a vessel to select its branch."
+            f"centerline points. {click}"
         )
         self._update_controls()
 
