@@ -8,7 +8,7 @@ from qtpy.QtCore import QRect, Qt
 from qtpy.QtWidgets import QScrollArea
 
 from napari_topo.cli import WIDGETS
-from napari_topo.widgets._common import BODY_NAME, _dock_of, _water_fill
+from napari_topo.widgets._common import BODY_NAME, _dock_of, _fill_above_floors, _water_fill
 
 SIZES = [((1600, 1000), 15), ((1366, 768), 5)]
 
@@ -119,6 +119,17 @@ def test_water_fill_gives_no_dock_more_than_its_content():
     assert _water_fill(400, [300, 400, 200], [1, 2, 1]) == [100, 200, 100]
     # one fits: the others share what it leaves
     assert _water_fill(600, [100, 800, 800], [1, 1, 1]) == [100, 250, 250]
+
+
+def test_a_floor_is_kept_when_the_weights_would_give_less():
+    # the metrics dock keeps its headline rows while the Tree editor (heaviest) edits
+    assert _fill_above_floors(700, [130, 400, 560], [1, 6, 11], [0, 250, 0]) == [37, 250, 412]
+    # a floor the weights already exceed changes nothing
+    assert _fill_above_floors(700, [130, 400, 560], [1, 6, 11], [0, 100, 0]) == _water_fill(
+        700, [130, 400, 560], [1, 6, 11]
+    )
+    # floors that do not fit: plain sharing by weight
+    assert _fill_above_floors(200, [130, 400, 560], [1, 6, 11], [0, 250, 0]) == [11, 66, 122]
 
 
 @pytest.mark.parametrize("first", ["Topology metrics", "Tree editor"])
