@@ -818,7 +818,8 @@ def _validation_patches(data: _Data, size: int, rng: np.random.Generator, n: int
 
 
 def _evaluate_grids(model, val_sets, device, loss_fn) -> tuple[dict, list[tuple], float]:
-    """:func:`_evaluate` on each zoom's grid, each score the mean over the grids.
+    """The held-out scores (:func:`_scores` at 0.5) on each zoom's grid, each the mean
+    over the grids.
 
     Also returns the held-out outputs of every grid (what :func:`choose_threshold` cuts,
     so the weights kept need no second pass) and the seconds spent scoring them (not
