@@ -1209,10 +1209,14 @@ class MetricsWidget(QWidget):
                 set_data.connect(callback)
                 self._watched.append((set_data, callback))
 
+    def _chosen(self, which: str) -> Any:
+        """The chosen layer for ``which`` ("pred" or "gt")."""
+        return self.prediction_picker.value if which == "pred" else self.ground_truth_picker.value
+
     def _on_paint(self, which: str, event: Any) -> None:
         """A stroke, fill or ``data_setitem`` changed ``which`` layer."""
         self._generation += 1
-        layer = self.prediction_picker.value if which == "pred" else self.ground_truth_picker.value
+        layer = self._chosen(which)
         # napari emits the paint event as it appends the edit to the undo history
         self._history_seen[which] = _history_signature(layer)
         if not self.live_checkbox.isChecked():
@@ -1220,7 +1224,7 @@ class MetricsWidget(QWidget):
             self._pending.clear()
             self._mark_stale(set(self._result["metrics"]) if self._result else set())
             return
-        layer = self.prediction_picker.value if which == "pred" else self.ground_truth_picker.value
+        layer = self._chosen(which)
         try:
             changes = paint_changes(getattr(event, "value", None), full_resolution(layer).shape)
         except Exception:  # noqa: BLE001 - an atom we do not understand: recompute all
@@ -1236,7 +1240,7 @@ class MetricsWidget(QWidget):
         """A chosen layer was redrawn: after an undo or redo (which change the array
         without a paint event) every row is stale until recomputed; after any other
         refresh the next background recompute checks the incremental state."""
-        layer = self.prediction_picker.value if which == "pred" else self.ground_truth_picker.value
+        layer = self._chosen(which)
         signature, seen = _history_signature(layer), self._history_seen.get(which)
         self._history_seen[which] = signature
         # An undo moves an item from the undo to the redo history, a redo back; the
@@ -1464,15 +1468,10 @@ class MetricsWidget(QWidget):
     def _headline_floor(self) -> int:
         """Pixels of the dock's body, from its top, down to the last headline row of the
         table (0 while the table shows no rows): what sharing a dock column leaves it."""
-        rows = self.table.rowCount()
-        if not rows or not self.table.isVisible():
+        if not self.table.rowCount() or not self.table.isVisible():
             return 0
-        n = sum(
-            1
-            for r in range(min(rows, len(HEADLINE_METRICS)))
-            if self.table.item(r, 0) is not None
-            and self.table.item(r, 0).text().split(" (")[0] in HEADLINE_METRICS
-        )
+        shown = (self._result or {}).get("metrics", {})
+        n = sum(name in shown for name in HEADLINE_METRICS)  # the table's first rows
         header = self.table.horizontalHeader().height()
         row = self.table.verticalHeader().defaultSectionSize()
         return self.table.geometry().top() + self.table.frameWidth() + header + max(n, 1) * row
