@@ -1084,6 +1084,51 @@ if __name__ == "__main__":
 
 
 @gui
+def test_a_threshold_set_by_hand_survives_picking_another_model(make_napari_viewer, qtbot):
+    """The Threshold box follows each model's own until the user sets one; then it stays
+    (a newcomer lowered it for a two-photon stack, tried another model and lost it)."""
+    import dataclasses
+
+    viewer = make_napari_viewer()
+    add_vessels(viewer)
+    widget = make_widget(viewer, qtbot)
+    tuned = dataclasses.replace(get_card("unet-dice"), name="tuned", threshold=0.3)
+    widget._cards["tuned"] = tuned
+    widget.model_picker.reset_choices()
+
+    # untouched: the box follows each picked model's own threshold
+    widget.model_picker.value = "tuned"
+    assert widget.threshold_box.value == pytest.approx(0.3)
+    widget.model_picker.value = "unet-projpool"
+    assert widget.threshold_box.value == pytest.approx(0.5)
+
+    # set by hand: kept across picks, and the status names the model's own
+    widget.threshold_box.value = 0.2
+    widget.model_picker.value = "tuned"
+    assert widget.threshold_box.value == pytest.approx(0.2)
+    assert "0.2 kept" in widget.status_label.text() and "0.3" in widget.status_label.text()
+    widget.model_picker.value = "unet-dice"
+    assert widget.threshold_box.value == pytest.approx(0.2)
+    job, _volume = widget._make_job(widget.image_picker.value)
+    assert job.threshold == pytest.approx(0.2) and job.model_threshold == pytest.approx(0.5)
+
+    # a hand-set value equal to a model's own is still the user's
+    widget.threshold_box.value = 0.3
+    widget.model_picker.value = "tuned"
+    widget.model_picker.value = "unet-dice"
+    assert widget.threshold_box.value == pytest.approx(0.3)
+    # set back to what the box last took from a card: it follows the models again
+    widget.threshold_box.value = 0.5  # the box last followed unet-projpool's 0.5
+    widget.model_picker.value = "tuned"
+    assert widget.threshold_box.value == pytest.approx(0.3)
+
+    # a model just fine-tuned (or loaded from a file) brings its own, even over a hand-set one
+    widget.threshold_box.value = 0.7
+    widget._on_model_changed(own_threshold=True)
+    assert widget.threshold_box.value == pytest.approx(0.3)
+    assert "'tuned''s own (was 0.7)" in widget.status_label.text()
+
+
 def test_load_your_own_model_file(make_napari_viewer, qtbot, tmp_path):
     """Load model file…: a .safetensors with its card, hash-checked, joins the picker."""
     viewer = make_napari_viewer()

@@ -967,10 +967,13 @@ class SegmentWidget(QWidget):
             min=0.0,
             max=1.0,
             step=0.05,
-            tooltip="Probability above which a voxel is vessel. Set to the picked model's "
-            "own when you pick it: 0.5 for the shipped models; a fine-tuned model's was "
-            "chosen on the held-out part of your labels.",
+            tooltip="Probability above which a voxel is vessel. Follows the picked model's "
+            "own (0.5 for the shipped models; a fine-tuned model's was chosen on the "
+            "held-out part of your labels) until you change it; a threshold you set is "
+            "kept when you pick another model.",
         )
+        #: the threshold the box was last set to from a model's card (None: never)
+        self._auto_threshold: float | None = float(self.threshold_box.value)
         self.region_picker = ComboBox(
             label="Region",
             choices=list(REGIONS),
@@ -1239,7 +1242,7 @@ class SegmentWidget(QWidget):
         if target in self._cards:
             self.model_picker.value = target
         self._set_model_tooltips()
-        self._on_model_changed()
+        self._on_model_changed(own_threshold=name is not None and target == name)
         return name is None or self.model_picker.value == name
 
     def cancel(self) -> None:
@@ -1720,7 +1723,7 @@ class SegmentWidget(QWidget):
         self.model_picker.reset_choices()
         self.model_picker.value = key
         self._set_model_tooltips()
-        self._on_model_changed()
+        self._on_model_changed(own_threshold=True)
         self._set_status(
             f"Loaded model '{card.name}' ({card.architecture}) from {key}; its SHA-256 "
             "matches its card. Press Run to use it."
@@ -1730,11 +1733,35 @@ class SegmentWidget(QWidget):
         self._model_loader = None
         self.load_model_button.setEnabled(True)
 
-    def _on_model_changed(self, _value: Any = None) -> None:
+    def _on_model_changed(self, _value: Any = None, *, own_threshold: bool = False) -> None:
+        """Show the picked model's card; take its own mask threshold unless one was set.
+
+        The Threshold box follows each picked model's own threshold (its card's: 0.5 for
+        the shipped models, the one fine-tuning chose otherwise) while the user has not
+        changed it. A threshold the user set by hand is kept when another model is picked,
+        and the status says what the new model's own is. ``own_threshold=True`` (a model
+        just fine-tuned or loaded from a file) takes the model's own in any case.
+        """
         card = self._cards.get(self.model_picker.value)
         self.model_picker.tooltip = model_tooltip(card) if card else "No model registered."
-        if card is not None:  # each model's own mask threshold (the user may change it)
-            self.threshold_box.value = card.mask_threshold
+        if card is None:
+            return
+        shown = float(self.threshold_box.value)
+        own = card.mask_threshold
+        by_hand = self._auto_threshold is not None and not math.isclose(
+            shown, self._auto_threshold, abs_tol=1e-9
+        )
+        if by_hand and not own_threshold:
+            if not math.isclose(shown, own, abs_tol=1e-9):
+                self._set_status(
+                    f"Threshold {shown:g} kept (you set it); '{card.name}' cuts at "
+                    f"{own:g} by its card."
+                )
+            return
+        if by_hand and not math.isclose(shown, own, abs_tol=1e-9):
+            self._set_status(f"Threshold {own:g}: '{card.name}''s own (was {shown:g}).")
+        self.threshold_box.value = own
+        self._auto_threshold = float(self.threshold_box.value)
 
     def _update_device_note(self, _value: Any = None) -> None:
         if self._choices_loader is not None:
