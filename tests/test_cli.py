@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -349,7 +351,9 @@ def test_models_lists_every_card_with_its_test_scores(capsys):
     assert [ln.split()[0] for ln in lines] == [c.name for c in list_models()]
     card = {c.name: c for c in list_models()}["unet-projpool"]
     dice = card.metrics["test"]["summary"]["Dice"]["mean"]
-    assert f"[test: Dice {dice:.3f}" in next(ln for ln in lines if ln.startswith("unet-projpool"))
+    line = next(ln for ln in lines if ln.startswith("unet-projpool"))
+    assert f"[synthetic test: Dice {dice:.3f}" in line
+    assert "On real data" in err  # the synthetic ranking is not the real-data one
     from napari_topo.inference.pipeline import DEFAULT_MODEL
 
     assert [ln.split()[0] for ln in lines if ln.endswith("(default)")] == [DEFAULT_MODEL]
@@ -364,12 +368,26 @@ def test_evaluate_says_when_the_ground_truth_is_an_intensity_image(capsys, tmp_p
     write_volume(tmp_path / "stack.tif", stack)
     write_volume(tmp_path / "mask.tif", (stack > 200).astype(np.uint8))
     code, out, err = _run(
-        ["evaluate", str(tmp_path / "mask.tif"), str(tmp_path / "stack.tif"),
-         "--out", str(tmp_path / "m")], capsys)
+        [
+            "evaluate",
+            str(tmp_path / "mask.tif"),
+            str(tmp_path / "stack.tif"),
+            "--out",
+            str(tmp_path / "m"),
+        ],
+        capsys,
+    )
     assert code == 0 and "looks like an intensity image" in err
     code, out, err = _run(
-        ["evaluate", str(tmp_path / "mask.tif"), str(tmp_path / "mask.tif"),
-         "--out", str(tmp_path / "m2")], capsys)
+        [
+            "evaluate",
+            str(tmp_path / "mask.tif"),
+            str(tmp_path / "mask.tif"),
+            "--out",
+            str(tmp_path / "m2"),
+        ],
+        capsys,
+    )
     assert code == 0 and "intensity image" not in err
 
 
@@ -553,6 +571,51 @@ def test_spacing_in_another_order_than_the_files_is_noted(policy_files, capsys, 
     assert code == 0 and "another order" not in err
     code, _, err = _run([*base, "--out", tmp_path / "c", "--spacing", "2", "0.7", "0.7"], capsys)
     assert code == 0 and "another order" not in err  # a voxel size of its own: no note
+
+
+def test_a_file_without_a_voxel_size_is_noted(policy_files, capsys, tmp_path):
+    # a .npy (or a TIFF without resolution tags) states no voxel size: 1 x 1 x 1 was
+    # assumed silently, and a newcomer's two-photon stack (5 um z step) lost its Dice
+    from napari_topo.data.io import read_volume
+
+    d = policy_files
+    np.save(tmp_path / "plain.npy", np.asarray(read_volume(d / "ct.nii.gz").data))
+    base = ["--model", d / "tiny-auto.json", "--device", "cpu", "--tile", "32", "--zoom", "1"]
+    args = ["segment", tmp_path / "plain.npy", *base]
+    code, out, err = _run([*args, "--out", tmp_path / "a"], capsys)
+    assert code == 0, err
+    assert "note: plain.npy states no voxel size" in out and "--spacing Z Y X" in out
+    code, out, err = _run([*args, "--spacing", "2", "1", "1", "--out", tmp_path / "b"], capsys)
+    assert code == 0 and "no voxel size" not in out  # given: no note
+    code, out, err = _run(["segment", d / "ct.nii.gz", *base, "--out", tmp_path / "c"], capsys)
+    assert code == 0 and "no voxel size" not in out  # the file states it
+
+
+def test_bad_settings_are_refused_before_the_model_runs(files, capsys, tmp_path, monkeypatch):
+    # these failed only after the network (minutes on a CT), with Python's names
+    import napari_topo.inference.pipeline as pipeline_module
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the model ran")
+
+    monkeypatch.setattr(pipeline_module, "segment", no_network)
+    d, _v = files
+    args = ["segment", d / "vol.nii.gz", "--device", "cpu"]
+    blocker = tmp_path / "ro"
+    blocker.mkdir()
+    blocker.chmod(0o500)
+    unwritable = blocker / "out"
+    if os.access(blocker, os.W_OK):  # root ignores the mode: a folder that /proc refuses
+        unwritable = Path("/proc/napari-topo-out")
+    for bad, needle in [
+        (["--out", unwritable], f"--out {unwritable}: cannot write there"),
+        (["--out", tmp_path / "x", "--min-size", "-5"], "--min-size must be a number"),
+        (["--out", tmp_path / "x", "--batch-size", "0"], "--batch-size must be at least 1"),
+    ]:
+        code, _, err = _run([*args, *bad], capsys)
+        assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, (bad, err)
+    assert not (tmp_path / "x").exists()  # the probe of --out leaves nothing behind
+    blocker.chmod(0o700)
 
 
 def test_segment_roi_keeps_everything_inside_the_region(files, capsys, tmp_path):

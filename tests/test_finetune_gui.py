@@ -52,6 +52,8 @@ def test_paint_finetune_and_segment_with_the_new_model(make_napari_viewer, qtbot
     widget.image_picker.value = viewer.layers["vessels"]
     widget.labels_picker.value = labels
     widget.model_picker.value = "tiny-base"
+    box = widget.steps_box.native  # 0 (its minimum) is shown in words
+    assert box.value() == box.minimum() == 0 and box.specialValueText() == "no limit"
     widget.steps_box.value = 6
     widget.device_picker.value = "cpu"
     widget.name_edit.value = "my-ft"

@@ -329,6 +329,7 @@ def test_run_adds_layers_on_the_image(make_napari_viewer, qtbot):
     assert analysis.result.n_trees >= 1
     status = widget.status_label.text()
     assert status.startswith("Segmented 'vessel' with unet-dice") and "tree" in status
+    assert " at threshold 0.5 in " in status  # a newcomer re-ran at another threshold
     # where and in what arithmetic the network ran ('auto': bfloat16 where the CPU has it)
     assert f"(cpu, {analysis.compute['precision']})" in status
     # the time from Run to the layers on screen (not the worker's part of it)

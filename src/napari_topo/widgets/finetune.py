@@ -322,6 +322,8 @@ class FinetuneWidget(QWidget):
             max=1_000_000,
             tooltip="Step budget (0: none); whichever budget is reached first stops.",
         )
+        # Qt shows this text at the minimum: "0" alone did not say there is no limit
+        self.steps_box.native.setSpecialValueText("no limit")
         self.device_picker = ComboBox(
             label="Device",
             choices=available_devices(),

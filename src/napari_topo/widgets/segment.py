@@ -1342,7 +1342,7 @@ class SegmentWidget(QWidget):
         self.input_label = QLabel(INPUT_NOTE)
         self.input_label.setWordWrap(True)
         self.input_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.input_section = QCollapsible("Input")
+        self.input_section = QCollapsible("Input", collapsedIcon="▶")  # ▲ (superqt) read as open
         self.input_section.addWidget(self._input_form.native)
         self.input_section.addWidget(self.input_label)
 
@@ -1905,8 +1905,8 @@ class SegmentWidget(QWidget):
         dropped = " ".join(t for t in (_range_sentence(analysis), _sheets_sentence(analysis)) if t)
         dropped = f" {dropped[0].upper()}{dropped[1:]}" if dropped else ""
         self._set_status(
-            f"Segmented '{job.image}'{where} with {job.model_name or job.model}{ran} in "
-            f"{seconds:.1f} s: "
+            f"Segmented '{job.image}'{where} with {job.model_name or job.model}{ran} at "
+            f"threshold {job.threshold:g} in {seconds:.1f} s: "
             f"{n_trees} tree{'s' if n_trees != 1 else ''}, "
             f"{len(analysis.points)} centerline points.{dropped}" + (f" {off}" if off else "")
         )
