@@ -655,3 +655,49 @@ def test_vessel_range_judges_pieces_before_the_roi_cuts_them(auto_card):
     np.testing.assert_array_equal(inside.region, roi)  # the region applied, as grown
     off = segment(hu, (net, auto_card), vessel_range=None, roi=roi, **kw)
     assert off.mask[:, :, 10:20].any() and not off.mask[:, :, 20:].any()
+
+
+def test_predict_mirrored_is_predict_on_the_mirrored_volume_mirrored_back(tmp_path):
+    # the Segment dock runs a file the reader shows mirrored (LPS) in the file's order
+    from types import SimpleNamespace
+
+    from napari_topo._plugin import read_volumes
+    from napari_topo.data.io import write_volume
+    from napari_topo.geometry import Geometry, reader_flips
+    from napari_topo.inference.pipeline import predict, predict_mirrored
+
+    image = make_vessel_volume(shape=(32, 32, 32), seed=2).image.astype(np.float32)
+    kw = {"tile": 32, "device": "cpu", "precision": "float32", "spacing": 1.0}
+    mirrored = predict_mirrored(image, (2, 1), "unet-dice", **kw)
+    direct = predict(image[:, ::-1, ::-1], "unet-dice", **kw)
+    np.testing.assert_array_equal(mirrored["vessel"], direct["vessel"][:, ::-1, ::-1])
+    assert mirrored["vessel"].flags.c_contiguous and mirrored.input_policy is not None
+    plain = predict(image, "unet-dice", **kw)
+    assert not np.array_equal(mirrored["vessel"], plain["vessel"])  # not mirror-symmetric
+    np.testing.assert_array_equal(
+        predict_mirrored(image, (), "unet-dice", **kw)["vessel"], plain["vessel"]
+    )
+    with pytest.raises(ValueError, match="spatial axes"):
+        predict_mirrored(image, (3,), "unet-dice", **kw)
+
+    # which axes: from the file's geometry the reader keeps in the layer's metadata
+    def layer(path):
+        data, meta, _kind = read_volumes(str(path))[0]
+        return SimpleNamespace(
+            data=data,
+            ndim=3,
+            metadata=meta["metadata"],
+            scale=meta.get("scale"),
+            translate=meta.get("translate"),
+            rotate=None,
+            shear=None,
+            affine=None,
+        )
+
+    lps = Geometry(np.diag([2.0, -2.0, -2.0, 1.0]), "zyx", unit="mm")
+    las = Geometry(np.diag([2.0, 2.0, -2.0, 1.0]), "zyx", unit="mm")
+    ras = Geometry(np.diag([2.0, 2.0, 2.0, 1.0]), "zyx", unit="mm")
+    assert reader_flips(layer(write_volume(tmp_path / "lps.nii.gz", image, geometry=lps))) == (1, 2)
+    assert reader_flips(layer(write_volume(tmp_path / "las.nii.gz", image, geometry=las))) == (2,)
+    assert reader_flips(layer(write_volume(tmp_path / "ras.nii.gz", image, geometry=ras))) == ()
+    assert reader_flips(SimpleNamespace(data=image, ndim=3, metadata={})) == ()  # not a file

@@ -56,6 +56,7 @@ __all__ = [
     "geometry_from_layer_meta",
     "layer_geometry",
     "layer_length_unit",
+    "reader_flips",
     "reorient",
     "select_channel",
     "shape_mismatch",
@@ -941,6 +942,46 @@ def layer_geometry(layer, ndim: int | None = None) -> Geometry:
         "affine": None if affine is None else getattr(affine, "affine_matrix", affine),
     }
     return geometry_from_layer_meta(meta, n)
+
+
+def reader_flips(layer) -> tuple[int, ...]:
+    """The spatial axes along which napari-topo's reader mirrored a layer's file.
+
+    The reader (``napari_topo._plugin.read_volumes``) shows every file with its axes
+    along +z, +y, +x of the world, so an LPS CT (DICOM's order) is shown mirrored in y
+    and x. The file's own geometry travels in the layer's metadata
+    (``"napari_topo_geometry"``); from it (nibabel's ``io_orientation``) this gives the
+    axes to mirror back to the file's voxel order, as the Segment dock does before the
+    network runs (:func:`napari_topo.inference.pipeline.predict_mirrored`).
+
+    Parameters
+    ----------
+    layer : napari layer (read duck-typed: ``metadata``, ``ndim``, ``scale``, ...)
+
+    Returns
+    -------
+    tuple of int
+        Axes among 0, 1, 2; () for a layer not from the reader, not 3D, placed otherwise
+        than the reader places it (a negative scale, a rotation), a file stored along
+        +z, +y, +x already, or one whose axes the reader also permuted (then the array
+        as shown is used).
+    """
+    from nibabel.orientations import io_orientation
+
+    meta = getattr(layer, "metadata", None)
+    stored = meta.get("napari_topo_geometry") if isinstance(meta, Mapping) else None
+    if not isinstance(stored, Mapping) or getattr(layer, "ndim", 0) != 3:
+        return ()
+    try:
+        geometry = Geometry.from_dict(stored)
+        if len(geometry.spatial_axes) != 3 or not layer_geometry(layer, 3).is_plain:
+            return ()
+        ornt = io_orientation(geometry.affine)
+    except (ValueError, KeyError, TypeError, GeometryError):
+        return ()
+    if np.isnan(ornt).any() or not np.array_equal(ornt[:, 0], np.arange(3)):
+        return ()
+    return tuple(int(a) for a in np.flatnonzero(ornt[:, 1] < 0))
 
 
 #: napari's (pint's) names of the length units napari-topo knows

@@ -74,6 +74,7 @@ from napari_topo.geometry import (
     compare_layers,
     layer_geometry,
     layer_length_unit,
+    reader_flips,
     volume_refusal,
 )
 from napari_topo.layers import METADATA_KEY, LayerBuildError, create_layers, layer_kind
@@ -579,6 +580,10 @@ class _Job:
     prediction: Any = None
     #: keep this run's network output for the next run (it fits PREDICTION_CACHE_BYTES)
     keep_prediction: bool = False
+    #: spatial axes along which napari-topo's reader mirrored the file for display; the
+    #: network runs on the file's own voxel order (pipeline.predict_mirrored) so the dock
+    #: gives the command line's mask
+    flips: tuple[int, ...] = ()
 
 
 def _voxel_sample_digest(data: Any) -> str | None:
@@ -778,10 +783,13 @@ def _run_segment(
                 if cancel.is_set():
                     raise Cancelled()
             prediction = job.prediction
-            if prediction is None and job.keep_prediction:
+            if prediction is None and (job.keep_prediction or job.flips):
                 voxels = pipeline.voxel_size(spacing, job.geometry)[0]  # as segment's
-                prediction = pipeline.predict(data, job.model, spacing=voxels, **inputs, **network)
-                kept.append(prediction)
+                prediction = pipeline.predict_mirrored(
+                    data, job.flips, job.model, spacing=voxels, **inputs, **network
+                )
+                if job.keep_prediction:
+                    kept.append(prediction)
             elif prediction is not None:
                 events.put(("phase", "Reusing the network's output of the last run"))
             analysis = pipeline.segment(
@@ -1220,6 +1228,7 @@ class SegmentWidget(QWidget):
             repr(job.placement),
             job.intensity_from_name,
             id(job.intensity_from),
+            job.flips,
         )
 
     def _fits_the_cache(self, job: _Job, volume: Any) -> bool:
@@ -1427,6 +1436,7 @@ class SegmentWidget(QWidget):
             model_threshold=self._cards[model].mask_threshold if model in self._cards else None,
             placement=placement(image),
             geometry=geometry,
+            flips=reader_flips(image) if is_3d else (),
             region=region,
             unit=layer_length_unit(image),
             **self.input_choices(),
