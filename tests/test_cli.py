@@ -706,3 +706,16 @@ def test_sheet_like_pieces_are_dropped_by_default_and_kept_on_request(capsys, tm
     )
     assert code == 2 and "--sheets drop needs the whole-volume pipeline" in err
     assert not (tmp_path / "d").exists()
+
+
+def test_a_rerun_into_the_same_folder_names_what_it_left(files, capsys, tmp_path):
+    # a newcomer re-ran without --gt: the first run's metrics stayed beside the new masks
+    d, _v = files
+    args = ["segment", d / "vol.nii.gz", "--device", "cpu", "--out", tmp_path / "o"]
+    code, out, err = _run([*args, "--gt", d / "trees.nii.gz"], capsys)
+    assert code == 0 and "did not write" not in out, err
+    assert (tmp_path / "o" / "vol_metrics.json").exists()
+    code, out, err = _run([*args, "--threshold", "0.3"], capsys)
+    assert code == 0, err
+    line = next(ln for ln in out.splitlines() if "did not write" in ln)
+    assert "vol_metrics.json" in line and "vol_metrics.csv" in line and "vol_mask" not in line

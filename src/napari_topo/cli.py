@@ -909,6 +909,25 @@ def _move_into(tmp: Path, out_dir: Path) -> list[str]:
     return written
 
 
+def _stale_line(out_dir: Path, stem: str, written: list[str]) -> str | None:
+    """A note naming the files in ``out_dir`` named like this run's outputs
+    (``STEM_*``) that it did not write: a re-run with other options (no ``--gt``)
+    left an earlier run's metrics beside the new masks without a word."""
+    done = set(written)
+    stale = sorted(
+        f.name
+        for f in out_dir.glob(f"{stem}_*")
+        if f.name not in done and not f.name.startswith(".")
+    )
+    if not stale:
+        return None
+    return (
+        f"note: {out_dir} also holds {len(stale)} file{'s' if len(stale) != 1 else ''} named "
+        f"like this run's that it did not write (an earlier run's?), left as they were: "
+        + ", ".join(stale)
+    )
+
+
 def _compute_words(compute) -> str:
     """``"cpu, bfloat16, "`` from a ``compute`` record (empty when there is none)."""
     if not compute:
@@ -1230,6 +1249,9 @@ def _segment(args) -> None:
         print(f"metrics against the ground truth ({where}):")
         print(_metrics_table(metrics, _length_unit(spacing, geometry)))
     print(f"wrote {len(written)} files to {out_dir}: " + ", ".join(written))
+    stale = _stale_line(out_dir, stem, written)
+    if stale:
+        print(stale)
 
 
 def _root_placement(analysis, sources) -> list[dict]:
@@ -1406,6 +1428,9 @@ def _segment_streaming(
         elif root["same_as"] is not None:
             print(f"  root {root['id']}: on the same piece as root {root['same_as']}")
     print(f"wrote {len(written)} files to {out_dir}: " + ", ".join(written))
+    stale = _stale_line(out_dir, stem, written)
+    if stale:
+        print(stale)
 
 
 #: Suffixes that make ``evaluate --out`` a file name (the metrics' own), not a folder.
