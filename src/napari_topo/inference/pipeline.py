@@ -463,7 +463,8 @@ def predict_mirrored(
     Parameters
     ----------
     volume : array-like (z, y, x)
-        As for :func:`predict`; numpy arrays are mirrored as views, dask lazily.
+        As for :func:`predict`; numpy arrays are mirrored as views, dask lazily, zarr
+        arrays (no negative steps) are read first.
     flips : sequence of int
         Spatial axes (0, 1, 2) to mirror; empty: :func:`predict` as it is.
     model, **kwargs
@@ -488,7 +489,11 @@ def predict_mirrored(
     if not flips:
         return predict(volume, model, **kwargs)
     index = tuple(slice(None, None, -1) if a in flips else slice(None) for a in range(3))
-    outputs = predict(volume[index], model, **kwargs)
+    try:
+        mirrored = volume[index]
+    except (TypeError, ValueError, IndexError):  # zarr takes no negative steps: read it
+        mirrored = np.asarray(volume)[index]
+    outputs = predict(mirrored, model, **kwargs)
     back = {k: np.ascontiguousarray(np.asarray(v)[(..., *index)]) for k, v in outputs.items()}
     return PredictOutputs(back, input_policy=outputs.input_policy, compute=outputs.compute)
 
