@@ -616,6 +616,9 @@ def test_bad_settings_are_refused_before_the_model_runs(files, capsys, tmp_path,
         assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, (bad, err)
     assert not (tmp_path / "x").exists()  # the probe of --out leaves nothing behind
     blocker.chmod(0o700)
+    # a path through a folder still to be made, and back out of it, is still fine
+    code, _, err = _run([*args, "--out", tmp_path / "a" / ".." / "b", "--min-size", "-1"], capsys)
+    assert code == 2 and "--min-size" in err and not (tmp_path / "a").exists()
 
 
 def test_segment_roi_keeps_everything_inside_the_region(files, capsys, tmp_path):
@@ -715,7 +718,9 @@ def test_a_rerun_into_the_same_folder_names_what_it_left(files, capsys, tmp_path
     code, out, err = _run([*args, "--gt", d / "trees.nii.gz"], capsys)
     assert code == 0 and "did not write" not in out, err
     assert (tmp_path / "o" / "vol_metrics.json").exists()
+    (tmp_path / "o" / "vol_liver.nii.gz").write_bytes(b"a user's file, not ours")
     code, out, err = _run([*args, "--threshold", "0.3"], capsys)
     assert code == 0, err
     line = next(ln for ln in out.splitlines() if "did not write" in ln)
     assert "vol_metrics.json" in line and "vol_metrics.csv" in line and "vol_mask" not in line
+    assert "vol_liver" not in line and (tmp_path / "o" / "vol_liver.nii.gz").exists()

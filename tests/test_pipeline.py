@@ -706,3 +706,11 @@ def test_predict_mirrored_is_predict_on_the_mirrored_volume_mirrored_back(tmp_pa
     assert reader_flips(layer(write_volume(tmp_path / "las.nii.gz", image, geometry=las))) == (2,)
     assert reader_flips(layer(write_volume(tmp_path / "ras.nii.gz", image, geometry=ras))) == ()
     assert reader_flips(SimpleNamespace(data=image, ndim=3, metadata={})) == ()  # not a file
+    # an oblique LPS scan (5 degrees about z): the reader mirrors its nearest axes too
+    c, s5 = np.cos(np.radians(5)), np.sin(np.radians(5))
+    tilt = np.eye(4)
+    tilt[1:3, 1:3] = [[c, -s5], [s5, c]]
+    oblique = Geometry(tilt @ np.diag([2.0, -2.0, -2.0, 1.0]), "zyx", unit="mm")
+    tilted = layer(write_volume(tmp_path / "oblique.nii.gz", image, geometry=oblique))
+    np.testing.assert_array_equal(np.asarray(tilted.data), image[:, ::-1, ::-1])
+    assert reader_flips(tilted) == (1, 2)

@@ -1130,6 +1130,7 @@ def test_a_threshold_set_by_hand_survives_picking_another_model(make_napari_view
     assert "'tuned''s own (was 0.7)" in widget.status_label.text()
 
 
+@gui
 def test_a_file_the_reader_mirrors_gets_the_command_lines_mask(make_napari_viewer, qtbot, tmp_path):
     """An LPS file (DICOM's order) is shown mirrored in y and x by the reader; the
     network runs on the file's own voxel order, so the dock's mask is the command
@@ -1157,6 +1158,7 @@ def test_a_file_the_reader_mirrors_gets_the_command_lines_mask(make_napari_viewe
     assert not np.array_equal(as_shown.mask, shown)
 
 
+@gui
 def test_load_your_own_model_file(make_napari_viewer, qtbot, tmp_path):
     """Load model file…: a .safetensors with its card, hash-checked, joins the picker."""
     viewer = make_napari_viewer()

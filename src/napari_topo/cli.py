@@ -612,7 +612,14 @@ def _probe_out_dir(out_dir: Path) -> None:
         missing = [out_dir, *out_dir.parents]
         missing = [d for d in missing if not d.exists()][::-1]  # outermost first
         for d in missing:
-            d.mkdir()
+            try:
+                d.mkdir()
+            except FileExistsError:
+                if d.is_dir():  # "a/.." once "a" exists
+                    continue
+                if d.is_symlink():
+                    raise ValueError(f"--out {out_dir}: {d} is a broken link") from None
+                raise
             made.append(d)
         with tempfile.TemporaryFile(dir=out_dir):
             pass
@@ -909,16 +916,34 @@ def _move_into(tmp: Path, out_dir: Path) -> list[str]:
     return written
 
 
-def _stale_line(out_dir: Path, stem: str, written: list[str]) -> str | None:
-    """A note naming the files in ``out_dir`` named like this run's outputs
-    (``STEM_*``) that it did not write: a re-run with other options (no ``--gt``)
-    left an earlier run's metrics beside the new masks without a word."""
-    done = set(written)
-    stale = sorted(
-        f.name
-        for f in out_dir.glob(f"{stem}_*")
-        if f.name not in done and not f.name.startswith(".")
+#: what segment names its outputs, STEM_KIND.SUFFIX (both paths)
+_OUTPUT_KINDS = frozenset(
+    (
+        "probability",
+        "mask",
+        "skeleton",
+        "trees",
+        "centerness",
+        "embedding",
+        "graph",
+        "summary",
+        "metrics",
     )
+)
+
+
+def _stale_line(out_dir: Path, stem: str, written: list[str]) -> str | None:
+    """A note naming the files in ``out_dir`` named as segment names its outputs
+    (``STEM_KIND.SUFFIX``, :data:`_OUTPUT_KINDS`) that this run did not write: a re-run
+    with other options (no ``--gt``) left an earlier run's metrics beside the new masks
+    without a word. A user's ``STEM_liver.nii.gz`` is not named."""
+    done = set(written)
+    stale = []
+    for f in out_dir.iterdir():  # not a glob: a stem may hold [ ] * ?
+        rest = f.name[len(stem) + 1 :] if f.name.startswith(f"{stem}_") else ""
+        if f.name not in done and rest.split(".", 1)[0] in _OUTPUT_KINDS and "." in rest:
+            stale.append(f.name)
+    stale.sort()
     if not stale:
         return None
     return (

@@ -961,12 +961,13 @@ def reader_flips(layer) -> tuple[int, ...]:
     Returns
     -------
     tuple of int
-        Axes among 0, 1, 2; () for a layer not from the reader, not 3D, placed otherwise
-        than the reader places it (a negative scale, a rotation), a file stored along
+        Axes among 0, 1, 2 (an oblique file's: of its nearest world axes, as the reader
+        chose them); () for a layer not from the reader, not 3D, a file stored along
         +z, +y, +x already, or one whose axes the reader also permuted (then the array
-        as shown is used).
+        as shown is used). The layer's own placement is not consulted: the flips relate
+        its data to the file's, wherever the layer was moved.
     """
-    from nibabel.orientations import io_orientation
+    from nibabel.orientations import io_orientation, ornt_transform
 
     meta = getattr(layer, "metadata", None)
     stored = meta.get("napari_topo_geometry") if isinstance(meta, Mapping) else None
@@ -974,14 +975,17 @@ def reader_flips(layer) -> tuple[int, ...]:
         return ()
     try:
         geometry = Geometry.from_dict(stored)
-        if len(geometry.spatial_axes) != 3 or not layer_geometry(layer, 3).is_plain:
+        if len(geometry.spatial_axes) != 3:
             return ()
-        ornt = io_orientation(geometry.affine)
+        start = io_orientation(geometry.affine)  # nearest axes, as the reader's reorient
+        if np.isnan(start).any():
+            return ()
+        transform = ornt_transform(start, canonical_orientation(3))
     except (ValueError, KeyError, TypeError, GeometryError):
         return ()
-    if np.isnan(ornt).any() or not np.array_equal(ornt[:, 0], np.arange(3)):
+    if not np.array_equal(transform[:, 0], np.arange(3)):  # permuted: used as shown
         return ()
-    return tuple(int(a) for a in np.flatnonzero(ornt[:, 1] < 0))
+    return tuple(int(a) for a in np.flatnonzero(transform[:, 1] < 0))
 
 
 #: napari's (pint's) names of the length units napari-topo knows

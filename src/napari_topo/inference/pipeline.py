@@ -494,7 +494,9 @@ def predict_mirrored(
     except (TypeError, ValueError, IndexError):  # zarr takes no negative steps: read it
         mirrored = np.asarray(volume)[index]
     outputs = predict(mirrored, model, **kwargs)
-    back = {k: np.ascontiguousarray(np.asarray(v)[(..., *index)]) for k, v in outputs.items()}
+    back = {}
+    for key in list(outputs):  # popped: each original is freed once its copy is made
+        back[key] = np.ascontiguousarray(np.asarray(outputs.pop(key))[(..., *index)])
     return PredictOutputs(back, input_policy=outputs.input_policy, compute=outputs.compute)
 
 

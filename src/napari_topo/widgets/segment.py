@@ -984,8 +984,8 @@ class SegmentWidget(QWidget):
             "held-out part of your labels) until you change it; a threshold you set is "
             "kept when you pick another model.",
         )
-        #: the threshold the box was last set to from a model's card (None: never)
-        self._auto_threshold: float | None = float(self.threshold_box.value)
+        #: the threshold the box was last set to from a model's card (at first: 0.5)
+        self._auto_threshold: float = float(self.threshold_box.value)
         self.region_picker = ComboBox(
             label="Region",
             choices=list(REGIONS),
@@ -1762,9 +1762,7 @@ class SegmentWidget(QWidget):
             return
         shown = float(self.threshold_box.value)
         own = card.mask_threshold
-        by_hand = self._auto_threshold is not None and not math.isclose(
-            shown, self._auto_threshold, abs_tol=1e-9
-        )
+        by_hand = not math.isclose(shown, self._auto_threshold, abs_tol=1e-9)
         if by_hand and not own_threshold:
             if not math.isclose(shown, own, abs_tol=1e-9):
                 self._set_status(
