@@ -916,20 +916,10 @@ def _move_into(tmp: Path, out_dir: Path) -> list[str]:
     return written
 
 
+#: the volumes the streamed path writes (the whole-volume path: the first four)
+_STREAMED_VOLUMES = ("probability", "mask", "skeleton", "trees", "centerness", "embedding")
 #: what segment names its outputs, STEM_KIND.SUFFIX (both paths)
-_OUTPUT_KINDS = frozenset(
-    (
-        "probability",
-        "mask",
-        "skeleton",
-        "trees",
-        "centerness",
-        "embedding",
-        "graph",
-        "summary",
-        "metrics",
-    )
-)
+_OUTPUT_KINDS = frozenset((*_STREAMED_VOLUMES, "graph", "summary", "metrics"))
 
 
 def _stale_line(out_dir: Path, stem: str, written: list[str]) -> str | None:
@@ -940,8 +930,8 @@ def _stale_line(out_dir: Path, stem: str, written: list[str]) -> str | None:
     done = set(written)
     stale = []
     for f in out_dir.iterdir():  # not a glob: a stem may hold [ ] * ?
-        rest = f.name[len(stem) + 1 :] if f.name.startswith(f"{stem}_") else ""
-        if f.name not in done and rest.split(".", 1)[0] in _OUTPUT_KINDS and "." in rest:
+        kind, dot, _ = f.name.removeprefix(f"{stem}_").partition(".")
+        if f.name.startswith(f"{stem}_") and dot and kind in _OUTPUT_KINDS and f.name not in done:
             stale.append(f.name)
     stale.sort()
     if not stale:
@@ -1370,7 +1360,7 @@ def _segment_streaming(
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".napari-topo-", dir=out_dir))
-    names = ("probability", "mask", "skeleton", "trees", "centerness", "embedding")
+    names = _STREAMED_VOLUMES
     t0 = time.perf_counter()
     try:
         result = segment_to_ome_zarr(
