@@ -449,3 +449,36 @@ def test_reader_shows_a_dim_stack_with_its_own_contrast(tmp_path):
     assert 0 <= low < 20 and 60 < high <= 89
     layer = Layer.create(data, meta, kind)
     assert tuple(layer.contrast_limits) == pytest.approx((low, high))
+
+
+def test_reader_opens_a_ct_in_hounsfield_units_in_the_vessel_window(tmp_path):
+    # a newcomer's contrast CT opened on its 0.5-99.5 percentiles (air to bone, about
+    # -1000..1000 HU), so the liver and its vessels (100-200 HU) were one grey; a CT in HU
+    # opens in the window the models see, where the vessels stand out
+    import subprocess
+    import sys
+
+    from napari_topo.data.io import write_volume
+    from napari_topo.inference.intensity import DEFAULT_CT_WINDOW
+
+    rng = np.random.default_rng(0)
+    ct = np.full((12, 48, 48), -1000, np.int16)  # air around the body
+    ct[:, 6:42, 6:42] = rng.normal(60, 15, size=(12, 36, 36)).astype(np.int16)  # tissue
+    ct[:, 20:24, 10:40] = 190  # a contrast-filled vessel
+    ct[:, 40:42, 6:42] = 900  # a rib
+    write_volume(tmp_path / "ct.nii.gz", ct, spacing=(2.0, 0.7, 0.7))
+    [(data, meta, kind)] = read_nifti(str(tmp_path / "ct.nii.gz"))
+    assert kind == "image"
+    assert meta["contrast_limits"] == list(DEFAULT_CT_WINDOW)
+    assert "Hounsfield" in meta["metadata"]["display"]
+    # the same values as floats that are not whole numbers are not HU: percentiles
+    write_volume(tmp_path / "mr.nii.gz", ct.astype(np.float32) + 0.25, spacing=(1.0, 1.0, 1.0))
+    [(_, meta, _)] = read_nifti(str(tmp_path / "mr.nii.gz"))
+    assert meta["contrast_limits"][0] < -900 and "display" not in meta["metadata"]
+    # and opening a file still does not import torch (napari calls the reader at startup)
+    code = (
+        "import sys; from napari_topo._plugin import read_volumes; "
+        f"read_volumes({str(tmp_path / 'ct.nii.gz')!r}); print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "False", out.stderr

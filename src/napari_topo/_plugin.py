@@ -267,9 +267,11 @@ def read_volumes(path) -> list[tuple[Any, dict, str]]:
         if kind == "labels" and data.dtype == bool:
             data = (data if isinstance(data, np.ndarray) else np.asarray(data)).view(np.uint8)
         if kind == "image" and not (channel or rgb):
-            limits = display_limits(sample)
+            limits, why = _display_window(sample)
             if limits is not None:
                 meta["contrast_limits"] = limits
+            if why:
+                meta["metadata"]["display"] = why
         if meta.get("multiscale"):
             data = [lv for lv, _ in shown_levels]
         out.append((data, meta, kind))
@@ -281,13 +283,20 @@ _LIMITS_SAMPLE = 1_000_000
 
 
 def display_limits(data) -> list[float] | None:
-    """Contrast limits for showing ``data``: its 0.5th and 99.5th percentiles.
+    """Contrast limits for showing ``data``: a CT's vessel window, else percentiles.
 
-    napari's default for uint8 is the dtype's range (0-255), so a two-photon stack whose
-    voxels reach 51 opened nearly black; a CT's few metal or bone voxels would likewise
-    squeeze the soft tissue. At most :data:`_LIMITS_SAMPLE` voxels are read, on a
-    regular stride (a lazy array reads only those). None when the sample is empty or
-    not finite anywhere.
+    * A CT in Hounsfield units (:func:`napari_topo.inference.intensity.looks_like_hu`:
+      signed whole numbers with air at -1000) opens in the vessel/soft-tissue window
+      :data:`~napari_topo.inference.intensity.DEFAULT_CT_WINDOW` (-100..300 HU), the
+      window the models see: on its percentiles (air to bone) the liver and its
+      contrast-filled vessels were one grey.
+    * Anything else: its 0.5th and 99.5th percentiles. napari's default for uint8 is
+      the dtype's range (0-255), so a two-photon stack whose voxels reach 51 opened
+      nearly black; a CT's few metal or bone voxels would likewise squeeze the soft
+      tissue.
+
+    At most :data:`_LIMITS_SAMPLE` voxels are read, on a regular stride (a lazy array
+    reads only those).
 
     Parameters
     ----------
@@ -295,21 +304,36 @@ def display_limits(data) -> list[float] | None:
 
     Returns
     -------
-    [low, high] (floats, high > low) or None
+    [low, high] (floats, high > low), or None when the sample is empty or not finite
+    anywhere.
     """
+    return _display_window(data)[0]
+
+
+def _display_window(data) -> tuple[list[float] | None, str | None]:
+    """:func:`display_limits` and, for a CT in HU, a sentence saying why (else None)."""
+    # intensity is numpy only; the package's lazy __init__ keeps torch out of the reader
+    from napari_topo.inference.intensity import DEFAULT_CT_WINDOW, looks_like_hu
+
     shape = tuple(int(n) for n in getattr(data, "shape", ()))
     if not shape or min(shape) == 0:
-        return None
-    sample = _strided_sample(data, _LIMITS_SAMPLE).astype(np.float64, copy=False)
+        return None, None
+    sample = _strided_sample(data, _LIMITS_SAMPLE)
+    dtype = sample.dtype
+    sample = sample.astype(np.float64, copy=False)
     sample = sample[np.isfinite(sample)]
     if sample.size == 0:
-        return None
+        return None, None
+    is_hu, reason = looks_like_hu(sample, dtype)
+    if is_hu:
+        lo, hi = DEFAULT_CT_WINDOW
+        return [lo, hi], f"{reason}: shown in the vessel window {lo:g}..{hi:g} HU"
     lo, hi = (float(v) for v in np.percentile(sample, [0.5, 99.5]))
     if hi <= lo:
         lo, hi = float(sample.min()), float(sample.max())
     if hi <= lo:
         hi = lo + 1.0
-    return [lo, hi]
+    return [lo, hi], None
 
 
 def _ome_zarr_levels(path):

@@ -16,36 +16,39 @@
 No Qt here: everything runs in scripts, the CLI and napari worker threads.
 """
 
-from .device import autocast_context, available_devices, pick_device
-from .intensity import (
-    InputPolicy,
-    IntensityNormalizer,
-    IntensityPlan,
-    ZoomPlan,
-    card_normalization,
-    plan_input,
-    plan_intensity,
-    plan_zoom,
-)
-from .pipeline import (
-    InferenceFallbackWarning,
-    PredictOutputs,
-    drop_pieces_outside,
-    grow_roi,
-    mirror_flips,
-    predict,
-    resample_factors,
-    segment,
-    voxel_size,
-)
-from .sliding import (
-    Cancelled,
-    PercentileNormalizer,
-    gaussian_weights,
-    normalize_percentile,
-    sliding_window_inference,
-    tile_starts,
-)
+import importlib
+
+# Imported on first use (PEP 562): the reader and the CLI's argument checks use
+# ``intensity`` (numpy only) and must not pay for torch, which ``pipeline`` imports.
+_SUBMODULE = {
+    "autocast_context": "device",
+    "available_devices": "device",
+    "pick_device": "device",
+    "InputPolicy": "intensity",
+    "IntensityNormalizer": "intensity",
+    "IntensityPlan": "intensity",
+    "ZoomPlan": "intensity",
+    "card_normalization": "intensity",
+    "plan_input": "intensity",
+    "plan_intensity": "intensity",
+    "plan_zoom": "intensity",
+    "InferenceFallbackWarning": "pipeline",
+    "PredictOutputs": "pipeline",
+    "drop_pieces_outside": "pipeline",
+    "grow_roi": "pipeline",
+    "mirror_flips": "pipeline",
+    "predict": "pipeline",
+    "resample_factors": "pipeline",
+    "segment": "pipeline",
+    "voxel_size": "pipeline",
+    "Cancelled": "sliding",
+    "PercentileNormalizer": "sliding",
+    "gaussian_weights": "sliding",
+    "normalize_percentile": "sliding",
+    "sliding_window_inference": "sliding",
+    "tile_starts": "sliding",
+}
+
 
 __all__ = [
     "Cancelled",
@@ -75,3 +78,16 @@ __all__ = [
     "tile_starts",
     "voxel_size",
 ]
+
+
+def __getattr__(name: str):
+    module = _SUBMODULE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
