@@ -589,6 +589,20 @@ def test_a_file_without_a_voxel_size_is_noted(policy_files, capsys, tmp_path):
     assert code == 0 and "no voxel size" not in out  # given: no note
     code, out, err = _run(["segment", d / "ct.nii.gz", *base, "--out", tmp_path / "c"], capsys)
     assert code == 0 and "no voxel size" not in out  # the file states it
+    # an ImageJ TIFF with its pixel size but no z step: z was taken as 1 um silently
+    import tifffile
+
+    stack = np.asarray(read_volume(d / "ct.nii.gz").data)
+    tif = tmp_path / "stack.tif"
+    tifffile.imwrite(tif, stack, imagej=True, resolution=(1 / 0.5, 1 / 0.5),
+                     metadata={"unit": "um", "axes": "ZYX"})  # fmt: skip
+    assert read_volume(tif).assumed == "z"
+    code, out, err = _run(["segment", tif, *base, "--out", tmp_path / "d"], capsys)
+    assert code == 0, err
+    assert "note: stack.tif states a voxel size but no z step; z is taken as 1 um" in out
+    code, out, err = _run(["segment", tif, *base, "--spacing", "2", "0.5", "0.5",
+                           "--out", tmp_path / "e"], capsys)  # fmt: skip
+    assert code == 0 and "no z step" not in out
 
 
 def test_bad_settings_are_refused_before_the_model_runs(files, capsys, tmp_path, monkeypatch):

@@ -355,3 +355,24 @@ def test_compressed_tiff_reads_and_says_how_to_read_it_without_codecs(tmp_path, 
         read_volume(p)
     message = str(info.value)
     assert message.endswith("install it: pip install imagecodecs.") and "\n" not in message
+
+
+def test_a_tiff_without_a_z_step_says_z_was_assumed(tmp_path):
+    # ImageJ writes the z step as "spacing"; a stack saved with only a pixel size got
+    # z = 1 (um) and nothing said so
+    import tifffile
+
+    a = np.zeros((4, 6, 8), np.uint16)
+    tifffile.imwrite(tmp_path / "noz.tif", a, imagej=True, resolution=(2.0, 2.0),
+                     metadata={"unit": "um", "axes": "ZYX"})  # fmt: skip
+    vol = read_volume(tmp_path / "noz.tif")
+    assert vol.spacing == pytest.approx((1.0, 0.5, 0.5)) and vol.assumed == "z"
+    tifffile.imwrite(tmp_path / "z.tif", a, imagej=True, resolution=(2.0, 2.0),
+                     metadata={"unit": "um", "axes": "ZYX", "spacing": 5.0})  # fmt: skip
+    vol = read_volume(tmp_path / "z.tif")
+    assert vol.spacing == pytest.approx((5.0, 0.5, 0.5)) and vol.assumed == ""
+    tifffile.imwrite(tmp_path / "none.tif", a)  # nothing stated: spacing None, not "zyx"
+    vol = read_volume(tmp_path / "none.tif")
+    assert vol.spacing is None and vol.assumed == ""
+    vol = read_volume(write_volume(tmp_path / "w.tif", a, spacing=(5.0, 0.5, 0.5)))
+    assert vol.assumed == ""

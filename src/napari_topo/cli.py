@@ -953,11 +953,22 @@ def _compute_words(compute) -> str:
     return words
 
 
-def _no_voxel_size_note(name: str, geometry, given) -> str | None:
-    """The note for an input that states no voxel size (None when it does or
-    ``--spacing`` gave one). 1 x 1 x 1 was assumed silently before: a 5 um z step read as
-    1 um took a newcomer's two-photon Dice from 0.61 to 0.13 (the zoom follows it)."""
-    if given is not None or geometry.known != "none":
+def _no_voxel_size_note(name: str, geometry, given, assumed: str = "") -> str | None:
+    """The note for an input that states no voxel size, or not along ``assumed`` axes
+    (:attr:`Volume.assumed`, e.g. a TIFF's missing z step); None when it does or
+    ``--spacing`` gave one. 1 was assumed silently before: a 5 um z step read as 1 um
+    took a newcomer's two-photon Dice from 0.61 to 0.13 (the zoom follows it)."""
+    if given is not None:
+        return None
+    if geometry.known != "none" and assumed:
+        unit = f" {geometry.unit}" if geometry.unit else ""
+        axes = " and ".join(assumed)
+        return (
+            f"{name} states a voxel size but no {axes} step; {axes} is taken as 1{unit}: "
+            "give --spacing Z Y X if it is not (a microscope's z step is usually larger "
+            "than its pixel size), since the model's zoom and resampling follow it"
+        )
+    if geometry.known != "none":
         return None
     return (
         f"{name} states no voxel size; its voxels are taken as cubes of 1 x 1 x 1: give "
@@ -1230,7 +1241,9 @@ def _segment(args) -> None:
     own = _own_threshold_line(args, model, analysis.threshold)
     if own:
         print(own)
-    no_size = _no_voxel_size_note(vol.path.name, geometry, args.spacing)
+    no_size = _no_voxel_size_note(
+        vol.path.name, geometry, args.spacing, vol.assumed
+    )
     if no_size:  # with the results: a refused input keeps its one line
         print(f"note: {no_size}")
     applied = getattr(analysis, "vessel_range", None)
@@ -1434,7 +1447,9 @@ def _segment_streaming(
     own = _own_threshold_line(args, model, result["threshold"])
     if own:
         print(own)
-    no_size = _no_voxel_size_note(vol.path.name, geometry, args.spacing)
+    no_size = _no_voxel_size_note(
+        vol.path.name, geometry, args.spacing, vol.assumed
+    )
     if no_size:
         print(f"note: {no_size}")
     for root in trees["roots"]:

@@ -148,12 +148,18 @@ class Volume(NamedTuple):
     geometry : Geometry
         Axes and placement (affine, unit, what was stated); see
         :mod:`napari_topo.geometry`.
+    assumed : str
+        Spatial axes (letters of ``"zyx"``) whose voxel size the file does not state and
+        that were taken as 1 while the others were stated: ``"z"`` for a TIFF with a
+        pixel size but no z step (no ImageJ ``spacing``, no OME ``PhysicalSizeZ``).
+        Empty otherwise (a file that states no voxel size at all has ``spacing`` None).
     """
 
     data: Any
     spacing: tuple[float, ...] | None
     path: Path
     geometry: Geometry | None = None
+    assumed: str = ""
 
     @property
     def axes(self) -> str:
@@ -272,9 +278,9 @@ def _import(module: str, suffix: str):
         ) from None
 
 
-def _volume(data, geometry: Geometry, p: Path) -> Volume:
+def _volume(data, geometry: Geometry, p: Path, assumed: str = "") -> Volume:
     spacing = None if geometry.known == "none" else geometry.spacing
-    return Volume(data, spacing, p, geometry)
+    return Volume(data, spacing, p, geometry, assumed if spacing is not None else "")
 
 
 def _reverse(affine: np.ndarray) -> np.ndarray:
@@ -545,8 +551,10 @@ def _read_tiff(p: Path, suffix: str) -> Volume:
             return _volume(data, Geometry.from_spacing(sp, axes=axes), p)
     spacing = {"z": 1.0, "y": 1.0, "x": 1.0}
     unit, known = None, "none"
+    stated: set[str] = set()
     if ome is not None and ome[0]:
         spacing.update(ome[0])
+        stated.update(ome[0])
         unit, known = ome[1], "spacing"
     elif ij or yx is not None:
         # ImageJ writes "spacing" (z) and the resolution tags (y, x). A file that states
@@ -555,6 +563,7 @@ def _read_tiff(p: Path, suffix: str) -> Volume:
             try:
                 spacing["z"] = float(ij["spacing"])
                 known = "spacing"
+                stated.add("z")
             except (TypeError, ValueError):
                 pass
         ij_unit = _unit(ij.get("unit")) if ij else None
@@ -569,6 +578,7 @@ def _read_tiff(p: Path, suffix: str) -> Volume:
         ):
             spacing["y"], spacing["x"] = yx
             known = "spacing"
+            stated.update("yx")
         unit = ij_unit if ij else {3: "cm"}.get(res_unit or 0)
     sp = [spacing[ch] for ch in "zyx"[-n:]] if n else []
     if not all(math.isfinite(s) and s > 0 for s in sp):
@@ -586,7 +596,8 @@ def _read_tiff(p: Path, suffix: str) -> Volume:
         geometry = Geometry.from_spacing(sp, origin, axes=axes, unit=unit, known=known)
     except ValueError:
         geometry = Geometry.identity(default_axes(data.shape))
-    return _volume(data, geometry, p)
+    assumed = "".join(ch for ch in "zyx"[-n:] if ch not in stated) if stated else ""
+    return _volume(data, geometry, p, assumed if geometry.known != "none" else "")
 
 
 def _read_npz(p: Path, suffix: str, key: str | None) -> Volume:
