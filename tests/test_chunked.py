@@ -220,7 +220,7 @@ def test_streaming_refuses_resampling(vessels, tmp_path):
     vol = read_volume(path)
     out = {"probability": tmp_path / "p.ome.zarr", "mask": tmp_path / "m.ome.zarr"}
     with pytest.raises(ValueError, match="anisotropic"):
-        segment_to_ome_zarr(vol.data, vol.geometry, out, "unet-dice", spacing=(2.0, 0.5, 0.5))
+        segment_to_ome_zarr(vol.data, vol.geometry, out, "unet-dice", spacing=(1.5, 0.5, 0.5))
     with pytest.raises(ValueError, match="zoom 0.5 resamples"):
         segment_to_ome_zarr(vol.data, vol.geometry, out, "unet-dice", zoom=0.5)
     assert not out["probability"].exists()
@@ -273,7 +273,7 @@ def test_cli_streams_ome_zarr_and_napari_opens_the_result_lazily(vessels, tmp_pa
 def test_cli_streaming_refusals_write_nothing(vessels, tmp_path, capsys):
     _, path = vessels
     for extra, message in (
-        (["--spacing", "2", "0.5", "0.5"], "anisotropic"),
+        (["--spacing", "1.5", "0.5", "0.5"], "anisotropic"),
         (["--gt", str(path)], "--gt needs the whole-volume pipeline"),
         (["--zoom", "0.5"], "--zoom 0.5 resamples"),
         (["--max-radius", "0"], "--max-radius must be a positive number"),

@@ -471,13 +471,13 @@ def test_the_input_line_gives_the_files_length_unit(policy_files, capsys, tmp_pa
 
     img, _ = tubes((2.0,), shape=(24, 64, 64))
     path = write_volume(
-        tmp_path / "stack.tif", img, geometry=Geometry.from_spacing((2.0, 0.5, 0.5), unit="um")
+        tmp_path / "stack.tif", img, geometry=Geometry.from_spacing((1.5, 0.5, 0.5), unit="um")
     )
     args = ["segment", path, "--model", policy_files / "tiny-auto.json", "--device", "cpu"]
     code, out, err = _run([*args, "--out", tmp_path / "o", "--tile", "32"], capsys)
     assert code == 0, err
     (line,) = [ln for ln in out.splitlines() if ln.startswith("input: ")]
-    assert line.endswith(", voxels 2x0.5x0.5 um -> 0.5 um"), line
+    assert line.endswith(", voxels 1.5x0.5x0.5 um -> 0.5 um"), line
 
 
 def test_policy_flags_parse_and_bad_values_get_one_line(policy_files, capsys, tmp_path):

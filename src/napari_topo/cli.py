@@ -1241,9 +1241,7 @@ def _segment(args) -> None:
     own = _own_threshold_line(args, model, analysis.threshold)
     if own:
         print(own)
-    no_size = _no_voxel_size_note(
-        vol.path.name, geometry, args.spacing, vol.assumed
-    )
+    no_size = _no_voxel_size_note(vol.path.name, geometry, args.spacing, vol.assumed)
     if no_size:  # with the results: a refused input keeps its one line
         print(f"note: {no_size}")
     applied = getattr(analysis, "vessel_range", None)
@@ -1343,7 +1341,9 @@ def _segment_streaming(
     numeric = None if isinstance(zoom, str) else zoom
     if numeric is not None and not (math.isfinite(numeric) and numeric > 0):
         raise ValueError(f"--zoom must be 'auto' or a positive number; got {numeric}")
-    factors = resample_factors(spacing, numeric)
+    # outside CT an axis over 3x the finest is not resampled; a CT's is (predict refuses
+    # it once the values say CT)
+    factors = resample_factors(spacing, numeric, keep_coarse=True)
     if any(abs(f - 1.0) > 0.05 for f in factors):
         why = (
             f"--zoom {numeric:g} resamples the volume"
@@ -1447,9 +1447,7 @@ def _segment_streaming(
     own = _own_threshold_line(args, model, result["threshold"])
     if own:
         print(own)
-    no_size = _no_voxel_size_note(
-        vol.path.name, geometry, args.spacing, vol.assumed
-    )
+    no_size = _no_voxel_size_note(vol.path.name, geometry, args.spacing, vol.assumed)
     if no_size:
         print(f"note: {no_size}")
     for root in trees["roots"]:

@@ -620,7 +620,9 @@ def segment_to_ome_zarr(
     zoom : "auto", float or None
         Only 1 (or None) is done; "auto" is reported as not applied (``on_message``).
     spacing : sequence of 3 float, optional
-        Voxel size used by the input policy (a CT's window); must be isotropic.
+        Voxel size used by the input policy (a CT's window); isotropic, or (not for a
+        CT) with axes more than 3 times the finest, which are not resampled
+        (:data:`~napari_topo.inference.intensity.ANISOTROPY_THRESHOLD`).
     progress, on_message
         As :func:`predict`.
     stage : callable(str), optional
@@ -681,7 +683,9 @@ def segment_to_ome_zarr(
                 f"sources must be a (K, 3) array of voxel coordinates; got {sources.shape}"
             )
     numeric_zoom = None if zoom is None or isinstance(zoom, str) else zoom
-    factors = resample_factors(spacing, numeric_zoom)
+    # outside CT an axis over 3x the finest is not resampled (predict() checks the CT
+    # case once the input policy has read the values)
+    factors = resample_factors(spacing, numeric_zoom, keep_coarse=True)
     if _needs_resampling(factors):
         why = (
             f"voxels {tuple(float(s) for s in spacing)} are anisotropic"

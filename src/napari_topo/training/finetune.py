@@ -1108,7 +1108,7 @@ def finetune(
         zoom=zoom,
         spacing=spacing,
     )
-    factors = resample_factors(spacing, policy.zoom.zoom)
+    factors = resample_factors(spacing, policy.zoom.zoom, keep_coarse=policy.keep_coarse_axes)
     policy = dataclasses.replace(policy, factors=factors, spacing=spacing_triple(spacing))
     said = policy.describe(unit)
     report(phase="prepare", message=f"input: {said}", input=said)
@@ -1126,7 +1126,7 @@ def finetune(
             train_mask,
             val_mask,
             policy,
-            resample_factors(spacing, z),
+            resample_factors(spacing, z, keep_coarse=policy.keep_coarse_axes),
             val_size,
             topnet,
             tree_labels,

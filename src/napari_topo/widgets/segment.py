@@ -136,7 +136,15 @@ OWNER = "segment"
 #: Shown under the device picker when the run will be on the CPU.  Measured with
 #: ``predict(np.random.rand(128, 128, 128).astype("f4"), name, tile=64, device="cpu")`` on
 #: two CPU cores shared with other work (torch 2.13): unet-dice 21 s, topnet 37 s.
-CPU_NOTE = "Running on CPU: expect ~20 s per 128³ voxels (TopNet ~40 s)."
+CPU_NOTE = "Running on CPU: expect ~20 s per 128³ voxels the model sees (TopNet ~40 s)."
+#: Tooltip of the CPU note: what "the voxels the model sees" are.
+CPU_NOTE_TIP = (
+    "The model sees the volume on its own voxel grid: a CT is resampled to cubes of its "
+    "finest spacing first (slices 2.8x the pixel size: 2.8x the voxels, 2.8x the time); "
+    "a microscopy stack whose z step is over 3x its pixel size keeps its slices; an "
+    "automatic zoom below 1 (thick vessels) shrinks it and adds runs at finer zooms. "
+    "The Input section's line names the voxel size the model sees."
+)
 #: Layer-list events after which the layer pickers are rebuilt.
 _NONE = "none"
 #: The zoom box's value meaning "auto" (shown as "auto").
@@ -1056,6 +1064,7 @@ class SegmentWidget(QWidget):
 
         self.device_note = QLabel(CPU_NOTE)
         self.device_note.setWordWrap(True)
+        self.device_note.setToolTip(CPU_NOTE_TIP)
 
         self.run_button = QPushButton("Run")
         self.run_button.setToolTip("Segment the image in the background.")
