@@ -226,6 +226,33 @@ def test_streaming_refuses_resampling(vessels, tmp_path):
     assert not out["probability"].exists()
 
 
+def test_a_coarse_z_step_streams_but_a_ct_with_thick_slices_is_refused_first(vessels, tmp_path):
+    # outside CT a z step over 3x the pixel size is not resampled, so it can stream; a CT
+    # is resampled to cubes, so it cannot, and that was found only after the outputs
+    # were created (a reviewer's CT left an empty p.ome.zarr behind)
+    from test_intensity import ct_phantom
+
+    from napari_topo.data.io import write_volume
+    from napari_topo.inference.chunked import streaming_factors
+
+    image, path = vessels
+    assert streaming_factors(image, (2.0, 0.5, 0.5), None, "unet-dice") == (1.0, 1.0, 1.0)
+    ct = ct_phantom(shape=(16, 48, 48))[0]
+    assert streaming_factors(ct, (2.5, 0.5, 0.5), None, "unet-dice")[0] == pytest.approx(5.0)
+    # --modality microscopy (the user's word) keeps the slices of the same values
+    kept = streaming_factors(ct, (2.5, 0.5, 0.5), None, "unet-dice", modality="microscopy")
+    assert kept == (1.0, 1.0, 1.0)
+    geometry = Geometry.from_spacing((2.5, 0.5, 0.5), unit="mm")
+    out = {"probability": tmp_path / "p.ome.zarr", "mask": tmp_path / "m.ome.zarr"}
+    with pytest.raises(ValueError, match="anisotropic"):
+        segment_to_ome_zarr(ct, geometry, out, "unet-dice", spacing=(2.5, 0.5, 0.5))
+    assert not out["probability"].exists() and not out["mask"].exists()
+    ct_path = write_volume(tmp_path / "ct.nii.gz", ct, geometry=geometry)
+    code = cli.main(["segment", str(ct_path), "--out", str(tmp_path / "o"), "--format",
+                     "ome-zarr"])  # fmt: skip
+    assert code == 2 and not (tmp_path / "o").exists()
+
+
 def test_cli_streams_ome_zarr_and_napari_opens_the_result_lazily(vessels, tmp_path, capsys):
     from napari_topo._plugin import read_volumes
 

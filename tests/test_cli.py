@@ -605,6 +605,19 @@ def test_a_file_without_a_voxel_size_is_noted(policy_files, capsys, tmp_path):
     assert code == 0 and "no z step" not in out
 
 
+def test_the_assumed_axes_note_names_what_was_assumed():
+    from napari_topo.geometry import Geometry
+
+    g = Geometry.from_spacing((1.0, 1.0, 0.5), unit="um", known="spacing")
+    one = cli._no_voxel_size_note("a.tif", g, None, "z")
+    assert "no z step; z is taken as 1 um" in one and "microscope's z step" in one
+    two = cli._no_voxel_size_note("a.tif", g, None, "yx")
+    assert "no y and x steps; y and x are taken as 1 um" in two
+    assert "microscope" not in two
+    assert cli._no_voxel_size_note("a.tif", g, (5, 1, 1), "z") is None  # --spacing given
+    assert cli._no_voxel_size_note("a.tif", g, None, "") is None
+
+
 def test_bad_settings_are_refused_before_the_model_runs(files, capsys, tmp_path, monkeypatch):
     # these failed only after the network (minutes on a CT), with Python's names
     import napari_topo.inference.pipeline as pipeline_module

@@ -199,6 +199,32 @@ def test_mined_false_positives_map_back_through_flips_permutations_and_scale():
             break
 
 
+def test_a_kept_coarse_z_axis_is_never_permuted_with_y_and_x():
+    from napari_topo.training import finetune as ft
+
+    # a two-photon stack now trains on its own 5 um slices (not upsampled): putting that
+    # coarse axis where y or x should be shows the model patches inference never gives it
+    shape = (24, 48, 48)
+    data = _Data(
+        image=np.random.default_rng(0).random(shape, dtype=np.float32),
+        vessel=np.zeros(shape, np.uint8),
+        train=np.ones(shape, bool),
+        val=np.zeros(shape, bool),
+    )
+    free = _Sampler(data, 16, np.random.default_rng(0))
+    kept = _Sampler(data, 16, np.random.default_rng(0), fixed_axes=(0,))
+    kept_perms, free_perms = set(), set()
+    for _ in range(30):
+        free.sample(1)
+        kept.sample(1)
+        free_perms.add(tuple(int(a) for a in free.geometry[0][2]))
+        kept_perms.add(tuple(int(a) for a in kept.geometry[0][2]))
+    assert kept_perms == {(0, 1, 2), (0, 2, 1)}
+    assert {p[0] for p in free_perms} == {0, 1, 2}
+    assert ft._kept_axes((5.0, 0.994, 0.994)) == (0,) and ft._kept_axes((3.0, 1, 1)) == ()
+    assert ft._kept_axes(None) == ()
+
+
 def test_validation_is_spread_across_the_annotation():
     mask = np.zeros((40, 30, 60), bool)
     mask[4:36, 5:25, 0:60] = True  # longest along x, but held out along the slice axis

@@ -376,3 +376,13 @@ def test_a_tiff_without_a_z_step_says_z_was_assumed(tmp_path):
     assert vol.spacing is None and vol.assumed == ""
     vol = read_volume(write_volume(tmp_path / "w.tif", a, spacing=(5.0, 0.5, 0.5)))
     assert vol.assumed == ""
+    # ImageJ writes a 1 um pixel as 1 pixel per unit with its unit: stated, not assumed
+    tifffile.imwrite(tmp_path / "one.tif", a, imagej=True, resolution=(1.0, 1.0),
+                     metadata={"unit": "um", "axes": "ZYX", "spacing": 5.0})  # fmt: skip
+    vol = read_volume(tmp_path / "one.tif")
+    assert vol.spacing == pytest.approx((5.0, 1.0, 1.0)) and vol.assumed == ""
+    # OME-TIFF with PhysicalSizeX/Y but no PhysicalSizeZ
+    xy = {"axes": "ZYX", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5}
+    tifffile.imwrite(tmp_path / "noz.ome.tif", a, ome=True, metadata=xy)
+    vol = read_volume(tmp_path / "noz.ome.tif")
+    assert vol.spacing == pytest.approx((1.0, 0.5, 0.5)) and vol.assumed == "z"

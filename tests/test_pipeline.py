@@ -133,14 +133,15 @@ def test_a_microscopy_stack_runs_on_its_own_slices_and_a_ct_is_made_isotropic(au
     out = predict(stack, (net, auto_card), spacing=(5.0, 1.0, 1.0), zoom=1.0, device="cpu")
     policy = out.input_policy
     assert policy.intensity.modality == "microscopy" and policy.factors == (1.0, 1.0, 1.0)
-    assert any("not resampled" in r and "own slices" in r for r in policy.reasons())
+    assert any("not upsampled" in r and "own slices" in r for r in policy.reasons())
+    assert policy.describe().endswith("voxels 5x1x1 (z not upsampled)")
     assert out["vessel"].shape == stack.shape
     assert dice(out["vessel"] > 0.5, mask) > 0.8
     img = ct_phantom(shape=(12, 64, 64))[0]
     ct = predict(img, (net, auto_card), spacing=(2.5, 0.5, 0.5), tile=32, device="cpu")
     assert ct.input_policy.intensity.modality == "ct"
     assert ct.input_policy.factors == pytest.approx((5.0, 1.0, 1.0))  # 0.5 mm cubes
-    assert not any("not resampled" in r for r in ct.input_policy.reasons())
+    assert not any("not upsampled" in r for r in ct.input_policy.reasons())
     assert ct["vessel"].shape == img.shape
     # out= (streaming on the input grid): the stack can, the CT cannot
     dest = {"vessel": np.zeros((1, *stack.shape), np.float32)}
@@ -408,8 +409,8 @@ def test_the_input_line_names_the_voxel_size_the_model_sees(auto_card):
     assert out.input_policy.to_dict()["spacing"] == [1.5, 0.5, 0.5]
     # a z step over 3x the pixel size is kept (not a CT): no arrow, and the reason
     kept = predict(img, (net, auto_card), spacing=(2.0, 0.5, 0.5), tile=32, device="cpu")
-    assert kept.input_policy.describe().endswith(", voxels 2x0.5x0.5")
-    assert "z not resampled" in kept.input_policy.to_dict()["voxel_grid"]
+    assert kept.input_policy.describe().endswith(", voxels 2x0.5x0.5 (z not upsampled)")
+    assert "(z 4x)" in kept.input_policy.to_dict()["voxel_grid"]
     assert out.input_policy.to_dict()["voxel_grid"] is None
     iso = predict(img, (net, auto_card), spacing=0.5, tile=32, device="cpu")
     assert iso.input_policy.describe().endswith(", voxels 0.5")

@@ -957,16 +957,23 @@ def _no_voxel_size_note(name: str, geometry, given, assumed: str = "") -> str | 
     """The note for an input that states no voxel size, or not along ``assumed`` axes
     (:attr:`Volume.assumed`, e.g. a TIFF's missing z step); None when it does or
     ``--spacing`` gave one. 1 was assumed silently before: a 5 um z step read as 1 um
-    took a newcomer's two-photon Dice from 0.61 to 0.13 (the zoom follows it)."""
+    took a newcomer's vesselNN plaqueVessels Dice from 0.61 to 0.13 (the zoom follows
+    it)."""
     if given is not None:
         return None
     if geometry.known != "none" and assumed:
         unit = f" {geometry.unit}" if geometry.unit else ""
         axes = " and ".join(assumed)
+        step, verb = ("step", "is") if len(assumed) == 1 else ("steps", "are")
+        hint = (
+            " (a microscope's z step is usually larger than its pixel size)"
+            if assumed == "z"
+            else ""
+        )
         return (
-            f"{name} states a voxel size but no {axes} step; {axes} is taken as 1{unit}: "
-            "give --spacing Z Y X if it is not (a microscope's z step is usually larger "
-            "than its pixel size), since the model's zoom and resampling follow it"
+            f"{name} states a voxel size but no {axes} {step}; {axes} {verb} taken as "
+            f"1{unit}: give --spacing Z Y X if not{hint}, since the model's zoom and "
+            "resampling follow it"
         )
     if geometry.known != "none":
         return None
@@ -1333,17 +1340,24 @@ def _segment_streaming(
     and moved in at the end, as the whole-volume path does. No graph files (one note on
     stderr says so).
     """
-    from .inference.chunked import segment_to_ome_zarr
-    from .inference.pipeline import resample_factors
+    from .inference.chunked import segment_to_ome_zarr, streaming_factors
 
     spacing = _geometry_spacing(geometry)
     zoom = args.zoom
     numeric = None if isinstance(zoom, str) else zoom
     if numeric is not None and not (math.isfinite(numeric) and numeric > 0):
         raise ValueError(f"--zoom must be 'auto' or a positive number; got {numeric}")
-    # outside CT an axis over 3x the finest is not resampled; a CT's is (predict refuses
-    # it once the values say CT)
-    factors = resample_factors(spacing, numeric, keep_coarse=True)
+    # outside CT an axis over 3x the finest is not resampled; a CT's is (decided from a
+    # sample of the values, before anything is written)
+    factors = streaming_factors(
+        data,
+        spacing,
+        numeric,
+        model,
+        modality=args.modality,
+        window=args.window,
+        polarity=args.polarity,
+    )
     if any(abs(f - 1.0) > 0.05 for f in factors):
         why = (
             f"--zoom {numeric:g} resamples the volume"

@@ -579,6 +579,8 @@ def _read_tiff(p: Path, suffix: str) -> Volume:
             spacing["y"], spacing["x"] = yx
             known = "spacing"
             stated.update("yx")
+        elif yx is not None and ij_unit is not None:
+            stated.update("yx")  # ImageJ's 1 pixel per unit in um: a 1 um pixel, stated
         unit = ij_unit if ij else {3: "cm"}.get(res_unit or 0)
     sp = [spacing[ch] for ch in "zyx"[-n:]] if n else []
     if not all(math.isfinite(s) and s > 0 for s in sp):

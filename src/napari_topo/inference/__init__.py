@@ -17,6 +17,39 @@ No Qt here: everything runs in scripts, the CLI and napari worker threads.
 """
 
 import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time names load on first use
+    from .device import autocast_context, available_devices, pick_device
+    from .intensity import (
+        InputPolicy,
+        IntensityNormalizer,
+        IntensityPlan,
+        ZoomPlan,
+        card_normalization,
+        plan_input,
+        plan_intensity,
+        plan_zoom,
+    )
+    from .pipeline import (
+        InferenceFallbackWarning,
+        PredictOutputs,
+        drop_pieces_outside,
+        grow_roi,
+        mirror_flips,
+        predict,
+        resample_factors,
+        segment,
+        voxel_size,
+    )
+    from .sliding import (
+        Cancelled,
+        PercentileNormalizer,
+        gaussian_weights,
+        normalize_percentile,
+        sliding_window_inference,
+        tile_starts,
+    )
 
 # Imported on first use (PEP 562): the reader and the CLI's argument checks use
 # ``intensity`` (numpy only) and must not pay for torch, which ``pipeline`` imports.

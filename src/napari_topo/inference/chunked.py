@@ -38,8 +38,9 @@ along the skeleton (multi-source Dijkstra) and gives a piece holding no root the
 of the nearest tree; streaming gives such a piece to the first of its roots (the others
 are reported, ``same_as``) and its own id after the roots' ids. Where every piece holds
 one root the two agree. Not streamed: the skeleton graph (graphml/swc/csv) and
-branch statistics. Resampling (anisotropic voxels, a ``zoom`` other than 1) is refused:
-the outputs are written on the input grid.
+branch statistics. Resampling (a CT's anisotropic voxels, axes that differ by at most 3x,
+a ``zoom`` other than 1) is refused: the outputs are written on the input grid; a
+microscopy stack's z step over 3x its pixel size is not resampled, so it streams.
 """
 
 from __future__ import annotations
@@ -566,6 +567,37 @@ class StreamingResult(dict):
     """
 
 
+def streaming_factors(volume, spacing, zoom=None, model=None, **predict_kwargs) -> tuple:
+    """The resampling factors ``predict`` would apply to ``volume`` (before any work).
+
+    Streaming writes on the input grid, so it needs factors of 1. Outside CT an axis more
+    than 3x coarser than the finest is not resampled
+    (:attr:`~napari_topo.inference.intensity.InputPolicy.keep_coarse_axes`); whether the
+    volume is a CT is decided here as ``predict`` will decide it, from a strided sample,
+    the model's card and the ``modality`` / ``window`` / ``polarity`` in
+    ``predict_kwargs``, so a CT is refused before any output exists. ``zoom``: a number,
+    or None for 1.
+    """
+    from .intensity import plan_input
+    from .pipeline import DEFAULT_MODEL, _needs_resampling, resample_factors
+
+    lenient = resample_factors(spacing, zoom, keep_coarse=True)
+    if _needs_resampling(lenient) or not _needs_resampling(resample_factors(spacing, zoom)):
+        return lenient  # the modality does not matter
+    from ..models.registry import model_card
+
+    policy = plan_input(
+        volume,
+        model_card(model or DEFAULT_MODEL).normalization,
+        modality=predict_kwargs.get("modality", "auto"),
+        window=predict_kwargs.get("window"),
+        polarity=predict_kwargs.get("polarity", "auto"),
+        zoom=None,
+        header_hint=predict_kwargs.get("header_hint"),
+    )
+    return resample_factors(spacing, zoom, keep_coarse=policy.keep_coarse_axes)
+
+
 def segment_to_ome_zarr(
     volume: Any,
     geometry,
@@ -650,8 +682,9 @@ def segment_to_ome_zarr(
     Raises
     ------
     ValueError
-        Resampling would be needed (anisotropic ``spacing`` or a ``zoom`` other than
-        1), a missing output path, a bad threshold or min_size; one line each.
+        Resampling would be needed (:func:`streaming_factors`: anisotropic ``spacing``
+        that the input policy resamples, or a ``zoom`` other than 1), before any output
+        is created; a missing output path, a bad threshold or min_size; one line each.
     """
     from ..data.ngff import OME_ZARR_CHUNK, create_ome_zarr
     from .pipeline import (
@@ -659,7 +692,6 @@ def segment_to_ome_zarr(
         DEFAULT_MODEL,
         _needs_resampling,
         predict,
-        resample_factors,
         resolve_model,
     )
     from .sliding import _volume_info
@@ -683,9 +715,7 @@ def segment_to_ome_zarr(
                 f"sources must be a (K, 3) array of voxel coordinates; got {sources.shape}"
             )
     numeric_zoom = None if zoom is None or isinstance(zoom, str) else zoom
-    # outside CT an axis over 3x the finest is not resampled (predict() checks the CT
-    # case once the input policy has read the values)
-    factors = resample_factors(spacing, numeric_zoom, keep_coarse=True)
+    factors = streaming_factors(volume, spacing, numeric_zoom, model, **predict_kwargs)
     if _needs_resampling(factors):
         why = (
             f"voxels {tuple(float(s) for s in spacing)} are anisotropic"

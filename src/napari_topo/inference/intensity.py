@@ -139,14 +139,16 @@ MULTISCALE_BELOW = 0.75
 #: The floor only bounds the cost for sub-0.5 mm scans.
 CT_TARGET_SPACING_MM = 0.5
 #: Outside CT, an axis whose voxels are more than this many times the finest (nnU-Net's
-#: anisotropy threshold, 3) is not resampled to the finest: the model runs on the stack's
-#: own slices along it (the other axes, and any zoom, as before). A microscope's z step
-#: is coarse and its axial blur long; upsampling it 5x made vessels the models had not
-#: seen. Measured on the three vesselNN poon2015 stacks (5 x 0.994 x 0.994 um,
-#: development data), unet-dice, mean Dice: z upsampled 5x (before) 0.626, capped at 3x
-#: 0.630, at 2x 0.658, kept 0.707, and 1.5-5x faster. A CT is still resampled to
-#: isotropic voxels: on 3D-IRCADb-01 patient 01 (1.6 x 0.57 mm) keeping its slices took
-#: unet-dice's Dice from 0.540 to 0.317.
+#: anisotropy threshold, 3) is not upsampled to the finest: the model sees the stack's
+#: own slices along it, scaled by the zoom like the other axes. A microscope's z step is
+#: coarse and its axial blur long; upsampling it 5x made vessels the models had not seen
+#: (their training's axial blur reaches 4x). Measured on the three vesselNN poon2015
+#: stacks (5 x 0.994 x 0.994 um, development data), unet-dice, mean Dice: z upsampled 5x
+#: (before) 0.626, at most 3x 0.630, 2x 0.658, kept 0.707 (kept and not zoomed 0.669:
+#: plaqueVessels, zoom 0.265, fell to 0.611), and 76-121 s a stack instead of 100-340 s.
+#: A CT is still resampled to isotropic voxels: on 3D-IRCADb-01 patient 01 (1.6 x 0.57
+#: mm, 2.8x) its own slices took unet-dice's Dice from 0.540 to 0.317. Models with an
+#: earlier "percentile" card keep the old resampling. benchmarks/results/voxel_grid/.
 ANISOTROPY_THRESHOLD = 3.0
 #: Percentile of the distance to the background on the medial voxels that is taken as
 #: the large-vessel radius (high, so that a few wide vessels among many thin ones count).
@@ -814,8 +816,9 @@ class ZoomPlan:
     Attributes
     ----------
     zoom : float or (float, float, float)
-        Multiplies :func:`~napari_topo.inference.pipeline.resample_factors`' isotropic
-        factors: < 1 shrinks the volume (thick vessels), 1 leaves it.
+        Multiplies :func:`~napari_topo.inference.pipeline.resample_factors`' factors to
+        the finest voxel size: < 1 shrinks the volume (thick vessels), 1 leaves it (an
+        axis the policy keeps is never upsampled by it).
     source : {"user", "ct-spacing", "vessel-radius", "none"}
         Who chose it: the caller, the CT voxel size, the estimated vessel radius, or
         nobody (1, with the reason why not).
@@ -1131,32 +1134,44 @@ class InputPolicy:
     @property
     def keep_coarse_axes(self) -> bool:
         """Whether axes more than :data:`ANISOTROPY_THRESHOLD` times the finest keep
-        their voxels (every modality but CT; pass it to
-        :func:`~napari_topo.inference.pipeline.resample_factors`)."""
-        return self.intensity.modality != "ct"
+        their voxels (never upsampled; pass it to
+        :func:`~napari_topo.inference.pipeline.resample_factors`): every modality but
+        CT, for models with an "auto" normalisation (earlier "percentile" cards keep
+        exactly the earlier input)."""
+        return self.intensity.modality != "ct" and self.intensity.card_method != "percentile"
 
-    def coarse_axes_reason(self) -> str:
-        """One sentence on the axes kept at their own voxel size ("" when none is)."""
+    def kept_axes(self) -> tuple[str, ...]:
+        """The axes (letters of "zyx") that :attr:`keep_coarse_axes` leaves unresampled."""
         if self.spacing is None or not self.keep_coarse_axes:
-            return ""
+            return ()
         sp = np.asarray(self.spacing, dtype=float)
         ratio = sp / sp.min()
-        kept = [ax for ax, r in zip("zyx", ratio, strict=True) if r > ANISOTROPY_THRESHOLD]
+        return tuple(ax for ax, r in zip("zyx", ratio, strict=True) if r > ANISOTROPY_THRESHOLD)
+
+    def coarse_axes_reason(self) -> str:
+        """One sentence on the axes not upsampled to the finest voxel size ("" when none)."""
+        kept = self.kept_axes()
         if not kept:
             return ""
-        names = " and ".join(kept)
+        sp = np.asarray(self.spacing, dtype=float)
+        parts = ", ".join(f"{ax} {sp['zyx'.index(ax)] / sp.min():.3g}x" for ax in kept)
+        zoomed = self.zoom.zoom != 1.0
         return (
-            f"{names} not resampled to the finest voxel size ({ratio.max():.3g}x coarser, "
-            f"above {ANISOTROPY_THRESHOLD:g}): the model runs on the stack's own slices"
+            f"not upsampled to the finest voxel size, being over {ANISOTROPY_THRESHOLD:g}x "
+            f"coarser ({parts}): the model sees the stack's own "
+            + ("slices" if kept == ("z",) else "voxels along it")
+            + (", scaled by the zoom like the other axes" if zoomed else "")
         )
 
     def describe(self, unit: str | None = None) -> str:
         """One line, e.g. ``"CT in HU (detected) window -100..300 HU, bright vessels,
         zoom 1 -> 0.57 mm voxels"`` or, for a stack with a known voxel size,
         ``"microscopy/other (detected) percentiles ..., zoom 0.4 (vessel radius ~20
-        voxels -> ~8), voxels 5x0.994x0.994 um -> 2.49 um"`` (the input's voxel size and
-        the one the model sees, in ``unit`` when the caller knows it, e.g. from the
-        file's metadata; the numbers alone otherwise)."""
+        voxels -> ~8), voxels 5x0.994x0.994 um -> 5x2.49x2.49 um (z not upsampled)"``
+        (the input's voxel size and the one the model sees, in ``unit`` when the caller
+        knows it, e.g. from the file's metadata; the numbers alone otherwise; axes over
+        :data:`ANISOTROPY_THRESHOLD` times the finest are named, see
+        :meth:`coarse_axes_reason`)."""
         text = f"{self.intensity.describe()}, {self.zoom.describe()}"
         if self.spacing is None or self.factors is None or self.zoom.source == "ct-spacing":
             return text  # a CT's zoom already names the voxel size it goes to
@@ -1165,6 +1180,9 @@ class InputPolicy:
         text += f", voxels {_voxel_size(self.spacing)}{suffix}"
         if not np.allclose(self.factors, 1.0):
             text += f" -> {_voxel_size(seen)}{suffix}"
+        kept = self.kept_axes()
+        if kept:
+            text += f" ({' and '.join(kept)} not upsampled)"
         return text
 
     def reasons(self) -> list[str]:

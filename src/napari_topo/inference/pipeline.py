@@ -111,8 +111,9 @@ def resample_factors(
     ``keep_coarse`` (:attr:`~napari_topo.inference.intensity.InputPolicy.keep_coarse_axes`:
     every modality but CT) leaves an axis more than
     :data:`~napari_topo.inference.intensity.ANISOTROPY_THRESHOLD` (3) times the finest at
-    its own voxel size (factor 1, then ``zoom``): a two-photon stack's 5 um z step is not
-    upsampled 5x (measured gain and the reason: that constant's comment).
+    its own voxel size (factor 1, then ``zoom`` like the others): a two-photon stack's
+    5 um z step is not upsampled 5x (measured gain and the reason: that constant's
+    comment).
 
     Examples
     --------
@@ -128,16 +129,17 @@ def resample_factors(
     from .intensity import ANISOTROPY_THRESHOLD
 
     if spacing is None:
-        factors = np.ones(3)
+        ratio = np.ones(3)
     else:
         sp = np.asarray(spacing, dtype=float)
         if sp.ndim == 0:
             sp = np.full(3, float(sp))
         if sp.shape != (3,) or not np.all(np.isfinite(sp)) or np.any(sp <= 0):
             raise ValueError(f"spacing must be 3 positive numbers (z, y, x); got {spacing!r}")
-        factors = sp / sp.min()
-        if keep_coarse:
-            factors = np.where(factors > ANISOTROPY_THRESHOLD, 1.0, factors)
+        ratio = sp / sp.min()
+    # a kept axis starts at its own voxel size; the zoom then scales every axis alike
+    # (not zooming it: vesselNN plaqueVessels, zoom 0.265, Dice 0.735 -> 0.611)
+    factors = np.where(ratio > ANISOTROPY_THRESHOLD, 1.0, ratio) if keep_coarse else ratio
     if zoom is not None:
         z = np.asarray(zoom, dtype=float)
         if z.shape not in ((), (3,)) or not np.all(np.isfinite(z)) or np.any(z <= 0):

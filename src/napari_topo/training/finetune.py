@@ -33,11 +33,13 @@ What is learned from, and what is not
   both cases, so a frozen embedding can still drift a little.
 * **The same input as inference.** The volume goes through the base card's input policy
   (:func:`~napari_topo.inference.intensity.plan_input`: CT window or percentiles,
-  polarity, zoom, resampling to isotropic voxels) exactly as
+  polarity, zoom, resampling to isotropic voxels except a microscopy stack's coarse z
+  step) exactly as
   :func:`~napari_topo.inference.pipeline.predict` will feed the fine-tuned model, whose
   card keeps the base card's ``normalization``.
 * **Small-data augmentation**: random flips and axis permutations (the 48 rotations and
-  mirrorings of a cube), scale 0.8-1.25, intensity scale/shift, gamma and noise.
+  mirrorings of a cube; a microscopy stack's kept coarse z axis stays in place, only y
+  and x swap), scale 0.8-1.25, intensity scale/shift, gamma and noise.
 * **Validation on held-out annotation**: ``validation_fraction`` of the annotated
   slices, evenly spread among them (or, for a mask or box, :data:`VALIDATION_SLABS` slabs
   spread along the slice axis) is never trained on; :data:`N_VALIDATION_PATCHES` fixed
@@ -669,6 +671,17 @@ def _pad_to(data: _Data, size: int) -> _Data:
     return out
 
 
+def _kept_axes(spacing) -> tuple[int, ...]:
+    """Axes more than :data:`~napari_topo.inference.intensity.ANISOTROPY_THRESHOLD` times
+    the finest voxel size (kept, not resampled, outside CT); () without a spacing."""
+    from ..inference.intensity import ANISOTROPY_THRESHOLD
+
+    if spacing is None:
+        return ()
+    sp = np.broadcast_to(np.asarray(spacing, dtype=float), (3,))
+    return tuple(int(a) for a in np.flatnonzero(sp / sp.min() > ANISOTROPY_THRESHOLD))
+
+
 class _Sampler:
     """Seeded training patches with flips, axis permutations, scale and intensity jitter.
 
@@ -679,8 +692,18 @@ class _Sampler:
     for hard negatives until one has been seen).
     """
 
-    def __init__(self, data: _Data, patch: int, rng: np.random.Generator, augment: bool = True):
+    def __init__(
+        self,
+        data: _Data,
+        patch: int,
+        rng: np.random.Generator,
+        augment: bool = True,
+        fixed_axes: tuple[int, ...] = (),
+    ):
         self.data, self.patch, self.rng, self.augment = data, int(patch), rng, augment
+        # axes the permutations leave in place: a microscopy stack's kept z step, whose
+        # voxels are coarser than the others (inference never shows it elsewhere)
+        self.fixed_axes = tuple(sorted(int(a) for a in fixed_axes))
         fg = np.argwhere((data.vessel > 0) & data.train)
         stride = 4
         coarse = np.argwhere(data.train[::stride, ::stride, ::stride]) * stride
@@ -773,7 +796,12 @@ class _Sampler:
                     arrays[k] = r.astype(a.dtype) if k not in ("image", "distance") else r
             perm, flips = np.arange(3), []
             if self.augment:
-                perm = self.rng.permutation(3)
+                if self.fixed_axes:
+                    free = [a for a in range(3) if a not in self.fixed_axes]
+                    perm = np.arange(3)
+                    perm[free] = self.rng.permutation(free)
+                else:
+                    perm = self.rng.permutation(3)
                 flips = [ax for ax in range(3) if self.rng.random() < 0.5]
                 for k, a in arrays.items():
                     a = np.transpose(a, perm)
@@ -1134,8 +1162,21 @@ def finetune(
         d = _pad_to(d, val_size)
         if d.train.any() and d.val.any():
             grids.append((float(z), d, g))
-        elif i == 0:
-            raise ValueError("the annotated region vanished when resampled; label a larger region")
+        elif i < len(policy.zoom.zooms) - 1:
+            # a microscopy stack keeps its few slices and the zoom shrinks them (14 z
+            # slices at zoom 0.265: 4), where the held-out slices can vanish: train at the
+            # finer zooms segment() also runs
+            report(
+                phase="prepare",
+                message=(
+                    f"zoom {z:.3g} skipped: the "
+                    + ("held-out" if d.train.any() else "training")
+                    + " part of the annotation vanishes on its grid "
+                    + "x".join(str(n) for n in g["model_grid_shape"])
+                ),
+            )
+    if not grids:
+        raise ValueError("the annotated region vanished when resampled; label a larger region")
     grid = dict(grids[0][2])
     if len(grids) > 1:
         grid["zooms"] = [z for z, _, _ in grids]
@@ -1162,7 +1203,8 @@ def finetune(
 
             center_fn, embed_fn = CenternessLoss(), EmbeddingMetricLoss()
         opt = Adam(model.parameters(), lr=lr)
-        samplers = [_Sampler(d, patch, rng) for _, d, _ in grids]
+        kept = _kept_axes(spacing) if policy.keep_coarse_axes else ()
+        samplers = [_Sampler(d, patch, rng, fixed_axes=kept) for _, d, _ in grids]
         val_sets = [
             (d, _validation_patches(d, val_size, rng, N_VALIDATION_PATCHES)) for _, d, _ in grids
         ]
