@@ -600,9 +600,21 @@ def test_a_file_without_a_voxel_size_is_noted(policy_files, capsys, tmp_path):
     code, out, err = _run(["segment", tif, *base, "--out", tmp_path / "d"], capsys)
     assert code == 0, err
     assert "note: stack.tif states a voxel size but no z step; z is taken as 1 um" in out
+    # said with the input line too, before the minutes of work, not only with the results
+    lines = out.splitlines()
+    at = next(i for i, ln in enumerate(lines) if ln.startswith("input: "))
+    assert lines[at + 1].startswith("note: stack.tif states a voxel size but no z step")
     code, out, err = _run(["segment", tif, *base, "--spacing", "2", "0.5", "0.5",
                            "--out", tmp_path / "e"], capsys)  # fmt: skip
     assert code == 0 and "no z step" not in out
+
+
+def test_a_one_slice_volume_is_refused_as_2d(tmp_path, capsys):
+    # a (1, 512, 512) .npy ran for 96 s, dropped its mask as a sheet and exited 0
+    np.save(tmp_path / "one.npy", np.zeros((1, 40, 40), np.float32))
+    code, out, err = _run(["segment", tmp_path / "one.npy", "--out", tmp_path / "o"], capsys)
+    assert code == 2 and "(1, 40, 40): one voxel thick" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
 
 
 def test_the_assumed_axes_note_names_what_was_assumed():

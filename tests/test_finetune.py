@@ -648,6 +648,19 @@ def test_the_time_budget_holds_the_final_validation(user_dir, monkeypatch):
     assert card.metrics["threshold_choice"]  # chosen, from the kept validation's outputs
 
 
+def test_a_budget_that_fits_no_step_says_so_without_a_step_time(user_dir, monkeypatch):
+    # a newcomer's 2-minute run on loaded cores trained 0 steps and was told "a step took
+    # 0.0 s"
+    fake_clock(monkeypatch, validation_s=40.0)
+    vol = volume()
+    lab = sparse(vol.mask, list(range(2, 32, 4)))
+    _, card = finetune(vol.image, lab, "tiny-base", minutes=1.0, patience=99, **FAST)
+    assert card.training["steps"] == 0
+    assert card.training["note"].startswith(
+        "no training step fit in 1 min (scoring the base model on the held-out patches took 40 s)"
+    )
+
+
 def test_cli_says_when_the_budget_left_too_few_steps(files, user_dir, monkeypatch, capsys):
     """A 1-minute run where validation takes 15 s and a step 2 s trains 15 steps (15 s
     are kept for the last validation and the threshold's choice): the CLI says so, and

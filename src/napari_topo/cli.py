@@ -653,6 +653,12 @@ def _spatial(
     data, geometry = select_channel(
         vol.data, vol.geometry, channel, name=f"{what} {vol.path.name}", option=option, ndim=ndim
     )
+    if ndim == 3 and min(data.shape) < 2:
+        # a (1, 512, 512) .npy ran for 96 s and exited 0 with its mask dropped as a sheet
+        raise ValueError(
+            f"{what} {vol.path.name} has the shape {tuple(data.shape)}: one voxel thick "
+            "along an axis, a 2D image, and napari-topo segments 3D volumes"
+        )
     if spacing_override is not None and geometry.ndim == len(spacing_override):
         geometry = geometry.with_spacing(spacing_override)
     return data, geometry
@@ -984,9 +990,10 @@ def _no_voxel_size_note(name: str, geometry, given, assumed: str = "") -> str | 
     )
 
 
-def _segment_settings(args, name: str, unit: str | None = None) -> dict:
+def _segment_settings(args, name: str, unit: str | None = None, note: str | None = None) -> dict:
     """The ``segment`` options both paths (in memory, streamed) hand to the pipeline
-    (``unit``: the input's length unit, for the ``input:`` line's voxel size)."""
+    (``unit``: the input's length unit, for the ``input:`` line's voxel size; ``note``:
+    said right after that line, before the network runs)."""
     return {
         "threshold": args.threshold,
         "min_size": args.min_size,
@@ -1002,7 +1009,7 @@ def _segment_settings(args, name: str, unit: str | None = None) -> dict:
         "progress": _progress_printer(f"segmenting {name}"),
         # said before the model runs: a wrong modality or zoom is seen at once, not
         # after minutes of inference
-        "on_policy": lambda policy: _say_policy(policy, unit),
+        "on_policy": lambda policy: _say_policy(policy, unit, note),
     }
 
 
@@ -1021,9 +1028,12 @@ def _vessel_range_arg(values) -> str | tuple[float, float] | None:
     return low, high
 
 
-def _say_policy(policy, unit: str | None = None) -> None:
-    """The ``input:`` line."""
+def _say_policy(policy, unit: str | None = None, note: str | None = None) -> None:
+    """The ``input:`` line (and a note on the voxel size that belongs with it: said
+    again with the results, but a newcomer waited 72 s for it the first time)."""
     print(f"input: {policy.describe(unit)}", flush=True)
+    if note:
+        print(f"note: {note}", flush=True)
 
 
 def _segment(args) -> None:
@@ -1145,7 +1155,12 @@ def _segment(args) -> None:
             vessel_range=vessel_range,
             sheets=args.sheets or "drop",
             on_message=lambda m: print(f"napari-topo: note: {m}", file=sys.stderr),
-            **_segment_settings(args, vol.path.name, geometry.unit),
+            **_segment_settings(
+                args,
+                vol.path.name,
+                geometry.unit,
+                _no_voxel_size_note(vol.path.name, geometry, args.spacing, vol.assumed),
+            ),
         )
     except CoincidingSourcesError as exc:
         j, k = exc.first_pair()
@@ -1402,7 +1417,12 @@ def _segment_streaming(
             on_message=note,
             stage=lambda s: print(f"napari-topo: {s} ...", file=sys.stderr, flush=True),
             client=client,
-            **_segment_settings(args, vol.path.name, geometry.unit),
+            **_segment_settings(
+                args,
+                vol.path.name,
+                geometry.unit,
+                _no_voxel_size_note(vol.path.name, geometry, args.spacing, vol.assumed),
+            ),
         )
         took = time.perf_counter() - t0
         trees = result["trees"]

@@ -1381,7 +1381,13 @@ def finetune(
         base_sha = sha256_file(base_card.weights_path)
     improved = best_state is not None
     note = None
-    if stopped.startswith("time budget") and step < FEW_STEPS:
+    if stopped.startswith("time budget") and step == 0:
+        note = (
+            f"no training step fit in {minutes:g} min (scoring the base model on the "
+            f"held-out patches took {validation_s:.0f} s); fine-tuning usually needs a few "
+            "hundred steps: give it more time"
+        )
+    elif stopped.startswith("time budget") and step < FEW_STEPS:
         note = (
             f"only {step} training step{'' if step == 1 else 's'} fit in {minutes:g} min "
             f"(a step took {step_s:.1f} s, a validation {validation_s:.0f} s); fine-tuning "
