@@ -390,7 +390,7 @@ def predict(
     if out is not None and _needs_resampling(resample_factors(spacing, None, keep_coarse=keep)):
         raise ValueError(
             f"out= cannot be combined with resampling: the voxels {spacing_triple(spacing)} are "
-            "resampled to isotropic ones for a CT"
+            "resampled to isotropic ones for a CT (or for a model with a percentile card)"
         )
     factors = resample_factors(spacing, policy.zoom.zoom, keep_coarse=keep)
     policy = dataclasses.replace(policy, factors=factors, spacing=spacing_triple(spacing))
