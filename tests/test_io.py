@@ -371,7 +371,7 @@ def test_a_tiff_without_a_z_step_says_z_was_assumed(tmp_path):
                      metadata={"unit": "um", "axes": "ZYX", "spacing": 5.0})  # fmt: skip
     vol = read_volume(tmp_path / "z.tif")
     assert vol.spacing == pytest.approx((5.0, 0.5, 0.5)) and vol.assumed == ""
-    tifffile.imwrite(tmp_path / "none.tif", a)  # nothing stated: spacing None, not "zyx"
+    tifffile.imwrite(tmp_path / "none.tif", a, photometric="minisblack")  # nothing stated
     vol = read_volume(tmp_path / "none.tif")
     assert vol.spacing is None and vol.assumed == ""
     vol = read_volume(write_volume(tmp_path / "w.tif", a, spacing=(5.0, 0.5, 0.5)))

@@ -818,7 +818,7 @@ class ZoomPlan:
     zoom : float or (float, float, float)
         Multiplies :func:`~napari_topo.inference.pipeline.resample_factors`' factors to
         the finest voxel size: < 1 shrinks the volume (thick vessels), 1 leaves it (an
-        axis the policy keeps is never upsampled by it).
+        axis the policy keeps starts from its own voxel size instead).
     source : {"user", "ct-spacing", "vessel-radius", "none"}
         Who chose it: the caller, the CT voxel size, the estimated vessel radius, or
         nobody (1, with the reason why not).
@@ -1141,7 +1141,8 @@ class InputPolicy:
         return self.intensity.modality != "ct" and self.intensity.card_method != "percentile"
 
     def kept_axes(self) -> tuple[str, ...]:
-        """The axes (letters of "zyx") that :attr:`keep_coarse_axes` leaves unresampled."""
+        """The axes (letters of "zyx") that :attr:`keep_coarse_axes` does not upsample to
+        the finest voxel size (the zoom still scales them)."""
         if self.spacing is None or not self.keep_coarse_axes:
             return ()
         sp = np.asarray(self.spacing, dtype=float)
@@ -1167,7 +1168,7 @@ class InputPolicy:
         """One line, e.g. ``"CT in HU (detected) window -100..300 HU, bright vessels,
         zoom 1 -> 0.57 mm voxels"`` or, for a stack with a known voxel size,
         ``"microscopy/other (detected) percentiles ..., zoom 0.4 (vessel radius ~20
-        voxels -> ~8), voxels 5x0.994x0.994 um -> 5x2.49x2.49 um (z not upsampled)"``
+        voxels -> ~8), voxels 5x0.994x0.994 um -> 12.5x2.49x2.49 um (z not upsampled)"``
         (the input's voxel size and the one the model sees, in ``unit`` when the caller
         knows it, e.g. from the file's metadata; the numbers alone otherwise; axes over
         :data:`ANISOTROPY_THRESHOLD` times the finest are named, see
