@@ -50,6 +50,18 @@ def test_supported_suffixes_all_round_trip(tmp_path):
         assert vol.data.dtype == a.dtype, suffix
 
 
+def test_a_spacing_written_with_its_unit_reads_back_in_that_unit(tmp_path):
+    # a newcomer's crop saved with write_volume(..., spacing=) came back unitless, so
+    # segment printed lengths without a unit
+    a = _asymmetric(np.uint8)
+    for suffix in (".tif", ".nii.gz", ".zarr", ".ome.zarr"):
+        vol = read_volume(write_volume(tmp_path / f"v{suffix}", a, spacing=SPACING, unit="um"))
+        assert vol.geometry.unit == "um", suffix
+        np.testing.assert_allclose(vol.geometry.spacing, SPACING, err_msg=suffix)
+    with pytest.raises(ValueError, match="needs a spacing"):
+        write_volume(tmp_path / "w.tif", a, unit="um")
+
+
 # ------------------------------------------------------------------------ NIfTI
 @pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint8, np.int16, np.int32, np.int64])

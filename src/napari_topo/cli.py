@@ -276,8 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument(
         "--min-size",
         type=int,
-        default=32,
-        help="drop mask pieces smaller than this many voxels (default 32; 0 keeps all)",
+        help="drop mask pieces (26-connected) smaller than this many voxels (default: the "
+        "model's own: 64 for topnet, 32 for the others; 0 keeps all)",
     )
     seg.add_argument(
         "--sources",
@@ -1102,7 +1102,7 @@ def _segment(args) -> None:
     if not existing.is_dir():  # checked before the model runs, not after
         raise ValueError(f"--out {out_dir}: {existing} is a file, not a folder")
     _probe_out_dir(out_dir)
-    if args.min_size < 0:
+    if args.min_size is not None and args.min_size < 0:
         raise ValueError(f"--min-size must be a number of voxels >= 0; got {args.min_size}")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1; got {args.batch_size}")
@@ -1141,6 +1141,7 @@ def _segment(args) -> None:
         _segment_streaming(args, vol, data, geometry, out_dir, stem, model, sources)
         return
 
+    no_size = _no_voxel_size_note(vol.path.name, geometry, args.spacing, vol.assumed)
     t0 = time.perf_counter()
     try:
         analysis = segment(
@@ -1159,7 +1160,7 @@ def _segment(args) -> None:
                 args,
                 vol.path.name,
                 geometry.unit,
-                _no_voxel_size_note(vol.path.name, geometry, args.spacing, vol.assumed),
+                no_size,
             ),
         )
     except CoincidingSourcesError as exc:
@@ -1198,6 +1199,7 @@ def _segment(args) -> None:
         analysis.save(tmp / f"{stem}_graph.csv")
         summary = analysis.summary()
         summary.update({"input": str(vol.path), "model": model, "seconds": round(took, 2)})
+        summary["min_size"] = int(analysis.min_size)
         if args.channel is not None:
             summary["channel"] = args.channel
         if placement:
@@ -1263,7 +1265,9 @@ def _segment(args) -> None:
     own = _own_threshold_line(args, model, analysis.threshold)
     if own:
         print(own)
-    no_size = _no_voxel_size_note(vol.path.name, geometry, args.spacing, vol.assumed)
+    own = _own_min_size_line(args, model, analysis.min_size)
+    if own:
+        print(own)
     if no_size:  # with the results: a refused input keeps its one line
         print(f"note: {no_size}")
     applied = getattr(analysis, "vessel_range", None)
@@ -1343,6 +1347,19 @@ def _own_threshold_line(args: argparse.Namespace, model, used: float) -> str | N
     return f"threshold {used:g}: the model's own ({origin}; --threshold overrides)"
 
 
+def _own_min_size_line(args: argparse.Namespace, model, used: int) -> str | None:
+    """The line saying which mask pieces were dropped when the model's card sets its own
+    smallest piece (None for the package default or a ``--min-size`` given)."""
+    from .inference.pipeline import DEFAULT_MIN_SIZE
+
+    if args.min_size is not None or used == DEFAULT_MIN_SIZE:
+        return None
+    return (
+        f"mask pieces under {used} voxels dropped: the model's own (from its card; "
+        "--min-size overrides)"
+    )
+
+
 def _segment_streaming(
     args, vol, data, geometry, out_dir: Path, stem: str, model, sources=None
 ) -> None:
@@ -1403,6 +1420,7 @@ def _segment_streaming(
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".napari-topo-", dir=out_dir))
     names = _STREAMED_VOLUMES
+    no_size = _no_voxel_size_note(vol.path.name, geometry, args.spacing, vol.assumed)
     t0 = time.perf_counter()
     try:
         result = segment_to_ome_zarr(
@@ -1421,7 +1439,7 @@ def _segment_streaming(
                 args,
                 vol.path.name,
                 geometry.unit,
-                _no_voxel_size_note(vol.path.name, geometry, args.spacing, vol.assumed),
+                no_size,
             ),
         )
         took = time.perf_counter() - t0
@@ -1481,7 +1499,9 @@ def _segment_streaming(
     own = _own_threshold_line(args, model, result["threshold"])
     if own:
         print(own)
-    no_size = _no_voxel_size_note(vol.path.name, geometry, args.spacing, vol.assumed)
+    own = _own_min_size_line(args, model, result["min_size"])
+    if own:
+        print(own)
     if no_size:
         print(f"note: {no_size}")
     for root in trees["roots"]:

@@ -680,12 +680,13 @@ def _read_zarr(p: Path, suffix: str, key: str | None) -> Volume:
 # --------------------------------------------------------------------------------------
 # writing
 # --------------------------------------------------------------------------------------
-def _geometry_for(shape, spacing, geometry) -> Geometry:
-    """The geometry to write: the one given, or one made from a plain spacing."""
+def _geometry_for(shape, spacing, geometry, unit: str | None = None) -> Geometry:
+    """The geometry to write: the one given, or one made from a plain spacing (and
+    ``unit``)."""
     ndim = len(shape)
     if geometry is not None:
-        if spacing is not None:
-            raise ValueError("give spacing or geometry, not both.")
+        if spacing is not None or unit is not None:
+            raise ValueError("give spacing (and unit) or geometry, not both.")
         if len(geometry.axes) != ndim:
             raise ValueError(
                 f"geometry has axes {geometry.axes!r} but the data has {ndim} axes {tuple(shape)}."
@@ -694,6 +695,8 @@ def _geometry_for(shape, spacing, geometry) -> Geometry:
     axes = default_axes(shape) if ndim else ""
     n = sum(ch in "zyx" for ch in axes)
     if spacing is None:
+        if unit is not None:
+            raise ValueError(f"unit {unit!r} needs a spacing (the voxel size in that unit).")
         return Geometry.identity(axes)
     try:
         sp = tuple(float(s) for s in spacing)
@@ -705,10 +708,12 @@ def _geometry_for(shape, spacing, geometry) -> Geometry:
         raise ValueError(
             f"spacing must be None or {n} finite positive numbers (one per axis); got {spacing!r}."
         )
-    return Geometry.from_spacing(sp, axes=axes)
+    return Geometry.from_spacing(sp, axes=axes, unit=unit)
 
 
-def write_volume(path, data, *, spacing=None, geometry: Geometry | None = None) -> Path:
+def write_volume(
+    path, data, *, spacing=None, unit: str | None = None, geometry: Geometry | None = None
+) -> Path:
     """Write ``data`` with its geometry (or a plain spacing); format by suffix.
 
     Parameters
@@ -725,6 +730,11 @@ def write_volume(path, data, *, spacing=None, geometry: Geometry | None = None) 
     spacing : sequence of float, optional
         Voxel size of the spatial axes (or, as before, one per array axis): an
         axis-aligned geometry at the origin. Not together with ``geometry``.
+    unit : str, optional
+        The length unit of ``spacing`` (``"mm"``, ``"um"``, ...), written where the
+        format can say it (NIfTI ``xyzt_units``, ImageJ ``unit``, zarr attributes), so
+        that reading the file back gives lengths in that unit; without it the voxel size
+        is unitless. Needs ``spacing``.
     geometry : Geometry, optional
         Axes and placement, e.g. ``read_volume(input).geometry`` so that the file
         overlays the input. NIfTI: the affine as qform and sform with the input's
@@ -745,14 +755,15 @@ def write_volume(path, data, *, spacing=None, geometry: Geometry | None = None) 
         Unsupported suffix, missing parent folder, the library failed to write, or a
         needed package is not installed.
     ValueError
-        ``data`` is not numeric, or ``spacing``/``geometry`` do not match its axes.
+        ``data`` is not numeric, ``spacing``/``geometry`` do not match its axes, or
+        ``unit`` is given without ``spacing`` or with ``geometry``.
     """
     p = Path(os.fspath(path)).expanduser()
     suffix = _check_suffix(p)
     if not p.parent.is_dir():
         raise VolumeReadError(f"cannot write {p}: no such folder {p.parent}")
     if suffix == ".zarr":
-        return _write_zarr(p, suffix, data, spacing, geometry)
+        return _write_zarr(p, suffix, data, spacing, geometry, unit)
     if suffix == ".ome.zarr":
         from .ngff import write_ome_zarr
 
@@ -763,9 +774,9 @@ def write_volume(path, data, *, spacing=None, geometry: Geometry | None = None) 
                 f"data must be an array of numbers with at least one axis; "
                 f"got {data.dtype} of shape {tuple(data.shape)}."
             )
-        return write_ome_zarr(p, data, _geometry_for(data.shape, spacing, geometry))
+        return write_ome_zarr(p, data, _geometry_for(data.shape, spacing, geometry, unit))
     arr = _as_writable_array(data)
-    geom = _geometry_for(arr.shape, spacing, geometry)
+    geom = _geometry_for(arr.shape, spacing, geometry, unit)
     try:
         if suffix in (".nii", ".nii.gz"):
             _write_nifti(p, suffix, arr, geom)
@@ -882,7 +893,7 @@ def _write_tiff(p: Path, suffix: str, arr: np.ndarray, geom: Geometry) -> None:
         )
 
 
-def _write_zarr(p: Path, suffix: str, data, spacing, geometry) -> Path:
+def _write_zarr(p: Path, suffix: str, data, spacing, geometry, unit=None) -> Path:
     try:
         import zarr
     except ImportError:
@@ -900,7 +911,7 @@ def _write_zarr(p: Path, suffix: str, data, spacing, geometry) -> Path:
             f"data must be an array of numbers with at least one axis; "
             f"got {dtype} of shape {shape}."
         )
-    geom = _geometry_for(shape, spacing, geometry)
+    geom = _geometry_for(shape, spacing, geometry, unit)
     chunks = tuple(min(ZARR_CHUNK, max(s, 1)) for s in shape)
     try:
         out = zarr.open(str(p), mode="w", shape=shape, chunks=chunks, dtype=dtype)

@@ -638,8 +638,8 @@ def segment_to_ome_zarr(
         (:attr:`~napari_topo.models.registry.ModelCard.mask_threshold`).
     min_size : int, optional
         Mask pieces with fewer voxels are dropped, across chunk borders
-        (:func:`remove_small_components_chunked`); default
-        :data:`~napari_topo.inference.pipeline.DEFAULT_MIN_SIZE`; 0 keeps all.
+        (:func:`remove_small_components_chunked`); default: the model's own
+        (:attr:`~napari_topo.models.registry.ModelCard.mask_min_size`); 0 keeps all.
     sources : (K, 3) array_like, optional
         Tree roots (voxel coordinates) for the whole volume: the piece of the mask
         holding root ``k`` gets tree id ``k + 1`` in ``"trees"``.
@@ -688,7 +688,6 @@ def segment_to_ome_zarr(
     """
     from ..data.ngff import OME_ZARR_CHUNK, create_ome_zarr
     from .pipeline import (
-        DEFAULT_MIN_SIZE,
         DEFAULT_MODEL,
         _needs_resampling,
         predict,
@@ -698,13 +697,15 @@ def segment_to_ome_zarr(
 
     with _local_dask(client):
         volume, shape, _ = _volume_info(volume)
-    if threshold is None:
+    if threshold is None or min_size is None:
         from ..models.registry import model_card
 
-        threshold = model_card(model or DEFAULT_MODEL).mask_threshold
+        card = model_card(model or DEFAULT_MODEL)
+        threshold = card.mask_threshold if threshold is None else threshold
+        min_size = card.mask_min_size if min_size is None else min_size
     if not np.isfinite(threshold) or not 0.0 < float(threshold) < 1.0:
         raise ValueError(f"threshold must be between 0 and 1; got {threshold!r}")
-    min_size = DEFAULT_MIN_SIZE if min_size is None else int(min_size)
+    min_size = int(min_size)
     if min_size < 0:
         raise ValueError(f"min_size must be an integer >= 0; got {min_size!r}")
     halo = skeleton_halo(max_radius) if "skeleton" in out else 0

@@ -875,9 +875,9 @@ class ZoomPlan:
         return out
 
 
-def _check_zoom(zoom: Any) -> str | float | tuple[float, float, float] | None:
-    if zoom is None:
-        return None
+def _check_zoom(zoom: Any) -> str | float | tuple[float, float, float] | ZoomPlan | None:
+    if zoom is None or isinstance(zoom, ZoomPlan):
+        return zoom
     if isinstance(zoom, str):
         if zoom.strip().lower() == "auto":
             return "auto"
@@ -982,6 +982,8 @@ def _plan_zoom(
 ) -> ZoomPlan:
     if zoom is None:
         return ZoomPlan(1.0, "none", "not zoomed (zoom=None)")
+    if isinstance(zoom, ZoomPlan):  # an earlier plan's, kept exactly (its zooms too)
+        return zoom
     if zoom != "auto":
         return ZoomPlan(zoom, "user", "zoom chosen by the user")
     if card.legacy:
@@ -1224,6 +1226,10 @@ def plan_input(
 
     Parameters and errors are those of the two functions; everything is checked before
     any voxel is read. ``factors`` of the result is None (``predict`` fills it in).
+
+    ``zoom`` may also be a :class:`ZoomPlan` (an earlier plan's ``zoom``), used as it is,
+    every zoom of its ensemble included: a crop then runs at the zooms its whole volume
+    did.
 
     ``intensity_from`` (array-like, optional): decide the modality, the intensity mapping
     and the polarity from a strided sample of this array instead of ``volume`` (the zoom

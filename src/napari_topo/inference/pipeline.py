@@ -44,8 +44,9 @@ __all__ = [
 #: loss leaves vessel interiors unconstrained) at the same two-photon Dice (0.572) and a
 #: CT Dice 0.017 lower (0.328 vs 0.345).
 DEFAULT_MODEL = "unet-dice"
-#: Smallest connected piece of the mask segment() keeps, in voxels. Chosen on the
-#: validation volumes (seeds 900000-900009, 96^3, unet-projpool): 32 gives the best
+#: Smallest connected piece of the mask segment() keeps, in voxels, for a model whose
+#: card names none (:attr:`~napari_topo.models.registry.ModelCard.min_size`). Chosen on
+#: the validation volumes (seeds 900000-900009, 96^3, unet-projpool): 32 gives the best
 #: clDice and 2D CCE there (0 / 32 / 64 / 128 / 256: clDice 0.860 / 0.874 / 0.872 /
 #: 0.867 / 0.863, Betti-0 error 84.4 / 14.0 / 7.8 / 4.9 / 3.1).
 DEFAULT_MIN_SIZE = 32
@@ -272,7 +273,9 @@ def predict(
         (:func:`~napari_topo.inference.intensity.plan_zoom`): a CT goes to about 1 mm
         voxels (needs ``spacing`` in mm), other images are shrunk until their large
         vessels have a radius of about 8 voxels (0.25-1); cards with a "percentile"
-        normalisation (the earlier models) are not zoomed.
+        normalisation (the earlier models) are not zoomed. A
+        :class:`~napari_topo.inference.intensity.ZoomPlan` (an earlier input policy's
+        ``zoom``) is used as it is, with every zoom of its ensemble.
     out : dict of str to array, optional
         Destinations ``(C, z, y, x)`` per output (e.g. zarr arrays, ``{"vessel": z}``
         for the U-Nets), filled slab by slab: with a dask or zarr ``volume`` nothing of
@@ -937,7 +940,7 @@ def segment(
     threshold: float | None = None,
     sources=None,
     spacing: float | Sequence[float] | None = None,
-    min_size: int = DEFAULT_MIN_SIZE,
+    min_size: int | None = None,
     modality: str = "auto",
     window: Sequence[float] | None = None,
     polarity: str = "auto",
@@ -969,9 +972,11 @@ def segment(
         Tree roots in voxel coordinates (default: detected automatically).
     spacing : float or sequence of 3 float, optional
         Physical voxel size: used for resampling, radii, lengths and exports.
-    min_size : int
-        Mask pieces with fewer voxels are dropped (:data:`DEFAULT_MIN_SIZE`; 0 keeps
-        everything).
+    min_size : int, optional
+        Mask pieces (26-connected) with fewer voxels are dropped; 0 keeps everything.
+        Default: the model's own
+        (:attr:`~napari_topo.models.registry.ModelCard.mask_min_size`:
+        :data:`DEFAULT_MIN_SIZE` unless its card names another, as TopNet's does).
     modality, window, polarity, zoom
         The input policy (:func:`predict`).
     geometry : napari_topo.geometry.Geometry, optional
@@ -1059,10 +1064,12 @@ def segment(
         vessel_range = _intensity_range(vessel_range)
     if sheets not in ("drop", "keep"):
         raise ValueError(f"sheets must be 'drop' or 'keep'; got {sheets!r}")
-    if threshold is None:
+    if threshold is None or min_size is None:
         from ..models.registry import model_card
 
-        threshold = model_card(model).mask_threshold
+        card = model_card(model)
+        threshold = card.mask_threshold if threshold is None else threshold
+        min_size = card.mask_min_size if min_size is None else min_size
     if prediction is not None:
         outputs = _reusable(prediction, np.shape(volume))
     else:
@@ -1115,6 +1122,7 @@ def segment(
     # VesselAnalysis has no field for them (yet): carried as attributes.
     analysis.input_policy = outputs.input_policy
     analysis.compute = outputs.compute
+    analysis.min_size = min_size  # the smallest mask piece kept (voxels)
     # the range applied (None: none) and how many pieces of the mask it dropped
     analysis.vessel_range = None if vessel_range is None else tuple(vessel_range)
     analysis.pieces_dropped = dropped

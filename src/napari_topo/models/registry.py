@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from ..inference.intensity import AUTO_NORMALIZATION, LEGACY_NORMALIZATION, card_normalization
+from ..inference.pipeline import DEFAULT_MIN_SIZE
 from .topnet import TopNet
 from .unet import UNet3D
 
@@ -152,6 +153,12 @@ class ModelCard:
         dock use it unless told another. A fine-tuned model gets the one that scored
         best on the held-out part of the user's annotation
         (:func:`napari_topo.training.finetune.finetune`). None: 0.5.
+    min_size : int or None
+        The smallest connected piece (26-connected, voxels) of this model's masks kept by
+        default, where it differs from the package's
+        (:data:`~napari_topo.inference.pipeline.DEFAULT_MIN_SIZE`, used for None):
+        ``segment``, the CLI and the Segment dock use it unless told another. A
+        fine-tuned model keeps its base model's.
     format_version : int
         Version of this card layout.
     created_with : str
@@ -175,6 +182,7 @@ class ModelCard:
     weights_file: str = ""
     description: str = ""
     threshold: float | None = None
+    min_size: int | None = None
     format_version: int = CARD_FORMAT_VERSION
     created_with: str = ""
     extra: dict = field(default_factory=dict, repr=False)
@@ -230,11 +238,23 @@ class ModelCard:
                     f"(exclusive) or null, got {t!r}"
                 )
             self.threshold = float(t)
+        if self.min_size is not None:
+            m = self.min_size
+            if isinstance(m, bool) or not isinstance(m, int) or m < 0:
+                raise ValueError(
+                    f"model {self.name!r}: min_size must be an integer >= 0 or null, got {m!r}"
+                )
 
     @property
     def mask_threshold(self) -> float:
         """The threshold this model's masks are cut at by default (``threshold`` or 0.5)."""
         return DEFAULT_THRESHOLD if self.threshold is None else self.threshold
+
+    @property
+    def mask_min_size(self) -> int:
+        """The smallest mask piece (voxels) kept by default (``min_size`` or
+        :data:`~napari_topo.inference.pipeline.DEFAULT_MIN_SIZE`)."""
+        return DEFAULT_MIN_SIZE if self.min_size is None else self.min_size
 
     @property
     def weights_path(self) -> Path | None:
