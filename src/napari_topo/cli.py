@@ -1781,6 +1781,8 @@ def _finetune_printer(stream=None):
                 file=stream,
                 flush=True,
             )
+        elif p.phase == "validate" and p.message:  # the held-out part segmented at the end
+            print(f"{chr(10) if tty else ''}fine-tuning: {p.message}", file=stream, flush=True)
         elif p.phase == "prepare" and p.input is not None:
             print(f"input: {p.input}", flush=True)  # stdout, as segment's
         elif p.phase == "prepare":

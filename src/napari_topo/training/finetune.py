@@ -46,14 +46,20 @@ What is learned from, and what is not
   patches of it (centred on random held-out voxels) are scored together (one Dice and
   clDice over all of them) before training, every ``val_every`` steps and at the end.
   The result keeps the best weights, and when no step beats the base model the base
-  weights are returned: the result is never worse than the base on that held-out part.
-  Both scores are in the card.
+  weights are returned. Then the held-out part is **segmented as ``segment`` does it**
+  (sliding windows, every zoom of the plan, the input grid: :func:`_held_out_view`) by
+  the base model (before training) and by the kept weights: the mask threshold is
+  chosen there, both scores reported there, and if the kept weights at their threshold
+  score below the base model at 0.5 there, the base weights are returned: the result is
+  never worse than the base on that held-out part, as the user will segment it. Both
+  scores are in the card.
 * **Stopping**: at ``steps`` or ``minutes`` (whichever comes first), early when
   ``patience`` validations in a row did not improve,
   or on ``cancel`` (:class:`~napari_topo.inference.sliding.Cancelled` is raised and
   nothing is returned or written). ``minutes`` is the wall time of the whole call, from
   the checks to the returned model: data preparation counts, and training stops early
-  enough for the final validation (timed on the base model's) to end within it.
+  enough for the final validation and segmentation of the held-out part (timed on the
+  base model's) to end within it.
 
 The optimiser (:class:`Adam`) is written out here instead of taken from ``torch.optim``:
 every ``torch.optim`` optimiser imports ``torch._dynamo`` when it is created
@@ -1112,11 +1118,14 @@ def finetune(
         card's; ``training`` records the base model and its sha256, the data's shape and
         spacing, the annotated and vessel voxel counts, how the region was derived, the
         input policy applied, loss, steps, wall time, why training stopped and the
-        validation history; ``threshold`` the mask threshold chosen on the held-out
-        part (:func:`choose_threshold`), which ``segment`` uses by default;
-        ``metrics["validation"]`` the held-out scores of the result at that threshold,
-        ``metrics["validation_at_0.5"]`` at 0.5, ``metrics["validation_before"]`` those
-        of the base model (at 0.5) and ``metrics["threshold_choice"]`` the table.
+        validation history (the patches that chose the step); ``threshold`` the mask
+        threshold chosen on the held-out part segmented as ``segment`` does it
+        (:func:`_held_out_view`, :func:`choose_threshold`), which ``segment`` uses by
+        default; ``metrics["validation"]`` the scores of the result there at that
+        threshold, ``metrics["validation_at_0.5"]`` at 0.5,
+        ``metrics["validation_before"]`` those of the base model (at 0.5) and
+        ``metrics["threshold_choice"]`` the table. When the result at its threshold
+        scores below the base model there, the base model's weights are returned.
 
     Raises
     ------
@@ -1271,9 +1280,9 @@ def finetune(
         before = evaluate()
         validation_s = time.perf_counter() - t_val
         report(
-            phase="validate",
-            message="base model: segmenting the held-out part as segment will",
-            loss=before["loss"],
+            phase="prepare",
+            message="the base model segments the held-out part as segment will (the "
+            "threshold is chosen there at the end)",
             max_steps=steps,
         )
         view_box = _held_out_box(val_mask, factors)
