@@ -343,20 +343,64 @@ def test_the_held_out_view_is_bounded_and_runs_at_the_plans_zooms(monkeypatch):
     # small: the held-out voxels' bounding box grown by the context, clipped
     small = np.zeros((40, 60, 60), bool)
     small[10:12, 20:30, 20:30] = True
-    assert ft._held_out_box(small, (1.0, 1.0, 1.0)) == (slice(0, 40), slice(0, 60), slice(0, 60))
-    assert ft._held_out_box(small, (0.25, 0.25, 0.25))[1] == slice(0, 60)
+    whole = (slice(0, 40), slice(0, 60), slice(0, 60))
+    assert ft._held_out_box(small, [(1.0, 1.0, 1.0)]) == whole
+    assert ft._held_out_box(small, [(0.25, 0.25, 0.25)])[1] == slice(0, 60)
     # large: cut down to the cap (model-grid voxels), still holding held-out voxels
     monkeypatch.setattr(ft, "HELD_OUT_VIEW_VOXELS", 100_000)
     val = np.zeros((40, 200, 200), bool)
     val[[5, 15, 25, 35]] = True
     for factors in ((1.0, 1.0, 1.0), (1.0, 0.5, 0.5)):
-        box = ft._held_out_box(val, factors)
+        box = ft._held_out_box(val, [factors])
         model_voxels = np.prod([(b.stop - b.start) * f for b, f in zip(box, factors, strict=True)])
         assert model_voxels <= 100_000 and val[box].any(), (factors, box)
+    # held-out slabs that lie apart in y and x too: the cut box still holds held-out voxels
+    apart = np.zeros((40, 200, 200), bool)
+    apart[5, 0:20, 0:20] = apart[20, 90:110, 90:110] = apart[35, 180:200, 180:200] = True
+    box = ft._held_out_box(apart, [(1.0, 1.0, 1.0)])
+    assert np.prod([b.stop - b.start for b in box]) <= 100_000 and apart[box].any(), box
+    # every zoom the model runs at counts: a second zoom at twice the first's resolution
+    box = ft._held_out_box(val, [(0.5, 0.5, 0.5), (1.0, 1.0, 1.0)])
+    assert np.prod([b.stop - b.start for b in box]) * (0.125 + 1.0) <= 100_000
     # a crop runs at exactly the zooms its whole volume's plan chose (the ensemble too)
     plan = ZoomPlan(0.5, "vessel-radius", "large vessels", radius_voxels=16.0, also=(1.0,))
     image = np.random.default_rng(0).random((16, 32, 32), dtype=np.float32)
     assert plan_input(image, model_card("unet-dice").normalization, zoom=plan).zoom == plan
+
+
+def test_weights_that_segment_the_held_out_part_worse_are_not_kept(user_dir, monkeypatch):
+    """Better on the validation patches is not enough: when the kept weights, segmented
+    as the user will segment, score below the base model on the held-out part, the base
+    weights come back and the card says why."""
+    import napari_topo.training.finetune as ft
+
+    view, calls = ft._held_out_view, []
+
+    def worse_after_training(*args, **kwargs):
+        prob, truth, valid, loss = view(*args, **kwargs)
+        calls.append(1)
+        if len(calls) > 1:  # the kept weights' view: nothing found
+            prob = np.zeros_like(prob)
+        return prob, truth, valid, loss
+
+    monkeypatch.setattr(ft, "_held_out_view", worse_after_training)
+    vol = volume()
+    lab = sparse(vol.mask, list(range(2, 32, 4)))
+    base, _ = load_model("tiny-base")
+    module, card = finetune(vol.image, lab, "tiny-base", steps=60, seed=0, name="w", **FAST)
+    assert len(calls) == 2  # training beat the base on the patches, so it was segmented
+    assert card.training["kept_base"].startswith("the weights of step ")
+    assert card.training["best_step"] == 0
+    for (k, v), w in zip(module.state_dict().items(), base.state_dict().values(), strict=True):
+        assert torch.equal(v, w), k
+    m = card.metrics
+    assert m["validation"]["score"] >= m["validation_before"]["score"]
+    assert "base model's weights kept" in card.summary
+    from napari_topo.cli import _finetune_result_lines
+
+    said = " ".join(_finetune_result_lines(card))
+    assert "scored lower than the base model's on the held-out part" in said
+    assert "no training step beat" not in said
 
 
 def test_a_folder_holding_one_model_loads(tmp_path, user_dir):
@@ -518,7 +562,7 @@ def test_cli_finetune_then_segment_with_it(files, user_dir, capsys):
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert "held-out annotation: Dice" in captured.out and "->" in captured.out
-    assert "base model: held-out Dice" in captured.err  # progress
+    assert "base model: held-out patches Dice" in captured.err  # progress
     assert sorted(p.name for p in out.iterdir()) == ["mine.json", "mine.safetensors"]
     card = json.loads((out / "mine.json").read_text())
     assert card["training"]["fine_tuned_from"]["name"] == "tiny-base"
@@ -723,7 +767,8 @@ def test_a_budget_that_fits_no_step_says_so_without_a_step_time(user_dir, monkey
     _, card = finetune(vol.image, lab, "tiny-base", minutes=1.0, patience=99, **FAST)
     assert card.training["steps"] == 0
     assert card.training["note"].startswith(
-        "no training step fit in 1 min (scoring the base model on the held-out patches took 40 s)"
+        "no training step fit in 1 min (scoring the base model on the held-out patches and "
+        "segmenting the held-out part took 40 s)"
     )
 
 

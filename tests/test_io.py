@@ -58,8 +58,14 @@ def test_a_spacing_written_with_its_unit_reads_back_in_that_unit(tmp_path):
         vol = read_volume(write_volume(tmp_path / f"v{suffix}", a, spacing=SPACING, unit="um"))
         assert vol.geometry.unit == "um", suffix
         np.testing.assert_allclose(vol.geometry.spacing, SPACING, err_msg=suffix)
+    # other spellings are the same unit; one no format can state is refused
+    for spelling in ("µm", "micron"):
+        vol = read_volume(write_volume(tmp_path / "m.nii.gz", a, spacing=SPACING, unit=spelling))
+        assert vol.geometry.unit == "um", spelling
     with pytest.raises(ValueError, match="needs a spacing"):
         write_volume(tmp_path / "w.tif", a, unit="um")
+    with pytest.raises(ValueError, match="unit must be one of"):
+        write_volume(tmp_path / "w.tif", a, spacing=SPACING, unit="inch")
 
 
 # ------------------------------------------------------------------------ NIfTI

@@ -447,7 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-size",
         type=int,
         default=0,
-        help="drop mask pieces under this many voxels first, as segment does (default 0: raw)",
+        help="drop mask pieces under this many voxels first (default 0: raw; segment's "
+        "default is each model's own: 64 for topnet, 32 for the others)",
     )
     ev.add_argument(
         "--update-cards",
@@ -1354,6 +1355,11 @@ def _own_min_size_line(args: argparse.Namespace, model, used: int) -> str | None
 
     if args.min_size is not None or used == DEFAULT_MIN_SIZE:
         return None
+    if used == 0:
+        return (
+            "no mask piece dropped for its size: the model's own (from its card; "
+            "--min-size overrides)"
+        )
     return (
         f"mask pieces under {used} voxels dropped: the model's own (from its card; "
         "--min-size overrides)"
@@ -1741,7 +1747,13 @@ def _finetune_result_lines(card) -> list[str]:
         f"stopped: {t['stopped']})"
     ]
     tuned = card.threshold not in (None, DEFAULT_THRESHOLD)
-    if t["best_step"] == 0:
+    if t.get("kept_base"):
+        lines.append(
+            "the fine-tuned weights scored lower than the base model's on the held-out part "
+            "as segment makes it: the weights are the base model's"
+            + (", the change is the mask threshold's" if tuned else "")
+        )
+    elif t["best_step"] == 0:
         # a newcomer read a 0.603 -> 0.621 after one step as a training gain
         lines.append(
             "no training step beat the base model on the held-out part: the weights are "
@@ -1775,7 +1787,8 @@ def _finetune_printer(stream=None):
             prefix = "\n" if tty and p.step else ""
             what = "base model" if p.step == 0 else f"step {p.step}"
             print(
-                f"{prefix}{what}: held-out Dice {v['Dice']:.3f}, clDice {v['clDice']:.3f} "
+                f"{prefix}{what}: held-out patches Dice {v['Dice']:.3f}, clDice "
+                f"{v['clDice']:.3f} "
                 f"(best so far, by their mean: Dice {best['Dice']:.3f}, clDice "
                 f"{best['clDice']:.3f}) [{p.elapsed_s:.0f} s]",
                 file=stream,

@@ -71,7 +71,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..geometry import Geometry
+from ..geometry import METRES_PER_UNIT, Geometry
 
 __all__ = [
     "SUPPORTED_SUFFIXES",
@@ -507,7 +507,6 @@ def _ome_spacing(tifffile, xml: str) -> tuple[dict, str | None]:
     if len(stated) <= 1:
         return out, next(iter(stated), None)
     # each axis in its own unit (z in um, y and x in nm): all in um
-    from ..geometry import METRES_PER_UNIT
 
     if not stated <= set(METRES_PER_UNIT):
         return {}, None  # units napari-topo cannot convert: no usable voxel size
@@ -698,6 +697,14 @@ def _geometry_for(shape, spacing, geometry, unit: str | None = None) -> Geometry
         if unit is not None:
             raise ValueError(f"unit {unit!r} needs a spacing (the voxel size in that unit).")
         return Geometry.identity(axes)
+    if unit is not None:
+        known = _unit(unit)
+        if known not in METRES_PER_UNIT:
+            raise ValueError(
+                f"unit must be one of {', '.join(METRES_PER_UNIT)} (or a spelling of one, "
+                f"such as 'micron' or 'µm'); got {unit!r}."
+            )
+        unit = known
     try:
         sp = tuple(float(s) for s in spacing)
     except (TypeError, ValueError):

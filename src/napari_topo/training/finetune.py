@@ -847,35 +847,47 @@ def _validation_patches(data: _Data, size: int, rng: np.random.Generator, n: int
     return list(unique.values())
 
 
-def _held_out_box(val_mask: np.ndarray, factors) -> tuple[slice, slice, slice]:
+def _held_out_box(val_mask: np.ndarray, zoom_factors) -> tuple[slice, slice, slice]:
     """The box (input-grid slices) around the held-out voxels that the held-out view
-    segments: their bounding box grown by :data:`HELD_OUT_VIEW_CONTEXT` model-grid
-    voxels, its longest axis (in model-grid voxels) halved around a held-out position
-    until it holds at most :data:`HELD_OUT_VIEW_VOXELS` of them."""
+    segments: their bounding box grown by :data:`HELD_OUT_VIEW_CONTEXT` voxels of the
+    first zoom's grid, its longest axis (on that grid) halved around a held-out voxel
+    still inside the box until the voxels the model sees, summed over every zoom it runs
+    at, are at most :data:`HELD_OUT_VIEW_VOXELS`. Always holds held-out voxels.
+
+    ``zoom_factors``: the resampling factors (z, y, x) of each zoom the plan runs, the
+    plan's own zoom first."""
     shape = val_mask.shape
-    others = [tuple(a for a in range(3) if a != ax) for ax in range(3)]
-    held = [np.flatnonzero(val_mask.any(axis=others[ax])) for ax in range(3)]
+    first = [float(f) for f in zoom_factors[0]]
+    per_input_voxel = float(sum(np.prod([float(f) for f in fs]) for fs in zoom_factors))
+
+    def others(ax: int) -> tuple[int, ...]:
+        return tuple(a for a in range(3) if a != ax)
+
     box = []
     for ax in range(3):
-        pad = int(math.ceil(HELD_OUT_VIEW_CONTEXT / float(factors[ax])))
-        box.append([max(0, int(held[ax][0]) - pad), min(shape[ax], int(held[ax][-1]) + 1 + pad)])
+        held = np.flatnonzero(val_mask.any(axis=others(ax)))
+        pad = int(math.ceil(HELD_OUT_VIEW_CONTEXT / first[ax]))
+        box.append([max(0, int(held[0]) - pad), min(shape[ax], int(held[-1]) + 1 + pad)])
 
-    def model_extent(ax: int) -> float:
-        return (box[ax][1] - box[ax][0]) * float(factors[ax])
+    def extent(ax: int) -> int:
+        return box[ax][1] - box[ax][0]
 
-    while np.prod([model_extent(a) for a in range(3)]) > HELD_OUT_VIEW_VOXELS:
-        ax = int(np.argmax([model_extent(a) for a in range(3)]))
-        inside = held[ax][(held[ax] >= box[ax][0]) & (held[ax] < box[ax][1])]
-        centre = int(inside[len(inside) // 2])
-        half = max(1, (box[ax][1] - box[ax][0]) // 4)
-        lo = min(max(0, centre - half), shape[ax] - 2 * half)
-        box[ax] = [max(0, lo), min(shape[ax], max(0, lo) + 2 * half)]
-        if all(b[1] - b[0] <= 2 for b in box):
+    while np.prod([extent(a) for a in range(3)]) * per_input_voxel > HELD_OUT_VIEW_VOXELS:
+        ax = int(np.argmax([extent(a) * first[a] for a in range(3)]))
+        if extent(ax) <= 2:
             break
+        sub = val_mask[tuple(slice(a, b) for a, b in box)]
+        held = np.flatnonzero(sub.any(axis=others(ax))) + box[ax][0]  # inside the box
+        centre = int(held[len(held) // 2])
+        half = max(1, extent(ax) // 4)
+        lo = min(max(box[ax][0], centre - half), box[ax][1] - 2 * half)
+        box[ax] = [lo, lo + 2 * half]
     return tuple(slice(a, b) for a, b in box)
 
 
-def _held_out_view(module, card, image, lab, val_mask, box, policy, spacing, device, inputs):
+def _held_out_view(
+    module, card, image, lab, val_mask, box, policy, spacing, device, inputs, cancel=None
+):
     """The model's vessel probability on ``box`` of the input, as ``segment`` makes it
     (sliding windows with their padding, every zoom of the plan fused, mapped back to the
     input grid; the intensities scaled as the whole image's), with the truth and the
@@ -895,6 +907,7 @@ def _held_out_view(module, card, image, lab, val_mask, box, policy, spacing, dev
         zoom=policy.zoom,
         intensity_from=image,
         device=str(device),
+        cancel=cancel,
         on_message=lambda _m: None,
         **inputs,
     )
@@ -990,7 +1003,7 @@ def choose_threshold(
     shipped models' 0.5 contour, and cutting their probability lower on half of a stack's
     labels raised the other half's Dice by 0.02-0.10. The held-out part of the user's
     annotation says which cut matches theirs. The score is the fine-tuning objective's
-    (mean of Dice and clDice over the held-out patches of every grid); a tie (within
+    (mean of Dice and clDice over all the outputs together, each output's mean); a tie (within
     0.001) goes to the threshold nearest 0.5. Chosen on the held-out part, so its score
     there is slightly optimistic (one number fitted to it).
 
@@ -1285,11 +1298,15 @@ def finetune(
             "threshold is chosen there at the end)",
             max_steps=steps,
         )
-        view_box = _held_out_box(val_mask, factors)
+        zoom_factors = [
+            resample_factors(spacing, z, keep_coarse=policy.keep_coarse_axes)
+            for z in policy.zoom.zooms
+        ]
+        view_box = _held_out_box(val_mask, zoom_factors)
         view_inputs = {"modality": modality, "window": window, "polarity": polarity}
         t_view = time.perf_counter()
         base_view = _held_out_view(
-            base.to(dev),
+            copy.deepcopy(base).to(dev),  # the caller's module stays where it is
             base_card,
             image,
             lab,
@@ -1299,14 +1316,17 @@ def finetune(
             spacing,
             dev,
             view_inputs,
+            cancel,
         )
         view_s = time.perf_counter() - t_view
         t_view = time.perf_counter()
-        before_view = _scores(*base_view)
-        view_scoring_s = time.perf_counter() - t_view
+        # the base model as segment cuts it (its own threshold) and at its best threshold
+        before_view = _scores(*base_view, threshold=base_card.mask_threshold)
+        base_choice = choose_threshold(None, None, None, None, outputs=[base_view])
+        view_scoring_s = (time.perf_counter() - t_view) / (len(THRESHOLDS) + 1)
         # kept free at the end of the budget: the last validation, the held-out view of
-        # the kept weights and choose_threshold scoring it at each threshold
-        reserve_s = validation_s + view_s + len(THRESHOLDS) * view_scoring_s
+        # the kept weights and choose_threshold scoring it at each threshold (and at 0.5)
+        reserve_s = validation_s + view_s + (len(THRESHOLDS) + 1) * view_scoring_s
         before.pop("scoring_s")
         before["step"] = 0
         best, best_state, best_step = dict(before), None, 0
@@ -1450,18 +1470,20 @@ def finetune(
             prm.requires_grad_(True)
         if _is_set(cancel):
             raise Cancelled("fine-tuning cancelled; nothing was saved")
-        report(
-            phase="validate",
-            step=step,
-            max_steps=steps,
-            fraction=1.0,
-            best=dict(best),
-            message="segmenting the held-out part as segment will, to choose the threshold",
-        )
-        result_view = (
-            base_view
-            if best_state is None
-            else _held_out_view(
+        kept_base = None
+        if best_state is None:
+            threshold, at_threshold, threshold_table = base_choice
+            at_half = _scores(*base_view)
+        else:
+            report(
+                phase="validate",
+                step=step,
+                max_steps=steps,
+                fraction=1.0,
+                best=dict(best),
+                message="segmenting the held-out part as segment will, to choose the threshold",
+            )
+            result_view = _held_out_view(
                 result.to(dev),
                 base_card,
                 image,
@@ -1472,21 +1494,25 @@ def finetune(
                 spacing,
                 dev,
                 view_inputs,
+                cancel,
             )
-        )
-        threshold, at_threshold, threshold_table = choose_threshold(
-            None, None, None, None, outputs=[result_view]
-        )
-        at_half = _scores(*result_view)
-        if best_state is not None and at_threshold["score"] < before_view["score"]:
-            # better on the patches, worse as segment runs it: the base model is kept
-            result, best_state = copy.deepcopy(base), None
             threshold, at_threshold, threshold_table = choose_threshold(
-                None, None, None, None, outputs=[base_view]
+                None, None, None, None, outputs=[result_view]
             )
-            at_half = dict(before_view)
-        at_threshold["step"] = best_step if best_state is not None else 0
-        at_half["step"] = at_threshold["step"]
+            at_half = _scores(*result_view)
+            if at_threshold["score"] < base_choice[1]["score"]:
+                # better on the patches, worse as segment runs it: the base model is kept
+                kept_base = (
+                    f"the weights of step {best_step} (best on the validation patches) "
+                    f"scored {at_threshold['score']:.3f} on the held-out part as segment "
+                    f"makes it, the base model {base_choice[1]['score']:.3f} (mean of Dice "
+                    "and clDice, each at its best threshold): the base weights are kept"
+                )
+                result, best_state, best_step = copy.deepcopy(base), None, 0
+                threshold, at_threshold, threshold_table = base_choice
+                at_half = _scores(*base_view)
+        at_threshold = {**at_threshold, "step": best_step}
+        at_half["step"] = best_step
     finally:
         torch.set_num_threads(old_threads)
 
@@ -1500,7 +1526,8 @@ def finetune(
     if stopped.startswith("time budget") and step == 0:
         note = (
             f"no training step fit in {minutes:g} min (scoring the base model on the "
-            f"held-out patches took {validation_s:.0f} s); fine-tuning usually needs a few "
+            f"held-out patches and segmenting the held-out part took "
+            f"{validation_s + view_s:.0f} s); fine-tuning usually needs a few "
             "hundred steps: give it more time"
         )
     elif stopped.startswith("time budget") and step < FEW_STEPS:
@@ -1514,7 +1541,13 @@ def finetune(
         f"({region_info['voxels']} annotated voxels): held-out Dice "
         f"{before_view['Dice']:.3f} -> {at_threshold['Dice']:.3f}"
         + (f" (mask threshold {threshold:g})" if threshold != 0.5 else "")
-        + ("" if improved else " (no step beat the base model: its weights kept)")
+        + (
+            ""
+            if improved
+            else " (the base model's weights kept: they scored higher on the held-out part)"
+            if kept_base
+            else " (no step beat the base model: its weights kept)"
+        )
     )
     sp = None if spacing is None else [float(s) for s in np.broadcast_to(spacing, (3,))]
     card = ModelCard(
@@ -1552,6 +1585,7 @@ def finetune(
             "best_step": best_step,
             "stopped": stopped,
             "note": note,
+            "kept_base": kept_base,
             "wall_time_s": round(wall, 1),
             "budget": {"minutes": minutes, "steps": steps},
             "lr": lr,
@@ -1582,9 +1616,9 @@ def finetune(
             "never trained on, segmented as segment does (the box "
             + "x".join(f"{b.start}:{b.stop}" for b in view_box)
             + " of the input); 'validation' is at the mask threshold chosen on it "
-            "('threshold_choice'), 'validation_at_0.5' and 'validation_before' (the base "
-            "model) at 0.5; training.validation_history holds the patch validations that "
-            "chose the step",
+            "('threshold_choice'), 'validation_at_0.5' at 0.5, 'validation_before' the base "
+            "model's at its own threshold; training.validation_history holds the patch "
+            "validations that chose the step",
         },
         description=(
             "Fine-tuned with napari-topo on one user's volume; use it on images like that "

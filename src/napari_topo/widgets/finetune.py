@@ -630,7 +630,7 @@ class FinetuneWidget(QWidget):
         if self._cancel.is_set():
             return
         best = (p.best or {}).get("Dice")
-        extra = f" (best held-out Dice {best:.3f})" if best is not None else ""
+        extra = f" (best on the held-out patches: Dice {best:.3f})" if best is not None else ""
         self._set_status(f"{p.message}{extra} — {p.elapsed_s:.0f} s")
 
     def _on_returned(self, outcome: _Outcome) -> None:
