@@ -1304,20 +1304,24 @@ def finetune(
         ]
         view_box = _held_out_box(val_mask, zoom_factors)
         view_inputs = {"modality": modality, "window": window, "polarity": polarity}
+
+        def segment_held_out(net):
+            return _held_out_view(
+                net,
+                base_card,
+                image,
+                lab,
+                val_mask,
+                view_box,
+                policy,
+                spacing,
+                dev,
+                view_inputs,
+                cancel,
+            )
+
         t_view = time.perf_counter()
-        base_view = _held_out_view(
-            copy.deepcopy(base).to(dev),  # the caller's module stays where it is
-            base_card,
-            image,
-            lab,
-            val_mask,
-            view_box,
-            policy,
-            spacing,
-            dev,
-            view_inputs,
-            cancel,
-        )
+        base_view = segment_held_out(copy.deepcopy(base).to(dev))  # the caller's stays put
         view_s = time.perf_counter() - t_view
         t_view = time.perf_counter()
         # the base model as segment cuts it (its own threshold) and at its best threshold
@@ -1483,19 +1487,7 @@ def finetune(
                 best=dict(best),
                 message="segmenting the held-out part as segment will, to choose the threshold",
             )
-            result_view = _held_out_view(
-                result.to(dev),
-                base_card,
-                image,
-                lab,
-                val_mask,
-                view_box,
-                policy,
-                spacing,
-                dev,
-                view_inputs,
-                cancel,
-            )
+            result_view = segment_held_out(result.to(dev))
             threshold, at_threshold, threshold_table = choose_threshold(
                 None, None, None, None, outputs=[result_view]
             )
