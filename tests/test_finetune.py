@@ -485,6 +485,8 @@ def test_topnet_embedding_frozen_unless_tree_labels(user_dir):
         ("ok", {"base_model": "no-such-model"}, "unknown model"),
         ("ok", {"annotated": np.full((32, 40, 40), 2, np.uint8)}, "binary"),
         ("ok", {"minutes": -1.0}, "minutes"),
+        # a newcomer's --annotated mask missed every label: "the last 20 % is held out"
+        ("ok", {"annotated": "elsewhere"}, "none of the .* labelled vessel voxels lies inside"),
     ],
 )
 def test_bad_input_is_one_clear_error(user_dir, labels, kwargs, match):
@@ -493,6 +495,9 @@ def test_bad_input_is_one_clear_error(user_dir, labels, kwargs, match):
         labels = sparse(vol.mask, [4, 12, 20, 28])
     elif isinstance(labels, str):
         labels = sparse(vol.mask, [12])
+    if isinstance(kwargs.get("annotated"), str):  # slices holding no label
+        kwargs["annotated"] = np.zeros(vol.mask.shape, bool)
+        kwargs["annotated"][[6, 14]] = True
     kwargs = {"base_model": "tiny-base", **kwargs}
     with pytest.raises(ValueError, match=match):
         finetune(vol.image, labels, steps=2, **kwargs, **FAST)
@@ -561,7 +566,8 @@ def test_cli_finetune_then_segment_with_it(files, user_dir, capsys):
     )
     captured = capsys.readouterr()
     assert rc == 0, captured.err
-    assert "held-out annotation: Dice" in captured.out and "->" in captured.out
+    assert "held-out annotation, segmented as segment does: Dice" in captured.out
+    assert "->" in captured.out
     assert "base model: held-out patches Dice" in captured.err  # progress
     assert sorted(p.name for p in out.iterdir()) == ["mine.json", "mine.safetensors"]
     card = json.loads((out / "mine.json").read_text())
@@ -798,7 +804,7 @@ def test_cli_says_when_the_budget_left_too_few_steps(files, user_dir, monkeypatc
     out = capsys.readouterr().out
     assert rc == 0
     assert "note: only 15 training steps fit in 1 min (a step took 2.0 s, a validation 15 s)" in out
-    assert out.index("input: ") < out.index("held-out annotation: Dice")
+    assert out.index("input: ") < out.index("held-out annotation, segmented")
     phases = [p.phase for p in reports]
     first_input = next(i for i, p in enumerate(reports) if p.input is not None)
     assert phases[first_input] == "prepare" and "train" not in phases[:first_input]

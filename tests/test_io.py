@@ -62,6 +62,11 @@ def test_a_spacing_written_with_its_unit_reads_back_in_that_unit(tmp_path):
     for spelling in ("µm", "micron"):
         vol = read_volume(write_volume(tmp_path / "m.nii.gz", a, spacing=SPACING, unit=spelling))
         assert vol.geometry.unit == "um", spelling
+    # NIfTI states mm, um or m: nm and cm are converted (a newcomer's nm read back unitless)
+    for unit, near, scale in (("nm", "um", 1e-3), ("cm", "mm", 10.0)):
+        vol = read_volume(write_volume(tmp_path / "c.nii.gz", a, spacing=SPACING, unit=unit))
+        assert vol.geometry.unit == near, unit
+        np.testing.assert_allclose(vol.geometry.spacing, np.multiply(SPACING, scale), rtol=1e-6)
     with pytest.raises(ValueError, match="needs a spacing"):
         write_volume(tmp_path / "w.tif", a, unit="um")
     with pytest.raises(ValueError, match="unit must be one of"):

@@ -1726,7 +1726,9 @@ def _add_finetune_parser(sub) -> None:
     ft.add_argument("--annotated", help="binary mask of the voxels you labelled")
     ft.add_argument("--name", help="name of the new model (default <base>-ft-<date>-<time>)")
     ft.add_argument("--device", default="auto", help="auto (default), cuda, mps or cpu")
-    ft.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    ft.add_argument(
+        "--threads", type=int, help="CPU threads (default: OMP_NUM_THREADS if set, else all cores)"
+    )
     ft.add_argument("--seed", type=int, default=0, help="seed of sampling and augmentation")
     ft.add_argument("--key", help="array name inside an .npz file or zarr group (IMAGE)")
 
@@ -1741,10 +1743,11 @@ def _finetune_result_lines(card) -> list[str]:
     t = card.training
     steps = f"{t['steps']} step{'' if t['steps'] == 1 else 's'}"
     lines = [
-        f"held-out annotation: Dice {before['Dice']:.3f} -> {after['Dice']:.3f}, clDice "
-        f"{before['clDice']:.3f} -> {after['clDice']:.3f} (base {t['fine_tuned_from']['name']}; "
-        f"{steps} in {t['wall_time_s']:.0f} s, best at step {t['best_step']}; "
-        f"stopped: {t['stopped']})"
+        f"held-out annotation, segmented as segment does: Dice {before['Dice']:.3f} -> "
+        f"{after['Dice']:.3f}, clDice {before['clDice']:.3f} -> {after['clDice']:.3f} at "
+        f"threshold {card.mask_threshold:g} (base {t['fine_tuned_from']['name']}; {steps} "
+        f"in {t['wall_time_s']:.0f} s, best on the held-out patches at step "
+        f"{t['best_step']}; stopped: {t['stopped']})"
     ]
     tuned = card.threshold not in (None, DEFAULT_THRESHOLD)
     if t.get("kept_base"):
@@ -1769,6 +1772,17 @@ def _finetune_result_lines(card) -> list[str]:
     if t.get("note"):
         lines.append(f"note: {t['note']}")
     return lines
+
+
+def _env_threads() -> int | None:
+    """``OMP_NUM_THREADS`` when it is a positive integer (a shared machine's limit)."""
+    import os
+
+    try:
+        n = int(os.environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:
+        return None
+    return n if n > 0 else None
 
 
 def _finetune_printer(stream=None):
@@ -1910,7 +1924,7 @@ def _finetune(args) -> None:
         progress=_finetune_printer(),
         seed=args.seed,
         name=name,
-        threads=args.threads or (os.cpu_count() or 1),
+        threads=args.threads or _env_threads() or (os.cpu_count() or 1),
         command=command,
         unit=getattr(vol.geometry, "unit", None),
     )

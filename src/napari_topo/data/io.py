@@ -809,6 +809,10 @@ def _write_nifti(p: Path, suffix: str, arr: np.ndarray, geom: Geometry) -> None:
     # NIfTI's own order is (x, y, z, t, c); other axes orders are kept as they are
     # (reversed) and recorded in a header extension.
     xyz = np.ascontiguousarray(arr.transpose(tuple(range(arr.ndim))[::-1]))
+    if geom.unit in METRES_PER_UNIT and geom.unit not in _NIFTI_UNITS:
+        # NIfTI states mm, um or m only: cm and nm lengths are converted, not left unitless
+        near = "mm" if METRES_PER_UNIT[geom.unit] >= METRES_PER_UNIT["mm"] else "um"
+        geom = geom.in_unit(near).replace(nifti_qform=None)
     n = geom.ndim
     a4 = np.eye(4)
     rev = _reverse(geom.affine)

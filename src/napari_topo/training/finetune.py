@@ -1177,10 +1177,17 @@ def finetune(
     lab = check_labels(labels, shape)
     region, region_info = annotated_region(lab, annotated)
     train_mask, val_mask, split = _split_validation(region, region_info, validation_fraction)
+    if not (lab[region] > 0).any():
+        raise ValueError(
+            f"none of the {int((lab > 0).sum())} labelled vessel voxels lies inside the "
+            f"annotated region ({region_info['voxels']} voxels, {region_info['method']}): "
+            "give an annotated mask that covers your labels"
+        )
     if not (lab[train_mask] > 0).any():
         raise ValueError(
-            "no vessel is labelled in the training part of the annotation (the last "
-            f"{validation_fraction:.0%} is held out); label vessels in more slices"
+            "no vessel is labelled in the training part of the annotation ("
+            f"{validation_fraction:.0%} of it, spread across it, is held out); label "
+            "vessels in more slices"
         )
     dev = pick_device(device)
     base, base_card = resolve_model(base_model, "cpu")
