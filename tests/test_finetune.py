@@ -362,6 +362,11 @@ def test_the_held_out_view_is_bounded_and_runs_at_the_plans_zooms(monkeypatch):
     # every zoom the model runs at counts: a second zoom at twice the first's resolution
     box = ft._held_out_box(val, [(0.5, 0.5, 0.5), (1.0, 1.0, 1.0)])
     assert np.prod([b.stop - b.start for b in box]) * (0.125 + 1.0) <= 100_000
+    # with the labels given, the cut box keeps held-out vessel voxels where there are any
+    lab = np.zeros(val.shape, np.uint16)
+    lab[35, 150:160, 150:160] = 7  # a vessel in the last held-out slab only
+    box = ft._held_out_box(val, [(1.0, 1.0, 1.0)], lab)
+    assert (val & (lab > 0))[box].any(), box
     # a crop runs at exactly the zooms its whole volume's plan chose (the ensemble too)
     plan = ZoomPlan(0.5, "vessel-radius", "large vessels", radius_voxels=16.0, also=(1.0,))
     image = np.random.default_rng(0).random((16, 32, 32), dtype=np.float32)
@@ -401,6 +406,16 @@ def test_weights_that_segment_the_held_out_part_worse_are_not_kept(user_dir, mon
     said = " ".join(_finetune_result_lines(card))
     assert "scored lower than the base model's on the held-out part" in said
     assert "no training step beat" not in said
+
+
+def test_the_cli_fine_tune_threads_follow_omp_num_threads(monkeypatch):
+    from napari_topo.cli import _env_threads
+
+    for value, want in (("3", 3), ("0", None), ("4,2", None), ("", None)):
+        monkeypatch.setenv("OMP_NUM_THREADS", value)
+        assert _env_threads() == want, value
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert _env_threads() is None
 
 
 def test_a_folder_holding_one_model_loads(tmp_path, user_dir):

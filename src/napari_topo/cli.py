@@ -1744,8 +1744,9 @@ def _finetune_result_lines(card) -> list[str]:
     steps = f"{t['steps']} step{'' if t['steps'] == 1 else 's'}"
     lines = [
         f"held-out annotation, segmented as segment does: Dice {before['Dice']:.3f} -> "
-        f"{after['Dice']:.3f}, clDice {before['clDice']:.3f} -> {after['clDice']:.3f} at "
-        f"threshold {card.mask_threshold:g} (base {t['fine_tuned_from']['name']}; {steps} "
+        f"{after['Dice']:.3f}, clDice {before['clDice']:.3f} -> {after['clDice']:.3f} "
+        f"(threshold {before.get('threshold', DEFAULT_THRESHOLD):g} -> "
+        f"{card.mask_threshold:g}; base {t['fine_tuned_from']['name']}; {steps} "
         f"in {t['wall_time_s']:.0f} s, best on the held-out patches at step "
         f"{t['best_step']}; stopped: {t['stopped']})"
     ]

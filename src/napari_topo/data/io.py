@@ -810,9 +810,10 @@ def _write_nifti(p: Path, suffix: str, arr: np.ndarray, geom: Geometry) -> None:
     # (reversed) and recorded in a header extension.
     xyz = np.ascontiguousarray(arr.transpose(tuple(range(arr.ndim))[::-1]))
     if geom.unit in METRES_PER_UNIT and geom.unit not in _NIFTI_UNITS:
-        # NIfTI states mm, um or m only: cm and nm lengths are converted, not left unitless
+        # NIfTI states mm, um or m only: cm and nm lengths are converted, not left
+        # unitless; a unit over an unknown voxel size (1 assumed) is dropped instead
         near = "mm" if METRES_PER_UNIT[geom.unit] >= METRES_PER_UNIT["mm"] else "um"
-        geom = geom.in_unit(near).replace(nifti_qform=None)
+        geom = geom.in_unit(near) if geom.known != "none" else geom.replace(unit=None)
     n = geom.ndim
     a4 = np.eye(4)
     rev = _reverse(geom.affine)

@@ -886,16 +886,17 @@ def _held_out_box(
     def extent(ax: int) -> int:
         return box[ax][1] - box[ax][0]
 
+    held_vessel = None if vessel is None else val_mask & (np.asarray(vessel) > 0)
+    if held_vessel is not None and not held_vessel.any():
+        held_vessel = None
     while np.prod([extent(a) for a in range(3)]) * per_input_voxel > HELD_OUT_VIEW_VOXELS:
         ax = int(np.argmax([extent(a) * first[a] for a in range(3)]))
         if extent(ax) <= 2:
             break
         inside = tuple(slice(a, b) for a, b in box)
         sub = val_mask[inside]
-        if vessel is not None:
-            with_vessel = sub & (np.asarray(vessel[inside]) > 0)
-            if with_vessel.any():
-                sub = with_vessel
+        if held_vessel is not None and held_vessel[inside].any():
+            sub = held_vessel[inside]
         held = np.flatnonzero(sub.any(axis=others(ax))) + box[ax][0]  # inside the box
         centre = int(held[len(held) // 2])
         half = max(1, extent(ax) // 4)
@@ -1025,8 +1026,9 @@ def choose_threshold(
     (mean of Dice and clDice; over several outputs, the mean of each's). Among the
     thresholds scoring within :data:`THRESHOLD_MARGIN` of the best, the one nearest 0.5
     is chosen; with fewer than :data:`MIN_HELD_OUT_VESSEL_VOXELS` labelled vessel voxels
-    held out, 0.5. Chosen on the held-out part, so its score there is slightly
-    optimistic (one number fitted to it).
+    in the outputs (for :func:`finetune`, in the held-out box it segmented), 0.5.
+    Chosen on the held-out part, so its score there is slightly optimistic (one number
+    fitted to it).
 
     ``outputs``: ``(probability, truth, held-out voxels, loss)`` tuples already at hand;
     :func:`finetune` passes its held-out view (:func:`_held_out_view`: the held-out part
@@ -1357,6 +1359,7 @@ def finetune(
         t_view = time.perf_counter()
         # the base model as segment cuts it (its own threshold) and at its best threshold
         before_view = _scores(*base_view, threshold=base_card.mask_threshold)
+        before_view["threshold"] = base_card.mask_threshold
         base_choice = choose_threshold(None, None, None, None, outputs=[base_view])
         view_scoring_s = (time.perf_counter() - t_view) / (len(THRESHOLDS) + 1)
         # kept free at the end of the budget: the last validation, the held-out view of
@@ -1529,7 +1532,7 @@ def finetune(
                     f"the weights of step {best_step} (best on the validation patches) "
                     f"scored {at_threshold['score']:.3f} on the held-out part as segment "
                     f"makes it, the base model {base_choice[1]['score']:.3f} (mean of Dice "
-                    "and clDice, each at its best threshold): the base weights are kept"
+                    "and clDice, each at its chosen threshold): the base weights are kept"
                 )
                 result, best_state, best_step = copy.deepcopy(base), None, 0
                 threshold, at_threshold, threshold_table = base_choice
