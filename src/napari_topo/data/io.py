@@ -507,7 +507,6 @@ def _ome_spacing(tifffile, xml: str) -> tuple[dict, str | None]:
     if len(stated) <= 1:
         return out, next(iter(stated), None)
     # each axis in its own unit (z in um, y and x in nm): all in um
-
     if not stated <= set(METRES_PER_UNIT):
         return {}, None  # units napari-topo cannot convert: no usable voxel size
     return {

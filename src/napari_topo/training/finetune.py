@@ -49,10 +49,10 @@ What is learned from, and what is not
   weights are returned. Then the held-out part is **segmented as ``segment`` does it**
   (sliding windows, every zoom of the plan, the input grid: :func:`_held_out_view`) by
   the base model (before training) and by the kept weights: the mask threshold is
-  chosen there, both scores reported there, and if the kept weights at their threshold
-  score below the base model at 0.5 there, the base weights are returned: the result is
-  never worse than the base on that held-out part, as the user will segment it. Both
-  scores are in the card.
+  chosen there, both scores reported there, and if the kept weights at their chosen
+  threshold score below the base model at its own chosen threshold there, the base
+  weights are returned: the result is never worse than the base on that held-out part,
+  as the user will segment it. Both scores are in the card.
 * **Stopping**: at ``steps`` or ``minutes`` (whichever comes first), early when
   ``patience`` validations in a row did not improve,
   or on ``cancel`` (:class:`~napari_topo.inference.sliding.Cancelled` is raised and
@@ -1162,9 +1162,11 @@ def finetune(
         (:func:`_held_out_view`, :func:`choose_threshold`), which ``segment`` uses by
         default; ``metrics["validation"]`` the scores of the result there at that
         threshold, ``metrics["validation_at_0.5"]`` at 0.5,
-        ``metrics["validation_before"]`` those of the base model (at 0.5) and
-        ``metrics["threshold_choice"]`` the table. When the result at its threshold
-        scores below the base model there, the base model's weights are returned.
+        ``metrics["validation_before"]`` those of the base model at its own threshold
+        (what ``segment`` gives it) and ``metrics["threshold_choice"]`` the table. When
+        the result at its chosen threshold scores below the base model at its chosen
+        one there, the base model's weights are returned (``training["kept_base"]``
+        says why).
 
     Raises
     ------
