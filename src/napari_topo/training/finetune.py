@@ -935,17 +935,12 @@ def _held_out_view(
     return out["vessel"], (np.asarray(lab[box]) > 0) & valid, valid, None
 
 
-def _evaluate_grids(model, val_sets, device, loss_fn) -> tuple[dict, list[tuple], float]:
-    """The held-out scores (:func:`_scores` at 0.5) on each zoom's grid, each the mean
-    over the grids.
-
-    Also returns the held-out outputs of every grid (what :func:`choose_threshold` cuts,
-    so the weights kept need no second pass) and the seconds spent scoring them (not
-    running the model)."""
+def _evaluate_grids(model, val_sets, device, loss_fn) -> dict:
+    """The held-out scores (:func:`_scores` at 0.5) on each zoom's validation patches,
+    each the mean over the grids: what picks the best step (the threshold is chosen on
+    :func:`_held_out_view` instead)."""
     outputs = [_held_out_outputs(model, d, patches, device, loss_fn) for d, patches in val_sets]
-    t = time.perf_counter()
-    scores = _mean_scores([_scores(*o) for o in outputs])
-    return scores, outputs, time.perf_counter() - t
+    return _mean_scores([_scores(*o) for o in outputs])
 
 
 def _mean_scores(scores: list[dict]) -> dict:
@@ -1320,9 +1315,7 @@ def finetune(
         ]
 
         def evaluate() -> dict:
-            scores, _, scoring_s = _evaluate_grids(model, val_sets, dev, loss_fn)
-            scores["scoring_s"] = scoring_s
-            return scores
+            return _evaluate_grids(model, val_sets, dev, loss_fn)
 
         t_val = time.perf_counter()
         before = evaluate()
@@ -1367,7 +1360,6 @@ def finetune(
         # kept free at the end of the budget: the last validation, the held-out view of
         # the kept weights and choose_threshold scoring it at each threshold (and at 0.5)
         reserve_s = validation_s + view_s + (len(THRESHOLDS) + 1) * view_scoring_s
-        before.pop("scoring_s")
         before["step"] = 0
         best, best_state, best_step = dict(before), None, 0
         history = [dict(before)]
@@ -1456,7 +1448,6 @@ def finetune(
                 last_val_step = step
                 t_val = time.perf_counter()
                 res = evaluate()
-                res.pop("scoring_s")
                 val_in_loop += time.perf_counter() - t_val
                 res["step"] = step
                 history.append(res)
@@ -1485,7 +1476,6 @@ def finetune(
             if _is_set(cancel):
                 raise Cancelled("fine-tuning cancelled; nothing was saved")
             res = evaluate()
-            res.pop("scoring_s")
             res["step"] = step
             history.append(res)
             if res["score"] > best["score"] + 1e-4:
