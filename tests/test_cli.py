@@ -359,6 +359,62 @@ def test_models_lists_every_card_with_its_test_scores(capsys):
     assert [ln.split()[0] for ln in lines if ln.endswith("(default)")] == [DEFAULT_MODEL]
 
 
+def test_models_name_prints_the_card_and_a_fine_tuned_ones_scores(capsys, tmp_path):
+    # "list the pretrained models and their cards" printed one line per model: a user
+    # could not see what a model is fed, its threshold or what a fine-tune gained
+    import torch
+
+    from napari_topo.models import ModelCard, UNet3D, save_model
+    from napari_topo.models.registry import AUTO_NORMALIZATION, get_card
+
+    card = get_card("topnet")
+    code, out, err = _run(["models", "topnet"], capsys)
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert lines[0] == f"topnet: {card.summary}"
+    assert "mask: vessel probability above 0.5; pieces under 64 voxels dropped" in lines
+    assert "windowed to -100..300 HU" in out and "expects bright vessels" in out
+    dice = card.metrics["test"]["summary"]["Dice"]["mean"]
+    assert f"Dice {dice:.3f}" in out and f"weights sha256: {card.sha256}" in lines
+
+    torch.manual_seed(0)
+    ft = ModelCard(
+        name="my-ft",
+        architecture="unet3d",
+        summary="unet-dice fine-tuned",
+        normalization=AUTO_NORMALIZATION,
+        threshold=0.3,
+        training={
+            "fine_tuned_from": {"name": "unet-dice", "sha256": "ab" * 32},
+            "data": {"shape": [8, 16, 16], "spacing": [2.0, 1.0, 1.0], "annotated_voxels": 900},
+            "loss": {"name": "dice"},
+            "steps": 12,
+            "wall_time_s": 30.4,
+            "device": "cpu",
+        },
+        metrics={
+            "validation_before": {"Dice": 0.5, "clDice": 0.6, "threshold": 0.5},
+            "validation": {"Dice": 0.7, "clDice": 0.75},
+        },
+    )
+    save_model(UNet3D(widths=(4, 8)), ft, tmp_path / "ft")
+    code, out, err = _run(["models", tmp_path / "ft"], capsys)
+    assert code == 0, err
+    assert (
+        "fine-tuned from unet-dice (sha256 abababababab...) on a 8x16x16 volume (spacing "
+        "2x1x1), 900 annotated voxels, loss dice, 12 steps in 30 s on cpu"
+    ) in out
+    assert (
+        "held-out part of the annotation, base -> this model: Dice 0.500 -> 0.700, "
+        "clDice 0.600 -> 0.750 (threshold 0.5 -> 0.3)"
+    ) in out
+    assert "mask: vessel probability above 0.3" in out and "(default)" not in out
+
+    code, out, err = _run(["models", "no-such-model"], capsys)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert "unknown model 'no-such-model'" in err
+
+
 def test_evaluate_says_when_the_ground_truth_is_an_intensity_image(capsys, tmp_path):
     # a newcomer scored a mask against the two-photon stack itself: Dice 0.04, no hint
     from napari_topo.data.io import write_volume

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -408,14 +409,23 @@ def test_weights_that_segment_the_held_out_part_worse_are_not_kept(user_dir, mon
     assert "no training step beat" not in said
 
 
-def test_the_cli_fine_tune_threads_follow_omp_num_threads(monkeypatch):
-    from napari_topo.cli import _env_threads
+def test_fine_tune_threads_follow_omp_num_threads(monkeypatch):
+    # the CLI followed OMP_NUM_THREADS; the Python API and the GUI used every core but one
+    from napari_topo.training.finetune import default_threads, env_threads, usable_cores
 
     for value, want in (("3", 3), ("0", None), ("4,2", None), ("", None)):
         monkeypatch.setenv("OMP_NUM_THREADS", value)
-        assert _env_threads() == want, value
+        assert env_threads() == want, value
     monkeypatch.delenv("OMP_NUM_THREADS")
-    assert _env_threads() is None
+    assert env_threads() is None
+    monkeypatch.setattr("napari_topo.training.finetune.usable_cores", lambda: 16)
+    assert default_threads() == 15  # a core left for the GUI
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    assert default_threads() == 4  # a shared machine's limit holds
+    monkeypatch.setenv("OMP_NUM_THREADS", "64")
+    assert default_threads() == 15
+    monkeypatch.undo()
+    assert 1 <= usable_cores() <= (os.cpu_count() or 1)
 
 
 def test_a_folder_holding_one_model_loads(tmp_path, user_dir):
@@ -590,6 +600,13 @@ def test_cli_finetune_then_segment_with_it(files, user_dir, capsys):
     assert card["training"]["data"]["spacing"] == [1.0, 1.0, 1.0]
     assert card["training"]["command"].startswith("napari-topo finetune ")
     assert "--steps 8" in card["training"]["command"]
+    # the spacing it was tuned at, not the base's synthetic [1, 1, 1] by another name
+    assert card["training"]["voxel_spacing"] == card["training"]["data"]["spacing"]
+    assert main(["models", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert said.startswith("mine: tiny-base fine-tuned on a ")
+    assert "fine-tuned from tiny-base (sha256 " in said and ", 8 steps in " in said
+    assert "held-out part of the annotation, base -> this model: Dice " in said
     rc = main(
         [
             "segment",

@@ -206,10 +206,14 @@ def test_model_tooltip_has_summary_and_test_scores():
     dice_mean = card.metrics["test"]["summary"]["Dice"]["mean"]
     cl_mean = card.metrics["test"]["summary"]["clDice"]["mean"]
     assert f"Dice {dice_mean:.3f}" in text and f"clDice {cl_mean:.3f}" in text
+    # what the model is fed and how its mask is cut; not the file facts
+    assert "windowed to -100..300 HU" in text and "pieces under 32 voxels dropped" in text
+    assert card.sha256 not in text and "recipe" not in text
     bare = ModelCard(name="bare", architecture="unet3d", summary="no metrics")
-    assert model_tooltip(bare) == "bare: no metrics"
+    assert model_tooltip(bare).splitlines()[0] == "bare: no metrics"
+    assert "test (" not in model_tooltip(bare)
     odd = ModelCard(name="odd", architecture="unet3d", metrics={"test": {"summary": "x"}})
-    assert model_tooltip(odd) == "odd"
+    assert model_tooltip(odd).splitlines()[0] == "odd" and "test (" not in model_tooltip(odd)
 
 
 # ------------------------------------------------------------------------------ GUI

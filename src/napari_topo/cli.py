@@ -437,7 +437,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--out", help="output directory (default: runs/<name>)")
     train.add_argument("--steps", type=int, help="override the config's number of steps")
-    sub.add_parser("models", help="list the pretrained models and their cards")
+    md = sub.add_parser(
+        "models",
+        help="list the installed models; with a name, print that model's card",
+        description="List the installed models (shipped and your own) with their synthetic "
+        "test scores; with NAME (a model name, a card or weights path, or a folder holding "
+        "one model), print that model's card: what it is fed, how its mask is cut, how it "
+        "was trained or fine-tuned, its scores and its weights' SHA-256.",
+    )
+    md.add_argument("name", nargs="?", help="a model to describe (default: list them all)")
     ev = sub.add_parser("evaluate-models", help="score models on the synthetic test set")
     ev.add_argument("names", nargs="*", help="models (default: every installed model)")
     ev.add_argument("--volumes", type=int, default=10, help="test volumes (default 10)")
@@ -1609,10 +1617,17 @@ def _evaluate(args) -> None:
     print(f"wrote {js} and {cs}")
 
 
-def _models() -> None:
+def _models(name: str | None = None) -> None:
     from .inference.pipeline import DEFAULT_MODEL
-    from .models.registry import list_models
+    from .models.registry import describe_card, list_models, model_card
 
+    if name is not None:
+        card = model_card(name)
+        lines = describe_card(card)
+        if card.path is not None and card.path == model_card(DEFAULT_MODEL).path:
+            lines[0] += " (default)"
+        print("\n".join(lines))
+        return
     cards = list_models()
     if not cards:
         print("no pretrained models are installed")
@@ -1642,7 +1657,8 @@ def _models() -> None:
         file=sys.stderr,
     )
     print(
-        f"(your own models, e.g. from 'napari-topo finetune', go in {user_models_dir()})",
+        f"(your own models, e.g. from 'napari-topo finetune', go in {user_models_dir()}; "
+        "'napari-topo models NAME' prints a model's card)",
         file=sys.stderr,
     )
 
@@ -1682,7 +1698,7 @@ def main(argv=None) -> int:
         elif args.command == "evaluate-models":
             _evaluate_models(args)
         elif args.command == "models":
-            _models()
+            _models(args.name)
         elif args.command == "finetune":
             _finetune(args)
     except (ValueError, OSError, MemoryError) as exc:
@@ -1775,17 +1791,6 @@ def _finetune_result_lines(card) -> list[str]:
     return lines
 
 
-def _env_threads() -> int | None:
-    """``OMP_NUM_THREADS`` when it is a positive integer (a shared machine's limit)."""
-    import os
-
-    try:
-        n = int(os.environ.get("OMP_NUM_THREADS", ""))
-    except ValueError:
-        return None
-    return n if n > 0 else None
-
-
 def _finetune_printer(stream=None):
     """``progress(FinetuneProgress)``: a line per validation, a bar on a terminal."""
     stream = stream or sys.stderr
@@ -1832,7 +1837,14 @@ def _finetune(args) -> None:
         get_card,
         user_models_dir,
     )
-    from .training.finetune import annotated_region, check_labels, finetune, save_finetuned
+    from .training.finetune import (
+        annotated_region,
+        check_labels,
+        env_threads,
+        finetune,
+        save_finetuned,
+        usable_cores,
+    )
 
     # every input is checked before anything is trained or written
     if args.minutes is not None and not (math.isfinite(args.minutes) and args.minutes > 0):
@@ -1925,7 +1937,7 @@ def _finetune(args) -> None:
         progress=_finetune_printer(),
         seed=args.seed,
         name=name,
-        threads=args.threads or _env_threads() or (os.cpu_count() or 1),
+        threads=args.threads or env_threads() or usable_cores(),
         command=command,
         unit=getattr(vol.geometry, "unit", None),
     )

@@ -55,6 +55,7 @@ __all__ = [
     "ModelNotFoundError",
     "WeightsIntegrityError",
     "build_model",
+    "describe_card",
     "get_card",
     "list_models",
     "load_model",
@@ -543,6 +544,159 @@ def model_card(model, *, directory: str | os.PathLike | None = None) -> ModelCar
     if isinstance(model, tuple) and len(model) == 2:
         return model[1]
     return _resolve(model, directory)[0]
+
+
+def _fmt_list(values, sep: str = "x") -> str:
+    return sep.join(f"{float(v):g}" for v in values)
+
+
+def _input_line(card: ModelCard) -> str:
+    """What the card says the model is fed (its normalisation), in words."""
+    try:
+        n = card_normalization(card.normalization)
+    except ValueError as err:
+        return f"input: unreadable normalization ({err})"
+    pct = f"{n.low:g}..{n.high:g} percentiles"
+    if n.legacy:
+        return f"input: any image scaled to its {pct} (no CT window, no inversion, zoom 1)"
+    lo, hi = n.ct_window
+    polarity = (
+        "trained on both bright and dark vessels"
+        if n.polarity is None
+        else f"expects {n.polarity} vessels (the other polarity is inverted when detected)"
+    )
+    return (
+        f"input: a CT in HU is windowed to {lo:g}..{hi:g} HU and resampled to cubic voxels "
+        f"of its finest spacing (at least {n.ct_spacing_mm:g} mm); other images are scaled "
+        f"to their {pct} and zoomed so that their large vessels are about "
+        f"{n.target_radius_voxels:g} voxels in radius (never enlarged); {polarity}"
+    )
+
+
+def _score_text(scores: Any, keys=("Dice", "clDice")) -> str:
+    out = []
+    for key in keys:
+        v = scores.get(key) if isinstance(scores, dict) else None
+        v = v.get("mean") if isinstance(v, dict) else v
+        if isinstance(v, int | float) and math.isfinite(v):
+            out.append(f"{key} {v:.3f}")
+    return ", ".join(out)
+
+
+def describe_card(card: ModelCard) -> list[str]:
+    """A model card in words, one fact per line, for ``napari-topo models NAME`` and the
+    Segment dock's tooltips.
+
+    Parameters
+    ----------
+    card : ModelCard
+        From :func:`model_card`, :func:`get_card` or :func:`list_models`.
+
+    Returns
+    -------
+    list of str
+        ``"<name>: <summary>"``, then the architecture, what the model is fed (its
+        ``normalization``), how its mask is cut (threshold, smallest piece kept), how it
+        was trained (or fine-tuned: base model, data, held-out scores before and after),
+        its synthetic test scores, and where its weights are with their SHA-256. Lines
+        for facts the card does not hold are left out; nothing is computed or loaded.
+
+    Examples
+    --------
+    >>> card = ModelCard(name="m", architecture="unet3d", summary="A U-Net",
+    ...                  normalization={"method": "percentile"}, min_size=64)
+    >>> for line in describe_card(card):
+    ...     print(line)
+    m: A U-Net
+    architecture: unet3d (segmentation)
+    input: any image scaled to its 0.5..99.5 percentiles (no CT window, no inversion, zoom 1)
+    mask: vessel probability above 0.5; pieces under 64 voxels dropped
+    """
+    lines = [f"{card.name}: {card.summary}" if card.summary else card.name]
+    widths = card.arch_kwargs.get("widths") if isinstance(card.arch_kwargs, dict) else None
+    arch = f"architecture: {card.architecture} ({card.task or TASKS.get(card.architecture, '?')}"
+    arch += f", widths {_fmt_list(widths, ', ')})" if widths else ")"
+    lines.append(arch)
+    lines.append(_input_line(card))
+    lines.append(
+        f"mask: vessel probability above {card.mask_threshold:g}; pieces under "
+        f"{card.mask_min_size} voxels dropped"
+    )
+    t = card.training if isinstance(card.training, dict) else {}
+    m = card.metrics if isinstance(card.metrics, dict) else {}
+    base = t.get("fine_tuned_from")
+    if isinstance(base, dict):
+        data = t.get("data") if isinstance(t.get("data"), dict) else {}
+        shape = data.get("shape")
+        where = "a " + "x".join(map(str, shape)) + " volume" if shape else "one volume"
+        if data.get("spacing"):
+            where += f" (spacing {_fmt_list(data['spacing'])})"
+        sha = str(base.get("sha256", ""))[:12]
+        line = f"fine-tuned from {base.get('name', '?')}" + (f" (sha256 {sha}...)" if sha else "")
+        line += f" on {where}"
+        if "annotated_voxels" in data:
+            line += f", {data['annotated_voxels']} annotated voxels"
+        if isinstance(t.get("loss"), dict) and t["loss"].get("name"):
+            line += f", loss {t['loss']['name']}"
+        if "steps" in t:
+            line += f", {t['steps']} steps"
+        if isinstance(t.get("wall_time_s"), int | float):
+            line += f" in {t['wall_time_s']:.0f} s"
+        if t.get("device"):
+            line += f" on {t['device']}"
+        lines.append(line)
+        before, after = m.get("validation_before"), m.get("validation")
+        if isinstance(before, dict) and isinstance(after, dict):
+            b = before.get("threshold", DEFAULT_THRESHOLD)
+            pairs = [
+                f"{k} {before[k]:.3f} -> {after[k]:.3f}"
+                for k in ("Dice", "clDice")
+                if isinstance(before.get(k), int | float) and isinstance(after.get(k), int | float)
+            ]
+            if pairs:
+                lines.append(
+                    f"held-out part of the annotation, base -> this model: {', '.join(pairs)} "
+                    f"(threshold {b:g} -> {card.mask_threshold:g})"
+                )
+        if t.get("kept_base"):
+            lines.append(f"weights: the base model's ({t['kept_base']})")
+    elif t:
+        parts = []
+        if t.get("data_pipeline"):
+            parts.append(f"synthetic volumes (data pipeline {t['data_pipeline']})")
+        rr = t.get("radius_range_voxels")
+        if isinstance(rr, list | tuple) and len(rr) == 2:
+            parts.append(f"vessel radius {rr[0]:g}-{rr[1]:g} voxels")
+        if t.get("train_seeds"):
+            parts.append(f"seeds {t['train_seeds']}")
+        if isinstance(t.get("wall_time_s"), int | float):
+            parts.append(f"{t['wall_time_s']:.0f} s (last stage)")
+        if parts:
+            lines.append("trained on " + ", ".join(parts))
+        if t.get("command"):
+            lines.append(f"recipe: {t['command']}")
+    test = m.get("test")
+    if isinstance(test, dict) and isinstance(test.get("summary"), dict):
+        scores = _score_text(test["summary"])
+        if scores:
+            n, shape = test.get("n_volumes"), test.get("shape")
+            what = f"{n} synthetic volumes" if isinstance(n, int) else "synthetic volumes"
+            if shape:
+                what += " of " + "x".join(map(str, shape))
+            if isinstance(test.get("min_size"), int):
+                what += (
+                    ", no piece dropped"
+                    if test["min_size"] == 0
+                    else f", pieces under {test['min_size']} dropped"
+                )
+            lines.append(f"test ({what}): {scores}")
+    if card.path is not None:
+        lines.append(f"card: {card.path}")
+    if card.sha256:
+        lines.append(f"weights sha256: {card.sha256}")
+    if card.description:
+        lines.append(card.description)
+    return lines
 
 
 def load_model(

@@ -96,10 +96,12 @@ __all__ = [
     "check_labels",
     "choose_threshold",
     "default_threads",
+    "env_threads",
     "finetune",
     "finetune_objective",
     "masked_loss",
     "save_finetuned",
+    "usable_cores",
 ]
 
 #: Peak learning rate of fine-tuning: a third of the shipped models' training rate (1e-3),
@@ -509,9 +511,30 @@ def _clip_grad_norm(params, max_norm: float) -> None:
             g.mul_(scale)
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, else ``os.cpu_count()``)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # no affinity on macOS / Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def env_threads() -> int | None:
+    """``OMP_NUM_THREADS`` when it is a positive integer (a shared machine's limit), else
+    None."""
+    try:
+        n = int(os.environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:
+        return None
+    return n if n > 0 else None
+
+
 def default_threads() -> int:
-    """CPU threads for fine-tuning: all cores but one (at least 1), so a GUI stays usable."""
-    return max(1, (os.cpu_count() or 1) - 1)
+    """CPU threads for fine-tuning: all usable cores but one (at least 1), so a GUI stays
+    usable; no more than ``OMP_NUM_THREADS`` when that is set (:func:`env_threads`)."""
+    n = max(1, usable_cores() - 1)
+    limit = env_threads()
+    return n if limit is None else min(n, limit)
 
 
 def _build_loss(spec: Mapping):
@@ -1616,7 +1639,9 @@ def finetune(
             "threads": int(threads or default_threads()) if dev.type == "cpu" else None,
             "validation_history": history,
             "loss_curve": curve,
-            "voxel_spacing": base_card.training.get("voxel_spacing"),
+            # the spacing of the volume it was tuned on (the base's synthetic [1, 1, 1]
+            # read as this model's training spacing to a newcomer)
+            "voxel_spacing": sp,
             "radius_range_voxels": base_card.training.get("radius_range_voxels"),
             "command": command,
             "torch": torch.__version__,

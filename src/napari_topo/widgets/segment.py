@@ -162,7 +162,7 @@ SHOWN_KINDS = frozenset({"trees"})
 
 
 def model_tooltip(card: ModelCard) -> str:
-    """Tooltip of a model: its summary and, when the card has them, its test scores.
+    """Tooltip of a model: its card in words, without the file facts.
 
     Parameters
     ----------
@@ -172,35 +172,32 @@ def model_tooltip(card: ModelCard) -> str:
     Returns
     -------
     str
-        ``"<name>: <summary>"``, plus a line with the mean test Dice and clDice from
-        ``card.metrics["test"]["summary"]`` (and the number of test volumes) if present.
+        The lines of :func:`napari_topo.models.registry.describe_card` (summary,
+        architecture, input, mask threshold and smallest piece, training or fine-tuning
+        with its held-out scores, synthetic test scores) but its recipe, card path,
+        SHA-256 and description, which ``napari-topo models NAME`` prints.
 
     Examples
     --------
     >>> from napari_topo.models.registry import ModelCard
     >>> card = ModelCard(name="m", architecture="unet3d", summary="A U-Net",
+    ...                  normalization={"method": "percentile"},
     ...                  metrics={"test": {"n_volumes": 4,
     ...                                    "summary": {"Dice": {"mean": 0.8612}}}})
     >>> print(model_tooltip(card))
     m: A U-Net
-    Test (4 synthetic volumes): Dice 0.861
+    architecture: unet3d (segmentation)
+    input: any image scaled to its 0.5..99.5 percentiles (no CT window, no inversion, zoom 1)
+    mask: vessel probability above 0.5; pieces under 32 voxels dropped
+    test (4 synthetic volumes): Dice 0.861
     """
-    text = f"{card.name}: {card.summary}" if card.summary else card.name
-    test = card.metrics.get("test") if isinstance(card.metrics, Mapping) else None
-    summary = test.get("summary") if isinstance(test, Mapping) else None
-    if not isinstance(summary, Mapping):
-        return text
-    scores = []
-    for key in ("Dice", "clDice"):
-        entry = summary.get(key)
-        mean = entry.get("mean") if isinstance(entry, Mapping) else entry
-        if isinstance(mean, int | float) and math.isfinite(mean):
-            scores.append(f"{key} {mean:.3f}")
-    if not scores:
-        return text
-    n = test.get("n_volumes")
-    where = f"Test ({n} synthetic volumes)" if isinstance(n, int) else "Test"
-    return f"{text}\n{where}: {', '.join(scores)}"
+    from napari_topo.models.registry import describe_card
+
+    file_facts = ("recipe: ", "card: ", "weights sha256: ")
+    lines = [ln for ln in describe_card(card) if not ln.startswith(file_facts)]
+    if card.description and lines[-1] == card.description:
+        lines.pop()
+    return "\n".join(lines)
 
 
 def sources_in_voxels(points: Any, image: Any, shape: tuple[int, ...]) -> np.ndarray | None:
