@@ -366,7 +366,7 @@ def test_viewer_adds_reader_layers(make_napari_viewer, nifti_files):
 
 @pytest.mark.gui
 @needs_reader
-def test_viewer_open_nifti_with_plugin(make_napari_viewer, nifti_files, vessels):
+def test_viewer_open_nifti_with_plugin(make_napari_viewer, nifti_files, vessels, tmp_path):
     viewer = make_napari_viewer()
     image_path, trees_path = nifti_files
     viewer.open(str(image_path), plugin=PLUGIN)
@@ -376,6 +376,11 @@ def test_viewer_open_nifti_with_plugin(make_napari_viewer, nifti_files, vessels)
     assert isinstance(trees, napari.layers.Labels)
     assert tuple(scan.scale) == pytest.approx(SPACING)
     np.testing.assert_array_equal(trees.data, vessels.trees)
+    if hasattr(scan, "units"):  # napari >= 0.6: the scale bar reads mm, not pixels
+        assert [str(u) for u in scan.units] == ["pixel"] * 3  # the file states no unit
+        mm = write_volume(tmp_path / "mm.nii.gz", vessels.image, spacing=SPACING, unit="mm")
+        (layer,) = viewer.open(str(mm), plugin=PLUGIN)
+        assert [str(u) for u in layer.units] == ["millimeter"] * 3
 
 
 @pytest.mark.gui

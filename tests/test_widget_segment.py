@@ -619,6 +619,9 @@ def test_results_lie_on_an_oblique_image(make_napari_viewer, qtbot):
     image.affine = np.array(
         [[1, 0, 0, 5.0], [0, 0.9, 0.1, 0], [0, 0, 1, -3.0], [0, 0, 0, 1]], dtype=float
     )
+    has_units = hasattr(image, "units")  # napari >= 0.6: the scale bar's unit
+    if has_units:
+        image.units = ("um", "um", "um")
     widget = make_widget(viewer, qtbot, tile=32)
     assert run_and_wait(qtbot, widget) == "done"
     voxel = np.array([7.0, 11.0, 13.0])
@@ -626,10 +629,14 @@ def test_results_lie_on_an_oblique_image(make_napari_viewer, qtbot):
     layers = ours(viewer)
     for kind, layer in layers.items():
         np.testing.assert_allclose(layer.data_to_world(voxel), want, atol=1e-9, err_msg=kind)
+        if has_units:  # results were in pixels beside a um image
+            assert [str(u) for u in layer.units] == ["micrometer"] * 3, kind
     # the analysis carries the placement too: a graph saved from it lies on the scan
     np.testing.assert_allclose(widget.last_analysis.geometry.world(voxel), want, atol=1e-9)
     image.rotate = 0.0
     image.affine = np.eye(4)
+    if has_units:
+        image.units = ("mm", "mm", "mm")
     widget.precision_picker.value = "float32"  # the user's choice reaches the pipeline
     widget.tta_picker.value = 2  # so does test-time mirroring
     assert run_and_wait(qtbot, widget) == "done"
@@ -640,6 +647,8 @@ def test_results_lie_on_an_oblique_image(make_napari_viewer, qtbot):
         np.testing.assert_allclose(
             layer.data_to_world(voxel), image.data_to_world(voxel), atol=1e-9, err_msg=kind
         )
+        if has_units:  # layers updated in place follow the image too
+            assert [str(u) for u in layer.units] == ["millimeter"] * 3, kind
 
 
 @gui

@@ -159,7 +159,10 @@ def get_reader(path) -> Callable | None:
 def _layer_transform(geometry, axes: str) -> dict[str, Any]:
     """napari ``scale``/``translate`` (and ``affine``) for a layer whose axes are
     ``axes`` (the geometry's, minus a channel axis napari splits off or RGB samples):
-    the spatial ones from the geometry, unit scale and no shift on time axes."""
+    the spatial ones from the geometry, unit scale and no shift on time axes; ``units``
+    (napari >= 0.6) when the file states its length unit."""
+    from napari_topo.geometry import napari_units
+
     spatial = geometry.layer_kwargs()
     idx = [i for i, ch in enumerate(axes) if ch in "zyx"]
     nd = len(axes)
@@ -168,6 +171,9 @@ def _layer_transform(geometry, axes: str) -> dict[str, Any]:
         scale[i] = float(spatial["scale"][k])
         translate[i] = float(spatial["translate"][k])
     out: dict[str, Any] = {"scale": tuple(scale), "translate": tuple(translate)}
+    units = napari_units(geometry.unit, axes)
+    if units is not None:  # napari >= 0.6 shows them on the scale bar and status bar
+        out["units"] = units
     if "affine" in spatial:
         aff = np.eye(nd + 1)
         n = len(idx)

@@ -56,6 +56,7 @@ __all__ = [
     "geometry_from_layer_meta",
     "layer_geometry",
     "layer_length_unit",
+    "napari_units",
     "reader_flips",
     "reorient",
     "select_channel",
@@ -996,6 +997,49 @@ _PINT_LENGTH_NAMES = {
     "micrometer": "um",
     "nanometer": "nm",
 }
+
+
+def _napari_has_layer_units() -> bool:
+    """Whether the installed napari takes a layer's ``units`` (napari >= 0.6)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        major, minor = (int(v) for v in version("napari").split(".")[:2])
+    except (PackageNotFoundError, ValueError):
+        return False
+    return (major, minor) >= (0, 6)
+
+
+def napari_units(unit: str | None, axes: str) -> tuple[str, ...] | None:
+    """napari ``units`` for a layer whose axes are ``axes``, its spatial ones in ``unit``.
+
+    napari >= 0.6 shows a layer's units on its scale bar and in the status bar (napari
+    < 0.6 has no layer units: None). The spatial axes (``z``, ``y``, ``x``) get the
+    length unit, the others (time, channel) ``"pixel"``, napari's unitless default.
+
+    Parameters
+    ----------
+    unit : str or None
+        A length unit napari-topo knows (``"m"``, ``"cm"``, ``"mm"``, ``"um"``,
+        ``"nm"``); anything else, or None, gives None.
+    axes : str
+        The layer's axes in order, e.g. ``"zyx"`` or ``"tzyx"``.
+
+    Returns
+    -------
+    tuple of str or None
+        One unit name per axis, or None: leave napari's default.
+
+    Examples
+    --------
+    >>> napari_units("mm", "tzyx")  # doctest: +SKIP
+    ('pixel', 'mm', 'mm', 'mm')
+    >>> napari_units(None, "zyx") is None
+    True
+    """
+    if unit not in _PINT_LENGTH_NAMES.values() or not _napari_has_layer_units():
+        return None
+    return tuple(unit if ax in "zyx" else "pixel" for ax in axes)
 
 
 def layer_length_unit(layer) -> str | None:

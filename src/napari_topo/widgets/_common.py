@@ -151,12 +151,17 @@ def placement(layer: Any) -> dict[str, Any]:
     """A layer's ``rotate``, ``shear`` and ``affine`` (numpy arrays, always all three,
     identity included): with its scale and translate, where its voxels lie, for a layer
     made to lie on it (a re-run on a straight image also straightens layers a previous
-    run had rotated)."""
-    return {
+    run had rotated); and its ``units`` (napari >= 0.6), so that the scale bar of the
+    layer made reads as the image's."""
+    out = {
         "rotate": np.array(layer.rotate, dtype=float),
         "shear": np.array(layer.shear, dtype=float),
         "affine": np.array(layer.affine.affine_matrix, dtype=float),
     }
+    units = getattr(layer, "units", None)  # napari >= 0.6: the scale bar's unit
+    if units is not None:
+        out["units"] = tuple(units)
+    return out
 
 
 def made_by_plugin(layer: Any) -> bool:

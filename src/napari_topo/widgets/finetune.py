@@ -52,6 +52,7 @@ from napari_topo.widgets._common import (
     follow_layer_list,
     full_resolution,
     one_line,
+    placement,
     plugin_info,
     rebuild_picker,
     require_viewer,
@@ -478,6 +479,7 @@ class FinetuneWidget(QWidget):
                         name=copy_name,
                         scale=lab.scale,
                         translate=lab.translate,
+                        **placement(lab),
                     )
         return segment.run()
 
@@ -591,6 +593,7 @@ class FinetuneWidget(QWidget):
             name=name,
             scale=labels.scale,
             translate=labels.translate,
+            **placement(labels),
             opacity=0.2,
             metadata={
                 METADATA_KEY: {"widget": OWNER, "kind": "annotated_region", "source": labels.name}

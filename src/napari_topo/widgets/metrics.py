@@ -526,7 +526,7 @@ def _run_topology_errors(prediction: Any, ground_truth: Any, spacing: tuple[floa
 
 
 def error_layer_tuples(
-    errors: Mapping[str, Any], name: str, scale=None, translate=None
+    errors: Mapping[str, Any], name: str, scale=None, translate=None, units=None
 ) -> list[tuple[Any, dict, str]]:
     """Two Points layer data tuples from :func:`topology_errors`' result (Qt-free).
 
@@ -558,6 +558,8 @@ def error_layer_tuples(
             meta["scale"] = tuple(float(v) for v in scale)
         if translate is not None:
             meta["translate"] = tuple(float(v) for v in translate)
+        if units is not None:  # napari >= 0.6: the ground truth's, for the scale bar
+            meta["units"] = tuple(units)
         out.append((pts.reshape(-1, ndim), meta, "points"))
     return out
 
@@ -921,6 +923,9 @@ class MetricsWidget(QWidget):
             "name": prediction.name,
             "scale": spacing,
             "translate": tuple(float(v) for v in np.asarray(ground_truth.translate)[-nd:]),
+            "units": None
+            if getattr(ground_truth, "units", None) is None
+            else tuple(ground_truth.units)[-nd:],
         }
         self.errors_button.setEnabled(False)
         self.errors_button.setText("Finding errors…")
@@ -1401,7 +1406,11 @@ class MetricsWidget(QWidget):
             return
         layers = self._viewer.layers
         for data, meta, _ in error_layer_tuples(
-            errors, target["name"], scale=target["scale"], translate=target["translate"]
+            errors,
+            target["name"],
+            scale=target["scale"],
+            translate=target["translate"],
+            units=target["units"],
         ):
             name = meta.pop("name")
             if name in layers:

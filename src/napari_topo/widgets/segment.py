@@ -2255,7 +2255,7 @@ def _update_in_place(layer: Any, data: Any, meta: Mapping) -> bool:
     if not _updatable(layer, data):
         return False
     layer.data = data
-    for key in ("scale", "translate", "rotate", "shear", "affine"):
+    for key in ("scale", "translate", "rotate", "shear", "affine", "units"):
         if key in meta:
             setattr(layer, key, meta[key])
     if isinstance(layer, Labels) and "colormap" in meta:
