@@ -496,3 +496,75 @@ def test_root_placement_flags_a_root_off_every_vessel():
         a.root_placement(sources[:1])
     with pytest.raises(ValueError, match=r"\(K, 3\)"):
         a.root_placement([1, 2, 3])
+
+
+def _tube(mask, a, b, radius):
+    """Voxels within ``radius`` of the segment a-b (voxel units)."""
+    zz, yy, xx = np.indices(mask.shape)
+    p = np.stack([zz, yy, xx], axis=-1).astype(float)
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    t = np.clip(((p - a) @ (b - a)) / ((b - a) @ (b - a)), 0, 1)
+    d = np.linalg.norm(p - (a + t[..., None] * (b - a)), axis=-1)
+    mask |= d <= radius
+
+
+def test_branch_table_measures_a_y_shaped_vessel():
+    # a trunk of radius 4 splitting into two straight branches of radius 2, in a volume
+    # of 2 x 1 x 1 mm voxels: lengths, radii and tortuosity in mm, parents and generations
+    mask = np.zeros((24, 40, 100), bool)
+    _tube(mask, (12, 20, 5), (12, 20, 50), 4.0)
+    _tube(mask, (12, 20, 50), (12, 5, 90), 2.0)
+    _tube(mask, (12, 20, 50), (12, 35, 90), 2.0)
+    spacing = (2.0, 1.0, 1.0)
+    a = VesselAnalysis.from_outputs({"vessel": mask}, spacing=spacing, sources=[[12, 20, 5]])
+    table = a.branch_table()
+    assert list(table.columns[:12]) == [
+        "branch", "tree", "parent", "generation", "end", "n_points", "length",
+        "euclidean_length", "tortuosity", "radius_mean", "radius_min", "radius_max",
+    ]  # fmt: skip
+    assert len(table) == len(a.branch_paths()[0])  # one row per branch of the layer
+    assert set(table["tree"]) == {1}
+    long = table[table["length"] > 15].sort_values("generation")
+    trunk, children = long.iloc[0], long.iloc[1:]
+    assert trunk["generation"] == 0 and trunk["parent"] == -1 and len(children) == 2
+    assert (children["parent"] == trunk["branch"]).all() and (children["generation"] == 1).all()
+    # the trunk runs along x (1 mm voxels) from near x=5 to the junction near x=50
+    assert trunk["length"] == pytest.approx(45, abs=6)
+    assert trunk["radius_mean"] == pytest.approx(4, abs=1)
+    assert trunk["end"] == "junction" and set(children["end"]) == {"tip"}
+    for _, row in children.iterrows():
+        assert row["radius_mean"] == pytest.approx(2, abs=0.8)
+        assert row["length"] == pytest.approx(np.hypot(15, 40), abs=6)  # straight: ~42.7
+        assert 1.0 <= row["tortuosity"] < 1.15
+        assert row["radius_min"] <= row["radius_mean"] <= row["radius_max"]
+    # world coordinates: z in mm (2 mm slices)
+    assert trunk["start_z"] == pytest.approx(24, abs=2.1)
+    # lengths follow the spacing: the same mask at 1 mm x-spacing but 0.5 mm along y
+    b = VesselAnalysis.from_outputs(
+        {"vessel": mask}, spacing=(2.0, 0.5, 1.0), sources=[[12, 20, 5]]
+    )
+    t = b.branch_table()
+    kids = t[(t["generation"] == 1) & (t["length"] > 15)]
+    assert len(kids) == 2
+    assert kids["length"].to_numpy() == pytest.approx(np.hypot(7.5, 40), abs=6)  # ~40.7
+
+
+def test_branch_table_tortuosity_of_a_winding_vessel():
+    # a sine-shaped centerline: length / chord is the arc-length ratio (Bullitt's DM)
+    mask = np.zeros((12, 60, 130), bool)
+    x = np.arange(10, 121)
+    y = 30 + 12 * np.sin(2 * np.pi * (x - 10) / 55.5)
+    for x0, x1, y0, y1 in zip(x[:-1], x[1:], y[:-1], y[1:], strict=True):
+        _tube(mask[:, :, :], (6, y0, x0), (6, y1, x1), 2.0)
+    a = VesselAnalysis.from_outputs({"vessel": mask}, sources=[[6, 30, 10]])
+    row = a.branch_table().sort_values("length").iloc[-1]
+    arc = np.sum(np.hypot(np.diff(x), np.diff(y)))
+    chord = np.hypot(x[-1] - x[0], y[-1] - y[0])
+    assert row["tortuosity"] == pytest.approx(arc / chord, rel=0.12)
+    assert row["tortuosity"] > 1.3
+
+
+def test_branch_table_of_an_empty_mask_has_the_columns():
+    a = VesselAnalysis.from_outputs({"vessel": np.zeros((8, 8, 8), bool)})
+    table = a.branch_table()
+    assert len(table) == 0 and "tortuosity" in table.columns and "radius_mean" in table.columns

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
@@ -125,6 +126,7 @@ def test_segment_writes_everything_and_scores_against_the_truth(files, capsys, t
         "vol_graph.graphml",
         "vol_graph.swc",
         "vol_graph.csv",
+        "vol_branches.csv",
         "vol_summary.json",
         "vol_metrics.json",
         "vol_metrics.csv",
@@ -142,6 +144,17 @@ def test_segment_writes_everything_and_scores_against_the_truth(files, capsys, t
     assert "Tree accuracy" in out and "2 trees" in out
     summary = json.loads((tmp_path / "vol_summary.json").read_text())
     assert summary["n_trees"] == 2 and summary["model"] == "unet-dice"
+    # per-branch morphometry, in the file's unit, trees as in the label volume
+    with (tmp_path / "vol_branches.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows and {"length", "tortuosity", "radius_mean", "generation"} <= set(rows[0])
+    assert {int(r["tree"]) for r in rows} <= {0, 1, 2} and {1, 2} <= {int(r["tree"]) for r in rows}
+    lengths = [float(r["length"]) for r in rows]
+    assert sum(lengths) == pytest.approx(
+        sum(t["length"] for t in summary["trees"])
+        + sum(float(r["length"]) for r in rows if int(r["tree"]) == 0),
+        rel=1e-6,
+    )  # the branches cut the trees' forests, nothing added or lost
     # where and in what arithmetic the network ran is recorded and said
     compute = summary["compute"]
     assert compute["device"] == "cpu" and compute["precision"] in ("float32", "bfloat16")

@@ -1206,6 +1206,7 @@ def _segment(args) -> None:
         analysis.save(tmp / f"{stem}_graph.graphml")
         analysis.save(tmp / f"{stem}_graph.swc")
         analysis.save(tmp / f"{stem}_graph.csv")
+        analysis.branch_table().to_csv(tmp / f"{stem}_branches.csv", index=False)
         summary = analysis.summary()
         summary.update({"input": str(vol.path), "model": model, "seconds": round(took, 2)})
         summary["min_size"] = int(analysis.min_size)
