@@ -388,7 +388,8 @@ def test_models_name_prints_the_card_and_a_fine_tuned_ones_scores(capsys, tmp_pa
     assert "mask: vessel probability above 0.5; pieces under 64 voxels dropped" in lines
     assert "windowed to -100..300 HU" in out and "expects bright vessels" in out
     dice = card.metrics["test"]["summary"]["Dice"]["mean"]
-    assert f"Dice {dice:.3f}" in out and f"weights sha256: {card.sha256}" in lines
+    assert f"Dice {dice:.3f}" in out
+    assert f"weights sha256 (recorded in the card): {card.sha256}" in lines
 
     torch.manual_seed(0)
     ft = ModelCard(
@@ -399,7 +400,12 @@ def test_models_name_prints_the_card_and_a_fine_tuned_ones_scores(capsys, tmp_pa
         threshold=0.3,
         training={
             "fine_tuned_from": {"name": "unet-dice", "sha256": "ab" * 32},
-            "data": {"shape": [8, 16, 16], "spacing": [2.0, 1.0, 1.0], "annotated_voxels": 900},
+            "data": {
+                "shape": [8, 16, 16],
+                "spacing": [2.0, 1.0, 1.0],
+                "unit": "um",
+                "annotated_voxels": 900,
+            },
             "loss": {"name": "dice"},
             "steps": 12,
             "wall_time_s": 30.4,
@@ -415,7 +421,7 @@ def test_models_name_prints_the_card_and_a_fine_tuned_ones_scores(capsys, tmp_pa
     assert code == 0, err
     assert (
         "fine-tuned from unet-dice (sha256 abababababab...) on a 8x16x16 volume (spacing "
-        "2x1x1), 900 annotated voxels, loss dice, 12 steps in 30 s on cpu"
+        "2x1x1 um), 900 annotated voxels, loss dice, 12 steps in 30 s on cpu"
     ) in out
     assert (
         "held-out part of the annotation, base -> this model: Dice 0.500 -> 0.700, "
@@ -423,6 +429,23 @@ def test_models_name_prints_the_card_and_a_fine_tuned_ones_scores(capsys, tmp_pa
     ) in out
     assert "mask: vessel probability above 0.3" in out and "(default)" not in out
 
+    # a user's card is free-form JSON: odd values leave a line out, never fail
+    odd = ModelCard(
+        name="odd",
+        architecture="unet3d",
+        min_size=0,
+        training={
+            "fine_tuned_from": {"name": "x", "sha256": None},
+            "data": {"shape": "8x8", "spacing": 2.0},
+            "wall_time_s": None,
+        },
+        metrics={"validation_before": {"Dice": None, "threshold": None}, "validation": {}},
+    )
+    from napari_topo.models.registry import describe_card
+
+    said = describe_card(odd)
+    assert "mask: vessel probability above 0.5; no piece dropped for its size" in said
+    assert "fine-tuned from x on one volume" in said
     code, out, err = _run(["models", "no-such-model"], capsys)
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
     assert "unknown model 'no-such-model'" in err

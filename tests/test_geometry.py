@@ -988,3 +988,19 @@ def test_layer_length_unit_from_the_reader_or_napari():
     assert layer_length_unit(Image(data)) is None
     assert layer_length_unit(Image(data, units=("mm", "um", "um"))) is None
     assert layer_length_unit(SimpleNamespace()) is None
+
+
+def test_napari_units_name_the_spatial_axes_only_where_napari_has_units(monkeypatch):
+    from napari_topo import geometry as g
+
+    monkeypatch.setattr(g, "_napari_has_layer_units", lambda: True)
+    assert g.napari_units("mm", "zyx") == ("mm", "mm", "mm")
+    assert g.napari_units("um", "tczyx") == ("pixel", "pixel", "um", "um", "um")
+    assert g.napari_units(None, "zyx") is None and g.napari_units("furlong", "zyx") is None
+    monkeypatch.setattr(g, "_napari_has_layer_units", lambda: False)  # napari < 0.6
+    assert g.napari_units("mm", "zyx") is None
+    monkeypatch.undo()
+    import napari
+
+    major, minor = (int(v) for v in napari.__version__.split(".")[:2])
+    assert g._napari_has_layer_units() == ((major, minor) >= (0, 6))

@@ -1625,7 +1625,7 @@ def _models(name: str | None = None) -> None:
     if name is not None:
         card = model_card(name)
         lines = describe_card(card)
-        if card.path is not None and card.path == model_card(DEFAULT_MODEL).path:
+        if card.name == DEFAULT_MODEL:  # a user's model cannot take a shipped name
             lines[0] += " (default)"
         print("\n".join(lines))
         return
@@ -1744,7 +1744,9 @@ def _add_finetune_parser(sub) -> None:
     ft.add_argument("--name", help="name of the new model (default <base>-ft-<date>-<time>)")
     ft.add_argument("--device", default="auto", help="auto (default), cuda, mps or cpu")
     ft.add_argument(
-        "--threads", type=int, help="CPU threads (default: OMP_NUM_THREADS if set, else all cores)"
+        "--threads",
+        type=int,
+        help="CPU threads (default: OMP_NUM_THREADS if set, else every core this process may use)",
     )
     ft.add_argument("--seed", type=int, default=0, help="seed of sampling and augmentation")
     ft.add_argument("--key", help="array name inside an .npz file or zarr group (IMAGE)")

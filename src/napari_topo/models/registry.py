@@ -134,7 +134,7 @@ class ModelCard:
         "polarity": "bright"}`` for models trained on bright vessels in [0, 1] (a CT in HU
         windowed to ``ct_window`` and clipped, other images scaled by the ``low``/``high``
         percentiles, dark-vessel images inverted, the zoom chosen automatically; optional
-        ``target_radius_voxels`` (8) and ``ct_spacing_mm`` (1.0) tune the zoom), or
+        ``target_radius_voxels`` (8) and ``ct_spacing_mm`` (0.5) tune the zoom), or
         ``{"method": "percentile", "low": 0.5, "high": 99.5}`` for earlier models
         (percentiles only, whatever the image).
     training : dict
@@ -546,8 +546,27 @@ def model_card(model, *, directory: str | os.PathLike | None = None) -> ModelCar
     return _resolve(model, directory)[0]
 
 
-def _fmt_list(values, sep: str = "x") -> str:
-    return sep.join(f"{float(v):g}" for v in values)
+def _num(value: Any) -> float | None:
+    """``value`` as a finite float, or None (cards are free-form JSON)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _fmt_list(values: Any, sep: str = "x") -> str | None:
+    """``2x1x1`` for a list of numbers; None when it is not one."""
+    if isinstance(values, str) or not isinstance(values, list | tuple) or not values:
+        return None
+    nums = [_num(v) for v in values]
+    return None if None in nums else sep.join(f"{v:g}" for v in nums)
+
+
+#: How a stack's axes reach the model's grid before any zoom (inference.pipeline's
+#: resample_factors and the input policy's kept axes), said once for both card kinds.
+_GRID = (
+    "axes up to 3x coarser than the finest are resampled to the finest spacing, coarser "
+    "ones keep their slices"
+)
 
 
 def _input_line(card: ModelCard) -> str:
@@ -558,18 +577,14 @@ def _input_line(card: ModelCard) -> str:
         return f"input: unreadable normalization ({err})"
     pct = f"{n.low:g}..{n.high:g} percentiles"
     if n.legacy:
-        return f"input: any image scaled to its {pct} (no CT window, no inversion, zoom 1)"
+        return f"input: any image scaled to its {pct}, no CT window, no inversion; {_GRID}"
     lo, hi = n.ct_window
-    polarity = (
-        "trained on both bright and dark vessels"
-        if n.polarity is None
-        else f"expects {n.polarity} vessels (the other polarity is inverted when detected)"
-    )
     return (
         f"input: a CT in HU is windowed to {lo:g}..{hi:g} HU and resampled to cubic voxels "
         f"of its finest spacing (at least {n.ct_spacing_mm:g} mm); other images are scaled "
-        f"to their {pct} and zoomed so that their large vessels are about "
-        f"{n.target_radius_voxels:g} voxels in radius (never enlarged); {polarity}"
+        f"to their {pct}, {_GRID}, then shrunk (never enlarged, at most 4x) so that large "
+        f"vessels are about {n.target_radius_voxels:g} voxels in radius; expects "
+        f"{n.polarity} vessels (the other polarity is inverted when detected)"
     )
 
 
@@ -577,10 +592,93 @@ def _score_text(scores: Any, keys=("Dice", "clDice")) -> str:
     out = []
     for key in keys:
         v = scores.get(key) if isinstance(scores, dict) else None
-        v = v.get("mean") if isinstance(v, dict) else v
-        if isinstance(v, int | float) and math.isfinite(v):
+        v = _num(v.get("mean") if isinstance(v, dict) else v)
+        if v is not None:
             out.append(f"{key} {v:.3f}")
     return ", ".join(out)
+
+
+def _fine_tune_lines(card: ModelCard, t: dict, m: dict) -> list[str]:
+    base = t["fine_tuned_from"]
+    data = t.get("data") if isinstance(t.get("data"), dict) else {}
+    shape = _fmt_list(data.get("shape"))
+    where = f"a {shape} volume" if shape else "one volume"
+    spacing = _fmt_list(data.get("spacing"))
+    if spacing:
+        unit = data.get("unit")
+        where += f" (spacing {spacing}" + (f" {unit})" if isinstance(unit, str) else ")")
+    sha = str(base.get("sha256") or "")[:12]
+    line = f"fine-tuned from {base.get('name', '?')}" + (f" (sha256 {sha}...)" if sha else "")
+    line += f" on {where}"
+    if isinstance(data.get("annotated_voxels"), int):
+        line += f", {data['annotated_voxels']} annotated voxels"
+    if isinstance(t.get("loss"), dict) and t["loss"].get("name"):
+        line += f", loss {t['loss']['name']}"
+    if isinstance(t.get("steps"), int):
+        line += f", {t['steps']} steps"
+    if _num(t.get("wall_time_s")) is not None:
+        line += f" in {t['wall_time_s']:.0f} s"
+    if isinstance(t.get("device"), str):
+        line += f" on {t['device']}"
+    lines = [line]
+    before, after = m.get("validation_before"), m.get("validation")
+    if isinstance(before, dict) and isinstance(after, dict):
+        pairs = [
+            f"{k} {before[k]:.3f} -> {after[k]:.3f}"
+            for k in ("Dice", "clDice")
+            if _num(before.get(k)) is not None and _num(after.get(k)) is not None
+        ]
+        if pairs:
+            b = _num(before.get("threshold"))
+            b = DEFAULT_THRESHOLD if b is None else b
+            lines.append(
+                f"held-out part of the annotation, base -> this model: {', '.join(pairs)} "
+                f"(threshold {b:g} -> {card.mask_threshold:g})"
+            )
+    if t.get("kept_base"):
+        lines.append(f"weights: the base model's ({t['kept_base']})")
+    return lines
+
+
+def _training_lines(t: dict) -> list[str]:
+    parts = []
+    if isinstance(t.get("data_pipeline"), str):
+        parts.append(f"synthetic volumes (data pipeline {t['data_pipeline']})")
+    rr = _fmt_list(t.get("radius_range_voxels"), "-")
+    if rr and len(t["radius_range_voxels"]) == 2:
+        parts.append(f"vessel radius {rr} voxels")
+    if isinstance(t.get("train_seeds"), str | int):
+        parts.append(f"seeds {t['train_seeds']}")
+    if _num(t.get("wall_time_s")) is not None:
+        staged = isinstance(t.get("provenance"), dict) and t["provenance"]
+        parts.append(f"{t['wall_time_s']:.0f} s" + (" (last stage)" if staged else ""))
+    lines = ["trained on " + ", ".join(parts)] if parts else []
+    if isinstance(t.get("command"), str):
+        lines.append(f"recipe: {t['command']}")
+    return lines
+
+
+def _score_lines(m: dict) -> list[str]:
+    test = m.get("test")
+    if isinstance(test, dict) and isinstance(test.get("summary"), dict):
+        scores = _score_text(test["summary"])
+        if scores:
+            n, shape = test.get("n_volumes"), _fmt_list(test.get("shape"))
+            what = f"{n} synthetic volumes" if isinstance(n, int) else "synthetic volumes"
+            if shape:
+                what += f" of {shape}"
+            if isinstance(test.get("min_size"), int):
+                what += (
+                    ", no piece dropped"
+                    if test["min_size"] == 0
+                    else f", pieces under {test['min_size']} dropped"
+                )
+            return [f"test ({what}): {scores}"]
+    if "fine_tuned_from" not in m:  # a trained model never evaluated: its validation
+        scores = _score_text(m.get("validation"))
+        if scores:
+            return [f"validation (synthetic, during training): {scores}"]
+    return []
 
 
 def describe_card(card: ModelCard) -> list[str]:
@@ -598,102 +696,50 @@ def describe_card(card: ModelCard) -> list[str]:
         ``"<name>: <summary>"``, then the architecture, what the model is fed (its
         ``normalization``), how its mask is cut (threshold, smallest piece kept), how it
         was trained (or fine-tuned: base model, data, held-out scores before and after),
-        its synthetic test scores, and where its weights are with their SHA-256. Lines
-        for facts the card does not hold are left out; nothing is computed or loaded.
+        its synthetic test scores (or, never tested, its validation scores), where its
+        card is and the SHA-256 it records for the weights (checked when they load, not
+        here). Facts the card does not hold, or holds in a form not understood (cards
+        are free-form JSON), are left out; nothing is computed or loaded, and nothing
+        is raised for an odd card.
 
     Examples
     --------
     >>> card = ModelCard(name="m", architecture="unet3d", summary="A U-Net",
     ...                  normalization={"method": "percentile"}, min_size=64)
     >>> for line in describe_card(card):
-    ...     print(line)
+    ...     print(line)  # doctest: +NORMALIZE_WHITESPACE
     m: A U-Net
-    architecture: unet3d (segmentation)
-    input: any image scaled to its 0.5..99.5 percentiles (no CT window, no inversion, zoom 1)
+    architecture: unet3d, task segmentation
+    input: any image scaled to its 0.5..99.5 percentiles, no CT window, no inversion;
+    axes up to 3x coarser than the finest are resampled to the finest spacing, coarser
+    ones keep their slices
     mask: vessel probability above 0.5; pieces under 64 voxels dropped
     """
     lines = [f"{card.name}: {card.summary}" if card.summary else card.name]
-    widths = card.arch_kwargs.get("widths") if isinstance(card.arch_kwargs, dict) else None
-    arch = f"architecture: {card.architecture} ({card.task or TASKS.get(card.architecture, '?')}"
-    arch += f", widths {_fmt_list(widths, ', ')})" if widths else ")"
-    lines.append(arch)
-    lines.append(_input_line(card))
+    kwargs = card.arch_kwargs if isinstance(card.arch_kwargs, dict) else {}
+    widths = _fmt_list(kwargs.get("widths"), ", ")
+    task = card.task or TASKS.get(card.architecture, "?")
     lines.append(
-        f"mask: vessel probability above {card.mask_threshold:g}; pieces under "
-        f"{card.mask_min_size} voxels dropped"
+        f"architecture: {card.architecture}, task {task}" + (f", widths {widths}" if widths else "")
+    )
+    lines.append(_input_line(card))
+    size = card.mask_min_size
+    lines.append(
+        f"mask: vessel probability above {card.mask_threshold:g}; "
+        + (f"pieces under {size} voxels dropped" if size > 1 else "no piece dropped for its size")
     )
     t = card.training if isinstance(card.training, dict) else {}
     m = card.metrics if isinstance(card.metrics, dict) else {}
-    base = t.get("fine_tuned_from")
-    if isinstance(base, dict):
-        data = t.get("data") if isinstance(t.get("data"), dict) else {}
-        shape = data.get("shape")
-        where = "a " + "x".join(map(str, shape)) + " volume" if shape else "one volume"
-        if data.get("spacing"):
-            where += f" (spacing {_fmt_list(data['spacing'])})"
-        sha = str(base.get("sha256", ""))[:12]
-        line = f"fine-tuned from {base.get('name', '?')}" + (f" (sha256 {sha}...)" if sha else "")
-        line += f" on {where}"
-        if "annotated_voxels" in data:
-            line += f", {data['annotated_voxels']} annotated voxels"
-        if isinstance(t.get("loss"), dict) and t["loss"].get("name"):
-            line += f", loss {t['loss']['name']}"
-        if "steps" in t:
-            line += f", {t['steps']} steps"
-        if isinstance(t.get("wall_time_s"), int | float):
-            line += f" in {t['wall_time_s']:.0f} s"
-        if t.get("device"):
-            line += f" on {t['device']}"
-        lines.append(line)
-        before, after = m.get("validation_before"), m.get("validation")
-        if isinstance(before, dict) and isinstance(after, dict):
-            b = before.get("threshold", DEFAULT_THRESHOLD)
-            pairs = [
-                f"{k} {before[k]:.3f} -> {after[k]:.3f}"
-                for k in ("Dice", "clDice")
-                if isinstance(before.get(k), int | float) and isinstance(after.get(k), int | float)
-            ]
-            if pairs:
-                lines.append(
-                    f"held-out part of the annotation, base -> this model: {', '.join(pairs)} "
-                    f"(threshold {b:g} -> {card.mask_threshold:g})"
-                )
-        if t.get("kept_base"):
-            lines.append(f"weights: the base model's ({t['kept_base']})")
-    elif t:
-        parts = []
-        if t.get("data_pipeline"):
-            parts.append(f"synthetic volumes (data pipeline {t['data_pipeline']})")
-        rr = t.get("radius_range_voxels")
-        if isinstance(rr, list | tuple) and len(rr) == 2:
-            parts.append(f"vessel radius {rr[0]:g}-{rr[1]:g} voxels")
-        if t.get("train_seeds"):
-            parts.append(f"seeds {t['train_seeds']}")
-        if isinstance(t.get("wall_time_s"), int | float):
-            parts.append(f"{t['wall_time_s']:.0f} s (last stage)")
-        if parts:
-            lines.append("trained on " + ", ".join(parts))
-        if t.get("command"):
-            lines.append(f"recipe: {t['command']}")
-    test = m.get("test")
-    if isinstance(test, dict) and isinstance(test.get("summary"), dict):
-        scores = _score_text(test["summary"])
-        if scores:
-            n, shape = test.get("n_volumes"), test.get("shape")
-            what = f"{n} synthetic volumes" if isinstance(n, int) else "synthetic volumes"
-            if shape:
-                what += " of " + "x".join(map(str, shape))
-            if isinstance(test.get("min_size"), int):
-                what += (
-                    ", no piece dropped"
-                    if test["min_size"] == 0
-                    else f", pieces under {test['min_size']} dropped"
-                )
-            lines.append(f"test ({what}): {scores}")
+    if isinstance(t.get("fine_tuned_from"), dict):
+        lines += _fine_tune_lines(card, t, m)
+        m = {**m, "fine_tuned_from": True}  # its "validation" is the held-out part's
+    else:
+        lines += _training_lines(t)
+    lines += _score_lines(m)
     if card.path is not None:
         lines.append(f"card: {card.path}")
     if card.sha256:
-        lines.append(f"weights sha256: {card.sha256}")
+        lines.append(f"weights sha256 (recorded in the card): {card.sha256}")
     if card.description:
         lines.append(card.description)
     return lines

@@ -1149,7 +1149,8 @@ def finetune(
     name : str, optional
         The new model's name (default ``<base>-ft-<date>-<time>``).
     threads : int, optional
-        CPU threads (default :func:`default_threads`: all cores but one); restored after.
+        CPU threads (default :func:`default_threads`: all cores this process may use but
+        one, at most ``OMP_NUM_THREADS`` when set); restored after.
     lr, batch_size, patch, val_every, patience, validation_fraction
         Peak learning rate (:data:`WARMUP_STEPS` of linear warm-up, then a cosine decay
         to a tenth over the budget), patches per step (default the base's
@@ -1607,6 +1608,7 @@ def finetune(
             "data": {
                 "shape": list(shape),
                 "spacing": sp,
+                "unit": unit,
                 "annotated_voxels": int(region_info["voxels"]),
                 "annotated_region": dict(region_info),
                 "vessel_voxels": int((lab[region] > 0).sum()),

@@ -151,6 +151,8 @@ _NONE = "none"
 _AUTO_ZOOM = 0.0
 #: What the Input label says before a run.
 INPUT_NOTE = "Input: chosen from the image and the model card when you press Run."
+#: Characters per line of a model's tooltip (Qt does not wrap plain-text tooltips).
+TOOLTIP_WIDTH = 90
 #: Kinds of a run's layers shown at once (with the image); the others are added hidden
 #: (their eye in the layer list shows them).
 SHOWN_KINDS = frozenset({"trees"})
@@ -175,7 +177,8 @@ def model_tooltip(card: ModelCard) -> str:
         The lines of :func:`napari_topo.models.registry.describe_card` (summary,
         architecture, input, mask threshold and smallest piece, training or fine-tuning
         with its held-out scores, synthetic test scores) but its recipe, card path,
-        SHA-256 and description, which ``napari-topo models NAME`` prints.
+        SHA-256 and description, which ``napari-topo models NAME`` prints; lines wrapped
+        at :data:`TOOLTIP_WIDTH` characters.
 
     Examples
     --------
@@ -186,18 +189,23 @@ def model_tooltip(card: ModelCard) -> str:
     ...                                    "summary": {"Dice": {"mean": 0.8612}}}})
     >>> print(model_tooltip(card))
     m: A U-Net
-    architecture: unet3d (segmentation)
-    input: any image scaled to its 0.5..99.5 percentiles (no CT window, no inversion, zoom 1)
+    architecture: unet3d, task segmentation
+    input: any image scaled to its 0.5..99.5 percentiles, no CT window, no inversion; axes up
+      to 3x coarser than the finest are resampled to the finest spacing, coarser ones keep
+      their slices
     mask: vessel probability above 0.5; pieces under 32 voxels dropped
     test (4 synthetic volumes): Dice 0.861
     """
+    import textwrap
+
     from napari_topo.models.registry import describe_card
 
-    file_facts = ("recipe: ", "card: ", "weights sha256: ")
+    file_facts = ("recipe: ", "card: ", "weights sha256")
     lines = [ln for ln in describe_card(card) if not ln.startswith(file_facts)]
     if card.description and lines[-1] == card.description:
         lines.pop()
-    return "\n".join(lines)
+    # a plain-text tooltip is not wrapped by Qt: keep it narrower than a laptop screen
+    return "\n".join(textwrap.fill(ln, TOOLTIP_WIDTH, subsequent_indent="  ") for ln in lines)
 
 
 def sources_in_voxels(points: Any, image: Any, shape: tuple[int, ...]) -> np.ndarray | None:
