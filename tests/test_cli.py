@@ -155,6 +155,11 @@ def test_segment_writes_everything_and_scores_against_the_truth(files, capsys, t
         + sum(float(r["length"]) for r in rows if int(r["tree"]) == 0),
         rel=1e-6,
     )  # the branches cut the trees' forests, nothing added or lost
+    for tree in summary["trees"]:
+        mine = [r for r in rows if int(r["tree"]) == tree["id"]]
+        assert tree["n_branches"] == len(mine) > 0
+        assert tree["max_generation"] == max(int(r["generation"]) for r in mine)
+        assert f"  tree {tree['id']}: " in out and f"in {len(mine)} branches" in out
     # where and in what arithmetic the network ran is recorded and said
     compute = summary["compute"]
     assert compute["device"] == "cpu" and compute["precision"] in ("float32", "bfloat16")

@@ -1206,8 +1206,15 @@ def _segment(args) -> None:
         analysis.save(tmp / f"{stem}_graph.graphml")
         analysis.save(tmp / f"{stem}_graph.swc")
         analysis.save(tmp / f"{stem}_graph.csv")
-        analysis.branch_table().to_csv(tmp / f"{stem}_branches.csv", index=False)
+        branch_table = analysis.branch_table()
+        branch_table.to_csv(tmp / f"{stem}_branches.csv", index=False)
         summary = analysis.summary()
+        per_tree = branch_table.groupby("tree")
+        n_branches = per_tree.size().to_dict()
+        depth = per_tree["generation"].max().to_dict()
+        for tree in summary["trees"]:  # from the branch table: the same branches
+            tree["n_branches"] = int(n_branches.get(tree["id"], 0))
+            tree["max_generation"] = int(depth.get(tree["id"], 0))
         summary.update({"input": str(vol.path), "model": model, "seconds": round(took, 2)})
         summary["min_size"] = int(analysis.min_size)
         if args.channel is not None:
@@ -1256,7 +1263,8 @@ def _segment(args) -> None:
     unit = " voxels" if spacing is None else (f" {geometry.unit}" if geometry.unit else "")
     for tree in trees[:MAX_TREE_LINES]:
         print(
-            f"  tree {tree['id']}: {tree['n_voxels']} voxels, centerline {tree['length']:.1f}{unit}"
+            f"  tree {tree['id']}: {tree['n_voxels']} voxels, centerline {tree['length']:.1f}"
+            f"{unit} in {tree['n_branches']} branches"
         )
     if len(trees) > MAX_TREE_LINES:
         print(
