@@ -109,6 +109,17 @@ def test_annotated_region_from_slices_box_or_mask():
     # painted along x instead
     mask, info = annotated_region(np.moveaxis(lab, 0, 2))
     assert info["method"] == "slices" and info["axis"] == 2
+    # every other slice of 25: 13 painted (over half), the 12 between them not labels
+    alt = np.zeros((25, 30, 30), np.uint8)
+    alt[::2, 5:25, 8:22] = 1
+    mask, info = annotated_region(alt)
+    assert info["method"] == "slices" and info["axis"] == 0
+    assert info["slices"] == list(range(0, 25, 2)) and not mask[1::2].any()
+    # a dense mask of two vessels leaving a block of slices empty between them: a box
+    two = np.zeros((25, 30, 30), np.uint8)
+    two[2:10, 2:28, 2:14] = 1
+    two[16:24, 2:28, 16:28] = 1
+    assert annotated_region(two)[1]["method"] == "box"
     # a corrected whole mask: its bounding box, grown
     full = np.zeros((20, 30, 30), np.uint8)
     full[2:18, 5:25, 5:25] = 1

@@ -119,6 +119,15 @@ FEW_STEPS = 25
 DEFAULT_MINUTES = 5.0
 #: Fraction of the labels' slices (per axis) under which labels count as sparse slices.
 SPARSE_SLICE_FRACTION = 0.5
+#: Labels count as painted slices too when, between the first and the last labelled
+#: slice along an axis, at least this share of the slices hold no label, in gaps
+#: between at least :data:`SPARSE_MIN_RUNS` separate runs of labelled slices: every
+#: other slice painted (13 of 25: over half) is sparse, while a dense mask of vessels
+#: that leave a few slices empty is not. A newcomer painted every other slice of a
+#: 25-slice stack and the 12 unpainted ones, full of vessels, were taught as background.
+SPARSE_GAP_FRACTION = 0.3
+#: See :data:`SPARSE_GAP_FRACTION`.
+SPARSE_MIN_RUNS = 3
 #: Margin (voxels) around the labels' bounding box when the whole region is annotated.
 REGION_MARGIN = 4
 #: Validation patches scored (fixed for the run), centred on random held-out voxels.
@@ -218,6 +227,17 @@ def _check_mask(mask: Any, shape: Sequence[int], what: str = "annotated") -> np.
     return m.astype(bool, copy=False)
 
 
+def _interleaved(painted: np.ndarray) -> bool:
+    """Whether labelled slices (``painted``, one bool per slice) alternate with empty
+    ones between the first and the last (see :data:`SPARSE_GAP_FRACTION`)."""
+    idx = np.flatnonzero(painted)
+    if idx.size < SPARSE_MIN_RUNS:
+        return False
+    span = painted[idx[0] : idx[-1] + 1]
+    runs = 1 + int(np.count_nonzero(np.diff(idx) > 1))
+    return runs >= SPARSE_MIN_RUNS and float(1.0 - span.mean()) >= SPARSE_GAP_FRACTION
+
+
 def annotated_region(
     labels: Any, annotated: Any = None, *, margin: int = REGION_MARGIN
 ) -> tuple[np.ndarray, dict]:
@@ -243,7 +263,10 @@ def annotated_region(
     Notes
     -----
     Without ``annotated``: for each axis, the fraction of slices holding any label is
-    measured. If the smallest fraction is under :data:`SPARSE_SLICE_FRACTION`, the user
+    measured. If the labelled slices along an axis alternate with unlabelled ones (at
+    least :data:`SPARSE_MIN_RUNS` runs, and :data:`SPARSE_GAP_FRACTION` of the slices
+    between the first and the last labelled one empty: every other slice painted), or
+    else if the smallest fraction is under :data:`SPARSE_SLICE_FRACTION`, the user
     painted some slices along that axis and exactly those slices (all their voxels, 0
     meaning "no vessel") are the region. Otherwise the labels fill most of the volume
     (e.g. a corrected segmentation) and the region is their bounding box grown by
@@ -283,8 +306,10 @@ def annotated_region(
         other = tuple(a for a in range(fg.ndim) if a != axis)
         fractions.append(fg.any(axis=other))
     share = [float(f.mean()) for f in fractions]
-    axis = int(np.argmin(share))
-    if share[axis] < SPARSE_SLICE_FRACTION:
+    # slices painted apart along an axis say how the user painted, whatever the shares
+    interleaved = [a for a, f in enumerate(fractions) if _interleaved(f)]
+    axis = min(interleaved or range(fg.ndim), key=lambda a: share[a])
+    if interleaved or share[axis] < SPARSE_SLICE_FRACTION:
         slices = np.flatnonzero(fractions[axis])
         mask = np.zeros(fg.shape, bool)
         index = [slice(None)] * fg.ndim
