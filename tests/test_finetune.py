@@ -658,11 +658,26 @@ def test_cli_finetune_then_segment_with_it(files, user_dir, capsys):
     assert "mine2" in capsys.readouterr().out
 
 
+def test_cli_labels_in_mm_beside_an_image_in_um_are_on_its_grid(files, user_dir, capsys):
+    # a newcomer's labels stated 0.005 mm voxels beside a 5 um image: refused as "not
+    # the same grid", while segment --gt and evaluate took the same file
+    tmp, _, _, vol = files
+    img = write_volume(tmp / "um.nii.gz", vol.image, spacing=(5.0, 1.0, 1.0), unit="um")
+    lab = sparse(vol.mask, list(range(2, 32, 4)))
+    mm = write_volume(tmp / "mm.nii.gz", lab, spacing=(0.005, 0.001, 0.001), unit="mm")
+    argv = ["finetune", str(img), str(mm), "--base", "tiny-base", "--steps", "2"]
+    rc = main([*argv, "--out", str(tmp / "m"), "--device", "cpu", "--threads", "1"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "note: the labels mm.nii.gz's lengths were converted from mm to um" in out
+    assert "8 painted slices along axis 0" in out
+
+
 @pytest.mark.parametrize(
     ("case", "match"),
     [
-        ("shape", "same voxels"),
-        ("grid", "not the same grid"),
+        ("shape", "shape differs"),
+        ("grid", "spacing differs"),
         ("empty", "labels are empty"),
         ("fraction", "fractional"),
         ("annotated", "binary"),

@@ -1839,8 +1839,6 @@ def _finetune(args) -> None:
     import os
     import shlex
 
-    import numpy as np
-
     from .inference.device import pick_device
     from .models.registry import (
         WEIGHTS_DIR,
@@ -1864,32 +1862,28 @@ def _finetune(args) -> None:
         raise ValueError(f"--steps must be at least 1; got {args.steps}")
     vol = _read(args.image, args.key)
     spacing = _spacing(args, vol)
-    lab = _read(args.labels)
     shape = tuple(vol.data.shape)
     if len(shape) != 3:
         raise ValueError(f"{vol.path.name} is not a 3D (z, y, x) volume: shape {shape}")
-    if tuple(lab.data.shape) != shape:
-        raise ValueError(
-            f"the labels have shape {tuple(lab.data.shape)} but the image has {shape}; "
-            "they must cover the same voxels"
-        )
-    for other in (lab,):
-        if (
-            args.spacing is None
-            and other.spacing is not None
-            and vol.spacing is not None
-            and len(other.spacing) == len(vol.spacing)
-            and not np.allclose(other.spacing, vol.spacing, rtol=1e-3)
-        ):
-            raise ValueError(
-                f"{other.path.name} has voxel size {tuple(other.spacing)} but the image has "
-                f"{tuple(vol.spacing)}: not the same grid; resample the labels to the image"
-            )
-    labels = check_labels(lab.data, shape)
+    override = spacing if args.spacing is not None else None
+    image_geometry = vol.geometry if override is None else vol.geometry.with_spacing(override)
+
+    def on_image_grid(path, what):
+        """A file's volume on the image's grid (lengths in the image's unit, flips and
+        permutations undone) and the note saying so, or a one-line refusal, as
+        ``segment --gt`` does: labels in mm beside an image in um were refused."""
+        other = _read(path)
+        data, geometry = _spatial(other, None, what, override, None)
+        names = (f"{what} {other.path.name}", f"the image {vol.path.name}")
+        return _aligned(data, geometry, image_geometry, shape, names)
+
+    lab_data, lab_note = on_image_grid(args.labels, "the labels")
+    notes = [lab_note]  # said once every input passed (a refusal stays one line)
+    labels = check_labels(lab_data, shape)
     annotated = None
     if args.annotated:
-        ann = _read(args.annotated)
-        annotated = ann.data
+        annotated, ann_note = on_image_grid(args.annotated, "the annotated mask")
+        notes.append(ann_note)
     region, info = annotated_region(labels, annotated)  # empty / non-binary: one line
     del region
     base_path = args.base
@@ -1917,6 +1911,8 @@ def _finetune(args) -> None:
     if (out_dir / f"{name}.json").exists():
         raise ValueError(f"a model {name!r} already exists in {out_dir}; choose another --name")
 
+    for note in filter(None, notes):
+        print(f"note: {note}")
     print(f"annotated region: {info['description']}")
     command = shlex.join(
         ["napari-topo", "finetune", args.image, args.labels, "--base", args.base]
