@@ -416,8 +416,10 @@ def test_weights_that_segment_the_held_out_part_worse_are_not_kept(user_dir, mon
     from napari_topo.cli import _finetune_result_lines
 
     said = " ".join(_finetune_result_lines(card))
-    assert "scored lower than the base model's on the held-out part" in said
-    assert "no training step beat" not in said
+    # the step the patches preferred is named, not "best ... at step 0" after progress
+    # lines that called a later step the best (newcomer)
+    assert card.training["kept_base"] in said and "at step 0" not in said
+    assert "the base model's weights kept" in said and "no training step beat" not in said
 
 
 def test_fine_tune_threads_follow_omp_num_threads(monkeypatch):
@@ -656,6 +658,12 @@ def test_cli_finetune_then_segment_with_it(files, user_dir, capsys):
     capsys.readouterr()
     assert main(["models"]) == 0
     assert "mine2" in capsys.readouterr().out
+    # a second model into the same --out folder: the hint names its card (the folder
+    # alone no longer names one model)
+    argv = ["finetune", str(img), str(lab), "--base", "tiny-base", "--steps", "1"]
+    assert main([*argv, "--out", str(out), "--name", "mine3", "--threads", "1"]) == 0
+    said = capsys.readouterr().out
+    assert f"segment with: napari-topo segment IMAGE --model {out / 'mine3.json'}" in said
 
 
 def test_cli_labels_in_mm_beside_an_image_in_um_are_on_its_grid(files, user_dir, capsys):

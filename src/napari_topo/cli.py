@@ -1774,16 +1774,18 @@ def _finetune_result_lines(card) -> list[str]:
         f"{after['Dice']:.3f}, clDice {before['clDice']:.3f} -> {after['clDice']:.3f} "
         f"(threshold {before.get('threshold', DEFAULT_THRESHOLD):g} -> "
         f"{card.mask_threshold:g}; base {t['fine_tuned_from']['name']}; {steps} "
-        f"in {t['wall_time_s']:.0f} s, best on the held-out patches at step "
-        f"{t['best_step']}; stopped: {t['stopped']})"
+        f"in {t['wall_time_s']:.0f} s, "
+        + (
+            "the base model's weights kept"
+            if t.get("kept_base")
+            else f"best on the held-out patches at step {t['best_step']}"
+        )
+        + f"; stopped: {t['stopped']})"
     ]
     tuned = card.threshold not in (None, DEFAULT_THRESHOLD)
     if t.get("kept_base"):
-        lines.append(
-            "the fine-tuned weights scored lower than the base model's on the held-out part "
-            "as segment makes it: the weights are the base model's"
-            + (", the change is the mask threshold's" if tuned else "")
-        )
+        # the step the patches preferred is named: the progress lines called it the best
+        lines.append(t["kept_base"] + (", the change is the mask threshold's" if tuned else ""))
     elif t["best_step"] == 0:
         # a newcomer read a 0.603 -> 0.621 after one step as a training gain
         lines.append(
@@ -1951,7 +1953,9 @@ def _finetune(args) -> None:
     saved = save_finetuned(module, card, out_dir)
     for line in _finetune_result_lines(card):
         print(line)
-    use = out_dir if args.out else name
+    # a folder is a model only while it holds one: name the card when it holds more
+    alone = len(list(out_dir.glob("*.json"))) == 1
+    use = name if not args.out else out_dir if alone else saved.path
     print(
         f"saved {saved.path.with_suffix('.safetensors').name} and {saved.path.name} to "
         f"{out_dir}; segment with: napari-topo segment IMAGE --model {use}"
