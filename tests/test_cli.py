@@ -454,6 +454,19 @@ def test_models_name_prints_the_card_and_a_fine_tuned_ones_scores(capsys, tmp_pa
     code, out, err = _run(["models", "no-such-model"], capsys)
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
     assert "unknown model 'no-such-model'" in err
+    # the weights are checked as loading checks them (a changed byte was only refused
+    # when segment loaded it); a near miss gets a suggestion; a missing folder is named
+    assert "its SHA-256 matches the card" in _run(["models", "topnet"], capsys)[1]
+    weights = tmp_path / "ft" / "my-ft.safetensors"
+    raw = bytearray(weights.read_bytes())
+    raw[-1] ^= 1
+    weights.write_bytes(bytes(raw))
+    code, out, err = _run(["models", tmp_path / "ft"], capsys)
+    assert code == 0 and "DIFFERS from the SHA-256 its card records" in out
+    code, out, err = _run(["models", "UNET-DICE"], capsys)
+    assert code == 2 and "did you mean 'unet-dice'?" in err
+    code, out, err = _run(["models", tmp_path / "not-there"], capsys)
+    assert code == 2 and "no such model file or folder" in err
 
 
 def test_evaluate_says_when_the_ground_truth_is_an_intensity_image(capsys, tmp_path):

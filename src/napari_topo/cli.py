@@ -1626,6 +1626,24 @@ def _evaluate(args) -> None:
     print(f"wrote {js} and {cs}")
 
 
+def _weights_check(card) -> str:
+    """One line: whether the weights file beside ``card`` has the SHA-256 it records
+    (what loading checks; a newcomer's changed byte was only refused at segment)."""
+    from .models.registry import sha256_file
+
+    weights = card.weights_path
+    if weights is None or not weights.is_file():
+        return f"weights: missing ({weights}): this model cannot be loaded"
+    if not card.sha256:
+        return f"weights: {weights} (the card records no SHA-256: loading is refused)"
+    if sha256_file(weights) != card.sha256:
+        return (
+            f"weights: {weights} DIFFERS from the SHA-256 its card records: the file was "
+            "changed or replaced, and loading it is refused"
+        )
+    return f"weights: {weights} (its SHA-256 matches the card)"
+
+
 def _models(name: str | None = None) -> None:
     from .inference.pipeline import DEFAULT_MODEL
     from .models.registry import describe_card, list_models, model_card
@@ -1635,6 +1653,7 @@ def _models(name: str | None = None) -> None:
         lines = describe_card(card)
         if card.name == DEFAULT_MODEL:  # a user's model cannot take a shipped name
             lines[0] += " (default)"
+        lines.append(_weights_check(card))
         print("\n".join(lines))
         return
     cards = list_models()

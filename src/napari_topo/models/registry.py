@@ -456,9 +456,14 @@ def get_card(name: str, *, directory: str | os.PathLike | None = None) -> ModelC
             return card
     available = ", ".join(c.name for c in cards) or "none"
     searched = ", ".join(str(d) for d in model_dirs(directory))
+    import difflib
+
+    by_lower = {c.name.lower(): c.name for c in cards}
+    close = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.75)
+    hint = f"did you mean {by_lower[close[0]]!r}? " if close else ""
     raise ModelNotFoundError(
-        f"unknown model {name!r}; available models: {available} (searched: {searched}); "
-        "a .json card or .safetensors file can also be given by path"
+        f"unknown model {name!r}; {hint}available models: {available} (searched: "
+        f"{searched}); a .json card or .safetensors file can also be given by path"
     )
 
 
@@ -497,6 +502,8 @@ def _resolve(name_or_path, directory) -> tuple[ModelCard, Path]:
     or a folder holding exactly one model (a registry name wins over a folder)."""
     if not isinstance(name_or_path, str | os.PathLike):
         raise ValueError(f"expected a model name or a path, got {type(name_or_path).__name__}")
+    if not str(name_or_path).strip():
+        raise ModelNotFoundError("the model name is empty: give a name from 'napari-topo models'")
     if not _looks_like_path(name_or_path):
         try:
             card = get_card(str(name_or_path), directory=directory)
@@ -510,6 +517,8 @@ def _resolve(name_or_path, directory) -> tuple[ModelCard, Path]:
         path = Path(name_or_path).expanduser()
         if path.is_dir():
             path = _card_in_folder(path)
+        elif not path.exists() and path.suffix not in (".json", ".safetensors"):
+            raise ModelNotFoundError(f"no such model file or folder: {path}")
         if path.suffix not in (".json", ".safetensors"):
             raise ValueError(f"expected a .json model card or a .safetensors file, got {path}")
         if not path.is_file():
