@@ -357,6 +357,8 @@ def test_bad_inputs_get_one_line_and_exit_2(tmp_path, capsys):
         lines = err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("napari-topo: error:"), (name, err)
         assert needle.lower() in lines[0].lower(), (name, lines[0])
+        if name == "NaN":  # refused before the input and voxel-size lines (newcomer)
+            assert out == "", out
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 

@@ -56,7 +56,13 @@ def test_a_spacing_written_with_its_unit_reads_back_in_that_unit(tmp_path):
     a = _asymmetric(np.uint8)
     for suffix in (".tif", ".nii.gz", ".zarr", ".ome.zarr"):
         vol = read_volume(write_volume(tmp_path / f"v{suffix}", a, spacing=SPACING, unit="um"))
-        assert vol.geometry.unit == "um", suffix
+        assert vol.geometry.unit == vol.unit == "um", suffix
+        # what was read writes back with its unit (a crop written with the spacing alone
+        # lost it: the unit was only at vol.geometry.unit)
+        again = read_volume(
+            write_volume(tmp_path / f"w{suffix}", a, spacing=vol.spacing, unit=vol.unit)
+        )
+        assert again.unit == "um", suffix
         np.testing.assert_allclose(vol.geometry.spacing, SPACING, err_msg=suffix)
     # other spellings are the same unit; one no format can state is refused
     for spelling in ("µm", "micron"):
@@ -67,6 +73,7 @@ def test_a_spacing_written_with_its_unit_reads_back_in_that_unit(tmp_path):
         vol = read_volume(write_volume(tmp_path / "c.nii.gz", a, spacing=SPACING, unit=unit))
         assert vol.geometry.unit == near, unit
         np.testing.assert_allclose(vol.geometry.spacing, np.multiply(SPACING, scale), rtol=1e-6)
+    assert read_volume(write_volume(tmp_path / "n.npy", a)).unit is None
     with pytest.raises(ValueError, match="needs a spacing"):
         write_volume(tmp_path / "w.tif", a, unit="um")
     with pytest.raises(ValueError, match="unit must be one of"):

@@ -1063,6 +1063,11 @@ def _segment(args) -> None:
     # not, is refused as such before any channel question) before anything runs; its
     # geometry goes to every file written, so they overlay the input.
     data, geometry = _spatial(vol, args.channel, "the input", override, ndim=3)
+    if isinstance(data, np.ndarray) and data.dtype.kind == "f":
+        # refused before the input and voxel-size lines, so the refusal is one line
+        from .inference.sliding import _check_finite_numpy
+
+        _check_finite_numpy(data)
     spacing = _geometry_spacing(geometry)
     shape = tuple(data.shape)
     sources = None

@@ -166,6 +166,13 @@ class Volume(NamedTuple):
         """One letter per axis of ``data``: z, y, x, c (channel), t (time), s (RGB)."""
         return self.geometry.axes if self.geometry is not None else default_axes(self.data.shape)
 
+    @property
+    def unit(self) -> str | None:
+        """Length unit of :attr:`spacing` (``"mm"``, ``"um"``, ...) when the file states
+        one, else None; ``write_volume(path, crop, spacing=v.spacing, unit=v.unit)`` keeps
+        it (a newcomer's crop written with the spacing alone lost it)."""
+        return None if self.geometry is None else (self.geometry.unit or None)
+
 
 # --------------------------------------------------------------------------------------
 # helpers

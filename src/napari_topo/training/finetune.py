@@ -1692,7 +1692,9 @@ def finetune(
         },
         description=(
             "Fine-tuned with napari-topo on one user's volume; use it on images like that "
-            f"one, with the same input policy ({policy.describe()})."
+            f"one. That volume was read as: {policy.describe()}. segment reads every image "
+            "by the same rules (its 'input:' line), measuring percentiles, polarity and the "
+            "automatic zoom on that image; pass --zoom (or --window) to hold them."
         ),
     )
     report(
