@@ -568,3 +568,18 @@ def test_branch_table_of_an_empty_mask_has_the_columns():
     a = VesselAnalysis.from_outputs({"vessel": np.zeros((8, 8, 8), bool)})
     table = a.branch_table()
     assert len(table) == 0 and "tortuosity" in table.columns and "radius_mean" in table.columns
+
+
+def test_the_branches_layer_carries_the_branch_table(skel_analysis):
+    # napari's features table then shows, sorts and exports the morphometry per branch
+    from napari_topo.analysis import BRANCH_MEASURES
+
+    (data, meta, kind) = next(t for t in skel_analysis.to_layers() if t[2] == "shapes")
+    features = meta["features"]
+    table = skel_analysis.branch_table().set_index("branch")
+    rows = table.loc[features["branch"]]
+    assert len(data) == len(features["branch"]) > 0
+    for column in BRANCH_MEASURES:
+        np.testing.assert_array_equal(features[column], rows[column].to_numpy(), err_msg=column)
+    with pytest.raises(ValueError, match="one value per path"):
+        layers.branches_layer([np.zeros((2, 3)), np.ones((3, 3))], measures={"length": [1.0]})

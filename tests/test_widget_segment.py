@@ -326,6 +326,10 @@ def test_run_adds_layers_on_the_image(make_napari_viewer, qtbot):
         assert info["analysis"] is analysis
         assert info["model"] == "unet-dice"
     assert isinstance(layers["trees"].colormap, DirectLabelColormap)
+    # the branch morphometry rides on the branches layer (napari's features table)
+    feats = layers["branches"].features
+    assert {"length", "tortuosity", "radius_mean", "generation"} <= set(feats.columns)
+    assert len(feats) == len(layers["branches"].data) and (feats["length"] > 0).all()
     assert analysis.spacing == SCALE  # the image's scale is the physical spacing
     np.testing.assert_array_equal(layers["trees"].data, analysis.trees)
     # A real segmentation: the mask overlaps the generator's ground truth.

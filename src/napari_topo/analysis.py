@@ -95,6 +95,21 @@ def _path(path) -> Path:
     return Path(path)
 
 
+#: Columns of :meth:`VesselAnalysis.branch_table` the branches layer's features carry
+#: (napari's features table shows, sorts and exports them), beside ``tree`` and ``branch``.
+BRANCH_MEASURES = (
+    "parent",
+    "generation",
+    "end",
+    "length",
+    "euclidean_length",
+    "tortuosity",
+    "radius_mean",
+    "radius_min",
+    "radius_max",
+)
+
+
 class VesselAnalysis:
     """Segmentation, centerline and vessel trees of one volume.
 
@@ -863,7 +878,8 @@ class VesselAnalysis:
         """Layer data tuples for napari (see :mod:`napari_topo.layers`).
 
         In order (bottom to top): probability (if known), mask (hidden), skeleton (if
-        asked), trees (Labels, a colour per tree), branches (Shapes paths) and centerline
+        asked), trees (Labels, a colour per tree), branches (Shapes paths; their
+        features carry :data:`BRANCH_MEASURES` from :meth:`branch_table`) and centerline
         (Points sized by radius, coloured by tree).
 
         Parameters
@@ -897,7 +913,9 @@ class VesselAnalysis:
             out.append(_layers.skeleton_layer(self.skeleton, **kw))
         out.append(_layers.trees_layer(self.trees, n, **kw))
         paths, tree = self.branch_paths()
-        out.append(_layers.branches_layer(paths, tree, ndim=self.ndim, **kw))
+        table = self.branch_table()  # the same branches, in the same order
+        measures = {c: table[c].to_numpy() for c in BRANCH_MEASURES}
+        out.append(_layers.branches_layer(paths, tree, ndim=self.ndim, measures=measures, **kw))
         out.append(
             _layers.points_layer(self.points, self.radius, self.result.labels, self.parents, **kw)
         )

@@ -517,6 +517,7 @@ def branches_layer(
     translate=None,
     edge_width: float = 0.5,
     ndim: int | None = None,
+    measures=None,
     **kwargs,
 ):
     """Shapes layer with one path per branch, coloured by tree.
@@ -532,13 +533,24 @@ def branches_layer(
         Line width in data units.
     ndim : int, optional
         Dimensionality when ``paths`` is empty (default 3).
+    measures : mapping of str to (N,) array_like, optional
+        More per-path columns for the layer's features, e.g. the morphometry of
+        :meth:`napari_topo.analysis.VesselAnalysis.branch_table` (napari's features
+        table shows, sorts and exports them).
     name, scale, translate, **kwargs
         As in :func:`probability_layer`.
 
     Returns
     -------
     (data, meta, "shapes")
-        ``meta["features"]`` holds ``tree`` and ``branch`` (position in ``paths``).
+        ``meta["features"]`` holds ``tree`` and ``branch`` (position in ``paths``), then
+        the ``measures`` columns.
+
+    Raises
+    ------
+    ValueError
+        Paths that are not finite ``(L, ndim)`` arrays of one dimensionality, ``tree``
+        or a ``measures`` column not one value per path, a bad ``edge_width``.
     """
     arrays = [np.asarray(p, dtype=float) for p in paths]
     tid = np.zeros(len(arrays), dtype=np.int64) if tree is None else np.asarray(tree)
@@ -555,6 +567,12 @@ def branches_layer(
     keep = np.array([len(a) >= 2 for a in arrays], dtype=bool)
     data = [a for a, k in zip(arrays, keep, strict=True) if k]
     kept_tree = tid[keep].astype(np.int64)
+    extra = {}
+    for key, values in (measures or {}).items():
+        column = np.asarray(values)
+        if column.shape != (len(arrays),):
+            raise ValueError(f"measure {key!r} must be one value per path ({len(arrays)},).")
+        extra[str(key)] = column[keep]
     meta = _meta(
         "branches",
         _check_name(name),
@@ -566,7 +584,7 @@ def branches_layer(
         edge_width=float(edge_width),
         edge_color=_colors_for(kept_tree) if data else "gray",
         face_color="transparent",
-        features={"tree": kept_tree, "branch": np.flatnonzero(keep)},
+        features={"tree": kept_tree, "branch": np.flatnonzero(keep), **extra},
         **kwargs,
     )
     return data, meta, "shapes"
