@@ -97,14 +97,15 @@ def _path(path) -> Path:
 
 #: Columns of :meth:`VesselAnalysis.branch_table` the branches layer's features carry
 #: (napari's features table shows, sorts and exports them), beside ``tree`` and ``branch``.
+#: The three a vessel user reads first come first (the table is wider than a dock).
 BRANCH_MEASURES = (
-    "parent",
-    "generation",
-    "end",
     "length",
-    "euclidean_length",
     "tortuosity",
     "radius_mean",
+    "generation",
+    "parent",
+    "end",
+    "euclidean_length",
     "radius_min",
     "radius_max",
 )
