@@ -115,6 +115,13 @@ def test_annotated_region_from_slices_box_or_mask():
     mask, info = annotated_region(alt)
     assert info["method"] == "slices" and info["axis"] == 0
     assert info["slices"] == list(range(0, 25, 2)) and not mask[1::2].any()
+    # vessels along z, apart in x (x alternates too, with wider runs), every other z
+    # slice painted: the painted axis is z (review: x was chosen, by its smaller share)
+    tubes = np.zeros((25, 30, 40), np.uint8)
+    for x0 in (4, 14, 24, 34):
+        tubes[::2, 10:20, x0 : x0 + 3] = 1
+    mask, info = annotated_region(tubes)
+    assert info["method"] == "slices" and info["axis"] == 0 and not mask[1::2].any()
     # a dense mask of two vessels leaving a block of slices empty between them: a box
     two = np.zeros((25, 30, 30), np.uint8)
     two[2:10, 2:28, 2:14] = 1
@@ -679,6 +686,11 @@ def test_cli_labels_in_mm_beside_an_image_in_um_are_on_its_grid(files, user_dir,
     assert rc == 0, err
     assert "note: the labels mm.nii.gz's lengths were converted from mm to um" in out
     assert "8 painted slices along axis 0" in out
+    # with --spacing (in the image's unit) too: it was set on the labels in their mm
+    # before converting, and refused (review)
+    rc = main([*argv, "--out", str(tmp / "m2"), "--spacing", "5", "1", "1", "--threads", "1"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
 
 
 @pytest.mark.parametrize(

@@ -171,6 +171,10 @@ def test_select_assign_undo_redo(make_napari_viewer, qtbot, volume):
     assert np.array_equal(trees.data, before) and trees.data.dtype == before.dtype
     assert np.array_equal(replay(after, paints[1]), before)
     assert (layers["centerline"].features["tree"].to_numpy() == ed.labels).all()
+    # the branches' morphometry stays; what was counted from the old roots goes
+    feats = layers["branches"].features
+    assert {"length", "tortuosity", "radius_mean"} <= set(feats.columns)
+    assert not {"parent", "generation"} & set(feats.columns)
     press(trees, "Control-Shift-Z")
     assert np.array_equal(trees.data, after)
     assert widget.undo() == "tree" and np.array_equal(trees.data, before)

@@ -596,7 +596,8 @@ class VesselAnalysis:
             * ``branch`` (int): its index; ``tree`` (int): its tree id (0: no tree);
             * ``parent`` (int): the branch it hangs from, -1 for one that starts at a
               root; ``generation`` (int): branches between it and its root (0 at the
-              root, +1 at every junction);
+              root, +1 at every junction). A piece no root reaches along the graph,
+              given to a tree across a gap, starts again at generation 0 (parent -1);
             * ``end``: ``"tip"`` or ``"junction"`` (where further branches start);
             * ``n_points`` (int): its centerline points;
             * ``length`` (float): along the centerline, from the junction it hangs from
@@ -607,7 +608,9 @@ class VesselAnalysis:
               of Bullitt et al. (IEEE TMI 22(9), 2003), 1 for a straight vessel; NaN
               when the ends coincide (a one-point branch);
             * ``radius_mean``, ``radius_min``, ``radius_max`` (float): the vessel radius
-              at its points (:attr:`radius`, distance to the mask's edge, physical);
+              at its points (:attr:`radius`, distance to the mask's edge, physical),
+              its last point included (at a junction the radius reads large), the
+              junction it hangs from not;
             * ``start_*`` / ``end_*`` (float): world coordinates of its ends
               (:meth:`world_points`), as napari shows them.
 

@@ -652,11 +652,19 @@ def _sizes(values) -> str:
 
 
 def _spatial(
-    vol, channel: int | None, what: str, spacing_override=None, option="--channel", ndim=None
+    vol,
+    channel: int | None,
+    what: str,
+    spacing_override=None,
+    option="--channel",
+    ndim=None,
+    unit=None,
 ):
     """``(data, geometry)`` of one spatial volume of ``vol`` (a channel chosen), with
     ``--spacing`` applied; refusals (several channels, RGB, not ``ndim``-D) are one-line
-    ValueErrors."""
+    ValueErrors. ``unit``: the unit ``--spacing`` is in (the input's), for a second
+    file whose own unit differs: its placement is converted first, then the spacing
+    set (labels in um beside a CT in mm were refused with ``--spacing``)."""
     from .geometry import select_channel
 
     data, geometry = select_channel(
@@ -669,7 +677,7 @@ def _spatial(
             "along an axis, a 2D image, and napari-topo segments 3D volumes"
         )
     if spacing_override is not None and geometry.ndim == len(spacing_override):
-        geometry = geometry.with_spacing(spacing_override)
+        geometry = geometry.in_unit(unit).with_spacing(spacing_override)
     return data, geometry
 
 
@@ -1082,7 +1090,7 @@ def _segment(args) -> None:
     def on_input_grid(path, what):
         """A file's volume on the input's grid (flips/permutations only), its note."""
         other = _read(path)
-        data, other_geometry = _spatial(other, None, what, override, None)
+        data, other_geometry = _spatial(other, None, what, override, None, unit=geometry.unit)
         names = (f"{what} {other.path.name}", f"the input {vol.path.name}")
         return _aligned(data, other_geometry, geometry, shape, names)
 
@@ -1258,8 +1266,11 @@ def _segment(args) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
     print(
-        f"{vol.path.name}: {summary['n_voxels']} vessel voxels, {summary['n_branches']} "
-        f"branches, {summary['n_points']} centerline points, {summary['n_trees']} trees "
+        # the branches of the trees (the branch table's, which the tree lines count),
+        # not skan's skeleton branches: those count cycles and pieces no tree took
+        f"{vol.path.name}: {summary['n_voxels']} vessel voxels, "
+        f"{summary['n_centerline_branches']} branches, {summary['n_points']} centerline "
+        f"points, {summary['n_trees']} trees "
         f"({_model_words(model)}, {_compute_words(getattr(analysis, 'compute', None))}"
         f"{took:.1f} s)"
     )
@@ -1589,7 +1600,9 @@ def _evaluate(args) -> None:
     gt_vol = _read(args.gt)
     override = _spacing(args, pred_vol) if args.spacing is not None else None
     pred_data, pred_geometry = _spatial(pred_vol, None, "the prediction", override, None)
-    gt_data, gt_geometry = _spatial(gt_vol, None, "the ground truth", override, None)
+    gt_data, gt_geometry = _spatial(
+        gt_vol, None, "the ground truth", override, None, unit=pred_geometry.unit
+    )
     # the prediction on the ground truth's grid (same voxels reordered), or a refusal
     # naming the difference: never a score of two volumes that do not overlay
     pred_data, note = _aligned(
@@ -1899,7 +1912,7 @@ def _finetune(args) -> None:
         permutations undone) and the note saying so, or a one-line refusal, as
         ``segment --gt`` does: labels in mm beside an image in um were refused."""
         other = _read(path)
-        data, geometry = _spatial(other, None, what, override, None)
+        data, geometry = _spatial(other, None, what, override, None, unit=image_geometry.unit)
         names = (f"{what} {other.path.name}", f"the image {vol.path.name}")
         return _aligned(data, geometry, image_geometry, shape, names)
 

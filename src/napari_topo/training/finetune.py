@@ -227,6 +227,12 @@ def _check_mask(mask: Any, shape: Sequence[int], what: str = "annotated") -> np.
     return m.astype(bool, copy=False)
 
 
+def _mean_run(painted: np.ndarray) -> float:
+    """Mean length (slices) of the runs of labelled slices."""
+    idx = np.flatnonzero(painted)
+    return idx.size / (1 + int(np.count_nonzero(np.diff(idx) > 1))) if idx.size else 0.0
+
+
 def _interleaved(painted: np.ndarray) -> bool:
     """Whether labelled slices (``painted``, one bool per slice) alternate with empty
     ones between the first and the last (see :data:`SPARSE_GAP_FRACTION`)."""
@@ -265,9 +271,10 @@ def annotated_region(
     Without ``annotated``: for each axis, the fraction of slices holding any label is
     measured. If the labelled slices along an axis alternate with unlabelled ones (at
     least :data:`SPARSE_MIN_RUNS` runs, and :data:`SPARSE_GAP_FRACTION` of the slices
-    between the first and the last labelled one empty: every other slice painted), or
-    else if the smallest fraction is under :data:`SPARSE_SLICE_FRACTION`, the user
-    painted some slices along that axis and exactly those slices (all their voxels, 0
+    between the first and the last labelled one empty: every other slice painted; of
+    several such axes, the one with the thinnest runs), or else if the smallest
+    fraction is under :data:`SPARSE_SLICE_FRACTION`, the user painted some slices along
+    that axis and exactly those slices (all their voxels, 0
     meaning "no vessel") are the region. Otherwise the labels fill most of the volume
     (e.g. a corrected segmentation) and the region is their bounding box grown by
     ``margin`` voxels.
@@ -306,9 +313,15 @@ def annotated_region(
         other = tuple(a for a in range(fg.ndim) if a != axis)
         fractions.append(fg.any(axis=other))
     share = [float(f.mean()) for f in fractions]
-    # slices painted apart along an axis say how the user painted, whatever the shares
+    # slices painted apart along an axis say how the user painted, whatever the shares;
+    # where several axes alternate (vessels running along z, apart in x, every other z
+    # slice painted), the painted one has the thinnest runs: single slices, where a
+    # vessel's cross-section spans its width
     interleaved = [a for a, f in enumerate(fractions) if _interleaved(f)]
-    axis = min(interleaved or range(fg.ndim), key=lambda a: share[a])
+    if interleaved:
+        axis = min(interleaved, key=lambda a: (_mean_run(fractions[a]), share[a]))
+    else:
+        axis = int(np.argmin(share))
     if interleaved or share[axis] < SPARSE_SLICE_FRACTION:
         slices = np.flatnonzero(fractions[axis])
         mask = np.zeros(fg.shape, bool)

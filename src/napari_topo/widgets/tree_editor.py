@@ -898,7 +898,9 @@ class TreeEditorWidget(QWidget):
                 if branch.size and branch.max() >= len(editor.branches):
                     continue
                 tree = np.array([editor.branch(int(i)).tree for i in branch], dtype=np.int64)
-                feats = other.features.copy()
+                # parent and generation were counted from the roots before the edit: a
+                # reassigned branch's parent can lie in another tree now (review)
+                feats = other.features.drop(columns=["parent", "generation"], errors="ignore")
                 feats["tree"] = tree
                 other.features = feats
                 if len(tree):
