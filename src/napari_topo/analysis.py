@@ -606,7 +606,8 @@ class VesselAnalysis:
             * ``euclidean_length`` (float): the straight line between the same ends;
             * ``tortuosity`` (float): ``length / euclidean_length``, the distance metric
               of Bullitt et al. (IEEE TMI 22(9), 2003), 1 for a straight vessel; NaN
-              when the ends coincide (a one-point branch);
+              when the ends coincide (a one-point branch: a root that is itself a
+              junction is one, of length 0, as in the Tree editor);
             * ``radius_mean``, ``radius_min``, ``radius_max`` (float): the vessel radius
               at its points (:attr:`radius`, distance to the mask's edge, physical),
               its last point included (at a junction the radius reads large), the

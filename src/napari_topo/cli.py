@@ -1280,7 +1280,7 @@ def _segment(args) -> None:
     for tree in trees[:MAX_TREE_LINES]:
         print(
             f"  tree {tree['id']}: {tree['n_voxels']} voxels, centerline {tree['length']:.1f}"
-            f"{unit} in {tree['n_branches']} branches"
+            f"{unit} in {tree['n_branches']} branch{'' if tree['n_branches'] == 1 else 'es'}"
         )
     if len(trees) > MAX_TREE_LINES:
         print(
