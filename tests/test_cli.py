@@ -159,7 +159,8 @@ def test_segment_writes_everything_and_scores_against_the_truth(files, capsys, t
         mine = [r for r in rows if int(r["tree"]) == tree["id"]]
         assert tree["n_branches"] == len(mine) > 0
         assert tree["max_generation"] == max(int(r["generation"]) for r in mine)
-        assert f"  tree {tree['id']}: " in out and f"in {len(mine)} branches" in out
+        word = "branch" if len(mine) == 1 else "branches"
+        assert f"  tree {tree['id']}: " in out and f"in {len(mine)} {word}" in out
     # where and in what arithmetic the network ran is recorded and said
     compute = summary["compute"]
     assert compute["device"] == "cpu" and compute["precision"] in ("float32", "bfloat16")
