@@ -361,6 +361,8 @@ def test_run_adds_layers_on_the_image(make_napari_viewer, qtbot):
     assert not widget.legend_label.isHidden()
     legend = widget.legend_label.text()
     assert legend.startswith("Trees:")
+    # where the branch measures are, on hover (a menu of this napari's)
+    assert "Layers > Metadata > Features table widget" in widget.legend_label.toolTip()
     trees = layers["trees"]
     for k in range(1, min(analysis.result.n_trees, 12) + 1):
         rgb = trees.colormap.map(np.array([k]))[0][:3]

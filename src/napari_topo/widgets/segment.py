@@ -151,6 +151,12 @@ _NONE = "none"
 _AUTO_ZOOM = 0.0
 #: What the Input label says before a run.
 INPUT_NOTE = "Input: chosen from the image and the model card when you press Run."
+#: Tooltip of the trees legend: where each branch's length, tortuosity and radius are.
+BRANCH_MEASURES_TIP = (
+    "Each branch's length, tortuosity and radius: select the '... branches' layer, then "
+    "Layers > Metadata > Features table widget (sort, save as CSV). The CLI writes them "
+    "to <name>_branches.csv."
+)
 #: Characters per line of a model's tooltip (Qt does not wrap plain-text tooltips).
 TOOLTIP_WIDTH = 90
 #: Kinds of a run's layers shown at once (with the image); the others are added hidden
@@ -1099,6 +1105,7 @@ class SegmentWidget(QWidget):
         self.legend_label = QLabel("")
         self.legend_label.setWordWrap(True)
         self.legend_label.setVisible(False)
+        self.legend_label.setToolTip(BRANCH_MEASURES_TIP)
 
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
