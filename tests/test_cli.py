@@ -466,6 +466,9 @@ def test_models_name_prints_the_card_and_a_fine_tuned_ones_scores(capsys, tmp_pa
     weights.write_bytes(bytes(raw))
     code, out, err = _run(["models", tmp_path / "ft"], capsys)
     assert code == 0 and "DIFFERS from the SHA-256 its card records" in out
+    weights.unlink()  # a card without its weights is described, and says so
+    code, out, err = _run(["models", tmp_path / "ft" / "my-ft.json"], capsys)
+    assert code == 0 and "weights: missing" in out and "cannot be loaded" in out
     code, out, err = _run(["models", "UNET-DICE"], capsys)
     assert code == 2 and "did you mean 'unet-dice'?" in err
     code, out, err = _run(["models", tmp_path / "not-there"], capsys)

@@ -1664,10 +1664,24 @@ def _weights_check(card) -> str:
 
 def _models(name: str | None = None) -> None:
     from .inference.pipeline import DEFAULT_MODEL
-    from .models.registry import describe_card, list_models, model_card
+    from .models.registry import (
+        ModelCard,
+        ModelNotFoundError,
+        describe_card,
+        list_models,
+        model_card,
+    )
 
     if name is not None:
-        card = model_card(name)
+        try:
+            card = model_card(name)
+        except ModelNotFoundError:
+            # a card whose weights are missing is still described (the weights line
+            # says they are missing); anything else is refused as segment refuses it
+            path = Path(name).expanduser()
+            if path.suffix != ".json" or not path.is_file():
+                raise
+            card = ModelCard.from_json(path)
         lines = describe_card(card)
         if card.name == DEFAULT_MODEL:  # a user's model cannot take a shipped name
             lines[0] += " (default)"
