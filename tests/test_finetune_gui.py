@@ -36,9 +36,12 @@ def user_dir(tmp_path, monkeypatch):
 def test_paint_finetune_and_segment_with_the_new_model(make_napari_viewer, qtbot, user_dir):
     viewer = make_napari_viewer()
     vol = volume()
-    viewer.add_image(vol.image, name="vessels")
+    image = viewer.add_image(vol.image, name="vessels")
     painted = list(range(2, 32, 4))
     labels = viewer.add_labels(np.zeros(vol.mask.shape, np.uint8), name="my labels")
+    has_units = hasattr(labels, "units")  # napari >= 0.6: the region lies on them in um
+    if has_units:
+        image.units = labels.units = ("um", "um", "um")
     # paint the vessels of 8 slices, as the brush does (data_setitem, with undo history)
     for z in painted:
         yy, xx = np.nonzero(vol.mask[z])
@@ -65,6 +68,9 @@ def test_paint_finetune_and_segment_with_the_new_model(make_napari_viewer, qtbot
     # the annotated region was shown, and only the painted slices are in it
     region = viewer.layers["my labels annotated region"].data
     assert set(np.flatnonzero(region.any(axis=(1, 2)))) == set(painted)
+    if has_units:
+        region_units = viewer.layers["my labels annotated region"].units
+        assert [str(u) for u in region_units] == ["micrometer"] * 3
     # the loss plot got training and validation points; the bar is full
     assert len(widget.loss_plot.train) == 6 and len(widget.loss_plot.validation) >= 2
     assert widget.progress_bar.value() == 1000
