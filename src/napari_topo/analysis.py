@@ -558,9 +558,12 @@ class VesselAnalysis:
         the unit of :attr:`geometry` (``geometry.world(points)``)."""
         return self.geometry.world(np.asarray(self.points, dtype=float))
 
-    def branch_paths(self) -> tuple[list[np.ndarray], np.ndarray]:
-        """Voxel paths of the centerline branches (each from its junction on) and trees."""
-        found = tree_branches(self.result)
+    def branch_paths(self, branches=None) -> tuple[list[np.ndarray], np.ndarray]:
+        """Voxel paths of the centerline branches (each from its junction on) and trees.
+
+        ``branches``: :func:`~napari_topo.trees.edit.tree_branches` of :attr:`result`
+        when the caller has them already (computed otherwise)."""
+        found = tree_branches(self.result) if branches is None else branches
         pts = np.asarray(self.points, dtype=float)
         return [b.path(pts) for b in found], np.array([b.tree for b in found], dtype=np.int64)
 
@@ -580,12 +583,14 @@ class VesselAnalysis:
         "radius_max",
     )
 
-    def branch_table(self):
+    def branch_table(self, branches=None):
         """Per-branch morphometry of the vessel trees: length, radius, tortuosity.
 
         The branches are those of :meth:`branch_paths` (the Tree editor's and the
         branches layer's, same order): runs of centerline points from a root or a
         junction to the next junction or a tip, along the trees' shortest-path forest.
+        ``branches``: :func:`~napari_topo.trees.edit.tree_branches` of :attr:`result`
+        when the caller has them already (computed otherwise).
 
         Returns
         -------
@@ -623,7 +628,7 @@ class VesselAnalysis:
         n = self.ndim
         axes = "zyx"[-n:]
         coords = [f"{w}_{ax}" for w in ("start", "end") for ax in axes]
-        found = tree_branches(self.result)
+        found = tree_branches(self.result) if branches is None else branches
         if not found:
             return pd.DataFrame({c: [] for c in (*self.BRANCH_COLUMNS, *coords)})
         parents = self.parents
@@ -917,8 +922,9 @@ class VesselAnalysis:
         if skeleton:
             out.append(_layers.skeleton_layer(self.skeleton, **kw))
         out.append(_layers.trees_layer(self.trees, n, **kw))
-        paths, tree = self.branch_paths()
-        table = self.branch_table()  # the same branches, in the same order
+        found = tree_branches(self.result)  # once, for the paths and their measures
+        paths, tree = self.branch_paths(found)
+        table = self.branch_table(found)  # the same branches, in the same order
         measures = {c: table[c].to_numpy() for c in BRANCH_MEASURES}
         out.append(_layers.branches_layer(paths, tree, ndim=self.ndim, measures=measures, **kw))
         out.append(

@@ -36,6 +36,7 @@ Examples
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -999,6 +1000,7 @@ _PINT_LENGTH_NAMES = {
 }
 
 
+@functools.cache
 def _napari_has_layer_units() -> bool:
     """Whether the installed napari takes a layer's ``units`` (napari >= 0.6)."""
     from importlib.metadata import PackageNotFoundError, version
