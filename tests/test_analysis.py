@@ -549,6 +549,26 @@ def test_branch_table_measures_a_y_shaped_vessel():
     assert kids["length"].to_numpy() == pytest.approx(np.hypot(7.5, 40), abs=6)  # ~40.7
 
 
+def test_the_forest_is_cut_into_branches_once_per_analysis(monkeypatch):
+    # about 1 s each on a whole CT: segment's branch table, its summary and the layers
+    import napari_topo.analysis as analysis_module
+
+    mask = np.zeros((16, 32, 64), bool)
+    _tube(mask, (8, 16, 4), (8, 16, 40), 3.0)
+    _tube(mask, (8, 16, 40), (8, 4, 60), 2.0)
+    _tube(mask, (8, 16, 40), (8, 28, 60), 2.0)
+    a = VesselAnalysis.from_outputs({"vessel": mask}, sources=[[8, 16, 4]])
+    calls = []
+    real = analysis_module.tree_branches
+    monkeypatch.setattr(
+        analysis_module, "tree_branches", lambda result: calls.append(1) or real(result)
+    )
+    n = len(a.branch_table())
+    assert a.summary()["n_centerline_branches"] == n == len(a.branch_paths()[0]) >= 3
+    a.to_layers()
+    assert len(calls) == 1
+
+
 def test_branch_table_tortuosity_of_a_winding_vessel():
     # a sine-shaped centerline: length / chord is the arc-length ratio (Bullitt's DM)
     mask = np.zeros((12, 60, 130), bool)

@@ -516,6 +516,13 @@ class VesselAnalysis:
     def _forest_order(self) -> tuple[np.ndarray, np.ndarray]:
         return _forest(self.result)
 
+    @cached_property
+    def _branches(self) -> list:
+        """:func:`~napari_topo.trees.edit.tree_branches` of :attr:`result`, cut once per
+        analysis (about 1 s on a whole CT): the branch table, the summary's count and the
+        layers share them."""
+        return tree_branches(self.result)
+
     @property
     def parents(self) -> np.ndarray:
         """Parent point of every point in the centerline forest, -1 for roots."""
@@ -563,7 +570,7 @@ class VesselAnalysis:
 
         ``branches``: :func:`~napari_topo.trees.edit.tree_branches` of :attr:`result`
         when the caller has them already (computed otherwise)."""
-        found = tree_branches(self.result) if branches is None else branches
+        found = self._branches if branches is None else branches
         pts = np.asarray(self.points, dtype=float)
         return [b.path(pts) for b in found], np.array([b.tree for b in found], dtype=np.int64)
 
@@ -628,7 +635,7 @@ class VesselAnalysis:
         n = self.ndim
         axes = "zyx"[-n:]
         coords = [f"{w}_{ax}" for w in ("start", "end") for ax in axes]
-        found = tree_branches(self.result) if branches is None else branches
+        found = self._branches if branches is None else branches
         if not found:
             return pd.DataFrame({c: [] for c in (*self.BRANCH_COLUMNS, *coords)})
         parents = self.parents
@@ -717,7 +724,7 @@ class VesselAnalysis:
             "n_trees": int(self.result.n_trees),
             "n_branches": int(len(table)),
             "total_length": float(table["length"].sum()) if len(table) else 0.0,
-            "n_centerline_branches": int(len(tree_branches(self.result))),
+            "n_centerline_branches": int(len(self._branches)),
             "method": self.method,
             "threshold": self.threshold,
             "spacing": self.spacing,
@@ -922,7 +929,7 @@ class VesselAnalysis:
         if skeleton:
             out.append(_layers.skeleton_layer(self.skeleton, **kw))
         out.append(_layers.trees_layer(self.trees, n, **kw))
-        found = tree_branches(self.result)  # once, for the paths and their measures
+        found = self._branches  # once, for the paths and their measures
         paths, tree = self.branch_paths(found)
         table = self.branch_table(found)  # the same branches, in the same order
         measures = {c: table[c].to_numpy() for c in BRANCH_MEASURES}
