@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _dicom import DX, DY, DZ, ORIGIN, SHAPE, write_series
 
 REAL = Path(__file__).resolve().parents[1] / "benchmarks" / "real"
 
@@ -31,9 +32,6 @@ def _load(name: str):
 
 
 # ------------------------------------------------------------------ synthetic DICOM
-SHAPE = (6, 12, 10)  # (z, y, x): non-square so a transposed axis shows
-DZ, DY, DX = 2.5, 0.7, 0.6
-ORIGIN = (-40.0, -30.0, 10.0)  # LPS of the first slice's first voxel
 
 
 def _hu() -> np.ndarray:
@@ -51,51 +49,13 @@ def _masks() -> dict[str, np.ndarray]:
     return m
 
 
-def _write_series(folder: Path, vol: np.ndarray, *, stored_offset: int, iop=(1, 0, 0, 0, 1, 0)):
-    pydicom = pytest.importorskip("pydicom")
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
-
-    folder.mkdir(parents=True)
-    n = vol.shape[0]
-    names = [f"image_{i}" for i in range(n)]
-    # file names and instance numbers in scrambled order: only the position sorts them
-    perm = [3, 0, 5, 1, 4, 2]
-    normal = np.cross(np.asarray(iop[:3], float), np.asarray(iop[3:], float))
-    for k in range(n):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID = CTImageStorage
-        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-        ds.Modality = "CT"
-        ds.InstanceNumber = n - perm[k]
-        ds.ImagePositionPatient = [float(v) for v in np.asarray(ORIGIN) + DZ * k * normal]
-        ds.ImageOrientationPatient = [float(v) for v in iop]
-        ds.PixelSpacing = [DY, DX]
-        ds.SliceThickness = 9.9  # wrong on purpose: the positions give the spacing
-        ds.Rows, ds.Columns = vol.shape[1:]
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.BitsAllocated = ds.BitsStored = 16
-        ds.HighBit = 15
-        ds.PixelRepresentation = 0
-        ds.RescaleSlope = 1
-        ds.RescaleIntercept = -stored_offset
-        ds.PixelData = (vol[k].astype(np.int32) + stored_offset).astype(np.uint16).tobytes()
-        pydicom.dcmwrite(folder / names[perm[k]], ds, enforce_file_format=True)
-
-
 @pytest.fixture(scope="module")
 def ircadb_folder(tmp_path_factory):
     pytest.importorskip("pydicom")
     root = tmp_path_factory.mktemp("ircadb") / "3Dircadb1.99"
-    _write_series(root / "PATIENT_DICOM", _hu(), stored_offset=1024)
+    write_series(root / "PATIENT_DICOM", _hu(), stored_offset=1024)
     for name, m in _masks().items():
-        _write_series(root / "MASKS_DICOM" / name, m.astype(np.int16) * 255, stored_offset=0)
+        write_series(root / "MASKS_DICOM" / name, m.astype(np.int16) * 255, stored_offset=0)
     return root
 
 
@@ -144,7 +104,7 @@ def test_convert_keeps_an_oblique_dicom_placement(tmp_path):
     row = np.array([c, s, 0.0])
     col = np.array([-s * np.cos(0.3), c * np.cos(0.3), np.sin(0.3)])
     folder = tmp_path / "obl"
-    _write_series(folder, _hu(), stored_offset=1024, iop=(*row, *col))
+    write_series(folder, _hu(), stored_offset=1024, iop=(*row, *col))
     vol, spacing, affine, info = convert.read_dicom_series(
         [(p.name, p) for p in sorted(folder.iterdir())]
     )

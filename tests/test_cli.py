@@ -578,6 +578,30 @@ def test_segment_prints_the_input_policy(policy_files, capsys, tmp_path):
     ) in out
 
 
+def test_segment_reads_a_dicom_folder_and_writes_nifti_in_its_place(policy_files, capsys, tmp_path):
+    # a contrast CT comes as a folder of DICOM files: recognised as CT in HU, outputs
+    # named after the folder, NIfTI (DICOM is read only) placed where the series lies
+    pytest.importorskip("SimpleITK")
+    from _dicom import SHAPE, write_series
+
+    from napari_topo.data.io import read_volume
+
+    z, y, x = np.indices(SHAPE)
+    hu = np.where((y - 6) ** 2 + (x - 5) ** 2 < 6, 250, -20).astype(np.int16) + (z % 2)
+    write_series(tmp_path / "CT.series", hu, stored_offset=1024)
+    model = policy_files / "tiny-auto.json"
+    args = ["segment", tmp_path / "CT.series", "--model", model, "--device", "cpu"]
+    code, out, err = _run([*args, "--out", tmp_path / "o", "--tile", "32"], capsys)
+    assert code == 0, err
+    (line,) = [ln for ln in out.splitlines() if ln.startswith("input: ")]
+    # no air in this crop: the values alone read as microscopy; the Modality tag says CT
+    assert line.startswith("input: CT in HU (from the file)"), line
+    mask = read_volume(tmp_path / "o" / "CT.series_mask.nii.gz")
+    series = read_volume(tmp_path / "CT.series")
+    assert mask.data.shape == SHAPE
+    np.testing.assert_allclose(mask.geometry.affine, series.geometry.affine, atol=1e-5)
+
+
 def test_the_input_line_gives_the_files_length_unit(policy_files, capsys, tmp_path):
     # a newcomer read "voxels 5x0.994x0.994" and could not tell um from mm
     from test_intensity import tubes

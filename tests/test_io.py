@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,8 +12,10 @@ from napari_topo.data.io import (
     SUPPORTED_SUFFIXES,
     Volume,
     VolumeReadError,
+    is_dicom_folder,
     read_volume,
     suffix_of,
+    volume_stem,
     write_volume,
 )
 
@@ -352,7 +355,7 @@ def test_corrupt_npy_npz_zarr(tmp_path):
 
 def test_key_for_single_array_format(tmp_path):
     p = write_volume(tmp_path / "a.nii", _asymmetric())
-    with pytest.raises(VolumeReadError, match="only .npz files and zarr groups"):
+    with pytest.raises(VolumeReadError, match="only .npz files, zarr groups and DICOM folders"):
         read_volume(p, key="image")
 
 
@@ -416,3 +419,121 @@ def test_a_tiff_without_a_z_step_says_z_was_assumed(tmp_path):
     tifffile.imwrite(tmp_path / "noz.ome.tif", a, ome=True, metadata=xy)
     vol = read_volume(tmp_path / "noz.ome.tif")
     assert vol.spacing == pytest.approx((1.0, 0.5, 0.5)) and vol.assumed == "z"
+
+
+# ------------------------------------------------------------- DICOM, NRRD, MetaImage
+# read with SimpleITK (the medical-imaging extra); placement turned from ITK's LPS into
+# RAS, as nibabel gives a NIfTI's: a series and the NIfTI converted from it must overlay
+
+
+def _ct_hu() -> np.ndarray:
+    from _dicom import SHAPE
+
+    z, y, x = np.indices(SHAPE)
+    return (100 * z + 10 * y + x - 1000).astype(np.int16)  # one value per voxel
+
+
+def _expected_ras_world(index) -> np.ndarray:
+    """World (S, A, R) of voxel (slice, row, column) of the axial series of _dicom."""
+    from _dicom import DX, DY, DZ, ORIGIN
+
+    k, j, i = np.asarray(index, float).T
+    return np.stack([ORIGIN[2] + DZ * k, -(ORIGIN[1] + DY * j), -(ORIGIN[0] + DX * i)], -1)
+
+
+def test_a_dicom_folder_reads_as_one_ct_volume_in_hu(tmp_path):
+    pytest.importorskip("SimpleITK")
+    from _dicom import DX, DY, DZ, write_series
+
+    folder = tmp_path / "series.v2"  # a dot in a folder's name is not a suffix
+    write_series(folder, _ct_hu(), stored_offset=1024)
+    (folder / "notes.txt").write_text("not DICOM")  # other files are left alone
+    vol = read_volume(folder)
+    np.testing.assert_array_equal(vol.data, _ct_hu())  # sorted by position, HU
+    assert vol.geometry.axes == "zyx" and vol.unit == "mm" and vol.modality == "ct"
+    np.testing.assert_allclose(vol.spacing, (DZ, DY, DX))
+    corners = np.array([[0, 0, 0], [5, 11, 9], [2, 3, 4]])
+    np.testing.assert_allclose(vol.geometry.world(corners), _expected_ras_world(corners))
+    assert volume_stem(folder) == "series.v2" and is_dicom_folder(folder)
+    # one file of the series reads the whole series
+    one = read_volume(next(folder.glob("image_*")).rename(folder / "slice.dcm"))
+    np.testing.assert_array_equal(one.data, _ct_hu())
+
+
+def test_an_oblique_dicom_series_overlays_the_converters_nifti(tmp_path):
+    # benchmarks/real/convert.py (pydicom, checked against nibabel's DICOM wrapper)
+    # wrote the development CT; the reader must place every voxel where it does
+    pytest.importorskip("SimpleITK")
+    import importlib.util
+
+    from _dicom import write_series
+
+    c, s = np.cos(np.radians(25)), np.sin(np.radians(25))
+    iop = (c, s, 0.0, -s * np.cos(0.3), c * np.cos(0.3), np.sin(0.3))
+    write_series(tmp_path / "obl", _ct_hu(), stored_offset=1024, iop=iop)
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "real" / "convert.py"
+    spec = importlib.util.spec_from_file_location("convert_for_io", script)
+    convert = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(convert)
+    files = [(p.name, p) for p in sorted((tmp_path / "obl").iterdir())]
+    ref, _, affine, _ = convert.read_dicom_series(files)
+    convert._write_nifti(tmp_path / "obl.nii.gz", ref.astype(np.int16), affine, "mm")
+    nifti, dicom = read_volume(tmp_path / "obl.nii.gz"), read_volume(tmp_path / "obl")
+    np.testing.assert_array_equal(dicom.data, nifti.data)
+    np.testing.assert_allclose(dicom.geometry.affine, nifti.geometry.affine, atol=1e-5)
+
+
+def test_a_folder_of_two_series_needs_the_series_uid(tmp_path):
+    pytest.importorskip("SimpleITK")
+    from _dicom import write_series
+
+    first, second = "1.2.826.0.1.3680043.8.498.101", "1.2.826.0.1.3680043.8.498.202"
+    write_series(tmp_path / "two", _ct_hu(), stored_offset=1024, series_uid=first)
+    write_series(tmp_path / "two", _ct_hu() + 7, stored_offset=1024, series_uid=second)
+    with pytest.raises(VolumeReadError, match=r"holds 2 DICOM series.*\.101 \(6 files\)") as e:
+        read_volume(tmp_path / "two")
+    assert "\n" not in str(e.value) and "--key" in str(e.value)
+    np.testing.assert_array_equal(read_volume(tmp_path / "two", key=second).data, _ct_hu() + 7)
+    with pytest.raises(VolumeReadError, match="no DICOM series '9.9'"):
+        read_volume(tmp_path / "two", key="9.9")
+
+
+def test_a_folder_without_dicom_files_is_named_as_such(tmp_path):
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "a.txt").write_text("x")
+    with pytest.raises(VolumeReadError, match="none of its first 64 files is a DICOM file"):
+        read_volume(tmp_path / "plain")
+    assert not is_dicom_folder(tmp_path / "plain")
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".mha", ".nhdr", ".mhd"])
+def test_nrrd_and_metaimage_read_with_their_placement(tmp_path, suffix):
+    sitk = pytest.importorskip("SimpleITK")
+    arr = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)
+    img = sitk.GetImageFromArray(arr)  # ITK index (x, y, z) = array (z, y, x) reversed
+    img.SetSpacing((0.5, 0.6, 2.0))
+    img.SetOrigin((10.0, -20.0, 30.0))  # LPS
+    sitk.WriteImage(img, str(tmp_path / f"v{suffix}"))
+    vol = read_volume(tmp_path / f"v{suffix}")
+    np.testing.assert_array_equal(vol.data, arr)
+    np.testing.assert_allclose(vol.spacing, (2.0, 0.6, 0.5))
+    # voxel (z, y, x) = (1, 2, 3): LPS (10 + 1.5, -20 + 1.2, 30 + 2) -> RAS
+    np.testing.assert_allclose(vol.geometry.world([1, 2, 3]), [32.0, 18.8, -11.5])
+    with pytest.raises(VolumeReadError, match="reads it but writes"):
+        write_volume(tmp_path / f"out{suffix}", arr)
+
+
+def test_read_only_formats_without_simpleitk_say_what_to_install(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_sitk(name, *args, **kwargs):
+        if name == "SimpleITK":
+            raise ImportError("No module named 'SimpleITK'")
+        return real_import(name, *args, **kwargs)
+
+    (tmp_path / "v.nrrd").write_bytes(b"NRRD0004\n")
+    monkeypatch.setattr(builtins, "__import__", no_sitk)
+    with pytest.raises(VolumeReadError, match="needs the SimpleITK package: pip install"):
+        read_volume(tmp_path / "v.nrrd")

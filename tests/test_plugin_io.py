@@ -104,6 +104,29 @@ def test_get_reader_claims_volumes_and_graphs(tmp_path):
     assert get_reader([]) is None
 
 
+def test_a_dicom_series_opens_as_one_image_in_hu(tmp_path):
+    # a contrast CT arrives as a folder of DICOM files (names without .dcm): napari hands
+    # the folder, or the .dcm files selected together, to the reader
+    pytest.importorskip("SimpleITK")
+    from _dicom import DX, DY, DZ, SHAPE, write_series
+
+    hu = (np.arange(np.prod(SHAPE)).reshape(SHAPE) - 200).astype(np.int16)
+    write_series(tmp_path / "CT 0001", hu, stored_offset=1024)
+    assert get_reader(str(tmp_path / "CT 0001")) is read_volumes
+    assert get_reader(str(tmp_path)) is None  # a folder of folders is no series
+    ((data, meta, kind),) = read_volumes(str(tmp_path / "CT 0001"))
+    assert kind == "image" and meta["name"] == "CT 0001"
+    assert meta["metadata"]["format"] == "DICOM series"
+    assert meta["metadata"]["modality"] == "ct"
+    np.testing.assert_allclose(np.abs(meta["scale"]), (DZ, DY, DX))
+    assert np.asarray(data).min() == -200  # HU, the rescale applied
+    write_series(tmp_path / "dcm", hu, stored_offset=1024, suffix=".dcm")
+    files = sorted(str(p) for p in (tmp_path / "dcm").iterdir())
+    assert get_reader(files) is read_volumes
+    ((data2, meta2, _),) = read_volumes(files)  # one volume, not one per file
+    np.testing.assert_array_equal(np.asarray(data2), np.asarray(data))
+
+
 def test_reader_image_and_labels(nifti_files, vessels):
     image_path, trees_path = nifti_files
     [(data, meta, kind)] = read_nifti(str(image_path))

@@ -471,6 +471,10 @@ def test_input_section_collects_the_policy_choices(make_napari_viewer, qtbot):
     )
     widget.zoom_box.value = 0.0
     assert widget.input_choices()["zoom"] == "auto"
+    # the modality a DICOM series states (the reader's metadata) reaches the pipeline
+    assert job.header_hint is None
+    image.metadata["modality"] = "CT"
+    assert widget._make_job(image)[0].header_hint == "ct"
 
 
 @gui

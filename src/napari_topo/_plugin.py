@@ -31,7 +31,14 @@ from typing import Any
 
 import numpy as np
 
-from napari_topo.data.io import read_volume, suffix_of, write_volume
+from napari_topo.data.io import (
+    READ_ONLY_SUFFIXES,
+    is_dicom_folder,
+    read_volume,
+    suffix_of,
+    volume_stem,
+    write_volume,
+)
 
 __all__ = [
     "MAX_LABEL_VALUES",
@@ -45,8 +52,18 @@ __all__ = [
     "write_labels",
 ]
 
-#: Volume suffixes the napari reader claims (napari-topo's graph files besides).
-VOLUME_SUFFIXES = (".nii", ".nii.gz", ".tif", ".tiff", ".npy", ".zarr", ".ome.zarr")
+#: Volume suffixes the napari reader claims (napari-topo's graph files besides); DICOM
+#: folders too (they have no suffix).
+VOLUME_SUFFIXES = (
+    ".nii",
+    ".nii.gz",
+    ".tif",
+    ".tiff",
+    ".npy",
+    ".zarr",
+    ".ome.zarr",
+    *READ_ONLY_SUFFIXES,
+)
 #: Every suffix the napari reader claims (``.csv`` only for napari-topo's node tables).
 READER_SUFFIXES = (*VOLUME_SUFFIXES, ".csv", ".swc")
 _FORMAT_NAMES = {
@@ -57,6 +74,11 @@ _FORMAT_NAMES = {
     ".npy": "NumPy",
     ".zarr": "zarr",
     ".ome.zarr": "OME-Zarr",
+    ".dcm": "DICOM series",
+    ".nrrd": "NRRD",
+    ".nhdr": "NRRD",
+    ".mha": "MetaImage",
+    ".mhd": "MetaImage",
 }
 #: Suffixes :func:`write_labels` writes.
 LABELS_SUFFIXES = (".nii", ".nii.gz", ".tif", ".tiff")
@@ -114,8 +136,7 @@ def is_label_volume(data) -> bool:
 
 
 def _stem(path: Path) -> str:
-    name = path.name
-    return name[: -len(suffix_of(path))] if suffix_of(path) else name
+    return volume_stem(path)
 
 
 def _is_graph_csv(path) -> bool:
@@ -131,6 +152,8 @@ def _is_graph_csv(path) -> bool:
 def _kind(path) -> str | None:
     if not isinstance(path, str | os.PathLike):
         return None
+    if is_dicom_folder(path):
+        return "volume"
     suffix = suffix_of(path)
     if suffix in VOLUME_SUFFIXES:
         return "volume"
@@ -220,6 +243,8 @@ def read_volumes(path) -> list[tuple[Any, dict, str]]:
     * an OME-Zarr image (:mod:`napari_topo.data.ngff`): ``data`` is the list of its
       pyramid levels, lazy dask arrays, with ``meta["multiscale"] = True`` (one level:
       that array); Image or Labels decided on its smallest level;
+    * a DICOM series (a folder, or its ``.dcm`` files selected together: one volume)
+      in HU for CT, placed by its ImagePositionPatient/Orientation;
     * ``meta["name"]`` the file name without suffix; ``meta["metadata"]`` the path,
       spacing, format and the file's geometry (``"napari_topo_geometry"``, JSON-able),
       which :func:`write_labels` uses to write the unit and NIfTI codes back.
@@ -230,6 +255,10 @@ def read_volumes(path) -> list[tuple[Any, dict, str]]:
         One-line message for a missing or corrupt file (napari shows it).
     """
     paths = path if isinstance(path, list | tuple) else [path]
+    # the files of a DICOM series, selected together, are one volume: its folder
+    dicom = [Path(os.fspath(p)) for p in paths if suffix_of(p) == ".dcm"]
+    if len(dicom) > 1 and len(dicom) == len(paths) and len({p.parent for p in dicom}) == 1:
+        paths = [dicom[0]]
     out = []
     for p in paths:
         levels = _ome_zarr_levels(p)
@@ -248,8 +277,13 @@ def read_volumes(path) -> list[tuple[Any, dict, str]]:
             "metadata": {
                 "path": str(vol.path),
                 "spacing": vol.spacing,
-                "format": _FORMAT_NAMES.get(suffix_of(vol.path), suffix_of(vol.path)),
+                "format": "DICOM series"
+                if is_dicom_folder(vol.path)
+                else _FORMAT_NAMES.get(suffix_of(vol.path), suffix_of(vol.path)),
                 "napari_topo_geometry": geometry.to_dict(),
+                # a DICOM series' Modality tag: the Segment dock windows a CT crop
+                # without air as CT (segment's header_hint)
+                **({"modality": vol.modality} if vol.modality else {}),
             },
         }
         if levels is not None and len(shown_levels) > 1:

@@ -399,7 +399,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="--format ome-zarr: run the network on the dask.distributed cluster at "
         "ADDRESS (tcp://host:8786); see the README, 'On a dask cluster'",
     )
-    seg.add_argument("--key", help="array name inside an .npz file or zarr group")
+    seg.add_argument(
+        "--key",
+        help="array name inside an .npz file or zarr group, or the SeriesInstanceUID of "
+        "one series in a DICOM folder that holds several",
+    )
     seg.add_argument(
         "--channel",
         type=int,
@@ -1007,11 +1011,15 @@ def _no_voxel_size_note(name: str, geometry, given, assumed: str = "") -> str | 
     )
 
 
-def _segment_settings(args, name: str, unit: str | None = None, note: str | None = None) -> dict:
+def _segment_settings(
+    args, name: str, unit: str | None = None, note: str | None = None, hint: str | None = None
+) -> dict:
     """The ``segment`` options both paths (in memory, streamed) hand to the pipeline
     (``unit``: the input's length unit, for the ``input:`` line's voxel size; ``note``:
-    said right after that line, before the network runs)."""
+    said right after that line, before the network runs; ``hint``: the modality the
+    file states, :attr:`~napari_topo.data.io.Volume.modality`)."""
     return {
+        "header_hint": hint,
         "threshold": args.threshold,
         "min_size": args.min_size,
         "modality": args.modality,
@@ -1056,7 +1064,7 @@ def _say_policy(policy, unit: str | None = None, note: str | None = None) -> Non
 def _segment(args) -> None:
     import numpy as np
 
-    from .data.io import suffix_of, write_volume
+    from .data.io import is_dicom_folder, suffix_of, volume_stem, write_volume
     from .inference.pipeline import DEFAULT_MODEL, segment
     from .topology.metrics import compute_metrics
     from .trees.reconstruct import CoincidingSourcesError
@@ -1128,14 +1136,19 @@ def _segment(args) -> None:
         raise ValueError(f"--min-size must be a number of voxels >= 0; got {args.min_size}")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1; got {args.batch_size}")
-    fmt = args.format or _FORMAT_OF_SUFFIX[suffix_of(vol.path)]
+    # DICOM series, NRRD and MetaImage are read only: their outputs are NIfTI
+    fmt = args.format or (
+        "nii.gz"
+        if is_dicom_folder(vol.path)
+        else _FORMAT_OF_SUFFIX.get(suffix_of(vol.path), "nii.gz")
+    )
     if args.format is None and fmt == "zarr":
         from .data.ngff import is_ome_zarr
 
         fmt = "ome-zarr" if is_ome_zarr(vol.path) else fmt
     if args.format is None and fmt == "npy" and geometry.known != "none":
         fmt = "nii.gz"  # .npy cannot carry the voxel size the outputs are measured in
-    stem = vol.path.name[: -len(suffix_of(vol.path))]
+    stem = volume_stem(vol.path)
     model = args.model or DEFAULT_MODEL
     if (args.workers is not None or args.scheduler) and fmt != "ome-zarr":
         raise ValueError(
@@ -1178,12 +1191,7 @@ def _segment(args) -> None:
             vessel_range=vessel_range,
             sheets=args.sheets or "drop",
             on_message=lambda m: print(f"napari-topo: note: {m}", file=sys.stderr),
-            **_segment_settings(
-                args,
-                vol.path.name,
-                geometry.unit,
-                no_size,
-            ),
+            **_segment_settings(args, vol.path.name, geometry.unit, no_size, vol.modality),
         )
     except CoincidingSourcesError as exc:
         j, k = exc.first_pair()
@@ -1474,12 +1482,7 @@ def _segment_streaming(
             on_message=note,
             stage=lambda s: print(f"napari-topo: {s} ...", file=sys.stderr, flush=True),
             client=client,
-            **_segment_settings(
-                args,
-                vol.path.name,
-                geometry.unit,
-                no_size,
-            ),
+            **_segment_settings(args, vol.path.name, geometry.unit, no_size, vol.modality),
         )
         took = time.perf_counter() - t0
         trees = result["trees"]
@@ -1593,7 +1596,7 @@ def _metrics_prefix(out, stem: str, beside: Path) -> tuple[Path, str | None]:
 
 def _evaluate(args) -> None:
 
-    from .data.io import suffix_of
+    from .data.io import volume_stem
     from .topology.metrics import compute_metrics
 
     pred_vol = _read(args.pred)
@@ -1628,9 +1631,7 @@ def _evaluate(args) -> None:
         if args.spacing is not None
         else (_geometry_spacing(gt_geometry) or _geometry_spacing(pred_geometry))
     )
-    prefix, out_note = _metrics_prefix(
-        args.out, pred_vol.path.name[: -len(suffix_of(pred_vol.path))], pred_vol.path.parent
-    )
+    prefix, out_note = _metrics_prefix(args.out, volume_stem(pred_vol.path), pred_vol.path.parent)
     metrics = compute_metrics(pred, gt, spacing=spacing)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     js, cs = _write_metrics(metrics, prefix)
@@ -1808,7 +1809,11 @@ def _add_finetune_parser(sub) -> None:
         help="CPU threads (default: OMP_NUM_THREADS if set, else every core this process may use)",
     )
     ft.add_argument("--seed", type=int, default=0, help="seed of sampling and augmentation")
-    ft.add_argument("--key", help="array name inside an .npz file or zarr group (IMAGE)")
+    ft.add_argument(
+        "--key",
+        help="array name inside an .npz file or zarr group, or the SeriesInstanceUID of "
+        "a series in a DICOM folder (IMAGE)",
+    )
 
 
 def _finetune_result_lines(card) -> list[str]:

@@ -33,7 +33,19 @@ suffix     library      axes and placement
                         ``multiscales``): level 0 as a lazy dask array; spacing and origin
                         from its scale and translation, axes from their types, unit
                         (:mod:`napari_topo.data.ngff`). Written as a pyramid.
+DICOM      SimpleITK    read only: a folder holding a DICOM series (files with or without
+                        ``.dcm``), or one ``.dcm`` file of it (its series is read). The
+                        series is assembled by ITK/GDCM (sorted along the slice normal,
+                        rescale slope/intercept applied: HU for CT); placement from
+                        ImagePositionPatient/ImageOrientationPatient/PixelSpacing, in mm.
+                        A folder of several series needs ``key`` (a SeriesInstanceUID).
+.nrrd      SimpleITK    read only (also ``.nhdr``, MetaImage ``.mha``/``.mhd``: 3D Slicer's
+                        and ITK's formats): spacing, origin and direction, in mm.
 ========== ============ ===================================================================
+
+ITK's physical space is LPS (DICOM's); the placement of DICOM, NRRD and MetaImage
+volumes is turned into RAS, NIfTI's (nibabel's) convention, so that a series and the
+NIfTI written from it lie in the same place.
 
 Arrays without axis metadata are taken as ``(y, x)``, ``(z, y, x)``, ``(c, z, y, x)``
 and ``(t, c, z, y, x)``, except that a 3D/4D array whose last axis has 3 or 4 entries
@@ -46,8 +58,8 @@ Every failure a user can cause (missing file, unknown suffix, corrupt file, ambi
 :class:`ValueError` with a one-line message that names the path. Content is not checked
 here (2D, NaN are the callers' business): a reader returns what the file holds.
 
-This module imports numpy only; nibabel, tifffile and zarr are imported when used. No Qt,
-no napari.
+This module imports numpy only; nibabel, tifffile, zarr and SimpleITK are imported when
+used. No Qt, no napari.
 
 Examples
 --------
@@ -74,19 +86,33 @@ import numpy as np
 from ..geometry import METRES_PER_UNIT, Geometry
 
 __all__ = [
+    "READ_ONLY_SUFFIXES",
     "SUPPORTED_SUFFIXES",
     "Geometry",
     "Volume",
     "VolumeReadError",
     "default_axes",
+    "is_dicom_folder",
     "read_volume",
     "suffix_of",
+    "volume_stem",
     "write_volume",
 ]
 
 #: File suffixes :func:`read_volume` and :func:`write_volume` understand (lower case).
 SUPPORTED_SUFFIXES = (".nii", ".nii.gz", ".tif", ".tiff", ".npy", ".npz", ".zarr", ".ome.zarr")
+#: Suffixes :func:`read_volume` reads (with SimpleITK) and :func:`write_volume` does not:
+#: a DICOM file of a series, NRRD and MetaImage. A folder of DICOM files has none.
+READ_ONLY_SUFFIXES = (".dcm", ".nrrd", ".nhdr", ".mha", ".mhd")
+#: Files of a folder looked at for DICOM's ``DICM`` marker before it is called no series.
+_DICOM_PROBE_FILES = 64
 _FORMAT = {
+    ".dcm": "DICOM",
+    ".nrrd": "NRRD",
+    ".nhdr": "NRRD",
+    ".mha": "MetaImage",
+    ".mhd": "MetaImage",
+    "dicom": "DICOM series",
     ".nii": "NIfTI",
     ".nii.gz": "NIfTI",
     ".tif": "TIFF",
@@ -153,6 +179,10 @@ class Volume(NamedTuple):
         that were taken as 1 while the others were stated: ``"z"`` for a TIFF with a
         pixel size but no z step (no ImageJ ``spacing``, no OME ``PhysicalSizeZ``).
         Empty otherwise (a file that states no voxel size at all has ``spacing`` None).
+    modality : str or None
+        The acquisition modality the file states, lower case (DICOM's Modality tag:
+        ``"ct"``, ``"mr"``, ...), else None. ``segment(header_hint=...)`` takes it, so a
+        CT crop without air is still windowed as CT.
     """
 
     data: Any
@@ -160,6 +190,7 @@ class Volume(NamedTuple):
     path: Path
     geometry: Geometry | None = None
     assumed: str = ""
+    modality: str | None = None
 
     @property
     def axes(self) -> str:
@@ -192,6 +223,36 @@ def suffix_of(path) -> str:
         if name.endswith(double):
             return double
     return Path(name).suffix
+
+
+def _is_dicom_file(path: Path) -> bool:
+    """DICOM Part 10 marker: ``DICM`` after a 128-byte preamble."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:] == b"DICM"
+
+
+def is_dicom_folder(path) -> bool:
+    """True for a folder (not ``.zarr``) that holds at least one DICOM file among its
+    first files (sorted names; subfolders are not searched)."""
+    p = Path(os.fspath(path)).expanduser()
+    if not p.is_dir() or suffix_of(p) in (".zarr", ".ome.zarr"):
+        return False
+    files = sorted(f for f in p.iterdir() if f.is_file())[:_DICOM_PROBE_FILES]
+    return any(_is_dicom_file(f) for f in files)
+
+
+def volume_stem(path) -> str:
+    """The name outputs are named after: a file's name without its suffix, a DICOM
+    folder's whole name (``3Dircadb1.1``, not ``3Dircadb1``)."""
+    p = Path(os.fspath(path)).expanduser()
+    if is_dicom_folder(p):
+        return p.name
+    suffix = suffix_of(p)
+    return p.name[: -len(suffix)] if suffix else p.name
 
 
 def default_axes(shape) -> str:
@@ -236,13 +297,16 @@ def _corrupt(path: Path, suffix: str, exc: BaseException) -> VolumeReadError:
     return VolumeReadError(text + ".")
 
 
-def _check_suffix(path: Path) -> str:
+def _check_suffix(path: Path, allowed=SUPPORTED_SUFFIXES) -> str:
     suffix = suffix_of(path)
-    if suffix not in SUPPORTED_SUFFIXES:
+    if suffix not in allowed:
         shown = f"'{suffix}'" if suffix else "no suffix"
+        read_only = suffix in READ_ONLY_SUFFIXES
         raise VolumeReadError(
-            f"unsupported file type {shown} for {path}: use one of "
-            + ", ".join(SUPPORTED_SUFFIXES)
+            f"unsupported file type {shown} for {path}: "
+            + ("napari-topo reads it but writes " if read_only else "use one of ")
+            + ", ".join(allowed)
+            + ("" if read_only or allowed is SUPPORTED_SUFFIXES else ", or a DICOM folder")
             + "."
         )
     return suffix
@@ -327,10 +391,13 @@ def read_volume(path, *, key: str | None = None) -> Volume:
     ----------
     path : str or PathLike
         A ``.nii``, ``.nii.gz``, ``.tif``, ``.tiff``, ``.npy``, ``.npz`` file or a
-        ``.zarr`` directory (see :data:`SUPPORTED_SUFFIXES`).
+        ``.zarr`` directory (see :data:`SUPPORTED_SUFFIXES`); read only: a folder holding
+        a DICOM series, a ``.dcm`` file of one, ``.nrrd``/``.nhdr``, ``.mha``/``.mhd``
+        (:data:`READ_ONLY_SUFFIXES`; these need SimpleITK).
     key : str, optional
-        Name of the array in a ``.npz`` file or a zarr group. Default: the only array
-        there. Not allowed for single-array formats.
+        Name of the array in a ``.npz`` file or a zarr group, or the SeriesInstanceUID of
+        the series in a DICOM folder that holds several. Default: the only one there.
+        Not allowed for single-array formats.
 
     Returns
     -------
@@ -345,12 +412,28 @@ def read_volume(path, *, key: str | None = None) -> Volume:
     ------
     VolumeReadError
         Missing path, unsupported suffix, unreadable or corrupt file, ``key`` missing or
-        needed, zarr not installed. The message is one line that names the path.
+        needed, zarr or SimpleITK not installed, a folder without DICOM files. The
+        message is one line that names the path.
     """
     p = Path(os.fspath(path)).expanduser()
-    suffix = _check_suffix(p)
+    if p.is_dir() and suffix_of(p) not in (".zarr", ".ome.zarr"):
+        if not is_dicom_folder(p):
+            raise VolumeReadError(
+                f"cannot read {p}: a folder is read as a DICOM series (or a .zarr), "
+                f"and none of its first {_DICOM_PROBE_FILES} files is a DICOM file."
+            )
+        return _read_dicom(p, key)
+    suffix = _check_suffix(p, (*SUPPORTED_SUFFIXES, *READ_ONLY_SUFFIXES))
     if not p.exists():
         raise VolumeReadError(f"no such file: {p}")
+    if suffix == ".dcm":
+        return _read_dicom(p.parent, key, member=p)
+    if suffix in READ_ONLY_SUFFIXES:
+        if key is not None:
+            raise VolumeReadError(
+                f"key={key!r} given for {p}, but a {_FORMAT[suffix]} file holds one image."
+            )
+        return _read_itk_file(p, suffix)
     if suffix == ".ome.zarr" or (suffix == ".zarr" and _is_ome_zarr(p)):
         if key is not None:
             raise VolumeReadError(
@@ -360,7 +443,8 @@ def read_volume(path, *, key: str | None = None) -> Volume:
         return _read_ome_zarr(p)
     if key is not None and suffix not in (".npz", ".zarr"):
         raise VolumeReadError(
-            f"key={key!r} given for {p}, but only .npz files and zarr groups hold several arrays."
+            f"key={key!r} given for {p}, but only .npz files, zarr groups and DICOM folders "
+            "hold several arrays."
         )
     if suffix in (".nii", ".nii.gz"):
         return _read_nifti(p, suffix)
@@ -375,6 +459,91 @@ def read_volume(path, *, key: str | None = None) -> Volume:
     if suffix == ".npz":
         return _read_npz(p, suffix, key)
     return _read_zarr(p, suffix, key)
+
+
+def _sitk(what: str):
+    try:
+        import SimpleITK as sitk
+    except ImportError:
+        raise VolumeReadError(
+            f"reading {what} needs the SimpleITK package: pip install SimpleITK "
+            "(or napari-topo[medical])"
+        ) from None
+    return sitk
+
+
+def _itk_volume(sitk, img, p: Path, modality: str | None = None) -> Volume:
+    """A :class:`Volume` from an ITK image: array ``([c,] [z,] y, x)``, placement in RAS
+    mm (ITK's LPS with x and y negated)."""
+    n = int(img.GetDimension())
+    if n not in (2, 3):
+        raise VolumeReadError(f"cannot read {p}: {n}D images are not supported (2D or 3D).")
+    data = sitk.GetArrayFromImage(img)  # (z, y, x[, c]): ITK's index order reversed
+    axes = "zyx"[-n:]
+    if img.GetNumberOfComponentsPerPixel() > 1:
+        data, axes = np.moveaxis(data, -1, 0), "c" + axes
+    xyz = np.eye(n + 1)
+    xyz[:n, :n] = np.asarray(img.GetDirection(), float).reshape(n, n) @ np.diag(img.GetSpacing())
+    xyz[:n, n] = img.GetOrigin()
+    xyz[:2] *= -1.0  # LPS -> RAS: world x and y negated (the homogeneous row untouched)
+    xyz += 0.0  # no -0.0 entries in the affine shown
+    try:
+        geometry = Geometry(_clean_affine(_reverse(xyz)), axes, unit="mm", known="full")
+    except ValueError as exc:
+        raise VolumeReadError(f"cannot read {p}: unusable placement ({exc})") from None
+    return _volume(data, geometry, p)._replace(modality=modality)
+
+
+def _read_itk_file(p: Path, suffix: str) -> Volume:
+    sitk = _sitk(f"{_FORMAT[suffix]} files")
+    try:
+        img = sitk.ReadImage(str(p))
+    except Exception as exc:  # noqa: BLE001 - ITK raises RuntimeError for anything
+        raise _corrupt(p, suffix, exc) from exc
+    return _itk_volume(sitk, img, p)
+
+
+def _read_dicom(folder: Path, key: str | None, member: Path | None = None) -> Volume:
+    """The DICOM series in ``folder`` (the one ``member`` belongs to, or ``key``)."""
+    sitk = _sitk("DICOM series")
+    reader = sitk.ImageSeriesReader()
+    try:
+        ids = list(reader.GetGDCMSeriesIDs(str(folder)))
+        if member is not None and key is None:
+            fr = sitk.ImageFileReader()
+            fr.SetFileName(str(member))
+            fr.ReadImageInformation()
+            key = fr.GetMetaData("0020|000e").strip() if fr.HasMetaDataKey("0020|000e") else None
+    except Exception as exc:  # noqa: BLE001
+        raise _corrupt(member or folder, "dicom", exc) from exc
+    if not ids:
+        raise VolumeReadError(f"cannot read {folder}: no DICOM image series in it.")
+    if key is None and len(ids) > 1:
+        listed = ", ".join(
+            f"{uid} ({len(reader.GetGDCMSeriesFileNames(str(folder), uid))} files)"
+            for uid in ids[:5]
+        )
+        raise VolumeReadError(
+            f"{folder} holds {len(ids)} DICOM series: choose one by its SeriesInstanceUID "
+            f"(key=..., --key on the command line): {listed}" + (" ..." if len(ids) > 5 else "")
+        )
+    uid = ids[0] if key is None else str(key)
+    if uid not in ids:
+        raise VolumeReadError(
+            f"no DICOM series {uid!r} in {folder}; it holds: " + ", ".join(ids[:5])
+        )
+    try:
+        reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder), uid))
+        reader.MetaDataDictionaryArrayUpdateOn()  # the Modality tag, below
+        img = reader.Execute()
+        tag = "0008|0060"
+        stated = reader.HasMetaDataKey(0, tag)
+        modality = reader.GetMetaData(0, tag).strip().lower() if stated else ""
+    except Exception as exc:  # noqa: BLE001
+        raise _corrupt(folder, "dicom", exc) from exc
+    if img.GetDimension() == 3 and img.GetSize()[2] == 1:
+        img = img[:, :, 0]  # one slice: a 2D image
+    return _itk_volume(sitk, img, folder, modality or None)
 
 
 def _plain(shape, p: Path) -> Geometry:

@@ -319,6 +319,13 @@ def intensity_reference(layer: Any) -> tuple[Any, str]:
     return None, ""
 
 
+def _stated_modality(layer: Any) -> str | None:
+    """The modality the layer's file states (``metadata["modality"]``, which napari-topo's
+    reader sets from a DICOM series' Modality tag), lower case; None when unstated."""
+    value = (getattr(layer, "metadata", None) or {}).get("modality")
+    return value.strip().lower() or None if isinstance(value, str) else None
+
+
 def is_lazy(layer: Any) -> bool:
     """Whether an Image layer's voxels are read on demand: a multiscale layer or a
     full-resolution array that is not numpy (dask, zarr)."""
@@ -558,6 +565,8 @@ class _Job:
     polarity: str = "auto"
     window: tuple[float, float] | None = None
     zoom: str | float = "auto"
+    #: the modality the file states (a DICOM series' Modality tag, from the reader)
+    header_hint: str | None = None
     model_name: str = ""  # the card's name, for messages
     #: the model's own mask threshold (its card's; 0.5 unless fine-tuning chose one),
     #: which the messages offer as the default to go back to; None: not known
@@ -777,6 +786,7 @@ def _run_segment(
         # affine may scale); an explicit spacing would replace them
         spacing = job.spacing if job.geometry is None else None
         inputs = {
+            "header_hint": job.header_hint,
             "modality": job.modality,
             "polarity": job.polarity,
             "window": job.window,
@@ -1241,6 +1251,7 @@ class SegmentWidget(QWidget):
             job.overlap,
             job.tta,
             job.modality,
+            job.header_hint,
             job.polarity,
             job.window,
             job.zoom,
@@ -1460,6 +1471,7 @@ class SegmentWidget(QWidget):
             flips=reader_flips(image) if is_3d else (),
             region=region,
             unit=layer_length_unit(image),
+            header_hint=_stated_modality(image),
             **self.input_choices(),
         )
         if region is not None:
