@@ -821,6 +821,26 @@ def test_segment_roi_keeps_everything_inside_the_region(files, capsys, tmp_path)
         assert not data[:, :, 35:].any() and data[:, :, :30].any(), name
     summary = json.loads((tmp_path / "a" / "vol_summary.json").read_text())
     assert summary["roi"]["margin"] == 2.0 and summary["roi"]["voxels"] == roi.sum()
+    # a region inside the volume, no roots: its vessels reach no face of the volume, so
+    # no root was detected, no tree made, and the metrics of the tree labels read Dice 0
+    inner = np.zeros(v.shape, np.uint8)
+    inner[8:-8, 8:-8, 8:-8] = 1
+    write_volume(tmp_path / "inner.nii.gz", inner, spacing=v.spacing)
+    code, out, err = _run(
+        [
+            *args[:-1],
+            tmp_path / "inner.nii.gz",
+            "--out",
+            tmp_path / "i",
+            "--gt",
+            d / "trees.nii.gz",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    scored = json.loads((tmp_path / "i" / "vol_metrics.json").read_text())
+    assert scored["Dice"] > 0.7, scored
+    assert json.loads((tmp_path / "i" / "vol_summary.json").read_text())["n_trees"] >= 1
     # bad regions: one line, exit 2, nothing written
     write_volume(tmp_path / "small.nii.gz", roi[:-1], spacing=v.spacing)
     write_volume(tmp_path / "empty.nii.gz", 0 * roi, spacing=v.spacing)

@@ -467,6 +467,14 @@ def test_compute_metrics_labels_tree_accuracy_and_2d():
     # one tree id only in the prediction: no tree accuracy
     assert "Tree accuracy" not in M.compute_metrics((gt > 0).astype(np.uint8), gt)
     assert "Tree accuracy" not in M.compute_metrics(gt > 0, gt > 0)
+    # a mask scored whole, its tree labels for tree accuracy only (segment --gt): trees
+    # that miss part of the mask do not lower its Dice
+    half = np.where(np.arange(gt.shape[-1]) < gt.shape[-1] // 2, pred, 0)
+    both = M.compute_metrics(gt > 0, gt, labels=half)
+    assert both["Dice"] == 1.0 and both["Tree accuracy"] < 1.0
+    assert M.compute_metrics(half, gt)["Dice"] < 1.0
+    with pytest.raises(ValueError, match="labels"):
+        M.compute_metrics(gt > 0, gt, labels=half[..., :-1])
     res2 = M.compute_metrics(annulus(), annulus(r_in=4.0), spacing=(1.0, 2.0))
     assert list(res2) == EXPECTED_KEYS
     assert res2["Betti-2 error"] == 0.0 and res2["Dice"] < 1.0 and res2["HD95"] > 0

@@ -54,6 +54,26 @@ def test_segment_recovers_the_generator_ground_truth(vol):
     assert analysis.radius.shape == (len(analysis.points),) and (analysis.radius > 0).all()
 
 
+def test_segment_takes_a_volume_read_from_a_file(tmp_path):
+    # the README's first Python call: segment(read_volume(path)) failed inside numpy
+    # ("setting an array element with a sequence")
+    from napari_topo.data.io import read_volume, write_volume
+    from napari_topo.geometry import Geometry
+
+    v = make_vessel_volume(shape=(32, 48, 48), seed=3)
+    g = Geometry.from_spacing((2.0, 0.5, 0.5), unit="um")
+    vol = read_volume(write_volume(tmp_path / "v.tif", v.image.astype(np.float32), geometry=g))
+    a = segment(vol, "unet-dice", tile=32)
+    assert a.geometry.unit == "um" and np.allclose(a.spacing, (2.0, 0.5, 0.5))
+    assert np.array_equal(a.mask, segment(vol.data, "unet-dice", geometry=g, tile=32).mask)
+    # its layers carry the file's unit, as the reader's layers do
+    units = {m.get("units") for _, m, _ in a.to_layers()}
+    assert units == {("um", "um", "um")} or units == {None}  # None: napari < 0.6
+    two = vol._replace(data=np.stack([vol.data, vol.data]), geometry=None)
+    with pytest.raises(ValueError, match="select_channel"):
+        segment(two, "unet-dice")
+
+
 def test_segment_trees_on_the_test_distribution():
     # 96^3 is the size of the model comparison's test set; the skeleton baseline labels
     # most of the ground-truth centerline with the right tree there.

@@ -363,6 +363,19 @@ def test_trees_from_skeleton_on_separate_trees(vol):
         assert label_switches(labels, vol.graph) == 0
 
 
+def test_vessels_inside_a_region_that_reach_no_border_still_make_trees():
+    # segment --roi liver without roots: no vessel of the cut mask reaches the volume's
+    # faces, no root was detected and every voxel was left unassigned (0 trees; the CLI's
+    # metrics, on the tree labels, read Dice 0)
+    mask = np.zeros((16, 20, 40), bool)
+    mask[5:8, 4:7, 5:35] = True
+    mask[9:12, 13:16, 8:30] = True
+    res = trees_from_skeleton(mask)
+    assert res.n_trees == 2 and (res.labels > 0).all()
+    labels = res.to_volume(mask)
+    assert np.array_equal(labels > 0, mask) and len(np.unique(labels[mask])) == 2
+
+
 def test_trees_from_skeleton_labels_unreached_pieces_by_nearest_source():
     mask = np.zeros((12, 12, 30), bool)
     mask[1:4, 1:4, :] = True  # tube 1, root at x = 0

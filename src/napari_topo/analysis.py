@@ -32,7 +32,7 @@ import networkx as nx
 import numpy as np
 
 from napari_topo import layers as _layers
-from napari_topo.geometry import Geometry
+from napari_topo.geometry import Geometry, napari_units
 from napari_topo.topology.metrics import _spacing_array
 from napari_topo.topology.skeleton import skeletonize
 from napari_topo.trees.edit import _forest, tree_branches
@@ -335,6 +335,8 @@ class VesselAnalysis:
                     neighbourhood=TOPNET_NEIGHBOURHOOD,
                     spacing=sp,
                 )
+                if len(points) and not len(sources):  # no vessel reaches the border
+                    sources = None  # (a region of interest inside the body): one per piece
             result = reconstruct_trees(
                 points,
                 embedding,
@@ -921,6 +923,9 @@ class VesselAnalysis:
             kw.update(self.geometry.layer_kwargs())
         elif scale is None:
             kw["scale"] = self.spacing
+        units = napari_units(self.geometry.unit, "zyx"[-self.ndim :])
+        if units is not None and "units" not in kw:  # the scale bar reads mm or um
+            kw["units"] = units
         n = max(self.result.n_trees, int(self.trees.max(initial=0)))
         out = []
         if self.probability is not None:

@@ -373,7 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument(
         "--format",
         choices=["nii.gz", "nii", "tif", "npy", "zarr", "ome-zarr"],
-        help="format of the volumes written (default: the input's, NIfTI for .npz); "
+        help="format of the volumes written (default: the input's; NIfTI for .npz, for "
+        ".npy given a --spacing, which .npy cannot store, and for DICOM, NRRD and "
+        "MetaImage, which napari-topo reads only); "
         "ome-zarr streams chunk by chunk for volumes larger than memory: probability, "
         "mask, skeleton and trees as connected pieces, no graph (see the README, "
         "'Large volumes')",
@@ -1207,7 +1209,9 @@ def _segment(args) -> None:
         region = getattr(analysis, "region", None)
         if region is not None:  # scored where it segmented: the region of interest
             gt = np.where(region, gt, 0)
-        metrics = compute_metrics(analysis.trees, gt, spacing=spacing)
+        # the mask is scored, its trees for tree accuracy: a mask no root reached (pieces
+        # outside every tree) is still the segmentation the user gets
+        metrics = compute_metrics(analysis.mask, gt, spacing=spacing, labels=analysis.trees)
 
     placement = _root_placement(analysis, sources)
 

@@ -832,6 +832,26 @@ def _pieces_nearest(labels: np.ndarray, points, spacing=None, *, voxels: bool = 
     return found_arr
 
 
+def _unpack_volume(volume: Any, geometry: Any, predict_kwargs: dict) -> tuple[Any, Any]:
+    """``(array, geometry)`` of what :func:`segment` was given: a
+    :class:`~napari_topo.data.io.Volume` gives its data, geometry (unless ``geometry``
+    is given) and stated modality (``predict_kwargs["header_hint"]`` unless set)."""
+    from ..data.io import Volume
+
+    if not isinstance(volume, Volume):
+        return volume, geometry
+    axes = volume.axes
+    if axes not in ("zyx", "yx"):
+        raise ValueError(
+            f"{volume.path.name} has the axes {axes!r} (c: channel, t: time, s: RGB "
+            "sample); segment takes one spatial volume: choose it with "
+            "napari_topo.geometry.select_channel(vol.data, vol.geometry, channel)"
+        )
+    if volume.modality and predict_kwargs.get("header_hint") is None:
+        predict_kwargs["header_hint"] = volume.modality
+    return volume.data, volume.geometry if geometry is None else geometry
+
+
 def voxel_size(spacing: Any = None, geometry: Any = None) -> tuple[Any, Any]:
     """The ``(spacing, geometry)`` that :func:`segment` works with: the geometry's voxel
     size when ``spacing`` is None (and the geometry states one), else ``spacing``, which
@@ -961,7 +981,11 @@ def segment(
 
     Parameters
     ----------
-    volume : array-like (z, y, x)
+    volume : array-like (z, y, x), or a :class:`~napari_topo.data.io.Volume`
+        A volume read with :func:`~napari_topo.data.io.read_volume` brings its geometry
+        (unless ``geometry`` is given) and the modality its file states (``header_hint``
+        of :func:`predict`); one with channel or time axes is refused (choose one with
+        :func:`~napari_topo.geometry.select_channel`).
     model : str, path or (module, card)
     threshold : float, optional
         Probability above which a voxel is vessel. Default: the model's own
@@ -1051,6 +1075,7 @@ def segment(
     """
     from ..analysis import VesselAnalysis
 
+    volume, geometry = _unpack_volume(volume, geometry, predict_kwargs)
     spacing, geometry = voxel_size(spacing, geometry)
     region = None
     if roi is not None:

@@ -854,6 +854,7 @@ def compute_metrics(
     *,
     spacing: float | Sequence[float] | None = None,
     axis: int = 0,
+    labels=None,
 ) -> dict[str, float]:
     """All segmentation metrics of a prediction against a ground truth, in one call.
 
@@ -871,6 +872,10 @@ def compute_metrics(
         ``scale``). Default: 1.
     axis : int, optional
         Slicing axis of the mean 2D CCE of a 3D input (default 0); ignored in 2D.
+    labels : array_like, optional
+        Tree labels of the prediction for ``"Tree accuracy"`` (same shape, 0 =
+        unassigned), when ``pred`` is the mask they were grown in: the binary metrics
+        then score the whole mask, also its voxels no tree reached. Default: ``pred``.
 
     Returns
     -------
@@ -929,6 +934,9 @@ def compute_metrics(
         "CCE 2D": _cce_2d(p, g, ax),
         "HD95": _hd95(p, g, sp),
     }
+    if labels is not None:
+        pl = _as_labels(labels, "labels")
+        _check_same_shape(pl, gl, ("labels", "gt"))
     if _has_two_labels(pl) and _has_two_labels(gl):
         out["Tree accuracy"] = _tree_accuracy(pl, gl, skel_g)
     return {k: float(v) for k, v in out.items()}

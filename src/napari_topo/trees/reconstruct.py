@@ -744,11 +744,12 @@ def trees_from_skeleton(
     (:func:`napari_topo.topology.skeleton.skeletonize`) becomes a 26-neighbour point
     graph and :func:`reconstruct_trees` runs its multi-source Dijkstra on it. Roots are
     the given ``sources`` or, if None, :func:`detect_sources` with one root per connected
-    piece of the skeleton that reaches the border. Skeleton pieces that no root reaches
-    along the graph (pieces cut off from their tree by a gap in the mask, or inner
-    pieces) are attached, as wholes, across the smallest gap: the piece nearest to an
-    already labelled point (straight-line, physical units) takes that point's label,
-    then the next, as in Prim's algorithm, so a vessel broken into several pieces
+    piece of the skeleton that reaches the border; when no piece reaches it (a region of
+    interest inside the body), every connected piece is a tree of its own. Skeleton
+    pieces that no root reaches along the graph (pieces cut off from their tree by a gap
+    in the mask, or inner pieces) are attached, as wholes, across the smallest gap: the
+    piece nearest to an already labelled point (straight-line, physical units) takes that
+    point's label, then the next, as in Prim's algorithm, so a vessel broken into several pieces
     follows its own tree rather than the nearest root. Their ``distance`` stays ``inf``
     and ``predecessors`` -1.
 
@@ -803,6 +804,10 @@ def trees_from_skeleton(
         src = detect_sources(
             points, radius_at(points, m, sp), m.shape, neighbourhood=NEIGHBOURS_26, spacing=sp
         )
+        if len(points) and not len(src):
+            # no vessel reaches the volume's border (a region of interest inside the body,
+            # e.g. a liver): one tree per connected piece, largest first
+            src = None
     elif len(points) == 0:
         raise ValueError("sources were given but the mask is empty (no skeleton to root).")
     else:
