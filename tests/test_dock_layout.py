@@ -62,6 +62,43 @@ def test_plugin_menu_docks_share_the_column(make_napari_viewer, qtbot, size, row
 
 
 @pytest.mark.parametrize(("size", "rows"), SIZES)
+def test_the_table_shows_when_the_ground_truth_is_opened_after_the_run(
+    make_napari_viewer, qtbot, size, rows
+):
+    # a newcomer: three docks, Run, then the labels opened: the table filled, but the
+    # dock kept the height it had without a table, so no row was in view at 1600 x 1000
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample("napari-topo", "synthetic_vessels")
+    data = viewer.layers["ground truth trees"].data.copy()
+    for layer in [la for la in viewer.layers if la.name.startswith("ground truth")]:
+        viewer.layers.remove(layer)
+    docked = {}
+    for name in WIDGETS:
+        docked[name] = viewer.window.add_plugin_dock_widget("napari-topo", name)[1]
+    viewer.window._qt_window.resize(*size)
+    viewer.add_labels(
+        data.copy(),
+        name="synthetic vessels trees",
+        metadata={"napari_topo": {"kind": "trees", "widget": "segment"}},
+    )
+    qtbot.wait(300)
+    metrics = docked["Topology metrics"]
+    table = metrics.table
+    assert metrics.ground_truth_picker.value is None and not table.isVisible()
+    viewer.add_labels(data, name="ground truth trees")
+    if metrics.ground_truth_picker.value is None:
+        metrics.ground_truth_picker.value = viewer.layers["ground truth trees"]
+    qtbot.waitUntil(lambda: table.rowCount() > 0, timeout=20000)
+    qtbot.wait(300)
+    row = table.verticalHeader().defaultSectionSize()
+    header = table.horizontalHeader().height()
+    assert _visible_height(table) >= header + rows * row, (
+        _visible_height(table),
+        [w.height() for w in docked.values()],
+    )
+
+
+@pytest.mark.parametrize(("size", "rows"), SIZES)
 def test_column_is_shared_again_when_docks_close_or_show(make_napari_viewer, qtbot, size, rows):
     """Not only on a dock's first show: closing a dock used to give its height to a
     neighbour that did not need it (the Tree editor took Segment's, the table showed

@@ -632,6 +632,22 @@ def _share_area(window: Any, area: Any) -> list[int] | None:
     return sizes
 
 
+def reshare_column(widget: Any) -> None:
+    """Share the dock column of ``widget`` again soon (:func:`keep_columns_shared`'s
+    next event-loop turn): for a dock whose content grew while it stayed shown (the
+    metrics table appearing with its first results), which no Show or Hide event
+    reports. Nothing when ``widget`` is not docked in a main window."""
+    from qtpy.QtWidgets import QMainWindow
+
+    try:
+        dock = _dock_of(widget)
+        window = dock.parentWidget() if dock is not None else None
+        if isinstance(window, QMainWindow) and not dock.isFloating():
+            keep_columns_shared(window).schedule()
+    except RuntimeError:  # a C++ widget is gone
+        return
+
+
 #: ``objectName`` of the one :func:`keep_columns_shared` watcher of a main window.
 KEEPER_NAME = "napari_topo_dock_keeper"
 

@@ -79,6 +79,7 @@ from napari_topo.widgets._common import (
     os_error_message,
     rebuild_picker,
     require_viewer,
+    reshare_column,
     same_layer,
     scrolling_body,
     select_layer,
@@ -1493,7 +1494,16 @@ class MetricsWidget(QWidget):
         Segment, or sit empty under the message)."""
         empty = self.table.rowCount() == 0
         nothing = self.ground_truth_picker.value is None or self._pair_problem
-        self.table.setVisible(not (empty and nothing))
+        shown = not (empty and nothing)
+        state = (shown, empty)
+        if state != getattr(self, "_table_state", state) and shown:
+            # the table appeared, or got its first rows, while the dock stayed shown:
+            # no Show event shares the column, and the dock kept the height of its
+            # header rows, the table out of sight (a newcomer at 1600 x 1000 with the
+            # Segment and Tree editor docks open)
+            reshare_column(self)
+        self._table_state = state
+        self.table.setVisible(shown)
         n = self.table.rowCount() or len(METRIC_DESCRIPTIONS)
         frame = 2 * self.table.frameWidth()
         header = self.table.horizontalHeader().sizeHint().height()
