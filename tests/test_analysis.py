@@ -168,7 +168,7 @@ def test_summary_counts_are_consistent(skel_analysis):
     assert s["n_points"] == len(a.points) == s["n_assigned_points"]
     assert s["n_trees"] == 2 and [t["id"] for t in s["trees"]] == [1, 2]
     table = branches(a.skeleton, spacing=SPACING)
-    assert s["n_branches"] == len(table) > 2
+    assert s["n_skeleton_branches"] == len(table) > 2
     assert s["total_length"] == pytest.approx(table["length"].sum())
     assert sum(t["n_voxels"] for t in s["trees"]) == s["n_voxels"]
     assert sum(t["n_points"] for t in s["trees"]) == s["n_points"]
@@ -178,7 +178,7 @@ def test_summary_counts_are_consistent(skel_analysis):
     # the trees and did not find total_length)
     assert s["trees_length"] == pytest.approx(sum(t["length"] for t in s["trees"]))
     assert 0 < s["trees_length"] <= s["total_length"] + 1e-9
-    assert s["n_centerline_branches"] == len(edit_module.tree_branches(a.result))
+    assert s["n_branches"] == len(edit_module.tree_branches(a.result)) == len(a.branch_table())
 
 
 # ------------------------------------------------------------------------------ export
@@ -564,7 +564,7 @@ def test_the_forest_is_cut_into_branches_once_per_analysis(monkeypatch):
         analysis_module, "tree_branches", lambda result: calls.append(1) or real(result)
     )
     n = len(a.branch_table())
-    assert a.summary()["n_centerline_branches"] == n == len(a.branch_paths()[0]) >= 3
+    assert a.summary()["n_branches"] == n == len(a.branch_paths()[0]) >= 3
     a.to_layers()
     assert len(calls) == 1
 

@@ -688,16 +688,18 @@ class VesselAnalysis:
         dict
             ``n_voxels`` and ``volume`` (physical) of the mask; ``n_points`` and
             ``n_assigned_points`` (tree id > 0) of the centerline; ``n_trees``;
-            ``n_branches`` and ``total_length`` (physical) of the mask's skeleton from
-            skan (:func:`~napari_topo.trees.graph.branches`: every skeleton branch,
-            cycles and unassigned pieces included); ``n_centerline_branches`` of the
-            tree structure; ``method``, ``threshold``, ``spacing``; ``trees``, one dict
-            per tree id > 0 present (``id``, ``n_points``, ``n_voxels``, ``length`` of
-            its forest edges); ``trees_length``, the sum of the trees' lengths (less
-            than ``total_length`` where the skeleton has cycles, which a forest
-            cuts, or pieces no tree took); ``shape`` of the mask and
-            ``geometry`` (:meth:`Geometry.to_dict`), where the voxel coordinates of the
-            graph files lie.
+            ``n_branches``, the branches of the trees (:meth:`branch_table`'s rows,
+            ``segment``'s ``_branches.csv``); ``n_skeleton_branches`` and
+            ``total_length`` (physical) of the mask's skeleton from skan
+            (:func:`~napari_topo.trees.graph.branches`: every skeleton branch, cycles
+            and unassigned pieces included, cut at every junction); ``method``,
+            ``threshold``, ``spacing``; ``trees``, one dict per tree id > 0 present
+            (``id``, ``n_points``, ``n_voxels``, ``length`` of its forest edges);
+            ``trees_length``, the sum of the trees' lengths (less than
+            ``total_length`` where the skeleton has cycles, which a forest cuts, or
+            pieces no tree took); ``shape`` of the mask and ``geometry``
+            (:meth:`Geometry.to_dict`), where the voxel coordinates of the graph files
+            lie.
         """
         table = skan_branches(self.skeleton, spacing=self.spacing)
         n_vox = int(np.count_nonzero(self.mask))
@@ -724,9 +726,11 @@ class VesselAnalysis:
             "n_points": int(len(self.points)),
             "n_assigned_points": int(np.count_nonzero(labels > 0)),
             "n_trees": int(self.result.n_trees),
-            "n_branches": int(len(table)),
+            # one branch count, the trees' (a newcomer read 101 here, 139 rows in the
+            # branch table and 139 in the run's line); the skeleton's under its own name
+            "n_branches": int(len(self._branches)),
+            "n_skeleton_branches": int(len(table)),
             "total_length": float(table["length"].sum()) if len(table) else 0.0,
-            "n_centerline_branches": int(len(self._branches)),
             "method": self.method,
             "threshold": self.threshold,
             "spacing": self.spacing,

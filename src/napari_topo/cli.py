@@ -160,7 +160,7 @@ def _demo_segmentation(vol, model: str | None, out) -> tuple[str, dict]:
     analysis = segment(vol.image, name, spacing=vol.spacing, device="auto")
     took = time.perf_counter() - t
     summary = analysis.summary()
-    metrics = compute_metrics(analysis.trees, vol.trees, spacing=vol.spacing)
+    metrics = compute_metrics(analysis.mask, vol.trees, spacing=vol.spacing, labels=analysis.trees)
     print(
         f"\nThe whole pipeline with the pretrained model {name!r} ({took:.1f} s): "
         f"{summary['n_voxels']} vessel voxels, {summary['n_branches']} branches, "
@@ -1281,7 +1281,7 @@ def _segment(args) -> None:
         # the branches of the trees (the branch table's, which the tree lines count),
         # not skan's skeleton branches: those count cycles and pieces no tree took
         f"{vol.path.name}: {summary['n_voxels']} vessel voxels, "
-        f"{summary['n_centerline_branches']} branches, {summary['n_points']} centerline "
+        f"{summary['n_branches']} branches, {summary['n_points']} centerline "
         f"points, {summary['n_trees']} trees "
         f"({_model_words(model)}, {_compute_words(getattr(analysis, 'compute', None))}"
         f"{took:.1f} s)"
