@@ -493,7 +493,11 @@ def test_evaluate_says_when_the_ground_truth_is_an_intensity_image(capsys, tmp_p
         ],
         capsys,
     )
-    assert code == 0 and "looks like an intensity image" in err
+    assert code == 0 and "the ground truth stack.tif looks like an intensity image" in err
+    # the image given as the prediction (a newcomer's slip): said too, not scored in silence
+    swapped = ["evaluate", tmp_path / "stack.tif", tmp_path / "mask.tif", "--out", tmp_path / "s"]
+    code, out, err = _run(swapped, capsys)
+    assert code == 0 and "the prediction stack.tif looks like an intensity image" in err
     code, out, err = _run(
         [
             "evaluate",

@@ -74,6 +74,19 @@ def test_segment_takes_a_volume_read_from_a_file(tmp_path):
         segment(two, "unet-dice")
 
 
+def test_shares_dropped_are_never_read_as_zero():
+    # "dropped 7 pieces of the mask (0 % of its voxels)" when they were 0.4 % of it
+    from napari_topo.inference.pipeline import percent_text
+
+    assert [percent_text(x) for x in (0, 0.0002, 0.004, 0.0123, 0.78)] == [
+        "0 %",
+        "< 0.1 %",
+        "0.4 %",
+        "1 %",
+        "78 %",
+    ]
+
+
 def test_segment_trees_on_the_test_distribution():
     # 96^3 is the size of the model comparison's test set; the skeleton baseline labels
     # most of the ground-truth centerline with the right tree there.

@@ -1067,7 +1067,7 @@ def _segment(args) -> None:
     import numpy as np
 
     from .data.io import is_dicom_folder, suffix_of, volume_stem, write_volume
-    from .inference.pipeline import DEFAULT_MODEL, segment
+    from .inference.pipeline import DEFAULT_MODEL, percent_text, segment
     from .topology.metrics import compute_metrics
     from .trees.reconstruct import CoincidingSourcesError
 
@@ -1319,19 +1319,19 @@ def _segment(args) -> None:
     applied = getattr(analysis, "vessel_range", None)
     if applied is not None:
         hu = " HU" if policy is not None and policy.intensity.modality == "ct" else ""
-        share = 100.0 * float(getattr(analysis, "dropped_share", 0.0))
+        share = percent_text(getattr(analysis, "dropped_share", 0.0))
         roots = "; the parts --sources lie on kept" if sources is not None else ""
         print(
             f"dropped {getattr(analysis, 'pieces_dropped', 0)} pieces of the mask "
-            f"({share:.0f} % of its voxels) whose median is outside "
+            f"({share} of its voxels) whose median is outside "
             f"{applied[0]:g}..{applied[1]:g}{hu} (--vessel-range; 'off' keeps them{roots})"
         )
     n_sheets = int(getattr(analysis, "sheets_dropped", 0))
     if n_sheets:
-        share = 100.0 * float(getattr(analysis, "sheets_share", 0.0))
+        share = percent_text(getattr(analysis, "sheets_share", 0.0))
         one = n_sheets == 1
         print(
-            f"dropped {n_sheets} sheet-like piece{'' if one else 's'} ({share:.0f} % of the "
+            f"dropped {n_sheets} sheet-like piece{'' if one else 's'} ({share} of the "
             f"mask's voxels; --sheets keep keeps {'it' if one else 'them'}; a vessel lying "
             "along a sheet goes with it)"
         )
@@ -1623,13 +1623,16 @@ def _evaluate(args) -> None:
     gt = _as_labels(gt_data, gt_vol.path.name)
     from ._plugin import is_label_volume
 
-    if not is_label_volume(gt):  # the reader's rule: an image, not labels (still scored)
-        print(
-            f"napari-topo: note: the ground truth {gt_vol.path.name} looks like an intensity "
-            f"image ({gt.dtype}, many grey levels or negative values), not a mask or labels; "
-            "every value below is scored as a tree id",
-            file=sys.stderr,
-        )
+    # the reader's rule: an image, not labels (still scored). A prediction of integer
+    # grey levels (the input image given as PRED) was scored in silence: Recall 1.0
+    for what, vol_, labels in (("ground truth", gt_vol, gt), ("prediction", pred_vol, pred)):
+        if not is_label_volume(labels):
+            print(
+                f"napari-topo: note: the {what} {vol_.path.name} looks like an intensity "
+                f"image ({labels.dtype}, many grey levels or negative values), not a mask "
+                "or labels; every value below is scored as a tree id (nonzero: vessel)",
+                file=sys.stderr,
+            )
     spacing = (
         tuple(args.spacing)
         if args.spacing is not None

@@ -832,6 +832,15 @@ def _pieces_nearest(labels: np.ndarray, points, spacing=None, *, voxels: bool = 
     return found_arr
 
 
+def percent_text(fraction: float) -> str:
+    """A share for the user: ``"12 %"``, ``"0.4 %"`` under 1 %, ``"< 0.1 %"`` above 0
+    (pieces dropped from a mask read "0 %" when they were 0.4 % of it)."""
+    p = 100.0 * float(fraction)
+    if p >= 1.0 or p == 0.0:
+        return f"{p:.0f} %"
+    return f"{p:.1f} %" if p >= 0.05 else "< 0.1 %"
+
+
 def _unpack_volume(volume: Any, geometry: Any, predict_kwargs: dict) -> tuple[Any, Any]:
     """``(array, geometry)`` of what :func:`segment` was given: a
     :class:`~napari_topo.data.io.Volume` gives its data, geometry (unless ``geometry``

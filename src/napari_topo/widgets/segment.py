@@ -2175,27 +2175,31 @@ def _set_events(events: list[threading.Event], *_: Any) -> None:
 
 def _sheets_sentence(analysis: Any) -> str:
     """'The sheet filter dropped N sheet-like pieces (X % of the mask).' or ''."""
+    from napari_topo.inference.pipeline import percent_text
+
     n = int(getattr(analysis, "sheets_dropped", 0) or 0)
     if not n:
         return ""
-    share = 100.0 * float(getattr(analysis, "sheets_share", 0.0) or 0.0)
+    share = percent_text(getattr(analysis, "sheets_share", 0.0) or 0.0)
     pieces = "piece" if n == 1 else "pieces"
-    return f"the sheet filter dropped {n} sheet-like {pieces} ({share:.0f} % of the mask)."
+    return f"the sheet filter dropped {n} sheet-like {pieces} ({share} of the mask)."
 
 
 def _range_sentence(analysis: Any) -> str:
     """'The vessel range 100..300 dropped N pieces (X % of the mask) ...' or ''."""
+    from napari_topo.inference.pipeline import percent_text
+
     applied = getattr(analysis, "vessel_range", None)
     n = int(getattr(analysis, "pieces_dropped", 0) or 0)
     if applied is None or not n:
         return ""
-    share = 100.0 * float(getattr(analysis, "dropped_share", 0.0) or 0.0)
+    share = percent_text(getattr(analysis, "dropped_share", 0.0) or 0.0)
     policy = getattr(analysis, "input_policy", None)
     hu = " HU" if policy is not None and policy.intensity.modality == "ct" else ""
     pieces = "piece" if n == 1 else "pieces"
     return (
         f"the vessel range {applied[0]:g}..{applied[1]:g}{hu} dropped {n} {pieces} of the "
-        f"mask ({share:.0f} % of its voxels) whose median lies outside it."
+        f"mask ({share} of its voxels) whose median lies outside it."
     )
 
 
