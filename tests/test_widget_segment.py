@@ -471,6 +471,12 @@ def test_input_section_collects_the_policy_choices(make_napari_viewer, qtbot):
     )
     widget.zoom_box.value = 0.0
     assert widget.input_choices()["zoom"] == "auto"
+    # an image added without a scale says so when it is segmented, as the CLI does
+    from napari_topo.widgets.segment import _no_voxel_size_sentence
+
+    assert _no_voxel_size_sentence(job) == ""  # scaled
+    bare = viewer.add_image(np.asarray(image.data), name="bare")
+    assert "voxel size is not stated" in _no_voxel_size_sentence(widget._make_job(bare)[0])
     # the modality a DICOM series states (the reader's metadata) reaches the pipeline
     assert job.header_hint is None
     image.metadata["modality"] = "CT"

@@ -1949,7 +1949,9 @@ class SegmentWidget(QWidget):
             f"Segmented '{job.image}'{where} with {job.model_name or job.model}{ran} at "
             f"threshold {job.threshold:g} in {seconds:.1f} s: "
             f"{n_trees} tree{'s' if n_trees != 1 else ''}, "
-            f"{len(analysis.points)} centerline points.{dropped}" + (f" {off}" if off else "")
+            f"{len(analysis.points)} centerline points.{dropped}"
+            + (f" {off}" if off else "")
+            + _no_voxel_size_sentence(job)
         )
         if off:
             show_warning(off)
@@ -2171,6 +2173,22 @@ def _pair_row(switch: Any, label: str, values: tuple, tip: str, ends: tuple) -> 
 def _set_events(events: list[threading.Event], *_: Any) -> None:
     for event in events:
         event.set()
+
+
+def _no_voxel_size_sentence(job: Any) -> str:
+    """' Its voxel size is not stated ...' for an image whose layer has scale 1 and no
+    unit (added without ``scale``, or a file that states none), else ''. The command
+    line says the same of such a file; the dock said nothing (a newcomer's stack added
+    as ``viewer.add_image(array)``, 5 um z steps read as 1)."""
+    scale = tuple(float(v) for v in (job.scale or ()))
+    if not scale or job.unit is not None or any(abs(v) != 1.0 for v in scale):
+        return ""
+    return (
+        " Its voxel size is not stated (layer scale 1 x 1 x 1, no unit): voxels taken as "
+        "cubes. If they are not (most microscopy stacks have a larger z step), set the "
+        "layer's scale (viewer.add_image(data, scale=(dz, dy, dx))) and run again: the "
+        "model's zoom follows it."
+    )
 
 
 def _sheets_sentence(analysis: Any) -> str:
