@@ -429,6 +429,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evl.add_argument("--threshold", type=float, default=0.5, help="for a probability PRED")
     evl.add_argument(
+        "--roi",
+        metavar="MASK",
+        help="score inside this region only (nonzero inside; e.g. the liver mask a "
+        "segment --roi run was cut to), as segment --gt --roi scores",
+    )
+    evl.add_argument(
+        "--roi-margin",
+        type=float,
+        default=0.0,
+        metavar="D",
+        help="grow --roi by this distance, in the ground truth's unit (default 0)",
+    )
+    evl.add_argument(
         "--out",
         metavar="DIR",
         help="output folder (created if missing), as for segment: writes <PRED stem>_metrics"
@@ -1598,7 +1611,35 @@ def _metrics_prefix(out, stem: str, beside: Path) -> tuple[Path, str | None]:
     )
 
 
+def _evaluation_region(args, geometry, shape):
+    """``(region, note)`` of ``evaluate --roi``: the mask on the ground truth's grid,
+    grown by ``--roi-margin``, or ``(None, "")``; bad regions are one-line errors."""
+    import numpy as np
+
+    from .inference.pipeline import grow_roi
+
+    if not (math.isfinite(args.roi_margin) and args.roi_margin >= 0):
+        raise ValueError(f"--roi-margin must be a distance >= 0; got {args.roi_margin:g}")
+    if args.roi is None:
+        if args.roi_margin:
+            raise ValueError("--roi-margin grows the --roi region: give --roi MASK too")
+        return None, ""
+    vol = _read(args.roi)
+    data, roi_geometry = _spatial(vol, None, "the region of interest", None, None)
+    names = (f"the region of interest {vol.path.name}", "the ground truth")
+    data, note = _aligned(data, roi_geometry, geometry, shape, names)
+    data = np.asarray(data)
+    if data.dtype.kind == "f" and not np.all(np.isin(data, (0.0, 1.0))):
+        raise ValueError(
+            f"the region of interest {vol.path.name} holds fractional values: give a mask "
+            "(0 outside, nonzero inside)"
+        )
+    spacing = _geometry_spacing(geometry)
+    return grow_roi(data, args.roi_margin, spacing=spacing, shape=shape), note
+
+
 def _evaluate(args) -> None:
+    import numpy as np
 
     from .data.io import volume_stem
     from .topology.metrics import compute_metrics
@@ -1621,6 +1662,9 @@ def _evaluate(args) -> None:
     )
     pred = _as_labels(pred_data, pred_vol.path.name, threshold=args.threshold)
     gt = _as_labels(gt_data, gt_vol.path.name)
+    region, roi_note = _evaluation_region(args, gt_geometry, gt.shape)
+    if region is not None:  # both cut to it, as segment --gt --roi scores
+        pred, gt = np.where(region, pred, 0), np.where(region, gt, 0)
     from ._plugin import is_label_volume
 
     # the reader's rule: an image, not labels (still scored). A prediction of integer
@@ -1643,10 +1687,12 @@ def _evaluate(args) -> None:
     prefix.parent.mkdir(parents=True, exist_ok=True)
     js, cs = _write_metrics(metrics, prefix)
     sp = "" if spacing is None else f" (spacing {tuple(float(s) for s in spacing)})"
-    for text in (note, out_note):
+    for text in (note, roi_note, out_note):
         if text:
             print(f"note: {text}")
-    print(f"{pred_vol.path.name} against {gt_vol.path.name}{sp}:")
+    where = "whole volume" if region is None else f"inside the region of interest {args.roi}"
+    margin = f" grown by {args.roi_margin:g}" if region is not None and args.roi_margin else ""
+    print(f"{pred_vol.path.name} against {gt_vol.path.name}{sp}, {where}{margin}:")
     unit_of = gt_geometry if _geometry_spacing(gt_geometry) else pred_geometry
     print(_metrics_table(metrics, _length_unit(spacing, unit_of)))
     print(f"wrote {js} and {cs}")
