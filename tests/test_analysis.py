@@ -169,6 +169,7 @@ def test_summary_counts_are_consistent(skel_analysis):
     assert s["n_trees"] == 2 and [t["id"] for t in s["trees"]] == [1, 2]
     table = branches(a.skeleton, spacing=SPACING)
     assert s["n_skeleton_branches"] == len(table) > 2
+    assert s["unit"] == (a.geometry.unit or None)
     assert s["total_length"] == pytest.approx(table["length"].sum())
     assert sum(t["n_voxels"] for t in s["trees"]) == s["n_voxels"]
     assert sum(t["n_points"] for t in s["trees"]) == s["n_points"]

@@ -647,6 +647,8 @@ def test_the_input_line_gives_the_files_length_unit(policy_files, capsys, tmp_pa
     assert code == 0, err
     (line,) = [ln for ln in out.splitlines() if ln.startswith("input: ")]
     assert line.endswith(", voxels 1.5x0.5x0.5 um -> 0.5 um"), line
+    # the summary names the unit of its lengths (and of the branch table's)
+    assert json.loads((tmp_path / "o" / "stack_summary.json").read_text())["unit"] == "um"
 
 
 def test_policy_flags_parse_and_bad_values_get_one_line(policy_files, capsys, tmp_path):

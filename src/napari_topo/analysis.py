@@ -693,7 +693,8 @@ class VesselAnalysis:
             ``total_length`` (physical) of the mask's skeleton from skan
             (:func:`~napari_topo.trees.graph.branches`: every skeleton branch, cycles
             and unassigned pieces included, cut at every junction); ``method``,
-            ``threshold``, ``spacing``; ``trees``, one dict per tree id > 0 present
+            ``threshold``, ``spacing`` and its length ``unit`` (None when unstated);
+            ``trees``, one dict per tree id > 0 present
             (``id``, ``n_points``, ``n_voxels``, ``length`` of its forest edges);
             ``trees_length``, the sum of the trees' lengths (less than
             ``total_length`` where the skeleton has cycles, which a forest cuts, or
@@ -734,6 +735,9 @@ class VesselAnalysis:
             "method": self.method,
             "threshold": self.threshold,
             "spacing": self.spacing,
+            # the length unit of spacing, volume and every length here and in the branch
+            # table (None: unstated, voxels); a newcomer could not tell from the CSVs
+            "unit": self.geometry.unit or None,
             "trees": per_tree,
             "trees_length": float(sum(t["length"] for t in per_tree)),
             "shape": [int(v) for v in self.mask.shape],
