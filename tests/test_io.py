@@ -537,3 +537,92 @@ def test_read_only_formats_without_simpleitk_say_what_to_install(tmp_path, monke
     monkeypatch.setattr(builtins, "__import__", no_sitk)
     with pytest.raises(VolumeReadError, match="needs the SimpleITK package: pip install"):
         read_volume(tmp_path / "v.nrrd")
+
+
+def test_a_dicom_series_with_a_missing_slice_or_two_echoes_is_refused(tmp_path):
+    # ITK stacks them with a mean spacing and only warns (a reviewer: a slice removed
+    # read as 5 slices 3.125 mm apart; two echoes as 12 slices 0.23 mm apart)
+    pytest.importorskip("SimpleITK")
+    import pydicom
+    from _dicom import write_series
+
+    write_series(tmp_path / "gap", _ct_hu(), stored_offset=1024)
+    files = sorted((tmp_path / "gap").iterdir())
+    by_z = sorted(files, key=lambda f: float(pydicom.dcmread(f).ImagePositionPatient[2]))
+    by_z[2].unlink()
+    with pytest.raises(VolumeReadError, match="not evenly spaced .*a slice missing"):
+        read_volume(tmp_path / "gap")
+    uid = "1.2.826.0.1.3680043.8.498.77"
+    write_series(tmp_path / "echo", _ct_hu(), stored_offset=1024, series_uid=uid)
+    write_series(tmp_path / "echo", _ct_hu(), stored_offset=1024, series_uid=uid, suffix="b")
+    with pytest.raises(VolumeReadError, match="share one position"):
+        read_volume(tmp_path / "echo")
+
+
+def test_one_dicom_file_multi_frame_or_one_slice_keeps_its_placement(tmp_path):
+    pytest.importorskip("SimpleITK")
+    import pydicom
+    from _dicom import DX, DY, write_series
+
+    write_series(tmp_path / "s", _ct_hu(), stored_offset=1024)
+    first = sorted((tmp_path / "s").iterdir())[0]
+    ds = pydicom.dcmread(first)
+    # a multi-frame file: the six slices as frames of one
+    ds.NumberOfFrames = 6
+    ds.PixelData = ((_ct_hu().astype(np.int32) + 1024).astype(np.uint16)).tobytes()
+    (tmp_path / "mf").mkdir()
+    ds.save_as(tmp_path / "mf" / "enhanced.dcm", enforce_file_format=True)
+    vol = read_volume(tmp_path / "mf")
+    assert vol.data.shape == _ct_hu().shape
+    np.testing.assert_array_equal(vol.data, _ct_hu())
+    # one sagittal slice: 3D (1, y, x) with its orientation, not an axial 2D image
+    one = pydicom.dcmread(first)
+    one.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]
+    (tmp_path / "sag").mkdir()
+    one.save_as(tmp_path / "sag" / "one.dcm", enforce_file_format=True)
+    sag = read_volume(tmp_path / "sag")
+    assert sag.data.shape == (1, *_ct_hu().shape[1:])
+    # rows run along -S (world axis 0 of S, A, R), columns along +A (world axis 1)
+    np.testing.assert_allclose(sag.geometry.affine[:3, 1], [-DY, 0, 0], atol=1e-9)
+    np.testing.assert_allclose(sag.geometry.affine[:3, 2], [0, -DX, 0], atol=1e-9)
+
+
+def test_only_telling_dicom_modalities_reach_the_input_policy(tmp_path):
+    # a CT exported as a secondary capture (Modality OT or SC) is still judged by its
+    # values; CT and MR say which it is
+    pytest.importorskip("SimpleITK")
+    import pydicom
+    from _dicom import write_series
+
+    write_series(tmp_path / "ot", _ct_hu(), stored_offset=1024)
+    for f in (tmp_path / "ot").iterdir():
+        ds = pydicom.dcmread(f)
+        ds.Modality = "OT"
+        ds.save_as(f, enforce_file_format=True)
+    assert read_volume(tmp_path / "ot").modality is None
+
+
+def test_nrrd_units_and_a_nrrd_without_a_voxel_size(tmp_path):
+    pytest.importorskip("SimpleITK")
+    header = (
+        "NRRD0004\ntype: uint8\ndimension: 3\nsizes: 2 3 4\nspace: left-posterior-superior\n"
+        "space directions: (0.2,0,0) (0,0.2,0) (0,0,1)\n"
+        'space units: "microns" "microns" "microns"\nencoding: raw\n\n'
+    )
+    (tmp_path / "um.nrrd").write_bytes(header.encode() + bytes(24))
+    um = read_volume(tmp_path / "um.nrrd")
+    assert um.unit == "um" and np.allclose(um.spacing, (1.0, 0.2, 0.2))
+    plain = "NRRD0004\ntype: uint8\ndimension: 3\nsizes: 2 3 4\nencoding: raw\n\n"
+    (tmp_path / "plain.nrrd").write_bytes(plain.encode() + bytes(24))
+    bare = read_volume(tmp_path / "plain.nrrd")
+    assert bare.spacing is None and bare.geometry.known == "none"
+    # a broken header: ITK's reason, not the name of its source file
+    (tmp_path / "bad.nrrd").write_bytes(b"NRRD0004\ntype: float\ndimension: 3\nsizes 3 3 3\n\n")
+    with pytest.raises(VolumeReadError, match="didn't see") as e:
+        read_volume(tmp_path / "bad.nrrd")
+    assert ".cxx" not in str(e.value)
+
+
+def test_a_missing_folder_is_named_as_missing(tmp_path):
+    with pytest.raises(VolumeReadError, match="no such file or folder"):
+        read_volume(tmp_path / "CT_series")

@@ -170,7 +170,7 @@ class Volume(NamedTuple):
         Physical voxel size of the spatial axes (``(z, y, x)`` order; channel and time
         axes have none), or None if the file does not give it.
     path : Path
-        The file read.
+        The file read (for a DICOM series, its folder).
     geometry : Geometry
         Axes and placement (affine, unit, what was stated); see
         :mod:`napari_topo.geometry`.
@@ -236,13 +236,27 @@ def _is_dicom_file(path: Path) -> bool:
 
 
 def is_dicom_folder(path) -> bool:
-    """True for a folder (not ``.zarr``) that holds at least one DICOM file among its
-    first files (sorted names; subfolders are not searched)."""
+    """True for a folder (not ``.zarr``) that holds a DICOM Part-10 file (the ``DICM``
+    marker) among the first :data:`_DICOM_PROBE_FILES` files listed; subfolders are
+    not searched. An unreadable folder is no DICOM folder."""
     p = Path(os.fspath(path)).expanduser()
-    if not p.is_dir() or suffix_of(p) in (".zarr", ".ome.zarr"):
+    if suffix_of(p) in (".zarr", ".ome.zarr"):
         return False
-    files = sorted(f for f in p.iterdir() if f.is_file())[:_DICOM_PROBE_FILES]
-    return any(_is_dicom_file(f) for f in files)
+    try:
+        if not p.is_dir():
+            return False
+        seen = 0
+        with os.scandir(p) as entries:  # no stat or sort of a folder of 20,000 files
+            for entry in entries:
+                if entry.is_file():
+                    if _is_dicom_file(Path(entry.path)):
+                        return True
+                    seen += 1
+                    if seen >= _DICOM_PROBE_FILES:
+                        break
+    except OSError:
+        return False
+    return False
 
 
 def volume_stem(path) -> str:
@@ -416,6 +430,8 @@ def read_volume(path, *, key: str | None = None) -> Volume:
         message is one line that names the path.
     """
     p = Path(os.fspath(path)).expanduser()
+    if not p.exists() and not suffix_of(p):
+        raise VolumeReadError(f"no such file or folder: {p}")
     if p.is_dir() and suffix_of(p) not in (".zarr", ".ome.zarr"):
         if not is_dicom_folder(p):
             raise VolumeReadError(
@@ -469,12 +485,63 @@ def _sitk(what: str):
             f"reading {what} needs the SimpleITK package: pip install SimpleITK "
             "(or napari-topo[medical])"
         ) from None
+    # ITK's multi-line WARNING blocks on stderr (uneven series, corrupt files) beside
+    # our one-line errors: the checks below say what matters, once
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
     return sitk
 
 
-def _itk_volume(sitk, img, p: Path, modality: str | None = None) -> Volume:
+def _itk_error(exc: BaseException) -> str:
+    """The reason in an ITK exception, not its first line, which only names the source
+    file of ITK that threw: its last line, without ITK's ``ERROR: Class(0x...):`` or a
+    library's ``[nrrd] function:`` prefix."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    if len(lines) < 2:
+        return _one_line(exc)
+    reason = lines[-1]
+    if "ERROR:" in reason and "): " in reason:
+        reason = reason.split("): ", 1)[1]
+    elif reason.startswith("[") and "] " in reason:
+        reason = reason.split("] ", 1)[1]
+        head, sep, tail = reason.partition(": ")
+        reason = tail if sep and " " not in head else reason
+    return reason
+
+
+def _itk_corrupt(p: Path, what: str, exc: BaseException) -> VolumeReadError:
+    return VolumeReadError(f"cannot read {p} as {what} ({_itk_error(exc)}).")
+
+
+def _nrrd_header(p: Path) -> str:
+    """The text header of a NRRD file (up to its blank line; a ``.nhdr`` is all header)."""
+    with open(p, "rb") as fh:
+        head = fh.read(65536)
+    return head.split(b"\n\n", 1)[0].decode("latin-1", "replace")
+
+
+def _nrrd_placement(p: Path) -> tuple[str | None, bool]:
+    """``(unit, stated)`` of a NRRD: its ``space units`` (ITK reads none: mm is assumed
+    without them) and whether it states a voxel size at all (``space directions`` or
+    ``spacings``; without, ITK's spacing of 1 is no measurement)."""
+    unit, stated = "mm", False
+    for line in _nrrd_header(p).splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip().lower()
+        if key in ("space directions", "spacings"):
+            stated = stated or any(c.isdigit() for c in value)
+        elif key == "space units":
+            units = {_unit(u.strip().strip('"')) for u in value.split('" "')} - {None}
+            unit = units.pop() if len(units) == 1 else unit
+    return unit, stated
+
+
+def _itk_volume(
+    sitk, img, p: Path, modality: str | None = None, unit: str = "mm", known: str = "full"
+) -> Volume:
     """A :class:`Volume` from an ITK image: array ``([c,] [z,] y, x)``, placement in RAS
-    mm (ITK's LPS with x and y negated)."""
+    (ITK's LPS with x and y negated), lengths in ``unit``."""
+    if img.GetDimension() == 4 and img.GetSize()[3] == 1:
+        img = img[:, :, :, 0]  # one multi-frame file read as a series of one
     n = int(img.GetDimension())
     if n not in (2, 3):
         raise VolumeReadError(f"cannot read {p}: {n}D images are not supported (2D or 3D).")
@@ -488,7 +555,7 @@ def _itk_volume(sitk, img, p: Path, modality: str | None = None) -> Volume:
     xyz[:2] *= -1.0  # LPS -> RAS: world x and y negated (the homogeneous row untouched)
     xyz += 0.0  # no -0.0 entries in the affine shown
     try:
-        geometry = Geometry(_clean_affine(_reverse(xyz)), axes, unit="mm", known="full")
+        geometry = Geometry(_clean_affine(_reverse(xyz)), axes, unit=unit, known=known)
     except ValueError as exc:
         raise VolumeReadError(f"cannot read {p}: unusable placement ({exc})") from None
     return _volume(data, geometry, p)._replace(modality=modality)
@@ -498,9 +565,42 @@ def _read_itk_file(p: Path, suffix: str) -> Volume:
     sitk = _sitk(f"{_FORMAT[suffix]} files")
     try:
         img = sitk.ReadImage(str(p))
+        unit, stated = _nrrd_placement(p) if suffix in (".nrrd", ".nhdr") else ("mm", True)
     except Exception as exc:  # noqa: BLE001 - ITK raises RuntimeError for anything
-        raise _corrupt(p, suffix, exc) from exc
-    return _itk_volume(sitk, img, p)
+        raise _itk_corrupt(p, f"a {_FORMAT[suffix]} file", exc) from exc
+    if not stated:
+        return _itk_volume(sitk, img, p, unit=None, known="none")
+    return _itk_volume(sitk, img, p, unit=unit)
+
+
+#: DICOM Modality values that say CT or not (``header_hint``); others (OT, SC: a CT
+#: exported as a secondary capture) leave the decision to the values.
+_TELLING_MODALITIES = ("ct", "mr", "pt", "nm", "us", "xa")
+
+
+def _slice_check(reader, img, folder: Path) -> None:
+    """Refuse a series whose slices are not evenly spaced or share a position (several
+    echoes or phases under one SeriesInstanceUID), as the benchmark's converter does:
+    ITK stacks them with a mean spacing and only warns."""
+    n = img.GetSize()[2] if img.GetDimension() == 3 else 1
+    tag = "0020|0032"
+    if n < 3 or not all(reader.HasMetaDataKey(k, tag) for k in range(n)):
+        return
+    pos = np.array([[float(v) for v in reader.GetMetaData(k, tag).split("\\")] for k in range(n)])
+    normal = np.asarray(img.GetDirection(), float).reshape(3, 3)[:, 2]
+    steps = np.diff(pos @ normal)
+    if np.any(np.abs(steps) <= 1e-6):
+        raise VolumeReadError(
+            f"cannot read {folder}: two slices share one position (several echoes, "
+            "phases or times in one series?); split them into folders"
+        )
+    step = float(np.median(steps))
+    if np.max(np.abs(steps - step)) > 0.01 * abs(step):
+        raise VolumeReadError(
+            f"cannot read {folder}: its slices are not evenly spaced (steps "
+            f"{np.abs(steps).min():g}-{np.abs(steps).max():g} mm; a slice missing?): "
+            "resample it first"
+        )
 
 
 def _read_dicom(folder: Path, key: str | None, member: Path | None = None) -> Volume:
@@ -515,9 +615,12 @@ def _read_dicom(folder: Path, key: str | None, member: Path | None = None) -> Vo
             fr.ReadImageInformation()
             key = fr.GetMetaData("0020|000e").strip() if fr.HasMetaDataKey("0020|000e") else None
     except Exception as exc:  # noqa: BLE001
-        raise _corrupt(member or folder, "dicom", exc) from exc
+        raise _itk_corrupt(member or folder, "DICOM", exc) from exc
     if not ids:
-        raise VolumeReadError(f"cannot read {folder}: no DICOM image series in it.")
+        raise VolumeReadError(
+            f"cannot read {folder}: no DICOM image series in it (a DICOMDIR export keeps "
+            "its series in subfolders: open one of those)."
+        )
     if key is None and len(ids) > 1:
         listed = ", ".join(
             f"{uid} ({len(reader.GetGDCMSeriesFileNames(str(folder), uid))} files)"
@@ -533,17 +636,25 @@ def _read_dicom(folder: Path, key: str | None, member: Path | None = None) -> Vo
             f"no DICOM series {uid!r} in {folder}; it holds: " + ", ".join(ids[:5])
         )
     try:
-        reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder), uid))
-        reader.MetaDataDictionaryArrayUpdateOn()  # the Modality tag, below
-        img = reader.Execute()
+        files = reader.GetGDCMSeriesFileNames(str(folder), uid)
         tag = "0008|0060"
-        stated = reader.HasMetaDataKey(0, tag)
-        modality = reader.GetMetaData(0, tag).strip().lower() if stated else ""
+        if len(files) == 1:  # one file: a slice, or a multi-frame (enhanced) image
+            one = sitk.ImageFileReader()
+            one.SetFileName(files[0])
+            img = one.Execute()
+            modality = one.GetMetaData(tag) if one.HasMetaDataKey(tag) else ""
+        else:
+            reader.SetFileNames(files)
+            reader.MetaDataDictionaryArrayUpdateOn()  # positions and Modality, below
+            img = reader.Execute()
+            modality = reader.GetMetaData(0, tag) if reader.HasMetaDataKey(0, tag) else ""
     except Exception as exc:  # noqa: BLE001
-        raise _corrupt(folder, "dicom", exc) from exc
-    if img.GetDimension() == 3 and img.GetSize()[2] == 1:
-        img = img[:, :, 0]  # one slice: a 2D image
-    return _itk_volume(sitk, img, folder, modality or None)
+        raise _itk_corrupt(folder, "a DICOM series", exc) from exc
+    if len(files) > 1:
+        _slice_check(reader, img, folder)
+    modality = modality.strip().lower()
+    # one slice stays (1, y, x): its orientation (sagittal, coronal) is the 3D affine's
+    return _itk_volume(sitk, img, folder, modality if modality in _TELLING_MODALITIES else None)
 
 
 def _plain(shape, p: Path) -> Geometry:

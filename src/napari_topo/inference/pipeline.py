@@ -836,8 +836,10 @@ def percent_text(fraction: float) -> str:
     """A share for the user: ``"12 %"``, ``"0.4 %"`` under 1 %, ``"< 0.1 %"`` above 0
     (pieces dropped from a mask read "0 %" when they were 0.4 % of it)."""
     p = 100.0 * float(fraction)
-    if p >= 1.0 or p == 0.0:
+    if p == 0.0 or p == 100.0 or 1.0 <= round(p, 1) and p < 99.5:
         return f"{p:.0f} %"
+    if p >= 99.95:
+        return "> 99.9 %"
     return f"{p:.1f} %" if p >= 0.05 else "< 0.1 %"
 
 
