@@ -708,7 +708,12 @@ def test_a_shape_mismatch_names_each_shape_once_and_what_to_do(tmp_path, capsys,
     assert code == 2 and "\n" not in line
     assert line.count("(20, 30, 40)") == 1 and line.count("(20, 30, 41)") == 1, line
     assert line.count("shape") == 1, line
-    assert "crop or resample" in line
+    assert "crop or resample" in line and "transposed" not in line
+    # the same sizes in another order: a transposed array, said so
+    write_volume(tmp_path / "t.npy", np.zeros((40, 30, 20), np.uint8))
+    code, _, err = _run(["evaluate", tmp_path / "t.npy", tmp_path / "p.npy"], capsys)
+    if suffix == ".npy":
+        assert code == 2 and "an array saved transposed?" in err, err
 
 
 def test_help_names_the_default_model_the_code_uses():

@@ -594,7 +594,11 @@ def shape_mismatch(a: str, a_shape, b: str, b_shape, note: str = "") -> str:
     a_dims, b_dims = (
         (f"{len(a_shape)}D ", f"{len(b_shape)}D ") if len(a_shape) != len(b_shape) else ("", "")
     )
-    extra = f" ({note})" if note else ""
+    notes = [note] if note else []
+    if a_shape != b_shape and sorted(a_shape) == sorted(b_shape):
+        # a newcomer's (200, 200, 25) beside (25, 200, 200) got the generic advice only
+        notes.append("the same sizes in another order: an array saved transposed?")
+    extra = f" ({'; '.join(notes)})" if notes else ""
     return (
         f"shape differs: {a} is {a_dims}{a_shape} but {b} is {b_dims}{b_shape}{extra}; use "
         "the image the other was made from, or crop or resample one onto the other's grid."
