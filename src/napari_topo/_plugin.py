@@ -135,10 +135,6 @@ def is_label_volume(data) -> bool:
     return dtype.itemsize >= 4 or np.unique(sample).size <= MAX_LABEL_VALUES
 
 
-def _stem(path: Path) -> str:
-    return volume_stem(path)
-
-
 def _is_graph_csv(path) -> bool:
     """A napari-topo centerline nodes table (``id, [z,] y, x, radius, tree``)?"""
     try:
@@ -273,7 +269,7 @@ def read_volumes(path) -> list[tuple[Any, dict, str]]:
             sample = data
         geometry = vol.geometry
         meta: dict[str, Any] = {
-            "name": _stem(vol.path),
+            "name": volume_stem(vol.path),
             "metadata": {
                 "path": str(vol.path),
                 "spacing": vol.spacing,
@@ -404,7 +400,7 @@ def _summary_geometry(path: Path):
 
     from napari_topo.geometry import Geometry
 
-    stem = _stem(path)
+    stem = volume_stem(path)
     if stem.endswith("_graph"):
         stem = stem[: -len("_graph")]
     summary = path.with_name(f"{stem}_summary.json")
@@ -443,7 +439,7 @@ def _read_nodes_csv(path: Path):
     if "parent" in rows[0]:
         parent = np.array([row_of.get(int(float(r["parent"])), -1) for r in rows], dtype=np.int64)
     edges: list[tuple[int, int]] = []
-    edges_path = path.with_name(f"{_stem(path)}_edges.csv")
+    edges_path = path.with_name(f"{volume_stem(path)}_edges.csv")
     if edges_path.is_file():
         with edges_path.open(newline="") as fh:
             for r in csv.DictReader(fh):
@@ -634,7 +630,7 @@ def read_graph(path) -> list[tuple[Any, dict, str]]:
             pts = geometry.voxel(world)
             pts = np.where(np.abs(pts - np.round(pts)) < 1e-6, np.round(pts), pts)
             transform = _layer_transform(geometry, "zyx"[-nd:])
-        name = _stem(p)
+        name = volume_stem(p)
         kw = {
             "name": name,
             "scale": transform.get("scale"),

@@ -567,12 +567,9 @@ class VesselAnalysis:
         the unit of :attr:`geometry` (``geometry.world(points)``)."""
         return self.geometry.world(np.asarray(self.points, dtype=float))
 
-    def branch_paths(self, branches=None) -> tuple[list[np.ndarray], np.ndarray]:
-        """Voxel paths of the centerline branches (each from its junction on) and trees.
-
-        ``branches``: :func:`~napari_topo.trees.edit.tree_branches` of :attr:`result`
-        when the caller has them already (computed otherwise)."""
-        found = self._branches if branches is None else branches
+    def branch_paths(self) -> tuple[list[np.ndarray], np.ndarray]:
+        """Voxel paths of the centerline branches (each from its junction on) and trees."""
+        found = self._branches
         pts = np.asarray(self.points, dtype=float)
         return [b.path(pts) for b in found], np.array([b.tree for b in found], dtype=np.int64)
 
@@ -592,14 +589,12 @@ class VesselAnalysis:
         "radius_max",
     )
 
-    def branch_table(self, branches=None):
+    def branch_table(self):
         """Per-branch morphometry of the vessel trees: length, radius, tortuosity.
 
         The branches are those of :meth:`branch_paths` (the Tree editor's and the
         branches layer's, same order): runs of centerline points from a root or a
         junction to the next junction or a tip, along the trees' shortest-path forest.
-        ``branches``: :func:`~napari_topo.trees.edit.tree_branches` of :attr:`result`
-        when the caller has them already (computed otherwise).
 
         Returns
         -------
@@ -637,7 +632,7 @@ class VesselAnalysis:
         n = self.ndim
         axes = "zyx"[-n:]
         coords = [f"{w}_{ax}" for w in ("start", "end") for ax in axes]
-        found = self._branches if branches is None else branches
+        found = self._branches
         if not found:
             return pd.DataFrame({c: [] for c in (*self.BRANCH_COLUMNS, *coords)})
         parents = self.parents
@@ -942,9 +937,8 @@ class VesselAnalysis:
         if skeleton:
             out.append(_layers.skeleton_layer(self.skeleton, **kw))
         out.append(_layers.trees_layer(self.trees, n, **kw))
-        found = self._branches  # once, for the paths and their measures
-        paths, tree = self.branch_paths(found)
-        table = self.branch_table(found)  # the same branches, in the same order
+        paths, tree = self.branch_paths()
+        table = self.branch_table()  # the same (cached) branches, in the same order
         measures = {c: table[c].to_numpy() for c in BRANCH_MEASURES}
         out.append(_layers.branches_layer(paths, tree, ndim=self.ndim, measures=measures, **kw))
         out.append(
