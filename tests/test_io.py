@@ -12,6 +12,7 @@ from napari_topo.data.io import (
     SUPPORTED_SUFFIXES,
     Volume,
     VolumeReadError,
+    holds_dicom,
     is_dicom_folder,
     read_volume,
     suffix_of,
@@ -496,6 +497,37 @@ def test_a_folder_of_two_series_needs_the_series_uid(tmp_path):
     np.testing.assert_array_equal(read_volume(tmp_path / "two", key=second).data, _ct_hu() + 7)
     with pytest.raises(VolumeReadError, match="no DICOM series '9.9'"):
         read_volume(tmp_path / "two", key="9.9")
+
+
+def test_a_dicomdir_export_reads_the_series_in_its_subfolders(tmp_path):
+    # a CD/PACS export: DICOMDIR at the top, the images in PATIENT/STUDY/SERIES folders
+    pytest.importorskip("SimpleITK")
+    from _dicom import write_series
+
+    export = tmp_path / "export"
+    write_series(export / "P0" / "S0" / "SE0", _ct_hu(), stored_offset=1024)
+    dicomdir = (export / "P0" / "S0" / "SE0").iterdir().__next__().read_bytes()
+    (export / "DICOMDIR").write_bytes(dicomdir[:132] + b"\0" * 64)  # a DICM file, no image
+    vol = read_volume(export)
+    np.testing.assert_array_equal(vol.data, _ct_hu())
+    assert vol.modality == "ct" and vol.path == export / "P0" / "S0" / "SE0"
+    assert is_dicom_folder(export)  # the DICOMDIR itself is a DICOM file: napari claims it
+    # a folder of series folders without a DICOMDIR reads the same way
+    plain = tmp_path / "patient"
+    write_series(plain / "series_a", _ct_hu(), stored_offset=1024)
+    np.testing.assert_array_equal(read_volume(plain).data, _ct_hu())
+    assert holds_dicom(plain) and not is_dicom_folder(plain)
+    # two series below: both named in one line, the key picks one wherever it lies
+    second = "1.2.826.0.1.3680043.8.498.303"
+    write_series(plain / "series_b", _ct_hu() + 7, stored_offset=1024, series_uid=second)
+    with pytest.raises(VolumeReadError, match=r"2 DICOM series in its subfolders") as e:
+        read_volume(plain)
+    msg = str(e.value)
+    assert "\n" not in msg and "series_a" in msg and "series_b (6 files" in msg
+    assert "--key" in msg
+    np.testing.assert_array_equal(read_volume(plain, key=second).data, _ct_hu() + 7)
+    with pytest.raises(VolumeReadError, match="no DICOM series '9.9'"):
+        read_volume(plain, key="9.9")
 
 
 def test_a_folder_without_dicom_files_is_named_as_such(tmp_path):

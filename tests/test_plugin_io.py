@@ -113,7 +113,9 @@ def test_a_dicom_series_opens_as_one_image_in_hu(tmp_path):
     hu = (np.arange(np.prod(SHAPE)).reshape(SHAPE) - 200).astype(np.int16)
     write_series(tmp_path / "CT 0001", hu, stored_offset=1024)
     assert get_reader(str(tmp_path / "CT 0001")) is read_volumes
-    assert get_reader(str(tmp_path)) is None  # a folder of folders is no series
+    assert get_reader(str(tmp_path / "CT 0001" / "..")) is read_volumes  # an export's top
+    (tmp_path / "empty").mkdir()
+    assert get_reader(str(tmp_path / "empty")) is None
     ((data, meta, kind),) = read_volumes(str(tmp_path / "CT 0001"))
     assert kind == "image" and meta["name"] == "CT 0001"
     assert meta["metadata"]["format"] == "DICOM series"

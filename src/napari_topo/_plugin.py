@@ -33,6 +33,7 @@ import numpy as np
 
 from napari_topo.data.io import (
     READ_ONLY_SUFFIXES,
+    holds_dicom,
     is_dicom_folder,
     read_volume,
     suffix_of,
@@ -148,7 +149,7 @@ def _is_graph_csv(path) -> bool:
 def _kind(path) -> str | None:
     if not isinstance(path, str | os.PathLike):
         return None
-    if is_dicom_folder(path):
+    if holds_dicom(path):  # a DICOM series, or a DICOMDIR export's folders of them
         return "volume"
     suffix = suffix_of(path)
     if suffix in VOLUME_SUFFIXES:

@@ -92,6 +92,7 @@ __all__ = [
     "Volume",
     "VolumeReadError",
     "default_axes",
+    "holds_dicom",
     "is_dicom_folder",
     "read_volume",
     "suffix_of",
@@ -106,6 +107,10 @@ SUPPORTED_SUFFIXES = (".nii", ".nii.gz", ".tif", ".tiff", ".npy", ".npz", ".zarr
 READ_ONLY_SUFFIXES = (".dcm", ".nrrd", ".nhdr", ".mha", ".mhd")
 #: Files of a folder looked at for DICOM's ``DICM`` marker before it is called no series.
 _DICOM_PROBE_FILES = 64
+#: How deep below a folder without a DICOM series of its own its subfolders are searched
+#: for one (a DICOMDIR export: PATIENT/STUDY/SERIES/IMAGE), and how many folders at most.
+_DICOM_SEARCH_DEPTH = 6
+_DICOM_SEARCH_FOLDERS = 2000
 _FORMAT = {
     ".dcm": "DICOM",
     ".nrrd": "NRRD",
@@ -259,6 +264,54 @@ def is_dicom_folder(path) -> bool:
     return False
 
 
+def _dicom_subfolders(root: Path, first_only: bool = False) -> list[Path]:
+    """Subfolders of ``root`` (not ``root`` itself) that :func:`is_dicom_folder`,
+    breadth first and sorted by name: at most :data:`_DICOM_SEARCH_DEPTH` levels down
+    and :data:`_DICOM_SEARCH_FOLDERS` folders looked at; hidden folders, ``.zarr`` and
+    symbolic links are skipped. ``first_only`` stops at the first found."""
+    found: list[Path] = []
+    queue, looked = [(root, 0)], 0
+    while queue:
+        folder, depth = queue.pop(0)
+        try:
+            with os.scandir(folder) as entries:
+                subs = sorted(
+                    e.path
+                    for e in entries
+                    if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)
+                )
+        except OSError:
+            continue
+        for sub in map(Path, subs):
+            looked += 1
+            if looked > _DICOM_SEARCH_FOLDERS:
+                return found
+            if suffix_of(sub) in (".zarr", ".ome.zarr"):
+                continue
+            if is_dicom_folder(sub):
+                found.append(sub)
+                if first_only:
+                    return found
+            if depth + 1 < _DICOM_SEARCH_DEPTH:
+                queue.append((sub, depth + 1))
+    return found
+
+
+def holds_dicom(path) -> bool:
+    """True for a folder that :func:`is_dicom_folder`, or whose subfolders hold DICOM
+    files (a DICOMDIR export: PATIENT/STUDY/SERIES folders), searched as
+    :func:`read_volume` searches them."""
+    p = Path(os.fspath(path)).expanduser()
+    if is_dicom_folder(p):
+        return True
+    try:
+        if not p.is_dir() or suffix_of(p) in (".zarr", ".ome.zarr"):
+            return False
+    except OSError:
+        return False
+    return bool(_dicom_subfolders(p, first_only=True))
+
+
 def volume_stem(path) -> str:
     """The name outputs are named after: a file's name without its suffix, a DICOM
     folder's whole name (``3Dircadb1.1``, not ``3Dircadb1``)."""
@@ -406,8 +459,10 @@ def read_volume(path, *, key: str | None = None) -> Volume:
     path : str or PathLike
         A ``.nii``, ``.nii.gz``, ``.tif``, ``.tiff``, ``.npy``, ``.npz`` file or a
         ``.zarr`` directory (see :data:`SUPPORTED_SUFFIXES`); read only: a folder holding
-        a DICOM series, a ``.dcm`` file of one, ``.nrrd``/``.nhdr``, ``.mha``/``.mhd``
-        (:data:`READ_ONLY_SUFFIXES`; these need SimpleITK).
+        a DICOM series (or, holding none itself, whose subfolders hold one: a DICOMDIR
+        export, searched as :func:`holds_dicom` says), a ``.dcm`` file of one,
+        ``.nrrd``/``.nhdr``, ``.mha``/``.mhd`` (:data:`READ_ONLY_SUFFIXES`; these need
+        SimpleITK).
     key : str, optional
         Name of the array in a ``.npz`` file or a zarr group, or the SeriesInstanceUID of
         the series in a DICOM folder that holds several. Default: the only one there.
@@ -433,10 +488,11 @@ def read_volume(path, *, key: str | None = None) -> Volume:
     if not p.exists() and not suffix_of(p):
         raise VolumeReadError(f"no such file or folder: {p}")
     if p.is_dir() and suffix_of(p) not in (".zarr", ".ome.zarr"):
-        if not is_dicom_folder(p):
+        if not holds_dicom(p):
             raise VolumeReadError(
                 f"cannot read {p}: a folder is read as a DICOM series (or a .zarr), "
-                f"and none of its first {_DICOM_PROBE_FILES} files is a DICOM file."
+                f"and none of its first {_DICOM_PROBE_FILES} files is a DICOM file, "
+                "nor do its subfolders hold any."
             )
         return _read_dicom(p, key)
     suffix = _check_suffix(p, (*SUPPORTED_SUFFIXES, *READ_ONLY_SUFFIXES))
@@ -616,11 +672,10 @@ def _read_dicom(folder: Path, key: str | None, member: Path | None = None) -> Vo
             key = fr.GetMetaData("0020|000e").strip() if fr.HasMetaDataKey("0020|000e") else None
     except Exception as exc:  # noqa: BLE001
         raise _itk_corrupt(member or folder, "DICOM", exc) from exc
+    if not ids and member is None:
+        return _read_nested_dicom(sitk, reader, folder, key)
     if not ids:
-        raise VolumeReadError(
-            f"cannot read {folder}: no DICOM image series in it (a DICOMDIR export keeps "
-            "its series in subfolders: open one of those)."
-        )
+        raise VolumeReadError(f"cannot read {folder}: no DICOM image series in it.")
     if key is None and len(ids) > 1:
         listed = ", ".join(
             f"{uid} ({len(reader.GetGDCMSeriesFileNames(str(folder), uid))} files)"
@@ -655,6 +710,45 @@ def _read_dicom(folder: Path, key: str | None, member: Path | None = None) -> Vo
     modality = modality.strip().lower()
     # one slice stays (1, y, x): its orientation (sagittal, coronal) is the 3D affine's
     return _itk_volume(sitk, img, folder, modality if modality in _TELLING_MODALITIES else None)
+
+
+def _read_nested_dicom(sitk, reader, folder: Path, key: str | None) -> Volume:
+    """The DICOM series in ``folder``'s subfolders (a DICOMDIR export): the only one, or
+    the one whose SeriesInstanceUID is ``key``; several are listed in one line."""
+    series = []
+    try:
+        for sub in _dicom_subfolders(folder):
+            series += [(sub, uid) for uid in reader.GetGDCMSeriesIDs(str(sub))]
+    except Exception as exc:  # noqa: BLE001
+        raise _itk_corrupt(folder, "DICOM", exc) from exc
+    if not series:
+        raise VolumeReadError(
+            f"cannot read {folder}: no DICOM image series in it or its subfolders."
+        )
+    if key is not None:
+        for sub, uid in series:
+            if uid == str(key):
+                return _read_dicom(sub, uid)
+        raise VolumeReadError(
+            f"no DICOM series {key!r} in {folder} or its subfolders; they hold: "
+            + ", ".join(uid for _, uid in series[:5])
+        )
+    if len(series) == 1:
+        return _read_dicom(*series[0])
+
+    def files(sub, uid) -> str:
+        n = len(reader.GetGDCMSeriesFileNames(str(sub), uid))
+        return f"{n} file" if n == 1 else f"{n} files"
+
+    listed = ", ".join(
+        f"{sub.relative_to(folder).as_posix()} ({files(sub, uid)}, {uid})"
+        for sub, uid in series[:6]
+    )
+    raise VolumeReadError(
+        f"{folder} holds {len(series)} DICOM series in its subfolders: open one of those "
+        f"folders, or choose a series by its SeriesInstanceUID (key=..., --key on the "
+        f"command line): {listed}" + (" ..." if len(series) > 6 else "")
+    )
 
 
 def _plain(shape, p: Path) -> Geometry:
