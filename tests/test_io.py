@@ -530,6 +530,34 @@ def test_a_dicomdir_export_reads_the_series_in_its_subfolders(tmp_path):
         read_volume(plain, key="9.9")
 
 
+def test_dicom_files_without_the_part10_preamble_are_read(tmp_path):
+    # older scanners write raw data sets: no 128-byte preamble, no "DICM", no file meta
+    pytest.importorskip("SimpleITK")
+    pydicom = pytest.importorskip("pydicom")
+    from _dicom import write_series
+    from pydicom.filebase import DicomFileLike
+    from pydicom.filewriter import write_dataset
+
+    write_series(tmp_path / "p10", _ct_hu(), stored_offset=1024)
+    (tmp_path / "raw").mkdir()
+    for f in (tmp_path / "p10").iterdir():
+        ds = pydicom.dcmread(f)
+        del ds.file_meta
+        with open(tmp_path / "raw" / f.name, "wb") as fh:
+            out = DicomFileLike(fh)
+            out.is_little_endian, out.is_implicit_VR = True, True
+            write_dataset(out, ds)
+    assert (tmp_path / "raw" / f.name).read_bytes()[:2] == b"\x08\x00"
+    assert is_dicom_folder(tmp_path / "raw")
+    vol = read_volume(tmp_path / "raw")
+    np.testing.assert_array_equal(vol.data, _ct_hu())
+    np.testing.assert_allclose(vol.geometry.affine, read_volume(tmp_path / "p10").geometry.affine)
+    # a file that merely starts with the same two bytes is not taken for one
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "blob.bin").write_bytes(b"\x08\x00" + b"\xff" * 200)
+    assert not is_dicom_folder(tmp_path / "other")
+
+
 def test_a_folder_without_dicom_files_is_named_as_such(tmp_path):
     (tmp_path / "plain").mkdir()
     (tmp_path / "plain" / "a.txt").write_text("x")

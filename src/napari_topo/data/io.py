@@ -231,19 +231,29 @@ def suffix_of(path) -> str:
 
 
 def _is_dicom_file(path: Path) -> bool:
-    """DICOM Part 10 marker: ``DICM`` after a 128-byte preamble."""
+    """A DICOM file: the Part 10 marker (``DICM`` after a 128-byte preamble), or a raw
+    data set as older scanners write it (no preamble): a little-endian group-0008
+    element first, with an explicit VR (two capitals) or a short implicit length."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(132)
     except OSError:
         return False
-    return len(head) == 132 and head[128:] == b"DICM"
+    if len(head) == 132 and head[128:] == b"DICM":
+        return True
+    if len(head) < 8 or head[:2] != b"\x08\x00":
+        return False
+    vr = head[4:6]
+    if vr.isalpha() and vr.isupper():
+        return True
+    return 0 < int.from_bytes(head[4:8], "little") <= 1024
 
 
 def is_dicom_folder(path) -> bool:
-    """True for a folder (not ``.zarr``) that holds a DICOM Part-10 file (the ``DICM``
-    marker) among the first :data:`_DICOM_PROBE_FILES` files listed; subfolders are
-    not searched. An unreadable folder is no DICOM folder."""
+    """True for a folder (not ``.zarr``) that holds a DICOM file (the Part-10 ``DICM``
+    marker, or a raw data set without it) among the first :data:`_DICOM_PROBE_FILES`
+    files listed; subfolders are not searched (:func:`holds_dicom` does). An unreadable
+    folder is no DICOM folder."""
     p = Path(os.fspath(path)).expanduser()
     if suffix_of(p) in (".zarr", ".ome.zarr"):
         return False
