@@ -381,6 +381,38 @@ def test_run_end_to_end_on_converted_synthetic_case(converted, tmp_path, capsys)
     assert f"input: {converted_source(case)}" in printed
 
 
+def test_update_cards_writes_the_real_scores_a_card_then_shows(converted, tmp_path):
+    # a copy of a shipped model, run as the README's table is run, with --update-cards
+    import shutil
+
+    from napari_topo.models.registry import WEIGHTS_DIR, describe_card, load_model, model_card
+
+    run = _load("run")
+    out, _ = converted
+    for suffix in (".json", ".safetensors"):
+        shutil.copy(WEIGHTS_DIR / f"unet-dice{suffix}", tmp_path / f"unet-dice{suffix}")
+    card_path = tmp_path / "unet-dice.json"
+    shipped = (WEIGHTS_DIR / "unet-dice.json").read_text()
+    res = tmp_path / "res"
+    argv = [str(out), "--results", str(res), "--models", str(card_path), "frangi"]
+    assert run.main([*argv, "--update-cards"]) == 0
+    rows = json.loads((res / "results.json").read_text())["rows"]
+    (row,) = [r for r in rows if r["model"] == str(card_path)]
+    assert "error" not in row, row.get("traceback")
+    card = model_card(card_path)
+    (entry,) = card.metrics["real"]["datasets"]
+    assert entry["dataset"] == "3D-IRCADb-01" and entry["n_cases"] == 1
+    assert entry["region"] == "inside the liver grown by 10 mm"
+    assert entry["Dice"] == pytest.approx(row["Dice"])
+    assert "--update-cards" in card.metrics["real"]["command"]
+    line = next(x for x in describe_card(card) if x.startswith("real data"))
+    assert line.startswith(
+        f"real data (3D-IRCADb-01, inside the liver grown by 10 mm): Dice {row['Dice']:.3f}"
+    )
+    load_model(card_path)  # the weights and their recorded SHA-256 are untouched
+    assert (WEIGHTS_DIR / "unet-dice.json").read_text() == shipped  # not the card written
+
+
 def converted_source(case) -> str:
     return json.loads((case / "meta.json").read_text())["source"]
 

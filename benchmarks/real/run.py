@@ -243,6 +243,59 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def card_entry(report: dict, model: str) -> dict | None:
+    """``metrics["real"]`` of ``model``'s card from ``report``: per dataset, the means
+    over its cases of :data:`napari_topo.models.registry.REAL_SCORES` (failed rows
+    left out), with the date, commit and command that measured them; None without a
+    scored row."""
+    from napari_topo.models.registry import REAL_SCORES
+
+    cases = {(c["data"], c["case"]): c for c in report["cases"]}
+    by_data: dict = {}
+    for r in report["rows"]:
+        if r["model"] == model and not r.get("error"):
+            by_data.setdefault(r["dataset"], []).append(r)
+    if not by_data:
+        return None
+    datasets = []
+    for name, rows in by_data.items():
+        entry = {"dataset": name, "n_cases": len(rows), "cases": [r["case"] for r in rows]}
+        roi = (cases.get((rows[0]["data"], rows[0]["case"])) or {}).get("roi")
+        if isinstance(roi, dict) and roi.get("mask"):
+            organ = str(roi["mask"]).split(".")[0]
+            entry["region"] = f"inside the {organ} grown by {float(roi.get('margin', 0)):g} mm"
+        for k in REAL_SCORES:
+            vals = [r[k] for r in rows if isinstance(r.get(k), int | float) and np.isfinite(r[k])]
+            if vals:
+                entry[k] = float(np.mean(vals))
+        datasets.append(entry)
+    return {
+        "date": report["date"],
+        "commit": report["commit"],
+        "command": report["command"],
+        "datasets": datasets,
+    }
+
+
+def update_cards(report: dict, models) -> list[Path]:
+    """Write :func:`card_entry` into the card of each model (registry name or card
+    path; 'frangi' has none); the weights and their SHA-256 are untouched."""
+    from napari_topo.models.registry import model_card
+
+    written = []
+    for model in models:
+        if model == "frangi":
+            continue
+        entry = card_entry(report, model)
+        if entry is None:
+            continue
+        card = model_card(model)
+        card.metrics["real"] = entry
+        card.to_json(card.path)
+        written.append(Path(card.path))
+    return written
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("converted", help="OUT_DIR of convert.py (or one case folder)")
@@ -279,6 +332,12 @@ def main(argv=None) -> int:
         nargs="+",
         metavar="off|LOW HIGH",
         help="segment's vessel_range (default: segment's own, 'auto': 100 300 HU on a CT)",
+    )
+    ap.add_argument(
+        "--update-cards",
+        action="store_true",
+        help="write each model's per-dataset means into its card (metrics['real'], "
+        "shown by 'napari-topo models NAME'); run it with every case of the README's table",
     )
     args = ap.parse_args(argv)
     options = ("tile", "overlap", "tta", "threshold", "vessel_range")
@@ -403,6 +462,9 @@ def main(argv=None) -> int:
                 )
     save()
     print(f"\nwrote {out / 'results.json'} and {out / 'results.md'}")
+    if args.update_cards:
+        for path in update_cards(report, args.models):
+            print(f"updated {path}")
     return 0
 
 

@@ -1766,8 +1766,8 @@ def _models(name: str | None = None) -> None:
     sys.stdout.flush()  # the list first, then the notes (both on one terminal)
     print(
         "(synthetic test: the held-out generated volumes of 'napari-topo evaluate-models'; "
-        "they rank differently on a real CT and two-photon stacks: see the README's 'On "
-        "real data')",
+        "they rank differently on a real CT and two-photon stacks: 'napari-topo models "
+        "NAME' gives a model's scores there, the README's 'On real data' the details)",
         file=sys.stderr,
     )
     print(

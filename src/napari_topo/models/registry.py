@@ -690,6 +690,39 @@ def _score_lines(m: dict) -> list[str]:
     return []
 
 
+#: Scores of a card's real-data entry (``metrics["real"]``), in the order shown.
+REAL_SCORES = ("Dice", "clDice", "Precision", "Sensitivity", "Tree accuracy")
+
+
+def _real_lines(m: dict) -> list[str]:
+    """``metrics["real"]`` in words: one line per dataset, as ``benchmarks/real/run.py
+    --update-cards`` measured it (means over the dataset's cases)."""
+    real = m.get("real")
+    if not isinstance(real, dict) or not isinstance(real.get("datasets"), list):
+        return []
+    lines = []
+    for d in real["datasets"]:
+        if not isinstance(d, dict) or not isinstance(d.get("dataset"), str):
+            continue
+        scores = ", ".join(
+            f"{k if k in ('Dice', 'clDice') else k.lower()} {d[k]:.3f}"
+            for k in REAL_SCORES
+            if _num(d.get(k)) is not None
+        )
+        if not scores:
+            continue
+        n = d.get("n_cases")
+        where = f"{d['dataset']}" + (
+            f", mean of {n} volumes" if isinstance(n, int) and n > 1 else ""
+        )
+        if isinstance(d.get("region"), str):
+            where += f", {d['region']}"
+        lines.append(f"real data ({where}): {scores}")
+    if lines and isinstance(real.get("date"), str):
+        lines[-1] += f" (measured {real['date'][:10]}; README 'On real data')"
+    return lines
+
+
 def describe_card(card: ModelCard) -> list[str]:
     """A model card in words, one fact per line, for ``napari-topo models NAME`` and the
     Segment dock's tooltips.
@@ -705,7 +738,9 @@ def describe_card(card: ModelCard) -> list[str]:
         ``"<name>: <summary>"``, then the architecture, what the model is fed (its
         ``normalization``), how its mask is cut (threshold, smallest piece kept), how it
         was trained (or fine-tuned: base model, data, held-out scores before and after),
-        its synthetic test scores (or, never tested, its validation scores), where its
+        its synthetic test scores (or, never tested, its validation scores), its scores
+        on real volumes where the card holds them (``metrics["real"]``, written by
+        ``benchmarks/real/run.py --update-cards``), where its
         card is and the SHA-256 it records for the weights (checked when they load, not
         here). Facts the card does not hold, or holds in a form not understood (cards
         are free-form JSON), are left out; nothing is computed or loaded, and nothing
@@ -745,6 +780,7 @@ def describe_card(card: ModelCard) -> list[str]:
     else:
         lines += _training_lines(t)
     lines += _score_lines(m)
+    lines += _real_lines(m)
     if card.path is not None:
         lines.append(f"card: {card.path}")
     if card.sha256:
