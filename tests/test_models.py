@@ -20,6 +20,7 @@ from napari_topo.models import (
     save_model,
 )
 from napari_topo.models.registry import MODEL_PATH_ENV
+from napari_topo.models.unet import ExcludingInstanceNorm3d
 
 TINY = (4, 8, 16)  # three levels: inputs are padded to a multiple of 4
 ODD_SHAPE = (1, 1, 19, 21, 23)
@@ -89,6 +90,77 @@ def test_bad_input_raises():
         UNet3D(widths=(8,))
     with pytest.raises(ValueError, match="downsample"):
         UNet3D(downsample="avg")
+
+
+def test_excluding_norm_is_instance_norm_without_an_exclusion(x):
+    # shipped weights (trained with nn.InstanceNorm3d) must give the same outputs
+    norm = ExcludingInstanceNorm3d(3, affine=True)
+    ref = torch.nn.InstanceNorm3d(3, affine=True)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 2.0), norm.bias.uniform_(-1.0, 1.0)
+    ref.load_state_dict(norm.state_dict())
+    feats = torch.randn(2, 3, 6, 7, 8)
+    assert torch.allclose(norm(feats), ref(feats), atol=1e-5)
+
+
+def test_excluded_voxels_leave_the_statistics():
+    feats = torch.randn(1, 2, 8, 8, 8, generator=torch.Generator().manual_seed(1))
+    exclude = torch.zeros(1, 1, 8, 8, 8, dtype=torch.bool)
+    exclude[..., :3, :, :] = True
+    bright = feats.clone()
+    bright[:, :, :3] = 1000.0  # saturated bone in the excluded slab
+    norm = ExcludingInstanceNorm3d(2, affine=True).eval()
+    norm.exclude = exclude
+    out = norm(bright)
+    kept = feats[:, :, 3:]
+    alone = torch.nn.functional.instance_norm(kept, eps=norm.eps)
+    assert torch.allclose(out[:, :, 3:], alone, atol=1e-4)
+    # without the exclusion the bright slab dominates the statistics
+    norm.exclude = None
+    assert not torch.allclose(norm(bright)[:, :, 3:], alone, atol=1e-2)
+
+
+def test_an_instance_with_almost_everything_excluded_uses_all_voxels():
+    feats = torch.randn(1, 1, 4, 4, 4)
+    norm = ExcludingInstanceNorm3d(1, affine=True)
+    norm.exclude = torch.ones(1, 1, 4, 4, 4, dtype=torch.bool)
+    ref = torch.nn.functional.instance_norm(feats, eps=norm.eps)
+    assert torch.allclose(norm(feats), ref, atol=1e-5)
+
+
+def test_unet_leaves_the_window_top_out_of_its_norms():
+    # The first norm sees the first convolution of the input: its 3x3x3 reach is what the
+    # one-voxel growth of the window's top covers, so with the exclusion how bright a
+    # slab at the window's top is does not reach the features away from it.
+    def volume(bone: float):
+        v = torch.full((1, 1, 32, 24, 24), 0.3)
+        v[..., 20:24, 10:14, :] = 0.6  # a dim tube along x
+        v[..., :6, :, :] = bone  # a slab at the window's top (bone, as a CT window shows it)
+        return v
+
+    def first_norm_output(net, v):
+        seen = []
+        norm = next(m for m in net.modules() if isinstance(m, ExcludingInstanceNorm3d))
+        handle = norm.register_forward_hook(lambda m, i, o: seen.append(o.detach()))
+        with torch.no_grad():
+            net(v)
+        handle.remove()
+        return seen[0][..., 10:, :, :]  # away from the slab and its reach
+
+    torch.manual_seed(0)
+    plain = UNet3D(widths=(4, 8)).eval()
+    masked = UNet3D(widths=(4, 8), norm_exclude_above=0.98).eval()
+    masked.load_state_dict(plain.state_dict())
+    assert masked.arch_kwargs["norm_exclude_above"] == 0.98
+    assert "norm_exclude_above" not in plain.arch_kwargs  # the shipped cards are unchanged
+    gap_masked = first_norm_output(masked, volume(4.0)) - first_norm_output(masked, volume(1.0))
+    gap_plain = first_norm_output(plain, volume(4.0)) - first_norm_output(plain, volume(1.0))
+    assert gap_masked.abs().max() < 1e-4 < gap_plain.abs().max()
+    assert all(
+        m.exclude is None for m in masked.modules() if isinstance(m, ExcludingInstanceNorm3d)
+    )
+    with pytest.raises(ValueError, match="finite"):
+        UNet3D(norm_exclude_above=float("nan"))
 
 
 @pytest.mark.parametrize("cls", [UNet3D, TopNet])

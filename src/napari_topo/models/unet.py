@@ -19,6 +19,7 @@ the output has the input's size. Tensors are ``(N, C, D, H, W)``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -49,8 +50,47 @@ def _init_conv(conv: nn.Module) -> None:
         nn.init.zeros_(conv.bias)
 
 
+class ExcludingInstanceNorm3d(nn.InstanceNorm3d):
+    """``InstanceNorm3d(affine=True)`` whose statistics can leave some voxels out.
+
+    Before a forward pass the owning network may set :attr:`exclude`, a bool tensor
+    ``(N, 1, D, H, W)`` at the input's resolution (True = left out). Each instance's mean
+    and variance are then taken over the other voxels (the mask max-pooled to the
+    feature map's size, so a coarse voxel is left out when any voxel under it is), and
+    every voxel is normalised with them. An instance with fewer than
+    :attr:`MIN_KEPT` voxels kept falls back to all of its voxels. With ``exclude``
+    None this is exactly :class:`torch.nn.InstanceNorm3d` (and has its parameters, so
+    weights move between the two).
+    """
+
+    #: Fewest voxels an instance's statistics are taken over.
+    MIN_KEPT = 8
+
+    exclude: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        ex = self.exclude
+        if ex is None:
+            return super().forward(x)
+        if tuple(ex.shape[2:]) != tuple(x.shape[2:]):
+            ex = F.adaptive_max_pool3d(ex.to(x.dtype), x.shape[2:]) > 0
+        keep = (~ex).to(x.dtype)
+        n = keep.sum(dim=(2, 3, 4), keepdim=True)
+        few = n < self.MIN_KEPT
+        keep = torch.where(few, torch.ones_like(keep), keep)
+        n = keep.sum(dim=(2, 3, 4), keepdim=True)
+        mean = (x * keep).sum(dim=(2, 3, 4), keepdim=True) / n
+        var = (((x - mean) ** 2) * keep).sum(dim=(2, 3, 4), keepdim=True) / n
+        y = (x - mean) * torch.rsqrt(var + self.eps)
+        return y * self.weight.view(1, -1, 1, 1, 1) + self.bias.view(1, -1, 1, 1, 1)
+
+
 class ConvBlock(nn.Sequential):
-    """Two ``3x3x3`` convolutions, each with ``InstanceNorm3d(affine=True)`` + LeakyReLU."""
+    """Two ``3x3x3`` convolutions, each with ``InstanceNorm3d(affine=True)`` + LeakyReLU.
+
+    The norms are :class:`ExcludingInstanceNorm3d`, which is ``InstanceNorm3d`` unless
+    its owning network hands it voxels to leave out of the statistics.
+    """
 
     def __init__(self, in_channels: int, out_channels: int):
         layers: list[nn.Module] = []
@@ -59,7 +99,7 @@ class ConvBlock(nn.Sequential):
             _init_conv(conv)
             layers += [
                 conv,
-                nn.InstanceNorm3d(out_channels, affine=True),
+                ExcludingInstanceNorm3d(out_channels, affine=True),
                 nn.LeakyReLU(NEGATIVE_SLOPE, inplace=True),
             ]
         super().__init__(*layers)
@@ -234,8 +274,12 @@ class UNet3D(nn.Module):
         widths: Sequence[int] = (8, 16, 32, 64),
         downsample: str = "maxpool",
         upsample: str = "transpose",
+        norm_exclude_above: float | None = None,
     ):
         super().__init__()
+        if norm_exclude_above is not None and not math.isfinite(float(norm_exclude_above)):
+            raise ValueError(f"norm_exclude_above must be finite; got {norm_exclude_above}")
+        self.norm_exclude_above = None if norm_exclude_above is None else float(norm_exclude_above)
         if int(in_channels) < 1 or int(out_channels) < 1:
             raise ValueError(
                 f"in_channels and out_channels must be >= 1, got {in_channels}, {out_channels}"
@@ -257,6 +301,11 @@ class UNet3D(nn.Module):
             "widths": list(self.widths),
             "downsample": self.downsample,
             "upsample": self.upsample,
+            **(
+                {}
+                if self.norm_exclude_above is None
+                else {"norm_exclude_above": self.norm_exclude_above}
+            ),
         }
 
     def output_spec(self) -> dict:
@@ -272,5 +321,16 @@ class UNet3D(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         check_input(x, self.in_channels)
         x, shape = pad_to_multiple(x, self.multiple)
-        logits = self.head(self.decoder(self.encoder(x)))
+        norms = [m for m in self.modules() if isinstance(m, ExcludingInstanceNorm3d)]
+        if self.norm_exclude_above is not None:
+            # the window's top (saturated bone on a CT) grown by one voxel
+            top = (x >= self.norm_exclude_above).any(dim=1, keepdim=True).to(x.dtype)
+            top = F.max_pool3d(top, kernel_size=3, stride=1, padding=1) > 0
+            for m in norms:
+                m.exclude = top
+        try:
+            logits = self.head(self.decoder(self.encoder(x)))
+        finally:
+            for m in norms:
+                m.exclude = None
         return crop_to(logits, shape)
