@@ -253,6 +253,29 @@ def test_a_coarse_z_step_streams_but_a_ct_with_thick_slices_is_refused_first(ves
     assert code == 2 and not (tmp_path / "o").exists()
 
 
+def test_a_ct_crop_without_air_whose_file_says_ct_is_refused_before_streaming(
+    tmp_path, monkeypatch
+):
+    # its values alone read as microscopy (whose coarse z step is kept), but the series'
+    # Modality tag makes it a CT, resampled to cubes: refused before anything is written
+    pytest.importorskip("SimpleITK")
+    import _dicom
+
+    from napari_topo.data.io import read_volume
+    from napari_topo.inference.chunked import streaming_factors
+
+    monkeypatch.setattr(_dicom, "DY", _dicom.DX)  # square pixels: only z is coarse
+    hu = np.random.default_rng(0).uniform(40, 200, _dicom.SHAPE).astype(np.int16)  # no air
+    _dicom.write_series(tmp_path / "crop", hu, stored_offset=1024)
+    vol = read_volume(tmp_path / "crop")
+    assert vol.modality == "ct"
+    assert streaming_factors(vol.data, vol.spacing, None, "unet-dice") == (1.0, 1.0, 1.0)
+    out = tmp_path / "o"
+    code = cli.main(["segment", str(tmp_path / "crop"), "--out", str(out), "--format",
+                     "ome-zarr"])  # fmt: skip
+    assert code == 2 and not out.exists()
+
+
 def test_cli_streams_ome_zarr_and_napari_opens_the_result_lazily(vessels, tmp_path, capsys):
     from napari_topo._plugin import read_volumes
 

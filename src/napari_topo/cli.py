@@ -1453,6 +1453,7 @@ def _segment_streaming(
         modality=args.modality,
         window=args.window,
         polarity=args.polarity,
+        header_hint=vol.modality,  # a DICOM series' Modality tag, as segment takes it
     )
     if any(abs(f - 1.0) > 0.05 for f in factors):
         why = (
