@@ -539,23 +539,103 @@ def test_dicom_files_without_the_part10_preamble_are_read(tmp_path):
     from pydicom.filewriter import write_dataset
 
     write_series(tmp_path / "p10", _ct_hu(), stored_offset=1024)
-    (tmp_path / "raw").mkdir()
-    for f in (tmp_path / "p10").iterdir():
-        ds = pydicom.dcmread(f)
-        del ds.file_meta
-        with open(tmp_path / "raw" / f.name, "wb") as fh:
-            out = DicomFileLike(fh)
-            out.is_little_endian, out.is_implicit_VR = True, True
-            write_dataset(out, ds)
-    assert (tmp_path / "raw" / f.name).read_bytes()[:2] == b"\x08\x00"
-    assert is_dicom_folder(tmp_path / "raw")
-    vol = read_volume(tmp_path / "raw")
-    np.testing.assert_array_equal(vol.data, _ct_hu())
-    np.testing.assert_allclose(vol.geometry.affine, read_volume(tmp_path / "p10").geometry.affine)
-    # a file that merely starts with the same two bytes is not taken for one
+    p10 = read_volume(tmp_path / "p10")
+    for implicit in (True, False):
+        raw = tmp_path / f"raw_{'implicit' if implicit else 'explicit'}"
+        raw.mkdir()
+        for f in (tmp_path / "p10").iterdir():
+            ds = pydicom.dcmread(f)
+            del ds.file_meta
+            with open(raw / f.name, "wb") as fh:
+                out = DicomFileLike(fh)
+                out.is_little_endian, out.is_implicit_VR = True, implicit
+                write_dataset(out, ds)
+        assert (raw / f.name).read_bytes()[:2] == b"\x08\x00"
+        assert is_dicom_folder(raw), raw
+        vol = read_volume(raw)
+        np.testing.assert_array_equal(vol.data, _ct_hu())
+        np.testing.assert_allclose(vol.geometry.affine, p10.geometry.affine)
+    # files that merely start with the same bytes are not taken for one: raw uint16 and
+    # uint8 volumes (a reviewer's MetaImage .raw of [8, 0, 100, ...])
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "blob.bin").write_bytes(b"\x08\x00" + b"\xff" * 200)
     assert not is_dicom_folder(tmp_path / "other")
+    for k, data in enumerate(
+        [
+            np.array([8, 0, 100, 200, 300, 400] * 50, np.uint16).tobytes(),
+            np.array([8, 0, 0, 0, 5, 6, 7, 9] * 50, np.uint8).tobytes(),
+            np.array([8, 0, 4, 0, 8, 0, 4, 0] * 50, np.uint8).tobytes(),
+        ]
+    ):
+        (tmp_path / f"raw{k}").mkdir()
+        (tmp_path / f"raw{k}" / "labels.raw").write_bytes(data)
+        assert not is_dicom_folder(tmp_path / f"raw{k}"), k
+
+
+def test_a_damaged_slice_is_named_not_dropped(tmp_path):
+    # GDCM leaves out a file it cannot parse: a damaged last slice gave a shorter
+    # volume in silence, a damaged middle one "not evenly spaced" (a newcomer's trial)
+    pytest.importorskip("SimpleITK")
+    from _dicom import write_series
+
+    write_series(tmp_path / "s", _ct_hu(), stored_offset=1024)
+    (tmp_path / "s" / "notes.txt").write_text("not DICOM")  # other files are left alone
+    victim = sorted((tmp_path / "s").glob("image_*"))[2]
+    victim.write_bytes(np.random.default_rng(0).bytes(4000))  # garbage, no DICOM
+    with pytest.raises(VolumeReadError, match=rf"{victim.name} could not be read as part"):
+        read_volume(tmp_path / "s")
+    raw = (tmp_path / "s" / "notes.txt").read_bytes()
+    assert raw == b"not DICOM"
+
+
+def test_a_dicomdir_or_a_cd_image_file_opens_its_series(tmp_path):
+    # CD files have no suffix (IM000001); "open the DICOMDIR" is the first instinct
+    pytest.importorskip("SimpleITK")
+    from _dicom import write_series
+
+    cd = tmp_path / "cd"
+    write_series(cd / "DICOM" / "SE0", _ct_hu(), stored_offset=1024)
+    member = next((cd / "DICOM" / "SE0").iterdir())
+    (cd / "DICOMDIR").write_bytes(member.read_bytes()[:132] + b"\0" * 64)
+    np.testing.assert_array_equal(read_volume(cd / "DICOMDIR").data, _ct_hu())
+    np.testing.assert_array_equal(read_volume(member).data, _ct_hu())  # no suffix
+
+
+def test_the_subfolder_search_says_where_it_stopped(tmp_path, monkeypatch):
+    pytest.importorskip("SimpleITK")
+    from _dicom import write_series
+
+    import napari_topo.data.io as io_mod
+
+    deep = tmp_path / "deep"
+    write_series(deep.joinpath(*"abcdefgh"), _ct_hu(), stored_offset=1024)  # 8 levels
+    with pytest.raises(VolumeReadError, match=r"searched 6 levels down\)"):
+        read_volume(deep)
+    wide = tmp_path / "wide"
+    for k in range(12):
+        (wide / f"a{k:02d}").mkdir(parents=True)
+    write_series(wide / "z" / "SE", _ct_hu(), stored_offset=1024)
+    monkeypatch.setattr(io_mod, "_DICOM_SEARCH_FOLDERS", 10)
+    with pytest.raises(VolumeReadError, match="stopped after 10 folders"):
+        read_volume(wide)
+    monkeypatch.setattr(io_mod, "_DICOM_SEARCH_FOLDERS", 500)
+    np.testing.assert_array_equal(read_volume(wide).data, _ct_hu())
+
+
+def test_a_series_split_over_two_folders_is_refused_not_read_in_part(tmp_path):
+    pytest.importorskip("SimpleITK")
+    from _dicom import write_series
+
+    uid = "1.2.826.0.1.3680043.8.498.404"
+    write_series(tmp_path / "exp" / "SE0", _ct_hu(), stored_offset=1024, series_uid=uid)
+    files = sorted((tmp_path / "exp" / "SE0").iterdir())
+    (tmp_path / "exp" / "SE1").mkdir()
+    for f in files[:3]:
+        f.rename(tmp_path / "exp" / "SE1" / f.name)
+    with pytest.raises(VolumeReadError, match=r"lies in 2 folders \(SE0, SE1\)"):
+        read_volume(tmp_path / "exp")
+    with pytest.raises(VolumeReadError, match="lies in 2 folders"):
+        read_volume(tmp_path / "exp", key=uid)
 
 
 def test_a_folder_without_dicom_files_is_named_as_such(tmp_path):

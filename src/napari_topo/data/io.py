@@ -110,7 +110,7 @@ _DICOM_PROBE_FILES = 64
 #: How deep below a folder without a DICOM series of its own its subfolders are searched
 #: for one (a DICOMDIR export: PATIENT/STUDY/SERIES/IMAGE), and how many folders at most.
 _DICOM_SEARCH_DEPTH = 6
-_DICOM_SEARCH_FOLDERS = 2000
+_DICOM_SEARCH_FOLDERS = 500
 _FORMAT = {
     ".dcm": "DICOM",
     ".nrrd": "NRRD",
@@ -230,23 +230,50 @@ def suffix_of(path) -> str:
     return Path(name).suffix
 
 
+#: DICOM value representations (PS3.5 6.2); those in the second set have a 4-byte length
+#: after 2 reserved bytes in explicit-VR encoding.
+_VRS = frozenset(
+    b"AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC "
+    b"UI UL UN UR US UT UV".split()
+)
+_VRS_LONG = frozenset(b"OB OD OF OL OV OW SQ UC UN UR UT UV".split())
+
+
+def _raw_dataset(head: bytes) -> bool:
+    """A raw (no Part-10 preamble) little-endian data set: two well-formed elements, the
+    first of group 0008 and the next after it (group 0008 with a larger element, or a
+    later group up to 0028), implicit or explicit VR."""
+    if len(head) < 12 or head[:2] != b"\x08\x00":
+        return False
+    element = int.from_bytes(head[2:4], "little")
+    vr = head[4:6]
+    if vr in _VRS_LONG and head[6:8] == b"\x00\x00":
+        length, start = int.from_bytes(head[8:12], "little"), 12
+    elif vr in _VRS:
+        length, start = int.from_bytes(head[6:8], "little"), 8
+    else:  # implicit VR: a 4-byte length
+        length, start = int.from_bytes(head[4:8], "little"), 8
+    nxt = start + length
+    if length > 1024 or length % 2 or nxt + 4 > len(head):
+        return False
+    group2 = int.from_bytes(head[nxt : nxt + 2], "little")
+    element2 = int.from_bytes(head[nxt + 2 : nxt + 4], "little")
+    return (group2 == 0x0008 and element2 > element) or (
+        0x0008 < group2 <= 0x0028 and group2 % 2 == 0
+    )
+
+
 def _is_dicom_file(path: Path) -> bool:
     """A DICOM file: the Part 10 marker (``DICM`` after a 128-byte preamble), or a raw
-    data set as older scanners write it (no preamble): a little-endian group-0008
-    element first, with an explicit VR (two capitals) or a short implicit length."""
+    data set as older scanners write it (no preamble; :func:`_raw_dataset`)."""
     try:
         with open(path, "rb") as fh:
-            head = fh.read(132)
+            head = fh.read(1100)
     except OSError:
         return False
-    if len(head) == 132 and head[128:] == b"DICM":
+    if len(head) >= 132 and head[128:132] == b"DICM":
         return True
-    if len(head) < 8 or head[:2] != b"\x08\x00":
-        return False
-    vr = head[4:6]
-    if vr.isalpha() and vr.isupper():
-        return True
-    return 0 < int.from_bytes(head[4:8], "little") <= 1024
+    return _raw_dataset(head)
 
 
 def is_dicom_folder(path) -> bool:
@@ -274,12 +301,20 @@ def is_dicom_folder(path) -> bool:
     return False
 
 
-def _dicom_subfolders(root: Path, first_only: bool = False) -> list[Path]:
+class _Found(list):
+    """Folders found by :func:`_dicom_subfolders`; ``truncated`` when its cap stopped it."""
+
+    truncated = False
+
+
+def _dicom_subfolders(root: Path, first_only: bool = False) -> _Found:
     """Subfolders of ``root`` (not ``root`` itself) that :func:`is_dicom_folder`,
     breadth first and sorted by name: at most :data:`_DICOM_SEARCH_DEPTH` levels down
-    and :data:`_DICOM_SEARCH_FOLDERS` folders looked at; hidden folders, ``.zarr`` and
-    symbolic links are skipped. ``first_only`` stops at the first found."""
-    found: list[Path] = []
+    and :data:`_DICOM_SEARCH_FOLDERS` folders looked at (then ``truncated`` is set);
+    hidden folders, ``.zarr`` and symbolic links are skipped, unreadable folders too.
+    Below a folder that holds DICOM files the search goes on (a series folder may hold
+    others). ``first_only`` stops at the first found."""
+    found = _Found()
     queue, looked = [(root, 0)], 0
     while queue:
         folder, depth = queue.pop(0)
@@ -295,6 +330,7 @@ def _dicom_subfolders(root: Path, first_only: bool = False) -> list[Path]:
         for sub in map(Path, subs):
             looked += 1
             if looked > _DICOM_SEARCH_FOLDERS:
+                found.truncated = True
                 return found
             if suffix_of(sub) in (".zarr", ".ome.zarr"):
                 continue
@@ -498,13 +534,29 @@ def read_volume(path, *, key: str | None = None) -> Volume:
     if not p.exists() and not suffix_of(p):
         raise VolumeReadError(f"no such file or folder: {p}")
     if p.is_dir() and suffix_of(p) not in (".zarr", ".ome.zarr"):
-        if not holds_dicom(p):
-            raise VolumeReadError(
-                f"cannot read {p}: a folder is read as a DICOM series (or a .zarr), "
-                f"and none of its first {_DICOM_PROBE_FILES} files is a DICOM file, "
-                "nor do its subfolders hold any."
-            )
+        if not is_dicom_folder(p):
+            below = _dicom_subfolders(p, first_only=True)
+            if not below:
+                raise VolumeReadError(
+                    f"cannot read {p}: a folder is read as a DICOM series (or a .zarr), "
+                    f"and none of its first {_DICOM_PROBE_FILES} files is a DICOM file, "
+                    f"nor do its subfolders hold any (searched {_DICOM_SEARCH_DEPTH} levels "
+                    + (
+                        f"down, stopped after {_DICOM_SEARCH_FOLDERS} folders)."
+                        if below.truncated
+                        else "down)."
+                    )
+                )
         return _read_dicom(p, key)
+    if p.is_file() and p.name.upper() == "DICOMDIR":
+        return read_volume(p.parent, key=key)  # a CD's index: its folder's series
+    if (
+        p.is_file()
+        and suffix_of(p) not in (*SUPPORTED_SUFFIXES, *READ_ONLY_SUFFIXES)
+        and _is_dicom_file(p)
+    ):
+        # a CD's image files have no suffix (IM000001) or a UID's digits as one
+        return _read_dicom(p.parent, key, member=p)
     suffix = _check_suffix(p, (*SUPPORTED_SUFFIXES, *READ_ONLY_SUFFIXES))
     if not p.exists():
         raise VolumeReadError(f"no such file: {p}")
@@ -669,6 +721,59 @@ def _slice_check(reader, img, folder: Path) -> None:
         )
 
 
+def _damaged_check(sitk, reader, folder: Path, uid: str, ids) -> None:
+    """Refuse a series with a file GDCM left out (damaged or truncated): files of
+    ``folder`` in no series that are DICOM files whose header cannot be read or says
+    they are of ``uid``, or that are named like the series' files (same suffix, or none)
+    but hold no DICOM (GDCM drops such files silently: a damaged last slice made a
+    shorter volume, a damaged middle one an uneven spacing)."""
+    listed = set()
+    for other in ids:
+        listed.update(
+            os.path.normpath(f) for f in reader.GetGDCMSeriesFileNames(str(folder), other)
+        )
+    try:
+        with os.scandir(folder) as entries:
+            left = [
+                Path(e.path)
+                for e in entries
+                if e.is_file()
+                and e.name.upper() != "DICOMDIR"
+                and os.path.normpath(e.path) not in listed
+            ]
+    except OSError:
+        return
+
+    def kind(name: str) -> str:  # IM000001, 1.2.840.1136 and image_7 alike: no suffix
+        suffix = Path(name).suffix.lower()
+        return "" if suffix[1:].isdigit() else suffix
+
+    kinds = {kind(f) for f in listed}
+    bad = []
+    for f in left:
+        if not _is_dicom_file(f):
+            if kind(f.name) in kinds and f.stat().st_size > 0:
+                bad.append(f.name)  # named like the series' files, no DICOM inside
+            continue
+        one = sitk.ImageFileReader()
+        one.SetFileName(str(f))
+        try:
+            one.ReadImageInformation()
+            same = one.HasMetaDataKey("0020|000e") and one.GetMetaData("0020|000e").strip() == uid
+        except Exception:  # noqa: BLE001 - ITK raises RuntimeError for anything
+            same = True
+        if same:
+            bad.append(f.name)
+            if len(bad) >= 3:
+                break
+    if bad:
+        raise VolumeReadError(
+            f"cannot read {folder}: {', '.join(bad)} could not be read as part of its "
+            "series (damaged or truncated?): replace or remove "
+            + ("it" if len(bad) == 1 else "them")
+        )
+
+
 def _read_dicom(folder: Path, key: str | None, member: Path | None = None) -> Volume:
     """The DICOM series in ``folder`` (the one ``member`` belongs to, or ``key``)."""
     sitk = _sitk("DICOM series")
@@ -716,6 +821,7 @@ def _read_dicom(folder: Path, key: str | None, member: Path | None = None) -> Vo
     except Exception as exc:  # noqa: BLE001
         raise _itk_corrupt(folder, "a DICOM series", exc) from exc
     if len(files) > 1:
+        _damaged_check(sitk, reader, folder, uid, ids)
         _slice_check(reader, img, folder)
     modality = modality.strip().lower()
     # one slice stays (1, y, x): its orientation (sagittal, coronal) is the 3D affine's
@@ -724,41 +830,56 @@ def _read_dicom(folder: Path, key: str | None, member: Path | None = None) -> Vo
 
 def _read_nested_dicom(sitk, reader, folder: Path, key: str | None) -> Volume:
     """The DICOM series in ``folder``'s subfolders (a DICOMDIR export): the only one, or
-    the one whose SeriesInstanceUID is ``key``; several are listed in one line."""
-    series = []
+    the one whose SeriesInstanceUID is ``key``; several are listed in one line, and a
+    series whose files lie in several folders (split, or copied twice) is refused with
+    the folders named rather than read in part."""
     try:
-        for sub in _dicom_subfolders(folder):
-            series += [(sub, uid) for uid in reader.GetGDCMSeriesIDs(str(sub))]
+        subs = _dicom_subfolders(folder)
+        where: dict[str, list[Path]] = {}
+        for sub in subs:
+            for uid in reader.GetGDCMSeriesIDs(str(sub)):
+                where.setdefault(uid, []).append(sub)
     except Exception as exc:  # noqa: BLE001
         raise _itk_corrupt(folder, "DICOM", exc) from exc
-    if not series:
+    cut = f" (the search stopped after {_DICOM_SEARCH_FOLDERS} folders)" if subs.truncated else ""
+    if not where:
         raise VolumeReadError(
-            f"cannot read {folder}: no DICOM image series in it or its subfolders."
+            f"cannot read {folder}: no DICOM image series in it or its subfolders{cut}."
         )
-    if key is not None:
-        for sub, uid in series:
-            if uid == str(key):
-                return _read_dicom(sub, uid)
+
+    def rel(sub: Path) -> str:
+        return sub.relative_to(folder).as_posix()
+
+    if key is not None and str(key) not in where:
+        listed = ", ".join(f"{rel(f[0])} ({uid})" for uid, f in list(where.items())[:6])
         raise VolumeReadError(
-            f"no DICOM series {key!r} in {folder} or its subfolders; they hold: "
-            + ", ".join(uid for _, uid in series[:5])
+            f"no DICOM series {key!r} in {folder} or its subfolders{cut}; they hold: "
+            + listed
+            + (" ..." if len(where) > 6 else "")
         )
-    if len(series) == 1:
-        return _read_dicom(*series[0])
+    if key is None and len(where) > 1:
 
-    def files(sub, uid) -> str:
-        n = len(reader.GetGDCMSeriesFileNames(str(sub), uid))
-        return f"{n} file" if n == 1 else f"{n} files"
+        def files(uid: str) -> str:
+            n = sum(len(reader.GetGDCMSeriesFileNames(str(s), uid)) for s in where[uid])
+            return f"{n} file" if n == 1 else f"{n} files"
 
-    listed = ", ".join(
-        f"{sub.relative_to(folder).as_posix()} ({files(sub, uid)}, {uid})"
-        for sub, uid in series[:6]
-    )
-    raise VolumeReadError(
-        f"{folder} holds {len(series)} DICOM series in its subfolders: open one of those "
-        f"folders, or choose a series by its SeriesInstanceUID (key=..., --key on the "
-        f"command line): {listed}" + (" ..." if len(series) > 6 else "")
-    )
+        listed = ", ".join(
+            f"{' + '.join(rel(s) for s in f)} ({files(uid)}, {uid})"
+            for uid, f in list(where.items())[:6]
+        )
+        raise VolumeReadError(
+            f"{folder} holds {len(where)} DICOM series in its subfolders{cut}: open one of "
+            "those folders, or choose a series by its SeriesInstanceUID (key=..., --key on "
+            f"the command line): {listed}" + (" ..." if len(where) > 6 else "")
+        )
+    uid = str(key) if key is not None else next(iter(where))
+    if len(where[uid]) > 1:
+        raise VolumeReadError(
+            f"cannot read {folder}: the DICOM series {uid} lies in {len(where[uid])} "
+            f"folders ({', '.join(rel(s) for s in where[uid][:6])}): split or copied "
+            "twice; put its files in one folder and open that"
+        )
+    return _read_dicom(where[uid][0], uid)
 
 
 def _plain(shape, p: Path) -> Geometry:
