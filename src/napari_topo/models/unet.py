@@ -19,6 +19,7 @@ the output has the input's size. Tensors are ``(N, C, D, H, W)``.
 
 from __future__ import annotations
 
+import contextvars
 import math
 from collections.abc import Sequence
 
@@ -50,26 +51,40 @@ def _init_conv(conv: nn.Module) -> None:
         nn.init.zeros_(conv.bias)
 
 
+#: Voxels the :class:`ExcludingInstanceNorm3d` of the network running in this thread (or
+#: task) leave out of their statistics: a bool tensor ``(N, 1, D, H, W)`` at the input's
+#: resolution, or None. A context variable, so one model may run in several threads.
+_EXCLUDE: contextvars.ContextVar[torch.Tensor | None] = contextvars.ContextVar(
+    "napari_topo_norm_exclude", default=None
+)
+
+
 class ExcludingInstanceNorm3d(nn.InstanceNorm3d):
     """``InstanceNorm3d(affine=True)`` whose statistics can leave some voxels out.
 
-    Before a forward pass the owning network may set :attr:`exclude`, a bool tensor
-    ``(N, 1, D, H, W)`` at the input's resolution (True = left out). Each instance's mean
-    and variance are then taken over the other voxels (the mask max-pooled to the
-    feature map's size, so a coarse voxel is left out when any voxel under it is), and
-    every voxel is normalised with them. An instance with fewer than
-    :attr:`MIN_KEPT` voxels kept falls back to all of its voxels. With ``exclude``
-    None this is exactly :class:`torch.nn.InstanceNorm3d` (and has its parameters, so
-    weights move between the two).
+    While a :class:`UNet3D` built with ``norm_exclude_above`` runs, each instance's mean
+    and variance are taken over the voxels it does not exclude (its mask max-pooled to
+    the feature map's size, so a coarse voxel is left out when any voxel under it is),
+    and every voxel is normalised with them. An instance with fewer than
+    :attr:`MIN_KEPT` voxels kept falls back to all of its voxels. Otherwise this is
+    exactly :class:`torch.nn.InstanceNorm3d` (with its parameters, so weights move
+    between the two). The mask is the input's, grown by one voxel: it covers what the
+    first convolution mixes into a feature, not what deeper layers (whose reach is
+    larger) mix in, so from the second norm on the features of voxels beside an
+    excluded one still carry some of it.
     """
 
     #: Fewest voxels an instance's statistics are taken over.
     MIN_KEPT = 8
 
-    exclude: torch.Tensor | None = None
+    def __init__(self, num_features: int, **kwargs):
+        kwargs.setdefault("affine", True)
+        if not kwargs["affine"]:
+            raise ValueError("ExcludingInstanceNorm3d needs affine=True")
+        super().__init__(num_features, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        ex = self.exclude
+        ex = _EXCLUDE.get()
         if ex is None:
             return super().forward(x)
         if tuple(ex.shape[2:]) != tuple(x.shape[2:]):
@@ -321,16 +336,14 @@ class UNet3D(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         check_input(x, self.in_channels)
         x, shape = pad_to_multiple(x, self.multiple)
-        norms = [m for m in self.modules() if isinstance(m, ExcludingInstanceNorm3d)]
+        top = None
         if self.norm_exclude_above is not None:
             # the window's top (saturated bone on a CT) grown by one voxel
             top = (x >= self.norm_exclude_above).any(dim=1, keepdim=True).to(x.dtype)
             top = F.max_pool3d(top, kernel_size=3, stride=1, padding=1) > 0
-            for m in norms:
-                m.exclude = top
+        token = _EXCLUDE.set(top)
         try:
             logits = self.head(self.decoder(self.encoder(x)))
         finally:
-            for m in norms:
-                m.exclude = None
+            _EXCLUDE.reset(token)
         return crop_to(logits, shape)
