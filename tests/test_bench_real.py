@@ -404,11 +404,20 @@ def test_update_cards_writes_the_real_scores_a_card_then_shows(converted, tmp_pa
     assert entry["dataset"] == "3D-IRCADb-01" and entry["n_cases"] == 1
     assert entry["region"] == "inside the liver grown by 10 mm"
     assert entry["Dice"] == pytest.approx(row["Dice"])
-    assert "--update-cards" in card.metrics["real"]["command"]
+    assert "--update-cards" in entry["command"]
     line = next(x for x in describe_card(card) if x.startswith("real data"))
     assert line.startswith(
-        f"real data (3D-IRCADb-01, inside the liver grown by 10 mm): Dice {row['Dice']:.3f}"
+        f"real data (3D-IRCADb-01, inside the liver grown by 10 mm, measured "
+        f"{entry['date'][:10]}): Dice {row['Dice']:.3f}"
     )
+    # another dataset measured later joins the card; the CT's entry stays
+    card.metrics["real"]["datasets"][0]["dataset"] = "an earlier dataset"
+    card.to_json(card.path)
+    assert run.main([*argv, "--update-cards"]) == 0
+    names = [d["dataset"] for d in model_card(card_path).metrics["real"]["datasets"]]
+    assert names == ["an earlier dataset", "3D-IRCADb-01"]
+    with pytest.raises(SystemExit):  # scores with other settings are not the model's
+        run.main([*argv, "--update-cards", "--threshold", "0.3"])
     load_model(card_path)  # the weights and their recorded SHA-256 are untouched
     assert (WEIGHTS_DIR / "unet-dice.json").read_text() == shipped  # not the card written
 

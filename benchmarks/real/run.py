@@ -243,54 +243,67 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def card_entry(report: dict, model: str) -> dict | None:
-    """``metrics["real"]`` of ``model``'s card from ``report``: per dataset, the means
-    over its cases of :data:`napari_topo.models.registry.REAL_SCORES` (failed rows
-    left out), with the date, commit and command that measured them; None without a
-    scored row."""
+def card_entry(report: dict, model: str, rows=None) -> dict | None:
+    """``metrics["real"]`` of ``model``'s card: per dataset of ``rows`` (default: the
+    report's), the means over its cases of
+    :data:`napari_topo.models.registry.REAL_SCORES` (failed rows left out; each score's
+    own count where some case has none, e.g. tree accuracy without tree labels), with
+    the date, commit and command that measured them; None without a scored row."""
     from napari_topo.models.registry import REAL_SCORES
 
     cases = {(c["data"], c["case"]): c for c in report["cases"]}
     by_data: dict = {}
-    for r in report["rows"]:
+    for r in report["rows"] if rows is None else rows:
         if r["model"] == model and not r.get("error"):
             by_data.setdefault(r["dataset"], []).append(r)
     if not by_data:
         return None
     datasets = []
-    for name, rows in by_data.items():
-        entry = {"dataset": name, "n_cases": len(rows), "cases": [r["case"] for r in rows]}
-        roi = (cases.get((rows[0]["data"], rows[0]["case"])) or {}).get("roi")
+    for name, group in by_data.items():
+        entry = {
+            "dataset": name,
+            "n_cases": len(group),
+            "cases": [r["case"] for r in group],
+            "date": report["date"],
+            "commit": report["commit"],
+            "command": report["command"],
+        }
+        roi = (cases.get((group[0]["data"], group[0]["case"])) or {}).get("roi")
         if isinstance(roi, dict) and roi.get("mask"):
             organ = str(roi["mask"]).split(".")[0]
             entry["region"] = f"inside the {organ} grown by {float(roi.get('margin', 0)):g} mm"
         for k in REAL_SCORES:
-            vals = [r[k] for r in rows if isinstance(r.get(k), int | float) and np.isfinite(r[k])]
+            vals = [r[k] for r in group if isinstance(r.get(k), int | float) and np.isfinite(r[k])]
             if vals:
                 entry[k] = float(np.mean(vals))
+                if len(vals) != len(group):
+                    entry[f"{k} cases"] = len(vals)
         datasets.append(entry)
-    return {
-        "date": report["date"],
-        "commit": report["commit"],
-        "command": report["command"],
-        "datasets": datasets,
-    }
+    return {"datasets": datasets}
 
 
-def update_cards(report: dict, models) -> list[Path]:
+def update_cards(report: dict, models, rows=None) -> list[Path]:
     """Write :func:`card_entry` into the card of each model (registry name or card
-    path; 'frangi' has none); the weights and their SHA-256 are untouched."""
+    path; 'frangi' has none): a dataset measured now replaces that dataset's entry,
+    the card's other datasets stay. The weights and their SHA-256 are untouched."""
     from napari_topo.models.registry import model_card
 
     written = []
     for model in models:
         if model == "frangi":
             continue
-        entry = card_entry(report, model)
+        entry = card_entry(report, model, rows)
         if entry is None:
             continue
         card = model_card(model)
-        card.metrics["real"] = entry
+        old = card.metrics.get("real") if isinstance(card.metrics, dict) else None
+        kept = [
+            d
+            for d in (old or {}).get("datasets", [])
+            if isinstance(d, dict)
+            and d.get("dataset") not in {e["dataset"] for e in entry["datasets"]}
+        ]
+        card.metrics["real"] = {"datasets": kept + entry["datasets"]}
         card.to_json(card.path)
         written.append(Path(card.path))
     return written
@@ -342,6 +355,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     options = ("tile", "overlap", "tta", "threshold", "vessel_range")
     settings = {k: v for k in options if (v := getattr(args, k)) is not None}
+    if args.update_cards and settings:
+        ap.error(
+            "--update-cards records a model's scores with segment's defaults; run it "
+            f"without {', '.join('--' + k.replace('_', '-') for k in settings)}"
+        )
     if "vessel_range" in settings:
         given = settings["vessel_range"]
         settings["vessel_range"] = None if given == ["off"] else tuple(map(float, given))
@@ -375,6 +393,7 @@ def main(argv=None) -> int:
         report["cases"] = old.get("cases", [])
         report["command"] = " ; ".join(filter(None, [old.get("command"), report["command"]]))
     print(f"command: {_command(argv)}")
+    ran = []  # this run's rows (--append keeps earlier ones in the report)
 
     def save():
         (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -443,6 +462,7 @@ def main(argv=None) -> int:
                 for r in report["rows"]
                 if (r["data"], r["case"], r["model"]) != (row["data"], row["case"], row["model"])
             ] + [row]
+            ran.append(row)
             save()
             if row.get("error"):
                 print(f"   {model:14s} FAILED {row['error']}")
@@ -462,8 +482,8 @@ def main(argv=None) -> int:
                 )
     save()
     print(f"\nwrote {out / 'results.json'} and {out / 'results.md'}")
-    if args.update_cards:
-        for path in update_cards(report, args.models):
+    if args.update_cards:  # this run's rows only, not those --append kept
+        for path in update_cards(report, args.models, ran):
             print(f"updated {path}")
     return 0
 

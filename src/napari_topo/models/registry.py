@@ -717,9 +717,10 @@ def _real_lines(m: dict) -> list[str]:
         )
         if isinstance(d.get("region"), str):
             where += f", {d['region']}"
-        lines.append(f"real data ({where}): {scores}")
-    if lines and isinstance(real.get("date"), str):
-        lines[-1] += f" (measured {real['date'][:10]}; README 'On real data')"
+        when = f", measured {d['date'][:10]}" if isinstance(d.get("date"), str) else ""
+        lines.append(f"real data ({where}{when}): {scores}")
+    if lines:
+        lines[-1] += " (README 'On real data')"
     return lines
 
 
