@@ -237,12 +237,15 @@ def build_parser() -> argparse.ArgumentParser:
         "segment",
         help="segment a volume file: probability, mask, skeleton, trees and vessel graph",
         description=(
-            "Segment INPUT (.nii, .nii.gz, .tif, .tiff, .npy, .npz, .zarr) with a pretrained "
-            "model and write the probability, mask, skeleton and tree labels (in --format) "
-            "and the vessel graph (GraphML, SWC, CSV) to --out."
+            "Segment INPUT (.nii, .nii.gz, .tif, .tiff, .npy, .npz, .zarr; read only: a "
+            "folder of DICOM files or a CD export holding one, .nrrd, .nhdr, .mha, .mhd) "
+            "with a pretrained model and write the probability, mask, skeleton and tree "
+            "labels (in --format) and the vessel graph (GraphML, SWC, CSV) to --out."
         ),
     )
-    seg.add_argument("input", help="volume file (z, y, x)")
+    seg.add_argument(
+        "input", help="volume file (z, y, x), or a DICOM series' folder (--key picks a series)"
+    )
     seg.add_argument("--out", required=True, help="output folder (created if missing)")
     seg.add_argument("--model", help="registry name or .safetensors path (default: unet-dice)")
     seg.add_argument("--device", default="auto", help="auto (default), cuda, mps or cpu")
