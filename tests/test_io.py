@@ -511,6 +511,7 @@ def test_a_dicomdir_export_reads_the_series_in_its_subfolders(tmp_path):
     vol = read_volume(export)
     np.testing.assert_array_equal(vol.data, _ct_hu())
     assert vol.modality == "ct" and vol.path == export / "P0" / "S0" / "SE0"
+    assert volume_stem(export, vol.path) == "export_SE0"  # outputs: not just "SE0"
     assert is_dicom_folder(export)  # the DICOMDIR itself is a DICOM file: napari claims it
     # a folder of series folders without a DICOMDIR reads the same way
     plain = tmp_path / "patient"

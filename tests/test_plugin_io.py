@@ -114,6 +114,8 @@ def test_a_dicom_series_opens_as_one_image_in_hu(tmp_path):
     write_series(tmp_path / "CT 0001", hu, stored_offset=1024)
     assert get_reader(str(tmp_path / "CT 0001")) is read_volumes
     assert get_reader(str(tmp_path / "CT 0001" / "..")) is read_volumes  # an export's top
+    ((_, top_meta, _),) = read_volumes(str(tmp_path))
+    assert top_meta["name"] == f"{tmp_path.name}_CT 0001"
     (tmp_path / "empty").mkdir()
     assert get_reader(str(tmp_path / "empty")) is None
     ((data, meta, kind),) = read_volumes(str(tmp_path / "CT 0001"))

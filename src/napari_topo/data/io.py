@@ -358,10 +358,17 @@ def holds_dicom(path) -> bool:
     return bool(_dicom_subfolders(p, first_only=True))
 
 
-def volume_stem(path) -> str:
+def volume_stem(path, read_from=None) -> str:
     """The name outputs are named after: a file's name without its suffix, a DICOM
-    folder's whole name (``3Dircadb1.1``, not ``3Dircadb1``)."""
+    folder's whole name (``3Dircadb1.1``, not ``3Dircadb1``). ``read_from``: the
+    :attr:`Volume.path` that ``path`` was read from, when it is a series folder below
+    ``path`` (a CD export): then ``<path's name>_<series folder's name>`` (every export's
+    first series folder is called ``SE000000`` or alike)."""
     p = Path(os.fspath(path)).expanduser()
+    if read_from is not None:
+        r = Path(os.fspath(read_from)).expanduser()
+        if r != p and p in r.parents:
+            return f"{p.name}_{r.name}"
     if is_dicom_folder(p):
         return p.name
     suffix = suffix_of(p)
