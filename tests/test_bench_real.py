@@ -393,6 +393,9 @@ def test_update_cards_writes_the_real_scores_a_card_then_shows(converted, tmp_pa
         shutil.copy(WEIGHTS_DIR / f"unet-dice{suffix}", tmp_path / f"unet-dice{suffix}")
     card_path = tmp_path / "unet-dice.json"
     shipped = (WEIGHTS_DIR / "unet-dice.json").read_text()
+    blank = json.loads(shipped)
+    blank["metrics"].pop("real", None)  # a card that holds no real-data scores yet
+    card_path.write_text(json.dumps(blank))
     res = tmp_path / "res"
     argv = [str(out), "--results", str(res), "--models", str(card_path), "frangi"]
     assert run.main([*argv, "--update-cards"]) == 0
@@ -407,8 +410,8 @@ def test_update_cards_writes_the_real_scores_a_card_then_shows(converted, tmp_pa
     assert "--update-cards" in entry["command"]
     line = next(x for x in describe_card(card) if x.startswith("real data"))
     assert line.startswith(
-        f"real data (3D-IRCADb-01, inside the liver grown by 10 mm, measured "
-        f"{entry['date'][:10]}): Dice {row['Dice']:.3f}"
+        f"real data, 3D-IRCADb-01, inside the liver grown by 10 mm, measured "
+        f"{entry['date'][:10]}: Dice {row['Dice']:.3f}"
     )
     # another dataset measured later joins the card; the CT's entry stays
     card.metrics["real"]["datasets"][0]["dataset"] = "an earlier dataset"

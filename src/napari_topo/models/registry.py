@@ -718,7 +718,7 @@ def _real_lines(m: dict) -> list[str]:
         if isinstance(d.get("region"), str):
             where += f", {d['region']}"
         when = f", measured {d['date'][:10]}" if isinstance(d.get("date"), str) else ""
-        lines.append(f"real data ({where}{when}): {scores}")
+        lines.append(f"real data, {where}{when}: {scores}")
     if lines:
         lines[-1] += " (README 'On real data')"
     return lines
