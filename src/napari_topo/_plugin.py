@@ -270,7 +270,7 @@ def read_volumes(path) -> list[tuple[Any, dict, str]]:
             sample = data
         geometry = vol.geometry
         meta: dict[str, Any] = {
-            "name": volume_stem(p, vol.path) if os.path.isdir(p) else volume_stem(vol.path),
+            "name": volume_stem(p, vol.path),
             "metadata": {
                 "path": str(vol.path),
                 "spacing": vol.spacing,

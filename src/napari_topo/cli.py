@@ -1166,11 +1166,8 @@ def _segment(args) -> None:
         fmt = "ome-zarr" if is_ome_zarr(vol.path) else fmt
     if args.format is None and fmt == "npy" and geometry.known != "none":
         fmt = "nii.gz"  # .npy cannot carry the voxel size the outputs are measured in
-    given = Path(args.input).expanduser()
-    if given.name.upper() == "DICOMDIR":
-        given = given.parent
     # a CD export's series is named after the export too (its folder is SE000000 or alike)
-    stem = volume_stem(given, vol.path) if given.is_dir() else volume_stem(vol.path)
+    stem = volume_stem(args.input, vol.path)
     model = args.model or DEFAULT_MODEL
     if (args.workers is not None or args.scheduler) and fmt != "ome-zarr":
         raise ValueError(

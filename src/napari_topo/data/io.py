@@ -362,13 +362,16 @@ def volume_stem(path, read_from=None) -> str:
     """The name outputs are named after: a file's name without its suffix, a DICOM
     folder's whole name (``3Dircadb1.1``, not ``3Dircadb1``). ``read_from``: the
     :attr:`Volume.path` that ``path`` was read from, when it is a series folder below
-    ``path`` (a CD export): then ``<path's name>_<series folder's name>`` (every export's
-    first series folder is called ``SE000000`` or alike)."""
+    ``path`` (a CD export, or its ``DICOMDIR``): then ``<export's name>_<series
+    folder's name>`` (every export's first series folder is called ``SE000000`` or
+    alike); otherwise the stem of ``read_from`` (a ``.dcm`` file reads its folder)."""
     p = Path(os.fspath(path)).expanduser()
     if read_from is not None:
         r = Path(os.fspath(read_from)).expanduser()
-        if r != p and p in r.parents:
-            return f"{p.name}_{r.name}"
+        top = p.parent if p.name.upper() == "DICOMDIR" else p
+        if r != top and top in r.parents:
+            return f"{top.name}_{r.name}"
+        p = r
     if is_dicom_folder(p):
         return p.name
     suffix = suffix_of(p)
