@@ -195,3 +195,44 @@ def test_large_bones_sit_beside_the_thickest_vessel_in_ct_only():
         make_vessel_volume((48, 48, 48), **micro).image,
         make_vessel_volume((48, 48, 48), large_bone_prob=1.0, **micro).image,
     )
+
+
+def test_classic_look_volumes_reach_the_model_as_inference_maps_them():
+    """``data.classic_prob`` mixes the synthetic test set's look into a realistic stream;
+    a dark-vessel classic volume must reach the model inverted, as ``predict`` inverts it
+    (the model was trained on bright vessels only)."""
+    from napari_topo.inference.intensity import plan_intensity
+    from napari_topo.training.train import make_training_volume
+
+    data = {"volume_shape": [48] * 3, "appearance": "random", "radius_max": [2.5, 6.0]}
+    cfg = TrainConfig(data={**data, "classic_prob": 0.3})
+    drawn = [_volume_kwargs(cfg, s)["appearance"] == "classic" for s in range(400)]
+    assert 0.22 < np.mean(drawn) < 0.38
+    assert _volume_kwargs(cfg, 3) == _volume_kwargs(cfg, 3)
+    plain = TrainConfig(data=data)  # without the option nothing is drawn classic
+    assert all(_volume_kwargs(plain, s)["appearance"] == "random" for s in range(50))
+    with pytest.raises(ValueError, match="classic_prob"):
+        _volume_kwargs(TrainConfig(data={**data, "classic_prob": 1.5}), 0)
+
+    dark = None
+    for seed in (s for s, c in enumerate(drawn) if c):
+        raw = make_vessel_volume(SHAPE, n_trees=1, seed=seed, **_volume_kwargs(cfg, seed))
+        if raw.image[raw.mask].mean() < raw.image[~raw.mask].mean():
+            dark = seed, raw
+            break
+    assert dark is not None, "no dark classic volume among the drawn seeds"
+    seed, raw = dark
+    vol = make_training_volume(cfg, SHAPE, 1, seed)
+    np.testing.assert_array_equal(vol.trees, raw.trees)  # labels unchanged
+    assert vol.image.dtype == np.float32
+    assert vol.image[vol.mask].mean() > vol.image[~vol.mask].mean() + 0.1  # now bright
+    plan = plan_intensity(raw.image, _card_normalization(cfg))
+    assert plan.invert
+    np.testing.assert_allclose(vol.image, plan(raw.image), rtol=1e-6)
+    # a realistic volume of the same stream is left as rendered
+    real_seed = next(s for s, c in enumerate(drawn) if not c)
+    kwargs = _volume_kwargs(cfg, real_seed)
+    np.testing.assert_array_equal(
+        make_training_volume(cfg, SHAPE, 1, real_seed).image,
+        make_vessel_volume(SHAPE, n_trees=1, seed=real_seed, **kwargs).image,
+    )

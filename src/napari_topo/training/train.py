@@ -34,8 +34,9 @@ __all__ = ["TrainConfig", "load_config", "train", "validate"]
 
 #: Bumped whenever the synthetic generator or the training data pipeline changes output.
 #: 2: realistic appearances; 3: CT lumen <= 300 HU, ribs; 5: optional faint branches;
-#: 6: optional soft-tissue sheets and wide ribs in CT
-DATA_PIPELINE_VERSION = "synthetic-6"
+#: 6: optional soft-tissue sheets and wide ribs in CT; 7: optional classic-look volumes
+#: among realistic ones, given to the model as inference maps them
+DATA_PIPELINE_VERSION = "synthetic-7"
 #: Held-out validation volumes use seeds from here on; training volumes use lower seeds.
 VALIDATION_BASE_SEED = 900_000
 
@@ -138,12 +139,19 @@ def _volume_kwargs(cfg: TrainConfig, seed: int | None = None) -> dict:
     :func:`~napari_topo.data.synthetic.make_vessel_volume`; ``data.radius_max`` is either
     a number or a ``[low, high]`` range from which each volume's largest radius is drawn
     log-uniformly (from the volume's own seed, so a volume does not depend on the order
-    in which it is made).
+    in which it is made). ``data.classic_prob`` renders that share of the volumes in the
+    classic look instead of ``data.appearance`` (drawn from the volume's seed too; see
+    :func:`make_training_volume` for how they reach the model).
     """
     d = cfg.data
     out = {}
     if "appearance" in d:
         out["appearance"] = d["appearance"]
+    classic_prob = float(d.get("classic_prob", 0.0))
+    if not 0.0 <= classic_prob <= 1.0:
+        raise ValueError(f"data.classic_prob must be in [0, 1], got {classic_prob}")
+    if classic_prob > 0 and np.random.default_rng([int(seed or 0), 11]).random() < classic_prob:
+        out["appearance"] = "classic"
     if "growth" in d:
         out["growth"] = d["growth"]
     if "faint_branch_prob" in d:
@@ -159,6 +167,35 @@ def _volume_kwargs(cfg: TrainConfig, seed: int | None = None) -> dict:
             r = float(np.exp(draw(np.log(float(r[0])), np.log(float(r[1])))))
         out["radius_range"] = (float(d.get("radius_min", 1.0)), float(r))
     return out
+
+
+def make_training_volume(cfg: TrainConfig, shape, n_trees: int, seed: int):
+    """One training or validation volume of ``cfg``'s data stream, as the model sees it.
+
+    Realistic appearances are rendered on the scale inference gives the model. A volume
+    drawn in the classic look (``data.classic_prob``, in a run whose own appearance is a
+    realistic one) is mapped by the input policy the trained model's card will carry
+    (:func:`napari_topo.inference.intensity.plan_intensity` with every choice on auto):
+    percentile-scaled, dark vessels inverted where the polarity heuristic says so, as
+    ``predict`` treats such a volume. Labels are unchanged.
+
+    Returns
+    -------
+    SyntheticVessels
+        ``image`` float32 (z, y, x).
+    """
+    from ..data.synthetic import make_vessel_volume
+
+    kwargs = _volume_kwargs(cfg, seed)
+    vol = make_vessel_volume(shape=shape, n_trees=n_trees, seed=seed, **kwargs)
+    if kwargs.get("appearance") == "classic" and cfg.data.get("appearance", "classic") != (
+        "classic"
+    ):
+        from ..inference.intensity import plan_intensity
+
+        plan = plan_intensity(vol.image, _card_normalization(cfg))
+        vol = dataclasses.replace(vol, image=np.asarray(plan(vol.image), dtype=np.float32))
+    return vol
 
 
 def _card_normalization(cfg: TrainConfig) -> dict:
@@ -205,16 +242,9 @@ class VolumePool:
         """A new volume and, for TopNet, its distance-to-centerline map (voxels)."""
         from scipy import ndimage as ndi
 
-        from ..data.synthetic import make_vessel_volume
-
         lo, hi = self.cfg.data["n_trees"]
         n_trees = int(self.rng.integers(lo, hi + 1))
-        vol = make_vessel_volume(
-            shape=self.shape,
-            n_trees=n_trees,
-            seed=self.next_seed,
-            **_volume_kwargs(self.cfg, self.next_seed),
-        )
+        vol = make_training_volume(self.cfg, self.shape, n_trees, self.next_seed)
         self.next_seed += 1
         dist = ndi.distance_transform_edt(~vol.centerline) if self.topnet else None
         return vol, dist
@@ -327,17 +357,10 @@ def _forward_loss(model, loss_fn, batch, topnet: bool, rng, loss_spec: dict):
 
 def validation_volumes(cfg: TrainConfig, n: int | None = None, base_seed: int | None = None):
     """The held-out volumes: seeds ``VALIDATION_BASE_SEED + i``, never used for training."""
-    from ..data.synthetic import make_vessel_volume
-
     n = int(n if n is not None else cfg.validation["n_volumes"])
     base = VALIDATION_BASE_SEED if base_seed is None else base_seed
     shape = tuple(cfg.validation["volume_shape"])
-    return [
-        make_vessel_volume(
-            shape=shape, n_trees=2 + i % 2, seed=base + i, **_volume_kwargs(cfg, base + i)
-        )
-        for i in range(n)
-    ]
+    return [make_training_volume(cfg, shape, 2 + i % 2, base + i) for i in range(n)]
 
 
 def predict_volume(model, image: np.ndarray) -> dict[str, np.ndarray] | np.ndarray:
