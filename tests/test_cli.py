@@ -761,6 +761,11 @@ def test_a_file_without_a_voxel_size_is_noted(policy_files, capsys, tmp_path):
     code, out, err = _run([*args, "--out", tmp_path / "a"], capsys)
     assert code == 0, err
     assert "note: plain.npy states no voxel size" in out and "--spacing Z Y X" in out
+    # said once in full (with the input line), then a short reminder beside the results
+    assert out.count("states no voxel size") == 1
+    lines = out.splitlines()
+    first = next(i for i, ln in enumerate(lines) if "states no voxel size" in ln)
+    assert cli._VOXEL_SIZE_REMINDER in lines[first + 1 :]
     code, out, err = _run([*args, "--spacing", "2", "1", "1", "--out", tmp_path / "b"], capsys)
     assert code == 0 and "no voxel size" not in out  # given: no note
     code, out, err = _run(["segment", d / "ct.nii.gz", *base, "--out", tmp_path / "c"], capsys)
@@ -780,6 +785,7 @@ def test_a_file_without_a_voxel_size_is_noted(policy_files, capsys, tmp_path):
     lines = out.splitlines()
     at = next(i for i, ln in enumerate(lines) if ln.startswith("input: "))
     assert lines[at + 1].startswith("note: stack.tif states a voxel size but no z step")
+    assert out.count("no z step") == 1 and cli._VOXEL_SIZE_REMINDER in lines[at + 2 :]
     code, out, err = _run(["segment", tif, *base, "--spacing", "2", "0.5", "0.5",
                            "--out", tmp_path / "e"], capsys)  # fmt: skip
     assert code == 0 and "no z step" not in out

@@ -998,6 +998,11 @@ def _compute_words(compute) -> str:
     return words
 
 
+#: Printed with the results when :func:`_no_voxel_size_note` was said with the input
+#: line (the whole note twice read as noise to a newcomer).
+_VOXEL_SIZE_REMINDER = "note: these results assume the voxel size noted after the input line"
+
+
 def _no_voxel_size_note(name: str, geometry, given, assumed: str = "") -> str | None:
     """The note for an input that states no voxel size, or not along ``assumed`` axes
     (:attr:`Volume.assumed`, e.g. a TIFF's missing z step); None when it does or
@@ -1331,8 +1336,8 @@ def _segment(args) -> None:
     own = _own_min_size_line(args, model, analysis.min_size)
     if own:
         print(own)
-    if no_size:  # with the results: a refused input keeps its one line
-        print(f"note: {no_size}")
+    if no_size:  # said in full with the input line; a reminder beside the results
+        print(_VOXEL_SIZE_REMINDER)
     applied = getattr(analysis, "vessel_range", None)
     if applied is not None:
         hu = " HU" if policy is not None and policy.intensity.modality == "ct" else ""
@@ -1567,7 +1572,7 @@ def _segment_streaming(
     if own:
         print(own)
     if no_size:
-        print(f"note: {no_size}")
+        print(_VOXEL_SIZE_REMINDER)
     for root in trees["roots"]:
         if root["voxel"] is None:
             print(f"  root {root['id']} {root['source']}: no vessel within reach, id unused")
