@@ -209,6 +209,9 @@ def test_classic_look_volumes_reach_the_model_as_inference_maps_them():
     drawn = [_volume_kwargs(cfg, s)["appearance"] == "classic" for s in range(400)]
     assert 0.22 < np.mean(drawn) < 0.38
     assert _volume_kwargs(cfg, 3) == _volume_kwargs(cfg, 3)
+    # the original synthetic data: the generator's defaults (radii 1-6, Murray growth),
+    # not the run's wider radii, as the synthetic test set of evaluate-models
+    assert _volume_kwargs(cfg, drawn.index(True)) == {"appearance": "classic"}
     plain = TrainConfig(data=data)  # without the option nothing is drawn classic
     assert all(_volume_kwargs(plain, s)["appearance"] == "random" for s in range(50))
     with pytest.raises(ValueError, match="classic_prob"):
@@ -236,3 +239,26 @@ def test_classic_look_volumes_reach_the_model_as_inference_maps_them():
         make_training_volume(cfg, SHAPE, 1, real_seed).image,
         make_vessel_volume(SHAPE, n_trees=1, seed=real_seed, **kwargs).image,
     )
+
+
+def test_empty_crops_show_the_model_tiles_of_background_alone():
+    """``data.empty_crop_prob``: inference normalises each tile on its own, so a model
+    must see vessel-free tiles in training (unet-cldice read a vessel-free tile's noise
+    as vessel on the four-tube volume: precision 0.77, 29 trees from 4 tubes)."""
+    from napari_topo.training.train import VolumePool
+
+    data = {"volume_shape": [96] * 3, "n_trees": [1, 1], "pool_size": 2, "refresh_every": 1}
+
+    def crops(empty):
+        cfg = TrainConfig(patch=(24, 24, 24), data={**data, "empty_crop_prob": empty})
+        pool = VolumePool(cfg, np.random.default_rng(0), first_seed=3)
+        return pool.sample(16)["vessel"]
+
+    plain, empty = crops(0.0), crops(1.0)
+    n_plain = sum(int(not c.any()) for c in plain)
+    n_empty = sum(int(not c.any()) for c in empty)
+    assert n_empty >= n_plain + 4  # more vessel-free crops
+    assert empty.sum() < plain.sum() / 3  # and fewer vessel voxels
+    np.testing.assert_array_equal(crops(1.0), empty)  # seeded
+    with pytest.raises(ValueError, match="empty_crop_prob"):
+        crops(2.0)

@@ -39,6 +39,8 @@ __all__ = ["TrainConfig", "load_config", "train", "validate"]
 DATA_PIPELINE_VERSION = "synthetic-7"
 #: Held-out validation volumes use seeds from here on; training volumes use lower seeds.
 VALIDATION_BASE_SEED = 900_000
+#: Random crops tried for a vessel-free one (``data.empty_crop_prob``).
+EMPTY_CROP_TRIES = 16
 
 
 @dataclasses.dataclass
@@ -139,19 +141,22 @@ def _volume_kwargs(cfg: TrainConfig, seed: int | None = None) -> dict:
     :func:`~napari_topo.data.synthetic.make_vessel_volume`; ``data.radius_max`` is either
     a number or a ``[low, high]`` range from which each volume's largest radius is drawn
     log-uniformly (from the volume's own seed, so a volume does not depend on the order
-    in which it is made). ``data.classic_prob`` renders that share of the volumes in the
-    classic look instead of ``data.appearance`` (drawn from the volume's seed too; see
-    :func:`make_training_volume` for how they reach the model).
+    in which it is made). ``data.classic_prob`` makes that share of the volumes the
+    original synthetic data instead (drawn from the volume's seed too): the generator's
+    defaults, i.e. the classic look, Murray growth, radii 1-6, no faint branches or
+    distractors, as the synthetic test set of ``evaluate-models`` (only the volume shape
+    and tree count come from the config; :func:`make_training_volume` says how they
+    reach the model).
     """
     d = cfg.data
-    out = {}
-    if "appearance" in d:
-        out["appearance"] = d["appearance"]
     classic_prob = float(d.get("classic_prob", 0.0))
     if not 0.0 <= classic_prob <= 1.0:
         raise ValueError(f"data.classic_prob must be in [0, 1], got {classic_prob}")
     if classic_prob > 0 and np.random.default_rng([int(seed or 0), 11]).random() < classic_prob:
-        out["appearance"] = "classic"
+        return {"appearance": "classic"}
+    out = {}
+    if "appearance" in d:
+        out["appearance"] = d["appearance"]
     if "growth" in d:
         out["growth"] = d["growth"]
     if "faint_branch_prob" in d:
@@ -235,6 +240,9 @@ class VolumePool:
         self.shape = tuple(int(s) for s in cfg.data["volume_shape"])
         if any(s < p for s, p in zip(self.shape, cfg.patch, strict=True)):
             raise ValueError(f"data.volume_shape {self.shape} is smaller than patch {cfg.patch}")
+        empty = float(cfg.data.get("empty_crop_prob", 0.0))
+        if not 0.0 <= empty <= 1.0:
+            raise ValueError(f"data.empty_crop_prob must be in [0, 1], got {empty}")
         self.next_seed = first_seed
         self.volumes = [self._make() for _ in range(int(cfg.data["pool_size"]))]
 
@@ -254,17 +262,45 @@ class VolumePool:
         self.volumes.pop(0)
         self.volumes.append(self._make())
 
+    def _start(self, shape) -> list[int]:
+        return [
+            int(self.rng.integers(0, s - q + 1)) for s, q in zip(shape, self.cfg.patch, strict=True)
+        ]
+
+    def _empty_start(self, vol) -> list[int]:
+        """The first of :data:`EMPTY_CROP_TRIES` random crops without a vessel voxel, else
+        the one with the fewest."""
+        best, fewest = None, None
+        for _ in range(EMPTY_CROP_TRIES):
+            start = self._start(vol.shape)
+            sl = tuple(slice(a, a + q) for a, q in zip(start, self.cfg.patch, strict=True))
+            count = int(np.count_nonzero(vol.mask[sl]))
+            if fewest is None or count < fewest:
+                best, fewest = start, count
+            if count == 0:
+                break
+        return best
+
     def sample(self, n: int) -> dict[str, np.ndarray]:
-        """``n`` random crops with random flips and axis permutations."""
+        """``n`` random crops with random flips and axis permutations.
+
+        With ``data.empty_crop_prob`` a crop is instead sought without vessels
+        (:meth:`_empty_start`), so that the model sees tiles of background alone, as
+        inference does wherever vessels are sparse: each tile is normalised on its own
+        (instance norm), and a model that rarely saw an empty tile may read its
+        amplified noise as vessel (unet-cldice on the four-tube volume of issue 9).
+        """
         batch: dict[str, list] = {"image": [], "vessel": []}
         if self.topnet:
             batch.update(distance=[], trees=[], centerline=[])
         p = self.cfg.patch
+        empty_prob = float(self.cfg.data.get("empty_crop_prob", 0.0))
         for _ in range(n):
             vol, dist = self.volumes[int(self.rng.integers(len(self.volumes)))]
-            start = [
-                int(self.rng.integers(0, s - q + 1)) for s, q in zip(vol.shape, p, strict=True)
-            ]
+            if empty_prob > 0 and self.rng.random() < empty_prob:
+                start = self._empty_start(vol)
+            else:
+                start = self._start(vol.shape)
             sl = tuple(slice(a, a + q) for a, q in zip(start, p, strict=True))
             perm = self.rng.permutation(3) if len(set(p)) == 1 else np.arange(3)
             flips = [ax for ax in range(3) if self.rng.random() < 0.5]
