@@ -93,3 +93,25 @@ def test_shipped_configs_load_and_bad_configs_are_clear(tmp_path):
         load_config(bad)
     with pytest.raises(ValueError, match="unknown loss"):
         build_loss({"name": "hinge"})
+
+
+def test_cross_entropy_keeps_a_gradient_on_a_patch_without_vessels():
+    """Soft Dice per patch all but stops pushing a vessel-free patch's false positives
+    down once there are a few hundred of them (its gradient is 1 / (sum(p) + 1)**2);
+    ``bce`` adds a term that does not."""
+    import torch
+
+    target = torch.zeros(1, 1, 16, 16, 16)
+    logits = torch.full((1, 1, 16, 16, 16), 2.0, requires_grad=True)  # p ~ 0.88 everywhere
+    # projected pooling's own terms keep some gradient there; the Dice ones almost none
+    for name, gain in (("dice", 1000), ("cldice", 1000), ("projpool", 5)):
+        grads = []
+        for spec in ({"name": name}, {"name": name, "bce": 1.0}):
+            logits.grad = None
+            build_loss(spec)(logits, target).backward()
+            grads.append(float(logits.grad.abs().mean()))
+        assert grads[1] > gain * grads[0], (name, grads)
+    with pytest.raises(ValueError, match="bce"):
+        build_loss({"name": "dice", "bce": -1})
+    with pytest.raises(ValueError, match="bce"):
+        build_loss({"name": "topnet", "bce": 1.0})

@@ -323,15 +323,51 @@ class VolumePool:
 # ---------------------------------------------------------------------------------------
 
 
+def _with_cross_entropy(loss, weight: float, sigmoid: bool):
+    """``loss(input, target) + weight * BCE(input, target)`` (voxel mean), a module.
+
+    Soft Dice is taken per patch, so on a patch without vessels it is
+    ``1 - 1 / (sum(p) + 1)``, whose gradient ``1 / (sum(p) + 1)**2`` all but vanishes
+    once the model marks a few hundred voxels there; the cross-entropy keeps a gradient
+    on every voxel (nnU-Net trains with Dice + cross-entropy for this reason).
+    """
+    import torch
+    from torch.nn import functional as F
+
+    class _WithCE(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.base = loss
+
+        def forward(self, input, target):
+            ce = (
+                F.binary_cross_entropy_with_logits(input.float(), target.float())
+                if sigmoid
+                else F.binary_cross_entropy(input.float().clamp(1e-6, 1 - 1e-6), target.float())
+            )
+            return self.base(input, target) + weight * ce
+
+    return _WithCE()
+
+
 def build_loss(spec: dict, sigmoid: bool = True):
     """A loss from its config: ``{"name": "dice"|"cldice"|"projpool"|"topnet", ...}``.
 
-    ``sigmoid``: the mask losses take logits (True) or probabilities (False).
+    ``sigmoid``: the mask losses take logits (True) or probabilities (False). An optional
+    ``"bce": w`` adds ``w`` times the voxel-mean binary cross-entropy to a mask loss
+    (:func:`_with_cross_entropy`).
     """
     from ..topology import losses as L
 
     spec = dict(spec)
     name = spec.pop("name")
+    bce = float(spec.pop("bce", 0.0))
+    if bce < 0:
+        raise ValueError(f"loss bce weight must be >= 0, got {bce}")
+    if bce and name in ("dice", "cldice", "projpool"):
+        return _with_cross_entropy(build_loss({"name": name, **spec}, sigmoid), bce, sigmoid)
+    if bce:
+        raise ValueError(f"loss bce applies to dice, cldice and projpool, not {name}")
     if name == "dice":
         return L.SoftDiceLoss(sigmoid=sigmoid, **spec)
     if name == "cldice":
