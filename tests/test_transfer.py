@@ -113,6 +113,49 @@ def test_four_noisy_tubes_give_four_trees_not_eighty(model):
     assert 1 <= n_trees <= 8, n_trees  # at most twice the true count
 
 
+#: Models that read a vessel-free tile's noise as vessel (measured 2026-12-02, shipped
+#: models: mask voxels more than 3 voxels from a tube in the empty three quarters below,
+#: unet-dice 50, unet-projpool 0, unet-cldice 96,502 with 351 trees, TopNet 4,195 with
+#: 36 trees). The benchmark's four-tube volume shows the same for unet-cldice (its false
+#: positives fill the block whose 64^3 tiles hold no tube; 128^3 tiles remove them).
+_EMPTY_TILE_FAILURES = {"unet-cldice", "topnet"}
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        pytest.param(
+            m,
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="known failure (issue 9): each tile is normalised on its own "
+                "(instance norm), and this model reads a tile of noise alone as vessel; "
+                "the per-patch soft Dice it was trained with gives such a patch almost "
+                "no gradient",
+            ),
+        )
+        if m in _EMPTY_TILE_FAILURES
+        else m
+        for m in MODELS
+    ],
+)
+def test_noise_far_from_any_vessel_is_not_vessel(model):
+    # four tubes in one quarter of the volume, i.i.d. noise of the same level and
+    # spread elsewhere: most 64^3 tiles hold no vessel at all
+    image, labels = four_tubes((64, 128, 128), seed=1)
+    rng = np.random.default_rng(5)
+    big = np.clip(np.rint(rng.normal(1000.0, 60.0, (64, 256, 256))), 0, 65535)
+    big = big.astype(np.uint16)
+    big[:, :128, :128] = image
+    truth = np.zeros(big.shape, bool)
+    truth[:, :128, :128] = labels > 0
+    res = segment(big, model)
+    mask = np.asarray(res.mask, bool)
+    far = ndi.distance_transform_edt(~truth) > 3
+    assert (mask & far).sum() < 0.01 * truth.sum(), int((mask & far).sum())
+    assert 1 <= int(np.unique(np.asarray(res.trees))[1:].size) <= 8
+
+
 def test_thick_vessels_are_solid_not_hollow():
     image, mask_true, thick = thick_tube_phantom(seed=0)
     res = segment(image, spacing=(1.0, 1.0, 1.0))
