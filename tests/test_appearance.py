@@ -212,6 +212,11 @@ def test_classic_look_volumes_reach_the_model_as_inference_maps_them():
     # the original synthetic data: the generator's defaults (radii 1-6, Murray growth),
     # not the run's wider radii, as the synthetic test set of evaluate-models
     assert _volume_kwargs(cfg, drawn.index(True)) == {"appearance": "classic"}
+    # the card's radius range (the automatic zoom) covers the classic volumes' 1-6 too
+    wide = TrainConfig(data={**data, "radius_min": 2.0, "radius_max": [8.0, 20.0]})
+    assert _radius_range_voxels(wide) == [2.0, 20.0]
+    wide.data["classic_prob"] = 0.3
+    assert _radius_range_voxels(wide) == [1.0, 20.0]
     plain = TrainConfig(data=data)  # without the option nothing is drawn classic
     assert all(_volume_kwargs(plain, s)["appearance"] == "random" for s in range(50))
     with pytest.raises(ValueError, match="classic_prob"):

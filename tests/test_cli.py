@@ -766,6 +766,9 @@ def test_a_file_without_a_voxel_size_is_noted(policy_files, capsys, tmp_path):
     lines = out.splitlines()
     first = next(i for i, ln in enumerate(lines) if "states no voxel size" in ln)
     assert cli._VOXEL_SIZE_REMINDER in lines[first + 1 :]
+    code, out, err = _run([*args, "--format", "ome-zarr", "--out", tmp_path / "z"], capsys)
+    assert code == 0, err  # the streamed path says it the same way
+    assert out.count("states no voxel size") == 1 and cli._VOXEL_SIZE_REMINDER in out
     code, out, err = _run([*args, "--spacing", "2", "1", "1", "--out", tmp_path / "b"], capsys)
     assert code == 0 and "no voxel size" not in out  # given: no note
     code, out, err = _run(["segment", d / "ct.nii.gz", *base, "--out", tmp_path / "c"], capsys)

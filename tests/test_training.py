@@ -111,7 +111,31 @@ def test_cross_entropy_keeps_a_gradient_on_a_patch_without_vessels():
             build_loss(spec)(logits, target).backward()
             grads.append(float(logits.grad.abs().mean()))
         assert grads[1] > gain * grads[0], (name, grads)
-    with pytest.raises(ValueError, match="bce"):
-        build_loss({"name": "dice", "bce": -1})
+    # the value is the base loss plus w * BCE, from logits or from probabilities alike
+    from torch.nn import functional as F
+
+    x = torch.linspace(-6, 6, 16**3).reshape(1, 1, 16, 16, 16)
+    t = (torch.rand(1, 1, 16, 16, 16, generator=torch.Generator().manual_seed(0)) > 0.7).float()
+    base = float(build_loss({"name": "dice"})(x, t))
+    ce = float(F.binary_cross_entropy_with_logits(x, t))
+    assert float(build_loss({"name": "dice", "bce": 0.5})(x, t)) == pytest.approx(base + 0.5 * ce)
+    prob = build_loss({"name": "dice", "bce": 0.5}, sigmoid=False)(torch.sigmoid(x), t)
+    assert float(prob) == pytest.approx(base + 0.5 * ce, rel=1e-4)
+    # a vessel voxel the model is sure is background still gets pushed up
+    p = torch.full((1, 1, 8, 8, 8), 1e-8, requires_grad=True)
+    g = torch.zeros(1, 1, 8, 8, 8)
+    g[0, 0, 4, 4, 4] = 1
+    build_loss({"name": "dice", "bce": 1.0}, sigmoid=False)(p, g).backward()
+    assert float(p.grad[0, 0, 4, 4, 4]) < -1.0
+    for bad in (-1, float("nan"), "x"):
+        with pytest.raises(ValueError, match="bce"):
+            build_loss({"name": "dice", "bce": bad})
     with pytest.raises(ValueError, match="bce"):
         build_loss({"name": "topnet", "bce": 1.0})
+    # fine-tuning adds its own cross-entropy over the annotated voxels: a card's is left out
+    from napari_topo.topology.losses import SoftDiceLoss
+    from napari_topo.training.finetune import _build_loss
+
+    assert isinstance(_build_loss({"name": "dice", "bce": 1.0}), SoftDiceLoss)
+    with pytest.raises(ValueError, match="unknown loss 'hinge'"):
+        _build_loss({"name": "hinge"})

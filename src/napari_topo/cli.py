@@ -1077,8 +1077,9 @@ def _vessel_range_arg(values) -> str | tuple[float, float] | None:
 
 
 def _say_policy(policy, unit: str | None = None, note: str | None = None) -> None:
-    """The ``input:`` line (and a note on the voxel size that belongs with it: said
-    again with the results, but a newcomer waited 72 s for it the first time)."""
+    """The ``input:`` line (and a note on the voxel size that belongs with it, in full:
+    a newcomer waited 72 s for it when it came only with the results, which now recall
+    it in one line, :data:`_VOXEL_SIZE_REMINDER`)."""
     print(f"input: {policy.describe(unit)}", flush=True)
     if note:
         print(f"note: {note}", flush=True)

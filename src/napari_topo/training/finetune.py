@@ -577,19 +577,21 @@ def default_threads() -> int:
 
 def _build_loss(spec: Mapping):
     """A probability-space loss (``sigmoid=False``) from a card's loss spec; TopNet's
-    vessel head fine-tunes with soft Dice (its other heads have their own losses)."""
+    vessel head fine-tunes with soft Dice (its other heads have their own losses). A
+    card's ``bce`` weight is left out: the fine-tuning objective adds its own
+    cross-entropy over the annotated voxels (:data:`BCE_WEIGHT`), which a voxel mean over
+    the whole patch would only dilute."""
     from ..topology import losses as L
     from .train import _loss_args, build_loss
 
-    spec = dict(spec)
+    spec = {k: v for k, v in dict(spec).items() if k != "bce"}
     if spec.get("name") == "topnet":
         return L.SoftDiceLoss()
-    try:
-        return build_loss(_loss_args(spec), sigmoid=False)
-    except ValueError:
+    if spec.get("name") not in ("dice", "cldice", "projpool"):
         raise ValueError(
             f"unknown loss {spec.get('name')!r}; known: dice, cldice, projpool (and topnet)"
-        ) from None
+        )
+    return build_loss(_loss_args(spec), sigmoid=False)
 
 
 def _loss_spec(loss: Any, base_card) -> dict:

@@ -184,10 +184,28 @@ def make_training_volume(cfg: TrainConfig, shape, n_trees: int, seed: int):
     percentile-scaled, dark vessels inverted where the polarity heuristic says so, as
     ``predict`` treats such a volume. Labels are unchanged.
 
+    Parameters
+    ----------
+    cfg : TrainConfig
+        Its ``data`` options (:func:`_volume_kwargs`).
+    shape : sequence of 3 int
+        Volume shape ``(Z, Y, X)`` in voxels.
+    n_trees : int
+        Number of trees, 1 to 6.
+    seed : int
+        The volume's seed (the generator's and the option draws').
+
     Returns
     -------
     SyntheticVessels
-        ``image`` float32 (z, y, x).
+        ``image`` float32 (z, y, x); ``mask`` bool and ``trees`` int32 as the generator
+        makes them.
+
+    Raises
+    ------
+    ValueError
+        ``data.classic_prob`` outside [0, 1], or a generator option out of range
+        (:func:`~napari_topo.data.synthetic.make_vessel_volume`).
     """
     from ..data.synthetic import make_vessel_volume
 
@@ -225,9 +243,13 @@ def _card_normalization(cfg: TrainConfig) -> dict:
 
 
 def _radius_range_voxels(cfg: TrainConfig) -> list[float]:
+    """The vessel radii (voxels) the run's data hold, for the card (the automatic zoom)."""
     r = cfg.data.get("radius_max", 6.0)
     hi = max(r) if isinstance(r, (list, tuple)) else r
-    return [float(cfg.data.get("radius_min", 1.0)), float(hi)]
+    lo = float(cfg.data.get("radius_min", 1.0))
+    if float(cfg.data.get("classic_prob", 0.0)) > 0:  # the generator's defaults, 1-6
+        lo, hi = min(lo, 1.0), max(float(hi), 6.0)
+    return [lo, float(hi)]
 
 
 class VolumePool:
@@ -340,12 +362,17 @@ def _with_cross_entropy(loss, weight: float, sigmoid: bool):
             self.base = loss
 
         def forward(self, input, target):
-            ce = (
-                F.binary_cross_entropy_with_logits(input.float(), target.float())
-                if sigmoid
-                else F.binary_cross_entropy(input.float().clamp(1e-6, 1 - 1e-6), target.float())
-            )
-            return self.base(input, target) + weight * ce
+            base = self.base(input, target)  # checks the shapes first, in its own words
+            with torch.autocast(device_type=input.device.type, enabled=False):
+                x, t = input.float(), target.float()
+                # no clamp on probabilities: torch clamps the log at -100 itself, and a
+                # clamp would stop the gradient exactly on the confidently wrong voxels
+                ce = (
+                    F.binary_cross_entropy_with_logits(x, t)
+                    if sigmoid
+                    else F.binary_cross_entropy(x, t)
+                )
+            return base + weight * ce
 
     return _WithCE()
 
@@ -356,14 +383,24 @@ def build_loss(spec: dict, sigmoid: bool = True):
     ``sigmoid``: the mask losses take logits (True) or probabilities (False). An optional
     ``"bce": w`` adds ``w`` times the voxel-mean binary cross-entropy to a mask loss
     (:func:`_with_cross_entropy`).
+
+    Raises
+    ------
+    ValueError
+        An unknown name, a ``bce`` weight that is not a finite number >= 0, or ``bce``
+        with the topnet loss.
     """
     from ..topology import losses as L
 
     spec = dict(spec)
     name = spec.pop("name")
-    bce = float(spec.pop("bce", 0.0))
-    if bce < 0:
-        raise ValueError(f"loss bce weight must be >= 0, got {bce}")
+    bce = spec_bce = spec.pop("bce", 0.0)
+    try:
+        bce = float(bce)
+    except (TypeError, ValueError):
+        bce = math.nan
+    if not (math.isfinite(bce) and bce >= 0):
+        raise ValueError(f"loss bce weight must be a finite number >= 0, got {spec_bce!r}")
     if bce and name in ("dice", "cldice", "projpool"):
         return _with_cross_entropy(build_loss({"name": name, **spec}, sigmoid), bce, sigmoid)
     if bce:
