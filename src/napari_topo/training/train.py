@@ -34,8 +34,10 @@ __all__ = ["TrainConfig", "load_config", "train", "validate"]
 
 #: Bumped whenever the synthetic generator or the training data pipeline changes output.
 #: 2: realistic appearances; 3: CT lumen <= 300 HU, ribs; 5: optional faint branches;
-#: 6: optional soft-tissue sheets and wide ribs in CT; 7: optional classic-look volumes
-#: among realistic ones, given to the model as inference maps them
+#: 6: optional soft-tissue sheets and wide ribs in CT; 7: optional original synthetic
+#: volumes among realistic ones (``data.classic_prob``, given to the model as inference
+#: maps them; at commit 1b5b5f6 the option kept the run's radii and growth) and optional
+#: vessel-free crops (``data.empty_crop_prob``). Existing configs' volumes are unchanged.
 DATA_PIPELINE_VERSION = "synthetic-7"
 #: Held-out validation volumes use seeds from here on; training volumes use lower seeds.
 VALIDATION_BASE_SEED = 900_000
