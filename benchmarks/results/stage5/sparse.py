@@ -11,15 +11,11 @@ import time
 import numpy as np
 from scipy import ndimage as ndi
 
-from napari_topo.data.phantoms import four_tubes
+from napari_topo.data.phantoms import sparse_tubes
 from napari_topo.inference import segment
 
-image, labels = four_tubes((64, 128, 128), seed=1)
-rng = np.random.default_rng(5)
-big = np.clip(np.rint(rng.normal(1000, 60, (64, 256, 256))), 0, 65535).astype(np.uint16)
-big[:, :128, :128] = image
-truth = np.zeros(big.shape, bool)
-truth[:, :128, :128] = labels > 0
+big, labels = sparse_tubes()
+truth = labels > 0
 far = ndi.distance_transform_edt(~truth) > 3
 models = sys.argv[1:] or ["unet-dice", "unet-cldice", "unet-projpool", "topnet"]
 for model in models:

@@ -11,6 +11,8 @@ phantoms carry each failure into the test suite and the benchmarks:
   (bowel gas, bronchi) that are not vessels;
 * :func:`four_tubes` - the issue's uint16 volume of four bright tubes in Gaussian noise
   (contrast-to-noise 6, vessels under 1 % of voxels);
+* :func:`sparse_tubes` - the same tubes in one quarter of a larger volume, noise alone
+  elsewhere, for the "tile of noise read as vessel" failure;
 * :func:`thick_tube_phantom` - a microscopy-like uint16 stack with one thick vessel
   (radius 14 voxels) beside thin ones, for the "hollow vessel" failure;
 * :func:`tof_mra_head` - a time-of-flight MRA-like head: bright vessels in brain, a
@@ -30,6 +32,7 @@ __all__ = [
     "ct_phantom",
     "four_tubes",
     "paint_tubes",
+    "sparse_tubes",
     "thick_tube_phantom",
     "tof_mra_head",
     "vein_beside_spine",
@@ -115,6 +118,36 @@ def four_tubes(shape=(64, 256, 256), *, seed: int = 0, cnr: float = 6.0):
     signal = ndi.gaussian_filter((labels > 0).astype(np.float32), 1.0)
     img = 1000.0 + 60.0 * cnr * signal + rng.normal(0.0, 60.0, size=shape)
     return np.clip(img, 0, 65535).astype(np.uint16), labels
+
+
+def sparse_tubes(*, seed: int = 1, noise_seed: int = 5):
+    """:func:`four_tubes` of 64 x 128 x 128 in one quarter of a 64 x 256 x 256 volume.
+
+    The other three quarters hold i.i.d. Gaussian noise of the same level and spread
+    (1000 +- 60), so most 64^3 inference tiles hold no vessel at all: a model that reads
+    a tile of noise alone as vessel (each tile is normalised on its own) marks them.
+
+    Parameters
+    ----------
+    seed : int, optional
+        Seed of :func:`four_tubes` (tubes and their noise).
+    noise_seed : int, optional
+        Seed of the surrounding noise.
+
+    Returns
+    -------
+    image : ndarray of uint16, shape (64, 256, 256)
+    labels : ndarray of int32, shape (64, 256, 256)
+        Tube ``k`` is ``k + 1``, all in ``[:, :128, :128]``; 0 is background.
+    """
+    image, labels = four_tubes((64, 128, 128), seed=seed)
+    rng = np.random.default_rng(noise_seed)
+    big = np.clip(np.rint(rng.normal(1000.0, 60.0, (64, 256, 256))), 0, 65535)
+    big = big.astype(np.uint16)
+    big[:, :128, :128] = image
+    out = np.zeros(big.shape, labels.dtype)
+    out[:, :128, :128] = labels
+    return big, out
 
 
 def thick_tube_phantom(shape=(48, 160, 160), *, seed: int = 0, radius: float = 14.0):
