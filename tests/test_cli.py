@@ -968,3 +968,27 @@ def test_a_rerun_into_the_same_folder_names_what_it_left(files, capsys, tmp_path
     line = next(ln for ln in out.splitlines() if "did not write" in ln)
     assert "vol_metrics.json" in line and "vol_metrics.csv" in line and "vol_mask" not in line
     assert "vol_liver" not in line and (tmp_path / "o" / "vol_liver.nii.gz").exists()
+
+
+def test_segment_skips_tiles_of_noise_alone_and_says_so(capsys, tmp_path):
+    from napari_topo.data.phantoms import sparse_tubes
+
+    big, _ = sparse_tubes()
+    write_volume(tmp_path / "sparse.tif", big)
+    base = ["segment", tmp_path / "sparse.tif", "--spacing", "1", "1", "1", "--device", "cpu"]
+    code, out, err = _run([*base, "--out", tmp_path / "a"], capsys)
+    assert code == 0, err
+    line = next(ln for ln in out.splitlines() if ln.startswith("sparse.tif: "))
+    assert "16 of 25 tiles empty, not run" in line
+    summary = json.loads((tmp_path / "a" / "sparse_summary.json").read_text())
+    assert summary["compute"]["empty tiles"] == "16 of 25 tiles empty, not run"
+    assert summary["n_trees"] <= 8
+    code, out, err = _run([*base, "--out", tmp_path / "b", "--empty-tiles", "run"], capsys)
+    assert code == 0, err
+    assert "tiles empty" not in out
+    assert (
+        "empty tiles"
+        not in json.loads((tmp_path / "b" / "sparse_summary.json").read_text())["compute"]
+    )
+    code, out, err = _run([*base, "--out", tmp_path / "c", "--empty-tiles", "never"], capsys)
+    assert code == 2 and "--empty-tiles" in err

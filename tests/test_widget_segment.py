@@ -1289,3 +1289,18 @@ def test_inside_keeps_the_results_in_a_region_of_interest(make_napari_viewer, qt
     widget.range_low.value, widget.range_high.value = 2.0, 3.0
     run_and_wait(qtbot, widget)
     assert widget.last_analysis is not None and not widget.last_analysis.mask.any()
+
+
+def test_the_status_says_how_many_tiles_of_noise_alone_were_not_run(make_napari_viewer, qtbot):
+    from napari_topo.data.phantoms import sparse_tubes
+
+    viewer = make_napari_viewer()
+    big, labels = sparse_tubes()
+    viewer.add_image(big[:, :128], name="vessel")  # the tubes' half and a noise quarter
+    widget = make_widget(viewer, qtbot, model="unet-cldice", tile=64)
+    assert run_and_wait(qtbot, widget) == "done"
+    assert widget.last_analysis.compute["empty tiles"] == "6 of 15 tiles empty, not run"
+    assert "6 of 15 tiles empty, not run)" in widget.status_label.text()
+    mask = np.asarray(ours(viewer)["mask"].data, bool)
+    assert mask[:, :, 160:].sum() == 0  # the noise that unet-cldice used to read as vessel
+    assert dice(mask, labels[:, :128] > 0) > 0.8

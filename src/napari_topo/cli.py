@@ -271,6 +271,15 @@ def build_parser() -> argparse.ArgumentParser:
         "each tile (that many times the network time; default 1, off)",
     )
     seg.add_argument(
+        "--empty-tiles",
+        choices=("skip", "run"),
+        default="skip",
+        help="tiles that hold nothing but white noise (or are constant, like the air around "
+        "a body) get vessel probability 0 without running the network (skip, default), or "
+        "run like the others (run); each tile is normalised on its own inside the "
+        "networks, so noise alone otherwise reaches them at a vessel's contrast",
+    )
+    seg.add_argument(
         "--threshold",
         type=float,
         help="mask threshold on the vessel probability (default: the model's own: 0.5 for "
@@ -995,6 +1004,8 @@ def _compute_words(compute) -> str:
     words = f"{compute.get('device', '?')}, {compute.get('precision', '?')}, "
     if compute.get("tta"):
         words += f"{compute['tta']}, "
+    if compute.get("empty tiles"):
+        words += f"{compute['empty tiles']}, "
     return words
 
 
@@ -1052,6 +1063,7 @@ def _segment_settings(
         "overlap": args.overlap,
         "batch_size": args.batch_size,
         "tta": args.tta,
+        "skip_empty_tiles": args.empty_tiles == "skip",
         "device": args.device,
         "precision": args.precision,
         "progress": _progress_printer(f"segmenting {name}"),

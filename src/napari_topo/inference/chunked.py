@@ -810,8 +810,9 @@ def segment_to_ome_zarr(
     policy = result.input_policy
     if client is not None:
         compute = {"device": "dask workers", "precision": str(cluster_precision)}
-        if (result.compute or {}).get("tta"):  # test-time mirroring, said either way
-            compute["tta"] = result.compute["tta"]
+        for key in ("tta", "empty tiles"):  # decided here, not on the workers: said
+            if (result.compute or {}).get(key):
+                compute[key] = result.compute[key]
     else:
         compute = dict(result.compute or {})
 

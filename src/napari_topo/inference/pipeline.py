@@ -243,6 +243,7 @@ def predict(
     intensity_from: Any = None,
     intensity_from_name: str = "the whole image",
     tta: int = 1,
+    skip_empty_tiles: bool = True,
 ) -> dict[str, Any]:
     """Predict vessel probability (and TopNet's extra outputs) for a 3D volume.
 
@@ -317,6 +318,14 @@ def predict(
         network time grows that many times; 1 (default) is off. TopNet's centerness is
         averaged too; its embedding (not mirror-symmetric) comes from the unmirrored
         pass. Recorded in ``compute["tta"]``.
+    skip_empty_tiles : bool
+        Give a tile that holds nothing but white noise (or is constant, like the air
+        around a body after a CT window) a vessel probability of 0 without running the
+        network (:mod:`~napari_topo.inference.empty_tiles`: the tile, as the network sees
+        it, smoothed, against its own noise level). Each tile is normalised on its own
+        inside the networks, so such a tile otherwise reaches them at a vessel's
+        contrast. Default True; the count is recorded in ``compute["empty tiles"]`` when
+        a tile was skipped. False runs every tile.
 
     Returns
     -------
@@ -345,6 +354,7 @@ def predict(
     import torch
 
     from .device import autocast_context, memory_format, pick_device, resolve_precision
+    from .empty_tiles import empty_tiles
     from .intensity import ZoomPlan, plan_input
     from .sliding import _positive_int_triple, _volume_info, sliding_window_inference
 
@@ -408,8 +418,14 @@ def predict(
     compute: dict[str, str] = {}
     # TopNet's embedding is not mirror-equivariant: it comes from the unmirrored pass.
     flips = mirror_flips(tta)
+    if not isinstance(skip_empty_tiles, (bool, np.bool_)):
+        raise ValueError(f"skip_empty_tiles must be True or False; got {skip_empty_tiles!r}")
+    # (empty tiles, tiles) per zoom, of the attempt that finished
+    tallies: dict[int, list[int]] = {}
+    # channel count per output, learnt from the first tile the network ran on
+    template: dict[str, int] = {}
 
-    def run(source, tile, batch, dev, progress):
+    def run(source, tile, batch, dev, progress, zoom_index=0):
         fmt = memory_format(dev)
         mod = module.to(dev).to(memory_format=fmt)
         dtype = resolve_precision(precision, dev, embedding="embedding" in (card.outputs or {}))
@@ -417,24 +433,52 @@ def predict(
         if len(flips) > 1:
             compute["tta"] = f"{len(flips)} mirrored copies"
 
-        def forward(x: torch.Tensor) -> dict[str, torch.Tensor]:
+        def forward(xn: torch.Tensor) -> dict[str, torch.Tensor]:
             with autocast_context(dev, dtype=dtype, enabled=dtype is not None):
-                y = mod(norm(x).contiguous(memory_format=fmt))
+                y = mod(xn.contiguous(memory_format=fmt))
             if isinstance(y, dict):
                 res = {k: v.float() for k, v in y.items()}
                 res["vessel"] = torch.sigmoid(res["vessel"])
                 return res
             return {"vessel": torch.sigmoid(y.float())}
 
-        def predictor(x: torch.Tensor):
-            res = forward(x)
+        def network(xn: torch.Tensor) -> dict[str, torch.Tensor]:
+            res = forward(xn)
             keys = [k for k in ("vessel", "centerness") if k in res]
             for dims in flips[1:]:
-                y = forward(torch.flip(x, dims))
+                y = forward(torch.flip(xn, dims))
                 for key in keys:
                     res[key] += torch.flip(y[key], dims)
             for key in keys:
                 res[key] /= len(flips)
+            if not template:
+                template.update({k: int(v.shape[1]) for k, v in res.items()})
+            return res
+
+        tally = tallies[zoom_index] = [0, 0]
+
+        def predictor(x: torch.Tensor):
+            xn = norm(x)
+            if not skip_empty_tiles:
+                return network(xn)
+            empty = empty_tiles(xn)
+            n_empty = int(empty.sum())
+            tally[0] += n_empty
+            tally[1] += len(empty)
+            if n_empty == 0:
+                return network(xn)
+            keep = ~empty
+            part = network(xn[keep]) if n_empty < len(empty) else None
+            if not template:  # every tile so far empty: one run tells the outputs' shapes
+                network(xn[:1])
+            res = {}
+            for key, channels in template.items():
+                full = torch.zeros(
+                    (len(empty), channels, *xn.shape[2:]), dtype=torch.float32, device=xn.device
+                )
+                if part is not None:
+                    full[keep] = part[key].to(full.dtype)
+                res[key] = full
             return res
 
         return sliding_window_inference(
@@ -458,11 +502,12 @@ def predict(
     for i, z in enumerate(zooms):
         z_factors = resample_factors(spacing, z, keep_coarse=keep)
         raw, attempt = _run_with_fallbacks(
-            lambda *a, f=z_factors: run(_resampled(volume, shape, f), *a),
+            lambda *a, f=z_factors, i=i: run(_resampled(volume, shape, f), *a, zoom_index=i),
             attempt,
             _scaled_progress(progress, sum(weights[:i]), weights[i]),
             say,
         )
+        _note_empty_tiles(compute, tallies)
         if out is not None:
             return PredictOutputs(raw, input_policy=policy, compute=compute)
         resample = _needs_resampling(z_factors)
@@ -476,6 +521,16 @@ def predict(
             scale[key] = arr[0] if arr.ndim == 4 and arr.shape[0] == 1 else arr
         _fuse_max(result, scale)
     return result
+
+
+def _note_empty_tiles(compute: dict, tallies: Mapping[int, Sequence[int]]) -> None:
+    """``compute["empty tiles"]``: how many tiles :func:`predict` skipped, if any."""
+    empty = sum(t[0] for t in tallies.values())
+    total = sum(t[1] for t in tallies.values())
+    if empty:
+        compute["empty tiles"] = f"{empty} of {total} tiles empty, not run"
+    else:
+        compute.pop("empty tiles", None)
 
 
 def predict_mirrored(

@@ -1935,7 +1935,9 @@ class SegmentWidget(QWidget):
         # out the wait for a thread, the model's loading and the layers' adding).
         seconds = self.elapsed if self._started is not None else outcome.seconds
         compute = getattr(analysis, "compute", None) or {}
-        ran = ", ".join(compute[k] for k in ("device", "precision", "tta") if compute.get(k))
+        ran = ", ".join(
+            compute[k] for k in ("device", "precision", "tta", "empty tiles") if compute.get(k)
+        )
         if job.prediction is not None:
             ran = f"{ran}; " if ran else ""
             ran += "the network's output of the last run reused"

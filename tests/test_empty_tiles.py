@@ -1,0 +1,130 @@
+"""The empty-tile test: which tiles hold nothing but noise, and predict() skipping them."""
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage as ndi
+
+from napari_topo.data.phantoms import sparse_tubes
+from napari_topo.inference.empty_tiles import (
+    KAPPA,
+    Z_THRESHOLD,
+    empty_tiles,
+    tile_structure_scores,
+)
+from napari_topo.inference.pipeline import predict
+from napari_topo.models.registry import AUTO_NORMALIZATION, ModelCard
+
+
+def _scores(arr) -> np.ndarray:
+    t = torch.from_numpy(np.ascontiguousarray(arr, np.float32))[:, None]
+    return tile_structure_scores(t).numpy()
+
+
+def _tube(radius: float, contrast: float, rng, n: int = 8) -> np.ndarray:
+    zz, yy = np.mgrid[:64, :64]
+    disc = ((zz - 31.5) ** 2 + (yy - 31.5) ** 2 <= radius**2).astype(np.float32)
+    tube = np.repeat(ndi.gaussian_filter(disc, 0.5)[:, :, None], 64, axis=2)
+    return np.stack([rng.normal(0, 1, (64, 64, 64)) + contrast * tube for _ in range(n)])
+
+
+def test_kappa_is_the_smoothed_to_residual_ratio_of_white_noise():
+    rng = np.random.default_rng(3)
+    x = rng.normal(0, 1, (1, 1, 96, 96, 96))
+    g = np.exp(-(np.arange(-3, 4) ** 2) / 2.0)
+    g /= g.sum()
+    s = x[0, 0]
+    for axis in range(3):
+        s = ndi.correlate1d(s, g, axis=axis, mode="constant")
+    inner = (slice(3, -3),) * 3
+    ratio = s[inner].std() / (x[0, 0][inner] - s[inner]).std()
+    assert ratio == pytest.approx(KAPPA, rel=0.02)
+
+
+def test_white_noise_tiles_are_empty():
+    rng = np.random.default_rng(0)
+    scores = np.concatenate([_scores(rng.normal(0, 1, (8, 64, 64, 64))) for _ in range(6)])
+    # 48 tiles: 4.2-6.1, mean 4.7 (the module docstring's figures)
+    assert 4.0 < scores.min() and scores.max() < 6.5, scores
+    assert scores.mean() == pytest.approx(4.7, abs=0.2)
+    assert (scores < Z_THRESHOLD).mean() >= 0.9
+    # Poisson counts (photon noise) of mean 3 and 20 likewise
+    for lam in (3, 20):
+        assert (_scores(rng.poisson(lam, (8, 64, 64, 64))) < Z_THRESHOLD).mean() >= 0.75
+
+
+@pytest.mark.parametrize(("radius", "contrast"), [(1.0, 2.0), (2.0, 1.0), (1.5, 3.0)])
+def test_a_faint_thin_tube_is_structure(radius, contrast):
+    tiles = torch.from_numpy(_tube(radius, contrast, np.random.default_rng(1)).astype(np.float32))
+    assert not empty_tiles(tiles[:, None]).any()
+
+
+def test_constant_clipped_and_correlated_tiles():
+    tiles = np.zeros((4, 64, 64, 64), np.float32)
+    tiles[1] = 0.7  # constant: the air around a body after a CT window
+    tiles[2, :, :, 32:] = 1.0  # a step in clipped data: no residual spread, structure
+    rng = np.random.default_rng(2)
+    tiles[3] = ndi.gaussian_filter(rng.normal(0, 1, (64, 64, 64)), 1.5)  # correlated noise
+    s = _scores(tiles)
+    assert s[0] == 0 and s[1] == 0
+    assert s[2] > 1e3  # the residual's spread is rounding alone
+    assert s[3] > 5 * Z_THRESHOLD  # read as structure: always run (68)
+    assert empty_tiles(torch.from_numpy(tiles)[:, None]).tolist() == [True, True, False, False]
+
+
+def test_small_or_misshapen_tiles():
+    small = torch.zeros((2, 1, 8, 64, 64))
+    assert not empty_tiles(small).any()  # too few voxels to judge: run
+    with pytest.raises(ValueError, match=r"\(B, 1, Z, Y, X\)"):
+        tile_structure_scores(torch.zeros((2, 64, 64, 64)))
+    with pytest.raises(ValueError, match="at least 7"):
+        tile_structure_scores(torch.zeros((1, 1, 5, 64, 64)))
+
+
+class _Counting(torch.nn.Module):
+    """A network that calls everything vessel and counts the tiles it sees."""
+
+    def __init__(self):
+        super().__init__()
+        self.bias = torch.nn.Parameter(torch.tensor(5.0))
+        self.seen = 0
+
+    def forward(self, x):
+        self.seen += x.shape[0]
+        return torch.zeros_like(x) + self.bias
+
+
+def _card():
+    return ModelCard(name="counting", architecture="unet3d", normalization=AUTO_NORMALIZATION)
+
+
+def test_predict_skips_empty_tiles_and_gives_them_zero():
+    big, labels = sparse_tubes()
+    net = _Counting()
+    out = predict(big, (net, _card()), device="cpu", zoom=1)
+    assert out.compute["empty tiles"] == "16 of 25 tiles empty, not run"
+    assert net.seen == 25 - 16
+    prob = out["vessel"]
+    assert prob[labels > 0].min() > 0.9  # every tube voxel lies in a tile that ran
+    # a quarter no tube reaches, far from the tubes' tiles: covered by empty tiles only
+    assert prob[:, 200:, 200:].max() == 0
+    # off: every tile runs, nothing is said
+    net_all = _Counting()
+    out_all = predict(big, (net_all, _card()), device="cpu", zoom=1, skip_empty_tiles=False)
+    assert net_all.seen == 25 and "empty tiles" not in out_all.compute
+    assert out_all["vessel"].min() > 0.99
+    with pytest.raises(ValueError, match="skip_empty_tiles"):
+        predict(big, (net_all, _card()), device="cpu", skip_empty_tiles="no")
+
+
+def test_a_first_batch_of_empty_tiles_learns_the_outputs_from_one_tile():
+    rng = np.random.default_rng(4)
+    vol = rng.normal(100, 5, (64, 64, 256)).astype(np.float32)
+    vol[:, 28:36, 200:] += 60  # a bar in the last tiles only
+    net = _Counting()
+    out = predict(vol, (net, _card()), device="cpu", zoom=1, batch_size=2)
+    empty, total = (int(w) for w in out.compute["empty tiles"].split()[:3:2])
+    assert total == 5 and empty >= 2
+    assert net.seen == total - empty + 1  # one empty tile ran to learn the output shape
+    assert out["vessel"][:, :, :40].max() == 0
+    assert out["vessel"][:, 30, 230].min() > 0.9
