@@ -341,6 +341,12 @@ def main(argv=None) -> int:
         help="mask threshold on the vessel probability (segment's threshold; default 0.5)",
     )
     ap.add_argument(
+        "--empty-tiles",
+        choices=("skip", "run"),
+        help="run: every tile goes through the network (segment's skip_empty_tiles=False); "
+        "default: segment's own, skip tiles of noise alone",
+    )
+    ap.add_argument(
         "--vessel-range",
         nargs="+",
         metavar="off|LOW HIGH",
@@ -353,13 +359,15 @@ def main(argv=None) -> int:
         "shown by 'napari-topo models NAME'); run it with every case of the README's table",
     )
     args = ap.parse_args(argv)
-    options = ("tile", "overlap", "tta", "threshold", "vessel_range")
+    options = ("tile", "overlap", "tta", "threshold", "vessel_range", "empty_tiles")
     settings = {k: v for k in options if (v := getattr(args, k)) is not None}
     if args.update_cards and settings:
         ap.error(
             "--update-cards records a model's scores with segment's defaults; run it "
             f"without {', '.join('--' + k.replace('_', '-') for k in settings)}"
         )
+    if "empty_tiles" in settings:
+        settings["skip_empty_tiles"] = settings.pop("empty_tiles") == "skip"
     if "vessel_range" in settings:
         given = settings["vessel_range"]
         settings["vessel_range"] = None if given == ["off"] else tuple(map(float, given))

@@ -5,7 +5,8 @@ tile of noise alone reaches the network at the contrast of a tile with vessels i
 and some models then mark the noise: on
 :func:`~napari_topo.data.phantoms.sparse_tubes` (four tubes in one quarter of a volume,
 i.i.d. noise elsewhere) the shipped unet-cldice marked 96,502 voxels of the empty
-quarters and TopNet 4,195 (``benchmarks/results/stage5/``). :func:`predict` therefore
+quarters and TopNet 4,195 (``benchmarks/results/stage5/``).
+:func:`~napari_topo.inference.pipeline.predict` therefore
 tests each tile first and gives a tile with no structure above its own noise a vessel
 probability of 0 without running the network (also the time of those tiles: the air
 around a body in a CT, the empty space of a light-sheet volume).
@@ -20,19 +21,19 @@ noise of standard deviation ``s`` the residual's standard deviation is
 3D kernel, ``g0`` its centre weight), so the smoothed noise has standard deviation
 ``kappa * s_r`` with ``kappa`` = :data:`KAPPA` (0.159 for sigma 1). The tile is *empty*
 when no smoothed voxel lies more than :data:`Z_THRESHOLD` (6) such standard deviations
-from the smoothed tile's median. Measured on 48 tiles of 64^3 each
-(``tests/test_empty_tiles.py`` checks the same): white Gaussian noise scores 4.2-6.1
-(mean 4.7; so about one noise tile in 50 is still run), Poisson noise of mean 3 or 20
-4.2-6.0; a tube of radius 1 voxel along a tile at a contrast of 2 noise standard
-deviations scores 7.0-7.6, radius 2 at 1 standard deviation 6.9-7.5, the four tubes of
-issue 9 (contrast 6) 11-41 per tile; a tube of radius 1 at 1.5 standard deviations
-(5.9-6.1) is at the edge. Heavy-tailed or very sparse noise (Laplace, Poisson of mean
-0.5) scores 6.3-16 and is run. A constant tile is empty.
+from the smoothed tile's median. Measured on 64^3 tiles
+(``python benchmarks/bench_empty_tiles.py``, ``benchmarks/results/empty_tiles/``): white
+Gaussian noise scores 4.2-6.1 (mean 4.7: one noise tile in 50 is still run), Poisson
+noise of mean 3 or 20 4.2-5.9; a tube of radius 1 voxel along the tile at a contrast of
+2 noise standard deviations scores 6.8-8.0, radius 2 at 1 standard deviation 7.1-8.2,
+so both are always run; radius 1 at 1.5 standard deviations (5.7-6.6) is at the edge
+(3 tiles in 8 called empty). Heavy-tailed or very sparse noise (Laplace; Poisson of
+mean 0.5) scores 6.1-16 and is run. A constant tile is empty.
 
 Noise that is correlated between voxels (a CT's reconstruction kernel, denoised
 microscopy) has a smaller residual for its smoothed spread, reads as structure and is
-always run: the test only ever skips tiles whose content is indistinguishable from
-white noise, never a tile the network could have read differently for a reason. On the
+always run: the test only skips tiles that are constant or indistinguishable from
+white noise at this level. On the
 development data (3D-IRCADb-01 patient 01, nine vesselNN two-photon stacks) it skipped
 the CT's 162 tiles of air (constant after the window) and two tiles of one stack
 holding 2 annotated voxels, and no other tile (``benchmarks/results/empty_tiles/``).

@@ -1,0 +1,213 @@
+"""The empty-tile test (``napari_topo.inference.empty_tiles``): calibration, effect, census.
+
+Usage::
+
+    python benchmarks/bench_empty_tiles.py --results DIR [--converted CONVERTED --cases ...]
+
+1. **Calibration**: scores of 48 tiles of 64^3 per kind of noise (white Gaussian,
+   Poisson of mean 0.5, 3 and 20, Laplace, uniform, Gaussian smoothed with sigma 1.5)
+   and of a tube along the tile (radius 1-3 voxels, contrast 1-3 noise standard
+   deviations) in white noise; what share the test calls empty.
+2. **Effect** on :func:`~napari_topo.data.phantoms.sparse_tubes` (four tubes in one
+   quarter, i.i.d. noise elsewhere), every shipped model with the test on and off:
+   voxels of probability > 0.5 more than 3 voxels from a tube, tube voxels found, tiles
+   skipped, network time.
+3. **Census** on converted real data (``benchmarks/real/convert.py``; optional): each
+   case is mapped as ``predict`` maps it for unet-dice (input policy, zooms, resampling),
+   cut into the same 64^3 tiles (reflect-padded where the volume is thinner), and the
+   tiles the test calls empty are counted with the annotated voxels inside them.
+
+Writes ``empty_tiles.md`` and ``empty_tiles.json`` in ``--results``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage as ndi
+
+from napari_topo.data.phantoms import sparse_tubes
+from napari_topo.inference.empty_tiles import Z_THRESHOLD, tile_structure_scores
+from napari_topo.inference.intensity import plan_input
+from napari_topo.inference.pipeline import _resampled, predict, resample_factors
+from napari_topo.inference.sliding import tile_starts
+from napari_topo.models.registry import load_model
+
+MODELS = ("unet-dice", "unet-cldice", "unet-projpool", "topnet")
+
+
+def _scores(tiles: np.ndarray) -> np.ndarray:
+    t = torch.from_numpy(np.ascontiguousarray(tiles, np.float32))[:, None]
+    return tile_structure_scores(t).numpy()
+
+
+def calibration(rng) -> list[dict]:
+    kinds = {
+        "white Gaussian": lambda: rng.normal(0, 1, (8, 64, 64, 64)),
+        "Poisson, mean 0.5": lambda: rng.poisson(0.5, (8, 64, 64, 64)),
+        "Poisson, mean 3": lambda: rng.poisson(3, (8, 64, 64, 64)),
+        "Poisson, mean 20": lambda: rng.poisson(20, (8, 64, 64, 64)),
+        "Laplace": lambda: rng.laplace(0, 1, (8, 64, 64, 64)),
+        "uniform": lambda: rng.random((8, 64, 64, 64)),
+        "Gaussian smoothed (sigma 1.5)": lambda: ndi.gaussian_filter(
+            rng.normal(0, 1, (8, 64, 64, 64)), (0, 1.5, 1.5, 1.5)
+        ),
+    }
+    rows = []
+    for name, make in kinds.items():
+        s = np.concatenate([_scores(make()) for _ in range(6)])
+        rows.append(_row(name, s))
+    zz, yy = np.mgrid[:64, :64]
+    for radius in (1.0, 1.5, 2.0, 3.0):
+        disc = ((zz - 31.5) ** 2 + (yy - 31.5) ** 2 <= radius**2).astype(np.float32)
+        tube = np.repeat(ndi.gaussian_filter(disc, 0.5)[:, :, None], 64, axis=2)
+        for contrast in (1.0, 1.5, 2.0, 3.0):
+            tiles = np.stack([rng.normal(0, 1, (64, 64, 64)) + contrast * tube for _ in range(8)])
+            rows.append(_row(f"tube r {radius:g}, contrast {contrast:g} sd", _scores(tiles)))
+    return rows
+
+
+def _row(name: str, s: np.ndarray) -> dict:
+    return {
+        "tiles": name,
+        "n": int(len(s)),
+        "score min": float(s.min()),
+        "score mean": float(s.mean()),
+        "score max": float(s.max()),
+        "empty": float((s < Z_THRESHOLD).mean()),
+    }
+
+
+def effect() -> list[dict]:
+    big, labels = sparse_tubes()
+    truth = labels > 0
+    far = ndi.distance_transform_edt(~truth) > 3
+    rows = []
+    for model in MODELS:
+        for skip in (True, False):
+            t0 = time.perf_counter()
+            out = predict(big, model, device="cpu", skip_empty_tiles=skip)
+            seconds = time.perf_counter() - t0
+            p = out["vessel"] > 0.5
+            rows.append(
+                {
+                    "model": model,
+                    "empty-tile test": "on" if skip else "off",
+                    "far false positives": int((p & far).sum()),
+                    "tube voxels found": f"{int((p & truth).sum())} of {int(truth.sum())}",
+                    "tiles skipped": out.compute.get("empty tiles", "none"),
+                    "precision": out.compute.get("precision"),
+                    "time (s)": round(seconds, 1),
+                }
+            )
+            print(rows[-1], flush=True)
+    return rows
+
+
+def census(converted: Path, cases: list[str]) -> list[dict]:
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "real"))
+    from run import load_case
+
+    _, card = load_model("unet-dice")
+    rows = []
+    folders = sorted(p.parent for p in converted.rglob("meta.json"))
+    for folder in folders:
+        name = f"{folder.parent.name}/{folder.name}"
+        if cases and folder.name not in cases and name not in cases:
+            continue
+        case = load_case(folder)
+        img, gt, spacing = case["image"], case["gt"], case["spacing"]
+        policy = plan_input(img, card.normalization, spacing=spacing)
+        keep = policy.keep_coarse_axes
+        for zoom in policy.zoom.zooms:
+            factors = resample_factors(spacing, zoom, keep_coarse=keep)
+            vol = np.asarray(_resampled(img, img.shape, factors), np.float32)
+            x = np.asarray(policy.normalizer(vol), np.float32)
+            g = gt
+            if vol.shape != gt.shape:
+                g = (
+                    ndi.zoom(
+                        gt.astype(np.uint8),
+                        [a / b for a, b in zip(vol.shape, gt.shape, strict=True)],
+                        order=0,
+                    )
+                    > 0
+                )
+            n_tiles = skipped = gt_in = 0
+            for start in tile_starts(vol.shape, (64, 64, 64), 0.25):
+                sl = tuple(slice(a, a + 64) for a in start)
+                tile = x[sl]
+                if min(tile.shape) < 64:
+                    tile = np.pad(tile, [(0, 64 - n) for n in tile.shape], mode="reflect")
+                n_tiles += 1
+                if _scores(tile[None])[0] < Z_THRESHOLD:
+                    skipped += 1
+                    gt_in += int(g[sl].sum())
+            rows.append(
+                {
+                    "case": name,
+                    "zoom": round(float(zoom), 3),
+                    "tiles": n_tiles,
+                    "empty": skipped,
+                    "annotated voxels in empty tiles": gt_in,
+                    "annotated voxels": int(g.sum()),
+                }
+            )
+            print(rows[-1], flush=True)
+    return rows
+
+
+def _table(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for r in rows:
+        cells = [f"{r[k]:.2f}" if isinstance(r[k], float) else str(r[k]) for k in keys]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--results", required=True, type=Path)
+    ap.add_argument("--converted", type=Path, help="OUT_DIR of benchmarks/real/convert.py")
+    ap.add_argument("--cases", nargs="*", default=[], help="case names (default: all)")
+    ap.add_argument("--skip-effect", action="store_true", help="leave out part 2")
+    args = ap.parse_args(argv)
+    args.results.mkdir(parents=True, exist_ok=True)
+    out = {
+        "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "threshold": Z_THRESHOLD,
+        "calibration": calibration(np.random.default_rng(0)),
+        "effect": [] if args.skip_effect else effect(),
+        "census": census(args.converted, args.cases) if args.converted else [],
+    }
+    (args.results / "empty_tiles.json").write_text(json.dumps(out, indent=2) + "\n")
+    md = [
+        f"# Empty-tile test ({out['date']}; `{out['command']}`; {out['machine']})\n",
+        f"A tile is empty when its score is under {Z_THRESHOLD:g}.\n",
+        "## Calibration (64^3 tiles)\n",
+        _table(out["calibration"]),
+        "## Sparse tubes (four tubes in one quarter, i.i.d. noise elsewhere)\n",
+        _table(out["effect"]),
+        "## Census on converted real data (unet-dice's input mapping, 64^3 tiles)\n",
+        _table(out["census"]),
+    ]
+    (args.results / "empty_tiles.md").write_text("\n".join(md))
+    print(f"wrote {args.results / 'empty_tiles.md'}")
+
+
+if __name__ == "__main__":
+    main()
