@@ -4,10 +4,11 @@ Usage::
 
     python benchmarks/bench_empty_tiles.py --results DIR [--converted CONVERTED --cases ...]
 
-1. **Calibration**: scores of 48 tiles of 64^3 per kind of noise (white Gaussian,
+1. **Calibration**: scores of 96 tiles of 64^3 per kind of noise (white Gaussian,
    Poisson of mean 0.5, 3 and 20, Laplace, uniform, Gaussian smoothed with sigma 1.5)
-   and of a tube along the tile (radius 1-3 voxels, contrast 1-3 noise standard
-   deviations) in white noise; what share the test calls empty.
+   and of 24 tiles per tube through the tile's centre (along x or oblique; radius 1-6
+   voxels, contrast 0.3-2 noise standard deviations) in white noise; what share the
+   test calls empty.
 2. **Effect** on :func:`~napari_topo.data.phantoms.sparse_tubes` (four tubes in one
    quarter, i.i.d. noise elsewhere), every shipped model with the test on and off:
    voxels of probability > 0.5 more than 3 voxels from a tube, tube voxels found, tiles
@@ -64,15 +65,31 @@ def calibration(rng) -> list[dict]:
     }
     rows = []
     for name, make in kinds.items():
-        s = np.concatenate([_scores(make()) for _ in range(6)])
+        s = np.concatenate([_scores(make()) for _ in range(12)])
         rows.append(_row(name, s))
-    zz, yy = np.mgrid[:64, :64]
-    for radius in (1.0, 1.5, 2.0, 3.0):
-        disc = ((zz - 31.5) ** 2 + (yy - 31.5) ** 2 <= radius**2).astype(np.float32)
-        tube = np.repeat(ndi.gaussian_filter(disc, 0.5)[:, :, None], 64, axis=2)
-        for contrast in (1.0, 1.5, 2.0, 3.0):
-            tiles = np.stack([rng.normal(0, 1, (64, 64, 64)) + contrast * tube for _ in range(8)])
-            rows.append(_row(f"tube r {radius:g}, contrast {contrast:g} sd", _scores(tiles)))
+    zz, yy, xx = (a - 31.5 for a in np.mgrid[:64, :64, :64].astype(np.float32))
+    for name, direction in (("along x", (0.0, 0.0, 1.0)), ("oblique", (1.0, 2.0, 3.0))):
+        d = np.asarray(direction) / np.linalg.norm(direction)
+        along = zz * d[0] + yy * d[1] + xx * d[2]
+        dist = np.sqrt(
+            (zz - along * d[0]) ** 2 + (yy - along * d[1]) ** 2 + (xx - along * d[2]) ** 2
+        )
+        for radius, contrast in (
+            (1.0, 1.0),
+            (1.0, 1.5),
+            (1.0, 2.0),
+            (1.5, 1.5),
+            (2.0, 1.0),
+            (3.0, 1.0),
+            (4.0, 0.5),
+            (6.0, 0.4),
+            (6.0, 0.3),
+        ):
+            tube = ndi.gaussian_filter((dist <= radius).astype(np.float32), 0.5)
+            tiles = np.stack([rng.normal(0, 1, (64, 64, 64)) + contrast * tube for _ in range(24)])
+            rows.append(
+                _row(f"tube {name}, r {radius:g}, contrast {contrast:g} sd", _scores(tiles))
+            )
     return rows
 
 
@@ -94,6 +111,7 @@ def effect() -> list[dict]:
     rows = []
     for model in MODELS:
         for skip in (True, False):
+            predict(big, model, device="cpu", skip_empty_tiles=skip)  # warm-up, not timed
             t0 = time.perf_counter()
             out = predict(big, model, device="cpu", skip_empty_tiles=skip)
             seconds = time.perf_counter() - t0

@@ -44,19 +44,28 @@ def test_kappa_is_the_smoothed_to_residual_ratio_of_white_noise():
 def test_white_noise_tiles_are_empty():
     rng = np.random.default_rng(0)
     scores = np.concatenate([_scores(rng.normal(0, 1, (8, 64, 64, 64))) for _ in range(6)])
-    # 48 tiles: 4.2-6.1, mean 4.7 (the module docstring's figures)
+    # 48 tiles: about 4.3-6 (the module docstring's figures)
     assert 4.0 < scores.min() and scores.max() < 6.5, scores
-    assert scores.mean() == pytest.approx(4.7, abs=0.2)
     assert (scores < Z_THRESHOLD).mean() >= 0.9
-    # Poisson counts (photon noise) of mean 3 and 20 likewise
-    for lam in (3, 20):
-        assert (_scores(rng.poisson(lam, (8, 64, 64, 64))) < Z_THRESHOLD).mean() >= 0.75
+    # Poisson counts (photon noise): skewed at a low mean, so fewer tiles are called empty
+    assert (_scores(rng.poisson(20, (8, 64, 64, 64))) < Z_THRESHOLD).mean() >= 0.75
+    assert (_scores(rng.poisson(3, (8, 64, 64, 64))) < Z_THRESHOLD).mean() >= 0.25
 
 
-@pytest.mark.parametrize(("radius", "contrast"), [(1.0, 2.0), (2.0, 1.0), (1.5, 3.0)])
-def test_a_faint_thin_tube_is_structure(radius, contrast):
+@pytest.mark.parametrize(
+    ("radius", "contrast"), [(1.0, 2.0), (2.0, 1.0), (1.5, 3.0), (4.0, 0.5), (6.0, 0.4)]
+)
+def test_a_faint_tube_is_structure(radius, contrast):
+    # thin ones show at the fine scale, thick faint ones at the 2 x 2 x 2 scale (radius 6
+    # at 0.4 sd: the fine scale alone called 5 tiles in 8 empty)
     tiles = torch.from_numpy(_tube(radius, contrast, np.random.default_rng(1)).astype(np.float32))
     assert not empty_tiles(tiles[:, None]).any()
+
+
+def test_a_thin_tube_at_the_edge_of_visibility_is_mostly_run():
+    # radius 1 voxel at 1.5 noise sd: the line scale catches what the blob scales miss
+    tiles = _tube(1.0, 1.5, np.random.default_rng(7), n=16)
+    assert (_scores(tiles) >= Z_THRESHOLD).mean() >= 0.85
 
 
 def test_constant_clipped_and_correlated_tiles():
@@ -77,8 +86,12 @@ def test_small_or_misshapen_tiles():
     assert not empty_tiles(small).any()  # too few voxels to judge: run
     with pytest.raises(ValueError, match=r"\(B, 1, Z, Y, X\)"):
         tile_structure_scores(torch.zeros((2, 64, 64, 64)))
-    with pytest.raises(ValueError, match="at least 7"):
-        tile_structure_scores(torch.zeros((1, 1, 5, 64, 64)))
+    with pytest.raises(ValueError, match="at least 14"):
+        tile_structure_scores(torch.zeros((1, 1, 12, 64, 64)))
+    # a non-finite voxel: never called empty
+    noise = torch.from_numpy(np.random.default_rng(5).normal(0, 1, (1, 1, 64, 64, 64)))
+    noise[0, 0, 10, 10, 10] = float("nan")
+    assert not empty_tiles(noise.float()).any()
 
 
 class _Counting(torch.nn.Module):
@@ -117,14 +130,64 @@ def test_predict_skips_empty_tiles_and_gives_them_zero():
         predict(big, (net_all, _card()), device="cpu", skip_empty_tiles="no")
 
 
-def test_a_first_batch_of_empty_tiles_learns_the_outputs_from_one_tile():
+def test_while_no_tile_has_run_an_empty_batch_runs_anyway():
+    # the outputs' shapes are unknown until the network has run once
     rng = np.random.default_rng(4)
     vol = rng.normal(100, 5, (64, 64, 256)).astype(np.float32)
-    vol[:, 28:36, 200:] += 60  # a bar in the last tiles only
+    vol[:, 28:36, 200:] += 60  # a bar in the last two tiles only (x starts 144, 192)
     net = _Counting()
-    out = predict(vol, (net, _card()), device="cpu", zoom=1, batch_size=2)
-    empty, total = (int(w) for w in out.compute["empty tiles"].split()[:3:2])
-    assert total == 5 and empty >= 2
-    assert net.seen == total - empty + 1  # one empty tile ran to learn the output shape
-    assert out["vessel"][:, :, :40].max() == 0
+    out = predict(vol, (net, _card()), device="cpu", zoom=1, batch_size=1)
+    assert out.compute["empty tiles"] == "2 of 5 tiles empty, not run"
+    assert net.seen == 3  # the first tile (empty, but the first), and the bar's two
+    assert out["vessel"][..., :48].min() > 0.9  # the first tile ran
+    assert out["vessel"][..., 64:96].max() == 0  # only skipped tiles cover these
     assert out["vessel"][:, 30, 230].min() > 0.9
+
+
+def test_skipped_tiles_take_no_part_in_the_blend():
+    from napari_topo.inference.sliding import sliding_window_inference
+
+    vol = np.zeros((32, 32, 160), np.float32)
+    vol[..., 80:] = 1.0  # tiles starting at x >= 80 (of 0, 16, ..., 128) are "empty" here
+
+    def skip(x):
+        return x.flatten(1).amin(dim=1) > 0.5
+
+    stats = {}
+    res = sliding_window_inference(
+        vol, lambda x: torch.ones_like(x), tile=32, overlap=0.5, skip=skip, stats=stats
+    )[0]
+    assert stats == {"tiles": 9, "skipped": 4}
+    # a tile that ran keeps its value where it overlaps a skipped one (zeros blended in
+    # with full weight pulled it down before); only skipped tiles: 0
+    assert np.all(res[..., :96] == 1.0)
+    assert np.all(res[..., 96:] == 0.0)
+    plain = sliding_window_inference(vol, lambda x: 2 * x + 1, tile=32, overlap=0.5)
+    same = sliding_window_inference(
+        vol,
+        lambda x: 2 * x + 1,
+        tile=32,
+        overlap=0.5,
+        skip=lambda x: torch.zeros(len(x), dtype=bool),
+    )
+    np.testing.assert_allclose(same, plain, rtol=1e-6)
+    with pytest.raises(ValueError, match="skip returned shape"):
+        sliding_window_inference(vol, lambda x: x, tile=32, skip=lambda x: torch.zeros(3))
+    with pytest.raises(ValueError, match="skip must be callable"):
+        sliding_window_inference(vol, lambda x: x, tile=32, skip=True)
+
+
+def test_a_faint_vessel_beside_an_empty_tile_keeps_its_probability():
+    # a bar crossing from a tile with structure into the overlap of one without: the
+    # network's output there is what it was with every tile run
+    rng = np.random.default_rng(6)
+    vol = rng.normal(100, 10, (64, 64, 208)).astype(np.float32)
+    vol[28:36, 28:36, :120] += 60
+    net = _Counting()
+    on = predict(vol, (net, _card()), device="cpu", zoom=1)
+    off = predict(vol, (_Counting(), _card()), device="cpu", zoom=1, skip_empty_tiles=False)
+    assert on.compute["empty tiles"].startswith("1 of 4")
+    covered = np.zeros(vol.shape, bool)
+    covered[..., :160] = True  # covered by a tile that ran (starts 0, 48, 96)
+    np.testing.assert_allclose(on["vessel"][covered], off["vessel"][covered], rtol=1e-5)
+    assert on["vessel"][..., 160:].max() == 0

@@ -6,37 +6,42 @@ and some models then mark the noise: on
 :func:`~napari_topo.data.phantoms.sparse_tubes` (four tubes in one quarter of a volume,
 i.i.d. noise elsewhere) the shipped unet-cldice marked 96,502 voxels of the empty
 quarters and TopNet 4,195 (``benchmarks/results/stage5/``).
-:func:`~napari_topo.inference.pipeline.predict` therefore
-tests each tile first and gives a tile with no structure above its own noise a vessel
-probability of 0 without running the network (also the time of those tiles: the air
-around a body in a CT, the empty space of a light-sheet volume).
+:func:`~napari_topo.inference.pipeline.predict` therefore tests each tile first and does
+not run the network on a tile with no structure above its own noise; such a tile takes
+no part in the blend (:func:`~napari_topo.inference.sliding.sliding_window_inference`'s
+``skip``), so a voxel only empty tiles cover has probability 0.
 
-The test (a matched-filter detection against white noise): the tile, as the network
-would see it, is smoothed with a Gaussian of ``sigma`` = 1 voxel (truncated at 3
-sigma; only voxels whose whole kernel lies inside the tile are used). Its noise level
-is estimated from the high-pass residual, tile minus smoothed tile, as the median
-absolute deviation times 1.4826 (``s_r``), which structure barely moves. For white
-noise of standard deviation ``s`` the residual's standard deviation is
-``s * sqrt(1 - 2 g0 + sum g^2)`` and the smoothed tile's ``s * sqrt(sum g^2)`` (``g`` the
-3D kernel, ``g0`` its centre weight), so the smoothed noise has standard deviation
-``kappa * s_r`` with ``kappa`` = :data:`KAPPA` (0.159 for sigma 1). The tile is *empty*
-when no smoothed voxel lies more than :data:`Z_THRESHOLD` (6) such standard deviations
-from the smoothed tile's median. Measured on 64^3 tiles
-(``python benchmarks/bench_empty_tiles.py``, ``benchmarks/results/empty_tiles/``): white
-Gaussian noise scores 4.2-6.1 (mean 4.7: one noise tile in 50 is still run), Poisson
-noise of mean 3 or 20 4.2-5.9; a tube of radius 1 voxel along the tile at a contrast of
-2 noise standard deviations scores 6.8-8.0, radius 2 at 1 standard deviation 7.1-8.2,
-so both are always run; radius 1 at 1.5 standard deviations (5.7-6.6) is at the edge
-(3 tiles in 8 called empty). Heavy-tailed or very sparse noise (Laplace; Poisson of
-mean 0.5) scores 6.1-16 and is run. A constant tile is empty.
+The test, a detection against white noise at three scales: the tile, as the network
+would see it, is smoothed with a Gaussian of sigma 1 voxel (truncated at 3 sigma; only
+voxels whose whole kernel lies inside the tile are used), and so is its 2 x 2 x 2
+average (for thick, faint vessels: sigma 2 voxels in effect). The noise level ``s`` of
+the tile's voxels is estimated from the high-pass residual, tile minus smoothed tile:
+its median absolute deviation times 1.4826 is ``s * sqrt(1 - 2 g0 + sum g^2)`` for white
+noise (``g`` the 3D kernel, ``g0`` its centre weight), and structure barely moves it.
+White noise smoothed has standard deviation ``s * sqrt(sum g^2)``, and ``s / sqrt(8)``
+before smoothing on the 2 x 2 x 2 grid. A scale's score is the largest deviation of a
+smoothed voxel from the smoothed tile's median in those standard deviations. Where
+both stay under :data:`Z_THRESHOLD`, the third scale looks for thin faint lines: the
+smoothed tile averaged over :data:`LINE_LENGTH` (5) voxels along each of the 13
+directions to a voxel's neighbours, its largest deviation in the averaged map's own
+robust standard deviations (median absolute deviation x 1.4826). The tile's score is
+the largest of the three; under :data:`Z_THRESHOLD` (6.2) the tile is *empty*. Medians
+are taken on every fourth voxel (of about 195,000 in a 64^3 tile), the maxima on all.
+A 64^3 tile costs about 7 ms on one CPU thread, 25-30 ms when the line scale runs (a
+tile that is then skipped saves the network's time).
 
-Noise that is correlated between voxels (a CT's reconstruction kernel, denoised
-microscopy) has a smaller residual for its smoothed spread, reads as structure and is
-always run: the test only skips tiles that are constant or indistinguishable from
-white noise at this level. On the
-development data (3D-IRCADb-01 patient 01, nine vesselNN two-photon stacks) it skipped
-the CT's 162 tiles of air (constant after the window) and two tiles of one stack
-holding 2 annotated voxels, and no other tile (``benchmarks/results/empty_tiles/``).
+Calibrated on 64^3 tiles (``python benchmarks/bench_empty_tiles.py``,
+``benchmarks/results/empty_tiles/``): white Gaussian, uniform or Poisson noise (mean 3
+or 20) scores 4.4-6.2 (96 tiles in 96 called empty, 94 for Poisson of mean 3); a tube
+of radius 1 voxel through the tile at a contrast of 1.5 noise standard deviations
+scores 6.0-7.6 (run in 22-23 tiles of 24), at 2 standard deviations 6.4-8.4 (always
+run), radius 6 at 0.3-0.4 standard deviations 6.7-10.8 (always run); radius 1 at 1
+standard deviation (4.8-6.5) is mostly skipped.
+On larger tiles white noise scores higher (more voxels, so more noise tiles are run), on
+smaller ones lower. Noise that is correlated between voxels (a CT's reconstruction
+kernel, denoised microscopy) or heavy-tailed reads as structure and is always run: only
+tiles that are constant or indistinguishable from white noise at this level are
+skipped. A tile with a non-finite voxel is always run.
 """
 
 from __future__ import annotations
@@ -49,8 +54,10 @@ import numpy as np
 SIGMA = 1.0
 TRUNCATE = 3.0
 #: A tile whose smoothed voxels all lie within this many smoothed-noise standard
-#: deviations of their median is empty.
-Z_THRESHOLD = 6.0
+#: deviations of their median, at both scales, is empty.
+Z_THRESHOLD = 6.2
+#: Every this many voxels enter the medians (the maximum sees them all).
+MEDIAN_STRIDE = 4
 #: Smallest tile side (voxels) the test is made on; a smaller tile is always run.
 MIN_SIDE = 16
 
@@ -62,38 +69,41 @@ def _kernel_1d(sigma: float = SIGMA, truncate: float = TRUNCATE) -> np.ndarray:
     return g / g.sum()
 
 
-def _kappa(sigma: float = SIGMA, truncate: float = TRUNCATE) -> float:
+def _noise_ratios(sigma: float = SIGMA, truncate: float = TRUNCATE) -> tuple[float, float]:
+    """(residual, smoothed) standard deviation per standard deviation of white noise."""
     g = _kernel_1d(sigma, truncate)
     sum_sq = float(np.sum(g**2)) ** 3  # the 3D kernel is separable
     g0 = float(g[len(g) // 2]) ** 3
-    return math.sqrt(sum_sq / (1.0 - 2.0 * g0 + sum_sq))
+    return math.sqrt(1.0 - 2.0 * g0 + sum_sq), math.sqrt(sum_sq)
 
 
+RESIDUAL_SD, SMOOTHED_SD = _noise_ratios()
 #: Standard deviation of smoothed white noise per standard deviation of its residual.
-KAPPA = _kappa()
+KAPPA = SMOOTHED_SD / RESIDUAL_SD
 
 
 def tile_structure_scores(tiles):
-    """Largest smoothed deviation of each tile, in units of its smoothed white noise.
+    """Largest smoothed deviation of each tile, in standard deviations of white noise.
 
     Parameters
     ----------
     tiles : torch.Tensor, shape (B, 1, Z, Y, X)
-        Tiles as the network sees them (after the input mapping), any float dtype; each
-        side at least ``2 * ceil(TRUNCATE * SIGMA) + 1`` (7) voxels.
+        Tiles as the network sees them (after the input mapping), any float dtype, on
+        any device; each side at least 14 voxels (the kernel, 7 voxels, on the 2 x 2 x 2
+        grid).
 
     Returns
     -------
     torch.Tensor, shape (B,), float32
-        ``max |S - median(S)| / (KAPPA * s_r)`` per tile (see the module docstring);
-        0 for a constant tile; very large (``inf`` when exactly so) for a tile whose
-        residual has no spread but whose smoothed values do (a step edge in clipped
-        data).
+        The larger of the two scales' scores (see the module docstring); 0 for a
+        constant tile; very large (``inf`` when exactly so) for a tile whose residual
+        has no spread but whose smoothed values do (a step edge in clipped data); NaN
+        for a tile with a non-finite voxel.
 
     Raises
     ------
     ValueError
-        If ``tiles`` is not 5-D with one channel, or a side is shorter than the kernel.
+        If ``tiles`` is not 5-D with one channel, or a side is shorter than 14 voxels.
     """
     import torch
 
@@ -101,23 +111,81 @@ def tile_structure_scores(tiles):
         raise ValueError(f"tiles must be (B, 1, Z, Y, X); got shape {tuple(tiles.shape)}")
     g = torch.as_tensor(_kernel_1d(), dtype=torch.float32, device=tiles.device)
     r = len(g) // 2
-    if min(tiles.shape[2:]) < 2 * r + 1:
-        raise ValueError(f"tiles must be at least {2 * r + 1} voxels on each side")
+    if min(tiles.shape[2:]) < 2 * len(g):
+        raise ValueError(f"tiles must be at least {2 * len(g)} voxels on each side")
+
+    def smooth(t):
+        for axis in range(3):
+            shape = [1, 1, 1, 1, 1]
+            shape[2 + axis] = len(g)
+            t = torch.nn.functional.conv3d(t, g.view(shape))  # "valid": no padding
+        return t
+
+    def median(v):
+        return v[:, ::MEDIAN_STRIDE].median(dim=1, keepdim=True).values
+
+    def deviation(t):
+        flat = t.flatten(1)
+        return (flat - median(flat)).abs().amax(dim=1)
+
     x = tiles.float()
-    s = x
-    for axis in range(3):
-        shape = [1, 1, 1, 1, 1]
-        shape[2 + axis] = len(g)
-        s = torch.nn.functional.conv3d(s, g.view(shape))  # "valid": no padding
-    inner = x[:, :, r:-r, r:-r, r:-r]
-    flat_s = s.flatten(1)
-    resid = (inner - s).flatten(1)
-    # median absolute deviation of the residual: a robust noise level
-    noise = (resid - resid.median(dim=1, keepdim=True).values).abs().median(dim=1).values
-    noise = noise * 1.4826 * KAPPA
-    dev = (flat_s - flat_s.median(dim=1, keepdim=True).values).abs().amax(dim=1)
-    score = torch.where(noise > 0, dev / noise.clamp_min(1e-30), torch.full_like(dev, math.inf))
-    return torch.where(dev > 0, score, torch.zeros_like(dev))
+    s = smooth(x)
+    resid = (x[:, :, r:-r, r:-r, r:-r] - s).flatten(1)
+    mad = (resid - median(resid)).abs()[:, ::MEDIAN_STRIDE].median(dim=1).values
+    sd = mad * 1.4826 / RESIDUAL_SD  # the noise of one voxel
+    dev = deviation(s)
+    fine = dev / (sd * SMOOTHED_SD)
+    coarse = deviation(smooth(torch.nn.functional.avg_pool3d(x, 2))) / (
+        sd / math.sqrt(8.0) * SMOOTHED_SD
+    )
+    score = torch.maximum(fine, coarse)
+    # thin faint vessels: along lines, only where the two blob scales saw too little
+    unsure = torch.nonzero((score < Z_THRESHOLD) & (sd > 0)).flatten()
+    if unsure.numel():
+        score[unsure] = torch.maximum(score[unsure], _line_scores(s[unsure], median))
+    score = torch.where(sd > 0, score, torch.full_like(score, math.inf))
+    score = torch.where(dev > 0, score, torch.zeros_like(score))
+    finite = torch.isfinite(x.flatten(1)).all(dim=1)
+    return torch.where(finite, score, torch.full_like(score, math.nan))
+
+
+#: The 13 directions (one of each opposite pair) from a voxel to its 26 neighbours.
+LINE_DIRECTIONS = tuple(
+    d
+    for d in (tuple(int(v) - 1 for v in idx) for idx in np.ndindex(3, 3, 3))
+    if d != (0, 0, 0) and d > tuple(-v for v in d)
+)
+#: Voxels averaged along each direction by the line scale.
+LINE_LENGTH = 5
+
+
+def _line_scores(s, median):
+    """Largest deviation of ``s`` (smoothed tiles, (B, 1, z, y, x)) averaged over
+    :data:`LINE_LENGTH` voxels along each of :data:`LINE_DIRECTIONS`, in the averaged
+    map's own robust standard deviations (its median absolute deviation x 1.4826:
+    white noise and a sparse line barely move it); the largest over the directions."""
+    import torch
+
+    n = s.shape[2:]
+    best = torch.zeros(s.shape[0], dtype=s.dtype, device=s.device)
+    for d in LINE_DIRECTIONS:
+        total = None
+        for k in range(LINE_LENGTH):
+            index = [slice(None), slice(None)]
+            for axis in range(3):
+                if d[axis] == 0:
+                    index.append(slice(0, n[axis]))
+                elif d[axis] > 0:
+                    index.append(slice(k, n[axis] - (LINE_LENGTH - 1) + k))
+                else:
+                    index.append(slice(LINE_LENGTH - 1 - k, n[axis] - k))
+            part = s[tuple(index)]
+            total = part.clone() if total is None else total.add_(part)
+        flat = total.flatten(1)
+        dev = (flat - median(flat)).abs()
+        spread = dev[:, ::MEDIAN_STRIDE].median(dim=1).values * 1.4826
+        best = torch.maximum(best, dev.amax(dim=1) / spread.clamp_min(1e-30))
+    return best
 
 
 def empty_tiles(tiles, threshold: float = Z_THRESHOLD):
@@ -133,11 +201,11 @@ def empty_tiles(tiles, threshold: float = Z_THRESHOLD):
     Returns
     -------
     torch.Tensor, shape (B,), bool
-        True for an empty tile. A tile with a side under :data:`MIN_SIDE` voxels is
-        never empty (too few voxels for the test).
+        True for an empty tile. A tile with a side under :data:`MIN_SIDE` voxels (too
+        few voxels for the test) or with a non-finite voxel is never empty.
     """
     import torch
 
     if min(tiles.shape[2:]) < MIN_SIDE:
         return torch.zeros(tiles.shape[0], dtype=torch.bool, device=tiles.device)
-    return tile_structure_scores(tiles) < threshold
+    return tile_structure_scores(tiles) < threshold  # NaN compares False: run

@@ -76,7 +76,9 @@ class PredictOutputs(dict):
     compute : dict or None
         Where and in what arithmetic the network ran: ``{"device": "cpu", "precision":
         "bfloat16"}`` (:func:`~napari_topo.inference.device.resolve_precision`; the
-        device after any out-of-memory fallback).
+        device after any out-of-memory fallback), with ``"tta"`` (e.g. ``"2 mirrored
+        copies"``) when test-time mirroring ran and ``"empty tiles"`` (e.g. ``"16 of 25
+        tiles empty, not run"``) when tiles were skipped (``skip_empty_tiles``).
     """
 
     def __init__(
@@ -319,10 +321,11 @@ def predict(
         averaged too; its embedding (not mirror-symmetric) comes from the unmirrored
         pass. Recorded in ``compute["tta"]``.
     skip_empty_tiles : bool
-        Give a tile that holds nothing but white noise (or is constant, like the air
-        around a body after a CT window) a vessel probability of 0 without running the
-        network (:mod:`~napari_topo.inference.empty_tiles`: the tile, as the network sees
-        it, smoothed, against its own noise level). Each tile is normalised on its own
+        Do not run the network on a tile that holds nothing but white noise or is
+        constant (the air around a body after a CT window): such a tile takes no part in
+        the blend, so a voxel that only such tiles cover has probability 0
+        (:mod:`~napari_topo.inference.empty_tiles`: the tile, as the network sees it,
+        against its own noise level at three scales). Each tile is normalised on its own
         inside the networks, so such a tile otherwise reaches them at a vessel's
         contrast. Default True; the count is recorded in ``compute["empty tiles"]`` when
         a tile was skipped. False runs every tile.
@@ -374,6 +377,8 @@ def predict(
     dev = pick_device(device)
     resolve_precision(precision, dev)  # a bad precision is refused before any work
     mirror_flips(tta)  # so is a bad tta
+    if not isinstance(skip_empty_tiles, (bool, np.bool_)):
+        raise ValueError(f"skip_empty_tiles must be True or False; got {skip_empty_tiles!r}")
     module, card = resolve_model(model, dev)
     policy = plan_input(
         volume,
@@ -418,12 +423,8 @@ def predict(
     compute: dict[str, str] = {}
     # TopNet's embedding is not mirror-equivariant: it comes from the unmirrored pass.
     flips = mirror_flips(tta)
-    if not isinstance(skip_empty_tiles, (bool, np.bool_)):
-        raise ValueError(f"skip_empty_tiles must be True or False; got {skip_empty_tiles!r}")
-    # (empty tiles, tiles) per zoom, of the attempt that finished
-    tallies: dict[int, list[int]] = {}
-    # channel count per output, learnt from the first tile the network ran on
-    template: dict[str, int] = {}
+    # tiles skipped as empty and tiles, per zoom (of the attempt that finished)
+    tallies: dict[int, dict] = {}
 
     def run(source, tile, batch, dev, progress, zoom_index=0):
         fmt = memory_format(dev)
@@ -442,7 +443,8 @@ def predict(
                 return res
             return {"vessel": torch.sigmoid(y.float())}
 
-        def network(xn: torch.Tensor) -> dict[str, torch.Tensor]:
+        def predictor(x: torch.Tensor):
+            xn = norm(x)
             res = forward(xn)
             keys = [k for k in ("vessel", "centerness") if k in res]
             for dims in flips[1:]:
@@ -451,35 +453,12 @@ def predict(
                     res[key] += torch.flip(y[key], dims)
             for key in keys:
                 res[key] /= len(flips)
-            if not template:
-                template.update({k: int(v.shape[1]) for k, v in res.items()})
             return res
 
-        tally = tallies[zoom_index] = [0, 0]
+        def skip(x: torch.Tensor) -> torch.Tensor:
+            return empty_tiles(norm(x))
 
-        def predictor(x: torch.Tensor):
-            xn = norm(x)
-            if not skip_empty_tiles:
-                return network(xn)
-            empty = empty_tiles(xn)
-            n_empty = int(empty.sum())
-            tally[0] += n_empty
-            tally[1] += len(empty)
-            if n_empty == 0:
-                return network(xn)
-            keep = ~empty
-            part = network(xn[keep]) if n_empty < len(empty) else None
-            if not template:  # every tile so far empty: one run tells the outputs' shapes
-                network(xn[:1])
-            res = {}
-            for key, channels in template.items():
-                full = torch.zeros(
-                    (len(empty), channels, *xn.shape[2:]), dtype=torch.float32, device=xn.device
-                )
-                if part is not None:
-                    full[keep] = part[key].to(full.dtype)
-                res[key] = full
-            return res
+        tallies[zoom_index] = stats = {}
 
         return sliding_window_inference(
             source,
@@ -495,6 +474,8 @@ def predict(
             progress=progress,
             cancel=cancel,
             out=out,
+            skip=skip if skip_empty_tiles else None,
+            stats=stats,
         )
 
     attempt = (_positive_int_triple(tile, "tile"), batch_size, dev)
@@ -523,10 +504,10 @@ def predict(
     return result
 
 
-def _note_empty_tiles(compute: dict, tallies: Mapping[int, Sequence[int]]) -> None:
+def _note_empty_tiles(compute: dict, tallies: Mapping[int, Mapping[str, int]]) -> None:
     """``compute["empty tiles"]``: how many tiles :func:`predict` skipped, if any."""
-    empty = sum(t[0] for t in tallies.values())
-    total = sum(t[1] for t in tallies.values())
+    empty = sum(t.get("skipped", 0) for t in tallies.values())
+    total = sum(t.get("tiles", 0) for t in tallies.values())
     if empty:
         compute["empty tiles"] = f"{empty} of {total} tiles empty, not run"
     else:
@@ -1110,11 +1091,12 @@ def segment(
     prediction : PredictOutputs, optional
         The output of an earlier :func:`predict` on this volume with this model and the
         same input settings (``modality``, ``window``, ``polarity``, ``zoom``,
-        ``spacing``, tiles): the network is then not run again, so a new ``threshold``,
-        ``sources``, ``roi``, ``vessel_range``, ``sheets`` or ``min_size`` costs only the
-        steps after the network. Left unchanged (the arrays edited are copied). Only its
-        shape is checked against ``volume``; the rest is the caller's to keep consistent
-        (the Segment widget keys it by image, model and input settings). Make it with
+        ``spacing``, tiles, ``tta``, ``skip_empty_tiles``): the network is then not run
+        again, so a new ``threshold``, ``sources``, ``roi``, ``vessel_range``, ``sheets``
+        or ``min_size`` costs only the steps after the network. Left unchanged (the
+        arrays edited are copied). Only its shape is checked against ``volume``; the
+        rest is the caller's to keep consistent (the Segment widget keys it by image,
+        model and input settings). Make it with
         :func:`predict` and the ``spacing`` of :func:`voxel_size`.
     **predict_kwargs
         Any other :func:`predict` argument (tile, device, progress, cancel, ...);

@@ -444,6 +444,8 @@ def sliding_window_inference(
     progress: Callable[[int, int], Any] | None = None,
     cancel: Callable[[], bool] | threading.Event | None = None,
     out: Any = None,
+    skip: Callable[[torch.Tensor], Any] | None = None,
+    stats: dict | None = None,
 ) -> np.ndarray | dict[str, np.ndarray]:
     """Run ``predictor`` over overlapping tiles of a 3D volume and blend the results.
 
@@ -493,6 +495,16 @@ def sliding_window_inference(
         If the run is cancelled or fails, a numpy ``out`` is zero-filled (no partial
         result is left behind); other arrays (zarr) are left partly written and their
         content is undefined: delete or overwrite them.
+    skip : callable, optional
+        Called with each batch of tiles (as ``predictor`` would get it) before the
+        predictor; returns one bool per tile (array-like of shape ``(B,)``). A tile
+        marked True is not run and takes no part in the blend: neither its values nor
+        its weight, so its neighbours' predictions are unchanged in the overlap, and a
+        voxel that only skipped tiles cover is 0. While the outputs' shapes are unknown
+        (no tile has run yet and ``out_channels`` is not given) a batch whose tiles are
+        all marked runs anyway. E.g. :func:`~napari_topo.inference.empty_tiles.empty_tiles`.
+    stats : dict, optional
+        Filled with ``"tiles"`` (the tile count) and ``"skipped"`` (tiles not run).
 
     Returns
     -------
@@ -503,7 +515,7 @@ def sliding_window_inference(
     ------
     ValueError
         Bad volume (not 3D, empty, non-numeric, NaN/inf), bad tile / overlap / batch size /
-        blend / pad mode / out, or a predictor output of the wrong shape.
+        blend / pad mode / out / skip, or a predictor or ``skip`` output of the wrong shape.
     Cancelled
         If ``cancel`` was set.
 
@@ -543,6 +555,8 @@ def sliding_window_inference(
         )
     if not callable(predictor):
         raise ValueError(f"predictor must be callable; got {type(predictor).__name__}")
+    if skip is not None and not callable(skip):
+        raise ValueError(f"skip must be callable or None; got {type(skip).__name__}")
     if isinstance(predictor, torch.nn.Module) and predictor.training:
         warnings.warn(
             "predictor is a torch.nn.Module in training mode (batch norm and dropout behave "
@@ -580,12 +594,22 @@ def sliding_window_inference(
     ]
     inv_wz = (1.0 / sums[0]).astype(np.float32)
     inv_wyx = (1.0 / np.multiply.outer(sums[1], sums[2])).astype(np.float32)
+    # With ``skip``, the weights of the tiles that ran are summed voxel by voxel instead.
+    tile_weight = None
+    if skip is not None:
+        tile_weight = weight if weight is not None else np.ones(tile, np.float32)
 
     nz = shape[0]
     tz = tile[0]
     batches = [starts[i : i + batch_size] for i in range(0, len(starts), batch_size)]
     slab_len = max(max(s[0] + min(tz, nz - s[0]) for s in b) - b[0][0] for b in batches)
     total = len(starts)
+    wslab = (
+        np.zeros((slab_len, shape[1], shape[2]), dtype=np.float32)
+        if tile_weight is not None
+        else None
+    )
+    n_skipped = 0
 
     user_numpy_outs = []
     if out is not None:
@@ -603,6 +627,18 @@ def sliding_window_inference(
     def read(index: int) -> np.ndarray:
         return _read_batch(volume, batches[index], tile, shape, pad_mode, check_tiles)
 
+    def start(channels: dict[Any, int], is_single: bool):
+        """Destinations, blending slabs and weighting scratch, once the outputs are known."""
+        new_dests = _prepare_destinations(out, out_channels, channels, is_single, shape)
+        new_slabs = {
+            k: np.zeros((c, slab_len, shape[1], shape[2]), dtype=np.float32)
+            for k, c in channels.items()
+        }
+        new_scratch = {}
+        if weight is not None and weight_dev is None:
+            new_scratch = {k: np.empty((c, *tile), np.float32) for k, c in channels.items()}
+        return new_dests, new_slabs, new_scratch
+
     executor = None if is_numpy else ThreadPoolExecutor(1, thread_name_prefix="napari-topo-read")
     try:
         if progress is not None:
@@ -615,20 +651,42 @@ def sliding_window_inference(
                 x = pending.result() if pending is not None else read(bi)
                 if executor is not None and bi + 1 < len(batches):
                     pending = executor.submit(read, bi + 1)
-                prediction = predictor(torch.from_numpy(x).to(device))
-                outputs, is_single = _as_outputs(prediction, len(batch_starts), tile)
-                if dests is None:
-                    single = is_single
-                    channels = {k: int(v.shape[1]) for k, v in outputs.items()}
-                    dests = _prepare_destinations(out, out_channels, channels, single, shape)
-                    slabs = {
-                        k: np.zeros((c, slab_len, shape[1], shape[2]), dtype=np.float32)
-                        for k, c in channels.items()
-                    }
-                    if weight is not None and weight_dev is None:
-                        scratch = {k: np.empty((c, *tile), np.float32) for k, c in channels.items()}
-                elif is_single != single or outputs.keys() != slabs.keys():
-                    raise ValueError("predictor returned different outputs for different batches")
+                xt = torch.from_numpy(x).to(device)
+                run_starts = batch_starts
+                if skip is not None:
+                    flags = np.asarray(torch.as_tensor(skip(xt)).detach().cpu(), dtype=bool)
+                    if flags.shape != (len(batch_starts),):
+                        raise ValueError(
+                            f"skip returned shape {flags.shape}; expected ({len(batch_starts)},)"
+                        )
+                    if flags.all() and dests is None and out_channels is None:
+                        flags[:] = False  # no output shapes known yet: this batch runs
+                    n_skipped += int(flags.sum())
+                    if flags.any():
+                        keep = np.flatnonzero(~flags)
+                        run_starts = [batch_starts[i] for i in keep]
+                        xt = xt[torch.as_tensor(keep, device=xt.device)]
+                if not run_starts:
+                    outputs = {}
+                    if dests is None:  # every tile so far skipped: shapes from out_channels
+                        single = not isinstance(out_channels, Mapping)
+                        channels = (
+                            {None: int(out_channels)}
+                            if single
+                            else {k: int(v) for k, v in out_channels.items()}
+                        )
+                        dests, slabs, scratch = start(channels, single)
+                else:
+                    prediction = predictor(xt)
+                    outputs, is_single = _as_outputs(prediction, len(run_starts), tile)
+                    if dests is None:
+                        single = is_single
+                        channels = {k: int(v.shape[1]) for k, v in outputs.items()}
+                        dests, slabs, scratch = start(channels, single)
+                    elif is_single != single or outputs.keys() != slabs.keys():
+                        raise ValueError(
+                            "predictor returned different outputs for different batches"
+                        )
 
                 for key, pred in outputs.items():
                     if pred.shape[1] != slabs[key].shape[0]:
@@ -641,7 +699,7 @@ def sliding_window_inference(
                         pred = pred.to(device) * weight_dev
                     pred = pred.cpu().numpy()
                     slab = slabs[key]
-                    for i, (z0, y0, x0) in enumerate(batch_starts):
+                    for i, (z0, y0, x0) in enumerate(run_starts):
                         dz, dy, dx = (
                             min(t, n - s) for t, n, s in zip(tile, shape, (z0, y0, x0), strict=True)
                         )
@@ -650,6 +708,14 @@ def sliding_window_inference(
                             src = np.multiply(src, weight, out=scratch[key])
                         dst = slab[:, z0 - base : z0 - base + dz, y0 : y0 + dy, x0 : x0 + dx]
                         dst += src[:, :dz, :dy, :dx]
+                if wslab is not None and outputs:
+                    for z0, y0, x0 in run_starts:
+                        dz, dy, dx = (
+                            min(t, n - s) for t, n, s in zip(tile, shape, (z0, y0, x0), strict=True)
+                        )
+                        wslab[z0 - base : z0 - base + dz, y0 : y0 + dy, x0 : x0 + dx] += (
+                            tile_weight[:dz, :dy, :dx]
+                        )
                 for z0, _, _ in batch_starts:
                     hi_end = max(hi_end, z0 + min(tz, nz - z0))
                 done += len(batch_starts)
@@ -662,12 +728,19 @@ def sliding_window_inference(
                     filled = hi_end - base
                     for key, slab in slabs.items():
                         block = slab[:, :d]
-                        block *= inv_wz[base:next_z, None, None]
-                        block *= inv_wyx
+                        if wslab is None:
+                            block *= inv_wz[base:next_z, None, None]
+                            block *= inv_wyx
+                        else:  # voxels no tile that ran covers stay 0
+                            np.divide(block, wslab[:d], out=block, where=wslab[:d] > 0)
                         dests[key][:, base:next_z] = block
                         if live:  # numpy copies overlapping slices correctly
                             slab[:, :live] = slab[:, d : d + live]
                         slab[:, live:filled] = 0.0
+                    if wslab is not None:
+                        if live:
+                            wslab[:live] = wslab[d : d + live]
+                        wslab[live:filled] = 0.0
                     base = next_z
                 if progress is not None:
                     progress(done, total)
@@ -683,6 +756,8 @@ def sliding_window_inference(
             executor.shutdown(wait=True)
 
     assert dests is not None and base == nz
+    if stats is not None:
+        stats.update(tiles=total, skipped=n_skipped)
     if out is not None:
         return out
     return dests[None] if single else dests
