@@ -1304,3 +1304,9 @@ def test_the_status_says_how_many_tiles_of_noise_alone_were_not_run(make_napari_
     mask = np.asarray(ours(viewer)["mask"].data, bool)
     assert mask[:, :, 160:].sum() == 0  # the noise that unet-cldice used to read as vessel
     assert dice(mask, labels[:, :128] > 0) > 0.8
+    # unticked: every tile runs (and the network's earlier output is not reused)
+    widget.empty_tiles_check.value = False
+    assert run_and_wait(qtbot, widget) == "done"
+    assert "empty tiles" not in widget.last_analysis.compute
+    assert "tiles empty" not in widget.status_label.text()
+    assert "reused" not in widget.status_label.text()
