@@ -13,7 +13,10 @@ Usage::
    quarter, i.i.d. noise elsewhere), every shipped model with the test on and off:
    voxels of probability > 0.5 more than 3 voxels from a tube, tube voxels found, tiles
    skipped, network time.
-3. **Census** on converted real data (``benchmarks/real/convert.py``; optional): each
+3. **Overhead** where nothing is skipped: unet-dice on a 128^3 volume of the synthetic
+   test set (vessels everywhere), the test on and off in turn, three runs each after a
+   warm-up (median wall time), and the test alone per 64^3 tile (one thread).
+4. **Census** on converted real data (``benchmarks/real/convert.py``; optional): each
    case is mapped as ``predict`` maps it for unet-dice (input policy, zooms, resampling),
    cut into the same 64^3 tiles (reflect-padded where the volume is thinner), and the
    tiles the test calls empty are counted with the annotated voxels inside them.
@@ -131,6 +134,57 @@ def effect() -> list[dict]:
     return rows
 
 
+def overhead() -> list[dict]:
+    from napari_topo.data.synthetic import test_set
+
+    vol = test_set(n=1, shape=(128, 128, 128))[0].image
+    times: dict[bool, list[float]] = {True: [], False: []}
+    predict(vol, "unet-dice", device="cpu")  # warm-up
+    skipped = None
+    for _ in range(3):
+        for skip in (True, False):
+            t0 = time.perf_counter()
+            out = predict(vol, "unet-dice", device="cpu", skip_empty_tiles=skip)
+            times[skip].append(time.perf_counter() - t0)
+            if skip:
+                skipped = out.compute.get("empty tiles", "none")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        tiles = torch.from_numpy(np.random.default_rng(1).normal(0, 1, (4, 1, 64, 64, 64)))
+        structured = tiles.float() + 0  # noise: the line scale runs too
+        structured[:, :, 28:36, 28:36, :] += 3.0  # a bar: the blob scales suffice
+        per_tile = {}
+        for name, batch in (("noise (all three scales)", tiles.float()), ("a bar", structured)):
+            tile_structure_scores(batch)
+            t0 = time.perf_counter()
+            for _ in range(5):
+                tile_structure_scores(batch)
+            per_tile[name] = (time.perf_counter() - t0) / 20 * 1000
+    finally:
+        torch.set_num_threads(threads)
+    rows = [
+        {
+            "what": "unet-dice, synthetic 128^3 (seed 10000), median of 3 (s)",
+            "test on": round(float(np.median(times[True])), 2),
+            "test off": round(float(np.median(times[False])), 2),
+            "tiles skipped": skipped,
+        }
+    ]
+    for name, ms in per_tile.items():
+        rows.append(
+            {
+                "what": f"the test alone, one 64^3 tile, 1 thread: {name} (ms)",
+                "test on": round(ms, 1),
+                "test off": "",
+                "tiles skipped": "",
+            }
+        )
+    for r in rows:
+        print(r, flush=True)
+    return rows
+
+
 def census(converted: Path, cases: list[str]) -> list[dict]:
     sys.path.insert(0, str(Path(__file__).resolve().parent / "real"))
     from run import load_case
@@ -200,7 +254,7 @@ def main(argv=None) -> None:
     ap.add_argument("--results", required=True, type=Path)
     ap.add_argument("--converted", type=Path, help="OUT_DIR of benchmarks/real/convert.py")
     ap.add_argument("--cases", nargs="*", default=[], help="case names (default: all)")
-    ap.add_argument("--skip-effect", action="store_true", help="leave out part 2")
+    ap.add_argument("--skip-effect", action="store_true", help="leave out parts 2 and 3")
     args = ap.parse_args(argv)
     args.results.mkdir(parents=True, exist_ok=True)
     out = {
@@ -210,6 +264,7 @@ def main(argv=None) -> None:
         "threshold": Z_THRESHOLD,
         "calibration": calibration(np.random.default_rng(0)),
         "effect": [] if args.skip_effect else effect(),
+        "overhead": [] if args.skip_effect else overhead(),
         "census": census(args.converted, args.cases) if args.converted else [],
     }
     (args.results / "empty_tiles.json").write_text(json.dumps(out, indent=2) + "\n")
@@ -220,6 +275,8 @@ def main(argv=None) -> None:
         _table(out["calibration"]),
         "## Sparse tubes (four tubes in one quarter, i.i.d. noise elsewhere)\n",
         _table(out["effect"]),
+        "## Overhead where nothing is skipped\n",
+        _table(out["overhead"]),
         "## Census on converted real data (unet-dice's input mapping, 64^3 tiles)\n",
         _table(out["census"]),
     ]

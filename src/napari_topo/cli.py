@@ -274,10 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--empty-tiles",
         choices=("skip", "run"),
         default="skip",
-        help="tiles that hold nothing but white noise (or are constant, like the air around "
-        "a body) get vessel probability 0 without running the network (skip, default), or "
-        "run like the others (run); each tile is normalised on its own inside the "
-        "networks, so noise alone otherwise reaches them at a vessel's contrast",
+        help="skip (default): the network is not run on a tile that holds nothing but "
+        "white noise or is constant (the air around a body); its voxels get probability 0 "
+        "unless a tile that ran covers them. Each tile is normalised on its own inside "
+        "the networks, so noise alone can look like vessel. A thin vessel at the edge of "
+        "visibility (radius 1 voxel, about 1.5 noise standard deviations) can fall in a "
+        "skipped tile and is then cut there: run every tile with 'run'",
     )
     seg.add_argument(
         "--threshold",
@@ -1004,8 +1006,11 @@ def _compute_words(compute) -> str:
     words = f"{compute.get('device', '?')}, {compute.get('precision', '?')}, "
     if compute.get("tta"):
         words += f"{compute['tta']}, "
-    if compute.get("empty tiles"):
-        words += f"{compute['empty tiles']}, "
+    from .inference.pipeline import skipped_tiles_words
+
+    skipped = skipped_tiles_words(compute)
+    if skipped:
+        words += f"{skipped}, "
     return words
 
 

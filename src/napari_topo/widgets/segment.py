@@ -1950,9 +1950,12 @@ class SegmentWidget(QWidget):
         # out the wait for a thread, the model's loading and the layers' adding).
         seconds = self.elapsed if self._started is not None else outcome.seconds
         compute = getattr(analysis, "compute", None) or {}
-        ran = ", ".join(
-            compute[k] for k in ("device", "precision", "tta", "empty tiles") if compute.get(k)
-        )
+        ran = ", ".join(compute[k] for k in ("device", "precision", "tta") if compute.get(k))
+        from napari_topo.inference.pipeline import skipped_tiles_words
+
+        skipped = skipped_tiles_words(compute)
+        if skipped:
+            ran = f"{ran}, {skipped}" if ran else skipped
         if job.prediction is not None:
             ran = f"{ran}; " if ran else ""
             ran += "the network's output of the last run reused"
