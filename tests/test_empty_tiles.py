@@ -82,7 +82,7 @@ def test_constant_clipped_and_correlated_tiles():
 
 
 def test_small_or_misshapen_tiles():
-    small = torch.zeros((2, 1, 8, 64, 64))
+    small = torch.zeros((2, 1, 16, 64, 64))
     assert not empty_tiles(small).any()  # too few voxels to judge: run
     with pytest.raises(ValueError, match=r"\(B, 1, Z, Y, X\)"):
         tile_structure_scores(torch.zeros((2, 64, 64, 64)))
@@ -131,18 +131,38 @@ def test_predict_skips_empty_tiles_and_gives_them_zero():
         predict(big, (net_all, _card()), device="cpu", skip_empty_tiles="no")
 
 
-def test_while_no_tile_has_run_an_empty_batch_runs_anyway():
-    # the outputs' shapes are unknown until the network has run once
+def test_a_first_batch_of_empty_tiles_is_not_blended_in():
+    # the outputs' shapes are unknown until the network has run once: it runs on one
+    # tile to learn them, and that prediction is thrown away
     rng = np.random.default_rng(4)
     vol = rng.normal(100, 5, (64, 64, 256)).astype(np.float32)
     vol[:, 28:36, 200:] += 60  # a bar in the last two tiles only (x starts 144, 192)
     net = _Counting()
     out = predict(vol, (net, _card()), device="cpu", zoom=1, batch_size=1)
-    assert out.compute["empty tiles"] == "2 of 5 tiles empty, not run"
-    assert net.seen == 3  # the first tile (empty, but the first), and the bar's two
-    assert out["vessel"][..., :48].min() > 0.9  # the first tile ran
-    assert out["vessel"][..., 64:96].max() == 0  # only skipped tiles cover these
+    assert out.compute["empty tiles"] == "3 of 5 tiles empty, not run"
+    assert net.seen == 1 + 2  # the probe, and the bar's two tiles
+    assert out["vessel"][..., :144].max() == 0  # only skipped tiles cover these
     assert out["vessel"][:, 30, 230].min() > 0.9
+
+
+def test_noise_in_the_first_corner_is_not_read_as_vessel():
+    # the sparse-tubes volume mirrored: the tubes in the last corner, noise where the
+    # sliding window starts
+    big, labels = sparse_tubes()
+    big, labels = big[::-1, ::-1, ::-1].copy(), labels[::-1, ::-1, ::-1].copy()
+    net = _Counting()
+    out = predict(big, (net, _card()), device="cpu", zoom=1)
+    assert out.compute["empty tiles"] == "16 of 25 tiles empty, not run"
+    assert net.seen == 1 + 9
+    assert out["vessel"][:, :40, :40].max() == 0
+    assert out["vessel"][labels > 0].min() > 0.9
+
+
+def test_the_threshold_reaches_the_line_scale():
+    tiles = torch.from_numpy(_tube(1.0, 2.0, np.random.default_rng(8), n=8).astype(np.float32))
+    scores = tile_structure_scores(tiles[:, None], threshold=100.0)
+    assert (empty_tiles(tiles[:, None], threshold=100.0) == (scores < 100.0)).all()
+    assert (scores >= tile_structure_scores(tiles[:, None])).all()
 
 
 def test_skipped_tiles_take_no_part_in_the_blend():

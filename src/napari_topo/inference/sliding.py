@@ -501,8 +501,10 @@ def sliding_window_inference(
         marked True is not run and takes no part in the blend: neither its values nor
         its weight, so its neighbours' predictions are unchanged in the overlap, and a
         voxel that only skipped tiles cover is 0. While the outputs' shapes are unknown
-        (no tile has run yet and ``out_channels`` is not given) a batch whose tiles are
-        all marked runs anyway. E.g. :func:`~napari_topo.inference.empty_tiles.empty_tiles`.
+        (no tile has run yet and ``out_channels`` is not given), the predictor is called
+        once on the first tile of a batch whose tiles are all marked, to learn them, and
+        that prediction is thrown away. E.g.
+        :func:`~napari_topo.inference.empty_tiles.empty_tiles`.
     stats : dict, optional
         Filled with ``"tiles"`` (the tile count) and ``"skipped"`` (tiles not run).
 
@@ -522,8 +524,9 @@ def sliding_window_inference(
     Notes
     -----
     Memory: besides the output, a float32 slab of ``C x L x y x x`` per output with
-    ``tile_z <= L <= 2 * tile_z`` (more if one batch spans several z rows of tiles), and
-    two batches of tiles and predictions.
+    ``tile_z <= L <= 2 * tile_z`` (more if one batch spans several z rows of tiles), one
+    more of ``L x y x x`` for the weights with ``skip``, and two batches of tiles and
+    predictions.
 
     Examples
     --------
@@ -660,7 +663,13 @@ def sliding_window_inference(
                             f"skip returned shape {flags.shape}; expected ({len(batch_starts)},)"
                         )
                     if flags.all() and dests is None and out_channels is None:
-                        flags[:] = False  # no output shapes known yet: this batch runs
+                        # the outputs' shapes are not known yet: one tile is run to learn
+                        # them and its prediction thrown away
+                        probe, probe_single = _as_outputs(predictor(xt[:1]), 1, tile)
+                        single = probe_single
+                        dests, slabs, scratch = start(
+                            {k: int(v.shape[1]) for k, v in probe.items()}, single
+                        )
                     n_skipped += int(flags.sum())
                     if flags.any():
                         keep = np.flatnonzero(~flags)
