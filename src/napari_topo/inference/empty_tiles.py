@@ -27,8 +27,9 @@ directions to a voxel's neighbours, its largest deviation in the averaged map's 
 robust standard deviations (median absolute deviation x 1.4826). The tile's score is
 the largest of the three; under :data:`Z_THRESHOLD` (6.2) the tile is *empty*. Medians
 are taken on every fourth voxel (of about 195,000 in a 64^3 tile), the maxima on all.
-A 64^3 tile costs about 7 ms on one CPU thread, 25-30 ms when the line scale runs (a
-tile that is then skipped saves the network's time).
+A 64^3 tile costs about 13 ms on one CPU thread, 28 ms when the line scale runs (a
+tile that is then skipped saves the network's time); unet-dice on a 128^3 volume with
+nothing to skip took 15 % longer with the test (2 CPU cores).
 
 Calibrated on 64^3 tiles (``python benchmarks/bench_empty_tiles.py``,
 ``benchmarks/results/empty_tiles/``): white Gaussian, uniform or Poisson noise (mean 3
