@@ -93,6 +93,27 @@ def calibration(rng) -> list[dict]:
             rows.append(
                 _row(f"tube {name}, r {radius:g}, contrast {contrast:g} sd", _scores(tiles))
             )
+    # the same thin faint tubes off the tile's centre (a random shift of up to 15 voxels
+    # across the tube, so the voxels it covers vary along it)
+    for name, direction in (("along x", (0.0, 0.0, 1.0)), ("oblique", (1.0, 2.0, 3.0))):
+        d = np.asarray(direction) / np.linalg.norm(direction)
+        for contrast in (1.5, 2.0):
+            tiles = []
+            for _ in range(24):
+                dz, dy = rng.uniform(-15, 15, 2)
+                z, y = zz - dz, yy - dy
+                along = z * d[0] + y * d[1] + xx * d[2]
+                dist = np.sqrt(
+                    (z - along * d[0]) ** 2 + (y - along * d[1]) ** 2 + (xx - along * d[2]) ** 2
+                )
+                tube = ndi.gaussian_filter((dist <= 1.0).astype(np.float32), 0.5)
+                tiles.append(rng.normal(0, 1, (64, 64, 64)) + contrast * tube)
+            rows.append(
+                _row(
+                    f"tube {name} off-centre, r 1, contrast {contrast:g} sd",
+                    _scores(np.stack(tiles)),
+                )
+            )
     return rows
 
 

@@ -27,17 +27,18 @@ directions to a voxel's neighbours, its largest deviation in the averaged map's 
 robust standard deviations (median absolute deviation x 1.4826). The tile's score is
 the largest of the three; under :data:`Z_THRESHOLD` (6.2) the tile is *empty*. Medians
 are taken on every fourth voxel (of about 195,000 in a 64^3 tile), the maxima on all.
-A 64^3 tile costs about 13 ms on one CPU thread, 28 ms when the line scale runs (a
+A 64^3 tile costs about 7 ms on one CPU thread, 24 ms when the line scale runs (a
 tile that is then skipped saves the network's time); unet-dice on a 128^3 volume with
-nothing to skip took 15 % longer with the test (2 CPU cores).
+nothing to skip took 19 % longer with the test (2 CPU cores).
 
 Calibrated on 64^3 tiles (``python benchmarks/bench_empty_tiles.py``,
 ``benchmarks/results/empty_tiles/``): white Gaussian, uniform or Poisson noise (mean 3
 or 20) scores 4.4-6.2 (96 tiles in 96 called empty, 94 for Poisson of mean 3); a tube
 of radius 1 voxel through the tile at a contrast of 1.5 noise standard deviations
-scores 6.0-7.6 (run in 22-23 tiles of 24), at 2 standard deviations 6.4-8.4 (always
-run), radius 6 at 0.3-0.4 standard deviations 6.7-10.8 (always run); radius 1 at 1
-standard deviation (4.8-6.5) is mostly skipped.
+scores 6.0-7.6 through the tile's centre (run in 22-23 tiles of 24) but 4.7-8.3 off it
+(run in 16 of 24), at 2 standard deviations 6.4-8.4 through the centre (always run) and
+5.3-7.9 off it (21-24 of 24), radius 6 at 0.3-0.4 standard deviations 6.7-10.8 (always
+run); radius 1 at 1 standard deviation (4.8-6.5) is mostly skipped.
 On larger tiles white noise scores higher (more voxels, so more noise tiles are run), on
 smaller ones lower. Noise that is correlated between voxels (a CT's reconstruction
 kernel, denoised microscopy) or heavy-tailed reads as structure and is always run: only

@@ -330,8 +330,8 @@ def predict(
         inside the networks, so such a tile otherwise reaches them at a vessel's
         contrast. Default True; the count is recorded in ``compute["empty tiles"]``.
         False runs every tile. A thin vessel at the edge of visibility (radius 1 voxel
-        at about 1.5 noise standard deviations) can fall in a skipped tile (about 1 tile
-        in 12-25) and is then cut there.
+        at about 1.5 noise standard deviations) can fall in a skipped tile (up to a third
+        of such tiles on synthetic tests) and is then cut there.
 
     Returns
     -------
