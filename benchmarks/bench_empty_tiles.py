@@ -54,6 +54,16 @@ def _scores(tiles: np.ndarray) -> np.ndarray:
     return tile_structure_scores(t).numpy()
 
 
+def _distance_to_line(direction, shift=(0.0, 0.0)) -> np.ndarray:
+    """Distance (voxels) of each voxel of a 64^3 tile from the line through its centre,
+    moved by ``shift`` along z and y, running along ``direction`` (z, y, x)."""
+    zz, yy, xx = (a - 31.5 for a in np.mgrid[:64, :64, :64].astype(np.float32))
+    zz, yy = zz - shift[0], yy - shift[1]
+    d = np.asarray(direction, float) / np.linalg.norm(direction)
+    along = zz * d[0] + yy * d[1] + xx * d[2]
+    return np.sqrt((zz - along * d[0]) ** 2 + (yy - along * d[1]) ** 2 + (xx - along * d[2]) ** 2)
+
+
 def calibration(rng) -> list[dict]:
     kinds = {
         "white Gaussian": lambda: rng.normal(0, 1, (8, 64, 64, 64)),
@@ -70,13 +80,8 @@ def calibration(rng) -> list[dict]:
     for name, make in kinds.items():
         s = np.concatenate([_scores(make()) for _ in range(12)])
         rows.append(_row(name, s))
-    zz, yy, xx = (a - 31.5 for a in np.mgrid[:64, :64, :64].astype(np.float32))
     for name, direction in (("along x", (0.0, 0.0, 1.0)), ("oblique", (1.0, 2.0, 3.0))):
-        d = np.asarray(direction) / np.linalg.norm(direction)
-        along = zz * d[0] + yy * d[1] + xx * d[2]
-        dist = np.sqrt(
-            (zz - along * d[0]) ** 2 + (yy - along * d[1]) ** 2 + (xx - along * d[2]) ** 2
-        )
+        dist = _distance_to_line(direction)
         for radius, contrast in (
             (1.0, 1.0),
             (1.0, 1.5),
@@ -96,16 +101,10 @@ def calibration(rng) -> list[dict]:
     # the same thin faint tubes off the tile's centre (a random shift of up to 15 voxels
     # across the tube, so the voxels it covers vary along it)
     for name, direction in (("along x", (0.0, 0.0, 1.0)), ("oblique", (1.0, 2.0, 3.0))):
-        d = np.asarray(direction) / np.linalg.norm(direction)
         for contrast in (1.5, 2.0):
             tiles = []
             for _ in range(24):
-                dz, dy = rng.uniform(-15, 15, 2)
-                z, y = zz - dz, yy - dy
-                along = z * d[0] + y * d[1] + xx * d[2]
-                dist = np.sqrt(
-                    (z - along * d[0]) ** 2 + (y - along * d[1]) ** 2 + (xx - along * d[2]) ** 2
-                )
+                dist = _distance_to_line(direction, shift=rng.uniform(-15, 15, 2))
                 tube = ndi.gaussian_filter((dist <= 1.0).astype(np.float32), 0.5)
                 tiles.append(rng.normal(0, 1, (64, 64, 64)) + contrast * tube)
             rows.append(
