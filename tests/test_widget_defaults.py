@@ -289,3 +289,40 @@ def test_reference_outline_is_filled_in_3d_without_a_warning(make_napari_viewer,
         qtbot.wait(50)
     assert not [w for w in caught if "Contours are not displayed" in str(w.message)]
     assert ref.contour == REFERENCE_CONTOUR
+
+
+@gui
+def test_a_region_mask_is_never_the_default_ground_truth_nor_trees(
+    make_napari_viewer, qtbot, volume
+):
+    # A newcomer opened a CT and its liver mask (for Segment's Inside): the Metrics dock
+    # took the liver as the ground truth (Live then scored the vessels against it) and
+    # the Tree editor offered the liver with "Start editing a copy".
+    viewer = make_napari_viewer()
+    viewer.add_image(volume.image, name="image", scale=SCALE)
+    liver = viewer.add_labels(np.ones(SHAPE, np.uint8), name="liver", scale=SCALE)
+    metrics, editor = MetricsWidget(viewer), TreeEditorWidget(viewer)
+    qtbot.addWidget(metrics)
+    qtbot.addWidget(editor)
+    assert metrics.ground_truth_picker.value is None
+    assert editor.layer_picker.value is None and not editor.start_button.isEnabled()
+    assert liver in editor.layer_picker.choices  # still there to pick by hand
+
+    pred = add_prediction(viewer, volume)
+    assert editor.layer_picker.value is pred["trees"] and editor.start_button.isEnabled()
+    assert metrics.prediction_picker.value is pred["trees"]
+    assert metrics.ground_truth_picker.value is None
+    qtbot.wait(500)  # past the debounce: nothing may start
+    assert not metrics.is_running and metrics.table.rowCount() == 0
+
+    # a layer named like a ground truth is taken, unless Segment ran inside it
+    for layer in pred.values():
+        layer.metadata["napari_topo"]["inside"] = "vessels"
+    viewer.add_labels(volume.mask.astype(np.uint8), name="vessels", scale=SCALE)
+    assert metrics.ground_truth_picker.value is None
+    gt = viewer.add_labels(volume.mask.astype(np.uint8), name="vessels_gt", scale=SCALE)
+    assert metrics.ground_truth_picker.value is gt
+    qtbot.waitUntil(lambda: "Dice" in rows(metrics), timeout=TIMEOUT_MS)
+    # any layer can still be picked by hand
+    metrics.ground_truth_picker.value = liver
+    assert metrics.ground_truth_picker.value is liver

@@ -295,33 +295,37 @@ def test_pickers_follow_the_layer_list(make_napari_viewer):
     # nothing to score yet: the empty table takes no room from the docks below
     assert widget.table.isHidden()
 
-    viewer.add_labels(tube(), name="first")
+    # a Labels layer not named like a ground truth (a liver mask) is not taken as one
+    viewer.add_labels(tube(), name="liver")
+    assert widget.ground_truth_picker.value is None and widget.table.isHidden()
+    viewer.layers.remove("liver")
+    viewer.add_labels(tube(), name="first labels")
     assert not widget.table.isHidden()  # a ground truth: the table, at its full height
-    assert picker_names(widget.prediction_picker) == ["first"]
+    assert picker_names(widget.prediction_picker) == ["first labels"]
     # A layer the plugin did not make is a reference: never the default prediction.
     assert widget.prediction_picker.value is None
-    assert widget.ground_truth_picker.value.name == "first"
+    assert widget.ground_truth_picker.value.name == "first labels"
 
-    viewer.add_labels(tube(), name="second")
-    assert picker_names(widget.ground_truth_picker) == ["first", "second"]
+    viewer.add_labels(tube(), name="second labels")
+    assert picker_names(widget.ground_truth_picker) == ["first labels", "second labels"]
     assert widget.prediction_picker.value is None  # two references are not paired
-    widget.prediction_picker.value = viewer.layers["first"]  # the user's choice
-    widget.ground_truth_picker.value = viewer.layers["second"]
+    widget.prediction_picker.value = viewer.layers["first labels"]  # the user's choice
+    widget.ground_truth_picker.value = viewer.layers["second labels"]
 
     viewer.add_image(np.zeros((8, 8), dtype=np.float32), name="raw")
     viewer.add_points(np.zeros((1, 2)), name="pts")
-    assert picker_names(widget.prediction_picker) == ["first", "second", "raw"]
+    assert picker_names(widget.prediction_picker) == ["first labels", "second labels", "raw"]
 
-    viewer.layers["second"].name = "renamed"
-    assert picker_names(widget.ground_truth_picker) == ["first", "renamed", "raw"]
-    assert widget.ground_truth_picker.value.name == "renamed"  # selection kept
+    viewer.layers["second labels"].name = "renamed labels"
+    assert picker_names(widget.ground_truth_picker) == ["first labels", "renamed labels", "raw"]
+    assert widget.ground_truth_picker.value.name == "renamed labels"  # selection kept
 
-    viewer.layers.remove("first")
-    assert "first" not in picker_names(widget.prediction_picker)
-    assert "first" not in picker_names(widget.ground_truth_picker)
+    viewer.layers.remove("first labels")
+    assert "first labels" not in picker_names(widget.prediction_picker)
+    assert "first labels" not in picker_names(widget.ground_truth_picker)
     # the user's prediction is gone and no layer the plugin made is there: none
     assert widget.prediction_picker.value is None
-    assert widget.ground_truth_picker.value.name == "renamed"
+    assert widget.ground_truth_picker.value.name == "renamed labels"
 
     viewer.layers.clear()
     assert widget.prediction_picker.choices == (None,)

@@ -1275,6 +1275,8 @@ def test_inside_keeps_the_results_in_a_region_of_interest(make_napari_viewer, qt
     for kind in ("mask", "trees", "skeleton"):
         data = np.asarray(ours(viewer)[kind].data)
         assert not data[:, :, shape[2] // 2 :].any() and data.any(), kind
+        # recorded, so that the Metrics dock never offers the region as a ground truth
+        assert ours(viewer)[kind].metadata["napari_topo"]["inside"] == "liver"
     # grown by the margin (scale units)
     widget.roi_margin_box.value = 2.0 * SCALE[2]
     assert run_and_wait(qtbot, widget) == "done"

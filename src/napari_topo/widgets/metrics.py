@@ -602,6 +602,54 @@ def _distance_unit(layer: Any, spacing: Sequence[float]) -> str:
     return "voxels" if np.allclose(spacing, 1.0) else "scale units"
 
 
+#: Words that make a layer's name that of a vessel ground truth (any word of the name, or
+#: a name starting with one; "truth" anywhere). Only such a layer (or one of the
+#: plugin's trees or masks, such as the sample's ground truth) becomes the default
+#: reference: a newcomer who opened a liver mask for Segment's *Inside* got it picked as
+#: the ground truth, and *Live* at once scored the vessels against the liver.
+TRUTH_WORDS = (
+    "gt",
+    "groundtruth",
+    "annotation",
+    "annotations",
+    "annotated",
+    "manual",
+    "reference",
+    "label",
+    "labels",
+    "vessel",
+    "vessels",
+    "vasculature",
+    "segmentation",
+)
+
+
+def _named_like_truth(layer: Any) -> bool:
+    """Whether ``layer`` may be the default ground truth by its name or kind
+    (:data:`TRUTH_WORDS`; a trees or mask layer of the plugin's, e.g. the sample's)."""
+    name = str(getattr(layer, "name", "")).lower()
+    words = name.replace("_", " ").replace("-", " ").replace(".", " ").split()
+    if "truth" in name or any(w in TRUTH_WORDS for w in words):
+        return True
+    if any(w.startswith(("annot", "vessel", "label")) for w in words):
+        return True
+    md = getattr(layer, "metadata", None)
+    info = md.get(METADATA_KEY) if isinstance(md, Mapping) else None
+    return isinstance(info, Mapping) and info.get("kind") in ("trees", "mask")
+
+
+def _inside_names(layers) -> set[str]:
+    """Names of the layers the Segment dock used as *Inside* (a region of interest) for
+    the results among ``layers``: never a default ground truth."""
+    out = set()
+    for layer in layers:
+        md = getattr(layer, "metadata", None)
+        info = md.get(METADATA_KEY) if isinstance(md, Mapping) else None
+        if isinstance(info, Mapping) and isinstance(info.get("inside"), str):
+            out.add(info["inside"])
+    return out
+
+
 def _default_rank(layer: Any, role: str) -> tuple:
     """Sort key of a layer as the default ``role`` ("prediction" or "truth"); higher wins.
 
@@ -1048,10 +1096,21 @@ class MetricsWidget(QWidget):
         # predictions and every other layer a reference (nothing is compared with itself
         # or with another reference by default): the prediction is the best-ranked layer
         # the plugin made (:func:`_default_rank`: Segment's trees first) or none; the
-        # ground truth the best-ranked other layer, of the prediction's shape if any is.
+        # ground truth the best-ranked other layer named like one (:func:`_named_like_truth`;
+        # never the region Segment ran *Inside*), of the prediction's shape if any is.
+        # Any layer can still be picked by hand.
         choices = [layer for _, layer in self._layer_choices() if layer is not None]
         predictions = [c for c in choices if made_by_plugin(c)]
-        references = [c for c in choices if not made_by_plugin(c) and _holds_labels(c)]
+        # a default reference is named like a ground truth and was not Segment's Inside
+        inside = _inside_names(predictions)
+        references = [
+            c
+            for c in choices
+            if not made_by_plugin(c)
+            and _holds_labels(c)
+            and _named_like_truth(c)
+            and c.name not in inside
+        ]
         if previous[0] is None or self._auto_pick[0]:
             best = max(predictions, key=partial(_default_rank, role="prediction"), default=None)
             _choose(self.prediction_picker, best)

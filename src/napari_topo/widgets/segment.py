@@ -594,6 +594,9 @@ class _Job:
     #: units (the pipeline's ``roi`` and ``roi_margin``); None: everywhere
     roi: np.ndarray | None = None
     roi_margin: float = 0.0
+    #: the Inside layer's name (recorded on the results, so that the Metrics dock never
+    #: offers that region mask as a ground truth); "" without one
+    roi_name: str = ""
     #: pieces of the mask with a median intensity outside it are dropped (the
     #: pipeline's ``vessel_range``); None: off
     vessel_range: str | tuple[float, float] | None = "auto"
@@ -695,6 +698,8 @@ def _result_tuples(job: _Job, analysis: VesselAnalysis) -> list[tuple]:
         info.update(widget=OWNER, source=job.image, model=job.model, analysis=analysis)
         if policy is not None:
             info["input_policy"] = policy.to_dict()
+        if job.roi_name:
+            info["inside"] = job.roi_name
         if job.region is not None:
             info["region"] = {
                 "kind": job.region.kind,
@@ -1472,6 +1477,7 @@ class SegmentWidget(QWidget):
             skip_empty_tiles=bool(self.empty_tiles_check.value),
             roi=roi,
             roi_margin=float(self.roi_margin_box.value),
+            roi_name=self.roi_picker.value.name if roi is not None else "",
             threshold=float(self.threshold_box.value),
             spacing=tuple(abs(s) for s in scale) if is_3d else None,
             scale=scale,

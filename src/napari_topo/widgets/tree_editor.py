@@ -203,7 +203,11 @@ class TreeEditorWidget(QWidget):
         self.layer_picker = ComboBox(
             label="Trees layer",
             choices=self._labels_choices,
-            tooltip="Labels layer of vessel trees (from Segment, or any labels volume).",
+            nullable=True,
+            tooltip=(
+                "Labels layer of vessel trees (from Segment, or any labels volume). Only "
+                "a trees layer is picked by itself; pick another Labels layer by hand."
+            ),
         )
         self.sources_picker = ComboBox(
             label="Sources",
@@ -987,9 +991,19 @@ class TreeEditorWidget(QWidget):
         try:
             for picker in (self.layer_picker, self.sources_picker):
                 rebuild_picker(picker)
-            choices = self.layer_picker.choices
-            if self._auto_pick and choices and not self.is_editing:
-                select_layer(self.layer_picker, choices[0])  # the plugin's newest trees
+            if self._auto_pick and not self.is_editing:
+                # the plugin's newest trees, else another trees layer (a ground truth's),
+                # else none: a newcomer was offered the liver mask opened for Segment's
+                # Inside, with "Start editing a copy"
+                trees = [
+                    c
+                    for c in self.layer_picker.choices
+                    if c is not None and layer_kind(c) == "trees"
+                ]
+                if trees:
+                    select_layer(self.layer_picker, trees[0])
+                else:
+                    self.layer_picker.value = None
             # the roots a tree was grown from (a newcomer found '-----' there after
             # segmenting with a roots layer): the plugin's sources layers first
             roots = [c for c in self.sources_picker.choices if c is not None]
@@ -1054,7 +1068,7 @@ class TreeEditorWidget(QWidget):
             self.start_button.setText("Start editing a copy")
         else:
             self.start_button.setText("Start editing")
-        self.start_button.setEnabled(self._worker is None)
+        self.start_button.setEnabled(self._worker is None and (editing or picked is not None))
         if not editing and self._worker is None and self.status_label.text() == self._idle_prompt:
             # the idle prompt follows the picker (it said "Pick a trees layer" beside one)
             label = self.start_button.text()
