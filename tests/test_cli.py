@@ -857,6 +857,7 @@ def test_segment_roi_keeps_everything_inside_the_region(files, capsys, tmp_path)
     code, out, err = _run([*args, "--out", tmp_path / "a", "--roi-margin", "2"], capsys)
     assert code == 0, err
     assert "only inside the region of interest roi.nii.gz grown by 2" in out
+    assert "--roi ORGAN_MASK" not in out
     code, out, err = _run([*args, "--out", tmp_path / "g", "--gt", d / "trees.nii.gz"], capsys)
     assert code == 0 and "metrics against the ground truth (inside the region of" in out
     code, _, err = _run([*args[:-2], "--out", tmp_path / "m", "--roi-margin", "2"], capsys)
@@ -913,6 +914,7 @@ def test_vessel_range_is_auto_on_a_ct_given_or_off(policy_files, capsys, tmp_pat
     code, out, err = _run([*base, "--out", tmp_path / "a"], capsys)  # a CT in HU: auto
     assert code == 0, err
     assert summary("a")["vessel_range"] == [100.0, 300.0]
+    assert "--roi ORGAN_MASK [--roi-margin MM] keeps one organ's" in out  # no --roi given
     assert "outside 100..300 HU (--vessel-range" in out
     # the share of the mask it took is said (the tiny model's mask is empty)
     assert "dropped 0 pieces of the mask (0 % of its voxels)" in out

@@ -152,16 +152,21 @@ def run_model(case: dict, model: str, **settings):
 
     torch.manual_seed(0)
     # As a user would: the volume, the model, the spacing and (when known) the roots.
+    # ``spacing`` in settings: the voxel size a user gave instead (e.g. 1 1 1 when they
+    # forgot it); the scores keep the case's own.
+    settings = dict(settings)
+    spacing = settings.pop("spacing", None) or case["spacing"]
     try:
-        return segment(
-            case["image"], model, spacing=case["spacing"], sources=case["roots"], **settings
-        ), dict(settings)
+        return segment(case["image"], model, spacing=spacing, sources=case["roots"], **settings), {
+            **settings,
+            **({"spacing": spacing} if spacing != case["spacing"] else {}),
+        }
     except ValueError as exc:
         # segment refuses roots it cannot place (e.g. an empty mask): score the mask the
         # model gives without them rather than losing the row (tree accuracy is then 0).
         if case["roots"] is None or "source" not in str(exc).lower():
             raise
-        analysis = segment(case["image"], model, spacing=case["spacing"], **settings)
+        analysis = segment(case["image"], model, spacing=spacing, **settings)
         return analysis, {**settings, "roots": f"not usable ({exc}); trees found without them"}
 
 
@@ -353,13 +358,21 @@ def main(argv=None) -> int:
         help="segment's vessel_range (default: segment's own, 'auto': 100 300 HU on a CT)",
     )
     ap.add_argument(
+        "--spacing",
+        nargs=3,
+        type=float,
+        metavar=("Z", "Y", "X"),
+        help="the voxel size segment is given instead of the case's own (e.g. 1 1 1: a "
+        "user who forgot --spacing); scores keep the case's own",
+    )
+    ap.add_argument(
         "--update-cards",
         action="store_true",
         help="write each model's per-dataset means into its card (metrics['real'], "
         "shown by 'napari-topo models NAME'); run it with every case of the README's table",
     )
     args = ap.parse_args(argv)
-    options = ("tile", "overlap", "tta", "threshold", "vessel_range", "empty_tiles")
+    options = ("tile", "overlap", "tta", "threshold", "vessel_range", "empty_tiles", "spacing")
     settings = {k: v for k in options if (v := getattr(args, k)) is not None}
     if args.update_cards and settings:
         ap.error(
@@ -368,6 +381,8 @@ def main(argv=None) -> int:
         )
     if "empty_tiles" in settings:
         settings["skip_empty_tiles"] = settings.pop("empty_tiles") == "skip"
+    if "spacing" in settings:
+        settings["spacing"] = tuple(settings["spacing"])
     if "vessel_range" in settings:
         given = settings["vessel_range"]
         settings["vessel_range"] = None if given == ["off"] else tuple(map(float, given))
