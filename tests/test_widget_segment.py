@@ -1313,3 +1313,33 @@ def test_the_status_says_how_many_tiles_of_noise_alone_were_not_run(make_napari_
     assert "tiles empty" not in widget.status_label.text()
     assert "not tested" not in widget.status_label.text()
     assert "reused" not in widget.status_label.text()
+
+
+def test_the_status_says_how_long_the_tiles_left_will_take(make_napari_viewer, qtbot, monkeypatch):
+    # a fixed "~20 s per 128^3" note was 7x off on a newcomer's CT (130 s, said ~15 min):
+    # the status now says the time left from the run's own pace
+    from napari_topo.widgets import segment as segment_module
+
+    clock = [0.0]
+    monkeypatch.setattr(SegmentWidget, "elapsed", property(lambda self: clock[0]))
+    widget = make_widget(make_napari_viewer(), qtbot)
+    assert widget._time_left(0, 100) == ""  # the pace is measured from here
+    clock[0] = 1.0
+    assert widget._time_left(5, 100) == ""  # under 3 s: no guess yet
+    clock[0] = 10.0
+    assert widget._time_left(10, 100) == ", about 90 s left"  # 1 tile/s, 90 to go
+    clock[0] = 31.0
+    assert widget._time_left(20, 100) == ", about 2 min left"  # 80 tiles at 1.5 s
+    clock[0] = 40.0
+    assert widget._time_left(0, 40) == ""  # another pass (a finer zoom): measured anew
+    clock[0] = 50.0
+    assert widget._time_left(20, 40) == ", about 10 s left"
+    words = segment_module._duration_words
+    assert [words(s) for s in (0, 12, 89, 101, 3599, 4200)] == [
+        "5 s",
+        "10 s",
+        "90 s",
+        "2 min",
+        "1 h",
+        "1 h 10 min",
+    ]
