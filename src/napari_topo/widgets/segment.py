@@ -133,10 +133,16 @@ DOCK_SHARE = 6
 
 #: ``metadata["napari_topo"]["widget"]`` of the layers this widget made.
 OWNER = "segment"
-#: Shown under the device picker when the run will be on the CPU.  Measured with
-#: ``predict(np.random.rand(128, 128, 128).astype("f4"), name, tile=64, device="cpu")`` on
-#: two CPU cores shared with other work (torch 2.13): unet-dice 21 s, topnet 37 s.
-CPU_NOTE = "Running on CPU: expect ~20 s per 128³ voxels the model sees (TopNet ~40 s)."
+#: Shown under the device picker when the run will be on the CPU. Measured 2026-12-02 with
+#: ``segment(test_set(n=1, shape=(128, 128, 128))[0].image, name, device="cpu")`` (the
+#: whole pipeline, second call) on two CPU cores, torch 2.13: unet-dice 2.4 s (its network
+#: 1.25 s, bfloat16), topnet 6.9 s (4.2 s, float32). A newcomer's CT took 130 s (about 45
+#: such blocks) where the earlier "~20 s" had said ~15 min; the status now also says the
+#: time left from the run's own pace.
+CPU_NOTE = (
+    "Running on CPU: ~2.5 s per 128³ voxels the model sees on 2 cores (TopNet ~7 s); "
+    "the status says the time left."
+)
 #: Tooltip of the CPU note: what "the voxels the model sees" are.
 CPU_NOTE_TIP = (
     "The model sees the volume on its own voxel grid: a CT is resampled to cubes of its "
