@@ -604,3 +604,23 @@ def test_the_branches_layer_carries_the_branch_table(skel_analysis):
         np.testing.assert_array_equal(features[column], rows[column].to_numpy(), err_msg=column)
     with pytest.raises(ValueError, match="one value per path"):
         layers.branches_layer([np.zeros((2, 3)), np.ones((3, 3))], measures={"length": [1.0]})
+
+
+def test_a_mask_whose_skeleton_is_one_voxel_is_one_tree_without_branches():
+    # a bad-input probe: noise and one bright sphere made `segment` fail with skan's
+    # "index pointer size 0 should be 1" (a skeleton of one voxel has no edge)
+    from napari_topo.trees.graph import branches
+
+    # (the probe's sphere thinned to one voxel; a one-voxel mask does the same here)
+    ball = np.zeros((24, 24, 24), np.float32)
+    ball[12, 12, 12] = 1.0
+    a = VesselAnalysis.from_outputs({"vessel": ball})
+    assert a.skeleton.sum() == 1 and a.result.n_trees == 1
+    s = a.summary()
+    assert s["n_trees"] == 1 and s["n_voxels"] == int(ball.sum())
+    assert len(branches(a.skeleton)) == 0  # skan's table: a point is not a branch
+    two = np.zeros((5, 9, 9), bool)
+    two[1, 1, 1] = two[3, 6, 7] = True  # isolated voxels alone
+    assert len(branches(two)) == 0
+    two[1, 1, 2] = True  # now one edge: one branch
+    assert len(branches(two)) == 1

@@ -1321,8 +1321,9 @@ def _segment(args) -> None:
         # the branches of the trees (the branch table's, which the tree lines count),
         # not skan's skeleton branches: those count cycles and pieces no tree took
         f"{vol.path.name}: {summary['n_voxels']} vessel voxels, "
-        f"{summary['n_branches']} branches, {summary['n_points']} centerline "
-        f"points, {summary['n_trees']} trees "
+        f"{_counted(summary['n_branches'], 'branch', 'branches')}, "
+        f"{_counted(summary['n_points'], 'centerline point')}, "
+        f"{_counted(summary['n_trees'], 'tree')} "
         f"({_model_words(model)}, {_compute_words(getattr(analysis, 'compute', None))}"
         f"{took:.1f} s)"
     )
@@ -1398,6 +1399,11 @@ def _segment(args) -> None:
     stale = _stale_line(out_dir, stem, written)
     if stale:
         print(stale)
+
+
+def _counted(n: int, one: str, many: str | None = None) -> str:
+    """``"1 tree"``, ``"3 trees"``."""
+    return f"{n} {one if n == 1 else (many or one + 's')}"
 
 
 def _root_placement(analysis, sources) -> list[dict]:

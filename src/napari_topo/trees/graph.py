@@ -146,7 +146,9 @@ def branches(skeleton, spacing=None):
         * ``type``: ``"tip-tip"``, ``"tip-junction"``, ``"junction-junction"`` or
           ``"cycle"``.
 
-        An empty skeleton gives an empty table with these columns.
+        An empty skeleton, or one of isolated voxels alone (the skeleton of a round
+        blob), gives an empty table with these columns; isolated voxels beside branches
+        are left out (skan's convention: a point is not a branch).
 
     Raises
     ------
@@ -177,7 +179,9 @@ def branches(skeleton, spacing=None):
         + [f"dst_{a}" for a in names]
         + ["length", "euclidean_length", "type"]
     )
-    if not skel.any():
+    if not skel.any() or _all_isolated(skel):
+        # skan leaves isolated voxels out of its table (a point is no branch), and raises
+        # on a skeleton made of them alone (a blob's skeleton is one voxel)
         return pd.DataFrame({c: pd.Series(dtype=object if c == "type" else float) for c in columns})
     csr = _import_skan()
     with warnings.catch_warnings():
@@ -195,6 +199,17 @@ def branches(skeleton, spacing=None):
     out["euclidean_length"] = summary["euclidean_distance"].to_numpy(dtype=float)
     out["type"] = [BRANCH_TYPES[int(k)] for k in summary["branch_type"]]
     return pd.DataFrame(out, columns=columns)
+
+
+def _all_isolated(skel: np.ndarray) -> bool:
+    """Whether no voxel of a non-empty boolean skeleton has a neighbour (full connectivity)."""
+    from scipy.spatial import cKDTree
+
+    points = np.argwhere(skel)
+    if len(points) < 2:
+        return True
+    nearest = cKDTree(points).query(points, k=2)[0][:, 1]
+    return bool(nearest.min() > np.sqrt(skel.ndim) + 1e-6)
 
 
 def _check_window(size) -> int:
