@@ -359,8 +359,6 @@ def test_plan_zoom_alone(bright):
 # ------------------------------------------------------------------------------ lazy
 
 
-
-
 def test_plans_read_a_strided_sample_only(ct):
     da = pytest.importorskip("dask.array")
     img = ct[0]
@@ -402,7 +400,11 @@ def test_normalizer_on_arrays_and_tensors():
     np.testing.assert_allclose(norm(x), expected)
     np.testing.assert_allclose(norm(torch.from_numpy(x)).numpy(), expected)
     plain = IntensityNormalizer(0.0, 10.0)
-    np.testing.assert_allclose(plain(np.array([20.0])), [2.0])  # not clipped
+    np.testing.assert_allclose(plain(np.array([20.0])), [2.0])  # not clipped to [0, 1]
+    # but outliers (a hot pixel, a fill value) are limited to 5 ranges beyond
+    far = np.array([65535.0, -3.4e38, 1e30], np.float32)
+    np.testing.assert_allclose(plain(far), [6.0, -5.0, 6.0])
+    np.testing.assert_allclose(plain(torch.from_numpy(far)).numpy(), [6.0, -5.0, 6.0])
 
 
 def test_policy_to_dict_is_json(ct):

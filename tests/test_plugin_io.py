@@ -152,6 +152,19 @@ def test_reader_image_and_labels(nifti_files, vessels):
     assert isinstance(Layer.create(*layers[1]), napari.layers.Labels)
 
 
+def test_reader_refuses_volumes_of_complex_or_structured_values(tmp_path):
+    # bad-input probe: napari then raised an empty NotImplementedError (complex) or the
+    # reader a raw TypeError (structured); segment already refused them in one line
+    from napari_topo.data.io import VolumeReadError
+
+    complex_ = (np.ones((4, 5, 6)) * (1 + 1j)).astype(np.complex64)
+    struct = np.zeros((4, 5, 6), dtype=[("a", "<f4"), ("b", "<f4")])
+    for name, arr in (("c.npy", complex_), ("s.npy", struct)):
+        np.save(tmp_path / name, arr)
+        with pytest.raises(VolumeReadError, match="real numbers"):
+            read_volumes(str(tmp_path / name))
+
+
 def test_reader_axis_order_asymmetric(tmp_path):
     nib = pytest.importorskip("nibabel")
     xyz = np.random.default_rng(1).random((6, 5, 4)).astype(np.float32)

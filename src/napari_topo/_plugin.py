@@ -33,6 +33,7 @@ import numpy as np
 
 from napari_topo.data.io import (
     READ_ONLY_SUFFIXES,
+    VolumeReadError,
     holds_dicom,
     is_dicom_folder,
     read_volume,
@@ -268,6 +269,13 @@ def read_volumes(path) -> list[tuple[Any, dict, str]]:
             vol = read_volume(p)
             data, shown = _display_orientation(vol.data, vol.geometry)
             sample = data
+        if np.dtype(data.dtype).kind not in "biuf":
+            # napari shows complex or structured arrays not at all (an empty
+            # NotImplementedError) or with a raw TypeError; segment refuses them too
+            raise VolumeReadError(
+                f"{Path(os.fspath(p)).name}: napari-topo reads volumes of real numbers "
+                f"(bool, integer or float); this one holds {np.dtype(data.dtype)}"
+            )
         geometry = vol.geometry
         meta: dict[str, Any] = {
             "name": volume_stem(p, vol.path),

@@ -12,7 +12,8 @@ module decides, once per volume and in one place, how that happens, and says why
     between contrast-filled vessels and liver stays 15 % of the range instead of the
     3 % that a percentile scaling over air and bone leaves);
   - *anything else* (microscopy, MRA): percentiles ``0.5 -> 0``, ``99.5 -> 1``, not
-    clipped;
+    clipped to ``[0, 1]`` but limited to ``[-5, 6]`` (:data:`OUTLIER_RANGES`: a hot
+    pixel or a fill value would otherwise dominate its tile's normalisation);
 
   and, when the model expects bright vessels and the image has dark ones, the scaled
   values are inverted (``x -> 1 - x``).
@@ -95,6 +96,17 @@ AUTO_NORMALIZATION = {
 }
 #: The normalisation of earlier cards (and of a card that names none).
 LEGACY_NORMALIZATION = {"method": "percentile", "low": 0.5, "high": 99.5}
+#: Outliers: values more than this many ``hi - lo`` ranges below ``lo`` or above ``hi``
+#: (the scaling's two percentiles) are set to that limit, in the normaliser (scaled
+#: values limited to ``[-5, 6]``) and before the polarity and vessel-size estimates. The
+#: networks normalise each tile by its own mean and spread, so one voxel far out squashes
+#: the whole tile: on a uint16 stack (background ~200, vessels ~600) one voxel at 65535
+#: took the vessel voxels found from 3826 to 2878 and five to 386; one at 1e6 turned the
+#: polarity estimate to "dark" (bad-input probe, 2026-12-02). On the nine vesselNN
+#: two-photon stacks the brightest voxel lies at most 4.1 ranges above the 99.5th
+#: percentile (poon2015_BBB_Leakage, saturated uint8 vessels) and the darkest 0.12 below
+#: the 0.5th: nothing real is limited. A CT window clips to [0, 1] anyway.
+OUTLIER_RANGES = 5.0
 #: HU detection: the 1st percentile of the sample is at or below this (air, -1000 HU,
 #: around the body or in the lungs; no microscope or MR scanner writes such values) ...
 HU_AIR_PERCENTILE_MAX = -500.0
@@ -370,8 +382,24 @@ def _finite_values(sample: np.ndarray) -> np.ndarray:
     return values
 
 
+def outlier_limits(values: np.ndarray, low: float = 0.5, high: float = 99.5):
+    """``(lo - k r, hi + k r)`` with ``lo, hi`` the ``low``/``high`` percentiles of the
+    finite ``values``, ``r = hi - lo`` and ``k =`` :data:`OUTLIER_RANGES`; ``(-inf, inf)``
+    when ``r`` is 0 or nothing is finite."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return -np.inf, np.inf
+    lo, hi = np.percentile(v, [low, high])
+    r = float(hi - lo)
+    if not r > 0.0:
+        return -np.inf, np.inf
+    return float(lo) - OUTLIER_RANGES * r, float(hi) + OUTLIER_RANGES * r
+
+
 def _smoothed(sample: np.ndarray) -> np.ndarray:
-    """The sample as float32, non-finite voxels set to the median, Gaussian-smoothed."""
+    """The sample as float32, non-finite voxels set to the median, outliers limited
+    (:func:`outlier_limits`), Gaussian-smoothed."""
     from scipy import ndimage as ndi
 
     arr = np.asarray(sample, dtype=np.float32)
@@ -379,6 +407,9 @@ def _smoothed(sample: np.ndarray) -> np.ndarray:
     if bad.any():
         arr = arr.copy()
         arr[bad] = np.median(arr[~bad]) if (~bad).any() else 0.0
+    lo, hi = outlier_limits(arr)
+    if np.isfinite(lo) and (arr.min() < lo or arr.max() > hi):
+        arr = np.clip(arr, lo, hi)
     sigma = [SMOOTHING_SIGMA if n > 1 else 0.0 for n in arr.shape]
     return ndi.gaussian_filter(arr, sigma=sigma, mode="nearest")
 
@@ -478,7 +509,9 @@ def looks_like_hu(sample: np.ndarray, dtype: Any = None) -> tuple[bool, str]:
 
 
 class IntensityNormalizer(NamedTuple):
-    """``(x - lo) / (hi - lo)``, then clipped to [0, 1] and/or inverted (``1 - y``).
+    """``(x - lo) / (hi - lo)``, then clipped to [0, 1] (``clip``) or else limited to
+    ``[-OUTLIER_RANGES, 1 + OUTLIER_RANGES]`` (:data:`OUTLIER_RANGES`), and/or inverted
+    (``1 - y``).
 
     Works on numpy arrays and torch tensors alike (tile by tile: ``model(norm(tile))``);
     unpacks as ``(lo, hi, clip, invert)``. When ``hi <= lo`` the scale is 1.
@@ -494,6 +527,8 @@ class IntensityNormalizer(NamedTuple):
         y = (x - self.lo) / scale
         if self.clip:
             y = y.clip(0.0, 1.0)
+        else:
+            y = y.clip(-OUTLIER_RANGES, 1.0 + OUTLIER_RANGES)
         if self.invert:
             y = 1.0 - y
         return y
