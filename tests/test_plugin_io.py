@@ -150,6 +150,23 @@ def test_reader_image_and_labels(nifti_files, vessels):
         layer = Layer.create(*tup)
         assert tuple(layer.scale) == pytest.approx(SPACING)
     assert isinstance(Layer.create(*layers[1]), napari.layers.Labels)
+    assert "colormap" not in layers[1][1]  # several trees: napari's label colours
+
+
+def test_a_mask_file_opens_in_a_neutral_grey_not_in_a_tree_colour(tmp_path, vessels):
+    # a newcomer's liver mask, in napari's red-brown for label 1, hid Segment's tree 1
+    # (red) drawn over it
+    from napari_topo._plugin import MASK_FILE_COLOUR, MASK_FILE_OPACITY
+    from napari_topo.layers import tree_colors
+
+    write_volume(tmp_path / "liver.nii.gz", vessels.mask.astype(np.uint8), spacing=SPACING)
+    [(data, meta, kind)] = read_volumes(str(tmp_path / "liver.nii.gz"))
+    layer = Layer.create(data, meta, kind)
+    assert isinstance(layer, napari.layers.Labels) and layer.opacity == MASK_FILE_OPACITY
+    np.testing.assert_allclose(layer.colormap.map(1), MASK_FILE_COLOUR, atol=1e-6)
+    assert layer.colormap.map(0)[3] == 0
+    saturated = tree_colors(12)[:, :3]
+    assert np.linalg.norm(saturated - np.asarray(MASK_FILE_COLOUR[:3]), axis=1).min() > 0.35
 
 
 def test_reader_refuses_volumes_of_complex_or_structured_values(tmp_path):

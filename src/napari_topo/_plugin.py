@@ -311,6 +311,14 @@ def read_volumes(path) -> list[tuple[Any, dict, str]]:
             kind = "labels" if is_label_volume(sample) else "image"
         if kind == "labels" and data.dtype == bool:
             data = (data if isinstance(data, np.ndarray) else np.asarray(data)).view(np.uint8)
+        if kind == "labels" and _is_binary(sample):
+            # a mask (an organ for Segment's Inside, a ground truth): one light grey, so
+            # that it is not taken for a tree (a newcomer's liver, in napari's default
+            # red-brown for label 1, hid Segment's tree 1, drawn in red over it)
+            from napari_topo.layers import _one_colour  # here: the reader stays light
+
+            meta["colormap"] = _one_colour(MASK_FILE_COLOUR)
+            meta["opacity"] = MASK_FILE_OPACITY
         if kind == "image" and not (channel or rgb):
             limits, why = _display_window(sample)
             if limits is not None:
@@ -321,6 +329,18 @@ def read_volumes(path) -> list[tuple[Any, dict, str]]:
             data = [lv for lv, _ in shown_levels]
         out.append((data, meta, kind))
     return out
+
+
+#: Colour and opacity of a binary mask file opened as Labels (:func:`read_volumes`):
+#: neutral, so that none of the trees' saturated colours is mistaken for it.
+MASK_FILE_COLOUR = (0.82, 0.82, 0.82, 1.0)
+MASK_FILE_OPACITY = 0.35
+
+
+def _is_binary(sample) -> bool:
+    """Whether a strided sample of a labels volume holds 0 and 1 alone."""
+    values = np.unique(_strided_sample(sample, _LABEL_SAMPLE))
+    return bool(values.size) and set(values.tolist()) <= {0, 1}
 
 
 #: Voxels read (at most, on a regular stride) to choose an Image layer's contrast limits.
