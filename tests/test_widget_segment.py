@@ -1343,3 +1343,48 @@ def test_the_status_says_how_long_the_tiles_left_will_take(make_napari_viewer, q
         "1 h",
         "1 h 10 min",
     ]
+
+
+@gui
+def test_roots_from_a_csv_land_where_the_command_line_puts_them(
+    make_napari_viewer, qtbot, tmp_path
+):
+    # a newcomer had the z,y,x roots file the CLI's --sources reads and no way to bring
+    # it into the dock (neither napari's reader nor the plugin's opened it)
+    from napari_topo.data.io import write_volume
+    from napari_topo.geometry import Geometry
+
+    vol = vessels()
+    lps = Geometry(np.diag([2.0, -2.0, -2.0, 1.0]), "zyx", unit="mm")  # shown mirrored
+    path = write_volume(tmp_path / "lps.nii.gz", vol.image.astype(np.float32), geometry=lps)
+    viewer = make_napari_viewer()
+    [image] = viewer.open(str(path), plugin="napari-topo")
+    widget = make_widget(viewer, qtbot)
+    roots = np.asarray(vol.sources, dtype=int)
+    (tmp_path / "roots.csv").write_text("z,y,x\n" + "".join(f"{z},{y},{x}\n" for z, y, x in roots))
+    layer = widget.load_roots(tmp_path / "roots.csv")
+    assert isinstance(layer, Points) and widget.sources_picker.value is layer
+    assert "voxel indices of the image file" in widget.status_label.text()
+    # the dock turns them back into the file's voxels exactly (the CLI's reading)
+    got = sources_in_voxels(layer, image, image.data.shape)
+    shown = roots.copy()
+    shown[:, 1:] = np.asarray(image.data.shape[1:]) - 1 - roots[:, 1:]  # as displayed
+    np.testing.assert_allclose(got, shown, atol=1e-6)
+    # world coordinates (the writer's z_physical, ...) land on the same voxels
+    world = np.array([lps.world(r) for r in roots.astype(float)])
+    (tmp_path / "world.csv").write_text(
+        "z_physical,y_physical,x_physical\n" + "".join(f"{a},{b},{c}\n" for a, b, c in world)
+    )
+    np.testing.assert_allclose(
+        sources_in_voxels(widget.load_roots(tmp_path / "world.csv"), image, image.data.shape),
+        shown,
+        atol=1e-6,
+    )
+    # a file that is no table of roots: one line in the status, no layer
+    (tmp_path / "bad.csv").write_text("")
+    n = len(viewer.layers)
+    with pytest.raises(ValueError, match="no source points"):
+        widget.load_roots(tmp_path / "bad.csv")
+    assert len(viewer.layers) == n
+    assert run_and_wait(qtbot, widget) == "done"
+    assert widget.last_analysis.result.n_trees == len(roots)

@@ -133,6 +133,12 @@ DOCK_SHARE = 6
 
 #: ``metadata["napari_topo"]["widget"]`` of the layers this widget made.
 OWNER = "segment"
+#: How a roots CSV's coordinates were read (:meth:`SegmentWidget.load_roots`).
+_SOURCE_SPACE_WORDS = {
+    "world": "world coordinates",
+    "napari": "napari's Points CSV: the image layer's voxels",
+    "voxel": "z, y, x voxel indices of the image file",
+}
 #: Shown under the device picker when the run will be on the CPU. Measured 2026-12-02 with
 #: ``segment(test_set(n=1, shape=(128, 128, 128))[0].image, name, device="cpu")`` (the
 #: whole pipeline, second call) on two CPU cores, torch 2.13: unet-dice 2.4 s (its network
@@ -984,6 +990,14 @@ class SegmentWidget(QWidget):
             "(as 'napari-topo train' writes them); its SHA-256 is checked against the card."
         )
         self.load_model_button.clicked.connect(self._on_load_model_clicked)
+        self.load_roots_button = QPushButton("Load roots…")
+        self.load_roots_button.setToolTip(
+            "Add a Points layer of tree roots from a CSV, as 'napari-topo segment "
+            "--sources' reads it (z, y, x voxel indices of the image file; "
+            "z_physical, y_physical, x_physical world coordinates; or napari's Points "
+            "CSV), placed on the picked image, and use it as Tree roots."
+        )
+        self.load_roots_button.clicked.connect(self._on_load_roots_clicked)
         self.device_picker = ComboBox(
             label="Device",
             choices=["auto"],
@@ -1163,7 +1177,10 @@ class SegmentWidget(QWidget):
         layout.addWidget(self.status_label)
         layout.addWidget(self.legend_label)
         layout.addWidget(self._settings_form.native)
-        layout.addWidget(self.load_model_button)
+        files = QHBoxLayout()
+        files.addWidget(self.load_model_button)
+        files.addWidget(self.load_roots_button)
+        layout.addLayout(files)
         layout.addWidget(self.input_section)
         layout.addWidget(self.device_note)
         layout.addStretch(1)
@@ -1800,6 +1817,71 @@ class SegmentWidget(QWidget):
         )
         if path:
             self.load_model_file(path)
+
+    def load_roots(self, path: Any) -> Any:
+        """Add a Points layer of tree roots read from a CSV and pick it as *Tree roots*.
+
+        The file is read as ``napari-topo segment --sources`` reads it
+        (:func:`napari_topo.cli.read_sources_table`): ``z, y, x`` voxel indices of the
+        image file (as ``read_volume`` returns its array; mirrored as napari-topo's
+        reader shows the file), ``z_physical, y_physical, x_physical`` world
+        coordinates, or napari's own Points CSV (data coordinates of the image layer).
+        The points are placed in world coordinates through the picked image's layer, so
+        the roots land where the command line would put them.
+
+        Parameters
+        ----------
+        path : str or Path
+            The CSV.
+
+        Returns
+        -------
+        napari.layers.Points
+            The new layer (named after the file), also picked as *Tree roots*.
+
+        Raises
+        ------
+        ValueError
+            No 3D image picked, or a file that is not a table of roots (one line, also
+            shown in the status).
+        """
+        from napari_topo.cli import read_sources_table
+
+        image = self.image_picker.value
+        if image is None or full_resolution(image).ndim != 3:
+            raise ValueError("Pick the 3D image the roots belong to first.")
+        pts, space = read_sources_table(path)
+        pts = np.asarray(pts, dtype=float).reshape(-1, 3)
+        if space == "world":
+            world = pts
+        else:
+            index = pts.copy()
+            if space == "voxel":  # the file's array: mirrored as the reader shows it
+                shape = full_resolution(image).shape
+                for axis in reader_flips(image):
+                    index[:, axis] = shape[axis] - 1 - index[:, axis]
+            world = np.array([image.data_to_world(p) for p in index], dtype=float)
+        size = 5.0 * float(np.min(np.abs(image.scale[-3:])))
+        layer = self._viewer.add_points(
+            world.reshape(-1, 3), name=Path(str(path)).stem, size=max(size, 1e-6)
+        )
+        self.sources_picker.reset_choices()
+        select_layer(self.sources_picker, layer)
+        self._set_status(
+            f"Added {len(world)} tree roots from {Path(str(path)).name} "
+            f"({_SOURCE_SPACE_WORDS[space]}) as Tree roots; press Run."
+        )
+        return layer
+
+    def _on_load_roots_clicked(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Load tree roots", "", "Roots table (*.csv *.txt);;All files (*)"
+        )
+        if path:
+            try:
+                self.load_roots(path)
+            except (ValueError, OSError) as exc:
+                self._report(str(exc), error=True)
 
     def _on_model_checked(self, outcome: tuple) -> None:
         key, card, error = outcome
