@@ -767,3 +767,26 @@ def test_nrrd_units_and_a_nrrd_without_a_voxel_size(tmp_path):
 def test_a_missing_folder_is_named_as_missing(tmp_path):
     with pytest.raises(VolumeReadError, match="no such file or folder"):
         read_volume(tmp_path / "CT_series")
+
+
+def test_a_tiff_in_pixels_per_centimetre_reads_in_um(tmp_path):
+    # bad-input probe: 0.3 um pixels stored per centimetre were reported as 3e-05 cm,
+    # the unstated z step as 1 cm (33,000x the pixel size) and every length in cm
+    import tifffile
+
+    a = np.zeros((4, 6, 8), np.uint16)
+    per_cm = 1.0 / 3e-5
+    tifffile.imwrite(tmp_path / "cm.tif", a, resolution=(per_cm, per_cm),
+                     resolutionunit="CENTIMETER", photometric="minisblack")  # fmt: skip
+    vol = read_volume(tmp_path / "cm.tif")
+    assert vol.spacing == pytest.approx((1.0, 0.3, 0.3)) and vol.assumed == "z"
+    assert vol.geometry.unit == "um"
+    tifffile.imwrite(
+        tmp_path / "mm.tif",
+        a,
+        resolution=(20.0, 20.0),
+        resolutionunit="CENTIMETER",
+        photometric="minisblack",
+    )  # 0.5 mm pixels
+    vol = read_volume(tmp_path / "mm.tif")
+    assert vol.spacing == pytest.approx((1.0, 0.5, 0.5)) and vol.geometry.unit == "mm"
