@@ -186,3 +186,29 @@ def test_napari_reader_opens_ome_zarr_lazily_as_multiscale(tmp_path):
     )
     ((data, meta, kind),) = read_volumes(str(pm))
     assert kind == "labels" and data[0].shape == mask.shape and meta["name"] == "x_mask"
+
+
+def test_a_bioformats2raw_layout_reads_its_first_series_or_the_one_named(tmp_path, capsys):
+    # bad-input probe: the usual converter's output (images 0, 1, ... under a group marked
+    # "bioformats2raw.layout") was "not an OME-Zarr image", and --key 0 was refused
+    import zarr
+
+    from napari_topo.data.io import VolumeReadError, read_volume
+    from napari_topo.data.ngff import bioformats2raw_series, is_ome_zarr
+
+    top = tmp_path / "b2r.ome.zarr"
+    a = np.arange(16 * 20 * 24, dtype=np.uint16).reshape(16, 20, 24)
+    write_ome_zarr(top / "0", a, _geometry(), levels=2, chunk=16)
+    write_ome_zarr(top / "1", a[:8], _geometry(), levels=1, chunk=16)
+    fmt = 3 if (top / "0" / "zarr.json").exists() else 2
+    zarr.open_group(str(top), mode="a", zarr_format=fmt).attrs["bioformats2raw.layout"] = 3
+    assert is_ome_zarr(top) and bioformats2raw_series(top) == ["0", "1"]
+    vol = read_volume(top)
+    assert vol.data.shape == a.shape and vol.spacing == pytest.approx(_geometry().spacing)
+    assert read_volume(top, key="1").data.shape == (8, 20, 24)
+    with pytest.raises(VolumeReadError, match="no image series '5'"):
+        read_volume(top, key="5")
+    with pytest.raises(VolumeReadError, match="holds one image"):
+        read_volume(top / "0", key="0")  # a plain image: no series to pick
+    assert bioformats2raw_series(top / "0") == [] and bioformats2raw_series(tmp_path) == []
+    assert "version mismatch" not in capsys.readouterr().err

@@ -544,6 +544,10 @@ def read_volume(path, *, key: str | None = None) -> Volume:
     if not p.exists() and not suffix_of(p):
         raise VolumeReadError(f"no such file or folder: {p}")
     if p.is_dir() and suffix_of(p) not in (".zarr", ".ome.zarr"):
+        if not is_dicom_folder(p) and _is_ome_zarr(p):
+            # an OME-Zarr image group without the suffix: a bioformats2raw series
+            # ("converted.ome.zarr/0") or a zarr store named otherwise
+            return _read_ome_zarr(p, key)
         if not is_dicom_folder(p):
             below = _dicom_subfolders(p, first_only=True)
             if not below:
@@ -579,12 +583,8 @@ def read_volume(path, *, key: str | None = None) -> Volume:
             )
         return _read_itk_file(p, suffix)
     if suffix == ".ome.zarr" or (suffix == ".zarr" and _is_ome_zarr(p)):
-        if key is not None:
-            raise VolumeReadError(
-                f"key={key!r} given for {p}, but an OME-Zarr image holds one image "
-                "(its full resolution is read)."
-            )
-        return _read_ome_zarr(p)
+        # key: a bioformats2raw layout's image series (refused for a plain image)
+        return _read_ome_zarr(p, key)
     if key is not None and suffix not in (".npz", ".zarr"):
         raise VolumeReadError(
             f"key={key!r} given for {p}, but only .npz files, zarr groups and DICOM folders "
@@ -1153,11 +1153,11 @@ def _is_ome_zarr(p: Path) -> bool:
     return is_ome_zarr(p)
 
 
-def _read_ome_zarr(p: Path) -> Volume:
+def _read_ome_zarr(p: Path, series: str | None = None) -> Volume:
     """Level 0 of an OME-Zarr image, lazily (dask), with its geometry."""
     from .ngff import read_ome_zarr
 
-    image = read_ome_zarr(p)
+    image = read_ome_zarr(p, series)
     return _volume(image.levels[0], image.geometries[0], p)
 
 

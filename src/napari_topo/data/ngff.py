@@ -39,8 +39,9 @@ voxels axis-aligned).
 from __future__ import annotations
 
 import itertools
+import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -116,8 +117,57 @@ def _group_attrs(path) -> dict | None:
     return dict(node.attrs)
 
 
+#: The attribute of a bioformats2raw (the usual OME-Zarr converter) top-level group: its
+#: images are the series ``0``, ``1``, ... below it.
+BIOFORMATS2RAW_KEY = "bioformats2raw.layout"
+
+
+def _has_multiscales(attrs: Mapping | None) -> bool:
+    return attrs is not None and (
+        "multiscales" in attrs or "multiscales" in (attrs.get("ome") or {})
+    )
+
+
+def bioformats2raw_series(path) -> list[str]:
+    """The image series (``"0"``, ``"1"``, ...) of a bioformats2raw layout at ``path``,
+    in order; [] for any other path."""
+    p = Path(os.fspath(path))
+    attrs = _group_attrs(p) if p.is_dir() else None
+    if attrs is None or _has_multiscales(attrs):
+        return []
+    if BIOFORMATS2RAW_KEY not in attrs and BIOFORMATS2RAW_KEY not in (attrs.get("ome") or {}):
+        return []
+    names = [c.name for c in p.iterdir() if c.is_dir() and c.name.isdigit()]
+    return [n for n in sorted(names, key=int) if _has_multiscales(_group_attrs(p / n))]
+
+
+def image_group(path, series: str | None = None) -> Path:
+    """The multiscale image group at ``path``: ``path`` itself, or, for a bioformats2raw
+    layout, its series ``series`` (default the first, ``"0"``).
+
+    Raises
+    ------
+    VolumeReadError
+        ``series`` given for a plain image, or not a series of the layout.
+    """
+    p = Path(os.fspath(path))
+    names = bioformats2raw_series(p)
+    if not names:
+        if series is not None:
+            raise _error(
+                f"key={series!r} given for {p}, but an OME-Zarr image holds one image "
+                "(its full resolution is read)."
+            )
+        return p
+    pick = names[0] if series is None else str(series)
+    if pick not in names:
+        raise _error(f"{p} (bioformats2raw layout) has no image series {pick!r}; it has {names}.")
+    return p / pick
+
+
 def is_ome_zarr(path) -> bool:
-    """True when ``path`` is a zarr group with OME-NGFF ``multiscales`` metadata.
+    """True when ``path`` is a zarr group with OME-NGFF ``multiscales`` metadata, or a
+    bioformats2raw layout of such images (:func:`bioformats2raw_series`).
 
     Reads the group's attributes only (NGFF 0.4 keeps them at the top, 0.5 under
     ``"ome"``).
@@ -128,7 +178,7 @@ def is_ome_zarr(path) -> bool:
     attrs = _group_attrs(p)
     if attrs is None:
         return False
-    return "multiscales" in attrs or "multiscales" in (attrs.get("ome") or {})
+    return _has_multiscales(attrs) or bool(bioformats2raw_series(p))
 
 
 class OmeZarrImage(NamedTuple):
@@ -167,13 +217,17 @@ def _transform(transforms, n: int) -> tuple[np.ndarray, np.ndarray]:
     return scale, shift
 
 
-def read_ome_zarr(path) -> OmeZarrImage:
+def read_ome_zarr(path, series: str | None = None) -> OmeZarrImage:
     """Read an OME-Zarr multiscale image lazily with the placement of every level.
 
     Parameters
     ----------
     path : str or PathLike
-        The image group (``.ome.zarr`` folder, or any zarr group with ``multiscales``).
+        The image group (``.ome.zarr`` folder, or any zarr group with ``multiscales``), or
+        a bioformats2raw layout (the converter's output: images ``0``, ``1``, ... under a
+        group marked ``bioformats2raw.layout``).
+    series : str, optional
+        For a bioformats2raw layout, which image (default ``"0"``, the first).
 
     Returns
     -------
@@ -193,13 +247,21 @@ def read_ome_zarr(path) -> OmeZarrImage:
         Not OME-Zarr, invalid metadata, an axis type napari-topo does not know, or
         ``ome-zarr`` not installed; one line naming the path.
     """
-    p = Path(os.fspath(path)).expanduser()
+    p = image_group(Path(os.fspath(path)).expanduser(), series)
     zarr, _ = _libraries(p)
     from ome_zarr.io import parse_url
     from ome_zarr.reader import Multiscales, Reader
 
     try:
-        loc = parse_url(str(p), mode="r")
+        # ome-zarr logs "version mismatch" for every NGFF 0.4 image it then reads
+        # correctly as 0.4: a stray stderr line before the one-line results
+        io_log = logging.getLogger("ome_zarr.io")
+        level = io_log.level
+        io_log.setLevel(logging.ERROR)
+        try:
+            loc = parse_url(str(p), mode="r")
+        finally:
+            io_log.setLevel(level)
         if loc is None or "multiscales" not in loc.root_attrs:
             raise _error(f"{p} is not an OME-Zarr image (no 'multiscales' metadata).")
         node = next(iter(Reader(loc)()))
