@@ -251,7 +251,7 @@ def test_cli_says_where_the_models_threshold_came_from(user_model, monkeypatch, 
     # a model given by its card's path is named by the card's name in the result line
     assert main([*args, "--model", str(user_model.path), "--out", str(tmp_path / "f")]) == 0
     out = capsys.readouterr().out
-    assert f"trees (mine from {user_model.path}, " in out, out
+    assert f"tree (mine from {user_model.path}, " in out, out  # "1 tree" or "N trees"
     streamed = [*args, "--model", "mine", "--format", "ome-zarr", "--out", str(tmp_path / "z")]
     assert main(streamed) == 0
     assert "threshold 0.3: the model's own (from its card, " in capsys.readouterr().out
