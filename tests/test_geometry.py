@@ -896,7 +896,7 @@ def test_ome_tiff_in_mm_and_um_and_mixed_units_agree(tmp_path, capsys):
     code, out, err = _run(["evaluate", big, um, "--out", tmp_path / "b.json"], capsys)
     assert code == 2 and "spacing differs" in _one_error_line(err)
     # each voxel size with its unit (a newcomer read "(0.005, 0.000994, 0.000994)" bare)
-    assert re.search(r"has voxels \([0-9., ]+\) um but", _one_error_line(err))
+    assert re.search(r"voxels of .* are \([0-9., ]+\) um but", _one_error_line(err))
 
 
 def test_tiff_print_resolution_is_not_a_voxel_size(tmp_path):
@@ -909,9 +909,9 @@ def test_tiff_print_resolution_is_not_a_voxel_size(tmp_path):
     tifffile.imwrite(
         tmp_path / "cm.tif", mask, resolution=(2000, 2000), resolutionunit="CENTIMETER"
     )
-    g = read_volume(tmp_path / "cm.tif").geometry
-    assert g.known == "spacing" and g.spacing[1:] == pytest.approx((5e-4, 5e-4))
-    assert g.unit == "cm"
+    g = read_volume(tmp_path / "cm.tif").geometry  # 5 um pixels, read in um
+    assert g.known == "spacing" and g.spacing[1:] == pytest.approx((5.0, 5.0))
+    assert g.unit == "um"
     p = write_volume(tmp_path / "ij.tif", mask, geometry=Geometry.from_spacing((2.0, 0.5, 0.25)))
     assert read_volume(p).geometry.spacing == pytest.approx((2.0, 0.5, 0.25))
 
@@ -1004,3 +1004,15 @@ def test_napari_units_name_the_spatial_axes_only_where_napari_has_units(monkeypa
 
     major, minor = (int(v) for v in napari.__version__.split(".")[:2])
     assert g._napari_has_layer_units() == ((major, minor) >= (0, 6))
+
+
+def test_spacing_and_shape_differing_are_both_named():
+    # a newcomer's ground truth of another shape and spacing was told the spacing alone,
+    # as "the labels has voxels ..."
+    g = Geometry(np.diag([2.0, 0.5, 0.5, 1.0]), "zyx", unit="mm")
+    other = Geometry(np.diag([1.0, 0.5, 0.5, 1.0]), "zyx", unit="mm")
+    with pytest.raises(GeometryError) as err:
+        compare(other, (10, 20, 30), g, (5, 20, 31), names=("the labels", "the image"))
+    text = str(err.value)
+    assert text.startswith("spacing differs: the voxels of the labels are (1, 0.5, 0.5) mm")
+    assert "(and the shape: (10, 20, 30) against (5, 20, 31))" in text

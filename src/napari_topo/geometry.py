@@ -736,6 +736,16 @@ def compare(
     return transform, "; ".join(t for t in (unit_note, note) if t)
 
 
+def _spacing_differs(a, a_spacing, a_unit, b, b_spacing, b_unit, extra: str = "") -> str:
+    """One line: the voxel sizes of ``a`` and ``b`` differ (a newcomer's labels of
+    another shape and spacing were told the spacing alone, as "the labels has voxels")."""
+    return (
+        f"spacing differs: the voxels of {a} are {_fmt(a_spacing)}{a_unit} but those of {b} "
+        f"{_fmt(b_spacing)}{b_unit}{extra}; resample one onto the other's grid (or "
+        "override a wrong header's voxel size)."
+    )
+
+
 def _compare(moving, moving_shape, reference, reference_shape, names):
     ms = tuple(int(s) for s in moving_shape)
     rs = tuple(int(s) for s in reference_shape)
@@ -752,9 +762,7 @@ def _compare(moving, moving_shape, reference, reference_shape, names):
             moving.spacing, reference.spacing, rtol=SPACING_RTOL
         ):
             raise GeometryError(
-                f"spacing differs: {a} has voxels {_fmt(moving.spacing)}{moving_unit} but {b} "
-                f"{_fmt(reference.spacing)}{unit}; resample one onto the other's grid (or "
-                "override a wrong header's voxel size)."
+                _spacing_differs(a, moving.spacing, moving_unit, b, reference.spacing, unit)
             )
         if (moving.known == "none") != (reference.known == "none"):
             unplaced = a if moving.known == "none" else b
@@ -789,10 +797,9 @@ def _compare(moving, moving_shape, reference, reference_shape, names):
             "another (rotated); resample one onto the other's grid."
         )
     if not np.allclose(m_sp, r_sp, rtol=SPACING_RTOL):
+        shapes = f" (and the shape: {moved_shape} against {tuple(rs)})" if moved_shape != rs else ""
         raise GeometryError(
-            f"spacing differs: {a} has voxels {_fmt(moving.spacing)}{moving_unit} but {b} "
-            f"{_fmt(reference.spacing)}{unit}; resample one onto the other's grid (or "
-            "override a wrong header's voxel size)."
+            _spacing_differs(a, moving.spacing, moving_unit, b, reference.spacing, unit, shapes)
         )
     if moved_shape != rs:
         # the shape in the other's axis order only when reordering changed it
