@@ -790,3 +790,26 @@ def test_a_tiff_in_pixels_per_centimetre_reads_in_um(tmp_path):
     )  # 0.5 mm pixels
     vol = read_volume(tmp_path / "mm.tif")
     assert vol.spacing == pytest.approx((1.0, 0.5, 0.5)) and vol.geometry.unit == "mm"
+
+
+def test_a_nifti_with_zero_voxel_sizes_says_they_were_assumed(tmp_path, capfd):
+    # bad-input probe: pixdim 0 was taken as 1 with no note (nibabel's own fix, and its
+    # "setting 0 dims to 1" line leaked onto stderr); a NaN pixdim did get the note
+    nib = pytest.importorskip("nibabel")
+    a = np.zeros((6, 7, 8), np.float32)  # (x, y, z) as stored
+
+    def save(name, pixdim):
+        img = nib.Nifti1Image(a, None)
+        img.header["pixdim"][1:4] = pixdim
+        img.header.set_qform(None, code=0)
+        img.header.set_sform(None, code=0)
+        nib.save(img, tmp_path / name)
+        return read_volume(tmp_path / name)
+
+    vol = save("zero.nii.gz", [0.0, 0.0, 0.0])
+    assert vol.spacing is None and vol.geometry.known == "none"
+    vol = save("part.nii.gz", [0.0, 0.6, 2.0])  # x unstated
+    assert vol.spacing == pytest.approx((2.0, 0.6, 1.0)) and vol.assumed == "x"
+    vol = save("all.nii.gz", [0.5, 0.6, 2.0])
+    assert vol.spacing == pytest.approx((2.0, 0.6, 0.5)) and vol.assumed == ""
+    assert "pixdim" not in capfd.readouterr().err

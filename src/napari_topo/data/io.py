@@ -913,8 +913,28 @@ def _nifti_axes(img, ndim: int) -> str:
     return "ctzyx"[-ndim:] if ndim > 3 else "zyx"[-ndim:]
 
 
+def _raw_pixdim(img, p: Path, n: int) -> list[float] | None:
+    """The voxel sizes the header states (``pixdim[1:1+n]``, x first), before nibabel's
+    check sets a zero one to 1; None when the header cannot be read again."""
+    from nibabel.openers import ImageOpener
+
+    try:
+        with ImageOpener(str(p)) as fh:
+            raw = type(img.header).from_fileobj(fh, check=False)
+        return [float(v) for v in raw["pixdim"][1 : 1 + n]]
+    except Exception:  # noqa: BLE001 - keep nibabel's reading
+        return None
+
+
 def _read_nifti(p: Path, suffix: str) -> Volume:
+    import logging
+
     nib = _import("nibabel", suffix)
+    # nibabel logs "pixdim[1,2,3] should be non-zero; setting 0 dims to 1" to stderr and
+    # goes on with 1: said here instead, as a voxel size the file does not state
+    nib_log = logging.getLogger("nibabel.global")
+    level = nib_log.level
+    nib_log.setLevel(logging.ERROR)
     try:
         img = nib.load(p)
         # asanyarray applies scl_slope / scl_inter exactly as nibabel's get_fdata would
@@ -929,6 +949,8 @@ def _read_nifti(p: Path, suffix: str) -> Volume:
         unit = _unit(hdr.get_xyzt_units()[0])
     except Exception as exc:  # noqa: BLE001
         raise _corrupt(p, suffix, exc) from exc
+    finally:
+        nib_log.setLevel(level)
     if raw.ndim > 5:
         raise VolumeReadError(
             f"cannot read {p}: NIfTI arrays of {raw.ndim} axes are not supported."
@@ -936,11 +958,16 @@ def _read_nifti(p: Path, suffix: str) -> Volume:
     data = raw.transpose(tuple(range(raw.ndim))[::-1])  # (x, y, z[, t[, c]]) -> ([c, t,] z, y, x)
     n = min(raw.ndim, 3)
     axes = _nifti_axes(img, raw.ndim)
+    assumed = ""
     if codes == (0, 0):
         # Neither qform nor sform: the file states the voxel size only (nibabel's
         # fallback affine would invent a flip and a centred origin).
-        sp = zooms[:n]
-        if all(math.isfinite(z) and z > 0 for z in sp):
+        sp = _raw_pixdim(img, p, n) or zooms[:n]
+        stated = [math.isfinite(z) and z > 0 for z in sp]
+        if any(stated):
+            # an axis of size 0 or NaN is taken as 1, and said so (x, y, z: pixdim order)
+            sp = [z if ok else 1.0 for z, ok in zip(sp, stated, strict=True)]
+            assumed = "".join(a for a, ok in zip("xyz"[:n], stated, strict=True) if not ok)[::-1]
             xyz = np.eye(n + 1)
             xyz[:n, :n] = np.diag(sp)
             known = "spacing"
@@ -967,7 +994,7 @@ def _read_nifti(p: Path, suffix: str) -> Volume:
         )
     except ValueError as exc:
         raise VolumeReadError(f"cannot read {p}: unusable NIfTI affine ({exc})") from None
-    return _volume(data, geometry, p)
+    return _volume(data, geometry, p, assumed)
 
 
 def _resolution_spacing(page) -> tuple[float, float] | None:
