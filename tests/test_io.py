@@ -813,3 +813,16 @@ def test_a_nifti_with_zero_voxel_sizes_says_they_were_assumed(tmp_path, capfd):
     vol = save("all.nii.gz", [0.5, 0.6, 2.0])
     assert vol.spacing == pytest.approx((2.0, 0.6, 0.5)) and vol.assumed == ""
     assert "pixdim" not in capfd.readouterr().err
+
+
+def test_an_ome_tiff_names_its_outputs_without_ome_and_npz_is_claimed_by_the_reader(tmp_path):
+    # bad-input probe: "x.ome.tif" gave "x.ome_mask.tif" and a layer "x.ome"; the reader's
+    # manifest lacked *.npz, which segment reads
+    from napari_topo._plugin import get_reader
+    from napari_topo.data.io import volume_stem
+
+    assert volume_stem(tmp_path / "scan.ome.tif") == "scan"
+    assert volume_stem(tmp_path / "scan.OME.TIFF") == "scan"
+    assert volume_stem(tmp_path / "scan.tif") == "scan"
+    np.savez(tmp_path / "v.npz", vol=np.zeros((4, 5, 6), np.float32))
+    assert get_reader(str(tmp_path / "v.npz")) is not None

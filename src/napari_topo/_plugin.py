@@ -62,6 +62,7 @@ VOLUME_SUFFIXES = (
     ".tif",
     ".tiff",
     ".npy",
+    ".npz",
     ".zarr",
     ".ome.zarr",
     *READ_ONLY_SUFFIXES,

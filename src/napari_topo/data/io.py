@@ -375,7 +375,10 @@ def volume_stem(path, read_from=None) -> str:
     if is_dicom_folder(p):
         return p.name
     suffix = suffix_of(p)
-    return p.name[: -len(suffix)] if suffix else p.name
+    stem = p.name[: -len(suffix)] if suffix else p.name
+    if suffix in (".tif", ".tiff") and stem.lower().endswith(".ome"):
+        stem = stem[:-4]  # an OME-TIFF's "scan.ome.tif": "scan", not "scan.ome"
+    return stem
 
 
 def default_axes(shape) -> str:
@@ -1164,7 +1167,11 @@ def _read_npz(p: Path, suffix: str, key: str | None) -> Volume:
             if key is None or key not in keys:
                 raise VolumeReadError(
                     f"{p} holds arrays {keys}: "
-                    + ("pass key= one of them." if key is None else f"no array {key!r}.")
+                    + (
+                        "pass key= one of them (--key on the command line)."
+                        if key is None
+                        else f"no array {key!r}."
+                    )
                 )
             data = npz[key]
     except VolumeReadError:
