@@ -826,3 +826,16 @@ def test_an_ome_tiff_names_its_outputs_without_ome_and_npz_is_claimed_by_the_rea
     assert volume_stem(tmp_path / "scan.tif") == "scan"
     np.savez(tmp_path / "v.npz", vol=np.zeros((4, 5, 6), np.float32))
     assert get_reader(str(tmp_path / "v.npz")) is not None
+
+
+def test_a_truncated_tiff_fails_in_one_line_without_library_logs(tmp_path, capfd):
+    # bad-input probe: tifffile's "<TiffPages @8> invalid page offset" came before the
+    # one-line error
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "t.tif", np.ones((6, 64, 64), np.uint16))
+    data = (tmp_path / "t.tif").read_bytes()
+    (tmp_path / "t.tif").write_bytes(data[: len(data) // 2])
+    with pytest.raises(VolumeReadError, match="cannot read"):
+        read_volume(tmp_path / "t.tif")
+    assert capfd.readouterr().err == ""

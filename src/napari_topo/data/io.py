@@ -74,7 +74,9 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import os
 from fractions import Fraction
@@ -916,6 +918,20 @@ def _nifti_axes(img, ndim: int) -> str:
     return "ctzyx"[-ndim:] if ndim > 3 else "zyx"[-ndim:]
 
 
+@contextlib.contextmanager
+def quiet_logger(name: str, level: int = logging.ERROR):
+    """Silence a library's logger below ``level`` for the block (nibabel, tifffile and
+    ome-zarr log what napari-topo says itself, or repairs it reads correctly, as stray
+    stderr lines before the one-line result or error)."""
+    log = logging.getLogger(name)
+    before = log.level
+    log.setLevel(level)
+    try:
+        yield
+    finally:
+        log.setLevel(before)
+
+
 def _raw_pixdim(img, p: Path, n: int) -> list[float] | None:
     """The voxel sizes the header states (``pixdim[1:1+n]``, x first), before nibabel's
     check sets a zero one to 1; None when the header cannot be read again."""
@@ -930,16 +946,12 @@ def _raw_pixdim(img, p: Path, n: int) -> list[float] | None:
 
 
 def _read_nifti(p: Path, suffix: str) -> Volume:
-    import logging
-
     nib = _import("nibabel", suffix)
     # nibabel logs "pixdim[1,2,3] should be non-zero; setting 0 dims to 1" to stderr and
     # goes on with 1: said here instead, as a voxel size the file does not state
-    nib_log = logging.getLogger("nibabel.global")
-    level = nib_log.level
-    nib_log.setLevel(logging.ERROR)
     try:
-        img = nib.load(p)
+        with quiet_logger("nibabel.global"):
+            img = nib.load(p)
         # asanyarray applies scl_slope / scl_inter exactly as nibabel's get_fdata would
         # (keeping the stored dtype when there is no scaling) and reads the whole
         # (possibly gzipped) payload, so a truncated file fails here.
@@ -952,8 +964,6 @@ def _read_nifti(p: Path, suffix: str) -> Volume:
         unit = _unit(hdr.get_xyzt_units()[0])
     except Exception as exc:  # noqa: BLE001
         raise _corrupt(p, suffix, exc) from exc
-    finally:
-        nib_log.setLevel(level)
     if raw.ndim > 5:
         raise VolumeReadError(
             f"cannot read {p}: NIfTI arrays of {raw.ndim} axes are not supported."
@@ -1069,7 +1079,9 @@ def _ome_spacing(tifffile, xml: str) -> tuple[dict, str | None]:
 def _read_tiff(p: Path, suffix: str) -> Volume:
     tifffile = _import("tifffile", suffix)
     try:
-        with tifffile.TiffFile(p) as tif:
+        # a truncated file: tifffile logs "invalid page offset" (as an error) before the
+        # one-line error below says the file cannot be read
+        with quiet_logger("tifffile", logging.CRITICAL), tifffile.TiffFile(p) as tif:
             series = tif.series[0]
             data = series.asarray()
             tif_axes = series.axes

@@ -39,7 +39,6 @@ voxels axis-aligned).
 from __future__ import annotations
 
 import itertools
-import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -255,13 +254,10 @@ def read_ome_zarr(path, series: str | None = None) -> OmeZarrImage:
     try:
         # ome-zarr logs "version mismatch" for every NGFF 0.4 image it then reads
         # correctly as 0.4: a stray stderr line before the one-line results
-        io_log = logging.getLogger("ome_zarr.io")
-        level = io_log.level
-        io_log.setLevel(logging.ERROR)
-        try:
+        from .io import quiet_logger
+
+        with quiet_logger("ome_zarr.io"):
             loc = parse_url(str(p), mode="r")
-        finally:
-            io_log.setLevel(level)
         if loc is None or "multiscales" not in loc.root_attrs:
             raise _error(f"{p} is not an OME-Zarr image (no 'multiscales' metadata).")
         node = next(iter(Reader(loc)()))
