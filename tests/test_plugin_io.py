@@ -151,6 +151,8 @@ def test_reader_image_and_labels(nifti_files, vessels):
         assert tuple(layer.scale) == pytest.approx(SPACING)
     assert isinstance(Layer.create(*layers[1]), napari.layers.Labels)
     assert "colormap" not in layers[1][1]  # several trees: napari's label colours
+    # the dims sliders are named as for the plugin's own layers (a newcomer saw "-3")
+    assert Layer.create(*layers[0]).axis_labels == ("z", "y", "x")
 
 
 def test_a_mask_file_opens_in_a_neutral_grey_not_in_a_tree_colour(tmp_path, vessels):

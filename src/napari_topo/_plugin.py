@@ -306,6 +306,8 @@ def read_volumes(path) -> list[tuple[Any, dict, str]]:
             layer_axes = layer_axes[:-1]
         if geometry.known != "none" or not shown.is_plain:
             meta.update(_layer_transform(shown, layer_axes))
+        # the dims sliders read "z" (as for the plugin's own layers), not "-3"
+        meta["axis_labels"] = tuple(layer_axes)
         if channel or rgb:
             kind = "image"
         else:
