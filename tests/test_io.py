@@ -790,6 +790,12 @@ def test_a_tiff_in_pixels_per_centimetre_reads_in_um(tmp_path):
     )  # 0.5 mm pixels
     vol = read_volume(tmp_path / "mm.tif")
     assert vol.spacing == pytest.approx((1.0, 0.5, 0.5)) and vol.geometry.unit == "mm"
+    # ImageJ in cm: its z step is converted with y and x (a review found z left in cm)
+    tifffile.imwrite(tmp_path / "ij.tif", a, imagej=True, resolution=(per_cm, per_cm),
+                     metadata={"unit": "cm", "axes": "ZYX", "spacing": 5e-4})  # fmt: skip
+    vol = read_volume(tmp_path / "ij.tif")
+    assert vol.spacing == pytest.approx((5.0, 0.3, 0.3)) and vol.geometry.unit == "um"
+    assert vol.assumed == ""
 
 
 def test_a_nifti_with_zero_voxel_sizes_says_they_were_assumed(tmp_path, capfd):

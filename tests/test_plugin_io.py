@@ -167,6 +167,9 @@ def test_a_mask_file_opens_in_a_neutral_grey_not_in_a_tree_colour(tmp_path, vess
     assert isinstance(layer, napari.layers.Labels) and layer.opacity == MASK_FILE_OPACITY
     np.testing.assert_allclose(layer.colormap.map(1), MASK_FILE_COLOUR, atol=1e-6)
     assert layer.colormap.map(0)[3] == 0
+    # a label painted on it later (a tree given in the Tree editor) shows in its colour
+    np.testing.assert_allclose(layer.colormap.map(2), tree_colors(2)[1], atol=1e-6)
+    assert layer.colormap.map(200)[3] == 1
     saturated = tree_colors(12)[:, :3]
     assert np.linalg.norm(saturated - np.asarray(MASK_FILE_COLOUR[:3]), axis=1).min() > 0.35
 

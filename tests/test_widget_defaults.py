@@ -307,6 +307,9 @@ def test_a_region_mask_is_never_the_default_ground_truth_nor_trees(
     assert metrics.ground_truth_picker.value is None
     assert editor.layer_picker.value is None and not editor.start_button.isEnabled()
     assert liver in editor.layer_picker.choices  # still there to pick by hand
+    organ = viewer.add_labels(np.ones(SHAPE, np.uint8), name="liver_label", scale=SCALE)
+    assert metrics.ground_truth_picker.value is None  # an organ's labels, by its name
+    viewer.layers.remove(organ)
 
     pred = add_prediction(viewer, volume)
     assert editor.layer_picker.value is pred["trees"] and editor.start_button.isEnabled()
@@ -320,8 +323,8 @@ def test_a_region_mask_is_never_the_default_ground_truth_nor_trees(
         layer.metadata["napari_topo"]["inside"] = "vessels"
     viewer.add_labels(volume.mask.astype(np.uint8), name="vessels", scale=SCALE)
     assert metrics.ground_truth_picker.value is None
-    gt = viewer.add_labels(volume.mask.astype(np.uint8), name="vessels_gt", scale=SCALE)
-    assert metrics.ground_truth_picker.value is gt
+    gt = viewer.add_labels(volume.mask.astype(np.uint8), name="liver_vessels", scale=SCALE)
+    assert metrics.ground_truth_picker.value is gt  # vessels of an organ: a ground truth
     qtbot.waitUntil(lambda: "Dice" in rows(metrics), timeout=TIMEOUT_MS)
     # any layer can still be picked by hand
     metrics.ground_truth_picker.value = liver

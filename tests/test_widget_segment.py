@@ -1388,3 +1388,17 @@ def test_roots_from_a_csv_land_where_the_command_line_puts_them(
     assert len(viewer.layers) == n
     assert run_and_wait(qtbot, widget) == "done"
     assert widget.last_analysis.result.n_trees == len(roots)
+    # a file whose axes the reader reorders (stored x, z, y): the roots follow the file
+    marker = np.zeros((10, 12, 14), np.float32)  # as stored
+    marker[2, 5, 9] = 1.0
+    perm = np.zeros((4, 4))
+    perm[0, 1] = perm[1, 2] = perm[2, 0] = perm[3, 3] = 1.0  # stored axis 0 is world x ...
+    pg = Geometry(perm, "zyx", unit="mm")
+    ppath = write_volume(tmp_path / "perm.nii.gz", marker, geometry=pg)
+    [shown] = viewer.open(str(ppath), plugin="napari-topo")
+    where = tuple(int(v) for v in np.argwhere(np.asarray(shown.data) == 1.0)[0])
+    assert where != (2, 5, 9)  # shown with its axes reordered
+    widget.image_picker.value = shown
+    (tmp_path / "one.csv").write_text("z,y,x\n2,5,9\n")
+    got = sources_in_voxels(widget.load_roots(tmp_path / "one.csv"), shown, shown.data.shape)
+    np.testing.assert_allclose(got[0], where, atol=1e-6)

@@ -318,9 +318,7 @@ def read_volumes(path) -> list[tuple[Any, dict, str]]:
             # a mask (an organ for Segment's Inside, a ground truth): one light grey, so
             # that it is not taken for a tree (a newcomer's liver, in napari's default
             # red-brown for label 1, hid Segment's tree 1, drawn in red over it)
-            from napari_topo.layers import _one_colour  # here: the reader stays light
-
-            meta["colormap"] = _one_colour(MASK_FILE_COLOUR)
+            meta["colormap"] = _mask_file_colormap()
             meta["opacity"] = MASK_FILE_OPACITY
         if kind == "image" and not (channel or rgb):
             limits, why = _display_window(sample)
@@ -337,7 +335,19 @@ def read_volumes(path) -> list[tuple[Any, dict, str]]:
 #: Colour and opacity of a binary mask file opened as Labels (:func:`read_volumes`):
 #: neutral, so that none of the trees' saturated colours is mistaken for it.
 MASK_FILE_COLOUR = (0.82, 0.82, 0.82, 1.0)
-MASK_FILE_OPACITY = 0.35
+MASK_FILE_OPACITY = 0.5
+
+
+def _mask_file_colormap():
+    """1 in :data:`MASK_FILE_COLOUR`; labels painted on the mask afterwards (2, 3, ...:
+    trees given in the Tree editor, a brush's new label) in the trees' colours, so they
+    show; 0 transparent."""
+    from napari_topo.layers import _TRANSPARENT, _direct_colormap, tree_colors
+
+    colours = tree_colors(64)
+    table = {None: colours[1], 0: np.asarray(_TRANSPARENT), 1: np.asarray(MASK_FILE_COLOUR)}
+    table.update({k: colours[k - 1] for k in range(2, 65)})
+    return _direct_colormap(table)
 
 
 def _is_binary(sample) -> bool:

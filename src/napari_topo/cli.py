@@ -417,8 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     seg.add_argument(
         "--key",
-        help="array name inside an .npz file or zarr group, or the SeriesInstanceUID of "
-        "one series in a DICOM folder that holds several",
+        help="array name inside an .npz file or zarr group, the image series (0, 1, ...) "
+        "of a bioformats2raw OME-Zarr, or the SeriesInstanceUID of one series in a DICOM "
+        "folder that holds several",
     )
     seg.add_argument(
         "--channel",

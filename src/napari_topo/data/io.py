@@ -1145,11 +1145,13 @@ def _read_tiff(p: Path, suffix: str) -> Volume:
             stated.update("yx")  # ImageJ's 1 pixel per unit in um: a 1 um pixel, stated
         unit = ij_unit if ij else {3: "cm"}.get(res_unit or 0)
         if unit == "cm" and {"y", "x"} <= stated:
-            # pixels per centimetre (TIFF's ResolutionUnit 3): a microscope's 0.3 um pixel
-            # is 3e-5 cm, and the unstated z step, taken as 1 in the file's unit, would be
-            # 1 cm; in um (or mm for pixels of 0.1 mm and more) both read sensibly
+            # pixels per centimetre (TIFF's ResolutionUnit 3, or ImageJ's unit cm): a
+            # microscope's 0.3 um pixel is 3e-5 cm, and an unstated z step, taken as 1 in
+            # the file's unit, would be 1 cm; in um (mm for pixels of 0.1 mm and more)
+            # both read sensibly. Every stated axis is converted (ImageJ's z too).
             factor, unit = (1e4, "um") if max(spacing["y"], spacing["x"]) < 0.01 else (10.0, "mm")
-            spacing["y"], spacing["x"] = spacing["y"] * factor, spacing["x"] * factor
+            for axis in stated:
+                spacing[axis] *= factor
     sp = [spacing[ch] for ch in "zyx"[-n:]] if n else []
     if not all(math.isfinite(s) and s > 0 for s in sp):
         sp, known = [1.0] * n, "none"

@@ -102,10 +102,12 @@ LEGACY_NORMALIZATION = {"method": "percentile", "low": 0.5, "high": 99.5}
 #: networks normalise each tile by its own mean and spread, so one voxel far out squashes
 #: the whole tile: on a uint16 stack (background ~200, vessels ~600) one voxel at 65535
 #: took the vessel voxels found from 3826 to 2878 and five to 386; one at 1e6 turned the
-#: polarity estimate to "dark" (bad-input probe, 2026-12-02). On the nine vesselNN
-#: two-photon stacks the brightest voxel lies at most 4.1 ranges above the 99.5th
-#: percentile (poon2015_BBB_Leakage, saturated uint8 vessels) and the darkest 0.12 below
-#: the 0.5th: nothing real is limited. A CT window clips to [0, 1] anyway.
+#: polarity estimate to "dark" (bad-input probe, 2026-12-02). On the three poon2015
+#: two-photon development stacks the brightest voxel lies at most 4.08 ranges above the
+#: 99.5th percentile (poon2015_BBB_Leakage, saturated uint8 vessels) and the darkest 0.12
+#: below the 0.5th (``benchmarks/real/intensity_ranges.py``): nothing there is limited.
+#: Vessels far brighter than the rest and under 0.5 % of the voxels are limited too
+#: (still far above the background). A CT window clips to [0, 1] anyway.
 OUTLIER_RANGES = 5.0
 #: HU detection: the 1st percentile of the sample is at or below this (air, -1000 HU,
 #: around the body or in the lungs; no microscope or MR scanner writes such values) ...

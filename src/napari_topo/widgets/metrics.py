@@ -602,36 +602,76 @@ def _distance_unit(layer: Any, spacing: Sequence[float]) -> str:
     return "voxels" if np.allclose(spacing, 1.0) else "scale units"
 
 
-#: Words that make a layer's name that of a vessel ground truth (any word of the name, or
-#: a name starting with one; "truth" anywhere). Only such a layer (or one of the
-#: plugin's trees or masks, such as the sample's ground truth) becomes the default
-#: reference: a newcomer who opened a liver mask for Segment's *Inside* got it picked as
-#: the ground truth, and *Live* at once scored the vessels against the liver.
+#: Words of a region or organ mask (any part of the name): such a layer is never the
+#: default ground truth. A newcomer who opened a liver mask for Segment's *Inside* got it
+#: picked as the ground truth, and *Live* at once scored the vessels against the liver.
+REGION_WORDS = (
+    "liver",
+    "kidney",
+    "lung",
+    "brain",
+    "heart",
+    "spleen",
+    "pancreas",
+    "organ",
+    "body",
+    "roi",
+    "region",
+    "inside",
+    "tumor",
+    "tumour",
+    "lesion",
+)
+#: Words that make a layer's name that of a vessel ground truth (a name starting with
+#: one of them, or "truth" anywhere): such a layer is preferred as the default reference.
 TRUTH_WORDS = (
     "gt",
+    "truth",
     "groundtruth",
     "annotation",
-    "annotations",
     "annotated",
     "manual",
     "reference",
     "label",
-    "labels",
     "vessel",
-    "vessels",
     "vasculature",
-    "segmentation",
+    "vein",
+    "artery",
+    "portal",
+    "venous",
+    "hepatic",
+    "tree",
+    "seg",
+    "mask",
 )
 
 
-def _named_like_truth(layer: Any) -> bool:
-    """Whether ``layer`` may be the default ground truth by its name or kind
-    (:data:`TRUTH_WORDS`; a trees or mask layer of the plugin's, e.g. the sample's)."""
+def _name_words(layer: Any) -> tuple[str, list[str]]:
     name = str(getattr(layer, "name", "")).lower()
-    words = name.replace("_", " ").replace("-", " ").replace(".", " ").split()
-    if "truth" in name or any(w in TRUTH_WORDS for w in words):
-        return True
-    if any(w.startswith(("annot", "vessel", "label")) for w in words):
+    for sep in "_-.":
+        name = name.replace(sep, " ")
+    return name, name.split()
+
+
+#: The words of :data:`TRUTH_WORDS` that name vessels: they outweigh an organ's name
+#: ("liver_vessels" is a ground truth, "liver_label" a region).
+VESSEL_WORDS = ("vessel", "vasculature", "vein", "artery", "portal", "venous", "hepatic", "tree")
+
+
+def _named_like_region(layer: Any) -> bool:
+    """Whether ``layer``'s name names an organ or a region (:data:`REGION_WORDS`) and
+    no vessels (:data:`VESSEL_WORDS`)."""
+    name, words = _name_words(layer)
+    if any(w.startswith(VESSEL_WORDS) for w in words):
+        return False
+    return any(w in name for w in REGION_WORDS)
+
+
+def _named_like_truth(layer: Any) -> bool:
+    """Whether ``layer``'s name or kind says vessel ground truth (:data:`TRUTH_WORDS`;
+    one of the plugin's trees or masks, such as the sample's ground truth)."""
+    name, words = _name_words(layer)
+    if "truth" in name or any(w.startswith(TRUTH_WORDS) for w in words):
         return True
     md = getattr(layer, "metadata", None)
     info = md.get(METADATA_KEY) if isinstance(md, Mapping) else None
@@ -1096,20 +1136,22 @@ class MetricsWidget(QWidget):
         # predictions and every other layer a reference (nothing is compared with itself
         # or with another reference by default): the prediction is the best-ranked layer
         # the plugin made (:func:`_default_rank`: Segment's trees first) or none; the
-        # ground truth the best-ranked other layer named like one (:func:`_named_like_truth`;
-        # never the region Segment ran *Inside*), of the prediction's shape if any is.
-        # Any layer can still be picked by hand.
+        # ground truth the best-ranked other layer (one named like a ground truth first:
+        # :func:`_named_like_truth`; never the region Segment ran *Inside* nor one named
+        # like an organ or region: :func:`_named_like_region`), of the prediction's shape
+        # if any is. Any layer can still be picked by hand.
         choices = [layer for _, layer in self._layer_choices() if layer is not None]
         predictions = [c for c in choices if made_by_plugin(c)]
-        # a default reference is named like a ground truth and was not Segment's Inside
+        # a default reference is not the region Segment ran Inside, nor named like an
+        # organ or region (a liver mask); one named like a ground truth comes first
         inside = _inside_names(predictions)
         references = [
             c
             for c in choices
             if not made_by_plugin(c)
             and _holds_labels(c)
-            and _named_like_truth(c)
             and c.name not in inside
+            and not _named_like_region(c)
         ]
         if previous[0] is None or self._auto_pick[0]:
             best = max(predictions, key=partial(_default_rank, role="prediction"), default=None)
@@ -1121,7 +1163,7 @@ class MetricsWidget(QWidget):
 
             def rank(layer: Any) -> tuple:
                 fits = shape is not None and tuple(full_resolution(layer).shape) == shape
-                return (fits, *_default_rank(layer, "truth"))
+                return (fits, _named_like_truth(layer), *_default_rank(layer, "truth"))
 
             _choose(self.ground_truth_picker, max(refs, key=rank, default=None))
         self._fit_table()

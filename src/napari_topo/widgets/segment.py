@@ -133,6 +133,23 @@ DOCK_SHARE = 6
 
 #: ``metadata["napari_topo"]["widget"]`` of the layers this widget made.
 OWNER = "segment"
+def _file_geometry(image: Any):
+    """The geometry of the file napari-topo's reader opened ``image`` from (its voxel
+    indices -> world), when it is 3D; else None."""
+    from napari_topo.geometry import Geometry
+
+    stored = (getattr(image, "metadata", None) or {}).get("napari_topo_geometry")
+    if not isinstance(stored, Mapping):
+        return None
+    try:
+        geometry = Geometry.from_dict(stored)
+    except (ValueError, KeyError, TypeError):
+        return None
+    if len(geometry.spatial_axes) != 3 or geometry.ndim != 3:
+        return None
+    return geometry
+
+
 #: How a roots CSV's coordinates were read (:meth:`SegmentWidget.load_roots`).
 _SOURCE_SPACE_WORDS = {
     "world": "world coordinates",
@@ -1852,18 +1869,22 @@ class SegmentWidget(QWidget):
             raise ValueError("Pick the 3D image the roots belong to first.")
         pts, space = read_sources_table(path)
         pts = np.asarray(pts, dtype=float).reshape(-1, 3)
+        file_geometry = _file_geometry(image)
         if space == "world":
             world = pts
-        else:
-            index = pts.copy()
-            if space == "voxel":  # the file's array: mirrored as the reader shows it
-                shape = full_resolution(image).shape
-                for axis in reader_flips(image):
-                    index[:, axis] = shape[axis] - 1 - index[:, axis]
-            world = np.array([image.data_to_world(p) for p in index], dtype=float)
+        elif space == "voxel" and file_geometry is not None:
+            # the file's own array, which the reader may have shown mirrored or with its
+            # axes reordered: through the file's geometry, as the command line reads it
+            world = file_geometry.world(pts)
+        else:  # napari's Points CSV, or an image not from the reader: the layer's voxels
+            world = np.array([image.data_to_world(p) for p in pts], dtype=float)
         size = 5.0 * float(np.min(np.abs(image.scale[-3:])))
+        units = getattr(image, "units", None)  # napari >= 0.6: keep the scale bar's unit
         layer = self._viewer.add_points(
-            world.reshape(-1, 3), name=Path(str(path)).stem, size=max(size, 1e-6)
+            np.asarray(world, dtype=float).reshape(-1, 3),
+            name=Path(str(path)).stem,
+            size=max(size, 1e-6),
+            **({"units": tuple(units)} if units is not None else {}),
         )
         self.sources_picker.reset_choices()
         select_layer(self.sources_picker, layer)
