@@ -587,8 +587,8 @@ def shape_mismatch(a: str, a_shape, b: str, b_shape, note: str = "") -> str:
 
     Examples
     --------
-    >>> shape_mismatch("the prediction", (2, 3), "the ground truth", (2, 4))[:75]
-    'shape differs: the shape of the prediction is (2, 3) but that of the ground'
+    >>> shape_mismatch("the prediction", (2, 3), "the ground truth", (2, 4))[:72]
+    'shape differs: (2, 3) for the prediction but (2, 4) for the ground truth'
     """
     a_shape, b_shape = (tuple(int(s) for s in x) for x in (a_shape, b_shape))
     a_dims, b_dims = (
@@ -600,8 +600,7 @@ def shape_mismatch(a: str, a_shape, b: str, b_shape, note: str = "") -> str:
         notes.append("the same sizes in another order: an array saved transposed?")
     extra = f" ({'; '.join(notes)})" if notes else ""
     return (
-        f"shape differs: the shape of {a} is {a_dims}{a_shape} but that of {b} is "
-        f"{b_dims}{b_shape}{extra}; use "
+        f"shape differs: {a_dims}{a_shape} for {a} but {b_dims}{b_shape} for {b}{extra}; use "
         "the image the other was made from, or crop or resample one onto the other's grid."
     )
 
