@@ -919,6 +919,13 @@ def test_vessel_range_is_auto_on_a_ct_given_or_off(policy_files, capsys, tmp_pat
     # the share of the mask it took is said (the tiny model's mask is empty)
     assert "dropped 0 pieces of the mask (0 % of its voxels)" in out
     assert summary("a")["dropped_share"] == 0.0
+    # with --roi the counts are said to be the whole scan's (judged before the region)
+    from napari_topo.data.io import read_volume
+
+    ct = read_volume(d / "ct.nii.gz")
+    write_volume(tmp_path / "roi.nii.gz", np.ones(ct.data.shape, np.uint8), geometry=ct.geometry)
+    code, out, err = _run([*base, "--out", tmp_path / "r", "--roi", tmp_path / "roi.nii.gz"], capsys)
+    assert code == 0 and "pieces of the whole scan's mask" in out, err
     code, out, err = _run([*base, "--out", tmp_path / "b", "--vessel-range", "50", "400"], capsys)
     assert code == 0 and summary("b")["vessel_range"] == [50.0, 400.0]
     code, out, err = _run([*base, "--out", tmp_path / "c", "--vessel-range", "off"], capsys)

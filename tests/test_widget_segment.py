@@ -1362,8 +1362,12 @@ def test_roots_from_a_csv_land_where_the_command_line_puts_them(
     widget = make_widget(viewer, qtbot)
     roots = np.asarray(vol.sources, dtype=int)
     (tmp_path / "roots.csv").write_text("z,y,x\n" + "".join(f"{z},{y},{x}\n" for z, y, x in roots))
+    slider = viewer.dims.range[0]
     layer = widget.load_roots(tmp_path / "roots.csv")
     assert isinstance(layer, Points) and widget.sources_picker.value is layer
+    # on the image's placement: the z slider keeps the image's slices
+    np.testing.assert_allclose(layer.scale, image.scale)
+    assert viewer.dims.range[0] == slider
     assert "voxel indices of the image file" in widget.status_label.text()
     # the dock turns them back into the file's voxels exactly (the CLI's reading)
     got = sources_in_voxels(layer, image, image.data.shape)

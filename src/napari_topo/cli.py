@@ -1363,8 +1363,11 @@ def _segment(args) -> None:
         hu = " HU" if policy is not None and policy.intensity.modality == "ct" else ""
         share = percent_text(getattr(analysis, "dropped_share", 0.0))
         roots = "; the parts --sources lie on kept" if sources is not None else ""
+        # judged on the whole scan before --roi cuts the mask (a newcomer read the same
+        # counts with and without --roi as the region's)
+        whole = "the whole scan's mask" if roi is not None else "the mask"
         print(
-            f"dropped {getattr(analysis, 'pieces_dropped', 0)} pieces of the mask "
+            f"dropped {getattr(analysis, 'pieces_dropped', 0)} pieces of {whole} "
             f"({share} of its voxels) whose median is outside "
             f"{applied[0]:g}..{applied[1]:g}{hu} (--vessel-range; 'off' keeps them{roots})"
         )

@@ -1878,13 +1878,23 @@ class SegmentWidget(QWidget):
             world = file_geometry.world(pts)
         else:  # napari's Points CSV, or an image not from the reader: the layer's voxels
             world = np.array([image.data_to_world(p) for p in pts], dtype=float)
-        size = 5.0 * float(np.min(np.abs(image.scale[-3:])))
-        units = getattr(image, "units", None)  # napari >= 0.6: keep the scale bar's unit
+        # on the image's own placement (its voxels as data, its scale, translate, rotate,
+        # ...): a layer in world units would add its own slider steps (a newcomer's z
+        # slider went from the CT's 129 slices to 205 one-millimetre steps)
+        world = np.asarray(world, dtype=float).reshape(-1, 3)
+        data = np.array([image.world_to_data(w) for w in world], dtype=float).reshape(-1, 3)
+        from napari_topo.layers import tree_colors
+
         layer = self._viewer.add_points(
-            np.asarray(world, dtype=float).reshape(-1, 3),
+            data,
             name=Path(str(path)).stem,
-            size=max(size, 1e-6),
-            **({"units": tuple(units)} if units is not None else {}),
+            scale=image.scale,
+            translate=image.translate,
+            size=4,
+            symbol="star",
+            face_color=tree_colors(len(data)) if len(data) else "white",
+            border_color="white",
+            **placement(image),
         )
         self.sources_picker.reset_choices()
         select_layer(self.sources_picker, layer)
