@@ -924,7 +924,9 @@ def test_vessel_range_is_auto_on_a_ct_given_or_off(policy_files, capsys, tmp_pat
 
     ct = read_volume(d / "ct.nii.gz")
     write_volume(tmp_path / "roi.nii.gz", np.ones(ct.data.shape, np.uint8), geometry=ct.geometry)
-    code, out, err = _run([*base, "--out", tmp_path / "r", "--roi", tmp_path / "roi.nii.gz"], capsys)
+    code, out, err = _run(
+        [*base, "--out", tmp_path / "r", "--roi", tmp_path / "roi.nii.gz"], capsys
+    )
     assert code == 0 and "pieces of the whole scan's mask" in out, err
     code, out, err = _run([*base, "--out", tmp_path / "b", "--vessel-range", "50", "400"], capsys)
     assert code == 0 and summary("b")["vessel_range"] == [50.0, 400.0]

@@ -133,6 +133,8 @@ DOCK_SHARE = 6
 
 #: ``metadata["napari_topo"]["widget"]`` of the layers this widget made.
 OWNER = "segment"
+
+
 def _file_geometry(image: Any):
     """The geometry of the file napari-topo's reader opened ``image`` from (its voxel
     indices -> world), when it is 3D; else None."""
