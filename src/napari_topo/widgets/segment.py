@@ -1845,8 +1845,9 @@ class SegmentWidget(QWidget):
         image file (as ``read_volume`` returns its array; mirrored as napari-topo's
         reader shows the file), ``z_physical, y_physical, x_physical`` world
         coordinates, or napari's own Points CSV (data coordinates of the image layer).
-        The points are placed in world coordinates through the picked image's layer, so
-        the roots land where the command line would put them.
+        The layer lies on the picked image's placement (its voxels as data, its scale,
+        translate and rotation), so the roots land where the command line would put them
+        and the dims sliders keep the image's steps.
 
         Parameters
         ----------
