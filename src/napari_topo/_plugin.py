@@ -335,7 +335,7 @@ def read_volumes(path) -> list[tuple[Any, dict, str]]:
 #: Colour and opacity of a binary mask file opened as Labels (:func:`read_volumes`):
 #: neutral, so that none of the trees' saturated colours is mistaken for it.
 MASK_FILE_COLOUR = (0.82, 0.82, 0.82, 1.0)
-MASK_FILE_OPACITY = 0.5
+MASK_FILE_OPACITY = 0.3
 
 
 def _mask_file_colormap():
