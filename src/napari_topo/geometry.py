@@ -58,6 +58,7 @@ __all__ = [
     "layer_geometry",
     "layer_length_unit",
     "napari_units",
+    "file_geometry",
     "reader_flips",
     "reorient",
     "select_channel",
@@ -957,6 +958,21 @@ def layer_geometry(layer, ndim: int | None = None) -> Geometry:
     return geometry_from_layer_meta(meta, n)
 
 
+def file_geometry(layer) -> Geometry | None:
+    """The geometry of the file napari-topo's reader opened ``layer`` from (the file's
+    voxel indices -> world; ``metadata["napari_topo_geometry"]``), when it has three
+    spatial axes; else None (a layer not from the reader, or unreadable metadata)."""
+    meta = getattr(layer, "metadata", None)
+    stored = meta.get("napari_topo_geometry") if isinstance(meta, Mapping) else None
+    if not isinstance(stored, Mapping):
+        return None
+    try:
+        geometry = Geometry.from_dict(stored)
+    except (ValueError, KeyError, TypeError, GeometryError):
+        return None
+    return geometry if len(geometry.spatial_axes) == 3 else None
+
+
 def reader_flips(layer) -> tuple[int, ...]:
     """The spatial axes along which napari-topo's reader mirrored a layer's file.
 
@@ -982,14 +998,10 @@ def reader_flips(layer) -> tuple[int, ...]:
     """
     from nibabel.orientations import io_orientation, ornt_transform
 
-    meta = getattr(layer, "metadata", None)
-    stored = meta.get("napari_topo_geometry") if isinstance(meta, Mapping) else None
-    if not isinstance(stored, Mapping) or getattr(layer, "ndim", 0) != 3:
+    geometry = file_geometry(layer) if getattr(layer, "ndim", 0) == 3 else None
+    if geometry is None:
         return ()
     try:
-        geometry = Geometry.from_dict(stored)
-        if len(geometry.spatial_axes) != 3:
-            return ()
         start = io_orientation(geometry.affine)  # nearest axes, as the reader's reorient
         if np.isnan(start).any():
             return ()

@@ -77,6 +77,7 @@ from napari_topo.widgets._common import (
     made_by_plugin,
     one_line,
     os_error_message,
+    plugin_info,
     rebuild_picker,
     require_viewer,
     reshare_column,
@@ -673,21 +674,14 @@ def _named_like_truth(layer: Any) -> bool:
     name, words = _name_words(layer)
     if "truth" in name or any(w.startswith(TRUTH_WORDS) for w in words):
         return True
-    md = getattr(layer, "metadata", None)
-    info = md.get(METADATA_KEY) if isinstance(md, Mapping) else None
-    return isinstance(info, Mapping) and info.get("kind") in ("trees", "mask")
+    return plugin_info(layer).get("kind") in ("trees", "mask")
 
 
 def _inside_names(layers) -> set[str]:
     """Names of the layers the Segment dock used as *Inside* (a region of interest) for
     the results among ``layers``: never a default ground truth."""
-    out = set()
-    for layer in layers:
-        md = getattr(layer, "metadata", None)
-        info = md.get(METADATA_KEY) if isinstance(md, Mapping) else None
-        if isinstance(info, Mapping) and isinstance(info.get("inside"), str):
-            out.add(info["inside"])
-    return out
+    names = (plugin_info(layer).get("inside") for layer in layers)
+    return {name for name in names if isinstance(name, str)}
 
 
 def _default_rank(layer: Any, role: str) -> tuple:

@@ -72,6 +72,7 @@ from superqt import QCollapsible
 
 from napari_topo.geometry import (
     compare_layers,
+    file_geometry,
     layer_geometry,
     layer_length_unit,
     reader_flips,
@@ -133,23 +134,6 @@ DOCK_SHARE = 6
 
 #: ``metadata["napari_topo"]["widget"]`` of the layers this widget made.
 OWNER = "segment"
-
-
-def _file_geometry(image: Any):
-    """The geometry of the file napari-topo's reader opened ``image`` from (its voxel
-    indices -> world), when it is 3D; else None."""
-    from napari_topo.geometry import Geometry
-
-    stored = (getattr(image, "metadata", None) or {}).get("napari_topo_geometry")
-    if not isinstance(stored, Mapping):
-        return None
-    try:
-        geometry = Geometry.from_dict(stored)
-    except (ValueError, KeyError, TypeError):
-        return None
-    if len(geometry.spatial_axes) != 3 or geometry.ndim != 3:
-        return None
-    return geometry
 
 
 #: How a roots CSV's coordinates were read (:meth:`SegmentWidget.load_roots`).
@@ -1872,13 +1856,13 @@ class SegmentWidget(QWidget):
             raise ValueError("Pick the 3D image the roots belong to first.")
         pts, space = read_sources_table(path)
         pts = np.asarray(pts, dtype=float).reshape(-1, 3)
-        file_geometry = _file_geometry(image)
+        geometry = file_geometry(image) if full_resolution(image).ndim == 3 else None
         if space == "world":
             world = pts
-        elif space == "voxel" and file_geometry is not None:
+        elif space == "voxel" and geometry is not None:
             # the file's own array, which the reader may have shown mirrored or with its
             # axes reordered: through the file's geometry, as the command line reads it
-            world = file_geometry.world(pts)
+            world = geometry.world(pts)
         else:  # napari's Points CSV, or an image not from the reader: the layer's voxels
             world = np.array([image.data_to_world(p) for p in pts], dtype=float)
         # on the image's own placement (its voxels as data, its scale, translate, rotate,
