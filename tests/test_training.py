@@ -139,3 +139,39 @@ def test_cross_entropy_keeps_a_gradient_on_a_patch_without_vessels():
     assert isinstance(_build_loss({"name": "dice", "bce": 1.0}), SoftDiceLoss)
     with pytest.raises(ValueError, match="unknown loss 'hinge'"):
         _build_loss({"name": "hinge"})
+
+
+def test_a_wider_unet_starts_from_a_trained_narrow_one(tmp_path):
+    """``init_from`` with 2x the widths: Net2WiderNet keeps what the narrow model learnt."""
+    import numpy as np
+    import torch
+
+    from napari_topo.models.registry import load_model
+    from napari_topo.models.unet import widen_unet
+
+    narrow = train(tiny("narrow", steps=30), tmp_path / "n", log=lambda s: None)
+    model, _ = load_model(tmp_path / "n" / "narrow.json")
+    x = torch.from_numpy(np.random.default_rng(0).normal(size=(1, 1, 24, 24, 24)).astype("f4"))
+    with torch.no_grad():
+        before = model(x)
+        exact = widen_unet(model, [8, 16], noise=0.0).eval()
+        assert exact.widths == (8, 16)
+        assert torch.allclose(exact(x), before, atol=1e-4)
+        noisy = widen_unet(model, [8, 16]).eval()
+        assert not torch.allclose(noisy(x), before, atol=1e-4)  # copies must be able to part
+        assert torch.allclose(noisy(x), before, atol=0.2 * float(before.abs().max()))
+    with pytest.raises(ValueError, match="integer multiple"):
+        widen_unet(model, [6, 16])
+    with pytest.raises(ValueError, match="levels"):
+        widen_unet(model, [8, 16, 32])
+
+    logs: list[str] = []
+    cfg = tiny("wide", steps=2, init_from=str(tmp_path / "n" / "narrow.json"))
+    cfg.arch_kwargs = {"widths": [8, 16]}
+    card = train(cfg, tmp_path / "w", log=logs.append)
+    assert card.arch_kwargs["widths"] == [8, 16] and narrow.name == "narrow"
+    assert any("initialised from" in line for line in logs)
+    cfg = tiny("odd", steps=2, init_from=str(tmp_path / "n" / "narrow.json"))
+    cfg.arch_kwargs = {"widths": [6, 12]}
+    with pytest.raises(ValueError, match="integer multiple"):
+        train(cfg, tmp_path / "o", log=lambda s: None)

@@ -36,6 +36,7 @@ __all__ = [
     "count_parameters",
     "crop_to",
     "pad_to_multiple",
+    "widen_unet",
 ]
 
 #: Slope of the LeakyReLU used everywhere (as nnU-Net).
@@ -347,3 +348,92 @@ class UNet3D(nn.Module):
         finally:
             _EXCLUDE.reset(token)
         return crop_to(logits, shape)
+
+
+def widen_unet(
+    model: UNet3D, widths: Sequence[int], *, noise: float = 0.01, seed: int = 0
+) -> UNet3D:
+    """A wider copy of ``model`` that computes (almost) the same function: Net2WiderNet.
+
+    Each of the ``f`` new channels ``j`` of a layer copies old channel ``j // f``; the
+    weights reading a widened input are divided by ``f``, so the sum over the copies equals
+    the old one, and every instance norm sees ``f`` identical channels (same statistics,
+    same output). The result equals ``model`` up to the symmetry-breaking noise (Chen,
+    Goodfellow & Shlens, *Net2Net: Accelerating Learning via Knowledge Transfer*, ICLR 2016,
+    section 2.2): a training run can start a larger network from a trained one instead of
+    from scratch.
+
+    Parameters
+    ----------
+    model : UNet3D
+        The trained network; left unchanged.
+    widths : sequence of int
+        The new widths, one per level, each the same integer multiple ``f >= 1`` of
+        ``model.widths``.
+    noise : float
+        Standard deviation of the Gaussian noise added to every widened convolution weight,
+        relative to that weight's own standard deviation (0: an exact copy of the function;
+        then the copies of a channel get equal gradients and never differ).
+    seed : int
+        Seed of the noise.
+
+    Returns
+    -------
+    UNet3D
+        A new network with ``widths`` and ``model``'s other constructor arguments.
+
+    Raises
+    ------
+    ValueError
+        ``widths`` has another number of levels than ``model``, or is not one integer
+        multiple of its widths, or ``noise`` is negative.
+    """
+    new_widths = check_widths(widths)
+    if len(new_widths) != len(model.widths):
+        raise ValueError(
+            f"widths {list(new_widths)} have {len(new_widths)} levels; the model has "
+            f"{len(model.widths)} ({list(model.widths)})"
+        )
+    factors = {w // o for w, o in zip(new_widths, model.widths, strict=True) if w % o == 0}
+    ratios = [w / o for w, o in zip(new_widths, model.widths, strict=True)]
+    if len(factors) != 1 or any(r != next(iter(factors)) for r in ratios):
+        raise ValueError(
+            f"widths {list(new_widths)} must be one integer multiple of the model's "
+            f"{list(model.widths)}"
+        )
+    if not noise >= 0:
+        raise ValueError(f"noise must be >= 0, got {noise}")
+    f = next(iter(factors))
+    kwargs = {**model.arch_kwargs, "widths": list(new_widths)}
+    wide = UNet3D(**kwargs)
+    old = dict(model.named_modules())
+    gen = torch.Generator().manual_seed(int(seed))
+    with torch.no_grad():
+        for name, module in wide.named_modules():
+            params = [p for p in ("weight", "bias") if getattr(module, p, None) is not None]
+            if not params or name not in old:
+                continue
+            # the axis that reads the layer's input channels; every other widened axis
+            # is an output (a norm: one value per output channel)
+            if isinstance(module, nn.ConvTranspose3d):
+                in_dim = 0
+            elif isinstance(module, nn.Conv3d):
+                in_dim = 1
+            else:
+                in_dim = None
+            for pname in params:
+                src = getattr(old[name], pname).detach()
+                dst = getattr(module, pname)
+                value = src
+                for dim in range(dst.ndim):
+                    if dst.shape[dim] == value.shape[dim]:
+                        continue
+                    index = torch.arange(dst.shape[dim]) // f
+                    value = value.index_select(dim, index)
+                    if dim == in_dim and pname == "weight":
+                        value = value / f
+                if pname == "weight" and in_dim is not None and noise > 0 and f > 1:
+                    scale = float(value.std()) * noise
+                    value = value + scale * torch.randn(value.shape, generator=gen)
+                dst.copy_(value)
+    return wide

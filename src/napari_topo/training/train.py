@@ -45,6 +45,32 @@ VALIDATION_BASE_SEED = 900_000
 EMPTY_CROP_TRIES = 16
 
 
+def _initialise(model, init_model, *, seed: int):
+    """``model`` with ``init_model``'s weights (``init_from``).
+
+    A U-Net whose widths are one integer multiple of ``init_model``'s starts as a widened
+    copy of it (:func:`~napari_topo.models.unet.widen_unet`, Net2WiderNet): a larger
+    network trained on from a shipped one instead of from scratch. Any other mismatch
+    raises ``load_state_dict``'s error.
+    """
+    from napari_topo.models.unet import UNet3D, widen_unet
+
+    if (
+        isinstance(model, UNet3D)
+        and isinstance(init_model, UNet3D)
+        and tuple(model.widths) != tuple(init_model.widths)
+    ):
+        wide = widen_unet(init_model, model.widths, seed=seed)
+        if wide.arch_kwargs != model.arch_kwargs:
+            raise ValueError(
+                f"init_from has {init_model.arch_kwargs}; this run's architecture "
+                f"{model.arch_kwargs} differs by more than its widths"
+            )
+        return wide
+    model.load_state_dict(init_model.state_dict())
+    return model
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """A training run. Every field has a default; a YAML config overrides some of them."""
@@ -595,7 +621,7 @@ def train(
     model = ARCHITECTURES[cfg.architecture](**cfg.arch_kwargs)
     if cfg.init_from:
         init_model, _ = load_model(cfg.init_from)
-        model.load_state_dict(init_model.state_dict())
+        model = _initialise(model, init_model, seed=cfg.seed)
         log(f"initialised from {cfg.init_from}")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loss_spec = dict(cfg.loss)
