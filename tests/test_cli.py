@@ -1001,3 +1001,15 @@ def test_segment_skips_tiles_of_noise_alone_and_says_so(capsys, tmp_path):
     assert compute["empty tiles"] == "not tested: every tile run"
     code, out, err = _run([*base, "--out", tmp_path / "c", "--empty-tiles", "never"], capsys)
     assert code == 2 and "--empty-tiles" in err
+
+
+def test_an_empty_volume_is_refused_as_empty(tmp_path, capsys):
+    # bad-input probe: a (0, 64, 64) .npy was called "one voxel thick ... a 2D image"
+    for shape in ((0, 64, 64), (64, 0, 64), (0, 0, 0)):
+        np.save(tmp_path / "none.npy", np.zeros(shape, np.float32))
+        code, out, err = _run(["segment", tmp_path / "none.npy", "--out", tmp_path / "o"], capsys)
+        assert code == 2, err
+        assert err.strip() == (
+            f"napari-topo: error: the input none.npy is empty: its shape {shape} holds no voxels"
+        )
+        assert out == "" and not (tmp_path / "o").exists()

@@ -695,12 +695,17 @@ def _spatial(
     unit=None,
 ):
     """``(data, geometry)`` of one spatial volume of ``vol`` (a channel chosen), with
-    ``--spacing`` applied; refusals (several channels, RGB, not ``ndim``-D) are one-line
-    ValueErrors. ``unit``: the unit ``--spacing`` is in (the input's), for a second
+    ``--spacing`` applied; refusals (an axis of length 0, several channels, RGB, not
+    ``ndim``-D) are one-line ValueErrors. ``unit``: the unit ``--spacing`` is in (the input's), for a second
     file whose own unit differs: its placement is converted first, then the spacing
     set (labels in um beside a CT in mm were refused with ``--spacing``)."""
     from .geometry import select_channel
 
+    if 0 in tuple(vol.data.shape):
+        # a (0, 64, 64) .npy was called "one voxel thick ... a 2D image"
+        raise ValueError(
+            f"{what} {vol.path.name} is empty: its shape {tuple(vol.data.shape)} holds no voxels"
+        )
     data, geometry = select_channel(
         vol.data, vol.geometry, channel, name=f"{what} {vol.path.name}", option=option, ndim=ndim
     )
