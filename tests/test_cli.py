@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -1013,3 +1014,27 @@ def test_an_empty_volume_is_refused_as_empty(tmp_path, capsys):
             f"napari-topo: error: the input none.npy is empty: its shape {shape} holds no voxels"
         )
         assert out == "" and not (tmp_path / "o").exists()
+
+
+def test_a_run_that_finds_no_vessels_writes_graph_files_the_reader_opens(
+    policy_files, capsys, tmp_path
+):
+    # bad-input probe: 0 trees wrote a header-only _graph.csv and .swc that the plugin's
+    # reader refused ("the table has no rows", "no SWC points"); the masks (all 0) open
+    pytest.importorskip("napari")
+    from napari_topo._plugin import get_reader
+
+    d = policy_files
+    argv = ["segment", d / "ct.nii.gz", "--model", d / "tiny-auto.json", "--device", "cpu"]
+    code, out, err = _run([*argv, "--tile", "32", "--out", tmp_path], capsys)
+    assert code == 0 and "0 trees" in out, err
+    for name in ("ct_graph.csv", "ct_graph.swc", "ct_mask.nii.gz", "ct_trees.nii.gz"):
+        reader = get_reader(str(tmp_path / name))
+        assert reader is not None, name
+        with warnings.catch_warnings(record=True):
+            warnings.simplefilter("always")
+            layers = reader(str(tmp_path / name))
+        assert layers, name
+    # and the run says why the graph files are empty
+    line = next(ln for ln in out.splitlines() if "no vessels found" in ln)
+    assert line.startswith("note: no vessels found") and "ct_graph.csv" in line

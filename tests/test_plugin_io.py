@@ -549,3 +549,29 @@ def test_reader_opens_a_ct_in_hounsfield_units_in_the_vessel_window(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_graph_files_of_a_run_that_found_no_vessels_open_as_empty_layers(tmp_path):
+    """A run that finds 0 trees writes header-only graph files (as its masks are all 0);
+    the reader opened neither ("the table has no rows", "no SWC points")."""
+    empty = VesselAnalysis.from_outputs(
+        {"vessel": np.zeros((16, 16, 16), np.float32)}, spacing=SPACING
+    )
+    assert len(empty.points) == 0
+    summary = {"shape": [16, 16, 16], "geometry": empty.geometry.to_dict()}  # as segment's
+    (tmp_path / "e_summary.json").write_text(json.dumps(summary))
+    for name in ("e_graph.csv", "e_graph.swc"):
+        empty.save(tmp_path / name)
+        p = tmp_path / name
+        assert get_reader(str(p)) is read_graph
+        with pytest.warns(UserWarning, match="no centerline points"):
+            layers = read_graph(str(p))
+        assert [kind for _, _, kind in layers] == ["shapes", "points"], name
+        shapes, points = (Layer.create(*t) for t in layers)
+        assert len(shapes.data) == 0 and points.data.shape == (0, 3), name
+        assert tuple(points.scale) == pytest.approx(SPACING), name
+    # an empty Points layer saved by the plugin opens too
+    data, meta, _ = Layer.create(*L.points_layer(np.zeros((0, 3)))).as_layer_data_tuple()
+    [out] = write_graph(str(tmp_path / "none.csv"), data, meta)
+    with pytest.warns(UserWarning, match="no centerline points"):
+        assert [k for _, _, k in read_graph(out)] == ["shapes", "points"]

@@ -25,6 +25,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -457,11 +458,17 @@ def _read_nodes_csv(path: Path):
     """Points (voxel columns), world points (``*_physical`` columns, or None), radius,
     tree, parent (or None) and edges of a napari-topo nodes table."""
     with path.open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    if not rows:
-        raise ValueError(f"{path.name}: the table has no rows.")
-    axes = [a for a in ("z", "y", "x") if a in rows[0]]
+        reader = csv.DictReader(fh)
+        rows = list(reader)
+        columns = [c.strip() for c in reader.fieldnames or ()]
+    axes = [a for a in ("z", "y", "x") if a in columns]
     physical = [f"{a}_physical" for a in axes]
+    if not rows:
+        # a run that found no vessels writes the header alone: no points, not an error
+        n = len(axes)
+        world = np.zeros((0, n)) if all(c in columns for c in physical) else None
+        none = np.zeros(0, dtype=np.int64)
+        return np.zeros((0, n)), world, np.zeros(0), none, none.copy(), []
     try:
         pts = np.array([[float(r[a]) for a in axes] for r in rows], dtype=float)
         world = None
@@ -551,8 +558,9 @@ def _read_swc(path: Path):
         if len(parts) < 7:
             raise ValueError(f"{path.name}: SWC lines need 7 fields (n T x y z R P): {text!r}")
         rows.append(parts[:7])
-    if not rows:
-        raise ValueError(f"{path.name}: no SWC points.")
+    if not rows:  # a run that found no vessels: its header alone, no points
+        empty = np.zeros(0, dtype=np.int64)
+        return np.zeros((0, 3)), np.zeros(0), empty, empty.copy(), [], spacing, geometry, shape
     try:
         ids = [int(r[0]) for r in rows]
         xyz = np.array([[float(r[2]), float(r[3]), float(r[4])] for r in rows], dtype=float)
@@ -629,6 +637,11 @@ def read_graph(path) -> list[tuple[Any, dict, str]]:
       coordinates (or unplaced voxels) and an old ``.swc`` with the spacing its header
       states at the origin.
 
+    A file without points (the header alone: ``napari-topo segment`` found no vessels,
+    or an empty Points layer was saved) gives the two layers empty, on the same grid,
+    with ``metadata["note"]`` saying so and a :class:`UserWarning` (a notification in
+    napari).
+
     Raises
     ------
     ValueError
@@ -690,6 +703,13 @@ def read_graph(path) -> list[tuple[Any, dict, str]]:
         points = _layers.points_layer(pts, radius, tree, parent, **kw)
         for tup in (shapes, points):
             tup[1]["metadata"]["path"] = str(p)
+        if not len(pts):
+            # written by a run that found no vessels (or from an empty Points layer):
+            # empty layers, and a notification saying why (napari shows warnings)
+            note = f"{p.name} holds no centerline points (no vessels found): empty layers"
+            for tup in (shapes, points):
+                tup[1]["metadata"]["note"] = note
+            warnings.warn(note, UserWarning, stacklevel=2)
         out += [shapes, points]
     return out
 

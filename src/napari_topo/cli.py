@@ -696,9 +696,10 @@ def _spatial(
 ):
     """``(data, geometry)`` of one spatial volume of ``vol`` (a channel chosen), with
     ``--spacing`` applied; refusals (an axis of length 0, several channels, RGB, not
-    ``ndim``-D) are one-line ValueErrors. ``unit``: the unit ``--spacing`` is in (the input's), for a second
-    file whose own unit differs: its placement is converted first, then the spacing
-    set (labels in um beside a CT in mm were refused with ``--spacing``)."""
+    ``ndim``-D) are one-line ValueErrors. ``unit``: the unit ``--spacing`` is in (the
+    input's), for a second file whose own unit differs: its placement is converted
+    first, then the spacing set (labels in um beside a CT in mm were refused with
+    ``--spacing``)."""
     from .geometry import select_channel
 
     if 0 in tuple(vol.data.shape):
@@ -1345,6 +1346,18 @@ def _segment(args) -> None:
         print(
             f"  ... and {len(trees) - MAX_TREE_LINES} smaller trees "
             f"(every tree in {stem}_summary.json)"
+        )
+    if summary["n_points"] == 0:
+        # the graph files are written as the all-0 volumes are, header alone; the
+        # plugin's reader opens them as empty layers (it refused them before)
+        what = (
+            "no vessels found: the mask, skeleton and trees are all 0, and"
+            if summary["n_voxels"] == 0
+            else f"no centerline found in the {summary['n_voxels']} vessel voxels:"
+        )
+        print(
+            f"note: {what} {stem}_graph.csv, .swc and .graphml hold no points "
+            "(napari opens them as empty layers)"
         )
     for root in placement:
         if not root["in_mask"]:
