@@ -1038,3 +1038,53 @@ def test_a_run_that_finds_no_vessels_writes_graph_files_the_reader_opens(
     # and the run says why the graph files are empty
     line = next(ln for ln in out.splitlines() if "no vessels found" in ln)
     assert line.startswith("note: no vessels found") and "ct_graph.csv" in line
+
+
+def _oblique_nifti(path, image):
+    """``image`` (z, y, x) as a NIfTI whose axes are rotated 20 degrees about z."""
+    import nibabel as nib
+
+    c, s = np.cos(np.radians(20)), np.sin(np.radians(20))
+    aff = np.array([[0.35 * c, -0.35 * s, 0, 10], [0.35 * s, 0.35 * c, 0, -5], [0, 0, 1.0, 3],
+                    [0, 0, 0, 1]])  # fmt: skip
+    nib.save(nib.Nifti1Image(np.asarray(image, np.float32).transpose(2, 1, 0), aff), path)
+
+
+def test_format_npy_says_which_geometry_it_does_not_keep(policy_files, capsys, tmp_path):
+    # bad-input probe: --format npy on an oblique NIfTI dropped its placement silently
+    from napari_topo.data.io import read_volume
+
+    d = policy_files
+    image = read_volume(d / "ct.nii.gz").data
+    _oblique_nifti(tmp_path / "obl.nii.gz", image)
+    base = ["--model", d / "tiny-auto.json", "--device", "cpu", "--tile", "32", "--zoom", "1"]
+    argv = ["segment", tmp_path / "obl.nii.gz", *base, "--format", "npy"]
+    code, out, err = _run([*argv, "--out", tmp_path / "a"], capsys)
+    assert code == 0, err
+    notes = [ln for ln in err.splitlines() if "--format npy" in ln]
+    assert len(notes) == 1, err
+    note = notes[0]
+    assert note.startswith("napari-topo: note: --format npy holds the arrays only")
+    for word in ("voxel size", "origin", "oblique orientation", "obl_summary.json", "nii.gz"):
+        assert word in note, (word, note)
+    # said before the network runs, not after
+    assert err.index(note) < err.index("segmenting obl.nii.gz")
+    # the summary keeps what the .npy files cannot
+    summary = json.loads((tmp_path / "a" / "obl_summary.json").read_text())
+    assert summary["volumes"] == {"format": "npy", "hold_geometry": False}
+    aff = np.asarray(summary["geometry"]["affine"])
+    assert aff[0, 3] != 0 and not np.allclose(aff[1:3, 1:3], np.diag(np.diag(aff[1:3, 1:3])))
+    assert (tmp_path / "a" / "obl_mask.npy").exists()
+    # the same file as NIfTI keeps it: no note
+    code, out, err = _run(["segment", tmp_path / "obl.nii.gz", *base, "--out", tmp_path / "b"],
+                          capsys)  # fmt: skip
+    assert code == 0 and "--format npy" not in err
+    assert json.loads((tmp_path / "b" / "obl_summary.json").read_text())["volumes"] == {
+        "format": "nii.gz",
+        "hold_geometry": True,
+    }
+    # a .npy that states nothing loses nothing: no note
+    np.save(tmp_path / "plain.npy", np.asarray(image))
+    code, out, err = _run(["segment", tmp_path / "plain.npy", *base, "--format", "npy",
+                           "--out", tmp_path / "c"], capsys)  # fmt: skip
+    assert code == 0 and "--format npy" not in err

@@ -1057,6 +1057,20 @@ def _no_voxel_size_note(name: str, geometry, given, assumed: str = "") -> str | 
     )
 
 
+def _npy_loses(geometry) -> str | None:
+    """What of the input's placement ``.npy`` volumes cannot hold (``"voxel size 2 x
+    0.7 x 0.7 mm, origin and oblique orientation"``), or None when it states none."""
+    if geometry.known == "none":
+        return None
+    unit = f" {geometry.unit}" if geometry.unit else ""
+    lost = [f"voxel size {' x '.join(f'{v:.4g}' for v in geometry.spacing)}{unit}"]
+    if any(abs(o) > 0 for o in geometry.origin):
+        lost.append("origin")
+    if not geometry.is_plain:
+        lost.append("oblique orientation" if not geometry.is_axis_aligned else "axis flips")
+    return ", ".join(lost[:-1]) + " and " + lost[-1] if len(lost) > 1 else lost[0]
+
+
 def _segment_settings(
     args, name: str, unit: str | None = None, note: str | None = None, hint: str | None = None
 ) -> dict:
@@ -1198,6 +1212,15 @@ def _segment(args) -> None:
         fmt = "nii.gz"  # .npy cannot carry the voxel size the outputs are measured in
     # a CD export's series is named after the export too (its folder is SE000000 or alike)
     stem = volume_stem(args.input, vol.path)
+    lost = _npy_loses(geometry) if fmt == "npy" else None
+    if lost:
+        # said before the run: an oblique NIfTI's placement was dropped silently
+        print(
+            f"napari-topo: note: --format npy holds the arrays only, not the input's {lost}: "
+            f"{stem}_summary.json records them (geometry) and the graph files are in world "
+            "coordinates; --format nii.gz (or tif, zarr) keeps them in the volumes",
+            file=sys.stderr,
+        )
     model = args.model or DEFAULT_MODEL
     if (args.workers is not None or args.scheduler) and fmt != "ome-zarr":
         raise ValueError(
@@ -1312,6 +1335,8 @@ def _segment(args) -> None:
         # it); the analysis carries the input's geometry, so these are the same
         summary["shape"] = list(shape)
         summary["geometry"] = analysis.geometry.to_dict()
+        # whether the volume files carry it too (.npy holds the array alone)
+        summary["volumes"] = {"format": fmt, "hold_geometry": fmt != "npy"}
         if policy is not None:
             summary["input_policy"] = policy.to_dict()
         compute = getattr(analysis, "compute", None)
@@ -1579,6 +1604,7 @@ def _segment_streaming(
             "min_size": result["min_size"],
             "shape": list(data.shape),
             "geometry": geometry.to_dict(),
+            "volumes": {"format": "ome-zarr", "hold_geometry": True},
             "input_policy": result["input_policy"],
             "compute": result["compute"],
             "n_skeleton_voxels": result["n_skeleton"],
