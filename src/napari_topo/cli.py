@@ -1381,8 +1381,8 @@ def _segment(args) -> None:
             else f"no centerline found in the {summary['n_voxels']} vessel voxels:"
         )
         print(
-            f"note: {what} {stem}_graph.csv, .swc and .graphml hold no points "
-            "(napari opens them as empty layers)"
+            f"note: {what} {stem}_graph.csv, .swc and .graphml hold no points (the .csv "
+            "and .swc open in napari as empty layers)"
         )
     for root in placement:
         if not root["in_mask"]:
