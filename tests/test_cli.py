@@ -1088,3 +1088,59 @@ def test_format_npy_says_which_geometry_it_does_not_keep(policy_files, capsys, t
     code, out, err = _run(["segment", tmp_path / "plain.npy", *base, "--format", "npy",
                            "--out", tmp_path / "c"], capsys)  # fmt: skip
     assert code == 0 and "--format npy" not in err
+
+
+def test_an_assumed_spacing_is_recorded_as_assumed_in_the_outputs(policy_files, capsys, tmp_path):
+    # bad-input probe: a z step taken as 1 (said on the terminal) was written into the
+    # summary and the headers as if the file had stated it
+    import nibabel as nib
+    import tifffile
+    import zarr
+
+    from napari_topo.data.io import read_volume
+
+    d = policy_files
+    stack = np.asarray(read_volume(d / "ct.nii.gz").data)
+    tif = tmp_path / "stack.tif"
+    tifffile.imwrite(tif, stack, imagej=True, resolution=(1 / 0.5, 1 / 0.5),
+                     metadata={"unit": "um", "axes": "ZYX"})  # fmt: skip
+    base = ["--model", d / "tiny-auto.json", "--device", "cpu", "--tile", "32", "--zoom", "1"]
+
+    def run(src, out, *more):
+        code, stdout, err = _run(["segment", src, *base, "--out", tmp_path / out, *more], capsys)
+        assert code == 0, err
+        name = Path(src).name.split(".")[0]
+        return json.loads((tmp_path / out / f"{name}_summary.json").read_text())
+
+    s = run(tif, "a")
+    assert s["spacing_assumed"] == ["z"]
+    assert s["spacing_source"] == {"z": "assumed", "y": "file", "x": "file"}
+    mask = read_volume(tmp_path / "a" / "stack_mask.tif")  # the output says so too
+    assert mask.assumed == "z"
+    with tifffile.TiffFile(tmp_path / "a" / "stack_mask.tif") as written:
+        assert "spacing" not in written.imagej_metadata
+    swc = (tmp_path / "a" / "stack_graph.swc").read_text()
+    assert "# spacing assumed: z (not stated by the input; taken as 1)" in swc
+    run(tif, "n", "--format", "nii.gz")
+    hdr = nib.load(tmp_path / "n" / "stack_trees.nii.gz").header
+    assert "z spacing assumed 1" in hdr["descrip"].tobytes().decode()
+    assert read_volume(tmp_path / "n" / "stack_trees.nii.gz").assumed == "z"
+    # --spacing given: stated by the user, nothing assumed
+    s = run(tif, "b", "--spacing", "5", "0.5", "0.5")
+    assert s["spacing_assumed"] == []
+    assert s["spacing_source"] == {"z": "--spacing", "y": "--spacing", "x": "--spacing"}
+    assert "spacing assumed" not in (tmp_path / "b" / "stack_graph.swc").read_text()
+    # a file that states nothing (.npy): every axis assumed, also when streamed
+    np.save(tmp_path / "plain.npy", stack)
+    s = run(tmp_path / "plain.npy", "c", "--format", "nii.gz")
+    assert s["spacing_assumed"] == ["z", "y", "x"]
+    assert read_volume(tmp_path / "c" / "plain_mask.nii.gz").spacing is None
+    s = run(tmp_path / "plain.npy", "z", "--format", "ome-zarr")
+    assert s["spacing_assumed"] == ["z", "y", "x"]
+    attrs = zarr.open_group(str(tmp_path / "z" / "plain_mask.ome.zarr"), mode="r").attrs
+    assert attrs["napari_topo_spacing_assumed"] == "zyx"
+    # a file that states its voxel size: nothing assumed, nothing said
+    s = run(d / "ct.nii.gz", "e")
+    assert s["spacing_assumed"] == [] and set(s["spacing_source"].values()) == {"file"}
+    descrip = nib.load(tmp_path / "e" / "ct_mask.nii.gz").header["descrip"].tobytes()
+    assert b"assumed" not in descrip

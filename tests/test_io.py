@@ -845,3 +845,34 @@ def test_a_truncated_tiff_fails_in_one_line_without_library_logs(tmp_path, capfd
     with pytest.raises(VolumeReadError, match="cannot read"):
         read_volume(tmp_path / "t.tif")
     assert capfd.readouterr().err == ""
+
+
+def test_an_assumed_spacing_is_written_as_assumed_and_reads_back_so(tmp_path):
+    # bad-input probe: a TIFF without a z step (z taken as 1) gave outputs whose headers
+    # stated z = 1 as the file's own; written with spacing_assumed, each format that can
+    # say so says it, and reading the output back assumes the same axes again
+    nib = pytest.importorskip("nibabel")
+    pytest.importorskip("tifffile")
+    pytest.importorskip("zarr")
+    from napari_topo.geometry import Geometry
+
+    a = _asymmetric(np.uint8)
+    part = Geometry.from_spacing((1.0, 0.5, 0.5), unit="um", known="spacing")
+    for name in ("z.nii.gz", "z.tif", "z.zarr"):
+        p = write_volume(tmp_path / name, a, geometry=part, spacing_assumed="z")
+        vol = read_volume(p)
+        assert vol.assumed == "z", name
+        assert vol.spacing == pytest.approx((1.0, 0.5, 0.5)), name
+        np.testing.assert_array_equal(np.asarray(vol.data), a)
+    descrip = nib.load(tmp_path / "z.nii.gz").header["descrip"].tobytes().decode()
+    assert "napari-topo: z spacing assumed 1, not stated by the input" in descrip
+    # nothing stated at all: the NIfTI reads back as stating nothing, as its input did
+    p = write_volume(tmp_path / "none.nii", a, geometry=Geometry.identity(3), spacing_assumed="zyx")
+    vol = read_volume(p)
+    assert vol.spacing is None and vol.geometry.known == "none" and vol.assumed == ""
+    # a spacing the file stated is written as before, with no such note
+    p = write_volume(tmp_path / "stated.nii.gz", a, spacing=(5.0, 0.5, 0.5), unit="um")
+    assert "assumed" not in nib.load(p).header["descrip"].tobytes().decode()
+    assert read_volume(p).assumed == ""
+    with pytest.raises(ValueError, match="spacing_assumed"):
+        write_volume(tmp_path / "bad.nii", a, geometry=part, spacing_assumed="q")

@@ -1057,6 +1057,39 @@ def _no_voxel_size_note(name: str, geometry, given, assumed: str = "") -> str | 
     )
 
 
+def _assumed_axes(args, vol, geometry) -> str:
+    """Spatial axes (letters of ``"zyx"``) whose voxel size the input did not state and
+    that were taken as 1: all of them for a file that states none, the
+    :attr:`~napari_topo.data.io.Volume.assumed` ones (a TIFF's missing z step), none
+    when ``--spacing`` gave them."""
+    if args.spacing is not None:
+        return ""
+    if geometry.known == "none":
+        return "zyx"[-geometry.ndim :]
+    return "".join(ch for ch in "zyx"[-geometry.ndim :] if ch in (vol.assumed or ""))
+
+
+def _spacing_record(args, assumed: str, ndim: int = 3) -> dict:
+    """The summary's ``spacing_assumed`` (axes taken as 1, a list) and ``spacing_source``
+    (per axis: ``"file"``, ``"--spacing"`` or ``"assumed"``)."""
+    space = "zyx"[-ndim:]
+    given = "--spacing" if args.spacing is not None else "file"
+    return {
+        "spacing_assumed": [ch for ch in space if ch in assumed],
+        "spacing_source": {ch: "assumed" if ch in assumed else given for ch in space},
+    }
+
+
+def _mark_swc_assumed(path: Path, assumed: str) -> None:
+    """Say in an SWC's header that its ``# spacing`` line holds assumed axes."""
+    if not assumed:
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    note = f"# spacing assumed: {','.join(assumed)} (not stated by the input; taken as 1)\n"
+    at = next((i + 1 for i, ln in enumerate(lines) if ln.lower().startswith("# spacing")), 1)
+    path.write_text("".join(lines[:at] + [note] + lines[at:]))
+
+
 def _npy_loses(geometry) -> str | None:
     """What of the input's placement ``.npy`` volumes cannot hold (``"voxel size 2 x
     0.7 x 0.7 mm, origin and oblique orientation"``), or None when it states none."""
@@ -1249,6 +1282,7 @@ def _segment(args) -> None:
         return
 
     no_size = _no_voxel_size_note(vol.path.name, geometry, args.spacing, vol.assumed)
+    assumed = _assumed_axes(args, vol, geometry)
     t0 = time.perf_counter()
     try:
         analysis = segment(
@@ -1297,9 +1331,12 @@ def _segment(args) -> None:
             "trees": analysis.trees.astype(np.int32),
         }
         for name, arr in volumes.items():
-            write_volume(tmp / f"{stem}_{name}.{fmt}", arr, geometry=geometry)
+            # an assumed voxel size is written as assumed where the format can say so
+            path = tmp / f"{stem}_{name}.{fmt}"
+            write_volume(path, arr, geometry=geometry, spacing_assumed=assumed)
         analysis.save(tmp / f"{stem}_graph.graphml")
         analysis.save(tmp / f"{stem}_graph.swc")
+        _mark_swc_assumed(tmp / f"{stem}_graph.swc", assumed)
         analysis.save(tmp / f"{stem}_graph.csv")
         branch_table = analysis.branch_table()
         branch_table.to_csv(tmp / f"{stem}_branches.csv", index=False)
@@ -1335,6 +1372,7 @@ def _segment(args) -> None:
         # it); the analysis carries the input's geometry, so these are the same
         summary["shape"] = list(shape)
         summary["geometry"] = analysis.geometry.to_dict()
+        summary.update(_spacing_record(args, assumed, geometry.ndim))
         # whether the volume files carry it too (.npy holds the array alone)
         summary["volumes"] = {"format": fmt, "hold_geometry": fmt != "npy"}
         if policy is not None:
@@ -1524,6 +1562,7 @@ def _segment_streaming(
     and moved in at the end, as the whole-volume path does. No graph files (one note on
     stderr says so).
     """
+    from .data.io import note_spacing_assumed
     from .inference.chunked import segment_to_ome_zarr, streaming_factors
 
     spacing = _geometry_spacing(geometry)
@@ -1574,6 +1613,7 @@ def _segment_streaming(
     tmp = Path(tempfile.mkdtemp(prefix=".napari-topo-", dir=out_dir))
     names = _STREAMED_VOLUMES
     no_size = _no_voxel_size_note(vol.path.name, geometry, args.spacing, vol.assumed)
+    assumed = _assumed_axes(args, vol, geometry)
     t0 = time.perf_counter()
     try:
         result = segment_to_ome_zarr(
@@ -1605,6 +1645,7 @@ def _segment_streaming(
             "shape": list(data.shape),
             "geometry": geometry.to_dict(),
             "volumes": {"format": "ome-zarr", "hold_geometry": True},
+            **_spacing_record(args, assumed, geometry.ndim),
             "input_policy": result["input_policy"],
             "compute": result["compute"],
             "n_skeleton_voxels": result["n_skeleton"],
@@ -1620,6 +1661,9 @@ def _segment_streaming(
             ],
             "not_computed": ["graph"],
         }
+        for n in names:  # the voxel size the input did not state, said as assumed
+            if (tmp / f"{stem}_{n}.ome.zarr").exists():  # (a model without centerness)
+                note_spacing_assumed(tmp / f"{stem}_{n}.ome.zarr", assumed)
         if trees["n_ids"] > MAX_SUMMARY_TREES:
             summary["trees_truncated"] = f"first {MAX_SUMMARY_TREES}; all in {stem}_trees.csv"
         with (tmp / f"{stem}_trees.csv").open("w", newline="") as fh:

@@ -79,6 +79,7 @@ import json
 import logging
 import math
 import os
+import re
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -136,6 +137,13 @@ ZARR_CHUNK = 64
 #: Key of the geometry in TIFF metadata (ImageJ description, tifffile JSON) and zarr
 #: attributes, and the marker of the NIfTI header extension that holds the axes.
 GEOMETRY_KEY = "napari_topo_geometry"
+#: Key of the spatial axes whose voxel size the source did not state (taken as 1), e.g.
+#: ``"z"``, in TIFF metadata and zarr / OME-Zarr attributes (see :func:`write_volume`).
+SPACING_ASSUMED_KEY = "napari_topo_spacing_assumed"
+#: NIfTI ``descrip`` (80 bytes) saying the same: ``"napari-topo: z spacing assumed 1, not
+#: stated by the input"`` (axes comma-separated: ``z,y,x``).
+_ASSUMED_DESCRIP = "napari-topo: {} spacing assumed 1, not stated by the input"
+_ASSUMED_RE = re.compile(r"napari-topo: ([zyx](?:,[zyx])*) spacing assumed")
 #: NIfTI extension code for the axes record (6 = "comment", text).
 _NIFTI_COMMENT = 6
 #: NIfTI units (nibabel's names) for the units napari-topo uses, and back.
@@ -962,6 +970,7 @@ def _read_nifti(p: Path, suffix: str) -> Volume:
         affine = np.asarray(img.affine, dtype=float)
         qform = np.asarray(hdr.get_qform(), dtype=float) if all(codes) else None
         unit = _unit(hdr.get_xyzt_units()[0])
+        descrip = bytes(hdr["descrip"].tobytes()).split(b"\0")[0].decode("latin-1")
     except Exception as exc:  # noqa: BLE001
         raise _corrupt(p, suffix, exc) from exc
     if raw.ndim > 5:
@@ -977,6 +986,10 @@ def _read_nifti(p: Path, suffix: str) -> Volume:
         # fallback affine would invent a flip and a centred origin).
         sp = _raw_pixdim(img, p, n) or zooms[:n]
         stated = [math.isfinite(z) and z > 0 for z in sp]
+        noted = _ASSUMED_RE.search(descrip)
+        if noted:  # written by napari-topo from an input that did not state these
+            gone = set(noted.group(1).split(","))
+            stated = [ok and a not in gone for a, ok in zip("xyz"[:n], stated, strict=True)]
         if any(stated):
             # an axis of size 0 or NaN is taken as 1, and said so (x, y, z: pixdim order)
             sp = [z if ok else 1.0 for z, ok in zip(sp, stated, strict=True)]
@@ -1203,10 +1216,54 @@ def _is_ome_zarr(p: Path) -> bool:
 
 def _read_ome_zarr(p: Path, series: str | None = None) -> Volume:
     """Level 0 of an OME-Zarr image, lazily (dask), with its geometry."""
-    from .ngff import read_ome_zarr
+    from .ngff import _group_attrs, read_ome_zarr
 
     image = read_ome_zarr(p, series)
-    return _volume(image.levels[0], image.geometries[0], p)
+    geometry = image.geometries[0]
+    return _volume(image.levels[0], geometry, p, _assumed_attr(_group_attrs(p) or {}, geometry))
+
+
+def _assumed_attr(attrs, geometry: Geometry) -> str:
+    """The spatial axes :data:`SPACING_ASSUMED_KEY` names (letters of ``"zyx"``), those
+    of ``geometry`` only; "" when absent or malformed."""
+    value = attrs.get(SPACING_ASSUMED_KEY)
+    space = "zyx"[-geometry.ndim :] if geometry.ndim else ""
+    if not isinstance(value, str):
+        return ""
+    return "".join(ch for ch in space if ch in value)
+
+
+def _check_assumed(spacing_assumed, geom: Geometry) -> str:
+    """``spacing_assumed`` as letters of the geometry's spatial axes, z y x order."""
+    text = str(spacing_assumed or "").replace(",", "").replace(" ", "")
+    space = "zyx"[-geom.ndim :] if geom.ndim else ""
+    if any(ch not in space for ch in text) or len(set(text)) != len(text):
+        raise ValueError(
+            f"spacing_assumed must be letters of the spatial axes {space!r}; got "
+            f"{spacing_assumed!r}."
+        )
+    return "".join(ch for ch in space if ch in text)
+
+
+def note_spacing_assumed(path, spacing_assumed: str) -> None:
+    """Record in a written ``.zarr`` / ``.ome.zarr`` (its array's or group's attributes,
+    :data:`SPACING_ASSUMED_KEY`) that the voxel size along ``spacing_assumed`` (letters
+    of ``"zyx"``, e.g. ``"z"``) was assumed, not stated by the source. Nothing when
+    ``spacing_assumed`` is empty.
+
+    Raises
+    ------
+    VolumeReadError
+        ``path`` is not a zarr array or group that can be written.
+    """
+    if not spacing_assumed:
+        return
+    zarr = _import("zarr", ".zarr")
+    try:
+        node = zarr.open(str(path), mode="r+")
+        node.attrs[SPACING_ASSUMED_KEY] = str(spacing_assumed)
+    except Exception as exc:  # noqa: BLE001
+        raise VolumeReadError(f"cannot write to {path} ({_one_line(exc)}).") from exc
 
 
 def _read_zarr(p: Path, suffix: str, key: str | None) -> Volume:
@@ -1239,7 +1296,7 @@ def _read_zarr(p: Path, suffix: str, key: str | None) -> Volume:
         raise _corrupt(p, suffix, exc) from exc
     stored = _geometry_or_none(attrs.get(GEOMETRY_KEY), arr.ndim)
     if stored is not None:
-        return _volume(arr, stored, p)
+        return _volume(arr, stored, p, _assumed_attr(attrs, stored))
     geometry = _plain(arr.shape, p)
     try:
         spacing = _spacing_tuple(attrs.get("spacing"), arr.ndim)
@@ -1294,7 +1351,13 @@ def _geometry_for(shape, spacing, geometry, unit: str | None = None) -> Geometry
 
 
 def write_volume(
-    path, data, *, spacing=None, unit: str | None = None, geometry: Geometry | None = None
+    path,
+    data,
+    *,
+    spacing=None,
+    unit: str | None = None,
+    geometry: Geometry | None = None,
+    spacing_assumed: str = "",
 ) -> Path:
     """Write ``data`` with its geometry (or a plain spacing); format by suffix.
 
@@ -1325,6 +1388,17 @@ def write_volume(
         X/YResolution, plus the whole geometry as JSON where ImageJ cannot say it
         (flips, rotations, dtypes or axes ImageJ does not take). zarr: attributes
         ``spacing`` and ``napari_topo_geometry``. ``.npy``/``.npz`` hold the array only.
+    spacing_assumed : str, optional
+        Spatial axes (letters of ``"zyx"``, e.g. ``"z"``, or ``"zyx"`` for all) whose
+        voxel size the source did not state and that were taken as 1
+        (:attr:`Volume.assumed`; all axes for a file that states none), so that the
+        file does not state them as known. NIfTI: ``descrip`` says so (``"napari-topo:
+        z spacing assumed 1, not stated by the input"``; the header still holds 1, as
+        NIfTI needs a voxel size); TIFF: ImageJ ``spacing`` (z) and the resolution
+        (y and x) are left out and the axes recorded as ``napari_topo_spacing_assumed``;
+        zarr and OME-Zarr: that attribute. :func:`read_volume` of such a file assumes
+        the same axes again (a NIfTI with all three: no voxel size, as the source).
+        ``.npy``/``.npz`` cannot say it.
 
     Returns
     -------
@@ -1337,15 +1411,16 @@ def write_volume(
         Unsupported suffix, missing parent folder, the library failed to write, or a
         needed package is not installed.
     ValueError
-        ``data`` is not numeric, ``spacing``/``geometry`` do not match its axes, or
-        ``unit`` is given without ``spacing`` or with ``geometry``.
+        ``data`` is not numeric, ``spacing``/``geometry`` do not match its axes,
+        ``unit`` is given without ``spacing`` or with ``geometry``, or
+        ``spacing_assumed`` names an axis the data does not have.
     """
     p = Path(os.fspath(path)).expanduser()
     suffix = _check_suffix(p)
     if not p.parent.is_dir():
         raise VolumeReadError(f"cannot write {p}: no such folder {p.parent}")
     if suffix == ".zarr":
-        return _write_zarr(p, suffix, data, spacing, geometry, unit)
+        return _write_zarr(p, suffix, data, spacing, geometry, unit, spacing_assumed)
     if suffix == ".ome.zarr":
         from .ngff import write_ome_zarr
 
@@ -1356,14 +1431,19 @@ def write_volume(
                 f"data must be an array of numbers with at least one axis; "
                 f"got {data.dtype} of shape {tuple(data.shape)}."
             )
-        return write_ome_zarr(p, data, _geometry_for(data.shape, spacing, geometry, unit))
+        geom = _geometry_for(data.shape, spacing, geometry, unit)
+        assumed = _check_assumed(spacing_assumed, geom)
+        out = write_ome_zarr(p, data, geom)
+        note_spacing_assumed(out, assumed)
+        return out
     arr = _as_writable_array(data)
     geom = _geometry_for(arr.shape, spacing, geometry, unit)
+    assumed = _check_assumed(spacing_assumed, geom)
     try:
         if suffix in (".nii", ".nii.gz"):
-            _write_nifti(p, suffix, arr, geom)
+            _write_nifti(p, suffix, arr, geom, assumed)
         elif suffix in (".tif", ".tiff"):
-            _write_tiff(p, suffix, arr, geom)
+            _write_tiff(p, suffix, arr, geom, assumed)
         elif suffix == ".npy":
             np.save(p, arr, allow_pickle=False)
         else:
@@ -1377,7 +1457,7 @@ def write_volume(
     return p
 
 
-def _write_nifti(p: Path, suffix: str, arr: np.ndarray, geom: Geometry) -> None:
+def _write_nifti(p: Path, suffix: str, arr: np.ndarray, geom: Geometry, assumed: str = "") -> None:
     nib = _import("nibabel", suffix)
     if arr.ndim > 5:
         raise ValueError(f"napari-topo writes NIfTI of at most 5 axes; got shape {arr.shape}.")
@@ -1410,6 +1490,8 @@ def _write_nifti(p: Path, suffix: str, arr: np.ndarray, geom: Geometry) -> None:
     sp = list(geom.spacing[::-1]) + [1.0] * (arr.ndim - n)
     img.header.set_zooms(sp[: arr.ndim])
     img.header.set_xyzt_units(xyz=_NIFTI_UNITS.get(geom.unit or "", "unknown"))
+    if assumed:  # NIfTI needs a voxel size: 1 is written, and said to be assumed
+        img.header["descrip"] = _ASSUMED_DESCRIP.format(",".join(assumed)).encode()
     default = "ctzyx"[-arr.ndim :] if arr.ndim > 3 else "zyx"[-arr.ndim :]
     if geom.axes != default:
         ext = nib.nifti1.Nifti1Extension(
@@ -1422,13 +1504,13 @@ def _write_nifti(p: Path, suffix: str, arr: np.ndarray, geom: Geometry) -> None:
 _IMAGEJ_ORDER = "TZCYXS"
 
 
-def _write_tiff(p: Path, suffix: str, arr: np.ndarray, geom: Geometry) -> None:
+def _write_tiff(p: Path, suffix: str, arr: np.ndarray, geom: Geometry, assumed: str = "") -> None:
     tifffile = _import("tifffile", suffix)
     axes = geom.axes.upper()
     n = geom.ndim
     sp = dict(zip("zyx"[-n:], geom.spacing, strict=True)) if n else {}
     resolution = None
-    if geom.known != "none" and "y" in sp and "x" in sp:
+    if geom.known != "none" and "y" in sp and "x" in sp and not {"y", "x"} <= set(assumed):
         resolution = (1.0 / sp["x"], 1.0 / sp["y"])  # pixels per unit along x, y
     rgb = axes.endswith("S") and arr.shape[-1] in (3, 4)
     order = [_IMAGEJ_ORDER.index(ch) for ch in axes]
@@ -1449,8 +1531,8 @@ def _write_tiff(p: Path, suffix: str, arr: np.ndarray, geom: Geometry) -> None:
     )
     if imagej:
         metadata: dict[str, Any] = {"axes": axes}
-        if geom.known != "none" and "z" in sp:
-            metadata["spacing"] = sp["z"]
+        if geom.known != "none" and "z" in sp and "z" not in assumed:
+            metadata["spacing"] = sp["z"]  # an assumed z step is left out, as it came
         if geom.unit:
             metadata["unit"] = "micron" if geom.unit == "um" else geom.unit
         if geom.known == "full" and geom.is_plain:
@@ -1459,6 +1541,8 @@ def _write_tiff(p: Path, suffix: str, arr: np.ndarray, geom: Geometry) -> None:
         elif geom.known == "full" or geom.nifti_codes is not None:
             # ImageJ has no direction: the whole geometry, as JSON, for napari-topo
             metadata[GEOMETRY_KEY] = geom.to_json()
+        if assumed:
+            metadata[SPACING_ASSUMED_KEY] = assumed
         tifffile.imwrite(
             p,
             arr,
@@ -1471,6 +1555,8 @@ def _write_tiff(p: Path, suffix: str, arr: np.ndarray, geom: Geometry) -> None:
         # ImageJ cannot hold this dtype (or axis order): tifffile's own format keeps the
         # array as it is and the geometry as JSON in the ImageDescription.
         metadata = {"axes": axes, GEOMETRY_KEY: geom.to_dict()}
+        if assumed:
+            metadata[SPACING_ASSUMED_KEY] = assumed
         tifffile.imwrite(
             p,
             arr,
@@ -1480,7 +1566,7 @@ def _write_tiff(p: Path, suffix: str, arr: np.ndarray, geom: Geometry) -> None:
         )
 
 
-def _write_zarr(p: Path, suffix: str, data, spacing, geometry, unit=None) -> Path:
+def _write_zarr(p: Path, suffix: str, data, spacing, geometry, unit=None, assumed="") -> Path:
     try:
         import zarr
     except ImportError:
@@ -1499,6 +1585,7 @@ def _write_zarr(p: Path, suffix: str, data, spacing, geometry, unit=None) -> Pat
             f"got {dtype} of shape {shape}."
         )
     geom = _geometry_for(shape, spacing, geometry, unit)
+    assumed = _check_assumed(assumed, geom)
     chunks = tuple(min(ZARR_CHUNK, max(s, 1)) for s in shape)
     try:
         out = zarr.open(str(p), mode="w", shape=shape, chunks=chunks, dtype=dtype)
@@ -1508,6 +1595,8 @@ def _write_zarr(p: Path, suffix: str, data, spacing, geometry, unit=None) -> Pat
                 for i, ch in enumerate(geom.axes)
             ]
         out.attrs[GEOMETRY_KEY] = geom.to_dict()
+        if assumed:
+            out.attrs[SPACING_ASSUMED_KEY] = assumed
         # Copy a slab of chunks along the first axis at a time: bounded memory for lazy
         # (zarr, dask, memmap) sources.
         step = chunks[0]
