@@ -1093,6 +1093,7 @@ def test_format_npy_says_which_geometry_it_does_not_keep(policy_files, capsys, t
 def test_an_assumed_spacing_is_recorded_as_assumed_in_the_outputs(policy_files, capsys, tmp_path):
     # bad-input probe: a z step taken as 1 (said on the terminal) was written into the
     # summary and the headers as if the file had stated it
+    import networkx as nx
     import nibabel as nib
     import tifffile
     import zarr
@@ -1121,6 +1122,8 @@ def test_an_assumed_spacing_is_recorded_as_assumed_in_the_outputs(policy_files, 
         assert "spacing" not in written.imagej_metadata
     swc = (tmp_path / "a" / "stack_graph.swc").read_text()
     assert "# spacing assumed: z (not stated by the input; taken as 1)" in swc
+    graph = nx.read_graphml(tmp_path / "a" / "stack_graph.graphml", node_type=int)
+    assert graph.graph["spacing_assumed"] == "z"
     run(tif, "n", "--format", "nii.gz")
     hdr = nib.load(tmp_path / "n" / "stack_trees.nii.gz").header
     assert "z spacing assumed 1" in hdr["descrip"].tobytes().decode()
@@ -1130,6 +1133,8 @@ def test_an_assumed_spacing_is_recorded_as_assumed_in_the_outputs(policy_files, 
     assert s["spacing_assumed"] == []
     assert s["spacing_source"] == {"z": "--spacing", "y": "--spacing", "x": "--spacing"}
     assert "spacing assumed" not in (tmp_path / "b" / "stack_graph.swc").read_text()
+    graph = nx.read_graphml(tmp_path / "b" / "stack_graph.graphml", node_type=int)
+    assert "spacing_assumed" not in graph.graph
     # a file that states nothing (.npy): every axis assumed, also when streamed
     np.save(tmp_path / "plain.npy", stack)
     s = run(tmp_path / "plain.npy", "c", "--format", "nii.gz")

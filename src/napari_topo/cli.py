@@ -1090,6 +1090,18 @@ def _mark_swc_assumed(path: Path, assumed: str) -> None:
     path.write_text("".join(lines[:at] + [note] + lines[at:]))
 
 
+def _write_graphml(analysis, path: Path, assumed: str) -> None:
+    """``analysis.to_graphml`` with a ``spacing_assumed`` graph attribute (the axes, as
+    ``"z"``) when the input stated no voxel size for them: GraphML's ``spacing_z`` etc.
+    would otherwise read as the file's own."""
+    import networkx as nx
+
+    graph = analysis.to_networkx()
+    if assumed:
+        graph.graph["spacing_assumed"] = ",".join(assumed)
+    nx.write_graphml(graph, path)
+
+
 def _npy_loses(geometry) -> str | None:
     """What of the input's placement ``.npy`` volumes cannot hold (``"voxel size 2 x
     0.7 x 0.7 mm, origin and oblique orientation"``), or None when it states none."""
@@ -1334,7 +1346,7 @@ def _segment(args) -> None:
             # an assumed voxel size is written as assumed where the format can say so
             path = tmp / f"{stem}_{name}.{fmt}"
             write_volume(path, arr, geometry=geometry, spacing_assumed=assumed)
-        analysis.save(tmp / f"{stem}_graph.graphml")
+        _write_graphml(analysis, tmp / f"{stem}_graph.graphml", assumed)
         analysis.save(tmp / f"{stem}_graph.swc")
         _mark_swc_assumed(tmp / f"{stem}_graph.swc", assumed)
         analysis.save(tmp / f"{stem}_graph.csv")
