@@ -329,3 +329,33 @@ def test_a_region_mask_is_never_the_default_ground_truth_nor_trees(
     # any layer can still be picked by hand
     metrics.ground_truth_picker.value = liver
     assert metrics.ground_truth_picker.value is liver
+
+
+@gui
+def test_an_organ_mask_named_only_segmentation_is_not_the_default_ground_truth(
+    make_napari_viewer, qtbot, volume
+):
+    # LiTS ships each CT with "segmentation-N.nii" (1 liver, 2 tumour): named like a
+    # mask ("seg"), it was taken as the vessel ground truth and Live scored the vessels
+    # against the liver. Its shape (a region, not tubes) now keeps it out.
+    viewer = make_napari_viewer()
+    viewer.add_image(volume.image, name="volume-0", scale=SCALE)
+    grid = np.indices(SHAPE).astype(float)
+    liver = sum(((g - 15.5) * s / 13) ** 2 for g, s in zip(grid, SCALE, strict=True)) < 1
+    organ = liver.astype(np.uint8)
+    organ[14:18, 14:18, 14:18] = 2  # a tumour
+    lits = viewer.add_labels(organ, name="segmentation-0", scale=SCALE)
+    metrics = MetricsWidget(viewer)
+    qtbot.addWidget(metrics)
+    pred = add_prediction(viewer, volume)
+    assert metrics.prediction_picker.value is pred["trees"]
+    assert metrics.ground_truth_picker.value is None
+    assert lits in metrics.ground_truth_picker.choices  # still there to pick by hand
+    # a vessel annotation with the same kind of name is taken
+    gt = viewer.add_labels(volume.mask.astype(np.uint8), name="segmentation-1", scale=SCALE)
+    assert metrics.ground_truth_picker.value is gt
+    qtbot.waitUntil(lambda: "Dice" in rows(metrics), timeout=TIMEOUT_MS)
+    # a name that says ground truth outright is trusted whatever the shape
+    viewer.layers.remove(gt)
+    named = viewer.add_labels(organ, name="ground truth", scale=SCALE)
+    assert metrics.ground_truth_picker.value is named

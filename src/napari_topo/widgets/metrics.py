@@ -68,6 +68,7 @@ from napari_topo.topology.incremental import (
     slow_metrics,
 )
 from napari_topo.topology.metrics import DISTANCE_METRICS, METRIC_DESCRIPTIONS
+from napari_topo.topology.shape import looks_like_region
 from napari_topo.widgets._common import (
     check_folder,
     finish_workers_at_exit,
@@ -668,6 +669,45 @@ def _named_like_region(layer: Any) -> bool:
     return any(w in name for w in REGION_WORDS)
 
 
+_REGION_SHAPE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _named_for_vessels(layer: Any) -> bool:
+    """Whether ``layer``'s name says vessel ground truth outright ("truth", "gt" or a
+    word of :data:`VESSEL_WORDS`), rather than only mask or labels ("seg", "mask")."""
+    name, words = _name_words(layer)
+    return (
+        "truth" in name
+        or any(w in ("gt", "groundtruth") for w in words)
+        or any(w.startswith(VESSEL_WORDS) for w in words)
+    )
+
+
+def _shaped_like_region(layer: Any) -> bool:
+    """Whether a layer not named for vessels (:func:`_named_for_vessels`) holds a mask
+    shaped like an organ or region rather than tubes
+    (:func:`napari_topo.topology.shape.looks_like_region`, on the coarsest level, a
+    strided sample of at most 2**20 voxels: about 0.1 s on a CT's labels; kept per layer
+    until its data is replaced). A LiTS-style ``segmentation-0`` (liver and tumour) was
+    taken as the ground truth by its name ("seg"), and *Live* scored the vessels against
+    the liver."""
+    if _named_for_vessels(layer):
+        return False
+    data = layer.data[-1] if getattr(layer, "multiscale", False) else layer.data
+    known = _REGION_SHAPE.get(layer)
+    if known is not None and known[0]() is data:
+        return known[1]
+    try:
+        region = looks_like_region(data, tuple(layer.scale)[-len(data.shape) :])
+    except ValueError:  # not 2D/3D: the pair check says so when it is picked
+        region = False
+    try:
+        _REGION_SHAPE[layer] = (weakref.ref(data), region)
+    except TypeError:  # not weak-referenceable: asked again next time
+        pass
+    return region
+
+
 def _named_like_truth(layer: Any) -> bool:
     """Whether ``layer``'s name or kind says vessel ground truth (:data:`TRUTH_WORDS`;
     one of the plugin's trees or masks, such as the sample's ground truth)."""
@@ -1131,9 +1171,10 @@ class MetricsWidget(QWidget):
         # or with another reference by default): the prediction is the best-ranked layer
         # the plugin made (:func:`_default_rank`: Segment's trees first) or none; the
         # ground truth the best-ranked other layer (one named like a ground truth first:
-        # :func:`_named_like_truth`; never the region Segment ran *Inside* nor one named
-        # like an organ or region: :func:`_named_like_region`), of the prediction's shape
-        # if any is. Any layer can still be picked by hand.
+        # :func:`_named_like_truth`; never the region Segment ran *Inside*, one named
+        # like an organ or region, :func:`_named_like_region`, nor one whose name does not
+        # say vessels and whose mask is shaped like a region, :func:`_shaped_like_region`),
+        # of the prediction's shape if any is. Any layer can still be picked by hand.
         choices = [layer for _, layer in self._layer_choices() if layer is not None]
         predictions = [c for c in choices if made_by_plugin(c)]
         # a default reference is not the region Segment ran Inside, nor named like an
@@ -1146,6 +1187,7 @@ class MetricsWidget(QWidget):
             and _holds_labels(c)
             and c.name not in inside
             and not _named_like_region(c)
+            and not _shaped_like_region(c)
         ]
         if previous[0] is None or self._auto_pick[0]:
             best = max(predictions, key=partial(_default_rank, role="prediction"), default=None)
