@@ -174,6 +174,22 @@ def test_a_mask_file_opens_in_a_neutral_grey_not_in_a_tree_colour(tmp_path, vess
     assert np.linalg.norm(saturated - np.asarray(MASK_FILE_COLOUR[:3]), axis=1).min() > 0.35
 
 
+@pytest.mark.parametrize("values", [(0, 1), (0, 1, 2)])
+def test_the_reader_samples_a_label_file_once(tmp_path, vessels, monkeypatch, values):
+    # whether it is labels and whether a mask came from two reads of the (possibly
+    # lazy) volume; one is enough
+    import napari_topo._plugin as plugin
+
+    calls = []
+    real = plugin._strided_sample
+    monkeypatch.setattr(plugin, "_strided_sample", lambda d, n: calls.append(n) or real(d, n))
+    labels = vessels.mask.astype(np.uint8) * np.uint8(values[-1])
+    write_volume(tmp_path / "labels.nii.gz", labels, spacing=SPACING)
+    [(data, meta, kind)] = read_volumes(str(tmp_path / "labels.nii.gz"))
+    assert kind == "labels" and len(calls) == 1
+    assert ("opacity" in meta) == (values == (0, 1))  # a mask's neutral grey
+
+
 def test_reader_refuses_volumes_of_complex_or_structured_values(tmp_path):
     # bad-input probe: napari then raised an empty NotImplementedError (complex) or the
     # reader a raw TypeError (structured); segment already refused them in one line

@@ -126,17 +126,24 @@ def is_label_volume(data) -> bool:
     >>> is_label_volume(np.zeros((2, 2), np.float32))
     False
     """
+    return _label_values(data) is not None
+
+
+def _label_values(data) -> np.ndarray | None:
+    """The distinct values of :func:`is_label_volume`'s sample of ``data`` when it is a
+    label volume, else None: the reader tells labels and masks apart from one read."""
     dtype = np.dtype(data.dtype)
-    if dtype.kind == "b":
-        return True
-    if dtype.kind not in "iu":
-        return False
+    if dtype.kind not in "biu":
+        return None
     sample = _strided_sample(data, _LABEL_SAMPLE)
     if sample.size == 0:
-        return True
+        return np.unique(sample)
     if dtype.kind == "i" and sample.min() < 0:
-        return False
-    return dtype.itemsize >= 4 or np.unique(sample).size <= MAX_LABEL_VALUES
+        return None
+    values = np.unique(sample)
+    if dtype.kind == "b" or dtype.itemsize >= 4 or values.size <= MAX_LABEL_VALUES:
+        return values
+    return None
 
 
 def _is_graph_csv(path) -> bool:
@@ -312,10 +319,11 @@ def read_volumes(path) -> list[tuple[Any, dict, str]]:
         if channel or rgb:
             kind = "image"
         else:
-            kind = "labels" if is_label_volume(sample) else "image"
+            values = _label_values(sample)
+            kind = "image" if values is None else "labels"
         if kind == "labels" and data.dtype == bool:
             data = (data if isinstance(data, np.ndarray) else np.asarray(data)).view(np.uint8)
-        if kind == "labels" and _is_binary(sample):
+        if kind == "labels" and values.size and set(values.tolist()) <= {0, 1}:
             # a mask (an organ for Segment's Inside, a ground truth): one light grey, so
             # that it is not taken for a tree (a newcomer's liver, in napari's default
             # red-brown for label 1, hid Segment's tree 1, drawn in red over it)
@@ -349,12 +357,6 @@ def _mask_file_colormap():
     table = {None: colours[1], 0: np.asarray(_TRANSPARENT), 1: np.asarray(MASK_FILE_COLOUR)}
     table.update({k: colours[k - 1] for k in range(2, 65)})
     return _direct_colormap(table)
-
-
-def _is_binary(sample) -> bool:
-    """Whether a strided sample of a labels volume holds 0 and 1 alone."""
-    values = np.unique(_strided_sample(sample, _LABEL_SAMPLE))
-    return bool(values.size) and set(values.tolist()) <= {0, 1}
 
 
 #: Voxels read (at most, on a regular stride) to choose an Image layer's contrast limits.
