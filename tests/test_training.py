@@ -121,6 +121,15 @@ def test_cross_entropy_keeps_a_gradient_on_a_patch_without_vessels():
     assert float(build_loss({"name": "dice", "bce": 0.5})(x, t)) == pytest.approx(base + 0.5 * ce)
     prob = build_loss({"name": "dice", "bce": 0.5}, sigmoid=False)(torch.sigmoid(x), t)
     assert float(prob) == pytest.approx(base + 0.5 * ce, rel=1e-4)
+    # the term is reduced as the base loss reduces its own: per sample with "none"
+    xb, tb = torch.cat([x, -x]), torch.cat([t, t])
+    per = build_loss({"name": "dice", "bce": 0.5, "reduction": "none"})(xb, tb)
+    ces = F.binary_cross_entropy_with_logits(xb, tb, reduction="none").flatten(1).mean(1)
+    bases = build_loss({"name": "dice", "reduction": "none"})(xb, tb)
+    assert per.shape == bases.shape and per.shape[0] == 2
+    torch.testing.assert_close(per, bases + 0.5 * ces.reshape(bases.shape))
+    total = build_loss({"name": "dice", "bce": 0.5, "reduction": "sum"})(xb, tb)
+    assert float(total) == pytest.approx(float(per.sum()), rel=1e-5)
     # a vessel voxel the model is sure is background still gets pushed up
     p = torch.full((1, 1, 8, 8, 8), 1e-8, requires_grad=True)
     g = torch.zeros(1, 1, 8, 8, 8)

@@ -374,7 +374,11 @@ class VolumePool:
 
 
 def _with_cross_entropy(loss, weight: float, sigmoid: bool):
-    """``loss(input, target) + weight * BCE(input, target)`` (voxel mean), a module.
+    """``loss(input, target) + weight * BCE(input, target)``, a module.
+
+    The cross-entropy is the voxel mean of each sample and channel, reduced over them as
+    ``loss`` reduces its own terms (its ``reduction``: "mean", the training default, gives
+    the voxel mean of the whole batch; "sum" and "none" add per sample).
 
     Soft Dice is taken per patch, so on a patch without vessels it is
     ``1 - 1 / (sum(p) + 1)``, whose gradient ``1 / (sum(p) + 1)**2`` all but vanishes
@@ -396,10 +400,14 @@ def _with_cross_entropy(loss, weight: float, sigmoid: bool):
                 # no clamp on probabilities: torch clamps the log at -100 itself, and a
                 # clamp would stop the gradient exactly on the confidently wrong voxels
                 ce = (
-                    F.binary_cross_entropy_with_logits(x, t)
+                    F.binary_cross_entropy_with_logits(x, t, reduction="none")
                     if sigmoid
-                    else F.binary_cross_entropy(x, t)
+                    else F.binary_cross_entropy(x, t, reduction="none")
                 )
+                # per sample and channel, then reduced as the base loss reduces its own
+                ce = ce.flatten(2).mean(-1)
+                reduction = getattr(self.base, "reduction", "mean")
+                ce = ce.mean() if reduction == "mean" else ce.sum() if reduction == "sum" else ce
             return base + weight * ce
 
     return _WithCE()
