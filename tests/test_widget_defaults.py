@@ -351,6 +351,14 @@ def test_an_organ_mask_named_only_segmentation_is_not_the_default_ground_truth(
     assert metrics.prediction_picker.value is pred["trees"]
     assert metrics.ground_truth_picker.value is None
     assert lits in metrics.ground_truth_picker.choices  # still there to pick by hand
+    qtbot.wait(500)  # past the debounce: the status says why the picker is empty
+    assert "'segmentation-0' looks like an organ" in metrics.status_label.text()
+    # a pyramid downsampled in y and x only is measured on its own voxel size
+    viewer.layers.remove(lits)
+    big = np.repeat(np.repeat(organ, 4, axis=1), 4, axis=2)
+    pyramid = [big, big[:, ::4, ::4]]
+    lits = viewer.add_labels(pyramid, name="segmentation-0", scale=(2.0, 0.25, 0.25))
+    assert lits.multiscale and metrics.ground_truth_picker.value is None
     # a vessel annotation with the same kind of name is taken
     gt = viewer.add_labels(volume.mask.astype(np.uint8), name="segmentation-1", scale=SCALE)
     assert metrics.ground_truth_picker.value is gt

@@ -68,7 +68,7 @@ from napari_topo.topology.incremental import (
     slow_metrics,
 )
 from napari_topo.topology.metrics import DISTANCE_METRICS, METRIC_DESCRIPTIONS
-from napari_topo.topology.shape import looks_like_region
+from napari_topo.topology.shape import REGION_RATIO, thickness_ratio
 from napari_topo.widgets._common import (
     check_folder,
     finish_workers_at_exit,
@@ -686,21 +686,36 @@ def _named_for_vessels(layer: Any) -> bool:
 def _shaped_like_region(layer: Any) -> bool:
     """Whether a layer not named for vessels (:func:`_named_for_vessels`) holds a mask
     shaped like an organ or region rather than tubes
-    (:func:`napari_topo.topology.shape.looks_like_region`, on the coarsest level, a
-    strided sample of at most 2**20 voxels: about 0.1 s on a CT's labels; kept per layer
-    until its data is replaced). A LiTS-style ``segmentation-0`` (liver and tumour) was
-    taken as the ground truth by its name ("seg"), and *Live* scored the vessels against
-    the liver."""
+    (:func:`napari_topo.topology.shape.looks_like_region`: a strided sample of about
+    2**20 voxels of a numpy array, or of a multiscale layer's coarsest level, with that
+    level's voxel size; about 0.1 s on a CT's labels). A lazy single-level array (dask,
+    zarr) is not read for this on the GUI thread: it is never left out. The answer is
+    kept per layer until its data is replaced (one that could not tell, an empty layer
+    the user may paint, is asked again). A LiTS-style ``segmentation-0`` (liver and
+    tumour) was taken as the ground truth by its name ("seg"), and *Live* scored the
+    vessels against the liver."""
     if _named_for_vessels(layer):
         return False
-    data = layer.data[-1] if getattr(layer, "multiscale", False) else layer.data
+    multiscale = getattr(layer, "multiscale", False)
+    data = layer.data[-1] if multiscale else layer.data
+    if not multiscale and not isinstance(data, np.ndarray):
+        return False
     known = _REGION_SHAPE.get(layer)
     if known is not None and known[0]() is data:
         return known[1]
+    full = layer.data[0] if multiscale else data
+    ndim = len(data.shape)
+    # the coarse level's voxel size: level 0's scale times its downsampling per axis
+    spacing = np.asarray(layer.scale, dtype=float)[-ndim:] * np.divide(
+        [int(n) for n in full.shape[-ndim:]], [max(int(n), 1) for n in data.shape]
+    )
     try:
-        region = looks_like_region(data, tuple(layer.scale)[-len(data.shape) :])
+        ratio = thickness_ratio(data, spacing)
     except ValueError:  # not 2D/3D: the pair check says so when it is picked
-        region = False
+        return False
+    if ratio is None:  # too little to tell (yet): not kept
+        return False
+    region = ratio > REGION_RATIO
     try:
         _REGION_SHAPE[layer] = (weakref.ref(data), region)
     except TypeError:  # not weak-referenceable: asked again next time
@@ -957,7 +972,8 @@ class MetricsWidget(QWidget):
             if user:
                 self._report(str(exc), error=True)
             else:  # an automatic start on an incomplete pair: say it, no pop-up
-                self._set_status(one_line(str(exc)))
+                hint = self._region_hint() if ground_truth is None else ""
+                self._set_status(one_line(str(exc)) + (" " + hint if hint else ""))
             return False
         if self._pair_problem:
             self._pair_problem = False
@@ -1180,15 +1196,17 @@ class MetricsWidget(QWidget):
         # a default reference is not the region Segment ran Inside, nor named like an
         # organ or region (a liver mask); one named like a ground truth comes first
         inside = _inside_names(predictions)
-        references = [
+        candidates = [
             c
             for c in choices
             if not made_by_plugin(c)
             and _holds_labels(c)
             and c.name not in inside
             and not _named_like_region(c)
-            and not _shaped_like_region(c)
         ]
+        shaped = [c for c in candidates if _shaped_like_region(c)]
+        references = [c for c in candidates if not any(c is r for r in shaped)]
+        self._region_shaped = [c.name for c in shaped]
         if previous[0] is None or self._auto_pick[0]:
             best = max(predictions, key=partial(_default_rank, role="prediction"), default=None)
             _choose(self.prediction_picker, best)
@@ -1202,7 +1220,21 @@ class MetricsWidget(QWidget):
                 return (fits, _named_like_truth(layer), *_default_rank(layer, "truth"))
 
             _choose(self.ground_truth_picker, max(refs, key=rank, default=None))
+        hint = self._region_hint()
+        if hint and self.ground_truth_picker.value is None and self._result is None:
+            self._set_status(hint)
         self._fit_table()
+
+    def _region_hint(self) -> str:
+        """Why a mask the user may expect is not the default ground truth: its shape."""
+        names = getattr(self, "_region_shaped", [])
+        if not names:
+            return ""
+        listed = ", ".join(f"'{n}'" for n in names)
+        return (
+            f"{listed} looks like an organ or region mask, not vessels, so it is not "
+            "picked as the ground truth by default; pick it if it is one."
+        )
 
     # ---- worker callbacks (GUI thread) -----------------------------------------------
 
