@@ -130,6 +130,12 @@ def test_cross_entropy_keeps_a_gradient_on_a_patch_without_vessels():
     torch.testing.assert_close(per, bases + 0.5 * ces.reshape(bases.shape))
     total = build_loss({"name": "dice", "bce": 0.5, "reduction": "sum"})(xb, tb)
     assert float(total) == pytest.approx(float(per.sum()), rel=1e-5)
+    # and over the channels it scores: without the background channel, on the others
+    x3, t3 = torch.cat([xb, -xb, xb], 1), torch.cat([tb, tb, 1 - tb], 1)
+    spec = {"name": "dice", "reduction": "none", "include_background": False}
+    per3 = build_loss({**spec, "bce": 0.5})(x3, t3)
+    ce3 = F.binary_cross_entropy_with_logits(x3, t3, reduction="none").flatten(2).mean(-1)
+    torch.testing.assert_close(per3, build_loss(spec)(x3, t3) + 0.5 * ce3[:, 1:])
     # a vessel voxel the model is sure is background still gets pushed up
     p = torch.full((1, 1, 8, 8, 8), 1e-8, requires_grad=True)
     g = torch.zeros(1, 1, 8, 8, 8)

@@ -406,6 +406,8 @@ def _with_cross_entropy(loss, weight: float, sigmoid: bool):
                 )
                 # per sample and channel, then reduced as the base loss reduces its own
                 ce = ce.flatten(2).mean(-1)
+                if not getattr(self.base, "include_background", True) and ce.shape[1] > 1:
+                    ce = ce[:, 1:]  # the channels the base loss scores
                 reduction = getattr(self.base, "reduction", "mean")
                 ce = ce.mean() if reduction == "mean" else ce.sum() if reduction == "sum" else ce
             return base + weight * ce
