@@ -103,3 +103,12 @@ def test_two_organs_apart_are_regions_not_one_long_shape():
         thickness_ratio(kidney, spacing), rel=0.05
     )
     assert looks_like_region(both, spacing)
+
+
+def test_a_cropped_organ_is_still_a_region():
+    # the array's faces are not the mask's edge: a ground truth cropped to a slab of a
+    # liver (as for a region run) read as thin when they were
+    ball = _ellipsoid((64, 64, 64), (30, 30, 30))
+    for crop in (ball[20:44], ball[28:36], ball[16:48, 8:56, 8:56]):
+        assert looks_like_region(crop), crop.shape
+    assert thickness_ratio(np.ones((16, 16, 16), bool)) is None  # no edge at all

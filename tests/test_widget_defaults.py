@@ -363,6 +363,16 @@ def test_an_organ_mask_named_only_segmentation_is_not_the_default_ground_truth(
     gt = viewer.add_labels(volume.mask.astype(np.uint8), name="segmentation-1", scale=SCALE)
     assert metrics.ground_truth_picker.value is gt
     qtbot.waitUntil(lambda: "Dice" in rows(metrics), timeout=TIMEOUT_MS)
+    # a layer named for vessels outranks a generic name, and an empty layer comes last
+    viewer.layers.remove(gt)
+    viewer.add_labels(np.zeros(SHAPE, np.uint8), name="Labels", scale=SCALE)  # napari's new
+    assert metrics.ground_truth_picker.value.name == "Labels"  # the only candidate
+    gt = viewer.add_labels(volume.mask.astype(np.uint8), name="vessels", scale=SCALE)
+    assert metrics.ground_truth_picker.value is gt
+    viewer.layers.remove("Labels")
+    mask = viewer.add_labels(volume.mask.astype(np.uint8), name="mask", scale=SCALE)
+    assert metrics.ground_truth_picker.value is gt and mask is not gt
+    assert "'segmentation-0' looks like" in metrics.ground_truth_picker.native.toolTip()
     # a name that says ground truth outright is trusted whatever the shape
     viewer.layers.remove(gt)
     named = viewer.add_labels(organ, name="ground truth", scale=SCALE)

@@ -723,6 +723,17 @@ def _shaped_like_region(layer: Any) -> bool:
     return region
 
 
+def _holds_something(layer: Any) -> bool:
+    """Whether a layer's data holds a non-zero voxel (a new, empty Labels layer does
+    not): a whole pass over a numpy array (about 20 ms on a CT's labels; a stride would
+    miss thin vessels), or over a multiscale layer's coarsest level; lazy data is
+    assumed to."""
+    data = layer.data[-1] if getattr(layer, "multiscale", False) else layer.data
+    if not isinstance(data, np.ndarray):
+        return True
+    return bool(data.any())
+
+
 def _named_like_truth(layer: Any) -> bool:
     """Whether ``layer``'s name or kind says vessel ground truth (:data:`TRUTH_WORDS`;
     one of the plugin's trees or masks, such as the sample's ground truth)."""
@@ -1217,10 +1228,18 @@ class MetricsWidget(QWidget):
 
             def rank(layer: Any) -> tuple:
                 fits = shape is not None and tuple(full_resolution(layer).shape) == shape
-                return (fits, _named_like_truth(layer), *_default_rank(layer, "truth"))
+                return (
+                    fits,
+                    _named_like_truth(layer),
+                    _named_for_vessels(layer),  # "vessels" above "Labels" or "mask"
+                    _holds_something(layer),  # a new empty Labels layer last
+                    *_default_rank(layer, "truth"),
+                )
 
             _choose(self.ground_truth_picker, max(refs, key=rank, default=None))
         hint = self._region_hint()
+        # the reason stays in the picker's tooltip once another layer is picked
+        self.ground_truth_picker.native.setToolTip(hint)
         if hint and self.ground_truth_picker.value is None and self._result is None:
             self._set_status(hint)
         self._fit_table()
@@ -1231,9 +1250,14 @@ class MetricsWidget(QWidget):
         if not names:
             return ""
         listed = ", ".join(f"'{n}'" for n in names)
+        if len(names) == 1:
+            return (
+                f"{listed} looks like an organ or region mask, not vessels, so it is not "
+                "picked as the ground truth by default; pick it if it is one."
+            )
         return (
-            f"{listed} looks like an organ or region mask, not vessels, so it is not "
-            "picked as the ground truth by default; pick it if it is one."
+            f"{listed} look like organ or region masks, not vessels, so they are not "
+            "picked as the ground truth by default; pick one if it is one."
         )
 
     # ---- worker callbacks (GUI thread) -----------------------------------------------
