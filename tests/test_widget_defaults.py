@@ -372,7 +372,8 @@ def test_an_organ_mask_named_only_segmentation_is_not_the_default_ground_truth(
     viewer.layers.remove("Labels")
     mask = viewer.add_labels(volume.mask.astype(np.uint8), name="mask", scale=SCALE)
     assert metrics.ground_truth_picker.value is gt and mask is not gt
-    assert "'segmentation-0' looks like" in metrics.ground_truth_picker.native.toolTip()
+    tip = metrics.ground_truth_picker.native.toolTip()
+    assert "'segmentation-0' looks like" in tip and tip.startswith("Reference segmentation")
     # a name that says ground truth outright is trusted whatever the shape
     viewer.layers.remove(gt)
     named = viewer.add_labels(organ, name="ground truth", scale=SCALE)

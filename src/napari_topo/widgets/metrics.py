@@ -671,6 +671,11 @@ def _named_like_region(layer: Any) -> bool:
 
 _REGION_SHAPE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
+GROUND_TRUTH_TOOLTIP = (
+    "Reference segmentation; its scale is used as voxel spacing. Picked by itself only "
+    "among the layers the plugin did not make."
+)
+
 
 def _named_for_vessels(layer: Any) -> bool:
     """Whether ``layer``'s name says vessel ground truth outright ("truth", "gt" or a
@@ -836,8 +841,7 @@ class MetricsWidget(QWidget):
         self.ground_truth_picker = ComboBox(
             label="Ground truth",
             choices=self._layer_choices,
-            tooltip="Reference segmentation; its scale is used as voxel spacing. Picked by "
-            "itself only among the layers the plugin did not make.",
+            tooltip=GROUND_TRUTH_TOOLTIP,
         )
         self._pickers = Container(
             widgets=[self.prediction_picker, self.ground_truth_picker], labels=True
@@ -1239,7 +1243,7 @@ class MetricsWidget(QWidget):
             _choose(self.ground_truth_picker, max(refs, key=rank, default=None))
         hint = self._region_hint()
         # the reason stays in the picker's tooltip once another layer is picked
-        self.ground_truth_picker.native.setToolTip(hint)
+        self.ground_truth_picker.tooltip = GROUND_TRUTH_TOOLTIP + (f"\n\n{hint}" if hint else "")
         if hint and self.ground_truth_picker.value is None and self._result is None:
             self._set_status(hint)
         self._fit_table()
