@@ -23,7 +23,6 @@ No Qt here, and napari itself is not imported: everything is plain layer data tu
 from __future__ import annotations
 
 import csv
-import math
 import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -42,6 +41,7 @@ from napari_topo.data.io import (
     volume_stem,
     write_volume,
 )
+from napari_topo.topology.shape import strided_sample
 
 __all__ = [
     "MAX_LABEL_VALUES",
@@ -102,10 +102,8 @@ _AXES = {2: ("y", "x"), 3: ("z", "y", "x")}
 # --------------------------------------------------------------------------------------
 def _strided_sample(data, max_voxels: int) -> np.ndarray:
     """``data`` read on one regular stride along every axis, at most about
-    ``max_voxels`` voxels (a lazy dask/zarr array reads only those)."""
-    size = int(np.prod(data.shape, dtype=np.int64))
-    step = max(1, math.ceil((size / max_voxels) ** (1.0 / max(len(data.shape), 1))))
-    return np.asarray(data[(slice(None, None, step),) * len(data.shape)])
+    ``max_voxels`` voxels (:func:`napari_topo.topology.shape.strided_sample`)."""
+    return strided_sample(data, max_voxels)[0]
 
 
 def is_label_volume(data) -> bool:

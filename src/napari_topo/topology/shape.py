@@ -10,7 +10,6 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import ndimage
 
 #: A mask whose :func:`thickness_ratio` is above this is shaped like a region. Measured
 #: (``tests/test_shape.py`` pins the synthetic ones): a ball 0.18, an ellipsoid with
@@ -34,7 +33,7 @@ def strided_sample(data, max_voxels: int) -> tuple[np.ndarray, int]:
     ``max_voxels`` voxels at most (a lazy dask/zarr array reads only those)."""
     shape = tuple(int(s) for s in data.shape)
     size = math.prod(shape)
-    step = max(1, math.ceil((size / max_voxels) ** (1.0 / len(shape)))) if size else 1
+    step = max(1, math.ceil((size / max_voxels) ** (1.0 / max(len(shape), 1))))
     sample = np.asarray(data[tuple(slice(None, None, step) for _ in shape)])
     return sample, step
 
@@ -78,6 +77,8 @@ def thickness_ratio(
     ValueError
         If ``data`` is not 2D or 3D, or ``spacing`` is not one non-zero number per axis.
     """
+    from scipy import ndimage  # not at import: the reader uses strided_sample at start-up
+
     shape = tuple(int(n) for n in data.shape)
     ndim = len(shape)
     if ndim not in (2, 3):
