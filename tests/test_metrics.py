@@ -114,6 +114,70 @@ def test_skeleton_validation():
         skeletonize(np.full((5, 5), 2))
 
 
+def _x_extent(s: np.ndarray) -> int:
+    xs = np.flatnonzero(s.any(axis=(0, 1)))
+    return 0 if xs.size == 0 else int(xs[-1] - xs[0] + 1)
+
+
+@pytest.mark.parametrize("cross", [(2, 1), (2, 2), (4, 3), (4, 4), (6, 6)])
+def test_skeleton_of_straight_even_bar_is_not_lost(cross):
+    """scikit-image's 3D thinning returns nothing for these bars (its issue #3757)."""
+    from skimage.morphology import skeletonize as skimage_skeletonize
+
+    bar = np.zeros((14, 14, 40), bool)
+    bar[3 : 3 + cross[0], 3 : 3 + cross[1], 2:38] = True
+    assert not skimage_skeletonize(bar).any()  # the upstream failure this works around
+    s = skeletonize(bar)
+    assert not np.any(s & ~bar)
+    assert _x_extent(s) >= 36 - 2 * max(cross)  # a centerline along the bar
+    assert M.betti_numbers(s) == (1, 0, 0)
+    assert s[:, :, 5:35].sum(axis=(0, 1)).max() <= 2  # one voxel wide (the tips may hook)
+
+
+def test_skeleton_keeps_a_lost_branch_of_a_tree():
+    """A 2 x 2 bar with a 3 x 3 stem across its middle: upstream loses one arm."""
+    from skimage.morphology import skeletonize as skimage_skeletonize
+
+    tee = np.zeros((14, 14, 40), bool)
+    tee[3:5, 3:5, 2:38] = True
+    tee[3:12, 4:7, 20:23] = True
+    assert _x_extent(skimage_skeletonize(tee)[:, :5]) <= 16
+    s = skeletonize(tee)
+    assert _x_extent(s[:, :5]) >= 32  # both arms of the bar
+    assert M.betti_numbers(s) == (1, 0, 0)
+
+
+def test_skeleton_of_straight_thin_tubes_at_any_placement():
+    rng = np.random.default_rng(3)
+    zz, yy = np.mgrid[0:14, 0:14]
+    for r in (0.9, 1.2, 2.0, 2.5):
+        for _ in range(8):
+            cz, cy = rng.uniform(6, 7, 2)
+            disc = (zz - cz) ** 2 + (yy - cy) ** 2 <= r * r
+            t = np.zeros((14, 14, 40), bool)
+            t[:, :, 3:37] = disc[:, :, None]
+            s = skeletonize(t)
+            assert M.betti_numbers(s)[0] == 1, (r, cz, cy)
+            assert _x_extent(s) >= 34 - 2 * r - 3, (r, cz, cy)
+
+
+def test_skeleton_leaves_a_correct_thinning_alone():
+    from skimage.morphology import skeletonize as skimage_skeletonize
+
+    for m in (tube(), solid_torus(), blobs((20, 24, 28), seed=5, frac=0.2)):
+        assert np.array_equal(skeletonize(m), skimage_skeletonize(m))
+
+
+def test_cldice_of_disjoint_thin_bars_is_zero():
+    """Both skeletons used to be empty, which clDice scored as a perfect match."""
+    p = np.zeros((12, 12, 30), bool)
+    g = np.zeros_like(p)
+    p[2:4, 2:4, 2:28] = True
+    g[7:9, 7:9, 2:28] = True
+    assert M.cldice(p, g)[0] == 0.0
+    assert M.cldice(p, p)[0] == 1.0
+
+
 # ----------------------------------------------------------------------------- clDice
 
 
@@ -467,6 +531,12 @@ def test_compute_metrics_labels_tree_accuracy_and_2d():
     # one tree id only in the prediction: no tree accuracy
     assert "Tree accuracy" not in M.compute_metrics((gt > 0).astype(np.uint8), gt)
     assert "Tree accuracy" not in M.compute_metrics(gt > 0, gt > 0)
+    # every tree merged into one, given as tree labels: scored (the larger tree's share)
+    merged = (gt > 0).astype(np.uint8)
+    res1 = M.compute_metrics(gt > 0, gt, labels=merged)
+    skel = skeletonize(gt > 0)
+    share = max(np.count_nonzero(skel & (gt == k)) for k in (1, 2)) / np.count_nonzero(skel)
+    assert res1["Tree accuracy"] == pytest.approx(share) and 0.0 < share < 1.0
     # a mask scored whole, its tree labels for tree accuracy only (segment --gt): trees
     # that miss part of the mask do not lower its Dice
     half = np.where(np.arange(gt.shape[-1]) < gt.shape[-1] // 2, pred, 0)

@@ -460,7 +460,10 @@ def skeletonize_chunked(
     Each chunk is read with ``halo`` extra voxels on every side (clipped at the volume),
     thinned by :func:`napari_topo.topology.skeleton.skeletonize` (Lee's 3D thinning),
     and its core (the chunk itself) written. A chunk with no mask voxel is written as
-    zeros without being thinned.
+    zeros without being thinned. The thinning runs without ``restore_lost``: putting
+    back the centerline runs scikit-image loses (2-5 voxel wide axis-aligned runs, its
+    issue #3757) needs each piece of the mask whole, so on this path such runs can
+    still lack a centerline, as they did in the whole-volume skeleton before.
 
     Parameters
     ----------
@@ -512,7 +515,9 @@ def skeletonize_chunked(
     if client is None:
         from ..topology.skeleton import skeletonize
 
-        thinned = ((sl, skeletonize(block)[core]) for sl, block, core in boxes())
+        thinned = (
+            (sl, skeletonize(block, restore_lost=False)[core]) for sl, block, core in boxes()
+        )
     else:
         from .distributed import thin_on_cluster
 

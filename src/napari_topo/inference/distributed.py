@@ -295,14 +295,14 @@ def thin_on_worker(bits: np.ndarray, shape: tuple[int, ...], core: tuple[slice, 
     """Lee's 3D thinning of one box of the mask, on a worker: the skeleton of its core.
 
     ``bits`` is the bool box of ``shape`` packed by ``np.packbits`` (C order); the box is
-    thinned by :func:`napari_topo.topology.skeleton.skeletonize` as
-    :func:`~napari_topo.inference.chunked.skeletonize_chunked` does without a cluster,
+    thinned by :func:`napari_topo.topology.skeleton.skeletonize` (``restore_lost=False``)
+    as :func:`~napari_topo.inference.chunked.skeletonize_chunked` does without a cluster,
     and the part ``core`` of the skeleton comes back packed the same way.
     """
     from ..topology.skeleton import skeletonize
 
     block = np.unpackbits(bits, count=int(np.prod(shape))).view(bool).reshape(shape)
-    return np.packbits(skeletonize(block)[core])
+    return np.packbits(skeletonize(block, restore_lost=False)[core])
 
 
 def thin_on_cluster(client, boxes, in_flight: int | None = None):

@@ -883,10 +883,11 @@ def compute_metrics(
         In this order (descriptions in :data:`METRIC_DESCRIPTIONS`): ``"Dice"``,
         ``"Precision"``, ``"Recall"``, ``"Volume error"``, ``"clDice"``, ``"Tprec"``,
         ``"Tsens"``, ``"Betti-0 error"``, ``"Betti-1 error"``, ``"Betti-2 error"``,
-        ``"Euler error"``, ``"CCE 3D"``, ``"CCE 2D"``, ``"HD95"`` and, only when both
-        ``pred`` and ``gt`` hold two or more distinct non-zero labels,
-        ``"Tree accuracy"``. Values follow the empty-mask rules of the single metrics
-        (NaN where undefined).
+        ``"Euler error"``, ``"CCE 3D"``, ``"CCE 2D"``, ``"HD95"`` and
+        ``"Tree accuracy"`` when ``gt`` holds two or more distinct non-zero labels and
+        either ``labels`` is given (also when it holds one tree: every tree merged) or
+        ``pred`` holds two or more (a ``pred`` with one label may be a 0/1 mask).
+        Values follow the empty-mask rules of the single metrics (NaN where undefined).
 
     Raises
     ------
@@ -934,9 +935,12 @@ def compute_metrics(
         "CCE 2D": _cce_2d(p, g, ax),
         "HD95": _hd95(p, g, sp),
     }
-    if labels is not None:
+    trees_given = labels is not None
+    if trees_given:
         pl = _as_labels(labels, "labels")
         _check_same_shape(pl, gl, ("labels", "gt"))
-    if _has_two_labels(pl) and _has_two_labels(gl):
+    # explicit tree labels are scored even when they hold one tree (all trees merged:
+    # the worst labelling, not a missing one); ``pred`` alone may be a 0/1 mask
+    if _has_two_labels(gl) and (trees_given or _has_two_labels(pl)):
         out["Tree accuracy"] = _tree_accuracy(pl, gl, skel_g)
     return {k: float(v) for k, v in out.items()}

@@ -63,7 +63,7 @@ def _bounding_box(m: np.ndarray) -> tuple[slice, ...] | None:
     return tuple(box)
 
 
-def skeletonize(mask) -> np.ndarray:
+def skeletonize(mask, *, restore_lost: bool = True) -> np.ndarray:
     """Topology-preserving skeleton (centerline) of a binary mask.
 
     Thin the mask by scikit-image's :func:`skimage.morphology.skeletonize`: Lee et al.'s
@@ -72,10 +72,24 @@ def skeletonize(mask) -> np.ndarray:
     8-connected in 2D) and loops of the mask. The array border is treated as background.
     Only the bounding box of the foreground is thinned, so sparse volumes are cheap.
 
+    In 3D, scikit-image's thinning can delete the whole centerline of a straight,
+    axis-aligned run 2-5 voxels across (scikit-image issue #3757): a 2 x 2 bar gives an
+    empty skeleton, and such a branch of a tree is cut back to its junction. What it
+    loses is put back (:func:`_restore_lost`): every piece of the mask keeps a
+    centerline, and a run left farther from the skeleton than twice its depth plus 2
+    voxels is joined to it along the middle of the mask. On the vesselNN poon2015
+    ground truth this adds 14-69 short paths (0.6-2 % of the skeleton voxels, mostly
+    thin vessel tips cut short); on 3D-IRCADb-01 patient 01's vessels, none.
+
     Parameters
     ----------
     mask : (M, N) or (P, M, N) array_like of bool or {0, 1}
         Binary mask; non-zero is foreground.
+    restore_lost : bool
+        Put back what the 3D thinning loses (above; the default). The chunked path of
+        large volumes (:func:`napari_topo.inference.chunked.skeletonize_chunked`) thins
+        each chunk without it, since the repair needs each piece whole: a chunk's
+        skeleton then equals the plain thinning of the whole volume.
 
     Returns
     -------
@@ -106,5 +120,102 @@ def skeletonize(mask) -> np.ndarray:
         return out
     # skimage pads with background internally, so cropping to the bounding box changes
     # nothing but the run time.
-    out[box] = _sk_skeletonize(np.ascontiguousarray(m[box]))
+    inner = np.ascontiguousarray(m[box])
+    skel = _sk_skeletonize(inner)
+    if restore_lost and inner.ndim == 3:
+        _restore_lost(inner, skel)
+    out[box] = skel
     return out
+
+
+def _restore_lost(m: np.ndarray, skel: np.ndarray) -> int:
+    """Put back the centerlines that scikit-image's 3D thinning loses; in place.
+
+    Lee's thinning as scikit-image implements it (scikit-image issue #3757, open since
+    2019) can delete the whole centerline of an axis-aligned run whose cross-section is
+    2 x 2, 4 x 3, 4 x 4 voxels and the like: a straight tube of radius 1-2.5 voxels
+    vanishes in about half of its sub-voxel placements, and such a run joined to a tree
+    loses its branch down to the junction voxel. Here every 26-connected piece of the
+    mask keeps a centerline: a piece with no skeleton voxel gets one at its deepest
+    voxel, and each run of the piece lying farther from the skeleton than twice the
+    local depth plus 2 voxels (a correct skeleton reaches a tube's tip to within about
+    its radius) is joined to the skeleton by the minimum-cost path through the mask
+    from its farthest voxel, at cost 1 / depth^2 (a path along the middle; the TEASAR
+    step of Sato et al., Proc. Pacific Graphics 2000). Only pieces whose skeleton
+    leaves more of their bounding box uncovered than that are examined, so a mask the
+    thinning got right costs one labelling. Returns the number of paths added.
+    """
+    import cc3d
+    from scipy import ndimage as ndi
+    from skimage.graph import MCP_Geometric
+
+    labels = cc3d.connected_components(m, connectivity=26)
+    n = int(labels.max())
+    if n == 0:
+        return 0
+    stats = cc3d.statistics(labels)
+    boxes, counts = stats["bounding_boxes"], stats["voxel_counts"]
+    on_skel = cc3d.statistics(np.where(skel, labels, 0).astype(labels.dtype, copy=False))
+    skel_boxes = on_skel["bounding_boxes"]
+    skel_counts = np.zeros(n + 1, dtype=np.int64)
+    skel_counts[: len(on_skel["voxel_counts"])] = on_skel["voxel_counts"]
+    # cheap screen: how far each piece's bounding box reaches beyond its skeleton's,
+    # against a radius from its cross-section (voxels per skeleton voxel)
+    suspects = []
+    for lab in range(1, n + 1):
+        box = boxes[lab]
+        if box is None:
+            continue
+        if skel_counts[lab]:
+            sbox = skel_boxes[lab]
+            reach = max(
+                max(s.start - b.start, b.stop - s.stop) for s, b in zip(sbox, box, strict=True)
+            )
+            if reach <= 2 * np.sqrt(counts[lab] / (np.pi * skel_counts[lab])) + 2:
+                continue
+        suspects.append(lab)
+    added = 0
+    for lab in suspects:
+        box = boxes[lab]
+        piece = labels[box] == lab
+        sk = skel[box]  # a view: paths are written into ``skel``
+        depth = ndi.distance_transform_edt(piece)
+        if not (sk & piece).any():
+            sk[np.unravel_index(np.argmax(depth), depth.shape)] = True
+        local = ndi.maximum_filter(depth, size=5)
+        far = ndi.distance_transform_edt(~(sk & piece))
+        lost = piece & (far > 2 * local + 2)
+        if not lost.any():
+            continue
+        runs = cc3d.connected_components(lost, connectivity=26)
+        run_boxes = cc3d.statistics(runs)["bounding_boxes"]
+        costs = np.full(piece.shape, np.inf)
+        costs[piece] = 1.0 / np.maximum(depth[piece], 0.5) ** 2
+        for r in range(1, len(run_boxes)):
+            rb = run_boxes[r]
+            if rb is None:
+                continue
+            in_run = runs[rb] == r
+            far_run = np.where(in_run, far[rb], -1.0)
+            end = np.unravel_index(np.argmax(far_run), far_run.shape)
+            end = tuple(int(e) + b.start for e, b in zip(end, rb, strict=True))
+            # search a box around the run that reaches the skeleton (far[end] away)
+            margin = int(np.ceil(far[end])) + 2
+            crop = tuple(
+                slice(max(b.start - margin, 0), min(b.stop + margin, n_))
+                for b, n_ in zip(rb, piece.shape, strict=True)
+            )
+            for attempt in (crop, tuple(slice(0, n_) for n_ in piece.shape)):
+                starts = np.argwhere(sk[attempt] & piece[attempt])
+                local_end = tuple(e - c.start for e, c in zip(end, attempt, strict=True))
+                if not len(starts):
+                    continue
+                mcp = MCP_Geometric(costs[attempt], fully_connected=True)
+                cumulative, _ = mcp.find_costs(starts, [local_end])
+                if np.isfinite(cumulative[local_end]):  # else: the way leaves the box
+                    crop = attempt
+                    break
+            path = np.asarray(mcp.traceback(local_end))
+            sk[crop][tuple(path.T)] = True
+            added += 1
+    return added
