@@ -312,6 +312,17 @@ def test_sources_as_coordinates_snap_to_points():
     assert by_index.tolist() == [1, 1, 1, 2, 2, 2]
 
 
+def test_sources_snap_in_physical_units():
+    """Thick slices: the point one slice away is farther than the one two pixels away."""
+    pts = np.array([[1, 0, x] for x in range(6)] + [[0, 0, x] for x in range(8, 12)])
+    # the root at (0, 0, 6): voxel-nearest is (1, 0, 5) one slice up (1 voxel), but 5 mm
+    # away; physically nearest is (0, 0, 8), 1.2 mm along the slice
+    root = [[0, 0, 6]]
+    assert reconstruct_trees(pts, sources=root).sources.tolist() == [5]
+    res = reconstruct_trees(pts, sources=root, spacing=(5.0, 0.6, 0.6))
+    assert res.sources.tolist() == [6]
+
+
 # ------------------------------------------------------------------------- propagation
 def test_propagate_labels_nearest_point_and_spacing():
     mask = np.ones((1, 5, 5), bool)

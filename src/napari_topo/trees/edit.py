@@ -852,7 +852,7 @@ class TreeEditor:
         s = np.asarray(sources)
         if s.ndim == 2 and s.shape[1] == ndim and s.size and not np.isfinite(s).all():
             raise ValueError("sources must be finite coordinates.")
-        src = _source_indices(s, pts.astype(np.float64))
+        src = _source_indices(s, pts.astype(np.float64), self._sp)
         if src.size == 0:
             raise ValueError(
                 f"sources must hold at least one root, as (K, {ndim}) coordinates or (K,) "

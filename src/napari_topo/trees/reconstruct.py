@@ -392,7 +392,11 @@ def _point_embedding(embedding, points: np.ndarray) -> np.ndarray:
     return e
 
 
-def _source_indices(sources, points: np.ndarray) -> np.ndarray:
+def _source_indices(sources, points: np.ndarray, spacing=None) -> np.ndarray:
+    """Point indices of ``sources`` (indices, or coordinates snapped to the nearest point,
+    nearest in physical units when ``spacing`` (per axis) is given: on a CT of 1.6 mm
+    slices and 0.57 mm pixels a point one slice away is farther than one 3 pixels away).
+    """
     s = np.asarray(sources)
     m, ndim = points.shape
     if s.ndim == 0:
@@ -408,7 +412,12 @@ def _source_indices(sources, points: np.ndarray) -> np.ndarray:
         c = _as_points(s, ndim, "sources").astype(np.float64)
         if c.size and m == 0:
             raise ValueError("sources were given as coordinates but there are no points.")
-        s = cKDTree(points).query(c)[1].astype(np.intp) if len(c) else np.zeros(0, dtype=np.intp)
+        sp = np.ones(ndim) if spacing is None else np.asarray(spacing, dtype=np.float64)
+        s = (
+            cKDTree(points * sp).query(c * sp)[1].astype(np.intp)
+            if len(c)
+            else np.zeros(0, dtype=np.intp)
+        )
     else:
         raise ValueError(
             f"sources must be (K,) point indices or (K, {ndim}) coordinates; got shape {s.shape}."
@@ -466,7 +475,8 @@ def reconstruct_trees(
         embedding volume sampled at the (rounded) points. None keeps every edge.
     sources : array_like, optional
         Tree roots: ``(K,)`` point indices, or ``(K, ndim)`` coordinates that are snapped
-        to their nearest point (a single coordinate must be given as ``(1, ndim)``). None
+        to their nearest point, nearest in physical units of ``spacing`` (a single
+        coordinate must be given as ``(1, ndim)``). None
         makes every connected component of the kept-edge graph a tree, largest first,
         rooted at its lowest-index point (use :func:`detect_sources` to find roots).
     neighbourhood : float, optional
@@ -509,7 +519,7 @@ def reconstruct_trees(
     neighbourhood = _positive(neighbourhood, "neighbourhood")
     threshold = _positive(embedding_threshold, "embedding_threshold", allow_zero=True)
     emb = None if embedding is None else _point_embedding(embedding, p)
-    src = None if sources is None else _source_indices(sources, p)
+    src = None if sources is None else _source_indices(sources, p, sp)
 
     i, j, w = _kept_edges(p, neighbourhood, sp, emb, threshold)
     adj = sparse.coo_matrix((np.r_[w, w], (np.r_[i, j], np.r_[j, i])), shape=(m, m)).tocsr()
@@ -758,7 +768,8 @@ def trees_from_skeleton(
     mask : (M, N) or (P, M, N) array_like of bool or {0, 1}
         Vessel mask.
     sources : (K, ndim) array_like, optional
-        Root coordinates (voxels), each snapped to its nearest skeleton voxel; row ``k``
+        Root coordinates (voxels), each snapped to its nearest skeleton voxel (in
+        physical units of ``spacing``); row ``k``
         becomes tree ``k + 1``. Default: detected.
     spacing : float or sequence of float, optional
         Physical voxel size per axis. Default: 1.
