@@ -38,30 +38,18 @@ SPACING = (2.0, 0.6, 0.5)
 
 
 def _manifest_contributions():
-    try:
-        import npe2
+    """The installed manifest's contributions; a manifest that npe2 cannot find or read
+    fails the test (these tests used to be skipped then, so a broken napari.yaml passed)."""
+    import npe2
 
-        pm = npe2.PluginManager.instance()
-        pm.discover()
-        return pm.get_manifest(PLUGIN).contributions
-    except Exception:  # noqa: BLE001 - no manifest, nothing declared
-        return None
+    pm = npe2.PluginManager.instance()
+    pm.discover()
+    return pm.get_manifest(PLUGIN).contributions
 
 
-def _declared(kind: str) -> bool:
+def test_manifest_declares_readers_writers_and_sample_data():
     c = _manifest_contributions()
-    return bool(c is not None and getattr(c, kind, None))
-
-
-needs_reader = pytest.mark.skipif(
-    not _declared("readers"), reason="napari.yaml does not declare the NIfTI reader yet"
-)
-needs_writers = pytest.mark.skipif(
-    not _declared("writers"), reason="napari.yaml does not declare the writers yet"
-)
-needs_sample = pytest.mark.skipif(
-    not _declared("sample_data"), reason="napari.yaml does not declare the sample data yet"
-)
+    assert c.readers and c.writers and c.sample_data
 
 
 # ------------------------------------------------------------------------------ data
@@ -446,7 +434,6 @@ def test_viewer_adds_reader_layers(make_napari_viewer, nifti_files):
 
 
 @pytest.mark.gui
-@needs_reader
 def test_viewer_open_nifti_with_plugin(make_napari_viewer, nifti_files, vessels, tmp_path):
     viewer = make_napari_viewer()
     image_path, trees_path = nifti_files
@@ -465,7 +452,6 @@ def test_viewer_open_nifti_with_plugin(make_napari_viewer, nifti_files, vessels,
 
 
 @pytest.mark.gui
-@needs_sample
 def test_viewer_open_sample(make_napari_viewer):
     viewer = make_napari_viewer()
     c = _manifest_contributions()
@@ -478,7 +464,6 @@ def test_viewer_open_sample(make_napari_viewer):
 
 
 @pytest.mark.gui
-@needs_writers
 def test_viewer_save_layers_with_plugin(make_napari_viewer, tmp_path, analysis):
     viewer = make_napari_viewer()
     for tup in analysis.to_layers("v"):
@@ -496,7 +481,6 @@ def test_viewer_save_layers_with_plugin(make_napari_viewer, tmp_path, analysis):
 
 
 @pytest.mark.gui
-@needs_reader
 def test_viewer_opens_cli_outputs_with_plugin(make_napari_viewer, tmp_path, analysis, vessels):
     """What ``napari-topo segment`` writes opens right: volumes as Labels where they lie,
     the graph table as branches and centerline points."""

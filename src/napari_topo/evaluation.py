@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -52,7 +53,8 @@ def _tree_scores(
     Goes through :meth:`VesselAnalysis.from_outputs` with the true sources: TopNet's
     centerness NMS + embedding graph when ``outputs`` has an embedding, the skeleton
     baseline otherwise. An empty mask, or one whose reconstruction cannot place the
-    sources (e.g. fewer centerline points than sources), scores 0 with no switch count.
+    sources (e.g. fewer centerline points than sources), scores 0 with no switch count;
+    the latter with a ``RuntimeWarning`` naming the volume and the reason.
     """
     from .analysis import VesselAnalysis
     from .topology.metrics import tree_accuracy
@@ -69,7 +71,14 @@ def _tree_scores(
             min_size=min_size,
             centerline=centerline,
         )
-    except ValueError:
+    except ValueError as err:
+        # the sources cannot be placed (no centerline point, two roots on one point):
+        # scored 0, and said, so that a bug raising ValueError is not a quiet 0
+        warnings.warn(
+            f"tree accuracy of volume seed {getattr(vol, 'seed', '?')} scored 0: {err}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         return 0.0, float("nan")
     return (
         float(tree_accuracy(analysis.trees, vol.trees, centerline=vol.centerline)),
