@@ -330,3 +330,14 @@ def test_loss_is_float32_under_autocast(loss):
         warnings.simplefilter("ignore", SkeletonIterationWarning)
         value = loss(pred, target)
     assert value.dtype == torch.float32 and torch.isfinite(value)
+
+
+def test_cldice_iterations_accept_numpy_integers_not_bools():
+    """A sweep or a YAML loader hands over numpy integers; soft_skeleton takes them too."""
+    assert SoftclDiceLoss(np.int64(5)).iterations == 5
+    x = smooth_random((1, 1, 12, 12, 12)).sigmoid()
+    t = (x > 0.5).float()
+    assert torch.equal(DiceclDiceLoss(0.5, np.int32(3))(x, t), DiceclDiceLoss(0.5, 3)(x, t))
+    for bad in (True, np.bool_(True), -1, 2.0):
+        with pytest.raises(ValueError, match="iterations"):
+            SoftclDiceLoss(bad)

@@ -359,8 +359,13 @@ class SoftclDiceLoss(_RegionLoss):
         super().__init__(
             sigmoid=sigmoid, include_background=include_background, reduction=reduction
         )
-        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
+        if (
+            isinstance(iterations, bool | np.bool_)
+            or not isinstance(iterations, int | np.integer)
+            or iterations < 0
+        ):
             raise ValueError(f"iterations must be an int >= 0, got {iterations!r}")
+        iterations = int(iterations)  # a numpy integer (from a config or a sweep) too
         if eps < 0:
             raise ValueError(f"eps must be >= 0, got {eps}")
         self.iterations = iterations
@@ -521,8 +526,21 @@ class CenternessLoss(nn.Module):
     centerline voxels finite. Normalising by ``sum w`` makes it a weighted mean whose
     scale does not depend on the patch. An empty vessel mask gives 0.
 
+    Source: Keshwani et al., "TopNet: Topology Preserving Metric Learning for Vessel Tree
+    Reconstruction and Labelling", MICCAI 2020, the centerness decoder (smooth-L1
+    regression; the seed notes, ``topnet-notes.txt`` section 2, keep the loss's name,
+    not its equation).
+
+    Parameters
+    ----------
+    beta : float
+        Smooth-L1 transition point, in the units of ``distance`` (voxels as the trainer
+        computes it: a Euclidean distance transform without sampling). Must be > 0.
+
     ``forward(pred, distance, vessel)``: ``pred`` and ``distance`` are ``(N, 1, ...)``
-    float tensors, ``vessel`` a {0, 1} tensor of the same shape.
+    float tensors (``distance`` in voxels, >= 0), ``vessel`` a {0, 1} tensor of the same
+    shape. Returns a 0-d float32 tensor. Raises ``ValueError`` when the shapes differ and
+    ``TypeError``/``ValueError`` for a ``pred`` that is not a 4D/5D float tensor.
     """
 
     def __init__(self, beta: float = 1.0):
@@ -566,6 +584,21 @@ class EmbeddingMetricLoss(nn.Module):
     ``N * prod(spatial)`` (sample-major, as from :func:`sample_embedding_pairs`);
     ``geodesic`` float, ``same_tree`` bool, all of length P. Only the P pairs are
     gathered, so memory is O(P * E), whatever the volume. No pairs give 0.
+
+    Source: Keshwani et al., MICCAI 2020 (TopNet), the embedding decoder's topology
+    metric loss (the seed notes keep its terms, not its equations).
+
+    Parameters
+    ----------
+    alpha : float
+        Embedding distance per voxel of geodesic distance (``D_ij`` is in voxels).
+    margin : float
+        ``K``, the hinge margin between trees, in embedding units.
+    gamma : float
+        Weight of the different-tree term (>= 0).
+
+    Returns a 0-d float32 tensor from ``forward``. Raises ``ValueError`` on bad
+    parameters, pair arrays of different lengths or indices outside the volume.
     """
 
     def __init__(self, alpha: float = 1.0 / 15.0, margin: float = 3.0, gamma: float = 1.0 / 3.0):
@@ -617,7 +650,16 @@ class TopNetLoss(nn.Module):
     ``outputs["centerness"]`` (N, 1, ...), ``outputs["embedding"]`` (N, E, ...);
     ``targets["vessel"]``, ``targets["distance"]`` (distance to centerline) and the pair
     arrays ``targets["pairs"] = (index_a, index_b, geodesic, same_tree)``. Returns the
-    weighted total and a dict of the detached parts for logging.
+    weighted total (a 0-d tensor) and a dict of the detached parts (floats) for logging.
+    Source: Keshwani et al., MICCAI 2020 (TopNet): the three decoders trained jointly.
+
+    Parameters
+    ----------
+    w_vessel, w_center, w_embed : float
+        Weights of the soft Dice (:class:`SoftDiceLoss` on logits), centerness
+        (:class:`CenternessLoss`) and embedding (:class:`EmbeddingMetricLoss`) terms.
+    **kw
+        Passed to :class:`EmbeddingMetricLoss` (``alpha``, ``margin``, ``gamma``).
     """
 
     def __init__(self, w_vessel: float = 1.0, w_center: float = 1.0, w_embed: float = 1.0, **kw):
