@@ -362,7 +362,14 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 
 def build_model(architecture: str, arch_kwargs: dict | None = None) -> nn.Module:
-    """A freshly initialised ``ARCHITECTURES[architecture](**arch_kwargs)``."""
+    """A freshly initialised ``ARCHITECTURES[architecture](**arch_kwargs)``.
+
+    Raises
+    ------
+    ValueError
+        An unknown ``architecture`` (the message lists the known ones), or
+        ``arch_kwargs`` its constructor does not take or refuses.
+    """
     if architecture not in ARCHITECTURES:
         raise ValueError(
             f"unknown architecture {architecture!r}; known: {', '.join(sorted(ARCHITECTURES))}"
@@ -867,6 +874,17 @@ def save_model(model: nn.Module, card: ModelCard | dict, directory: str | os.Pat
     a card whose ``architecture`` or ``arch_kwargs`` contradict the model is refused.
     Existing files of that name are replaced (each write is atomic). ``card`` is not
     modified; the completed card is returned, its ``path`` set to the written ``.json``.
+
+    Raises
+    ------
+    ValueError
+        ``model`` is not a registered architecture; the card names another
+        architecture or other ``arch_kwargs``; the card holds a value JSON cannot hold
+        (numpy arrays and scalars become lists and numbers, non-finite floats ``null``;
+        anything else, e.g. a torch tensor, is refused) or a name that is not a valid
+        model name.
+    OSError
+        ``directory`` cannot be created or written.
     """
     from safetensors.torch import save as st_save
 
