@@ -168,6 +168,22 @@ def test_skeleton_leaves_a_correct_thinning_alone():
         assert np.array_equal(skeletonize(m), skimage_skeletonize(m))
 
 
+def test_skeletonize_box_repairs_only_pieces_clear_of_cut_faces():
+    from napari_topo.topology.skeleton import skeletonize_box
+
+    box = np.zeros((10, 10, 30), bool)
+    box[2:4, 2:4, 0:12] = True  # touches the low x face
+    box[6:8, 6:8, 15:27] = True  # clear of every face
+    open_x = skeletonize_box(box, [(False, False), (False, False), (True, False)])
+    assert open_x[:, :5].sum() == 0 and _x_extent(open_x[:, 5:]) >= 10
+    closed = skeletonize_box(box, [(False, False)] * 3)  # the volume's own faces
+    assert np.array_equal(closed, skeletonize(box))
+    with pytest.raises(ValueError, match="cut"):
+        skeletonize_box(box, [(True, True)])
+    with pytest.raises(ValueError, match="3D"):
+        skeletonize_box(box[0], [(True, True)] * 2)
+
+
 def test_cldice_of_disjoint_thin_bars_is_zero():
     """Both skeletons used to be empty, which clDice scored as a perfect match."""
     p = np.zeros((12, 12, 30), bool)

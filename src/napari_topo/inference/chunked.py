@@ -458,12 +458,14 @@ def skeletonize_chunked(
     """Skeleton of a mask read chunk by chunk: each chunk thinned with a halo, core kept.
 
     Each chunk is read with ``halo`` extra voxels on every side (clipped at the volume),
-    thinned by :func:`napari_topo.topology.skeleton.skeletonize` (Lee's 3D thinning),
-    and its core (the chunk itself) written. A chunk with no mask voxel is written as
-    zeros without being thinned. The thinning runs without ``restore_lost``: putting
-    back the centerline runs scikit-image loses (2-5 voxel wide axis-aligned runs, its
-    issue #3757) needs each piece of the mask whole, so on this path such runs can
-    still lack a centerline, as they did in the whole-volume skeleton before.
+    thinned by :func:`napari_topo.topology.skeleton.skeletonize_box` (Lee's 3D
+    thinning), and its core (the chunk itself) written. A chunk with no mask voxel is written as
+    zeros without being thinned. What scikit-image's thinning loses (2-5 voxel wide
+    axis-aligned runs, its issue #3757) is put back in the pieces that lie wholly inside
+    the box (:func:`~napari_topo.topology.skeleton.skeletonize_box`), as the whole
+    volume's :func:`~napari_topo.topology.skeleton.skeletonize` does; a piece that
+    crosses the box's cut faces (a vessel network spanning chunks) keeps the plain
+    thinning there, since its repair would need it whole.
 
     Parameters
     ----------
@@ -504,20 +506,20 @@ def skeletonize_chunked(
         raise ValueError(f"halo must be an integer >= 0; got {halo!r}")
 
     def boxes():
-        """(chunk, box, core) of every chunk with mask voxels; the others written as zeros."""
+        """(chunk, box, core, cut faces) of every chunk with mask voxels; the others
+        written as zeros."""
         for sl, outer, core in _halo_boxes(shape, chunks, halo):
             block = np.asarray(read_mask(outer)).astype(bool, copy=False)
             if not block[core].any():  # the skeleton lies inside the mask
                 write(sl, np.zeros(tuple(s.stop - s.start for s in sl), np.uint8))
                 continue
-            yield sl, block, core
+            cut = tuple((b.start > 0, b.stop < n) for b, n in zip(outer, shape, strict=True))
+            yield sl, block, core, cut
 
     if client is None:
-        from ..topology.skeleton import skeletonize
+        from ..topology.skeleton import skeletonize_box
 
-        thinned = (
-            (sl, skeletonize(block, restore_lost=False)[core]) for sl, block, core in boxes()
-        )
+        thinned = ((sl, skeletonize_box(block, cut)[core]) for sl, block, core, cut in boxes())
     else:
         from .distributed import thin_on_cluster
 

@@ -291,18 +291,20 @@ def cluster_slots(client) -> int:
     return max(1, sum(int(w.get("nthreads", 1)) for w in workers.values()))
 
 
-def thin_on_worker(bits: np.ndarray, shape: tuple[int, ...], core: tuple[slice, ...]):
+def thin_on_worker(bits: np.ndarray, shape: tuple[int, ...], core: tuple[slice, ...], cut=None):
     """Lee's 3D thinning of one box of the mask, on a worker: the skeleton of its core.
 
     ``bits`` is the bool box of ``shape`` packed by ``np.packbits`` (C order); the box is
-    thinned by :func:`napari_topo.topology.skeleton.skeletonize` (``restore_lost=False``)
-    as :func:`~napari_topo.inference.chunked.skeletonize_chunked` does without a cluster,
+    thinned by :func:`napari_topo.topology.skeleton.skeletonize_box` with the box's
+    ``cut`` faces (None: every face taken as cut) as
+    :func:`~napari_topo.inference.chunked.skeletonize_chunked` does without a cluster,
     and the part ``core`` of the skeleton comes back packed the same way.
     """
-    from ..topology.skeleton import skeletonize
+    from ..topology.skeleton import skeletonize_box
 
     block = np.unpackbits(bits, count=int(np.prod(shape))).view(bool).reshape(shape)
-    return np.packbits(skeletonize(block, restore_lost=False)[core])
+    cut = ((True, True),) * len(shape) if cut is None else cut
+    return np.packbits(skeletonize_box(block, cut)[core])
 
 
 def thin_on_cluster(client, boxes, in_flight: int | None = None):
@@ -311,10 +313,12 @@ def thin_on_cluster(client, boxes, in_flight: int | None = None):
     Parameters
     ----------
     client : distributed.Client
-    boxes : iterable of (key, bool ndarray, core slices)
-        Read lazily: the next box is taken only when fewer than ``in_flight`` are on
-        their way, so the boxes held here and on the workers are bounded by ``in_flight``,
-        not by the volume.
+    boxes : iterable of (key, bool ndarray, core slices[, cut faces])
+        The cut faces as :func:`~napari_topo.topology.skeleton.skeletonize_box` takes
+        them (left out: every face taken as cut). Read lazily: the
+        next box is taken only when fewer than ``in_flight`` are on their way, so the
+        boxes held here and on the workers are bounded by ``in_flight``, not by the
+        volume.
     in_flight : int, optional
         Tasks submitted and not yet collected (default: two per worker thread,
         :func:`cluster_slots`, so that no worker waits for its next box).
@@ -338,11 +342,16 @@ def thin_on_cluster(client, boxes, in_flight: int | None = None):
         return key, np.unpackbits(bits, count=int(np.prod(shape))).view(bool).reshape(shape)
 
     try:
-        for key, block, core in boxes:
+        for key, block, core, *cut in boxes:
             if len(pending) >= limit:
                 yield collect(next(running))
             future = client.submit(
-                thin_on_worker, np.packbits(block), block.shape, core, pure=False
+                thin_on_worker,
+                np.packbits(block),
+                block.shape,
+                core,
+                cut[0] if cut else None,
+                pure=False,
             )
             pending[future.key] = (key, future, tuple(s.stop - s.start for s in core))
             running.add(future)

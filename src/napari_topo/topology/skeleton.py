@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from skimage.morphology import skeletonize as _sk_skeletonize
 
-__all__ = ["skeletonize"]
+__all__ = ["skeletonize", "skeletonize_box"]
 
 
 def _as_binary_mask(mask, name: str = "mask") -> np.ndarray:
@@ -126,6 +126,56 @@ def skeletonize(mask, *, restore_lost: bool = True) -> np.ndarray:
         _restore_lost(inner, skel)
     out[box] = skel
     return out
+
+
+def skeletonize_box(block, cut) -> np.ndarray:
+    """Skeleton of a box cut out of a larger 3D mask (a chunk with its halo).
+
+    The box is thinned as :func:`skeletonize` thins it with ``restore_lost=False``, and
+    what the thinning lost is put back (:func:`_restore_lost`) in the pieces of the box
+    that touch none of its cut faces: those are whole pieces of the volume, and their
+    repair is the one :func:`skeletonize` makes on the whole volume. Pieces that cross a
+    cut face keep the plain thinning (their repair would need them whole).
+
+    Parameters
+    ----------
+    block : (P, M, N) array_like of bool or {0, 1}
+        The mask in the box.
+    cut : sequence of 3 (bool, bool)
+        Per axis, whether the box's low and high faces cut through the volume (True)
+        or are the volume's own faces (False).
+
+    Returns
+    -------
+    ndarray of bool, the shape of ``block``
+
+    Raises
+    ------
+    ValueError
+        A mask that is not 3D or not binary, or ``cut`` not three pairs.
+    """
+    m = _as_binary_mask(block, "block")
+    if m.ndim != 3:
+        raise ValueError(f"block must be 3D (z, y, x); got shape {m.shape}.")
+    faces = [tuple(bool(f) for f in pair) for pair in cut]
+    if len(faces) != 3 or any(len(pair) != 2 for pair in faces):
+        raise ValueError(f"cut must hold a (low, high) pair per axis; got {cut!r}.")
+    skel = skeletonize(m, restore_lost=False)
+    if not skel.any() and not m.any():
+        return skel
+    import cc3d
+
+    labels = cc3d.connected_components(m, connectivity=26)
+    touching = set()
+    for axis, (low, high) in enumerate(faces):
+        for side, is_cut in ((0, low), (-1, high)):
+            if is_cut:
+                touching.update(np.unique(np.take(labels, side, axis=axis)).tolist())
+    touching.discard(0)
+    whole = m & ~np.isin(labels, list(touching)) if touching else m
+    if whole.any():
+        _restore_lost(whole, skel)
+    return skel
 
 
 def _restore_lost(m: np.ndarray, skel: np.ndarray) -> int:
