@@ -2384,9 +2384,14 @@ def _range_sentence(analysis: Any) -> str:
 
 
 def _empty_result_message(job: _Job, analysis: VesselAnalysis) -> str | None:
-    """What to tell the user when a run found nothing (None when it found vessels)."""
+    """What to tell the user when a run found nothing (None when it found vessels).
+
+    A mask over half the image is no vessel tree either, whatever centerline it has
+    (every piece keeps one: a full image has a single point at its centre)."""
     if len(analysis.points) and analysis.mask.any():
-        return None
+        share = float(np.count_nonzero(analysis.mask)) / analysis.mask.size
+        if share <= 0.5:
+            return None
     t = f"{job.threshold:g}"
     own = getattr(job, "model_threshold", None)
     default = "" if own is None else f" ({own:g} is the model's default)"
@@ -2410,7 +2415,7 @@ def _empty_result_message(job: _Job, analysis: VesselAnalysis) -> str | None:
     share = float(np.count_nonzero(analysis.mask)) / analysis.mask.size
     if share > 0.5:
         return (
-            f"No centerline found in '{job.image}' at threshold {t}: the mask covers "
+            f"No vessels found in '{job.image}' at threshold {t}: the mask covers "
             f"{share:.0%} of the image, so there are no trees. Raise the Threshold{default}."
         )
     return (

@@ -561,9 +561,10 @@ class TreeEditorWidget(QWidget):
             else "It has no centerline (its pieces are too small to thin): there is no "
             "branch to select."
         )
+        n_br = len(editor.branches)
         self._set_status(
-            f"Editing '{layer.name}'{what}: {len(editor.branches)} branches, {n_pts} "
-            f"centerline points. {click}"
+            f"Editing '{layer.name}'{what}: {n_br} branch{'' if n_br == 1 else 'es'}, "
+            f"{n_pts} centerline point{'' if n_pts == 1 else 's'}. {click}"
         )
         self._update_controls()
 
