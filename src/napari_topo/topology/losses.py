@@ -299,6 +299,16 @@ class SoftDiceLoss(_RegionLoss):
     include_background : bool
         If False and there is more than one channel, channel 0 is ignored.
     reduction : {"mean", "sum", "none"}
+
+    Calling it
+    ----------
+    ``loss(input, target)``: ``input`` a float tensor ``(N, C, H, W)`` or ``(N, C, D, H,
+    W)`` (probabilities, or logits with ``sigmoid=True``), ``target`` of the same shape
+    in [0, 1]. Returns float32: a 0-d tensor for ``reduction`` "mean" or "sum", ``(N,
+    C)`` for "none" (``(N, C - 1)`` without the background channel). Raises
+    ``TypeError`` for a non-tensor and ``ValueError`` for another ndim, a non-float
+    ``input`` or a ``target`` of another shape; ``ValueError`` at construction for a bad
+    ``reduction`` or parameter.
     """
 
     def __init__(
@@ -343,6 +353,16 @@ class SoftclDiceLoss(_RegionLoss):
         Added to the harmonic mean's denominator (default :data:`HARMONIC_EPS`).
     sigmoid, include_background, reduction
         As in :class:`SoftDiceLoss`.
+
+    Calling it
+    ----------
+    ``loss(input, target)``: ``input`` a float tensor ``(N, C, H, W)`` or ``(N, C, D, H,
+    W)`` (probabilities, or logits with ``sigmoid=True``), ``target`` of the same shape
+    in [0, 1]. Returns float32: a 0-d tensor for ``reduction`` "mean" or "sum", ``(N,
+    C)`` for "none" (``(N, C - 1)`` without the background channel). Raises
+    ``TypeError`` for a non-tensor and ``ValueError`` for another ndim, a non-float
+    ``input`` or a ``target`` of another shape; ``ValueError`` at construction for a bad
+    ``reduction`` or parameter.
     """
 
     def __init__(
@@ -396,6 +416,16 @@ class DiceclDiceLoss(SoftclDiceLoss):
         Weight of the clDice term, in [0, 0.5] as in the paper (0 is plain soft Dice).
     iterations, smooth_nr, smooth_dr, eps, sigmoid, include_background, reduction
         As in :class:`SoftclDiceLoss`; the Dice term uses the same smoothing.
+
+    Calling it
+    ----------
+    ``loss(input, target)``: ``input`` a float tensor ``(N, C, H, W)`` or ``(N, C, D, H,
+    W)`` (probabilities, or logits with ``sigmoid=True``), ``target`` of the same shape
+    in [0, 1]. Returns float32: a 0-d tensor for ``reduction`` "mean" or "sum", ``(N,
+    C)`` for "none" (``(N, C - 1)`` without the background channel). Raises
+    ``TypeError`` for a non-tensor and ``ValueError`` for another ndim, a non-float
+    ``input`` or a ``target`` of another shape; ``ValueError`` at construction for a bad
+    ``reduction`` or parameter.
     """
 
     def __init__(self, alpha: float = 0.3, iterations: int = 10, **kwargs):
@@ -453,6 +483,16 @@ class ProjectedPoolingLoss(_RegionLoss):
     mode : {"pixel", "sum"}
     smooth_nr, smooth_dr, sigmoid, include_background, reduction
         As in :class:`SoftDiceLoss`.
+
+    Calling it
+    ----------
+    ``loss(input, target)``: ``input`` a float tensor ``(N, C, H, W)`` or ``(N, C, D, H,
+    W)`` (probabilities, or logits with ``sigmoid=True``), ``target`` of the same shape
+    in [0, 1]. Returns float32: a 0-d tensor for ``reduction`` "mean" or "sum", ``(N,
+    C)`` for "none" (``(N, C - 1)`` without the background channel). Raises
+    ``TypeError`` for a non-tensor and ``ValueError`` for another ndim, a non-float
+    ``input`` or a ``target`` of another shape; ``ValueError`` at construction for a bad
+    ``reduction`` or parameter.
     """
 
     def __init__(
