@@ -277,6 +277,27 @@ def _autocast_off(device: torch.device):
     return torch.autocast(device_type=device.type, enabled=False)
 
 
+#: The call contract shared by the region losses, appended to each one's docstring.
+_REGION_CALL_DOC = """
+    Calling it
+    ----------
+    ``loss(input, target)``: ``input`` a float tensor ``(N, C, H, W)`` or ``(N, C, D, H,
+    W)`` (probabilities, or logits with ``sigmoid=True``), ``target`` of the same shape
+    in [0, 1]. Returns float32: a 0-d tensor for ``reduction`` "mean" or "sum", ``(N,
+    C)`` for "none" (``(N, C - 1)`` without the background channel). Raises
+    ``TypeError`` for a non-tensor and ``ValueError`` for another ndim, a non-float
+    ``input`` or a ``target`` of another shape; ``ValueError`` at construction for a bad
+    ``reduction`` or parameter.
+    """
+
+
+def _with_call_doc(cls):
+    """Append :data:`_REGION_CALL_DOC` to ``cls``'s docstring (kept as written)."""
+    if cls.__doc__:
+        cls.__doc__ = cls.__doc__.rstrip() + "\n" + _REGION_CALL_DOC
+    return cls
+
+
 def _soft_dice(p: torch.Tensor, g: torch.Tensor, smooth_nr: float, smooth_dr: float):
     """Per-(N, C) soft Dice coefficient."""
     dims = tuple(range(2, p.ndim))
@@ -284,6 +305,7 @@ def _soft_dice(p: torch.Tensor, g: torch.Tensor, smooth_nr: float, smooth_dr: fl
     return (2.0 * inter + smooth_nr) / (p.sum(dims) + g.sum(dims) + smooth_dr)
 
 
+@_with_call_doc
 class SoftDiceLoss(_RegionLoss):
     """``1 - softDice`` per sample and class.
 
@@ -300,15 +322,6 @@ class SoftDiceLoss(_RegionLoss):
         If False and there is more than one channel, channel 0 is ignored.
     reduction : {"mean", "sum", "none"}
 
-    Calling it
-    ----------
-    ``loss(input, target)``: ``input`` a float tensor ``(N, C, H, W)`` or ``(N, C, D, H,
-    W)`` (probabilities, or logits with ``sigmoid=True``), ``target`` of the same shape
-    in [0, 1]. Returns float32: a 0-d tensor for ``reduction`` "mean" or "sum", ``(N,
-    C)`` for "none" (``(N, C - 1)`` without the background channel). Raises
-    ``TypeError`` for a non-tensor and ``ValueError`` for another ndim, a non-float
-    ``input`` or a ``target`` of another shape; ``ValueError`` at construction for a bad
-    ``reduction`` or parameter.
     """
 
     def __init__(
@@ -331,6 +344,7 @@ class SoftDiceLoss(_RegionLoss):
             return self._reduce(1.0 - _soft_dice(p, g, self.smooth_nr, self.smooth_dr))
 
 
+@_with_call_doc
 class SoftclDiceLoss(_RegionLoss):
     """``1 - softclDice`` (clDice, Algorithm 2) per sample and class.
 
@@ -354,15 +368,6 @@ class SoftclDiceLoss(_RegionLoss):
     sigmoid, include_background, reduction
         As in :class:`SoftDiceLoss`.
 
-    Calling it
-    ----------
-    ``loss(input, target)``: ``input`` a float tensor ``(N, C, H, W)`` or ``(N, C, D, H,
-    W)`` (probabilities, or logits with ``sigmoid=True``), ``target`` of the same shape
-    in [0, 1]. Returns float32: a 0-d tensor for ``reduction`` "mean" or "sum", ``(N,
-    C)`` for "none" (``(N, C - 1)`` without the background channel). Raises
-    ``TypeError`` for a non-tensor and ``ValueError`` for another ndim, a non-float
-    ``input`` or a ``target`` of another shape; ``ValueError`` at construction for a bad
-    ``reduction`` or parameter.
     """
 
     def __init__(
@@ -407,6 +412,7 @@ class SoftclDiceLoss(_RegionLoss):
             return self._reduce(1.0 - self.cldice(p, g))
 
 
+@_with_call_doc
 class DiceclDiceLoss(SoftclDiceLoss):
     """clDice's combined loss ``L_c = (1 - alpha)(1 - softDice) + alpha (1 - softclDice)``.
 
@@ -417,15 +423,6 @@ class DiceclDiceLoss(SoftclDiceLoss):
     iterations, smooth_nr, smooth_dr, eps, sigmoid, include_background, reduction
         As in :class:`SoftclDiceLoss`; the Dice term uses the same smoothing.
 
-    Calling it
-    ----------
-    ``loss(input, target)``: ``input`` a float tensor ``(N, C, H, W)`` or ``(N, C, D, H,
-    W)`` (probabilities, or logits with ``sigmoid=True``), ``target`` of the same shape
-    in [0, 1]. Returns float32: a 0-d tensor for ``reduction`` "mean" or "sum", ``(N,
-    C)`` for "none" (``(N, C - 1)`` without the background channel). Raises
-    ``TypeError`` for a non-tensor and ``ValueError`` for another ndim, a non-float
-    ``input`` or a ``target`` of another shape; ``ValueError`` at construction for a bad
-    ``reduction`` or parameter.
     """
 
     def __init__(self, alpha: float = 0.3, iterations: int = 10, **kwargs):
@@ -451,6 +448,7 @@ def _projections(x: torch.Tensor) -> list[torch.Tensor]:
     return [x.amax(dim=2), x.amax(dim=3), x.amax(dim=4)]
 
 
+@_with_call_doc
 class ProjectedPoolingLoss(_RegionLoss):
     """Projected pooling loss (Fu et al., SPIE Medical Imaging 2023), ``L_topo + lambda L_dice``.
 
@@ -484,15 +482,6 @@ class ProjectedPoolingLoss(_RegionLoss):
     smooth_nr, smooth_dr, sigmoid, include_background, reduction
         As in :class:`SoftDiceLoss`.
 
-    Calling it
-    ----------
-    ``loss(input, target)``: ``input`` a float tensor ``(N, C, H, W)`` or ``(N, C, D, H,
-    W)`` (probabilities, or logits with ``sigmoid=True``), ``target`` of the same shape
-    in [0, 1]. Returns float32: a 0-d tensor for ``reduction`` "mean" or "sum", ``(N,
-    C)`` for "none" (``(N, C - 1)`` without the background channel). Raises
-    ``TypeError`` for a non-tensor and ``ValueError`` for another ndim, a non-float
-    ``input`` or a ``target`` of another shape; ``ValueError`` at construction for a bad
-    ``reduction`` or parameter.
     """
 
     def __init__(
