@@ -205,32 +205,42 @@ def _restore_lost(m: np.ndarray, skel: np.ndarray) -> int:
     n = int(labels.max())
     if n == 0:
         return 0
-    stats = cc3d.statistics(labels)
-    boxes, counts = stats["bounding_boxes"], stats["voxel_counts"]
-    on_skel = cc3d.statistics(np.where(skel, labels, 0).astype(labels.dtype, copy=False))
-    skel_boxes = on_skel["bounding_boxes"]
+    # bounding boxes as (n + 1, 6) arrays of inclusive [lo, hi] per axis
+    stats = cc3d.statistics(labels, no_slice_conversion=True)
+    boxes = np.asarray(stats["bounding_boxes"], dtype=np.int64)
+    counts = np.asarray(stats["voxel_counts"], dtype=np.int64)
+    on_skel = cc3d.statistics(
+        np.where(skel, labels, 0).astype(labels.dtype, copy=False), no_slice_conversion=True
+    )
+    k = len(on_skel["voxel_counts"])
     skel_counts = np.zeros(n + 1, dtype=np.int64)
-    skel_counts[: len(on_skel["voxel_counts"])] = on_skel["voxel_counts"]
-    # cheap screen: how far each piece's bounding box reaches beyond its skeleton's,
-    # against a radius from its cross-section (voxels per skeleton voxel)
-    suspects = []
-    for lab in range(1, n + 1):
-        box = boxes[lab]
-        if box is None:
-            continue
-        if skel_counts[lab]:
-            sbox = skel_boxes[lab]
-            reach = max(
-                max(s.start - b.start, b.stop - s.stop) for s, b in zip(sbox, box, strict=True)
-            )
-            if reach <= 2 * np.sqrt(counts[lab] / (np.pi * skel_counts[lab])) + 2:
-                continue
-        suspects.append(lab)
+    skel_counts[:k] = on_skel["voxel_counts"]
+    skel_boxes = np.zeros_like(boxes)
+    skel_boxes[:k] = on_skel["bounding_boxes"]
+    # cheap screen, vectorised over the pieces (a noisy mask has 10^5 of them): how far
+    # each piece's bounding box reaches beyond its skeleton's, against a radius from its
+    # cross-section (voxels per skeleton voxel); a piece with no skeleton is a suspect
+    reach = np.maximum(skel_boxes[:, 0::2] - boxes[:, 0::2], boxes[:, 1::2] - skel_boxes[:, 1::2])
+    radius = np.sqrt(counts / (np.pi * np.maximum(skel_counts, 1)))
+    flagged = (skel_counts == 0) | (reach.max(axis=1) > 2 * radius + 2)
+    flagged &= counts > 0
+    flagged[0] = False
+    suspects = np.flatnonzero(flagged)
+    # a piece whose box diagonal is under 4 voxels is covered by any one voxel of it
+    # (the coverage is at least 2 * 1 + 2): a speck of noise gets its most central voxel
+    extent = boxes[:, 1::2] - boxes[:, 0::2]
+    small = np.sqrt((extent.astype(np.float64) ** 2).sum(axis=1)) < 4
     added = 0
     for lab in suspects:
-        box = boxes[lab]
+        box = tuple(slice(int(lo), int(hi) + 1) for lo, hi in boxes[lab].reshape(-1, 2))
         piece = labels[box] == lab
         sk = skel[box]  # a view: paths are written into ``skel``
+        if small[lab]:
+            if not (sk & piece).any():
+                where = np.argwhere(piece)
+                centre = where[np.argmin(((where - where.mean(axis=0)) ** 2).sum(axis=1))]
+                sk[tuple(centre)] = True
+            continue
         # depth to the background, outside the box included (a piece fills its own
         # bounding box to the faces; without the pad a full box has no background)
         depth = ndi.distance_transform_edt(np.pad(piece, 1))[1:-1, 1:-1, 1:-1]
