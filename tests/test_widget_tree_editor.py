@@ -634,9 +634,21 @@ def test_a_rerun_of_segment_stops_editing_its_old_trees(make_napari_viewer, qtbo
 def test_sources_picker_offers_the_roots_layer_first(make_napari_viewer, qtbot, volume):
     # a newcomer segmented with a 'roots' Points layer; the Tree editor's Sources showed
     # '-----' and Re-run partition needed a pick first
+    from napari_topo.widgets.metrics import error_layer_tuples
+
     viewer = make_napari_viewer()
+    # the Metrics dock's error points (added first, so they came first) are never roots:
+    # a newcomer's Sources had filled itself with 'trees missed centerline'
+    none = np.zeros((0, 3))
+    errors = {f"{k}_{w}": none for k in ("missed", "false") for w in ("centerline",)}
+    errors.update({f"{k}_{w}": [] for k in ("missed", "false") for w in ("locations", "sizes")})
+    errors["missed_centerline"] = np.array([[4.0, 5.0, 6.0], [7.0, 8.0, 9.0]])
+    for data, meta, kind in error_layer_tuples(errors, "vessels trees"):
+        viewer._add_layer_from_data(data, meta, kind)
+    missed = viewer.layers["vessels trees missed centerline"]
     roots = viewer.add_points(np.array([[1.0, 2.0, 3.0]]), name="roots")
     widget, layers = editing(viewer, qtbot, volume=volume)
+    assert missed not in widget.sources_picker.choices
     assert widget.sources_picker.value is roots
     # the user's own choice stays, even "none", as layers come and go
     widget.sources_picker.value = None

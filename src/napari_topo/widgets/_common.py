@@ -31,8 +31,9 @@ if TYPE_CHECKING:
 #: Layer-list events after which a widget rebuilds its layer pickers.
 LAYER_EVENTS = ("inserted", "removed", "moved", "reordered", "renamed")
 #: Kinds of plugin Points layers that are not tree roots (one point per voxel of a
-#: centerline, or a highlight): never offered as roots.
-NOT_ROOTS = frozenset({"centerline", "selected_branch"})
+#: centerline, a highlight, or the Metrics dock's missed/false centerline points, which
+#: a newcomer's Tree editor had picked as its Sources): never offered as roots.
+NOT_ROOTS = frozenset({"centerline", "selected_branch", "errors"})
 #: Longest message a dock shows (the rest is cut, with "...").
 MESSAGE_LIMIT = 300
 _LIST = re.compile(r"\[([^\[\]]*)\]")
