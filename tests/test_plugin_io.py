@@ -160,6 +160,13 @@ def test_a_mask_file_opens_in_a_neutral_grey_not_in_a_tree_colour(tmp_path, vess
     assert layer.colormap.map(200)[3] == 1
     saturated = tree_colors(12)[:, :3]
     assert np.linalg.norm(saturated - np.asarray(MASK_FILE_COLOUR[:3]), axis=1).min() > 0.35
+    # 0/255, as DICOM and TIFF masks often are (3D-IRCADb's, vesselNN's): the same grey
+    write_volume(tmp_path / "liver255.nii.gz", vessels.mask.astype(np.uint8) * 255, spacing=SPACING)
+    [(data, meta, kind)] = read_volumes(str(tmp_path / "liver255.nii.gz"))
+    layer = Layer.create(data, meta, kind)
+    assert layer.opacity == MASK_FILE_OPACITY and int(np.asarray(data).max()) == 255
+    np.testing.assert_allclose(layer.colormap.map(255), MASK_FILE_COLOUR, atol=1e-6)
+    np.testing.assert_allclose(layer.colormap.map(2), tree_colors(2)[1], atol=1e-6)
 
 
 @pytest.mark.parametrize("values", [(0, 1), (0, 1, 2)])

@@ -321,11 +321,13 @@ def read_volumes(path) -> list[tuple[Any, dict, str]]:
             kind = "image" if values is None else "labels"
         if kind == "labels" and data.dtype == bool:
             data = (data if isinstance(data, np.ndarray) else np.asarray(data)).view(np.uint8)
-        if kind == "labels" and values.size and set(values.tolist()) <= {0, 1}:
-            # a mask (an organ for Segment's Inside, a ground truth): one light grey, so
-            # that it is not taken for a tree (a newcomer's liver, in napari's default
-            # red-brown for label 1, hid Segment's tree 1, drawn in red over it)
-            meta["colormap"] = _mask_file_colormap()
+        nonzero = [] if kind != "labels" else [int(v) for v in values.tolist() if v]
+        if len(nonzero) == 1:
+            # a mask (an organ for Segment's Inside, a ground truth), 0/1 or 0/255 as
+            # DICOM and TIFF masks often are: one light grey, so that it is not taken
+            # for a tree (a newcomer's liver, in napari's default red-brown for label 1,
+            # hid Segment's tree 1, drawn in red over it; a 0/255 liver did the same)
+            meta["colormap"] = _mask_file_colormap(nonzero[0])
             meta["opacity"] = MASK_FILE_OPACITY
         if kind == "image" and not (channel or rgb):
             limits, why = _display_window(sample)
@@ -345,15 +347,16 @@ MASK_FILE_COLOUR = (0.82, 0.82, 0.82, 1.0)
 MASK_FILE_OPACITY = 0.3
 
 
-def _mask_file_colormap():
-    """1 in :data:`MASK_FILE_COLOUR`; labels painted on the mask afterwards (2, 3, ...:
-    trees given in the Tree editor, a brush's new label) in the trees' colours, so they
-    show; 0 transparent."""
+def _mask_file_colormap(value: int = 1):
+    """The mask's ``value`` (1, or 255 in a 0/255 file) in :data:`MASK_FILE_COLOUR`;
+    labels painted on the mask afterwards (2, 3, ...: trees given in the Tree editor, a
+    brush's new label) in the trees' colours, so they show; 0 transparent."""
     from napari_topo.layers import _TRANSPARENT, _direct_colormap, tree_colors
 
     colours = tree_colors(64)
-    table = {None: colours[1], 0: np.asarray(_TRANSPARENT), 1: np.asarray(MASK_FILE_COLOUR)}
+    table = {None: colours[1], 0: np.asarray(_TRANSPARENT)}
     table.update({k: colours[k - 1] for k in range(2, 65)})
+    table[int(value)] = np.asarray(MASK_FILE_COLOUR)
     return _direct_colormap(table)
 
 
