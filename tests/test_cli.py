@@ -531,10 +531,33 @@ def test_evaluate_scores_inside_a_region_as_segment_does(files, capsys, tmp_path
     roi = ["--roi", tmp_path / "region.nii.gz", "--roi-margin", "3"]
     code, out, err = _run([*args, *roi, "--out", tmp_path / "r"], capsys)
     assert code == 0 and "inside the region of interest" in out and "grown by 3" in out, err
+    # the margin's unit, as segment --roi says it (a newcomer read "grown by 10:")
+    assert "grown by 3 units:" in out, out
     inside = json.loads((tmp_path / "r" / "pred_metrics.json").read_text())
     assert whole["Dice"] < 0.5 and inside["Dice"] == 1.0
     code, _, err = _run([*args, "--roi-margin", "2", "--out", tmp_path / "x"], capsys)
     assert code == 2 and "give --roi MASK too" in err
+
+
+def test_evaluate_says_a_note_about_the_ground_truth_once(files, capsys, tmp_path):
+    # a ground truth that states its voxel size but not its orientation, against a
+    # prediction and a region that state both: the same note came twice, worded apart
+    from napari_topo.data.io import write_volume
+    from napari_topo.geometry import Geometry
+
+    _, v = files
+    # stored mirrored in y and x, as a DICOM series in LPS order is
+    affine = np.diag([*v.spacing, 1.0]) @ np.diag([1.0, -1.0, -1.0, 1.0])
+    affine[:3, 3] = (5.0, 40.0, 30.0)
+    placed = Geometry(affine=affine, axes="zyx", unit="mm")
+    write_volume(tmp_path / "pred.nii.gz", v.trees.astype(np.uint8), geometry=placed)
+    write_volume(tmp_path / "gt.tif", v.trees.astype(np.uint8), spacing=v.spacing)
+    region = np.ones(v.shape, np.uint8)
+    write_volume(tmp_path / "region.nii.gz", region, geometry=placed)
+    args = ["evaluate", tmp_path / "pred.nii.gz", tmp_path / "gt.tif", "--roi"]
+    code, out, err = _run([*args, tmp_path / "region.nii.gz", "--out", tmp_path / "o"], capsys)
+    notes = [line for line in out.splitlines() if "states its voxel size" in line]
+    assert code == 0 and len(notes) == 1, out + err
 
 
 def test_evaluate_reads_float_files_holding_labels(files, capsys, tmp_path):

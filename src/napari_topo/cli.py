@@ -1757,9 +1757,11 @@ def _metrics_prefix(out, stem: str, beside: Path) -> tuple[Path, str | None]:
     )
 
 
-def _evaluation_region(args, geometry, shape):
+def _evaluation_region(args, geometry, shape, gt_name: str = "the ground truth"):
     """``(region, note)`` of ``evaluate --roi``: the mask on the ground truth's grid,
-    grown by ``--roi-margin``, or ``(None, "")``; bad regions are one-line errors."""
+    grown by ``--roi-margin``, or ``(None, "")``; bad regions are one-line errors.
+    ``gt_name`` names the ground truth in the note as the prediction's note names it
+    (a note about the ground truth alone is then printed once)."""
     import numpy as np
 
     from .inference.pipeline import grow_roi
@@ -1772,7 +1774,7 @@ def _evaluation_region(args, geometry, shape):
         return None, ""
     vol = _read(args.roi)
     data, roi_geometry = _spatial(vol, None, "the region of interest", None, None)
-    names = (f"the region of interest {vol.path.name}", "the ground truth")
+    names = (f"the region of interest {vol.path.name}", gt_name)
     data, note = _aligned(data, roi_geometry, geometry, shape, names)
     data = np.asarray(data)
     if data.dtype.kind == "f" and not np.all(np.isin(data, (0.0, 1.0))):
@@ -1808,7 +1810,9 @@ def _evaluate(args) -> None:
     )
     pred = _as_labels(pred_data, pred_vol.path.name, threshold=args.threshold)
     gt = _as_labels(gt_data, gt_vol.path.name)
-    region, roi_note = _evaluation_region(args, gt_geometry, gt.shape)
+    region, roi_note = _evaluation_region(
+        args, gt_geometry, gt.shape, f"the ground truth {gt_vol.path.name}"
+    )
     if region is not None:  # both cut to it, as segment --gt --roi scores
         pred, gt = np.where(region, pred, 0), np.where(region, gt, 0)
     from ._plugin import is_label_volume
@@ -1833,11 +1837,14 @@ def _evaluate(args) -> None:
     prefix.parent.mkdir(parents=True, exist_ok=True)
     js, cs = _write_metrics(metrics, prefix)
     sp = "" if spacing is None else f" (spacing {tuple(float(s) for s in spacing)})"
-    for text in (note, roi_note, out_note):
+    for text in dict.fromkeys((note, roi_note, out_note)):  # each note once
         if text:
             print(f"note: {text}")
     where = "whole volume" if region is None else f"inside the region of interest {args.roi}"
-    margin = f" grown by {args.roi_margin:g}" if region is not None and args.roi_margin else ""
+    unit = " " + _length_unit(_geometry_spacing(gt_geometry), gt_geometry)  # as grow_roi
+    margin = (
+        f" grown by {args.roi_margin:g}{unit}" if region is not None and args.roi_margin else ""
+    )
     print(f"{pred_vol.path.name} against {gt_vol.path.name}{sp}, {where}{margin}:")
     unit_of = gt_geometry if _geometry_spacing(gt_geometry) else pred_geometry
     print(_metrics_table(metrics, _length_unit(spacing, unit_of)))
