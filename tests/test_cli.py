@@ -539,6 +539,27 @@ def test_evaluate_scores_inside_a_region_as_segment_does(files, capsys, tmp_path
     assert code == 2 and "give --roi MASK too" in err
 
 
+def test_segment_unit_names_the_unit_of_a_stack_that_states_none(files, capsys, tmp_path):
+    # a newcomer's two-photon TIFF: "centerline 5895.5 in 115 branches", HD95 in
+    # "units", "unit": null; there was no way to say um short of rewriting the file
+    from napari_topo.data.io import write_volume
+
+    _, v = files
+    write_volume(tmp_path / "stack.npy", v.image.astype(np.float32))
+    args = ["segment", tmp_path / "stack.npy", "--spacing", "5", "1", "1", "--tile", "32"]
+    code, out, err = _run([*args, "--unit", "um", "--out", tmp_path / "o"], capsys)
+    assert code == 0, err
+    assert "um in" in out and " units" not in out
+    summary = json.loads((tmp_path / "o" / "stack_summary.json").read_text())
+    assert summary["unit"] == "um"
+    assert "# unit: um" in (tmp_path / "o" / "stack_graph.swc").read_text()
+    # a file that states mm is not relabelled um (a thousandfold error)
+    write_volume(tmp_path / "ct.nii.gz", v.image.astype(np.float32), spacing=v.spacing, unit="mm")
+    args = ["segment", tmp_path / "ct.nii.gz", "--unit", "um", "--out", tmp_path / "x"]
+    code, _, err = _run(args, capsys)
+    assert code == 2 and "--unit says um" in err and not (tmp_path / "x").exists()
+
+
 def test_evaluate_says_a_note_about_the_ground_truth_once(files, capsys, tmp_path):
     # a ground truth that states its voxel size but not its orientation, against a
     # prediction and a region that state both: the same note came twice, worded apart

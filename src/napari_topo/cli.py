@@ -318,6 +318,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(the one lengths and HD95 are reported in)",
     )
     seg.add_argument(
+        "--unit",
+        choices=UNIT_CHOICES,
+        help="the unit of the voxel size when the file states none (a TIFF or .npy "
+        "stack: um for microscopy, mm for CT/MRI); lengths, HD95 and every file "
+        "written then carry it. A file that states another unit is refused",
+    )
+    seg.add_argument(
         "--zoom",
         type=_zoom_arg,
         default="auto",
@@ -719,6 +726,24 @@ def _spatial(
     if spacing_override is not None and geometry.ndim == len(spacing_override):
         geometry = geometry.in_unit(unit).with_spacing(spacing_override)
     return data, geometry
+
+
+#: Units ``--unit`` takes (those :meth:`napari_topo.geometry.Geometry.in_unit` converts).
+UNIT_CHOICES = ("m", "cm", "mm", "um", "nm")
+
+
+def _with_unit(geometry, unit: str | None, what: str):
+    """``geometry`` with ``--unit`` stated where the file stated none; the same unit
+    again is accepted; another unit than the file's is a one-line refusal (the voxel
+    size would be read a thousand times off)."""
+    if unit is None or geometry.unit == unit:
+        return geometry
+    if geometry.unit is not None:
+        raise ValueError(
+            f"{what} states its voxel size in {geometry.unit}, but --unit says {unit}: "
+            "leave --unit out (give --spacing in the file's unit to change the size)"
+        )
+    return geometry.replace(unit=unit)
 
 
 def _geometry_spacing(geometry) -> tuple[float, ...] | None:
@@ -1186,6 +1211,7 @@ def _segment(args) -> None:
     # not, is refused as such before any channel question) before anything runs; its
     # geometry goes to every file written, so they overlay the input.
     data, geometry = _spatial(vol, args.channel, "the input", override, ndim=3)
+    geometry = _with_unit(geometry, args.unit, f"the input {vol.path.name}")
     if isinstance(data, np.ndarray) and data.dtype.kind == "f":
         # refused before the input and voxel-size lines, so the refusal is one line
         from .inference.sliding import _check_finite_numpy
