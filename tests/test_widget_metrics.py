@@ -370,6 +370,22 @@ BAD_INPUTS = {
         )[1],
         "4D",
     ),
+    # Segment's Region 'box' result beside the whole ground truth: which box, what to do
+    "box of the truth": (
+        lambda v: (
+            v.add_labels(tube(), name="gt", scale=(2, 1, 1), translate=(10, 0, 0)),
+            v.add_labels(
+                tube()[4:20, 2:30],
+                name="pred",
+                scale=(2, 1, 1),
+                translate=(18, 2, 0),
+                metadata={"napari_topo": {"region": {"kind": "box"}}},  # as Segment's
+            ),
+        )[1],
+        "covers only the box z 4:20, y 2:30, x 0:32 of ground truth 'gt' (a Region 'box' "
+        "run): score it against the truth's data[4:20, 2:30, 0:32] added with the "
+        "prediction's scale and translate",
+    ),
     # Rejected by the core in the worker: its ValueError message is shown.
     "probabilities": (
         lambda v: (

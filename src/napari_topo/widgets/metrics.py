@@ -257,6 +257,35 @@ def _check_layer(layer: Any, role: str) -> None:
         raise ValueError(f"{role} '{name}' is empty: its data has shape {shape}.")
 
 
+def _box_on_grid(inner: Any, inner_shape, outer: Any, outer_shape) -> tuple[slice, ...] | None:
+    """The voxels of ``outer`` that layer ``inner`` covers, when ``inner`` lies on
+    ``outer``'s grid (same ndim and scale, no rotation, a whole-voxel offset) and inside
+    it; else None."""
+    n = len(outer_shape)
+    if len(inner_shape) != n:
+        return None
+    try:
+        si, so = (np.asarray(x.scale, dtype=float)[-n:] for x in (inner, outer))
+        ti, to = (np.asarray(x.translate, dtype=float)[-n:] for x in (inner, outer))
+        plain = all(
+            np.allclose(np.asarray(x.rotate, dtype=float), np.eye(np.asarray(x.rotate).shape[0]))
+            and np.allclose(np.asarray(x.shear, dtype=float), 0.0)
+            for x in (inner, outer)
+        )
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if not plain or not np.allclose(si, so, rtol=1e-6):
+        return None
+    offset = (ti - to) / so
+    start = np.rint(offset).astype(int)
+    if not np.allclose(offset, start, atol=1e-3):
+        return None
+    stop = start + np.asarray(inner_shape)
+    if (start < 0).any() or (stop > np.asarray(outer_shape)).any():
+        return None
+    return tuple(slice(int(a), int(b)) for a, b in zip(start, stop, strict=True))
+
+
 def _validate_pair(prediction: Any, ground_truth: Any) -> list[str]:
     """Check the chosen layers before any heavy work.
 
@@ -289,6 +318,21 @@ def _validate_pair(prediction: Any, ground_truth: Any) -> list[str]:
     p_shape = tuple(int(s) for s in full_resolution(prediction).shape)
     g_shape = tuple(int(s) for s in full_resolution(ground_truth).shape)
     if p_shape != g_shape:
+        region = plugin_info(prediction).get("region")
+        box = None if not region else _box_on_grid(prediction, p_shape, ground_truth, g_shape)
+        if box is not None:
+            # Segment's Region 'box' result beside a whole-volume ground truth (a
+            # newcomer's 40-slice CT run): say which voxels, and how to cut them out
+            axes = "zyx"[-len(box) :] if len(box) <= 3 else [f"axis {i}" for i in range(len(box))]
+            where = ", ".join(f"{a} {b.start}:{b.stop}" for a, b in zip(axes, box, strict=True))
+            index = ", ".join(f"{b.start}:{b.stop}" for b in box)
+            raise ValueError(
+                f"Prediction '{prediction.name}' covers only the box {where} of ground truth "
+                f"'{ground_truth.name}' (a Region '{region.get('kind', 'box')}' run): score "
+                "it against the truth's "
+                f"data[{index}] added with the prediction's scale and translate, or run "
+                "Segment on the whole image."
+            )
         message = shape_mismatch(
             f"prediction '{prediction.name}'",
             p_shape,
