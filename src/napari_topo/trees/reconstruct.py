@@ -395,7 +395,7 @@ def _point_embedding(embedding, points: np.ndarray) -> np.ndarray:
 def _source_indices(sources, points: np.ndarray, spacing=None) -> np.ndarray:
     """Point indices of ``sources`` (indices, or coordinates snapped to the nearest point,
     nearest in physical units when ``spacing`` (per axis) is given: on a CT of 1.6 mm
-    slices and 0.57 mm pixels a point one slice away is farther than one 3 pixels away).
+    slices and 0.57 mm pixels a point one slice away is farther than one 2 pixels away).
     """
     s = np.asarray(sources)
     m, ndim = points.shape
