@@ -142,8 +142,9 @@ def skeletonize_box(block, cut) -> np.ndarray:
     Parameters
     ----------
     block : (P, M, N) array_like of bool or {0, 1}
-        The mask in the box.
-    cut : sequence of 3 (bool, bool)
+        The mask in the box (a 2D ``(M, N)`` box is thinned as :func:`skeletonize`
+        thins it; the repair is 3D only).
+    cut : sequence of (bool, bool), one per axis
         Per axis, whether the box's low and high faces cut through the volume (True)
         or are the volume's own faces (False).
 
@@ -154,16 +155,14 @@ def skeletonize_box(block, cut) -> np.ndarray:
     Raises
     ------
     ValueError
-        A mask that is not 3D or not binary, or ``cut`` not three pairs.
+        A mask that is not 2D/3D or not binary, or ``cut`` not one pair per axis.
     """
     m = _as_binary_mask(block, "block")
-    if m.ndim != 3:
-        raise ValueError(f"block must be 3D (z, y, x); got shape {m.shape}.")
     faces = [tuple(bool(f) for f in pair) for pair in cut]
-    if len(faces) != 3 or any(len(pair) != 2 for pair in faces):
+    if len(faces) != m.ndim or any(len(pair) != 2 for pair in faces):
         raise ValueError(f"cut must hold a (low, high) pair per axis; got {cut!r}.")
     skel = skeletonize(m, restore_lost=False)
-    if not skel.any() and not m.any():
+    if m.ndim != 3 or not m.any():  # the 2D thinning loses nothing
         return skel
     import cc3d
 
