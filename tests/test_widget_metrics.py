@@ -370,22 +370,6 @@ BAD_INPUTS = {
         )[1],
         "4D",
     ),
-    # Segment's Region 'box' result beside the whole ground truth: which box, what to do
-    "box of the truth": (
-        lambda v: (
-            v.add_labels(tube(), name="gt", scale=(2, 1, 1), translate=(10, 0, 0)),
-            v.add_labels(
-                tube()[4:20, 2:30],
-                name="pred",
-                scale=(2, 1, 1),
-                translate=(18, 2, 0),
-                metadata={"napari_topo": {"region": {"kind": "box"}}},  # as Segment's
-            ),
-        )[1],
-        "covers only the box z 4:20, y 2:30, x 0:32 of ground truth 'gt' (a Region 'box' "
-        "run): score it against the truth's data[4:20, 2:30, 0:32] added with the "
-        "prediction's scale and translate",
-    ),
     # Rejected by the core in the worker: its ValueError message is shown.
     "probabilities": (
         lambda v: (
@@ -612,6 +596,60 @@ def test_live_paint_updates_table(make_napari_viewer, qtbot):
     qtbot.waitUntil(lambda: widget.results.get("Recall") == 1.0, timeout=TIMEOUT_MS)
     qtbot.waitUntil(lambda: settled(widget), timeout=TIMEOUT_MS)
     assert_table_is_current(widget, pred, gt)
+
+
+@gui
+def test_a_box_result_is_scored_inside_its_box_of_the_truth(make_napari_viewer, qtbot):
+    """Segment's Region 'box' result beside the whole ground truth: a newcomer's
+    40-slice CT run was refused ('shape differs'); it is scored inside its box, Live
+    follows paint on the truth inside the box only, and the errors land in place."""
+    viewer = make_napari_viewer()
+    scale = (2.0, 1.0, 1.0)
+    gt = viewer.add_labels(tube(), name="gt", scale=scale, translate=(10.0, 0.0, 0.0))
+    box = (slice(4, 24), slice(6, 30), slice(0, 32))
+    pred = viewer.add_labels(
+        broken_tube()[box],
+        name="pred",
+        scale=scale,
+        translate=(18.0, 6.0, 0.0),  # the box's corner in the truth's world
+        metadata={"napari_topo": {"region": {"kind": "box"}}},  # as Segment's results
+    )
+    widget = MetricsWidget(viewer)
+    qtbot.addWidget(widget)
+    pick(widget, pred, gt)
+    widget.compute()
+    wait_done(qtbot, widget)
+
+    def expected():
+        return core.compute_metrics(pred.data, gt.data[box], spacing=scale)
+
+    assert widget.results == pytest.approx(expected(), nan_ok=True)
+    assert widget.results["Betti-0 error"] == 1.0
+    assert "covers only the box z 4:24, y 6:30, x 0:32 of 'gt'" in widget.status_label.text()
+
+    # paint on the truth inside the box: the gap of the prediction made true there
+    gt.data_setitem(gap_indices(), 0)
+    qtbot.waitUntil(lambda: widget.results.get("Recall") == 1.0, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: settled(widget), timeout=TIMEOUT_MS)
+    assert widget.results == pytest.approx(expected(), nan_ok=True)
+    # paint outside the box changes nothing scored
+    before = dict(widget.results)
+    gt.data_setitem((np.array([0, 1]), np.array([0, 0]), np.array([0, 0])), 1)
+    qtbot.waitUntil(lambda: settled(widget), timeout=TIMEOUT_MS)
+    assert widget.results == pytest.approx(before, nan_ok=True)
+
+    # the errors are found inside the box and placed in the truth's world
+    gt.data_setitem(gap_indices(), 1)
+    qtbot.waitUntil(lambda: settled(widget), timeout=TIMEOUT_MS)
+    assert widget.show_errors() is True
+    qtbot.waitUntil(widget.errors_button.isEnabled, timeout=TIMEOUT_MS)
+    missed = viewer.layers["pred missed centerline"]
+    assert len(missed.data) > 0
+    world = np.asarray(missed.data) * np.asarray(scale) + np.asarray(missed.translate)
+    # at the prediction's gap (x 15-16) on the bar's axis: truth voxel (16, 16, x), world
+    # z 10 + 2 * 16 = 42 and y 16 (placed by the truth's translate alone: z 34, y 10)
+    assert np.all((world[:, 2] >= 14) & (world[:, 2] <= 17))
+    np.testing.assert_allclose(world[:, :2], [[42.0, 16.0]] * len(world))
 
 
 @gui

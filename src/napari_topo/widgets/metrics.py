@@ -286,6 +286,26 @@ def _box_on_grid(inner: Any, inner_shape, outer: Any, outer_shape) -> tuple[slic
     return tuple(slice(int(a), int(b)) for a, b in zip(start, stop, strict=True))
 
 
+def _pair_box(prediction: Any, ground_truth: Any) -> tuple[slice, ...] | None:
+    """The box of the ground truth's voxels that a Segment result of Region 'box' (or
+    'slices', ...) covers, when it lies on the truth's grid and inside it; else None
+    (also for a pair of equal shapes)."""
+    if prediction is None or ground_truth is None:
+        return None
+    if not plugin_info(prediction).get("region"):
+        return None
+    p_shape = tuple(int(s) for s in full_resolution(prediction).shape)
+    g_shape = tuple(int(s) for s in full_resolution(ground_truth).shape)
+    if p_shape == g_shape:
+        return None
+    return _box_on_grid(prediction, p_shape, ground_truth, g_shape)
+
+
+def _box_text(box: tuple[slice, ...]) -> str:
+    axes = "zyx"[-len(box) :] if len(box) <= 3 else [f"axis {i}" for i in range(len(box))]
+    return ", ".join(f"{a} {b.start}:{b.stop}" for a, b in zip(axes, box, strict=True))
+
+
 def _validate_pair(prediction: Any, ground_truth: Any) -> list[str]:
     """Check the chosen layers before any heavy work.
 
@@ -318,21 +338,14 @@ def _validate_pair(prediction: Any, ground_truth: Any) -> list[str]:
     p_shape = tuple(int(s) for s in full_resolution(prediction).shape)
     g_shape = tuple(int(s) for s in full_resolution(ground_truth).shape)
     if p_shape != g_shape:
-        region = plugin_info(prediction).get("region")
-        box = None if not region else _box_on_grid(prediction, p_shape, ground_truth, g_shape)
+        box = _pair_box(prediction, ground_truth)
         if box is not None:
             # Segment's Region 'box' result beside a whole-volume ground truth (a
-            # newcomer's 40-slice CT run): say which voxels, and how to cut them out
-            axes = "zyx"[-len(box) :] if len(box) <= 3 else [f"axis {i}" for i in range(len(box))]
-            where = ", ".join(f"{a} {b.start}:{b.stop}" for a, b in zip(axes, box, strict=True))
-            index = ", ".join(f"{b.start}:{b.stop}" for b in box)
-            raise ValueError(
-                f"Prediction '{prediction.name}' covers only the box {where} of ground truth "
-                f"'{ground_truth.name}' (a Region '{region.get('kind', 'box')}' run): score "
-                "it against the truth's "
-                f"data[{index}] added with the prediction's scale and translate, or run "
-                "Segment on the whole image."
-            )
+            # newcomer's 40-slice CT run): scored inside the box, on the truth's grid
+            return [
+                f"'{prediction.name}' covers only the box {_box_text(box)} of "
+                f"'{ground_truth.name}': scored inside it."
+            ]
         message = shape_mismatch(
             f"prediction '{prediction.name}'",
             p_shape,
@@ -417,6 +430,26 @@ def paint_changes(atoms: Any, shape: Sequence[int]) -> list[tuple[tuple[np.ndarr
             indices = tuple(np.asarray(ix, dtype=np.int64).ravel() for ix in indices)
             changes.append((indices, new if np.ndim(new) == 0 else np.asarray(new).ravel()))
     return changes
+
+
+def _into_box(
+    changes: list[tuple[tuple[np.ndarray, ...], Any]], box: tuple[slice, ...]
+) -> list[tuple[tuple[np.ndarray, ...], Any]]:
+    """:func:`paint_changes` of a whole layer as changes of its ``box``: indices shifted
+    to the box's corner, those outside it dropped (with their values, when per voxel)."""
+    out = []
+    for indices, values in changes:
+        keep = np.ones(len(indices[0]) if indices else 0, dtype=bool)
+        shifted = []
+        for ix, b in zip(indices, box, strict=True):
+            ix = np.asarray(ix, dtype=np.int64) - b.start
+            keep &= (ix >= 0) & (ix < b.stop - b.start)
+            shifted.append(ix)
+        if not keep.any():
+            continue
+        vals = values if np.ndim(values) == 0 else np.asarray(values).ravel()[keep]
+        out.append((tuple(ix[keep] for ix in shifted), vals))
+    return out
 
 
 @dataclass(frozen=True)
@@ -910,6 +943,8 @@ class MetricsWidget(QWidget):
 
         #: the picked pair cannot be compared (shapes, same layer...): no empty table
         self._pair_problem = False
+        #: the ground truth's voxels a Region 'box' prediction covers (None: all)
+        self._box: tuple[slice, ...] | None = None
         self.table = QTableWidget(0, 2)
         self.table.setHorizontalHeaderLabels(["Metric", "Value"])
         self.table.verticalHeader().setVisible(False)
@@ -1040,6 +1075,11 @@ class MetricsWidget(QWidget):
 
         pred_data = full_resolution(prediction)
         gt_data = full_resolution(ground_truth)
+        # a Region 'box' result: the truth inside its box (paint on the truth is shifted
+        # into the box, or dropped outside it: _on_paint)
+        self._box = _pair_box(prediction, ground_truth)
+        if self._box is not None:
+            gt_data = gt_data[self._box]
         shape = tuple(int(s) for s in gt_data.shape)
         spacing = tuple(float(s) for s in np.asarray(ground_truth.scale)[-len(shape) :])
         live = self.live_checkbox.isChecked()
@@ -1117,10 +1157,15 @@ class MetricsWidget(QWidget):
         gt_data = full_resolution(ground_truth)
         nd = gt_data.ndim
         spacing = tuple(float(v) for v in np.asarray(ground_truth.scale)[-nd:])
+        translate = np.asarray(ground_truth.translate, dtype=float)[-nd:]
+        box = _pair_box(prediction, ground_truth)
+        if box is not None:  # the errors are found, and placed, inside the box
+            gt_data = gt_data[box]
+            translate = translate + np.asarray([b.start for b in box]) * np.asarray(spacing)
         target = {
             "name": prediction.name,
             "scale": spacing,
-            "translate": tuple(float(v) for v in np.asarray(ground_truth.translate)[-nd:]),
+            "translate": tuple(float(v) for v in translate),
             "units": None
             if getattr(ground_truth, "units", None) is None
             else tuple(ground_truth.units)[-nd:],
@@ -1462,10 +1507,18 @@ class MetricsWidget(QWidget):
 
     def _on_paint(self, which: str, event: Any) -> None:
         """A stroke, fill or ``data_setitem`` changed ``which`` layer."""
-        self._generation += 1
         layer = self._chosen(which)
         # napari emits the paint event as it appends the edit to the undo history
         self._history_seen[which] = _history_signature(layer)
+        if which == "gt" and self._box is not None and self.live_checkbox.isChecked():
+            try:
+                atoms = getattr(event, "value", None)
+                inside = _into_box(paint_changes(atoms, full_resolution(layer).shape), self._box)
+            except Exception:  # noqa: BLE001 - read again below, and reported there
+                inside = None
+            if inside == []:  # every voxel painted lies outside the scored box
+                return
+        self._generation += 1
         if not self.live_checkbox.isChecked():
             self._live = None  # the baseline no longer matches; rebuilt when Live is on
             self._pending.clear()
@@ -1478,6 +1531,8 @@ class MetricsWidget(QWidget):
             _LOG.exception("could not read a paint event; recomputing everything")
             self._live = None
             changes = []
+        if which == "gt" and self._box is not None:
+            changes = _into_box(changes, self._box)
         self._pending.extend((which, idx, values) for idx, values in changes)
         self._mark_stale(set(self._result["metrics"]) if self._result else set())
         self._kick_fast()
