@@ -650,6 +650,9 @@ def test_a_box_result_is_scored_inside_its_box_of_the_truth(make_napari_viewer, 
     # z 10 + 2 * 16 = 42 and y 16 (placed by the truth's translate alone: z 34, y 10)
     assert np.all((world[:, 2] >= 14) & (world[:, 2] <= 17))
     np.testing.assert_allclose(world[:, :2], [[42.0, 16.0]] * len(world))
+    # the list names the truth's voxels, not the box's (which read z 12, y 10)
+    texts = [widget.errors_list.item(i).text() for i in range(widget.errors_list.count())]
+    assert any("voxels at (16, 16, " in t for t in texts), texts
 
 
 @gui

@@ -1166,6 +1166,8 @@ class MetricsWidget(QWidget):
             "name": prediction.name,
             "scale": spacing,
             "translate": tuple(float(v) for v in translate),
+            # the list names voxels of the ground truth (not of the box they were found in)
+            "offset": (0,) * nd if box is None else tuple(b.start for b in box),
             "units": None
             if getattr(ground_truth, "units", None) is None
             else tuple(ground_truth.units)[-nd:],
@@ -1720,7 +1722,8 @@ class MetricsWidget(QWidget):
         for kind, label in (("missed", "missed (break)"), ("false", "false (bridge/spur)")):
             for loc, size in zip(errors[f"{kind}_locations"], errors[f"{kind}_sizes"], strict=True):
                 world = tuple(float(v) for v in np.asarray(loc) * scale + translate)
-                text = f"{label}: {int(size)} voxels at {tuple(int(v) for v in loc)}"
+                at = tuple(int(v) + int(o) for v, o in zip(loc, target["offset"], strict=True))
+                text = f"{label}: {int(size)} voxels at {at}"
                 item = QListWidgetItem(text)
                 item.setData(Qt.ItemDataRole.UserRole, len(self._error_targets))
                 item.setForeground(QBrush(QColor(_ERROR_TEXT_COLORS[kind])))
