@@ -1512,29 +1512,27 @@ class MetricsWidget(QWidget):
         layer = self._chosen(which)
         # napari emits the paint event as it appends the edit to the undo history
         self._history_seen[which] = _history_signature(layer)
-        if which == "gt" and self._box is not None and self.live_checkbox.isChecked():
+        live = self.live_checkbox.isChecked()
+        changes = None  # None: an atom we do not understand
+        if live:  # the event is read once, before anything is marked
             try:
                 atoms = getattr(event, "value", None)
-                inside = _into_box(paint_changes(atoms, full_resolution(layer).shape), self._box)
-            except Exception:  # noqa: BLE001 - read again below, and reported there
-                inside = None
-            if inside == []:  # every voxel painted lies outside the scored box
-                return
+                changes = paint_changes(atoms, full_resolution(layer).shape)
+            except Exception:  # noqa: BLE001 - recompute all, below
+                _LOG.exception("could not read a paint event; recomputing everything")
+            if which == "gt" and self._box is not None and changes is not None:
+                changes = _into_box(changes, self._box)
+                if not changes:  # every voxel painted lies outside the scored box
+                    return
         self._generation += 1
-        if not self.live_checkbox.isChecked():
+        if not live:
             self._live = None  # the baseline no longer matches; rebuilt when Live is on
             self._pending.clear()
             self._mark_stale(set(self._result["metrics"]) if self._result else set())
             return
-        layer = self._chosen(which)
-        try:
-            changes = paint_changes(getattr(event, "value", None), full_resolution(layer).shape)
-        except Exception:  # noqa: BLE001 - an atom we do not understand: recompute all
-            _LOG.exception("could not read a paint event; recomputing everything")
+        if changes is None:
             self._live = None
             changes = []
-        if which == "gt" and self._box is not None:
-            changes = _into_box(changes, self._box)
         self._pending.extend((which, idx, values) for idx, values in changes)
         self._mark_stale(set(self._result["metrics"]) if self._result else set())
         self._kick_fast()
