@@ -54,3 +54,26 @@ def test_metrics_widget_defaults_follow_the_workflow(make_napari_viewer):
     metrics.prediction_picker.value = viewer.layers["ground truth mask"]
     viewer.add_labels(np.zeros((4, 4, 4), np.uint8), name="another")
     assert metrics.prediction_picker.value.name == "ground truth mask"
+
+
+def test_the_sample_states_its_voxel_size(make_napari_viewer, qtbot):
+    """Our own sample is never called a stack of unknown voxel size (a newcomer opening
+    File > Open Sample was told to set its scale); an image added without a scale is."""
+    from napari_topo.geometry import layer_length_unit
+    from napari_topo.widgets.segment import _no_voxel_size_sentence
+
+    viewer, docked = open_demo_viewer(make_napari_viewer())
+    segment = docked["Segment vessels"]
+    image = viewer.layers["synthetic vessels"]
+    assert tuple(image.scale) == (1.0, 1.0, 1.0)  # the generator's spacing, now stated
+    for layer in viewer.layers:  # the ground truth in the image's unit
+        assert layer_length_unit(layer) == "um", layer.name  # _sample.SAMPLE_UNIT
+        if hasattr(layer, "units"):  # napari >= 0.6: the scale bar reads micrometres
+            assert [str(u) for u in layer.units] == ["micrometer"] * 3
+    qtbot.waitUntil(lambda: segment.is_ready, timeout=60_000)  # models listed
+    job, _ = segment._make_job(image)
+    assert job.unit == "um" and job.flips == ()
+    assert _no_voxel_size_sentence(job) == ""
+    # the same voxels added without a scale or unit are still said to be unstated
+    bare = viewer.add_image(np.asarray(image.data), name="bare")
+    assert "voxel size is not stated" in _no_voxel_size_sentence(segment._make_job(bare)[0])
