@@ -208,7 +208,20 @@ def main(argv=None) -> int:
         # the dock's whole content (the scroll area's widget), not the part in view
         area = getattr(widget, "scroll_area", None)
         body = area.widget() if area is not None and area.widget() is not None else widget
-        body.grab().save(str(path))
+        shot = body.grab()
+        pinned = getattr(area, "pinned", None)  # the Segment dock's Run row, under the body
+        if pinned is not None:
+            from qtpy.QtGui import QPainter, QPixmap
+
+            foot = pinned.grab()
+            both = QPixmap(max(shot.width(), foot.width()), shot.height() + foot.height())
+            both.fill(body.palette().window().color())
+            painter = QPainter(both)
+            painter.drawPixmap(0, 0, shot)
+            painter.drawPixmap(0, shot.height(), foot)
+            painter.end()
+            shot = both
+        shot.save(str(path))
         print("wrote", path)
     viewer.close()
     return 0

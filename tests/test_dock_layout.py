@@ -52,13 +52,49 @@ def test_plugin_menu_docks_share_the_column(make_napari_viewer, qtbot, size, row
         [w.height() for w in docked.values()],
     )
     segment = docked["Segment vessels"]
-    assert _visible_height(segment.run_button) == segment.run_button.height()
+    _assert_run_row_in_view(viewer, segment)
     assert _visible_height(segment.status_label) == segment.status_label.height()
-    # every dock's scrolling body fills its dock: no empty band under a body that still
-    # scrolls (napari adds a stretch under a widget whose height policy is not Expanding)
+    # every dock's scrolling body (with Segment's pinned Run row) fills its dock: no empty
+    # band under a body that still scrolls (napari adds a stretch under a widget whose
+    # height policy is not Expanding)
     for name, widget in docked.items():
         body = widget.findChild(QScrollArea, BODY_NAME)
-        assert body is not None and body.height() >= widget.height() - 2, name
+        pinned = body.pinned.height() if body is not None and body.pinned is not None else 0
+        assert body is not None and body.height() + pinned >= widget.height() - 2, name
+    # Run, Cancel and the progress stay in view (at their size hint's height) however far
+    # the settings are scrolled, while a run shows its progress, and while the Tree
+    # editor edits and takes the column's height: the Run row had scrolled away with
+    # the settings, and was squeezed out of view under the pickers at 1366 x 768
+    bar = segment.scroll_area.verticalScrollBar()
+    assert bar.maximum() > 0  # the settings scroll: the check below means something
+    bar.setValue(bar.maximum())
+    qtbot.wait(50)
+    _assert_run_row_in_view(viewer, segment)
+    segment.progress_bar.setVisible(True)  # as run() shows it
+    qtbot.wait(50)
+    _assert_run_row_in_view(viewer, segment, progress=True)
+    segment.progress_bar.setVisible(False)
+    bar.setValue(0)
+    editor = docked["Tree editor"]
+    assert editor.start_editing(viewer.layers["synthetic vessels trees"])
+    qtbot.waitUntil(lambda: editor.is_editing, timeout=60000)
+    qtbot.wait(300)
+    _assert_run_row_in_view(viewer, segment)
+    editor.stop_editing()
+
+
+def _assert_run_row_in_view(viewer, segment, *, progress: bool = False) -> None:
+    """Segment's Run and Cancel (and the progress bar) are at least as tall as their size
+    hints, wholly in view, and inside the window."""
+    window = viewer.window._qt_window
+    shown = [segment.run_button, segment.cancel_button]
+    shown += [segment.progress_bar] if progress else []
+    for widget in shown:
+        what = (widget.text() if hasattr(widget, "text") else "progress", segment.height())
+        assert widget.height() >= widget.sizeHint().height(), what
+        assert _visible_height(widget) == widget.height(), (_visible_height(widget), *what)
+        top_left = widget.mapTo(window, widget.rect().topLeft())
+        assert window.rect().contains(QRect(top_left, widget.size())), what
 
 
 @pytest.mark.parametrize(("size", "rows"), SIZES)

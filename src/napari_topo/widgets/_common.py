@@ -467,6 +467,12 @@ def install_view_defaults(viewer: Any, dock: Any = None) -> None:
 #: Largest height (pixels) a dock asks for at first: three docks stacked in napari's
 #: right column share a 768-pixel screen; each scrolls what it cannot show.
 DOCK_HEIGHT_HINT = 260
+#: Least height (pixels) of a dock's scroll area (and pinned part, see
+#: :func:`scrolling_body`) when a column squeezes it.
+DOCK_MIN_HEIGHT = 80
+#: Least height (pixels) of the scroll area above a pinned part: a line of its body
+#: (napari's scroll bar keeps 16 px at each end for its arrows).
+DOCK_MIN_BODY = 44
 #: ``objectName`` of the scroll area :func:`scrolling_body` makes (how
 #: :func:`share_dock_column` finds the plugin's docks in a column).
 BODY_NAME = "napari_topo_body"
@@ -735,7 +741,7 @@ def keep_columns_shared(window: Any) -> Any:
     return keeper
 
 
-def scrolling_body(widget: Any, layout: Any, *, share: float = 1.0) -> Any:
+def scrolling_body(widget: Any, layout: Any, *, share: float = 1.0, pinned: Any = None) -> Any:
     """Put ``layout``'s content in a frameless scroll area filling ``widget``.
 
     A dock then asks for little height (napari stacks the three docks in one column),
@@ -752,6 +758,12 @@ def scrolling_body(widget: Any, layout: Any, *, share: float = 1.0) -> Any:
     policy: with any other policy napari adds a stretch under the dock's widget, and a
     dock given more height showed an empty band under a body that still scrolled.
 
+    ``pinned`` (a layout, e.g. the Segment dock's Run / Cancel buttons and progress bar)
+    goes under the scroll area, outside it: always in view whatever the dock's height
+    and however far the body is scrolled, and part of the dock's minimum height, so
+    napari's column can squeeze the body but never it (at 1366 x 768 with three docks
+    the Segment dock's Run row had scrolled or been squeezed out of view).
+
     Parameters
     ----------
     widget : QWidget
@@ -760,13 +772,23 @@ def scrolling_body(widget: Any, layout: Any, *, share: float = 1.0) -> Any:
         The content.
     share : float, optional
         Weight of this dock in :func:`share_dock_column`.
+    pinned : QLayout, optional
+        Content kept in view under the scroll area, with the body's side margins; the
+        scroll area's ``pinned`` attribute is the QWidget holding it (None without).
 
     Returns
     -------
     QScrollArea
     """
     from qtpy.QtCore import QEvent, QObject, QSize, Qt
-    from qtpy.QtWidgets import QFrame, QMainWindow, QScrollArea, QVBoxLayout, QWidget
+    from qtpy.QtWidgets import (
+        QFrame,
+        QMainWindow,
+        QScrollArea,
+        QSizePolicy,
+        QVBoxLayout,
+        QWidget,
+    )
 
     class _Area(QScrollArea):
         def sizeHint(self) -> QSize:  # noqa: N802 - Qt's name
@@ -781,7 +803,11 @@ def scrolling_body(widget: Any, layout: Any, *, share: float = 1.0) -> Any:
             # a fixed one: a fixed 300 px let a column that the metrics dock had opened
             # at 320 px cut the Segment dock's buttons
             bar = max(self.verticalScrollBar().sizeHint().width(), 16)
-            return QSize(inner.width() + bar, min(inner.height(), 80))
+            # above a pinned part (Run and Cancel: 32 px) a line of the body is enough:
+            # a dock squeezed to it is no taller than one without (80 px)
+            footer = getattr(self, "pinned", None)
+            low = DOCK_MIN_HEIGHT if footer is None else DOCK_MIN_BODY
+            return QSize(inner.width() + bar, min(inner.height(), low))
 
     class _Watch(QObject):
         """Shares the dock column when the dock is shown (and, through the window's
@@ -807,7 +833,20 @@ def scrolling_body(widget: Any, layout: Any, *, share: float = 1.0) -> Any:
     scroll.setWidget(body)
     outer = QVBoxLayout(widget)
     outer.setContentsMargins(0, 0, 0, 0)
+    outer.setSpacing(0)
     outer.addWidget(scroll)
+    scroll.pinned = None
+    if pinned is not None:
+        footer = QWidget(widget)
+        footer.setLayout(pinned)
+        margins = layout.contentsMargins()
+        # 2 px under the body (whose own bottom margin ends it when scrolled to its end)
+        # and 4 above the dock's edge: a squeezed dock is no taller than one without
+        pinned.setContentsMargins(margins.left(), 2, margins.right(), 4)
+        # as tall as its content, never squeezed: the scroll area gives up the height
+        footer.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
+        outer.addWidget(footer)
+        scroll.pinned = footer
     watch = _Watch(scroll)
     widget.installEventFilter(watch)
     return scroll

@@ -1173,10 +1173,14 @@ class SegmentWidget(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
+        # Run, Cancel and the progress stay in view at the dock's foot, outside the part
+        # that scrolls: at 1366 x 768 with three docks the dock is ~190 px tall, and the
+        # Run row scrolled away with the settings (or was squeezed under the pickers)
+        run_row = QVBoxLayout()
+        run_row.addWidget(self.progress_bar)
+        run_row.addLayout(buttons)
         layout = QVBoxLayout()
         layout.addWidget(self._form.native)
-        layout.addLayout(buttons)
-        layout.addWidget(self.progress_bar)
         layout.addWidget(self.status_label)
         layout.addWidget(self.legend_label)
         layout.addWidget(self._settings_form.native)
@@ -1187,7 +1191,7 @@ class SegmentWidget(QWidget):
         layout.addWidget(self.input_section)
         layout.addWidget(self.device_note)
         layout.addStretch(1)
-        self.scroll_area = scrolling_body(self, layout, share=DOCK_SHARE)
+        self.scroll_area = scrolling_body(self, layout, share=DOCK_SHARE, pinned=run_row)
 
         self.model_picker.changed.connect(self._on_model_changed)
         self.device_picker.changed.connect(self._update_device_note)
