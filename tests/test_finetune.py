@@ -277,6 +277,55 @@ def test_validation_is_spread_across_the_annotation():
     assert split["slices"] == [8, 28]
 
 
+def test_held_out_slices_hold_vessels_when_they_can():
+    # 10 painted slices; vessels labelled in 3 of them (the rest: background corrected)
+    mask = np.zeros((40, 20, 20), bool)
+    slices = list(range(0, 40, 4))
+    mask[slices] = True
+    lab = np.zeros(mask.shape, np.uint8)
+    lab[[8, 20, 32], 5:9, 5:9] = 1
+    info = {"method": "slices", "axis": 0, "slices": slices}
+    train, val, split = _split_validation(mask, info, 0.2, labels=lab)
+    assert set(split["slices"]) <= {8, 20, 32} and len(split["slices"]) == 2
+    assert (lab[val] > 0).any() and (lab[train] > 0).any()  # one vessel slice trains
+    # without labels: evenly spread, whatever they hold (as before)
+    assert _split_validation(mask, info, 0.2)[2]["slices"] == [8, 28]
+
+
+def test_painted_slices_are_the_region_of_a_corrected_segmentation():
+    # a model's whole mask, corrected on z = 3, 9, 15 and 21: only those count
+    seg = np.zeros((25, 40, 40), np.uint8)
+    seg[:, 20:24, 5:35] = 1  # two vessels crossing, along z
+    seg[:, 5:35, 10:14] = 1
+    mask, info = annotated_region(seg, painted=(0, [21, 3, 9, 15, 9]))
+    assert info["method"] == "slices" and info["axis"] == 0
+    assert info["slices"] == [3, 9, 15, 21] and "4 painted slices" in info["description"]
+    assert mask[[3, 9, 15, 21]].all() and mask.sum() == 4 * 40 * 40
+    assert annotated_region(seg)[1]["method"] == "box"  # unpainted: the whole mask
+    given = np.zeros(seg.shape, bool)
+    given[:2] = True
+    assert annotated_region(seg, given, painted=(0, [3]))[1]["method"] == "mask"
+    for bad, words in [
+        ((3, [1]), "axis must be 0..2"),
+        ((0, []), "no painted slice"),
+        ((0, [25]), "must lie in 0..24"),
+        ("z", "painted must be"),
+    ]:
+        with pytest.raises(ValueError, match=words):
+            annotated_region(seg, painted=bad)
+
+
+def test_a_stroke_on_one_slice_is_that_slice():
+    # a newcomer's blob on z = 5 of a 25 x 512 x 512 stack spans 10 y-rows, a smaller
+    # share of y (0.02) than its one z-slice of z (0.04): it is one z-slice all the same
+    lab = np.zeros((25, 512, 512), np.uint8)
+    lab[5, 200:210, 200:260] = 1
+    _, info = annotated_region(lab)
+    assert info["method"] == "slices" and info["axis"] == 0 and info["slices"] == [5]
+    with pytest.raises(ValueError, match="label at least two slices"):
+        _split_validation(*annotated_region(lab), 0.2)
+
+
 def test_adam_matches_torch_adamw():
     torch.manual_seed(0)
     a, b = torch.nn.Linear(5, 3), torch.nn.Linear(5, 3)
@@ -460,6 +509,20 @@ def test_a_folder_holding_one_model_loads(tmp_path, user_dir):
     save_tiny_base(out, name="second")
     with pytest.raises(ModelNotFoundError, match="holds 2 models"):
         load_model(out)
+
+
+def test_a_corrected_segmentation_trains_on_its_painted_slices(user_dir):
+    """The dock's case: the model's whole mask, corrected on a few slices."""
+    vol = volume()
+    painted = [4, 12, 20, 28]
+    seg = vol.mask.astype(np.uint8)
+    _, card = finetune(vol.image, seg, "tiny-base", steps=2, painted=(0, painted), **FAST)
+    data = card.training["data"]
+    region = data["annotated_region"]
+    assert region["method"] == "slices" and region["slices"] == painted
+    assert data["annotated_voxels"] == len(painted) * seg[0].size
+    held = data["validation_part"]["slices"]  # among the painted slices
+    assert set(held) < set(painted) and held
 
 
 def test_never_worse_than_the_base_on_the_held_out_part(user_dir):

@@ -244,8 +244,45 @@ def _interleaved(painted: np.ndarray) -> bool:
     return runs >= SPARSE_MIN_RUNS and float(1.0 - span.mean()) >= SPARSE_GAP_FRACTION
 
 
+def _painted_slices(painted: Any, shape: Sequence[int]) -> tuple[int, np.ndarray]:
+    """``painted`` as ``(axis, sorted unique indices)``, checked against ``shape``."""
+    try:
+        axis, indices = painted
+        axis = int(axis)
+        idx = np.unique(np.asarray(indices, dtype=np.int64).ravel())
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"painted must be (axis, slice indices), e.g. (0, [3, 9, 15]); got {painted!r}"
+        ) from exc
+    if not 0 <= axis < len(shape):
+        raise ValueError(f"painted axis must be 0..{len(shape) - 1}; got {axis}")
+    if idx.size == 0:
+        raise ValueError("no painted slice was given: paint your corrections on a few slices")
+    if idx[0] < 0 or idx[-1] >= shape[axis]:
+        raise ValueError(
+            f"painted slices must lie in 0..{shape[axis] - 1} along axis {axis}; got {idx.tolist()}"
+        )
+    return axis, idx
+
+
+def _slices_region(shape: Sequence[int], axis: int, slices: np.ndarray, how: str):
+    mask = np.zeros(tuple(shape), bool)
+    index: list[Any] = [slice(None)] * len(shape)
+    index[axis] = slices
+    mask[tuple(index)] = True
+    n = int(mask.sum())
+    return mask, {
+        "method": "slices",
+        "axis": int(axis),
+        "slices": [int(s) for s in slices],
+        "voxels": n,
+        "description": f"{len(slices)} {how} slice{'s' if len(slices) != 1 else ''} "
+        f"along axis {axis} ({n} voxels)",
+    }
+
+
 def annotated_region(
-    labels: Any, annotated: Any = None, *, margin: int = REGION_MARGIN
+    labels: Any, annotated: Any = None, *, margin: int = REGION_MARGIN, painted: Any = None
 ) -> tuple[np.ndarray, dict]:
     """Which voxels the user annotated, and how that was decided.
 
@@ -257,6 +294,12 @@ def annotated_region(
         An explicit mask; returned as is (checked to be binary and of the same shape).
     margin : int
         Voxels added around the labels' bounding box in the "box" case.
+    painted : (int, sequence of int), optional
+        ``(axis, indices)``: the slices along ``axis`` the user painted in (the Fine-tune
+        dock records them from napari's ``Labels.events.paint``). Those whole slices are
+        the region, whatever else the labels hold (a corrected segmentation holds the
+        model's own, unchecked output everywhere else). Ignored when ``annotated`` is
+        given.
 
     Returns
     -------
@@ -268,12 +311,14 @@ def annotated_region(
 
     Notes
     -----
-    Without ``annotated``: for each axis, the fraction of slices holding any label is
-    measured. If the labelled slices along an axis alternate with unlabelled ones (at
+    Without ``annotated`` or ``painted``: for each axis, the slices holding any label are
+    counted. If the labelled slices along an axis alternate with unlabelled ones (at
     least :data:`SPARSE_MIN_RUNS` runs, and :data:`SPARSE_GAP_FRACTION` of the slices
     between the first and the last labelled one empty: every other slice painted; of
-    several such axes, the one with the thinnest runs), or else if the smallest
-    fraction is under :data:`SPARSE_SLICE_FRACTION`, the user painted some slices along
+    several such axes, the one with the thinnest runs), or else along the axis with the
+    fewest labelled slices (a stroke on one z-slice of a 25 x 512 x 512 stack is 1 z-slice,
+    not the 10 y-rows it spans) if their fraction of that axis is under
+    :data:`SPARSE_SLICE_FRACTION`, the user painted some slices along
     that axis and exactly those slices (all their voxels, 0
     meaning "no vessel") are the region. Otherwise the labels fill most of the volume
     (e.g. a corrected segmentation) and the region is their bounding box grown by
@@ -282,7 +327,8 @@ def annotated_region(
     Raises
     ------
     ValueError
-        Empty labels (without ``annotated``), or an empty or non-binary ``annotated``.
+        Empty labels (without ``annotated``), an empty or non-binary ``annotated``, or
+        ``painted`` that is not ``(axis, indices)`` inside the volume.
 
     Examples
     --------
@@ -302,6 +348,9 @@ def annotated_region(
             "voxels": n,
             "description": f"the given annotated mask ({n} voxels)",
         }
+    if painted is not None:
+        axis, slices = _painted_slices(painted, lab.shape)
+        return _slices_region(lab.shape, axis, slices, "painted")
     fg = lab > 0
     if not fg.any():
         raise ValueError(
@@ -321,22 +370,10 @@ def annotated_region(
     if interleaved:
         axis = min(interleaved, key=lambda a: (_mean_run(fractions[a]), share[a]))
     else:
-        axis = int(np.argmin(share))
+        counts = [int(f.sum()) for f in fractions]
+        axis = min(range(fg.ndim), key=lambda a: (counts[a], share[a]))
     if interleaved or share[axis] < SPARSE_SLICE_FRACTION:
-        slices = np.flatnonzero(fractions[axis])
-        mask = np.zeros(fg.shape, bool)
-        index = [slice(None)] * fg.ndim
-        index[axis] = slices
-        mask[tuple(index)] = True
-        n = int(mask.sum())
-        return mask, {
-            "method": "slices",
-            "axis": axis,
-            "slices": [int(s) for s in slices],
-            "voxels": n,
-            "description": f"{len(slices)} painted slice{'s' if len(slices) != 1 else ''} "
-            f"along axis {axis} ({n} voxels)",
-        }
+        return _slices_region(fg.shape, axis, np.flatnonzero(fractions[axis]), "painted")
     idx = np.nonzero(fg)
     box = [
         [max(0, int(i.min()) - margin), min(s, int(i.max()) + 1 + margin)]
@@ -364,12 +401,19 @@ def _spread(items: Sequence[int], n: int) -> list[int]:
 
 
 def _split_validation(
-    mask: np.ndarray, info: dict, fraction: float, n_slabs: int = VALIDATION_SLABS
+    mask: np.ndarray,
+    info: dict,
+    fraction: float,
+    n_slabs: int = VALIDATION_SLABS,
+    labels: np.ndarray | None = None,
 ):
     """``(train, validation, split_info)``: ``fraction`` of the region held out, spread.
 
     Slices: ``fraction`` of the annotated slices (at least one, at least one left for
-    training), evenly spread among them, never the first. Otherwise (a mask or a box):
+    training), evenly spread among them, never the first; with ``labels``, among the
+    slices holding a labelled vessel when at least two do (a held-out part without
+    vessel scores 1 wherever nothing is found and cannot tell a better model), one of
+    them left for training. Otherwise (a mask or a box):
     up to ``n_slabs`` slabs of consecutive annotated slices, together ``fraction`` of
     them, evenly spread along the slice axis (axis 0, the one users page through; the
     longest side when the region is a single z-slice). Spread slabs see the same mixture of
@@ -386,7 +430,15 @@ def _split_validation(
                 "to check the fine-tuned model) or give an annotated mask"
             )
         n_val = min(len(slices) - 1, max(1, int(round(fraction * len(slices)))))
-        held = _spread(slices, n_val)
+        pool = slices
+        if labels is not None:
+            other = tuple(a for a in range(labels.ndim) if a != axis)
+            vessel = np.flatnonzero(np.asarray(labels > 0).any(axis=other))
+            with_vessel = [k for k in slices if k in set(vessel.tolist())]
+            if len(with_vessel) >= 2:
+                pool = with_vessel
+                n_val = min(n_val, len(with_vessel) - 1)
+        held = _spread(pool, n_val)
     else:
         present = []
         for axis in range(3):
@@ -1131,6 +1183,7 @@ def finetune(
     base_model: Any = "unet-dice",
     *,
     annotated: Any = None,
+    painted: Any = None,
     loss: str | Mapping | None = None,
     spacing: float | Sequence[float] | None = None,
     minutes: float | None = None,
@@ -1169,6 +1222,10 @@ def finetune(
     annotated : array_like of bool (z, y, x), optional
         The voxels the user labelled. Default: derived by :func:`annotated_region` (the
         painted slices, or the labels' bounding box plus a margin).
+    painted : (int, sequence of int), optional
+        ``(axis, indices)``: the slices the user painted in, which whole are the annotated
+        region (:func:`annotated_region`); what the Fine-tune dock passes for a corrected
+        segmentation. ``annotated`` wins when both are given.
     loss : str or dict, optional
         ``"dice"``, ``"cldice"``, ``"projpool"`` or a spec such as
         ``{"name": "cldice", "alpha": 0.3}``; default the base model's own loss.
@@ -1262,8 +1319,10 @@ def finetune(
     if steps is not None and int(steps) < 1:
         raise ValueError(f"steps must be at least 1; got {steps}")
     lab = check_labels(labels, shape)
-    region, region_info = annotated_region(lab, annotated)
-    train_mask, val_mask, split = _split_validation(region, region_info, validation_fraction)
+    region, region_info = annotated_region(lab, annotated, painted=painted)
+    train_mask, val_mask, split = _split_validation(
+        region, region_info, validation_fraction, labels=lab
+    )
     if not (lab[region] > 0).any():
         raise ValueError(
             f"none of the {int((lab > 0).sum())} labelled vessel voxels lies inside the "
