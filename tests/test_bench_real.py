@@ -489,3 +489,33 @@ def _erode(mask):
     from scipy import ndimage as ndi
 
     return ndi.binary_erosion(mask)
+
+
+def test_thicken_averages_slices_keeps_middle_masks_and_moves_roots(converted, tmp_path):
+    from napari_topo.data.io import read_volume
+
+    thicken = _load("thicken")
+    _, case = converted
+    out = thicken.thicken(case, tmp_path, 3)
+    assert out == tmp_path / "ircadb" / f"{case.name}-z3"
+    img = read_volume(out / "image.nii.gz")
+    hu = np.asarray(read_volume(case / "image.nii.gz").data)
+    expected = np.rint(hu.astype(float).reshape(2, 3, *hu.shape[1:]).mean(axis=1))
+    np.testing.assert_array_equal(np.asarray(img.data), expected.astype(hu.dtype))
+    assert img.spacing == pytest.approx((3 * DZ, DY, DX))
+    trees = np.asarray(read_volume(out / "trees.nii.gz").data)
+    full = np.asarray(read_volume(case / "trees.nii.gz").data)
+    np.testing.assert_array_equal(trees, full[[1, 4]])  # the middle slice of each three
+    # the portal vein (slice 2) is not in a middle slice: no root; the hepatic one moves
+    # to z 4 // 3 = 1, on its own tree
+    with open(out / "roots.csv") as fh:
+        rows = [[int(v) for v in r] for r in list(csv.reader(fh))[1:]]
+    assert len(rows) == 1 and trees[tuple(rows[0])] == 2 and rows[0][0] == 1
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["spacing"] == pytest.approx([3 * DZ, DY, DX]) and meta["shape"] == [2, 12, 10]
+    assert meta["thickened"]["factor"] == 3
+    assert [(r["tree"], r["zyx"]) for r in meta["roots"]] == [(2, rows[0])]
+    assert thicken.main([str(case), str(tmp_path), "--factor", "1"]) == 2
+    run = _load("run")
+    loaded = run.load_case(out)  # run.py reads it as a case
+    assert loaded["roi"].shape == (2, 12, 10) and loaded["roots"].shape == (1, 3)
