@@ -20,7 +20,8 @@ converted case with tree labels and roots (3D-IRCADb-01: 1 = portal vein, 2 = he
 veins): the ground truth's own vessel mask (the partition alone; the two trees touch in
 it) and the mask a model segments with the defaults. Also written: which tree the
 ground truth's centerline voxels get (rows: true tree; columns: none, 1, 2), and the
-skeleton component each root snaps to.
+skeleton component each root snaps to, and (``own_paths``) whether each root can reach
+the centerline points of its tree it lost without passing over another true tree.
 
     python benchmarks/bench_tree_cost.py CONVERTED/ircadb/3Dircadb1.1 --model unet-dice \
         --results R
@@ -139,6 +140,33 @@ def roots_on(res) -> list[dict]:
     ]
 
 
+def own_paths(res, gt_trees) -> list[dict]:
+    """For each root ``k``: its tree's skeleton points given to another tree in the
+    root's own skeleton piece, and how many of them the root reaches without stepping
+    on a skeleton point of another true tree (0: no cost on the mask can give them back).
+    """
+    p = np.asarray(res.points)
+    true = np.asarray(gt_trees)[tuple(p.T)]
+    comp = connected_components(res.adjacency, directed=False)[1]
+    adj = res.adjacency.tocoo()
+    out = []
+    for k, s in enumerate(res.sources):
+        tree = k + 1
+        other = (true > 0) & (true != tree)
+        keep = ~other[adj.row] & ~other[adj.col]
+        sub = sparse.coo_matrix((adj.data[keep], (adj.row[keep], adj.col[keep])), shape=adj.shape)
+        reach = connected_components(sub, directed=False)[1]
+        lost = np.flatnonzero((true == tree) & (res.labels != tree) & (comp == comp[s]))
+        out.append(
+            {
+                "tree": tree,
+                "lost_in_root_piece": int(lost.size),
+                "reachable_avoiding_other_trees": int((reach[lost] == reach[s]).sum()),
+            }
+        )
+    return out
+
+
 def main(argv=None) -> int:
     import run as real  # benchmarks/real/run.py
     from scoring import score
@@ -178,10 +206,12 @@ def main(argv=None) -> int:
                 "tree_accuracy": float(s["Tree accuracy"]),
                 "confusion": confusion(vol, case["trees"], case["roi"]),
                 "roots": roots_on(res),
+                "own_paths": own_paths(res, case["trees"]),
                 "seconds": round(time.perf_counter() - t, 1),
             }
             rows.append(row)
             print(name, cost, lam, f"{row['tree_accuracy']:.3f}", row["confusion"], flush=True)
+            print("   ", row["own_paths"], flush=True)
     args.results.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/bench_tree_cost.py " + shlex.join(argv or sys.argv[1:])
     (args.results / "tree_cost.json").write_text(

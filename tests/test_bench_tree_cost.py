@@ -66,3 +66,21 @@ def test_confusion_counts_true_centerline_by_given_tree(bench, touching):
     conf = np.array(bench.confusion(gt, gt, np.ones(gt.shape, bool)))
     assert conf.shape == (2, 3) and conf[0, 1] > 0 and conf[1, 2] > 0
     assert conf[0, [0, 2]].sum() == 0 and conf[1, :2].sum() == 0
+
+
+def test_own_paths_tells_a_reachable_loss_from_a_blocked_one(bench, touching):
+    mask, gt, roots = touching
+    _, res = bench.partition(mask, roots, (1, 1, 1), "length", 0.0)
+    paths = bench.own_paths(res, gt)
+    # the trunk's far end went to tree 1, but tree 2's root reaches it along the trunk
+    assert paths[1]["lost_in_root_piece"] > 0
+    assert paths[1]["reachable_avoiding_other_trees"] == paths[1]["lost_in_root_piece"]
+    # tree 2's root moved onto a short piece of its own that touches tree 1's vessel:
+    # the trunk can only be reached through tree 1
+    zz, yy, xx = np.mgrid[:24, :48, :64]
+    stub = ((zz - 12) ** 2 + (yy - 36) ** 2 <= 2) & (xx >= 50) & (xx < 60)
+    gt2 = np.where(stub & (gt == 0), 2, gt).astype(np.uint8)
+    _, res = bench.partition(gt2 > 0, [roots[0], [12, 36, 59]], (1, 1, 1), "length", 0.0)
+    paths = bench.own_paths(res, gt2)
+    assert paths[1]["lost_in_root_piece"] > 0
+    assert paths[1]["reachable_avoiding_other_trees"] == 0
