@@ -84,6 +84,8 @@ def test_paint_finetune_and_segment_with_the_new_model(make_napari_viewer, qtbot
     with qtbot.waitSignal(segment.finished, timeout=TIMEOUT_MS) as blocker:
         widget.rerun_button.click()
     assert blocker.args == ["done"]
+    # the annotated region no longer hides the new result
+    assert not viewer.layers["my labels annotated region"].visible
     mask = [layer for layer in viewer.layers if layer.name == "vessels mask"]
     assert mask and mask[0].metadata["napari_topo"]["model"] == "my-ft"
 

@@ -9,9 +9,14 @@ line). The new model is saved into the user models folder
 (:func:`napari_topo.models.registry.user_models_dir`) from the worker; on the GUI thread
 it is then added to the Segment widget's Model picker and selected.
 
-Before training starts, the annotated region (what the loss sees:
-:func:`~napari_topo.training.finetune.annotated_region`) is shown as a translucent
-Labels layer ``"<labels> annotated region"``, owned by this widget.
+What the loss sees (the annotated region,
+:func:`~napari_topo.training.finetune.annotated_region`) is the slices the user painted
+in: the dock records them from napari's ``Labels.events.paint`` (:class:`PaintRecord`),
+per Labels layer, along the axis the user paged through. It is said in the "Will train
+on" line as soon as labels are picked or painted, and shown as a translucent Labels
+layer ``"<labels> annotated region"`` (owned by this widget) when training starts. A
+Segment result with no painting recorded is refused: its voxels are the model's own
+output, which teaches the model nothing.
 
 Fine-tuning never imports ``torch._dynamo`` (see
 :mod:`napari_topo.training.finetune`), whose ``triton`` import segfaults in a process
@@ -25,17 +30,18 @@ import math
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Generator
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FloatSpinBox, LineEdit, SpinBox
+from magicgui.widgets import ComboBox, Container, FloatSpinBox, LineEdit
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QPointF, Qt, Signal
+from qtpy.QtCore import QPointF, Qt, QTimer, Signal
 from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import (
     QHBoxLayout,
@@ -46,6 +52,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_topo.geometry import layer_length_unit
 from napari_topo.layers import METADATA_KEY, layer_kind
 from napari_topo.widgets._common import (
     finish_workers_at_exit,
@@ -63,7 +70,7 @@ from napari_topo.widgets._common import (
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["OWNER", "FinetuneWidget", "LossPlot"]
+__all__ = ["MIN_MINUTES", "OWNER", "FinetuneWidget", "LossPlot", "PaintRecord", "painted_indices"]
 
 _LOG = logging.getLogger(__name__)
 #: This dock's weight when a window's dock column is shared
@@ -76,6 +83,127 @@ OWNER = "finetune"
 #: Colours of the loss plot.
 TRAIN_COLOUR = QColor(150, 150, 150)
 VALIDATION_COLOUR = QColor(255, 140, 0)
+#: The smallest time budget the dock offers: 0.1 min never fit a training step (scoring
+#: the base model on the held-out part alone takes longer) and saved the base weights.
+MIN_MINUTES = 1.0
+#: Milliseconds after the last paint or pick before the "Will train on" line is updated.
+REGION_DEBOUNCE_MS = 300
+_AXIS_NAMES = {3: "zyx", 2: "yx"}
+
+
+def _axis_name(axis: int, ndim: int) -> str:
+    names = _AXIS_NAMES.get(ndim)
+    return names[axis] if names else f"axis {axis}"
+
+
+# --------------------------------------------------------------------------------------
+# which slices the user painted (from napari's Labels.events.paint)
+# --------------------------------------------------------------------------------------
+
+
+def painted_indices(atoms: Any, shape: tuple[int, ...]) -> list[set[int]]:
+    """Per axis, the indices that the edits of a Labels ``events.paint`` touched.
+
+    napari (>= 0.4.19; the atom format of 0.9) emits ``events.paint(value=item)``, ``item``
+    a list of history atoms: a masked edit (``slice_key``, ``mask``, ``old_values``,
+    ``new_value``; from the brush, fill and polygons; ``mask`` None when the whole box
+    changed) or the ``(indices, old_values, new_values)`` of ``Labels.data_setitem``. Only
+    the indices are read (the event may come before the array is written).
+
+    Examples
+    --------
+    >>> atom = ((np.array([3, 3]), np.array([1, 2]), np.array([5, 5])), None, 1)
+    >>> painted_indices([atom], (10, 10, 10))
+    [{3}, {1, 2}, {5}]
+    """
+    out: list[set[int]] = [set() for _ in shape]
+    for atom in atoms or ():
+        if hasattr(atom, "slice_key") and hasattr(atom, "new_value"):
+            starts, sizes = [], []
+            for key, n in zip(atom.slice_key, shape, strict=False):
+                if isinstance(key, slice):
+                    start, stop, _ = key.indices(int(n))
+                    starts.append(start)
+                    sizes.append(max(stop - start, 0))
+                else:  # an integer index (a dimension that was not painted)
+                    starts.append(int(key))
+                    sizes.append(1)
+            if 0 in sizes:
+                continue
+            mask = None if atom.mask is None else np.asarray(atom.mask, bool).reshape(sizes)
+            for axis, (start, size) in enumerate(zip(starts, sizes, strict=True)):
+                if mask is None:
+                    out[axis].update(range(start, start + size))
+                    continue
+                other = tuple(a for a in range(mask.ndim) if a != axis)
+                hit = np.flatnonzero(mask.any(axis=other)) if other else np.flatnonzero(mask)
+                out[axis].update(int(i) + start for i in hit)
+            continue
+        try:
+            indices = atom[0]
+        except (TypeError, IndexError):
+            continue
+        if not isinstance(indices, tuple):
+            indices = (indices,)
+        for axis, (ix, n) in enumerate(zip(indices, shape, strict=False)):
+            if isinstance(ix, slice):
+                out[axis].update(range(*ix.indices(int(n))))
+            else:
+                values = np.unique(np.asarray(ix, dtype=np.int64).ravel())
+                out[axis].update(int(v) % int(n) for v in values)
+    return out
+
+
+class PaintRecord:
+    """Which slices the user painted in one Labels layer, per axis.
+
+    ``add`` takes the atoms of each ``events.paint``; ``view_axis`` is the axis the
+    viewer did not display (the one the user pages through) when the paint happened in
+    a 2D view: an edit that lies in one slice along it counts as painted along it.
+    :meth:`painted` is then ``(axis, sorted indices)`` along the axis painted in 2D most
+    often, else along the axis where the painted voxels occupy the fewest slices.
+    """
+
+    def __init__(self, ndim: int):
+        self.ndim = int(ndim)
+        self.indices: list[set[int]] = [set() for _ in range(self.ndim)]
+        self.view_votes: Counter = Counter()
+
+    def __bool__(self) -> bool:
+        return any(self.indices)
+
+    def clear(self) -> None:
+        for ix in self.indices:
+            ix.clear()
+        self.view_votes.clear()
+
+    def copy(self) -> PaintRecord:
+        other = PaintRecord(self.ndim)
+        other.indices = [set(ix) for ix in self.indices]
+        other.view_votes = Counter(self.view_votes)
+        return other
+
+    def add(self, atoms: Any, shape: tuple[int, ...], view_axis: int | None = None) -> None:
+        touched = painted_indices(atoms, shape)
+        if not any(touched):
+            return
+        for mine, new in zip(self.indices, touched, strict=False):
+            mine.update(new)
+        if view_axis is not None and 0 <= view_axis < self.ndim:
+            if len(touched[view_axis]) == 1:
+                self.view_votes[view_axis] += 1
+
+    def painted(self) -> tuple[int, list[int]] | None:
+        """``(axis, sorted indices)`` of the painted slices, or None when none were."""
+        if not self:
+            return None
+        if self.view_votes:
+            top = max(self.view_votes.values())
+            axes = [a for a, n in self.view_votes.items() if n == top]
+        else:
+            axes = [a for a in range(self.ndim) if self.indices[a]]
+        axis = min(axes, key=lambda a: (len(self.indices[a]), a))
+        return axis, sorted(self.indices[axis])
 
 
 # --------------------------------------------------------------------------------------
@@ -91,7 +219,7 @@ class LossPlot(QWidget):
         self.train: list[tuple[int, float]] = []
         self.validation: list[tuple[int, float]] = []
         self.setMinimumHeight(90)
-        self.setToolTip("Loss by step: training (grey), held-out validation (orange).")
+        self.setToolTip("Loss by step: training (grey line), held-out validation (orange).")
 
     def clear(self) -> None:
         self.train.clear()
@@ -116,6 +244,7 @@ class LossPlot(QWidget):
             if not points:
                 painter.drawText(area, Qt.AlignmentFlag.AlignCenter, "loss")
                 return
+            self._legend(painter, area)
             xmax = max(1, max(s for s, _ in points))
             lo, hi = min(v for _, v in points), max(v for _, v in points)
             if hi - lo < 1e-6:
@@ -143,6 +272,22 @@ class LossPlot(QWidget):
         finally:
             painter.end()
 
+    def _legend(self, painter: QPainter, area: Any) -> None:
+        """A legend, "— train  ● validation", in the plot's top right corner."""
+        metrics = painter.fontMetrics()
+        y = area.top() + metrics.ascent() + 2
+        x = area.right() - 6 - metrics.horizontalAdvance("train validation") - 34
+        painter.setPen(QPen(TRAIN_COLOUR, 2))
+        painter.drawLine(QPointF(x, y - 4), QPointF(x + 12, y - 4))
+        painter.setPen(QPen(self.palette().text().color()))
+        painter.drawText(int(x + 15), int(y), "train")
+        x += 15 + metrics.horizontalAdvance("train ") + 6
+        painter.setPen(QPen(VALIDATION_COLOUR, 2))
+        painter.setBrush(VALIDATION_COLOUR)
+        painter.drawEllipse(QPointF(x + 4, y - 4), 2.5, 2.5)
+        painter.setPen(QPen(self.palette().text().color()))
+        painter.drawText(int(x + 10), int(y), "validation")
+
 
 # --------------------------------------------------------------------------------------
 # worker (no Qt)
@@ -159,6 +304,8 @@ class _Job:
     spacing: tuple[float, ...] | None
     device: str
     name: str | None
+    painted: tuple[int, tuple[int, ...]] | None = None
+    unit: str | None = None
 
 
 @dataclass(frozen=True)
@@ -170,13 +317,14 @@ class _Outcome:
 
 
 def _run_finetune(
-    image: Any, labels: np.ndarray, annotated: np.ndarray, job: _Job, cancel: threading.Event
+    image: Any, labels: np.ndarray, job: _Job, cancel: threading.Event
 ) -> Generator[Any, None, _Outcome]:
     """Worker body: yields FinetuneProgress values, returns an :class:`_Outcome`.
 
     :func:`finetune` runs on a helper thread; its progress callback puts values on a
     queue that this generator yields (napari hands them to the GUI thread). The model
-    is saved here too, so the GUI thread never waits on it. Nothing here touches Qt.
+    is saved here too, so the GUI thread never waits on it; a run in which no training
+    step fit is not saved (its weights are the base model's). Nothing here touches Qt.
     """
     events: queue.SimpleQueue = queue.SimpleQueue()
     start = time.perf_counter()
@@ -190,8 +338,9 @@ def _run_finetune(
                 image,
                 labels,
                 job.base,
-                annotated=annotated,
+                painted=job.painted,
                 spacing=job.spacing,
+                unit=job.unit,
                 minutes=job.minutes,
                 steps=job.steps,
                 device=job.device,
@@ -202,6 +351,10 @@ def _run_finetune(
             )
             if cancel.is_set():
                 raise Cancelled("cancelled")
+            if not card.training.get("steps"):
+                note = card.training.get("note") or "no training step fit in the time budget"
+                events.put(("error", f"{note}. Nothing was saved (it would be the base model)."))
+                return
             saved = save_finetuned(module, card)
         except Cancelled:
             events.put(("cancelled", None))
@@ -242,12 +395,14 @@ class FinetuneWidget(QWidget):
     Pick the image, the Labels layer with your corrections (by default the Segment
     widget's mask, else its trees, else the first Labels layer), the model to start
     from and a time budget; press *Start*. Only the annotated region counts: the slices
-    you painted in, or the labels' bounding box when most slices hold labels (shown as
-    a layer when you start). Training runs in the background with a progress bar and a
-    small plot of the training and held-out validation loss; *Cancel* stops it and
-    saves nothing. At the end the new model is saved in your models folder, listed in
-    the Segment widget's Model picker and selected there; *Segment again* re-runs the
-    segmentation of the image with it.
+    you painted in (recorded while this dock is open), or for labels loaded from a file
+    the slices holding labels, or their bounding box when most slices hold labels; the
+    "Will train on" line says which, and a layer shows it when you start. A Segment
+    result you have not painted in is refused. Training runs in the background with a
+    progress bar and a small plot of the training and held-out validation loss;
+    *Cancel* stops it and saves nothing. At the end the new model is saved in your
+    models folder, listed in the Segment widget's Model picker and selected there;
+    *Segment again* re-runs the segmentation of the image with it.
 
     Parameters
     ----------
@@ -311,18 +466,24 @@ class FinetuneWidget(QWidget):
         self.minutes_box = FloatSpinBox(
             label="Minutes",
             value=5.0,
-            min=0.1,
+            min=MIN_MINUTES,
             max=600.0,
             step=0.5,
-            tooltip="Time budget; training stops earlier if validation stops improving.",
+            tooltip="Time budget; training stops earlier if validation stops improving. "
+            "Fine-tuning usually needs a few hundred steps (minutes on a CPU); a run in "
+            "which no step fit saves nothing.",
         )
-        self.steps_box = SpinBox(
+        # a FloatSpinBox with no decimals: magicgui's SpinBox (superqt's QLargeIntSpinBox)
+        # ignores Qt's specialValueText, and showed "0" for "no limit"
+        self.steps_box = FloatSpinBox(
             label="Max steps",
             value=0,
             min=0,
             max=1_000_000,
-            tooltip="Step budget (0: none); whichever budget is reached first stops.",
+            step=1,
+            tooltip="Step budget (0: no limit); whichever budget is reached first stops.",
         )
+        self.steps_box.native.setDecimals(0)
         # Qt shows this text at the minimum: "0" alone did not say there is no limit
         self.steps_box.native.setSpecialValueText("no limit")
         self.device_picker = ComboBox(
@@ -360,34 +521,56 @@ class FinetuneWidget(QWidget):
         self.progress_bar = QProgressBar()
         self.progress_bar.setRange(0, 1000)
         self.progress_bar.setTextVisible(False)
+        self.progress_bar.setMaximumHeight(8)
         self.loss_plot = LossPlot()
+        # what the loss will see, before Start and while training (the status changes)
+        self.region_label = QLabel("")
+        self.region_label.setWordWrap(True)
+        self.region_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.status_label = QLabel("Correct a few slices of a Labels layer and press Start.")
         self.status_label.setWordWrap(True)
         self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.rerun_button = QPushButton("Segment again with the new model")
         self.rerun_button.setEnabled(False)
+        self.rerun_button.setVisible(False)  # shown once a model was saved
         self.rerun_button.clicked.connect(self.segment_again)
 
         buttons = QHBoxLayout()
         buttons.addWidget(self.start_button)
         buttons.addWidget(self.cancel_button)
+        # "Will train on", Start / Cancel, the progress, the status and "Segment again"
+        # stay in view at the dock's foot, outside the part that scrolls: at 1366 x 768
+        # with Segment docked above, they were all below the fold
+        pinned = QVBoxLayout()
+        pinned.addWidget(self.region_label)
+        pinned.addWidget(self.progress_bar)
+        pinned.addLayout(buttons)
+        pinned.addWidget(self.status_label)
+        pinned.addWidget(self.rerun_button)
         layout = QVBoxLayout()
         layout.addWidget(self._form.native)
-        layout.addLayout(buttons)
-        layout.addWidget(self.progress_bar)
         layout.addWidget(self.loss_plot)
-        layout.addWidget(self.status_label)
-        layout.addWidget(self.rerun_button)
         layout.addStretch(1)
         # Scrolls like the other docks and shares their column: without it, the four
         # docks at 1366 x 768 kept this one at its full 424 px, squeezed the others to
         # their top pickers and grew the window past the screen.
-        self.scroll_area = scrolling_body(self, layout, share=DOCK_SHARE)
+        self.scroll_area = scrolling_body(self, layout, share=DOCK_SHARE, pinned=pinned)
+
+        # slices painted per Labels layer (id -> PaintRecord; see _watch_paint)
+        self._records: dict[int, PaintRecord] = {}
+        self._watched: dict[int, tuple[Any, Any, Any]] = {}
+        self.destroyed.connect(partial(_unwatch_all, self._watched))
+        self._region_timer = QTimer(self)
+        self._region_timer.setSingleShot(True)
+        self._region_timer.setInterval(REGION_DEBOUNCE_MS)
+        self._region_timer.timeout.connect(self.update_region_line)
+        self.image_picker.changed.connect(self._schedule_region_line)
 
         follow_layer_list(self, napari_viewer, self._refresh_choices)
         self._runs: list[threading.Event] = []
         self.destroyed.connect(partial(_set_events, self._runs))
         self._refresh_choices()
+        self.update_region_line()
 
     # ---- public API ------------------------------------------------------------------
 
@@ -401,6 +584,15 @@ class FinetuneWidget(QWidget):
         """The saved :class:`~napari_topo.models.registry.ModelCard` of the last run."""
         return self._last_card
 
+    def painted(self, layer: Any) -> tuple[int, list[int]] | None:
+        """``(axis, sorted slice indices)`` the user painted in ``layer``, or None.
+
+        Recorded from the layer's ``events.paint`` while this dock is open (and, when the
+        dock opens, from the edits in the layer's undo history).
+        """
+        record = self._records.get(id(layer)) if layer is not None else None
+        return record.painted() if record is not None else None
+
     def start(self):
         """Check the choices, show the annotated region and start fine-tuning.
 
@@ -410,10 +602,13 @@ class FinetuneWidget(QWidget):
         if self.is_running:
             return None
         try:
-            job, image, labels, annotated = self._make_job()
+            job, image, labels, annotated, info = self._make_job()
         except ValueError as exc:
             self._report(str(exc), error=True)
             return None
+        self._show_region(self.labels_picker.value, annotated)
+        self._region_timer.stop()
+        self.region_label.setText(f"Training on: {info['description']}.")
         self._job = job
         self._cancel = threading.Event()
         self._runs[:] = [self._cancel]
@@ -421,6 +616,7 @@ class FinetuneWidget(QWidget):
         self.loss_plot.clear()
         self.progress_bar.setValue(0)
         self.rerun_button.setEnabled(False)
+        self.rerun_button.setVisible(False)
         self.start_button.setEnabled(False)
         self.start_button.setText("Running…")
         self.cancel_button.setEnabled(True)
@@ -429,7 +625,6 @@ class FinetuneWidget(QWidget):
             _run_finetune,
             image,
             labels,
-            annotated,
             job,
             self._cancel,
             _connect={
@@ -456,7 +651,8 @@ class FinetuneWidget(QWidget):
         The Segment widget (docked if it is not) gets the new model selected and the
         image chosen, then runs. If the labels were the Segment widget's own mask or
         trees, a copy ``"<labels> (corrected)"`` is kept first, since that run replaces
-        them. Returns the Segment widget's worker (or None).
+        them (hidden, with the annotated region, so that the new result shows). Returns
+        the Segment widget's worker (or None).
         """
         card, job = self._last_card, self._job
         if card is None or job is None:
@@ -474,13 +670,24 @@ class FinetuneWidget(QWidget):
             if plugin_info(lab).get("widget") == "segment":
                 copy_name = f"{lab.name} (corrected)"
                 if copy_name not in layers:
-                    self._viewer.add_labels(
+                    record = self._records.get(id(lab))
+                    copy = self._viewer.add_labels(
                         np.array(full_resolution(lab)),
                         name=copy_name,
                         scale=lab.scale,
                         translate=lab.translate,
                         **placement(lab),
+                        visible=False,
                     )
+                    if record is not None:  # the same painted slices, for a second round
+                        self._watch_paint(copy)
+                        self._records[id(copy)] = record.copy()
+                elif layers[copy_name].visible:
+                    layers[copy_name].visible = False
+        for layer in layers:
+            info = plugin_info(layer)
+            if info.get("widget") == OWNER and info.get("source") == job.labels:
+                layer.visible = False
         return segment.run()
 
     # ---- choices ---------------------------------------------------------------------
@@ -503,6 +710,77 @@ class FinetuneWidget(QWidget):
         if not self._picking:
             self._labels_auto = False
         self._follow_labels_model()
+        self._schedule_region_line()
+
+    # ---- painted slices --------------------------------------------------------------
+
+    def _watch_paint(self, layer: Any) -> None:
+        """Record the slices painted in ``layer`` (a Labels layer) from now on."""
+        key = id(layer)
+        if key in self._watched:
+            return
+        on_paint = partial(_on_paint, self._records, self._viewer, layer, self._painted_in)
+        on_data = partial(_on_data, self._records, layer, self._painted_in)
+        layer.events.paint.connect(on_paint)
+        layer.events.data.connect(on_data)
+        self._watched[key] = (layer, on_paint, on_data)
+        record = self._records.setdefault(key, PaintRecord(layer.ndim))
+        # edits made before the dock opened: napari keeps them in the undo history (not
+        # public API; read defensively, with no axis paged through known)
+        try:
+            shape = tuple(full_resolution(layer).shape)
+            for item in list(getattr(layer, "_undo_history", None) or ()):
+                record.add(item, shape)
+        except Exception:  # noqa: BLE001 - a napari without that history: nothing to add
+            _LOG.debug("reading the undo history of %r failed", layer.name, exc_info=True)
+
+    def _unwatch_gone(self) -> None:
+        present = {id(layer) for layer in self._viewer.layers}
+        for key in [k for k in self._watched if k not in present]:
+            _unwatch(*self._watched.pop(key))
+            self._records.pop(key, None)
+
+    def _painted_in(self, layer: Any) -> None:
+        if layer is self.labels_picker.value:
+            self._schedule_region_line()
+
+    def _schedule_region_line(self, *_: Any) -> None:
+        if not self.is_running:
+            self._region_timer.start()
+
+    def update_region_line(self) -> None:
+        """Say what the next Start would train on ("Will train on: ..."), or why not."""
+        if self.is_running:
+            return
+        labels, image = self.labels_picker.value, self.image_picker.value
+        if labels is None:
+            self.region_label.setText("")
+            return
+        try:
+            text = self._region_description(labels, image)
+        except ValueError as exc:
+            text = one_line(str(exc))
+            text = f"Cannot train yet: {text[:1].lower()}{text[1:]}"
+        self.region_label.setText(text)
+
+    def _region_description(self, labels: Any, image: Any) -> str:
+        painted = self.painted(labels)
+        shape = tuple(full_resolution(labels).shape)
+        if painted is not None:
+            axis, slices = painted
+            voxels = len(slices) * int(np.prod([n for a, n in enumerate(shape) if a != axis]))
+            return (
+                f"Will train on: {_slices_phrase(slices, axis, len(shape))} you painted "
+                f"({voxels} voxels, {_fraction(voxels, shape)} of the volume)."
+            )
+        if plugin_info(labels).get("widget") == "segment":
+            raise ValueError(_paint_first(labels))
+        from napari_topo.training.finetune import annotated_region
+
+        if len(shape) != 3:
+            raise ValueError(f"'{labels.name}' is not 3D.")
+        _, info = annotated_region(np.asarray(full_resolution(labels)))
+        return f"Will train on: {_axis_words(info['description'], len(shape))}."
 
     def _on_base_picked(self, _value: Any = None) -> None:
         if not self._picking:
@@ -524,6 +802,10 @@ class FinetuneWidget(QWidget):
             self._picking = picking
 
     def _refresh_choices(self, _event: Any = None) -> None:
+        self._unwatch_gone()
+        for layer in self._viewer.layers:
+            if isinstance(layer, Labels) and plugin_info(layer).get("widget") != OWNER:
+                self._watch_paint(layer)
         self._picking = True
         try:
             before = self.labels_picker.value
@@ -556,9 +838,11 @@ class FinetuneWidget(QWidget):
         volume = full_resolution(image)
         if volume.ndim != 3 or image.rgb:
             raise ValueError(f"'{image.name}' is not a 3D single-channel image.")
+        painted = self.painted(labels)
+        if painted is None and plugin_info(labels).get("widget") == "segment":
+            raise ValueError(_paint_first(labels))
         lab = check_labels(np.asarray(full_resolution(labels)), volume.shape)
-        annotated, info = annotated_region(lab)
-        self._show_region(labels, annotated)
+        annotated, info = annotated_region(lab, painted=painted)
         steps = int(self.steps_box.value) or None
         name = self.name_edit.value.strip() or None
         if name is not None:
@@ -574,9 +858,11 @@ class FinetuneWidget(QWidget):
             spacing=tuple(abs(float(s)) for s in image.scale),
             device=str(self.device_picker.value),
             name=name,
+            painted=None if painted is None else (painted[0], tuple(painted[1])),
+            unit=layer_length_unit(image),
         )
-        self._set_status(f"Annotated region: {info['description']}.")
-        return job, volume, lab, annotated
+        info = dict(info, description=_axis_words(info["description"], lab.ndim))
+        return job, volume, lab, annotated, info
 
     def _show_region(self, labels: Any, annotated: np.ndarray) -> None:
         """Show the annotated region as our translucent Labels layer (updated in place)."""
@@ -650,7 +936,7 @@ class FinetuneWidget(QWidget):
         self._last_card = card
         self._state = "done"
         self.progress_bar.setValue(1000)
-        self._refresh_models(card.name)
+        selected = self._refresh_models(card.name)
         before = card.metrics["validation_before"]["Dice"]
         after = card.metrics["validation"]["Dice"]
         t = card.training
@@ -662,14 +948,17 @@ class FinetuneWidget(QWidget):
                 if card.threshold is not None and card.threshold != 0.5
                 else ""
             )
-            + ". It is selected in Segment vessels."
+            + (". It is selected in Segment vessels." if selected else ".")
             + (f" Note: {t['note']}." if t.get("note") else "")
         )
         if t.get("note"):
             show_warning(f"Fine-tuning: {t['note']}.")
         self.rerun_button.setEnabled(True)
+        self.rerun_button.setVisible(True)
 
-    def _refresh_models(self, name: str) -> None:
+    def _refresh_models(self, name: str) -> bool:
+        """List the new model in the base picker and select it in the Segment dock;
+        whether a Segment dock was there to select it in."""
         from napari_topo.models.registry import list_models
 
         current = self.model_picker.value
@@ -681,8 +970,10 @@ class FinetuneWidget(QWidget):
         finally:
             self._picking = picking
         segment = self._segment_widget(create=False)
-        if segment is not None:
-            segment.select_model(name)
+        if segment is None:
+            return False
+        segment.select_model(name)
+        return segment.model_picker.value == name
 
     def _on_errored(self, exc: BaseException) -> None:
         _LOG.error("finetune worker failed", exc_info=exc)
@@ -696,6 +987,7 @@ class FinetuneWidget(QWidget):
         self.cancel_button.setEnabled(False)
         self.finished.emit(self._state or "error")
         self._state = None
+        self._schedule_region_line()
 
     def _set_status(self, text: str) -> None:
         self.status_label.setText(text)
@@ -712,3 +1004,73 @@ class FinetuneWidget(QWidget):
 def _set_events(events: list[threading.Event], *_: Any) -> None:
     for event in events:
         event.set()
+
+
+def _paint_first(labels: Any) -> str:
+    return (
+        f"Paint your corrections into '{labels.name}' on a few slices first: fine-tuning "
+        "on the model's own uncorrected output teaches it nothing."
+    )
+
+
+def _slices_phrase(slices: list[int], axis: int, ndim: int) -> str:
+    """E.g. "4 slices along z (3, 7, 9, 12)" (at most 8 indices listed)."""
+    n = len(slices)
+    listed = ", ".join(str(i) for i in slices[:8]) + (", …" if n > 8 else "")
+    return f"{n} slice{'s' if n != 1 else ''} along {_axis_name(axis, ndim)} ({listed})"
+
+
+def _fraction(voxels: int, shape: tuple[int, ...]) -> str:
+    share = 100.0 * voxels / max(1, int(np.prod(shape)))
+    return f"{share:.0f} %" if share >= 1 else f"{share:.1g} %"
+
+
+def _axis_words(description: str, ndim: int) -> str:
+    """Core's "along axis 0" as "along z" (for a 3D volume)."""
+    for axis in range(ndim):
+        description = description.replace(f"along axis {axis}", f"along {_axis_name(axis, ndim)}")
+    return description
+
+
+def _on_paint(records: dict, viewer: Any, layer: Any, then: Any, event: Any) -> None:
+    """A Labels layer's ``events.paint``: its slices go into the layer's record."""
+    try:
+        shape = tuple(full_resolution(layer).shape)
+        record = records.setdefault(id(layer), PaintRecord(len(shape)))
+        record.add(getattr(event, "value", None), shape, _paged_axis(viewer, len(shape)))
+    except Exception:  # noqa: BLE001 - never break napari's painting
+        _LOG.exception("recording a paint in %r failed", getattr(layer, "name", layer))
+        return
+    then(layer)
+
+
+def _on_data(records: dict, layer: Any, then: Any, _event: Any = None) -> None:
+    """The layer's data were replaced (e.g. Segment ran again): nothing painted in them."""
+    record = records.get(id(layer))
+    if record is not None:
+        record.clear()
+    then(layer)
+
+
+def _paged_axis(viewer: Any, ndim: int) -> int | None:
+    """The layer axis a 2D view pages through (None in 3D or when unclear)."""
+    dims = viewer.dims
+    if dims.ndisplay != 2:
+        return None
+    offset = dims.ndim - ndim
+    axes = [a - offset for a in dims.not_displayed if a >= offset]
+    return axes[0] if len(axes) == 1 else None
+
+
+def _unwatch(layer: Any, on_paint: Any, on_data: Any) -> None:
+    for emitter, callback in ((layer.events.paint, on_paint), (layer.events.data, on_data)):
+        try:
+            emitter.disconnect(callback)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+
+
+def _unwatch_all(watched: dict, *_: Any) -> None:
+    for entry in list(watched.values()):
+        _unwatch(*entry)
+    watched.clear()

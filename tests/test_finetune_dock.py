@@ -1,0 +1,234 @@
+"""The Fine-tune dock's record of painted slices, its region line and its small defects.
+
+A newcomer corrected a few slices of Segment's own mask (the dock's default labels) and
+the whole volume counted as annotated: the model trained on its own uncorrected output,
+and the corrected slices all landed in the held-out part. The dock now records the
+slices painted in each Labels layer (napari's ``Labels.events.paint``), says what it
+will train on before Start, and refuses a Segment result nobody painted in.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("qtpy")
+
+from test_finetune import save_tiny_base, volume  # noqa: E402
+
+import napari_topo.training.finetune as core  # noqa: E402
+from napari_topo.models.registry import (  # noqa: E402
+    USER_MODELS_ENV,
+    describe_card,
+    list_models,
+)
+from napari_topo.widgets.finetune import (  # noqa: E402
+    MIN_MINUTES,
+    FinetuneWidget,
+    PaintRecord,
+    painted_indices,
+)
+
+TIMEOUT_MS = 120_000
+gui = pytest.mark.gui
+SEGMENT_MASK = {"napari_topo": {"kind": "mask", "widget": "segment", "model": "tiny-base"}}
+
+
+@pytest.fixture
+def user_dir(tmp_path, monkeypatch):
+    folder = tmp_path / "user-models"
+    monkeypatch.setenv(USER_MODELS_ENV, str(folder))
+    save_tiny_base(folder)
+    return folder
+
+
+def _correct(layer, truth, z):
+    """Set slice ``z`` of ``layer`` to ``truth`` as the brush would (data_setitem)."""
+    current = np.asarray(layer.data[z]) > 0
+    for value in (1, 0):
+        yy, xx = np.nonzero((truth[z] > 0) == bool(value) & (current != bool(value)))
+        if len(yy):
+            layer.data_setitem((np.full(yy.shape, z), yy, xx), value)
+
+
+def _dock(viewer, qtbot):
+    widget = FinetuneWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.model_picker.value = "tiny-base"
+    widget.device_picker.value = "cpu"
+    return widget
+
+
+def _region_line(widget, qtbot, start):
+    qtbot.waitUntil(lambda: widget.region_label.text().startswith(start), timeout=5000)
+    return widget.region_label.text()
+
+
+@gui
+def test_segment_mask_trains_on_the_painted_slices_only(make_napari_viewer, qtbot, user_dir):
+    viewer = make_napari_viewer()
+    vol = volume()
+    image = viewer.add_image(vol.image, name="vessels")
+    has_units = hasattr(image, "units")
+    if has_units:
+        image.units = ("um", "um", "um")
+    # Segment's mask: the model's output everywhere (here: a shifted, wrong mask)
+    wrong = np.roll(vol.mask, 3, axis=2).astype(np.uint8)
+    mask = viewer.add_labels(wrong, name="vessels mask", metadata=SEGMENT_MASK)
+    if has_units:
+        mask.units = image.units
+    widget = _dock(viewer, qtbot)
+    assert widget.labels_picker.value is mask  # the default pick
+    widget.steps_box.value = 4
+
+    # nothing painted yet: said before Start, and Start refuses (it trained on everything)
+    line = _region_line(widget, qtbot, "Cannot train yet")
+    assert line.startswith("Cannot train yet: paint your corrections into 'vessels mask'")
+    assert widget.start() is None
+    status = widget.status_label.text()
+    assert status.startswith("Error: Paint your corrections into 'vessels mask' on a few slices")
+    assert "\n" not in status and widget.is_running is False
+
+    corrected = [5, 13, 21, 27]
+    for z in corrected:
+        _correct(mask, vol.mask, z)
+    assert widget.painted(mask) == (0, corrected)
+    line = _region_line(widget, qtbot, "Will train on")
+    assert line.startswith("Will train on: 4 slices along z (5, 13, 21, 27) you painted")
+
+    with qtbot.waitSignal(widget.finished, timeout=TIMEOUT_MS) as blocker:
+        assert widget.start() is not None
+        # the region stays said while the status line follows the training
+        assert widget.region_label.text().startswith("Training on: 4 painted slices along z")
+    assert blocker.args == ["done"], widget.status_label.text()
+    region = viewer.layers["vessels mask annotated region"].data
+    assert np.flatnonzero(region.any(axis=(1, 2))).tolist() == corrected
+    data = widget.last_card.training["data"]
+    assert data["annotated_region"]["method"] == "slices"
+    assert data["annotated_region"]["slices"] == corrected
+    assert data["annotated_voxels"] == 4 * 40 * 40
+    held_out = data["validation_part"]  # some of the painted slices, along z
+    if "slices" in held_out:
+        assert held_out["axis"] == 0 and set(held_out["slices"]) < set(corrected)
+    if has_units:  # the card and its tooltip in Segment's Model picker say the unit
+        assert data["unit"] == "um"
+        saved = [c for c in list_models() if c.name == widget.last_card.name]
+        assert "spacing 1x1x1 um" in "\n".join(describe_card(saved[0]))
+    # no Segment dock is open: the message does not claim the model is selected there
+    status = widget.status_label.text()
+    assert status.startswith("Saved '") and "Segment vessels" not in status
+    assert widget.rerun_button.isVisible() or not widget.isVisible()
+
+
+@gui
+def test_replaced_data_forget_the_paint_and_user_labels_keep_the_guess(
+    make_napari_viewer, qtbot, user_dir
+):
+    viewer = make_napari_viewer()
+    vol = volume()
+    viewer.add_image(vol.image, name="vessels")
+    mask = viewer.add_labels(vol.mask.astype(np.uint8), name="vessels mask", metadata=SEGMENT_MASK)
+    widget = _dock(viewer, qtbot)
+    _correct(mask, np.zeros_like(vol.mask), 9)  # erase slice 9: a correction
+    assert widget.painted(mask) == (0, [9])
+    mask.data = vol.mask.astype(np.uint8)  # Segment ran again: its new output
+    assert widget.painted(mask) is None
+    assert widget.start() is None and "Paint your corrections" in widget.status_label.text()
+
+    # a labels file of the user's own, with no painting recorded: the slices holding labels
+    own = np.zeros(vol.mask.shape, np.uint8)
+    own[[4, 12, 20]] = vol.mask[[4, 12, 20]]
+    loaded = viewer.add_labels(own, name="my labels")
+    widget.labels_picker.value = loaded
+    line = _region_line(widget, qtbot, "Will train on")
+    assert "3 painted slices along z" in line, line
+
+
+@gui
+def test_brush_in_a_2d_view_counts_the_slice_paged_through(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    labels = viewer.add_labels(np.zeros((12, 40, 40), np.uint8), name="my labels")
+    widget = FinetuneWidget(viewer)
+    qtbot.addWidget(widget)
+    # a blob brushed on z-slice 6 covers 10 y rows and 10 x columns: 1 z slice
+    viewer.dims.set_current_step(0, 6)
+    labels.brush_size = 10
+    labels.paint((6, 20, 20), 1)
+    assert widget.painted(labels) == (0, [6])
+    # viewed along y (y the axis paged through): a stroke on row 30 spans 12 z slices
+    viewer.dims.order = (1, 0, 2)
+    labels.paint((6, 30, 20), 2)
+    labels.paint((6, 30, 21), 2)
+    record = widget._records[id(labels)]
+    assert record.view_votes[1] == 2 and record.view_votes[0] == 1
+    assert widget.painted(labels) == (1, sorted(record.indices[1]))
+    assert 30 in record.indices[1]
+
+
+def test_paint_record_from_napari_atoms():
+    masked = SimpleNamespace(
+        slice_key=(slice(3, 4), slice(5, 8), slice(0, 2)),
+        mask=np.array([[[True, False], [False, False], [False, True]]]),
+        old_values=np.zeros(2),
+        new_value=1,
+    )
+    assert painted_indices([masked], (10, 10, 10)) == [{3}, {5, 7}, {0, 1}]
+    setitem = ((np.array([2, 2, 2]), np.array([1, 5, 9]), np.array([0, 0, 1])), None, 0)
+    record = PaintRecord(3)
+    record.add([masked], (10, 10, 10))
+    record.add([setitem], (10, 10, 10))
+    assert record.painted() == (0, [2, 3])  # 2 z slices; 4 y rows, 2 x columns
+    record.add([setitem], (10, 10, 10), view_axis=0)
+    assert record.painted() == (0, [2, 3])
+    assert not PaintRecord(3) and PaintRecord(3).painted() is None
+
+
+@gui
+def test_max_steps_says_no_limit_and_the_budget_trains(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    widget = FinetuneWidget(viewer)
+    qtbot.addWidget(widget)
+    box = widget.steps_box.native
+    assert box.lineEdit().text() == "no limit" and widget.steps_box.value == 0
+    widget.steps_box.value = 6
+    assert box.lineEdit().text() == "6" and int(widget.steps_box.value) == 6
+    widget.steps_box.value = 0
+    assert box.lineEdit().text() == "no limit"
+    assert widget.minutes_box.min == MIN_MINUTES >= 1.0
+    widget.minutes_box.native.setValue(0.1)  # typed: Qt clamps it
+    assert widget.minutes_box.value == MIN_MINUTES
+    # Start, Cancel, the progress and the status stay in view, outside the scrolled part
+    pinned = widget.scroll_area.pinned
+    for part in (widget.start_button, widget.cancel_button, widget.progress_bar):
+        assert pinned.isAncestorOf(part)
+    for part in (widget.status_label, widget.region_label, widget.rerun_button):
+        assert pinned.isAncestorOf(part)
+
+
+@gui
+def test_a_run_with_no_training_step_saves_nothing(
+    make_napari_viewer, qtbot, user_dir, monkeypatch
+):
+    viewer = make_napari_viewer()
+    vol = volume()
+    viewer.add_image(vol.image, name="vessels")
+    labels = viewer.add_labels(np.zeros(vol.mask.shape, np.uint8), name="my labels")
+    for z in (4, 12, 20):
+        _correct(labels, vol.mask, z)
+    widget = _dock(viewer, qtbot)
+    widget.labels_picker.value = labels
+    note = "no training step fit in 1 min (scoring the base model ... took 70 s)"
+    card = SimpleNamespace(name="x", training={"steps": 0, "note": note})
+    saved = []
+    monkeypatch.setattr(core, "finetune", lambda *a, **k: (object(), card))
+    monkeypatch.setattr(core, "save_finetuned", lambda *a: saved.append(a))
+    with qtbot.waitSignal(widget.finished, timeout=TIMEOUT_MS) as blocker:
+        widget.start()
+    assert blocker.args == ["error"] and saved == []
+    status = widget.status_label.text()
+    assert status.startswith("Error: no training step fit in 1 min")
+    assert "Nothing was saved" in status
+    assert not widget.rerun_button.isEnabled()
