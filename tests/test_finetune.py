@@ -305,6 +305,15 @@ def test_painted_slices_are_the_region_of_a_corrected_segmentation():
     given = np.zeros(seg.shape, bool)
     given[:2] = True
     assert annotated_region(seg, given, painted=(0, [3]))[1]["method"] == "mask"
+    # painted along z, then along y for a while: both, held out along z
+    mask, info = annotated_region(seg, painted=[(0, [3, 9, 15]), (1, [20]), (0, [21])])
+    assert info["axis"] == 0 and info["slices"] == [3, 9, 15, 21]
+    assert info["other_axes"] == {1: [20]} and mask[:, 20].all()
+    assert mask.sum() == info["voxels"] == 4 * 40 * 40 + 25 * 40 - 4 * 40
+    assert "and 1 along axis 1" in info["description"]
+    train, val, split = _split_validation(mask, info, 0.25, labels=seg)
+    assert split["axis"] == 0 and set(split["slices"]) < {3, 9, 15, 21}
+    assert train[:, 20].sum() > 0 and not (train & val).any()
     for bad, words in [
         ((3, [1]), "axis must be 0..2"),
         ((0, []), "no painted slice"),

@@ -244,6 +244,21 @@ def _interleaved(painted: np.ndarray) -> bool:
     return runs >= SPARSE_MIN_RUNS and float(1.0 - span.mean()) >= SPARSE_GAP_FRACTION
 
 
+def _painted_planes(painted: Any, shape: Sequence[int]) -> list[tuple[int, np.ndarray]]:
+    """``painted`` (one ``(axis, indices)`` pair or a sequence of them) as a list of
+    ``(axis, sorted unique indices)``, one per axis, checked against ``shape``."""
+    pairs = list(painted) if isinstance(painted, (list, tuple)) else [painted]
+    if len(pairs) == 2 and np.ndim(pairs[0]) == 0 and not isinstance(pairs[0], str):
+        pairs = [tuple(pairs)]  # a single (axis, indices) pair
+    merged: dict[int, set[int]] = {}
+    for pair in pairs:
+        axis, idx = _painted_slices(pair, shape)
+        merged.setdefault(axis, set()).update(int(i) for i in idx)
+    if not merged:
+        raise ValueError("no painted slice was given: paint your corrections on a few slices")
+    return [(a, np.asarray(sorted(merged[a]), dtype=np.int64)) for a in sorted(merged)]
+
+
 def _painted_slices(painted: Any, shape: Sequence[int]) -> tuple[int, np.ndarray]:
     """``painted`` as ``(axis, sorted unique indices)``, checked against ``shape``."""
     try:
@@ -294,12 +309,14 @@ def annotated_region(
         An explicit mask; returned as is (checked to be binary and of the same shape).
     margin : int
         Voxels added around the labels' bounding box in the "box" case.
-    painted : (int, sequence of int), optional
+    painted : (int, sequence of int) or a sequence of them, optional
         ``(axis, indices)``: the slices along ``axis`` the user painted in (the Fine-tune
-        dock records them from napari's ``Labels.events.paint``). Those whole slices are
-        the region, whatever else the labels hold (a corrected segmentation holds the
-        model's own, unchecked output everywhere else). Ignored when ``annotated`` is
-        given.
+        dock records them from napari's ``Labels.events.paint``), or several such pairs
+        when the user painted along more than one axis. Those whole slices are the
+        region, whatever else the labels hold (a corrected segmentation holds the
+        model's own, unchecked output everywhere else); the held-out part is taken along
+        the axis with the most painted slices (``info["axis"]``), the others'
+        (``info["other_axes"]``) train. Ignored when ``annotated`` is given.
 
     Returns
     -------
@@ -349,8 +366,28 @@ def annotated_region(
             "description": f"the given annotated mask ({n} voxels)",
         }
     if painted is not None:
-        axis, slices = _painted_slices(painted, lab.shape)
-        return _slices_region(lab.shape, axis, slices, "painted")
+        planes = _painted_planes(painted, lab.shape)
+        # the axis with the most painted slices is the one the held-out part is taken
+        # along; slices painted along another axis (the user paged through y for a
+        # while) are added to the region and train
+        axis, slices = max(planes, key=lambda p: (len(p[1]), -p[0]))
+        mask, info = _slices_region(lab.shape, axis, slices, "painted")
+        others = [(a, ix) for a, ix in planes if a != axis]
+        if others:
+            for a, ix in others:
+                index: list[Any] = [slice(None)] * lab.ndim
+                index[a] = ix
+                mask[tuple(index)] = True
+            n = int(mask.sum())
+            info["other_axes"] = {int(a): [int(i) for i in ix] for a, ix in others}
+            info["voxels"] = n
+            info["description"] = (
+                f"{len(slices)} painted slice{'s' if len(slices) != 1 else ''} along axis "
+                f"{axis} and "
+                + ", ".join(f"{len(ix)} along axis {a}" for a, ix in others)
+                + f" ({n} voxels)"
+            )
+        return mask, info
     fg = lab > 0
     if not fg.any():
         raise ValueError(

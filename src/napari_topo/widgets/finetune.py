@@ -34,7 +34,7 @@ from collections import Counter
 from collections.abc import Generator
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 from magicgui.widgets import ComboBox, Container, FloatSpinBox, LineEdit
@@ -69,6 +69,9 @@ from napari_topo.widgets._common import (
 
 if TYPE_CHECKING:
     import napari
+
+#: The status line before a run (and once a refused Start's reason is answered).
+IDLE_STATUS = "Correct a few slices of a Labels layer and press Start."
 
 __all__ = ["MIN_MINUTES", "OWNER", "FinetuneWidget", "LossPlot", "PaintRecord", "painted_indices"]
 
@@ -154,56 +157,115 @@ def painted_indices(atoms: Any, shape: tuple[int, ...]) -> list[set[int]]:
     return out
 
 
-class PaintRecord:
-    """Which slices the user painted in one Labels layer, per axis.
+class _Edit(NamedTuple):
+    atoms: frozenset  # ids of the edit's history atoms (how napari's undo stack holds it)
+    axis: int  # the axis it was painted along
+    indices: frozenset  # the slices along that axis it touched
 
-    ``add`` takes the atoms of each ``events.paint``; ``view_axis`` is the axis the
-    viewer did not display (the one the user pages through) when the paint happened in
-    a 2D view: an edit that lies in one slice along it counts as painted along it.
-    :meth:`painted` is then ``(axis, sorted indices)`` along the axis painted in 2D most
-    often, else along the axis where the painted voxels occupy the fewest slices.
+
+class PaintRecord:
+    """Which slices the user painted in one Labels layer.
+
+    ``add`` takes the atoms of each ``events.paint`` (one edit: a brush stroke, a fill,
+    a ``data_setitem``); ``view_axis`` is the axis the viewer did not display (the one
+    the user pages through) when the paint happened in a 2D view. An edit counts as
+    painted along ``view_axis`` when it lies in one slice of it; else along the axis
+    where it lies in one slice (several: the axis most edits were painted along), else
+    along the axis where it touches the fewest slices (a 3D edit).
+
+    :meth:`painted` gives ``[(axis, sorted indices), ...]`` of the edits still in effect:
+    napari's ``undo`` and ``redo`` emit no event, so with the layer given, an edit whose
+    atoms have left the layer's undo stack (not full) was undone and no longer counts,
+    and edits on the stack that were never recorded (made before the dock opened, or
+    redone) are read from it. That stack (``Labels._undo_history``, 100 edits) is not
+    public napari API; without it every recorded edit counts.
     """
 
     def __init__(self, ndim: int):
         self.ndim = int(ndim)
-        self.indices: list[set[int]] = [set() for _ in range(self.ndim)]
-        self.view_votes: Counter = Counter()
+        self.edits: list[_Edit] = []
+        #: ids of atoms on the layer's undo / redo stacks when its data were replaced:
+        #: napari keeps them there, but they were painted in data that are gone
+        self.ignored: set[int] = set()
 
     def __bool__(self) -> bool:
-        return any(self.indices)
+        return bool(self.edits)
 
-    def clear(self) -> None:
-        for ix in self.indices:
-            ix.clear()
-        self.view_votes.clear()
+    def clear(self, layer: Any = None) -> None:
+        """Forget every edit (the layer's data were replaced), also those still on
+        ``layer``'s undo and redo stacks."""
+        self.edits.clear()
+        for name in ("_undo_history", "_redo_history"):
+            for item in getattr(layer, name, None) or ():
+                self.ignored.update(id(a) for a in item)
 
-    def copy(self) -> PaintRecord:
+    def copy(self, layer: Any = None) -> PaintRecord:
+        """The record for a copy of ``layer``'s data: the edits in effect now
+        (:meth:`live`), kept for good (the copy's undo stack, its own, lacks them)."""
         other = PaintRecord(self.ndim)
-        other.indices = [set(ix) for ix in self.indices]
-        other.view_votes = Counter(self.view_votes)
+        other.edits = [e._replace(atoms=frozenset()) for e in self.live(layer)]
         return other
 
-    def add(self, atoms: Any, shape: tuple[int, ...], view_axis: int | None = None) -> None:
+    def _axis_of(self, touched: list[set[int]], view_axis: int | None) -> int:
+        if view_axis is not None and 0 <= view_axis < self.ndim and len(touched[view_axis]) == 1:
+            return int(view_axis)
+        flat = [a for a in range(self.ndim) if len(touched[a]) == 1]
+        if flat:
+            votes = Counter(e.axis for e in self.edits)
+            return max(flat, key=lambda a: (votes[a], -a))
+        return min(range(self.ndim), key=lambda a: (len(touched[a]), a))
+
+    def _edit(self, atoms: Any, shape: tuple[int, ...], view_axis: int | None) -> _Edit | None:
+        atoms = list(atoms or ())
         touched = painted_indices(atoms, shape)
         if not any(touched):
-            return
-        for mine, new in zip(self.indices, touched, strict=False):
-            mine.update(new)
-        if view_axis is not None and 0 <= view_axis < self.ndim:
-            if len(touched[view_axis]) == 1:
-                self.view_votes[view_axis] += 1
-
-    def painted(self) -> tuple[int, list[int]] | None:
-        """``(axis, sorted indices)`` of the painted slices, or None when none were."""
-        if not self:
             return None
-        if self.view_votes:
-            top = max(self.view_votes.values())
-            axes = [a for a, n in self.view_votes.items() if n == top]
-        else:
-            axes = [a for a in range(self.ndim) if self.indices[a]]
-        axis = min(axes, key=lambda a: (len(self.indices[a]), a))
-        return axis, sorted(self.indices[axis])
+        axis = self._axis_of(touched, view_axis)
+        return _Edit(frozenset(id(a) for a in atoms), axis, frozenset(touched[axis]))
+
+    def add(self, atoms: Any, shape: tuple[int, ...], view_axis: int | None = None) -> None:
+        edit = self._edit(atoms, shape, view_axis)
+        if edit is not None:
+            self.edits.append(edit)
+
+    def live(self, layer: Any = None) -> list[_Edit]:
+        """The edits still in effect in ``layer`` (see the class docstring)."""
+        undo = getattr(layer, "_undo_history", None) if layer is not None else None
+        if undo is None:
+            return list(self.edits)
+        try:
+            stack = [list(item) for item in undo]
+            redo = {id(a) for item in (getattr(layer, "_redo_history", None) or ()) for a in item}
+            full = undo.maxlen is not None and len(undo) >= undo.maxlen
+            shape = tuple(full_resolution(layer).shape)
+        except Exception:  # noqa: BLE001 - another napari: count every recorded edit
+            return list(self.edits)
+        on_stack = {id(a) for item in stack for a in item}
+        # an edit off the stack was undone, unless the stack is full (it may have
+        # dropped off the bottom) and the edit is not waiting on the redo stack
+        alive = [
+            e
+            for e in self.edits
+            if not e.atoms or e.atoms & on_stack or (full and not e.atoms & redo)
+        ]
+        known = set(self.ignored).union(*(e.atoms for e in self.edits))
+        for item in stack:  # made before the dock opened, or redone
+            if not {id(a) for a in item} & known:
+                edit = self._edit(item, shape, None)
+                if edit is not None:
+                    alive.append(edit)
+        return alive
+
+    def painted(self, layer: Any = None) -> list[tuple[int, list[int]]] | None:
+        """``[(axis, sorted indices), ...]`` painted (one pair per axis, the axis with
+        the most slices first), or None when nothing is; ``layer`` as in :meth:`live`."""
+        per_axis: dict[int, set[int]] = {}
+        for e in self.live(layer):
+            per_axis.setdefault(e.axis, set()).update(e.indices)
+        if not per_axis:
+            return None
+        order = sorted(per_axis, key=lambda a: (-len(per_axis[a]), a))
+        return [(a, sorted(per_axis[a])) for a in order]
 
 
 # --------------------------------------------------------------------------------------
@@ -304,7 +366,7 @@ class _Job:
     spacing: tuple[float, ...] | None
     device: str
     name: str | None
-    painted: tuple[int, tuple[int, ...]] | None = None
+    painted: tuple[tuple[int, tuple[int, ...]], ...] | None = None
     unit: str | None = None
 
 
@@ -527,7 +589,7 @@ class FinetuneWidget(QWidget):
         self.region_label = QLabel("")
         self.region_label.setWordWrap(True)
         self.region_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.status_label = QLabel("Correct a few slices of a Labels layer and press Start.")
+        self.status_label = QLabel(IDLE_STATUS)
         self.status_label.setWordWrap(True)
         self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.rerun_button = QPushButton("Segment again with the new model")
@@ -584,14 +646,15 @@ class FinetuneWidget(QWidget):
         """The saved :class:`~napari_topo.models.registry.ModelCard` of the last run."""
         return self._last_card
 
-    def painted(self, layer: Any) -> tuple[int, list[int]] | None:
-        """``(axis, sorted slice indices)`` the user painted in ``layer``, or None.
+    def painted(self, layer: Any) -> list[tuple[int, list[int]]] | None:
+        """``[(axis, sorted slice indices), ...]`` the user painted in ``layer``, or None
+        (:meth:`PaintRecord.painted`: edits undone since no longer count).
 
         Recorded from the layer's ``events.paint`` while this dock is open (and, when the
         dock opens, from the edits in the layer's undo history).
         """
         record = self._records.get(id(layer)) if layer is not None else None
-        return record.painted() if record is not None else None
+        return record.painted(layer) if record is not None else None
 
     def start(self):
         """Check the choices, show the annotated region and start fine-tuning.
@@ -681,7 +744,7 @@ class FinetuneWidget(QWidget):
                     )
                     if record is not None:  # the same painted slices, for a second round
                         self._watch_paint(copy)
-                        self._records[id(copy)] = record.copy()
+                        self._records[id(copy)] = record.copy(lab)
                 elif layers[copy_name].visible:
                     layers[copy_name].visible = False
         for layer in layers:
@@ -761,16 +824,24 @@ class FinetuneWidget(QWidget):
         except ValueError as exc:
             text = one_line(str(exc))
             text = f"Cannot train yet: {text[:1].lower()}{text[1:]}"
+        else:
+            # a refusal of an earlier Start is answered now (the user painted since)
+            if self.status_label.text().startswith("Error: ") and self._state is None:
+                self._set_status(IDLE_STATUS)
         self.region_label.setText(text)
 
     def _region_description(self, labels: Any, image: Any) -> str:
         painted = self.painted(labels)
         shape = tuple(full_resolution(labels).shape)
         if painted is not None:
-            axis, slices = painted
-            voxels = len(slices) * int(np.prod([n for a, n in enumerate(shape) if a != axis]))
+            # voxels in a painted slice of any axis: all but those in none
+            counts = dict.fromkeys(range(len(shape)), 0)
+            counts.update({a: len(ix) for a, ix in painted})
+            untouched = int(np.prod([n - counts[a] for a, n in enumerate(shape)]))
+            voxels = int(np.prod(shape)) - untouched
+            phrases = " and ".join(_slices_phrase(ix, a, len(shape)) for a, ix in painted)
             return (
-                f"Will train on: {_slices_phrase(slices, axis, len(shape))} you painted "
+                f"Will train on: {phrases} you painted "
                 f"({voxels} voxels, {_fraction(voxels, shape)} of the volume)."
             )
         if plugin_info(labels).get("widget") == "segment":
@@ -858,7 +929,7 @@ class FinetuneWidget(QWidget):
             spacing=tuple(abs(float(s)) for s in image.scale),
             device=str(self.device_picker.value),
             name=name,
-            painted=None if painted is None else (painted[0], tuple(painted[1])),
+            painted=None if painted is None else tuple((a, tuple(ix)) for a, ix in painted),
             unit=layer_length_unit(image),
         )
         info = dict(info, description=_axis_words(info["description"], lab.ndim))
@@ -940,6 +1011,7 @@ class FinetuneWidget(QWidget):
         before = card.metrics["validation_before"]["Dice"]
         after = card.metrics["validation"]["Dice"]
         t = card.training
+        tuned = card.threshold is not None and card.threshold != 0.5
         self._set_status(
             f"Saved '{card.name}' ({t['steps']} steps, {outcome.seconds:.0f} s; "
             f"{t['stopped']}): held-out Dice {before:.3f} -> {after:.3f}"
@@ -949,6 +1021,13 @@ class FinetuneWidget(QWidget):
                 else ""
             )
             + (". It is selected in Segment vessels." if selected else ".")
+            + (
+                # as the CLI says it: a newcomer read a threshold's gain as training's
+                " No training step beat the base model on the held-out part: the weights "
+                "are the base model's" + ("; the change is the mask threshold's." if tuned else ".")
+                if t.get("kept_base") or t.get("best_step") == 0
+                else ""
+            )
             + (f" Note: {t['note']}." if t.get("note") else "")
         )
         if t.get("note"):
@@ -1048,7 +1127,7 @@ def _on_data(records: dict, layer: Any, then: Any, _event: Any = None) -> None:
     """The layer's data were replaced (e.g. Segment ran again): nothing painted in them."""
     record = records.get(id(layer))
     if record is not None:
-        record.clear()
+        record.clear(layer)
     then(layer)
 
 
