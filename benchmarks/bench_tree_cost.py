@@ -24,7 +24,11 @@ skeleton component each root snaps to, and (``own_paths``) whether each root can
 the centerline points of its tree it lost without passing over another true tree.
 
     python benchmarks/bench_tree_cost.py CONVERTED/ircadb/3Dircadb1.1 --model unet-dice \
-        --results R
+        --results R [--embedding-from topnet]
+
+With ``--embedding-from topnet`` the model's mask is also partitioned on its skeleton
+cut where TopNet's embedding disagrees (edges kept when the embeddings of their ends
+are within ``lam``), which is how TopNet separates touching trees on its own mask.
 
 Writes ``R/tree_cost.json`` and ``R/tree_cost.md``. Development data only; nothing here
 is tuned into the package.
@@ -175,6 +179,13 @@ def main(argv=None) -> int:
     ap.add_argument("case", type=Path, help="a converted case with trees and roots")
     ap.add_argument("--model", default="unet-dice")
     ap.add_argument("--results", type=Path, required=True)
+    ap.add_argument(
+        "--embedding-from",
+        default=None,
+        help="also partition the model's mask on its skeleton cut by this model's "
+        "embedding (TopNet), as trees_from_skeleton(embedding=...) does, at thresholds "
+        "1-4",
+    )
     args = ap.parse_args(argv)
     case = real.load_case(args.case)
     if case["trees"] is None or case["roots"] is None:
@@ -212,6 +223,36 @@ def main(argv=None) -> int:
             rows.append(row)
             print(name, cost, lam, f"{row['tree_accuracy']:.3f}", row["confusion"], flush=True)
             print("   ", row["own_paths"], flush=True)
+    if args.embedding_from:
+        from napari_topo.inference.pipeline import predict
+        from napari_topo.trees.reconstruct import trees_from_skeleton
+
+        out = predict(case["image"], args.embedding_from, spacing=case["spacing"])
+        emb = np.asarray(out["embedding"], dtype=np.float32)
+        m = masks[f"{args.model} (defaults)"]
+        for thr in (1.0, 2.0, 3.0, 4.0):
+            res = trees_from_skeleton(
+                m, case["roots"], case["spacing"], embedding=emb, embedding_threshold=thr
+            )
+            vol = res.to_volume(m)
+            s = score(
+                m,
+                case["gt"],
+                roi=case["roi"],
+                spacing=case["spacing"],
+                pred_trees=vol,
+                gt_trees=case["trees"],
+            )
+            rows.append(
+                {
+                    "mask": f"{args.model} (defaults)",
+                    "cost": f"{args.embedding_from} embedding",
+                    "lam": thr,
+                    "tree_accuracy": float(s["Tree accuracy"]),
+                    "confusion": confusion(vol, case["trees"], case["roi"]),
+                }
+            )
+            print("embedding", thr, f"{rows[-1]['tree_accuracy']:.3f}", flush=True)
     args.results.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/bench_tree_cost.py " + shlex.join(argv or sys.argv[1:])
     (args.results / "tree_cost.json").write_text(
