@@ -513,9 +513,10 @@ def test_thicken_averages_slices_keeps_middle_masks_and_moves_roots(converted, t
     assert len(rows) == 1 and trees[tuple(rows[0])] == 2 and rows[0][0] == 1
     meta = json.loads((out / "meta.json").read_text())
     assert meta["spacing"] == pytest.approx([3 * DZ, DY, DX]) and meta["shape"] == [2, 12, 10]
-    assert meta["thickened"]["factor"] == 3
+    assert meta["thickened"]["factor"] == 3 and meta["roots_dropped"] == [1]
     assert [(r["tree"], r["zyx"]) for r in meta["roots"]] == [(2, rows[0])]
-    assert thicken.main([str(case), str(tmp_path), "--factor", "1"]) == 2
+    for bad in ("1", "2"):  # an even factor has no middle slice
+        assert thicken.main([str(case), str(tmp_path), "--factor", bad]) == 2
     run = _load("run")
     loaded = run.load_case(out)  # run.py reads it as a case
     assert loaded["roi"].shape == (2, 12, 10) and loaded["roots"].shape == (1, 3)

@@ -314,6 +314,9 @@ def test_painted_slices_are_the_region_of_a_corrected_segmentation():
     train, val, split = _split_validation(mask, info, 0.25, labels=seg)
     assert split["axis"] == 0 and set(split["slices"]) < {3, 9, 15, 21}
     assert train[:, 20].sum() > 0 and not (train & val).any()
+    # two axes (a list of two pairs is not one pair)
+    _, info = annotated_region(seg, painted=[(0, [3]), (1, [7])])
+    assert info["slices"] == [3] and info["other_axes"] == {1: [7]}
     for bad, words in [
         ((3, [1]), "axis must be 0..2"),
         ((0, []), "no painted slice"),

@@ -5,11 +5,16 @@ task) have slices several times thicker than 3D-IRCADb-01's 1.6 mm. This writes 
 of a case made by ``convert.py`` with ``factor`` consecutive slices averaged into one
 (a thick-slice reconstruction: every slice of the image is the mean of ``factor``
 slices, rounded to the image's integer type), the masks taken from each group's middle
-slice, the spacing along z multiplied by ``factor``, and every root moved to the voxel
-of its own tree nearest (in mm) to where it was. Slices left over at the end (fewer
-than ``factor``) are dropped. ``run.py`` then scores the copy as any case.
+slice (``factor`` odd, so that slice is the group's centre), the spacing along z
+multiplied by ``factor``, and every root moved to the voxel of its own tree nearest (in
+mm) to where it was. A tree left with no voxel loses its root (said on stderr and in
+``meta.json``'s ``roots_dropped``); ``run.py`` matches predicted and true trees by their
+overlap, not by the order of ``roots.csv``, so the other roots still score. Slices left
+over at the end (fewer than ``factor``) are dropped. ``run.py`` then scores the copy as
+any case. The ground truth of the copy is thinner than the original's (one slice in
+``factor``): fewer, more fragmented vessel pieces.
 
-    python benchmarks/real/thicken.py CONVERTED/ircadb/3Dircadb1.1 OUT --factor 3
+    python benchmarks/real/thicken.py CONVERTED/ircadb/3Dircadb1.1 OUT --factor 3   # 4.8 mm
     python benchmarks/real/run.py OUT --results R --models unet-dice
 
 The copy is development data as the case itself is: never commit it.
@@ -35,10 +40,13 @@ def thicken(case: Path, out_root: Path, factor: int) -> Path:
     Raises
     ------
     ValueError
-        ``factor`` under 2, or a case with fewer than ``factor`` slices.
+        ``factor`` even or under 3, or a case with fewer than ``factor`` slices.
     """
-    if factor < 2:
-        raise ValueError(f"factor must be at least 2; got {factor}")
+    if factor < 3 or factor % 2 == 0:
+        raise ValueError(
+            f"factor must be odd and at least 3 (the masks are taken from the middle one "
+            f"of each group of slices); got {factor}"
+        )
     case = Path(case)
     meta = json.loads((case / "meta.json").read_text())
     files = meta["files"]
@@ -68,7 +76,7 @@ def thicken(case: Path, out_root: Path, factor: int) -> Path:
         write_volume(out / fname, vol, spacing=new_spacing, unit=unit)
         if key == "trees":
             trees = vol
-    roots, moved = [], {}
+    roots, moved, dropped = [], {}, []
     if files.get("roots") and (case / files["roots"]).is_file() and trees is not None:
         with open(case / files["roots"]) as fh:
             old = [[int(r["z"]), int(r["y"]), int(r["x"])] for r in csv.DictReader(fh)]
@@ -76,6 +84,8 @@ def thicken(case: Path, out_root: Path, factor: int) -> Path:
         for k, zyx in enumerate(old, start=1):
             pts = np.argwhere(trees == k)
             if not len(pts):
+                dropped.append(k)
+                print(f"thicken.py: tree {k} has no voxel left; root dropped", file=sys.stderr)
                 continue
             where = np.asarray([zyx[0] / factor, zyx[1], zyx[2]])
             roots.append(pts[np.argmin((((pts - where) * sp) ** 2).sum(axis=1))].tolist())
@@ -85,6 +95,7 @@ def thicken(case: Path, out_root: Path, factor: int) -> Path:
             w.writerow(["z", "y", "x"])
             w.writerows(roots)
     meta.update(
+        roots_dropped=dropped,
         case=name,
         shape=list(thick.shape),
         spacing=list(new_spacing),

@@ -248,7 +248,7 @@ def _painted_planes(painted: Any, shape: Sequence[int]) -> list[tuple[int, np.nd
     """``painted`` (one ``(axis, indices)`` pair or a sequence of them) as a list of
     ``(axis, sorted unique indices)``, one per axis, checked against ``shape``."""
     pairs = list(painted) if isinstance(painted, (list, tuple)) else [painted]
-    if len(pairs) == 2 and np.ndim(pairs[0]) == 0 and not isinstance(pairs[0], str):
+    if len(pairs) == 2 and isinstance(pairs[0], (int, np.integer)):
         pairs = [tuple(pairs)]  # a single (axis, indices) pair
     merged: dict[int, set[int]] = {}
     for pair in pairs:
@@ -1259,10 +1259,10 @@ def finetune(
     annotated : array_like of bool (z, y, x), optional
         The voxels the user labelled. Default: derived by :func:`annotated_region` (the
         painted slices, or the labels' bounding box plus a margin).
-    painted : (int, sequence of int), optional
-        ``(axis, indices)``: the slices the user painted in, which whole are the annotated
-        region (:func:`annotated_region`); what the Fine-tune dock passes for a corrected
-        segmentation. ``annotated`` wins when both are given.
+    painted : (int, sequence of int) or a sequence of them, optional
+        ``(axis, indices)`` pairs: the slices the user painted in, which whole are the
+        annotated region (:func:`annotated_region`); what the Fine-tune dock passes for a
+        corrected segmentation. ``annotated`` wins when both are given.
     loss : str or dict, optional
         ``"dice"``, ``"cldice"``, ``"projpool"`` or a spec such as
         ``{"name": "cldice", "alpha": 0.3}``; default the base model's own loss.

@@ -158,7 +158,9 @@ def painted_indices(atoms: Any, shape: tuple[int, ...]) -> list[set[int]]:
 
 
 class _Edit(NamedTuple):
-    atoms: frozenset  # ids of the edit's history atoms (how napari's undo stack holds it)
+    #: the edit's history atoms, as napari's undo stack holds them (held here, not their
+    #: ids: a freed atom's id is soon another's); () once the edit is kept for good
+    atoms: tuple
     axis: int  # the axis it was painted along
     indices: frozenset  # the slices along that axis it touched
 
@@ -175,10 +177,11 @@ class PaintRecord:
 
     :meth:`painted` gives ``[(axis, sorted indices), ...]`` of the edits still in effect:
     napari's ``undo`` and ``redo`` emit no event, so with the layer given, an edit whose
-    atoms have left the layer's undo stack (not full) was undone and no longer counts,
-    and edits on the stack that were never recorded (made before the dock opened, or
-    redone) are read from it. That stack (``Labels._undo_history``, 100 edits) is not
-    public napari API; without it every recorded edit counts.
+    atoms have left the layer's undo stack (not full) was undone and no longer counts
+    (redo puts the same atoms back), and edits on the stack that were never recorded
+    (made before the dock opened) are read from it. That stack
+    (``Labels._undo_history``, 100 edits) is not public napari API; without it every
+    recorded edit counts.
     """
 
     def __init__(self, ndim: int):
@@ -203,7 +206,7 @@ class PaintRecord:
         """The record for a copy of ``layer``'s data: the edits in effect now
         (:meth:`live`), kept for good (the copy's undo stack, its own, lacks them)."""
         other = PaintRecord(self.ndim)
-        other.edits = [e._replace(atoms=frozenset()) for e in self.live(layer)]
+        other.edits = [e._replace(atoms=()) for e in self.live(layer)]
         return other
 
     def _axis_of(self, touched: list[set[int]], view_axis: int | None) -> int:
@@ -221,7 +224,7 @@ class PaintRecord:
         if not any(touched):
             return None
         axis = self._axis_of(touched, view_axis)
-        return _Edit(frozenset(id(a) for a in atoms), axis, frozenset(touched[axis]))
+        return _Edit(tuple(atoms), axis, frozenset(touched[axis]))
 
     def add(self, atoms: Any, shape: tuple[int, ...], view_axis: int | None = None) -> None:
         edit = self._edit(atoms, shape, view_axis)
@@ -241,14 +244,23 @@ class PaintRecord:
         except Exception:  # noqa: BLE001 - another napari: count every recorded edit
             return list(self.edits)
         on_stack = {id(a) for item in stack for a in item}
-        # an edit off the stack was undone, unless the stack is full (it may have
-        # dropped off the bottom) and the edit is not waiting on the redo stack
-        alive = [
-            e
-            for e in self.edits
-            if not e.atoms or e.atoms & on_stack or (full and not e.atoms & redo)
-        ]
-        known = set(self.ignored).union(*(e.atoms for e in self.edits))
+        # on the undo stack: in effect; on the redo stack: undone, may come back; on
+        # neither: undone and then painted over (dropped), or, with the stack full,
+        # fallen off its bottom (kept for good, its atoms let go: a stroke undone and
+        # painted over while the stack is full is taken for one of these)
+        kept, alive = [], []
+        for e in self.edits:
+            ids = {id(a) for a in e.atoms}
+            if not e.atoms or ids & on_stack:
+                kept.append(e)
+                alive.append(e)
+            elif ids & redo:
+                kept.append(e)
+            elif full:
+                kept.append(e._replace(atoms=()))
+                alive.append(kept[-1])
+        self.edits = kept
+        known = set(self.ignored).union(*({id(a) for a in e.atoms} for e in self.edits))
         for item in stack:  # made before the dock opened, or redone
             if not {id(a) for a in item} & known:
                 edit = self._edit(item, shape, None)
@@ -493,6 +505,8 @@ class FinetuneWidget(QWidget):
         self._job: _Job | None = None
         self._cancel = threading.Event()
         self._state: str | None = None
+        #: the status holds why the last Start was refused (cleared once answered)
+        self._refused = False
         self._last_card: Any = None
 
         self.image_picker = ComboBox(
@@ -668,7 +682,9 @@ class FinetuneWidget(QWidget):
             job, image, labels, annotated, info = self._make_job()
         except ValueError as exc:
             self._report(str(exc), error=True)
+            self._refused = True
             return None
+        self._refused = False
         self._show_region(self.labels_picker.value, annotated)
         self._region_timer.stop()
         self.region_label.setText(f"Training on: {info['description']}.")
@@ -786,7 +802,11 @@ class FinetuneWidget(QWidget):
         on_data = partial(_on_data, self._records, layer, self._painted_in)
         layer.events.paint.connect(on_paint)
         layer.events.data.connect(on_data)
-        self._watched[key] = (layer, on_paint, on_data)
+        # undo / redo emit no paint event, only a refresh (set_data, also on every
+        # slice change): the line is redone then for a layer with painting recorded
+        on_refresh = partial(_on_refresh, self._records, layer, self._painted_in)
+        layer.events.set_data.connect(on_refresh)
+        self._watched[key] = (layer, on_paint, on_data, on_refresh)
         record = self._records.setdefault(key, PaintRecord(layer.ndim))
         # edits made before the dock opened: napari keeps them in the undo history (not
         # public API; read defensively, with no axis paged through known)
@@ -826,7 +846,8 @@ class FinetuneWidget(QWidget):
             text = f"Cannot train yet: {text[:1].lower()}{text[1:]}"
         else:
             # a refusal of an earlier Start is answered now (the user painted since)
-            if self.status_label.text().startswith("Error: ") and self._state is None:
+            if self._refused and not self.is_running:
+                self._refused = False
                 self._set_status(IDLE_STATUS)
         self.region_label.setText(text)
 
@@ -1141,8 +1162,21 @@ def _paged_axis(viewer: Any, ndim: int) -> int | None:
     return axes[0] if len(axes) == 1 else None
 
 
-def _unwatch(layer: Any, on_paint: Any, on_data: Any) -> None:
-    for emitter, callback in ((layer.events.paint, on_paint), (layer.events.data, on_data)):
+def _on_refresh(records: dict, layer: Any, then: Any, _event: Any = None) -> None:
+    """The layer was redrawn (an undo or redo among others): redo the region line when
+    painting is recorded in it (cheap then; a guess over the whole array is not)."""
+    if records.get(id(layer)):
+        then(layer)
+
+
+def _unwatch(layer: Any, on_paint: Any, on_data: Any, on_refresh: Any = None) -> None:
+    for emitter, callback in (
+        (layer.events.paint, on_paint),
+        (layer.events.data, on_data),
+        (layer.events.set_data, on_refresh),
+    ):
+        if callback is None:
+            continue
         try:
             emitter.disconnect(callback)
         except Exception:  # noqa: BLE001 - already gone
