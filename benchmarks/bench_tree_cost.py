@@ -171,9 +171,22 @@ def own_paths(res, gt_trees) -> list[dict]:
     return out
 
 
+def _scores(case: dict, mask, trees) -> dict:
+    """``scoring.score`` of a mask and its tree labels inside the case's region."""
+    from scoring import score
+
+    return score(
+        mask,
+        case["gt"],
+        roi=case["roi"],
+        spacing=case["spacing"],
+        pred_trees=trees,
+        gt_trees=case["trees"],
+    )
+
+
 def main(argv=None) -> int:
     import run as real  # benchmarks/real/run.py
-    from scoring import score
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("case", type=Path, help="a converted case with trees and roots")
@@ -202,14 +215,7 @@ def main(argv=None) -> int:
         for cost, lam in COSTS:
             t = time.perf_counter()
             vol, res = partition(m, case["roots"], case["spacing"], cost, lam)
-            s = score(
-                m,
-                case["gt"],
-                roi=case["roi"],
-                spacing=case["spacing"],
-                pred_trees=vol,
-                gt_trees=case["trees"],
-            )
+            s = _scores(case, m, vol)
             row = {
                 "mask": name,
                 "cost": cost,
@@ -235,14 +241,7 @@ def main(argv=None) -> int:
                 m, case["roots"], case["spacing"], embedding=emb, embedding_threshold=thr
             )
             vol = res.to_volume(m)
-            s = score(
-                m,
-                case["gt"],
-                roi=case["roi"],
-                spacing=case["spacing"],
-                pred_trees=vol,
-                gt_trees=case["trees"],
-            )
+            s = _scores(case, m, vol)
             rows.append(
                 {
                     "mask": f"{args.model} (defaults)",

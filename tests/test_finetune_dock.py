@@ -17,14 +17,10 @@ import pytest
 pytest.importorskip("napari")
 pytest.importorskip("qtpy")
 
-from test_finetune import save_tiny_base, volume  # noqa: E402
+from test_finetune import user_dir, volume  # noqa: E402, F401 (user_dir: a fixture)
 
 import napari_topo.training.finetune as core  # noqa: E402
-from napari_topo.models.registry import (  # noqa: E402
-    USER_MODELS_ENV,
-    describe_card,
-    list_models,
-)
+from napari_topo.models.registry import describe_card, list_models  # noqa: E402
 from napari_topo.widgets.finetune import (  # noqa: E402
     MIN_MINUTES,
     FinetuneWidget,
@@ -35,14 +31,6 @@ from napari_topo.widgets.finetune import (  # noqa: E402
 TIMEOUT_MS = 120_000
 gui = pytest.mark.gui
 SEGMENT_MASK = {"napari_topo": {"kind": "mask", "widget": "segment", "model": "tiny-base"}}
-
-
-@pytest.fixture
-def user_dir(tmp_path, monkeypatch):
-    folder = tmp_path / "user-models"
-    monkeypatch.setenv(USER_MODELS_ENV, str(folder))
-    save_tiny_base(folder)
-    return folder
 
 
 def _correct(layer, truth, z):
@@ -68,7 +56,8 @@ def _region_line(widget, qtbot, start):
 
 
 @gui
-def test_segment_mask_trains_on_the_painted_slices_only(make_napari_viewer, qtbot, user_dir):
+@pytest.mark.usefixtures("user_dir")
+def test_segment_mask_trains_on_the_painted_slices_only(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     vol = volume()
     image = viewer.add_image(vol.image, name="vessels")
@@ -123,9 +112,8 @@ def test_segment_mask_trains_on_the_painted_slices_only(make_napari_viewer, qtbo
 
 
 @gui
-def test_replaced_data_forget_the_paint_and_user_labels_keep_the_guess(
-    make_napari_viewer, qtbot, user_dir
-):
+@pytest.mark.usefixtures("user_dir")
+def test_replaced_data_forget_the_paint_and_user_labels_keep_the_guess(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     vol = volume()
     viewer.add_image(vol.image, name="vessels")
@@ -240,10 +228,8 @@ def test_max_steps_says_no_limit_and_the_budget_trains(make_napari_viewer, qtbot
         assert pinned.isAncestorOf(part)
 
 
-@gui
-def test_a_run_with_no_training_step_saves_nothing(
-    make_napari_viewer, qtbot, user_dir, monkeypatch
-):
+def _painted_dock(make_napari_viewer, qtbot):
+    """A dock on a new Labels layer with three slices corrected."""
     viewer = make_napari_viewer()
     vol = volume()
     viewer.add_image(vol.image, name="vessels")
@@ -252,6 +238,13 @@ def test_a_run_with_no_training_step_saves_nothing(
         _correct(labels, vol.mask, z)
     widget = _dock(viewer, qtbot)
     widget.labels_picker.value = labels
+    return widget
+
+
+@gui
+@pytest.mark.usefixtures("user_dir")
+def test_a_run_with_no_training_step_saves_nothing(make_napari_viewer, qtbot, monkeypatch):
+    widget = _painted_dock(make_napari_viewer, qtbot)
     note = "no training step fit in 1 min (scoring the base model ... took 70 s)"
     card = SimpleNamespace(name="x", training={"steps": 0, "note": note})
     saved = []
@@ -268,19 +261,13 @@ def test_a_run_with_no_training_step_saves_nothing(
 
 
 @gui
+@pytest.mark.usefixtures("user_dir")
 def test_a_run_that_beat_nothing_says_the_weights_are_the_base_models(
-    make_napari_viewer, qtbot, user_dir, monkeypatch
+    make_napari_viewer, qtbot, monkeypatch
 ):
     """A newcomer's 1-minute run: 44 steps, none better than the base; the held-out
     gain (0.638 -> 0.659) was the mask threshold's alone, and the dock did not say so."""
-    viewer = make_napari_viewer()
-    vol = volume()
-    viewer.add_image(vol.image, name="vessels")
-    labels = viewer.add_labels(np.zeros(vol.mask.shape, np.uint8), name="my labels")
-    for z in (4, 12, 20):
-        _correct(labels, vol.mask, z)
-    widget = _dock(viewer, qtbot)
-    widget.labels_picker.value = labels
+    widget = _painted_dock(make_napari_viewer, qtbot)
     card = SimpleNamespace(
         name="x",
         threshold=0.2,
