@@ -282,3 +282,16 @@ def test_a_run_that_beat_nothing_says_the_weights_are_the_base_models(
     assert blocker.args == ["done"], status
     assert "0.638 -> 0.659 at its mask threshold 0.2" in status
     assert "the weights are the base model's; the change is the mask threshold's" in status
+
+
+@gui
+@pytest.mark.usefixtures("user_dir")
+def test_the_region_line_names_labels_of_another_shape(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((8, 20, 20), np.float32), name="vessels")
+    other = viewer.add_labels(np.zeros((8, 20, 21), np.uint8), name="other labels")
+    widget = _dock(viewer, qtbot)
+    widget.labels_picker.value = other
+    other.data_setitem((np.array([2]), np.array([3]), np.array([4])), 1)
+    line = _region_line(widget, qtbot, "Cannot train yet")
+    assert "shape (8, 20, 21)" in line and "(8, 20, 20)" in line, line

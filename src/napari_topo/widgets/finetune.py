@@ -853,7 +853,17 @@ class FinetuneWidget(QWidget):
 
     def _region_description(self, labels: Any, image: Any) -> str:
         painted = self.painted(labels)
-        shape = tuple(full_resolution(labels).shape)
+        data = full_resolution(labels)
+        shape = tuple(data.shape)
+        if len(shape) != 3:
+            raise ValueError(f"'{labels.name}' is not 3D.")
+        if image is not None:
+            want = tuple(full_resolution(image).shape)
+            if want != shape:
+                raise ValueError(
+                    f"'{labels.name}' has shape {shape}, the image '{image.name}' {want}: "
+                    "pick the labels drawn on that image"
+                )
         if painted is not None:
             # voxels in a painted slice of any axis: all but those in none
             counts = dict.fromkeys(range(len(shape)), 0)
@@ -869,9 +879,10 @@ class FinetuneWidget(QWidget):
             raise ValueError(_paint_first(labels))
         from napari_topo.training.finetune import annotated_region
 
-        if len(shape) != 3:
-            raise ValueError(f"'{labels.name}' is not 3D.")
-        _, info = annotated_region(np.asarray(full_resolution(labels)))
+        if not isinstance(data, np.ndarray):
+            # a lazy (dask / zarr) layer: not read whole on the GUI thread for a preview
+            return "Will train on: the slices holding labels (or their box), read at Start."
+        _, info = annotated_region(data)
         return f"Will train on: {_axis_words(info['description'], len(shape))}."
 
     def _on_base_picked(self, _value: Any = None) -> None:
