@@ -66,6 +66,7 @@ from napari_topo.widgets._common import (
     scrolling_body,
     select_layer,
 )
+from napari_topo.widgets.metrics import paint_changes
 
 if TYPE_CHECKING:
     import napari
@@ -107,11 +108,9 @@ def _axis_name(axis: int, ndim: int) -> str:
 def painted_indices(atoms: Any, shape: tuple[int, ...]) -> list[set[int]]:
     """Per axis, the indices that the edits of a Labels ``events.paint`` touched.
 
-    napari (>= 0.4.19; the atom format of 0.9) emits ``events.paint(value=item)``, ``item``
-    a list of history atoms: a masked edit (``slice_key``, ``mask``, ``old_values``,
-    ``new_value``; from the brush, fill and polygons; ``mask`` None when the whole box
-    changed) or the ``(indices, old_values, new_values)`` of ``Labels.data_setitem``. Only
-    the indices are read (the event may come before the array is written).
+    The atoms are read by the Metrics dock's
+    :func:`~napari_topo.widgets.metrics.paint_changes` (napari's masked edits of the
+    brush, fill and polygons, and ``Labels.data_setitem``'s index arrays).
 
     Examples
     --------
@@ -120,40 +119,9 @@ def painted_indices(atoms: Any, shape: tuple[int, ...]) -> list[set[int]]:
     [{3}, {1, 2}, {5}]
     """
     out: list[set[int]] = [set() for _ in shape]
-    for atom in atoms or ():
-        if hasattr(atom, "slice_key") and hasattr(atom, "new_value"):
-            starts, sizes = [], []
-            for key, n in zip(atom.slice_key, shape, strict=False):
-                if isinstance(key, slice):
-                    start, stop, _ = key.indices(int(n))
-                    starts.append(start)
-                    sizes.append(max(stop - start, 0))
-                else:  # an integer index (a dimension that was not painted)
-                    starts.append(int(key))
-                    sizes.append(1)
-            if 0 in sizes:
-                continue
-            mask = None if atom.mask is None else np.asarray(atom.mask, bool).reshape(sizes)
-            for axis, (start, size) in enumerate(zip(starts, sizes, strict=True)):
-                if mask is None:
-                    out[axis].update(range(start, start + size))
-                    continue
-                other = tuple(a for a in range(mask.ndim) if a != axis)
-                hit = np.flatnonzero(mask.any(axis=other)) if other else np.flatnonzero(mask)
-                out[axis].update(int(i) + start for i in hit)
-            continue
-        try:
-            indices = atom[0]
-        except (TypeError, IndexError):
-            continue
-        if not isinstance(indices, tuple):
-            indices = (indices,)
-        for axis, (ix, n) in enumerate(zip(indices, shape, strict=False)):
-            if isinstance(ix, slice):
-                out[axis].update(range(*ix.indices(int(n))))
-            else:
-                values = np.unique(np.asarray(ix, dtype=np.int64).ravel())
-                out[axis].update(int(v) % int(n) for v in values)
+    for indices, _values in paint_changes(atoms, shape):
+        for axis, ix in enumerate(indices[: len(shape)]):
+            out[axis].update(int(v) for v in np.unique(ix))
     return out
 
 
