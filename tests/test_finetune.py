@@ -334,8 +334,30 @@ def test_a_stroke_on_one_slice_is_that_slice():
     lab[5, 200:210, 200:260] = 1
     _, info = annotated_region(lab)
     assert info["method"] == "slices" and info["axis"] == 0 and info["slices"] == [5]
-    with pytest.raises(ValueError, match="label at least two slices"):
-        _split_validation(*annotated_region(lab), 0.2)
+
+
+def test_one_or_two_painted_slices_hold_out_bands_within_them():
+    # the Cellpose-style loop: a user corrects one slice (or two). Holding out a whole
+    # slice would leave nothing (or one slice) to train on; bands of rows across the
+    # painted slices are held out instead, each on a labelled vessel
+    lab = np.zeros((25, 120, 60), np.uint8)
+    lab[:, 10:110, 20:24] = 1  # a vessel along y
+    lab[:, 60:64, 5:55] = 1  # one along x
+    for slices in ([12], [6, 18]):
+        mask, info = annotated_region(lab, painted=(0, slices))
+        train, val, split = _split_validation(mask, info, 0.2, labels=lab)
+        assert split["within"] == {"axis": 0, "slices": slices}
+        assert split["axis"] == 1  # the vessels extend furthest along y
+        held = np.asarray(split["slices"])
+        assert 0.15 * 120 <= len(held) <= 0.25 * 120 and np.diff(held).max() > 1  # bands
+        assert not (train & val).any() and ((train | val) == mask).all()
+        for k in slices:  # every painted slice trains and is checked
+            assert (lab[k][train[k]] > 0).any() and (lab[k][val[k]] > 0).any()
+        assert not val[:, held.max() + 1 :].any() and val[slices][:, held].all()
+    # three painted slices: whole slices are held out, as before
+    mask, info = annotated_region(lab, painted=(0, [4, 12, 20]))
+    _, _, split = _split_validation(mask, info, 0.2, labels=lab)
+    assert "within" not in split and split["axis"] == 0 and len(split["slices"]) == 1
 
 
 def test_adam_matches_torch_adamw():
@@ -601,7 +623,6 @@ def test_topnet_embedding_frozen_unless_tree_labels(user_dir):
         (np.zeros((32, 40, 40), np.uint8), {}, "labels are empty"),
         (np.full((32, 40, 40), 0.5, np.float32), {}, "fractional"),
         (-np.ones((32, 40, 40), np.int16), {}, "negative"),
-        ("one-slice", {}, "only one slice"),
         ("ok", {"base_model": "no-such-model"}, "unknown model"),
         ("ok", {"annotated": np.full((32, 40, 40), 2, np.uint8)}, "binary"),
         ("ok", {"minutes": -1.0}, "minutes"),
@@ -613,14 +634,22 @@ def test_bad_input_is_one_clear_error(user_dir, labels, kwargs, match):
     vol = volume()
     if isinstance(labels, str) and labels == "ok":
         labels = sparse(vol.mask, [4, 12, 20, 28])
-    elif isinstance(labels, str):
-        labels = sparse(vol.mask, [12])
     if isinstance(kwargs.get("annotated"), str):  # slices holding no label
         kwargs["annotated"] = np.zeros(vol.mask.shape, bool)
         kwargs["annotated"][[6, 14]] = True
     kwargs = {"base_model": "tiny-base", **kwargs}
     with pytest.raises(ValueError, match=match):
         finetune(vol.image, labels, steps=2, **kwargs, **FAST)
+
+
+def test_one_corrected_slice_is_enough_to_fine_tune(user_dir):
+    vol = volume()
+    k = int(np.argmax(vol.mask.sum(axis=(1, 2))))  # the slice with most vessel
+    module, card = finetune(
+        vol.image, sparse(vol.mask, [k]), "tiny-base", painted=(0, [k]), steps=2, **FAST
+    )
+    assert card.training["data"]["annotated_voxels"] == 40 * 40
+    assert f"of the painted slice {k} along axis 0" in card.metrics["validation_note"]
 
 
 def test_finetuning_never_imports_torch_dynamo(user_dir):
@@ -929,6 +958,21 @@ def test_a_budget_that_fits_no_step_says_so_without_a_step_time(user_dir, monkey
         "no training step fit in 1 min (scoring the base model on the held-out patches and "
         "segmenting the held-out part took 40 s)"
     )
+
+
+def test_cli_writes_nothing_when_no_training_step_fit(files, user_dir, monkeypatch, capsys):
+    # the dock saved nothing for such a run while the CLI saved the base model's weights
+    # under a new name
+    tmp, img, lab, _ = files
+    fake_clock(monkeypatch, validation_s=40.0)
+    out = tmp / "none"
+    args = ["finetune", str(img), str(lab), "--base", "tiny-base", "--minutes", "1"]
+    rc = main([*args, "--out", str(out), "--device", "cpu", "--threads", "1"])
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # progress lines come first
+    assert rc == 2 and last.startswith("napari-topo: error: no training step fit in 1 min")
+    assert last.endswith("Nothing was written (it would be the base model).")
+    assert not out.exists() or not any(out.iterdir())
+    assert sorted(p.name for p in user_dir.iterdir()) == ["tiny-base.json", "tiny-base.safetensors"]
 
 
 def test_cli_says_when_the_budget_left_too_few_steps(files, user_dir, monkeypatch, capsys):

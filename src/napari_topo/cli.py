@@ -2238,6 +2238,10 @@ def _finetune(args) -> None:
         command=command,
         unit=getattr(vol.geometry, "unit", None),
     )
+    if not card.training.get("steps"):
+        # as the Fine-tune dock does: a copy of the base model is not a fine-tuned one
+        note = card.training.get("note") or "no training step fit in the time budget"
+        raise ValueError(f"{note}. Nothing was written (it would be the base model).")
     saved = save_finetuned(module, card, out_dir)
     for line in _finetune_result_lines(card):
         print(line)

@@ -152,6 +152,8 @@ MIN_HELD_OUT_VESSEL_VOXELS = 50
 THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 #: Slabs the held-out part of a mask or box annotation is split into (spread evenly).
 VALIDATION_SLABS = 4
+#: Up to this many painted slices, bands of rows across them are held out (not a slice)
+WITHIN_SLICES_MAX = 2
 #: Weights of the two terms added to the base model's loss while fine-tuning: a soft
 #: Dice over the whole batch's annotated voxels and a binary cross-entropy averaged over
 #: them (both push against false positives in patches without any vessel, where a
@@ -450,7 +452,10 @@ def _split_validation(
     training), evenly spread among them, never the first; with ``labels``, among the
     slices holding a labelled vessel when at least two do (a held-out part without
     vessel scores 1 wherever nothing is found and cannot tell a better model), one of
-    them left for training. Otherwise (a mask or a box):
+    them left for training. With one or two painted slices (a user who corrected one
+    slice), bands of rows across them are held out instead
+    (:func:`_split_within_slices`), so that every painted slice trains. Otherwise (a
+    mask or a box):
     up to ``n_slabs`` slabs of consecutive annotated slices, together ``fraction`` of
     them, evenly spread along the slice axis (axis 0, the one users page through; the
     longest side when the region is a single z-slice). Spread slabs see the same mixture of
@@ -461,11 +466,8 @@ def _split_validation(
         raise ValueError(f"validation_fraction must be between 0 and 1; got {fraction}")
     if info.get("method") == "slices":
         axis, slices = int(info["axis"]), list(info["slices"])
-        if len(slices) < 2:
-            raise ValueError(
-                "only one slice is labelled; label at least two slices (one is held out "
-                "to check the fine-tuned model) or give an annotated mask"
-            )
+        if len(slices) <= WITHIN_SLICES_MAX:
+            return _split_within_slices(mask, axis, slices, fraction, n_slabs, labels)
         n_val = min(len(slices) - 1, max(1, int(round(fraction * len(slices)))))
         pool = slices
         if labels is not None:
@@ -503,6 +505,90 @@ def _split_validation(
     if not train.any() or not val.any():
         raise ValueError("the annotated region is too small to hold out a validation part")
     return train, val, {"axis": axis, "slices": [int(h) for h in held]}
+
+
+def _split_within_slices(
+    mask: np.ndarray,
+    axis: int,
+    slices: list[int],
+    fraction: float,
+    n_slabs: int,
+    labels: np.ndarray | None,
+):
+    """``(train, validation, split_info)`` for one or two painted slices: bands of rows.
+
+    The rows are taken along the in-plane axis (of the two other than ``axis``) along
+    which the labelled vessels of the region extend furthest (the region itself without
+    ``labels``): ``fraction`` of the region's rows along it, as up to ``n_slabs`` bands
+    of consecutive rows centred on evenly spread rows holding a labelled vessel, so
+    that every band checks some vessel and every painted slice keeps most of its
+    vessels for training. Bands of whole rows, not scattered voxels, so that a held-out
+    voxel's neighbours are mostly held out too. ``split_info`` is ``{"axis": the row
+    axis, "slices": the held-out rows, "within": {"axis": axis, "slices": slices}}``.
+    """
+    vessel = None
+    if labels is not None:
+        vessel = (np.asarray(labels) > 0) & mask
+        if not vessel.any():
+            vessel = None
+
+    def rows(a: int, arr: np.ndarray) -> np.ndarray:
+        return np.flatnonzero(arr.any(axis=tuple(o for o in range(3) if o != a)))
+
+    def extent(a: int) -> int:
+        r = rows(a, mask if vessel is None else vessel)
+        return int(r[-1] - r[0] + 1) if len(r) else 0
+
+    row_axis = max((a for a in range(3) if a != axis), key=extent)
+    present = rows(row_axis, mask)
+    if len(present) < 2:
+        raise ValueError("the annotated region is too small to hold out a validation part")
+    n_held = min(len(present) - 1, max(1, int(round(fraction * len(present)))))
+    slabs = max(1, min(n_slabs, n_held))
+    thick = [n_held // slabs + (1 if k < n_held % slabs else 0) for k in range(slabs)]
+    focus = rows(row_axis, vessel) if vessel is not None else present
+    if len(focus) < 2:
+        focus = present
+    lo, hi = int(present[0]), int(present[-1])
+    held: set[int] = set()
+    for k, t in enumerate(thick):
+        centre = int(focus[min(len(focus) - 1, int((k + 0.5) * len(focus) / slabs))])
+        start = min(max(lo, centre - t // 2), hi + 1 - t)
+        held.update(range(start, start + t))
+    held_rows = sorted(held & set(present.tolist()))
+    val = np.zeros_like(mask)
+    index: list[Any] = [slice(None)] * 3
+    index[row_axis] = held_rows
+    val[tuple(index)] = mask[tuple(index)]
+    train = mask & ~val
+    if not train.any() or not val.any():
+        raise ValueError("the annotated region is too small to hold out a validation part")
+    return (
+        train,
+        val,
+        {
+            "axis": int(row_axis),
+            "slices": [int(h) for h in held_rows],
+            "within": {"axis": int(axis), "slices": [int(k) for k in slices]},
+        },
+    )
+
+
+def _describe_split(split: dict) -> str:
+    """The held-out part in words, for the card's ``validation_note``."""
+    within = split.get("within")
+    if within is None:
+        return f"{len(split['slices'])} slices along axis {split['axis']}, spread across it"
+    ks = within["slices"]
+    painted = (
+        f"the painted slice {ks[0]}"
+        if len(ks) == 1
+        else "the painted slices " + ", ".join(str(k) for k in ks)
+    )
+    return (
+        f"{len(split['slices'])} rows along axis {split['axis']} of {painted} along axis "
+        f"{within['axis']}, in bands across the labelled vessels"
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -1793,7 +1879,7 @@ def finetune(
             "validation_before": dict(before_view),
             "threshold_choice": threshold_table,
             "validation_note": "held-out part of the user's annotation "
-            f"({len(split['slices'])} slices along axis {split['axis']}, spread across it), "
+            f"({_describe_split(split)}), "
             "never trained on, segmented as segment does (the box "
             + "x".join(f"{b.start}:{b.stop}" for b in view_box)
             + " of the input); 'validation' is at the mask threshold chosen on it "
