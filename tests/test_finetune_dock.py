@@ -295,3 +295,48 @@ def test_the_region_line_names_labels_of_another_shape(make_napari_viewer, qtbot
     other.data_setitem((np.array([2]), np.array([3]), np.array([4])), 1)
     line = _region_line(widget, qtbot, "Cannot train yet")
     assert "shape (8, 20, 21)" in line and "(8, 20, 20)" in line, line
+
+
+@gui
+@pytest.mark.usefixtures("user_dir")
+def test_paint_corrections_shows_segments_hidden_mask_and_takes_the_brush(
+    make_napari_viewer, qtbot
+):
+    # after Segment, its mask (the dock's default labels) is hidden under the shown trees;
+    # a newcomer had to find it and show it before painting
+    viewer = make_napari_viewer()
+    vol = volume()
+    viewer.add_image(vol.image, name="vessels", scale=(2.0, 1.0, 1.0))
+    mask = viewer.add_labels(
+        vol.mask.astype(np.uint8), name="vessels mask", metadata=SEGMENT_MASK, visible=False
+    )
+    trees_meta = {"napari_topo": {"kind": "trees", "widget": "segment", "model": "tiny-base"}}
+    trees = viewer.add_labels(
+        vol.mask.astype(np.uint8) * 2, name="vessels trees", metadata=trees_meta
+    )
+    truth = viewer.add_labels(vol.mask.astype(np.uint8), name="my truth")  # the user's own
+    viewer.dims.ndisplay = 3
+    widget = _dock(viewer, qtbot)
+    assert widget.labels_picker.value is mask
+    assert "Paint corrections shows it" in _region_line(widget, qtbot, "Cannot train yet")
+
+    assert widget.paint_corrections() is mask
+    assert mask.visible and not trees.visible and truth.visible  # only results are hidden
+    assert viewer.layers.selection.active is mask and mask.mode == "paint"
+    assert mask.selected_label == 1 and viewer.dims.ndisplay == 2
+    status = widget.status_label.text()
+    assert status.startswith("Painting into 'vessels mask'. Hid 'vessels trees' above it.")
+
+    # the button itself, with no Labels layer left: an empty one on the image's grid
+    for name in ("vessels mask", "vessels trees", "my truth"):
+        viewer.layers.remove(name)
+    assert widget.labels_picker.value is None
+    widget.paint_button.native.click()
+    added = viewer.layers["vessels corrections"]
+    assert widget.labels_picker.value is added and added.mode == "paint"
+    assert added.data.shape == vol.image.shape and tuple(added.scale) == (2.0, 1.0, 1.0)
+    assert not added.data.any() and widget.status_label.text().startswith("Added ")
+    _correct(added, vol.mask, 9)
+    assert _region_line(widget, qtbot, "Will train on").startswith(
+        "Will train on: 1 slice along z (9) you painted"
+    )

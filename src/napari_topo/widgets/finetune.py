@@ -37,7 +37,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FloatSpinBox, LineEdit
+from magicgui.widgets import ComboBox, Container, FloatSpinBox, LineEdit, PushButton
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
@@ -489,6 +489,16 @@ class FinetuneWidget(QWidget):
             "you painted in count (or the labels' bounding box when most slices have "
             "labels).",
         )
+        # Segment leaves its mask hidden under the trees: a newcomer had to find and
+        # show it before painting (the README's loop starts with "correct the mask")
+        self.paint_button = PushButton(
+            text="Paint corrections",
+            label="",
+            tooltip="Show the picked Labels layer (hiding napari-topo results drawn over "
+            "it), select it and take the brush with label 1 (vessel) in a 2D view; "
+            "label 0 erases. With no Labels layer, adds an empty one on the image's grid.",
+        )
+        self.paint_button.changed.connect(self.paint_corrections)
         # True until the user picks labels themselves: the pick then follows the
         # Segment widget's mask (or trees) when one appears, as a run after the dock
         # opened would otherwise leave it on whatever was there before (a ground truth)
@@ -545,6 +555,7 @@ class FinetuneWidget(QWidget):
             widgets=[
                 self.image_picker,
                 self.labels_picker,
+                self.paint_button,
                 self.model_picker,
                 self.minutes_box,
                 self.steps_box,
@@ -683,6 +694,59 @@ class FinetuneWidget(QWidget):
             _start_thread=True,
         )
         return self._worker
+
+    def paint_corrections(self, *_: Any) -> Any:
+        """Get the picked Labels layer ready to paint into; returns it (or None).
+
+        Shows it, hides the visible napari-topo results above it in the layer list
+        (Segment's trees cover its mask), makes it the selected layer in *paint* mode with
+        label 1 (0 if the picked label was 0) in a 2D view. With no Labels layer picked,
+        adds an empty ``"<image> corrections"`` layer on the image's grid first and picks
+        it. The status line says what changed.
+        """
+        layers = self._viewer.layers
+        layer, image = self.labels_picker.value, self.image_picker.value
+        added = False
+        if layer is None:
+            if image is None:
+                self._report("Open the image to correct first.", True)
+                return None
+            data = full_resolution(image)
+            layer = self._viewer.add_labels(
+                np.zeros(tuple(data.shape), np.uint8),
+                name=f"{image.name} corrections",
+                scale=image.scale,
+                translate=image.translate,
+                **placement(image),
+            )
+            added = True
+            self._labels_auto = False
+            select_layer(self.labels_picker, layer)
+        hidden = []
+        below = True
+        for other in layers:
+            if other is layer:
+                below = False
+            elif not below and other.visible and isinstance(other, Labels | Image):
+                if plugin_info(other).get("widget") is not None:
+                    other.visible = False
+                    hidden.append(other.name)
+        layer.visible = True
+        layers.selection.active = layer
+        if self._viewer.dims.ndisplay != 2:
+            self._viewer.dims.ndisplay = 2
+        layer.mode = "paint"
+        if layer.selected_label == 0 or plugin_info(layer).get("kind") == "mask":
+            layer.selected_label = 1
+        said = [f"Added '{layer.name}'." if added else f"Painting into '{layer.name}'."]
+        if hidden:
+            said.append("Hid " + ", ".join(f"'{n}'" for n in hidden) + " above it.")
+        said.append(
+            "Brush label 1 marks vessel, 0 erases; correct a few slices (page with the "
+            "slider), then Start."
+        )
+        self._set_status(" ".join(said))
+        return layer
 
     def cancel(self) -> None:
         """Stop the running fine-tune before its next step; nothing is saved."""
@@ -1087,8 +1151,9 @@ def _set_events(events: list[threading.Event], *_: Any) -> None:
 
 def _paint_first(labels: Any) -> str:
     return (
-        f"Paint your corrections into '{labels.name}' on a few slices first: fine-tuning "
-        "on the model's own uncorrected output teaches it nothing."
+        f"Paint your corrections into '{labels.name}' on a few slices first (Paint "
+        "corrections shows it and takes the brush): fine-tuning on the model's own "
+        "uncorrected output teaches it nothing."
     )
 
 
