@@ -114,13 +114,26 @@ def _card_record(card) -> dict:
 
 
 def _finetune(
-    image, labels, annotated, base, spacing, minutes, threads, timer, name, command, patience=None
+    image,
+    labels,
+    annotated,
+    base,
+    spacing,
+    minutes,
+    threads,
+    timer,
+    name,
+    command,
+    patience=None,
+    painted=None,
 ):
     """``finetune`` as the benchmarks run it (CPU, their thread count, a progress timer;
-    ``patience`` None: finetune's default)."""
+    ``patience`` None: finetune's default; ``painted``: the dock's painted slices)."""
     from napari_topo.training.finetune import finetune
 
     extra = {} if patience is None else {"patience": patience}
+    if painted is not None:
+        extra["painted"] = painted
 
     return finetune(
         image,
@@ -260,7 +273,25 @@ def run_case(
     }
 
 
-def run_stack(folder: Path, minutes: float, threads: int, results: Path, base: str = BASE) -> dict:
+def corrected_slices(gt: np.ndarray, k: int) -> list[int]:
+    """``k`` z-slices a user would correct: evenly spread over the slices holding ground
+    truth vessel (centres of ``k`` equal parts), never the stack's first or last slice
+    when it has more than two holding vessel."""
+    with_vessel = np.flatnonzero(gt.any(axis=(1, 2)))
+    if len(with_vessel) > 2:
+        with_vessel = with_vessel[(with_vessel > 0) & (with_vessel < gt.shape[0] - 1)]
+    k = max(1, min(int(k), len(with_vessel)))
+    return sorted({int(with_vessel[int((j + 0.5) * len(with_vessel) / k)]) for j in range(k)})
+
+
+def run_stack(
+    folder: Path,
+    minutes: float,
+    threads: int,
+    results: Path,
+    base: str = BASE,
+    slices: int | None = None,
+) -> dict:
     """Fine-tune on the labels of one half of a two-photon stack, score the other half.
 
     ``folder``: a converted vesselNN case (``benchmarks/real/convert.py vesselnn``). The
@@ -268,6 +299,11 @@ def run_stack(folder: Path, minutes: float, threads: int, results: Path, base: s
     coarse, to split in z): the labels of ``x < middle`` are the user's annotation; Dice,
     clDice, precision and sensitivity are scored on ``x >= middle``. Both models segment
     the whole stack with the defaults and the stack's spacing, as ``run.py`` does.
+
+    With ``slices`` (``--stack-slices K``), the Fine-tune dock's loop instead: the base
+    model's mask (as Segment gives it) with ``K`` z-slices (:func:`corrected_slices`)
+    replaced by the ground truth, passed with ``painted=(0, slices)`` as the dock passes
+    the slices a user painted; scored on every other slice.
     """
     import torch
 
@@ -277,15 +313,30 @@ def run_stack(folder: Path, minutes: float, threads: int, results: Path, base: s
     torch.set_num_threads(threads)
     case = load_case(folder)
     meta, spacing, image, gt = case["meta"], case["spacing"], case["image"], case["gt"]
-    mid = gt.shape[2] // 2
-    annotated = np.zeros(gt.shape, bool)
-    annotated[:, :, :mid] = True
-    test = ~annotated
-    labels = (gt & annotated).astype(np.uint8)
+    painted = None
+    if slices:
+        from napari_topo.inference import segment
+
+        painted = corrected_slices(gt, slices)
+        torch.manual_seed(0)
+        labels = np.asarray(segment(image, base, spacing=spacing, device="cpu").mask, np.uint8)
+        labels[painted] = gt[painted]
+        annotated = None
+        test = np.ones(gt.shape, bool)
+        test[painted] = False
+        split = f"corrected z-slices {painted} of the base model's mask, scored on the others"
+        where = "other slices"
+    else:
+        mid = gt.shape[2] // 2
+        annotated = np.zeros(gt.shape, bool)
+        annotated[:, :, :mid] = True
+        test = ~annotated
+        labels = (gt & annotated).astype(np.uint8)
+        split = f"annotated x < {mid}, scored x >= {mid}"
+        where = "other half"
     print(
-        f"{meta.get('data')}/{meta.get('case')}: {image.shape}, spacing {spacing}; annotated "
-        f"x < {mid} ({int(labels.sum())} vessel voxels), scored x >= {mid} "
-        f"({int((gt & test).sum())} vessel voxels)",
+        f"{meta.get('data')}/{meta.get('case')}: {image.shape}, spacing {spacing}; {split} "
+        f"({int((gt & test).sum())} vessel voxels scored)",
         flush=True,
     )
     timer = Timer(str(meta.get("case")))
@@ -301,15 +352,18 @@ def run_stack(folder: Path, minutes: float, threads: int, results: Path, base: s
         timer,
         f"{base}-ft-{meta.get('case', 'stack')}",
         f"python benchmarks/bench_finetune.py --stack {folder} --minutes {minutes:g} "
-        f"--threads {threads} --base {base}",
+        f"--threads {threads} --base {base}" + (f" --stack-slices {slices}" if slices else ""),
+        painted=None if painted is None else (0, painted),
     )
     ft_wall = time.perf_counter() - t0
     (results / f"{card.name}.card.json").write_text(card.to_json())
-    rows = _score_both(base, (module, card), image, gt, test, spacing, "other half")
+    rows = _score_both(base, (module, card), image, gt, test, spacing, where)
     return {
         "case": f"{meta.get('data')}/{meta.get('case')}",
-        "split": f"annotated x < {mid}, scored x >= {mid}",
-        "annotated_vessel_voxels": int(labels.sum()),
+        "split": split,
+        "annotated_vessel_voxels": int((labels > 0).sum())
+        if painted is None
+        else int((labels[painted] > 0).sum()),
         "finetune_wall_s": round(ft_wall, 1),
         **timer.per_100_steps(),
         "card": _card_record(card),
@@ -433,7 +487,7 @@ def markdown(report: dict) -> str:
         ]
     for stack in report.get("stacks", []):
         lines += [
-            f"## {stack['case']}: fine-tuned on one half of the stack ({stack['split']})",
+            f"## {stack['case']}: fine-tuned on part of the stack ({stack['split']})",
             "",
             *_score_table(stack["other_half"]),
         ]
@@ -442,7 +496,7 @@ def markdown(report: dict) -> str:
             "",
             f"Fine-tune: {stack['finetune_wall_s']:.0f} s, {c['steps']} steps "
             f"(best {c['best_step']}; {c['stopped']}); held-out validation Dice "
-            "(20 % of the labelled half) "
+            "(20 % of the annotation) "
             f"{c['validation_before']['Dice']:.3f} -> {c['validation_after']['Dice']:.3f} "
             f"(mask threshold {c.get('threshold', 0.5):g}); "
             f"peak memory {stack['peak_memory_mb']} MiB.",
@@ -487,6 +541,13 @@ def main(argv=None) -> int:
         "scored on the other",
     )
     ap.add_argument("--stack-minutes", type=float, default=5.0, help="budget per stack")
+    ap.add_argument(
+        "--stack-slices",
+        type=int,
+        default=None,
+        help="the dock's loop on each stack: K z-slices of the base model's mask "
+        "corrected (set to the ground truth) and painted; scored on the other slices",
+    )
     ap.add_argument("--skip-tubes", action="store_true")
     ap.add_argument("--base", default=BASE, help=f"the shipped model to fine-tune (default {BASE})")
     ap.add_argument(
@@ -529,7 +590,14 @@ def main(argv=None) -> int:
         )
     for folder in args.stack:
         report.setdefault("stacks", []).append(
-            run_stack(folder, args.stack_minutes, args.threads, args.results, base=args.base)
+            run_stack(
+                folder,
+                args.stack_minutes,
+                args.threads,
+                args.results,
+                base=args.base,
+                slices=args.stack_slices,
+            )
         )
         out.write_text(json.dumps(report, indent=2, default=str) + "\n")
     out.write_text(json.dumps(report, indent=2, default=str) + "\n")

@@ -1,0 +1,29 @@
+"""benchmarks/bench_finetune.py: the slices a benchmark user "corrects" in a stack."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_finetune.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_finetune", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_corrected_slices_are_spread_over_the_slices_holding_vessel(bench):
+    gt = np.zeros((25, 8, 8), bool)
+    gt[2:23, 3, 3] = True  # vessel on slices 2..22
+    assert bench.corrected_slices(gt, 1) == [12]
+    assert bench.corrected_slices(gt, 2) == [7, 17]
+    assert bench.corrected_slices(gt, 99) == list(range(2, 23))
+    gt[[0, 24]] = True  # the stack's first and last slices are never the corrected ones
+    assert bench.corrected_slices(gt, 30) == list(range(2, 23))
