@@ -366,13 +366,28 @@ def main(argv=None) -> int:
         "user who forgot --spacing); scores keep the case's own",
     )
     ap.add_argument(
+        "--zoom",
+        type=float,
+        help="segment's zoom (the resampling factor after the voxel grid; default: "
+        "segment's own, 'auto')",
+    )
+    ap.add_argument(
         "--update-cards",
         action="store_true",
         help="write each model's per-dataset means into its card (metrics['real'], "
         "shown by 'napari-topo models NAME'); run it with every case of the README's table",
     )
     args = ap.parse_args(argv)
-    options = ("tile", "overlap", "tta", "threshold", "vessel_range", "empty_tiles", "spacing")
+    options = (
+        "tile",
+        "overlap",
+        "tta",
+        "threshold",
+        "vessel_range",
+        "empty_tiles",
+        "spacing",
+        "zoom",
+    )
     settings = {k: v for k in options if (v := getattr(args, k)) is not None}
     if args.update_cards and settings:
         ap.error(
