@@ -650,6 +650,36 @@ def test_one_corrected_slice_is_enough_to_fine_tune(user_dir):
     )
     assert card.training["data"]["annotated_voxels"] == 40 * 40
     assert f"of the painted slice {k} along axis 0" in card.metrics["validation_note"]
+    from napari_topo.cli import _finetune_result_lines
+
+    said = "\n".join(_finetune_result_lines(card))
+    assert f"held-out part: bands of rows of the labelled slice {k} (axis 0)" in said
+
+
+def test_painted_slices_survive_a_zoom_that_shrinks_their_axis():
+    # vesselNN BBB_Leakage runs at zoom 0.8 with its 25 slices kept: nearest resampling
+    # to 20 slices skipped slice 12, and one corrected slice there was refused ("the
+    # annotated region vanished when resampled")
+    from napari_topo.training.finetune import _nearest_indices, _resize_nearest_kept
+
+    src = _nearest_indices(25, 20)
+    assert 12 not in src.tolist()  # plain nearest loses it
+    for k in range(25):
+        assert k in _nearest_indices(25, 20, keep=[k]).tolist()
+    kept = _nearest_indices(25, 20, keep=[3, 12])
+    assert {3, 12} <= set(kept.tolist()) and np.all(np.diff(kept) >= 0)
+    assert np.abs(kept - src).max() <= 1  # the others stay where nearest puts them
+    region = np.zeros((25, 30, 30), bool)
+    region[12] = True
+    lab = np.zeros((25, 30, 30), np.uint8)
+    lab[12, 10:20, 14:16] = 1
+    lab[13] = 1  # an uncorrected neighbour: never taken for slice 12
+    out_lab, out_region = _resize_nearest_kept([lab, region], (20, 24, 24), region)
+    assert out_region.sum() == 24 * 24 and out_region.any(axis=(1, 2)).sum() == 1
+    j = int(np.flatnonzero(out_region.any(axis=(1, 2)))[0])
+    assert 0 < out_lab[j].sum() < 24 * 24 and out_lab.dtype == np.uint8
+    # nothing to keep, or upsampling: plain nearest
+    assert np.array_equal(_nearest_indices(20, 25, keep=[3]), _nearest_indices(20, 25))
 
 
 def test_finetuning_never_imports_torch_dynamo(user_dir):

@@ -856,13 +856,40 @@ class _Data:
     centerline: np.ndarray | None = None  # bool
 
 
-def _resize_nearest(arr: np.ndarray, shape) -> np.ndarray:
-    from skimage.transform import resize
+def _nearest_indices(n_in: int, n_out: int, keep: Sequence[int] | None = None) -> np.ndarray:
+    """Input index of each of ``n_out`` output positions, nearest-neighbour resampling.
 
-    if tuple(arr.shape) == tuple(shape):
-        return arr
-    out = resize(arr, shape, order=0, mode="edge", anti_aliasing=False, preserve_range=True)
-    return out.astype(arr.dtype)
+    Output ``j`` takes input ``floor((j + 0.5) * n_in / n_out)`` (the nearest to its
+    centre, as scikit-image's ``resize(order=0)``). When shrinking, an index of ``keep``
+    (the annotated slices) that no output would take replaces the input of its own
+    nearest output unless that one is in ``keep`` too, so that a painted slice is not
+    skipped: at zoom 0.8, 25 slices -> 20 skipped slice 12, and one corrected slice there
+    left nothing to train on. Each replacement moves an output by less than one input
+    index; the order stays monotonic.
+    """
+    f = n_out / n_in
+    src = np.clip(np.floor((np.arange(n_out) + 0.5) / f), 0, n_in - 1).astype(np.intp)
+    if keep is not None and n_out < n_in:
+        wanted = {int(k) for k in keep}
+        for k in sorted(wanted - set(src.tolist())):
+            j = int(np.clip(np.floor((k + 0.5) * f), 0, n_out - 1))
+            if int(src[j]) not in wanted:
+                src[j] = k
+    return src
+
+
+def _resize_nearest_kept(arrays: Sequence[np.ndarray], shape, region: np.ndarray) -> list:
+    """``arrays`` (same shape) resampled to ``shape`` by nearest neighbour, every one with
+    the same indices (:func:`_nearest_indices`), keeping each slice of every axis where
+    ``region`` (bool, their shape) holds annotation when that axis shrinks."""
+    index = []
+    for axis, n_out in enumerate(shape):
+        n_in = region.shape[axis]
+        other = tuple(a for a in range(region.ndim) if a != axis)
+        keep = np.flatnonzero(region.any(axis=other))
+        index.append(_nearest_indices(n_in, int(n_out), keep))
+    grid = np.ix_(*index)
+    return [np.asarray(a)[grid] for a in arrays]
 
 
 def _prepare_data(
@@ -883,9 +910,9 @@ def _prepare_data(
     if _needs_resampling(factors):
         shape = tuple(max(1, round(n * f)) for n, f in zip(img.shape, factors, strict=True))
         img = _resize(img, shape).astype(np.float32)
-        lab = _resize_nearest(lab, shape)
-        reg_train = _resize_nearest(reg_train, shape)
-        reg_val = _resize_nearest(reg_val, shape)
+        lab, reg_train, reg_val = _resize_nearest_kept(
+            [lab, reg_train, reg_val], shape, np.asarray(reg_train) | np.asarray(reg_val)
+        )
     img = np.asarray(policy.normalizer(img), dtype=np.float32)
     data = _Data(
         image=img,
