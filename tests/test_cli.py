@@ -268,6 +268,29 @@ def test_evaluate_prints_and_writes_the_table(files, capsys, tmp_path, monkeypat
     assert (tmp_path / "pred_metrics.json").is_file() and not any(elsewhere.iterdir())
 
 
+def test_evaluate_says_hd95_in_the_unit_given_for_npy_files(files, capsys, tmp_path):
+    # a newcomer scored .npy masks with --spacing 5 0.994 0.994 and read "HD95 ... units"
+    d, v = files
+    from napari_topo.data.io import write_volume
+
+    pred, gt = tmp_path / "pred.npy", tmp_path / "gt.npy"
+    write_volume(pred, bridge_trees(v.trees).astype(np.uint8))
+    write_volume(gt, (v.trees > 0).astype(np.uint8))
+    args = ["evaluate", pred, gt, "--spacing", "5", "0.994", "0.994", "--out", tmp_path / "m"]
+    code, out, err = _run([*args, "--unit", "um"], capsys)
+    assert code == 0, err
+    hd95 = next(line for line in out.splitlines() if line.strip().startswith("HD95"))
+    assert hd95.split()[-1] == "um", hd95
+    code, out, err = _run(args, capsys)  # without: the unit is unknown, and said so
+    assert code == 0 and out.count(" units") >= 1
+    # a file that states its unit: another --unit is refused in one line
+    code, out, err = _run(["evaluate", pred, d / "trees.nii.gz", "--unit", "nm"], capsys)
+    from napari_topo.data.io import read_volume
+
+    if read_volume(d / "trees.nii.gz").geometry.unit not in (None, "nm"):
+        assert code == 2 and "but --unit says nm" in err and len(err.strip().splitlines()) == 1
+
+
 def test_evaluate_out_names_a_folder_or_a_file(files, capsys, tmp_path):
     """``--out`` is a folder; a path ending in .json or .csv still names the files (the
     old prefix behaviour) with a note; a file where the folder should be is refused."""

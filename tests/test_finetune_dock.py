@@ -272,7 +272,10 @@ def test_a_run_that_beat_nothing_says_the_weights_are_the_base_models(
         name="x",
         threshold=0.2,
         training={"steps": 44, "best_step": 0, "stopped": "time budget", "note": None},
-        metrics={"validation_before": {"Dice": 0.638}, "validation": {"Dice": 0.659}},
+        metrics={
+            "validation_before": {"Dice": 0.638, "clDice": 0.701},
+            "validation": {"Dice": 0.659, "clDice": 0.694},
+        },
     )
     monkeypatch.setattr(core, "finetune", lambda *a, **k: (object(), card))
     monkeypatch.setattr(core, "save_finetuned", lambda *a, **k: card)
@@ -280,7 +283,7 @@ def test_a_run_that_beat_nothing_says_the_weights_are_the_base_models(
         widget.start()
     status = widget.status_label.text()
     assert blocker.args == ["done"], status
-    assert "0.638 -> 0.659 at its mask threshold 0.2" in status
+    assert "Dice 0.638 -> 0.659, clDice 0.701 -> 0.694 at its mask threshold 0.2" in status
     assert "the weights are the base model's; the change is the mask threshold's" in status
 
 

@@ -185,3 +185,60 @@ def test_base_model_follows_the_model_that_made_the_labels(make_napari_viewer, q
     gone = viewer.add_labels(vol.mask.astype(np.uint8), name="vessels mask [2]", metadata=meta)
     other.labels_picker.value = gone
     assert other.model_picker.value == "topnet"
+
+
+@gui
+def test_one_corrected_slice_of_segments_mask_then_a_second_round(
+    make_napari_viewer, qtbot, user_dir
+):
+    """The README's loop on Segment's own mask, with one slice corrected: Paint corrections
+    shows the hidden mask, the finish message says the held-out part lies in the painted
+    slice, and Segment again shows the trees it had hidden and keeps the corrections picked
+    for a second round (a newcomer found the pick on the new, uncorrected mask)."""
+    from _segment_dock import ours, run_and_wait
+
+    viewer = make_napari_viewer()
+    vol = volume()
+    viewer.add_image(vol.image, name="vessels")
+    segment = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(segment, name="Segment vessels")
+    segment.model_picker.value = "tiny-base"
+    assert run_and_wait(qtbot, segment, TIMEOUT_MS, click=False) == "done"
+    result = ours(viewer, "vessels")
+    mask, trees = result["mask"], result["trees"]
+    assert not mask.visible and trees.visible
+
+    widget = FinetuneWidget(viewer)
+    qtbot.addWidget(widget)
+    assert widget.labels_picker.value is mask
+    widget.device_picker.value = "cpu"
+    widget.steps_box.value = 4
+    assert widget.paint_corrections() is mask and mask.visible and not trees.visible
+    z = int(np.argmax(vol.mask.sum(axis=(1, 2))))
+    current = np.asarray(mask.data[z]) > 0
+    for value in (1, 0):  # the truth on slice z, as the brush writes it
+        yy, xx = np.nonzero(vol.mask[z] == bool(value) & (current != bool(value)))
+        if len(yy):
+            mask.data_setitem((np.full(yy.shape, z), yy, xx), value)
+    assert widget.painted(mask) == [(0, [z])]
+
+    with qtbot.waitSignal(widget.finished, timeout=TIMEOUT_MS) as blocker:
+        assert widget.start() is not None
+    assert blocker.args == ["done"], widget.status_label.text()
+    status = widget.status_label.text()
+    assert "held-out Dice" in status and "clDice" in status
+    assert "(on bands of the slice you painted, which tell little of the others" in status
+    assert widget.last_card.training["data"]["validation_part"]["within"]["slices"] == [z]
+
+    with qtbot.waitSignal(segment.finished, timeout=TIMEOUT_MS) as blocker:
+        widget.rerun_button.click()
+    assert blocker.args == ["done"]
+    result = ours(viewer, "vessels")
+    assert result["trees"].visible  # Paint corrections had hidden it
+    kept = viewer.layers["vessels mask (corrected)"]
+    assert widget.labels_picker.value is kept and not kept.visible
+    assert widget.painted(kept) == [(0, [z])]
+    assert "Your corrections are kept in 'vessels mask (corrected)'" in (widget.status_label.text())
+    # the next picked label set by the user is kept: no jump back to the new mask
+    qtbot.wait(50)
+    assert widget.labels_picker.value is kept

@@ -449,6 +449,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar=("Z", "Y", "X"),
         help="voxel size (HD95) of both files, instead of what their headers say",
     )
+    evl.add_argument(
+        "--unit",
+        choices=UNIT_CHOICES,
+        help="the unit of the voxel size when the files state none (.npy, a TIFF "
+        "without it): HD95 and the region's margin are then said in it. A file that "
+        "states another unit is refused",
+    )
     evl.add_argument("--threshold", type=float, default=0.5, help="for a probability PRED")
     evl.add_argument(
         "--roi",
@@ -1822,9 +1829,12 @@ def _evaluate(args) -> None:
     gt_vol = _read(args.gt)
     override = _spacing(args, pred_vol) if args.spacing is not None else None
     pred_data, pred_geometry = _spatial(pred_vol, None, "the prediction", override, None)
+    # a newcomer's .npy files with --spacing 5 0.994 0.994 gave "HD95 ... units"
+    pred_geometry = _with_unit(pred_geometry, args.unit, f"the prediction {pred_vol.path.name}")
     gt_data, gt_geometry = _spatial(
         gt_vol, None, "the ground truth", override, None, unit=pred_geometry.unit
     )
+    gt_geometry = _with_unit(gt_geometry, args.unit, f"the ground truth {gt_vol.path.name}")
     # the prediction on the ground truth's grid (same voxels reordered), or a refusal
     # naming the difference: never a score of two volumes that do not overlay
     pred_data, note = _aligned(
@@ -2086,6 +2096,16 @@ def _finetune_result_lines(card) -> list[str]:
             f"edges best on the held-out part (0.5: Dice "
             f"{card.metrics['validation_at_0.5']['Dice']:.3f}); segment uses it unless you give "
             "--threshold"
+        )
+    within = ((t.get("data") or {}).get("validation_part") or {}).get("within")
+    if within:
+        # a newcomer read a gain on bands of the one painted slice as a gain everywhere
+        ks = ", ".join(str(k) for k in within["slices"])
+        plural = "s" if len(within["slices"]) > 1 else ""
+        lines.append(
+            f"held-out part: bands of rows of the labelled slice{plural} "
+            f"{ks} (axis {within['axis']}), which tell little of the other slices: "
+            "label more slices, or look at the others after segment"
         )
     if t.get("note"):
         lines.append(f"note: {t['note']}")

@@ -499,6 +499,8 @@ class FinetuneWidget(QWidget):
             "label 0 erases. With no Labels layer, adds an empty one on the image's grid.",
         )
         self.paint_button.changed.connect(self.paint_corrections)
+        #: result layers Paint corrections hid (shown again by Segment again)
+        self._hidden_for_paint: list[Any] = []
         # True until the user picks labels themselves: the pick then follows the
         # Segment widget's mask (or trees) when one appears, as a run after the dock
         # opened would otherwise leave it on whatever was there before (a ground truth)
@@ -731,6 +733,7 @@ class FinetuneWidget(QWidget):
                 if plugin_info(other).get("widget") is not None:
                     other.visible = False
                     hidden.append(other.name)
+                    self._hidden_for_paint.append(other)
         layer.visible = True
         layers.selection.active = layer
         if self._viewer.dims.ndisplay != 2:
@@ -776,10 +779,18 @@ class FinetuneWidget(QWidget):
         layers = self._viewer.layers
         if job.image in layers:
             select_layer(segment.image_picker, layers[job.image])
+        # what Paint corrections hid (Segment's trees) shows again with the new result:
+        # Segment keeps a replaced layer's visibility, and the trees stayed hidden
+        for hidden in self._hidden_for_paint:
+            if hidden in layers:
+                hidden.visible = True
+        self._hidden_for_paint = []
+        kept = None
         if job.labels in layers:
             lab = layers[job.labels]
             if plugin_info(lab).get("widget") == "segment":
                 copy_name = f"{lab.name} (corrected)"
+                kept = copy_name
                 if copy_name not in layers:
                     record = self._records.get(id(lab))
                     copy = self._viewer.add_labels(
@@ -799,7 +810,17 @@ class FinetuneWidget(QWidget):
             info = plugin_info(layer)
             if info.get("widget") == OWNER and info.get("source") == job.labels:
                 layer.visible = False
-        return segment.run()
+        worker = segment.run()
+        if kept is not None and kept in layers:
+            # a second round trains on the corrections kept there, not on the new
+            # (uncorrected) mask the Labels pick would otherwise follow
+            self._labels_auto = False
+            select_layer(self.labels_picker, layers[kept])
+            self._set_status(
+                f"Segmenting again with '{card.name}'. Your corrections are kept in "
+                f"'{kept}' (hidden), picked for a second round: Paint corrections shows it."
+            )
+        return worker
 
     # ---- choices ---------------------------------------------------------------------
 
@@ -1072,18 +1093,23 @@ class FinetuneWidget(QWidget):
         self._state = "done"
         self.progress_bar.setValue(1000)
         selected = self._refresh_models(card.name)
-        before = card.metrics["validation_before"]["Dice"]
-        after = card.metrics["validation"]["Dice"]
+        before, after = card.metrics["validation_before"], card.metrics["validation"]
         t = card.training
         tuned = card.threshold is not None and card.threshold != 0.5
         self._set_status(
             f"Saved '{card.name}' ({t['steps']} steps, {outcome.seconds:.0f} s; "
-            f"{t['stopped']}): held-out Dice {before:.3f} -> {after:.3f}"
+            f"{t['stopped']}): held-out Dice {before['Dice']:.3f} -> {after['Dice']:.3f}"
+            + (
+                f", clDice {before['clDice']:.3f} -> {after['clDice']:.3f}"
+                if "clDice" in before and "clDice" in after
+                else ""
+            )
             + (
                 f" at its mask threshold {card.threshold:g}"
                 if card.threshold is not None and card.threshold != 0.5
                 else ""
             )
+            + _held_out_where(t)
             + (". It is selected in Segment vessels." if selected else ".")
             + (
                 # as the CLI says it: a newcomer read a threshold's gain as training's
@@ -1147,6 +1173,20 @@ class FinetuneWidget(QWidget):
 def _set_events(events: list[threading.Event], *_: Any) -> None:
     for event in events:
         event.set()
+
+
+def _held_out_where(training: dict) -> str:
+    """ " (bands of the slice you painted ...)" when the held-out part lies in the painted
+    slices themselves (one or two painted: ``validation_part["within"]``), else ""."""
+    within = ((training.get("data") or {}).get("validation_part") or {}).get("within")
+    if not within:
+        return ""
+    n = len(within.get("slices") or ())
+    which = "the slice" if n == 1 else "the slices"
+    return (
+        f" (on bands of {which} you painted, which tell little of the others: look at "
+        "other slices after Segment again)"
+    )
 
 
 def _paint_first(labels: Any) -> str:

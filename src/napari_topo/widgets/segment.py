@@ -1045,7 +1045,6 @@ class SegmentWidget(QWidget):
             "development data it changed Dice by under 0.01.",
         )
         self.empty_tiles_check = CheckBox(
-            label="Empty tiles",
             text="Skip tiles of noise alone",
             value=True,
             tooltip="Do not run the network on a tile that holds nothing but noise (tested "
@@ -1053,6 +1052,8 @@ class SegmentWidget(QWidget):
             "the networks, so noise alone can look like vessel). Untick if thin vessels at "
             "the edge of visibility vanish in whole blocks of a noisy volume.",
         )
+        # set apart: magicgui warns when a button gets both a label and a text
+        self.empty_tiles_check.label = "Empty tiles"
         self.threshold_box = FloatSpinBox(
             label="Threshold",
             value=0.5,
