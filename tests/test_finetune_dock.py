@@ -87,6 +87,7 @@ def test_segment_mask_trains_on_the_painted_slices_only(make_napari_viewer, qtbo
     assert widget.painted(mask) == [(0, corrected)]
     line = _region_line(widget, qtbot, "Will train on")
     assert line.startswith("Will train on: 4 slices along z (5, 13, 21, 27) you painted")
+    assert "3 or more" not in line  # enough slices: no advice
 
     with qtbot.waitSignal(widget.finished, timeout=TIMEOUT_MS) as blocker:
         assert widget.start() is not None
@@ -340,6 +341,6 @@ def test_paint_corrections_shows_segments_hidden_mask_and_takes_the_brush(
     assert added.data.shape == vol.image.shape and tuple(added.scale) == (2.0, 1.0, 1.0)
     assert not added.data.any() and widget.status_label.text().startswith("Added ")
     _correct(added, vol.mask, 9)
-    assert _region_line(widget, qtbot, "Will train on").startswith(
-        "Will train on: 1 slice along z (9) you painted"
-    )
+    line = _region_line(widget, qtbot, "Will train on")
+    assert line.startswith("Will train on: 1 slice along z (9) you painted")
+    assert line.endswith("paint 3 or more, spread out, for a check on others.")

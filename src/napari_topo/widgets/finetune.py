@@ -924,9 +924,18 @@ class FinetuneWidget(QWidget):
             untouched = int(np.prod([n - counts[a] for a, n in enumerate(shape)]))
             voxels = int(np.prod(shape)) - untouched
             phrases = " and ".join(_slices_phrase(ix, a, len(shape)) for a, ix in painted)
+            from napari_topo.training.finetune import WITHIN_SLICES_MAX
+
+            few = ""
+            if max(len(ix) for _, ix in painted) <= WITHIN_SLICES_MAX:
+                # a newcomer's one slice gained on itself and lost on the other 24
+                few = (
+                    " The check then lies in those slices themselves: paint 3 or more, "
+                    "spread out, for a check on others."
+                )
             return (
                 f"Will train on: {phrases} you painted "
-                f"({voxels} voxels, {_fraction(voxels, shape)} of the volume)."
+                f"({voxels} voxels, {_fraction(voxels, shape)} of the volume).{few}"
             )
         if plugin_info(labels).get("widget") == "segment":
             raise ValueError(_paint_first(labels))
