@@ -314,7 +314,7 @@ def run_stack(
     case = load_case(folder)
     meta, spacing, image, gt = case["meta"], case["spacing"], case["image"], case["gt"]
     painted = None
-    if slices:
+    if slices is not None:
         from napari_topo.inference import segment
 
         painted = corrected_slices(gt, slices)
@@ -565,6 +565,8 @@ def main(argv=None) -> int:
         "(default: finetune's own, 8)",
     )
     args = ap.parse_args(argv)
+    if args.stack_slices is not None and args.stack_slices < 1:
+        ap.error(f"--stack-slices must be at least 1; got {args.stack_slices}")
     args.results.mkdir(parents=True, exist_ok=True)
     import torch
 

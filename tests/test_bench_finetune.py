@@ -27,3 +27,8 @@ def test_corrected_slices_are_spread_over_the_slices_holding_vessel(bench):
     assert bench.corrected_slices(gt, 99) == list(range(2, 23))
     gt[[0, 24]] = True  # the stack's first and last slices are never the corrected ones
     assert bench.corrected_slices(gt, 30) == list(range(2, 23))
+
+
+def test_stack_slices_must_be_at_least_one(bench, tmp_path):
+    with pytest.raises(SystemExit):
+        bench.main(["--skip-tubes", "--results", str(tmp_path), "--stack-slices", "0"])

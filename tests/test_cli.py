@@ -283,6 +283,8 @@ def test_evaluate_says_hd95_in_the_unit_given_for_npy_files(files, capsys, tmp_p
     assert hd95.split()[-1] == "um", hd95
     code, out, err = _run(args, capsys)  # without: the unit is unknown, and said so
     assert code == 0 and out.count(" units") >= 1
+    code, out, err = _run(["evaluate", pred, gt, "--unit", "um"], capsys)  # no voxel size
+    assert code == 2 and "give --spacing Z Y X too" in err
     # a file that states its unit: another --unit is refused in one line
     code, out, err = _run(["evaluate", pred, d / "trees.nii.gz", "--unit", "nm"], capsys)
     from napari_topo.data.io import read_volume

@@ -354,6 +354,13 @@ def test_one_or_two_painted_slices_hold_out_bands_within_them():
         for k in slices:  # every painted slice trains and is checked
             assert (lab[k][train[k]] > 0).any() and (lab[k][val[k]] > 0).any()
         assert not val[:, held.max() + 1 :].any() and val[slices][:, held].all()
+    # a short corrected vessel (40 of 256 rows): a fifth of its rows held out, not all
+    short = np.zeros((10, 256, 256), np.uint8)
+    short[5, 100:140, 60:63] = 1
+    mask, info = annotated_region(short, painted=(0, [5]))
+    train, val, split = _split_validation(mask, info, 0.2, labels=short)
+    held_vessel, kept = int(short[val].sum()), int(short[train].sum())
+    assert 0 < held_vessel <= 0.25 * 120 and kept >= 0.75 * 120
     # three painted slices: whole slices are held out, as before
     mask, info = annotated_region(lab, painted=(0, [4, 12, 20]))
     _, _, split = _split_validation(mask, info, 0.2, labels=lab)

@@ -344,3 +344,67 @@ def test_paint_corrections_shows_segments_hidden_mask_and_takes_the_brush(
     line = _region_line(widget, qtbot, "Will train on")
     assert line.startswith("Will train on: 1 slice along z (9) you painted")
     assert line.endswith("paint 3 or more, spread out, for a check on others.")
+
+
+@gui
+@pytest.mark.usefixtures("user_dir")
+def test_paint_corrections_lifts_a_covered_layer_and_refuses_a_2d_image(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    vol = volume()
+    truth = viewer.add_labels(vol.mask.astype(np.uint8), name="my truth")
+    viewer.add_image(vol.image, name="vessels")  # above the labels: it would cover them
+    widget = _dock(viewer, qtbot)
+    assert widget.labels_picker.value is truth
+    assert widget.paint_corrections() is truth
+    assert viewer.layers.index(truth) == len(viewer.layers) - 1
+    status = widget.status_label.text()
+    assert "Moved it to the top of the layer list." in status
+    assert "A slice you touch counts whole: mark every vessel in it." in status
+    # no Labels layer and an RGB picture: one line, nothing added
+    viewer.layers.clear()
+    viewer.add_image(np.zeros((32, 32, 3), np.uint8), name="photo", rgb=True)
+    widget.image_picker.value = viewer.layers["photo"]
+    assert widget.paint_corrections() is None and len(viewer.layers) == 1
+    assert widget.status_label.text().startswith("Error: 'photo' is not a 3D grey-level volume")
+
+
+@gui
+@pytest.mark.usefixtures("user_dir")
+def test_segment_again_adds_a_second_rounds_corrections_to_the_kept_copy(
+    make_napari_viewer, qtbot, monkeypatch
+):
+    """Round 2 painted in the new mask (not the kept copy): Segment again replaced them and
+    the copy picked for training lacked them (reviewer)."""
+    viewer = make_napari_viewer()
+    vol = volume()
+    viewer.add_image(vol.image, name="vessels")
+    mask = viewer.add_labels(
+        np.zeros(vol.mask.shape, np.uint8), name="vessels mask", metadata=SEGMENT_MASK
+    )
+    widget = _dock(viewer, qtbot)
+    _correct(mask, vol.mask, 5)  # round 1
+    widget._job = SimpleNamespace(image="vessels", labels="vessels mask")
+    widget._last_card = SimpleNamespace(name="ft")
+    segment = SimpleNamespace(select_model=lambda name: None, image_picker=None, run=lambda: "w")
+    monkeypatch.setattr(widget, "_segment_widget", lambda create=False: segment)
+    monkeypatch.setattr("napari_topo.widgets.finetune.select_layer", _select)
+    assert widget.segment_again() == "w"
+    copy = viewer.layers["vessels mask (corrected)"]
+    assert widget.labels_picker.value is copy and widget.painted(copy) == [(0, [5])]
+    # Segment's run replaces the mask; the user picks it and corrects slice 20 there
+    mask.data = np.zeros(vol.mask.shape, np.uint8)
+    widget.labels_picker.value = mask
+    _correct(mask, vol.mask, 20)
+    assert widget.segment_again() == "w"
+    assert widget.labels_picker.value is copy and not copy.visible
+    assert widget.painted(copy) == [(0, [5, 20])]
+    assert np.array_equal(copy.data[20] > 0, vol.mask[20]) and np.array_equal(
+        copy.data[5] > 0, vol.mask[5]
+    )
+
+
+def _select(picker, layer):
+    """select_layer for a real picker; the fake Segment widget's picker is None."""
+    from napari_topo.widgets._common import select_layer
+
+    return picker is not None and select_layer(picker, layer)

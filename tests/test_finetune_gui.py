@@ -217,7 +217,7 @@ def test_one_corrected_slice_of_segments_mask_then_a_second_round(
     z = int(np.argmax(vol.mask.sum(axis=(1, 2))))
     current = np.asarray(mask.data[z]) > 0
     for value in (1, 0):  # the truth on slice z, as the brush writes it
-        yy, xx = np.nonzero(vol.mask[z] == bool(value) & (current != bool(value)))
+        yy, xx = np.nonzero((vol.mask[z] == bool(value)) & (current != bool(value)))
         if len(yy):
             mask.data_setitem((np.full(yy.shape, z), yy, xx), value)
     assert widget.painted(mask) == [(0, [z])]

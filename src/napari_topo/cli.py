@@ -1868,6 +1868,12 @@ def _evaluate(args) -> None:
         if args.spacing is not None
         else (_geometry_spacing(gt_geometry) or _geometry_spacing(pred_geometry))
     )
+    if args.unit is not None and spacing is None:
+        # HD95 stays in voxels without a voxel size: --unit alone named nothing
+        raise ValueError(
+            f"--unit {args.unit} names the unit of a voxel size, and neither file states "
+            "one: give --spacing Z Y X too"
+        )
     prefix, out_note = _metrics_prefix(args.out, volume_stem(pred_vol.path), pred_vol.path.parent)
     metrics = compute_metrics(pred, gt, spacing=spacing)
     prefix.parent.mkdir(parents=True, exist_ok=True)

@@ -519,12 +519,14 @@ def _split_within_slices(
 
     The rows are taken along the in-plane axis (of the two other than ``axis``) along
     which the labelled vessels of the region extend furthest (the region itself without
-    ``labels``): ``fraction`` of the region's rows along it, as up to ``n_slabs`` bands
-    of consecutive rows centred on evenly spread rows holding a labelled vessel, so
-    that every band checks some vessel and every painted slice keeps most of its
-    vessels for training. Bands of whole rows, not scattered voxels, so that a held-out
-    voxel's neighbours are mostly held out too. ``split_info`` is ``{"axis": the row
-    axis, "slices": the held-out rows, "within": {"axis": axis, "slices": slices}}``.
+    ``labels``): ``fraction`` of the rows from the first to the last holding a labelled
+    vessel, as up to ``n_slabs`` bands of consecutive rows centred on evenly spread rows
+    holding one, so that every band checks some vessel and the painted slices keep
+    most of their vessels for training. Painted planes of another axis
+    (``painted=[(0, ...), (1, ...)]``) are cut by the same bands. Bands of whole rows,
+    not scattered voxels, so that a held-out voxel's neighbours are mostly held out too.
+    ``split_info`` is ``{"axis": the row axis, "slices": the held-out rows, "within":
+    {"axis": axis, "slices": slices}}``.
     """
     vessel = None
     if labels is not None:
@@ -543,12 +545,15 @@ def _split_within_slices(
     present = rows(row_axis, mask)
     if len(present) < 2:
         raise ValueError("the annotated region is too small to hold out a validation part")
-    n_held = min(len(present) - 1, max(1, int(round(fraction * len(present)))))
-    slabs = max(1, min(n_slabs, n_held))
-    thick = [n_held // slabs + (1 if k < n_held % slabs else 0) for k in range(slabs)]
     focus = rows(row_axis, vessel) if vessel is not None else present
     if len(focus) < 2:
         focus = present
+    # ``fraction`` of the rows the labelled vessels span, not of the whole slice: a short
+    # corrected vessel (40 of 256 rows) was otherwise held out whole and nothing trained
+    span = int(focus[-1] - focus[0] + 1)
+    n_held = min(span - 1, max(1, int(round(fraction * span))))
+    slabs = max(1, min(n_slabs, n_held))
+    thick = [n_held // slabs + (1 if k < n_held % slabs else 0) for k in range(slabs)]
     lo, hi = int(present[0]), int(present[-1])
     held: set[int] = set()
     for k, t in enumerate(thick):
@@ -860,12 +865,13 @@ def _nearest_indices(n_in: int, n_out: int, keep: Sequence[int] | None = None) -
     """Input index of each of ``n_out`` output positions, nearest-neighbour resampling.
 
     Output ``j`` takes input ``floor((j + 0.5) * n_in / n_out)`` (the nearest to its
-    centre, as scikit-image's ``resize(order=0)``). When shrinking, an index of ``keep``
-    (the annotated slices) that no output would take replaces the input of its own
-    nearest output unless that one is in ``keep`` too, so that a painted slice is not
-    skipped: at zoom 0.8, 25 slices -> 20 skipped slice 12, and one corrected slice there
-    left nothing to train on. Each replacement moves an output by less than one input
-    index; the order stays monotonic.
+    centre, as scikit-image's ``resize(order=0)`` but for exact ties). When shrinking, an
+    index of ``keep`` (the annotated slices) that no output would take replaces the
+    input of its own nearest output unless that one is in ``keep`` too, so that a
+    painted slice is not skipped: at zoom 0.8, 25 slices -> 20 skipped slice 12, and one
+    corrected slice there left nothing to train on. A replacement stays inside the
+    output voxel's footprint and the order stays monotonic; two kept slices with the
+    same nearest output (6 and 7 at zoom 0.5) keep one.
     """
     f = n_out / n_in
     src = np.clip(np.floor((np.arange(n_out) + 0.5) / f), 0, n_in - 1).astype(np.intp)
@@ -1480,9 +1486,14 @@ def finetune(
             "give an annotated mask that covers your labels"
         )
     if not (lab[train_mask] > 0).any():
+        held = (
+            "bands of rows across your painted slices"
+            if split.get("within")
+            else "spread across it"
+        )
         raise ValueError(
             "no vessel is labelled in the training part of the annotation ("
-            f"{validation_fraction:.0%} of it, spread across it, is held out); label "
+            f"{validation_fraction:.0%} of it, {held}, is held out); label "
             "vessels in more slices"
         )
     dev = pick_device(device)

@@ -701,12 +701,14 @@ class FinetuneWidget(QWidget):
         """Get the picked Labels layer ready to paint into; returns it (or None).
 
         Shows it, hides the visible napari-topo results above it in the layer list
-        (Segment's trees cover its mask), makes it the selected layer in *paint* mode with
-        label 1 (0 if the picked label was 0) in a 2D view. With no Labels layer picked,
+        (Segment's trees cover its mask), moves it to the top when a visible image lies
+        above it, makes it the selected layer in *paint* mode in a 2D view, with label 1
+        when the picked label was 0 or the layer is a mask. With no Labels layer picked,
         adds an empty ``"<image> corrections"`` layer on the image's grid first and picks
         it. The status line says what changed.
         """
         layers = self._viewer.layers
+        self._hidden_for_paint = [h for h in self._hidden_for_paint if h in layers]
         layer, image = self.labels_picker.value, self.image_picker.value
         added = False
         if layer is None:
@@ -714,6 +716,13 @@ class FinetuneWidget(QWidget):
                 self._report("Open the image to correct first.", True)
                 return None
             data = full_resolution(image)
+            if len(data.shape) != 3 or getattr(image, "rgb", False):
+                self._report(
+                    f"'{image.name}' is not a 3D grey-level volume (shape "
+                    f"{tuple(data.shape)}): fine-tuning needs one.",
+                    True,
+                )
+                return None
             layer = self._viewer.add_labels(
                 np.zeros(tuple(data.shape), np.uint8),
                 name=f"{image.name} corrections",
@@ -735,6 +744,14 @@ class FinetuneWidget(QWidget):
                     hidden.append(other.name)
                     self._hidden_for_paint.append(other)
         layer.visible = True
+        lifted = False
+        at = layers.index(layer)
+        if any(
+            isinstance(other, Image) and other.visible and not other.rgb
+            for other in list(layers)[at + 1 :]
+        ):  # under an image it would be painted unseen
+            layers.move(at, len(layers))
+            lifted = True
         layers.selection.active = layer
         if self._viewer.dims.ndisplay != 2:
             self._viewer.dims.ndisplay = 2
@@ -744,8 +761,11 @@ class FinetuneWidget(QWidget):
         said = [f"Added '{layer.name}'." if added else f"Painting into '{layer.name}'."]
         if hidden:
             said.append("Hid " + ", ".join(f"'{n}'" for n in hidden) + " above it.")
+        if lifted:
+            said.append("Moved it to the top of the layer list.")
         said.append(
-            "Brush label 1 marks vessel, 0 erases; correct a few slices (page with the "
+            "Brush label 1 marks vessel, 0 erases. A slice you touch counts whole: mark "
+            "every vessel in it. Correct a few slices, spread out (page with the "
             "slider), then Start."
         )
         self._set_status(" ".join(said))
@@ -804,8 +824,8 @@ class FinetuneWidget(QWidget):
                     if record is not None:  # the same painted slices, for a second round
                         self._watch_paint(copy)
                         self._records[id(copy)] = record.copy(lab)
-                elif layers[copy_name].visible:
-                    layers[copy_name].visible = False
+                else:
+                    self._add_to_copy(lab, layers[copy_name])
         for layer in layers:
             info = plugin_info(layer)
             if info.get("widget") == OWNER and info.get("source") == job.labels:
@@ -821,6 +841,26 @@ class FinetuneWidget(QWidget):
                 f"'{kept}' (hidden), picked for a second round: Paint corrections shows it."
             )
         return worker
+
+    def _add_to_copy(self, labels: Any, copy: Any) -> None:
+        """Write the slices painted in ``labels`` (Segment's mask, about to be replaced)
+        into ``copy`` (its ``(corrected)`` copy of an earlier round), which then counts
+        them as painted too; hide the copy. Without this a second round's corrections
+        in the new mask were lost and the copy picked for training lacked them."""
+        record = self._records.get(id(labels))
+        edits = record.live(labels) if record is not None else []
+        if edits:
+            source, target = full_resolution(labels), copy.data
+            for edit in edits:
+                index: list[Any] = [slice(None)] * target.ndim
+                index[edit.axis] = sorted(edit.indices)
+                target[tuple(index)] = np.asarray(source[tuple(index)])
+            self._watch_paint(copy)
+            mine = self._records.setdefault(id(copy), PaintRecord(copy.ndim))
+            mine.edits.extend(e._replace(atoms=()) for e in edits)
+            copy.refresh()
+        if copy.visible:
+            copy.visible = False
 
     # ---- choices ---------------------------------------------------------------------
 
@@ -871,7 +911,9 @@ class FinetuneWidget(QWidget):
             _LOG.debug("reading the undo history of %r failed", layer.name, exc_info=True)
 
     def _unwatch_gone(self) -> None:
-        present = {id(layer) for layer in self._viewer.layers}
+        layers = self._viewer.layers
+        self._hidden_for_paint = [h for h in self._hidden_for_paint if h in layers]
+        present = {id(layer) for layer in layers}
         for key in [k for k in self._watched if k not in present]:
             _unwatch(*self._watched.pop(key))
             self._records.pop(key, None)
