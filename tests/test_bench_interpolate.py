@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
+from _scripts import load_script
 
 from napari_topo.models.registry import load_model, save_model
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "interpolate_weights.py"
 
 
 @pytest.fixture(scope="module")
 def interp():
-    spec = importlib.util.spec_from_file_location("interpolate_weights", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/interpolate_weights.py")
 
 
 @pytest.fixture

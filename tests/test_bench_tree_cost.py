@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
+from _scripts import load_script
 
 from napari_topo.topology.metrics import tree_accuracy
 from napari_topo.trees.reconstruct import trees_from_skeleton
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_tree_cost.py"
-
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_tree_cost", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/bench_tree_cost.py")
 
 
 @pytest.fixture(scope="module")

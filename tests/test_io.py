@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -465,17 +464,13 @@ def test_an_oblique_dicom_series_overlays_the_converters_nifti(tmp_path):
     # benchmarks/real/convert.py (pydicom, checked against nibabel's DICOM wrapper)
     # wrote the development CT; the reader must place every voxel where it does
     pytest.importorskip("SimpleITK")
-    import importlib.util
-
     from _dicom import write_series
+    from _scripts import load_script
 
     c, s = np.cos(np.radians(25)), np.sin(np.radians(25))
     iop = (c, s, 0.0, -s * np.cos(0.3), c * np.cos(0.3), np.sin(0.3))
     write_series(tmp_path / "obl", _ct_hu(), stored_offset=1024, iop=iop)
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "real" / "convert.py"
-    spec = importlib.util.spec_from_file_location("convert_for_io", script)
-    convert = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(convert)
+    convert = load_script("benchmarks/real/convert.py", "convert_for_io")
     files = [(p.name, p) for p in sorted((tmp_path / "obl").iterdir())]
     ref, _, affine, _ = convert.read_dicom_series(files)
     convert._write_nifti(tmp_path / "obl.nii.gz", ref.astype(np.int16), affine, "mm")

@@ -140,15 +140,11 @@ def test_a_tube_lying_on_a_plate_is_kept():
 
 def test_the_benchmark_times_a_saved_mask(tmp_path, capsys):
     # benchmarks/bench_sheets.py --time-mask: the README's cost figure comes from it
-    import importlib.util
-    from pathlib import Path
+    from _scripts import load_script
 
     from napari_topo.data.io import write_volume
 
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_sheets.py"
-    spec = importlib.util.spec_from_file_location("bench_sheets", script)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("benchmarks/bench_sheets.py")
     shape = (40, 48, 96)
     write_volume(
         tmp_path / "m.nii.gz",
