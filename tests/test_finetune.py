@@ -663,6 +663,23 @@ def test_one_corrected_slice_is_enough_to_fine_tune(user_dir):
     assert f"held-out part: bands of rows of the labelled slice {k} (axis 0)" in said
 
 
+def test_a_second_rounds_default_name_has_one_ft_suffix(user_dir):
+    # a newcomer's second round was named unet-dice-ft-20261203-140243-ft-20261203-140739
+    import re
+
+    save_tiny_base(user_dir, name="tiny-base-ft-20261203-140243")
+    vol = volume()
+    _, card = finetune(
+        vol.image,
+        sparse(vol.mask, [4, 12, 20, 28]),
+        "tiny-base-ft-20261203-140243",
+        steps=1,
+        **FAST,
+    )
+    assert re.fullmatch(r"tiny-base-ft-\d{8}-\d{6}", card.name), card.name
+    assert card.training["fine_tuned_from"]["name"] == "tiny-base-ft-20261203-140243"
+
+
 def test_painted_slices_survive_a_zoom_that_shrinks_their_axis():
     # vesselNN BBB_Leakage runs at zoom 0.8 with its 25 slices kept: nearest resampling
     # to 20 slices skipped slice 12, and one corrected slice there was refused ("the

@@ -385,22 +385,34 @@ def test_segment_again_adds_a_second_rounds_corrections_to_the_kept_copy(
     _correct(mask, vol.mask, 5)  # round 1
     widget._job = SimpleNamespace(image="vessels", labels="vessels mask")
     widget._last_card = SimpleNamespace(name="ft")
-    segment = SimpleNamespace(select_model=lambda name: None, image_picker=None, run=lambda: "w")
+    slots = []
+    finished = SimpleNamespace(connect=slots.append, disconnect=slots.remove)
+    segment = SimpleNamespace(
+        select_model=lambda name: None, image_picker=None, run=lambda: "w", finished=finished
+    )
     monkeypatch.setattr(widget, "_segment_widget", lambda create=False: segment)
     monkeypatch.setattr("napari_topo.widgets.finetune.select_layer", _select)
+
+    def segment_runs():
+        """What Segment's run does: the mask replaced by the new model's, then done."""
+        mask.data = np.zeros(vol.mask.shape, np.uint8)
+        slots[-1]("done")
+
     assert widget.segment_again() == "w"
     copy = viewer.layers["vessels mask (corrected)"]
-    assert widget.labels_picker.value is copy and widget.painted(copy) == [(0, [5])]
-    # Segment's run replaces the mask; the user picks it and corrects slice 20 there
-    mask.data = np.zeros(vol.mask.shape, np.uint8)
-    widget.labels_picker.value = mask
-    _correct(mask, vol.mask, 20)
+    assert widget.painted(copy) == [(0, [5])] and not copy.visible
+    segment_runs()
+    # the correction is carried into the new mask, which is picked for round 2
+    assert widget.labels_picker.value is mask and widget.painted(mask) == [(0, [5])]
+    assert np.array_equal(mask.data[5] > 0, vol.mask[5]) and not mask.data[20].any()
+    _correct(mask, vol.mask, 20)  # round 2, in the new mask
+    assert widget.painted(mask) == [(0, [5, 20])]
     assert widget.segment_again() == "w"
-    assert widget.labels_picker.value is copy and not copy.visible
-    assert widget.painted(copy) == [(0, [5, 20])]
-    assert np.array_equal(copy.data[20] > 0, vol.mask[20]) and np.array_equal(
-        copy.data[5] > 0, vol.mask[5]
-    )
+    assert not copy.visible and widget.painted(copy) == [(0, [5, 20])]
+    assert np.array_equal(copy.data[20] > 0, vol.mask[20])
+    assert np.array_equal(copy.data[5] > 0, vol.mask[5])
+    segment_runs()
+    assert widget.painted(mask) == [(0, [5, 20])] and not slots
 
 
 def _select(picker, layer):

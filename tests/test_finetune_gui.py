@@ -236,9 +236,22 @@ def test_one_corrected_slice_of_segments_mask_then_a_second_round(
     result = ours(viewer, "vessels")
     assert result["trees"].visible  # Paint corrections had hidden it
     kept = viewer.layers["vessels mask (corrected)"]
-    assert widget.labels_picker.value is kept and not kept.visible
-    assert widget.painted(kept) == [(0, [z])]
-    assert "Your corrections are kept in 'vessels mask (corrected)'" in (widget.status_label.text())
-    # the next picked label set by the user is kept: no jump back to the new mask
+    assert not kept.visible and widget.painted(kept) == [(0, [z])]
+    # a second round corrects the new model's mask: the corrected slice is written into
+    # it and counts as painted there (a newcomer's second round fixed the old model's
+    # errors in the copy, which then covered the new result)
+    new_mask = result["mask"]
+    assert widget.labels_picker.value is new_mask
+    assert widget.painted(new_mask) == [(0, [z])]
+    assert np.array_equal(np.asarray(new_mask.data[z]) > 0, vol.mask[z])
+    status = widget.status_label.text()
+    assert f"Your corrected 1 slice along z ({z}) were written into 'vessels mask'" in status
     qtbot.wait(50)
-    assert widget.labels_picker.value is kept
+    assert widget.labels_picker.value is new_mask
+    line = _region_line_now(widget, qtbot)
+    assert line.startswith(f"Will train on: 1 slice along z ({z}) you painted"), line
+
+
+def _region_line_now(widget, qtbot):
+    qtbot.waitUntil(lambda: widget.region_label.text().startswith("Will train on"), timeout=5000)
+    return widget.region_label.text()

@@ -81,6 +81,7 @@ import copy
 import dataclasses
 import math
 import os
+import re
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -1503,7 +1504,9 @@ def finetune(
     tree_ids = np.unique(lab[region])
     tree_labels = topnet and int((tree_ids > 0).sum()) >= 2
     if name is None:
-        name = f"{base_card.name}-ft-{time.strftime('%Y%m%d-%H%M%S')}"
+        # a second round's model was "unet-dice-ft-<date>-ft-<date>": one suffix
+        stem = re.sub(r"(-ft-\d{8}-\d{6})+$", "", base_card.name) or base_card.name
+        name = f"{stem}-ft-{time.strftime('%Y%m%d-%H%M%S')}"
     ModelCard(name=name, architecture=base_card.architecture)  # checks the name
     cfg = base_card.training.get("config") or {}
     patch = int(patch or (cfg.get("patch") or [48])[0])

@@ -830,17 +830,72 @@ class FinetuneWidget(QWidget):
             info = plugin_info(layer)
             if info.get("widget") == OWNER and info.get("source") == job.labels:
                 layer.visible = False
+        if kept is not None and hasattr(segment, "finished"):
+            # once the new mask is there, the corrections go into it (a second round)
+            def carry(state: str) -> None:
+                try:
+                    segment.finished.disconnect(carry)
+                except (TypeError, RuntimeError):  # already gone
+                    pass
+                if state == "done":
+                    self._carry_corrections(job.labels, kept, card.name)
+
+            segment.finished.connect(carry)
         worker = segment.run()
         if kept is not None and kept in layers:
-            # a second round trains on the corrections kept there, not on the new
-            # (uncorrected) mask the Labels pick would otherwise follow
-            self._labels_auto = False
-            select_layer(self.labels_picker, layers[kept])
             self._set_status(
-                f"Segmenting again with '{card.name}'. Your corrections are kept in "
-                f"'{kept}' (hidden), picked for a second round: Paint corrections shows it."
+                f"Segmenting again with '{card.name}'; your corrections are kept in "
+                f"'{kept}' (hidden)."
             )
         return worker
+
+    def _carry_corrections(self, mask_name: str, kept: str, model: str) -> None:
+        """After *Segment again*: write the slices painted in the ``kept`` copy into the
+        new mask ``mask_name`` (they count as painted there) and pick it, so that a
+        second round corrects the new model's output on other slices and trains on both.
+
+        The copy alone was the old model's mask with the first corrections: a newcomer's
+        second round fixed errors the new model no longer made, under a copy that then
+        covered the new result. A mask that is not an in-memory array (a lazy region
+        result) is left as it is, and the copy is picked instead.
+        """
+        layers = self._viewer.layers
+        if kept not in layers:
+            return
+        copy = layers[kept]
+        record = self._records.get(id(copy))
+        painted = record.painted(copy) if record is not None else None
+        mask = layers[mask_name] if mask_name in layers else None
+        writable = (
+            mask is not None
+            and isinstance(mask.data, np.ndarray)
+            and mask.data.shape == copy.data.shape
+            and mask.data.flags.writeable
+        )
+        if not painted or not writable:
+            self._labels_auto = False
+            select_layer(self.labels_picker, copy)
+            self._set_status(
+                f"Segmented again with '{model}'. Your corrections are in '{kept}' "
+                "(hidden), picked for another round: Paint corrections shows it."
+            )
+            return
+        for axis, indices in painted:
+            index: list[Any] = [slice(None)] * mask.data.ndim
+            index[axis] = indices
+            mask.data[tuple(index)] = copy.data[tuple(index)]
+        mask.refresh()
+        self._watch_paint(mask)
+        mine = self._records.setdefault(id(mask), PaintRecord(mask.ndim))
+        mine.edits.extend(_Edit((), axis, frozenset(ix)) for axis, ix in painted)
+        self._labels_auto = False
+        select_layer(self.labels_picker, mask)
+        slices = " and ".join(_slices_phrase(ix, a, mask.ndim) for a, ix in painted)
+        self._set_status(
+            f"Segmented again with '{model}'. Your corrected {slices} were written into "
+            f"'{mask.name}' and count as painted: correct a few more slices of the new "
+            f"result (Paint corrections), then Start again. '{kept}' keeps them too."
+        )
 
     def _add_to_copy(self, labels: Any, copy: Any) -> None:
         """Write the slices painted in ``labels`` (Segment's mask, about to be replaced)
