@@ -420,3 +420,25 @@ def _select(picker, layer):
     from napari_topo.widgets._common import select_layer
 
     return picker is not None and select_layer(picker, layer)
+
+
+@gui
+@pytest.mark.usefixtures("user_dir")
+def test_strokes_in_a_3d_view_are_named_in_the_region_line(make_napari_viewer, qtbot):
+    # a newcomer's three brush dots in 3D made three whole z-slices "painted", unsaid
+    viewer = make_napari_viewer()
+    vol = volume()
+    viewer.add_image(vol.image, name="vessels")
+    labels = viewer.add_labels(np.zeros(vol.mask.shape, np.uint8), name="my labels")
+    widget = _dock(viewer, qtbot)
+    widget.labels_picker.value = labels
+    labels.paint((8, 10, 10), 1)  # in 2D: nothing more to say
+    line = _region_line(widget, qtbot, "Will train on")
+    assert "3D view" not in line
+    viewer.dims.ndisplay = 3
+    labels.paint((20, 10, 10), 1)
+    qtbot.waitUntil(lambda: "3D view" in widget.region_label.text(), timeout=5000)
+    assert widget.region_label.text().endswith(
+        "Some strokes were made in a 3D view: every slice they touched counts whole "
+        "(check those slices in 2D)."
+    )

@@ -158,6 +158,8 @@ class PaintRecord:
         #: ids of atoms on the layer's undo / redo stacks when its data were replaced:
         #: napari keeps them there, but they were painted in data that are gone
         self.ignored: set[int] = set()
+        #: an edit was made in a 3D view (each slice it touched counts whole)
+        self.in_3d = False
 
     def __bool__(self) -> bool:
         return bool(self.edits)
@@ -166,6 +168,7 @@ class PaintRecord:
         """Forget every edit (the layer's data were replaced), also those still on
         ``layer``'s undo and redo stacks."""
         self.edits.clear()
+        self.in_3d = False
         for name in ("_undo_history", "_redo_history"):
             for item in getattr(layer, name, None) or ():
                 self.ignored.update(id(a) for a in item)
@@ -175,6 +178,7 @@ class PaintRecord:
         (:meth:`live`), kept for good (the copy's undo stack, its own, lacks them)."""
         other = PaintRecord(self.ndim)
         other.edits = [e._replace(atoms=()) for e in self.live(layer)]
+        other.in_3d = self.in_3d
         return other
 
     def _axis_of(self, touched: list[set[int]], view_axis: int | None) -> int:
@@ -1030,6 +1034,13 @@ class FinetuneWidget(QWidget):
                     " The check then lies in those slices themselves: paint 3 or more, "
                     "spread out, for a check on others."
                 )
+            record = self._records.get(id(labels))
+            if record is not None and record.in_3d:
+                # a newcomer's three brush dots in 3D made three whole slices "painted"
+                few += (
+                    " Some strokes were made in a 3D view: every slice they touched "
+                    "counts whole (check those slices in 2D)."
+                )
             return (
                 f"Will train on: {phrases} you painted "
                 f"({voxels} voxels, {_fraction(voxels, shape)} of the volume).{few}"
@@ -1328,6 +1339,8 @@ def _on_paint(records: dict, viewer: Any, layer: Any, then: Any, event: Any) -> 
         shape = tuple(full_resolution(layer).shape)
         record = records.setdefault(id(layer), PaintRecord(len(shape)))
         record.add(getattr(event, "value", None), shape, _paged_axis(viewer, len(shape)))
+        if viewer.dims.ndisplay == 3:
+            record.in_3d = True
     except Exception:  # noqa: BLE001 - never break napari's painting
         _LOG.exception("recording a paint in %r failed", getattr(layer, "name", layer))
         return
