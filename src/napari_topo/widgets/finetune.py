@@ -884,14 +884,7 @@ class FinetuneWidget(QWidget):
                 "(hidden), picked for another round: Paint corrections shows it."
             )
             return
-        for axis, indices in painted:
-            index: list[Any] = [slice(None)] * mask.data.ndim
-            index[axis] = indices
-            mask.data[tuple(index)] = copy.data[tuple(index)]
-        mask.refresh()
-        self._watch_paint(mask)
-        mine = self._records.setdefault(id(mask), PaintRecord(mask.ndim))
-        mine.edits.extend(_Edit((), axis, frozenset(ix)) for axis, ix in painted)
+        self._write_painted(copy.data, mask, painted)
         self._labels_auto = False
         select_layer(self.labels_picker, mask)
         slices = " and ".join(_slices_phrase(ix, a, mask.ndim) for a, ix in painted)
@@ -906,20 +899,23 @@ class FinetuneWidget(QWidget):
         into ``copy`` (its ``(corrected)`` copy of an earlier round), which then counts
         them as painted too; hide the copy. Without this a second round's corrections
         in the new mask were lost and the copy picked for training lacked them."""
-        record = self._records.get(id(labels))
-        edits = record.live(labels) if record is not None else []
-        if edits:
-            source, target = full_resolution(labels), copy.data
-            for edit in edits:
-                index: list[Any] = [slice(None)] * target.ndim
-                index[edit.axis] = sorted(edit.indices)
-                target[tuple(index)] = np.asarray(source[tuple(index)])
-            self._watch_paint(copy)
-            mine = self._records.setdefault(id(copy), PaintRecord(copy.ndim))
-            mine.edits.extend(e._replace(atoms=()) for e in edits)
-            copy.refresh()
+        painted = self.painted(labels)
+        if painted:
+            self._write_painted(full_resolution(labels), copy, painted)
         if copy.visible:
             copy.visible = False
+
+    def _write_painted(self, source: Any, target: Any, painted: list) -> None:
+        """Copy the ``painted`` slices (``[(axis, indices), ...]``) of the array ``source``
+        into the Labels layer ``target`` (in place) and record them as painted there."""
+        for axis, indices in painted:
+            index: list[Any] = [slice(None)] * target.data.ndim
+            index[axis] = list(indices)
+            target.data[tuple(index)] = np.asarray(source[tuple(index)])
+        target.refresh()
+        self._watch_paint(target)
+        record = self._records.setdefault(id(target), PaintRecord(target.ndim))
+        record.edits.extend(_Edit((), axis, frozenset(ix)) for axis, ix in painted)
 
     # ---- choices ---------------------------------------------------------------------
 
