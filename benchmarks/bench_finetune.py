@@ -126,12 +126,16 @@ def _finetune(
     command,
     patience=None,
     painted=None,
+    lr=None,
 ):
     """``finetune`` as the benchmarks run it (CPU, their thread count, a progress timer;
-    ``patience`` None: finetune's default; ``painted``: the dock's painted slices)."""
+    ``patience``, ``lr`` None: finetune's defaults; ``painted``: the dock's painted
+    slices)."""
     from napari_topo.training.finetune import finetune
 
     extra = {} if patience is None else {"patience": patience}
+    if lr is not None:
+        extra["lr"] = lr
     if painted is not None:
         extra["painted"] = painted
 
@@ -182,6 +186,7 @@ def run_case(
     base: str = BASE,
     annotate: str = "upper",
     patience: int | None = None,
+    lr: float | None = None,
 ) -> dict:
     import torch
 
@@ -230,8 +235,10 @@ def run_case(
         f"{base}-ft-{meta.get('case', 'case')}",
         f"python benchmarks/bench_finetune.py --case {folder} --minutes {minutes:g} "
         f"--threads {threads} --base {base} --annotate {annotate}"
-        + ("" if patience is None else f" --patience {patience}"),
+        + ("" if patience is None else f" --patience {patience}")
+        + ("" if lr is None else f" --lr {lr:g}"),
         patience=patience,
+        lr=lr,
     )
     ft_wall = time.perf_counter() - t0
     mem_ft = peak_mb()
@@ -564,7 +571,16 @@ def main(argv=None) -> int:
         help="validations without progress before the case's fine-tune stops early "
         "(default: finetune's own, 8)",
     )
+    ap.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="peak learning rate of the case's fine-tune (default: finetune's own, "
+        "DEFAULT_LR)",
+    )
     args = ap.parse_args(argv)
+    if args.lr is not None and not args.lr > 0:
+        ap.error(f"--lr must be above 0; got {args.lr:g}")
     if args.stack_slices is not None and args.stack_slices < 1:
         ap.error(f"--stack-slices must be at least 1; got {args.stack_slices}")
     args.results.mkdir(parents=True, exist_ok=True)
@@ -589,6 +605,7 @@ def main(argv=None) -> int:
             base=args.base,
             annotate=args.annotate,
             patience=args.patience,
+            lr=args.lr,
         )
     for folder in args.stack:
         report.setdefault("stacks", []).append(

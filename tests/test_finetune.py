@@ -42,6 +42,7 @@ from napari_topo.topology.metrics import dice
 from napari_topo.training.finetune import (
     Adam,
     _Data,
+    _describe_split,
     _Sampler,
     _split_validation,
     annotated_region,
@@ -361,6 +362,13 @@ def test_one_or_two_painted_slices_hold_out_bands_within_them():
     train, val, split = _split_validation(mask, info, 0.2, labels=short)
     held_vessel, kept = int(short[val].sum()), int(short[train].sum())
     assert 0 < held_vessel <= 0.25 * 120 and kept >= 0.75 * 120
+    # one z-slice and one y-row plane painted: the bands cut both, and the note names both
+    mask, info = annotated_region(lab, painted=[(0, [12]), (1, [30])])
+    train, val, split = _split_validation(mask, info, 0.2, labels=lab)
+    assert split["within"] == {"axis": 0, "slices": [12], "other_axes": {1: [30]}}
+    assert not (train & val).any() and ((train | val) == mask).all()
+    note = _describe_split(split)
+    assert "painted slice 12 along axis 0 and 1 painted along axis 1" in note, note
     # three painted slices: whole slices are held out, as before
     mask, info = annotated_region(lab, painted=(0, [4, 12, 20]))
     _, _, split = _split_validation(mask, info, 0.2, labels=lab)
@@ -661,6 +669,17 @@ def test_one_corrected_slice_is_enough_to_fine_tune(user_dir):
 
     said = "\n".join(_finetune_result_lines(card))
     assert f"held-out part: bands of rows of the labelled slice {k} (axis 0)" in said
+    # a second plane painted along y: the bands cut it too, and both are named
+    j = int(np.argmax(vol.mask.sum(axis=(0, 2))))
+    lab = sparse(vol.mask, [k])
+    lab[:, j] = vol.mask[:, j]
+    _, card = finetune(vol.image, lab, "tiny-base", painted=[(0, [k]), (1, [j])], steps=2, **FAST)
+    assert (
+        f"painted slice {k} along axis 0 and 1 painted along axis 1"
+        in (card.metrics["validation_note"])
+    )
+    said = "\n".join(_finetune_result_lines(card))
+    assert f"slice {k} (axis 0) and of those along axis 1 ({j}), which" in said
 
 
 def test_a_second_rounds_default_name_has_one_ft_suffix(user_dir):

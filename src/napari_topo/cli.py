@@ -52,6 +52,7 @@ from pathlib import Path
 
 from . import __version__
 from .evaluation import TABLE_COLUMNS
+from .geometry import METRES_PER_UNIT
 
 #: The metric columns of the demo: the segmentation and topology part of the model table.
 DEMO_METRICS = TABLE_COLUMNS[:8]
@@ -736,7 +737,7 @@ def _spatial(
 
 
 #: Units ``--unit`` takes (those :meth:`napari_topo.geometry.Geometry.in_unit` converts).
-UNIT_CHOICES = ("m", "cm", "mm", "um", "nm")
+UNIT_CHOICES = tuple(METRES_PER_UNIT)
 
 
 def _with_unit(geometry, unit: str | None, what: str):
@@ -2108,9 +2109,13 @@ def _finetune_result_lines(card) -> list[str]:
         # a newcomer read a gain on bands of the one painted slice as a gain everywhere
         ks = ", ".join(str(k) for k in within["slices"])
         plural = "s" if len(within["slices"]) > 1 else ""
+        others = "".join(
+            f" and of those along axis {a} ({', '.join(str(i) for i in ix)})"
+            for a, ix in (within.get("other_axes") or {}).items()
+        )
         lines.append(
             f"held-out part: bands of rows of the labelled slice{plural} "
-            f"{ks} (axis {within['axis']}), which tell little of the other slices: "
+            f"{ks} (axis {within['axis']}){others}, which tell little of the other slices: "
             "label more slices, or look at the others after segment"
         )
     if t.get("note"):

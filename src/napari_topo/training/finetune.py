@@ -468,7 +468,12 @@ def _split_validation(
     if info.get("method") == "slices":
         axis, slices = int(info["axis"]), list(info["slices"])
         if len(slices) <= WITHIN_SLICES_MAX:
-            return _split_within_slices(mask, axis, slices, fraction, n_slabs, labels)
+            train, val, split = _split_within_slices(mask, axis, slices, fraction, n_slabs, labels)
+            if info.get("other_axes"):  # painted planes of another axis, cut by the bands too
+                split["within"]["other_axes"] = {
+                    int(a): [int(i) for i in ix] for a, ix in info["other_axes"].items()
+                }
+            return train, val, split
         n_val = min(len(slices) - 1, max(1, int(round(fraction * len(slices)))))
         pool = slices
         if labels is not None:
@@ -527,7 +532,8 @@ def _split_within_slices(
     (``painted=[(0, ...), (1, ...)]``) are cut by the same bands. Bands of whole rows,
     not scattered voxels, so that a held-out voxel's neighbours are mostly held out too.
     ``split_info`` is ``{"axis": the row axis, "slices": the held-out rows, "within":
-    {"axis": axis, "slices": slices}}``.
+    {"axis": axis, "slices": slices}}`` (:func:`_split_validation` adds
+    ``"other_axes": {axis: slices}`` to ``"within"`` for planes painted along other axes).
     """
     vessel = None
     if labels is not None:
@@ -591,9 +597,13 @@ def _describe_split(split: dict) -> str:
         if len(ks) == 1
         else "the painted slices " + ", ".join(str(k) for k in ks)
     )
+    others = "".join(
+        f" and {len(ix)} painted along axis {a}"
+        for a, ix in (within.get("other_axes") or {}).items()
+    )
     return (
         f"{len(split['slices'])} rows along axis {split['axis']} of {painted} along axis "
-        f"{within['axis']}, in bands across the labelled vessels"
+        f"{within['axis']}{others}, in bands across the labelled vessels"
     )
 
 
