@@ -368,7 +368,7 @@ def test_one_or_two_painted_slices_hold_out_bands_within_them():
     assert split["within"] == {"axis": 0, "slices": [12], "other_axes": {1: [30]}}
     assert not (train & val).any() and ((train | val) == mask).all()
     note = _describe_split(split)
-    assert "painted slice 12 along axis 0 and 1 painted along axis 1" in note, note
+    assert "painted slice 12 along axis 0 and 1 plane painted along axis 1" in note, note
     # three painted slices: whole slices are held out, as before
     mask, info = annotated_region(lab, painted=(0, [4, 12, 20]))
     _, _, split = _split_validation(mask, info, 0.2, labels=lab)
@@ -675,7 +675,7 @@ def test_one_corrected_slice_is_enough_to_fine_tune(user_dir):
     lab[:, j] = vol.mask[:, j]
     _, card = finetune(vol.image, lab, "tiny-base", painted=[(0, [k]), (1, [j])], steps=2, **FAST)
     assert (
-        f"painted slice {k} along axis 0 and 1 painted along axis 1"
+        f"painted slice {k} along axis 0 and 1 plane painted along axis 1"
         in (card.metrics["validation_note"])
     )
     said = "\n".join(_finetune_result_lines(card))

@@ -598,7 +598,7 @@ def _describe_split(split: dict) -> str:
         else "the painted slices " + ", ".join(str(k) for k in ks)
     )
     others = "".join(
-        f" and {len(ix)} painted along axis {a}"
+        f" and {len(ix)} plane{'s' if len(ix) != 1 else ''} painted along axis {a}"
         for a, ix in (within.get("other_axes") or {}).items()
     )
     return (
