@@ -194,13 +194,19 @@ def test_one_corrected_slice_of_segments_mask_then_a_second_round(
     """The README's loop on Segment's own mask, with one slice corrected: Paint corrections
     shows the hidden mask, the finish message says the held-out part lies in the painted
     slice, and Segment again shows the trees it had hidden and keeps the corrections picked
-    for a second round (a newcomer found the pick on the new, uncorrected mask)."""
+    for a second round (a newcomer found the pick on the new, uncorrected mask).
+
+    Both docks get the viewer as napari gives it to a plugin's widget: behind a
+    ``PublicOnlyProxy``, whose ``layers[name]`` and ``add_labels`` hand out a new proxy at
+    each call. A newcomer's second round in napari lost the painted slices that way (the
+    dock keyed them by the proxy's identity), which a dock given the bare viewer missed."""
     from _segment_dock import ours, run_and_wait
+    from napari.utils._proxies import PublicOnlyProxy
 
     viewer = make_napari_viewer()
     vol = volume()
     viewer.add_image(vol.image, name="vessels")
-    segment = SegmentWidget(viewer)
+    segment = SegmentWidget(PublicOnlyProxy(viewer))
     viewer.window.add_dock_widget(segment, name="Segment vessels")
     segment.model_picker.value = "tiny-base"
     assert run_and_wait(qtbot, segment, TIMEOUT_MS, click=False) == "done"
@@ -208,7 +214,7 @@ def test_one_corrected_slice_of_segments_mask_then_a_second_round(
     mask, trees = result["mask"], result["trees"]
     assert not mask.visible and trees.visible
 
-    widget = FinetuneWidget(viewer)
+    widget = FinetuneWidget(PublicOnlyProxy(viewer))
     qtbot.addWidget(widget)
     assert widget.labels_picker.value is mask
     widget.device_picker.value = "cpu"

@@ -63,8 +63,10 @@ from napari_topo.widgets._common import (
     plugin_info,
     rebuild_picker,
     require_viewer,
+    same_layer,
     scrolling_body,
     select_layer,
+    unwrap,
 )
 from napari_topo.widgets.metrics import paint_changes
 
@@ -472,7 +474,12 @@ class FinetuneWidget(QWidget):
         from napari_topo.inference.pipeline import DEFAULT_MODEL
         from napari_topo.models.registry import list_models
 
-        self._viewer = napari_viewer
+        # napari hands a plugin's widget the viewer behind a PublicOnlyProxy, whose
+        # ``layers[name]`` and ``add_labels`` return a new proxy at each call: the painted
+        # slices, kept per layer by identity, were lost between Start and Segment again
+        # (a newcomer's second round in napari trained on the whole uncorrected mask).
+        # The layers' paint records and undo history are this dock's own business.
+        self._viewer = unwrap(napari_viewer)
         self._worker = None
         self._job: _Job | None = None
         self._cancel = threading.Event()
@@ -652,8 +659,8 @@ class FinetuneWidget(QWidget):
         Recorded from the layer's ``events.paint`` while this dock is open (and, when the
         dock opens, from the edits in the layer's undo history).
         """
-        record = self._records.get(id(layer)) if layer is not None else None
-        return record.painted(layer) if record is not None else None
+        record = self._records.get(_key(layer)) if layer is not None else None
+        return record.painted(unwrap(layer)) if record is not None else None
 
     def start(self):
         """Check the choices, show the annotated region and start fine-tuning.
@@ -816,7 +823,7 @@ class FinetuneWidget(QWidget):
                 copy_name = f"{lab.name} (corrected)"
                 kept = copy_name
                 if copy_name not in layers:
-                    record = self._records.get(id(lab))
+                    record = self._records.get(_key(lab))
                     copy = self._viewer.add_labels(
                         np.array(full_resolution(lab)),
                         name=copy_name,
@@ -827,7 +834,7 @@ class FinetuneWidget(QWidget):
                     )
                     if record is not None:  # the same painted slices, for a second round
                         self._watch_paint(copy)
-                        self._records[id(copy)] = record.copy(lab)
+                        self._records[_key(copy)] = record.copy(lab)
                 else:
                     self._add_to_copy(lab, layers[copy_name])
         for layer in layers:
@@ -867,7 +874,7 @@ class FinetuneWidget(QWidget):
         if kept not in layers:
             return
         copy = layers[kept]
-        record = self._records.get(id(copy))
+        record = self._records.get(_key(copy))
         painted = record.painted(copy) if record is not None else None
         mask = layers[mask_name] if mask_name in layers else None
         writable = (
@@ -914,7 +921,7 @@ class FinetuneWidget(QWidget):
             target.data[tuple(index)] = np.asarray(source[tuple(index)])
         target.refresh()
         self._watch_paint(target)
-        record = self._records.setdefault(id(target), PaintRecord(target.ndim))
+        record = self._records.setdefault(_key(target), PaintRecord(target.ndim))
         record.edits.extend(_Edit((), axis, frozenset(ix)) for axis, ix in painted)
 
     # ---- choices ---------------------------------------------------------------------
@@ -943,7 +950,7 @@ class FinetuneWidget(QWidget):
 
     def _watch_paint(self, layer: Any) -> None:
         """Record the slices painted in ``layer`` (a Labels layer) from now on."""
-        key = id(layer)
+        key = _key(layer)
         if key in self._watched:
             return
         on_paint = partial(_on_paint, self._records, self._viewer, layer, self._painted_in)
@@ -968,13 +975,13 @@ class FinetuneWidget(QWidget):
     def _unwatch_gone(self) -> None:
         layers = self._viewer.layers
         self._hidden_for_paint = [h for h in self._hidden_for_paint if h in layers]
-        present = {id(layer) for layer in layers}
+        present = {_key(layer) for layer in layers}
         for key in [k for k in self._watched if k not in present]:
             _unwatch(*self._watched.pop(key))
             self._records.pop(key, None)
 
     def _painted_in(self, layer: Any) -> None:
-        if layer is self.labels_picker.value:
+        if same_layer(layer, self.labels_picker.value):
             self._schedule_region_line()
 
     def _schedule_region_line(self, *_: Any) -> None:
@@ -1030,7 +1037,7 @@ class FinetuneWidget(QWidget):
                     " The check then lies in those slices themselves: paint 3 or more, "
                     "spread out, for a check on others."
                 )
-            record = self._records.get(id(labels))
+            record = self._records.get(_key(labels))
             if record is not None and record.in_3d:
                 # a newcomer's three brush dots in 3D made three whole slices "painted"
                 few += (
@@ -1329,11 +1336,17 @@ def _axis_words(description: str, ndim: int) -> str:
     return description
 
 
+def _key(layer: Any) -> int:
+    """The key of ``layer``'s paint record: the napari layer's identity, the same for
+    every plugin ``PublicOnlyProxy`` of it."""
+    return id(unwrap(layer))
+
+
 def _on_paint(records: dict, viewer: Any, layer: Any, then: Any, event: Any) -> None:
     """A Labels layer's ``events.paint``: its slices go into the layer's record."""
     try:
         shape = tuple(full_resolution(layer).shape)
-        record = records.setdefault(id(layer), PaintRecord(len(shape)))
+        record = records.setdefault(_key(layer), PaintRecord(len(shape)))
         record.add(getattr(event, "value", None), shape, _paged_axis(viewer, len(shape)))
         if viewer.dims.ndisplay == 3:
             record.in_3d = True
@@ -1345,7 +1358,7 @@ def _on_paint(records: dict, viewer: Any, layer: Any, then: Any, event: Any) -> 
 
 def _on_data(records: dict, layer: Any, then: Any, _event: Any = None) -> None:
     """The layer's data were replaced (e.g. Segment ran again): nothing painted in them."""
-    record = records.get(id(layer))
+    record = records.get(_key(layer))
     if record is not None:
         record.clear(layer)
     then(layer)
@@ -1364,7 +1377,7 @@ def _paged_axis(viewer: Any, ndim: int) -> int | None:
 def _on_refresh(records: dict, layer: Any, then: Any, _event: Any = None) -> None:
     """The layer was redrawn (an undo or redo among others): redo the region line when
     painting is recorded in it (cheap then; a guess over the whole array is not)."""
-    if records.get(id(layer)):
+    if records.get(_key(layer)):
         then(layer)
 
 
