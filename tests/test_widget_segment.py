@@ -476,7 +476,27 @@ def test_input_section_collects_the_policy_choices(make_napari_viewer, qtbot):
 
     assert _no_voxel_size_sentence(job) == ""  # scaled
     bare = viewer.add_image(np.asarray(image.data), name="bare")
-    assert "voxel size is not stated" in _no_voxel_size_sentence(widget._make_job(bare)[0])
+    said = _no_voxel_size_sentence(widget._make_job(bare)[0])
+    assert "voxel size is not stated" in said and "Set voxel size" in said
+    # ... and the Input section sets it, for a user with napari alone (a two-photon
+    # newcomer's TIFF states none: 5 um z steps read as 1 um)
+    widget.image_picker.value = bare
+    assert [b.value for b in widget.voxel_boxes] == [1.0, 1.0, 1.0]
+    assert widget.voxel_unit.value == "none" and widget.voxel_unit.enabled
+    for box, value in zip(widget.voxel_boxes, (5.0, 0.994, 0.994), strict=True):
+        box.value = value
+    widget.voxel_unit.value = "um"
+    widget.voxel_button.native.click()
+    assert np.allclose(bare.scale, (5.0, 0.994, 0.994))
+    from napari_topo.geometry import layer_length_unit
+
+    assert layer_length_unit(bare) == "um"
+    assert "now has voxels of 5 x 0.994 x 0.994 um (z, y, x)" in widget.status_label.text()
+    job = widget._make_job(bare)[0]
+    assert job.spacing == (5.0, 0.994, 0.994) and job.unit == "um"
+    assert _no_voxel_size_sentence(job) == ""
+    widget.image_picker.value = image  # the boxes follow the picked image
+    assert np.allclose([b.value for b in widget.voxel_boxes], np.abs(image.scale))
     # the modality a DICOM series states (the reader's metadata) reaches the pipeline
     assert job.header_hint is None
     image.metadata["modality"] = "CT"
