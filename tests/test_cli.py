@@ -534,7 +534,19 @@ def test_evaluate_says_when_the_ground_truth_is_an_intensity_image(capsys, tmp_p
         ],
         capsys,
     )
-    assert code == 0 and "intensity image" not in err
+    assert code == 0 and "intensity image" not in err and "holds no vessel" not in err
+    # an empty ground truth (a newcomer's): scored, with a word on the nan and the 0
+    write_volume(tmp_path / "empty.tif", np.zeros((16, 24, 24), np.uint8))
+    code, out, err = _run(
+        ["evaluate", tmp_path / "mask.tif", tmp_path / "empty.tif", "--out", tmp_path / "e"],
+        capsys,
+    )
+    assert code == 0 and "the ground truth empty.tif holds no vessel: Recall" in err
+    code, out, err = _run(
+        ["evaluate", tmp_path / "empty.tif", tmp_path / "mask.tif", "--out", tmp_path / "f"],
+        capsys,
+    )
+    assert code == 0 and "the prediction empty.tif holds no vessel: Precision" in err
 
 
 def test_evaluate_scores_inside_a_region_as_segment_does(files, capsys, tmp_path):
@@ -1218,3 +1230,24 @@ def test_an_assumed_spacing_is_recorded_as_assumed_in_the_outputs(policy_files, 
     assert s["spacing_assumed"] == [] and set(s["spacing_source"].values()) == {"file"}
     descrip = nib.load(tmp_path / "e" / "ct_mask.nii.gz").header["descrip"].tobytes()
     assert b"assumed" not in descrip
+
+
+def test_progress_says_the_share_done_not_a_tile_count():
+    # several zooms report thousandths of the run: "0/1000 tiles" for a 166-tile stack
+    import io
+
+    from napari_topo.cli import _progress_printer
+
+    stream = io.StringIO()
+    progress = _progress_printer("segmenting stack.tif", stream)
+    for done in (0, 101, 200, 999, 1000):
+        progress(done, 1000)
+    lines = stream.getvalue().splitlines()
+    assert lines == [
+        "segmenting stack.tif: 0 %",
+        "segmenting stack.tif: 10 %",
+        "segmenting stack.tif: 20 %",
+        "segmenting stack.tif: 99 %",
+        "segmenting stack.tif: 100 %",
+    ]
+    assert "tiles" not in stream.getvalue()

@@ -610,21 +610,25 @@ def open_demo_viewer(viewer=None, say=None):
 
 
 def _progress_printer(label: str, stream=None):
-    """``progress(done, total)`` printing a one-line bar (a line per 10 % without a tty)."""
+    """``progress(done, total)`` printing a one-line bar with the share done (a line per
+    10 % without a tty)."""
     stream = stream or sys.stderr
     tty = stream.isatty()
     state = {"last": -10}
 
+    # a share, not "done/total tiles": with several zooms the pipeline counts
+    # thousandths of the whole run, which read as "0/1000 tiles" (a newcomer's stack had
+    # 166 tiles)
     def progress(done: int, total: int) -> None:
         pct = 100 * done // max(total, 1)
         if tty:
             bar = "#" * (pct // 5)
-            stream.write(f"\r{label}: [{bar:<20}] {done}/{total} tiles")
+            stream.write(f"\r{label}: [{bar:<20}] {pct:3d} %")
             if done == total:
                 stream.write("\n")
             stream.flush()
         elif done == total or pct >= state["last"] + 10:
-            print(f"{label}: {done}/{total} tiles", file=stream, flush=True)
+            print(f"{label}: {pct} %", file=stream, flush=True)
             state["last"] = pct
 
     return progress
@@ -1862,6 +1866,19 @@ def _evaluate(args) -> None:
                 f"napari-topo: note: the {what} {vol_.path.name} looks like an intensity "
                 f"image ({labels.dtype}, many grey levels or negative values), not a mask "
                 "or labels; every value below is scored as a tree id (nonzero: vessel)",
+                file=sys.stderr,
+            )
+        elif not np.any(labels):
+            # a newcomer's empty ground truth scored Dice 0 and nan, without a word
+            undefined = (
+                "Recall, Tsens and HD95 are undefined (nan) and Dice is 0 unless both are empty"
+                if what == "ground truth"
+                else "Precision, Tprec and HD95 are undefined (nan)"
+            )
+            where_ = "" if region is None else " inside the region of interest"
+            print(
+                f"napari-topo: note: the {what} {vol_.path.name} holds no vessel{where_}: "
+                f"{undefined}",
                 file=sys.stderr,
             )
     spacing = (

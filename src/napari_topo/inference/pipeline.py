@@ -262,7 +262,8 @@ def predict(
     device : str, optional
         "auto" (CUDA, then MPS, then CPU), "cuda", "mps" or "cpu".
     progress : callable(done, total), optional
-        Called after every batch of tiles.
+        Called after every batch of tiles: tiles run of all, or, when several zooms run,
+        thousandths of the whole run (``total`` 1000).
     cancel : callable or threading.Event, optional
         Checked before every batch; raises :class:`~.sliding.Cancelled` when set.
     spacing : float or sequence of 3 float, optional

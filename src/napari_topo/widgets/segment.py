@@ -2077,7 +2077,9 @@ class SegmentWidget(QWidget):
         else:
             bar.setRange(0, max(int(total), 1))
             bar.setValue(int(done))
-            bar.setFormat("tile %v of %m")
+            # a share: with several zooms the pipeline counts thousandths of the run
+            # ("tile 14 of 1000" for a stack of 166 tiles)
+            bar.setFormat("%p %")
         if self._cancel.is_set():
             return
         if done >= total:
@@ -2085,7 +2087,8 @@ class SegmentWidget(QWidget):
             pbar.set_description("Tracing trees")
         else:
             left = self._time_left(done, total)
-            self._set_phase(f"Segmenting '{self._job.image}': tile {done} of {total}{left}…")
+            pct = 100 * int(done) // max(int(total), 1)
+            self._set_phase(f"Segmenting '{self._job.image}': {pct} %{left}…")
 
     def _time_left(self, done: int, total: int) -> str:
         """ ", about N s left" from this run's own pace (tiles per second since the first
