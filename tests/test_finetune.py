@@ -870,6 +870,28 @@ def test_cli_labels_in_mm_beside_an_image_in_um_are_on_its_grid(files, user_dir,
     assert rc == 0, err
 
 
+def test_cli_unit_names_the_voxel_size_of_an_npy(files, user_dir, capsys, tmp_path):
+    # segment and evaluate took --unit, finetune did not: a newcomer's card read
+    # "spacing 5x0.994x0.994" with no unit
+    _, _, _, vol = files
+    img, lab = tmp_path / "img.npy", tmp_path / "lab.npy"
+    np.save(img, vol.image)
+    np.save(lab, sparse(vol.mask, list(range(2, 32, 4))))
+    argv = ["finetune", str(img), str(lab), "--base", "tiny-base", "--steps", "1"]
+    argv += ["--device", "cpu", "--threads", "1", "--out", str(tmp_path / "m")]
+    assert main([*argv, "--unit", "um"]) == 2  # no voxel size to name
+    out, err = capsys.readouterr()
+    assert "--unit um names the unit of a voxel size, and img.npy states none" in err
+    assert not (tmp_path / "m").exists()
+    assert main([*argv, "--spacing", "5", "1", "1", "--unit", "um", "--name", "u"]) == 0
+    capsys.readouterr()
+    card = json.loads((tmp_path / "m" / "u.json").read_text())
+    assert card["training"]["data"]["unit"] == "um"
+    assert "--unit um" in card["training"]["command"]
+    assert main(["models", str(tmp_path / "m")]) == 0
+    assert "(spacing 5x1x1 um)" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     ("case", "match"),
     [

@@ -2076,6 +2076,13 @@ def _add_finetune_parser(sub) -> None:
     )
     ft.add_argument("--seed", type=int, default=0, help="seed of sampling and augmentation")
     ft.add_argument(
+        "--unit",
+        choices=UNIT_CHOICES,
+        help="the unit of the voxel size when the image states none (.npy, a TIFF "
+        "without it), as segment's --unit: the card then says it. An image that states "
+        "another unit is refused",
+    )
+    ft.add_argument(
         "--key",
         help="array name inside an .npz file or zarr group, or the SeriesInstanceUID of "
         "a series in a DICOM folder (IMAGE)",
@@ -2204,7 +2211,15 @@ def _finetune(args) -> None:
     if len(shape) != 3:
         raise ValueError(f"{vol.path.name} is not a 3D (z, y, x) volume: shape {shape}")
     override = spacing if args.spacing is not None else None
-    image_geometry = vol.geometry if override is None else vol.geometry.with_spacing(override)
+    if args.unit is not None and override is None and _geometry_spacing(vol.geometry) is None:
+        raise ValueError(
+            f"--unit {args.unit} names the unit of a voxel size, and {vol.path.name} states "
+            "none: give --spacing Z Y X too"
+        )
+    # the unit first, so that --spacing is read in it (as segment reads them)
+    image_geometry = _with_unit(vol.geometry, args.unit, f"the image {vol.path.name}")
+    if override is not None:
+        image_geometry = image_geometry.with_spacing(override)
 
     def on_image_grid(path, what):
         """A file's volume on the image's grid (lengths in the image's unit, flips and
@@ -2269,6 +2284,7 @@ def _finetune(args) -> None:
             for item in (flag, str(value))
         ]
         + (["--spacing", *map(str, args.spacing)] if args.spacing else [])
+        + (["--unit", args.unit] if args.unit else [])
     )
     module, card = finetune(
         vol.data,
@@ -2284,7 +2300,7 @@ def _finetune(args) -> None:
         name=name,
         threads=args.threads or env_threads() or usable_cores(),
         command=command,
-        unit=getattr(vol.geometry, "unit", None),
+        unit=getattr(image_geometry, "unit", None),
     )
     if not card.training.get("steps"):
         # as the Fine-tune dock does: a copy of the base model is not a fine-tuned one
