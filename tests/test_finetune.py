@@ -511,7 +511,7 @@ def test_weights_that_segment_the_held_out_part_worse_are_not_kept(user_dir, mon
     base, _ = load_model("tiny-base")
     module, card = finetune(vol.image, lab, "tiny-base", steps=60, seed=0, name="w", **FAST)
     assert len(calls) == 2  # training beat the base on the patches, so it was segmented
-    assert card.training["kept_base"].startswith("the weights of step ")
+    assert card.training["kept_base"].startswith("the trained weights (step ")
     assert card.training["best_step"] == 0
     for (k, v), w in zip(module.state_dict().items(), base.state_dict().values(), strict=True):
         assert torch.equal(v, w), k
