@@ -831,6 +831,24 @@ def test_spacing_in_another_order_than_the_files_is_noted(policy_files, capsys, 
     assert code == 0 and "another order" not in err  # a voxel size of its own: no note
 
 
+def test_spacing_whose_coarse_axis_is_not_the_few_slices_is_noted(capsys):
+    # a newcomer's --spacing 0.994 0.994 5 on a 14 x 512 x 512 stack (no voxel size in
+    # the file) ran in silence; the sheet filter then dropped 81 % of the mask
+    from napari_topo.cli import _note_spacing_order
+
+    _note_spacing_order((0.994, 0.994, 5.0), (14, 512, 512))
+    err = capsys.readouterr().err
+    assert "the coarsest voxel size (5) lies along x, yet the volume has its fewest" in err
+    assert "voxels (14) along z" in err
+    for given, shape in [
+        ((5.0, 0.994, 0.994), (14, 512, 512)),  # the right order
+        ((0.994, 0.994, 5.0), (64, 64, 64)),  # no axis of few slices
+        ((1.0, 1.0, 1.2), (14, 512, 512)),  # barely anisotropic
+    ]:
+        _note_spacing_order(given, shape)
+        assert capsys.readouterr().err == "", (given, shape)
+
+
 def test_a_file_without_a_voxel_size_is_noted(policy_files, capsys, tmp_path):
     # a .npy (or a TIFF without resolution tags) states no voxel size: 1 x 1 x 1 was
     # assumed silently, and a newcomer's two-photon stack (5 um z step) lost its Dice

@@ -659,10 +659,37 @@ def _spacing(args, vol) -> tuple[float, float, float] | None:
                 "--spacing out to use the file's)",
                 file=sys.stderr,
             )
+        elif len(stored) != 3:
+            _note_spacing_order(given, tuple(int(n) for n in vol.data.shape))
         return given
     if vol.spacing is not None and len(vol.spacing) == 3:
         return tuple(float(s) for s in vol.spacing)
     return None
+
+
+def _note_spacing_order(given: tuple[float, ...], shape: tuple[int, ...]) -> None:
+    """A note when ``--spacing`` (for a file stating none) puts its coarsest size on
+    another axis than a stack's few slices: a newcomer's ``--spacing 0.994 0.994 5`` on a
+    14 x 512 x 512 two-photon stack ran in silence and its sheet filter dropped 81 % of
+    the mask. A microscope's slices are its coarse axis and there are few of them."""
+    if len(given) != 3 or len(shape) != 3:
+        return
+    coarse = max(range(3), key=lambda a: given[a])
+    few = min(range(3), key=lambda a: shape[a])
+    if (
+        coarse != few
+        and given[coarse] >= 2.0 * given[few]
+        and shape[few] * 4 <= max(shape)
+        and shape.count(shape[few]) == 1
+    ):
+        axes = "zyx"
+        print(
+            f"napari-topo: note: --spacing {_sizes(given)} is read as z y x: the coarsest "
+            f"voxel size ({given[coarse]:g}) lies along {axes[coarse]}, yet the volume has "
+            f"its fewest voxels ({shape[few]}) along {axes[few]}, where a stack's slices "
+            "usually are: check the order",
+            file=sys.stderr,
+        )
 
 
 def _probe_out_dir(out_dir: Path) -> None:
