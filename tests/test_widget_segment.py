@@ -497,6 +497,23 @@ def test_input_section_collects_the_policy_choices(make_napari_viewer, qtbot):
     assert _no_voxel_size_sentence(job) == ""
     widget.image_picker.value = image  # the boxes follow the picked image
     assert np.allclose([b.value for b in widget.voxel_boxes], np.abs(image.scale))
+    # a size the boxes round is kept exact unless edited; a size of 0 cannot be typed
+    # (review: 0.12345 came back as 0.1235, and 0 raised napari's singular matrix)
+    odd = viewer.add_image(np.asarray(image.data), name="odd", scale=(2.0, 1.23456789, 0.5))
+    widget.image_picker.value = odd
+    widget.voxel_boxes[0].value = 3.0
+    assert widget.set_voxel_size()
+    assert np.allclose(odd.scale, (3.0, 1.23456789, 0.5), rtol=1e-12, atol=0)
+    widget.voxel_boxes[1].native.setValue(0.0)  # typed 0: Qt keeps the boxes above it
+    assert widget.voxel_boxes[1].value > 0
+    # units a script set, mixed, are left alone ("none" never wipes them)
+    odd.units = ("um", "nm", "nm")
+    widget.image_picker.value = bare
+    widget.image_picker.value = odd
+    assert widget.voxel_unit.value == "none" and not widget.voxel_unit.enabled
+    widget.voxel_boxes[1].value = 2.0
+    assert widget.set_voxel_size()
+    assert [str(u) for u in odd.units] == ["micrometer", "nanometer", "nanometer"]
     # the modality a DICOM series states (the reader's metadata) reaches the pipeline
     assert job.header_hint is None
     image.metadata["modality"] = "CT"

@@ -634,7 +634,7 @@ class FinetuneWidget(QWidget):
         self._region_timer.timeout.connect(self.update_region_line)
         self.image_picker.changed.connect(self._schedule_region_line)
 
-        follow_layer_list(self, napari_viewer, self._refresh_choices)
+        follow_layer_list(self, self._viewer, self._refresh_choices)
         self._runs: list[threading.Event] = []
         self.destroyed.connect(partial(_set_events, self._runs))
         self._refresh_choices()

@@ -1437,8 +1437,10 @@ class SegmentWidget(QWidget):
         # viewer.add_image(data, scale=...) from Python.
         self.voxel_boxes = []
         for axis, what in zip("zyx", ("slice step", "row height", "column width"), strict=True):
-            box = FloatSpinBox(value=1.0, min=1e-6, max=1e6, step=0.1)
-            box.native.setDecimals(4)
+            box = FloatSpinBox(value=1.0, min=0.0, max=1e6, step=0.1)
+            # decimals before the minimum: Qt rounds the minimum to them (review)
+            box.native.setDecimals(VOXEL_DECIMALS)
+            box.native.setMinimum(10.0**-VOXEL_DECIMALS)
             box.tooltip = f"Voxel size along {axis} ({what}) of the picked image."
             self.voxel_boxes.append(box)
         voxel_row = Container(
@@ -1495,51 +1497,70 @@ class SegmentWidget(QWidget):
 
     def _sync_voxel_size(self) -> None:
         """Show the picked image's voxel size (its scale along z, y, x) and unit; the
-        unit can be chosen only where the image's file states none."""
+        unit can be chosen only where neither the image's file nor its layer states one
+        (and napari has layer units)."""
         image = self.image_picker.value
-        ok = image is not None and getattr(image, "ndim", 0) >= 3
+        ok = (
+            image is not None
+            and full_resolution(image).ndim == 3
+            and not getattr(image, "rgb", False)
+        )
         for box in (*self.voxel_boxes, self.voxel_unit, self.voxel_button):
             box.enabled = ok
         if not ok:
+            self._voxel_shown = None
             return
-        for box, value in zip(self.voxel_boxes, np.asarray(image.scale)[-3:], strict=True):
-            box.value = abs(float(value))
+        exact = [abs(float(v)) for v in np.asarray(image.scale)[-3:]]
+        for box, value in zip(self.voxel_boxes, exact, strict=True):
+            box.value = value
+        # what the boxes show of each exact size: an untouched box keeps the exact one
+        self._voxel_shown = (image, exact, [float(box.value) for box in self.voxel_boxes])
         unit = layer_length_unit(image)
         self.voxel_unit.value = unit if unit in VOXEL_UNITS else "none"
-        self.voxel_unit.enabled = _file_unit(image) is None
+        self.voxel_unit.enabled = _unit_settable(image)
 
     def set_voxel_size(self, *_: Any) -> bool:
         """Give the picked image the voxel size in the Input section's boxes.
 
-        Sets the layer's ``scale`` along its last three axes (z, y, x; signs kept) and,
-        where its file states no unit, its ``units`` (napari >= 0.6) to the chosen one;
-        resets the view. The next run (and the Fine-tune and Metrics docks) reads the
-        voxel size from there. Returns False, with the reason in the status line, when
-        no 3D image is picked.
+        Sets the layer's ``scale`` along its last three axes (z, y, x; signs kept; a box
+        left as shown keeps the exact size it rounds) and, where neither its file nor
+        its layer states a unit (napari >= 0.6), its ``units`` to the chosen one
+        ("none" leaves them); resets the view. The next run (and the Fine-tune and
+        Metrics docks) reads the voxel size from there. Returns False, with the reason
+        in the status line, when no 3D image is picked or a size is not above 0.
         """
         image = self.image_picker.value
-        if image is None or full_resolution(image).ndim != 3:
-            self._report("Pick the 3D image whose voxel size to set.", True)
+        if image is None or full_resolution(image).ndim != 3 or getattr(image, "rgb", False):
+            self._report("Pick the 3D grey-level image whose voxel size to set.", True)
             return False
         values = [float(box.value) for box in self.voxel_boxes]
+        shown = getattr(self, "_voxel_shown", None)
+        if shown is not None and shown[0] is image:
+            values = [
+                e if v == s else v for v, e, s in zip(values, shown[1], shown[2], strict=True)
+            ]
+        if not all(math.isfinite(v) and v > 0 for v in values):
+            self._report(f"A voxel size must be above 0; got {values}.", True)
+            return False
         scale = np.asarray(image.scale, dtype=float)
         scale[-3:] = np.where(scale[-3:] < 0, -1.0, 1.0) * np.asarray(values)
-        image.scale = scale
+        try:
+            image.scale = scale
+        except (ValueError, np.linalg.LinAlgError) as exc:  # napari refused it
+            self._report(f"napari refused the scale {tuple(scale)}: {exc}", True)
+            return False
         unit = str(self.voxel_unit.value)
-        said = ""
-        if _file_unit(image) is None and getattr(image, "units", None) is not None:
+        if unit != "none" and _unit_settable(image):
             units = list(image.units)
-            units[-3:] = [unit if unit != "none" else "pixel"] * 3
+            units[-3:] = [unit] * 3
             image.units = units
-            said = "" if unit == "none" else f" {unit}"
-        else:
-            said = f" {_file_unit(image)}"
+        stated = layer_length_unit(image)
         self._viewer.reset_view()
         self._sync_voxel_size()
         size = " x ".join(f"{v:g}" for v in values)
         self._set_status(
-            f"'{image.name}' now has voxels of {size}{said} (z, y, x): run to segment it "
-            "at that size (the model's zoom follows it)."
+            f"'{image.name}' now has voxels of {size}{' ' + stated if stated else ''} "
+            "(z, y, x): run to segment it at that size (the model's zoom follows it)."
         )
         return True
 
@@ -2434,6 +2455,22 @@ def _set_events(events: list[threading.Event], *_: Any) -> None:
 
 #: Units the Input section's voxel size takes ("none": unstated).
 VOXEL_UNITS = ("none", "nm", "um", "mm", "cm", "m")
+
+
+#: Decimals the voxel-size boxes show (a size they round is kept exact unless edited).
+VOXEL_DECIMALS = 6
+
+
+def _unit_settable(layer: Any) -> bool:
+    """Whether the Input section may set ``layer``'s unit: napari has layer units
+    (>= 0.6), the layer's file states none and its spatial axes are in pixels or all in
+    one of :data:`VOXEL_UNITS` (mixed units, or one spelt otherwise, are left alone)."""
+    units = getattr(layer, "units", None)
+    if units is None or _file_unit(layer) is not None:
+        return False
+    if all(str(u) == "pixel" for u in tuple(units)[-3:]):
+        return True
+    return layer_length_unit(layer) in VOXEL_UNITS
 
 
 def _file_unit(layer: Any) -> str | None:
