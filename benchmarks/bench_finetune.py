@@ -575,8 +575,7 @@ def main(argv=None) -> int:
         "--lr",
         type=float,
         default=None,
-        help="peak learning rate of the case's fine-tune (default: finetune's own, "
-        "DEFAULT_LR)",
+        help="peak learning rate of the case's fine-tune (default: finetune's own, DEFAULT_LR)",
     )
     args = ap.parse_args(argv)
     if args.lr is not None and not args.lr > 0:
