@@ -286,6 +286,15 @@ def test_a_run_that_beat_nothing_says_the_weights_are_the_base_models(
     assert blocker.args == ["done"], status
     assert "Dice 0.638 -> 0.659, clDice 0.701 -> 0.694 at its mask threshold 0.2" in status
     assert "the weights are the base model's; the change is the mask threshold's" in status
+    assert "No training step beat the base model" in status
+    # trained weights that won on the patches and lost segmented whole: said so (a
+    # newcomer watched the patch scores climb, then read "no training step beat it")
+    card.training = {**card.training, "kept_base": "the trained weights (step 30, ...)"}
+    with qtbot.waitSignal(widget.finished, timeout=TIMEOUT_MS) as blocker:
+        widget.start()
+    status = widget.status_label.text()
+    assert "did better on the validation patches (small crops) but not on the whole" in status
+    assert "No training step beat" not in status
 
 
 @gui

@@ -1233,8 +1233,14 @@ class FinetuneWidget(QWidget):
             + (". It is selected in Segment vessels." if selected else ".")
             + (
                 # as the CLI says it: a newcomer read a threshold's gain as training's
-                " No training step beat the base model on the held-out part: the weights "
-                "are the base model's" + ("; the change is the mask threshold's." if tuned else ".")
+                (
+                    " The trained weights did better on the validation patches (small "
+                    "crops) but not on the whole held-out part segmented as Segment does: "
+                    if t.get("kept_base")
+                    else " No training step beat the base model on the held-out part: "
+                )
+                + "the weights are the base model's"
+                + ("; the change is the mask threshold's." if tuned else ".")
                 if t.get("kept_base") or t.get("best_step") == 0
                 else ""
             )
