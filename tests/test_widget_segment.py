@@ -506,6 +506,13 @@ def test_input_section_collects_the_policy_choices(make_napari_viewer, qtbot):
     assert np.allclose(odd.scale, (3.0, 1.23456789, 0.5), rtol=1e-12, atol=0)
     widget.voxel_boxes[1].native.setValue(0.0)  # typed 0: Qt keeps the boxes above it
     assert widget.voxel_boxes[1].value > 0
+    # a scale a script changed since the boxes were filled is kept where left as shown
+    widget.image_picker.value = bare
+    widget.image_picker.value = odd
+    odd.scale = (3.0, 1.23456789, 0.25)
+    widget.voxel_boxes[0].value = 4.0
+    assert widget.set_voxel_size()
+    assert np.allclose(odd.scale, (4.0, 1.23456789, 0.25), rtol=1e-12, atol=0)
     # units a script set, mixed, are left alone ("none" never wipes them)
     odd.units = ("um", "nm", "nm")
     widget.image_picker.value = bare

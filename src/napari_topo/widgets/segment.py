@@ -1513,7 +1513,7 @@ class SegmentWidget(QWidget):
         exact = [abs(float(v)) for v in np.asarray(image.scale)[-3:]]
         for box, value in zip(self.voxel_boxes, exact, strict=True):
             box.value = value
-        # what the boxes show of each exact size: an untouched box keeps the exact one
+        # what the boxes show of each size: a box left so keeps the layer's own size
         self._voxel_shown = (image, exact, [float(box.value) for box in self.voxel_boxes])
         unit = layer_length_unit(image)
         self.voxel_unit.value = unit if unit in VOXEL_UNITS else "none"
@@ -1536,9 +1536,10 @@ class SegmentWidget(QWidget):
         values = [float(box.value) for box in self.voxel_boxes]
         shown = getattr(self, "_voxel_shown", None)
         if shown is not None and shown[0] is image:
-            values = [
-                e if v == s else v for v, e, s in zip(values, shown[1], shown[2], strict=True)
-            ]
+            # a box left as shown keeps the layer's own size: exact, and current if a
+            # script changed the scale since the boxes were filled
+            now = [abs(float(v)) for v in np.asarray(image.scale)[-3:]]
+            values = [c if v == s else v for v, c, s in zip(values, now, shown[2], strict=True)]
         if not all(math.isfinite(v) and v > 0 for v in values):
             self._report(f"A voxel size must be above 0; got {values}.", True)
             return False
