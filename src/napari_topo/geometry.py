@@ -1067,6 +1067,15 @@ def napari_units(unit: str | None, axes: str) -> tuple[str, ...] | None:
     return tuple(unit if ax in "zyx" else "pixel" for ax in axes)
 
 
+def file_unit(layer) -> str | None:
+    """The length unit the file of a napari layer states: the ``"unit"`` of the geometry
+    napari-topo's reader stored in its metadata (``"napari_topo_geometry"``), or None
+    (a layer not from the reader, or a file stating none)."""
+    geometry = (getattr(layer, "metadata", None) or {}).get("napari_topo_geometry")
+    unit = geometry.get("unit") if isinstance(geometry, Mapping) else None
+    return unit if isinstance(unit, str) and unit else None
+
+
 def layer_length_unit(layer) -> str | None:
     """The length unit of a napari layer's scale, when it is stated.
 
@@ -1092,9 +1101,8 @@ def layer_length_unit(layer) -> str | None:
     'mm'
     >>> layer_length_unit(SimpleNamespace(metadata={}, units=("pixel", "pixel")))
     """
-    geometry = (getattr(layer, "metadata", None) or {}).get("napari_topo_geometry")
-    unit = geometry.get("unit") if isinstance(geometry, Mapping) else None
-    if isinstance(unit, str) and unit:
+    unit = file_unit(layer)
+    if unit is not None:
         return unit
     names = {str(u) for u in (getattr(layer, "units", None) or ())}
     if len(names) == 1:

@@ -73,6 +73,7 @@ from superqt import QCollapsible
 from napari_topo.geometry import (
     compare_layers,
     file_geometry,
+    file_unit,
     layer_geometry,
     layer_length_unit,
     reader_flips,
@@ -1510,11 +1511,10 @@ class SegmentWidget(QWidget):
         if not ok:
             self._voxel_shown = None
             return
-        exact = [abs(float(v)) for v in np.asarray(image.scale)[-3:]]
-        for box, value in zip(self.voxel_boxes, exact, strict=True):
-            box.value = value
+        for box, value in zip(self.voxel_boxes, np.asarray(image.scale)[-3:], strict=True):
+            box.value = abs(float(value))
         # what the boxes show of each size: a box left so keeps the layer's own size
-        self._voxel_shown = (image, exact, [float(box.value) for box in self.voxel_boxes])
+        self._voxel_shown = (image, [float(box.value) for box in self.voxel_boxes])
         unit = layer_length_unit(image)
         self.voxel_unit.value = unit if unit in VOXEL_UNITS else "none"
         self.voxel_unit.enabled = _unit_settable(image)
@@ -1539,7 +1539,7 @@ class SegmentWidget(QWidget):
             # a box left as shown keeps the layer's own size: exact, and current if a
             # script changed the scale since the boxes were filled
             now = [abs(float(v)) for v in np.asarray(image.scale)[-3:]]
-            values = [c if v == s else v for v, c, s in zip(values, now, shown[2], strict=True)]
+            values = [c if v == s else v for v, c, s in zip(values, now, shown[1], strict=True)]
         if not all(math.isfinite(v) and v > 0 for v in values):
             self._report(f"A voxel size must be above 0; got {values}.", True)
             return False
@@ -2467,18 +2467,11 @@ def _unit_settable(layer: Any) -> bool:
     (>= 0.6), the layer's file states none and its spatial axes are in pixels or all in
     one of :data:`VOXEL_UNITS` (mixed units, or one spelt otherwise, are left alone)."""
     units = getattr(layer, "units", None)
-    if units is None or _file_unit(layer) is not None:
+    if units is None or file_unit(layer) is not None:
         return False
     if all(str(u) == "pixel" for u in tuple(units)[-3:]):
         return True
     return layer_length_unit(layer) in VOXEL_UNITS
-
-
-def _file_unit(layer: Any) -> str | None:
-    """The unit the file of ``layer`` states (napari-topo's reader records it), or None."""
-    stored = (getattr(layer, "metadata", None) or {}).get("napari_topo_geometry")
-    unit = stored.get("unit") if isinstance(stored, Mapping) else None
-    return unit if isinstance(unit, str) and unit else None
 
 
 def _no_voxel_size_sentence(job: Any) -> str:
