@@ -284,7 +284,7 @@ class VesselAnalysis:
         if isinstance(min_size, bool) or not isinstance(min_size, Integral) or min_size < 0:
             raise ValueError(f"min_size must be an integer >= 0; got {min_size!r}.")
         if min_size > 1 and mask.any():
-            import cc3d
+            from . import _cc3d as cc3d
 
             mask = cc3d.dust(
                 mask, threshold=int(min_size), connectivity=26 if mask.ndim == 3 else 8

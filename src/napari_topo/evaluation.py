@@ -100,7 +100,7 @@ def evaluate_volume(
     out = predict(vol.image, model, tile=tile, device="cpu")
     mask = out["vessel"] > threshold
     if min_size > 1:
-        import cc3d
+        from . import _cc3d as cc3d
 
         mask = cc3d.dust(mask, threshold=int(min_size), connectivity=26)
     row = {

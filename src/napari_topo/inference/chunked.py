@@ -198,7 +198,7 @@ class _ChunkLabels:
 
     def local_labels(self, sl) -> tuple[np.ndarray, int]:
         """26-connected labels of chunk ``sl`` (``cc3d``, uint16/uint32) and their count."""
-        import cc3d
+        from .. import _cc3d as cc3d
 
         block = np.ascontiguousarray(self.read_mask(sl), dtype=bool)
         labels, n = cc3d.connected_components(block, connectivity=26, return_N=True)

@@ -973,9 +973,10 @@ def estimate_vessel_radius(
     reason : str
         One sentence: how it was found or why not.
     """
-    import cc3d
     from scipy import ndimage as ndi
     from skimage.filters import threshold_otsu
+
+    from .. import _cc3d as cc3d
 
     img = np.asarray(image, dtype=np.float32)
     if img.ndim != 3:

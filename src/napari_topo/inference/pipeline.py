@@ -729,8 +729,9 @@ def drop_pieces_outside(
         A range that is not two finite numbers with ``low < high``, or ``keep`` not of
         shape (K, 3).
     """
-    import cc3d
     from scipy import ndimage as ndi
+
+    from .. import _cc3d as cc3d
 
     low, high = _intensity_range(vessel_range)
     prob = outputs["vessel"]
@@ -818,8 +819,9 @@ def _split_where_thin(
     ``high``, or when it holds one of the ``roots`` (voxels of the piece, box
     coordinates). None when the piece has fewer than two cores (nothing to split).
     """
-    import cc3d
     from scipy import ndimage as ndi
+
+    from .. import _cc3d as cc3d
 
     sp = np.broadcast_to(np.asarray(1.0 if spacing is None else spacing, float), (piece.ndim,))
     sp = sp / sp.min()

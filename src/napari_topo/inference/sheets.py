@@ -205,9 +205,9 @@ def drop_sheets(
     ValueError
         ``ratio`` outside (0, 1), or ``keep`` not of shape (K, 3).
     """
-    import cc3d
     from scipy import ndimage as ndi
 
+    from .. import _cc3d as cc3d
     from .pipeline import _drop_failing_pieces
 
     if not (isinstance(ratio, int | float) and 0.0 < float(ratio) < 1.0):

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import cc3d
 import numpy as np
 
+from .. import _cc3d as cc3d
 from .metrics import _as_labels, _check_same_shape, _spacing_array
 from .skeleton import skeletonize
 

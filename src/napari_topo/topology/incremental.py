@@ -43,9 +43,9 @@ import itertools
 import math
 from collections.abc import Sequence
 
-import cc3d
 import numpy as np
 
+from .. import _cc3d as cc3d
 from .metrics import (
     _as_labels,
     _check_axis,

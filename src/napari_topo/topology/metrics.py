@@ -29,11 +29,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import cc3d
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
 
+from .. import _cc3d as cc3d
 from .skeleton import _as_binary_mask, _bounding_box
 from .skeleton import skeletonize as _skeletonize_checked
 

@@ -164,7 +164,7 @@ def skeletonize_box(block, cut) -> np.ndarray:
     skel = skeletonize(m, restore_lost=False)
     if m.ndim != 3 or not m.any():  # the 2D thinning loses nothing
         return skel
-    import cc3d
+    from .. import _cc3d as cc3d
 
     labels = cc3d.connected_components(m, connectivity=26)
     touching = set()
@@ -198,9 +198,10 @@ def _restore_lost(m: np.ndarray, skel: np.ndarray) -> int:
     examined, so a mask the thinning got right costs one labelling. Returns the number
     of paths added.
     """
-    import cc3d
     from scipy import ndimage as ndi
     from skimage.graph import MCP_Geometric
+
+    from .. import _cc3d as cc3d
 
     labels = cc3d.connected_components(m, connectivity=26)
     n = int(labels.max())
