@@ -103,6 +103,12 @@ def test_cancel_saves_nothing_and_bad_choices_are_one_line(make_napari_viewer, q
     widget.device_picker.value = "cpu"
     widget.steps_box.value = 100_000
     widget.minutes_box.value = 10.0
+    # a short dock, as at 1366 x 768 with Segment docked above: the plot under the form
+    # is out of view until Start scrolls it in (the filled-in form may scroll away)
+    widget.resize(420, 260)
+    widget.show()
+    qtbot.waitExposed(widget)
+    assert widget.loss_plot.visibleRegion().isEmpty()
 
     seen = []
 
@@ -115,6 +121,7 @@ def test_cancel_saves_nothing_and_bad_choices_are_one_line(make_napari_viewer, q
         worker = widget.start()
         worker.yielded.connect(cancel_after_a_step)
     assert blocker.args == ["cancelled"]
+    assert not widget.loss_plot.visibleRegion().isEmpty()
     assert sorted(p.name for p in user_dir.iterdir()) == ["tiny-base.json", "tiny-base.safetensors"]
     assert not widget.rerun_button.isEnabled()
 

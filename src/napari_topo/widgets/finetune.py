@@ -685,6 +685,9 @@ class FinetuneWidget(QWidget):
         self._runs[:] = [self._cancel]
         finish_workers_at_exit(self._cancel)
         self.loss_plot.clear()
+        # the plot lies under the form: in a short dock (1366 x 768, Segment above) it
+        # was below the fold while it drew; the filled-in form may scroll away instead
+        self.scroll_area.ensureWidgetVisible(self.loss_plot, 0, 0)
         self.progress_bar.setValue(0)
         self.rerun_button.setEnabled(False)
         self.rerun_button.setVisible(False)
