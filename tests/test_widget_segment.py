@@ -528,6 +528,42 @@ def test_input_section_collects_the_policy_choices(make_napari_viewer, qtbot):
 
 
 @gui
+def test_ticking_window_starts_from_the_picked_images_own_range(make_napari_viewer, qtbot):
+    """A microscopy user who ticks Window sees the range Run's automatic scaling uses
+    for their image (its 0.5..99.5 percentiles), not the CT's -100..300 HU; a CT picked
+    next gets its HU window; values the user typed are never replaced."""
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    stack = rng.normal(1000.0, 200.0, (16, 32, 32)).astype(np.float32)  # photon counts
+    stack[:, 14:18, 14:18] += 2000.0
+    two_photon = viewer.add_image(stack, name="stack")
+    ct = np.full((16, 32, 32), -1000, np.int16)  # air around soft tissue, a bright vessel
+    ct[:, 4:28, 4:28] = 60
+    ct[:, 14:18, 14:18] = 200
+    ct_layer = viewer.add_image(ct, name="ct")
+    widget = make_widget(viewer, qtbot)
+    widget.image_picker.value = two_photon
+    assert widget._window_values() == (-100.0, 300.0)  # greyed until ticked
+    widget.window_check.value = True
+    lo, hi = np.percentile(stack, [0.5, 99.5])
+    assert widget._window_values() == pytest.approx((lo, hi), abs=1e-3)
+    assert widget.input_choices()["window"] == pytest.approx((lo, hi), abs=1e-3)
+    widget.window_check.value = False
+    widget.image_picker.value = ct_layer
+    widget.window_check.value = True  # still as filled in: follows the new image
+    assert widget._window_values() == (-100.0, 300.0)
+    widget.window_low.value = -50.0  # typed: kept from now on
+    widget.window_check.value = False
+    widget.image_picker.value = two_photon
+    widget.window_check.value = True
+    assert widget._window_values() == (-50.0, 300.0)
+    # a constant image has no range to offer: the boxes stay as they are
+    flat = viewer.add_image(np.ones((8, 8, 8), np.float32), name="flat")
+    widget.image_picker.value = flat
+    assert widget.auto_window() is None
+
+
+@gui
 def test_input_choices_reach_the_pipeline(make_napari_viewer, qtbot, monkeypatch):
     from napari_topo.inference import pipeline
 

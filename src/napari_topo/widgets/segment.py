@@ -1393,6 +1393,7 @@ class SegmentWidget(QWidget):
             "{} end of the intensity window (image units; HU for a CT).",
             ("Low", "High"),
         )
+        self._window_filled = self._window_values()  # what ticking Window may replace
         self.window_check.changed.connect(self._on_window_toggled)
         self.range_mode = ComboBox(
             choices=["auto", "off", "custom"],
@@ -1490,8 +1491,51 @@ class SegmentWidget(QWidget):
         self.input_section.addWidget(self.input_label)
 
     def _on_window_toggled(self, on: bool) -> None:
+        """Enable Low/High; ticked while they hold what was last filled in (the CT
+        default at first), fill in the range Run's automatic scaling maps to 0..1 for the
+        picked image (:meth:`auto_window`): a microscopy user starts from the image's own
+        range, not -100..300 HU. Values the user typed are kept."""
         self.window_low.enabled = bool(on)
         self.window_high.enabled = bool(on)
+        if not on or self._window_values() != self._window_filled:
+            return
+        suggested = self.auto_window()
+        if suggested is not None:
+            self.window_low.value, self.window_high.value = suggested
+            self._window_filled = self._window_values()
+
+    def _window_values(self) -> tuple[float, float]:
+        return float(self.window_low.value), float(self.window_high.value)
+
+    def auto_window(self) -> tuple[float, float] | None:
+        """``(low, high)``: the intensities Run's automatic choice maps to 0 and 1 for
+        the picked image with the picked model and the Input section's modality and
+        polarity (a CT's window in HU, else the 0.5 and 99.5 percentiles of a strided
+        sample, :func:`~napari_topo.inference.intensity.plan_intensity`), read from
+        :func:`intensity_reference`; None without an image, for an RGB or single-scale
+        lazy image (no cheap whole view) or one the policy refuses (constant, no finite
+        value)."""
+        from napari_topo.inference.intensity import AUTO_NORMALIZATION, plan_intensity
+
+        layer = self.image_picker.value
+        if layer is None or getattr(layer, "rgb", False):
+            return None
+        reference, _ = intensity_reference(layer)
+        if reference is None:
+            return None
+        card = self._cards.get(self.model_picker.value)
+        spec = card.normalization if card is not None else AUTO_NORMALIZATION
+        try:
+            plan = plan_intensity(
+                reference,
+                spec,
+                modality=self.modality_picker.value,
+                polarity=self.polarity_picker.value,
+                header_hint=_stated_modality(layer),
+            )
+        except ValueError:
+            return None
+        return float(plan.lo), float(plan.hi)
 
     def _on_range_toggled(self, mode: str) -> None:
         self.range_low.enabled = self.range_high.enabled = mode == "custom"
@@ -2440,7 +2484,10 @@ def _check_model_file(path: str) -> tuple[str, Any, str | None]:
 def _pair_row(switch: Any, label: str, values: tuple, tip: str, ends: tuple) -> tuple:
     """Two number boxes (disabled until ``switch`` enables them) in one labelled row
     after ``switch``: ``(low box, high box, row)``; ``tip`` is formatted with each end."""
+    # 4 decimals: a window for an image in 0..1 (a microscopy float) must be typeable
     boxes = [FloatSpinBox(value=v, min=-1e6, max=1e6, step=10.0) for v in values]
+    for box in boxes:
+        box.native.setDecimals(4)
     for box, end in zip(boxes, ends, strict=True):
         box.tooltip = tip.format(end)
         box.enabled = False
