@@ -127,6 +127,7 @@ def _finetune(
     patience=None,
     painted=None,
     lr=None,
+    layers=None,
 ):
     """``finetune`` as the benchmarks run it (CPU, their thread count, a progress timer;
     ``patience``, ``lr`` None: finetune's defaults; ``painted``: the dock's painted
@@ -138,6 +139,8 @@ def _finetune(
         extra["lr"] = lr
     if painted is not None:
         extra["painted"] = painted
+    if layers is not None:
+        extra["layers"] = layers
 
     return finetune(
         image,
@@ -187,6 +190,7 @@ def run_case(
     annotate: str = "upper",
     patience: int | None = None,
     lr: float | None = None,
+    layers: str | None = None,
 ) -> dict:
     import torch
 
@@ -236,9 +240,11 @@ def run_case(
         f"python benchmarks/bench_finetune.py --case {folder} --minutes {minutes:g} "
         f"--threads {threads} --base {base} --annotate {annotate}"
         + ("" if patience is None else f" --patience {patience}")
-        + ("" if lr is None else f" --lr {lr:g}"),
+        + ("" if lr is None else f" --lr {lr:g}")
+        + ("" if layers is None else f" --layers {layers}"),
         patience=patience,
         lr=lr,
+        layers=layers,
     )
     ft_wall = time.perf_counter() - t0
     mem_ft = peak_mb()
@@ -298,6 +304,7 @@ def run_stack(
     results: Path,
     base: str = BASE,
     slices: int | None = None,
+    layers: str | None = None,
 ) -> dict:
     """Fine-tune on the labels of one half of a two-photon stack, score the other half.
 
@@ -359,8 +366,11 @@ def run_stack(
         timer,
         f"{base}-ft-{meta.get('case', 'stack')}",
         f"python benchmarks/bench_finetune.py --stack {folder} --minutes {minutes:g} "
-        f"--threads {threads} --base {base}" + (f" --stack-slices {slices}" if slices else ""),
+        f"--threads {threads} --base {base}"
+        + (f" --stack-slices {slices}" if slices else "")
+        + (f" --layers {layers}" if layers else ""),
         painted=None if painted is None else (0, painted),
+        layers=layers,
     )
     ft_wall = time.perf_counter() - t0
     (results / f"{card.name}.card.json").write_text(card.to_json())
@@ -379,7 +389,14 @@ def run_stack(
     }
 
 
-def run_tubes(minutes: float, threads: int, results: Path, seed: int = 0, base: str = BASE) -> dict:
+def run_tubes(
+    minutes: float,
+    threads: int,
+    results: Path,
+    seed: int = 0,
+    base: str = BASE,
+    layers: str | None = None,
+) -> dict:
     import torch
 
     from napari_topo.inference import segment
@@ -411,6 +428,7 @@ def run_tubes(minutes: float, threads: int, results: Path, seed: int = 0, base: 
         threads=threads,
         progress=timer,
         name=f"{base}-ft-four-tubes",
+        **({} if layers is None else {"layers": layers}),
     )
     ft_wall = time.perf_counter() - t0
     (results / f"{card.name}.card.json").write_text(card.to_json())
@@ -577,6 +595,12 @@ def main(argv=None) -> int:
         default=None,
         help="peak learning rate of the case's fine-tune (default: finetune's own, DEFAULT_LR)",
     )
+    ap.add_argument(
+        "--layers",
+        choices=("all", "decoder"),
+        default=None,
+        help="what every fine-tune trains (default: finetune's own, DEFAULT_LAYERS)",
+    )
     args = ap.parse_args(argv)
     if args.lr is not None and not args.lr > 0:
         ap.error(f"--lr must be above 0; got {args.lr:g}")
@@ -593,7 +617,9 @@ def main(argv=None) -> int:
     }
     out = args.results / "finetune.json"
     if not args.skip_tubes:
-        report["tubes"] = run_tubes(args.tube_minutes, args.threads, args.results, base=args.base)
+        report["tubes"] = run_tubes(
+            args.tube_minutes, args.threads, args.results, base=args.base, layers=args.layers
+        )
         out.write_text(json.dumps(report, indent=2, default=str) + "\n")
     if args.case is not None:
         report["case"] = run_case(
@@ -605,6 +631,7 @@ def main(argv=None) -> int:
             annotate=args.annotate,
             patience=args.patience,
             lr=args.lr,
+            layers=args.layers,
         )
     for folder in args.stack:
         report.setdefault("stacks", []).append(
@@ -615,6 +642,7 @@ def main(argv=None) -> int:
                 args.results,
                 base=args.base,
                 slices=args.stack_slices,
+                layers=args.layers,
             )
         )
         out.write_text(json.dumps(report, indent=2, default=str) + "\n")

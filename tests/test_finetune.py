@@ -631,6 +631,63 @@ def test_topnet_embedding_frozen_unless_tree_labels(user_dir):
     assert card.min_size == 64  # the base model's smallest mask piece is kept
 
 
+@pytest.mark.parametrize("arch", ["unet3d", "topnet"])
+def test_layers_decoder_trains_all_but_the_encoder(user_dir, arch, monkeypatch):
+    """``layers="decoder"`` gives the optimiser every weight but the encoder's (and
+    TopNet's frozen embedding without tree labels); ``"all"`` every weight."""
+    from napari_topo.training import finetune as ft
+
+    name = f"tiny-{arch}"
+    save_tiny_base(user_dir, name=name, arch=arch)
+    base, _ = load_model(name)
+    optimised = []
+
+    class Recording(ft.Adam):
+        def __init__(self, params, **kw):
+            super().__init__(params, **kw)
+            optimised.append(sum(p.numel() for p in self.params))
+
+    monkeypatch.setattr(ft, "Adam", Recording)
+    vol = volume()
+    lab = sparse(vol.mask, [4, 10, 16, 22, 28])
+
+    def numel(prefixes=(), skip=()):
+        return sum(
+            p.numel()
+            for k, p in base.named_parameters()
+            if k.startswith(prefixes) and not k.startswith(skip)
+        )
+
+    embedding = ("branches.embedding", "heads.embedding") if arch == "topnet" else ()
+    everything = numel(("",), embedding)
+    for layers, expected in (("decoder", everything - numel("encoder.")), ("all", everything)):
+        _, card = finetune(vol.image, lab, name, layers=layers, steps=1, **FAST)
+        assert card.training["layers"] == layers
+        assert optimised.pop() == expected > 0
+
+
+def test_layers_decoder_keeps_the_base_encoder(user_dir):
+    """What comes back: the encoder's weights are the base model's, the head moved."""
+    base, _ = load_model("tiny-base")
+    vol = volume()
+    lab = sparse(vol.mask, [4, 10, 16, 22, 28])
+
+    def moved(module, part):
+        new = dict(module.named_parameters())
+        return [
+            k
+            for k, v in base.named_parameters()
+            if k.startswith(part) and not torch.equal(new[k], v)
+        ]
+
+    kw = dict(steps=4, val_every=1, patience=10, **FAST)
+    module, card = finetune(vol.image, lab, "tiny-base", layers="decoder", **kw)
+    assert card.training["best_step"] > 0
+    assert not moved(module, "encoder.") and moved(module, "head.")
+    module, card = finetune(vol.image, lab, "tiny-base", layers="all", **kw)
+    assert card.training["best_step"] > 0 and moved(module, "encoder.")
+
+
 @pytest.mark.parametrize(
     ("labels", "kwargs", "match"),
     [
@@ -641,6 +698,7 @@ def test_topnet_embedding_frozen_unless_tree_labels(user_dir):
         ("ok", {"base_model": "no-such-model"}, "unknown model"),
         ("ok", {"annotated": np.full((32, 40, 40), 2, np.uint8)}, "binary"),
         ("ok", {"minutes": -1.0}, "minutes"),
+        ("ok", {"layers": "encoder"}, "layers must be one of decoder, all"),
         # a newcomer's --annotated mask missed every label: "the last 20 % is held out"
         ("ok", {"annotated": "elsewhere"}, "none of the .* labelled vessel voxels lies inside"),
     ],

@@ -53,6 +53,7 @@ from pathlib import Path
 from . import __version__
 from .evaluation import TABLE_COLUMNS
 from .geometry import METRES_PER_UNIT
+from .training.finetune import DEFAULT_LAYERS, LAYERS
 
 #: The metric columns of the demo: the segmentation and topology part of the model table.
 DEMO_METRICS = TABLE_COLUMNS[:8]
@@ -1922,6 +1923,9 @@ def _evaluate(args) -> None:
     prefix, out_note = _metrics_prefix(args.out, volume_stem(pred_vol.path), pred_vol.path.parent)
     metrics = compute_metrics(pred, gt, spacing=spacing)
     prefix.parent.mkdir(parents=True, exist_ok=True)
+    # a second evaluate of the same prediction (another ground truth, --roi) writes the
+    # same names: say so, or the first scores are lost without a word
+    replaced = prefix.with_name(prefix.name + ".json").exists()
     js, cs = _write_metrics(metrics, prefix)
     sp = "" if spacing is None else f" (spacing {tuple(float(s) for s in spacing)})"
     for text in dict.fromkeys((note, roi_note, out_note)):  # each note once
@@ -1935,7 +1939,8 @@ def _evaluate(args) -> None:
     print(f"{pred_vol.path.name} against {gt_vol.path.name}{sp}, {where}{margin}:")
     unit_of = gt_geometry if _geometry_spacing(gt_geometry) else pred_geometry
     print(_metrics_table(metrics, _length_unit(spacing, unit_of)))
-    print(f"wrote {js} and {cs}")
+    again = " (replacing the scores an earlier evaluate wrote there; --out DIR keeps them)"
+    print(f"wrote {js} and {cs}" + (again if replaced else ""))
 
 
 def _weights_check(card) -> str:
@@ -2102,6 +2107,13 @@ def _add_finetune_parser(sub) -> None:
         help="CPU threads (default: OMP_NUM_THREADS if set, else every core this process may use)",
     )
     ft.add_argument("--seed", type=int, default=0, help="seed of sampling and augmentation")
+    ft.add_argument(
+        "--layers",
+        choices=LAYERS,
+        default=DEFAULT_LAYERS,
+        help=f"what trains: decoder (the encoder frozen: the base model's features are "
+        f"kept) or all (every weight) (default {DEFAULT_LAYERS})",
+    )
     ft.add_argument(
         "--unit",
         choices=UNIT_CHOICES,
@@ -2306,6 +2318,7 @@ def _finetune(args) -> None:
                 ("--name", name),
                 ("--device", args.device),
                 ("--seed", args.seed),
+                ("--layers", args.layers),
             )
             if value is not None
             for item in (flag, str(value))
@@ -2324,6 +2337,7 @@ def _finetune(args) -> None:
         device=args.device,
         progress=_finetune_printer(),
         seed=args.seed,
+        layers=args.layers,
         name=name,
         threads=args.threads or env_threads() or usable_cores(),
         command=command,

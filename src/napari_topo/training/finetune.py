@@ -29,8 +29,19 @@ What is learned from, and what is not
   vessel head (soft Dice) and the centerness head (distance to the skeleton of the
   labels) fine-tune from a mask; the embedding branch and head are frozen unless the
   labels are tree labels (two or more distinct ids), in which case the embedding loss
-  on pairs of centerline voxels trains them too. The shared encoder and decoder move in
-  both cases, so a frozen embedding can still drift a little.
+  on pairs of centerline voxels trains them too. The shared decoder (and with
+  ``layers="all"`` the encoder) moves in both cases, so a frozen embedding can still
+  drift a little.
+* **The encoder is frozen** (``layers="decoder"``, the default): the base model's
+  features are kept and the decoder, TopNet's task branches and the heads learn the
+  user's data. Measured on the development data (``benchmarks/results/finetune_layers/``,
+  2 CPU cores): on 3D-IRCADb-01 patient 01, labels of the upper half of the liver, the
+  lower half's Dice rose from 0.453 to 0.520 (clDice 0.410 -> 0.563) against 0.478
+  (0.477) with every weight trained, which spread vessel into the unlabelled half
+  (precision 0.43 against 0.53); on the vesselNN stacks and the four tubes it scores as
+  training every weight did or better (tubes' precision 0.974 against 0.960), in about
+  30 % less time per step (57 s per 100 steps on the CT against 83). ``layers="all"``
+  trains every weight.
 * **The same input as inference.** The volume goes through the base card's input policy
   (:func:`~napari_topo.inference.intensity.plan_input`: CT window or percentiles,
   polarity, zoom, resampling to isotropic voxels except a microscopy stack's coarse z
@@ -90,7 +101,9 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "DEFAULT_LAYERS",
     "DEFAULT_LR",
+    "LAYERS",
     "Adam",
     "FinetuneProgress",
     "annotated_region",
@@ -104,6 +117,13 @@ __all__ = [
     "save_finetuned",
     "usable_cores",
 ]
+
+#: What :func:`finetune` may train (``layers``): ``"decoder"`` (the encoder frozen) or
+#: ``"all"`` (every weight).
+LAYERS = ("decoder", "all")
+
+#: ``layers`` by default (module docstring: measured on the development data).
+DEFAULT_LAYERS = "decoder"
 
 #: Peak learning rate of fine-tuning: a third of the shipped models' training rate (1e-3),
 #: reached after :data:`WARMUP_STEPS` linear warm-up steps (Adam's first steps move every
@@ -1362,6 +1382,7 @@ def finetune(
     name: str | None = None,
     threads: int | None = None,
     lr: float = DEFAULT_LR,
+    layers: str = DEFAULT_LAYERS,
     batch_size: int | None = None,
     patch: int | None = None,
     val_every: int | None = None,
@@ -1415,6 +1436,10 @@ def finetune(
     threads : int, optional
         CPU threads (default :func:`default_threads`: all cores this process may use but
         one, at most ``OMP_NUM_THREADS`` when set); restored after.
+    layers : {"decoder", "all"}
+        What is trained (:data:`LAYERS`): ``"decoder"`` freezes the encoder (the
+        contracting path's weights stay the base model's; the decoder, TopNet's task
+        branches and the heads train), ``"all"`` trains every weight.
     lr, batch_size, patch, val_every, patience, validation_fraction
         Peak learning rate (:data:`WARMUP_STEPS` of linear warm-up, then a cosine decay
         to a tenth over the budget), patches per step (default the base's
@@ -1485,6 +1510,8 @@ def finetune(
         raise ValueError(f"minutes must be a positive number; got {minutes}")
     if steps is not None and int(steps) < 1:
         raise ValueError(f"steps must be at least 1; got {steps}")
+    if layers not in LAYERS:
+        raise ValueError(f"layers must be one of {', '.join(LAYERS)}; got {layers!r}")
     lab = check_labels(labels, shape)
     region, region_info = annotated_region(lab, annotated, painted=painted)
     train_mask, val_mask, split = _split_validation(
@@ -1605,6 +1632,9 @@ def finetune(
             from ..topology.losses import CenternessLoss, EmbeddingMetricLoss
 
             center_fn, embed_fn = CenternessLoss(), EmbeddingMetricLoss()
+        if layers == "decoder":  # the base's features are kept (module docstring)
+            for prm in model.encoder.parameters():
+                prm.requires_grad_(False)
         opt = Adam(model.parameters(), lr=lr)
         kept = tuple("zyx".index(ax) for ax in policy.kept_axes())
         samplers = [_Sampler(d, patch, rng, fixed_axes=kept) for _, d, _ in grids]
@@ -1910,6 +1940,7 @@ def finetune(
             "wall_time_s": round(wall, 1),
             "budget": {"minutes": minutes, "steps": steps},
             "lr": lr,
+            "layers": layers,
             "batch_size": batch_size,
             "patch": [patch] * 3,
             "augmentation": "flips, axis permutations, scale 0.8-1.25, contrast/brightness, "
