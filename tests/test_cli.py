@@ -266,6 +266,11 @@ def test_evaluate_prints_and_writes_the_table(files, capsys, tmp_path, monkeypat
     code, out, err = _run(["evaluate", pred, d / "trees.nii.gz"], capsys)
     assert code == 0, err
     assert (tmp_path / "pred_metrics.json").is_file() and not any(elsewhere.iterdir())
+    assert "replacing" not in out
+    # evaluated again (another ground truth, a region): the earlier scores' loss is said
+    code, out, err = _run(["evaluate", pred, d / "trees.nii.gz"], capsys)
+    assert code == 0, err
+    assert "replacing the scores an earlier evaluate wrote there" in out
 
 
 def test_evaluate_says_hd95_in_the_unit_given_for_npy_files(files, capsys, tmp_path):
