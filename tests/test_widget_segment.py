@@ -548,9 +548,15 @@ def test_ticking_window_starts_from_the_picked_images_own_range(make_napari_view
     lo, hi = np.percentile(stack, [0.5, 99.5])
     assert widget._window_values() == pytest.approx((lo, hi), abs=1e-3)
     assert widget.input_choices()["window"] == pytest.approx((lo, hi), abs=1e-3)
+    widget.image_picker.value = ct_layer  # ticked and as filled in: follows the image
+    assert widget._window_values() == (-100.0, 300.0)
+    widget.window_check.value = False
+    widget.image_picker.value = two_photon
+    widget.window_check.value = True
+    assert widget._window_values() == pytest.approx((lo, hi), abs=1e-3)
     widget.window_check.value = False
     widget.image_picker.value = ct_layer
-    widget.window_check.value = True  # still as filled in: follows the new image
+    widget.window_check.value = True
     assert widget._window_values() == (-100.0, 300.0)
     widget.window_low.value = -50.0  # typed: kept from now on
     widget.window_check.value = False
@@ -561,6 +567,16 @@ def test_ticking_window_starts_from_the_picked_images_own_range(make_napari_view
     flat = viewer.add_image(np.ones((8, 8, 8), np.float32), name="flat")
     widget.image_picker.value = flat
     assert widget.auto_window() is None
+    # nor do ranges the boxes cannot hold (review: counts of 5e6 raised; values of 1e-5 gave 0..0)
+    widget.window_check.value = False
+    widget.window_low.value = -100.0
+    widget.window_check.value = True  # the last filled-in values are the CT's again
+    for name, scale in (("bright", 5e3), ("faint", 1e-8)):
+        layer = viewer.add_image(stack * scale, name=name)
+        before = widget._window_values()
+        widget.image_picker.value = layer
+        assert widget.auto_window() is not None
+        assert widget._window_values() == before
 
 
 @gui

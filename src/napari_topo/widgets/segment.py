@@ -1393,8 +1393,14 @@ class SegmentWidget(QWidget):
             "{} end of the intensity window (image units; HU for a CT).",
             ("Low", "High"),
         )
+        # 4 decimals: a window for an image in 0..1 (a microscopy float) must be typeable
+        for box in (self.window_low, self.window_high):
+            box.native.setDecimals(WINDOW_DECIMALS)
         self._window_filled = self._window_values()  # what ticking Window may replace
         self.window_check.changed.connect(self._on_window_toggled)
+        # while ticked and as filled in, the window follows the image, model and modality
+        for picker in (self.modality_picker, self.polarity_picker):
+            picker.changed.connect(self._refill_window)
         self.range_mode = ComboBox(
             choices=["auto", "off", "custom"],
             value="auto",
@@ -1497,12 +1503,25 @@ class SegmentWidget(QWidget):
         range, not -100..300 HU. Values the user typed are kept."""
         self.window_low.enabled = bool(on)
         self.window_high.enabled = bool(on)
-        if not on or self._window_values() != self._window_filled:
+        if on:
+            self._refill_window()
+
+    def _refill_window(self, _value: Any = None) -> None:
+        """Put :meth:`auto_window` in Low/High while Window is ticked and they still hold
+        what was last filled in (the image, model or modality changed since); a window
+        the boxes cannot hold (beyond +-1e6, or a range under their 4 decimals) is not
+        offered."""
+        if not self.window_check.value or self._window_values() != self._window_filled:
             return
         suggested = self.auto_window()
-        if suggested is not None:
-            self.window_low.value, self.window_high.value = suggested
-            self._window_filled = self._window_values()
+        if suggested is None:
+            return
+        low, high = (round(v, WINDOW_DECIMALS) for v in suggested)
+        limit = self.window_low.max
+        if not (-limit <= low < high <= limit):
+            return
+        self.window_low.value, self.window_high.value = low, high
+        self._window_filled = self._window_values()
 
     def _window_values(self) -> tuple[float, float]:
         return float(self.window_low.value), float(self.window_high.value)
@@ -1783,6 +1802,7 @@ class SegmentWidget(QWidget):
         image = self.image_picker.value
         self._show_idle_prompt()
         self._sync_voxel_size()
+        self._refill_window()
         if image is None or image is self._region_image:
             return
         self._region_image = image
@@ -2089,6 +2109,7 @@ class SegmentWidget(QWidget):
         """
         card = self._cards.get(self.model_picker.value)
         self.model_picker.tooltip = model_tooltip(card) if card else "No model registered."
+        self._refill_window()  # the model's own CT window, when the image is a CT
         if card is None:
             return
         shown = float(self.threshold_box.value)
@@ -2484,10 +2505,7 @@ def _check_model_file(path: str) -> tuple[str, Any, str | None]:
 def _pair_row(switch: Any, label: str, values: tuple, tip: str, ends: tuple) -> tuple:
     """Two number boxes (disabled until ``switch`` enables them) in one labelled row
     after ``switch``: ``(low box, high box, row)``; ``tip`` is formatted with each end."""
-    # 4 decimals: a window for an image in 0..1 (a microscopy float) must be typeable
     boxes = [FloatSpinBox(value=v, min=-1e6, max=1e6, step=10.0) for v in values]
-    for box in boxes:
-        box.native.setDecimals(4)
     for box, end in zip(boxes, ends, strict=True):
         box.tooltip = tip.format(end)
         box.enabled = False
@@ -2503,6 +2521,10 @@ def _set_events(events: list[threading.Event], *_: Any) -> None:
 
 #: Units the Input section's voxel size takes ("none": unstated).
 VOXEL_UNITS = ("none", "nm", "um", "mm", "cm", "m")
+
+
+#: Decimals the intensity window's Low/High boxes show.
+WINDOW_DECIMALS = 4
 
 
 #: Decimals the voxel-size boxes show (a size they round is kept exact unless edited).
