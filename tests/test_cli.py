@@ -270,7 +270,7 @@ def test_evaluate_prints_and_writes_the_table(files, capsys, tmp_path, monkeypat
     # evaluated again (another ground truth, a region): the earlier scores' loss is said
     code, out, err = _run(["evaluate", pred, d / "trees.nii.gz"], capsys)
     assert code == 0, err
-    assert "replacing the scores an earlier evaluate wrote there" in out
+    assert "replacing the scores written there before" in out
 
 
 def test_evaluate_says_hd95_in_the_unit_given_for_npy_files(files, capsys, tmp_path):

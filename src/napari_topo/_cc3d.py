@@ -2,16 +2,17 @@
 
 cc3d 4.1.1 (the newest release, 2026-12) raises ``RuntimeError: maximum length
 exception`` ("Label 11 cannot be mapped to union-find array of length 11") when it labels
-a 3D volume with at most one axis longer than 1 voxel (shape ``(1, 1, n)``, ``(1, n,
-1)``, ``(n, 1, 1)``) at 26-connectivity and the line holds more than about ``n / 4`` runs:
-its union-find array is sized for a 26-neighbourhood that such a volume does not have.
-``dust`` labels the same way and fails the same. Such volumes arise as crops (a
+a boolean 3D volume with at most one axis longer than 1 voxel (shape ``(1, 1, n)``,
+``(1, n, 1)``, ``(n, 1, 1)``) at 26-connectivity and the line holds more than about
+``n / 4`` runs: its union-find array is sized for a 26-neighbourhood that such a volume
+does not have. ``dust`` labels the same way and fails the same. Such volumes arise as crops (a
 one-voxel-thick held-out box, a piece's bounding box) and as user input (a single row).
 
 On a volume with at most one axis longer than 1, 6-, 18- and 26-connectivity name the
 same neighbours (the voxels before and after along that axis), so there 6 is passed:
-the result is the one 26-connectivity defines. Everything else goes to cc3d unchanged
-(``statistics``, and any other name, by attribute)::
+the result is the one 26-connectivity defines. ``statistics`` (which labels nothing) is
+cc3d's own; cc3d's other labelling helpers (``largest_k``, ``each``, ...) are not
+offered here, so that none is used without the fix::
 
     from napari_topo import _cc3d as cc3d
     labels = cc3d.connected_components(mask, connectivity=26)
@@ -23,7 +24,9 @@ from typing import Any
 
 import cc3d as _cc3d
 
-__all__ = ["connected_components", "dust", "line_safe_connectivity"]
+__all__ = ["connected_components", "dust", "line_safe_connectivity", "statistics"]
+
+statistics = _cc3d.statistics
 
 
 def line_safe_connectivity(data: Any, connectivity: int) -> int:
@@ -45,7 +48,3 @@ def connected_components(data: Any, *args: Any, connectivity: int = 26, **kwargs
 def dust(img: Any, *args: Any, connectivity: int = 26, **kwargs: Any) -> Any:
     """:func:`cc3d.dust`, also on line-shaped volumes (module docstring)."""
     return _cc3d.dust(img, *args, connectivity=line_safe_connectivity(img, connectivity), **kwargs)
-
-
-def __getattr__(name: str) -> Any:
-    return getattr(_cc3d, name)

@@ -1923,8 +1923,8 @@ def _evaluate(args) -> None:
     prefix, out_note = _metrics_prefix(args.out, volume_stem(pred_vol.path), pred_vol.path.parent)
     metrics = compute_metrics(pred, gt, spacing=spacing)
     prefix.parent.mkdir(parents=True, exist_ok=True)
-    # a second evaluate of the same prediction (another ground truth, --roi) writes the
-    # same names: say so, or the first scores are lost without a word
+    # a second evaluate of the same prediction (another ground truth, --roi), or one after
+    # segment wrote them, writes the same names: say so, or those scores go without a word
     replaced = prefix.with_name(prefix.name + ".json").exists()
     js, cs = _write_metrics(metrics, prefix)
     sp = "" if spacing is None else f" (spacing {tuple(float(s) for s in spacing)})"
@@ -1939,7 +1939,7 @@ def _evaluate(args) -> None:
     print(f"{pred_vol.path.name} against {gt_vol.path.name}{sp}, {where}{margin}:")
     unit_of = gt_geometry if _geometry_spacing(gt_geometry) else pred_geometry
     print(_metrics_table(metrics, _length_unit(spacing, unit_of)))
-    again = " (replacing the scores an earlier evaluate wrote there; --out DIR keeps them)"
+    again = " (replacing the scores written there before; --out ANOTHER_FOLDER keeps both)"
     print(f"wrote {js} and {cs}" + (again if replaced else ""))
 
 

@@ -39,9 +39,9 @@ What is learned from, and what is not
   lower half's Dice rose from 0.453 to 0.520 (clDice 0.410 -> 0.563) against 0.478
   (0.477) with every weight trained, which spread vessel into the unlabelled half
   (precision 0.43 against 0.53); on the vesselNN stacks and the four tubes it scores as
-  training every weight did or better (tubes' precision 0.974 against 0.960), in about
-  30 % less time per step (57 s per 100 steps on the CT against 83). ``layers="all"``
-  trains every weight.
+  training every weight did (within 0.003 Dice; the tubes' precision 0.974), and a
+  step on the CT takes about 30 % less time (46 s per 100 training steps against 65).
+  ``layers="all"`` trains every weight.
 * **The same input as inference.** The volume goes through the base card's input policy
   (:func:`~napari_topo.inference.intensity.plan_input`: CT window or percentiles,
   polarity, zoom, resampling to isotropic voxels except a microscopy stack's coarse z
