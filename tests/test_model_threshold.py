@@ -301,7 +301,7 @@ def test_finetune_says_when_only_the_threshold_changed():
         metrics={
             "validation_before": {"Dice": 0.603, "clDice": 0.7},
             "validation": {"Dice": 0.621, "clDice": 0.72},
-            "validation_at_0.5": {"Dice": 0.603},
+            "validation_at_0.5": {"Dice": 0.603, "clDice": 0.7},
         },
         training={
             "steps": 1,
@@ -319,7 +319,12 @@ def test_finetune_says_when_only_the_threshold_changed():
         "no training step beat the base model on the held-out part: the weights are the "
         "base model's, the change is the mask threshold's"
     )
-    assert lines[2].startswith("mask threshold 0.1: it matched")
+    # the choice is by the mean of Dice and clDice, and the line says both at both cuts
+    assert lines[2] == (
+        "mask threshold 0.1: the best mean of Dice and clDice on the held-out part (Dice "
+        "0.621, clDice 0.720; at 0.5: 0.603, 0.700); segment uses it unless you give "
+        "--threshold"
+    )
     trained = ModelCard.from_dict(
         {**card.to_dict(), "threshold": None, "training": {**card.training, "best_step": 1}}
     )

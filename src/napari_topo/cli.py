@@ -2161,11 +2161,14 @@ def _finetune_result_lines(card) -> list[str]:
             "the base model's" + (", the change is the mask threshold's" if tuned else "")
         )
     if tuned:
+        # the choice is by the mean of Dice and clDice: a newcomer read "edges best (0.5:
+        # Dice 0.728)" beside a Dice of 0.714 at the chosen cut as a contradiction
+        at, half = card.metrics.get("validation") or {}, card.metrics["validation_at_0.5"]
         lines.append(
-            f"mask threshold {card.threshold:g}: it matched where your labels draw the vessels' "
-            f"edges best on the held-out part (0.5: Dice "
-            f"{card.metrics['validation_at_0.5']['Dice']:.3f}); segment uses it unless you give "
-            "--threshold"
+            f"mask threshold {card.threshold:g}: the best mean of Dice and clDice on the "
+            f"held-out part (Dice {at.get('Dice', math.nan):.3f}, clDice "
+            f"{at.get('clDice', math.nan):.3f}; at 0.5: {half.get('Dice', math.nan):.3f}, "
+            f"{half.get('clDice', math.nan):.3f}); segment uses it unless you give --threshold"
         )
     within = ((t.get("data") or {}).get("validation_part") or {}).get("within")
     if within:
