@@ -103,6 +103,16 @@ def test_cancel_saves_nothing_and_bad_choices_are_one_line(make_napari_viewer, q
     widget.device_picker.value = "cpu"
     widget.steps_box.value = 100_000
     widget.minutes_box.value = 10.0
+    # an image added without a scale: the dock says its voxels are taken as cubes (a
+    # newcomer fine-tuned on a TIFF stating none, 5 um z steps read as 1 um, unwarned)
+    widget.update_region_line()
+    assert "voxel size is not stated" in widget.region_label.text()
+    image = widget.image_picker.value
+    image.scale = (5.0, 1.0, 1.0)
+    widget.update_region_line()
+    assert widget.region_label.text().startswith("Will train on")
+    assert "voxel size" not in widget.region_label.text()
+    image.scale = (1.0, 1.0, 1.0)
     # a short dock, as at 1366 x 768 with Segment docked above: the plot under the form
     # is out of view until Start scrolls it in (the filled-in form may scroll away)
     widget.resize(420, 260)
@@ -121,6 +131,7 @@ def test_cancel_saves_nothing_and_bad_choices_are_one_line(make_napari_viewer, q
         worker = widget.start()
         worker.yielded.connect(cancel_after_a_step)
     assert blocker.args == ["cancelled"]
+    assert "voxel size is not stated" in widget.region_label.text()  # and at Start
     assert not widget.loss_plot.visibleRegion().isEmpty()
     assert sorted(p.name for p in user_dir.iterdir()) == ["tiny-base.json", "tiny-base.safetensors"]
     assert not widget.rerun_button.isEnabled()

@@ -679,7 +679,8 @@ class FinetuneWidget(QWidget):
         self._refused = False
         self._show_region(self.labels_picker.value, annotated)
         self._region_timer.stop()
-        self.region_label.setText(f"Training on: {info['description']}.")
+        note = _voxel_size_note(self.image_picker.value)
+        self.region_label.setText(f"Training on: {info['description']}.{note}")
         self._job = job
         self._cancel = threading.Event()
         self._runs[:] = [self._cancel]
@@ -1009,6 +1010,7 @@ class FinetuneWidget(QWidget):
             if self._refused and not self.is_running:
                 self._refused = False
                 self._set_status(IDLE_STATUS)
+            text += _voxel_size_note(image)
         self.region_label.setText(text)
 
     def _region_description(self, labels: Any, image: Any) -> str:
@@ -1315,6 +1317,23 @@ def _held_out_where(training: dict) -> str:
     return (
         f" (on bands of {which} you painted, which tell little of the others: look at "
         "other slices after Segment again)"
+    )
+
+
+def _voxel_size_note(image: Any) -> str:
+    """' Its voxel size is not stated ...' for an image layer at scale 1 x 1 x 1 with no
+    length unit (a TIFF that states none, an array added without ``scale``), else ''.
+    A newcomer fine-tuned on such a two-photon stack without a word: its 5 um z steps
+    read as 1 um, and the new model expects that (Segment warns only after a run)."""
+    if image is None:
+        return ""
+    scale = np.abs(np.asarray(image.scale, dtype=float))
+    if layer_length_unit(image) is not None or not np.all(scale == 1.0):
+        return ""
+    return (
+        " Its voxel size is not stated (1 x 1 x 1, no unit): voxels are taken as cubes, "
+        "and the new model will expect that. If they are not (most microscopy stacks have "
+        "a larger z step), set it in the Segment dock under Input (Voxel z y x) first."
     )
 
 
