@@ -698,7 +698,7 @@ def test_layers_decoder_keeps_the_base_encoder(user_dir):
         ("ok", {"base_model": "no-such-model"}, "unknown model"),
         ("ok", {"annotated": np.full((32, 40, 40), 2, np.uint8)}, "binary"),
         ("ok", {"minutes": -1.0}, "minutes"),
-        ("ok", {"layers": "encoder"}, "layers must be one of decoder, all"),
+        ("ok", {"layers": "encoder"}, "layers must be one of all, decoder"),
         # a newcomer's --annotated mask missed every label: "the last 20 % is held out"
         ("ok", {"annotated": "elsewhere"}, "none of the .* labelled vessel voxels lies inside"),
     ],

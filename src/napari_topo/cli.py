@@ -2111,8 +2111,10 @@ def _add_finetune_parser(sub) -> None:
         "--layers",
         choices=LAYERS,
         default=DEFAULT_LAYERS,
-        help=f"what trains: decoder (the encoder frozen: the base model's features are "
-        f"kept) or all (every weight) (default {DEFAULT_LAYERS})",
+        help=f"what trains: all (every weight) or decoder (the encoder frozen: the base "
+        f"model's features are kept; better on the development CT when the labels "
+        f"cover half the liver, worse when they are a few slices at one end) "
+        f"(default {DEFAULT_LAYERS})",
     )
     ft.add_argument(
         "--unit",
