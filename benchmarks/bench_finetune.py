@@ -595,9 +595,11 @@ def main(argv=None) -> int:
         default=None,
         help="peak learning rate of the case's fine-tune (default: finetune's own, DEFAULT_LR)",
     )
+    from napari_topo.training.finetune import LAYERS  # numpy only: torch stays lazy
+
     ap.add_argument(
         "--layers",
-        choices=("all", "decoder"),
+        choices=LAYERS,
         default=None,
         help="what every fine-tune trains (default: finetune's own, DEFAULT_LAYERS)",
     )
