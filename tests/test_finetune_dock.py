@@ -295,6 +295,16 @@ def test_a_run_that_beat_nothing_says_the_weights_are_the_base_models(
     status = widget.status_label.text()
     assert "did better on the validation patches (small crops) but not on the whole" in status
     assert "No training step beat" not in status
+    # a step that won on both, at a tuned threshold: the figure at 0.5 says how much of
+    # the gain is the threshold's (a newcomer's 1-step run gained by it alone, unsaid)
+    card.training = {**card.training, "kept_base": None, "best_step": 1, "steps": 1}
+    card.metrics["validation_at_0.5"] = {"Dice": 0.64, "clDice": 0.7}
+    with qtbot.waitSignal(widget.finished, timeout=TIMEOUT_MS) as blocker:
+        widget.start()
+    status = widget.status_label.text()
+    assert "held-out part segmented as Segment does, Dice 0.638 -> 0.659" in status
+    assert "at its mask threshold 0.2 (at 0.5: Dice 0.640, clDice 0.700)" in status
+    assert "base model's" not in status
 
 
 @gui
