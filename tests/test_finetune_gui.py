@@ -17,7 +17,7 @@ pytest.importorskip("qtpy")
 from test_finetune import save_tiny_base, sparse, volume  # noqa: E402
 
 from napari_topo.models.registry import USER_MODELS_ENV, list_models  # noqa: E402
-from napari_topo.widgets.finetune import FinetuneWidget, LossPlot  # noqa: E402
+from napari_topo.widgets.finetune import FinetuneWidget, LossPlot, _scale_labels  # noqa: E402
 from napari_topo.widgets.segment import SegmentWidget  # noqa: E402
 
 TIMEOUT_MS = 120_000
@@ -115,12 +115,13 @@ def test_cancel_saves_nothing_and_bad_choices_are_one_line(make_napari_viewer, q
     assert widget.region_label.text().startswith("Will train on")
     image.scale = (1.0, 1.0, 1.0)
     qtbot.waitUntil(lambda: "voxel size is not stated" in widget.region_label.text())
-    # a short dock, as at 1366 x 768 with Segment docked above: the plot under the form
-    # is out of view until Start scrolls it in (the filled-in form may scroll away)
+    # a short dock, as at 1366 x 768 with Segment docked above: the plot is not shown
+    # until Start, and then pinned in view with the buttons and the status (under the
+    # form it was squeezed to a strip after a run, or scrolled away)
     widget.resize(420, 260)
     widget.show()
     qtbot.waitExposed(widget)
-    assert widget.loss_plot.visibleRegion().isEmpty()
+    assert not widget.loss_plot.isVisible()
 
     seen = []
 
@@ -134,6 +135,10 @@ def test_cancel_saves_nothing_and_bad_choices_are_one_line(make_napari_viewer, q
         worker.yielded.connect(cancel_after_a_step)
     assert blocker.args == ["cancelled"]
     assert "voxel size is not stated" in widget.region_label.text()  # and at Start
+    assert widget.loss_plot.isVisible() and not widget.loss_plot.visibleRegion().isEmpty()
+    assert widget.loss_plot.height() >= widget.loss_plot.minimumHeight() == 90
+    # the form scrolls to its top; the plot stays where it is
+    widget.scroll_area.verticalScrollBar().setValue(0)
     assert not widget.loss_plot.visibleRegion().isEmpty()
     assert sorted(p.name for p in user_dir.iterdir()) == ["tiny-base.json", "tiny-base.safetensors"]
     assert not widget.rerun_button.isEnabled()
@@ -155,6 +160,21 @@ def test_loss_plot_paints(qtbot):
     plot.resize(240, 100)
     image = plot.grab().toImage()
     assert image.width() == 240 and len(plot.validation) == 1
+    # each series has its own scale: the validation loss is another quantity than the
+    # training objective (a newcomer saw it as a flat line under training spikes of 8)
+    plot.add("train", 30, 8.0)
+    plot.add("validation", 30, 0.3)
+    assert plot.value_range("train") == (1.0 / 29, 8.0)
+    assert plot.value_range("validation") == pytest.approx((0.2, 0.3))
+    assert "own scale" in plot.toolTip()
+    plot.clear()
+    assert plot.value_range("train") is None and plot.value_range("validation") is None
+    plot.add("validation", 5, 0.4)  # one point: a scale around it
+    assert plot.value_range("validation") == pytest.approx((-0.1, 0.9))
+    assert plot.grab().toImage().width() == 240
+    # the scale's ends are told apart (0.32 at both ends, before)
+    assert _scale_labels((0.3201, 0.3234)) == ("0.320", "0.323")
+    assert _scale_labels((0.5, 8.91)) == ("0.50", "8.91") and _scale_labels(None) is None
 
 
 @gui

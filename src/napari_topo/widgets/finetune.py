@@ -260,14 +260,26 @@ class PaintRecord:
 
 
 class LossPlot(QWidget):
-    """Training loss (grey line, per step) and validation loss (orange dots) by step."""
+    """Training loss (grey line, per step, left scale) and validation loss (orange dots,
+    right scale) by step.
+
+    Each has its own scale: the training objective adds a batch soft Dice and BCE to the
+    base loss, the validation loss is the base loss alone on the held-out patches, so
+    the two are not comparable (on one axis a newcomer saw a flat orange line at the
+    foot of the plot under training spikes of 8).
+    """
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.train: list[tuple[int, float]] = []
         self.validation: list[tuple[int, float]] = []
         self.setMinimumHeight(90)
-        self.setToolTip("Loss by step: training (grey line), held-out validation (orange).")
+        self.setToolTip(
+            "Loss by step. Grey line, left scale: the training objective on each step's "
+            "patches (the base model's loss + batch soft Dice + BCE). Orange dots, right "
+            "scale: the base model's loss on the held-out validation patches. Each has "
+            "its own scale."
+        )
 
     def clear(self) -> None:
         self.train.clear()
@@ -281,11 +293,27 @@ class LossPlot(QWidget):
         (self.train if kind == "train" else self.validation).append((int(step), float(value)))
         self.update()
 
+    def value_range(self, kind: str) -> tuple[float, float] | None:
+        """The (low, high) of the ``kind`` ("train" or "validation") scale: that series'
+        own extent (widened by 0.5 each way when flat), or None when it has no point."""
+        series = self.train if kind == "train" else self.validation
+        if not series:
+            return None
+        lo, hi = min(v for _, v in series), max(v for _, v in series)
+        return (lo - 0.5, hi + 0.5) if hi - lo < 1e-6 else (lo, hi)
+
     def paintEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
         painter = QPainter(self)
         try:
             painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-            area = self.rect().adjusted(34, 6, -6, -16)
+            train, val = self.value_range("train"), self.value_range("validation")
+            left, right = _scale_labels(train), _scale_labels(val)
+            metrics = painter.fontMetrics()
+
+            def width(labels: tuple[str, str] | None) -> int:
+                return 6 + max((metrics.horizontalAdvance(t) for t in labels or ()), default=28)
+
+            area = self.rect().adjusted(width(left), 6, -width(right), -16)
             painter.setPen(QPen(self.palette().text().color()))
             painter.drawRect(area)
             points = self.train + self.validation
@@ -294,29 +322,29 @@ class LossPlot(QWidget):
                 return
             self._legend(painter, area)
             xmax = max(1, max(s for s, _ in points))
-            lo, hi = min(v for _, v in points), max(v for _, v in points)
-            if hi - lo < 1e-6:
-                lo, hi = lo - 0.5, hi + 0.5
 
-            def at(step: float, value: float) -> QPointF:
+            def at(step: float, value: float, scale: tuple[float, float]) -> QPointF:
+                lo, hi = scale
                 x = area.left() + area.width() * step / xmax
                 y = area.bottom() - area.height() * (value - lo) / (hi - lo)
                 return QPointF(x, y)
 
-            painter.drawText(0, area.top() + 10, f"{hi:.2f}")
-            painter.drawText(0, area.bottom(), f"{lo:.2f}")
             painter.drawText(area.right() - 60, self.height() - 3, f"step {xmax}")
-            if self.train:
-                step = max(1, len(self.train) // max(1, area.width()))
-                line = QPolygonF([at(s, v) for s, v in self.train[::step]])
+            if train is not None:  # left scale, grey
                 painter.setPen(QPen(TRAIN_COLOUR, 1))
-                painter.drawPolyline(line)
-            painter.setPen(QPen(VALIDATION_COLOUR, 2))
-            painter.setBrush(VALIDATION_COLOUR)
-            if len(self.validation) > 1:
-                painter.drawPolyline(QPolygonF([at(s, v) for s, v in self.validation]))
-            for s, v in self.validation:
-                painter.drawEllipse(at(s, v), 2.5, 2.5)
+                painter.drawText(2, area.top() + 10, left[1])
+                painter.drawText(2, area.bottom(), left[0])
+                step = max(1, len(self.train) // max(1, area.width()))
+                painter.drawPolyline(QPolygonF([at(s, v, train) for s, v in self.train[::step]]))
+            if val is not None:  # right scale, orange
+                painter.setPen(QPen(VALIDATION_COLOUR, 2))
+                painter.drawText(area.right() + 3, area.top() + 10, right[1])
+                painter.drawText(area.right() + 3, area.bottom(), right[0])
+                painter.setBrush(VALIDATION_COLOUR)
+                if len(self.validation) > 1:
+                    painter.drawPolyline(QPolygonF([at(s, v, val) for s, v in self.validation]))
+                for s, v in self.validation:
+                    painter.drawEllipse(at(s, v, val), 2.5, 2.5)
         finally:
             painter.end()
 
@@ -335,6 +363,19 @@ class LossPlot(QWidget):
         painter.drawEllipse(QPointF(x + 4, y - 4), 2.5, 2.5)
         painter.setPen(QPen(self.palette().text().color()))
         painter.drawText(int(x + 10), int(y), "validation")
+
+
+def _scale_labels(scale: tuple[float, float] | None) -> tuple[str, str] | None:
+    """A scale's (low, high) as text with the fewest decimals (2 to 5) that tell them
+    apart: a validation loss from 0.3201 to 0.3234 read "0.32" at both ends."""
+    if scale is None:
+        return None
+    lo, hi = scale
+    for decimals in range(2, 6):
+        text = f"{lo:.{decimals}f}", f"{hi:.{decimals}f}"
+        if text[0] != text[1]:
+            break
+    return text
 
 
 # --------------------------------------------------------------------------------------
@@ -591,6 +632,7 @@ class FinetuneWidget(QWidget):
         self.progress_bar.setTextVisible(False)
         self.progress_bar.setMaximumHeight(8)
         self.loss_plot = LossPlot()
+        self.loss_plot.setVisible(False)  # shown from the first Start on
         # what the loss will see, before Start and while training (the status changes)
         self.region_label = QLabel("")
         self.region_label.setWordWrap(True)
@@ -609,15 +651,17 @@ class FinetuneWidget(QWidget):
         # "Will train on", Start / Cancel, the progress, the status and "Segment again"
         # stay in view at the dock's foot, outside the part that scrolls: at 1366 x 768
         # with Segment docked above, they were all below the fold
+        # and the loss plot, once a run starts: in the scrolling part it was squeezed to
+        # a strip under the form at 1366 x 768 after a run, or scrolled away
         pinned = QVBoxLayout()
         pinned.addWidget(self.region_label)
+        pinned.addWidget(self.loss_plot)
         pinned.addWidget(self.progress_bar)
         pinned.addLayout(buttons)
         pinned.addWidget(self.status_label)
         pinned.addWidget(self.rerun_button)
         layout = QVBoxLayout()
         layout.addWidget(self._form.native)
-        layout.addWidget(self.loss_plot)
         layout.addStretch(1)
         # Scrolls like the other docks and shares their column: without it, the four
         # docks at 1366 x 768 kept this one at its full 424 px, squeezed the others to
@@ -693,9 +737,7 @@ class FinetuneWidget(QWidget):
         self._runs[:] = [self._cancel]
         finish_workers_at_exit(self._cancel)
         self.loss_plot.clear()
-        # the plot lies under the form: in a short dock (1366 x 768, Segment above) it
-        # was below the fold while it drew; the filled-in form may scroll away instead
-        self.scroll_area.ensureWidgetVisible(self.loss_plot, 0, 0)
+        self.loss_plot.setVisible(True)
         self.progress_bar.setValue(0)
         self.rerun_button.setEnabled(False)
         self.rerun_button.setVisible(False)
