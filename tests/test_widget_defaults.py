@@ -378,3 +378,15 @@ def test_an_organ_mask_named_only_segmentation_is_not_the_default_ground_truth(
     viewer.layers.remove(gt)
     named = viewer.add_labels(organ, name="ground truth", scale=SCALE)
     assert metrics.ground_truth_picker.value is named
+
+
+def test_voxel_size_unstated_is_one_rule_for_both_docks():
+    """Segment and Fine-tune say "voxel size is not stated" on the same condition: a
+    scale of 1 along every axis (either sign, as a mirrored display has) and no unit."""
+    from napari_topo.widgets._common import voxel_size_unstated
+
+    assert voxel_size_unstated((1, 1, 1), None)
+    assert voxel_size_unstated((1.0, -1.0, 1.0), None)
+    assert not voxel_size_unstated((1, 1, 1), "um")  # a unit states it
+    assert not voxel_size_unstated((5.0, 1.0, 1.0), None)  # a scale states it
+    assert not voxel_size_unstated((), None) and not voxel_size_unstated(None, None)

@@ -136,6 +136,15 @@ def rebuild_picker(picker: Any) -> None:
         select_layer(picker, before)
 
 
+def voxel_size_unstated(scale: Any, unit: str | None) -> bool:
+    """Whether a layer's voxel size is unstated: a scale of 1 along every axis (either
+    sign) and no length unit, as for an array added without ``scale`` or a file that
+    states none. The Segment and Fine-tune docks then say that voxels are taken as
+    cubes. An empty ``scale`` (no layer) is not unstated."""
+    values = [float(v) for v in (scale if scale is not None else ())]
+    return bool(values) and unit is None and all(abs(v) == 1.0 for v in values)
+
+
 def plugin_info(layer: Any) -> Mapping:
     """``layer.metadata["napari_topo"]`` (what the plugin recorded), or ``{}``."""
     md = getattr(layer, "metadata", None)

@@ -67,6 +67,7 @@ from napari_topo.widgets._common import (
     scrolling_body,
     select_layer,
     unwrap,
+    voxel_size_unstated,
 )
 from napari_topo.widgets.metrics import paint_changes
 
@@ -1398,8 +1399,7 @@ def _voxel_size_note(image: Any) -> str:
     read as 1 um, and the new model expects that (Segment warns only after a run)."""
     if image is None:
         return ""
-    scale = np.abs(np.asarray(image.scale, dtype=float))
-    if layer_length_unit(image) is not None or not np.all(scale == 1.0):
+    if not voxel_size_unstated(image.scale, layer_length_unit(image)):
         return ""
     return (
         " Its voxel size is not stated (1 x 1 x 1, no unit): voxels are taken as cubes, "

@@ -98,6 +98,7 @@ from napari_topo.widgets._common import (
     require_viewer,
     scrolling_body,
     select_layer,
+    voxel_size_unstated,
 )
 
 if TYPE_CHECKING:
@@ -2548,8 +2549,7 @@ def _no_voxel_size_sentence(job: Any) -> str:
     unit (added without ``scale``, or a file that states none), else ''. The command
     line says the same of such a file; the dock said nothing (a newcomer's stack added
     as ``viewer.add_image(array)``, 5 um z steps read as 1)."""
-    scale = tuple(float(v) for v in (job.scale or ()))
-    if not scale or job.unit is not None or any(abs(v) != 1.0 for v in scale):
+    if not voxel_size_unstated(job.scale, job.unit):
         return ""
     return (
         " Its voxel size is not stated (layer scale 1 x 1 x 1, no unit): voxels taken as "
