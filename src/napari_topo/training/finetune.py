@@ -1426,6 +1426,11 @@ def finetune(
     minutes, steps : float, int, optional
         Budgets; the first reached stops training. ``minutes`` is the wall time of the
         whole call, the final validation included. Default: :data:`DEFAULT_MINUTES`.
+        With ``minutes`` the learning rate's cosine decay follows the clock, so the
+        steps done and the weights depend on the machine's speed: on the development CT
+        two 10-minute runs of one command differed by 0.02 Dice and 0.08 clDice
+        (``benchmarks/results/finetune_repeat/``). ``steps`` alone, the same ``seed``,
+        device and ``threads`` repeat a run exactly.
     device : str, optional
         "auto" (CUDA, MPS, CPU), "cuda", "mps" or "cpu".
     progress : callable(FinetuneProgress), optional
@@ -1434,7 +1439,7 @@ def finetune(
         Checked before every step; when set, :class:`~napari_topo.inference.sliding.Cancelled`
         is raised and nothing is returned.
     seed : int
-        Seeds patch sampling, augmentation and the validation patches.
+        Seeds the patch sampling, augmentation, validation patches and torch.
     name : str, optional
         The new model's name (default ``<base>-ft-<date>-<time>``).
     threads : int, optional
