@@ -461,3 +461,31 @@ def test_strokes_in_a_3d_view_are_named_in_the_region_line(make_napari_viewer, q
         "Some strokes were made in a 3D view: every slice they touched counts whole "
         "(check those slices in 2D)." in widget.region_label.text()
     )
+
+
+def test_paint_record_lets_go_of_ignored_atoms_off_the_stacks():
+    """The atoms on the undo / redo stacks when the data were replaced are ignored: held
+    (an id alone could be taken by a new stroke's atom once the old one is freed, and
+    that stroke would not count) and let go once they leave both stacks."""
+    from collections import deque
+
+    def atom(z):
+        return ((np.array([z]), np.array([1]), np.array([1])), None, 1)
+
+    old = [atom(2)]
+    layer = SimpleNamespace(
+        _undo_history=deque([old], maxlen=2), _redo_history=deque(), data=np.zeros((8, 4, 4))
+    )
+    record = PaintRecord(3)
+    record.clear(layer)  # the data were replaced; the old stroke stays on napari's stack
+    assert record.ignored == {id(old[0]): old[0]}
+    assert record.painted(layer) is None  # it does not count
+    new = [atom(5)]
+    layer._undo_history.append(new)
+    record.add(new, (8, 4, 4))
+    assert record.painted(layer) == [(0, [5])] and id(old[0]) in record.ignored
+    for z in (6, 7):  # two more strokes push the old one off the stack (maxlen 2)
+        layer._undo_history.append([atom(z)])
+        record.add(layer._undo_history[-1], (8, 4, 4))
+    assert record.painted(layer) == [(0, [5, 6, 7])]
+    assert record.ignored == {}  # let go: its id can no longer hide a new stroke

@@ -158,9 +158,11 @@ class PaintRecord:
     def __init__(self, ndim: int):
         self.ndim = int(ndim)
         self.edits: list[_Edit] = []
-        #: ids of atoms on the layer's undo / redo stacks when its data were replaced:
-        #: napari keeps them there, but they were painted in data that are gone
-        self.ignored: set[int] = set()
+        #: atoms (by id) on the layer's undo / redo stacks when its data were replaced:
+        #: napari keeps them there, but they were painted in data that are gone. The
+        #: atoms themselves are held, so that no new atom can take a held one's id, and
+        #: let go (by :meth:`live`) once they have left both stacks
+        self.ignored: dict[int, Any] = {}
         #: an edit was made in a 3D view (each slice it touched counts whole)
         self.in_3d = False
 
@@ -174,7 +176,7 @@ class PaintRecord:
         self.in_3d = False
         for name in ("_undo_history", "_redo_history"):
             for item in getattr(layer, name, None) or ():
-                self.ignored.update(id(a) for a in item)
+                self.ignored.update((id(a), a) for a in item)
 
     def copy(self, layer: Any = None) -> PaintRecord:
         """The record for a copy of ``layer``'s data: the edits in effect now
@@ -219,6 +221,8 @@ class PaintRecord:
         except Exception:  # noqa: BLE001 - another napari: count every recorded edit
             return list(self.edits)
         on_stack = {id(a) for item in stack for a in item}
+        for gone in [k for k in self.ignored if k not in on_stack and k not in redo]:
+            del self.ignored[gone]  # off both stacks: napari will never bring it back
         # on the undo stack: in effect; on the redo stack: undone, may come back; on
         # neither: undone and then painted over (dropped), or, with the stack full,
         # fallen off its bottom (kept for good, its atoms let go: a stroke undone and
