@@ -2112,8 +2112,9 @@ def _add_finetune_parser(sub) -> None:
         choices=LAYERS,
         default=DEFAULT_LAYERS,
         help=f"what trains: all (every weight) or decoder (the encoder frozen: the base "
-        f"model's features are kept; better on the development CT when the labels "
-        f"cover half the liver, worse when they are a few slices at one end) "
+        f"model's features are kept; slightly better on the development CT when the "
+        f"labels cover half the liver, much worse when they are a few slices at one "
+        f"end) "
         f"(default {DEFAULT_LAYERS})",
     )
     ft.add_argument(
