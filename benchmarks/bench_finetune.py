@@ -5,7 +5,7 @@ Run on demand (never as a timed test)::
     python benchmarks/bench_finetune.py [--case CONVERTED_CASE] [--minutes 8] [--threads 2]
         [--tube-minutes 2] [--results /work/results/finetune] [--skip-tubes] [--base MODEL]
         [--stack CONVERTED_STACK ...] [--stack-minutes 5] [--layers all|decoder]
-        [--steps N] [--tta 1|2|4|8] [--save-model DIR]
+        [--steps N] [--seed S] [--tta 1|2|4|8] [--save-model DIR]
 
 ``--steps`` replaces the case's time budget by a step budget, which repeats exactly (under
 a time budget the learning-rate schedule follows the clock, so two runs differ);
@@ -134,6 +134,7 @@ def _finetune(
     lr=None,
     layers=None,
     steps=None,
+    seed=0,
 ):
     """``finetune`` as the benchmarks run it (CPU, their thread count, a progress timer;
     ``patience``, ``lr`` None: finetune's defaults; ``painted``: the dock's painted
@@ -156,6 +157,7 @@ def _finetune(
         spacing=spacing,
         minutes=None if steps else minutes,
         steps=steps,
+        seed=seed,
         device="cpu",
         threads=threads,
         progress=timer,
@@ -211,6 +213,7 @@ def run_case(
     tta: int = 1,
     save_model: Path | None = None,
     steps: int | None = None,
+    seed: int = 0,
 ) -> dict:
     import torch
 
@@ -262,11 +265,13 @@ def run_case(
         + ("" if patience is None else f" --patience {patience}")
         + ("" if lr is None else f" --lr {lr:g}")
         + ("" if layers is None else f" --layers {layers}")
-        + ("" if steps is None else f" --steps {steps}"),
+        + ("" if steps is None else f" --steps {steps}")
+        + ("" if seed == 0 else f" --seed {seed}"),
         patience=patience,
         lr=lr,
         layers=layers,
         steps=steps,
+        seed=seed,
     )
     ft_wall = time.perf_counter() - t0
     mem_ft = peak_mb()
@@ -662,6 +667,12 @@ def main(argv=None) -> int:
         help="a step budget for the case instead of --minutes: the run repeats exactly "
         "(a time budget's learning-rate schedule follows the clock)",
     )
+    ap.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the case's fine-tune (sampling, augmentation, validation patches)",
+    )
     args = ap.parse_args(argv)
     if args.lr is not None and not args.lr > 0:
         ap.error(f"--lr must be above 0; got {args.lr:g}")
@@ -698,6 +709,7 @@ def main(argv=None) -> int:
             tta=args.tta,
             save_model=args.save_model,
             steps=args.steps,
+            seed=args.seed,
         )
     for folder in args.stack:
         report.setdefault("stacks", []).append(
