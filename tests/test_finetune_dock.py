@@ -480,6 +480,11 @@ def test_paint_record_lets_go_of_ignored_atoms_off_the_stacks():
     record.clear(layer)  # the data were replaced; the old stroke stays on napari's stack
     assert record.ignored == {id(old[0]): old[0]}
     assert record.painted(layer) is None  # it does not count
+    # undo and redo move the same atoms between napari's stacks: still ignored
+    layer._redo_history.append(layer._undo_history.pop())
+    assert record.painted(layer) is None and id(old[0]) in record.ignored
+    layer._undo_history.append(layer._redo_history.pop())
+    assert record.painted(layer) is None and id(old[0]) in record.ignored
     new = [atom(5)]
     layer._undo_history.append(new)
     record.add(new, (8, 4, 4))

@@ -17,7 +17,12 @@ pytest.importorskip("qtpy")
 from test_finetune import save_tiny_base, sparse, volume  # noqa: E402
 
 from napari_topo.models.registry import USER_MODELS_ENV, list_models  # noqa: E402
-from napari_topo.widgets.finetune import FinetuneWidget, LossPlot, _scale_labels  # noqa: E402
+from napari_topo.widgets.finetune import (  # noqa: E402
+    PLOT_HEIGHT,
+    FinetuneWidget,
+    LossPlot,
+    _scale_labels,
+)
 from napari_topo.widgets.segment import SegmentWidget  # noqa: E402
 
 TIMEOUT_MS = 120_000
@@ -122,6 +127,7 @@ def test_cancel_saves_nothing_and_bad_choices_are_one_line(make_napari_viewer, q
     widget.show()
     qtbot.waitExposed(widget)
     assert not widget.loss_plot.isVisible()
+    hidden = widget.minimumSizeHint().height()
 
     seen = []
 
@@ -136,7 +142,10 @@ def test_cancel_saves_nothing_and_bad_choices_are_one_line(make_napari_viewer, q
     assert blocker.args == ["cancelled"]
     assert "voxel size is not stated" in widget.region_label.text()  # and at Start
     assert widget.loss_plot.isVisible() and not widget.loss_plot.visibleRegion().isEmpty()
-    assert widget.loss_plot.height() >= widget.loss_plot.minimumHeight() == 90
+    assert widget.loss_plot.height() >= widget.loss_plot.minimumHeight() == PLOT_HEIGHT
+    # and no taller than it must be: pinned, it is part of the dock's minimum height,
+    # which squeezes the docks above at 1366 x 768 (a reviewer measured +96 px at 90 px)
+    assert widget.minimumSizeHint().height() <= hidden + PLOT_HEIGHT + 12
     # the form scrolls to its top; the plot stays where it is
     widget.scroll_area.verticalScrollBar().setValue(0)
     assert not widget.loss_plot.visibleRegion().isEmpty()
@@ -175,6 +184,25 @@ def test_loss_plot_paints(qtbot):
     # the scale's ends are told apart (0.32 at both ends, before)
     assert _scale_labels((0.3201, 0.3234)) == ("0.320", "0.323")
     assert _scale_labels((0.5, 8.91)) == ("0.50", "8.91") and _scale_labels(None) is None
+
+
+@gui
+def test_the_voxel_note_watches_only_the_picked_image(make_napari_viewer, qtbot):
+    """The dock follows the picked image's scale; removing the last image (its picker
+    then emits no change) lets go of that image's events (a reviewer found them held)."""
+    viewer = make_napari_viewer()
+    vol = volume()
+    image = viewer.add_image(vol.image, name="vessels")
+    widget = FinetuneWidget(viewer)
+    qtbot.addWidget(widget)
+    assert [e for e, _ in widget._scale_watch] == [image.events.scale] + (
+        [image.events.units] if hasattr(image.events, "units") else []
+    )
+    viewer.layers.remove(image)
+    assert widget.image_picker.value is None and widget._scale_watch == []
+    other = viewer.add_image(vol.image, name="other")
+    assert widget.image_picker.value is other
+    assert widget._scale_watch and widget._scale_watch[0][0] is other.events.scale
 
 
 @gui

@@ -88,6 +88,8 @@ DOCK_SHARE = 4
 #: ``metadata["napari_topo"]["widget"]`` of the layers this widget made.
 OWNER = "finetune"
 #: Colours of the loss plot.
+#: the loss plot's height in pixels (its minimum: it is pinned in view)
+PLOT_HEIGHT = 64
 TRAIN_COLOUR = QColor(150, 150, 150)
 VALIDATION_COLOUR = QColor(255, 140, 0)
 #: The smallest time budget the dock offers: 0.1 min never fit a training step (scoring
@@ -278,7 +280,9 @@ class LossPlot(QWidget):
         super().__init__(parent)
         self.train: list[tuple[int, float]] = []
         self.validation: list[tuple[int, float]] = []
-        self.setMinimumHeight(90)
+        # pinned under the form (FinetuneWidget), so part of the dock's minimum height:
+        # small enough not to squeeze the docks above it at 1366 x 768
+        self.setMinimumHeight(PLOT_HEIGHT)
         self.setToolTip(
             "Loss by step. Grey line, left scale: the training objective on each step's "
             "patches (the base model's loss + batch soft Dice + BCE). Orange dots, right "
@@ -693,7 +697,6 @@ class FinetuneWidget(QWidget):
         self._runs: list[threading.Event] = []
         self.destroyed.connect(partial(_set_events, self._runs))
         self._refresh_choices()
-        self._watch_image_scale()
         self.update_region_line()
 
     # ---- public API ------------------------------------------------------------------
@@ -1170,6 +1173,9 @@ class FinetuneWidget(QWidget):
         finally:
             self._picking = False
             self._follow_labels_model()
+            # the picker is rebuilt with its signals blocked: an image removed (none
+            # left) emits no change, and its scale was still watched
+            self._watch_image_scale()
 
     def _make_job(self):
         from napari_topo.training.finetune import annotated_region, check_labels
