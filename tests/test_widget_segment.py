@@ -483,6 +483,13 @@ def test_input_section_collects_the_policy_choices(make_napari_viewer, qtbot):
     widget.image_picker.value = bare
     assert [b.value for b in widget.voxel_boxes] == [1.0, 1.0, 1.0]
     assert widget.voxel_unit.value == "none" and widget.voxel_unit.enabled
+    # layers on its grid follow it (a newcomer's corrections layer stayed at 1 x 1 x 1,
+    # its slice k drawn over the image's slice k / 5); others stay as they are
+    shape = bare.data.shape
+    painted = viewer.add_labels(np.zeros(shape, np.uint8), name="corrections")
+    flipped = viewer.add_labels(np.zeros(shape, np.uint8), name="flipped", scale=(1, -1, 1))
+    moved = viewer.add_labels(np.zeros(shape, np.uint8), name="moved", translate=(3, 0, 0))
+    smaller = viewer.add_labels(np.zeros((2, *shape[1:]), np.uint8), name="smaller")
     for box, value in zip(widget.voxel_boxes, (5.0, 0.994, 0.994), strict=True):
         box.value = value
     widget.voxel_unit.value = "um"
@@ -492,6 +499,14 @@ def test_input_section_collects_the_policy_choices(make_napari_viewer, qtbot):
 
     assert layer_length_unit(bare) == "um"
     assert "now has voxels of 5 x 0.994 x 0.994 um (z, y, x)" in widget.status_label.text()
+    assert np.allclose(painted.scale, (5.0, 0.994, 0.994))
+    assert np.allclose(flipped.scale, (5.0, -0.994, 0.994))  # its mirroring kept
+    if hasattr(painted, "units"):
+        assert layer_length_unit(painted) == "um"
+    assert np.allclose(moved.scale, 1) and np.allclose(smaller.scale, 1)
+    assert "So do the layers on its grid: 'corrections', 'flipped'." in (widget.status_label.text())
+    for layer in (painted, flipped, moved, smaller):
+        viewer.layers.remove(layer)
     job = widget._make_job(bare)[0]
     assert job.spacing == (5.0, 0.994, 0.994) and job.unit == "um"
     assert _no_voxel_size_sentence(job) == ""

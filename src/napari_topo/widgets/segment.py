@@ -98,6 +98,7 @@ from napari_topo.widgets._common import (
     require_viewer,
     scrolling_body,
     select_layer,
+    unwrap,
     voxel_size_unstated,
 )
 
@@ -1589,7 +1590,10 @@ class SegmentWidget(QWidget):
         Sets the layer's ``scale`` along its last three axes (z, y, x; signs kept; a box
         left as shown keeps the exact size it rounds) and, where neither its file nor
         its layer states a unit (napari >= 0.6), its ``units`` to the chosen one
-        ("none" leaves them); resets the view. The next run (and the Fine-tune and
+        ("none" leaves them); resets the view. The Image and Labels layers on the
+        image's grid (the same z, y, x shape, scale and translate: its masks, the
+        Fine-tune dock's corrections, labels added without a scale) get the same, so
+        that what is painted on them stays over the same voxels. The next run (and the Fine-tune and
         Metrics docks) reads the voxel size from there. Returns False, with the reason
         in the status line, when no 3D image is picked or a size is not above 0.
         """
@@ -1607,25 +1611,32 @@ class SegmentWidget(QWidget):
         if not all(math.isfinite(v) and v > 0 for v in values):
             self._report(f"A voxel size must be above 0; got {values}.", True)
             return False
-        scale = np.asarray(image.scale, dtype=float)
-        scale[-3:] = np.where(scale[-3:] < 0, -1.0, 1.0) * np.asarray(values)
-        try:
-            image.scale = scale
-        except (ValueError, np.linalg.LinAlgError) as exc:  # napari refused it
-            self._report(f"napari refused the scale {tuple(scale)}: {exc}", True)
-            return False
+        # a newcomer's corrections layer stayed at 1 x 1 x 1 under an image set to 5 um
+        # z steps: its slice k was drawn over the image's slice k / 5
+        followers = _on_grid_of(image, self._viewer.layers)
         unit = str(self.voxel_unit.value)
-        if unit != "none" and _unit_settable(image):
-            units = list(image.units)
-            units[-3:] = [unit] * 3
-            image.units = units
+        for layer in [image, *followers]:
+            scale = np.asarray(layer.scale, dtype=float)
+            scale[-3:] = np.where(scale[-3:] < 0, -1.0, 1.0) * np.asarray(values)
+            try:
+                layer.scale = scale
+            except (ValueError, np.linalg.LinAlgError) as exc:  # napari refused it
+                self._report(f"napari refused the scale {tuple(scale)}: {exc}", True)
+                return False
+            if unit != "none" and _unit_settable(layer):
+                units = list(layer.units)
+                units[-3:] = [unit] * 3
+                layer.units = units
         stated = layer_length_unit(image)
         self._viewer.reset_view()
         self._sync_voxel_size()
         size = " x ".join(f"{v:g}" for v in values)
+        also = ", ".join(f"'{layer.name}'" for layer in followers[:4])
+        also += f" and {len(followers) - 4} more" if len(followers) > 4 else ""
         self._set_status(
             f"'{image.name}' now has voxels of {size}{' ' + stated if stated else ''} "
             "(z, y, x): run to segment it at that size (the model's zoom follows it)."
+            + (f" So do the layers on its grid: {also}." if followers else "")
         )
         return True
 
@@ -2530,6 +2541,29 @@ WINDOW_DECIMALS = 4
 
 #: Decimals the voxel-size boxes show (a size they round is kept exact unless edited).
 VOXEL_DECIMALS = 6
+
+
+def _on_grid_of(image: Any, layers: Any) -> list[Any]:
+    """The Image and Labels layers of ``layers`` other than ``image`` that lie on its
+    voxel grid: the same z, y, x shape (full resolution), the same absolute scale and the
+    same translate along those axes."""
+    base = unwrap(image)
+    shape = tuple(full_resolution(base).shape[-3:])
+    scale = np.abs(np.asarray(base.scale, dtype=float)[-3:])
+    translate = np.asarray(base.translate, dtype=float)[-3:]
+    found = []
+    for layer in layers:
+        layer = unwrap(layer)
+        if layer is base or not isinstance(layer, (Image, Labels)):
+            continue
+        data = full_resolution(layer)
+        if data.ndim < 3 or tuple(data.shape[-3:]) != shape:
+            continue
+        if np.allclose(np.abs(np.asarray(layer.scale, float)[-3:]), scale) and np.allclose(
+            np.asarray(layer.translate, float)[-3:], translate
+        ):
+            found.append(layer)
+    return found
 
 
 def _unit_settable(layer: Any) -> bool:
