@@ -525,6 +525,20 @@ def test_weights_that_segment_the_held_out_part_worse_are_not_kept(user_dir, mon
     # lines that called a later step the best (newcomer)
     assert card.training["kept_base"] in said and "at step 0" not in said
     assert "the base model's weights kept" in said and "no training step beat" not in said
+    # the base weights at the base's threshold are the base model: the dock and the CLI
+    # save nothing (a newcomer's run saved such a copy; Segment again changed no voxel)
+    from dataclasses import replace
+
+    from napari_topo.training.finetune import unchanged_from_base
+
+    base_cut = m["validation_before"]["threshold"]
+    same = unchanged_from_base(replace(card, threshold=base_cut))
+    assert same.startswith("no training step beat the base model on the held-out part")
+    assert unchanged_from_base(replace(card, threshold=base_cut + 0.2)) is None  # a change
+    trained = replace(card, training={**card.training, "kept_base": None, "best_step": 60})
+    assert unchanged_from_base(replace(trained, threshold=base_cut)) is None
+    idle = {**card.training, "steps": 0, "note": "no training step fit in 1 min"}
+    assert unchanged_from_base(replace(card, training=idle)) == "no training step fit in 1 min"
 
 
 def test_fine_tune_threads_follow_omp_num_threads(monkeypatch):
@@ -1126,6 +1140,32 @@ def test_cli_writes_nothing_when_no_training_step_fit(files, user_dir, monkeypat
     assert last.endswith("Nothing was written (it would be the base model).")
     assert not out.exists() or not any(out.iterdir())
     assert sorted(p.name for p in user_dir.iterdir()) == ["tiny-base.json", "tiny-base.safetensors"]
+
+
+def test_cli_writes_nothing_when_the_result_is_the_base_model(files, user_dir, monkeypatch, capsys):
+    """Steps done, none better than the base on the held-out part, the base's threshold
+    kept: the base model itself. A newcomer's CLI run saved it under a new name (exit 0)."""
+    import napari_topo.training.finetune as ft
+
+    tmp, img, lab, _ = files
+    real = ft.finetune
+
+    def base_again(*args, **kwargs):
+        module, card = real(*args, **kwargs)
+        training = {**card.training, "best_step": 0, "kept_base": "the trained weights (...)"}
+        before = card.metrics["validation_before"]["threshold"]
+        return module, dataclasses.replace(card, training=training, threshold=before)
+
+    monkeypatch.setattr(ft, "finetune", base_again)
+    out = tmp / "same"
+    args = ["finetune", str(img), str(lab), "--base", "tiny-base", "--steps", "2"]
+    rc = main([*args, "--out", str(out), "--device", "cpu", "--threads", "1"])
+    captured = capsys.readouterr()
+    last = captured.err.strip().splitlines()[-1]
+    assert rc == 2 and "no training step beat the base model on the held-out part" in last
+    assert last.endswith("Nothing was written (it would be the base model).")
+    assert "held-out annotation, segmented as segment does" in captured.out  # the scores
+    assert not out.exists() or not any(out.iterdir())
 
 
 def test_cli_says_when_the_budget_left_too_few_steps(files, user_dir, monkeypatch, capsys):

@@ -305,6 +305,19 @@ def test_a_run_that_beat_nothing_says_the_weights_are_the_base_models(
     assert "held-out part segmented as Segment does, Dice 0.638 -> 0.659" in status
     assert "at its mask threshold 0.2 (at 0.5: Dice 0.640, clDice 0.700)" in status
     assert "base model's" not in status
+    # the base weights at the base's own threshold: the base model itself, not saved
+    # (a newcomer's run saved it, and Segment again changed no voxel)
+    saved = []
+    monkeypatch.setattr(core, "save_finetuned", lambda *a, **k: saved.append(a) or card)
+    card.training = {**card.training, "kept_base": "the trained weights (...)", "steps": 75}
+    card.threshold = 0.5
+    card.metrics["validation_before"]["threshold"] = 0.5
+    with qtbot.waitSignal(widget.finished, timeout=TIMEOUT_MS) as blocker:
+        widget.start()
+    status = widget.status_label.text()
+    assert blocker.args == ["error"] and saved == [], status
+    assert "no training step beat the base model on the held-out part" in status
+    assert "mask threshold stays 0.5" in status and "Nothing was saved" in status
 
 
 @gui

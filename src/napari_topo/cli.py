@@ -2242,6 +2242,7 @@ def _finetune(args) -> None:
         env_threads,
         finetune,
         save_finetuned,
+        unchanged_from_base,
         usable_cores,
     )
 
@@ -2349,10 +2350,12 @@ def _finetune(args) -> None:
         command=command,
         unit=getattr(image_geometry, "unit", None),
     )
-    if not card.training.get("steps"):
+    unchanged = unchanged_from_base(card)
+    if unchanged:
         # as the Fine-tune dock does: a copy of the base model is not a fine-tuned one
-        note = card.training.get("note") or "no training step fit in the time budget"
-        raise ValueError(f"{note}. Nothing was written (it would be the base model).")
+        for line in _finetune_result_lines(card) if card.training.get("steps") else ():
+            print(line)
+        raise ValueError(f"{unchanged}. Nothing was written (it would be the base model).")
     saved = save_finetuned(module, card, out_dir)
     for line in _finetune_result_lines(card):
         print(line)

@@ -121,6 +121,7 @@ __all__ = [
     "finetune_objective",
     "masked_loss",
     "save_finetuned",
+    "unchanged_from_base",
     "usable_cores",
 ]
 
@@ -2002,6 +2003,41 @@ def finetune(
         message=summary,
     )
     return result, card
+
+
+def unchanged_from_base(card) -> str | None:
+    """Why the model of a :func:`finetune` ``card`` is its base model unchanged, or None.
+
+    Unchanged: no training step was done, or none beat the base model on the held-out
+    part (``best_step`` 0, or ``kept_base``), and the mask threshold is the base's. The
+    Fine-tune dock and ``napari-topo finetune`` then save nothing: a newcomer's run saved
+    a copy of the base model, and *Segment again* with it changed no voxel.
+
+    Parameters
+    ----------
+    card : ModelCard
+        From :func:`finetune`.
+
+    Returns
+    -------
+    str or None
+        E.g. ``"no training step beat the base model on the held-out part (...), and
+        the mask threshold stays 0.5 (...)"``; the note of a run with no step.
+    """
+    t = card.training or {}
+    if not t.get("steps"):
+        return t.get("note") or "no training step fit in the time budget"
+    if not (t.get("kept_base") or t.get("best_step") == 0):
+        return None
+    base = (card.metrics or {}).get("validation_before", {}).get("threshold")
+    threshold = 0.5 if card.threshold is None else card.threshold
+    if base is None or not math.isclose(float(base), float(threshold)):
+        return None
+    return (
+        "no training step beat the base model on the held-out part (segmented as segment "
+        f"does), and the mask threshold stays {threshold:g} (label more slices, spread "
+        "out, or give it more time)"
+    )
 
 
 def save_finetuned(module, card, directory=None):

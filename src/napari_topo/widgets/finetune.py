@@ -429,7 +429,11 @@ def _run_finetune(
 
     def body() -> None:
         from napari_topo.inference.sliding import Cancelled
-        from napari_topo.training.finetune import finetune, save_finetuned
+        from napari_topo.training.finetune import (
+            finetune,
+            save_finetuned,
+            unchanged_from_base,
+        )
 
         try:
             module, card = finetune(
@@ -449,9 +453,11 @@ def _run_finetune(
             )
             if cancel.is_set():
                 raise Cancelled("cancelled")
-            if not card.training.get("steps"):
-                note = card.training.get("note") or "no training step fit in the time budget"
-                events.put(("error", f"{note}. Nothing was saved (it would be the base model)."))
+            unchanged = unchanged_from_base(card)
+            if unchanged:
+                events.put(
+                    ("error", f"{unchanged}. Nothing was saved (it would be the base model).")
+                )
                 return
             saved = save_finetuned(module, card)
         except Cancelled:
