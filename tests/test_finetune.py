@@ -1221,3 +1221,12 @@ def test_a_step_budget_with_a_fixed_seed_repeats_exactly(user_dir):
         h["Dice"] for h in card_b.training["validation_history"]
     ]
     assert not all(torch.equal(a[k], c[k]) for k in a if a[k].is_floating_point())
+
+
+def test_kept_base_scores_are_told_apart():
+    """ "scored 0.721 ... below the base model's 0.721" read as a contradiction to a
+    newcomer: the two scores get as many decimals as tell them apart."""
+    from napari_topo.training.finetune import _apart
+
+    assert _apart(0.72104, 0.72149) == ("0.7210", "0.7215")
+    assert _apart(0.5, 0.7) == ("0.500", "0.700")

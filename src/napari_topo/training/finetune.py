@@ -1860,15 +1860,18 @@ def finetune(
             )
             at_half = _scores(*result_view)
             if at_threshold["score"] < base_choice[1]["score"]:
+                # as many decimals as tell the two apart ("0.721 ... below 0.721" read
+                # as a contradiction to a newcomer)
+                ours, theirs = _apart(at_threshold["score"], base_choice[1]["score"])
                 # better on the patches, worse as segment runs it: the base model is kept
                 # a newcomer watched the patch scores climb 0.59 -> 0.79 and then read
                 # "the base weights are kept" without knowing why the two disagree
                 kept_base = (
                     f"the trained weights (step {best_step}, the best on the validation "
                     f"patches, small crops of the held-out part) scored "
-                    f"{at_threshold['score']:.3f} on the whole held-out part segmented as "
+                    f"{ours} on the whole held-out part segmented as "
                     f"segment does it (every zoom, whole tiles), below the base model's "
-                    f"{base_choice[1]['score']:.3f} (mean of Dice and clDice, each at its "
+                    f"{theirs} (mean of Dice and clDice, each at its "
                     "best threshold): the base weights are kept"
                 )
                 result, best_state, best_step = copy.deepcopy(base), None, 0
@@ -2003,6 +2006,15 @@ def finetune(
         message=summary,
     )
     return result, card
+
+
+def _apart(a: float, b: float) -> tuple[str, str]:
+    """``a`` and ``b`` as text with the fewest decimals (3 to 6) that tell them apart."""
+    for decimals in range(3, 7):
+        text = f"{a:.{decimals}f}", f"{b:.{decimals}f}"
+        if text[0] != text[1]:
+            break
+    return text
 
 
 def unchanged_from_base(card) -> str | None:

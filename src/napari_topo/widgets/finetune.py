@@ -358,20 +358,22 @@ class LossPlot(QWidget):
             painter.end()
 
     def _legend(self, painter: QPainter, area: Any) -> None:
-        """A legend, "— train  ● validation", in the plot's top right corner."""
+        """A legend, "— train loss  ● validation loss", in the plot's top right corner
+        (a newcomer read the rising orange loss beside "did better on the validation
+        patches", a score, as a contradiction: both are losses, lower is better)."""
         metrics = painter.fontMetrics()
         y = area.top() + metrics.ascent() + 2
-        x = area.right() - 6 - metrics.horizontalAdvance("train validation") - 34
+        x = area.right() - 6 - metrics.horizontalAdvance("train loss validation loss") - 34
         painter.setPen(QPen(TRAIN_COLOUR, 2))
         painter.drawLine(QPointF(x, y - 4), QPointF(x + 12, y - 4))
         painter.setPen(QPen(self.palette().text().color()))
-        painter.drawText(int(x + 15), int(y), "train")
-        x += 15 + metrics.horizontalAdvance("train ") + 6
+        painter.drawText(int(x + 15), int(y), "train loss")
+        x += 15 + metrics.horizontalAdvance("train loss ") + 6
         painter.setPen(QPen(VALIDATION_COLOUR, 2))
         painter.setBrush(VALIDATION_COLOUR)
         painter.drawEllipse(QPointF(x + 4, y - 4), 2.5, 2.5)
         painter.setPen(QPen(self.palette().text().color()))
-        painter.drawText(int(x + 10), int(y), "validation")
+        painter.drawText(int(x + 10), int(y), "validation loss")
 
 
 def _scale_labels(scale: tuple[float, float] | None) -> tuple[str, str] | None:
