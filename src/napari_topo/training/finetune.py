@@ -38,9 +38,9 @@ What is learned from, and what is not
   (``benchmarks/results/finetune_layers/`` and ``finetune_repeat/``, 2 CPU cores),
   neither is better everywhere: on 3D-IRCADb-01 patient 01 with the labels of the whole
   upper half of the liver, at a 450-step budget, the lower half's Dice rose from 0.453
-  to 0.499 (clDice 0.410 -> 0.483) with the encoder frozen against 0.478 (0.475)
-  training every weight (one 10-minute run had shown 0.520 / 0.563, another of the same
-  command 0.498 / 0.480); with 10 labelled slices at one
+  to 0.503 on average over three seeds (clDice 0.410 -> 0.511) with the encoder frozen,
+  against 0.481 (0.475) training every weight, ahead at each seed; with 10 labelled
+  slices at one
   end of the liver (4 minutes, no early stop), the other liver slices fell from 0.596
   to 0.470 with the encoder frozen, while every weight kept 0.607 (its held-out check
   never improved after step 25, so the kept weights are nearly the base's). The frozen
