@@ -1593,9 +1593,10 @@ class SegmentWidget(QWidget):
         ("none" leaves them); resets the view. The Image and Labels layers on the
         image's grid (the same z, y, x shape, scale and translate: its masks, the
         Fine-tune dock's corrections, labels added without a scale) get the same, so
-        that what is painted on them stays over the same voxels. The next run (and the Fine-tune and
-        Metrics docks) reads the voxel size from there. Returns False, with the reason
-        in the status line, when no 3D image is picked or a size is not above 0.
+        that what is painted on them stays over the same voxels. The next run (and the
+        Fine-tune and Metrics docks) reads the voxel size from there. Returns False,
+        with the reason in the status line, when no 3D image is picked or a size is
+        not above 0.
         """
         image = self.image_picker.value
         if image is None or full_resolution(image).ndim != 3 or getattr(image, "rgb", False):
