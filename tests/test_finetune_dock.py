@@ -57,7 +57,11 @@ def _region_line(widget, qtbot, start):
 
 @gui
 @pytest.mark.usefixtures("user_dir")
-def test_segment_mask_trains_on_the_painted_slices_only(make_napari_viewer, qtbot):
+def test_segment_mask_trains_on_the_painted_slices_only(make_napari_viewer, qtbot, monkeypatch):
+    # what is checked is the region trained on and the saved card: 4 steps of a tiny
+    # untrained base rarely beat it, and such a result is not saved (unchanged_from_base;
+    # tested in test_a_run_that_beat_nothing_says_the_weights_are_the_base_models)
+    monkeypatch.setattr(core, "unchanged_from_base", lambda card: None)
     viewer = make_napari_viewer()
     vol = volume()
     image = viewer.add_image(vol.image, name="vessels")
