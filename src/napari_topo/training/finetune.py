@@ -2008,9 +2008,10 @@ def finetune(
     return result, card
 
 
-def _apart(a: float, b: float) -> tuple[str, str]:
-    """``a`` and ``b`` as text with the fewest decimals (3 to 6) that tell them apart."""
-    for decimals in range(3, 7):
+def _apart(a: float, b: float, fewest: int = 3, most: int = 6) -> tuple[str, str]:
+    """``a`` and ``b`` as text with the fewest decimals (``fewest`` to ``most``) that
+    tell them apart (the Fine-tune dock's loss scale uses it too)."""
+    for decimals in range(fewest, most + 1):
         text = f"{a:.{decimals}f}", f"{b:.{decimals}f}"
         if text[0] != text[1]:
             break

@@ -379,14 +379,9 @@ class LossPlot(QWidget):
 def _scale_labels(scale: tuple[float, float] | None) -> tuple[str, str] | None:
     """A scale's (low, high) as text with the fewest decimals (2 to 5) that tell them
     apart: a validation loss from 0.3201 to 0.3234 read "0.32" at both ends."""
-    if scale is None:
-        return None
-    lo, hi = scale
-    for decimals in range(2, 6):
-        text = f"{lo:.{decimals}f}", f"{hi:.{decimals}f}"
-        if text[0] != text[1]:
-            break
-    return text
+    from napari_topo.training.finetune import _apart  # numpy only, as this module
+
+    return None if scale is None else _apart(*scale, fewest=2, most=5)
 
 
 # --------------------------------------------------------------------------------------
