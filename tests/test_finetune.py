@@ -1115,23 +1115,114 @@ def test_the_time_budget_holds_the_final_validation(user_dir, monkeypatch):
 
 def test_a_budget_that_fits_no_step_says_so_without_a_step_time(user_dir, monkeypatch):
     # a newcomer's 2-minute run on loaded cores trained 0 steps and was told "a step took
-    # 0.0 s"
-    fake_clock(monkeypatch, validation_s=40.0)
+    # 0.0 s"; here the preparation alone (the base model's validation) takes the budget
+    fake_clock(monkeypatch, validation_s=70.0)
     vol = volume()
     lab = sparse(vol.mask, list(range(2, 32, 4)))
     _, card = finetune(vol.image, lab, "tiny-base", minutes=1.0, patience=99, **FAST)
     assert card.training["steps"] == 0
     assert card.training["note"].startswith(
         "no training step fit in 1 min (scoring the base model on the held-out patches and "
-        "segmenting the held-out part took 40 s)"
+        "segmenting the held-out part took 70 s)"
     )
+
+
+@pytest.mark.parametrize(
+    "validation_s, step_s, n_fit, fit",
+    [(40.0, 0.0, 0, "no training step"), (12.0, 5.0, 8, "only 8 training steps")],
+)
+def test_a_budget_the_kept_time_eats_still_trains_the_minimum_steps(
+    user_dir, monkeypatch, validation_s, step_s, n_fit, fit
+):
+    """The time kept for the end of the run is estimated from the first validation; on a
+    busy 2-core machine it ate a newcomer's whole 2-minute budget and no step was done.
+    When the preparation ended within the budget, MIN_BUDGET_STEPS steps run anyway,
+    with the learning rate's decay spread over them, and the run says it overran.
+
+    40 s validations: 40 s of preparation, 40 s kept, 80 s > 60 s before the first step.
+    12 s validations and 5 s steps: 12 + 8 x 5 + 12 = 64 s > 60 s after step 8.
+    """
+    from napari_topo.training.finetune import MIN_BUDGET_STEPS
+
+    fake_clock(monkeypatch, validation_s=validation_s, step_s=step_s)
+    vol = volume()
+    lab = sparse(vol.mask, list(range(2, 32, 4)))
+    reports = []
+    _, card = finetune(
+        vol.image,
+        lab,
+        "tiny-base",
+        minutes=1.0,
+        val_every=99,
+        patience=99,
+        progress=reports.append,
+        **FAST,
+    )
+    t = card.training
+    assert t["steps"] == MIN_BUDGET_STEPS == 10
+    assert t["stopped"] == "time budget (1 min), overrun for the minimum 10 steps"
+    prep = f"{validation_s:.0f} s"
+    assert t["note"].startswith(
+        f"{fit} fit in 1 min (preparing and scoring the base model took {prep}, {prep} "
+        "were kept for the final validation and segmenting the held-out part); the minimum "
+        "10 steps ran anyway, so the run took "
+    )
+    assert t["wall_time_s"] > 60.0  # past its budget, as the note says
+    # one progress line says so, when the budget ran out (the CLI prints "prepare" lines)
+    said = [i for i, p in enumerate(reports) if "training the minimum 10 steps" in p.message]
+    assert len(said) == 1 and reports[said[0]].phase == "prepare"
+    assert reports[said[0]].message.startswith(f"{fit} fit in 1 min ({validation_s:.0f} s went on")
+    before = [p.step for p in reports[: said[0]] if p.phase == "train"]
+    assert before == list(range(1, n_fit + 1))
+    # the learning rate's decay runs over the minimum steps (the spent clock alone put
+    # every step at the bottom of the cosine, a tenth of the rate)
+    fractions = [p.fraction for p in reports if p.phase == "train"]
+    assert len(fractions) == 10 and fractions[-1] == pytest.approx(1.0)
+    assert all(a < b for a, b in zip(fractions[:-1], fractions[1:], strict=True)), fractions
+
+
+def test_a_minimum_steps_run_that_beats_nothing_saves_nothing(files, user_dir, monkeypatch, capsys):
+    """The minimum steps of a spent budget (above) follow the rule of every run: when
+    no step beats the base model on the held-out part, the CLI writes nothing."""
+    import napari_topo.training.finetune as ft
+
+    tmp, img, lab, _ = files
+    fake_clock(monkeypatch, validation_s=40.0)
+    evaluate, calls = ft._evaluate_grids, []
+
+    def never_better(*args, **kwargs):
+        res = evaluate(*args, **kwargs)
+        calls.append(1)
+        return res if len(calls) == 1 else {**res, "score": -1.0}
+
+    monkeypatch.setattr(ft, "_evaluate_grids", never_better)
+    monkeypatch.setattr(ft, "choose_threshold", _base_threshold(ft.choose_threshold))
+    out = tmp / "none"
+    args = ["finetune", str(img), str(lab), "--base", "tiny-base", "--minutes", "1"]
+    rc = main([*args, "--out", str(out), "--device", "cpu", "--threads", "1"])
+    captured = capsys.readouterr()
+    last = captured.err.strip().splitlines()[-1]
+    assert "training the minimum 10 steps anyway" in captured.err
+    assert rc == 2 and "no training step beat the base model on the held-out part" in last
+    assert last.endswith("Nothing was written (it would be the base model).")
+    assert not out.exists() or not any(out.iterdir())
+
+
+def _base_threshold(choose):
+    """``choose_threshold`` that keeps the tiny base's own mask threshold (0.5)."""
+
+    def keep(*args, **kwargs):
+        _, at, table = choose(*args, **kwargs)
+        return 0.5, at, table
+
+    return keep
 
 
 def test_cli_writes_nothing_when_no_training_step_fit(files, user_dir, monkeypatch, capsys):
     # the dock saved nothing for such a run while the CLI saved the base model's weights
     # under a new name
     tmp, img, lab, _ = files
-    fake_clock(monkeypatch, validation_s=40.0)
+    fake_clock(monkeypatch, validation_s=70.0)
     out = tmp / "none"
     args = ["finetune", str(img), str(lab), "--base", "tiny-base", "--minutes", "1"]
     rc = main([*args, "--out", str(out), "--device", "cpu", "--threads", "1"])

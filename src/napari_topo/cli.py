@@ -2219,8 +2219,9 @@ def _finetune_printer(stream=None):
             print(f"{chr(10) if tty else ''}fine-tuning: {p.message}", file=stream, flush=True)
         elif p.phase == "prepare" and p.input is not None:
             print(f"input: {p.input}", flush=True)  # stdout, as segment's
-        elif p.phase == "prepare":
-            print(f"fine-tuning: {p.message}", file=stream, flush=True)
+        elif p.phase == "prepare":  # also the minimum steps' notice, after the bar's steps
+            prefix = "\n" if tty and p.step else ""
+            print(f"{prefix}fine-tuning: {p.message}", file=stream, flush=True)
 
     return progress
 

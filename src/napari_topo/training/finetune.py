@@ -143,6 +143,14 @@ WARMUP_STEPS = 10
 #: (no validation between the first and the last: the budget went on preparation and
 #: validation; the development data's gains took 50-500 steps).
 FEW_STEPS = 25
+#: Training steps a time budget always admits once the preparation (reading the region,
+#: scoring the base model on the held-out part) ended within it: the time kept for the
+#: end of the run (:func:`finetune`'s ``minutes``) is estimated from the first
+#: validation, and on a loaded machine that estimate alone ate a newcomer's whole
+#: 2-minute budget (72 s of preparation, 68 s kept: no step, nothing saved). The run
+#: then takes longer than its budget, and says so. As many as the warm-up's steps; the
+#: learning rate's cosine decay is then spread over them.
+MIN_BUDGET_STEPS = WARMUP_STEPS
 #: Minutes of fine-tuning when neither ``minutes`` nor ``steps`` is given.
 DEFAULT_MINUTES = 5.0
 #: Fraction of the labels' slices (per axis) under which labels count as sparse slices.
@@ -875,6 +883,11 @@ class FinetuneProgress:
     input: str | None = None
 
 
+def _steps_fit(n: int) -> str:
+    """``"no training step"``, ``"only 1 training step"``, ``"only 8 training steps"``."""
+    return "no training step" if n == 0 else f"only {n} training step{'' if n == 1 else 's'}"
+
+
 def _is_set(cancel: Any) -> bool:
     if cancel is None:
         return False
@@ -1428,7 +1441,15 @@ def finetune(
         Voxel size (z, y, x), as for :func:`~napari_topo.inference.pipeline.predict`.
     minutes, steps : float, int, optional
         Budgets; the first reached stops training. ``minutes`` is the wall time of the
-        whole call, the final validation included. Default: :data:`DEFAULT_MINUTES`.
+        whole call, the final validation included: training stops early enough to keep
+        the time the first validation and segmentation of the held-out part took free
+        for the last ones. Default: :data:`DEFAULT_MINUTES`. When the preparation ends
+        within ``minutes`` but that kept time leaves room for fewer than
+        :data:`MIN_BUDGET_STEPS` steps, that many steps run anyway (the learning rate's
+        decay then spread over them) and the call takes longer than ``minutes`` (by
+        those steps, a validation and a segmentation of the held-out part); a progress
+        report and ``training["note"]`` say so. When the preparation alone took
+        ``minutes`` or more, no step is done (``training["steps"]`` 0, the note says why).
         With ``minutes`` the learning rate's cosine decay follows the clock, so the
         steps done and the weights depend on the machine's speed: on the development CT
         two 10-minute runs of one command differed by 0.02 Dice and 0.08 clDice
@@ -1717,13 +1738,20 @@ def finetune(
         step, curve, recent, stopped = 0, [], [], ""
         since_best = 0
         model.train()
+        prepare_s = time.perf_counter() - t0
+        # the time budget admits MIN_BUDGET_STEPS steps when the preparation fit in it
+        floor = budget_s is not None and prepare_s < budget_s
+        overrun_at = None  # the step at which the time budget ran out, when floor steps ran
 
         def fraction() -> float:
             f = 0.0
             if steps is not None:
                 f = max(f, step / int(steps))
             if budget_s is not None:
-                f = max(f, (time.perf_counter() - t0 + reserve_s) / budget_s)
+                f_time = (time.perf_counter() - t0 + reserve_s) / budget_s
+                if floor:  # a spent budget spreads the decay over the minimum steps
+                    f_time = min(f_time, step / MIN_BUDGET_STEPS)
+                f = max(f, f_time)
             return min(1.0, f)
 
         last_val_step = 0
@@ -1733,8 +1761,27 @@ def finetune(
                 stopped = f"step budget ({int(steps)} steps)"
                 break
             if budget_s is not None and time.perf_counter() - t0 + reserve_s >= budget_s:
-                stopped = f"time budget ({minutes:g} min)"
-                break
+                if not floor or step >= MIN_BUDGET_STEPS:
+                    stopped = f"time budget ({minutes:g} min)"
+                    if overrun_at is not None:
+                        stopped += f", overrun for the minimum {MIN_BUDGET_STEPS} steps"
+                    break
+                if overrun_at is None:
+                    overrun_at = step
+                    fit = _steps_fit(step)
+                    report(
+                        phase="prepare",
+                        step=step,
+                        max_steps=steps,
+                        fraction=fraction(),
+                        best=dict(best),
+                        message=(
+                            f"{fit} fit in {minutes:g} min ({prepare_s:.0f} s went on "
+                            f"preparing, {reserve_s:.0f} s are kept for the final "
+                            f"validation); training the minimum {MIN_BUDGET_STEPS} steps "
+                            "anyway: the run will take longer than its budget"
+                        ),
+                    )
             if _is_set(cancel):
                 raise Cancelled("fine-tuning cancelled; nothing was saved")
             frac = fraction()
@@ -1895,6 +1942,14 @@ def finetune(
             f"held-out patches and segmenting the held-out part took "
             f"{validation_s + view_s:.0f} s); fine-tuning usually needs a few "
             "hundred steps: give it more time"
+        )
+    elif overrun_at is not None:
+        note = (
+            f"{_steps_fit(overrun_at)} fit in {minutes:g} min (preparing and scoring the "
+            f"base model took {prepare_s:.0f} s, {reserve_s:.0f} s were kept for the "
+            "final validation and segmenting the held-out part); the minimum "
+            f"{MIN_BUDGET_STEPS} steps ran anyway, so the run took {wall:.0f} s; "
+            "fine-tuning usually needs a few hundred steps: give it more time"
         )
     elif stopped.startswith("time budget") and step < FEW_STEPS:
         note = (
