@@ -286,3 +286,36 @@ def test_tree_editor_shows_its_edit_controls_once_editing(make_napari_viewer, qt
     assert tree_accuracy_in_view()
     editor.stop_editing()  # and the column goes back to sharing by the usual weights
     qtbot.waitUntil(lambda: _visible_height(docked["Topology metrics"].table) > 100, timeout=5000)
+
+
+@pytest.mark.parametrize("size", [(1600, 1000), (1366, 768)])
+@pytest.mark.parametrize("after_a_run", [False, True])
+def test_fine_tune_dock_reads_as_one_block(make_napari_viewer, qtbot, size, after_a_run):
+    """The Fine-tune dock alone in its column, taller than its form and pinned part: the
+    pinned part (region line, loss plot, Start, status) follows the form, the spare
+    height goes under it. A stretch under the form left an empty band of ~500 px
+    between the form and the region line at 1600 x 1000."""
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample("napari-topo", "synthetic_vessels")
+    widget = viewer.window.add_plugin_dock_widget("napari-topo", "Fine-tune")[1]
+    viewer.window._qt_window.resize(*size)
+    if after_a_run:  # the plot and Segment again shown, as the end of a run leaves them
+        widget.loss_plot.setVisible(True)
+        for step in range(1, 30):
+            widget.loss_plot.add("train", step, 1.0 / step)
+        widget.rerun_button.setVisible(True)
+    qtbot.wait(300)
+    area, pinned, form = widget.scroll_area, widget.scroll_area.pinned, widget._form.native
+    assert widget.height() > area.widget().sizeHint().height() + pinned.height() + 100
+    form_end = form.mapTo(widget, form.rect().bottomLeft()).y()
+    pinned_top = pinned.mapTo(widget, pinned.rect().topLeft()).y()
+    margins = area.widget().layout().contentsMargins().bottom() + 2  # body's, pinned's
+    assert 0 < pinned_top - form_end <= margins + 2, (form_end, pinned_top, widget.height())
+    # nothing cut or scrolled away: the whole form, the whole pinned part
+    assert area.verticalScrollBar().maximum() == 0
+    assert _visible_height(form) == form.height()
+    parts = [widget.region_label, widget.start_button, widget.status_label]
+    if after_a_run:
+        parts += [widget.loss_plot, widget.rerun_button]
+    for part in parts:
+        assert _visible_height(part) == part.height() > 0, part

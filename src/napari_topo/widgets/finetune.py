@@ -41,7 +41,7 @@ from magicgui.widgets import ComboBox, Container, FloatSpinBox, LineEdit, PushBu
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QPointF, Qt, QTimer, Signal
+from qtpy.QtCore import QEvent, QObject, QPointF, Qt, QTimer, Signal
 from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import (
     QHBoxLayout,
@@ -674,11 +674,16 @@ class FinetuneWidget(QWidget):
         pinned.addWidget(self.rerun_button)
         layout = QVBoxLayout()
         layout.addWidget(self._form.native)
-        layout.addStretch(1)
         # Scrolls like the other docks and shares their column: without it, the four
         # docks at 1366 x 768 kept this one at its full 424 px, squeezed the others to
         # their top pickers and grew the window past the screen.
         self.scroll_area = scrolling_body(self, layout, share=DOCK_SHARE, pinned=pinned)
+        # The form and the pinned part read as one block: the scroll area grows no
+        # taller than the form and the dock's spare height goes under the pinned part.
+        # A stretch under the form left an empty band between the form and the region
+        # line when the dock was taller than both (1600 x 1000, the dock alone: 500 px).
+        _fit_to_content(self.scroll_area)
+        self.layout().addStretch(1)
 
         # slices painted per Labels layer (id -> PaintRecord; see _watch_paint)
         self._records: dict[int, PaintRecord] = {}
@@ -1373,6 +1378,46 @@ class FinetuneWidget(QWidget):
             show_error(message)
         else:
             self._set_status(message)
+
+
+class _FitToContent(QObject):
+    """Keeps a scroll area's maximum height at its content's height (see
+    :func:`_fit_to_content`)."""
+
+    def __init__(self, area: Any) -> None:
+        super().__init__(area)
+        self._area = area
+
+    def fit(self) -> None:
+        area = self._area
+        body = area.widget()
+        if body is None:
+            return
+        width = area.viewport().width()
+        layout = body.layout()
+        if layout is not None and layout.hasHeightForWidth() and width > 0:
+            height = layout.totalHeightForWidth(width)
+        else:
+            height = body.sizeHint().height()
+        frame = 2 * area.frameWidth()
+        area.setMaximumHeight(max(height + frame, area.minimumSizeHint().height()))
+
+    def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: N802 - Qt's name
+        if event.type() in (QEvent.Type.LayoutRequest, QEvent.Type.Resize):
+            self.fit()
+        return False
+
+
+def _fit_to_content(area: Any) -> None:
+    """Let the :func:`scrolling_body` scroll area ``area`` grow no taller than its
+    content (pixels, updated whenever the content's layout or the area's width
+    changes), so that the space a tall dock has to spare is left to the dock's layout
+    (a stretch under the pinned part) rather than shown between the body and the
+    pinned part. The area can still be squeezed below that height: its body scrolls."""
+    keeper = _FitToContent(area)
+    area.widget().installEventFilter(keeper)
+    area.installEventFilter(keeper)
+    keeper.fit()
 
 
 def _set_events(events: list[threading.Event], *_: Any) -> None:
