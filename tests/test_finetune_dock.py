@@ -22,6 +22,7 @@ from test_finetune import user_dir, volume  # noqa: E402, F401 (user_dir: a fixt
 import napari_topo.training.finetune as core  # noqa: E402
 from napari_topo.models.registry import describe_card, list_models  # noqa: E402
 from napari_topo.widgets.finetune import (  # noqa: E402
+    IDLE_STATUS,
     MIN_MINUTES,
     FinetuneWidget,
     PaintRecord,
@@ -380,6 +381,66 @@ def test_paint_corrections_shows_segments_hidden_mask_and_takes_the_brush(
     line = _region_line(widget, qtbot, "Will train on")
     assert line.startswith("Will train on: 1 slice along z (9) you painted")
     assert line.endswith("paint 3 or more, spread out, for a check on others.")
+
+
+@gui
+@pytest.mark.usefixtures("user_dir")
+def test_the_status_forgets_the_paint_when_segment_replaces_the_mask(make_napari_viewer, qtbot):
+    """A Segment run replaces its mask's data: the dock forgets the slices painted in it
+    (the region line says so), and the status line, which still told the user to paint
+    into it ("Painting into ..."), now says they were forgotten."""
+    viewer = make_napari_viewer()
+    vol = volume()
+    viewer.add_image(vol.image, name="vessels")
+    mask = viewer.add_labels(vol.mask.astype(np.uint8), name="vessels mask", metadata=SEGMENT_MASK)
+    widget = _dock(viewer, qtbot)
+    assert widget.paint_corrections() is mask
+    assert widget.status_label.text().startswith("Painting into 'vessels mask'.")
+    for z in (4, 9):
+        _correct(mask, np.zeros_like(vol.mask), z)
+    _region_line(widget, qtbot, "Will train on: 2 slices along z (4, 9)")
+    mask.data = vol.mask.astype(np.uint8)  # Segment ran again: its new output
+    assert widget.painted(mask) is None
+    assert widget.status_label.text() == (
+        "Segment replaced 'vessels mask' with its new result: the 2 slices along z (4, 9) "
+        "you painted in it are forgotten. Correct a few slices of it (Paint corrections), "
+        "then Start."
+    )
+    _region_line(widget, qtbot, "Cannot train yet")
+    # replaced again, nothing painted since: no slices named
+    mask.data = vol.mask.astype(np.uint8)
+    assert widget.status_label.text().startswith(
+        "Segment replaced 'vessels mask' with its new result. Correct a few slices"
+    )
+    # a layer the status is not about, with nothing painted: the line is left alone
+    other = viewer.add_labels(np.zeros(vol.mask.shape, np.uint8), name="other")
+    widget._watch_paint(other)
+    before = widget.status_label.text()
+    other.data = np.ones(vol.mask.shape, np.uint8)
+    assert widget.status_label.text() == before
+
+
+@gui
+@pytest.mark.usefixtures("user_dir")
+def test_the_added_layers_status_goes_when_another_layer_is_picked(make_napari_viewer, qtbot):
+    # a newcomer pressed Paint corrections before segmenting ("Added 'vessels
+    # corrections'. Brush ..."), then segmented, picked Segment's mask and corrected it:
+    # the line still named the added layer
+    viewer = make_napari_viewer()
+    vol = volume()
+    viewer.add_image(vol.image, name="vessels")
+    widget = _dock(viewer, qtbot)
+    added = widget.paint_corrections()
+    assert added is not None and widget.status_label.text().startswith(
+        "Added 'vessels corrections'."
+    )
+    _correct(added, vol.mask, 9)
+    assert widget.status_label.text().startswith("Added 'vessels corrections'.")  # in use
+    mask = viewer.add_labels(vol.mask.astype(np.uint8), name="vessels mask", metadata=SEGMENT_MASK)
+    assert widget.labels_picker.value is added  # the user's own pick stays
+    assert widget.status_label.text().startswith("Added 'vessels corrections'.")
+    widget.labels_picker.value = mask
+    assert widget.status_label.text() == IDLE_STATUS
 
 
 @gui

@@ -539,6 +539,10 @@ class FinetuneWidget(QWidget):
         self._state: str | None = None
         #: the status holds why the last Start was refused (cleared once answered)
         self._refused = False
+        #: the Labels layer the status line tells the user to paint in (see _set_status)
+        self._status_about: Any = None
+        #: Segment again runs; its corrections go into the new mask when it is done
+        self._carrying = False
         self._last_card: Any = None
 
         self.image_picker = ComboBox(
@@ -848,7 +852,7 @@ class FinetuneWidget(QWidget):
             "every vessel in it. Correct a few slices, spread out (page with the "
             "slider), then Start."
         )
-        self._set_status(" ".join(said))
+        self._set_status(" ".join(said), about=layer)
         return layer
 
     def cancel(self) -> None:
@@ -913,6 +917,7 @@ class FinetuneWidget(QWidget):
         if kept is not None and hasattr(segment, "finished"):
             # once the new mask is there, the corrections go into it (a second round)
             def carry(state: str) -> None:
+                self._carrying = False
                 try:
                     segment.finished.disconnect(carry)
                 except (TypeError, RuntimeError):  # already gone
@@ -920,6 +925,7 @@ class FinetuneWidget(QWidget):
                 if state == "done":
                     self._carry_corrections(job.labels, kept, card.name)
 
+            self._carrying = True  # the mask's replacement forgets nothing: kept, carried
             segment.finished.connect(carry)
         worker = segment.run()
         if kept is not None and kept in layers:
@@ -1012,6 +1018,12 @@ class FinetuneWidget(QWidget):
     def _on_labels_picked(self, _value: Any = None) -> None:
         if not self._picking:
             self._labels_auto = False
+        about = self._status_about
+        if about is not None and not same_layer(about, self.labels_picker.value):
+            # "Added '<image> corrections'. Brush ..." stayed after the user picked
+            # Segment's mask and corrected it instead
+            if not self.is_running:
+                self._set_status(IDLE_STATUS)
         self._follow_labels_model()
         self._schedule_region_line()
 
@@ -1023,7 +1035,7 @@ class FinetuneWidget(QWidget):
         if key in self._watched:
             return
         on_paint = partial(_on_paint, self._records, self._viewer, layer, self._painted_in)
-        on_data = partial(_on_data, self._records, layer, self._painted_in)
+        on_data = partial(_on_data, self._records, layer, self._painted_in, self._forget_painting)
         layer.events.paint.connect(on_paint)
         layer.events.data.connect(on_data)
         # undo / redo emit no paint event, only a refresh (set_data, also on every
@@ -1368,8 +1380,39 @@ class FinetuneWidget(QWidget):
         self._state = None
         self._schedule_region_line()
 
-    def _set_status(self, text: str) -> None:
+    def _set_status(self, text: str, about: Any = None) -> None:
+        """Show ``text``; ``about`` is the Labels layer it tells the user to paint in
+        (Paint corrections' line), which a later pick or data replacement makes stale."""
         self.status_label.setText(text)
+        self._status_about = unwrap(about) if about is not None else None
+
+    def _forget_painting(self, layer: Any, painted: list | None) -> None:
+        """``layer``'s data were replaced (a Segment run put its new result in its mask):
+        say that the slices painted in it are forgotten, when the status line was about
+        it or it is the picked layer and painting was recorded in it. The line said
+        "Added ..." or "Painting into ..." after its data were gone."""
+        if self.is_running or self._carrying:  # the run's progress; Segment again's line
+            return
+        about = self._status_about is not None and same_layer(layer, self._status_layer())
+        if not about and not (painted and same_layer(layer, self.labels_picker.value)):
+            return
+        who = (
+            f"Segment replaced '{layer.name}' with its new result"
+            if plugin_info(layer).get("widget") == "segment"
+            else f"The data of '{layer.name}' were replaced"
+        )
+        if painted:
+            slices = " and ".join(_slices_phrase(ix, a, layer.ndim) for a, ix in painted)
+            said = f"{who}: the {slices} you painted in it are forgotten."
+        else:
+            said = f"{who}."
+        self._set_status(
+            f"{said} Correct a few slices of it (Paint corrections), then Start.", about=layer
+        )
+
+    def _status_layer(self) -> Any:
+        about = self._status_about
+        return about if about is not None and about in self._viewer.layers else None
 
     def _report(self, message: str, error: bool = False) -> None:
         message = one_line(message)
@@ -1513,11 +1556,18 @@ def _on_paint(records: dict, viewer: Any, layer: Any, then: Any, event: Any) -> 
     then(layer)
 
 
-def _on_data(records: dict, layer: Any, then: Any, _event: Any = None) -> None:
-    """The layer's data were replaced (e.g. Segment ran again): nothing painted in them."""
+def _on_data(records: dict, layer: Any, then: Any, forgot: Any, _event: Any = None) -> None:
+    """The layer's data were replaced (e.g. Segment ran again): nothing painted in them.
+    ``forgot(layer, painted)`` is told what was painted before (None: nothing)."""
     record = records.get(_key(layer))
+    painted = None
     if record is not None:
+        try:
+            painted = record.painted(layer)
+        except Exception:  # noqa: BLE001 - the record is cleared whatever it held
+            _LOG.exception("reading the painted slices of %r failed", layer.name)
         record.clear(layer)
+    forgot(layer, painted)
     then(layer)
 
 
