@@ -1,6 +1,8 @@
 """Diagnosis only, with head.patch applied (../README.md): fine-tune a head with a step
 budget, keep the last step whatever the checks say, score the lower half of the CT.
-Arguments: steps, validation interval [, tile, tiles]."""
+Arguments: STEPS [VAL_EVERY (default 1000) [TILE TILES]]: TILE sets the tile edge of
+the head's training tiles (HEAD_TILE) and of the scoring segmentation, TILES how many
+training tiles (HEAD_TILES); without them 64 and 64."""
 
 import itertools
 import sys
@@ -57,6 +59,8 @@ def ch(*a, **k):
 
 ft.choose_threshold = ch
 torch.set_num_threads(2)
+if len(sys.argv) > 4:
+    ft.HEAD_TILE, ft.HEAD_TILES = int(sys.argv[3]), int(sys.argv[4])
 m, card = ft.finetune(
     image,
     labels,
@@ -80,7 +84,10 @@ box = tuple(
     for i, n in zip(idx, test.shape, strict=True)
 )
 crop = np.ascontiguousarray(image[box])
-an = segment(crop, (m, card), spacing=spacing, device="cpu", modality="ct", threshold=None)
+tile = int(sys.argv[3]) if len(sys.argv) > 3 else 64
+an = segment(
+    crop, (m, card), spacing=spacing, device="cpu", modality="ct", threshold=None, tile=tile
+)
 prob = an.probability
 for t in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7):
     s = score(prob > t, gt[box], roi=test[box], spacing=spacing)
