@@ -919,7 +919,9 @@ def test_cli_finetune_then_segment_with_it(files, user_dir, capsys):
     argv = ["finetune", str(img), str(lab), "--base", "tiny-base", "--steps", "1"]
     assert main([*argv, "--out", str(out), "--name", "mine3", "--threads", "1"]) == 0
     said = capsys.readouterr().out
-    assert f"segment with: napari-topo segment IMAGE --model {out / 'mine3.json'}" in said
+    # a command that runs once IMAGE and DIR are filled in (segment requires --out)
+    hint = f"segment with: napari-topo segment IMAGE --model {out / 'mine3.json'} --out DIR"
+    assert hint in said
 
 
 def test_cli_labels_in_mm_beside_an_image_in_um_are_on_its_grid(files, user_dir, capsys):

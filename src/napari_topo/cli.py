@@ -2365,7 +2365,7 @@ def _finetune(args) -> None:
     use = name if not args.out else out_dir if alone else saved.path
     print(
         f"saved {saved.path.with_suffix('.safetensors').name} and {saved.path.name} to "
-        f"{out_dir}; segment with: napari-topo segment IMAGE --model {use}"
+        f"{out_dir}; segment with: napari-topo segment IMAGE --model {use} --out DIR"
     )
 
 

@@ -408,6 +408,8 @@ class _Outcome:
     card: Any = None
     cancelled: bool = False
     error: str | None = None
+    #: why the result is the base model unchanged (``unchanged_from_base``): not saved
+    unchanged: str | None = None
     seconds: float = 0.0
 
 
@@ -451,10 +453,8 @@ def _run_finetune(
             if cancel.is_set():
                 raise Cancelled("cancelled")
             unchanged = unchanged_from_base(card)
-            if unchanged:
-                events.put(
-                    ("error", f"{unchanged}. Nothing was saved (it would be the base model).")
-                )
+            if unchanged:  # not an error: the run ended as it should, with nothing new
+                events.put(("unchanged", (card, unchanged)))
                 return
             saved = save_finetuned(module, card)
         except Cancelled:
@@ -482,6 +482,8 @@ def _run_finetune(
             return _Outcome(card=value, seconds=seconds)
         if kind == "cancelled":
             return _Outcome(cancelled=True, seconds=seconds)
+        if kind == "unchanged":
+            return _Outcome(card=value[0], unchanged=value[1], seconds=seconds)
         return _Outcome(error=value, seconds=seconds)
 
 
@@ -513,8 +515,9 @@ class FinetuneWidget(QWidget):
     Attributes
     ----------
     finished : Signal(str)
-        Emitted on the GUI thread when a run ended: ``"done"``, ``"cancelled"`` or
-        ``"error"``.
+        Emitted on the GUI thread when a run ended: ``"done"`` (a model was saved),
+        ``"unchanged"`` (the run ended with the base model itself: nothing saved),
+        ``"cancelled"`` or ``"error"``.
     """
 
     finished = Signal(str)
@@ -1300,6 +1303,26 @@ class FinetuneWidget(QWidget):
             self._state = "cancelled"
             self._set_status("Fine-tuning cancelled; no model was saved.")
             show_info("Fine-tuning cancelled; no model was saved.")
+            return
+        if outcome.unchanged is not None:
+            # a newcomer's 1-minute run read "Error: ..." with a red toast: the run
+            # worked, it just found nothing better than the model they already have
+            self._state = "unchanged"
+            t = outcome.card.training or {}
+            steps = int(t.get("steps") or 0)
+            ran = (
+                f" ({steps} training step{'' if steps == 1 else 's'}, {t.get('stopped')})"
+                if steps
+                else ""
+            )
+            base = (t.get("fine_tuned_from") or {}).get("name")
+            message = (
+                f"Not saved: {one_line(outcome.unchanged)}{ran}. The result would be "
+                + (f"'{base}'" if base else "the base model")
+                + " itself, which you can keep using as it is."
+            )
+            self._set_status(message)
+            show_warning(f"Fine-tuning: {message}")
             return
         if outcome.error is not None or outcome.card is None:
             self._state = "error"
