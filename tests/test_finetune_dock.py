@@ -311,6 +311,9 @@ def test_a_run_that_beat_nothing_says_the_weights_are_the_base_models(
     assert "held-out part segmented as Segment does, Dice 0.638 -> 0.659" in status
     assert "at its mask threshold 0.2 (at 0.5: Dice 0.640, clDice 0.700)" in status
     assert "base model's" not in status
+    # clDice fell (0.701 -> 0.694) while Dice rose: the status says what was checked
+    assert "(the mean of Dice and clDice, by which the result is checked against the " in status
+    assert "rose: 0.669 -> 0.676; clDice alone fell)" in status
     # the base weights at the base's own threshold: the base model itself, not saved
     # (a newcomer's run saved it, and Segment again changed no voxel)
     saved = []

@@ -329,3 +329,31 @@ def test_finetune_says_when_only_the_threshold_changed():
         {**card.to_dict(), "threshold": None, "training": {**card.training, "best_step": 1}}
     )
     assert len(_finetune_result_lines(trained)) == 1
+
+
+def test_finetune_says_the_mean_rose_when_one_score_fell():
+    # a newcomer read "Dice 0.710 -> 0.702, clDice 0.732 -> 0.743 ... saved" as a worse
+    # model kept: the check against the base is the mean of the two
+    from napari_topo.cli import _finetune_result_lines
+
+    def card(after):
+        return ModelCard(
+            name="m",
+            architecture="unet3d",
+            metrics={"validation_before": {"Dice": 0.710, "clDice": 0.732}, "validation": after},
+            training={
+                "steps": 99,
+                "wall_time_s": 114.0,
+                "best_step": 75,
+                "stopped": "time budget (2 min)",
+                "fine_tuned_from": {"name": "unet-dice"},
+            },
+        )
+
+    lines = _finetune_result_lines(card({"Dice": 0.702, "clDice": 0.743}))
+    assert lines[1] == (
+        "the mean of Dice and clDice, by which the result is checked against the base "
+        "model, rose: 0.721 -> 0.722; Dice alone fell"
+    )
+    # both rose: nothing to explain
+    assert len(_finetune_result_lines(card({"Dice": 0.72, "clDice": 0.75}))) == 1

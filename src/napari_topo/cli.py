@@ -2173,6 +2173,11 @@ def _finetune_result_lines(card) -> list[str]:
             f"{at.get('clDice', math.nan):.3f}; at 0.5: {half.get('Dice', math.nan):.3f}, "
             f"{half.get('clDice', math.nan):.3f}); segment uses it unless you give --threshold"
         )
+    from .training.finetune import one_score_fell
+
+    fell = one_score_fell(card)  # a newcomer read "Dice 0.710 -> 0.702 ... saved" as worse
+    if fell:
+        lines.append(fell)
     within = ((t.get("data") or {}).get("validation_part") or {}).get("within")
     if within:
         # a newcomer read a gain on bands of the one painted slice as a gain everywhere

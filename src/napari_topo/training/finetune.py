@@ -2073,6 +2073,42 @@ def _apart(a: float, b: float, fewest: int = 3, most: int = 6) -> tuple[str, str
     return text
 
 
+def one_score_fell(card) -> str | None:
+    """When training beat the base but Dice or clDice alone fell on the held-out part, the
+    sentence that says what the result was checked by, else None.
+
+    A newcomer read "Dice 0.710 -> 0.702, clDice 0.732 -> 0.743 ... saved" as a worse
+    model kept: the check against the base is the mean of the two (each at its best
+    threshold), so one of them may fall.
+
+    Parameters
+    ----------
+    card : ModelCard
+        From :func:`finetune` (``metrics["validation_before"]`` and ``["validation"]``).
+
+    Returns
+    -------
+    str or None
+        E.g. ``"the mean of Dice and clDice, by which the result is checked against the
+        base model, rose: 0.721 -> 0.722; Dice alone fell"``.
+    """
+    t, m = card.training or {}, card.metrics or {}
+    before, after = m.get("validation_before") or {}, m.get("validation") or {}
+    keys = ("Dice", "clDice")
+    if not all(k in before and k in after for k in keys):
+        return None
+    fell = [k for k in keys if after[k] < before[k]]
+    if len(fell) != 1 or t.get("kept_base") or not t.get("best_step"):
+        return None
+    was, now = _apart(
+        0.5 * (before["Dice"] + before["clDice"]), 0.5 * (after["Dice"] + after["clDice"])
+    )
+    return (
+        f"the mean of Dice and clDice, by which the result is checked against the base "
+        f"model, rose: {was} -> {now}; {fell[0]} alone fell"
+    )
+
+
 def unchanged_from_base(card) -> str | None:
     """Why the model of a :func:`finetune` ``card`` is its base model unchanged, or None.
 

@@ -1328,6 +1328,8 @@ class FinetuneWidget(QWidget):
             self._state = "error"
             self._report(outcome.error or "Fine-tuning failed.", error=True)
             return
+        from napari_topo.training.finetune import one_score_fell
+
         card = outcome.card
         self._last_card = card
         self._state = "done"
@@ -1348,6 +1350,7 @@ class FinetuneWidget(QWidget):
                 else ""
             )
             + (_at_threshold(card) if tuned else "")
+            + (f" ({fell})" if (fell := one_score_fell(card)) else "")
             + _held_out_where(t)
             + (". It is selected in Segment vessels." if selected else ".")
             + (
