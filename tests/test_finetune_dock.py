@@ -387,6 +387,11 @@ def test_paint_corrections_shows_segments_hidden_mask_and_takes_the_brush(
     line = _region_line(widget, qtbot, "Will train on")
     assert line.startswith("Will train on: 1 slice along z (9) you painted")
     assert line.endswith("paint 3 or more, spread out, for a check on others.")
+    # the status follows the painting ("Correct a few slices ..." read as none painted)
+    assert widget.status_label.text() == (
+        "Painting into 'vessels corrections': 1 slice so far (the line above says which). "
+        "Paint more, spread out, or Start."
+    )
 
 
 @gui
@@ -441,10 +446,12 @@ def test_the_added_layers_status_goes_when_another_layer_is_picked(make_napari_v
         "Added 'vessels corrections'."
     )
     _correct(added, vol.mask, 9)
-    assert widget.status_label.text().startswith("Added 'vessels corrections'.")  # in use
+    _region_line(widget, qtbot, "Will train on")
+    painting = "Painting into 'vessels corrections': 1 slice so far"
+    assert widget.status_label.text().startswith(painting)  # in use
     mask = viewer.add_labels(vol.mask.astype(np.uint8), name="vessels mask", metadata=SEGMENT_MASK)
     assert widget.labels_picker.value is added  # the user's own pick stays
-    assert widget.status_label.text().startswith("Added 'vessels corrections'.")
+    assert widget.status_label.text().startswith(painting)
     widget.labels_picker.value = mask
     assert widget.status_label.text() == IDLE_STATUS
 

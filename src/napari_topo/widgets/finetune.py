@@ -1102,6 +1102,16 @@ class FinetuneWidget(QWidget):
             if self._refused and not self.is_running:
                 self._refused = False
                 self._set_status(IDLE_STATUS)
+            painted = self.painted(labels)
+            if painted and same_layer(self._status_about, labels):
+                # Paint corrections' "Correct a few slices ..., then Start" stayed after
+                # a newcomer had painted three, and read as if nothing had been painted
+                n = sum(len(ix) for _, ix in painted)
+                self._set_status(
+                    f"Painting into '{labels.name}': {n} slice{'' if n == 1 else 's'} so "
+                    "far (the line above says which). Paint more, spread out, or Start.",
+                    about=labels,
+                )
             text += _voxel_size_note(image)
         self.region_label.setText(text)
 
