@@ -181,6 +181,13 @@ def test_loss_plot_paints(qtbot):
     plot.add("validation", 5, 0.4)  # one point: a scale around it
     assert plot.value_range("validation") == pytest.approx((-0.1, 0.9))
     assert plot.grab().toImage().width() == 240
+    # a change of a few per cent is drawn as one, not across the whole height (a
+    # newcomer's 0.297 -> 0.301 read as a steep climb)
+    plot.clear()
+    plot.add("validation", 5, 0.297)
+    plot.add("validation", 10, 0.301)
+    low, high = plot.value_range("validation")
+    assert high - low == pytest.approx(0.0301) and 0.5 * (low + high) == pytest.approx(0.299)
     # the scale's ends are told apart (0.32 at both ends, before)
     assert _scale_labels((0.3201, 0.3234)) == ("0.320", "0.323")
     assert _scale_labels((0.5, 8.91)) == ("0.50", "8.91") and _scale_labels(None) is None

@@ -266,6 +266,10 @@ class PaintRecord:
 # --------------------------------------------------------------------------------------
 
 
+#: The smallest span of a loss plot scale, as a fraction of its series' largest magnitude.
+MIN_SCALE_SPAN = 0.1
+
+
 class LossPlot(QWidget):
     """Training loss (grey line, per step, left scale) and validation loss (orange dots,
     right scale) by step.
@@ -304,12 +308,21 @@ class LossPlot(QWidget):
 
     def value_range(self, kind: str) -> tuple[float, float] | None:
         """The (low, high) of the ``kind`` ("train" or "validation") scale: that series'
-        own extent (widened by 0.5 each way when flat), or None when it has no point."""
+        own extent (widened by 0.5 each way when flat), at least :data:`MIN_SCALE_SPAN`
+        of its largest magnitude around its middle, or None when it has no point."""
         series = self.train if kind == "train" else self.validation
         if not series:
             return None
         lo, hi = min(v for _, v in series), max(v for _, v in series)
-        return (lo - 0.5, hi + 0.5) if hi - lo < 1e-6 else (lo, hi)
+        if hi - lo < 1e-6:
+            return lo - 0.5, hi + 0.5
+        # a newcomer's validation loss, 0.297 -> 0.301, filled the plot's height as a
+        # steep climb: a change of a few per cent is drawn as one
+        need = MIN_SCALE_SPAN * max(abs(lo), abs(hi))
+        if hi - lo < need:
+            mid = 0.5 * (lo + hi)
+            return mid - 0.5 * need, mid + 0.5 * need
+        return lo, hi
 
     def paintEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
         painter = QPainter(self)
