@@ -50,6 +50,9 @@ DEFAULT_MODEL = "unet-dice"
 #: clDice and 2D CCE there (0 / 32 / 64 / 128 / 256: clDice 0.860 / 0.874 / 0.872 /
 #: 0.867 / 0.863, Betti-0 error 84.4 / 14.0 / 7.8 / 4.9 / 3.1).
 DEFAULT_MIN_SIZE = 32
+#: Share of ``predict``'s progress given to a voxel head's second stage
+#: (:meth:`~napari_topo.models.voxel_head.VoxelHeadNet.refine`).
+HEAD_PROGRESS_SHARE = 0.4
 #: Anisotropy (largest / smallest factor) below which no resampling is done.
 _RESAMPLE_TOLERANCE = 0.05
 #: Smallest tile edge an out-of-memory retry goes down to.
@@ -363,7 +366,13 @@ def predict(
     from .device import autocast_context, memory_format, pick_device, resolve_precision
     from .empty_tiles import empty_tiles
     from .intensity import ZoomPlan, plan_input
-    from .sliding import _positive_int_triple, _volume_info, sliding_window_inference
+    from .sliding import (
+        Cancelled,
+        _is_set,
+        _positive_int_triple,
+        _volume_info,
+        sliding_window_inference,
+    )
 
     def say(msg: str) -> None:
         if on_message is not None:
@@ -422,7 +431,15 @@ def predict(
     zooms = policy.zoom.zooms
     # progress over every zoom the model runs at, weighted by the voxels each one sees
     weights = [float(np.prod(resample_factors(spacing, z, keep_coarse=keep))) for z in zooms]
-    weights = [w / sum(weights) for w in weights]
+    head = getattr(module, "refine", None)  # a voxel head (finetune(layers="head"))
+    if head is not None and out is not None:
+        raise ValueError(
+            f"model {card.name!r} carries a voxel head, which runs on the whole volume: "
+            "out= cannot be used with it"
+        )
+    # the voxel head's features take about as long as the network on 2 CPU cores
+    share = HEAD_PROGRESS_SHARE if head is not None else 0.0
+    weights = [(1.0 - share) * w / sum(weights) for w in weights]
 
     compute: dict[str, str] = {}
     # TopNet's embedding is not mirror-equivariant: it comes from the unmirrored pass.
@@ -505,6 +522,22 @@ def predict(
                 arr = np.stack([_resize(c, shape) for c in arr]).astype(np.float32)
             scale[key] = arr[0] if arr.ndim == 4 and arr.shape[0] == 1 else arr
         _fuse_max(result, scale)
+    if head is not None:
+        # Second stage: the head on the assembled probability and the whole volume's
+        # features on the input grid (models/voxel_head.py: a tile's features differ).
+        def stop() -> None:
+            if _is_set(cancel):
+                raise Cancelled()
+
+        result["vessel"] = head(
+            volume,
+            result["vessel"],
+            spacing_triple(spacing),
+            normalize=norm,
+            progress=_scaled_progress(progress, 1.0 - share, share),
+            cancel=stop,
+        )
+        compute["voxel head"] = "on the whole volume (CPU, float32)"
     return result
 
 

@@ -40,6 +40,7 @@ from ..inference.intensity import AUTO_NORMALIZATION, LEGACY_NORMALIZATION, card
 from ..inference.pipeline import DEFAULT_MIN_SIZE
 from .topnet import TopNet
 from .unet import UNet3D
+from .voxel_head import VoxelHeadNet
 
 __all__ = [
     "ALLOWED_TASKS",
@@ -67,16 +68,26 @@ __all__ = [
 ]
 
 #: Architecture name (as written in model cards) -> ``nn.Module`` class.
-ARCHITECTURES: dict[str, type[nn.Module]] = {"unet3d": UNet3D, "topnet": TopNet}
+ARCHITECTURES: dict[str, type[nn.Module]] = {
+    "unet3d": UNet3D,
+    "topnet": TopNet,
+    # a U-Net plus a voxel classifier on its whole-volume output (finetune(layers="head"))
+    "unet3d-voxel-head": VoxelHeadNet,
+}
 #: Default task of each architecture, i.e. which outputs are meaningful: ``"segmentation"``
 #: (the vessel logits only) or ``"topnet"`` (vessel, centerness and embedding). A TopNet
 #: trained with a segmentation loss alone is a ``"segmentation"`` model whose ``forward``
 #: still returns a dict; inference reads the ``"vessel"`` entry.
-TASKS: dict[str, str] = {"unet3d": "segmentation", "topnet": "topnet"}
+TASKS: dict[str, str] = {
+    "unet3d": "segmentation",
+    "topnet": "topnet",
+    "unet3d-voxel-head": "segmentation",
+}
 #: Tasks each architecture can do.
 ALLOWED_TASKS: dict[str, tuple[str, ...]] = {
     "unet3d": ("segmentation",),
     "topnet": ("topnet", "segmentation"),
+    "unet3d-voxel-head": ("segmentation",),
 }
 #: The bundled models' folder (inside the installed package).
 WEIGHTS_DIR: Path = Path(str(resources.files(__package__).joinpath("weights")))

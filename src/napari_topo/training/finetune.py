@@ -106,6 +106,8 @@ from typing import Any
 
 import numpy as np
 
+from .head import BACKGROUND_PER_VESSEL, MAX_VESSEL_VOXELS
+
 __all__ = [
     "DEFAULT_LAYERS",
     "DEFAULT_LR",
@@ -125,9 +127,10 @@ __all__ = [
     "usable_cores",
 ]
 
-#: What :func:`finetune` may train (``layers``): ``"all"`` (every weight) or
-#: ``"decoder"`` (the encoder frozen).
-LAYERS = ("all", "decoder")
+#: What :func:`finetune` may train (``layers``): ``"all"`` (every weight),
+#: ``"decoder"`` (the encoder frozen) or ``"head"`` (the network frozen; a voxel classifier
+#: on its whole-volume output and image features, :mod:`napari_topo.training.head`).
+LAYERS = ("all", "decoder", "head")
 
 #: ``layers`` by default (module docstring: measured on the development data).
 DEFAULT_LAYERS = "all"
@@ -1572,6 +1575,16 @@ def finetune(
     base, base_card = resolve_model(base_model, "cpu")
     spec = _loss_spec(loss, base_card)
     topnet = base_card.task == "topnet"
+    if layers == "head" and base_card.architecture not in ("unet3d", "unet3d-voxel-head"):
+        raise ValueError(
+            f"layers='head' puts a voxel classifier on a U-Net; {base_card.name!r} is a "
+            f"{base_card.architecture}: use layers='all' or 'decoder'"
+        )
+    if layers != "head" and base_card.architecture == "unet3d-voxel-head":
+        raise ValueError(
+            f"{base_card.name!r} carries a voxel head trained on its network's output: "
+            "fine-tune it with layers='head' (a new head), or fine-tune its base model"
+        )
     tree_ids = np.unique(lab[region])
     tree_labels = topnet and int((tree_ids > 0).sum()) >= 2
     if name is None:
@@ -1603,331 +1616,373 @@ def finetune(
     policy = dataclasses.replace(policy, factors=factors, spacing=spacing_triple(spacing))
     said = policy.describe(unit)
     report(phase="prepare", message=f"input: {said}", input=said)
-    val_size = patch + 16
-    # One grid per zoom segment() will run the model at (the plan's zoom, then the finer
-    # zooms it adds for thin vessels): a model fine-tuned at the first alone marks, at the
-    # others, what the user's labels call background (vesselNN plaqueVessels: clDice of
-    # the other half 0.776 -> 0.555, 134 pieces against 21, before this).
-    grids = []
-    for i, z in enumerate(policy.zoom.zooms):
-        d, g = _prepare_data(
-            image,
-            lab,
-            region,
-            train_mask,
-            val_mask,
-            policy,
-            resample_factors(spacing, z, keep_coarse=policy.keep_coarse_axes),
-            val_size,
-            topnet,
-            tree_labels,
-        )
-        d = _pad_to(d, val_size)
-        if d.train.any() and d.val.any():
-            grids.append((float(z), d, g))
-        elif i < len(policy.zoom.zooms) - 1:
-            # a microscopy stack keeps its few slices and the zoom shrinks them (14 z
-            # slices at zoom 0.265: 4), where the held-out slices can vanish: train at the
-            # finer zooms segment() also runs
-            report(
-                phase="prepare",
-                message=(
-                    f"not trained at zoom {z:.3g} (one of those segment runs): shrunk to "
-                    + "x".join(str(n) for n in g["model_grid_shape"])
-                    + " voxels for the model, the "
-                    + ("held-out" if d.train.any() else "training")
-                    + " part of your labels keeps no voxel; the other zooms train"
-                ),
-            )
-    if not grids:
-        raise ValueError("the annotated region vanished when resampled; label a larger region")
-    grid = dict(grids[0][2])
-    if len(grids) > 1:
-        grid["zooms"] = [z for z, _, _ in grids]
-        grid["model_grid_shapes"] = [g["model_grid_shape"] for _, _, g in grids]
+    if layers == "head":
+        from .head import finetune_head
 
-    # ---- model, loss, optimiser ---------------------------------------------------------
-    rng = np.random.default_rng(seed)
-    torch.manual_seed(seed)
-    old_threads = torch.get_num_threads()
-    if dev.type == "cpu":
-        torch.set_num_threads(int(threads or default_threads()))
-    try:
-        model = copy.deepcopy(base).to(dev)
-        embedding = "n/a"
-        if topnet:
-            frozen = not tree_labels
-            for part in (model.branches["embedding"], model.heads["embedding"]):
-                for prm in part.parameters():
-                    prm.requires_grad_(not frozen)
-            embedding = "frozen (no tree labels)" if frozen else "trained (tree labels given)"
-        loss_fn = _build_loss(spec)
-        if topnet:
-            from ..topology.losses import CenternessLoss, EmbeddingMetricLoss
-
-            center_fn, embed_fn = CenternessLoss(), EmbeddingMetricLoss()
-        if layers == "decoder":  # the base's features are kept (module docstring)
-            for prm in model.encoder.parameters():
-                prm.requires_grad_(False)
-        opt = Adam(model.parameters(), lr=lr)
-        kept = tuple("zyx".index(ax) for ax in policy.kept_axes())
-        samplers = [_Sampler(d, patch, rng, fixed_axes=kept) for _, d, _ in grids]
-        val_sets = [
-            (d, _validation_patches(d, val_size, rng, N_VALIDATION_PATCHES)) for _, d, _ in grids
-        ]
-
-        def evaluate() -> dict:
-            return _evaluate_grids(model, val_sets, dev, loss_fn)
-
-        t_val = time.perf_counter()
-        before = evaluate()
-        validation_s = time.perf_counter() - t_val
-        report(
-            phase="prepare",
-            message="the base model segments the held-out part as segment will (the "
-            "threshold is chosen there at the end)",
-            max_steps=steps,
-        )
-        zoom_factors = [
-            resample_factors(spacing, z, keep_coarse=policy.keep_coarse_axes)
-            for z in policy.zoom.zooms
-        ]
-        view_box = _held_out_box(val_mask, zoom_factors, lab)
         view_inputs = {"modality": modality, "window": window, "polarity": polarity}
-
-        def segment_held_out(net):
-            return _held_out_view(
-                net,
-                base_card,
+        result, parts = finetune_head(
+            image=image,
+            lab=lab,
+            region=region,
+            train_mask=train_mask,
+            val_mask=val_mask,
+            base=base,
+            base_card=base_card,
+            policy=policy,
+            spacing=spacing,
+            view_inputs=view_inputs,
+            dev=dev,
+            steps=steps,
+            minutes=minutes,
+            patience=patience,
+            seed=seed,
+            threads=threads,
+            cancel=cancel,
+            report=report,
+            t0=t0,
+        )
+        step, best_step, stopped = parts["steps"], parts["best_step"], parts["stopped"]
+        history, curve, kept_base = parts["history"], parts["curve"], parts["kept_base"]
+        threshold, threshold_table = parts["threshold"], parts["table"]
+        at_threshold, at_half = parts["at_threshold"], parts["at_half"]
+        before_view, view_box, step_s = parts["before_view"], parts["view_box"], parts["step_s"]
+        best_state = {} if parts["improved"] else None
+        grid = {
+            # the head runs on the input grid (the network on its own, as for its base)
+            "model_grid_shape": [b[1] - b[0] for b in parts["head"]["box"]],
+            "voxel_head": parts["head"],
+        }
+        embedding, overrun_at = "n/a", None
+        validation_s = view_s = 0.0
+        prepare_s = time.perf_counter() - t0
+    else:
+        val_size = patch + 16
+        # One grid per zoom segment() will run the model at (the plan's zoom, then the finer
+        # zooms it adds for thin vessels): a model fine-tuned at the first alone marks, at the
+        # others, what the user's labels call background (vesselNN plaqueVessels: clDice of
+        # the other half 0.776 -> 0.555, 134 pieces against 21, before this).
+        grids = []
+        for i, z in enumerate(policy.zoom.zooms):
+            d, g = _prepare_data(
                 image,
                 lab,
+                region,
+                train_mask,
                 val_mask,
-                view_box,
                 policy,
-                spacing,
-                dev,
-                view_inputs,
-                cancel,
+                resample_factors(spacing, z, keep_coarse=policy.keep_coarse_axes),
+                val_size,
+                topnet,
+                tree_labels,
+            )
+            d = _pad_to(d, val_size)
+            if d.train.any() and d.val.any():
+                grids.append((float(z), d, g))
+            elif i < len(policy.zoom.zooms) - 1:
+                # a microscopy stack keeps its few slices and the zoom shrinks them (14 z
+                # slices at zoom 0.265: 4), where the held-out slices can vanish: train at the
+                # finer zooms segment() also runs
+                report(
+                    phase="prepare",
+                    message=(
+                        f"not trained at zoom {z:.3g} (one of those segment runs): shrunk to "
+                        + "x".join(str(n) for n in g["model_grid_shape"])
+                        + " voxels for the model, the "
+                        + ("held-out" if d.train.any() else "training")
+                        + " part of your labels keeps no voxel; the other zooms train"
+                    ),
+                )
+        if not grids:
+            raise ValueError("the annotated region vanished when resampled; label a larger region")
+        grid = dict(grids[0][2])
+        if len(grids) > 1:
+            grid["zooms"] = [z for z, _, _ in grids]
+            grid["model_grid_shapes"] = [g["model_grid_shape"] for _, _, g in grids]
+
+        # ---- model, loss, optimiser ---------------------------------------------------------
+        rng = np.random.default_rng(seed)
+        torch.manual_seed(seed)
+        old_threads = torch.get_num_threads()
+        if dev.type == "cpu":
+            torch.set_num_threads(int(threads or default_threads()))
+        try:
+            model = copy.deepcopy(base).to(dev)
+            embedding = "n/a"
+            if topnet:
+                frozen = not tree_labels
+                for part in (model.branches["embedding"], model.heads["embedding"]):
+                    for prm in part.parameters():
+                        prm.requires_grad_(not frozen)
+                embedding = "frozen (no tree labels)" if frozen else "trained (tree labels given)"
+            loss_fn = _build_loss(spec)
+            if topnet:
+                from ..topology.losses import CenternessLoss, EmbeddingMetricLoss
+
+                center_fn, embed_fn = CenternessLoss(), EmbeddingMetricLoss()
+            if layers == "decoder":  # the base's features are kept (module docstring)
+                for prm in model.encoder.parameters():
+                    prm.requires_grad_(False)
+            opt = Adam(model.parameters(), lr=lr)
+            kept = tuple("zyx".index(ax) for ax in policy.kept_axes())
+            samplers = [_Sampler(d, patch, rng, fixed_axes=kept) for _, d, _ in grids]
+            val_sets = [
+                (d, _validation_patches(d, val_size, rng, N_VALIDATION_PATCHES))
+                for _, d, _ in grids
+            ]
+
+            def evaluate() -> dict:
+                return _evaluate_grids(model, val_sets, dev, loss_fn)
+
+            t_val = time.perf_counter()
+            before = evaluate()
+            validation_s = time.perf_counter() - t_val
+            report(
+                phase="prepare",
+                message="the base model segments the held-out part as segment will (the "
+                "threshold is chosen there at the end)",
+                max_steps=steps,
+            )
+            zoom_factors = [
+                resample_factors(spacing, z, keep_coarse=policy.keep_coarse_axes)
+                for z in policy.zoom.zooms
+            ]
+            view_box = _held_out_box(val_mask, zoom_factors, lab)
+            view_inputs = {"modality": modality, "window": window, "polarity": polarity}
+
+            def segment_held_out(net):
+                return _held_out_view(
+                    net,
+                    base_card,
+                    image,
+                    lab,
+                    val_mask,
+                    view_box,
+                    policy,
+                    spacing,
+                    dev,
+                    view_inputs,
+                    cancel,
+                )
+
+            t_view = time.perf_counter()
+            base_view = segment_held_out(copy.deepcopy(base).to(dev))  # the caller's stays put
+            view_s = time.perf_counter() - t_view
+            t_view = time.perf_counter()
+            # the base model as segment cuts it (its own threshold) and at its best threshold
+            before_view = _scores(*base_view, threshold=base_card.mask_threshold)
+            before_view["threshold"] = base_card.mask_threshold
+            base_choice = choose_threshold(None, None, None, None, outputs=[base_view])
+            view_scoring_s = (time.perf_counter() - t_view) / (len(THRESHOLDS) + 1)
+            # kept free at the end of the budget: the last validation, the held-out view of
+            # the kept weights and choose_threshold scoring it at each threshold (and at 0.5)
+            reserve_s = validation_s + view_s + (len(THRESHOLDS) + 1) * view_scoring_s
+            before["step"] = 0
+            best, best_state, best_step = dict(before), None, 0
+            history = [dict(before)]
+            report(
+                phase="validate",
+                validation=dict(before),
+                best=dict(best),
+                loss=before["loss"],
+                max_steps=steps,
+                message=f"base model: validation Dice {before['Dice']:.3f}",
             )
 
-        t_view = time.perf_counter()
-        base_view = segment_held_out(copy.deepcopy(base).to(dev))  # the caller's stays put
-        view_s = time.perf_counter() - t_view
-        t_view = time.perf_counter()
-        # the base model as segment cuts it (its own threshold) and at its best threshold
-        before_view = _scores(*base_view, threshold=base_card.mask_threshold)
-        before_view["threshold"] = base_card.mask_threshold
-        base_choice = choose_threshold(None, None, None, None, outputs=[base_view])
-        view_scoring_s = (time.perf_counter() - t_view) / (len(THRESHOLDS) + 1)
-        # kept free at the end of the budget: the last validation, the held-out view of
-        # the kept weights and choose_threshold scoring it at each threshold (and at 0.5)
-        reserve_s = validation_s + view_s + (len(THRESHOLDS) + 1) * view_scoring_s
-        before["step"] = 0
-        best, best_state, best_step = dict(before), None, 0
-        history = [dict(before)]
-        report(
-            phase="validate",
-            validation=dict(before),
-            best=dict(best),
-            loss=before["loss"],
-            max_steps=steps,
-            message=f"base model: validation Dice {before['Dice']:.3f}",
-        )
+            budget_s = None if minutes is None else float(minutes) * 60.0
+            step, curve, recent, stopped = 0, [], [], ""
+            since_best = 0
+            model.train()
+            prepare_s = time.perf_counter() - t0
+            # the time budget admits MIN_BUDGET_STEPS steps when the preparation fit in it
+            floor = budget_s is not None and prepare_s < budget_s
+            overrun_at = None  # the step at which the time budget ran out, when floor steps ran
 
-        budget_s = None if minutes is None else float(minutes) * 60.0
-        step, curve, recent, stopped = 0, [], [], ""
-        since_best = 0
-        model.train()
-        prepare_s = time.perf_counter() - t0
-        # the time budget admits MIN_BUDGET_STEPS steps when the preparation fit in it
-        floor = budget_s is not None and prepare_s < budget_s
-        overrun_at = None  # the step at which the time budget ran out, when floor steps ran
+            def fraction() -> float:
+                f = 0.0
+                if steps is not None:
+                    f = max(f, step / int(steps))
+                if budget_s is not None:
+                    f_time = (time.perf_counter() - t0 + reserve_s) / budget_s
+                    if floor:  # a spent budget spreads the decay over the minimum steps
+                        f_time = min(f_time, step / MIN_BUDGET_STEPS)
+                    f = max(f, f_time)
+                return min(1.0, f)
 
-        def fraction() -> float:
-            f = 0.0
-            if steps is not None:
-                f = max(f, step / int(steps))
-            if budget_s is not None:
-                f_time = (time.perf_counter() - t0 + reserve_s) / budget_s
-                if floor:  # a spent budget spreads the decay over the minimum steps
-                    f_time = min(f_time, step / MIN_BUDGET_STEPS)
-                f = max(f, f_time)
-            return min(1.0, f)
-
-        last_val_step = 0
-        t_loop, val_in_loop = time.perf_counter(), 0.0  # for the seconds per training step
-        while True:
-            if steps is not None and step >= int(steps):
-                stopped = f"step budget ({int(steps)} steps)"
-                break
-            if budget_s is not None and time.perf_counter() - t0 + reserve_s >= budget_s:
-                if not floor or step >= MIN_BUDGET_STEPS:
-                    stopped = f"time budget ({minutes:g} min)"
-                    if overrun_at is not None:
-                        stopped += f", overrun for the minimum {MIN_BUDGET_STEPS} steps"
+            last_val_step = 0
+            t_loop, val_in_loop = time.perf_counter(), 0.0  # for the seconds per training step
+            while True:
+                if steps is not None and step >= int(steps):
+                    stopped = f"step budget ({int(steps)} steps)"
                     break
-                if overrun_at is None:
-                    overrun_at = step
-                    fit = _steps_fit(step)
+                if budget_s is not None and time.perf_counter() - t0 + reserve_s >= budget_s:
+                    if not floor or step >= MIN_BUDGET_STEPS:
+                        stopped = f"time budget ({minutes:g} min)"
+                        if overrun_at is not None:
+                            stopped += f", overrun for the minimum {MIN_BUDGET_STEPS} steps"
+                        break
+                    if overrun_at is None:
+                        overrun_at = step
+                        fit = _steps_fit(step)
+                        report(
+                            phase="prepare",
+                            step=step,
+                            max_steps=steps,
+                            fraction=fraction(),
+                            best=dict(best),
+                            message=(
+                                f"{fit} fit in {minutes:g} min ({prepare_s:.0f} s went on "
+                                f"preparing, {reserve_s:.0f} s are kept for the final "
+                                f"validation); training the minimum {MIN_BUDGET_STEPS} steps "
+                                "anyway: the run will take longer than its budget"
+                            ),
+                        )
+                if _is_set(cancel):
+                    raise Cancelled("fine-tuning cancelled; nothing was saved")
+                frac = fraction()
+                warm = min(1.0, (step + 1) / WARMUP_STEPS)
+                opt.lr = lr * warm * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * frac)))
+                sampler = samplers[step % len(samplers)]  # the zooms take turns
+                batch = sampler.sample(batch_size)
+                x = torch.from_numpy(batch["image"])[:, None].to(dev)
+                g = torch.from_numpy(batch["vessel"]).float()[:, None].to(dev)
+                m = torch.from_numpy(batch["mask"]).float()[:, None].to(dev)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)
+                    out = model(x)
+                    logits = (out["vessel"] if topnet else out).float()
+                    if topnet:
+                        value = finetune_objective(loss_fn, logits, g, m)
+                        dist = torch.from_numpy(batch["distance"]).float()[:, None].to(dev)
+                        value = value + center_fn(out["centerness"].float(), dist, g * m)
+                        if tree_labels:
+                            from .train import _topnet_pairs
+
+                            pairs = _topnet_pairs(
+                                {**batch, "trees": batch["trees"].astype(np.int64)},
+                                rng,
+                                {"n_anchors": 64, "partners": 8, "radius": 15.0},
+                                restrict=batch["mask"].astype(bool) & (batch["trees"] > 0),
+                            )
+                            value = value + embed_fn(out["embedding"], *[p.to(dev) for p in pairs])
+                    else:
+                        value = finetune_objective(loss_fn, logits, g, m)
+                with torch.no_grad():
+                    fp = (logits > 0) & (g < 0.5) & (m > 0.5)
+                sampler.add_false_positives(fp[:, 0].cpu().numpy())
+                opt.zero_grad()
+                value.backward()
+                _clip_grad_norm(opt.params, 5.0)
+                opt.step()
+                step += 1
+                lv = float(value.detach())
+                recent.append(lv)
+                curve.append([step, lv])
+                report(
+                    phase="train",
+                    step=step,
+                    max_steps=steps,
+                    fraction=fraction(),
+                    loss=lv,
+                    best=dict(best),
+                    message=f"step {step}: loss {lv:.4f}",
+                )
+                if step % val_every == 0:
+                    last_val_step = step
+                    t_val = time.perf_counter()
+                    res = evaluate()
+                    val_in_loop += time.perf_counter() - t_val
+                    res["step"] = step
+                    history.append(res)
+                    if res["score"] > best["score"] + 1e-4:
+                        best, best_step, since_best = dict(res), step, 0
+                        best_state = {
+                            k: v.detach().to("cpu", copy=True)
+                            for k, v in model.state_dict().items()
+                        }
+                    else:
+                        since_best += 1
                     report(
-                        phase="prepare",
+                        phase="validate",
                         step=step,
                         max_steps=steps,
                         fraction=fraction(),
+                        loss=res["loss"],
+                        validation=dict(res),
                         best=dict(best),
-                        message=(
-                            f"{fit} fit in {minutes:g} min ({prepare_s:.0f} s went on "
-                            f"preparing, {reserve_s:.0f} s are kept for the final "
-                            f"validation); training the minimum {MIN_BUDGET_STEPS} steps "
-                            "anyway: the run will take longer than its budget"
-                        ),
+                        message=f"step {step}: validation Dice {res['Dice']:.3f}",
                     )
-            if _is_set(cancel):
-                raise Cancelled("fine-tuning cancelled; nothing was saved")
-            frac = fraction()
-            warm = min(1.0, (step + 1) / WARMUP_STEPS)
-            opt.lr = lr * warm * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * frac)))
-            sampler = samplers[step % len(samplers)]  # the zooms take turns
-            batch = sampler.sample(batch_size)
-            x = torch.from_numpy(batch["image"])[:, None].to(dev)
-            g = torch.from_numpy(batch["vessel"]).float()[:, None].to(dev)
-            m = torch.from_numpy(batch["mask"]).float()[:, None].to(dev)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
-                out = model(x)
-                logits = (out["vessel"] if topnet else out).float()
-                if topnet:
-                    value = finetune_objective(loss_fn, logits, g, m)
-                    dist = torch.from_numpy(batch["distance"]).float()[:, None].to(dev)
-                    value = value + center_fn(out["centerness"].float(), dist, g * m)
-                    if tree_labels:
-                        from .train import _topnet_pairs
-
-                        pairs = _topnet_pairs(
-                            {**batch, "trees": batch["trees"].astype(np.int64)},
-                            rng,
-                            {"n_anchors": 64, "partners": 8, "radius": 15.0},
-                            restrict=batch["mask"].astype(bool) & (batch["trees"] > 0),
-                        )
-                        value = value + embed_fn(out["embedding"], *[p.to(dev) for p in pairs])
-                else:
-                    value = finetune_objective(loss_fn, logits, g, m)
-            with torch.no_grad():
-                fp = (logits > 0) & (g < 0.5) & (m > 0.5)
-            sampler.add_false_positives(fp[:, 0].cpu().numpy())
-            opt.zero_grad()
-            value.backward()
-            _clip_grad_norm(opt.params, 5.0)
-            opt.step()
-            step += 1
-            lv = float(value.detach())
-            recent.append(lv)
-            curve.append([step, lv])
-            report(
-                phase="train",
-                step=step,
-                max_steps=steps,
-                fraction=fraction(),
-                loss=lv,
-                best=dict(best),
-                message=f"step {step}: loss {lv:.4f}",
-            )
-            if step % val_every == 0:
-                last_val_step = step
-                t_val = time.perf_counter()
+                    if since_best >= patience:
+                        stopped = f"early stop ({patience} validations without improvement)"
+                        break
+            step_s = (time.perf_counter() - t_loop - val_in_loop) / step if step else 0.0
+            if step > last_val_step:
+                if _is_set(cancel):
+                    raise Cancelled("fine-tuning cancelled; nothing was saved")
                 res = evaluate()
-                val_in_loop += time.perf_counter() - t_val
                 res["step"] = step
                 history.append(res)
                 if res["score"] > best["score"] + 1e-4:
-                    best, best_step, since_best = dict(res), step, 0
+                    best, best_step = dict(res), step
                     best_state = {
                         k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
                     }
-                else:
-                    since_best += 1
                 report(
                     phase="validate",
                     step=step,
                     max_steps=steps,
-                    fraction=fraction(),
+                    fraction=1.0,
                     loss=res["loss"],
                     validation=dict(res),
                     best=dict(best),
                     message=f"step {step}: validation Dice {res['Dice']:.3f}",
                 )
-                if since_best >= patience:
-                    stopped = f"early stop ({patience} validations without improvement)"
-                    break
-        step_s = (time.perf_counter() - t_loop - val_in_loop) / step if step else 0.0
-        if step > last_val_step:
+            result = copy.deepcopy(base)
+            if best_state is not None:
+                result.load_state_dict(best_state)
+            for prm in result.parameters():
+                prm.requires_grad_(True)
             if _is_set(cancel):
                 raise Cancelled("fine-tuning cancelled; nothing was saved")
-            res = evaluate()
-            res["step"] = step
-            history.append(res)
-            if res["score"] > best["score"] + 1e-4:
-                best, best_step = dict(res), step
-                best_state = {
-                    k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
-                }
-            report(
-                phase="validate",
-                step=step,
-                max_steps=steps,
-                fraction=1.0,
-                loss=res["loss"],
-                validation=dict(res),
-                best=dict(best),
-                message=f"step {step}: validation Dice {res['Dice']:.3f}",
-            )
-        result = copy.deepcopy(base)
-        if best_state is not None:
-            result.load_state_dict(best_state)
-        for prm in result.parameters():
-            prm.requires_grad_(True)
-        if _is_set(cancel):
-            raise Cancelled("fine-tuning cancelled; nothing was saved")
-        kept_base = None
-        if best_state is None:
-            threshold, at_threshold, threshold_table = base_choice
-            at_half = _scores(*base_view)
-        else:
-            report(
-                phase="validate",
-                step=step,
-                max_steps=steps,
-                fraction=1.0,
-                best=dict(best),
-                message="segmenting the held-out part as segment will, to choose the threshold",
-            )
-            result_view = segment_held_out(result.to(dev))
-            threshold, at_threshold, threshold_table = choose_threshold(
-                None, None, None, None, outputs=[result_view]
-            )
-            at_half = _scores(*result_view)
-            if at_threshold["score"] < base_choice[1]["score"]:
-                # as many decimals as tell the two apart ("0.721 ... below 0.721" read
-                # as a contradiction to a newcomer)
-                ours, theirs = _apart(at_threshold["score"], base_choice[1]["score"])
-                # better on the patches, worse as segment runs it: the base model is kept
-                # a newcomer watched the patch scores climb 0.59 -> 0.79 and then read
-                # "the base weights are kept" without knowing why the two disagree
-                kept_base = (
-                    f"the trained weights (step {best_step}, the best on the validation "
-                    f"patches, small crops of the held-out part) scored "
-                    f"{ours} on the whole held-out part segmented as "
-                    f"segment does it (every zoom, whole tiles), below the base model's "
-                    f"{theirs} (mean of Dice and clDice, each at its "
-                    "best threshold): the base weights are kept"
-                )
-                result, best_state, best_step = copy.deepcopy(base), None, 0
+            kept_base = None
+            if best_state is None:
                 threshold, at_threshold, threshold_table = base_choice
                 at_half = _scores(*base_view)
-        at_threshold = {**at_threshold, "step": best_step}
-        at_half["step"] = best_step
-    finally:
-        torch.set_num_threads(old_threads)
+            else:
+                report(
+                    phase="validate",
+                    step=step,
+                    max_steps=steps,
+                    fraction=1.0,
+                    best=dict(best),
+                    message="segmenting the held-out part as segment will, to choose the threshold",
+                )
+                result_view = segment_held_out(result.to(dev))
+                threshold, at_threshold, threshold_table = choose_threshold(
+                    None, None, None, None, outputs=[result_view]
+                )
+                at_half = _scores(*result_view)
+                if at_threshold["score"] < base_choice[1]["score"]:
+                    # as many decimals as tell the two apart ("0.721 ... below 0.721" read
+                    # as a contradiction to a newcomer)
+                    ours, theirs = _apart(at_threshold["score"], base_choice[1]["score"])
+                    # better on the patches, worse as segment runs it: the base model is kept
+                    # a newcomer watched the patch scores climb 0.59 -> 0.79 and then read
+                    # "the base weights are kept" without knowing why the two disagree
+                    kept_base = (
+                        f"the trained weights (step {best_step}, the best on the validation "
+                        f"patches, small crops of the held-out part) scored "
+                        f"{ours} on the whole held-out part segmented as "
+                        f"segment does it (every zoom, whole tiles), below the base model's "
+                        f"{theirs} (mean of Dice and clDice, each at its "
+                        "best threshold): the base weights are kept"
+                    )
+                    result, best_state, best_step = copy.deepcopy(base), None, 0
+                    threshold, at_threshold, threshold_table = base_choice
+                    at_half = _scores(*base_view)
+            at_threshold = {**at_threshold, "step": best_step}
+            at_half["step"] = best_step
+        finally:
+            torch.set_num_threads(old_threads)
 
     result = result.cpu().eval()
     wall = time.perf_counter() - t0
@@ -1971,9 +2026,10 @@ def finetune(
         )
     )
     sp = None if spacing is None else [float(s) for s in np.broadcast_to(spacing, (3,))]
+    head = layers == "head"
     card = ModelCard(
         name=name,
-        architecture=base_card.architecture,
+        architecture="unet3d-voxel-head" if hasattr(result, "refine") else base_card.architecture,
         arch_kwargs=copy.deepcopy(result.arch_kwargs),
         task=base_card.task,
         summary=summary,
@@ -1998,9 +2054,15 @@ def finetune(
             },
             "input_policy": policy.to_dict(),
             "loss": spec,
-            "objective": f"the base loss ({spec['name']}) on annotated voxels + "
+            "objective": "binary cross entropy of the voxel head (the network frozen)"
+            if head
+            else f"the base loss ({spec['name']}) on annotated voxels + "
             f"{GLOBAL_DICE_WEIGHT:g} x batch soft Dice + {BCE_WEIGHT:g} x BCE (annotated voxels)",
-            "sampling": f"{SAMPLE_VESSEL:.0%} labelled vessel, {SAMPLE_HARD:.0%} mined false "
+            "sampling": "every labelled vessel voxel of the training part (at most "
+            f"{MAX_VESSEL_VOXELS}) and {BACKGROUND_PER_VESSEL} times as many "
+            "background voxels of it"
+            if head
+            else f"{SAMPLE_VESSEL:.0%} labelled vessel, {SAMPLE_HARD:.0%} mined false "
             "positives, the rest random annotated voxels",
             "embedding": embedding,
             "steps": step,
@@ -2014,7 +2076,9 @@ def finetune(
             "layers": layers,
             "batch_size": batch_size,
             "patch": [patch] * 3,
-            "augmentation": "flips, axis permutations, scale 0.8-1.25, contrast/brightness, "
+            "augmentation": "none (a voxel head)"
+            if head
+            else "flips, axis permutations, scale 0.8-1.25, contrast/brightness, "
             "gamma, Gaussian noise",
             "seed": seed,
             "device": str(dev),
@@ -2030,7 +2094,7 @@ def finetune(
             "napari_topo": __version__,
         },
         threshold=threshold,
-        min_size=base_card.min_size,
+        min_size=parts["min_size"] if head else base_card.min_size,
         metrics={
             "validation": dict(at_threshold),
             "validation_at_0.5": dict(at_half),

@@ -1,0 +1,392 @@
+"""``finetune(..., layers="head")``: train a voxel classifier on a frozen network's output.
+
+The network's weights stay the base model's; a :class:`~napari_topo.models.voxel_head.VoxelHead`
+learns, from the user's labels, which voxels are vessel given the base model's probability
+and classic image features computed on the whole volume
+(:mod:`napari_topo.models.voxel_head`). The result is a
+:class:`~napari_topo.models.voxel_head.VoxelHeadNet` (architecture ``"unet3d-voxel-head"``)
+that ``segment`` runs as the base network followed by the head.
+
+How (called by :func:`~napari_topo.training.finetune.finetune` after its checks):
+
+1. The base model segments the annotated region's bounding box, grown by the features'
+   context (:func:`~napari_topo.models.voxel_head.halo`), as ``segment`` does it (every zoom
+   of the input policy, the intensities scaled as the whole image's).
+2. The features are computed there slab by slab. Training voxels: every labelled vessel
+   voxel of the training part (at most :data:`MAX_VESSEL_VOXELS`, drawn at random) and
+   :data:`BACKGROUND_PER_VESSEL` times as many background voxels of it; validation: every
+   voxel of the held-out part.
+3. Adam (learning rate :data:`HEAD_LR`, batches of :data:`HEAD_BATCH` voxels, binary cross
+   entropy) for at most :data:`HEAD_STEPS` steps, the time or step budget, or until
+   ``patience`` validations (every :data:`HEAD_VAL_EVERY` steps: Dice and clDice at 0.5 on
+   the held-out part) bring no improvement; the best validation's weights are kept.
+4. The mask threshold is chosen on the held-out part (:func:`choose_threshold`) and the
+   result is compared with the base model there, each at its best threshold: when the head
+   does not score higher, the base model is returned unchanged (``training["kept_base"]``).
+
+Measured on the development CT (3D-IRCADb-01 patient 01; ``docs/finetune.md``).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from typing import Any
+
+import numpy as np
+
+#: Training steps at most (the probe's 3000 converged; ``benchmarks/results/feature_head``).
+HEAD_STEPS = 3000
+#: Voxels per step.
+HEAD_BATCH = 4096
+#: Adam's learning rate (constant).
+HEAD_LR = 3e-3
+#: Steps between validations on the held-out part.
+HEAD_VAL_EVERY = 250
+#: Background voxels drawn per labelled vessel voxel of the training part.
+BACKGROUND_PER_VESSEL = 4
+#: Labelled vessel voxels used at most (drawn at random beyond).
+MAX_VESSEL_VOXELS = 200_000
+#: Hidden units per layer of the head.
+HEAD_HIDDEN = 64
+#: Smallest kept mask pieces (voxels, 26-connected) chosen from on the held-out part,
+#: beside the base model's own: on the development CT the head's small false pieces cost
+#: clDice (probe, threshold 0.5: clDice 0.43 with none removed, 0.57 without pieces under
+#: 1000 voxels; benchmarks/results/feature_head/).
+HEAD_MIN_SIZES = (100, 1000)
+
+
+def _grown_box(mask: np.ndarray, grow: tuple[int, int, int]) -> tuple[slice, slice, slice]:
+    box = []
+    for ax in range(3):
+        others = tuple(a for a in range(3) if a != ax)
+        idx = np.flatnonzero(mask.any(axis=others))
+        box.append(
+            slice(max(0, int(idx[0]) - grow[ax]), min(mask.shape[ax], int(idx[-1]) + 1 + grow[ax]))
+        )
+    return tuple(box)
+
+
+def finetune_head(
+    *,
+    image: Any,
+    lab: np.ndarray,
+    region: np.ndarray,
+    train_mask: np.ndarray,
+    val_mask: np.ndarray,
+    base: Any,
+    base_card: Any,
+    policy: Any,
+    spacing: Any,
+    view_inputs: dict,
+    dev: Any,
+    steps: int | None,
+    minutes: float | None,
+    patience: int,
+    seed: int,
+    threads: int | None,
+    cancel: Any,
+    report,
+    t0: float,
+):
+    """The head's training; returns ``(module, parts)`` where ``parts`` holds what the card
+    needs (see :func:`~napari_topo.training.finetune.finetune`). Arguments as prepared by
+    ``finetune`` (the input policy planned on the whole image, the split made)."""
+    import torch
+
+    from ..inference.pipeline import predict
+    from ..inference.sliding import Cancelled
+    from ..models.voxel_head import FEATURE_NAMES, VoxelHeadNet, feature_slabs, halo_per_axis
+    from .finetune import Adam, _apart, _is_set, _scores, choose_threshold, default_threads
+
+    def stop() -> None:
+        if _is_set(cancel):
+            raise Cancelled("fine-tuning cancelled; nothing was saved")
+
+    sp = None if spacing is None else tuple(float(s) for s in np.broadcast_to(spacing, (3,)))
+    net_base = base.base if isinstance(base, VoxelHeadNet) else base
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+
+    # ---- 1. the base model on the annotated region and its context ---------------------
+    grow = halo_per_axis(sp)
+    box = _grown_box(region, grow)
+    report(
+        phase="prepare",
+        message="the base model segments the annotated region ("
+        + "x".join(str(b.stop - b.start) for b in box)
+        + " voxels with the features' context)",
+        max_steps=steps,
+    )
+    crop = np.asarray(image[box])
+    out = predict(
+        crop,
+        (net_base, base_card),
+        spacing=spacing,
+        zoom=policy.zoom,
+        intensity_from=image,
+        device=str(dev),
+        cancel=cancel,
+        on_message=lambda _m: None,
+        **view_inputs,
+    )
+    prob = np.asarray(out["vessel"], np.float32)
+    stop()
+
+    # ---- 2. features of the training sample and of the held-out part -------------------
+    train_b, val_b = train_mask[box], val_mask[box]
+    vessel_b = np.asarray(lab[box]) > 0
+    pos = np.flatnonzero((train_b & vessel_b).ravel())
+    if len(pos) > MAX_VESSEL_VOXELS:
+        pos = rng.choice(pos, MAX_VESSEL_VOXELS, replace=False)
+    neg = np.flatnonzero((train_b & ~vessel_b).ravel())
+    neg = rng.choice(neg, min(len(neg), BACKGROUND_PER_VESSEL * max(len(pos), 1)), replace=False)
+    take = np.zeros(prob.size, bool)
+    take[pos] = True
+    take[neg] = True
+    take = take.reshape(prob.shape)
+    report(
+        phase="prepare",
+        message=f"image features of {len(pos)} vessel and {len(neg)} background voxels to "
+        f"train on, {int(val_b.sum())} held out",
+        max_steps=steps,
+    )
+    t_feat = time.perf_counter()
+    xs, ys, vx = [], [], []
+    for z0, z1, f in feature_slabs(crop, prob, sp, normalize=policy.normalizer, cancel=stop):
+        t = take[z0:z1]
+        xs.append(f[t])
+        ys.append(vessel_b[z0:z1][t])
+        vx.append(f[val_b[z0:z1]])
+    features_s = time.perf_counter() - t_feat
+    x_train = torch.from_numpy(np.concatenate(xs))
+    y_train = torch.from_numpy(np.concatenate(ys).astype(np.float32))
+    x_val = torch.from_numpy(np.concatenate(vx))
+    del xs, ys, vx
+    stop()
+
+    # the held-out part as segment makes it: the base's probability there, and the truth
+    vbox = _grown_box(val_b, (0, 0, 0))
+    valid = val_b[vbox]
+    truth = vessel_b[vbox] & valid
+    base_view = (prob[vbox], truth, valid, None)
+    before_view = _scores(*base_view, threshold=base_card.mask_threshold)
+    before_view["threshold"] = base_card.mask_threshold
+    base_choice = choose_threshold(None, None, None, None, outputs=[base_view])
+    where = np.flatnonzero(val_b[vbox].ravel())  # x_val's rows, in vbox order
+
+    # ---- 3. training -----------------------------------------------------------------
+    old_threads = torch.get_num_threads()
+    if dev.type == "cpu":
+        torch.set_num_threads(int(threads or default_threads()))
+    try:
+        model = VoxelHeadNet.on(net_base, HEAD_HIDDEN)
+        head = model.head
+        head.set_scaling(x_train)
+        # the share of the training part's background voxels drawn (VoxelHead's offset)
+        n_background = int((train_b & ~vessel_b).sum())
+        head.offset.fill_(math.log(max(len(neg), 1) / max(n_background, 1)))
+        head.to(dev).train()
+        opt = Adam(list(head.net.parameters()), lr=HEAD_LR)
+        gen = torch.Generator().manual_seed(seed)
+        xt, yt = x_train.to(dev), y_train.to(dev)
+
+        def view_probability() -> np.ndarray:
+            head.eval()
+            p = np.zeros(valid.shape, np.float32)
+            flat = p.reshape(-1)
+            with torch.no_grad():
+                for c in range(0, len(x_val), 1 << 20):
+                    flat[where[c : c + (1 << 20)]] = (
+                        torch.sigmoid(head(x_val[c : c + (1 << 20)].to(dev))).cpu().numpy()
+                    )
+            head.train()
+            return p
+
+        def evaluate() -> dict:
+            p = view_probability()
+            return _scores(p, truth, valid, _bce(p, truth, valid))
+
+        t_val = time.perf_counter()
+        before = _scores(*base_view[:3], _bce(base_view[0], truth, valid))
+        validation_s = time.perf_counter() - t_val
+        before["step"] = 0
+        best, best_state, best_step, since_best = dict(before), None, 0, 0
+        history = [dict(before)]
+        report(
+            phase="validate",
+            validation=dict(before),
+            best=dict(best),
+            loss=before["loss"],
+            max_steps=steps,
+            message=f"base model: held-out Dice {before['Dice']:.3f}",
+        )
+        budget_s = None if minutes is None else float(minutes) * 60.0
+        limit = min(int(steps), HEAD_STEPS) if steps is not None else HEAD_STEPS
+        # kept free at the end: a validation and the threshold choice
+        reserve_s = 2 * validation_s + 5.0
+        step, curve, stopped = 0, [], ""
+        t_loop = time.perf_counter()
+        while True:
+            if step >= limit:
+                stopped = (
+                    f"step budget ({int(steps)} steps)"
+                    if steps is not None and int(steps) <= HEAD_STEPS
+                    else f"the head's {HEAD_STEPS} steps"
+                )
+                break
+            if budget_s is not None and time.perf_counter() - t0 + reserve_s >= budget_s:
+                if step >= 10:
+                    stopped = f"time budget ({minutes:g} min)"
+                    break
+            stop()
+            b = torch.randint(0, len(xt), (min(HEAD_BATCH, len(xt)),), generator=gen).to(dev)
+            value = torch.nn.functional.binary_cross_entropy_with_logits(
+                head.sampled_logits(xt[b]), yt[b]
+            )
+            opt.zero_grad()
+            value.backward()
+            opt.step()
+            step += 1
+            lv = float(value.detach())
+            curve.append([step, lv])
+            frac = step / limit
+            if budget_s is not None:
+                frac = max(frac, (time.perf_counter() - t0 + reserve_s) / budget_s)
+            if step % 25 == 0:  # a report per ~5 ms step swamped the dock's queue
+                report(
+                    phase="train",
+                    step=step,
+                    max_steps=steps,
+                    fraction=min(1.0, frac),
+                    loss=lv,
+                    best=dict(best),
+                    message=f"step {step}: loss {lv:.4f}",
+                )
+            if step % HEAD_VAL_EVERY == 0 or step == limit:
+                t_val = time.perf_counter()
+                res = evaluate()
+                validation_s = max(validation_s, time.perf_counter() - t_val)
+                res["step"] = step
+                history.append(res)
+                if res["score"] > best["score"] + 1e-4:
+                    best, best_step, since_best = dict(res), step, 0
+                    best_state = {
+                        k: v.detach().to("cpu", copy=True) for k, v in head.state_dict().items()
+                    }
+                else:
+                    since_best += 1
+                report(
+                    phase="validate",
+                    step=step,
+                    max_steps=steps,
+                    fraction=min(1.0, frac),
+                    loss=res["loss"],
+                    validation=dict(res),
+                    best=dict(best),
+                    message=f"step {step}: held-out Dice {res['Dice']:.3f}",
+                )
+                if since_best >= patience:
+                    stopped = f"early stop ({patience} validations without improvement)"
+                    break
+        step_s = (time.perf_counter() - t_loop) / step if step else 0.0
+        stop()
+        kept_base = None
+        min_size, sizes = base_card.min_size, []
+        if best_state is None:
+            result = copy.deepcopy(base)
+            threshold, at_threshold, table = base_choice
+            at_half = _scores(*base_view)
+        else:
+            head.load_state_dict(best_state)
+            p = view_probability()
+            view = (p, truth, valid, None)
+            threshold, at_threshold, table = choose_threshold(
+                None, None, None, None, outputs=[view]
+            )
+            at_half = _scores(*view)
+            min_size, at_threshold, sizes = _choose_min_size(
+                p, truth, valid, threshold, at_threshold, base_card.mask_min_size
+            )
+            result = model
+            if at_threshold["score"] < base_choice[1]["score"]:
+                ours, theirs = _apart(at_threshold["score"], base_choice[1]["score"])
+                kept_base = (
+                    f"the head (step {best_step}) scored {ours} on the held-out part, "
+                    f"below the base model's {theirs} (mean of Dice and clDice, each at "
+                    "its best threshold): the base model is kept"
+                )
+                result, best_state, best_step = copy.deepcopy(base), None, 0
+                threshold, at_threshold, table = base_choice
+                at_half = _scores(*base_view)
+                min_size, sizes = base_card.min_size, []
+    finally:
+        torch.set_num_threads(old_threads)
+    for prm in result.parameters():
+        prm.requires_grad_(True)
+    parts = {
+        "before": before,
+        "before_view": before_view,
+        "history": history,
+        "curve": curve,
+        "best_step": best_step,
+        "improved": best_state is not None,
+        "kept_base": kept_base,
+        "stopped": stopped,
+        "steps": step,
+        "step_s": step_s,
+        "threshold": float(threshold),
+        "at_threshold": {**at_threshold, "step": best_step},
+        "at_half": {**at_half, "step": best_step},
+        "table": table,
+        "min_size": min_size,
+        "min_size_choice": sizes,
+        "view_box": vbox_in_volume(box, vbox),
+        "head": {
+            "features": list(FEATURE_NAMES),
+            "training_voxels": {"vessel": int(len(pos)), "background": int(len(neg))},
+            "held_out_voxels": int(len(x_val)),
+            "features_s": round(features_s, 1),
+            "box": [[b.start, b.stop] for b in box],
+            "lr": HEAD_LR,
+            "batch_voxels": HEAD_BATCH,
+            "max_steps": HEAD_STEPS,
+        },
+    }
+    if math.isfinite(step_s):
+        parts["head"]["step_ms"] = round(1000 * step_s, 2)
+    return result, parts
+
+
+def _choose_min_size(prob, truth, valid, threshold, at_threshold, default):
+    """The smallest kept mask piece (:data:`HEAD_MIN_SIZES`, and ``default``) whose
+    held-out score at ``threshold`` is best; ties go to the smaller. Pieces are counted in
+    the held-out box (26-connected), so a piece crossing its faces is counted short.
+    Returns ``(min_size, scores there, table)``."""
+    from .. import _cc3d as cc3d
+    from .finetune import _scores
+
+    rows = [{"min_size": int(default), **at_threshold}]
+    for size in HEAD_MIN_SIZES:
+        if size <= default:
+            continue
+        kept = cc3d.dust(np.ascontiguousarray(prob > threshold), threshold=size, connectivity=26)
+        rows.append({"min_size": size, **_scores(kept.astype(np.float32), truth, valid, None)})
+    best = max(rows, key=lambda r: r["score"] - 1e-9 * r["min_size"])
+    table = [{k: r[k] for k in ("min_size", "Dice", "clDice", "score")} for r in rows]
+    scores = {k: v for k, v in best.items() if k != "min_size"}
+    return best["min_size"], scores, table
+
+
+def _bce(prob: np.ndarray, truth: np.ndarray, valid: np.ndarray) -> float:
+    """Mean binary cross entropy of ``prob`` against ``truth`` on the ``valid`` voxels."""
+    p = np.clip(prob[valid], 1e-6, 1 - 1e-6)
+    return float(-np.mean(np.where(truth[valid], np.log(p), np.log1p(-p))))
+
+
+def vbox_in_volume(box, inner) -> tuple[slice, slice, slice]:
+    """``inner`` (slices of the crop ``box``) as slices of the whole volume."""
+    return tuple(
+        slice(b.start + i.start, b.start + i.stop) for b, i in zip(box, inner, strict=True)
+    )

@@ -1,0 +1,204 @@
+"""The voxel head (``finetune(..., layers="head")``): features, training, saving, segmenting."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+from test_finetune import save_tiny_base, sparse, volume
+
+from napari_topo.inference import predict, segment
+from napari_topo.inference.sliding import Cancelled
+from napari_topo.models.registry import (
+    USER_MODELS_ENV,
+    WeightsIntegrityError,
+    list_models,
+    load_model,
+)
+from napari_topo.models.voxel_head import (
+    FEATURE_NAMES,
+    VoxelHeadNet,
+    feature_slabs,
+    halo_per_axis,
+    symmetric_eigenvalues,
+    voxel_features,
+)
+from napari_topo.training.finetune import finetune, save_finetuned
+
+HEAD = {"device": "cpu", "threads": 1, "layers": "head"}
+
+
+def dice(a, b) -> float:
+    a, b = np.asarray(a) > 0, np.asarray(b) > 0
+    return float(2 * (a & b).sum() / max(1, a.sum() + b.sum()))
+
+
+# ------------------------------------------------------------------------------ features
+
+
+def test_slab_features_equal_the_whole_volume():
+    """What inference computes slab by slab is what the whole volume gives (anisotropic)."""
+    rng = np.random.default_rng(0)
+    x = rng.random((30, 20, 22)).astype(np.float32)
+    p = rng.random(x.shape).astype(np.float32)
+    spacing = (1.6, 0.57, 0.57)
+    whole = voxel_features(x, p, spacing)
+    assert whole.shape == x.shape + (len(FEATURE_NAMES),) and whole.dtype == np.float32
+    parts = list(feature_slabs(x, p, spacing, slab=6))
+    assert [(a, b) for a, b, _ in parts][:2] == [(0, 6), (6, 12)]
+    np.testing.assert_allclose(np.concatenate([f for _, _, f in parts]), whole, atol=1e-5)
+    assert halo_per_axis(spacing)[0] < halo_per_axis(spacing)[1]  # thick slices: less z context
+
+
+def test_features_follow_the_spacing_and_see_a_tube():
+    """A bright tube along x: its Hessian has two strongly negative eigenvalues across it,
+    and a volume with twice the voxel size gives the features of its subsampled copy."""
+    z, y, x = np.mgrid[:24, :24, :24]
+    tube = np.exp(-((z - 12.0) ** 2 + (y - 12.0) ** 2) / (2 * 2.0**2)).astype(np.float32)
+    f = voxel_features(tube, np.zeros_like(tube))
+    k = FEATURE_NAMES.index("hessian_eigenvalue2_2.8")
+    centre, outside = f[12, 12, 12, k], f[2, 2, 12, k]
+    assert centre < -0.1 and abs(outside) < 0.05 * abs(centre)
+    with pytest.raises(ValueError, match="one shape"):
+        voxel_features(tube, tube[:-1])
+
+
+def test_closed_form_eigenvalues_match_numpy():
+    rng = np.random.default_rng(1)
+    elems = [rng.normal(size=(5, 7, 9)).astype(np.float32) for _ in range(6)]
+    elems.append(None)
+    a00, a01, a02, a11, a12, a22, _ = elems
+    mats = np.stack(
+        [
+            np.stack([a00, a01, a02], -1),
+            np.stack([a01, a11, a12], -1),
+            np.stack([a02, a12, a22], -1),
+        ],
+        -2,
+    ).astype(np.float64)
+    want = np.linalg.eigvalsh(mats)[..., ::-1]  # largest first
+    got = np.moveaxis(symmetric_eigenvalues(elems[:6]), 0, -1)
+    np.testing.assert_allclose(got, want, atol=2e-4)
+    flat = symmetric_eigenvalues([np.full(3, 2.0), *[np.zeros(3)] * 2, np.full(3, 2.0), 0, 2.0])
+    np.testing.assert_allclose(flat, 2.0)  # a multiple of the identity
+
+
+# ------------------------------------------------------------------------------ training
+
+
+@pytest.fixture
+def user_dir(tmp_path, monkeypatch):
+    """An empty user models folder holding an untrained tiny U-Net, "tiny-base"."""
+    folder = tmp_path / "user-models"
+    monkeypatch.setenv(USER_MODELS_ENV, str(folder))
+    save_tiny_base(folder)
+    return folder
+
+
+@pytest.fixture
+def tubes():
+    vol = volume(seed=3, shape=(40, 48, 48))
+    lab = sparse(vol.mask, slice(0, 24))
+    annotated = np.zeros(vol.mask.shape, bool)
+    annotated[:24] = True
+    return vol, lab, annotated
+
+
+def test_head_learns_what_an_untrained_base_cannot_and_segment_uses_it(user_dir, tubes):
+    """A base that has seen no vessel (Dice near 0) plus a head trained on the upper slices
+    segments the lower, never labelled, slices; the model saves, lists, reloads (hash
+    checked) and segment runs the head on the whole volume."""
+    vol, lab, annotated = tubes
+    base = "tiny-base"  # untrained: it has seen no vessel
+    events = []
+    module, card = finetune(
+        vol.image, lab, base, annotated=annotated, steps=500, progress=events.append, **HEAD
+    )
+    assert isinstance(module, VoxelHeadNet) and card.architecture == "unet3d-voxel-head"
+    assert card.training["layers"] == "head" and card.training["steps"] == 500
+    assert card.metrics["validation"]["score"] > card.metrics["validation_before"]["score"] + 0.2
+    # the base network itself is untouched
+    tiny, _ = load_model(base)
+    for k, v in tiny.state_dict().items():
+        assert torch.equal(module.base.state_dict()[k], v)
+    # few progress reports: one per 25 steps plus validations, not one per step
+    assert sum(e.phase == "train" for e in events) == 500 // 25
+    saved = save_finetuned(module, card)
+    assert saved.name in [c.name for c in list_models()]
+    lower = np.zeros(vol.mask.shape, bool)
+    lower[28:] = True  # never labelled
+    before = segment(vol.image, base, device="cpu")
+    after = segment(vol.image, saved.name, device="cpu")
+    assert after.compute["voxel head"].startswith("on the whole volume")
+    assert (
+        dice(after.mask[lower], vol.mask[lower]) > dice(before.mask[lower], vol.mask[lower]) + 0.3
+    )
+    assert dice(after.mask[lower], vol.mask[lower]) > 0.6
+    # a tampered file is refused
+    weights = saved.path.with_suffix(".safetensors")
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    with pytest.raises(WeightsIntegrityError):
+        load_model(saved.name)
+
+
+def test_labels_outside_the_annotated_region_change_nothing(user_dir, tubes):
+    vol, lab, annotated = tubes
+    base = "tiny-base"  # untrained: it has seen no vessel
+    noisy = lab.copy()
+    noisy[30:, :20] = 1  # painted outside the annotated slices
+    heads = []
+    for labels in (lab, noisy):
+        module, _ = finetune(vol.image, labels, base, annotated=annotated, steps=60, **HEAD)
+        heads.append(module.head.state_dict())
+    for k in heads[0]:
+        assert torch.equal(heads[0][k], heads[1][k]), k
+
+
+def test_cancel_leaves_nothing(user_dir, tubes):
+    vol, lab, annotated = tubes
+    base = "tiny-base"  # untrained: it has seen no vessel
+    stop = threading.Event()
+
+    def progress(p):
+        if p.phase == "train":
+            stop.set()
+
+    with pytest.raises(Cancelled):
+        finetune(
+            vol.image,
+            lab,
+            base,
+            annotated=annotated,
+            steps=500,
+            cancel=stop,
+            progress=progress,
+            **HEAD,
+        )
+    assert [c.name for c in list_models(user_dir)] == ["tiny-base"]
+
+
+def test_refused_where_it_does_not_apply(user_dir, tubes):
+    vol, lab, annotated = tubes
+    topnet = save_tiny_base(user_dir, "tiny-topnet", arch="topnet").name
+    with pytest.raises(ValueError, match="layers='head' puts a voxel classifier on a U-Net"):
+        finetune(vol.image, lab, topnet, annotated=annotated, steps=5, **HEAD)
+    base = "tiny-base"  # untrained: it has seen no vessel
+    module, card = finetune(vol.image, lab, base, annotated=annotated, steps=100, **HEAD)
+    assert card.architecture == "unet3d-voxel-head"
+    with pytest.raises(ValueError, match="carries a voxel head"):
+        finetune(
+            vol.image,
+            lab,
+            (module, card),
+            annotated=annotated,
+            steps=5,
+            device="cpu",
+            layers="all",
+        )
+    with pytest.raises(ValueError, match="out= cannot be used"):
+        out = {"vessel": np.zeros((1,) + vol.image.shape, np.float32)}
+        predict(vol.image, (module, card), device="cpu", zoom=1, out=out)
