@@ -585,3 +585,28 @@ def test_paint_record_lets_go_of_ignored_atoms_off_the_stacks():
         record.add(layer._undo_history[-1], (8, 4, 4))
     assert record.painted(layer) == [(0, [5, 6, 7])]
     assert record.ignored == {}  # let go: its id can no longer hide a new stroke
+
+
+@gui
+@pytest.mark.usefixtures("user_dir")
+def test_trains_a_voxel_classifier_picked_in_the_dock_and_segments_with_it(
+    make_napari_viewer, qtbot
+):
+    """Trains: 'a voxel classifier' fine-tunes the head on painted slices; the saved model
+    (unet3d-voxel-head) segments the image with its head."""
+    from napari_topo.inference import segment
+
+    widget = _painted_dock(make_napari_viewer, qtbot)
+    assert widget.layers_picker.value == "all"  # the default is the network's weights
+    assert list(widget.layers_picker.choices) == ["all", "decoder", "head"]
+    widget.layers_picker.value = "head"
+    widget.steps_box.value = 300
+    with qtbot.waitSignal(widget.finished, timeout=TIMEOUT_MS) as blocker:
+        assert widget.start() is not None
+    assert blocker.args == ["done"], widget.status_label.text()
+    card = widget.last_card
+    assert card.architecture == "unet3d-voxel-head" and card.training["layers"] == "head"
+    assert card.name in [c.name for c in list_models()]
+    image = widget.image_picker.value
+    result = segment(np.asarray(image.data), card.name, device="cpu")
+    assert result.compute["voxel head"].startswith("on the whole volume")

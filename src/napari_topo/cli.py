@@ -2111,11 +2111,12 @@ def _add_finetune_parser(sub) -> None:
         "--layers",
         choices=LAYERS,
         default=DEFAULT_LAYERS,
-        help=f"what trains: all (every weight) or decoder (the encoder frozen: the base "
+        help=f"what trains: all (every weight), decoder (the encoder frozen: the base "
         f"model's features are kept; slightly better on the development CT when the "
         f"labels cover half the liver, much worse when they are a few slices at one "
-        f"end) "
-        f"(default {DEFAULT_LAYERS})",
+        f"end) or head (the network frozen; a voxel classifier on its output and "
+        f"image features of the whole volume, trained in seconds; segmenting with "
+        f"the result takes longer) (default {DEFAULT_LAYERS})",
     )
     ft.add_argument(
         "--unit",

@@ -54,6 +54,7 @@ from qtpy.QtWidgets import (
 
 from napari_topo.geometry import layer_length_unit
 from napari_topo.layers import METADATA_KEY, layer_kind
+from napari_topo.training.finetune import DEFAULT_LAYERS
 from napari_topo.widgets._common import (
     finish_workers_at_exit,
     follow_layer_list,
@@ -98,6 +99,12 @@ MIN_MINUTES = 1.0
 #: Milliseconds after the last paint or pick before the "Will train on" line is updated.
 REGION_DEBOUNCE_MS = 300
 _AXIS_NAMES = {3: "zyx", 2: "yx"}
+#: The Trains picker: (text, :func:`~napari_topo.training.finetune.finetune`'s ``layers``).
+TRAINS_CHOICES = [
+    ("every weight", "all"),
+    ("the decoder", "decoder"),
+    ("a voxel classifier", "head"),
+]
 
 
 def _axis_name(axis: int, ndim: int) -> str:
@@ -414,6 +421,7 @@ class _Job:
     name: str | None
     painted: tuple[tuple[int, tuple[int, ...]], ...] | None = None
     unit: str | None = None
+    layers: str = "all"
 
 
 @dataclass(frozen=True)
@@ -461,6 +469,7 @@ def _run_finetune(
                 progress=lambda p: events.put(("progress", p)),
                 cancel=cancel,
                 name=job.name,
+                layers=job.layers,
                 command=f"napari-topo Fine-tune dock on '{job.image}' / '{job.labels}'",
             )
             if cancel.is_set():
@@ -626,6 +635,15 @@ class FinetuneWidget(QWidget):
         self.steps_box.native.setDecimals(0)
         # Qt shows this text at the minimum: "0" alone did not say there is no limit
         self.steps_box.native.setSpecialValueText("no limit")
+        self.layers_picker = ComboBox(
+            label="Trains",
+            choices=TRAINS_CHOICES,
+            value=DEFAULT_LAYERS,
+            tooltip="What learns from your labels: every weight of the network; its "
+            "decoder (the encoder's features kept); or a voxel classifier on the frozen "
+            "network's output and image features of the whole volume (seconds to train; "
+            "best on the development CT; segmenting takes longer).",
+        )
         self.device_picker = ComboBox(
             label="Device",
             choices=available_devices(),
@@ -645,6 +663,7 @@ class FinetuneWidget(QWidget):
                 self.model_picker,
                 self.minutes_box,
                 self.steps_box,
+                self.layers_picker,
                 self.device_picker,
                 self.name_edit,
             ],
@@ -1259,6 +1278,7 @@ class FinetuneWidget(QWidget):
             name=name,
             painted=None if painted is None else tuple((a, tuple(ix)) for a, ix in painted),
             unit=layer_length_unit(image),
+            layers=str(self.layers_picker.value),
         )
         info = dict(info, description=_axis_words(info["description"], lab.ndim))
         return job, volume, lab, annotated, info
