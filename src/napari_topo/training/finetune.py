@@ -1334,7 +1334,13 @@ def _scores(prob, g, valid, loss: float | None, threshold: float = 0.5) -> dict:
 
 
 def choose_threshold(
-    model, val_sets, device, loss_fn, *, outputs: Sequence[tuple] | None = None
+    model,
+    val_sets,
+    device,
+    loss_fn,
+    *,
+    outputs: Sequence[tuple] | None = None,
+    margin: float = THRESHOLD_MARGIN,
 ) -> tuple[float, dict, list[dict]]:
     """The mask threshold of :data:`THRESHOLDS` whose held-out score is best.
 
@@ -1349,6 +1355,10 @@ def choose_threshold(
     in the outputs (for :func:`finetune`, in the held-out box it segmented), 0.5.
     Chosen on the held-out part, so its score there is slightly optimistic (one number
     fitted to it).
+
+    ``margin``: the tolerance (default :data:`THRESHOLD_MARGIN`); 0 takes the best
+    (ties: nearest 0.5), as the voxel head does (``training/head.py``: its smoothed
+    probability has no calibrated 0.5 to prefer).
 
     ``outputs``: ``(probability, truth, held-out voxels, loss)`` tuples already at hand;
     :func:`finetune` passes its held-out view (:func:`_held_out_view`: the held-out part
@@ -1370,7 +1380,6 @@ def choose_threshold(
     for t in THRESHOLDS:
         rows.append((t, _mean_scores([_scores(*o, threshold=t) for o in outputs])))
     top = max(r["score"] for _, r in rows)
-    margin = THRESHOLD_MARGIN
     if sum(int(np.count_nonzero(o[1])) for o in outputs) < MIN_HELD_OUT_VESSEL_VOXELS:
         margin = math.inf  # too few vessels held out to tell: 0.5
     near = [(abs(t - 0.5), t, r) for t, r in rows if r["score"] >= top - margin]

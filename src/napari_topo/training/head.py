@@ -55,6 +55,9 @@ HEAD_HIDDEN = 64
 #: clDice (probe, threshold 0.5: clDice 0.43 with none removed, 0.57 without pieces under
 #: 1000 voxels; benchmarks/results/feature_head/).
 HEAD_MIN_SIZES = (100, 1000)
+#: Sigma (finest voxel sizes) of the smoothing of the head's probability
+#: (:class:`~napari_topo.models.voxel_head.VoxelHeadNet`'s ``smooth``).
+HEAD_SMOOTH = 1.0
 
 
 def _grown_box(mask: np.ndarray, grow: tuple[int, int, int]) -> tuple[slice, slice, slice]:
@@ -181,7 +184,7 @@ def finetune_head(
     if dev.type == "cpu":
         torch.set_num_threads(int(threads or default_threads()))
     try:
-        model = VoxelHeadNet.on(net_base, HEAD_HIDDEN)
+        model = VoxelHeadNet.on(net_base, HEAD_HIDDEN, HEAD_SMOOTH)
         head = model.head
         head.set_scaling(x_train)
         # the share of the training part's background voxels drawn (VoxelHead's offset)
@@ -300,14 +303,29 @@ def finetune_head(
             at_half = _scores(*base_view)
         else:
             head.load_state_dict(best_state)
-            p = view_probability()
+            report(
+                phase="validate",
+                step=step,
+                max_steps=steps,
+                fraction=1.0,
+                best=dict(best),
+                message="the head segments the annotated region as segment will, to choose "
+                "the threshold",
+            )
+            # the whole box again, as segment runs it (smoothing included), so the
+            # threshold and the smallest piece are chosen on what segment will cut
+            p_box = model.refine(crop, prob, sp, normalize=policy.normalizer, cancel=stop)
+            p = p_box[vbox]
             view = (p, truth, valid, None)
+            # the best outright: smoothed, the head's probability has no calibrated 0.5
+            # to prefer (on the development CT's held-out slices 0.4 scored 0.770, 0.5
+            # 0.753: the network's 0.02 margin kept 0.5)
             threshold, at_threshold, table = choose_threshold(
-                None, None, None, None, outputs=[view]
+                None, None, None, None, outputs=[view], margin=0.0
             )
             at_half = _scores(*view)
             min_size, at_threshold, sizes = _choose_min_size(
-                p, truth, valid, threshold, at_threshold, base_card.mask_min_size
+                p_box, vbox, truth, valid, threshold, at_threshold, base_card.mask_min_size
             )
             result = model
             if at_threshold["score"] < base_choice[1]["score"]:
@@ -359,10 +377,11 @@ def finetune_head(
     return result, parts
 
 
-def _choose_min_size(prob, truth, valid, threshold, at_threshold, default):
+def _choose_min_size(prob, vbox, truth, valid, threshold, at_threshold, default):
     """The smallest kept mask piece (:data:`HEAD_MIN_SIZES`, and ``default``) whose
-    held-out score at ``threshold`` is best; ties go to the smaller. Pieces are counted in
-    the held-out box (26-connected), so a piece crossing its faces is counted short.
+    held-out score at ``threshold`` is best; ties go to the smaller. ``prob`` covers the
+    annotated region's box, ``vbox`` (in it) the held-out part's: pieces are counted in
+    the whole box (26-connected), so one crossing its faces is counted short.
     Returns ``(min_size, scores there, table)``."""
     from .. import _cc3d as cc3d
     from .finetune import _scores
@@ -372,7 +391,8 @@ def _choose_min_size(prob, truth, valid, threshold, at_threshold, default):
         if size <= default:
             continue
         kept = cc3d.dust(np.ascontiguousarray(prob > threshold), threshold=size, connectivity=26)
-        rows.append({"min_size": size, **_scores(kept.astype(np.float32), truth, valid, None)})
+        cut = kept[vbox].astype(np.float32)
+        rows.append({"min_size": size, **_scores(cut, truth, valid, None)})
     best = max(rows, key=lambda r: r["score"] - 1e-9 * r["min_size"])
     table = [{k: r[k] for k in ("min_size", "Dice", "clDice", "score")} for r in rows]
     scores = {k: v for k, v in best.items() if k != "min_size"}
