@@ -65,6 +65,19 @@ from scoring import score  # noqa: E402
 BASE = "unet-projpool"
 
 
+#: Where fine-tuning and segmenting run (``--device``).
+DEVICE = "cpu"
+
+
+def gpu_peak_mb() -> float | None:
+    """Peak CUDA memory allocated by torch so far, MiB (None off CUDA)."""
+    import torch
+
+    if not str(DEVICE).startswith("cuda"):
+        return None
+    return torch.cuda.max_memory_allocated() / 2**20
+
+
 def peak_mb() -> float:
     """Peak resident memory of this process so far, MiB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -158,7 +171,7 @@ def _finetune(
         minutes=None if steps else minutes,
         steps=steps,
         seed=seed,
-        device="cpu",
+        device=DEVICE,
         threads=threads,
         progress=timer,
         name=name,
@@ -187,7 +200,7 @@ def _score_both(
     for label, model, copies in runs:
         t = time.perf_counter()
         torch.manual_seed(0)
-        analysis = segment(image, model, spacing=spacing, device="cpu", tta=copies, **settings)
+        analysis = segment(image, model, spacing=spacing, device=DEVICE, tta=copies, **settings)
         s = score(analysis.mask, gt, roi=test, spacing=spacing)
         s["segment_wall_s"] = round(time.perf_counter() - t, 1)
         rows[label] = s
@@ -323,6 +336,7 @@ def run_case(
             "after_loading": round(mem_loaded),
             "after_finetune": round(mem_ft),
             "after_scoring": round(peak_mb()),
+            "gpu_peak": None if gpu_peak_mb() is None else round(gpu_peak_mb()),
         },
         "targets": "Dice >= 0.6, clDice >= 0.65 within 10 min on 2 CPU cores",
         "met": bool(met_by and ft_wall <= 600),  # --steps: met only if it fit in 10 min
@@ -377,7 +391,7 @@ def run_stack(
 
         painted = corrected_slices(gt, slices)
         torch.manual_seed(0)
-        labels = np.asarray(segment(image, base, spacing=spacing, device="cpu").mask, np.uint8)
+        labels = np.asarray(segment(image, base, spacing=spacing, device=DEVICE).mask, np.uint8)
         labels[painted] = gt[painted]
         annotated = None
         test = np.ones(gt.shape, bool)
@@ -430,6 +444,7 @@ def run_stack(
         "card": _card_record(card),
         "other_half": rows,
         "peak_memory_mb": round(peak_mb()),
+        "gpu_peak_memory_mb": None if gpu_peak_mb() is None else round(gpu_peak_mb()),
     }
 
 
@@ -468,7 +483,7 @@ def run_tubes(
         base,
         annotated=annotated,
         minutes=minutes,
-        device="cpu",
+        device=DEVICE,
         threads=threads,
         progress=timer,
         name=f"{base}-ft-four-tubes",
@@ -480,7 +495,7 @@ def run_tubes(
     for label, model in (("base", base), ("fine-tuned", (module, card))):
         t = time.perf_counter()
         torch.manual_seed(0)
-        analysis = segment(vol.image, model, device="cpu")
+        analysis = segment(vol.image, model, device=DEVICE)
         p, g = analysis.mask[rest], vol.mask[rest]
         rows[label] = {
             "Precision": precision(p, g),
@@ -501,6 +516,7 @@ def run_tubes(
         "card": _card_record(card),
         "other_slices": rows,
         "peak_memory_mb": round(peak_mb()),
+        "gpu_peak_memory_mb": None if gpu_peak_mb() is None else round(gpu_peak_mb()),
         "target": "precision >= 0.95 on the other slices",
         "met": bool(rows["fine-tuned"]["Precision"] >= 0.95),
     }
@@ -673,7 +689,15 @@ def main(argv=None) -> int:
         default=0,
         help="seed of the case's fine-tune (sampling, augmentation, validation patches)",
     )
+    ap.add_argument(
+        "--device",
+        default="cpu",
+        help="where fine-tuning and segmenting run: cpu (default) or cuda; on CUDA the "
+        "peak GPU memory is reported beside the resident memory",
+    )
     args = ap.parse_args(argv)
+    global DEVICE
+    DEVICE = args.device
     if args.lr is not None and not args.lr > 0:
         ap.error(f"--lr must be above 0; got {args.lr:g}")
     if args.steps is not None and args.steps < 1:
@@ -683,10 +707,16 @@ def main(argv=None) -> int:
     args.results.mkdir(parents=True, exist_ok=True)
     import torch
 
+    gpu = (
+        f", {torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
+        if DEVICE.startswith("cuda")
+        else ""
+    )
     report = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "platform": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-        f"{args.threads} threads",
+        f"{args.threads} threads{gpu}",
+        "device": DEVICE,
         "command": " ".join(["python", "benchmarks/bench_finetune.py", *(argv or sys.argv[1:])]),
     }
     out = args.results / "finetune.json"
