@@ -435,7 +435,8 @@ def predict(
     if head is not None and out is not None:
         raise ValueError(
             f"model {card.name!r} carries a voxel head, which runs on the whole volume: "
-            "out= cannot be used with it"
+            "out= cannot be used with it (nor segment --format ome-zarr, which streams "
+            "chunk by chunk); segment to a whole-volume format instead"
         )
     # the voxel head's features take about as long as the network on 2 CPU cores
     share = HEAD_PROGRESS_SHARE if head is not None else 0.0
