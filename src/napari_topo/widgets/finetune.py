@@ -722,6 +722,12 @@ class FinetuneWidget(QWidget):
         # A stretch under the form left an empty band between the form and the region
         # line when the dock was taller than both (1600 x 1000, the dock alone: 500 px).
         _fit_to_content(self.scroll_area)
+        # and grows to that height first: with no stretch of its own the area kept Qt's
+        # scroll-area size hint (about 260 px) and scrolled the form's last rows once the
+        # Trains row made it taller; at equal stretch the spare band under the pinned
+        # part took half of what the area lacked (1366 x 768 after a run). The band
+        # takes what the area, at its maximum height, leaves.
+        self.layout().setStretchFactor(self.scroll_area, 100)
         self.layout().addStretch(1)
 
         # slices painted per Labels layer (id -> PaintRecord; see _watch_paint)
