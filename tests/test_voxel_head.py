@@ -7,12 +7,11 @@ import threading
 import numpy as np
 import pytest
 import torch
-from test_finetune import save_tiny_base, sparse, volume
+from test_finetune import save_tiny_base, sparse, user_dir, volume  # noqa: F401 (a fixture)
 
 from napari_topo.inference import predict, segment
 from napari_topo.inference.sliding import Cancelled
 from napari_topo.models.registry import (
-    USER_MODELS_ENV,
     WeightsIntegrityError,
     list_models,
     load_model,
@@ -89,12 +88,9 @@ def test_closed_form_eigenvalues_match_numpy():
 
 
 @pytest.fixture
-def user_dir(tmp_path, monkeypatch):
-    """An empty user models folder holding an untrained tiny U-Net, "tiny-base"."""
-    folder = tmp_path / "user-models"
-    monkeypatch.setenv(USER_MODELS_ENV, str(folder))
-    save_tiny_base(folder)
-    return folder
+def models(request):
+    """The user models folder (``test_finetune.user_dir``: the untrained "tiny-base")."""
+    return request.getfixturevalue("user_dir")
 
 
 @pytest.fixture
@@ -106,7 +102,8 @@ def tubes():
     return vol, lab, annotated
 
 
-def test_head_learns_what_an_untrained_base_cannot_and_segment_uses_it(user_dir, tubes):
+@pytest.mark.usefixtures("user_dir")
+def test_head_learns_what_an_untrained_base_cannot_and_segment_uses_it(tubes):
     """A base that has seen no vessel (Dice near 0) plus a head trained on the upper slices
     segments the lower, never labelled, slices; the model saves, lists, reloads (hash
     checked) and segment runs the head on the whole volume."""
@@ -145,7 +142,8 @@ def test_head_learns_what_an_untrained_base_cannot_and_segment_uses_it(user_dir,
         load_model(saved.name)
 
 
-def test_labels_outside_the_annotated_region_change_nothing(user_dir, tubes):
+@pytest.mark.usefixtures("user_dir")
+def test_labels_outside_the_annotated_region_change_nothing(tubes):
     vol, lab, annotated = tubes
     base = "tiny-base"  # untrained: it has seen no vessel
     noisy = lab.copy()
@@ -158,7 +156,7 @@ def test_labels_outside_the_annotated_region_change_nothing(user_dir, tubes):
         assert torch.equal(heads[0][k], heads[1][k]), k
 
 
-def test_cancel_leaves_nothing(user_dir, tubes):
+def test_cancel_leaves_nothing(models, tubes):
     vol, lab, annotated = tubes
     base = "tiny-base"  # untrained: it has seen no vessel
     stop = threading.Event()
@@ -178,12 +176,12 @@ def test_cancel_leaves_nothing(user_dir, tubes):
             progress=progress,
             **HEAD,
         )
-    assert [c.name for c in list_models(user_dir)] == ["tiny-base"]
+    assert [c.name for c in list_models(models)] == ["tiny-base"]
 
 
-def test_refused_where_it_does_not_apply(user_dir, tubes):
+def test_refused_where_it_does_not_apply(models, tubes):
     vol, lab, annotated = tubes
-    topnet = save_tiny_base(user_dir, "tiny-topnet", arch="topnet").name
+    topnet = save_tiny_base(models, "tiny-topnet", arch="topnet").name
     with pytest.raises(ValueError, match="layers='head' puts a voxel classifier on a U-Net"):
         finetune(vol.image, lab, topnet, annotated=annotated, steps=5, **HEAD)
     base = "tiny-base"  # untrained: it has seen no vessel
