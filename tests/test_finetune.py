@@ -862,7 +862,7 @@ def test_cli_finetune_then_segment_with_it(files, user_dir, capsys):
     assert rc == 0, captured.err
     assert "held-out annotation, segmented as segment does: Dice" in captured.out
     assert "->" in captured.out
-    assert "base model: held-out patches Dice" in captured.err  # progress
+    assert "base model: held-out Dice" in captured.err  # progress
     assert sorted(p.name for p in out.iterdir()) == ["mine.json", "mine.safetensors"]
     card = json.loads((out / "mine.json").read_text())
     assert card["training"]["fine_tuned_from"]["name"] == "tiny-base"

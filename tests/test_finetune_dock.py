@@ -610,3 +610,8 @@ def test_trains_a_voxel_classifier_picked_in_the_dock_and_segments_with_it(
     image = widget.image_picker.value
     result = segment(np.asarray(image.data), card.name, device="cpu")
     assert result.compute["voxel head"].startswith("on the whole volume")
+    # a head model as the next base: Trains follows (its network stays frozen)
+    widget.layers_picker.value = "all"
+    widget._refresh_choices()
+    widget.model_picker.value = card.name
+    assert widget.layers_picker.value == "head"

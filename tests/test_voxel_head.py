@@ -200,3 +200,38 @@ def test_refused_where_it_does_not_apply(models, tubes):
     with pytest.raises(ValueError, match="out= cannot be used"):
         out = {"vessel": np.zeros((1,) + vol.image.shape, np.float32)}
         predict(vol.image, (module, card), device="cpu", zoom=1, out=out)
+
+
+def test_a_second_round_is_judged_against_the_first_head(models, tubes):
+    """A head model as the base: the new head is compared with it as it segments (its
+    own head), so a round that does not beat it returns it, unchanged."""
+    from napari_topo.training.finetune import unchanged_from_base
+
+    vol, lab, annotated = tubes
+    first, card1 = finetune(vol.image, lab, "tiny-base", annotated=annotated, steps=400, **HEAD)
+    saved = save_finetuned(first, card1)
+    second, card2 = finetune(vol.image, lab, saved.name, annotated=annotated, steps=1, **HEAD)
+    before = card2.metrics["validation_before"]["Dice"]
+    # the first head as segment runs it, not the bare network under it (Dice near 0)
+    assert before > 0.5 and abs(before - card1.metrics["validation"]["Dice"]) < 0.15
+    assert card2.training["kept_base"] or unchanged_from_base(card2)
+    assert isinstance(second, VoxelHeadNet)
+    for k, v in first.head.state_dict().items():
+        assert torch.equal(second.head.state_dict()[k], v), k
+
+
+def test_streaming_and_cluster_paths_refuse_a_head_model(models, tubes, tmp_path):
+    from napari_topo.inference.chunked import segment_to_ome_zarr
+
+    vol, lab, annotated = tubes
+    module, card = finetune(vol.image, lab, "tiny-base", annotated=annotated, steps=100, **HEAD)
+    saved = save_finetuned(module, card)
+    with pytest.raises(ValueError, match="cannot stream chunk by chunk"):
+        out = {k: str(tmp_path / k) for k in ("probability", "mask")}
+        segment_to_ome_zarr(vol.image, None, out, saved.name)
+
+
+def test_head_settings_of_the_network_are_refused(models, tubes):
+    vol, lab, annotated = tubes
+    with pytest.raises(ValueError, match="lr, |batch_size"):
+        finetune(vol.image, lab, "tiny-base", annotated=annotated, steps=5, batch_size=4, **HEAD)

@@ -2150,7 +2150,8 @@ def _finetune_result_lines(card) -> list[str]:
         + (
             "the base model's weights kept"
             if t.get("kept_base")
-            else f"best on the held-out patches at step {t['best_step']}"
+            else f"best on the held-out "
+            f"{'part' if t.get('layers') == 'head' else 'patches'} at step {t['best_step']}"
         )
         + f"; stopped: {t['stopped']})"
     ]
@@ -2214,7 +2215,7 @@ def _finetune_printer(stream=None):
             prefix = "\n" if tty and p.step else ""
             what = "base model" if p.step == 0 else f"step {p.step}"
             print(
-                f"{prefix}{what}: held-out patches Dice {v['Dice']:.3f}, clDice "
+                f"{prefix}{what}: held-out Dice {v['Dice']:.3f}, clDice "
                 f"{v['clDice']:.3f} "
                 f"(best so far, by their mean: Dice {best['Dice']:.3f}, clDice "
                 f"{best['clDice']:.3f}) [{p.elapsed_s:.0f} s]",

@@ -432,7 +432,7 @@ def predict(
     # progress over every zoom the model runs at, weighted by the voxels each one sees
     weights = [float(np.prod(resample_factors(spacing, z, keep_coarse=keep))) for z in zooms]
     head = getattr(module, "refine", None)  # a voxel head (finetune(layers="head"))
-    if head is not None and out is not None:
+    if (head is not None or card.architecture == "unet3d-voxel-head") and out is not None:
         raise ValueError(
             f"model {card.name!r} carries a voxel head, which runs on the whole volume: "
             "out= cannot be used with it (nor segment --format ome-zarr, which streams "

@@ -118,7 +118,8 @@ def symmetric_eigenvalues(elems: Sequence[np.ndarray]) -> np.ndarray:
     e0 = q + 2.0 * p * torch.cos(phi)
     e2 = q + 2.0 * p * torch.cos(phi + 2.0 * math.pi / 3.0)
     e1 = 3.0 * q - e0 - e2
-    return torch.stack([e0, e1, e2]).numpy()
+    # entries of ~1e-15 underflow p^3 in float32 (NaN); the eigenvalues are then ~0
+    return torch.nan_to_num(torch.stack([e0, e1, e2]), nan=0.0).numpy()
 
 
 def halo_per_axis(spacing: Sequence[float] | None) -> tuple[int, int, int]:

@@ -106,7 +106,7 @@ from typing import Any
 
 import numpy as np
 
-from .head import BACKGROUND_PER_VESSEL, MAX_VESSEL_VOXELS
+from .head import BACKGROUND_PER_VESSEL, HEAD_BATCH, HEAD_LR, MAX_VESSEL_VOXELS
 
 __all__ = [
     "DEFAULT_LAYERS",
@@ -1481,11 +1481,15 @@ def finetune(
     threads : int, optional
         CPU threads (default :func:`default_threads`: all cores this process may use but
         one, at most ``OMP_NUM_THREADS`` when set); restored after.
-    layers : {"all", "decoder"}
+    layers : {"all", "decoder", "head"}
         What is trained (:data:`LAYERS`): ``"all"`` every weight; ``"decoder"`` freezes
         the encoder (the contracting path's weights stay the base model's; the decoder,
-        TopNet's task branches and the heads train). Which is better depends on how much
-        of the volume the labels cover (module docstring).
+        TopNet's task branches and the heads train); ``"head"`` freezes the network and
+        trains a voxel classifier on its whole-volume output and image features
+        (:mod:`napari_topo.training.head`; U-Net bases only; ``loss``, ``lr``,
+        ``batch_size``, ``patch`` and ``val_every`` do not apply and are refused).
+        Which is better depends on the data and how much of the volume the labels cover
+        (module docstring; ``docs/finetune.md``).
     lr, batch_size, patch, val_every, patience, validation_fraction
         Peak learning rate (:data:`WARMUP_STEPS` of linear warm-up, then a cosine decay
         to a tenth over the budget), patches per step (default the base's
@@ -1558,6 +1562,22 @@ def finetune(
         raise ValueError(f"steps must be at least 1; got {steps}")
     if layers not in LAYERS:
         raise ValueError(f"layers must be one of {', '.join(LAYERS)}; got {layers!r}")
+    if layers == "head":
+        given = [
+            k
+            for k, v in (
+                ("loss", loss),
+                ("batch_size", batch_size),
+                ("patch", patch),
+                ("val_every", val_every),
+            )
+            if v is not None
+        ] + (["lr"] if lr != DEFAULT_LR else [])
+        if given:
+            raise ValueError(
+                f"layers='head' trains with its own settings (training/head.py); "
+                f"{', '.join(given)} apply to the network's fine-tune only"
+            )
     lab = check_labels(labels, shape)
     region, region_info = annotated_region(lab, annotated, painted=painted)
     train_mask, val_mask, split = _split_validation(
@@ -2062,7 +2082,7 @@ def finetune(
                 **grid,
             },
             "input_policy": policy.to_dict(),
-            "loss": spec,
+            "loss": {"name": "bce"} if head else spec,
             "objective": "binary cross entropy of the voxel head (the network frozen)"
             if head
             else f"the base loss ({spec['name']}) on annotated voxels + "
@@ -2081,10 +2101,10 @@ def finetune(
             "kept_base": kept_base,
             "wall_time_s": round(wall, 1),
             "budget": {"minutes": minutes, "steps": steps},
-            "lr": lr,
+            "lr": HEAD_LR if head else lr,
             "layers": layers,
-            "batch_size": batch_size,
-            "patch": [patch] * 3,
+            "batch_size": HEAD_BATCH if head else batch_size,
+            "patch": None if head else [patch] * 3,
             "augmentation": "none (a voxel head)"
             if head
             else "flips, axis permutations, scale 0.8-1.25, contrast/brightness, "

@@ -98,6 +98,53 @@ def finetune_head(
     ``finetune`` (the input policy planned on the whole image, the split made)."""
     import torch
 
+    from ..models.voxel_head import VoxelHeadNet
+    from .finetune import default_threads
+
+    sp = None if spacing is None else tuple(float(s) for s in np.broadcast_to(spacing, (3,)))
+    # a second round: a new head on the same frozen network, judged against the old
+    # model as it segments (network and head)
+    net_base = copy.deepcopy(base.base if isinstance(base, VoxelHeadNet) else base)
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    old_threads = torch.get_num_threads()
+    if dev.type == "cpu":  # the base's pass and the features too (torch's eigenvalues)
+        torch.set_num_threads(int(threads or default_threads()))
+    try:
+        return _train(**locals())
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _train(
+    *,
+    image,
+    lab,
+    region,
+    train_mask,
+    val_mask,
+    base,
+    base_card,
+    policy,
+    spacing,
+    view_inputs,
+    dev,
+    steps,
+    minutes,
+    patience,
+    seed,
+    threads,
+    cancel,
+    report,
+    t0,
+    sp,
+    net_base,
+    rng,
+    **_unused,
+):
+    """The body of :func:`finetune_head` (threads already set)."""
+    import torch
+
     from ..inference.pipeline import predict
     from ..inference.sliding import Cancelled
     from ..models.voxel_head import FEATURE_NAMES, VoxelHeadNet, feature_slabs, halo_per_axis
@@ -106,11 +153,6 @@ def finetune_head(
     def stop() -> None:
         if _is_set(cancel):
             raise Cancelled("fine-tuning cancelled; nothing was saved")
-
-    sp = None if spacing is None else tuple(float(s) for s in np.broadcast_to(spacing, (3,)))
-    net_base = base.base if isinstance(base, VoxelHeadNet) else base
-    rng = np.random.default_rng(seed)
-    torch.manual_seed(seed)
 
     # ---- 1. the base model on the annotated region and its context ---------------------
     grow = halo_per_axis(sp)
@@ -136,6 +178,12 @@ def finetune_head(
     )
     prob = np.asarray(out["vessel"], np.float32)
     stop()
+    # what the base model segments there: a second round's base is the earlier head
+    base_prob = (
+        base.refine(crop, prob, sp, normalize=policy.normalizer, cancel=stop)
+        if isinstance(base, VoxelHeadNet)
+        else prob
+    )
 
     # ---- 2. features of the training sample and of the held-out part -------------------
     train_b, val_b = train_mask[box], val_mask[box]
@@ -173,7 +221,7 @@ def finetune_head(
     vbox = _grown_box(val_b, (0, 0, 0))
     valid = val_b[vbox]
     truth = vessel_b[vbox] & valid
-    base_view = (prob[vbox], truth, valid, None)
+    base_view = (base_prob[vbox], truth, valid, None)
     before_view = _scores(*base_view, threshold=base_card.mask_threshold)
     before_view["threshold"] = base_card.mask_threshold
     base_choice = choose_threshold(None, None, None, None, outputs=[base_view])
@@ -227,8 +275,9 @@ def finetune_head(
         )
         budget_s = None if minutes is None else float(minutes) * 60.0
         limit = min(int(steps), HEAD_STEPS) if steps is not None else HEAD_STEPS
-        # kept free at the end: a validation and the threshold choice
-        reserve_s = 2 * validation_s + 5.0
+        # kept free at the end: a validation, the head's pass over the box (its features
+        # again) and the threshold choice
+        reserve_s = 2 * validation_s + features_s + 5.0
         step, curve, stopped = 0, [], ""
         t_loop = time.perf_counter()
         while True:

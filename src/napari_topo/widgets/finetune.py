@@ -611,6 +611,7 @@ class FinetuneWidget(QWidget):
         # True until the user picks a base model: it then follows the labels' model
         self._base_auto = True
         self.model_picker.changed.connect(self._on_base_picked)
+        self.model_picker.changed.connect(self._sync_trains)
         self.labels_picker.changed.connect(self._on_labels_picked)
         self.minutes_box = FloatSpinBox(
             label="Minutes",
@@ -1206,6 +1207,20 @@ class FinetuneWidget(QWidget):
     def _on_base_picked(self, _value: Any = None) -> None:
         if not self._picking:
             self._base_auto = False
+
+    def _sync_trains(self, _value: Any = None) -> None:
+        """Trains follows the base model: one with a voxel head trains a new head (its
+        network cannot be fine-tuned under the head), and a TopNet takes none."""
+        from napari_topo.models.registry import get_card
+
+        try:
+            arch = get_card(str(self.model_picker.value)).architecture
+        except (ValueError, OSError):
+            return
+        if arch == "unet3d-voxel-head":
+            self.layers_picker.value = "head"
+        elif arch != "unet3d" and self.layers_picker.value == "head":
+            self.layers_picker.value = DEFAULT_LAYERS
 
     def _follow_labels_model(self) -> None:
         """Base model := the model that made the picked labels (Segment's result), if known
