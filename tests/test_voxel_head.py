@@ -182,7 +182,7 @@ def test_cancel_leaves_nothing(models, tubes):
 def test_refused_where_it_does_not_apply(models, tubes):
     vol, lab, annotated = tubes
     topnet = save_tiny_base(models, "tiny-topnet", arch="topnet").name
-    with pytest.raises(ValueError, match="layers='head' puts a voxel classifier on a U-Net"):
+    with pytest.raises(ValueError, match="puts a voxel classifier on a U-Net"):
         finetune(vol.image, lab, topnet, annotated=annotated, steps=5, **HEAD)
     base = "tiny-base"  # untrained: it has seen no vessel
     module, card = finetune(vol.image, lab, base, annotated=annotated, steps=100, **HEAD)

@@ -1990,6 +1990,8 @@ def _models(name: str | None = None) -> None:
     cards = list_models()
     if not cards:
         print("no pretrained models are installed")
+    # unet3d-voxel-head (a fine-tuned voxel head) is wider than the shipped models' names
+    arch_width = max([8] + [len(c.architecture) for c in cards])
     for card in cards:
         metrics = card.metrics if isinstance(card.metrics, dict) else {}
         test = (metrics.get("test") or {}).get("summary") or {}
@@ -2002,7 +2004,7 @@ def _models(name: str | None = None) -> None:
         scores = ", ".join(f"{k} {v:.3f}" for k, v in means.items() if v is not None)
         default = " (default)" if card.name == DEFAULT_MODEL else ""
         print(
-            f"{card.name:<16} {card.architecture:<8} {card.summary}"
+            f"{card.name:<16} {card.architecture:<{arch_width}} {card.summary}"
             + (f" [{label}: {scores}]" if scores else "")
             + default
         )

@@ -464,7 +464,10 @@ def annotated_region(
         "method": "box",
         "box": box,
         "voxels": n,
-        "description": f"the labels' bounding box grown by {margin} voxels ({n} voxels)",
+        "description": f"the labels' bounding box grown by {margin} voxels ("
+        + ", ".join(f"{ax} {a}-{b - 1}" for ax, (a, b) in zip("zyx", box, strict=False))
+        + f"; {n} voxels): the voxels between your labels and its faces count as 'no "
+        "vessel'; give an annotated mask (--annotated) if they are not labelled",
     }
 
 
@@ -1606,13 +1609,14 @@ def finetune(
     topnet = base_card.task == "topnet"
     if layers == "head" and base_card.architecture not in ("unet3d", "unet3d-voxel-head"):
         raise ValueError(
-            f"layers='head' puts a voxel classifier on a U-Net; {base_card.name!r} is a "
-            f"{base_card.architecture}: use layers='all' or 'decoder'"
+            f"--layers head (layers='head') puts a voxel classifier on a U-Net; "
+            f"{base_card.name!r} is a {base_card.architecture}: use --layers all or decoder"
         )
     if layers != "head" and base_card.architecture == "unet3d-voxel-head":
         raise ValueError(
             f"{base_card.name!r} carries a voxel head trained on its network's output: "
-            "fine-tune it with layers='head' (a new head), or fine-tune its base model"
+            "fine-tune it with --layers head (layers='head': a new head), or fine-tune its "
+            f"base model {base_card.training.get('fine_tuned_from', {}).get('name', '')!r}"
         )
     tree_ids = np.unique(lab[region])
     tree_labels = topnet and int((tree_ids > 0).sum()) >= 2

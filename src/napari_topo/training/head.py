@@ -377,12 +377,14 @@ def _train(
                 p_box, vbox, truth, valid, threshold, at_threshold, base_card.mask_min_size
             )
             result = model
-            if at_threshold["score"] < base_choice[1]["score"]:
+            # a tie keeps the base too: an equal head is no new model (a newcomer's second
+            # round with the same labels and seed saved a copy of the first)
+            if at_threshold["score"] <= base_choice[1]["score"]:
                 ours, theirs = _apart(at_threshold["score"], base_choice[1]["score"])
                 kept_base = (
                     f"the head (step {best_step}) scored {ours} on the held-out part, "
-                    f"below the base model's {theirs} (mean of Dice and clDice, each at "
-                    "its best threshold): the base model is kept"
+                    f"not above the base model's {theirs} (mean of Dice and clDice, each "
+                    "at its best threshold): the base model is kept"
                 )
                 result, best_state, best_step = copy.deepcopy(base), None, 0
                 threshold, at_threshold, table = base_choice
