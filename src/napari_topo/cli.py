@@ -2322,7 +2322,14 @@ def _finetune(args) -> None:
 
     for note in filter(None, notes):
         print(f"note: {note}")
-    print(f"annotated region: {info['description']}")
+    print(
+        f"annotated region: {info['description']}"
+        + (
+            "; pass --annotated MASK if they are not labelled"
+            if info.get("method") == "box"
+            else ""
+        )
+    )
     command = shlex.join(
         ["napari-topo", "finetune", args.image, args.labels, "--base", args.base]
         + [

@@ -467,7 +467,7 @@ def annotated_region(
         "description": f"the labels' bounding box grown by {margin} voxels ("
         + ", ".join(f"{ax} {a}-{b - 1}" for ax, (a, b) in zip("zyx", box, strict=False))
         + f"; {n} voxels): the voxels between your labels and its faces count as 'no "
-        "vessel'; give an annotated mask (--annotated) if they are not labelled",
+        "vessel'",
     }
 
 
