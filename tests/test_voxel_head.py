@@ -235,3 +235,17 @@ def test_head_settings_of_the_network_are_refused(models, tubes):
     vol, lab, annotated = tubes
     with pytest.raises(ValueError, match="lr, |batch_size"):
         finetune(vol.image, lab, "tiny-base", annotated=annotated, steps=5, batch_size=4, **HEAD)
+
+
+def test_cli_refuses_streaming_a_head_model_before_making_the_folder(models, tubes, tmp_path):
+    from napari_topo import cli
+
+    vol, lab, annotated = tubes
+    module, card = finetune(vol.image, lab, "tiny-base", annotated=annotated, steps=100, **HEAD)
+    saved = save_finetuned(module, card)
+    image = tmp_path / "image.npy"
+    np.save(image, vol.image)
+    out = tmp_path / "nested" / "out"
+    argv = ["segment", str(image), "--model", saved.name, "--format", "ome-zarr"]
+    assert cli.main([*argv, "--out", str(out)]) == 2
+    assert not (tmp_path / "nested").exists()

@@ -1677,6 +1677,17 @@ def _segment_streaming(
         "mask (named by --sources), and the vessel graph is not computed (use another "
         "--format for those)"
     )
+    from .inference.pipeline import DEFAULT_MODEL
+    from .models.registry import model_card
+
+    # before any folder is made (a newcomer found an empty --out left by the refusal)
+    card = model_card(model or DEFAULT_MODEL)
+    if card.architecture == "unet3d-voxel-head":
+        raise ValueError(
+            f"model {card.name!r} carries a voxel head, which runs on the "
+            "whole volume: it cannot stream chunk by chunk (--format ome-zarr); choose "
+            "another --format"
+        )
     client = cluster = None
     if args.workers is not None or args.scheduler:
         from .inference.distributed import cluster_slots, connect
