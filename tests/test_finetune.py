@@ -958,12 +958,16 @@ def test_cli_unit_names_the_voxel_size_of_an_npy(files, user_dir, capsys, tmp_pa
     assert "--unit um names the unit of a voxel size, and img.npy states none" in err
     assert not (tmp_path / "m").exists()
     assert main([*argv, "--spacing", "5", "1", "1", "--unit", "um", "--name", "u"]) == 0
-    capsys.readouterr()
+    assert "no voxel size" not in capsys.readouterr().out  # --spacing gave it
     card = json.loads((tmp_path / "m" / "u.json").read_text())
     assert card["training"]["data"]["unit"] == "um"
     assert "--unit um" in card["training"]["command"]
     assert main(["models", str(tmp_path / "m")]) == 0
     assert "(spacing 5x1x1 um)" in capsys.readouterr().out
+    # without --spacing the note segment gives: the saved model's zoom follows it
+    assert main([*argv, "--name", "plain"]) == 0
+    out = capsys.readouterr().out
+    assert "note: img.npy states no voxel size; its voxels are taken as cubes" in out
 
 
 @pytest.mark.parametrize(

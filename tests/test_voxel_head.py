@@ -249,3 +249,22 @@ def test_cli_refuses_streaming_a_head_model_before_making_the_folder(models, tub
     argv = ["segment", str(image), "--model", saved.name, "--format", "ome-zarr"]
     assert cli.main([*argv, "--out", str(out)]) == 2
     assert not (tmp_path / "nested").exists()
+
+
+def test_cli_says_what_a_head_fine_tune_made(models, tubes, tmp_path, capsys):
+    """A newcomer could not tell from finetune's output what ``--layers head`` had made."""
+    from napari_topo import cli
+
+    vol, lab, annotated = tubes
+    paths = {}
+    for name, data in (("image", vol.image), ("labels", lab), ("annotated", annotated)):
+        paths[name] = tmp_path / f"{name}.npy"
+        np.save(paths[name], data.astype(np.uint8) if data.dtype == bool else data)
+    argv = ["finetune", str(paths["image"]), str(paths["labels"]), "--base", "tiny-base"]
+    argv += ["--annotated", str(paths["annotated"]), "--layers", "head", "--steps", "100"]
+    argv += ["--device", "cpu", "--threads", "1", "--out", str(tmp_path / "m")]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "followed by a voxel classifier" in out
+    assert "note: image.npy states no voxel size" in out
+    assert len(list((tmp_path / "m").glob("*.safetensors"))) == 1

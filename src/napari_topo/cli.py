@@ -2168,6 +2168,13 @@ def _finetune_result_lines(card) -> list[str]:
         )
         + f"; stopped: {t['stopped']})"
     ]
+    if t.get("layers") == "head" and not t.get("kept_base"):
+        # a newcomer could not tell from the output what --layers head had made
+        lines.append(
+            "the new model is the base network, unchanged, followed by a voxel classifier "
+            "(a small perceptron on its probability and image features) trained on your "
+            "labels; segment runs both"
+        )
     tuned = card.threshold not in (None, DEFAULT_THRESHOLD)
     if t.get("kept_base"):
         # the step the patches preferred is named: the progress lines called it the best
@@ -2331,6 +2338,9 @@ def _finetune(args) -> None:
     if (out_dir / f"{name}.json").exists():
         raise ValueError(f"a model {name!r} already exists in {out_dir}; choose another --name")
 
+    # as segment says it: the model's zoom follows the voxel size, and the saved model
+    # then expects the same one (a newcomer's .npy fine-tuned with no word of it)
+    notes.append(_no_voxel_size_note(vol.path.name, vol.geometry, args.spacing, vol.assumed))
     for note in filter(None, notes):
         print(f"note: {note}")
     print(
