@@ -194,6 +194,28 @@ def test_loss_plot_paints(qtbot):
 
 
 @gui
+def test_no_curve_crosses_the_loss_plot_legend(qtbot):
+    """A newcomer's training curve ran through the legend (top right): curves rising to
+    the top right and falling to the bottom right leave the legend's strip the same."""
+    strips = []
+    for rising in (True, False):
+        plot = LossPlot()
+        qtbot.addWidget(plot)
+        plot.resize(300, 64)
+        for step in range(101):  # the same scales both ways
+            t = step / 100 if rising else 1 - step / 100
+            plot.add("train", step, 1.0 + t)
+            if step % 20 == 0:
+                plot.add("validation", step, 0.2 + 0.1 * t)
+        top = plot.plot_area().top()
+        assert top >= plot.fontMetrics().height()  # the legend's strip
+        image = plot.grab().toImage()
+        strips.append([image.pixel(x, y) for y in range(top - 1) for x in range(image.width())])
+        assert len(set(strips[-1])) > 1  # the legend is drawn there
+    assert strips[0] == strips[1]
+
+
+@gui
 def test_the_voxel_note_watches_only_the_picked_image(make_napari_viewer, qtbot):
     """The dock follows the picked image's scale; removing the last image (its picker
     then emits no change) lets go of that image's events (a reviewer found them held)."""

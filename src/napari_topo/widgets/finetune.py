@@ -342,23 +342,30 @@ class LossPlot(QWidget):
             def width(labels: tuple[str, str] | None) -> int:
                 return 6 + max((metrics.horizontalAdvance(t) for t in labels or ()), default=28)
 
-            area = self.rect().adjusted(width(left), 6, -width(right), -16)
+            area = self.plot_area(metrics)
+            area.adjust(width(left), 0, -width(right), 0)
             painter.setPen(QPen(self.palette().text().color()))
             painter.drawRect(area)
             points = self.train + self.validation
             if not points:
                 painter.drawText(area, Qt.AlignmentFlag.AlignCenter, "loss")
                 return
-            self._legend(painter, area)
+            legend_left = self._legend(painter, area)
             xmax = max(1, max(s for s, _ in points))
 
             def at(step: float, value: float, scale: tuple[float, float]) -> QPointF:
                 lo, hi = scale
                 x = area.left() + area.width() * step / xmax
-                y = area.bottom() - area.height() * (value - lo) / (hi - lo)
+                # a few pixels in from the frame: a dot at a scale's end stays inside it
+                y = area.bottom() - 5 - (area.height() - 10) * (value - lo) / (hi - lo)
                 return QPointF(x, y)
 
-            painter.drawText(area.right() - 60, self.height() - 3, f"step {xmax}")
+            # the last step, in the legend's strip (left) where it fits: the x scale runs
+            # from 0 to it
+            last = f"step {xmax}"
+            if area.left() + metrics.horizontalAdvance(last) + 8 <= legend_left:
+                painter.setPen(QPen(self.palette().text().color()))
+                painter.drawText(area.left(), area.top() - 4 - metrics.descent(), last)
             if train is not None:  # left scale, grey
                 painter.setPen(QPen(TRAIN_COLOUR, 1))
                 painter.drawText(2, area.top() + 10, left[1])
@@ -377,23 +384,38 @@ class LossPlot(QWidget):
         finally:
             painter.end()
 
-    def _legend(self, painter: QPainter, area: Any) -> None:
-        """A legend, "— train loss  ● validation loss", in the plot's top right corner
-        (a newcomer read the rising orange loss beside "did better on the validation
-        patches", a score, as a contradiction: both are losses, lower is better)."""
+    def plot_area(self, metrics: Any = None) -> Any:
+        """The rectangle the curves are drawn in (before the scales' labels take their
+        width each side): below a strip that holds the legend alone, so that no curve
+        crosses it (a newcomer's training curve ran through the legend)."""
+        metrics = metrics or self.fontMetrics()
+        return self.rect().adjusted(0, metrics.height() + 4, 0, -4)
+
+    def _legend(self, painter: QPainter, area: Any) -> int:
+        """A legend, "loss: — train  ● validation", above the plot's right end, in the
+        strip :meth:`plot_area` leaves free (a newcomer read the rising orange loss
+        beside "did better on the validation patches", a score, as a contradiction: both
+        are losses, lower is better). Returns its left edge (pixels)."""
         metrics = painter.fontMetrics()
-        y = area.top() + metrics.ascent() + 2
-        x = area.right() - 6 - metrics.horizontalAdvance("train loss validation loss") - 34
+        text = self.palette().text().color()
+        y = area.top() - 4 - metrics.descent()
+        parts = ("loss:", "train", "validation")
+        width = sum(metrics.horizontalAdvance(p) for p in parts) + 6 + 15 + 10 + 10
+        left = x = area.right() - width
+        painter.setPen(QPen(text))
+        painter.drawText(int(x), int(y), parts[0])
+        x += metrics.horizontalAdvance(parts[0]) + 6
         painter.setPen(QPen(TRAIN_COLOUR, 2))
         painter.drawLine(QPointF(x, y - 4), QPointF(x + 12, y - 4))
-        painter.setPen(QPen(self.palette().text().color()))
-        painter.drawText(int(x + 15), int(y), "train loss")
-        x += 15 + metrics.horizontalAdvance("train loss ") + 6
+        painter.setPen(QPen(text))
+        painter.drawText(int(x + 15), int(y), parts[1])
+        x += 15 + metrics.horizontalAdvance(parts[1]) + 10
         painter.setPen(QPen(VALIDATION_COLOUR, 2))
         painter.setBrush(VALIDATION_COLOUR)
         painter.drawEllipse(QPointF(x + 4, y - 4), 2.5, 2.5)
-        painter.setPen(QPen(self.palette().text().color()))
-        painter.drawText(int(x + 10), int(y), "validation loss")
+        painter.setPen(QPen(text))
+        painter.drawText(int(x + 10), int(y), parts[2])
+        return int(left)
 
 
 def _scale_labels(scale: tuple[float, float] | None) -> tuple[str, str] | None:
