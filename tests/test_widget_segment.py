@@ -1141,6 +1141,39 @@ def test_a_layer_that_cannot_be_made_changes_nothing(make_napari_viewer, qtbot, 
 
 
 @gui
+def test_a_tile_count_shown_late_never_covers_the_outcome(make_napari_viewer, qtbot, monkeypatch):
+    """napari's progress bar runs the event loop when it moves, so a run's outcome (an
+    error here) can be shown from inside the handler of a tile count; the count's phase
+    ("Tracing the centerline…") then replaced the error (CI, under load)."""
+    from napari_topo.widgets import segment as module
+
+    viewer = make_napari_viewer()
+    add_vessels(viewer)
+    widget = make_widget(viewer, qtbot)
+
+    class Reentrant:  # moving it delivers the worker's outcome, as processEvents may
+        total, n = 0, 0
+
+        def update(self, k):
+            self.n += k
+            widget._on_returned(module._Outcome(error="two roots on one point"))
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(module, "napari_progress", lambda **_kw: Reentrant())
+    widget._worker, widget._started = object(), time.perf_counter()  # a run under way
+    try:
+        widget._on_yielded((8, 8))  # the last tile: the phase would be the trees'
+        assert widget.status_label.text() == "Error: two roots on one point"
+        widget._show_phase()  # the clock's tick that was already queued
+        assert widget.status_label.text() == "Error: two roots on one point"
+    finally:
+        widget._worker = None
+        widget._state = None
+
+
+@gui
 def test_roots_errors_are_one_line(make_napari_viewer, qtbot, monkeypatch):
     from napari_topo.inference import pipeline
     from napari_topo.trees.reconstruct import reconstruct_trees

@@ -2170,6 +2170,11 @@ class SegmentWidget(QWidget):
             pbar.total = total
         if done > pbar.n:
             pbar.update(done - pbar.n)
+        # napari's progress bar runs the event loop when it moves (processEvents): the
+        # run's outcome may have been shown meanwhile, and the phase set below then
+        # replaced its error (seen in CI under load: "Tracing the centerline… (0 s)")
+        if self._state is not None or not self.is_running:
+            return
         bar = self.progress_bar
         if done >= total:
             bar.setRange(0, 0)  # busy: the trees take a while and report no steps
@@ -2420,7 +2425,8 @@ class SegmentWidget(QWidget):
         self._show_phase()
 
     def _show_phase(self) -> None:
-        if self._phase and self.is_running and not self._cancel.is_set():
+        # ``_state`` is set once the outcome is shown: no phase may cover it then
+        if self._phase and self.is_running and self._state is None and not self._cancel.is_set():
             self._set_status(f"{self._phase} ({self.elapsed:.0f} s)")
 
     def _show_legend(self, analysis: Any) -> None:
