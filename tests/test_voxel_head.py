@@ -64,6 +64,41 @@ def test_features_follow_the_spacing_and_see_a_tube():
         voxel_features(tube, tube[:-1])
 
 
+def test_a_second_stage_reads_the_first_stages_context_slab_by_slab():
+    """Two stages (auto-context): refine is the second head on the features plus the
+    first head's context features, computed slab by slab as on the whole volume."""
+    from napari_topo.models.voxel_head import CONTEXT_NAMES, context_features
+
+    rng = np.random.default_rng(2)
+    x = rng.random((30, 20, 22)).astype(np.float32)
+    p = rng.random(x.shape).astype(np.float32)
+    spacing = (1.6, 0.57, 0.57)
+    torch.manual_seed(0)
+    net = VoxelHeadNet(hidden=8, stages=2)
+    assert net.stages == 2 and net.arch_kwargs["stages"] == 2
+
+    def run(head, f):
+        with torch.no_grad():
+            return torch.sigmoid(head(torch.from_numpy(f.reshape(-1, f.shape[-1])))).numpy()
+
+    first = run(net.head, voxel_features(x, p, spacing)).reshape(x.shape)
+    both = voxel_features(x, p, spacing, context=first)
+    assert both.shape[-1] == len(FEATURE_NAMES) + len(CONTEXT_NAMES)
+    np.testing.assert_allclose(both[..., len(FEATURE_NAMES) :], context_features(first, spacing))
+    want = run(net.context_head, both).reshape(x.shape)
+    np.testing.assert_allclose(net.refine(x, p, spacing), want, atol=1e-5)
+    parts = list(feature_slabs(x, p, spacing, slab=6, context=first))
+    np.testing.assert_allclose(np.concatenate([f for _, _, f in parts]), both, atol=1e-5)
+    # the first stage alone is the model saved before stages existed (no "stages" key)
+    one = net.one_stage()
+    assert one.stages == 1 and "stages" not in one.arch_kwargs and one.head is net.head
+    np.testing.assert_allclose(one.refine(x, p, spacing), first, atol=1e-5)
+    with pytest.raises(ValueError, match="1 or 2 stages"):
+        VoxelHeadNet(stages=3)
+    with pytest.raises(ValueError, match="first stage's probability"):
+        voxel_features(x, p, spacing, context=first[:-1])
+
+
 def test_closed_form_eigenvalues_match_numpy():
     rng = np.random.default_rng(1)
     elems = [rng.normal(size=(5, 7, 9)).astype(np.float32) for _ in range(6)]
@@ -114,14 +149,17 @@ def test_head_learns_what_an_untrained_base_cannot_and_segment_uses_it(tubes):
         vol.image, lab, base, annotated=annotated, steps=500, progress=events.append, **HEAD
     )
     assert isinstance(module, VoxelHeadNet) and card.architecture == "unet3d-voxel-head"
-    assert card.training["layers"] == "head" and card.training["steps"] == 500
+    assert card.training["layers"] == "head"
+    # two stages of 500 steps each (the second on the first's context)
+    stage2 = card.training["data"]["voxel_head"]["stage2"]
+    assert card.training["steps"] == 500 + stage2["steps"] == 1000
     assert card.metrics["validation"]["score"] > card.metrics["validation_before"]["score"] + 0.2
     # the base network itself is untouched
     tiny, _ = load_model(base)
     for k, v in tiny.state_dict().items():
         assert torch.equal(module.base.state_dict()[k], v)
     # few progress reports: one per 25 steps plus validations, not one per step
-    assert sum(e.phase == "train" for e in events) == 500 // 25
+    assert sum(e.phase == "train" for e in events) == 1000 // 25
     saved = save_finetuned(module, card)
     assert saved.name in [c.name for c in list_models()]
     lower = np.zeros(vol.mask.shape, bool)

@@ -42,6 +42,9 @@ from torch import nn
 from .unet import UNet3D
 
 __all__ = [
+    "CONTEXT_HESSIAN",
+    "CONTEXT_NAMES",
+    "CONTEXT_SMOOTH",
     "FEATURE_NAMES",
     "HESSIAN",
     "LOCAL",
@@ -50,6 +53,7 @@ __all__ = [
     "TRUNCATE",
     "VoxelHead",
     "VoxelHeadNet",
+    "context_features",
     "feature_slabs",
     "halo",
     "halo_per_axis",
@@ -67,12 +71,23 @@ LOCAL = 14.0
 PROB_SMOOTH = 1.75
 #: Every Gaussian filter is cut at this many sigmas (scipy's ``truncate``).
 TRUNCATE = 3.0
+#: Smoothing scales of the first stage's probability, a second stage's context features
+#: (finest voxel sizes).
+CONTEXT_SMOOTH = (1.75, 3.5, 7.0)
+#: Scales of the Hessian eigenvalues of the first stage's probability (second stage).
+CONTEXT_HESSIAN = (1.4, 2.8)
 #: The features' names, in the order of the last axis of :func:`voxel_features`.
 FEATURE_NAMES: tuple[str, ...] = (
     ("intensity", "probability", f"probability_smooth_{PROB_SMOOTH:g}")
     + tuple(f"{kind}_{s:g}" for s in SMOOTH for kind in ("smooth", "gradient"))
     + tuple(f"hessian_eigenvalue{k}_{s:g}" for s in HESSIAN for k in range(3))
     + (f"local_contrast_{LOCAL:g}",)
+)
+
+#: The context features' names (:func:`context_features`): what a second stage adds to
+#: :data:`FEATURE_NAMES`, computed from the first stage's probability.
+CONTEXT_NAMES: tuple[str, ...] = tuple(f"stage1_smooth_{s:g}" for s in CONTEXT_SMOOTH) + tuple(
+    f"stage1_hessian_eigenvalue{k}_{s:g}" for s in CONTEXT_HESSIAN for k in range(3)
 )
 
 #: The base networks a head can sit on (segmentation U-Nets).
@@ -125,12 +140,63 @@ def symmetric_eigenvalues(elems: Sequence[np.ndarray]) -> np.ndarray:
 def halo_per_axis(spacing: Sequence[float] | None) -> tuple[int, int, int]:
     """Voxels of context each side, per axis, that make the features of a box exact."""
     sp = (1.0, 1.0, 1.0) if spacing is None else spacing
-    widest = max(SMOOTH + HESSIAN + (LOCAL, PROB_SMOOTH))
+    widest = max(SMOOTH + HESSIAN + CONTEXT_SMOOTH + CONTEXT_HESSIAN + (LOCAL, PROB_SMOOTH))
     return tuple(int(math.ceil(TRUNCATE * s)) + 1 for s in _sigmas(widest, sp))
 
 
+def _hessian_eigenvalues(x: np.ndarray, s: float, sp: np.ndarray, kw: dict) -> np.ndarray:
+    """``(3, z, y, x)`` eigenvalues, largest first, of ``x``'s Hessian at sigma ``s``
+    finest voxel sizes, per unit length and scale-normalised by sigma^2 (Lindeberg)."""
+    from scipy import ndimage as ndi
+
+    unit = sp.min()
+    sig = _sigmas(s, sp)
+    elems = []
+    for i in range(3):
+        for j in range(i, 3):
+            order = [0, 0, 0]
+            order[i] += 1
+            order[j] += 1
+            d = ndi.gaussian_filter(x, sig, order=order, **kw)
+            elems.append(d * ((s * unit) ** 2 / (sp[i] * sp[j])))
+    return symmetric_eigenvalues(elems)
+
+
+def context_features(
+    stage1: np.ndarray, spacing: Sequence[float] | None = None, *, mode: str = "reflect"
+) -> np.ndarray:
+    """A second stage's extra inputs (:data:`CONTEXT_NAMES`): ``(z, y, x, 9)`` float32.
+
+    The first stage's vessel probability ``stage1`` (``(z, y, x)``, unsmoothed) smoothed
+    at :data:`CONTEXT_SMOOTH` and the eigenvalues of its Hessian at
+    :data:`CONTEXT_HESSIAN` (finest voxel sizes): what the first stage said around each
+    voxel, and whether that forms a tube. The auto-context of Tu and Bai (IEEE TPAMI
+    32(10), 2010): a classifier trained again on its own output's neighbourhood fills
+    gaps along vessels and drops isolated false voxels. ``spacing`` as in
+    :func:`voxel_features`.
+    """
+    from scipy import ndimage as ndi
+
+    p = np.asarray(stage1, np.float32)
+    if p.ndim != 3:
+        raise ValueError(f"the first stage's probability must be 3D; got shape {p.shape}")
+    sp = np.asarray((1.0, 1.0, 1.0) if spacing is None else spacing, float)
+    kw = {"truncate": TRUNCATE, "mode": mode}
+    out = np.empty(p.shape + (len(CONTEXT_NAMES),), np.float32)
+    for k, s in enumerate(CONTEXT_SMOOTH):
+        out[..., k] = ndi.gaussian_filter(p, _sigmas(s, sp), **kw)
+    k = len(CONTEXT_SMOOTH)
+    for s in CONTEXT_HESSIAN:
+        out[..., k : k + 3] = np.moveaxis(_hessian_eigenvalues(p, s, sp, kw), 0, -1)
+        k += 3
+    return out
+
+
 def voxel_features(
-    image: np.ndarray, probability: np.ndarray, spacing: Sequence[float] | None = None
+    image: np.ndarray,
+    probability: np.ndarray,
+    spacing: Sequence[float] | None = None,
+    context: np.ndarray | None = None,
 ) -> np.ndarray:
     """The head's inputs for every voxel of a block: ``(z, y, x, F)`` float32.
 
@@ -142,12 +208,16 @@ def voxel_features(
         The base network's vessel probability on the same grid.
     spacing : sequence of 3 float, optional
         Voxel size (any unit; only ratios matter). Default isotropic.
+    context : ndarray (z, y, x), optional
+        A first stage's probability: its :func:`context_features` are appended (a
+        second stage's inputs).
 
     Returns
     -------
-    ndarray (z, y, x, len(FEATURE_NAMES)), float32
-        In the order of :data:`FEATURE_NAMES`. At the block's faces the filters mirror the
-        block (scipy's ``"reflect"``); :func:`feature_slabs` gives whole-volume values.
+    ndarray (z, y, x, F), float32
+        In the order of :data:`FEATURE_NAMES` (then :data:`CONTEXT_NAMES` with
+        ``context``). At the block's faces the filters mirror the block (scipy's
+        ``"reflect"``); :func:`feature_slabs` gives whole-volume values.
 
     Raises
     ------
@@ -162,10 +232,16 @@ def voxel_features(
         raise ValueError(
             f"image and probability must be 3D arrays of one shape; got {x.shape}, {p.shape}"
         )
+    if context is not None and np.shape(context) != x.shape:
+        raise ValueError(
+            f"the first stage's probability must have the image's shape {x.shape}; got "
+            f"{np.shape(context)}"
+        )
     sp = np.asarray((1.0, 1.0, 1.0) if spacing is None else spacing, float)
     unit = sp.min()
     kw = {"truncate": TRUNCATE, "mode": "reflect"}
-    out = np.empty(x.shape + (len(FEATURE_NAMES),), np.float32)
+    n_extra = 0 if context is None else len(CONTEXT_NAMES)
+    out = np.empty(x.shape + (len(FEATURE_NAMES) + n_extra,), np.float32)
     out[..., 0], out[..., 1] = x, p
     out[..., 2] = ndi.gaussian_filter(p, _sigmas(PROB_SMOOTH, sp), **kw)
     k = 3
@@ -181,21 +257,11 @@ def voxel_features(
         out[..., k + 1] = np.sqrt(g2)
         k += 2
     for s in HESSIAN:
-        sig = _sigmas(s, sp)
-        elems = []
-        for i in range(3):
-            for j in range(i, 3):
-                order = [0, 0, 0]
-                order[i] += 1
-                order[j] += 1
-                # derivatives per unit length, scale-normalised by sigma^2 (Lindeberg)
-                d = ndi.gaussian_filter(x, sig, order=order, **kw)
-                elems.append(d * ((s * unit) ** 2 / (sp[i] * sp[j])))
-        ev = symmetric_eigenvalues(elems)  # (3, z, y, x), largest first
-        out[..., k : k + 3] = np.moveaxis(ev, 0, -1)
-        del elems, ev
+        out[..., k : k + 3] = np.moveaxis(_hessian_eigenvalues(x, s, sp, kw), 0, -1)
         k += 3
     out[..., k] = x - ndi.gaussian_filter(x, _sigmas(LOCAL, sp), **kw)
+    if context is not None:
+        out[..., k + 1 :] = context_features(context, sp)
     return out
 
 
@@ -208,6 +274,7 @@ def feature_slabs(
     slab: int | None = None,
     max_voxels: int = 1 << 24,
     cancel: Callable[[], Any] | None = None,
+    context: np.ndarray | None = None,
 ) -> Iterator[tuple[int, int, np.ndarray]]:
     """Features of the whole volume, slab by slab: yields ``(z0, z1, features[z0:z1])``.
 
@@ -228,6 +295,8 @@ def feature_slabs(
         is context).
     cancel : callable, optional
         Called before each slab; it raises to stop.
+    context : ndarray (z, y, x), optional
+        A first stage's probability on the same grid (:func:`voxel_features`).
     """
     n = int(probability.shape[0])
     h = halo(spacing)
@@ -242,7 +311,7 @@ def feature_slabs(
         x = np.asarray(image[a:b], np.float32)
         if normalize is not None:
             x = np.asarray(normalize(x), np.float32)
-        f = voxel_features(x, probability[a:b], spacing)
+        f = voxel_features(x, probability[a:b], spacing, None if context is None else context[a:b])
         yield z0, z1, f[z0 - a : z1 - a]
 
 
@@ -305,6 +374,10 @@ class VoxelHeadNet(nn.Module):
     smooth : float
         Sigma, in finest voxel sizes, of the Gaussian smoothing of the head's probability
         (:meth:`refine`); 0: none.
+    stages : {1, 2}
+        2: a second head (``context_head``) reads :data:`FEATURE_NAMES` plus the first
+        head's :func:`context_features` (auto-context, Tu and Bai 2010); its probability
+        is the result. Models saved with one stage have no ``stages`` in their card.
     """
 
     def __init__(
@@ -313,36 +386,59 @@ class VoxelHeadNet(nn.Module):
         base_kwargs: dict | None = None,
         hidden: int = 64,
         smooth: float = 0.0,
+        stages: int = 1,
     ):
         super().__init__()
         if base_architecture not in BASES:
             raise ValueError(f"a voxel head sits on {', '.join(BASES)}; got {base_architecture!r}")
+        if stages not in (1, 2):
+            raise ValueError(f"a voxel head has 1 or 2 stages; got {stages!r}")
         self.base_architecture = base_architecture
         self.base = BASES[base_architecture](**(base_kwargs or {}))
         self.hidden = int(hidden)
         self.smooth = float(smooth)
         self.head = VoxelHead(len(FEATURE_NAMES), self.hidden)
+        self.context_head = None
+        if stages == 2:
+            self.context_head = VoxelHead(len(FEATURE_NAMES) + len(CONTEXT_NAMES), self.hidden)
+
+    @property
+    def stages(self) -> int:
+        return 1 if self.context_head is None else 2
 
     @classmethod
-    def on(cls, base: nn.Module, hidden: int = 64, smooth: float = 0.0) -> VoxelHeadNet:
+    def on(
+        cls, base: nn.Module, hidden: int = 64, smooth: float = 0.0, stages: int = 1
+    ) -> VoxelHeadNet:
         """A new (untrained) head on a copy of ``base``'s weights."""
         arch = next((k for k, v in BASES.items() if type(base) is v), None)
         if arch is None:
             raise ValueError(
                 f"a voxel head sits on a U-Net ({', '.join(BASES)}); got {type(base).__name__}"
             )
-        net = cls(arch, base.arch_kwargs, hidden, smooth)
+        net = cls(arch, base.arch_kwargs, hidden, smooth, stages)
         net.base.load_state_dict(base.state_dict())
+        return net
+
+    def one_stage(self) -> VoxelHeadNet:
+        """This model without its second stage (the first head and the network shared)."""
+        if self.context_head is None:
+            return self
+        net = VoxelHeadNet(self.base_architecture, self.base.arch_kwargs, self.hidden, self.smooth)
+        net.base, net.head = self.base, self.head
         return net
 
     @property
     def arch_kwargs(self) -> dict:
-        return {
+        kwargs = {
             "base_architecture": self.base_architecture,
             "base_kwargs": self.base.arch_kwargs,
             "hidden": self.hidden,
             "smooth": self.smooth,
         }
+        if self.stages != 1:  # a one-stage card stays as it was written
+            kwargs["stages"] = self.stages
+        return kwargs
 
     def output_spec(self) -> dict:
         return self.base.output_spec()
@@ -372,13 +468,81 @@ class VoxelHeadNet(nn.Module):
         probability is then smoothed by a Gaussian of that many finest voxel sizes: a
         voxel classifier decides each voxel alone, and its speckle breaks thin vessels and
         leaves small false pieces (on the development CT, sigma 1 raised the lower half's
-        clDice by 0.01-0.02 at every threshold; ``docs/finetune.md``).
+        clDice by 0.01-0.02 at every threshold; ``docs/finetune.md``). With two stages the
+        first head's probability is computed over the whole volume first, then the second
+        head's from the features again plus :func:`context_features` of it (``progress``
+        then counts each slice twice).
         """
-        head = self.head.to(device).float().eval()
-        out = np.empty(probability.shape, np.float32)
         n = int(probability.shape[0])
+        total = n * self.stages
+        out = self.stage_probability(
+            image,
+            probability,
+            spacing,
+            stage=1,
+            normalize=normalize,
+            progress=None if progress is None else lambda done: progress(done, total),
+            cancel=cancel,
+            device=device,
+            chunk=chunk,
+        )
+        if self.context_head is not None:
+            out = self.stage_probability(
+                image,
+                probability,
+                spacing,
+                stage=2,
+                first=out,
+                normalize=normalize,
+                progress=None if progress is None else lambda done: progress(n + done, total),
+                cancel=cancel,
+                device=device,
+                chunk=chunk,
+            )
+        if self.smooth > 0:
+            from scipy import ndimage as ndi
+
+            sp = (1.0, 1.0, 1.0) if spacing is None else spacing
+            out = ndi.gaussian_filter(out, _sigmas(self.smooth, sp), truncate=TRUNCATE)
+        return out
+
+    @torch.no_grad()
+    def stage_probability(
+        self,
+        image: Any,
+        probability: np.ndarray,
+        spacing: Sequence[float] | None = None,
+        *,
+        stage: int = 1,
+        first: np.ndarray | None = None,
+        normalize: Callable[[np.ndarray], np.ndarray] | None = None,
+        progress: Callable[[int], Any] | None = None,
+        cancel: Callable[[], Any] | None = None,
+        device: str | torch.device = "cpu",
+        chunk: int = 1 << 20,
+    ) -> np.ndarray:
+        """One head's probability, unsmoothed: ``(z, y, x)`` float32 in [0, 1].
+
+        ``stage`` 1: :attr:`head` on :func:`voxel_features`; 2: :attr:`context_head` on
+        them plus the :func:`context_features` of ``first`` (the first stage's output,
+        required). Arguments as for :meth:`refine`; ``progress(slices done)``.
+
+        Raises
+        ------
+        ValueError
+            ``stage`` 2 without a second head or without ``first``.
+        """
+        if stage == 2 and (self.context_head is None or first is None):
+            raise ValueError("a second stage needs its head and the first stage's probability")
+        head = (self.head if stage == 1 else self.context_head).to(device).float().eval()
+        out = np.empty(probability.shape, np.float32)
         for z0, z1, f in feature_slabs(
-            image, probability, spacing, normalize=normalize, cancel=cancel
+            image,
+            probability,
+            spacing,
+            normalize=normalize,
+            cancel=cancel,
+            context=first if stage == 2 else None,
         ):
             flat = f.reshape(-1, f.shape[-1])
             res = out[z0:z1].reshape(-1)
@@ -387,10 +551,5 @@ class VoxelHeadNet(nn.Module):
                 res[c : c + chunk] = torch.sigmoid(head(t)).cpu().numpy()
             out[z0:z1] = res.reshape(out[z0:z1].shape)
             if progress is not None:
-                progress(z1, n)
-        if self.smooth > 0:
-            from scipy import ndimage as ndi
-
-            sp = (1.0, 1.0, 1.0) if spacing is None else spacing
-            out = ndi.gaussian_filter(out, _sigmas(self.smooth, sp), truncate=TRUNCATE)
+                progress(z1)
         return out

@@ -147,7 +147,13 @@ def _train(
 
     from ..inference.pipeline import predict
     from ..inference.sliding import Cancelled
-    from ..models.voxel_head import FEATURE_NAMES, VoxelHeadNet, feature_slabs, halo_per_axis
+    from ..models.voxel_head import (
+        CONTEXT_NAMES,
+        FEATURE_NAMES,
+        VoxelHeadNet,
+        feature_slabs,
+        halo_per_axis,
+    )
     from .finetune import Adam, _apart, _is_set, _scores, choose_threshold, default_threads
 
     def stop() -> None:
@@ -232,18 +238,11 @@ def _train(
     if dev.type == "cpu":
         torch.set_num_threads(int(threads or default_threads()))
     try:
-        model = VoxelHeadNet.on(net_base, HEAD_HIDDEN, HEAD_SMOOTH)
-        head = model.head
-        head.set_scaling(x_train)
-        # the share of the training part's background voxels drawn (VoxelHead's offset)
+        model = VoxelHeadNet.on(net_base, HEAD_HIDDEN, HEAD_SMOOTH, stages=2)
         n_background = int((train_b & ~vessel_b).sum())
-        head.offset.fill_(math.log(max(len(neg), 1) / max(n_background, 1)))
-        head.to(dev).train()
-        opt = Adam(list(head.net.parameters()), lr=HEAD_LR)
         gen = torch.Generator().manual_seed(seed)
-        xt, yt = x_train.to(dev), y_train.to(dev)
 
-        def view_probability() -> np.ndarray:
+        def view_probability(head, x_val) -> np.ndarray:
             head.eval()
             p = np.zeros(valid.shape, np.float32)
             flat = p.reshape(-1)
@@ -255,94 +254,123 @@ def _train(
             head.train()
             return p
 
-        def evaluate() -> dict:
-            p = view_probability()
-            return _scores(p, truth, valid, _bce(p, truth, valid))
-
         t_val = time.perf_counter()
         before = _scores(*base_view[:3], _bce(base_view[0], truth, valid))
         validation_s = time.perf_counter() - t_val
         before["step"] = 0
-        best, best_state, best_step, since_best = dict(before), None, 0, 0
         history = [dict(before)]
         report(
             phase="validate",
             validation=dict(before),
-            best=dict(best),
+            best=dict(before),
             loss=before["loss"],
             max_steps=steps,
             message=f"base model: held-out Dice {before['Dice']:.3f}",
         )
         budget_s = None if minutes is None else float(minutes) * 60.0
         limit = min(int(steps), HEAD_STEPS) if steps is not None else HEAD_STEPS
-        # kept free at the end: a validation, the head's pass over the box (its features
-        # again) and the threshold choice
-        reserve_s = 2 * validation_s + features_s + 5.0
-        step, curve, stopped = 0, [], ""
-        t_loop = time.perf_counter()
-        while True:
-            if step >= limit:
-                stopped = (
-                    f"step budget ({int(steps)} steps)"
-                    if steps is not None and int(steps) <= HEAD_STEPS
-                    else f"the head's {HEAD_STEPS} steps"
-                )
-                break
-            if budget_s is not None and time.perf_counter() - t0 + reserve_s >= budget_s:
-                if step >= 10:
-                    stopped = f"time budget ({minutes:g} min)"
+        curve: list = []
+
+        def fit(head, x_train, y_train, x_val, best: dict, step0: int, reserve_s: float, stage):
+            """Train ``head`` (stage 1 or 2) from its sample; keep its best validation's
+            weights when they beat ``best``. Steps are counted on from ``step0``."""
+            nonlocal validation_s
+            head.set_scaling(x_train)
+            # the share of the training part's background voxels drawn (VoxelHead's offset)
+            head.offset.fill_(math.log(max(len(neg), 1) / max(n_background, 1)))
+            head.to(dev).train()
+            opt = Adam(list(head.net.parameters()), lr=HEAD_LR)
+            xt, yt = x_train.to(dev), y_train.to(dev)
+            best, best_state, best_step, since_best = dict(best), None, 0, 0
+            step, stopped = 0, ""
+            t_loop = time.perf_counter()
+            where_ = "" if stage == 1 else "stage 2: "
+            while True:
+                if step >= limit:
+                    stopped = (
+                        f"step budget ({int(steps)} steps)"
+                        if steps is not None and int(steps) <= HEAD_STEPS
+                        else f"the head's {HEAD_STEPS} steps"
+                    )
                     break
-            stop()
-            b = torch.randint(0, len(xt), (min(HEAD_BATCH, len(xt)),), generator=gen).to(dev)
-            value = torch.nn.functional.binary_cross_entropy_with_logits(
-                head.sampled_logits(xt[b]), yt[b]
-            )
-            opt.zero_grad()
-            value.backward()
-            opt.step()
-            step += 1
-            lv = float(value.detach())
-            curve.append([step, lv])
-            frac = step / limit
-            if budget_s is not None:
-                frac = max(frac, (time.perf_counter() - t0 + reserve_s) / budget_s)
-            if step % 25 == 0:  # a report per ~5 ms step swamped the dock's queue
-                report(
-                    phase="train",
-                    step=step,
-                    max_steps=steps,
-                    fraction=min(1.0, frac),
-                    loss=lv,
-                    best=dict(best),
-                    message=f"step {step}: loss {lv:.4f}",
+                if budget_s is not None and time.perf_counter() - t0 + reserve_s >= budget_s:
+                    if step >= 10:
+                        stopped = f"time budget ({minutes:g} min)"
+                        break
+                stop()
+                b = torch.randint(0, len(xt), (min(HEAD_BATCH, len(xt)),), generator=gen)
+                value = torch.nn.functional.binary_cross_entropy_with_logits(
+                    head.sampled_logits(xt[b.to(dev)]), yt[b.to(dev)]
                 )
-            if step % HEAD_VAL_EVERY == 0 or step == limit:
-                t_val = time.perf_counter()
-                res = evaluate()
-                validation_s = max(validation_s, time.perf_counter() - t_val)
-                res["step"] = step
-                history.append(res)
-                if res["score"] > best["score"] + 1e-4:
-                    best, best_step, since_best = dict(res), step, 0
-                    best_state = {
-                        k: v.detach().to("cpu", copy=True) for k, v in head.state_dict().items()
-                    }
-                else:
-                    since_best += 1
-                report(
-                    phase="validate",
-                    step=step,
-                    max_steps=steps,
-                    fraction=min(1.0, frac),
-                    loss=res["loss"],
-                    validation=dict(res),
-                    best=dict(best),
-                    message=f"step {step}: held-out Dice {res['Dice']:.3f}",
-                )
-                if since_best >= patience:
-                    stopped = f"early stop ({patience} validations without improvement)"
-                    break
-        step_s = (time.perf_counter() - t_loop) / step if step else 0.0
+                opt.zero_grad()
+                value.backward()
+                opt.step()
+                step += 1
+                shown = step0 + step
+                lv = float(value.detach())
+                curve.append([shown, lv])
+                frac = (step0 + step) / (2 * limit)
+                if budget_s is not None:
+                    frac = max(frac, (time.perf_counter() - t0 + reserve_s) / budget_s)
+                if step % 25 == 0:  # a report per ~5 ms step swamped the dock's queue
+                    report(
+                        phase="train",
+                        step=shown,
+                        max_steps=steps,
+                        fraction=min(1.0, frac),
+                        loss=lv,
+                        best=dict(best),
+                        message=f"{where_}step {step}: loss {lv:.4f}",
+                    )
+                if step % HEAD_VAL_EVERY == 0 or step == limit:
+                    t_val = time.perf_counter()
+                    p = view_probability(head, x_val)
+                    res = _scores(p, truth, valid, _bce(p, truth, valid))
+                    validation_s = max(validation_s, time.perf_counter() - t_val)
+                    res["step"], res["stage"] = shown, stage
+                    history.append(res)
+                    if res["score"] > best["score"] + 1e-4:
+                        best, best_step, since_best = dict(res), shown, 0
+                        best_state = {
+                            k: v.detach().to("cpu", copy=True) for k, v in head.state_dict().items()
+                        }
+                    else:
+                        since_best += 1
+                    report(
+                        phase="validate",
+                        step=shown,
+                        max_steps=steps,
+                        fraction=min(1.0, frac),
+                        loss=res["loss"],
+                        validation=dict(res),
+                        best=dict(best),
+                        message=f"{where_}step {step}: held-out Dice {res['Dice']:.3f}",
+                    )
+                    if since_best >= patience:
+                        stopped = f"early stop ({patience} validations without improvement)"
+                        break
+            step_s = (time.perf_counter() - t_loop) / step if step else 0.0
+            if best_state is not None:
+                head.load_state_dict(best_state)
+            return best, best_state, best_step, step, stopped, step_s
+
+        # kept free at the end: a validation, the head's passes over the box (features
+        # and context twice) and the threshold choice; stage 1 also leaves stage 2 its
+        # two passes and some steps
+        final_s = 2 * validation_s + 2.5 * features_s + 5.0
+        best, best_state, best_step, step, stopped, step_s = fit(
+            model.head, x_train, y_train, x_val, before, 0, final_s + 2.5 * features_s + 15, 1
+        )
+        stage2, best1 = None, dict(best)
+        if best_state is not None:
+            stage2 = _second_stage(**locals())
+        if stage2 is None or stage2["best_state"] is None:
+            model = model.one_stage()
+        else:
+            best, best_step = stage2["best"], stage2["best_step"]
+        if stage2 is not None:
+            step += stage2["steps"]
+            stopped = f"stage 1: {stopped}; stage 2: {stage2['stopped']}"
         stop()
         kept_base = None
         min_size, sizes = base_card.min_size, []
@@ -351,7 +379,6 @@ def _train(
             threshold, at_threshold, table = base_choice
             at_half = _scores(*base_view)
         else:
-            head.load_state_dict(best_state)
             report(
                 phase="validate",
                 step=step,
@@ -421,11 +448,98 @@ def _train(
             "lr": HEAD_LR,
             "batch_voxels": HEAD_BATCH,
             "max_steps": HEAD_STEPS,
+            "stages": getattr(result, "stages", 1) if best_state is not None else 0,
         },
     }
+    if stage2 is not None:
+        parts["head"]["stage2"] = {
+            "context_features": list(CONTEXT_NAMES),
+            "kept": stage2["best_state"] is not None,
+            "steps": stage2["steps"],
+            "features_s": stage2["features_s"],
+            "held_out_at_0.5": {
+                "stage1": {k: best1[k] for k in ("Dice", "clDice", "score")},
+                "stage2": {k: stage2["best"][k] for k in ("Dice", "clDice", "score")},
+            },
+        }
     if math.isfinite(step_s):
         parts["head"]["step_ms"] = round(1000 * step_s, 2)
     return result, parts
+
+
+def _second_stage(
+    *,
+    crop,
+    prob,
+    sp,
+    policy,
+    stop,
+    take,
+    val_b,
+    y_train,
+    model,
+    fit,
+    best,
+    step,
+    final_s,
+    features_s,
+    report,
+    steps,
+    budget_s,
+    t0,
+    **_unused,
+) -> dict | None:
+    """Stage 2 of :func:`finetune_head` (auto-context): the first head's probability
+    over the box, the features again plus its :func:`~napari_topo.models.voxel_head.
+    context_features` for the same voxels, and ``model.context_head`` trained on them
+    (``fit``), judged against the first stage's best. None when the time budget leaves
+    no room for it (the model then keeps one stage)."""
+    import torch
+
+    from ..models.voxel_head import feature_slabs
+
+    if budget_s is not None and time.perf_counter() - t0 + final_s + 2.5 * features_s + 10 >= (
+        budget_s
+    ):
+        report(
+            phase="prepare",
+            step=step,
+            max_steps=steps,
+            message="no time left for the second stage: the head keeps one",
+        )
+        return None
+    report(
+        phase="prepare",
+        step=step,
+        max_steps=steps,
+        message="stage 2: the first head's probability over the annotated region and what "
+        "it says around each voxel",
+    )
+    t = time.perf_counter()
+    first = model.stage_probability(
+        crop, prob, sp, stage=1, normalize=policy.normalizer, cancel=stop
+    )
+    xs, vx = [], []
+    for z0, z1, f in feature_slabs(
+        crop, prob, sp, normalize=policy.normalizer, cancel=stop, context=first
+    ):
+        xs.append(f[take[z0:z1]])  # the rows of stage 1's sample, in its order
+        vx.append(f[val_b[z0:z1]])
+    del first
+    x_train, x_val = torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(vx))
+    del xs, vx
+    spent = time.perf_counter() - t
+    best2, state, best_step, n, stopped, _ = fit(
+        model.context_head, x_train, y_train, x_val, best, step, final_s, 2
+    )
+    return {
+        "best": best2,
+        "best_state": state,
+        "best_step": best_step,
+        "steps": n,
+        "stopped": stopped,
+        "features_s": round(spent, 1),
+    }
 
 
 def _choose_min_size(prob, vbox, truth, valid, threshold, at_threshold, default):
