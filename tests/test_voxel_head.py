@@ -160,6 +160,9 @@ def test_head_learns_what_an_untrained_base_cannot_and_segment_uses_it(tubes):
         assert torch.equal(module.base.state_dict()[k], v)
     # few progress reports: one per 25 steps plus validations, not one per step
     assert sum(e.phase == "train" for e in events) == 1000 // 25
+    # the progress bar moves on through both stages, never back (nor to 0 between them)
+    shown = [e.fraction for e in events if e.step]
+    assert shown == sorted(shown) and shown[-1] == 1.0
     saved = save_finetuned(module, card)
     assert saved.name in [c.name for c in list_models()]
     lower = np.zeros(vol.mask.shape, bool)
@@ -306,3 +309,14 @@ def test_cli_says_what_a_head_fine_tune_made(models, tubes, tmp_path, capsys):
     assert "followed by a voxel classifier" in out
     assert "note: image.npy states no voxel size" in out
     assert len(list((tmp_path / "m").glob("*.safetensors"))) == 1
+
+
+def test_a_short_time_budget_trains_one_stage(models, tubes):
+    """A budget that cannot hold the second stage's preparation and a minute of its
+    training gives a one-stage head, trained on all of it (a reviewer found a 2-minute
+    budget holding back so much for stage 2 that no head trained)."""
+    vol, lab, annotated = tubes
+    module, card = finetune(vol.image, lab, "tiny-base", annotated=annotated, minutes=0.5, **HEAD)
+    assert "stage 2: skipped (the time budget holds one)" in card.training["stopped"]
+    assert isinstance(module, VoxelHeadNet) and module.stages == 1
+    assert "stages" not in card.arch_kwargs and card.training["steps"] >= 250

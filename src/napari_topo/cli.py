@@ -2128,7 +2128,8 @@ def _add_finetune_parser(sub) -> None:
         f"model's features are kept; slightly better on the development CT when the "
         f"labels cover half the liver, much worse when they are a few slices at one "
         f"end) or head (the network frozen; a voxel classifier on its output and "
-        f"image features of the whole volume, trained in seconds; segmenting with "
+        f"image features of the whole volume, in two stages, the second reading the "
+        f"first's output around each voxel; a few minutes at most; segmenting with "
         f"the result takes longer) (default {DEFAULT_LAYERS})",
     )
     ft.add_argument(
@@ -2172,8 +2173,13 @@ def _finetune_result_lines(card) -> list[str]:
         # a newcomer could not tell from the output what --layers head had made
         lines.append(
             "the new model is the base network, unchanged, followed by a voxel classifier "
-            "(a small perceptron on its probability and image features) trained on your "
-            "labels; segment runs both"
+            "(a small perceptron on its probability and image features"
+            + (
+                ", then a second reading the first's output around each voxel"
+                if (t.get("data") or {}).get("voxel_head", {}).get("stages") == 2
+                else ""
+            )
+            + ") trained on your labels; segment runs both"
         )
     tuned = card.threshold not in (None, DEFAULT_THRESHOLD)
     if t.get("kept_base"):
@@ -2234,6 +2240,8 @@ def _finetune_printer(stream=None):
             v, best = p.validation, p.best or p.validation
             prefix = "\n" if tty and p.step else ""
             what = "base model" if p.step == 0 else f"step {p.step}"
+            if v.get("stage") == 2:  # a voxel head's second stage (steps counted on)
+                what = f"stage 2, {what}"
             print(
                 f"{prefix}{what}: held-out Dice {v['Dice']:.3f}, clDice "
                 f"{v['clDice']:.3f} "

@@ -50,9 +50,11 @@ DEFAULT_MODEL = "unet-dice"
 #: clDice and 2D CCE there (0 / 32 / 64 / 128 / 256: clDice 0.860 / 0.874 / 0.872 /
 #: 0.867 / 0.863, Betti-0 error 84.4 / 14.0 / 7.8 / 4.9 / 3.1).
 DEFAULT_MIN_SIZE = 32
-#: Share of ``predict``'s progress given to a voxel head's second stage
-#: (:meth:`~napari_topo.models.voxel_head.VoxelHeadNet.refine`).
-HEAD_PROGRESS_SHARE = 0.4
+#: Share of ``predict``'s progress given to a voxel head
+#: (:meth:`~napari_topo.models.voxel_head.VoxelHeadNet.refine`), by its stages: on the
+#: development CT's crop (2 CPU cores) the network took 20-26 s, one stage about 17 s more
+#: and two stages 40-50 s more.
+HEAD_PROGRESS_SHARE = {1: 0.4, 2: 0.65}
 #: Anisotropy (largest / smallest factor) below which no resampling is done.
 _RESAMPLE_TOLERANCE = 0.05
 #: Smallest tile edge an out-of-memory retry goes down to.
@@ -439,7 +441,7 @@ def predict(
             "chunk by chunk); segment to a whole-volume format instead"
         )
     # the voxel head's features take about as long as the network on 2 CPU cores
-    share = HEAD_PROGRESS_SHARE if head is not None else 0.0
+    share = HEAD_PROGRESS_SHARE[getattr(module, "stages", 1)] if head is not None else 0.0
     weights = [(1.0 - share) * w / sum(weights) for w in weights]
 
     compute: dict[str, str] = {}
@@ -524,8 +526,8 @@ def predict(
             scale[key] = arr[0] if arr.ndim == 4 and arr.shape[0] == 1 else arr
         _fuse_max(result, scale)
     if head is not None:
-        # Second stage: the head on the assembled probability and the whole volume's
-        # features on the input grid (models/voxel_head.py: a tile's features differ).
+        # After the network: the voxel head on the assembled probability and the whole
+        # volume's features on the input grid (models/voxel_head.py: a tile's differ).
         def stop() -> None:
             if _is_set(cancel):
                 raise Cancelled()

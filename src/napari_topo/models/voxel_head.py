@@ -100,7 +100,8 @@ def _sigmas(scale: float, spacing: Sequence[float]) -> np.ndarray:
 
 
 def halo(spacing: Sequence[float] | None) -> int:
-    """Slices of context each side along axis 0 that make a slab's features exact."""
+    """Slices of context each side along axis 0 that make a slab's features exact (the
+    context features too, their first-stage probability being given whole)."""
     return halo_per_axis(spacing)[0]
 
 
@@ -137,11 +138,21 @@ def symmetric_eigenvalues(elems: Sequence[np.ndarray]) -> np.ndarray:
     return torch.nan_to_num(torch.stack([e0, e1, e2]), nan=0.0).numpy()
 
 
-def halo_per_axis(spacing: Sequence[float] | None) -> tuple[int, int, int]:
-    """Voxels of context each side, per axis, that make the features of a box exact."""
+def halo_per_axis(spacing: Sequence[float] | None, stages: int = 1) -> tuple[int, int, int]:
+    """Voxels of context each side, per axis, that make a box's inputs of a head exact:
+    the first stage's features (``stages`` 1), or those plus the context features of a
+    first-stage probability that is itself exact only that far in from the box's faces
+    (``stages`` 2: the two halos added)."""
     sp = (1.0, 1.0, 1.0) if spacing is None else spacing
-    widest = max(SMOOTH + HESSIAN + CONTEXT_SMOOTH + CONTEXT_HESSIAN + (LOCAL, PROB_SMOOTH))
-    return tuple(int(math.ceil(TRUNCATE * s)) + 1 for s in _sigmas(widest, sp))
+
+    def reach(widest: float) -> list[int]:
+        return [int(math.ceil(TRUNCATE * s)) + 1 for s in _sigmas(widest, sp)]
+
+    first = reach(max(SMOOTH + HESSIAN + (LOCAL, PROB_SMOOTH)))
+    if stages == 1:
+        return tuple(first)
+    context = reach(max(CONTEXT_SMOOTH + CONTEXT_HESSIAN))
+    return tuple(a + b for a, b in zip(first, context, strict=True))
 
 
 def _hessian_eigenvalues(x: np.ndarray, s: float, sp: np.ndarray, kw: dict) -> np.ndarray:

@@ -1469,7 +1469,9 @@ def finetune(
         steps done and the weights depend on the machine's speed: on the development CT
         two 10-minute runs of one command differed by 0.02 Dice and 0.08 clDice
         (``benchmarks/results/finetune_repeat/``). ``steps`` alone, the same ``seed``,
-        device and ``threads`` repeat a run exactly.
+        device and ``threads`` repeat a run exactly. With ``layers="head"`` ``steps``
+        bounds each of the head's two stages (``training["steps"]`` counts both), and a
+        time budget too short for two gives one (:mod:`napari_topo.training.head`).
     device : str, optional
         "auto" (CUDA, MPS, CPU), "cuda", "mps" or "cpu".
     progress : callable(FinetuneProgress), optional

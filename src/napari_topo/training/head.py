@@ -20,7 +20,14 @@ How (called by :func:`~napari_topo.training.finetune.finetune` after its checks)
    entropy) for at most :data:`HEAD_STEPS` steps, the time or step budget, or until
    ``patience`` validations (every :data:`HEAD_VAL_EVERY` steps: Dice and clDice at 0.5 on
    the held-out part) bring no improvement; the best validation's weights are kept.
-4. The mask threshold is chosen on the held-out part (:func:`choose_threshold`) and the
+4. Stage 2 (auto-context; Tu and Bai, IEEE TPAMI 32(10), 2010): the first head's
+   probability is computed over the box, and a second head of the same shape trains in the
+   same way on the same voxels, its inputs the features plus what the first head said
+   around each voxel (:func:`~napari_topo.models.voxel_head.context_features`: that
+   probability smoothed at three scales and its Hessian's eigenvalues at two). It is kept
+   only when its held-out score beats the first head's; otherwise (or when the time budget
+   leaves no room for it) the model has one stage. The step budget applies to each stage.
+5. The mask threshold is chosen on the held-out part (:func:`choose_threshold`) and the
    result is compared with the base model there, each at its best threshold: when the head
    does not score higher, the base model is returned unchanged (``training["kept_base"]``).
 
@@ -161,7 +168,9 @@ def _train(
             raise Cancelled("fine-tuning cancelled; nothing was saved")
 
     # ---- 1. the base model on the annotated region and its context ---------------------
-    grow = halo_per_axis(sp)
+    # the second stage's inputs are exact only that far in (its context features read the
+    # first stage's probability, itself exact only a features' halo in from the faces)
+    grow = halo_per_axis(sp, stages=2)
     box = _grown_box(region, grow)
     report(
         phase="prepare",
@@ -270,10 +279,30 @@ def _train(
         budget_s = None if minutes is None else float(minutes) * 60.0
         limit = min(int(steps), HEAD_STEPS) if steps is not None else HEAD_STEPS
         curve: list = []
+        shown_fraction = [0.0]  # what the progress bar last showed: it never goes back
 
-        def fit(head, x_train, y_train, x_val, best: dict, step0: int, reserve_s: float, stage):
+        def final_s(stages: int) -> float:
+            """Seconds kept for the end: a validation, the model's passes over the box
+            (a features pass each stage, the second's with its context: about 3 passes
+            for two stages, measured) and the threshold choice."""
+            return 2 * validation_s + (1.5 if stages == 1 else 3.0) * features_s + 5.0
+
+        # stage 2's preparation: the first head over the box and the features again with
+        # its context (about 2.7 passes, measured), plus a few steps
+        prepare2_s = 3.0 * features_s + 10.0
+
+        def fraction(step_count: int) -> float:
+            frac = step_count / (2 * limit)
+            if budget_s is not None:
+                frac = max(frac, (time.perf_counter() - t0 + final_s(2)) / budget_s)
+            shown_fraction[0] = max(shown_fraction[0], min(1.0, frac))
+            return shown_fraction[0]
+
+        def fit(head, x_train, y_train, x_val, best: dict, step0: int, reserve, stage):
             """Train ``head`` (stage 1 or 2) from its sample; keep its best validation's
-            weights when they beat ``best``. Steps are counted on from ``step0``."""
+            weights when they beat ``best``. Steps are counted on from ``step0``; it stops
+            when ``reserve()`` seconds are all the time budget has left. Returns
+            ``(best, best_state, best_step, steps, stopped, s per step, its own best)``."""
             nonlocal validation_s
             head.set_scaling(x_train)
             # the share of the training part's background voxels drawn (VoxelHead's offset)
@@ -282,9 +311,10 @@ def _train(
             opt = Adam(list(head.net.parameters()), lr=HEAD_LR)
             xt, yt = x_train.to(dev), y_train.to(dev)
             best, best_state, best_step, since_best = dict(best), None, 0, 0
+            own: dict | None = None
             step, stopped = 0, ""
             t_loop = time.perf_counter()
-            where_ = "" if stage == 1 else "stage 2: "
+            where_ = "" if stage == 1 else "stage 2, "
             while True:
                 if step >= limit:
                     stopped = (
@@ -293,14 +323,14 @@ def _train(
                         else f"the head's {HEAD_STEPS} steps"
                     )
                     break
-                if budget_s is not None and time.perf_counter() - t0 + reserve_s >= budget_s:
+                if budget_s is not None and time.perf_counter() - t0 + reserve() >= budget_s:
                     if step >= 10:
                         stopped = f"time budget ({minutes:g} min)"
                         break
                 stop()
-                b = torch.randint(0, len(xt), (min(HEAD_BATCH, len(xt)),), generator=gen)
+                b = torch.randint(0, len(xt), (min(HEAD_BATCH, len(xt)),), generator=gen).to(dev)
                 value = torch.nn.functional.binary_cross_entropy_with_logits(
-                    head.sampled_logits(xt[b.to(dev)]), yt[b.to(dev)]
+                    head.sampled_logits(xt[b]), yt[b]
                 )
                 opt.zero_grad()
                 value.backward()
@@ -309,15 +339,12 @@ def _train(
                 shown = step0 + step
                 lv = float(value.detach())
                 curve.append([shown, lv])
-                frac = (step0 + step) / (2 * limit)
-                if budget_s is not None:
-                    frac = max(frac, (time.perf_counter() - t0 + reserve_s) / budget_s)
                 if step % 25 == 0:  # a report per ~5 ms step swamped the dock's queue
                     report(
                         phase="train",
                         step=shown,
                         max_steps=steps,
-                        fraction=min(1.0, frac),
+                        fraction=fraction(shown),
                         loss=lv,
                         best=dict(best),
                         message=f"{where_}step {step}: loss {lv:.4f}",
@@ -329,6 +356,8 @@ def _train(
                     validation_s = max(validation_s, time.perf_counter() - t_val)
                     res["step"], res["stage"] = shown, stage
                     history.append(res)
+                    if own is None or res["score"] > own["score"]:
+                        own = dict(res)
                     if res["score"] > best["score"] + 1e-4:
                         best, best_step, since_best = dict(res), shown, 0
                         best_state = {
@@ -340,7 +369,7 @@ def _train(
                         phase="validate",
                         step=shown,
                         max_steps=steps,
-                        fraction=min(1.0, frac),
+                        fraction=fraction(shown),
                         loss=res["loss"],
                         validation=dict(res),
                         best=dict(best),
@@ -352,18 +381,52 @@ def _train(
             step_s = (time.perf_counter() - t_loop) / step if step else 0.0
             if best_state is not None:
                 head.load_state_dict(best_state)
-            return best, best_state, best_step, step, stopped, step_s
+            return best, best_state, best_step, step, stopped, step_s, own
 
-        # kept free at the end: a validation, the head's passes over the box (features
-        # and context twice) and the threshold choice; stage 1 also leaves stage 2 its
-        # two passes and some steps
-        final_s = 2 * validation_s + 2.5 * features_s + 5.0
-        best, best_state, best_step, step, stopped, step_s = fit(
-            model.head, x_train, y_train, x_val, before, 0, final_s + 2.5 * features_s + 15, 1
+        # Two stages when the time budget holds the second's preparation, the longer end
+        # and a minute of training; stage 1 then leaves stage 2 half the training time.
+        # Otherwise one stage, which keeps for itself all but its own end (a 2-minute
+        # budget trained no head at all once stage 2's share was always held back).
+        two = True
+        reserve1 = lambda: final_s(1)  # noqa: E731 - evaluated at each step
+        if budget_s is not None:
+            left = budget_s - (time.perf_counter() - t0)
+            training_s = left - final_s(2) - prepare2_s
+            two = training_s >= 60.0
+            if two:
+                reserve1 = lambda: final_s(2) + prepare2_s + training_s / 2  # noqa: E731
+        best, best_state, best_step, step, stopped, step_s, _ = fit(
+            model.head, x_train, y_train, x_val, before, 0, reserve1, 1
         )
+        n_val = len(x_val)
+        del x_train, x_val  # stage 2 has its own, wider ones
         stage2, best1 = None, dict(best)
-        if best_state is not None:
-            stage2 = _second_stage(**locals())
+        if best_state is not None and not two:
+            stopped = f"stage 1: {stopped}; stage 2: skipped (the time budget holds one)"
+        elif best_state is not None:
+            stage2 = _second_stage(
+                crop=crop,
+                prob=prob,
+                sp=sp,
+                policy=policy,
+                stop=stop,
+                take=take,
+                val_b=val_b,
+                y_train=y_train,
+                model=model,
+                fit=fit,
+                best=best,
+                step=step,
+                final_s=final_s,
+                prepare2_s=prepare2_s,
+                report=report,
+                steps=steps,
+                budget_s=budget_s,
+                t0=t0,
+                fraction=shown_fraction,
+            )
+            if stage2 is None:
+                stopped = f"stage 1: {stopped}; stage 2: skipped (no time left)"
         if stage2 is None or stage2["best_state"] is None:
             model = model.one_stage()
         else:
@@ -442,7 +505,7 @@ def _train(
         "head": {
             "features": list(FEATURE_NAMES),
             "training_voxels": {"vessel": int(len(pos)), "background": int(len(neg))},
-            "held_out_voxels": int(len(x_val)),
+            "held_out_voxels": int(n_val),
             "features_s": round(features_s, 1),
             "box": [[b.start, b.stop] for b in box],
             "lr": HEAD_LR,
@@ -459,7 +522,7 @@ def _train(
             "features_s": stage2["features_s"],
             "held_out_at_0.5": {
                 "stage1": {k: best1[k] for k in ("Dice", "clDice", "score")},
-                "stage2": {k: stage2["best"][k] for k in ("Dice", "clDice", "score")},
+                "stage2": {k: (stage2["own"] or {}).get(k) for k in ("Dice", "clDice", "score")},
             },
         }
     if math.isfinite(step_s):
@@ -482,12 +545,12 @@ def _second_stage(
     best,
     step,
     final_s,
-    features_s,
+    prepare2_s,
     report,
     steps,
     budget_s,
     t0,
-    **_unused,
+    fraction,
 ) -> dict | None:
     """Stage 2 of :func:`finetune_head` (auto-context): the first head's probability
     over the box, the features again plus its :func:`~napari_topo.models.voxel_head.
@@ -498,20 +561,13 @@ def _second_stage(
 
     from ..models.voxel_head import feature_slabs
 
-    if budget_s is not None and time.perf_counter() - t0 + final_s + 2.5 * features_s + 10 >= (
-        budget_s
-    ):
-        report(
-            phase="prepare",
-            step=step,
-            max_steps=steps,
-            message="no time left for the second stage: the head keeps one",
-        )
+    if budget_s is not None and time.perf_counter() - t0 + final_s(2) + prepare2_s >= budget_s:
         return None
     report(
         phase="prepare",
         step=step,
         max_steps=steps,
+        fraction=fraction[0],
         message="stage 2: the first head's probability over the annotated region and what "
         "it says around each voxel",
     )
@@ -529,10 +585,11 @@ def _second_stage(
     x_train, x_val = torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(vx))
     del xs, vx
     spent = time.perf_counter() - t
-    best2, state, best_step, n, stopped, _ = fit(
-        model.context_head, x_train, y_train, x_val, best, step, final_s, 2
+    best2, state, best_step, n, stopped, _, own = fit(
+        model.context_head, x_train, y_train, x_val, best, step, lambda: final_s(2), 2
     )
     return {
+        "own": own,
         "best": best2,
         "best_state": state,
         "best_step": best_step,

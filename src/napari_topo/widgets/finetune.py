@@ -664,8 +664,9 @@ class FinetuneWidget(QWidget):
             value=DEFAULT_LAYERS,
             tooltip="What learns from your labels: every weight of the network; its "
             "decoder (the encoder's features kept); or a voxel classifier on the frozen "
-            "network's output and image features of the whole volume (seconds to train; "
-            "best on the development CT; segmenting takes longer).",
+            "network's output and image features of the whole volume, in two stages "
+            "(a few minutes at most; best on the development CT; segmenting takes "
+            "longer).",
         )
         self.device_picker = ComboBox(
             label="Device",
