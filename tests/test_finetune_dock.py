@@ -607,6 +607,8 @@ def test_trains_a_voxel_classifier_picked_in_the_dock_and_segments_with_it(
     card = widget.last_card
     assert card.architecture == "unet3d-voxel-head" and card.training["layers"] == "head"
     assert card.name in [c.name for c in list_models()]
+    # the status says what was made (a newcomer could not tell)
+    assert "followed by a voxel classifier" in widget.status_label.text()
     image = widget.image_picker.value
     result = segment(np.asarray(image.data), card.name, device="cpu")
     assert result.compute["voxel head"].startswith("on the whole volume")
