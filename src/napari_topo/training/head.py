@@ -62,6 +62,10 @@ HEAD_HIDDEN = 64
 #: clDice (probe, threshold 0.5: clDice 0.43 with none removed, 0.57 without pieces under
 #: 1000 voxels; benchmarks/results/feature_head/).
 HEAD_MIN_SIZES = (100, 1000)
+#: Seconds of training (both stages) a time budget must leave, beyond the second stage's
+#: preparation and the end, for two stages (each stage's 3000 steps took 10-12 s on the
+#: development CT on 2 CPU cores).
+MIN_TRAINING_S = 30.0
 #: Sigma (finest voxel sizes) of the smoothing of the head's probability
 #: (:class:`~napari_topo.models.voxel_head.VoxelHeadNet`'s ``smooth``).
 HEAD_SMOOTH = 1.0
@@ -384,7 +388,7 @@ def _train(
             return best, best_state, best_step, step, stopped, step_s, own
 
         # Two stages when the time budget holds the second's preparation, the longer end
-        # and a minute of training; stage 1 then leaves stage 2 half the training time.
+        # and MIN_TRAINING_S of training; stage 1 then leaves stage 2 half the training time.
         # Otherwise one stage, which keeps for itself all but its own end (a 2-minute
         # budget trained no head at all once stage 2's share was always held back).
         two = True
@@ -392,7 +396,7 @@ def _train(
         if budget_s is not None:
             left = budget_s - (time.perf_counter() - t0)
             training_s = left - final_s(2) - prepare2_s
-            two = training_s >= 60.0
+            two = training_s >= MIN_TRAINING_S
             if two:
                 reserve1 = lambda: final_s(2) + prepare2_s + training_s / 2  # noqa: E731
         best, best_state, best_step, step, stopped, step_s, _ = fit(
