@@ -317,6 +317,32 @@ def test_a_short_time_budget_trains_one_stage(models, tubes):
     budget holding back so much for stage 2 that no head trained)."""
     vol, lab, annotated = tubes
     module, card = finetune(vol.image, lab, "tiny-base", annotated=annotated, minutes=0.5, **HEAD)
-    assert "stage 2: skipped (the time budget holds one)" in card.training["stopped"]
+    assert "stage 2: skipped (the time budget holds only one stage)" in card.training["stopped"]
     assert isinstance(module, VoxelHeadNet) and module.stages == 1
     assert "stages" not in card.arch_kwargs and card.training["steps"] >= 250
+
+
+def test_a_head_model_reads_any_volume_as_it_was_fine_tuned(models, tubes):
+    """A head's features are the normalised intensities: a newcomer's head, fine-tuned on
+    a crop read one way and run on a crop read another, scored Dice 0. predict pins the
+    fine-tune's reading unless the caller chose one."""
+    from napari_topo.inference.intensity import plan_input
+
+    vol, lab, annotated = tubes
+    module, card = finetune(vol.image, lab, "tiny-base", annotated=annotated, steps=100, **HEAD)
+    trained = plan_input(vol.image, card.normalization).normalizer
+    other = vol.image.copy()
+    other[:4] = other.max() * 3  # a bright slab: its own percentiles differ
+    seen, said = [], []
+    predict(other, (module, card), device="cpu", on_policy=seen.append, on_message=said.append)
+    probe = np.linspace(float(vol.image.min()), float(vol.image.max()), 50, dtype=np.float32)
+    np.testing.assert_allclose(seen[0].normalizer(probe), trained(probe), atol=1e-5)
+    assert any("read as when it was fine-tuned" in m for m in said)
+    # its own reading differs: the pin is what made them equal
+    own = plan_input(other, card.normalization).normalizer
+    assert not np.allclose(own(probe), trained(probe), atol=1e-3)
+    # a caller's choice wins
+    seen.clear()
+    predict(other, (module, card), device="cpu", on_policy=seen.append, window=(0, 1))
+    ends = seen[0].normalizer(np.array([0.0, 1.0], np.float32))
+    np.testing.assert_allclose(ends, [0.0, 1.0], atol=1e-6)

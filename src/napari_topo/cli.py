@@ -2169,7 +2169,7 @@ def _finetune_result_lines(card) -> list[str]:
         )
         + f"; stopped: {t['stopped']})"
     ]
-    if t.get("layers") == "head" and not t.get("kept_base"):
+    if t.get("layers") == "head" and not t.get("kept_base") and t.get("best_step"):
         # a newcomer could not tell from the output what --layers head had made
         lines.append(
             "the new model is the base network, unchanged, followed by a voxel classifier "

@@ -329,7 +329,8 @@ def _train(
                     break
                 if budget_s is not None and time.perf_counter() - t0 + reserve() >= budget_s:
                     if step >= 10:
-                        stopped = f"time budget ({minutes:g} min)"
+                        share = "its share of the " if stage == 1 and two else ""
+                        stopped = f"{share}time budget ({minutes:g} min)"
                         break
                 stop()
                 b = torch.randint(0, len(xt), (min(HEAD_BATCH, len(xt)),), generator=gen).to(dev)
@@ -406,7 +407,7 @@ def _train(
         del x_train, x_val  # stage 2 has its own, wider ones
         stage2, best1 = None, dict(best)
         if best_state is not None and not two:
-            stopped = f"stage 1: {stopped}; stage 2: skipped (the time budget holds one)"
+            stopped = f"stage 1: {stopped}; stage 2: skipped (the time budget holds only one stage)"
         elif best_state is not None:
             stage2 = _second_stage(
                 crop=crop,
