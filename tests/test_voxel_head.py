@@ -338,6 +338,11 @@ def test_a_head_model_reads_any_volume_as_it_was_fine_tuned(models, tubes):
     probe = np.linspace(float(vol.image.min()), float(vol.image.max()), 50, dtype=np.float32)
     np.testing.assert_allclose(seen[0].normalizer(probe), trained(probe), atol=1e-5)
     assert any("read as when it was fine-tuned" in m for m in said)
+    from napari_topo.models.registry import describe_card
+
+    lines = describe_card(card)  # what `napari-topo models` prints
+    assert any(ln.startswith("input: read as when fine-tuned, ") for ln in lines)
+    assert any("a voxel classifier in " in ln for ln in lines)
     # its own reading differs: the pin is what made them equal
     own = plan_input(other, card.normalization).normalizer
     assert not np.allclose(own(probe), trained(probe), atol=1e-3)

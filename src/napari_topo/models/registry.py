@@ -786,6 +786,21 @@ def describe_card(card: ModelCard) -> list[str]:
         f"architecture: {card.architecture}, task {task}" + (f", widths {widths}" if widths else "")
     )
     lines.append(_input_line(card))
+    if card.architecture == "unet3d-voxel-head":  # a newcomer could not see what it holds
+        stages = int(kwargs.get("stages", 1))
+        lines[-2] += (
+            f"; a voxel classifier in {stages} stage{'s' if stages != 1 else ''} on the "
+            "network's output"
+        )
+        tuned = (((card.training or {}).get("input_policy") or {}).get("intensity")) or {}
+        if tuned.get("lo") is not None and tuned.get("hi") is not None:
+            # predict pins the fine-tune's reading (inference.pipeline._as_fine_tuned)
+            lines[-1] = (
+                f"input: read as when fine-tuned, {tuned['lo']:g}..{tuned['hi']:g} -> [0, 1]"
+                f" ({'CT' if tuned.get('modality') == 'ct' else 'microscopy/other'}, "
+                f"{'dark' if tuned.get('invert') else 'bright'} vessels), unless a "
+                "modality, window or polarity is given"
+            )
     size = card.mask_min_size
     lines.append(
         f"mask: vessel probability above {card.mask_threshold:g}; "
