@@ -351,3 +351,15 @@ def test_a_head_model_reads_any_volume_as_it_was_fine_tuned(models, tubes):
     predict(other, (module, card), device="cpu", on_policy=seen.append, window=(0, 1))
     ends = seen[0].normalizer(np.array([0.0, 1.0], np.float32))
     np.testing.assert_allclose(ends, [0.0, 1.0], atol=1e-6)
+
+
+def test_cli_refuses_a_topnet_base_for_a_head_before_reading_anything(models, tmp_path, capsys):
+    """A newcomer's TopNet base with --layers head was refused only after the volumes
+    were read: now before (the image here does not even exist)."""
+    from napari_topo import cli
+
+    save_tiny_base(models, "tiny-topnet", arch="topnet")
+    argv = ["finetune", str(tmp_path / "none.nii.gz"), str(tmp_path / "nolabels.nii.gz")]
+    assert cli.main([*argv, "--base", "tiny-topnet", "--layers", "head"]) == 2
+    err = capsys.readouterr().err
+    assert "puts a voxel classifier on a U-Net" in err and "none.nii.gz" not in err

@@ -2287,6 +2287,28 @@ def _finetune(args) -> None:
         raise ValueError(f"--minutes must be a positive number; got {args.minutes}")
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps must be at least 1; got {args.steps}")
+    # the base model before any volume is read (a newcomer's TopNet base with --layers
+    # head was refused only after the image and labels were read)
+    base_path = args.base
+    if not (
+        os.sep in base_path or "/" in base_path or base_path.endswith((".json", ".safetensors"))
+    ):
+        try:
+            base_card = get_card(base_path)
+        except ValueError:
+            if not Path(base_path).is_dir():
+                raise
+        else:
+            if args.layers == "head" and base_card.architecture not in (
+                "unet3d",
+                "unet3d-voxel-head",
+            ):
+                raise ValueError(
+                    f"--layers head puts a voxel classifier on a U-Net; {base_card.name!r} "
+                    f"is a {base_card.architecture}: use --layers all or decoder"
+                )
+    elif not Path(base_path).exists():
+        raise ValueError(f"no such base model file or folder: {base_path}")
     vol = _read(args.image, args.key)
     spacing = _spacing(args, vol)
     shape = tuple(vol.data.shape)
@@ -2321,17 +2343,6 @@ def _finetune(args) -> None:
         notes.append(ann_note)
     region, info = annotated_region(labels, annotated)  # empty / non-binary: one line
     del region
-    base_path = args.base
-    if not (
-        os.sep in base_path or "/" in base_path or base_path.endswith((".json", ".safetensors"))
-    ):
-        try:
-            get_card(base_path)
-        except ValueError:
-            if not Path(base_path).is_dir():
-                raise
-    elif not Path(base_path).exists():
-        raise ValueError(f"no such base model file or folder: {base_path}")
     pick_device(args.device)
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be at least 1; got {args.threads}")
