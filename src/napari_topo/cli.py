@@ -2169,18 +2169,11 @@ def _finetune_result_lines(card) -> list[str]:
         )
         + f"; stopped: {t['stopped']})"
     ]
-    if t.get("layers") == "head" and not t.get("kept_base") and t.get("best_step"):
-        # a newcomer could not tell from the output what --layers head had made
-        lines.append(
-            "the new model is the base network, unchanged, followed by a voxel classifier "
-            "(a small perceptron on its probability and image features"
-            + (
-                ", then a second reading the first's output around each voxel"
-                if (t.get("data") or {}).get("voxel_head", {}).get("stages") == 2
-                else ""
-            )
-            + ") trained on your labels; segment runs both"
-        )
+    from .training.head import made_by_head
+
+    made = made_by_head(t)  # a newcomer could not tell what --layers head had made
+    if made:
+        lines.append(f"the new model is {made}; segment runs both")
     tuned = card.threshold not in (None, DEFAULT_THRESHOLD)
     if t.get("kept_base"):
         # the step the patches preferred is named: the progress lines called it the best

@@ -228,39 +228,35 @@ def _smaller(tile: tuple[int, int, int], batch: int, device) -> tuple | None:
     return None
 
 
-def _as_fine_tuned(module: Any, card: Any) -> dict | None:
-    """How a voxel head model (``finetune(layers="head")``) was fed its image: the
-    modality, the intensity window (the values mapped to 0 and 1) and the polarity of
-    its card's ``training["input_policy"]``, or None for any other model.
+def fine_tuned_reading(card: Any) -> dict | None:
+    """How a voxel head model (``finetune(layers="head")``, architecture
+    ``"unet3d-voxel-head"``) was fed its image: ``{"modality", "window", "polarity",
+    "summary"}`` from its card's ``training["input_policy"]`` (the window: the values
+    mapped to 0 and 1), or None for any other card or one that records none.
 
     The head's features are the normalised intensities themselves, so a volume read
     another way breaks it: a newcomer fine-tuned on a CT crop without air (read as
     microscopy, percentiles -116..459) and segmented a crop with air (read as CT, window
-    -100..300): Dice 0.000, against 0.694 with the fine-tune's window. ``predict`` pins
-    them when the caller chose none (modality, window and polarity all automatic).
+    -100..300): Dice 0.000, against 0.694 with the fine-tune's window. :func:`predict`
+    pins them when the caller chose none (modality, window and polarity all automatic).
     """
-    if getattr(module, "refine", None) is None:
+    if getattr(card, "architecture", None) != "unet3d-voxel-head":
         return None
     intensity = ((card.training or {}).get("input_policy") or {}).get("intensity") or {}
-    lo, hi = intensity.get("lo"), intensity.get("hi")
     try:
-        lo, hi = float(lo), float(hi)
+        lo, hi = float(intensity.get("lo")), float(intensity.get("hi"))
     except (TypeError, ValueError):
         return None
     if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
         return None
     modality = "ct" if intensity.get("modality") == "ct" else "microscopy"
     polarity = "dark" if intensity.get("invert") else "bright"
+    what = "CT" if modality == "ct" else "microscopy/other"
     return {
         "modality": modality,
         "window": (lo, hi),
         "polarity": polarity,
-        "note": (
-            f"model {card.name!r} carries a voxel head: the image is read as when it was "
-            f"fine-tuned ({'CT' if modality == 'ct' else 'microscopy/other'}, {lo:g}..{hi:g} "
-            f"-> [0, 1], {polarity} vessels); give a modality, window or polarity to "
-            "read it otherwise"
-        ),
+        "summary": f"{what}, {lo:g}..{hi:g} -> [0, 1], {polarity} vessels",
     }
 
 
@@ -431,13 +427,16 @@ def predict(
     if not isinstance(skip_empty_tiles, (bool, np.bool_)):
         raise ValueError(f"skip_empty_tiles must be True or False; got {skip_empty_tiles!r}")
     module, card = resolve_model(model, dev)
-    pinned = None
     if modality == "auto" and window is None and polarity == "auto":
-        pinned = _as_fine_tuned(module, card)
+        pinned = fine_tuned_reading(card)
         if pinned is not None:
             modality, window, polarity = pinned["modality"], pinned["window"], pinned["polarity"]
             if on_message is not None:
-                on_message(pinned["note"])
+                on_message(
+                    f"model {card.name!r} carries a voxel head: the image is read as when it "
+                    f"was fine-tuned ({pinned['summary']}); give a modality, window or "
+                    "polarity to read it otherwise"
+                )
     policy = plan_input(
         volume,
         card.normalization,

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from ..inference.intensity import AUTO_NORMALIZATION, LEGACY_NORMALIZATION, card_normalization
-from ..inference.pipeline import DEFAULT_MIN_SIZE
+from ..inference.pipeline import DEFAULT_MIN_SIZE, fine_tuned_reading
 from .topnet import TopNet
 from .unet import UNet3D
 from .voxel_head import VoxelHeadNet
@@ -792,14 +792,11 @@ def describe_card(card: ModelCard) -> list[str]:
             f"; a voxel classifier in {stages} stage{'s' if stages != 1 else ''} on the "
             "network's output"
         )
-        tuned = (((card.training or {}).get("input_policy") or {}).get("intensity")) or {}
-        if tuned.get("lo") is not None and tuned.get("hi") is not None:
-            # predict pins the fine-tune's reading (inference.pipeline._as_fine_tuned)
+        tuned = fine_tuned_reading(card)  # what predict pins
+        if tuned is not None:
             lines[-1] = (
-                f"input: read as when fine-tuned, {tuned['lo']:g}..{tuned['hi']:g} -> [0, 1]"
-                f" ({'CT' if tuned.get('modality') == 'ct' else 'microscopy/other'}, "
-                f"{'dark' if tuned.get('invert') else 'bright'} vessels), unless a "
-                "modality, window or polarity is given"
+                f"input: read as when fine-tuned, {tuned['summary']}, unless a modality, "
+                "window or polarity is given"
             )
     size = card.mask_min_size
     lines.append(

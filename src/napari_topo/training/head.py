@@ -604,6 +604,23 @@ def _second_stage(
     }
 
 
+def made_by_head(training: dict) -> str | None:
+    """What a ``layers="head"`` fine-tune made, in words for the CLI and the Fine-tune
+    dock (a newcomer could not tell), from its card's ``training``; None when the base
+    model was kept or nothing else was made."""
+    if training.get("layers") != "head" or training.get("kept_base"):
+        return None
+    if not training.get("best_step"):
+        return None
+    stages = ((training.get("data") or {}).get("voxel_head") or {}).get("stages")
+    return (
+        "the base network, unchanged, followed by a voxel classifier (a small perceptron "
+        "on its probability and image features"
+        + (", then a second reading the first's output around each voxel" if stages == 2 else "")
+        + ") trained on your labels"
+    )
+
+
 def _choose_min_size(prob, vbox, truth, valid, threshold, at_threshold, default):
     """The smallest kept mask piece (:data:`HEAD_MIN_SIZES`, and ``default``) whose
     held-out score at ``threshold`` is best; ties go to the smaller. ``prob`` covers the

@@ -418,19 +418,6 @@ class LossPlot(QWidget):
         return int(left)
 
 
-def _voxel_classifier_sentence(training: dict) -> str:
-    """What a ``layers="head"`` fine-tune made, as the CLI says it (a newcomer could not
-    tell): "" when the base model was kept."""
-    if training.get("kept_base") or not training.get("best_step"):
-        return ""
-    stages = ((training.get("data") or {}).get("voxel_head") or {}).get("stages")
-    return (
-        " The model is the base network, unchanged, followed by a voxel classifier"
-        + (" in two stages" if stages == 2 else "")
-        + " trained on your labels."
-    )
-
-
 def _scale_labels(scale: tuple[float, float] | None) -> tuple[str, str] | None:
     """A scale's (low, high) as text with the fewest decimals (2 to 5) that tell them
     apart: a validation loss from 0.3201 to 0.3234 read "0.32" at both ends."""
@@ -1429,6 +1416,7 @@ class FinetuneWidget(QWidget):
             self._report(outcome.error or "Fine-tuning failed.", error=True)
             return
         from napari_topo.training.finetune import one_score_fell
+        from napari_topo.training.head import made_by_head
 
         card = outcome.card
         self._last_card = card
@@ -1466,7 +1454,7 @@ class FinetuneWidget(QWidget):
                 if t.get("kept_base") or t.get("best_step") == 0
                 else ""
             )
-            + (_voxel_classifier_sentence(t) if t.get("layers") == "head" else "")
+            + (f" The model is {made}." if (made := made_by_head(t)) else "")
             + (f" Note: {t['note']}." if t.get("note") else "")
         )
         if t.get("note"):
