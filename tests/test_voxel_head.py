@@ -99,6 +99,30 @@ def test_a_second_stage_reads_the_first_stages_context_slab_by_slab():
         voxel_features(x, p, spacing, context=first[:-1])
 
 
+def test_kept_features_give_what_computing_them_again_gives():
+    """Fine-tuning keeps its box's first-stage features for stage 2 and the final pass:
+    each slab, and each stage's probability, equals the one computed from scratch."""
+    rng = np.random.default_rng(4)
+    x = rng.random((30, 20, 22)).astype(np.float32)
+    p = rng.random(x.shape).astype(np.float32)
+    spacing = (1.6, 0.57, 0.57)
+    kept = np.concatenate([f for _, _, f in feature_slabs(x, p, spacing, slab=6)])
+    first = rng.random(x.shape).astype(np.float32)
+    for context in (None, first):
+        fresh = list(feature_slabs(x, p, spacing, slab=6, context=context))
+        reused = list(feature_slabs(x, p, spacing, slab=6, context=context, features=kept))
+        assert [(a, b) for a, b, _ in fresh] == [(a, b) for a, b, _ in reused]
+        for (_, _, f), (_, _, g) in zip(fresh, reused, strict=True):
+            np.testing.assert_array_equal(f, g)
+    torch.manual_seed(1)
+    net = VoxelHeadNet(hidden=8, stages=2)
+    np.testing.assert_array_equal(
+        net.refine(x, p, spacing), net.refine(x, p, spacing, features=kept)
+    )
+    with pytest.raises(ValueError, match="features must have shape"):
+        list(feature_slabs(x, p, spacing, features=kept[:, :-1]))
+
+
 def test_closed_form_eigenvalues_match_numpy():
     rng = np.random.default_rng(1)
     elems = [rng.normal(size=(5, 7, 9)).astype(np.float32) for _ in range(6)]
@@ -276,6 +300,30 @@ def test_head_settings_of_the_network_are_refused(models, tubes):
     vol, lab, annotated = tubes
     with pytest.raises(ValueError, match="lr, |batch_size"):
         finetune(vol.image, lab, "tiny-base", annotated=annotated, steps=5, batch_size=4, **HEAD)
+
+
+def test_keeping_the_features_changes_no_result(models, tubes, monkeypatch):
+    """The same fine-tune with the box's features kept in memory (the default when they
+    fit) and computed again each time (a box over FEATURE_CACHE_BYTES) trains the same
+    heads and chooses the same threshold."""
+    import napari_topo.training.head as head_module
+
+    vol, lab, annotated = tubes
+    runs = []
+    for cap in (head_module.FEATURE_CACHE_BYTES, 0):
+        monkeypatch.setattr(head_module, "FEATURE_CACHE_BYTES", cap)
+        module, card = finetune(vol.image, lab, "tiny-base", annotated=annotated, steps=250, **HEAD)
+        runs.append((module, card))
+    (kept, card_kept), (again, card_again) = runs
+    ran = [c.training["data"]["voxel_head"]["stage2"] for c in (card_kept, card_again)]
+    assert ran[0] == {**ran[1], "features_s": ran[0]["features_s"]} and ran[0]["steps"] > 0
+    assert kept.stages == again.stages
+    for part in ("head", "context_head")[: kept.stages]:
+        a, b = getattr(kept, part).state_dict(), getattr(again, part).state_dict()
+        for k in a:
+            assert torch.equal(a[k], b[k]), (part, k)
+    assert card_kept.mask_threshold == card_again.mask_threshold
+    assert card_kept.metrics["validation"] == card_again.metrics["validation"]
 
 
 def test_cli_refuses_streaming_a_head_model_before_making_the_folder(models, tubes, tmp_path):

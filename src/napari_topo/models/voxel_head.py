@@ -286,6 +286,7 @@ def feature_slabs(
     max_voxels: int = 1 << 24,
     cancel: Callable[[], Any] | None = None,
     context: np.ndarray | None = None,
+    features: np.ndarray | None = None,
 ) -> Iterator[tuple[int, int, np.ndarray]]:
     """Features of the whole volume, slab by slab: yields ``(z0, z1, features[z0:z1])``.
 
@@ -308,8 +309,23 @@ def feature_slabs(
         Called before each slab; it raises to stop.
     context : ndarray (z, y, x), optional
         A first stage's probability on the same grid (:func:`voxel_features`).
+    features : ndarray (z, y, x, len(FEATURE_NAMES)), optional
+        This volume's first-stage features, already computed (this function's slabs
+        stacked): they are sliced instead of computed
+        again, and only ``context``'s :func:`context_features` are computed, slab by slab
+        with the same context, so each slab equals the one computed from scratch.
+
+    Raises
+    ------
+    ValueError
+        ``features`` of another shape than ``probability``'s plus the features axis.
     """
     n = int(probability.shape[0])
+    if features is not None and features.shape != probability.shape + (len(FEATURE_NAMES),):
+        raise ValueError(
+            f"features must have shape {probability.shape + (len(FEATURE_NAMES),)}; got "
+            f"{features.shape}"
+        )
     h = halo(spacing)
     plane = int(np.prod(probability.shape[1:]))
     if slab is None:
@@ -319,6 +335,13 @@ def feature_slabs(
             cancel()
         z1 = min(n, z0 + slab)
         a, b = max(0, z0 - h), min(n, z1 + h)
+        if features is not None:
+            if context is None:
+                yield z0, z1, features[z0:z1]
+                continue
+            extra = context_features(context[a:b], spacing)[z0 - a : z1 - a]
+            yield z0, z1, np.concatenate([features[z0:z1], extra], axis=-1)
+            continue
         x = np.asarray(image[a:b], np.float32)
         if normalize is not None:
             x = np.asarray(normalize(x), np.float32)
@@ -469,6 +492,7 @@ class VoxelHeadNet(nn.Module):
         cancel: Callable[[], Any] | None = None,
         device: str | torch.device = "cpu",
         chunk: int = 1 << 20,
+        features: np.ndarray | None = None,
     ) -> np.ndarray:
         """The head's vessel probability for every voxel: ``(z, y, x)`` float32 in [0, 1].
 
@@ -482,7 +506,9 @@ class VoxelHeadNet(nn.Module):
         clDice by 0.01-0.02 at every threshold; ``docs/finetune.md``). With two stages the
         first head's probability is computed over the whole volume first, then the second
         head's from the features again plus :func:`context_features` of it (``progress``
-        then counts each slice twice).
+        then counts each slice twice). ``features``: the first-stage features of this
+        volume already computed (:func:`feature_slabs`' ``features``; fine-tuning keeps
+        them for its box), so that each stage computes only what it adds.
         """
         n = int(probability.shape[0])
         total = n * self.stages
@@ -496,6 +522,7 @@ class VoxelHeadNet(nn.Module):
             cancel=cancel,
             device=device,
             chunk=chunk,
+            features=features,
         )
         if self.context_head is not None:
             out = self.stage_probability(
@@ -509,6 +536,7 @@ class VoxelHeadNet(nn.Module):
                 cancel=cancel,
                 device=device,
                 chunk=chunk,
+                features=features,
             )
         if self.smooth > 0:
             from scipy import ndimage as ndi
@@ -531,12 +559,14 @@ class VoxelHeadNet(nn.Module):
         cancel: Callable[[], Any] | None = None,
         device: str | torch.device = "cpu",
         chunk: int = 1 << 20,
+        features: np.ndarray | None = None,
     ) -> np.ndarray:
         """One head's probability, unsmoothed: ``(z, y, x)`` float32 in [0, 1].
 
         ``stage`` 1: :attr:`head` on :func:`voxel_features`; 2: :attr:`context_head` on
         them plus the :func:`context_features` of ``first`` (the first stage's output,
-        required). Arguments as for :meth:`refine`; ``progress(slices done)``.
+        required). Arguments as for :meth:`refine` (``features`` too);
+        ``progress(slices done)``.
 
         Raises
         ------
@@ -554,6 +584,7 @@ class VoxelHeadNet(nn.Module):
             normalize=normalize,
             cancel=cancel,
             context=first if stage == 2 else None,
+            features=features,
         ):
             flat = f.reshape(-1, f.shape[-1])
             res = out[z0:z1].reshape(-1)

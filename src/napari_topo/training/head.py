@@ -12,7 +12,8 @@ How (called by :func:`~napari_topo.training.finetune.finetune` after its checks)
 1. The base model segments the annotated region's bounding box, grown by the features'
    context (:func:`~napari_topo.models.voxel_head.halo`), as ``segment`` does it (every zoom
    of the input policy, the intensities scaled as the whole image's).
-2. The features are computed there slab by slab. Training voxels: every labelled vessel
+2. The features are computed there slab by slab (and kept for steps 4 and 5 when they
+   fit in :data:`FEATURE_CACHE_BYTES`). Training voxels: every labelled vessel
    voxel of the training part (at most :data:`MAX_VESSEL_VOXELS`, drawn at random) and
    :data:`BACKGROUND_PER_VESSEL` times as many background voxels of it; validation: every
    voxel of the held-out part.
@@ -66,6 +67,13 @@ HEAD_MIN_SIZES = (100, 1000)
 #: preparation and the end, for two stages (each stage's 3000 steps took 10-12 s on the
 #: development CT on 2 CPU cores).
 MIN_TRAINING_S = 30.0
+#: The box's first-stage features are kept in memory for the second stage and the final
+#: pass (instead of computed three more times) when they take at most this many bytes
+#: (float32; on the development CT's box 1.3 GB). A larger box computes them again.
+FEATURE_CACHE_BYTES = 3 << 30
+#: With the features kept, the passes over the box (in units of the first features
+#: pass) that stage 2's preparation, and the end of one or of two stages, take.
+PASSES_KEPT = {"prepare": 1.0, 1: 0.5, 2: 1.0}
 #: Sigma (finest voxel sizes) of the smoothing of the head's probability
 #: (:class:`~napari_topo.models.voxel_head.VoxelHeadNet`'s ``smooth``).
 HEAD_SMOOTH = 1.0
@@ -224,7 +232,15 @@ def _train(
     )
     t_feat = time.perf_counter()
     xs, ys, vx = [], [], []
+    n_feat = len(FEATURE_NAMES)
+    kept = (
+        np.empty(prob.shape + (n_feat,), np.float32)
+        if prob.size * n_feat * 4 <= FEATURE_CACHE_BYTES
+        else None
+    )
     for z0, z1, f in feature_slabs(crop, prob, sp, normalize=policy.normalizer, cancel=stop):
+        if kept is not None:
+            kept[z0:z1] = f
         t = take[z0:z1]
         xs.append(f[t])
         ys.append(vessel_b[z0:z1][t])
@@ -288,12 +304,15 @@ def _train(
         def final_s(stages: int) -> float:
             """Seconds kept for the end: a validation, the model's passes over the box
             (a features pass each stage, the second's with its context: about 3 passes
-            for two stages, measured) and the threshold choice."""
-            return 2 * validation_s + (1.5 if stages == 1 else 3.0) * features_s + 5.0
+            for two stages, measured; with the features kept, PASSES_KEPT) and the
+            threshold choice."""
+            passes = (1.5 if stages == 1 else 3.0) if kept is None else PASSES_KEPT[stages]
+            return 2 * validation_s + passes * features_s + 5.0
 
         # stage 2's preparation: the first head over the box and the features again with
-        # its context (about 2.7 passes, measured), plus a few steps
-        prepare2_s = 3.0 * features_s + 10.0
+        # its context (about 2.7 passes, measured; with them kept, PASSES_KEPT), plus a
+        # few steps
+        prepare2_s = (3.0 if kept is None else PASSES_KEPT["prepare"]) * features_s + 10.0
 
         def fraction(step_count: int) -> float:
             frac = step_count / (2 * limit)
@@ -429,6 +448,7 @@ def _train(
                 budget_s=budget_s,
                 t0=t0,
                 fraction=shown_fraction,
+                features=kept,
             )
             if stage2 is None:
                 stopped = f"stage 1: {stopped}; stage 2: skipped (no time left)"
@@ -458,7 +478,10 @@ def _train(
             )
             # the whole box again, as segment runs it (smoothing included), so the
             # threshold and the smallest piece are chosen on what segment will cut
-            p_box = model.refine(crop, prob, sp, normalize=policy.normalizer, cancel=stop)
+            p_box = model.refine(
+                crop, prob, sp, normalize=policy.normalizer, cancel=stop, features=kept
+            )
+            kept = None  # its memory back before the choices
             p = p_box[vbox]
             view = (p, truth, valid, None)
             # the best outright: smoothed, the head's probability has no calibrated 0.5
@@ -556,12 +579,14 @@ def _second_stage(
     budget_s,
     t0,
     fraction,
+    features,
 ) -> dict | None:
     """Stage 2 of :func:`finetune_head` (auto-context): the first head's probability
     over the box, the features again plus its :func:`~napari_topo.models.voxel_head.
     context_features` for the same voxels, and ``model.context_head`` trained on them
-    (``fit``), judged against the first stage's best. None when the time budget leaves
-    no room for it (the model then keeps one stage)."""
+    (``fit``), judged against the first stage's best. ``features``: the box's first-stage
+    features when kept (else None: computed again). None when the time budget leaves no
+    room for it (the model then keeps one stage)."""
     import torch
 
     from ..models.voxel_head import feature_slabs
@@ -578,11 +603,17 @@ def _second_stage(
     )
     t = time.perf_counter()
     first = model.stage_probability(
-        crop, prob, sp, stage=1, normalize=policy.normalizer, cancel=stop
+        crop, prob, sp, stage=1, normalize=policy.normalizer, cancel=stop, features=features
     )
     xs, vx = [], []
     for z0, z1, f in feature_slabs(
-        crop, prob, sp, normalize=policy.normalizer, cancel=stop, context=first
+        crop,
+        prob,
+        sp,
+        normalize=policy.normalizer,
+        cancel=stop,
+        context=first,
+        features=features,
     ):
         xs.append(f[take[z0:z1]])  # the rows of stage 1's sample, in its order
         vx.append(f[val_b[z0:z1]])
