@@ -324,6 +324,26 @@ def test_keeping_the_features_changes_no_result(models, tubes, monkeypatch):
             assert torch.equal(a[k], b[k]), (part, k)
     assert card_kept.mask_threshold == card_again.mask_threshold
     assert card_kept.metrics["validation"] == card_again.metrics["validation"]
+    kept_mb = [c.training["data"]["voxel_head"]["features_kept_mb"] for _, c in runs]
+    assert kept_mb[0] > 0 and kept_mb[1] == 0
+
+
+def test_the_kept_features_stay_within_an_eighth_of_the_memory(monkeypatch):
+    import os
+
+    import napari_topo.training.head as head_module
+
+    pages = {"SC_PHYS_PAGES": 2 << 20, "SC_PAGE_SIZE": 4096}  # 8 GiB
+    monkeypatch.setattr(os, "sysconf", lambda name: pages[name])
+    assert head_module.feature_cache_limit() == 1 << 30
+    pages["SC_PHYS_PAGES"] = 64 << 20  # 256 GiB: the constant holds
+    assert head_module.feature_cache_limit() == head_module.FEATURE_CACHE_BYTES
+
+    def unknown(name):
+        raise ValueError(name)
+
+    monkeypatch.setattr(os, "sysconf", unknown)
+    assert head_module.feature_cache_limit() == head_module.FEATURE_CACHE_BYTES
 
 
 def test_cli_refuses_streaming_a_head_model_before_making_the_folder(models, tubes, tmp_path):
