@@ -702,7 +702,8 @@ def main(argv=None) -> int:
         type=int,
         default=None,
         help="a step budget for the case instead of --minutes: the run repeats exactly "
-        "(a time budget's learning-rate schedule follows the clock)",
+        "(under a time budget the network's learning-rate schedule and each budget's "
+        "stopping point follow the clock)",
     )
     ap.add_argument(
         "--seed",
@@ -741,6 +742,8 @@ def main(argv=None) -> int:
         f"{args.threads} threads{gpu}",
         "device": DEVICE,
         "command": " ".join(["python", "benchmarks/bench_finetune.py", *(argv or sys.argv[1:])]),
+        # what the command ran, defaults included (they changed on 2026-12-04)
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
     }
     out = args.results / "finetune.json"
     if not args.skip_tubes:

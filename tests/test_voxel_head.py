@@ -99,6 +99,47 @@ def test_a_second_stage_reads_the_first_stages_context_slab_by_slab():
         voxel_features(x, p, spacing, context=first[:-1])
 
 
+def test_large_planes_are_computed_in_blocks_with_the_same_values():
+    """Where even the thinnest slab of whole planes with its context exceeds max_voxels
+    (an isotropic volume with 512 x 512 planes needed about 10 GB), each slab is computed
+    in blocks of the plane: the same features, first stage and context."""
+    from napari_topo.models.voxel_head import CONTEXT_NAMES
+
+    rng = np.random.default_rng(5)
+    shape = (8, 70, 80)
+    x = rng.random(shape).astype(np.float32)
+    p = rng.random(shape).astype(np.float32)
+    first = rng.random(shape).astype(np.float32)
+    spacing = (1.0, 4.0, 4.0)  # context: 43 slices (all here), 12 rows and columns
+    whole = voxel_features(x, p, spacing, context=first)
+    seen = []
+    parts = list(
+        feature_slabs(
+            x, p, spacing, max_voxels=1 << 14, context=first, cancel=lambda: seen.append(1)
+        )
+    )
+    got = np.concatenate([f for _, _, f in parts])
+    assert got.shape == shape + (len(FEATURE_NAMES) + len(CONTEXT_NAMES),)
+    assert len(seen) > len(parts)  # blocks within the plane, each may cancel
+    np.testing.assert_allclose(got, whole, atol=1e-5)
+    # the memory of one block: no computation holds more than max_voxels
+    calls = []
+    import napari_topo.models.voxel_head as vh
+
+    real = vh.voxel_features
+
+    def spy(image, *args, **kwargs):
+        calls.append(image.size)
+        return real(image, *args, **kwargs)
+
+    vh.voxel_features = spy
+    try:
+        list(feature_slabs(x, p, spacing, max_voxels=1 << 14))
+    finally:
+        vh.voxel_features = real
+    assert len(calls) > 1 and max(calls) <= 1 << 14
+
+
 def test_kept_features_give_what_computing_them_again_gives():
     """Fine-tuning keeps its box's first-stage features for stage 2 and the final pass:
     each slab, and each stage's probability, equals the one computed from scratch."""
@@ -121,6 +162,8 @@ def test_kept_features_give_what_computing_them_again_gives():
     )
     with pytest.raises(ValueError, match="features must have shape"):
         list(feature_slabs(x, p, spacing, features=kept[:, :-1]))
+    with pytest.raises(ValueError, match="first stage's probability must have"):
+        list(feature_slabs(x, p, spacing, context=first[:-1], features=kept))
 
 
 def test_closed_form_eigenvalues_match_numpy():
@@ -328,22 +371,25 @@ def test_keeping_the_features_changes_no_result(models, tubes, monkeypatch):
     assert kept_mb[0] > 0 and kept_mb[1] == 0
 
 
-def test_the_kept_features_stay_within_an_eighth_of_the_memory(monkeypatch):
-    import os
-
+def test_the_kept_features_stay_within_an_eighth_of_the_memory(monkeypatch, tmp_path):
     import napari_topo.training.head as head_module
 
-    pages = {"SC_PHYS_PAGES": 2 << 20, "SC_PAGE_SIZE": 4096}  # 8 GiB
-    monkeypatch.setattr(os, "sysconf", lambda name: pages[name])
+    memory = {"bytes": 8 << 30}
+    monkeypatch.setattr(head_module, "machine_memory", lambda: memory["bytes"])
     assert head_module.feature_cache_limit() == 1 << 30
-    pages["SC_PHYS_PAGES"] = 64 << 20  # 256 GiB: the constant holds
+    memory["bytes"] = 256 << 30  # the constant holds
     assert head_module.feature_cache_limit() == head_module.FEATURE_CACHE_BYTES
-
-    def unknown(name):
-        raise ValueError(name)
-
-    monkeypatch.setattr(os, "sysconf", unknown)
+    memory["bytes"] = None  # unknown: the constant
     assert head_module.feature_cache_limit() == head_module.FEATURE_CACHE_BYTES
+    monkeypatch.undo()
+    # this machine's memory is known, and a container's limit lowers it
+    own = head_module.machine_memory(cgroup_files=())
+    assert own is not None and own > 1 << 28
+    limit = tmp_path / "memory.max"
+    limit.write_text(f"{2 << 30}\n")
+    assert head_module.machine_memory(cgroup_files=(str(limit),)) == min(own, 2 << 30)
+    limit.write_text("max\n")
+    assert head_module.machine_memory(cgroup_files=(str(limit),)) == own
 
 
 def test_cli_refuses_streaming_a_head_model_before_making_the_folder(models, tubes, tmp_path):

@@ -291,7 +291,12 @@ def feature_slabs(
     """Features of the whole volume, slab by slab: yields ``(z0, z1, features[z0:z1])``.
 
     Each slab is computed with :func:`halo` slices of context each side, so it equals the
-    whole volume's :func:`voxel_features` there (the volume's own faces mirror).
+    whole volume's :func:`voxel_features` there (the volume's own faces mirror). When
+    even the thinnest such slab (twice the context, plus the context each side) would
+    exceed ``max_voxels`` (large planes with fine slices: an isotropic volume with
+    512 x 512 planes needed about 10 GB), the slabs are thinner (``max_voxels`` voxels of
+    output) and each is computed in blocks of the plane, each block with the context of
+    :func:`halo_per_axis` on every side: the same values, the memory of one block.
 
     Parameters
     ----------
@@ -304,7 +309,10 @@ def feature_slabs(
     slab : int, optional
         Slices per slab; default as many as keep a slab and its context under
         ``max_voxels`` voxels, but at least twice the context (so at most half the work
-        is context).
+        is context); with blocks, ``max_voxels`` over the plane's voxels (at least 1).
+    max_voxels : int
+        Voxels of one computation with its context (its features take about 230 bytes
+        each); also, with blocks, of one yielded slab.
     cancel : callable, optional
         Called before each slab; it raises to stop.
     context : ndarray (z, y, x), optional
@@ -318,18 +326,27 @@ def feature_slabs(
     Raises
     ------
     ValueError
-        ``features`` of another shape than ``probability``'s plus the features axis.
+        ``features`` of another shape than ``probability``'s plus the features axis, or
+        ``context`` of another shape than ``probability``.
     """
     n = int(probability.shape[0])
+    if context is not None and np.shape(context) != probability.shape:
+        raise ValueError(
+            f"the first stage's probability must have the image's shape {probability.shape}; "
+            f"got {np.shape(context)}"
+        )
     if features is not None and features.shape != probability.shape + (len(FEATURE_NAMES),):
         raise ValueError(
             f"features must have shape {probability.shape + (len(FEATURE_NAMES),)}; got "
             f"{features.shape}"
         )
-    h = halo(spacing)
-    plane = int(np.prod(probability.shape[1:]))
+    h, hy, hx = halo_per_axis(spacing)
+    ny, nx = (int(v) for v in probability.shape[1:])
+    plane = max(1, ny * nx)
+    # blocks within the plane only when the thinnest slab with its context is too large
+    blocks = features is None and min(n, 4 * h) * plane > max_voxels
     if slab is None:
-        slab = max(2 * h, max_voxels // max(1, plane) - 2 * h)
+        slab = max(1, max_voxels // plane) if blocks else max(2 * h, max_voxels // plane - 2 * h)
     for z0 in range(0, n, slab):
         if cancel is not None:
             cancel()
@@ -345,8 +362,31 @@ def feature_slabs(
         x = np.asarray(image[a:b], np.float32)
         if normalize is not None:
             x = np.asarray(normalize(x), np.float32)
-        f = voxel_features(x, probability[a:b], spacing, None if context is None else context[a:b])
-        yield z0, z1, f[z0 - a : z1 - a]
+        c = None if context is None else context[a:b]
+        if not blocks:
+            f = voxel_features(x, probability[a:b], spacing, c)
+            yield z0, z1, f[z0 - a : z1 - a]
+            continue
+        n_feat = len(FEATURE_NAMES) + (0 if context is None else len(CONTEXT_NAMES))
+        out = np.empty((z1 - z0, ny, nx, n_feat), np.float32)
+        # square cores whose block (with the context each side) holds max_voxels; at least
+        # the context wide, so that at most 9 times a core's plane is computed for it
+        side = int(math.isqrt(max(1, max_voxels // (b - a))))
+        core = max(hy, hx, side - 2 * max(hy, hx), 1)
+        for y0 in range(0, ny, core):
+            y1, ya = min(ny, y0 + core), max(0, y0 - hy)
+            yb = min(ny, y0 + core + hy)
+            for x0 in range(0, nx, core):
+                if cancel is not None:
+                    cancel()
+                x1, xa = min(nx, x0 + core), max(0, x0 - hx)
+                xb = min(nx, x0 + core + hx)
+                block = (slice(None), slice(ya, yb), slice(xa, xb))
+                f = voxel_features(
+                    x[block], probability[a:b][block], spacing, None if c is None else c[block]
+                )
+                out[:, y0:y1, x0:x1] = f[z0 - a : z1 - a, y0 - ya : y1 - ya, x0 - xa : x1 - xa]
+        yield z0, z1, out
 
 
 class VoxelHead(nn.Module):

@@ -68,7 +68,7 @@ HEAD_MIN_SIZES = (100, 1000)
 #: development CT on 2 CPU cores).
 MIN_TRAINING_S = 30.0
 #: The box's first-stage features are kept in memory for the second stage and the final
-#: pass (instead of computed three more times) when they take at most this many bytes
+#: pass (instead of computed four more times) when they take at most this many bytes
 #: and an eighth of the machine's memory (float32; on the development CT's box 1.3 GB).
 #: A larger box computes them again (:func:`feature_cache_limit`).
 FEATURE_CACHE_BYTES = 3 << 30
@@ -206,12 +206,6 @@ def _train(
     )
     prob = np.asarray(out["vessel"], np.float32)
     stop()
-    # what the base model segments there: a second round's base is the earlier head
-    base_prob = (
-        base.refine(crop, prob, sp, normalize=policy.normalizer, cancel=stop)
-        if isinstance(base, VoxelHeadNet)
-        else prob
-    )
 
     # ---- 2. features of the training sample and of the held-out part -------------------
     train_b, val_b = train_mask[box], val_mask[box]
@@ -239,6 +233,7 @@ def _train(
         if prob.size * n_feat * 4 <= feature_cache_limit()
         else None
     )
+    keep = kept is not None
     kept_mb = 0 if kept is None else round(kept.nbytes / 2**20)
     for z0, z1, f in feature_slabs(crop, prob, sp, normalize=policy.normalizer, cancel=stop):
         if kept is not None:
@@ -248,11 +243,19 @@ def _train(
         ys.append(vessel_b[z0:z1][t])
         vx.append(f[val_b[z0:z1]])
     features_s = time.perf_counter() - t_feat
+    del f, t  # the last slab: a copy of part of ``kept`` (or of nothing kept)
     x_train = torch.from_numpy(np.concatenate(xs))
     y_train = torch.from_numpy(np.concatenate(ys).astype(np.float32))
     x_val = torch.from_numpy(np.concatenate(vx))
     del xs, ys, vx
     stop()
+    # what the base model segments there: a second round's base is the earlier head (its
+    # first-stage features are these)
+    base_prob = (
+        base.refine(crop, prob, sp, normalize=policy.normalizer, cancel=stop, features=kept)
+        if isinstance(base, VoxelHeadNet)
+        else prob
+    )
 
     # the held-out part as segment makes it: the base's probability there, and the truth
     vbox = _grown_box(val_b, (0, 0, 0))
@@ -308,13 +311,13 @@ def _train(
             (a features pass each stage, the second's with its context: about 3 passes
             for two stages, measured; with the features kept, PASSES_KEPT) and the
             threshold choice."""
-            passes = (1.5 if stages == 1 else 3.0) if kept is None else PASSES_KEPT[stages]
+            passes = (1.5 if stages == 1 else 3.0) if not keep else PASSES_KEPT[stages]
             return 2 * validation_s + passes * features_s + 5.0
 
         # stage 2's preparation: the first head over the box and the features again with
         # its context (about 2.7 passes, measured; with them kept, PASSES_KEPT), plus a
         # few steps
-        prepare2_s = (3.0 if kept is None else PASSES_KEPT["prepare"]) * features_s + 10.0
+        prepare2_s = (3.0 if not keep else PASSES_KEPT["prepare"]) * features_s + 10.0
 
         def fraction(step_count: int) -> float:
             frac = step_count / (2 * limit)
@@ -564,18 +567,49 @@ def _train(
 
 def feature_cache_limit() -> int:
     """Bytes of first-stage features a head fine-tune keeps in memory at most:
-    :data:`FEATURE_CACHE_BYTES`, and no more than an eighth of the machine's physical
-    memory where the system tells it (``os.sysconf``; not on Windows, where the constant
-    alone applies). Keeping them saves about 40 % of a two-stage fine-tune's time on the
-    development CT and adds their size to its peak memory."""
+    :data:`FEATURE_CACHE_BYTES`, and no more than an eighth of the machine's memory
+    (:func:`machine_memory`; the constant alone where it is unknown). Keeping them saves
+    about 40 % of a two-stage fine-tune's time on the development CT and adds their size
+    to its peak memory."""
+    limit = int(FEATURE_CACHE_BYTES)
+    total = machine_memory()
+    return limit if not total else min(limit, total // 8)
+
+
+#: Files that hold a Linux container's memory limit (cgroup v2, then v1).
+CGROUP_MEMORY_FILES = (
+    "/sys/fs/cgroup/memory.max",
+    "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+)
+
+
+def machine_memory(cgroup_files: tuple[str, ...] = CGROUP_MEMORY_FILES) -> int | None:
+    """Bytes of memory this process may use, or None when unknown: the physical memory
+    (psutil when installed, as with napari, which covers Windows; else ``os.sysconf``),
+    lowered to a Linux container's limit where ``cgroup_files`` state one ("max" or an
+    unreadable file: none)."""
     import os
 
-    limit = int(FEATURE_CACHE_BYTES)
+    total = None
     try:
-        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return limit
-    return min(limit, int(total) // 8) if total > 0 else limit
+        import psutil
+
+        total = int(psutil.virtual_memory().total)
+    except Exception:  # noqa: BLE001 - absent or failing: the system's own answer
+        try:
+            total = int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (AttributeError, ValueError, OSError):
+            total = None
+    for path in cgroup_files:
+        try:
+            with open(path) as fh:
+                text = fh.read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) > 0:
+            total = int(text) if not total else min(total, int(text))
+        break
+    return total if total and total > 0 else None
 
 
 def _second_stage(
@@ -637,12 +671,15 @@ def _second_stage(
     ):
         xs.append(f[take[z0:z1]])  # the rows of stage 1's sample, in its order
         vx.append(f[val_b[z0:z1]])
-    del first
+    del first, f
     x_train, x_val = torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(vx))
     del xs, vx
     spent = time.perf_counter() - t
+    # the end passes over the box again what this preparation did (and the second head):
+    # its measured time, not only the estimate, is kept back for it
+    end_s = max(final_s(2), 1.5 * spent + 10.0)
     best2, state, best_step, n, stopped, _, own = fit(
-        model.context_head, x_train, y_train, x_val, best, step, lambda: final_s(2), 2
+        model.context_head, x_train, y_train, x_val, best, step, lambda: end_s, 2
     )
     return {
         "own": own,
