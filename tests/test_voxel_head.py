@@ -436,6 +436,24 @@ def test_a_short_time_budget_trains_one_stage(models, tubes):
     assert "stages" not in card.arch_kwargs and card.training["steps"] >= 250
 
 
+def test_a_time_budget_ending_between_validations_scores_the_last_weights(
+    models, tubes, monkeypatch
+):
+    """A newcomer's loaded machine stopped a CT head by its time budget at step 216,
+    before the first validation (every 250 steps): the trained head was never scored
+    and the base model came back as the "fine-tuned" one. The last weights are scored
+    when the budget stops training."""
+    import napari_topo.training.head as head_module
+
+    monkeypatch.setattr(head_module, "HEAD_VAL_EVERY", 10**9)  # no regular validation
+    monkeypatch.setattr(head_module, "HEAD_STEPS", 10**9)  # nor one at the step limit
+    vol, lab, annotated = tubes
+    module, card = finetune(vol.image, lab, "tiny-base", annotated=annotated, minutes=0.25, **HEAD)
+    assert "time budget" in card.training["stopped"]
+    assert isinstance(module, VoxelHeadNet) and card.training["best_step"] > 0
+    assert card.metrics["validation"]["score"] > card.metrics["validation_before"]["score"]
+
+
 def test_a_head_model_reads_any_volume_as_it_was_fine_tuned(models, tubes):
     """A head's features are the normalised intensities: a newcomer's head, fine-tuned on
     a crop read one way and run on a crop read another, scored Dice 0. predict pins the

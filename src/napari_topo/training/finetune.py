@@ -106,7 +106,7 @@ from typing import Any
 
 import numpy as np
 
-from .head import BACKGROUND_PER_VESSEL, HEAD_BATCH, HEAD_LR, MAX_VESSEL_VOXELS
+from .head import BACKGROUND_PER_VESSEL, HEAD_BATCH, HEAD_LR, HEAD_STEPS, MAX_VESSEL_VOXELS
 
 __all__ = [
     "DEFAULT_LAYERS",
@@ -2026,12 +2026,18 @@ def finetune(
         base_sha = sha256_file(base_card.weights_path)
     improved = best_state is not None
     note = None
+    # the head's steps are milliseconds: it trains up to HEAD_STEPS of them
+    usually = (
+        f"the voxel classifier usually trains {HEAD_STEPS} steps (a few seconds)"
+        if layers == "head"
+        else "fine-tuning usually needs a few hundred steps"
+    )
+    few = HEAD_STEPS // 3 if layers == "head" else FEW_STEPS
     if stopped.startswith("time budget") and step == 0:
         note = (
             f"no training step fit in {minutes:g} min (scoring the base model on the "
             f"held-out patches and segmenting the held-out part took "
-            f"{validation_s + view_s:.0f} s); fine-tuning usually needs a few "
-            "hundred steps: give it more time"
+            f"{validation_s + view_s:.0f} s); {usually}: give it more time"
         )
     elif overrun_at is not None:
         note = (
@@ -2039,13 +2045,17 @@ def finetune(
             f"base model took {prepare_s:.0f} s, {reserve_s:.0f} s were kept for the "
             "final validation and segmenting the held-out part); the minimum "
             f"{MIN_BUDGET_STEPS} steps ran anyway, so the run took {wall:.0f} s; "
-            "fine-tuning usually needs a few hundred steps: give it more time"
+            f"{usually}: give it more time"
         )
-    elif stopped.startswith("time budget") and step < FEW_STEPS:
+    elif "time budget" in stopped and step < few:
+        took = (
+            "the base model's pass over the annotated region and the image features took most of it"
+            if layers == "head"
+            else f"a step took {step_s:.1f} s, a validation {validation_s:.0f} s"
+        )
         note = (
             f"only {step} training step{'' if step == 1 else 's'} fit in {minutes:g} min "
-            f"(a step took {step_s:.1f} s, a validation {validation_s:.0f} s); fine-tuning "
-            "usually needs a few hundred steps: give it more time"
+            f"({took}); {usually}: give it more time"
         )
     summary = (
         f"{base_card.name} fine-tuned on a {'x'.join(map(str, shape))} volume "

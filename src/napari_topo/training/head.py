@@ -343,6 +343,40 @@ def _train(
             step, stopped = 0, ""
             t_loop = time.perf_counter()
             where_ = "" if stage == 1 else "stage 2, "
+            checked = [0]  # the step of the last validation
+
+            def check(step: int, shown: int) -> bool:
+                """Score the head on the held-out part and keep it when it is the best;
+                True when ``patience`` validations brought no improvement."""
+                nonlocal best, best_state, best_step, since_best, own, validation_s
+                checked[0] = step
+                t_val = time.perf_counter()
+                p = view_probability(head, x_val)
+                res = _scores(p, truth, valid, _bce(p, truth, valid))
+                validation_s = max(validation_s, time.perf_counter() - t_val)
+                res["step"], res["stage"] = shown, stage
+                history.append(res)
+                if own is None or res["score"] > own["score"]:
+                    own = dict(res)
+                if res["score"] > best["score"] + 1e-4:
+                    best, best_step, since_best = dict(res), shown, 0
+                    best_state = {
+                        k: v.detach().to("cpu", copy=True) for k, v in head.state_dict().items()
+                    }
+                else:
+                    since_best += 1
+                report(
+                    phase="validate",
+                    step=shown,
+                    max_steps=steps,
+                    fraction=fraction(shown),
+                    loss=res["loss"],
+                    validation=dict(res),
+                    best=dict(best),
+                    message=f"{where_}step {step}: held-out Dice {res['Dice']:.3f}",
+                )
+                return since_best >= patience
+
             while True:
                 if step >= limit:
                     stopped = (
@@ -355,6 +389,11 @@ def _train(
                     if step >= 10:
                         share = "its share of the " if stage == 1 and two else ""
                         stopped = f"{share}time budget ({minutes:g} min)"
+                        if step > checked[0]:
+                            # the weights trained since the last validation are scored
+                            # too (a newcomer's loaded machine stopped a CT head at step
+                            # 216, before the first validation, and kept the base)
+                            check(step, step0 + step)
                         break
                 stop()
                 b = torch.randint(0, len(xt), (min(HEAD_BATCH, len(xt)),), generator=gen).to(dev)
@@ -379,32 +418,7 @@ def _train(
                         message=f"{where_}step {step}: loss {lv:.4f}",
                     )
                 if step % HEAD_VAL_EVERY == 0 or step == limit:
-                    t_val = time.perf_counter()
-                    p = view_probability(head, x_val)
-                    res = _scores(p, truth, valid, _bce(p, truth, valid))
-                    validation_s = max(validation_s, time.perf_counter() - t_val)
-                    res["step"], res["stage"] = shown, stage
-                    history.append(res)
-                    if own is None or res["score"] > own["score"]:
-                        own = dict(res)
-                    if res["score"] > best["score"] + 1e-4:
-                        best, best_step, since_best = dict(res), shown, 0
-                        best_state = {
-                            k: v.detach().to("cpu", copy=True) for k, v in head.state_dict().items()
-                        }
-                    else:
-                        since_best += 1
-                    report(
-                        phase="validate",
-                        step=shown,
-                        max_steps=steps,
-                        fraction=fraction(shown),
-                        loss=res["loss"],
-                        validation=dict(res),
-                        best=dict(best),
-                        message=f"{where_}step {step}: held-out Dice {res['Dice']:.3f}",
-                    )
-                    if since_best >= patience:
+                    if check(step, shown):
                         stopped = f"early stop ({patience} validations without improvement)"
                         break
             step_s = (time.perf_counter() - t_loop) / step if step else 0.0
