@@ -584,8 +584,10 @@ def markdown(report: dict) -> str:
             f"steps; held-out validation Dice ({held_out}) "
             f"{c['validation_before']['Dice']:.3f} -> "
             f"{c['validation_after']['Dice']:.3f} (mask threshold {c.get('threshold', 0.5):g}); "
-            f"peak memory {case['peak_memory_mb']} MiB; "
-            f"targets met: {case['met']}.",
+            "peak memory (MiB) "
+            + ", ".join(f"{k} {v}" for k, v in case["peak_memory_mb"].items() if v is not None)
+            + "; targets (Dice >= 0.6, clDice >= 0.65, fine-tune within 10 min) met: "
+            f"{case['met']}.",
             "",
         ]
     for stack in report.get("stacks", []):
@@ -629,6 +631,8 @@ def markdown(report: dict) -> str:
 
 
 def main(argv=None) -> int:
+    from napari_topo.training.finetune import DEFAULT_LR, LAYERS  # numpy only: torch stays lazy
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--case", type=Path, help="a converted 3D-IRCADb case folder (meta.json)")
     ap.add_argument(
@@ -673,10 +677,9 @@ def main(argv=None) -> int:
         "--lr",
         type=float,
         default=None,
-        help="peak learning rate of the case's fine-tune (default: finetune's own, DEFAULT_LR)",
+        help="peak learning rate of the case's fine-tune (default: finetune's own, "
+        f"{DEFAULT_LR:g}; with --layers all or decoder)",
     )
-    from napari_topo.training.finetune import LAYERS  # numpy only: torch stays lazy
-
     ap.add_argument(
         "--layers",
         choices=LAYERS,

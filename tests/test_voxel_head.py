@@ -472,6 +472,8 @@ def test_a_head_model_reads_any_volume_as_it_was_fine_tuned(models, tubes):
     assert any("read as when it was fine-tuned" in m for m in said)
     from napari_topo.models.registry import describe_card
 
+    # its card says so (a newcomer read "measuring percentiles ... on that image" there)
+    assert "reads every image's intensities the same way" in card.description
     lines = describe_card(card)  # what `napari-topo models` prints
     assert any(ln.startswith("input: read as when fine-tuned, ") for ln in lines)
     assert any("a voxel classifier in " in ln for ln in lines)

@@ -2156,9 +2156,18 @@ def finetune(
         },
         description=(
             "Fine-tuned with napari-topo on one user's volume; use it on images like that "
-            f"one. That volume was read as: {policy.describe()}. segment reads every image "
-            "by the same rules (its 'input:' line), measuring percentiles, polarity and the "
-            "automatic zoom on that image; pass --zoom (or --window) to hold them."
+            f"one. That volume was read as: {policy.describe()}. "
+            + (
+                # predict pins a head's intensities (pipeline.fine_tuned_reading): its
+                # features are those values themselves
+                "segment reads every image's intensities the same way (the voxel "
+                "classifier's features are those values), measuring only the automatic "
+                "zoom on that image; pass --zoom to hold it, or --window to read another way."
+                if hasattr(result, "refine")  # a voxel head model, as its architecture
+                else "segment reads every image by the same rules (its 'input:' line), "
+                "measuring percentiles, polarity and the automatic zoom on that image; pass "
+                "--zoom (or --window) to hold them."
+            )
         ),
     )
     report(
