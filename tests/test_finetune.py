@@ -715,6 +715,12 @@ def test_layers_decoder_keeps_the_base_encoder(user_dir):
         ("ok", {"layers": "encoder"}, "layers must be one of all, decoder"),
         # a newcomer's --annotated mask missed every label: "the last 20 % is held out"
         ("ok", {"annotated": "elsewhere"}, "none of the .* labelled vessel voxels lies inside"),
+        # a newcomer's empty labels with a mask read "none of the 0 labelled vessel voxels"
+        (
+            np.zeros((32, 40, 40), np.uint8),
+            {"annotated": "elsewhere"},
+            "labels are empty: paint the vessels inside the annotated region",
+        ),
     ],
 )
 def test_bad_input_is_one_clear_error(user_dir, labels, kwargs, match):

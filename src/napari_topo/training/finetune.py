@@ -631,7 +631,8 @@ def _describe_split(split: dict) -> str:
     """The held-out part in words, for the card's ``validation_note``."""
     within = split.get("within")
     if within is None:
-        return f"{len(split['slices'])} slices along axis {split['axis']}, spread across it"
+        k = len(split["slices"])
+        return f"{k} slice{'' if k == 1 else 's'} along axis {split['axis']}, spread across it"
     ks = within["slices"]
     painted = (
         f"the painted slice {ks[0]}"
@@ -1588,6 +1589,11 @@ def finetune(
     train_mask, val_mask, split = _split_validation(
         region, region_info, validation_fraction, labels=lab
     )
+    if not (lab > 0).any():  # with an annotated mask: no vessel anywhere to learn from
+        raise ValueError(
+            "the labels are empty: paint the vessels inside the annotated region "
+            "(0 = background there)"
+        )
     if not (lab[region] > 0).any():
         raise ValueError(
             f"none of the {int((lab > 0).sum())} labelled vessel voxels lies inside the "
