@@ -1,129 +1,15 @@
 # ruff: noqa
-# Scratch probe of stop 47 (issue 10): cache.py of ../voxel_head_context/probe with the base pass run with tta=T mirrored copies; then CACHE=... ac.py SEED (exp.py/ac.py of that probe, reading the cache folder from $CACHE).
-# Not part of the product.
-"""Cache the product's head-training inputs (training box) and the lower half's base
-probability + features, for fast design experiments (scratch, not shipped)."""
-
+# Scratch probe of stop 47 (issue 10), not part of the product: ../../voxel_head_context/probe/cache.py
+# with the base network's pass run with tta=T mirrored copies, written to /work/scratch/s47/cache_ttaT.
+# Usage: python cache_tta.py T; then CACHE=/work/scratch/s47/cache_ttaT python ac.py SEED (that probe's
+# exp.py/ac.py reading the cache folder from $CACHE): ac_tta1.log, ac_tta4.log.
 import os
 import sys
-import time
 
-import numpy as np
-
-sys.path.insert(0, "/work/main/benchmarks/real")
-import torch
-from run import load_case
-
-from napari_topo.data.io import read_volume
-
-torch.set_num_threads(2)
-import napari_topo.training.head as H
-from napari_topo.inference.pipeline import predict
-from napari_topo.models.voxel_head import feature_slabs
-from napari_topo.training.finetune import finetune
-
-T = int(sys.argv[1]); OUT = f"/work/scratch/s47/cache_tta{T}"
-os.makedirs(OUT, exist_ok=True)
-folder = "/work/results/converted/ircadb/3Dircadb1.1"
-case = load_case(folder)
-image, gt, roi, spacing = case["image"], case["gt"], case["roi"], case["spacing"]
-liver = np.asarray(read_volume(os.path.join(folder, case["meta"]["roi"]["mask"])).data) > 0
-zs = np.flatnonzero(liver.any(axis=(1, 2)))
-mid = (int(zs[0]) + int(zs[-1]) + 1) // 2
-upper = np.zeros(gt.shape, bool)
-upper[mid:] = True
-test = roi & ~upper
-annotated = roi & upper
-labels = (gt & annotated).astype(np.uint8)
-got = {}
-
-
-class Stop(Exception):
-    pass
-
-
-orig = H._train
-
-
-def spy(**kw):
-    got.update(kw)
-    raise Stop
-
-
-H._train = spy
-try:
-    finetune(
-        image,
-        labels,
-        "unet-dice",
-        annotated=annotated,
-        spacing=spacing,
-        steps=10,
-        device="cpu",
-        threads=2,
-        layers="head",
-    )
-except Stop:
-    pass
-H._train = orig
-image_n = got["image"]
-policy = got["policy"]
-sp = got["sp"]
-net_base = got["net_base"]
-card = got["base_card"]
-box = (
-    H._grown_box(got["region"], H.halo_per_axis(sp) if hasattr(H, "halo_per_axis") else None)
-    if False
-    else None
-)
-from napari_topo.models.voxel_head import halo_per_axis
-
-box = H._grown_box(got["region"], halo_per_axis(sp))
-
-
-def base_and_feats(b, tag):
-    t = time.time()
-    crop = np.asarray(image_n[b])
-    out = predict(
-        crop,
-        (net_base, card),
-        spacing=spacing,
-        zoom=policy.zoom,
-        intensity_from=image_n,
-        device="cpu",
-        on_message=lambda m: None,
-        **{**got["view_inputs"], "tta": T},
-    )
-    prob = np.asarray(out["vessel"], np.float32)
-    F = np.concatenate(
-        [f for _, _, f in feature_slabs(crop, prob, sp, normalize=policy.normalizer)]
-    )
-    np.save(f"{OUT}/{tag}_feat.npy", F)
-    np.save(f"{OUT}/{tag}_prob.npy", prob)
-    print(tag, F.shape, time.time() - t, flush=True)
-
-
-base_and_feats(box, "train")
-np.save(f"{OUT}/train_box.npy", np.array([[s.start, s.stop] for s in box]))
-for k in ("train_mask", "val_mask"):
-    np.save(f"{OUT}/{k}.npy", got[k][box])
-np.save(f"{OUT}/train_vessel.npy", np.asarray(labels[box]) > 0)
-idx = np.nonzero(test)
-lbox = tuple(
-    slice(max(0, int(i.min()) - 16), min(n, int(i.max()) + 17)) for i, n in zip(idx, test.shape)
-)
-base_and_feats(lbox, "low")
-np.save(f"{OUT}/low_box.npy", np.array([[s.start, s.stop] for s in lbox]))
-np.save(f"{OUT}/low_test.npy", test[lbox])
-np.save(f"{OUT}/low_gt.npy", gt[lbox])
-import json
-
-json.dump(
-    {
-        "spacing": list(map(float, spacing)),
-        "sp": list(map(float, sp)),
-        "min_size": card.mask_min_size,
-        "thr": card.mask_threshold,
-    },
-    open(f"{OUT}/meta.json", "w"),
-)
+T = int(sys.argv[1])
+here = os.path.dirname(os.path.abspath(__file__))
+source = open(os.path.join(here, "..", "..", "voxel_head_context", "probe", "cache.py")).read()
+source = source.replace('OUT = "/work/scratch/s46/cache"', f'OUT = "/work/scratch/s47/cache_tta{T}"')
+source = source.replace('**got["view_inputs"],', f'**{{**got["view_inputs"], "tta": {T}}},')
+assert f"cache_tta{T}" in source and '"tta":' in source
+exec(compile(source, "cache.py (tta)", "exec"))
