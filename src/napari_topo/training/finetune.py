@@ -2034,7 +2034,7 @@ def finetune(
     note = None
     # the head's steps are milliseconds: it trains up to HEAD_STEPS of them
     usually = (
-        f"the voxel classifier usually trains {HEAD_STEPS} steps (a few seconds)"
+        f"the voxel classifier usually trains {HEAD_STEPS} steps a stage (about 10 s on the CT)"
         if layers == "head"
         else "fine-tuning usually needs a few hundred steps"
     )
