@@ -2102,7 +2102,11 @@ def _add_finetune_parser(sub) -> None:
             "'napari-topo segment IMAGE --model DIR|NAME' uses it."
         ),
     )
-    ft.add_argument("image", help="volume file (z, y, x): NIfTI, TIFF, NumPy or zarr")
+    ft.add_argument(
+        "image",
+        help="volume file (z, y, x): NIfTI, TIFF, NumPy, zarr, NRRD, MetaImage, or a DICOM "
+        "series' folder",
+    )
     ft.add_argument("labels", help="labels of the same voxels (mask or tree ids)")
     ft.add_argument("--base", default="unet-dice", help="model to start from (default unet-dice)")
     ft.add_argument("--minutes", type=float, help="time budget in minutes (default 5)")

@@ -333,8 +333,18 @@ def _slices_region(shape: Sequence[int], axis: int, slices: np.ndarray, how: str
         "slices": [int(s) for s in slices],
         "voxels": n,
         "description": f"{len(slices)} {how} slice{'s' if len(slices) != 1 else ''} "
-        f"along axis {axis} ({n} voxels)",
+        f"along axis {axis} ({_listed(slices)}; {n} voxels)",
     }
+
+
+def _listed(items: Sequence[int], most: int = 12) -> str:
+    """``items`` as text, the first and last few of a long list (a newcomer's CLI line
+    said "5 painted slices along axis 0" without saying which)."""
+    items = [int(i) for i in items]
+    if len(items) <= most:
+        return ", ".join(map(str, items))
+    half = most // 2
+    return ", ".join(map(str, items[:half])) + ", ..., " + ", ".join(map(str, items[-half:]))
 
 
 def annotated_region(
