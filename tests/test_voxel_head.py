@@ -140,6 +140,27 @@ def test_large_planes_are_computed_in_blocks_with_the_same_values():
     assert len(calls) > 1 and max(calls) <= 1 << 14
 
 
+def test_progress_moves_within_a_slab():
+    """A CT crop is one slab: the head's progress bar stood still for ~30 s per stage.
+    Now it moves after each group of filters (and each block of a plane), never back,
+    and ends at every slice counted for each stage."""
+    rng = np.random.default_rng(6)
+    x = rng.random((12, 30, 32)).astype(np.float32)
+    p = rng.random(x.shape).astype(np.float32)
+    torch.manual_seed(2)
+    net = VoxelHeadNet(hidden=8, stages=2)
+    seen = []
+    net.refine(x, p, (1.6, 0.57, 0.57), progress=lambda done, total: seen.append((done, total)))
+    done = [d for d, _ in seen]
+    assert len(list(feature_slabs(x, p, (1.6, 0.57, 0.57)))) == 1  # one slab a stage
+    assert len(seen) >= 2 * 8 and done == sorted(done) and seen[-1] == (24, 24)
+    assert any(0 < d < 12 for d in done) and any(12 < d < 24 for d in done)
+    # with blocks of the plane, each block moves it too
+    calls = []
+    list(feature_slabs(x, p, (1.0, 4.0, 4.0), max_voxels=1 << 11, progress=calls.append))
+    assert len(calls) > 8 * 2 and calls == sorted(calls) and calls[-1] <= 12
+
+
 def test_kept_features_give_what_computing_them_again_gives():
     """Fine-tuning keeps its box's first-stage features for stage 2 and the final pass:
     each slab, and each stage's probability, equals the one computed from scratch."""

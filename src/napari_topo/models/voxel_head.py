@@ -45,6 +45,7 @@ __all__ = [
     "CONTEXT_HESSIAN",
     "CONTEXT_NAMES",
     "CONTEXT_SMOOTH",
+    "FEATURES_SHARE",
     "FEATURE_NAMES",
     "HESSIAN",
     "LOCAL",
@@ -61,6 +62,9 @@ __all__ = [
     "voxel_features",
 ]
 
+#: Share of a slab's progress (:func:`feature_slabs`' ``progress``) given to its features;
+#: the head's pass over them is the rest.
+FEATURES_SHARE = 0.9
 #: Gaussian smoothing and gradient magnitude (times sigma) scales, in finest voxel sizes.
 SMOOTH = (1.25, 2.5, 5.0, 10.0)
 #: Scales of the Hessian's eigenvalues (``sigma^2 H``), in finest voxel sizes.
@@ -208,6 +212,7 @@ def voxel_features(
     probability: np.ndarray,
     spacing: Sequence[float] | None = None,
     context: np.ndarray | None = None,
+    progress: Callable[[float], Any] | None = None,
 ) -> np.ndarray:
     """The head's inputs for every voxel of a block: ``(z, y, x, F)`` float32.
 
@@ -222,6 +227,8 @@ def voxel_features(
     context : ndarray (z, y, x), optional
         A first stage's probability: its :func:`context_features` are appended (a
         second stage's inputs).
+    progress : callable, optional
+        ``progress(fraction done)`` after each group of filters (about ten calls).
 
     Returns
     -------
@@ -253,8 +260,17 @@ def voxel_features(
     kw = {"truncate": TRUNCATE, "mode": "reflect"}
     n_extra = 0 if context is None else len(CONTEXT_NAMES)
     out = np.empty(x.shape + (len(FEATURE_NAMES) + n_extra,), np.float32)
+    groups = 2 + len(SMOOTH) + len(HESSIAN) + (context is not None)
+    done = [0]
+
+    def step() -> None:
+        done[0] += 1
+        if progress is not None:
+            progress(done[0] / groups)
+
     out[..., 0], out[..., 1] = x, p
     out[..., 2] = ndi.gaussian_filter(p, _sigmas(PROB_SMOOTH, sp), **kw)
+    step()
     k = 3
     for s in SMOOTH:
         sig = _sigmas(s, sp)
@@ -267,12 +283,16 @@ def voxel_features(
             g2 += (ndi.gaussian_filter(x, sig, order=order, **kw) * (s * unit / sp[i])) ** 2
         out[..., k + 1] = np.sqrt(g2)
         k += 2
+        step()
     for s in HESSIAN:
         out[..., k : k + 3] = np.moveaxis(_hessian_eigenvalues(x, s, sp, kw), 0, -1)
         k += 3
+        step()
     out[..., k] = x - ndi.gaussian_filter(x, _sigmas(LOCAL, sp), **kw)
+    step()
     if context is not None:
         out[..., k + 1 :] = context_features(context, sp)
+        step()
     return out
 
 
@@ -287,6 +307,7 @@ def feature_slabs(
     cancel: Callable[[], Any] | None = None,
     context: np.ndarray | None = None,
     features: np.ndarray | None = None,
+    progress: Callable[[float], Any] | None = None,
 ) -> Iterator[tuple[int, int, np.ndarray]]:
     """Features of the whole volume, slab by slab: yields ``(z0, z1, features[z0:z1])``.
 
@@ -322,6 +343,9 @@ def feature_slabs(
         stacked): they are sliced instead of computed
         again, and only ``context``'s :func:`context_features` are computed, slab by slab
         with the same context, so each slab equals the one computed from scratch.
+    progress : callable, optional
+        ``progress(slices done)``, fractional within a slab (after each group of
+        filters of :func:`voxel_features`, each block's), before the slab is yielded.
 
     Raises
     ------
@@ -352,11 +376,21 @@ def feature_slabs(
             cancel()
         z1 = min(n, z0 + slab)
         a, b = max(0, z0 - h), min(n, z1 + h)
+        if progress is None:
+            within = None
+        else:
+
+            def within(frac: float, z0: int = z0, z1: int = z1) -> None:
+                # the features are most of a slab's time; the head on them, the rest
+                progress(z0 + FEATURES_SHARE * frac * (z1 - z0))
+
         if features is not None:
             if context is None:
                 yield z0, z1, features[z0:z1]
                 continue
             extra = context_features(context[a:b], spacing)[z0 - a : z1 - a]
+            if within is not None:
+                within(1.0)
             yield z0, z1, np.concatenate([features[z0:z1], extra], axis=-1)
             continue
         x = np.asarray(image[a:b], np.float32)
@@ -364,7 +398,7 @@ def feature_slabs(
             x = np.asarray(normalize(x), np.float32)
         c = None if context is None else context[a:b]
         if not blocks:
-            f = voxel_features(x, probability[a:b], spacing, c)
+            f = voxel_features(x, probability[a:b], spacing, c, progress=within)
             yield z0, z1, f[z0 - a : z1 - a]
             continue
         n_feat = len(FEATURE_NAMES) + (0 if context is None else len(CONTEXT_NAMES))
@@ -373,6 +407,8 @@ def feature_slabs(
         # the context wide, so that at most 9 times a core's plane is computed for it
         side = int(math.isqrt(max(1, max_voxels // (b - a))))
         core = max(hy, hx, side - 2 * max(hy, hx), 1)
+        n_blocks = math.ceil(ny / core) * math.ceil(nx / core)
+        block_no = 0
         for y0 in range(0, ny, core):
             y1, ya = min(ny, y0 + core), max(0, y0 - hy)
             yb = min(ny, y0 + core + hy)
@@ -383,9 +419,16 @@ def feature_slabs(
                 xb = min(nx, x0 + core + hx)
                 block = (slice(None), slice(ya, yb), slice(xa, xb))
                 f = voxel_features(
-                    x[block], probability[a:b][block], spacing, None if c is None else c[block]
+                    x[block],
+                    probability[a:b][block],
+                    spacing,
+                    None if c is None else c[block],
+                    progress=None
+                    if within is None
+                    else lambda frac, k=block_no, w=within, m=n_blocks: w((k + frac) / m),
                 )
                 out[:, y0:y1, x0:x1] = f[z0 - a : z1 - a, y0 - ya : y1 - ya, x0 - xa : x1 - xa]
+                block_no += 1
         yield z0, z1, out
 
 
@@ -539,16 +582,17 @@ class VoxelHeadNet(nn.Module):
         ``image`` is the volume on the grid of ``probability`` (the base network's output
         mapped back to the input grid), normalised by ``normalize``; ``spacing`` its voxel
         size. Run on the CPU in float32 by default (the features are numpy/scipy);
-        ``progress(done, total)`` counts slices. With ``smooth`` > 0 the head's
-        probability is then smoothed by a Gaussian of that many finest voxel sizes: a
-        voxel classifier decides each voxel alone, and its speckle breaks thin vessels and
-        leaves small false pieces (on the development CT, sigma 1 raised the lower half's
-        clDice by 0.01-0.02 at every threshold; ``docs/finetune.md``). With two stages the
-        first head's probability is computed over the whole volume first, then the second
-        head's from the features again plus :func:`context_features` of it (``progress``
-        then counts each slice twice). ``features``: the first-stage features of this
-        volume already computed (:func:`feature_slabs`' ``features``; fine-tuning keeps
-        them for its box), so that each stage computes only what it adds.
+        ``progress(done, total)`` counts slices (fractional within a slab). With
+        ``smooth`` > 0 the head's probability is then smoothed by a Gaussian of that many
+        finest voxel sizes: a voxel classifier decides each voxel alone, and its speckle
+        breaks thin vessels and leaves small false pieces (on the development CT, sigma 1
+        raised the lower half's clDice by 0.01-0.02 at every threshold;
+        ``docs/finetune.md``). With two stages the first head's probability is computed
+        over the whole volume first, then the second head's from the features again plus
+        :func:`context_features` of it (``progress`` then counts each slice twice).
+        ``features``: the first-stage features of this volume already computed
+        (:func:`feature_slabs`' ``features``; fine-tuning keeps them for its box), so that
+        each stage computes only what it adds.
         """
         n = int(probability.shape[0])
         total = n * self.stages
@@ -625,6 +669,8 @@ class VoxelHeadNet(nn.Module):
             cancel=cancel,
             context=first if stage == 2 else None,
             features=features,
+            # within a slab too: a CT crop is one slab, and the bar stood still for ~30 s
+            progress=progress,
         ):
             flat = f.reshape(-1, f.shape[-1])
             res = out[z0:z1].reshape(-1)
