@@ -475,6 +475,18 @@ def test_a_time_budget_ending_between_validations_scores_the_last_weights(
     assert card.metrics["validation"]["score"] > card.metrics["validation_before"]["score"]
 
 
+def test_a_step_budget_with_a_skipped_second_stage_is_not_blamed_on_time(models, tubes):
+    """A reviewer's run: 100 steps asked for, a budget too short for stage 2; the note
+    said "only 100 training steps fit in 0.25 min ... give it more time"."""
+    vol, lab, annotated = tubes
+    _, card = finetune(
+        vol.image, lab, "tiny-base", annotated=annotated, minutes=0.25, steps=100, **HEAD
+    )
+    assert "step budget (100 steps)" in card.training["stopped"]
+    assert "stage 2: skipped (the time budget" in card.training["stopped"]
+    assert "fit in" not in (card.training.get("note") or "")
+
+
 def test_a_head_model_reads_any_volume_as_it_was_fine_tuned(models, tubes):
     """A head's features are the normalised intensities: a newcomer's head, fine-tuned on
     a crop read one way and run on a crop read another, scored Dice 0. predict pins the

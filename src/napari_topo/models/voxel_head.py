@@ -571,7 +571,7 @@ class VoxelHeadNet(nn.Module):
         spacing: Sequence[float] | None = None,
         *,
         normalize: Callable[[np.ndarray], np.ndarray] | None = None,
-        progress: Callable[[int, int], Any] | None = None,
+        progress: Callable[[float, int], Any] | None = None,
         cancel: Callable[[], Any] | None = None,
         device: str | torch.device = "cpu",
         chunk: int = 1 << 20,
@@ -582,11 +582,11 @@ class VoxelHeadNet(nn.Module):
         ``image`` is the volume on the grid of ``probability`` (the base network's output
         mapped back to the input grid), normalised by ``normalize``; ``spacing`` its voxel
         size. Run on the CPU in float32 by default (the features are numpy/scipy);
-        ``progress(done, total)`` counts slices (fractional within a slab). With
-        ``smooth`` > 0 the head's probability is then smoothed by a Gaussian of that many
-        finest voxel sizes: a voxel classifier decides each voxel alone, and its speckle
-        breaks thin vessels and leaves small false pieces (on the development CT, sigma 1
-        raised the lower half's clDice by 0.01-0.02 at every threshold;
+        ``progress(done, total)`` counts slices (``done`` a float: fractional within a
+        slab). With ``smooth`` > 0 the head's probability is then smoothed by a Gaussian
+        of that many finest voxel sizes: a voxel classifier decides each voxel alone, and
+        its speckle breaks thin vessels and leaves small false pieces (on the development
+        CT, sigma 1 raised the lower half's clDice by 0.01-0.02 at every threshold;
         ``docs/finetune.md``). With two stages the first head's probability is computed
         over the whole volume first, then the second head's from the features again plus
         :func:`context_features` of it (``progress`` then counts each slice twice).
@@ -639,7 +639,7 @@ class VoxelHeadNet(nn.Module):
         stage: int = 1,
         first: np.ndarray | None = None,
         normalize: Callable[[np.ndarray], np.ndarray] | None = None,
-        progress: Callable[[int], Any] | None = None,
+        progress: Callable[[float], Any] | None = None,
         cancel: Callable[[], Any] | None = None,
         device: str | torch.device = "cpu",
         chunk: int = 1 << 20,

@@ -2063,7 +2063,7 @@ def finetune(
             f"{MIN_BUDGET_STEPS} steps ran anyway, so the run took {wall:.0f} s; "
             f"{usually}: give it more time"
         )
-    elif "time budget" in stopped and step < few:
+    elif re.search(r"(^|: )(its share of the )?time budget \(", stopped) and step < few:
         took = (
             "the base model's pass over the annotated region and the image features took most of it"
             if layers == "head"
@@ -2178,7 +2178,8 @@ def finetune(
                 # features are those values themselves
                 "segment reads every image's intensities the same way (the voxel "
                 "classifier's features are those values), measuring only the automatic "
-                "zoom on that image; pass --zoom to hold it, or --window to read another way."
+                "zoom on that image; pass --zoom to hold it, or --modality, --window or "
+                "--polarity to read another way."
                 if hasattr(result, "refine")  # a voxel head model, as its architecture
                 else "segment reads every image by the same rules (its 'input:' line), "
                 "measuring percentiles, polarity and the automatic zoom on that image; pass "

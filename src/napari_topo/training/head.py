@@ -344,6 +344,7 @@ def _train(
             t_loop = time.perf_counter()
             where_ = "" if stage == 1 else "stage 2, "
             checked = [0]  # the step of the last validation
+            validating = [0.0]  # seconds of validation in the loop (not in step_ms)
 
             def check(step: int, shown: int) -> bool:
                 """Score the head on the held-out part and keep it when it is the best;
@@ -354,6 +355,7 @@ def _train(
                 p = view_probability(head, x_val)
                 res = _scores(p, truth, valid, _bce(p, truth, valid))
                 validation_s = max(validation_s, time.perf_counter() - t_val)
+                validating[0] += time.perf_counter() - t_val
                 res["step"], res["stage"] = shown, stage
                 history.append(res)
                 if own is None or res["score"] > own["score"]:
@@ -421,7 +423,7 @@ def _train(
                     if check(step, shown):
                         stopped = f"early stop ({patience} validations without improvement)"
                         break
-            step_s = (time.perf_counter() - t_loop) / step if step else 0.0
+            step_s = (time.perf_counter() - t_loop - validating[0]) / step if step else 0.0
             if best_state is not None:
                 head.load_state_dict(best_state)
             return best, best_state, best_step, step, stopped, step_s, own
