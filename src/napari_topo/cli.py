@@ -2272,6 +2272,7 @@ def _finetune(args) -> None:
     from .training.finetune import (
         annotated_region,
         check_labels,
+        check_layers_for,
         env_threads,
         finetune,
         save_finetuned,
@@ -2296,14 +2297,7 @@ def _finetune(args) -> None:
             if not Path(base_path).is_dir():
                 raise
         else:
-            if args.layers == "head" and base_card.architecture not in (
-                "unet3d",
-                "unet3d-voxel-head",
-            ):
-                raise ValueError(
-                    f"--layers head puts a voxel classifier on a U-Net; {base_card.name!r} "
-                    f"is a {base_card.architecture}: use --layers all or decoder"
-                )
+            check_layers_for(args.layers, base_card)
     elif not Path(base_path).exists():
         raise ValueError(f"no such base model file or folder: {base_path}")
     vol = _read(args.image, args.key)

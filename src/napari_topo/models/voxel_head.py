@@ -20,8 +20,9 @@ the vesselness cues of Frangi et al. (MICCAI 1998) and of ilastik-style pixel cl
 is a multiple of the finest voxel size (:data:`SMOOTH`, :data:`HESSIAN`, :data:`LOCAL`,
 :data:`PROB_SMOOTH`), so an anisotropic CT (1.6 x 0.57 x 0.57 mm) is smoothed less across
 its thick slices. The features are computed in slabs along the first axis with enough
-context (:func:`halo`) that each slab's values equal the whole volume's (filters truncated at
-:data:`TRUNCATE` sigmas), so memory stays bounded by the slab, not the volume.
+context (:func:`halo_per_axis`) that each slab's values equal the whole volume's (filters
+truncated at :data:`TRUNCATE` sigmas), so memory stays bounded by the slab, not the
+volume.
 
 Measured on the development CT (3D-IRCADb-01 patient 01, upper half of the liver labelled,
 lower half scored; ``benchmarks/results/feature_head/``): the same classifier computed on
@@ -56,7 +57,6 @@ __all__ = [
     "VoxelHeadNet",
     "context_features",
     "feature_slabs",
-    "halo",
     "halo_per_axis",
     "symmetric_eigenvalues",
     "voxel_features",
@@ -101,12 +101,6 @@ BASES: dict[str, type[nn.Module]] = {"unet3d": UNet3D}
 def _sigmas(scale: float, spacing: Sequence[float]) -> np.ndarray:
     sp = np.asarray(spacing, float)
     return scale * sp.min() / sp
-
-
-def halo(spacing: Sequence[float] | None) -> int:
-    """Slices of context each side along axis 0 that make a slab's features exact (the
-    context features too, their first-stage probability being given whole)."""
-    return halo_per_axis(spacing)[0]
 
 
 def symmetric_eigenvalues(elems: Sequence[np.ndarray]) -> np.ndarray:
@@ -311,7 +305,7 @@ def feature_slabs(
 ) -> Iterator[tuple[int, int, np.ndarray]]:
     """Features of the whole volume, slab by slab: yields ``(z0, z1, features[z0:z1])``.
 
-    Each slab is computed with :func:`halo` slices of context each side, so it equals the
+    Each slab is computed with :func:`halo_per_axis`'s slices of context each side, so it equals the
     whole volume's :func:`voxel_features` there (the volume's own faces mirror). When
     even the thinnest such slab (twice the context, plus the context each side) would
     exceed ``max_voxels`` (large planes with fine slices: an isotropic volume with

@@ -116,6 +116,7 @@ __all__ = [
     "FinetuneProgress",
     "annotated_region",
     "check_labels",
+    "check_layers_for",
     "choose_threshold",
     "default_threads",
     "env_threads",
@@ -635,6 +636,23 @@ def _split_within_slices(
             "within": {"axis": int(axis), "slices": [int(k) for k in slices]},
         },
     )
+
+
+def check_layers_for(layers: str, card: Any) -> None:
+    """Refuse ``layers="head"`` on a base that is not a U-Net (``card``: its
+    :class:`~napari_topo.models.registry.ModelCard`): the voxel classifier reads a U-Net's
+    vessel probability. The CLI calls it before reading any volume.
+
+    Raises
+    ------
+    ValueError
+        ``layers`` is ``"head"`` and the base is, e.g., a TopNet.
+    """
+    if layers == "head" and card.architecture not in ("unet3d", "unet3d-voxel-head"):
+        raise ValueError(
+            f"--layers head (layers='head') puts a voxel classifier on a U-Net; "
+            f"{card.name!r} is a {card.architecture}: use --layers all or decoder"
+        )
 
 
 def _describe_split(split: dict) -> str:
@@ -1625,11 +1643,7 @@ def finetune(
     base, base_card = resolve_model(base_model, "cpu")
     spec = _loss_spec(loss, base_card)
     topnet = base_card.task == "topnet"
-    if layers == "head" and base_card.architecture not in ("unet3d", "unet3d-voxel-head"):
-        raise ValueError(
-            f"--layers head (layers='head') puts a voxel classifier on a U-Net; "
-            f"{base_card.name!r} is a {base_card.architecture}: use --layers all or decoder"
-        )
+    check_layers_for(layers, base_card)
     if layers != "head" and base_card.architecture == "unet3d-voxel-head":
         raise ValueError(
             f"{base_card.name!r} carries a voxel head trained on its network's output: "

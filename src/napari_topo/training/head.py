@@ -10,8 +10,8 @@ that ``segment`` runs as the base network followed by the head.
 How (called by :func:`~napari_topo.training.finetune.finetune` after its checks):
 
 1. The base model segments the annotated region's bounding box, grown by the features'
-   context (:func:`~napari_topo.models.voxel_head.halo`), as ``segment`` does it (every zoom
-   of the input policy, the intensities scaled as the whole image's).
+   context (:func:`~napari_topo.models.voxel_head.halo_per_axis`), as ``segment`` does it
+   (every zoom of the input policy, the intensities scaled as the whole image's).
 2. The features are computed there slab by slab (and kept for steps 4 and 5 when they
    fit in :func:`feature_cache_limit`). Training voxels: every labelled vessel
    voxel of the training part (at most :data:`MAX_VESSEL_VOXELS`, drawn at random) and
