@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 
 import numpy as np
@@ -19,7 +20,7 @@ from napari_topo.models.registry import (
 from napari_topo.models.voxel_head import (
     FEATURE_NAMES,
     VoxelHeadNet,
-    feature_slabs,
+    feature_blocks,
     halo_per_axis,
     symmetric_eigenvalues,
     voxel_features,
@@ -37,6 +38,19 @@ def dice(a, b) -> float:
 # ------------------------------------------------------------------------------ features
 
 
+def assemble(parts, shape):
+    """feature_blocks' (region, features) put together: every voxel exactly once."""
+    parts = list(parts)
+    out = np.full(tuple(shape) + (parts[0][1].shape[-1],), np.nan, np.float32)
+    seen = np.zeros(shape, np.int32)
+    for region, f in parts:
+        assert all(isinstance(r.start, int) and isinstance(r.stop, int) for r in region)
+        out[region] = f
+        seen[region] += 1
+    assert (seen == 1).all()
+    return out
+
+
 def test_slab_features_equal_the_whole_volume():
     """What inference computes slab by slab is what the whole volume gives (anisotropic)."""
     rng = np.random.default_rng(0)
@@ -45,9 +59,10 @@ def test_slab_features_equal_the_whole_volume():
     spacing = (1.6, 0.57, 0.57)
     whole = voxel_features(x, p, spacing)
     assert whole.shape == x.shape + (len(FEATURE_NAMES),) and whole.dtype == np.float32
-    parts = list(feature_slabs(x, p, spacing, slab=6))
-    assert [(a, b) for a, b, _ in parts][:2] == [(0, 6), (6, 12)]
-    np.testing.assert_allclose(np.concatenate([f for _, _, f in parts]), whole, atol=1e-5)
+    parts = list(feature_blocks(x, p, spacing, slab=6))
+    assert [(r[0].start, r[0].stop) for r, _ in parts][:2] == [(0, 6), (6, 12)]
+    assert all(r[1:] == (slice(0, 20), slice(0, 22)) for r, _ in parts)  # whole planes
+    np.testing.assert_allclose(assemble(parts, x.shape), whole, atol=1e-5)
     assert halo_per_axis(spacing)[0] < halo_per_axis(spacing)[1]  # thick slices: less z context
 
 
@@ -87,8 +102,8 @@ def test_a_second_stage_reads_the_first_stages_context_slab_by_slab():
     np.testing.assert_allclose(both[..., len(FEATURE_NAMES) :], context_features(first, spacing))
     want = run(net.context_head, both).reshape(x.shape)
     np.testing.assert_allclose(net.refine(x, p, spacing), want, atol=1e-5)
-    parts = list(feature_slabs(x, p, spacing, slab=6, context=first))
-    np.testing.assert_allclose(np.concatenate([f for _, _, f in parts]), both, atol=1e-5)
+    parts = feature_blocks(x, p, spacing, slab=6, context=first)
+    np.testing.assert_allclose(assemble(parts, x.shape), both, atol=1e-5)
     # the first stage alone is the model saved before stages existed (no "stages" key)
     one = net.one_stage()
     assert one.stages == 1 and "stages" not in one.arch_kwargs and one.head is net.head
@@ -101,12 +116,13 @@ def test_a_second_stage_reads_the_first_stages_context_slab_by_slab():
 
 def test_large_planes_are_computed_in_blocks_with_the_same_values():
     """Where even the thinnest slab of whole planes with its context exceeds max_voxels
-    (an isotropic volume with 512 x 512 planes needed about 10 GB), each slab is computed
-    in blocks of the plane: the same features, first stage and context."""
+    (an isotropic volume with 512 x 512 planes needed about 10 GB), the volume is computed
+    in cubes, each with its context: the same features, first stage and context, and no
+    computation holds more than max_voxels."""
     from napari_topo.models.voxel_head import CONTEXT_NAMES
 
     rng = np.random.default_rng(5)
-    shape = (8, 70, 80)
+    shape = (30, 40, 40)
     x = rng.random(shape).astype(np.float32)
     p = rng.random(shape).astype(np.float32)
     first = rng.random(shape).astype(np.float32)
@@ -114,14 +130,25 @@ def test_large_planes_are_computed_in_blocks_with_the_same_values():
     whole = voxel_features(x, p, spacing, context=first)
     seen = []
     parts = list(
-        feature_slabs(
-            x, p, spacing, max_voxels=1 << 14, context=first, cancel=lambda: seen.append(1)
+        feature_blocks(
+            x, p, spacing, max_voxels=35_000, context=first, cancel=lambda: seen.append(1)
         )
     )
-    got = np.concatenate([f for _, _, f in parts])
+    # cores of 10 voxels: 30 * (10 + 2 * 12) ** 2 <= 35000 voxels with their context
+    assert {tuple(r.stop - r.start for r in region) for region, _ in parts} == {(10, 10, 10)}
+    assert len(parts) == len(seen) == 3 * 4 * 4  # each block may cancel
+    got = assemble(parts, shape)
     assert got.shape == shape + (len(FEATURE_NAMES) + len(CONTEXT_NAMES),)
-    assert len(seen) > len(parts)  # blocks within the plane, each may cancel
     np.testing.assert_allclose(got, whole, atol=1e-5)
+    # a fine-tune's training rows from cubes: each mask's voxels in raster order
+    from napari_topo.training.head import gather_rows
+
+    masks = (rng.random(shape) < 0.1, rng.random(shape) < 0.02)
+    kept = np.zeros_like(whole)
+    rows = gather_rows(parts, masks, keep=kept)
+    for m, r in zip(masks, rows, strict=True):
+        np.testing.assert_allclose(r, whole[m], atol=1e-5)
+    np.testing.assert_allclose(kept, whole, atol=1e-5)
     # the memory of one block: no computation holds more than max_voxels
     calls = []
     import napari_topo.models.voxel_head as vh
@@ -134,10 +161,46 @@ def test_large_planes_are_computed_in_blocks_with_the_same_values():
 
     vh.voxel_features = spy
     try:
-        list(feature_slabs(x, p, spacing, max_voxels=1 << 14))
+        list(feature_blocks(x, p, spacing, max_voxels=35_000))
     finally:
         vh.voxel_features = real
-    assert len(calls) > 1 and max(calls) <= 1 << 14
+    assert len(calls) == 48 and max(calls) <= 35_000
+
+
+class _Zeros:
+    """A lazy volume of zeros: reads cost nothing (the shape of a light-sheet stack)."""
+
+    def __init__(self, shape):
+        self.shape = tuple(shape)
+
+    def __getitem__(self, key):
+        return np.broadcast_to(np.float32(0), tuple(k.stop - k.start for k in key))
+
+
+@pytest.mark.parametrize("side", [512, 2048])
+def test_blocks_of_large_isotropic_planes_compute_a_few_times_the_volume(monkeypatch, side):
+    """Cubes, not slabs of plane blocks: an isotropic volume with 2048 x 2048 planes
+    computed 30 times its voxels in thin slabs of plane blocks; in cubes with their
+    context, under 3.5 times, whatever the planes (counted: the features are not
+    computed)."""
+    import napari_topo.models.voxel_head as vh
+
+    sizes = []
+
+    def count(image, probability, spacing=None, context=None, progress=None):
+        sizes.append(image.size)
+        n = len(FEATURE_NAMES)
+        return np.broadcast_to(np.float32(0), image.shape + (n,))
+
+    monkeypatch.setattr(vh, "voxel_features", count)
+    shape = (300, side, side)
+    covered = 0
+    for region, f in feature_blocks(_Zeros(shape), _Zeros(shape), (1.0, 1.0, 1.0)):
+        assert f.shape[:3] == tuple(r.stop - r.start for r in region)
+        covered += f.shape[0] * f.shape[1] * f.shape[2]
+    assert covered == math.prod(shape)
+    assert max(sizes) <= 1 << 24
+    assert sum(sizes) / math.prod(shape) < 3.5
 
 
 def test_progress_moves_within_a_slab():
@@ -152,12 +215,12 @@ def test_progress_moves_within_a_slab():
     seen = []
     net.refine(x, p, (1.6, 0.57, 0.57), progress=lambda done, total: seen.append((done, total)))
     done = [d for d, _ in seen]
-    assert len(list(feature_slabs(x, p, (1.6, 0.57, 0.57)))) == 1  # one slab a stage
+    assert len(list(feature_blocks(x, p, (1.6, 0.57, 0.57)))) == 1  # one slab a stage
     assert len(seen) >= 2 * 8 and done == sorted(done) and seen[-1] == (24, 24)
     assert any(0 < d < 12 for d in done) and any(12 < d < 24 for d in done)
     # with blocks of the plane, each block moves it too
     calls = []
-    list(feature_slabs(x, p, (1.0, 4.0, 4.0), max_voxels=1 << 11, progress=calls.append))
+    list(feature_blocks(x, p, (1.0, 4.0, 4.0), max_voxels=10_800, progress=calls.append))
     assert len(calls) > 8 * 2 and calls == sorted(calls) and calls[-1] <= 12
 
 
@@ -168,13 +231,13 @@ def test_kept_features_give_what_computing_them_again_gives():
     x = rng.random((30, 20, 22)).astype(np.float32)
     p = rng.random(x.shape).astype(np.float32)
     spacing = (1.6, 0.57, 0.57)
-    kept = np.concatenate([f for _, _, f in feature_slabs(x, p, spacing, slab=6)])
+    kept = assemble(feature_blocks(x, p, spacing, slab=6), x.shape)
     first = rng.random(x.shape).astype(np.float32)
     for context in (None, first):
-        fresh = list(feature_slabs(x, p, spacing, slab=6, context=context))
-        reused = list(feature_slabs(x, p, spacing, slab=6, context=context, features=kept))
-        assert [(a, b) for a, b, _ in fresh] == [(a, b) for a, b, _ in reused]
-        for (_, _, f), (_, _, g) in zip(fresh, reused, strict=True):
+        fresh = list(feature_blocks(x, p, spacing, slab=6, context=context))
+        reused = list(feature_blocks(x, p, spacing, slab=6, context=context, features=kept))
+        assert [r for r, _ in fresh] == [r for r, _ in reused]
+        for (_, f), (_, g) in zip(fresh, reused, strict=True):
             np.testing.assert_array_equal(f, g)
     torch.manual_seed(1)
     net = VoxelHeadNet(hidden=8, stages=2)
@@ -182,9 +245,9 @@ def test_kept_features_give_what_computing_them_again_gives():
         net.refine(x, p, spacing), net.refine(x, p, spacing, features=kept)
     )
     with pytest.raises(ValueError, match="features must have shape"):
-        list(feature_slabs(x, p, spacing, features=kept[:, :-1]))
+        list(feature_blocks(x, p, spacing, features=kept[:, :-1]))
     with pytest.raises(ValueError, match="first stage's probability must have"):
-        list(feature_slabs(x, p, spacing, context=first[:-1], features=kept))
+        list(feature_blocks(x, p, spacing, context=first[:-1], features=kept))
 
 
 def test_closed_form_eigenvalues_match_numpy():
@@ -223,6 +286,63 @@ def tubes():
     annotated = np.zeros(vol.mask.shape, bool)
     annotated[:24] = True
     return vol, lab, annotated
+
+
+def test_stage_one_draws_the_labels_centerline_again():
+    """Stage 1's batches weigh a thin vessel by its centerline, not only its voxels: a tube
+    of radius 4 and one of radius 1, labelled in the training slices; the centerline
+    comes from the training part's labels only, every centerline voxel is in the sample,
+    the thin tube's share of the vessel draws is above its share of the vessel voxels,
+    and stage 2 draws each sampled vessel voxel once with BACKGROUND_PER_VESSEL
+    background voxels per vessel voxel."""
+    from skimage.draw import disk
+
+    from napari_topo.topology.skeleton import skeletonize
+    from napari_topo.training.head import (
+        BACKGROUND_PER_VESSEL,
+        CENTERLINE_DRAWS,
+        training_sample,
+    )
+
+    shape = (40, 40, 60)
+    vessel = np.zeros(shape, bool)
+    thick, thin = np.zeros(shape, bool), np.zeros(shape, bool)
+    for z in range(shape[0]):
+        thick[(z, *disk((12, 15), 4.5, shape=shape[1:]))] = True
+        thin[(z, *disk((28, 45), 1.2, shape=shape[1:]))] = True
+    vessel = thick | thin
+    train = np.zeros(shape, bool)
+    train[:30] = True  # slices 30-39 held out
+    sample = training_sample(train, vessel, np.random.default_rng(0))
+
+    rows = sample.voxels
+    assert np.all(np.diff(rows) > 0)  # sorted and unique: the features' raster order
+    labelled = (train & vessel).ravel()
+    on_centre = skeletonize(train & vessel).ravel()[rows]
+    assert sample.centerline == int(skeletonize(train & vessel).sum()) == int(on_centre.sum())
+    assert train.ravel()[rows].all()  # nothing of the held-out slices
+    assert int(labelled[rows].sum()) == sample.vessel == int(labelled.sum())
+    assert sample.background == int((~labelled[rows]).sum())
+    assert sample.centerline_draws == round(CENTERLINE_DRAWS * sample.vessel) > 0
+    assert sample.background == BACKGROUND_PER_VESSEL * (sample.vessel + sample.centerline_draws)
+
+    # stage 1: every row once, plus the extra draws, all on the centerline
+    s1 = sample.stage1
+    assert len(s1) == len(rows) + sample.centerline_draws
+    assert np.array_equal(np.bincount(s1, minlength=len(rows)) > 0, np.ones(len(rows), bool))
+    assert on_centre[s1[len(rows) :]].all()
+    vessel_draws = s1[labelled[rows[s1]]]
+    thin_share_of_draws = thin.ravel()[rows[vessel_draws]].mean()
+    thin_share_of_voxels = (train & thin).sum() / (train & vessel).sum()
+    assert thin_share_of_draws > 1.5 * thin_share_of_voxels
+
+    # stage 2: each vessel voxel once, BACKGROUND_PER_VESSEL background voxels per vessel
+    s2 = sample.stage2
+    assert len(np.unique(s2)) == len(s2)
+    assert int(labelled[rows[s2]].sum()) == sample.vessel
+    assert int((~labelled[rows[s2]]).sum()) == sample.stage2_background
+    assert sample.stage2_background == BACKGROUND_PER_VESSEL * sample.vessel
+    assert sample.counts()["centerline"] == sample.centerline
 
 
 @pytest.mark.usefixtures("user_dir")

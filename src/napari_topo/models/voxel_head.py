@@ -19,10 +19,10 @@ the vesselness cues of Frangi et al. (MICCAI 1998) and of ilastik-style pixel cl
 (Sommer et al., ISBI 2011; Berg et al., Nat. Methods 2019), in physical units: every sigma
 is a multiple of the finest voxel size (:data:`SMOOTH`, :data:`HESSIAN`, :data:`LOCAL`,
 :data:`PROB_SMOOTH`), so an anisotropic CT (1.6 x 0.57 x 0.57 mm) is smoothed less across
-its thick slices. The features are computed in slabs along the first axis with enough
-context (:func:`halo_per_axis`) that each slab's values equal the whole volume's (filters
-truncated at :data:`TRUNCATE` sigmas), so memory stays bounded by the slab, not the
-volume.
+its thick slices. The features are computed in slabs along the first axis (cubes where
+the planes are large; :func:`feature_blocks`) with enough context (:func:`halo_per_axis`)
+that each block's values equal the whole volume's (filters truncated at :data:`TRUNCATE`
+sigmas), so memory stays bounded by the block, not the volume.
 
 Measured on the development CT (3D-IRCADb-01 patient 01, upper half of the liver labelled,
 lower half scored; ``benchmarks/results/feature_head/``): the same classifier computed on
@@ -56,13 +56,13 @@ __all__ = [
     "VoxelHead",
     "VoxelHeadNet",
     "context_features",
-    "feature_slabs",
+    "feature_blocks",
     "halo_per_axis",
     "symmetric_eigenvalues",
     "voxel_features",
 ]
 
-#: Share of a slab's progress (:func:`feature_slabs`' ``progress``) given to its features;
+#: Share of a block's progress (:func:`feature_blocks`' ``progress``) given to its features;
 #: the head's pass over them is the rest.
 FEATURES_SHARE = 0.9
 #: Gaussian smoothing and gradient magnitude (times sigma) scales, in finest voxel sizes.
@@ -229,7 +229,7 @@ def voxel_features(
     ndarray (z, y, x, F), float32
         In the order of :data:`FEATURE_NAMES` (then :data:`CONTEXT_NAMES` with
         ``context``). At the block's faces the filters mirror the block (scipy's
-        ``"reflect"``); :func:`feature_slabs` gives whole-volume values.
+        ``"reflect"``); :func:`feature_blocks` gives whole-volume values.
 
     Raises
     ------
@@ -290,7 +290,25 @@ def voxel_features(
     return out
 
 
-def feature_slabs(
+def _block_core(shape: Sequence[int], halo: Sequence[int], max_voxels: int) -> int:
+    """The largest core edge ``c`` (voxels; at least 1) whose block, the core with the
+    ``halo`` each side (cut at the volume's faces: ``min(n, c + 2 h)`` per axis), holds
+    at most ``max_voxels`` voxels."""
+
+    def size(c: int) -> int:
+        return math.prod(min(int(n), c + 2 * int(h)) for n, h in zip(shape, halo, strict=True))
+
+    lo, hi = 1, max(1, max(int(n) for n in shape))
+    while lo < hi:  # the block grows with c: the largest c that fits
+        mid = (lo + hi + 1) // 2
+        if size(mid) <= max_voxels:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def feature_blocks(
     image: Any,
     probability: np.ndarray,
     spacing: Sequence[float] | None = None,
@@ -302,44 +320,53 @@ def feature_slabs(
     context: np.ndarray | None = None,
     features: np.ndarray | None = None,
     progress: Callable[[float], Any] | None = None,
-) -> Iterator[tuple[int, int, np.ndarray]]:
-    """Features of the whole volume, slab by slab: yields ``(z0, z1, features[z0:z1])``.
+) -> Iterator[tuple[tuple[slice, slice, slice], np.ndarray]]:
+    """Features of the whole volume, block by block: yields ``(region, features[region])``.
 
-    Each slab is computed with :func:`halo_per_axis`'s slices of context each side, so it equals the
-    whole volume's :func:`voxel_features` there (the volume's own faces mirror). When
-    even the thinnest such slab (twice the context, plus the context each side) would
-    exceed ``max_voxels`` (large planes with fine slices: an isotropic volume with
-    512 x 512 planes needed about 10 GB), the slabs are thinner (``max_voxels`` voxels of
-    output) and each is computed in blocks of the plane, each block with the context of
-    :func:`halo_per_axis` on every side: the same values, the memory of one block.
+    ``region`` is a tuple of three slices with explicit integer bounds; the regions tile
+    the volume, each voxel once, in raster order of their corners. Each block is computed
+    with :func:`halo_per_axis`'s voxels of context each side, so it equals the whole
+    volume's :func:`voxel_features` there (the volume's own faces mirror).
+
+    * Slabs of whole planes (``region`` spans y and x) while even the thinnest slab (twice
+      the context, plus the context each side) stays within ``max_voxels``, and always
+      with ``features``.
+    * Otherwise (large planes with fine slices: an isotropic volume with 512 x 512 planes
+      needed about 10 GB of features per slab) cubes: the largest common core edge whose
+      block with its context holds ``max_voxels`` voxels (:func:`_block_core`), so an
+      isotropic volume computes about 3.4 times its voxels at the default whatever its
+      planes (slabs of plane blocks computed 8.9 times for 1024 x 1024 planes, 30 times
+      for 2048 x 2048; ``benchmarks/results/voxel_head_cache/probe/block_work.py``). The
+      image is read one block at a time.
 
     Parameters
     ----------
     image : array_like (z, y, x)
-        numpy, dask or zarr; read slab by slab. Passed through ``normalize`` first.
+        numpy, dask or zarr; read block by block. Passed through ``normalize`` first.
     probability : ndarray (z, y, x)
     spacing : sequence of 3 float, optional
     normalize : callable, optional
-        The input policy's intensity normaliser.
+        The input policy's intensity normaliser (voxel-wise).
     slab : int, optional
-        Slices per slab; default as many as keep a slab and its context under
-        ``max_voxels`` voxels, but at least twice the context (so at most half the work
-        is context); with blocks, ``max_voxels`` over the plane's voxels (at least 1).
+        Slices per slab of whole planes; default as many as keep a slab and its context
+        under ``max_voxels`` voxels, but at least twice the context (so at most half the
+        work is context). Not used for cubes.
     max_voxels : int
         Voxels of one computation with its context (its features take about 230 bytes
-        each); also, with blocks, of one yielded slab.
+        each), unless the context alone is larger (cubes then have a core of 1 voxel).
     cancel : callable, optional
-        Called before each slab; it raises to stop.
+        Called before each block; it raises to stop.
     context : ndarray (z, y, x), optional
         A first stage's probability on the same grid (:func:`voxel_features`).
     features : ndarray (z, y, x, len(FEATURE_NAMES)), optional
-        This volume's first-stage features, already computed (this function's slabs
-        stacked): they are sliced instead of computed
-        again, and only ``context``'s :func:`context_features` are computed, slab by slab
-        with the same context, so each slab equals the one computed from scratch.
+        This volume's first-stage features, already computed (this function's blocks put
+        together): they are sliced instead of computed again, and only ``context``'s
+        :func:`context_features` are computed, slab by slab with the same context, so each
+        slab equals the one computed from scratch.
     progress : callable, optional
-        ``progress(slices done)``, fractional within a slab (after each group of
-        filters of :func:`voxel_features`, each block's), before the slab is yielded.
+        ``progress(slices done)``: the voxels done over the plane's, fractional within a
+        block (after each group of filters of :func:`voxel_features`), before the block
+        is yielded (the consumer reports the block's end).
 
     Raises
     ------
@@ -347,7 +374,8 @@ def feature_slabs(
         ``features`` of another shape than ``probability``'s plus the features axis, or
         ``context`` of another shape than ``probability``.
     """
-    n = int(probability.shape[0])
+    shape = tuple(int(v) for v in probability.shape)
+    n, ny, nx = shape
     if context is not None and np.shape(context) != probability.shape:
         raise ValueError(
             f"the first stage's probability must have the image's shape {probability.shape}; "
@@ -358,72 +386,64 @@ def feature_slabs(
             f"features must have shape {probability.shape + (len(FEATURE_NAMES),)}; got "
             f"{features.shape}"
         )
-    h, hy, hx = halo_per_axis(spacing)
-    ny, nx = (int(v) for v in probability.shape[1:])
+    halo = halo_per_axis(spacing)
+    h = halo[0]
     plane = max(1, ny * nx)
-    # blocks within the plane only when the thinnest slab with its context is too large
-    blocks = features is None and min(n, 4 * h) * plane > max_voxels
-    if slab is None:
-        slab = max(1, max_voxels // plane) if blocks else max(2 * h, max_voxels // plane - 2 * h)
-    for z0 in range(0, n, slab):
+    if features is not None or min(n, 4 * h) * plane <= max_voxels:
+        if slab is None:
+            slab = max(2 * h, max_voxels // plane - 2 * h)
+        cores = [(z0, min(n, z0 + slab), 0, ny, 0, nx) for z0 in range(0, n, slab)]
+    else:
+        c = _block_core(shape, halo, max_voxels)
+        cores = [
+            (z0, min(n, z0 + c), y0, min(ny, y0 + c), x0, min(nx, x0 + c))
+            for z0 in range(0, n, c)
+            for y0 in range(0, ny, c)
+            for x0 in range(0, nx, c)
+        ]
+    per_slice = float(plane)
+    done = 0  # voxels of the blocks yielded
+    for z0, z1, y0, y1, x0, x1 in cores:
         if cancel is not None:
             cancel()
-        z1 = min(n, z0 + slab)
-        a, b = max(0, z0 - h), min(n, z1 + h)
+        region = (slice(z0, z1), slice(y0, y1), slice(x0, x1))
+        size = (z1 - z0) * (y1 - y0) * (x1 - x0)
         if progress is None:
             within = None
         else:
 
-            def within(frac: float, z0: int = z0, z1: int = z1) -> None:
-                # the features are most of a slab's time; the head on them, the rest
-                progress(z0 + FEATURES_SHARE * frac * (z1 - z0))
+            def within(frac: float, done: int = done, size: int = size) -> None:
+                # the features are most of a block's time; the head on them, the rest
+                progress((done + FEATURES_SHARE * frac * size) / per_slice)
 
+        done += size
+        big = tuple(
+            slice(max(0, lo - e), min(m, hi + e))
+            for lo, hi, e, m in zip((z0, y0, x0), (z1, y1, x1), halo, shape, strict=True)
+        )
+        inner = tuple(
+            slice(r.start - b.start, r.stop - b.start) for r, b in zip(region, big, strict=True)
+        )
         if features is not None:
             if context is None:
-                yield z0, z1, features[z0:z1]
+                yield region, features[region]
                 continue
-            extra = context_features(context[a:b], spacing)[z0 - a : z1 - a]
+            extra = context_features(context[big], spacing)[inner]
             if within is not None:
                 within(1.0)
-            yield z0, z1, np.concatenate([features[z0:z1], extra], axis=-1)
+            yield region, np.concatenate([features[region], extra], axis=-1)
             continue
-        x = np.asarray(image[a:b], np.float32)
+        x = np.asarray(image[big], np.float32)
         if normalize is not None:
             x = np.asarray(normalize(x), np.float32)
-        c = None if context is None else context[a:b]
-        if not blocks:
-            f = voxel_features(x, probability[a:b], spacing, c, progress=within)
-            yield z0, z1, f[z0 - a : z1 - a]
-            continue
-        n_feat = len(FEATURE_NAMES) + (0 if context is None else len(CONTEXT_NAMES))
-        out = np.empty((z1 - z0, ny, nx, n_feat), np.float32)
-        # square cores whose block (with the context each side) holds max_voxels; at least
-        # the context wide, so that at most 9 times a core's plane is computed for it
-        side = int(math.isqrt(max(1, max_voxels // (b - a))))
-        core = max(hy, hx, side - 2 * max(hy, hx), 1)
-        n_blocks = math.ceil(ny / core) * math.ceil(nx / core)
-        block_no = 0
-        for y0 in range(0, ny, core):
-            y1, ya = min(ny, y0 + core), max(0, y0 - hy)
-            yb = min(ny, y0 + core + hy)
-            for x0 in range(0, nx, core):
-                if cancel is not None:
-                    cancel()
-                x1, xa = min(nx, x0 + core), max(0, x0 - hx)
-                xb = min(nx, x0 + core + hx)
-                block = (slice(None), slice(ya, yb), slice(xa, xb))
-                f = voxel_features(
-                    x[block],
-                    probability[a:b][block],
-                    spacing,
-                    None if c is None else c[block],
-                    progress=None
-                    if within is None
-                    else lambda frac, k=block_no, w=within, m=n_blocks: w((k + frac) / m),
-                )
-                out[:, y0:y1, x0:x1] = f[z0 - a : z1 - a, y0 - ya : y1 - ya, x0 - xa : x1 - xa]
-                block_no += 1
-        yield z0, z1, out
+        f = voxel_features(
+            x,
+            probability[big],
+            spacing,
+            None if context is None else context[big],
+            progress=within,
+        )
+        yield region, f[inner]
 
 
 class VoxelHead(nn.Module):
@@ -576,16 +596,16 @@ class VoxelHeadNet(nn.Module):
         ``image`` is the volume on the grid of ``probability`` (the base network's output
         mapped back to the input grid), normalised by ``normalize``; ``spacing`` its voxel
         size. Run on the CPU in float32 by default (the features are numpy/scipy);
-        ``progress(done, total)`` counts slices (``done`` a float: fractional within a
-        slab). With ``smooth`` > 0 the head's probability is then smoothed by a Gaussian
-        of that many finest voxel sizes: a voxel classifier decides each voxel alone, and
-        its speckle breaks thin vessels and leaves small false pieces (on the development
-        CT, sigma 1 raised the lower half's clDice by 0.01-0.02 at every threshold;
-        ``docs/finetune.md``). With two stages the first head's probability is computed
-        over the whole volume first, then the second head's from the features again plus
-        :func:`context_features` of it (``progress`` then counts each slice twice).
-        ``features``: the first-stage features of this volume already computed
-        (:func:`feature_slabs`' ``features``; fine-tuning keeps them for its box), so that
+        ``progress(done, total)`` counts slices (``done`` a float: the voxels done over a
+        plane's, fractional within a block). With ``smooth`` > 0 the head's probability is
+        then smoothed by a Gaussian of that many finest voxel sizes: a voxel classifier
+        decides each voxel alone, and its speckle breaks thin vessels and leaves small false
+        pieces (on the development CT, sigma 1 raised the lower half's clDice by 0.01-0.02
+        at every threshold; ``docs/finetune.md``). With two stages the first head's
+        probability is computed over the whole volume first, then the second head's from the
+        features again plus :func:`context_features` of it (``progress`` then counts each
+        slice twice). ``features``: the first-stage features of this volume already computed
+        (:func:`feature_blocks`' ``features``; fine-tuning keeps them for its box), so that
         each stage computes only what it adds.
         """
         n = int(probability.shape[0])
@@ -655,7 +675,9 @@ class VoxelHeadNet(nn.Module):
             raise ValueError("a second stage needs its head and the first stage's probability")
         head = (self.head if stage == 1 else self.context_head).to(device).float().eval()
         out = np.empty(probability.shape, np.float32)
-        for z0, z1, f in feature_slabs(
+        plane = float(max(1, probability.shape[1] * probability.shape[2]))
+        done = 0
+        for region, f in feature_blocks(
             image,
             probability,
             spacing,
@@ -663,15 +685,16 @@ class VoxelHeadNet(nn.Module):
             cancel=cancel,
             context=first if stage == 2 else None,
             features=features,
-            # within a slab too: a CT crop is one slab, and the bar stood still for ~30 s
+            # within a block too: a CT crop is one slab, and the bar stood still for ~30 s
             progress=progress,
         ):
             flat = f.reshape(-1, f.shape[-1])
-            res = out[z0:z1].reshape(-1)
+            res = np.empty(len(flat), np.float32)
             for c in range(0, len(flat), chunk):
                 t = torch.from_numpy(flat[c : c + chunk]).to(device)
                 res[c : c + chunk] = torch.sigmoid(head(t)).cpu().numpy()
-            out[z0:z1] = res.reshape(out[z0:z1].shape)
+            out[region] = res.reshape(f.shape[:3])
+            done += res.size
             if progress is not None:
-                progress(z1)
+                progress(done / plane)
         return out
