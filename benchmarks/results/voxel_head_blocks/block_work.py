@@ -1,7 +1,7 @@
 """Voxels that ``feature_blocks`` computes (the features with their context) over the
 volume's, for an isotropic 300-slice volume at the default 16.8 M voxels a block: the
 real block layout, with the features themselves replaced by a counter (nothing is
-computed). Usage: ``python block_work.py`` (writes nothing; block_work.log is its output).
+computed). Usage: ``python block_work.py`` (writes nothing; block_work.log.txt is its output).
 """
 
 import math

@@ -2,7 +2,7 @@
 
 Usage: ``python measure.py N SIDE [MAX_VOXELS]`` (an N x SIDE x SIDE float32 volume; the
 default 16.8 M voxels a block). Prints the blocks' count, the peak resident memory and
-the time; measure.log holds the runs quoted in README.md.
+the time; measure.log.txt holds the runs quoted in README.md.
 """
 
 import resource

@@ -1,5 +1,5 @@
 # ruff: noqa
-# Scratch probe of stop 47 (issue 10), not part of the product; needs ../../voxel_head_context/probe/{exp,ac}.py copied to /work/scratch/s47 (exp.py reading the cache folder from $CACHE). Result: ac3_0.log.
+# Scratch probe of stop 47 (issue 10), not part of the product; needs ../../voxel_head_context/probe/{exp,ac}.py copied to /work/scratch/s47 (exp.py reading the cache folder from $CACHE). Result: ac3_0.log.txt.
 """Probe: a third auto-context stage on the second's output (scratch, stop 47)."""
 import sys, time
 import numpy as np

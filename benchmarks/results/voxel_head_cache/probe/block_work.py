@@ -1,5 +1,5 @@
 # ruff: noqa
-# Scratch (stop 47, written by a reviewer): voxels that feature_slabs' blocks compute, over the volume's, for an isotropic 300-slice volume (the block arithmetic of models/voxel_head.py at 98aec30 repeated; no features computed). Output: block_work.log.
+# Scratch (stop 47, written by a reviewer): voxels that feature_slabs' blocks compute, over the volume's, for an isotropic 300-slice volume (the block arithmetic of models/voxel_head.py at 98aec30 repeated; no features computed). Output: block_work.log.txt.
 import math
 from napari_topo.models.voxel_head import halo_per_axis
 M = 1 << 24

@@ -2,7 +2,7 @@
 # Scratch probe of stop 47 (issue 10), not part of the product: ../../voxel_head_context/probe/cache.py
 # with the base network's pass run with tta=T mirrored copies, written to /work/scratch/s47/cache_ttaT.
 # Usage: python cache_tta.py T; then CACHE=/work/scratch/s47/cache_ttaT python ac.py SEED (that probe's
-# exp.py/ac.py reading the cache folder from $CACHE): ac_tta1.log, ac_tta4.log.
+# exp.py/ac.py reading the cache folder from $CACHE): ac_tta1.log.txt, ac_tta4.log.txt.
 import os
 import sys
 

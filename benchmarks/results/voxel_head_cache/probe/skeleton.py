@@ -2,8 +2,8 @@
 # Scratch probe of stop 48 (issue 10), not part of the product: ../../voxel_head_context/probe/ac.py
 # (both stages trained as the product does, on the cache of cache_tta.py 1) with the positives of each
 # stage's sample drawn again from the labels' skeleton (skimage.morphology.skeletonize): SKEL x as many
-# extra draws as vessel voxels, the clDice paper's skeleton emphasis in a voxel loss. skeleton.log:
-# CACHE=/work/scratch/s47/cache_tta1 SKEL=1.0 python skeleton.py SEED, seeds 0 1 2; skeleton_stage1.log:
+# extra draws as vessel voxels, the clDice paper's skeleton emphasis in a voxel loss. skeleton.log.txt:
+# CACHE=/work/scratch/s47/cache_tta1 SKEL=1.0 python skeleton.py SEED, seeds 0 1 2; skeleton_stage1.log.txt:
 # the same with SKEL2=0 (stage 1 only).
 import os
 import sys
