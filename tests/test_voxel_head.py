@@ -167,6 +167,38 @@ def test_large_planes_are_computed_in_blocks_with_the_same_values():
     assert len(calls) == 48 and max(calls) <= 35_000
 
 
+def test_a_head_segments_in_cubes_what_it_segments_in_slabs(monkeypatch):
+    """refine (what segment runs) with its features in cubes gives the probability it
+    gives with whole planes, both stages, and its progress ends at every slice."""
+    import functools
+
+    import napari_topo.models.voxel_head as vh
+
+    rng = np.random.default_rng(7)
+    shape = (30, 40, 40)
+    x = rng.random(shape).astype(np.float32)
+    p = rng.random(shape).astype(np.float32)
+    spacing = (1.0, 4.0, 4.0)
+    torch.manual_seed(3)
+    net = VoxelHeadNet(hidden=8, stages=2)
+    whole = net.refine(x, p, spacing)
+    real = vh.feature_blocks
+    regions = []
+
+    def cubes(*args, **kwargs):
+        for region, f in functools.partial(real, max_voxels=35_000)(*args, **kwargs):
+            regions.append(region)
+            yield region, f
+
+    monkeypatch.setattr(vh, "feature_blocks", cubes)
+    seen = []
+    got = net.refine(x, p, spacing, progress=lambda done, total: seen.append((done, total)))
+    assert len(regions) == 2 * 48  # cubes of 10 voxels, both stages
+    np.testing.assert_allclose(got, whole, atol=1e-5)
+    done = [d for d, _ in seen]
+    assert done == sorted(done) and seen[-1] == (60, 60)
+
+
 class _Zeros:
     """A lazy volume of zeros: reads cost nothing (the shape of a light-sheet stack)."""
 
