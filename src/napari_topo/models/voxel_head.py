@@ -329,14 +329,13 @@ def feature_blocks(
     volume's :func:`voxel_features` there (the volume's own faces mirror).
 
     * Slabs of whole planes (``region`` spans y and x) while even the thinnest slab (twice
-      the context, plus the context each side) stays within ``max_voxels``, and always
-      with ``features``.
+      the context, plus the context each side) stays within ``max_voxels``.
     * Otherwise (large planes with fine slices: an isotropic volume with 512 x 512 planes
       needed about 10 GB of features per slab) cubes: the largest common core edge whose
       block with its context holds ``max_voxels`` voxels (:func:`_block_core`), so an
-      isotropic volume computes about 3.4 times its voxels at the default whatever its
-      planes (slabs of plane blocks computed 8.9 times for 1024 x 1024 planes, 30 times
-      for 2048 x 2048; ``benchmarks/results/voxel_head_cache/probe/block_work.py``). The
+      isotropic volume computes 2.6-2.8 times its voxels at the default whatever its
+      planes (the thin slabs of plane blocks they replace computed 3.4 times for 512 x 512
+      planes, 30 times for 2048 x 2048; ``benchmarks/results/voxel_head_blocks/``). The
       image is read one block at a time.
 
     Parameters
@@ -361,8 +360,8 @@ def feature_blocks(
     features : ndarray (z, y, x, len(FEATURE_NAMES)), optional
         This volume's first-stage features, already computed (this function's blocks put
         together): they are sliced instead of computed again, and only ``context``'s
-        :func:`context_features` are computed, slab by slab with the same context, so each
-        slab equals the one computed from scratch.
+        :func:`context_features` are computed, block by block with the same context: the
+        same blocks and values as computed from scratch.
     progress : callable, optional
         ``progress(slices done)``: the voxels done over the plane's, fractional within a
         block (after each group of filters of :func:`voxel_features`), before the block
@@ -389,7 +388,7 @@ def feature_blocks(
     halo = halo_per_axis(spacing)
     h = halo[0]
     plane = max(1, ny * nx)
-    if features is not None or min(n, 4 * h) * plane <= max_voxels:
+    if min(n, 4 * h) * plane <= max_voxels:
         if slab is None:
             slab = max(2 * h, max_voxels // plane - 2 * h)
         cores = [(z0, min(n, z0 + slab), 0, ny, 0, nx) for z0 in range(0, n, slab)]

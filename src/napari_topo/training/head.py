@@ -12,17 +12,18 @@ How (called by :func:`~napari_topo.training.finetune.finetune` after its checks)
 1. The base model segments the annotated region's bounding box, grown by the features'
    context (:func:`~napari_topo.models.voxel_head.halo_per_axis`), as ``segment`` does it
    (every zoom of the input policy, the intensities scaled as the whole image's).
-2. The features are computed there slab by slab (and kept for steps 4 and 5 when they
-   fit in :func:`feature_cache_limit`). Training voxels (:func:`training_sample`): every
-   labelled vessel voxel of the training part (at most :data:`MAX_VESSEL_VOXELS`, drawn at
-   random), the labels' centerline among them, and :data:`BACKGROUND_PER_VESSEL`
-   background voxels of it per vessel voxel and per extra centerline draw; validation:
-   every voxel of the held-out part.
+2. The features are computed there block by block
+   (:func:`~napari_topo.models.voxel_head.feature_blocks`; kept for steps 4 and 5 when
+   they fit in :func:`feature_cache_limit`). Training voxels (:func:`training_sample`):
+   every labelled vessel voxel of the training part (at most :data:`MAX_VESSEL_VOXELS`,
+   drawn at random), the labels' centerline among them, and
+   :data:`BACKGROUND_PER_VESSEL` background voxels of it per vessel voxel and per extra
+   centerline draw; validation: every voxel of the held-out part.
 3. Adam (learning rate :data:`HEAD_LR`, batches of :data:`HEAD_BATCH` voxels, binary cross
-   entropy; the centerline's voxels drawn :data:`CENTERLINE_DRAWS` times as often again
-   as there are vessel voxels) for at most :data:`HEAD_STEPS` steps, the time or step
-   budget, or until ``patience`` validations (every :data:`HEAD_VAL_EVERY` steps: Dice
-   and clDice at 0.5 on the held-out part) bring no improvement; the best validation's
+   entropy; the batches draw the centerline's voxels again, :data:`CENTERLINE_DRAWS` extra
+   draws per vessel voxel spread over them) for at most :data:`HEAD_STEPS` steps, the time
+   or step budget, or until ``patience`` validations (every :data:`HEAD_VAL_EVERY` steps:
+   Dice and clDice at 0.5 on the held-out part) bring no improvement; the best validation's
    weights are kept.
 4. Stage 2 (auto-context; Tu and Bai, IEEE TPAMI 32(10), 2010): the first head's
    probability is computed over the box, and a second head of the same shape trains in the
@@ -71,6 +72,11 @@ MAX_VESSEL_VOXELS = 200_000
 #: probe/skeleton.py) 1.0 in stage 1 raised the lower half's mean Dice / clDice from
 #: 0.702 / 0.651 to 0.710 / 0.662; in both stages it gained nothing.
 CENTERLINE_DRAWS = 1.0
+#: At most this many extra draws per centerline voxel: compact labels (a painted ball's
+#: skeleton is a voxel or two) would otherwise put most vessel draws on a few voxels. The
+#: development CT's labels drew each about 24 times (62956 vessel voxels, 2635 on the
+#: centerline).
+MAX_CENTERLINE_REPEATS = 30
 #: Hidden units per layer of the head.
 HEAD_HIDDEN = 64
 #: Smallest kept mask pieces (voxels, 26-connected) chosen from on the held-out part,
@@ -148,27 +154,36 @@ def gather_rows(
     ``parts``: :func:`~napari_topo.models.voxel_head.feature_blocks`' ``(region,
     features)`` over the masks' grid (in whatever order its blocks come); ``masks``: bool
     arrays of that grid; ``keep``: an array of every voxel's features, filled on the way
-    (None: nothing kept). Returns one ``(voxels of the mask, F)`` float32 array per mask.
+    (None: nothing kept). Returns one ``(voxels of the mask, F)`` array per mask (the
+    features' dtype), each written in place block by block (memory: the rows, plus 8
+    bytes a row while gathering).
     """
-    rows: list[list[np.ndarray]] = [[] for _ in masks]
-    where: list[list[np.ndarray]] = [[] for _ in masks]
+    at = [np.flatnonzero(m.ravel()) for m in masks]  # the rows' voxels, raster order
+    out: list[np.ndarray | None] = [None] * len(masks)
+    shape = masks[0].shape if masks else ()
+    plane = int(np.prod(shape[1:])) if masks else 0
     for region, f in parts:
         if keep is not None:
             keep[region] = f
+        planes = all(
+            r.start == 0 and r.stop == n for r, n in zip(region[1:], shape[1:], strict=True)
+        )
         for k, m in enumerate(masks):
+            if out[k] is None:
+                out[k] = np.empty((len(at[k]), f.shape[-1]), f.dtype)
             inside = m[region]
-            rows[k].append(f[inside])
-            at = np.nonzero(inside)
-            where[k].append(
-                np.ravel_multi_index(
-                    tuple(i + r.start for i, r in zip(at, region, strict=True)), m.shape
-                )
+            if planes:  # a slab of whole planes: its rows follow one another
+                i0, i1 = np.searchsorted(at[k], (region[0].start * plane, region[0].stop * plane))
+                out[k][i0:i1] = f[inside]
+                continue
+            flat = np.ravel_multi_index(
+                tuple(i + r.start for i, r in zip(np.nonzero(inside), region, strict=True)),
+                shape,
             )
-    out = []
-    for got, at in zip(rows, where, strict=True):
-        x, flat = np.concatenate(got), np.concatenate(at)
-        out.append(x if np.all(flat[1:] > flat[:-1]) else x[np.argsort(flat, kind="stable")])
-    return out
+            out[k][np.searchsorted(at[k], flat)] = f[inside]
+    return [
+        np.empty((len(w), 0), np.float32) if o is None else o for o, w in zip(out, at, strict=True)
+    ]
 
 
 def training_sample(
@@ -176,14 +191,16 @@ def training_sample(
 ) -> TrainingSample:
     """The voxels a head trains on, and how often each stage draws each.
 
-    * Every labelled vessel voxel of ``train`` (at most :data:`MAX_VESSEL_VOXELS`, drawn
-      at random), and every voxel of the labels' centerline
-      (:func:`~napari_topo.topology.skeleton.skeletonize` of the labels in ``train``: the
-      skeleton clDice measures with).
+    * Every labelled vessel voxel of ``train`` (at most :data:`MAX_VESSEL_VOXELS`: the
+      centerline's, and the others drawn at random), among them the labels' centerline
+      (:func:`~napari_topo.topology.skeleton.skeletonize` of the labels in ``train``, the
+      skeleton clDice measures with; in a slice painted alone, a point or two where a
+      vessel crosses it and a curve along one lying in it).
     * Stage 1 draws the centerline again, :data:`CENTERLINE_DRAWS` times as many draws as
-      there are vessel voxels, spread at random over its voxels, and
-      :data:`BACKGROUND_PER_VESSEL` background voxels of ``train`` per vessel voxel and
-      per extra draw (all there are, if fewer).
+      there are vessel voxels (but at most :data:`MAX_CENTERLINE_REPEATS` per centerline
+      voxel), spread at random over its voxels, and :data:`BACKGROUND_PER_VESSEL`
+      background voxels of ``train`` per vessel voxel and per extra draw (all there are,
+      if fewer).
     * Stage 2 draws each vessel voxel once and :data:`BACKGROUND_PER_VESSEL` background
       voxels per vessel voxel (a part of stage 1's).
 
@@ -203,11 +220,12 @@ def training_sample(
 
     labelled = train & vessel
     pos = np.flatnonzero(labelled.ravel())
-    if len(pos) > MAX_VESSEL_VOXELS:
-        pos = np.sort(rng.choice(pos, MAX_VESSEL_VOXELS, replace=False))
-    centre = np.flatnonzero(skeletonize(labelled).ravel()) if len(pos) else pos[:0]
-    pos = np.union1d(pos, centre)
-    extra = int(round(CENTERLINE_DRAWS * len(pos))) if len(centre) else 0
+    centre = np.flatnonzero(skeletonize(labelled).ravel()) if len(pos) else pos
+    if len(pos) > MAX_VESSEL_VOXELS:  # the centerline, and the rest drawn at random
+        centre = np.sort(rng.choice(centre, min(len(centre), MAX_VESSEL_VOXELS), False))
+        rest = np.setdiff1d(pos, centre, assume_unique=True)
+        pos = np.union1d(centre, rng.choice(rest, MAX_VESSEL_VOXELS - len(centre), False))
+    extra = min(int(round(CENTERLINE_DRAWS * len(pos))), MAX_CENTERLINE_REPEATS * len(centre))
     neg = np.flatnonzero((train & ~vessel).ravel())
     # in random order: stage 2's are the first of them
     neg = rng.choice(neg, min(len(neg), BACKGROUND_PER_VESSEL * max(len(pos) + extra, 1)), False)

@@ -1,5 +1,5 @@
 # ruff: noqa
-# Scratch (stop 47): peak memory of feature_slabs, python mem2.py 120 384 16777216 (blocks: 4104 MiB, 92 s) and ... 67108864 (whole planes: 4313 MiB, 75 s), 2 CPU cores shared with other work.
+# Scratch (stop 47): peak memory of feature_slabs (replaced by feature_blocks since: run it with napari_topo at commit 1fb5e9c, e.g. a git worktree on PYTHONPATH, as ../../voxel_head_blocks/measure.log.txt did), python mem2.py 120 384 16777216 (blocks: 4104 MiB, 92 s) and ... 67108864 (whole planes: 4313 MiB, 75 s), 2 CPU cores shared with other work.
 import resource, sys, time, numpy as np, torch
 from napari_topo.models.voxel_head import feature_slabs
 n, side, mv = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])

@@ -19,7 +19,7 @@ from napari_topo.data.io import read_volume
 torch.set_num_threads(2)
 import napari_topo.training.head as H
 from napari_topo.inference.pipeline import predict
-from napari_topo.models.voxel_head import feature_slabs
+from napari_topo.models.voxel_head import feature_blocks  # feature_slabs until 2026-12-04 (cubes)
 from napari_topo.training.finetune import finetune
 
 OUT = "/work/scratch/s46/cache"
@@ -96,7 +96,7 @@ def base_and_feats(b, tag):
     )
     prob = np.asarray(out["vessel"], np.float32)
     F = np.concatenate(
-        [f for _, _, f in feature_slabs(crop, prob, sp, normalize=policy.normalizer)]
+        [f for _, f in feature_blocks(crop, prob, sp, normalize=policy.normalizer)]  # slabs here
     )
     np.save(f"{OUT}/{tag}_feat.npy", F)
     np.save(f"{OUT}/{tag}_prob.npy", prob)
