@@ -462,6 +462,20 @@ def test_head_learns_what_an_untrained_base_cannot_and_segment_uses_it(tubes):
     # the progress bar moves on through both stages, never back (nor to 0 between them)
     shown = [e.fraction for e in events if e.step]
     assert shown == sorted(shown) and shown[-1] == 1.0
+    assert [e.fraction for e in events] == sorted(e.fraction for e in events)
+    # each pass over the box says how far it is (a newcomer's 64 x 640 x 640 volume
+    # prepared for 2-3 minutes without a word)
+    passes = [e.message for e in events if e.message.endswith(" %")]
+    for what in (
+        "the base model segments the annotated region",
+        "image features of the annotated region",
+        "stage 2: the first head over the annotated region",
+        "stage 2: what the first head says around each voxel",
+        "the head segments the annotated region",
+    ):
+        said = [m for m in passes if m.startswith(what + ":")]
+        assert said and said[-1] == f"{what}: 100 %", (what, said)
+        assert len(said) >= 2 or what.startswith("stage 2: the first"), said  # kept: one step
     saved = save_finetuned(module, card)
     assert saved.name in [c.name for c in list_models()]
     lower = np.zeros(vol.mask.shape, bool)

@@ -2058,7 +2058,8 @@ def finetune(
     note = None
     # the head's steps are milliseconds: it trains up to HEAD_STEPS of them
     usually = (
-        f"the voxel classifier usually trains {HEAD_STEPS} steps a stage (about 10 s on the CT)"
+        f"the voxel classifier usually trains {HEAD_STEPS} steps a stage (about 10 s on the "
+        "development CT with 2 free CPU cores; several times that on busy cores)"
         if layers == "head"
         else "fine-tuning usually needs a few hundred steps"
     )

@@ -335,6 +335,35 @@ def _train(
         if _is_set(cancel):
             raise Cancelled("fine-tuning cancelled; nothing was saved")
 
+    budget_s = None if minutes is None else float(minutes) * 60.0
+    shown_fraction = [0.0]  # what the progress bar last showed: it never goes back
+
+    def used() -> float:
+        """The share of the time budget spent (0 without one), never less than shown."""
+        if budget_s is not None:
+            spent = min(1.0, (time.perf_counter() - t0) / budget_s)
+            shown_fraction[0] = max(shown_fraction[0], spent)
+        return shown_fraction[0]
+
+    def tenths(what: str, phase: str = "prepare", step: int = 0):
+        """``progress(done, total)`` for a pass over the box: a report at each tenth done
+        (a newcomer's 64 x 640 x 640 volume prepared for 2-3 minutes without a word)."""
+        last = [-1]
+
+        def on(done: float, total: float) -> None:
+            tenth = min(10, int(10 * done / total)) if total else 10
+            if tenth > last[0]:
+                last[0] = tenth
+                report(
+                    phase=phase,
+                    step=step,
+                    max_steps=steps,
+                    fraction=used(),
+                    message=f"{what}: {10 * tenth} %",
+                )
+
+        return on
+
     # ---- 1. the base model on the annotated region and its context ---------------------
     # the second stage's inputs are exact only that far in (its context features read the
     # first stage's probability, itself exact only a features' halo in from the faces)
@@ -356,6 +385,7 @@ def _train(
         intensity_from=image,
         device=str(dev),
         cancel=cancel,
+        progress=tenths("the base model segments the annotated region"),
         on_message=lambda _m: None,
         **view_inputs,
     )
@@ -385,21 +415,39 @@ def _train(
     )
     keep = kept is not None
     kept_mb = 0 if kept is None else round(kept.nbytes / 2**20)
+    n_slices = prob.shape[0]
+    on_features = tenths("image features of the annotated region")
     x_train, x_val = (
         torch.from_numpy(a)
         for a in gather_rows(
-            feature_blocks(crop, prob, sp, normalize=policy.normalizer, cancel=stop),
+            feature_blocks(
+                crop,
+                prob,
+                sp,
+                normalize=policy.normalizer,
+                cancel=stop,
+                progress=lambda done: on_features(done, n_slices),
+            ),
             (take, val_b),
             keep=kept,
         )
     )
+    on_features(n_slices, n_slices)
     features_s = time.perf_counter() - t_feat
     y_train = torch.from_numpy(vessel_b.ravel()[sample.voxels].astype(np.float32))
     stop()
     # what the base model segments there: a second round's base is the earlier head (its
     # first-stage features are these)
     base_prob = (
-        base.refine(crop, prob, sp, normalize=policy.normalizer, cancel=stop, features=kept)
+        base.refine(
+            crop,
+            prob,
+            sp,
+            normalize=policy.normalizer,
+            cancel=stop,
+            features=kept,
+            progress=tenths("the earlier head segments the annotated region"),
+        )
         if isinstance(base, VoxelHeadNet)
         else prob
     )
@@ -446,12 +494,11 @@ def _train(
             best=dict(before),
             loss=before["loss"],
             max_steps=steps,
+            fraction=used(),
             message=f"base model: held-out Dice {before['Dice']:.3f}",
         )
-        budget_s = None if minutes is None else float(minutes) * 60.0
         limit = min(int(steps), HEAD_STEPS) if steps is not None else HEAD_STEPS
         curve: list = []
-        shown_fraction = [0.0]  # what the progress bar last showed: it never goes back
 
         def final_s(stages: int) -> float:
             """Seconds kept for the end: a validation, the model's passes over the box
@@ -627,6 +674,7 @@ def _train(
                 budget_s=budget_s,
                 t0=t0,
                 fraction=shown_fraction,
+                tenths=tenths,
                 features=kept,
             )
             if stage2 is None:
@@ -646,6 +694,7 @@ def _train(
             threshold, at_threshold, table = base_choice
             at_half = _scores(*base_view)
         else:
+            shown_fraction[0] = 1.0  # training is over: the bar stays full
             report(
                 phase="validate",
                 step=step,
@@ -658,7 +707,13 @@ def _train(
             # the whole box again, as segment runs it (smoothing included), so the
             # threshold and the smallest piece are chosen on what segment will cut
             p_box = model.refine(
-                crop, prob, sp, normalize=policy.normalizer, cancel=stop, features=kept
+                crop,
+                prob,
+                sp,
+                normalize=policy.normalizer,
+                cancel=stop,
+                features=kept,
+                progress=tenths("the head segments the annotated region", "validate", step),
             )
             kept = None  # its memory back before the choices
             p = p_box[vbox]
@@ -809,6 +864,7 @@ def _second_stage(
     t0,
     fraction,
     features,
+    tenths,
 ) -> dict | None:
     """Stage 2 of :func:`finetune_head` (auto-context): the first head's probability
     over the box, the features again plus its :func:`~napari_topo.models.voxel_head.
@@ -831,9 +887,19 @@ def _second_stage(
         "it says around each voxel",
     )
     t = time.perf_counter()
+    n_slices = prob.shape[0]
+    on_first = tenths("stage 2: the first head over the annotated region", step=step)
     first = model.stage_probability(
-        crop, prob, sp, stage=1, normalize=policy.normalizer, cancel=stop, features=features
+        crop,
+        prob,
+        sp,
+        stage=1,
+        normalize=policy.normalizer,
+        cancel=stop,
+        features=features,
+        progress=lambda done: on_first(done, n_slices),
     )
+    on_context = tenths("stage 2: what the first head says around each voxel", step=step)
     # the rows of stage 1's sample, in its order
     x_train, x_val = (
         torch.from_numpy(a)
@@ -846,10 +912,12 @@ def _second_stage(
                 cancel=stop,
                 context=first,
                 features=features,
+                progress=lambda done: on_context(done, n_slices),
             ),
             (take, val_b),
         )
     )
+    on_context(n_slices, n_slices)
     del first
     spent = time.perf_counter() - t
     # the end passes over the box again what this preparation did (and the second head):
