@@ -186,6 +186,30 @@ def gather_rows(
     ]
 
 
+def _box_rows(crop, prob, sp, policy, stop, masks, on, *, keep=None, context=None, features=None):
+    """The features of each of ``masks``' voxels over the box (torch tensors, rows in
+    raster order: :func:`gather_rows` of :func:`~napari_topo.models.voxel_head.
+    feature_blocks`), the pass reported to ``on(slices done, slices)`` up to its end."""
+    import torch
+
+    from ..models.voxel_head import feature_blocks
+
+    n = prob.shape[0]
+    blocks = feature_blocks(
+        crop,
+        prob,
+        sp,
+        normalize=policy.normalizer,
+        cancel=stop,
+        context=context,
+        features=features,
+        progress=lambda done: on(done, n),
+    )
+    rows = gather_rows(blocks, masks, keep=keep)
+    on(n, n)
+    return [torch.from_numpy(a) for a in rows]
+
+
 def training_sample(
     train: np.ndarray, vessel: np.ndarray, rng: np.random.Generator
 ) -> TrainingSample:
@@ -326,7 +350,6 @@ def _train(
         CONTEXT_NAMES,
         FEATURE_NAMES,
         VoxelHeadNet,
-        feature_blocks,
         halo_per_axis,
     )
     from .finetune import Adam, _apart, _is_set, _scores, choose_threshold, default_threads
@@ -415,39 +438,22 @@ def _train(
     )
     keep = kept is not None
     kept_mb = 0 if kept is None else round(kept.nbytes / 2**20)
-    n_slices = prob.shape[0]
-    on_features = tenths("image features of the annotated region")
-    x_train, x_val = (
-        torch.from_numpy(a)
-        for a in gather_rows(
-            feature_blocks(
-                crop,
-                prob,
-                sp,
-                normalize=policy.normalizer,
-                cancel=stop,
-                progress=lambda done: on_features(done, n_slices),
-            ),
-            (take, val_b),
-            keep=kept,
-        )
-    )
-    on_features(n_slices, n_slices)
+    on = tenths("image features of the annotated region")
+    x_train, x_val = _box_rows(crop, prob, sp, policy, stop, (take, val_b), on, keep=kept)
     features_s = time.perf_counter() - t_feat
     y_train = torch.from_numpy(vessel_b.ravel()[sample.voxels].astype(np.float32))
     stop()
+
+    def over_box(net, what: str, phase: str = "prepare", step: int = 0) -> np.ndarray:
+        """``net`` (a head model) over the box as segment runs it, the pass reported."""
+        on = tenths(what, phase, step)
+        norm = policy.normalizer
+        return net.refine(crop, prob, sp, normalize=norm, cancel=stop, features=kept, progress=on)
+
     # what the base model segments there: a second round's base is the earlier head (its
     # first-stage features are these)
     base_prob = (
-        base.refine(
-            crop,
-            prob,
-            sp,
-            normalize=policy.normalizer,
-            cancel=stop,
-            features=kept,
-            progress=tenths("the earlier head segments the annotated region"),
-        )
+        over_box(base, "the earlier head segments the annotated region")
         if isinstance(base, VoxelHeadNet)
         else prob
     )
@@ -706,15 +712,7 @@ def _train(
             )
             # the whole box again, as segment runs it (smoothing included), so the
             # threshold and the smallest piece are chosen on what segment will cut
-            p_box = model.refine(
-                crop,
-                prob,
-                sp,
-                normalize=policy.normalizer,
-                cancel=stop,
-                features=kept,
-                progress=tenths("the head segments the annotated region", "validate", step),
-            )
+            p_box = over_box(model, "the head segments the annotated region", "validate", step)
             kept = None  # its memory back before the choices
             p = p_box[vbox]
             view = (p, truth, valid, None)
@@ -872,9 +870,6 @@ def _second_stage(
     (``fit``), judged against the first stage's best. ``features``: the box's first-stage
     features when kept (else None: computed again). None when the time budget leaves no
     room for it (the model then keeps one stage)."""
-    import torch
-
-    from ..models.voxel_head import feature_blocks
 
     if budget_s is not None and time.perf_counter() - t0 + final_s(2) + prepare2_s >= budget_s:
         return None
@@ -899,25 +894,12 @@ def _second_stage(
         features=features,
         progress=lambda done: on_first(done, n_slices),
     )
-    on_context = tenths("stage 2: what the first head says around each voxel", step=step)
     # the rows of stage 1's sample, in its order
-    x_train, x_val = (
-        torch.from_numpy(a)
-        for a in gather_rows(
-            feature_blocks(
-                crop,
-                prob,
-                sp,
-                normalize=policy.normalizer,
-                cancel=stop,
-                context=first,
-                features=features,
-                progress=lambda done: on_context(done, n_slices),
-            ),
-            (take, val_b),
-        )
+    on = tenths("stage 2: what the first head says around each voxel", step=step)
+    masks = (take, val_b)
+    x_train, x_val = _box_rows(
+        crop, prob, sp, policy, stop, masks, on, context=first, features=features
     )
-    on_context(n_slices, n_slices)
     del first
     spent = time.perf_counter() - t
     # the end passes over the box again what this preparation did (and the second head):
