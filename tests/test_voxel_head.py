@@ -676,10 +676,54 @@ def test_a_short_time_budget_trains_one_stage(models, tubes):
     training gives a one-stage head, trained on all of it (a reviewer found a 2-minute
     budget holding back so much for stage 2 that no head trained)."""
     vol, lab, annotated = tubes
-    module, card = finetune(vol.image, lab, "tiny-base", annotated=annotated, minutes=0.5, **HEAD)
+    events = []
+    module, card = finetune(
+        vol.image,
+        lab,
+        "tiny-base",
+        annotated=annotated,
+        minutes=0.5,
+        progress=events.append,
+        **HEAD,
+    )
     assert "stage 2: skipped (the time budget holds only one stage)" in card.training["stopped"]
     assert isinstance(module, VoxelHeadNet) and module.stages == 1
     assert "stages" not in card.arch_kwargs and card.training["steps"] >= 250
+    # under a time budget the bar follows the time spent from the first pass on, and
+    # never goes back (a report without a fraction showed 0 after the first pass)
+    shown = [e.fraction for e in events]
+    assert shown == sorted(shown) and shown[-1] == 1.0
+    first = next(e for e in events if e.message.endswith("100 %"))
+    assert first.fraction > 0
+
+
+def test_the_cli_ends_a_terminals_training_bar_once(capsys):
+    """On a terminal the training bar is rewritten in place (\r); the next line ends it,
+    and the passes after it (stage 2, the final pass) print one line each, without a
+    blank line between their tenths."""
+    import io
+
+    from napari_topo import cli
+    from napari_topo.training.finetune import FinetuneProgress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    out = Terminal()
+    show = cli._finetune_printer(out)
+    show(FinetuneProgress(phase="train", step=25, loss=0.5, fraction=0.3, message=""))
+    show(FinetuneProgress(phase="prepare", step=25, fraction=0.4, message="stage 2: 10 %"))
+    show(FinetuneProgress(phase="prepare", step=25, fraction=0.5, message="stage 2: 20 %"))
+    show(FinetuneProgress(phase="validate", step=25, fraction=1.0, message="final: 10 %"))
+    lines = out.getvalue().split("\n")
+    assert lines[0].startswith("\rfine-tuning: [")  # the bar, ended once
+    assert lines[1:] == [
+        "fine-tuning: stage 2: 10 %",
+        "fine-tuning: stage 2: 20 %",
+        "fine-tuning: final: 10 %",
+        "",
+    ]
 
 
 def test_a_time_budget_ending_between_validations_scores_the_last_weights(

@@ -2226,6 +2226,11 @@ def _finetune_printer(stream=None):
     """``progress(FinetuneProgress)``: a line per validation, a bar on a terminal."""
     stream = stream or sys.stderr
     tty = stream.isatty()
+    bar_open = [False]  # a terminal's training bar (written with \r) needs its line ended
+
+    def end_bar() -> str:
+        prefix, bar_open[0] = ("\n" if bar_open[0] else ""), False
+        return prefix
 
     def progress(p) -> None:
         if p.phase == "train" and tty:
@@ -2233,9 +2238,10 @@ def _finetune_printer(stream=None):
             bar = "#" * (pct // 5)
             stream.write(f"\rfine-tuning: [{bar:<20}] step {p.step} loss {p.loss:.4f}")
             stream.flush()
+            bar_open[0] = True
         elif p.phase == "validate" and p.validation is not None:
             v, best = p.validation, p.best or p.validation
-            prefix = "\n" if tty and p.step else ""
+            prefix = end_bar()
             what = "base model" if p.step == 0 else f"step {p.step}"
             if v.get("stage") == 2:  # a voxel head's second stage (steps counted on)
                 what = f"stage 2, {what}"
@@ -2248,12 +2254,11 @@ def _finetune_printer(stream=None):
                 flush=True,
             )
         elif p.phase == "validate" and p.message:  # the held-out part segmented at the end
-            print(f"{chr(10) if tty else ''}fine-tuning: {p.message}", file=stream, flush=True)
+            print(f"{end_bar()}fine-tuning: {p.message}", file=stream, flush=True)
         elif p.phase == "prepare" and p.input is not None:
             print(f"input: {p.input}", flush=True)  # stdout, as segment's
         elif p.phase == "prepare":  # also the minimum steps' notice, after the bar's steps
-            prefix = "\n" if tty and p.step else ""
-            print(f"{prefix}fine-tuning: {p.message}", file=stream, flush=True)
+            print(f"{end_bar()}fine-tuning: {p.message}", file=stream, flush=True)
 
     return progress
 

@@ -15,8 +15,8 @@ How (called by :func:`~napari_topo.training.finetune.finetune` after its checks)
 2. The features are computed there block by block
    (:func:`~napari_topo.models.voxel_head.feature_blocks`; kept for steps 4 and 5 when
    they fit in :func:`feature_cache_limit`). Training voxels (:func:`training_sample`):
-   every labelled vessel voxel of the training part (at most :data:`MAX_VESSEL_VOXELS`,
-   drawn at random), the labels' centerline among them, and
+   every labelled vessel voxel of the training part (at most :data:`MAX_VESSEL_VOXELS`:
+   the labels' whole centerline and others drawn at random), and
    :data:`BACKGROUND_PER_VESSEL` background voxels of it per vessel voxel and per extra
    centerline draw; validation: every voxel of the held-out part.
 3. Adam (learning rate :data:`HEAD_LR`, batches of :data:`HEAD_BATCH` voxels, binary cross
@@ -72,7 +72,8 @@ MAX_VESSEL_VOXELS = 200_000
 #: probe/skeleton.py) 1.0 in stage 1 raised the lower half's mean Dice / clDice from
 #: 0.702 / 0.651 to 0.710 / 0.662; in both stages it gained nothing.
 CENTERLINE_DRAWS = 1.0
-#: At most this many extra draws per centerline voxel: compact labels (a painted ball's
+#: At most this many extra draws per centerline voxel on average (the draws are random):
+#: compact labels (a painted ball's
 #: skeleton is a voxel or two) would otherwise put most vessel draws on a few voxels. The
 #: development CT's labels drew each about 24 times (62956 vessel voxels, 2635 on the
 #: centerline).
@@ -158,10 +159,15 @@ def gather_rows(
     features' dtype), each written in place block by block (memory: the rows, plus 8
     bytes a row while gathering).
     """
+    if not masks:
+        for _ in parts:
+            pass
+        return []
     at = [np.flatnonzero(m.ravel()) for m in masks]  # the rows' voxels, raster order
+    written = [0] * len(masks)
     out: list[np.ndarray | None] = [None] * len(masks)
-    shape = masks[0].shape if masks else ()
-    plane = int(np.prod(shape[1:])) if masks else 0
+    shape = masks[0].shape
+    plane = int(np.prod(shape[1:]))
     for region, f in parts:
         if keep is not None:
             keep[region] = f
@@ -175,12 +181,18 @@ def gather_rows(
             if planes:  # a slab of whole planes: its rows follow one another
                 i0, i1 = np.searchsorted(at[k], (region[0].start * plane, region[0].stop * plane))
                 out[k][i0:i1] = f[inside]
+                written[k] += int(i1 - i0)
                 continue
             flat = np.ravel_multi_index(
                 tuple(i + r.start for i, r in zip(np.nonzero(inside), region, strict=True)),
                 shape,
             )
             out[k][np.searchsorted(at[k], flat)] = f[inside]
+            written[k] += len(flat)
+    if written != [len(w) for w in at]:  # the blocks must tile the grid
+        raise ValueError(
+            f"the blocks covered {written} of the masks' {[len(w) for w in at]} voxels"
+        )
     return [
         np.empty((len(w), 0), np.float32) if o is None else o for o, w in zip(out, at, strict=True)
     ]
@@ -222,7 +234,7 @@ def training_sample(
       vessel crosses it and a curve along one lying in it).
     * Stage 1 draws the centerline again, :data:`CENTERLINE_DRAWS` times as many draws as
       there are vessel voxels (but at most :data:`MAX_CENTERLINE_REPEATS` per centerline
-      voxel), spread at random over its voxels, and :data:`BACKGROUND_PER_VESSEL`
+      voxel on average), spread at random over its voxels, and :data:`BACKGROUND_PER_VESSEL`
       background voxels of ``train`` per vessel voxel and per extra draw (all there are,
       if fewer).
     * Stage 2 draws each vessel voxel once and :data:`BACKGROUND_PER_VESSEL` background
@@ -367,6 +379,13 @@ def _train(
             spent = min(1.0, (time.perf_counter() - t0) / budget_s)
             shown_fraction[0] = max(shown_fraction[0], spent)
         return shown_fraction[0]
+
+    finetune_report = report
+
+    def report(**kw) -> None:
+        # a report without a fraction showed 0: the bar went back after the first pass
+        kw.setdefault("fraction", used())
+        finetune_report(**kw)
 
     def tenths(what: str, phase: str = "prepare", step: int = 0):
         """``progress(done, total)`` for a pass over the box: a report at each tenth done
