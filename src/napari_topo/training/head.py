@@ -73,10 +73,9 @@ MAX_VESSEL_VOXELS = 200_000
 #: 0.702 / 0.651 to 0.710 / 0.662; in both stages it gained nothing.
 CENTERLINE_DRAWS = 1.0
 #: At most this many extra draws per centerline voxel on average (the draws are random):
-#: compact labels (a painted ball's
-#: skeleton is a voxel or two) would otherwise put most vessel draws on a few voxels. The
-#: development CT's labels drew each about 24 times (62956 vessel voxels, 2635 on the
-#: centerline).
+#: compact labels (a painted ball's skeleton is a voxel or two) would otherwise put most
+#: vessel draws on a few voxels. The development CT's labels drew each about 24 times
+#: (62956 vessel voxels, 2635 on the centerline).
 MAX_CENTERLINE_REPEATS = 30
 #: Hidden units per layer of the head.
 HEAD_HIDDEN = 64
@@ -160,8 +159,6 @@ def gather_rows(
     bytes a row while gathering).
     """
     if not masks:
-        for _ in parts:
-            pass
         return []
     at = [np.flatnonzero(m.ravel()) for m in masks]  # the rows' voxels, raster order
     written = [0] * len(masks)
