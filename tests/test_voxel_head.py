@@ -736,12 +736,38 @@ def test_a_time_budget_ending_between_validations_scores_the_last_weights(
     import napari_topo.training.head as head_module
 
     monkeypatch.setattr(head_module, "HEAD_VAL_EVERY", 10**9)  # no regular validation
+    monkeypatch.setattr(head_module, "HEAD_EARLY_VALIDATIONS", ())  # nor an early one
     monkeypatch.setattr(head_module, "HEAD_STEPS", 10**9)  # nor one at the step limit
     vol, lab, annotated = tubes
     module, card = finetune(vol.image, lab, "tiny-base", annotated=annotated, minutes=0.25, **HEAD)
     assert "time budget" in card.training["stopped"]
     assert isinstance(module, VoxelHeadNet) and card.training["best_step"] > 0
     assert card.metrics["validation"]["score"] > card.metrics["validation_before"]["score"]
+
+
+def test_the_head_is_validated_early_without_counting_towards_patience(models, tubes):
+    """A newcomer's head on 3 painted slices was best at its first validation (step 250)
+    and worse at every later one: each stage is also validated at steps 50-200, and those
+    validations do not count towards ``patience`` (a stage stops early only at a regular
+    validation)."""
+    from napari_topo.training.head import HEAD_EARLY_VALIDATIONS, HEAD_VAL_EVERY
+
+    vol, lab, annotated = tubes
+    _, card = finetune(
+        vol.image, lab, "tiny-base", annotated=annotated, steps=600, patience=1, **HEAD
+    )
+    history = card.training["validation_history"]
+    for stage in (1, 2):
+        steps = [h["step"] for h in history if h.get("stage") == stage]
+        if stage == 2 and not steps:
+            continue
+        first = steps[0] - HEAD_EARLY_VALIDATIONS[0]  # stage 2 counts on from stage 1
+        assert [s - first for s in steps[: len(HEAD_EARLY_VALIDATIONS)]] == list(
+            HEAD_EARLY_VALIDATIONS
+        ), (stage, steps)
+        # patience 1: the first regular validation without progress stops it; none sooner
+        assert (steps[-1] - first) % HEAD_VAL_EVERY == 0 or steps[-1] - first == 600, steps
+        assert steps[-1] - first >= HEAD_VAL_EVERY, steps
 
 
 def test_a_step_budget_with_a_skipped_second_stage_is_not_blamed_on_time(models, tubes):

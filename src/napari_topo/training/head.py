@@ -23,7 +23,8 @@ How (called by :func:`~napari_topo.training.finetune.finetune` after its checks)
    entropy; the batches draw the centerline's voxels again, :data:`CENTERLINE_DRAWS` extra
    draws per vessel voxel spread over them) for at most :data:`HEAD_STEPS` steps, the time
    or step budget, or until ``patience`` validations (every :data:`HEAD_VAL_EVERY` steps:
-   Dice and clDice at 0.5 on the held-out part) bring no improvement; the best validation's
+   Dice and clDice at 0.5 on the held-out part; also at :data:`HEAD_EARLY_VALIDATIONS`,
+   which do not count towards ``patience``) bring no improvement; the best validation's
    weights are kept.
 4. Stage 2 (auto-context; Tu and Bai, IEEE TPAMI 32(10), 2010): the first head's
    probability is computed over the box, and a second head of the same shape trains in the
@@ -60,6 +61,11 @@ HEAD_BATCH = 4096
 HEAD_LR = 3e-3
 #: Steps between validations on the held-out part.
 HEAD_VAL_EVERY = 250
+#: Validations before the first of every :data:`HEAD_VAL_EVERY` steps (each stage), not
+#: counted in ``patience``: with a slice or two painted, a head can be best after a few
+#: hundred draws of its small sample and worse at every later validation (a newcomer's
+#: 3 slices: best at the first, step 250).
+HEAD_EARLY_VALIDATIONS = (50, 100, 150, 200)
 #: Background voxels drawn per labelled vessel voxel of the training part.
 BACKGROUND_PER_VESSEL = 4
 #: Labelled vessel voxels used at most (drawn at random beyond).
@@ -568,9 +574,10 @@ def _train(
             checked = [0]  # the step of the last validation
             validating = [0.0]  # seconds of validation in the loop (not in step_ms)
 
-            def check(step: int, shown: int) -> bool:
+            def check(step: int, shown: int, counts: bool = True) -> bool:
                 """Score the head on the held-out part and keep it when it is the best;
-                True when ``patience`` validations brought no improvement."""
+                True when ``patience`` validations brought no improvement (``counts``
+                False: this one is not counted when it brings none)."""
                 nonlocal best, best_state, best_step, since_best, own, validation_s
                 checked[0] = step
                 t_val = time.perf_counter()
@@ -587,7 +594,7 @@ def _train(
                     best_state = {
                         k: v.detach().to("cpu", copy=True) for k, v in head.state_dict().items()
                     }
-                else:
+                elif counts:
                     since_best += 1
                 report(
                     phase="validate",
@@ -645,8 +652,9 @@ def _train(
                         best=dict(best),
                         message=f"{where_}step {step}: loss {lv:.4f}",
                     )
-                if step % HEAD_VAL_EVERY == 0 or step == limit:
-                    if check(step, shown):
+                early = step in HEAD_EARLY_VALIDATIONS
+                if step % HEAD_VAL_EVERY == 0 or step == limit or early:
+                    if check(step, shown, counts=not early or step == limit):
                         stopped = f"early stop ({patience} validations without improvement)"
                         break
             step_s = (time.perf_counter() - t_loop - validating[0]) / step if step else 0.0
