@@ -685,7 +685,8 @@ def main(argv=None) -> int:
         choices=LAYERS,
         default=BENCH_LAYERS,
         help=f"what every fine-tune trains (default {BENCH_LAYERS}: the voxel classifier the "
-        "targets are reported with; all: the network, finetune's own default)",
+        "targets are reported with; all: every weight of the network, with the base "
+        "model's own loss; finetune's own default, auto, is head on a U-Net)",
     )
     ap.add_argument(
         "--tta",

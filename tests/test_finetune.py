@@ -680,6 +680,35 @@ def test_layers_decoder_trains_all_but_the_encoder(user_dir, arch, monkeypatch):
         assert optimised.pop() == expected > 0
 
 
+def test_the_default_trains_a_head_on_a_unet_and_the_network_otherwise(user_dir):
+    """layers="auto" (the default): a voxel classifier on a U-Net base, which did better
+    than every weight on each real volume measured; every weight on a TopNet, or when a
+    setting of the network's fine-tune is given (the user asked for the network)."""
+    from types import SimpleNamespace
+
+    from napari_topo.training.finetune import DEFAULT_LAYERS, resolve_layers
+
+    assert DEFAULT_LAYERS == "auto"
+    unet, topnet, head = (
+        SimpleNamespace(architecture=a) for a in ("unet3d", "topnet", "unet3d-voxel-head")
+    )
+    assert resolve_layers("auto", unet) == "head"
+    assert resolve_layers("auto", unet, ["loss"]) == "all"
+    assert resolve_layers("auto", topnet) == "all"
+    assert resolve_layers("auto", head) == "head"
+    for layers in ("all", "decoder", "head"):  # a choice is kept as it is
+        assert resolve_layers(layers, topnet) == layers
+    save_tiny_base(user_dir, "tiny-top", arch="topnet")
+    vol = volume()
+    lab = sparse(vol.mask, [4, 10, 16, 22, 28])
+    _, card = finetune(vol.image, lab, "tiny-base", steps=2, device="cpu", threads=1)
+    assert card.training["layers"] == "head" and card.architecture == "unet3d-voxel-head"
+    _, card = finetune(vol.image, lab, "tiny-base", steps=2, **FAST)  # patch, lr, ...
+    assert card.training["layers"] == "all" and card.architecture == "unet3d"
+    _, card = finetune(vol.image, lab, "tiny-top", steps=2, device="cpu", threads=1)
+    assert card.training["layers"] == "all"
+
+
 def test_layers_decoder_keeps_the_base_encoder(user_dir):
     """What comes back: the encoder's weights are the base model's, the head moved."""
     base, _ = load_model("tiny-base")
@@ -712,7 +741,7 @@ def test_layers_decoder_keeps_the_base_encoder(user_dir):
         ("ok", {"base_model": "no-such-model"}, "unknown model"),
         ("ok", {"annotated": np.full((32, 40, 40), 2, np.uint8)}, "binary"),
         ("ok", {"minutes": -1.0}, "minutes"),
-        ("ok", {"layers": "encoder"}, "layers must be one of all, decoder"),
+        ("ok", {"layers": "encoder"}, "layers must be auto or one of all, decoder"),
         # a newcomer's --annotated mask missed every label: "the last 20 % is held out"
         ("ok", {"annotated": "elsewhere"}, "none of the .* labelled vessel voxels lies inside"),
         # a newcomer's empty labels with a mask read "none of the 0 labelled vessel voxels"
@@ -880,7 +909,10 @@ def test_cli_finetune_then_segment_with_it(files, user_dir, capsys):
     assert main(["models", str(out)]) == 0
     said = capsys.readouterr().out
     assert said.startswith("mine: tiny-base fine-tuned on a ")
-    assert "fine-tuned from tiny-base (sha256 " in said and ", 8 steps in " in said
+    # the default on a U-Net base: a voxel classifier, whose --steps bounds each stage
+    assert card["training"]["layers"] == "head" and 8 <= card["training"]["steps"] <= 16
+    steps = f", {card['training']['steps']} steps in "
+    assert "fine-tuned from tiny-base (sha256 " in said and steps in said
     assert "held-out part of the annotation, base -> this model: Dice " in said
     rc = main(
         [
@@ -1210,7 +1242,18 @@ def test_a_minimum_steps_run_that_beats_nothing_saves_nothing(files, user_dir, m
     monkeypatch.setattr(ft, "_evaluate_grids", never_better)
     monkeypatch.setattr(ft, "choose_threshold", _base_threshold(ft.choose_threshold))
     out = tmp / "none"
-    args = ["finetune", str(img), str(lab), "--base", "tiny-base", "--minutes", "1"]
+    # the network's budget (a head's is in test_voxel_head.py)
+    args = [
+        "finetune",
+        str(img),
+        str(lab),
+        "--base",
+        "tiny-base",
+        "--minutes",
+        "1",
+        "--layers",
+        "all",
+    ]
     rc = main([*args, "--out", str(out), "--device", "cpu", "--threads", "1"])
     captured = capsys.readouterr()
     last = captured.err.strip().splitlines()[-1]
@@ -1236,7 +1279,18 @@ def test_cli_writes_nothing_when_no_training_step_fit(files, user_dir, monkeypat
     tmp, img, lab, _ = files
     fake_clock(monkeypatch, validation_s=70.0)
     out = tmp / "none"
-    args = ["finetune", str(img), str(lab), "--base", "tiny-base", "--minutes", "1"]
+    # the network's budget (a head's is in test_voxel_head.py)
+    args = [
+        "finetune",
+        str(img),
+        str(lab),
+        "--base",
+        "tiny-base",
+        "--minutes",
+        "1",
+        "--layers",
+        "all",
+    ]
     rc = main([*args, "--out", str(out), "--device", "cpu", "--threads", "1"])
     last = capsys.readouterr().err.strip().splitlines()[-1]  # progress lines come first
     assert rc == 2 and last.startswith("napari-topo: error: no training step fit in 1 min")
@@ -1292,7 +1346,18 @@ def test_cli_says_when_the_budget_left_too_few_steps(files, user_dir, monkeypatc
         return progress
 
     monkeypatch.setattr(cli, "_finetune_printer", recording_printer)
-    args = ["finetune", str(img), str(lab), "--base", "tiny-base", "--minutes", "1"]
+    # the network's budget (a head's is in test_voxel_head.py)
+    args = [
+        "finetune",
+        str(img),
+        str(lab),
+        "--base",
+        "tiny-base",
+        "--minutes",
+        "1",
+        "--layers",
+        "all",
+    ]
     rc = main([*args, "--name", "short", "--device", "cpu", "--threads", "1"])
     out = capsys.readouterr().out
     assert rc == 0

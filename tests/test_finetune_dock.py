@@ -17,7 +17,7 @@ import pytest
 pytest.importorskip("napari")
 pytest.importorskip("qtpy")
 
-from test_finetune import user_dir, volume  # noqa: E402, F401 (user_dir: a fixture)
+from test_finetune import save_tiny_base, user_dir, volume  # noqa: E402, F401 (user_dir: a fixture)
 
 import napari_topo.training.finetune as core  # noqa: E402
 from napari_topo.models.registry import describe_card, list_models  # noqa: E402
@@ -589,6 +589,38 @@ def test_paint_record_lets_go_of_ignored_atoms_off_the_stacks():
 
 @gui
 @pytest.mark.usefixtures("user_dir")
+def test_trains_follows_the_base_model_until_the_user_picks(make_napari_viewer, qtbot):
+    """Trains defaults to a voxel classifier on a U-Net and to every weight on a TopNet
+    (which takes no head); a user's own pick stays when the base changes, except a head
+    on a TopNet."""
+    from napari_topo.models.registry import user_models_dir
+
+    save_tiny_base(user_models_dir(), "tiny-top", arch="topnet")
+    save_tiny_base(user_models_dir(), "tiny-other", seed=1)
+    widget = _dock(make_napari_viewer(), qtbot)
+    widget._refresh_models("tiny-base")
+    widget.model_picker.value = "tiny-base"
+    assert widget.layers_picker.value == "head"
+    widget.model_picker.value = "tiny-top"
+    assert widget.layers_picker.value == "all"
+    widget.model_picker.value = "tiny-base"
+    assert widget.layers_picker.value == "head"
+    widget.layers_picker.value = "decoder"  # the user's pick
+    widget.model_picker.value = "tiny-other"
+    assert widget.layers_picker.value == "decoder"
+    widget.layers_picker.value = "head"
+    widget.model_picker.value = "tiny-top"
+    assert widget.layers_picker.value == "all"
+    widget.model_picker.value = "tiny-base"  # the user's pick comes back
+    assert widget.layers_picker.value == "head"
+    widget.layers_picker.value = "all"
+    widget.model_picker.value = "tiny-top"
+    widget.model_picker.value = "tiny-other"
+    assert widget.layers_picker.value == "all"
+
+
+@gui
+@pytest.mark.usefixtures("user_dir")
 def test_trains_a_voxel_classifier_picked_in_the_dock_and_segments_with_it(
     make_napari_viewer, qtbot
 ):
@@ -597,9 +629,9 @@ def test_trains_a_voxel_classifier_picked_in_the_dock_and_segments_with_it(
     from napari_topo.inference import segment
 
     widget = _painted_dock(make_napari_viewer, qtbot)
-    assert widget.layers_picker.value == "all"  # the default is the network's weights
+    # the default on a U-Net base (better than every weight on every real volume measured)
+    assert widget.layers_picker.value == "head"
     assert list(widget.layers_picker.choices) == ["all", "decoder", "head"]
-    widget.layers_picker.value = "head"
     widget.steps_box.value = 300
     with qtbot.waitSignal(widget.finished, timeout=TIMEOUT_MS) as blocker:
         assert widget.start() is not None

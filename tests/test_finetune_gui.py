@@ -60,9 +60,12 @@ def test_paint_finetune_and_segment_with_the_new_model(make_napari_viewer, qtbot
     widget.image_picker.value = viewer.layers["vessels"]
     widget.labels_picker.value = labels
     widget.model_picker.value = "tiny-base"
+    # what a user gets on a U-Net base: a voxel classifier (training/finetune.py's
+    # DEFAULT_LAYERS)
+    assert widget.layers_picker.value == "head"
     box = widget.steps_box.native  # 0 (its minimum) is shown in words
     assert box.value() == box.minimum() == 0 and box.specialValueText() == "no limit"
-    widget.steps_box.value = 6
+    widget.steps_box.value = 50  # per stage; the head reports its loss every 25 steps
     widget.device_picker.value = "cpu"
     widget.name_edit.value = "my-ft"
 
@@ -77,7 +80,8 @@ def test_paint_finetune_and_segment_with_the_new_model(make_napari_viewer, qtbot
         region_units = viewer.layers["my labels annotated region"].units
         assert [str(u) for u in region_units] == ["micrometer"] * 3
     # the loss plot got training and validation points; the bar is full
-    assert len(widget.loss_plot.train) == 6 and len(widget.loss_plot.validation) >= 2
+    assert len(widget.loss_plot.train) >= 2 and len(widget.loss_plot.validation) >= 2
+    assert widget.last_card.training["layers"] == "head"
     assert widget.progress_bar.value() == 1000
     # saved in the user folder, hash-checked, and selected in Segment
     assert "my-ft" in [c.name for c in list_models()]

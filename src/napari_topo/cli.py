@@ -2126,15 +2126,16 @@ def _add_finetune_parser(sub) -> None:
     ft.add_argument("--seed", type=int, default=0, help="seed of sampling and augmentation")
     ft.add_argument(
         "--layers",
-        choices=LAYERS,
+        choices=(DEFAULT_LAYERS, *LAYERS),
         default=DEFAULT_LAYERS,
-        help=f"what trains: all (every weight), decoder (the encoder frozen: the base "
-        f"model's features are kept; slightly better on the development CT when the "
-        f"labels cover half the liver, much worse when they are a few slices at one "
-        f"end) or head (the network frozen; a voxel classifier on its output and "
-        f"image features of the whole volume, in two stages, the second reading the "
-        f"first's output around each voxel; a few minutes at most; segmenting with "
-        f"the result takes longer) (default {DEFAULT_LAYERS})",
+        help="what trains: head (the network frozen; a voxel classifier on its output "
+        "and image features of the whole volume, in two stages, the second reading the "
+        "first's output around each voxel; a few minutes at most; segmenting with the "
+        "result takes longer, and it cannot be segmented chunk by chunk to OME-Zarr), "
+        "all (every weight, with the base model's own loss), decoder (the encoder "
+        "frozen: the base model's features are kept; much worse than all when the "
+        "labels are a few slices at one end) or auto (default: head on a U-Net base, "
+        "which did better than all on every real volume measured, all on a TopNet)",
     )
     ft.add_argument(
         "--unit",

@@ -760,7 +760,8 @@ def segment_to_ome_zarr(
         raise ValueError(
             f"model {card.name!r} carries a voxel head, which runs on the whole volume: "
             "it cannot stream chunk by chunk (segment --format ome-zarr); segment to a "
-            "whole-volume format instead"
+            "whole-volume format instead, or fine-tune its base U-Net with --layers all "
+            "(the network's weights)"
         )
     if client is not None:
         import inspect

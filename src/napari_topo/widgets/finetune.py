@@ -661,13 +661,20 @@ class FinetuneWidget(QWidget):
         self.layers_picker = ComboBox(
             label="Trains",
             choices=TRAINS_CHOICES,
-            value=DEFAULT_LAYERS,
-            tooltip="What learns from your labels: every weight of the network; its "
-            "decoder (the encoder's features kept); or a voxel classifier on the frozen "
-            "network's output and image features of the whole volume, in two stages "
-            "(a few minutes at most; best on the development CT; segmenting takes "
-            "longer).",
+            value=self._default_trains(),
+            tooltip="What learns from your labels: every weight of the network (with "
+            "the base model's own loss); its decoder (the encoder's features kept); or "
+            "a voxel classifier on the frozen network's output and image features of "
+            "the whole volume, in two stages (a few minutes at most; segmenting takes "
+            "longer). Follows the base model until you pick one yourself: a voxel "
+            "classifier on a U-Net (better than every weight on every real volume "
+            "measured), every weight on a TopNet.",
         )
+        # what the user picked in Trains (None: nothing yet, it follows the base model);
+        # it comes back whenever the base can take it
+        self._trains_user: str | None = None
+        self._syncing_trains = False
+        self.layers_picker.changed.connect(self._on_trains_picked)
         self.device_picker = ComboBox(
             label="Device",
             choices=available_devices(),
@@ -1231,19 +1238,45 @@ class FinetuneWidget(QWidget):
         if not self._picking:
             self._base_auto = False
 
+    def _default_trains(self) -> str:
+        """Trains by default for the picked base model (:func:`~napari_topo.training.
+        finetune.resolve_layers` of ``"auto"``; "all" when its card cannot be read)."""
+        from napari_topo.models.registry import get_card
+        from napari_topo.training.finetune import resolve_layers
+
+        try:
+            card = get_card(str(self.model_picker.value))
+        except (ValueError, OSError):
+            return "all"
+        return resolve_layers(DEFAULT_LAYERS, card)
+
+    def _on_trains_picked(self, value: Any = None) -> None:
+        if not self._syncing_trains:
+            self._trains_user = str(self.layers_picker.value if value is None else value)
+
     def _sync_trains(self, _value: Any = None) -> None:
-        """Trains follows the base model: one with a voxel head trains a new head (its
-        network cannot be fine-tuned under the head), and a TopNet takes none."""
+        """Trains follows the base model: the default for it until the user picks one
+        (:meth:`_default_trains`), then the user's pick; but one with a voxel head
+        trains a new head (its network cannot be fine-tuned under the head), and a
+        TopNet takes none (every weight instead)."""
         from napari_topo.models.registry import get_card
 
         try:
             arch = get_card(str(self.model_picker.value)).architecture
         except (ValueError, OSError):
             return
+        value = self._trains_user
         if arch == "unet3d-voxel-head":
-            self.layers_picker.value = "head"
-        elif arch != "unet3d" and self.layers_picker.value == "head":
-            self.layers_picker.value = DEFAULT_LAYERS
+            value = "head"
+        elif value is None:
+            value = self._default_trains()
+        elif arch != "unet3d" and value == "head":
+            value = "all"
+        self._syncing_trains = True
+        try:
+            self.layers_picker.value = value
+        finally:
+            self._syncing_trains = False
 
     def _follow_labels_model(self) -> None:
         """Base model := the model that made the picked labels (Segment's result), if known
