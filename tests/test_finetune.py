@@ -1225,6 +1225,11 @@ def test_a_budget_the_kept_time_eats_still_trains_the_minimum_steps(
     assert all(a < b for a, b in zip(fractions[:-1], fractions[1:], strict=True)), fractions
 
 
+#: A 1-minute CLI fine-tune of the tiny base's network: the network's budget rules (a
+#: head's, the default on a U-Net, are tested in test_voxel_head.py).
+NETWORK_ONE_MINUTE = ("--base", "tiny-base", "--minutes", "1", "--layers", "all")
+
+
 def test_a_minimum_steps_run_that_beats_nothing_saves_nothing(files, user_dir, monkeypatch, capsys):
     """The minimum steps of a spent budget (above) follow the rule of every run: when
     no step beats the base model on the held-out part, the CLI writes nothing."""
@@ -1242,18 +1247,7 @@ def test_a_minimum_steps_run_that_beats_nothing_saves_nothing(files, user_dir, m
     monkeypatch.setattr(ft, "_evaluate_grids", never_better)
     monkeypatch.setattr(ft, "choose_threshold", _base_threshold(ft.choose_threshold))
     out = tmp / "none"
-    # the network's budget (a head's is in test_voxel_head.py)
-    args = [
-        "finetune",
-        str(img),
-        str(lab),
-        "--base",
-        "tiny-base",
-        "--minutes",
-        "1",
-        "--layers",
-        "all",
-    ]
+    args = ["finetune", str(img), str(lab), *NETWORK_ONE_MINUTE]
     rc = main([*args, "--out", str(out), "--device", "cpu", "--threads", "1"])
     captured = capsys.readouterr()
     last = captured.err.strip().splitlines()[-1]
@@ -1279,18 +1273,7 @@ def test_cli_writes_nothing_when_no_training_step_fit(files, user_dir, monkeypat
     tmp, img, lab, _ = files
     fake_clock(monkeypatch, validation_s=70.0)
     out = tmp / "none"
-    # the network's budget (a head's is in test_voxel_head.py)
-    args = [
-        "finetune",
-        str(img),
-        str(lab),
-        "--base",
-        "tiny-base",
-        "--minutes",
-        "1",
-        "--layers",
-        "all",
-    ]
+    args = ["finetune", str(img), str(lab), *NETWORK_ONE_MINUTE]
     rc = main([*args, "--out", str(out), "--device", "cpu", "--threads", "1"])
     last = capsys.readouterr().err.strip().splitlines()[-1]  # progress lines come first
     assert rc == 2 and last.startswith("napari-topo: error: no training step fit in 1 min")
@@ -1346,18 +1329,7 @@ def test_cli_says_when_the_budget_left_too_few_steps(files, user_dir, monkeypatc
         return progress
 
     monkeypatch.setattr(cli, "_finetune_printer", recording_printer)
-    # the network's budget (a head's is in test_voxel_head.py)
-    args = [
-        "finetune",
-        str(img),
-        str(lab),
-        "--base",
-        "tiny-base",
-        "--minutes",
-        "1",
-        "--layers",
-        "all",
-    ]
+    args = ["finetune", str(img), str(lab), *NETWORK_ONE_MINUTE]
     rc = main([*args, "--name", "short", "--device", "cpu", "--threads", "1"])
     out = capsys.readouterr().out
     assert rc == 0
