@@ -701,12 +701,26 @@ def test_the_default_trains_a_head_on_a_unet_and_the_network_otherwise(user_dir)
     save_tiny_base(user_dir, "tiny-top", arch="topnet")
     vol = volume()
     lab = sparse(vol.mask, [4, 10, 16, 22, 28])
-    _, card = finetune(vol.image, lab, "tiny-base", steps=2, device="cpu", threads=1)
+
+    def run(base, **kw):
+        said = []
+        _, card = finetune(
+            vol.image, lab, base, steps=2, progress=lambda p: said.append(p.message), **kw
+        )
+        return card, said[0]  # the first message says what trains, and why
+
+    card, said = run("tiny-base", device="cpu", threads=1)
     assert card.training["layers"] == "head" and card.architecture == "unet3d-voxel-head"
-    _, card = finetune(vol.image, lab, "tiny-base", steps=2, **FAST)  # patch, lr, ...
+    assert said.startswith("trains a voxel classifier on tiny-base's output")
+    assert "the default on a U-Net" in said
+    card, said = run("tiny-base", **FAST)  # patch, lr, ...: the network's settings
     assert card.training["layers"] == "all" and card.architecture == "unet3d"
-    _, card = finetune(vol.image, lab, "tiny-top", steps=2, device="cpu", threads=1)
+    assert said.startswith("trains every weight of tiny-base with its own loss (dice)")
+    assert "a setting of the network's fine-tune was given" in said
+    card, said = run("tiny-top", device="cpu", threads=1)
     assert card.training["layers"] == "all"
+    assert said.startswith("trains every weight of tiny-top with its own loss (topnet)")
+    assert "embedding head stays frozen" in said and "takes no voxel classifier" in said
 
 
 def test_layers_decoder_keeps_the_base_encoder(user_dir):

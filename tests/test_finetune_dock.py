@@ -611,6 +611,8 @@ def test_trains_follows_the_base_model_until_the_user_picks(make_napari_viewer, 
     widget.layers_picker.value = "head"
     widget.model_picker.value = "tiny-top"
     assert widget.layers_picker.value == "all"
+    widget.layers_picker.value = "head"  # a TopNet takes none: it goes back at once
+    assert widget.layers_picker.value == "all"
     widget.model_picker.value = "tiny-base"  # the user's pick comes back
     assert widget.layers_picker.value == "head"
     widget.layers_picker.value = "all"

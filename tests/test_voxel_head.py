@@ -536,7 +536,7 @@ def test_cancel_leaves_nothing(models, tubes):
 def test_refused_where_it_does_not_apply(models, tubes):
     vol, lab, annotated = tubes
     topnet = save_tiny_base(models, "tiny-topnet", arch="topnet").name
-    with pytest.raises(ValueError, match="puts a voxel classifier on a U-Net"):
+    with pytest.raises(ValueError, match="reads a U-Net.s vessel probability"):
         finetune(vol.image, lab, topnet, annotated=annotated, steps=5, **HEAD)
     base = "tiny-base"  # untrained: it has seen no vessel
     module, card = finetune(vol.image, lab, base, annotated=annotated, steps=100, **HEAD)
@@ -824,4 +824,4 @@ def test_cli_refuses_a_topnet_base_for_a_head_before_reading_anything(models, tm
     argv = ["finetune", str(tmp_path / "none.nii.gz"), str(tmp_path / "nolabels.nii.gz")]
     assert cli.main([*argv, "--base", "tiny-topnet", "--layers", "head"]) == 2
     err = capsys.readouterr().err
-    assert "puts a voxel classifier on a U-Net" in err and "none.nii.gz" not in err
+    assert "reads a U-Net's vessel probability" in err and "none.nii.gz" not in err

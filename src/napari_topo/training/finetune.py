@@ -123,6 +123,7 @@ __all__ = [
     "check_labels",
     "check_layers_for",
     "resolve_layers",
+    "trains_words",
     "choose_threshold",
     "default_threads",
     "env_threads",
@@ -681,6 +682,35 @@ def resolve_layers(layers: str, card: Any, given: Sequence[str] = ()) -> str:
     return "all"
 
 
+def trains_words(layers: str, asked: str, card: Any, spec: dict, tree_labels: bool) -> str:
+    """What a fine-tune trains, in words (its first progress message): ``layers`` as
+    resolved from ``asked`` (:func:`resolve_layers`) on the base ``card``, with the loss
+    ``spec`` and whether the labels are tree labels."""
+    if layers == "head":
+        what = (
+            f"trains a voxel classifier on {card.name}'s output (the network stays as it "
+            "was; training/head.py)"
+        )
+        if asked == "auto":
+            what += "; the default on a U-Net (--layers all trains the network's weights)"
+        return what
+    part = "every weight" if layers == "all" else "the decoder (the encoder frozen)"
+    what = f"trains {part} of {card.name} with its own loss ({spec.get('name')})"
+    if card.task == "topnet":
+        what += (
+            "; the embedding learns the tree labels"
+            if tree_labels
+            else "; its embedding head stays frozen (no tree labels)"
+        )
+    if asked == "auto":
+        what += (
+            f"; a {card.architecture} model takes no voxel classifier"
+            if card.architecture != "unet3d"
+            else "; a setting of the network's fine-tune was given"
+        )
+    return what
+
+
 def check_layers_for(layers: str, card: Any) -> None:
     """Refuse ``layers="head"`` on a base that is not a U-Net (``card``: its
     :class:`~napari_topo.models.registry.ModelCard`): the voxel classifier reads a U-Net's
@@ -693,8 +723,9 @@ def check_layers_for(layers: str, card: Any) -> None:
     """
     if layers == "head" and card.architecture not in ("unet3d", "unet3d-voxel-head"):
         raise ValueError(
-            f"--layers head (layers='head') puts a voxel classifier on a U-Net; "
-            f"{card.name!r} is a {card.architecture}: use --layers all or decoder"
+            f"a voxel classifier (--layers head) reads a U-Net's vessel probability, and "
+            f"{card.name!r} is a {card.architecture} model: train every weight "
+            "(--layers all) or its decoder (--layers decoder)"
         )
 
 
@@ -1689,7 +1720,7 @@ def finetune(
         )
     dev = pick_device(device)
     base, base_card = resolve_model(base_model, "cpu")
-    layers = resolve_layers(layers, base_card, given)
+    asked, layers = layers, resolve_layers(layers, base_card, given)
     if layers == "head" and given:  # "auto" on a head model, with the network's settings
         raise ValueError(
             f"{base_card.name!r} carries a voxel head: a new head trains with its own "
@@ -1720,6 +1751,8 @@ def finetune(
     if steps is not None:
         val_every = val_every or min(25, max(1, int(steps) // 4))
     val_every = int(val_every or 25)
+
+    report(phase="prepare", message=trains_words(layers, asked, base_card, spec, tree_labels))
 
     # ---- data on the model's grid, as predict() will see it ------------------------------
     report(phase="prepare", message="preparing the annotated region")

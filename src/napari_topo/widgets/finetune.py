@@ -675,6 +675,9 @@ class FinetuneWidget(QWidget):
         self._trains_user: str | None = None
         self._syncing_trains = False
         self.layers_picker.changed.connect(self._on_trains_picked)
+        # a voxel classifier picked on a TopNet goes back to every weight at once (a
+        # newcomer's Start then failed with the CLI's words)
+        self.layers_picker.changed.connect(self._sync_trains)
         self.device_picker = ComboBox(
             label="Device",
             choices=available_devices(),
