@@ -717,6 +717,8 @@ def test_the_default_trains_a_head_on_a_unet_and_the_network_otherwise(user_dir)
     assert card.training["layers"] == "all" and card.architecture == "unet3d"
     assert said.startswith("trains every weight of tiny-base with its own loss (dice)")
     assert "a setting of the network's fine-tune was given" in said
+    _, said = run("tiny-base", loss="cldice", **FAST)
+    assert said.startswith("trains every weight of tiny-base with the loss cldice")
     card, said = run("tiny-top", device="cpu", threads=1)
     assert card.training["layers"] == "all"
     assert said.startswith("trains every weight of tiny-top with its own loss (topnet)")

@@ -682,10 +682,13 @@ def resolve_layers(layers: str, card: Any, given: Sequence[str] = ()) -> str:
     return "all"
 
 
-def trains_words(layers: str, asked: str, card: Any, spec: dict, tree_labels: bool) -> str:
+def trains_words(
+    layers: str, asked: str, card: Any, spec: dict, tree_labels: bool, own_loss: bool = True
+) -> str:
     """What a fine-tune trains, in words (its first progress message): ``layers`` as
     resolved from ``asked`` (:func:`resolve_layers`) on the base ``card``, with the loss
-    ``spec`` and whether the labels are tree labels."""
+    ``spec`` (``own_loss``: the base model's, not one the caller gave) and whether the
+    labels are tree labels."""
     if layers == "head":
         what = (
             f"trains a voxel classifier on {card.name}'s output (the network stays as it "
@@ -695,7 +698,8 @@ def trains_words(layers: str, asked: str, card: Any, spec: dict, tree_labels: bo
             what += "; the default on a U-Net (--layers all trains the network's weights)"
         return what
     part = "every weight" if layers == "all" else "the decoder (the encoder frozen)"
-    what = f"trains {part} of {card.name} with its own loss ({spec.get('name')})"
+    loss = f"its own loss ({spec.get('name')})" if own_loss else f"the loss {spec.get('name')}"
+    what = f"trains {part} of {card.name} with {loss}"
     if card.task == "topnet":
         what += (
             "; the embedding learns the tree labels"
@@ -1752,7 +1756,10 @@ def finetune(
         val_every = val_every or min(25, max(1, int(steps) // 4))
     val_every = int(val_every or 25)
 
-    report(phase="prepare", message=trains_words(layers, asked, base_card, spec, tree_labels))
+    report(
+        phase="prepare",
+        message=trains_words(layers, asked, base_card, spec, tree_labels, loss is None),
+    )
 
     # ---- data on the model's grid, as predict() will see it ------------------------------
     report(phase="prepare", message="preparing the annotated region")
