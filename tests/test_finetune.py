@@ -990,7 +990,7 @@ def test_cli_labels_in_mm_beside_an_image_in_um_are_on_its_grid(files, user_dir,
     out, err = capsys.readouterr()
     assert rc == 0, err
     assert "note: the labels mm.nii.gz's lengths were converted from mm to um" in out
-    assert "8 painted slices along axis 0" in out
+    assert "8 labelled slices along axis 0" in out
     # with --spacing (in the image's unit) too: it was set on the labels in their mm
     # before converting, and refused (review)
     rc = main([*argv, "--out", str(tmp / "m2"), "--spacing", "5", "1", "1", "--threads", "1"])

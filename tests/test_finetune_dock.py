@@ -141,7 +141,7 @@ def test_replaced_data_forget_the_paint_and_user_labels_keep_the_guess(make_napa
     loaded = viewer.add_labels(own, name="my labels")
     widget.labels_picker.value = loaded
     line = _region_line(widget, qtbot, "Will train on: 3")
-    assert "3 painted slices along z" in line, line
+    assert "3 labelled slices along z" in line, line  # none painted: labels loaded
 
 
 @gui

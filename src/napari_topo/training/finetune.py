@@ -477,7 +477,7 @@ def annotated_region(
         counts = [int(f.sum()) for f in fractions]
         axis = min(range(fg.ndim), key=lambda a: (counts[a], share[a]))
     if interleaved or share[axis] < SPARSE_SLICE_FRACTION:
-        return _slices_region(fg.shape, axis, np.flatnonzero(fractions[axis]), "painted")
+        return _slices_region(fg.shape, axis, np.flatnonzero(fractions[axis]), "labelled")
     idx = np.nonzero(fg)
     box = [
         [max(0, int(i.min()) - margin), min(s, int(i.max()) + 1 + margin)]
