@@ -1263,16 +1263,17 @@ class FinetuneWidget(QWidget):
         trains a new head (its network cannot be fine-tuned under the head), and a
         TopNet takes none (every weight instead)."""
         from napari_topo.models.registry import get_card
+        from napari_topo.training.finetune import resolve_layers
 
         try:
-            arch = get_card(str(self.model_picker.value)).architecture
+            card = get_card(str(self.model_picker.value))
         except (ValueError, OSError):
             return
-        value = self._trains_user
+        arch, value = card.architecture, self._trains_user
         if arch == "unet3d-voxel-head":
             value = "head"
         elif value is None:
-            value = self._default_trains()
+            value = resolve_layers(DEFAULT_LAYERS, card)  # the card read once
         elif arch != "unet3d" and value == "head":
             value = "all"
         self._syncing_trains = True
