@@ -585,6 +585,21 @@ def test_streaming_and_cluster_paths_refuse_a_head_model(models, tubes, tmp_path
         segment_to_ome_zarr(vol.image, None, out, saved.name)
 
 
+def test_a_short_head_run_reports_its_training_loss(models, tubes):
+    """A stage shorter than the 25 steps between loss reports still reports its last
+    training loss (the dock's plot showed no training curve for a 20-step run)."""
+    vol, lab, annotated = tubes
+    events = []
+    _, card = finetune(
+        vol.image, lab, "tiny-base", annotated=annotated, steps=20, progress=events.append, **HEAD
+    )
+    trained = [e for e in events if e.phase == "train" and e.loss is not None]
+    head = card.training["data"]["voxel_head"]
+    trained_stages = 1 + ("stage2" in head)  # stage 2 reports as it trains, kept or not
+    assert [e.step for e in trained] == [20 * (k + 1) for k in range(trained_stages)]
+    assert all(math.isfinite(e.loss) and e.loss > 0 for e in trained)
+
+
 def test_head_settings_of_the_network_are_refused(models, tubes):
     vol, lab, annotated = tubes
     with pytest.raises(ValueError, match="lr, |batch_size"):

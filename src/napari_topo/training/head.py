@@ -572,6 +572,23 @@ def _train(
             t_loop = time.perf_counter()
             where_ = "" if stage == 1 else "stage 2, "
             checked = [0]  # the step of the last validation
+            told = [0]  # the step of the last training loss reported
+            last = [math.nan]  # the last step's training loss
+
+            def tell(step: int) -> None:
+                """Report the training loss of ``step``."""
+                told[0] = step
+                shown, lv = step0 + step, last[0]
+                report(
+                    phase="train",
+                    step=shown,
+                    max_steps=steps,
+                    fraction=fraction(shown),
+                    loss=lv,
+                    best=dict(best),
+                    message=f"{where_}step {step}: loss {lv:.4f}",
+                )
+
             validating = [0.0]  # seconds of validation in the loop (not in step_ms)
 
             def check(step: int, shown: int, counts: bool = True) -> bool:
@@ -620,6 +637,8 @@ def _train(
                     if step >= 10:
                         share = "its share of the " if stage == 1 and two else ""
                         stopped = f"{share}time budget ({minutes:g} min)"
+                        if step > told[0]:
+                            tell(step)
                         if step > checked[0]:
                             # the weights trained since the last validation are scored
                             # too (a newcomer's loaded machine stopped a CT head at step
@@ -642,16 +661,11 @@ def _train(
                 shown = step0 + step
                 lv = float(value.detach())
                 curve.append([shown, lv])
-                if step % 25 == 0:  # a report per ~5 ms step swamped the dock's queue
-                    report(
-                        phase="train",
-                        step=shown,
-                        max_steps=steps,
-                        fraction=fraction(shown),
-                        loss=lv,
-                        best=dict(best),
-                        message=f"{where_}step {step}: loss {lv:.4f}",
-                    )
+                last[0] = lv
+                # a report per ~5 ms step swamped the dock's queue: one per 25 steps, and
+                # the last before a stage's end (a 20-step run plotted no training loss)
+                if step % 25 == 0 or step == limit:
+                    tell(step)
                 early = step in HEAD_EARLY_VALIDATIONS
                 if step % HEAD_VAL_EVERY == 0 or step == limit or early:
                     if check(step, shown, counts=not early or step == limit):
