@@ -1033,6 +1033,7 @@ def test_cli_unit_names_the_voxel_size_of_an_npy(files, user_dir, capsys, tmp_pa
         ("fraction", "fractional"),
         ("annotated", "binary"),
         ("base", "unknown model"),
+        ("swapped", "are the image and the labels swapped?"),
     ],
 )
 def test_cli_bad_input_one_line_exit_2_nothing_written(files, user_dir, capsys, case, match):
@@ -1051,6 +1052,9 @@ def test_cli_bad_input_one_line_exit_2_nothing_written(files, user_dir, capsys, 
         args += ["--annotated", str(ann)]
     elif case == "base":
         args[4] = "no-such-model"
+    elif case == "swapped":  # a uint8 image given as the labels (a newcomer's swap)
+        scaled = np.clip(vol.image * 200 + 20, 1, 255).astype(np.uint8)
+        lab = write_volume(tmp / "bad.nii.gz", scaled)
     args[2] = str(lab)
     out = tmp / "out"
     rc = main([*args, "--out", str(out)])

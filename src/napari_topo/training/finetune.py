@@ -209,6 +209,11 @@ THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 VALIDATION_SLABS = 4
 #: Up to this many painted slices, bands of rows across them are held out (not a slice)
 WITHIN_SLICES_MAX = 2
+#: Largest share of the annotated region's voxels the labels may mark as vessel: more
+#: leaves almost no background to learn what is not vessel, and is what an image passed
+#: as the labels looks like (a newcomer's swapped IMAGE and LABELS trained on 8
+#: background voxels).
+MAX_VESSEL_SHARE = 0.9
 #: Weights of the two terms added to the base model's loss while fine-tuning: a soft
 #: Dice over the whole batch's annotated voxels and a binary cross-entropy averaged over
 #: them (both push against false positives in patches without any vessel, where a
@@ -691,8 +696,8 @@ def trains_words(
     labels are tree labels."""
     if layers == "head":
         what = (
-            f"trains a voxel classifier on {card.name}'s output (the network stays as it "
-            "was; training/head.py)"
+            f"trains a voxel classifier on {card.name}'s output and image features (the "
+            "network stays as it was)"
         )
         if asked == "auto":
             what += "; the default on a U-Net (--layers all trains the network's weights)"
@@ -1692,7 +1697,7 @@ def finetune(
     if layers == "head":
         if given:
             raise ValueError(
-                f"layers='head' trains with its own settings (training/head.py); "
+                f"layers='head' trains with its own settings (napari_topo.training.head); "
                 f"{', '.join(given)} apply to the network's fine-tune only"
             )
     lab = check_labels(labels, shape)
@@ -1711,6 +1716,15 @@ def finetune(
             f"annotated region ({region_info['voxels']} voxels, {region_info['method']}): "
             "give an annotated mask that covers your labels"
         )
+    share = float(np.count_nonzero(lab[region])) / max(1, int(np.count_nonzero(region)))
+    if share > MAX_VESSEL_SHARE:
+        values = int(np.unique(lab[region]).size)
+        raise ValueError(
+            f"the labels mark {share:.1%} of the annotated region's "
+            f"{int(np.count_nonzero(region))} voxels as vessel ({values} distinct values), "
+            "leaving almost no background to learn from: are the image and the labels "
+            "swapped? (labels: 0 = background, vessels > 0)"
+        )
     if not (lab[train_mask] > 0).any():
         held = (
             "bands of rows across your painted slices"
@@ -1728,7 +1742,7 @@ def finetune(
     if layers == "head" and given:  # "auto" on a head model, with the network's settings
         raise ValueError(
             f"{base_card.name!r} carries a voxel head: a new head trains with its own "
-            f"settings (training/head.py); {', '.join(given)} apply to the network's "
+            f"settings (napari_topo.training.head); {', '.join(given)} apply to the network's "
             "fine-tune only"
         )
     spec = _loss_spec(loss, base_card)
