@@ -785,6 +785,22 @@ def test_the_head_is_validated_early_without_counting_towards_patience(models, t
         assert steps[-1] - first >= HEAD_VAL_EVERY, steps
 
 
+def test_a_budget_spent_in_preparation_still_trains_a_head(models, tubes):
+    """A newcomer's CT with 3 labelled slices spent 167 of its 180 s preparing; the 10
+    steps then allowed scored Dice 0 and nothing was saved. A head's steps take
+    milliseconds: HEAD_MIN_BUDGET_STEPS run anyway, and the run says the budget was
+    short."""
+    from napari_topo.training.head import HEAD_MIN_BUDGET_STEPS
+
+    vol, lab, annotated = tubes
+    module, card = finetune(vol.image, lab, "tiny-base", annotated=annotated, minutes=0.001, **HEAD)
+    assert card.training["steps"] == HEAD_MIN_BUDGET_STEPS
+    assert "stage 2: skipped (the time budget holds only one stage)" in card.training["stopped"]
+    assert isinstance(module, VoxelHeadNet)
+    assert card.metrics["validation"]["score"] > card.metrics["validation_before"]["score"]
+    assert f"only {HEAD_MIN_BUDGET_STEPS} training steps fit in 0.001 min" in card.training["note"]
+
+
 def test_a_step_budget_with_a_skipped_second_stage_is_not_blamed_on_time(models, tubes):
     """A reviewer's run: 100 steps asked for, a budget too short for stage 2; the note
     said "only 100 training steps fit in 0.25 min ... give it more time"."""
