@@ -1065,7 +1065,18 @@ def test_sheet_like_pieces_are_dropped_by_default_and_kept_on_request(capsys, tm
         ["segment", tmp_path / "tof.npy", "--device", "cpu", "--out", tmp_path / "n"], capsys
     )
     assert code == 0 and "sheet-like piece" in out_npy, err
-    assert "note: the voxel size was taken as 1 x 1 x 1; where a step is larger" in out_npy
+    assert "note: the voxel size was taken as 1 x 1 x 1; if the z step is larger" in out_npy
+    assert "flattened along z and can be dropped as sheets" in out_npy
+    # a TIFF stating its pixel size but no z step: that step, with its unit
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "tof.tif", p["image"].astype(np.float32), imagej=True,
+                     resolution=(2.5, 2.5), metadata={"unit": "um", "axes": "ZYX"})  # fmt: skip
+    code, out_tif, err = _run(
+        ["segment", tmp_path / "tof.tif", "--device", "cpu", "--out", tmp_path / "t"], capsys
+    )
+    assert code == 0 and "sheet-like piece" in out_tif, err
+    assert "note: the z step was taken as 1 um; if it is larger" in out_tif
     assert "give --spacing Z Y X" in out_npy
     s = summary("a")
     assert s["sheets"] == "drop" and s["sheets_dropped"] >= 1 and s["sheets_share"] > 0.5

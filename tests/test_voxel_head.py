@@ -793,12 +793,34 @@ def test_a_budget_spent_in_preparation_still_trains_a_head(models, tubes):
     from napari_topo.training.head import HEAD_MIN_BUDGET_STEPS
 
     vol, lab, annotated = tubes
-    module, card = finetune(vol.image, lab, "tiny-base", annotated=annotated, minutes=0.001, **HEAD)
+    events = []
+    module, card = finetune(
+        vol.image,
+        lab,
+        "tiny-base",
+        annotated=annotated,
+        minutes=0.001,
+        progress=events.append,
+        **HEAD,
+    )
+    said = [e.message for e in events if "anyway" in e.message]
+    assert said == [
+        f"the time budget is spent at step 0: training the minimum {HEAD_MIN_BUDGET_STEPS} "
+        "steps anyway"
+    ]
     assert card.training["steps"] == HEAD_MIN_BUDGET_STEPS
     assert "stage 2: skipped (the time budget holds only one stage)" in card.training["stopped"]
     assert isinstance(module, VoxelHeadNet)
     assert card.metrics["validation"]["score"] > card.metrics["validation_before"]["score"]
-    assert f"only {HEAD_MIN_BUDGET_STEPS} training steps fit in 0.001 min" in card.training["note"]
+    note = card.training["note"]
+    assert note.startswith("no training step fit in 0.001 min (the base model's pass")
+    assert f"the minimum {HEAD_MIN_BUDGET_STEPS} steps ran anyway, so the run took" in note
+    # a step budget below the minimum: that many steps, and the note says so
+    _, card = finetune(
+        vol.image, lab, "tiny-base", annotated=annotated, minutes=0.001, steps=40, **HEAD
+    )
+    assert card.training["steps"] == 40
+    assert "the minimum 40 steps ran anyway" in card.training["note"]
 
 
 def test_a_step_budget_with_a_skipped_second_stage_is_not_blamed_on_time(models, tubes):

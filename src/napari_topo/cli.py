@@ -1542,15 +1542,19 @@ def _segment(args) -> None:
         if assumed:
             # a newcomer's TIFF without a z step lost 78 % of its mask here (Dice 0.50
             # -> 0.13): squashed along z, its vessels looked like sheets
-            size = (
-                "voxel size was taken as 1 x 1 x 1"
-                if len(assumed) == 3
-                else f"{' and '.join(assumed)} step was taken as 1"
-            )
+            if len(assumed) == 3:
+                size, larger, along = "voxel size was taken as 1 x 1 x 1", "the z step is", "z"
+            else:
+                axes = " and ".join(assumed)
+                one = len(assumed) == 1
+                unit1 = f" {geometry.unit}" if geometry.unit else ""
+                step_word = "step was" if one else "steps were"
+                size = f"{axes} {step_word} taken as 1{unit1}"
+                larger, along = ("it is" if one else "they are"), axes
             print(
-                f"note: the {size}; where a step is larger (a microscope's z step) the "
-                "vessels are flattened along it and can look like sheets: give --spacing "
-                "Z Y X"
+                f"note: the {size}; if {larger} larger (a microscope's z step usually "
+                f"is), vessels look flattened along {along} and can be dropped as sheets: "
+                "give --spacing Z Y X"
             )
     if roi is not None:
         margin = f" grown by {args.roi_margin:g}{unit}" if args.roi_margin else ""

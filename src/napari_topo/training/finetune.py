@@ -1718,12 +1718,19 @@ def finetune(
         )
     share = float(np.count_nonzero(lab[region])) / max(1, int(np.count_nonzero(region)))
     if share > MAX_VESSEL_SHARE:
-        values = int(np.unique(lab[region]).size)
+        values = int(np.count_nonzero(np.unique(lab[region])))
+        tight = (
+            "; or the annotated mask holds little besides the vessels: include "
+            "background around them"
+            if region_info.get("method") == "mask"
+            else ""
+        )
         raise ValueError(
             f"the labels mark {share:.1%} of the annotated region's "
-            f"{int(np.count_nonzero(region))} voxels as vessel ({values} distinct values), "
-            "leaving almost no background to learn from: are the image and the labels "
-            "swapped? (labels: 0 = background, vessels > 0)"
+            f"{int(np.count_nonzero(region))} voxels as vessel, with {values} distinct "
+            "values above 0 (labels usually hold one, or a few tree ids), leaving almost "
+            "no background to learn from: are the image and the labels swapped? (labels: "
+            f"0 = background, vessels > 0){tight}"
         )
     if not (lab[train_mask] > 0).any():
         held = (
@@ -1826,7 +1833,7 @@ def finetune(
             "model_grid_shape": [b[1] - b[0] for b in parts["head"]["box"]],
             "voxel_head": parts["head"],
         }
-        embedding, overrun_at = "n/a", None
+        embedding, overrun_at = "n/a", parts.get("overrun_at")
         validation_s = view_s = 0.0
         prepare_s = time.perf_counter() - t0
     else:
@@ -2178,6 +2185,16 @@ def finetune(
             f"no training step fit in {minutes:g} min (scoring the base model on the "
             f"held-out patches and segmenting the held-out part took "
             f"{validation_s + view_s:.0f} s); {usually}: give it more time"
+        )
+    elif overrun_at is not None and layers == "head":
+        from .head import HEAD_MIN_BUDGET_STEPS
+
+        note = (
+            f"{_steps_fit(overrun_at)} fit in {minutes:g} min (the base model's pass over "
+            "the annotated region and the image features took most of it); the minimum "
+            f"{HEAD_MIN_BUDGET_STEPS if steps is None else min(HEAD_MIN_BUDGET_STEPS, int(steps))}"
+            " steps ran anyway, so the run took "
+            f"{wall:.0f} s; {usually}: give it more time"
         )
     elif overrun_at is not None:
         note = (

@@ -37,3 +37,9 @@ for s in (1.0, 1.5, 2.0):
     for th in (0.3, 0.4, 0.5):
         C = [next(r for r in R[sd] if r["s"]==s and r["th"]==th and r["ms"]==1000)["lclDice"] for sd in seeds]
         print("fixed", s, th, 1000, f"{np.mean(C):.3f}", " ".join(f"{c:.3f}" for c in C))
+# the shipped rule's held-out score against the lower half, across seeds
+ch = [pick(R[s]) for s in seeds]
+hs = [r["hS"] for r in ch]
+print(f"held-out score (shipped rule) {min(hs):.3f}-{max(hs):.3f}; correlation with the lower half: "
+      f"clDice r = {np.corrcoef(hs, [r['lclDice'] for r in ch])[0, 1]:.2f}, "
+      f"Dice r = {np.corrcoef(hs, [r['lDice'] for r in ch])[0, 1]:.2f}")
