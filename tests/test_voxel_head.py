@@ -794,15 +794,8 @@ def test_a_budget_spent_in_preparation_still_trains_a_head(models, tubes):
 
     vol, lab, annotated = tubes
     events = []
-    module, card = finetune(
-        vol.image,
-        lab,
-        "tiny-base",
-        annotated=annotated,
-        minutes=0.001,
-        progress=events.append,
-        **HEAD,
-    )
+    spent = {"annotated": annotated, "minutes": 0.001, "progress": events.append}
+    module, card = finetune(vol.image, lab, "tiny-base", **spent, **HEAD)
     said = [e.message for e in events if "anyway" in e.message]
     assert said == [
         f"the time budget is spent at step 0: training the minimum {HEAD_MIN_BUDGET_STEPS} "

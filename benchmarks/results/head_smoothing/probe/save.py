@@ -80,20 +80,10 @@ unit = sp.min()
 
 
 def ctx(p):
-    kw = {"truncate": TRUNCATE, "mode": "reflect"}
-    out = [ndi.gaussian_filter(p, _sigmas(s, sp), **kw) for s in (1.75, 3.5, 7.0)]
-    for s in (1.4, 2.8):
-        sig = _sigmas(s, sp)
-        el = []
-        for i in range(3):
-            for j in range(i, 3):
-                o = [0, 0, 0]
-                o[i] += 1
-                o[j] += 1
-                el.append(ndi.gaussian_filter(p, sig, order=o, **kw) * ((s * unit) ** 2 / (sp[i] * sp[j])))
-        ev = symmetric_eigenvalues(el)
-        out += [ev[k] for k in range(3)]
-    return np.stack(out, -1).astype(np.float32)
+    # the product's context features (models/voxel_head.py), as ac.py computed them
+    from napari_topo.models.voxel_head import context_features
+
+    return context_features(p, sp)
 
 
 seed = int(sys.argv[1])
