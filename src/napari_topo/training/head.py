@@ -648,8 +648,8 @@ def _train(
                     floor = min(HEAD_MIN_BUDGET_STEPS, limit) if stage == 1 else 10
                     if stage == 1 and step < floor and overrun_at[0] is None:
                         overrun_at[0] = step
-                        report(
-                            phase="train",
+                        report(  # "prepare", as the network's notice: no loss to plot
+                            phase="prepare",
                             step=step0 + step,
                             max_steps=steps,
                             fraction=fraction(step0 + step),
