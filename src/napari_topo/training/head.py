@@ -108,9 +108,17 @@ MIN_TRAINING_S = 30.0
 #: and an eighth of the machine's memory (float32; on the development CT's box 1.3 GB).
 #: A larger box computes them again (:func:`feature_cache_limit`).
 FEATURE_CACHE_BYTES = 3 << 30
-#: With the features kept, the passes over the box (in units of the first features
-#: pass) that stage 2's preparation, and the end of one or of two stages, take.
-PASSES_KEPT = {"prepare": 1.0, 1: 0.5, 2: 1.0}
+#: With the features kept, the share of the first features pass that stage 2's context
+#: features take (15 Gaussian-derivative filters and 2 eigenvalue passes, against 36
+#: and 3), and of one Gaussian smoothing of the box. The passes of the head itself over
+#: the box are timed (its pass over the held-out voxels, scaled): as multiples of the
+#: features pass (0.5 for one stage's end) they kept about 50 s for an end that took
+#: about 10 s on a newcomer's CT box of 101 whole planes, so a 6-minute budget skipped
+#: stage 2 with 3 minutes unused.
+CONTEXT_SHARE = 0.5
+SMOOTH_SHARE = 1.0 / 30.0
+#: Scorings of the held-out view at the end (the thresholds and the smallest pieces).
+END_SCORINGS = 12
 #: Sigma (finest voxel sizes) of the smoothing of the head's probability
 #: (:class:`~napari_topo.models.voxel_head.VoxelHeadNet`'s ``smooth``).
 HEAD_SMOOTH = 1.0
@@ -537,18 +545,32 @@ def _train(
         limit = min(int(steps), HEAD_STEPS) if steps is not None else HEAD_STEPS
         curve: list = []
 
+        # the head's pass over the whole box, timed on the held-out voxels (untrained: the
+        # same arithmetic)
+        t_head = time.perf_counter()
+        view_probability(model.head, x_val)
+        head_box_s = (time.perf_counter() - t_head) * prob.size / max(1, len(x_val))
+
         def final_s(stages: int) -> float:
-            """Seconds kept for the end: a validation, the model's passes over the box
-            (a features pass each stage, the second's with its context: about 3 passes
-            for two stages, measured; with the features kept, PASSES_KEPT) and the
-            threshold choice."""
-            passes = (1.5 if stages == 1 else 3.0) if not keep else PASSES_KEPT[stages]
-            return 2 * validation_s + passes * features_s + 5.0
+            """Seconds kept for the end: the model's passes over the box (without the
+            features kept, a features pass each stage, the second's with its context:
+            about 3 passes for two stages, measured; with them kept, the head's timed
+            passes, stage 2's context features and the smoothing), the scorings of the
+            threshold and smallest-piece choices, and a margin."""
+            if not keep:
+                return 2 * validation_s + (1.5 if stages == 1 else 3.0) * features_s + 5.0
+            passes = stages * head_box_s + SMOOTH_SHARE * features_s
+            if stages == 2:
+                passes += CONTEXT_SHARE * features_s
+            return END_SCORINGS * validation_s + passes + 5.0
 
         # stage 2's preparation: the first head over the box and the features again with
-        # its context (about 2.7 passes, measured; with them kept, PASSES_KEPT), plus a
+        # its context (about 2.7 passes, measured; with them kept, the first head's
+        # timed pass and the context features), plus a
         # few steps
-        prepare2_s = (3.0 if not keep else PASSES_KEPT["prepare"]) * features_s + 10.0
+        prepare2_s = (
+            3.0 * features_s if not keep else head_box_s + CONTEXT_SHARE * features_s
+        ) + 10.0
 
         def fraction(step_count: int) -> float:
             frac = step_count / (2 * limit)
