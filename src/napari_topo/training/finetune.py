@@ -1694,12 +1694,6 @@ def finetune(
         if v is not None
     ] + (["lr"] if lr is not None else [])
     lr = DEFAULT_LR if lr is None else float(lr)
-    if layers == "head":
-        if given:
-            raise ValueError(
-                f"layers='head' trains with its own settings (napari_topo.training.head); "
-                f"{', '.join(given)} apply to the network's fine-tune only"
-            )
     lab = check_labels(labels, shape)
     region, region_info = annotated_region(lab, annotated, painted=painted)
     train_mask, val_mask, split = _split_validation(
@@ -1746,11 +1740,15 @@ def finetune(
     dev = pick_device(device)
     base, base_card = resolve_model(base_model, "cpu")
     asked, layers = layers, resolve_layers(layers, base_card, given)
-    if layers == "head" and given:  # "auto" on a head model, with the network's settings
+    if layers == "head" and given:  # asked for, or "auto" on a model with a voxel head
+        who = (
+            "layers='head'"
+            if asked == "head"
+            else f"{base_card.name!r} carries a voxel head: a new head"
+        )
         raise ValueError(
-            f"{base_card.name!r} carries a voxel head: a new head trains with its own "
-            f"settings (napari_topo.training.head); {', '.join(given)} apply to the network's "
-            "fine-tune only"
+            f"{who} trains with its own settings (napari_topo.training.head); "
+            f"{', '.join(given)} apply to the network's fine-tune only"
         )
     spec = _loss_spec(loss, base_card)
     topnet = base_card.task == "topnet"
@@ -1834,6 +1832,7 @@ def finetune(
             "voxel_head": parts["head"],
         }
         embedding, overrun_at = "n/a", parts.get("overrun_at")
+        overrun_floor = parts.get("overrun_floor")
         validation_s = view_s = 0.0
         prepare_s = time.perf_counter() - t0
     else:
@@ -1977,6 +1976,7 @@ def finetune(
             # the time budget admits MIN_BUDGET_STEPS steps when the preparation fit in it
             floor = budget_s is not None and prepare_s < budget_s
             overrun_at = None  # the step at which the time budget ran out, when floor steps ran
+            overrun_floor = None  # the head's (parts["overrun_floor"])
 
             def fraction() -> float:
                 f = 0.0
@@ -2187,14 +2187,11 @@ def finetune(
             f"{validation_s + view_s:.0f} s); {usually}: give it more time"
         )
     elif overrun_at is not None and layers == "head":
-        from .head import HEAD_MIN_BUDGET_STEPS
-
         note = (
             f"{_steps_fit(overrun_at)} fit in {minutes:g} min (the base model's pass over "
             "the annotated region and the image features took most of it); the minimum "
-            f"{HEAD_MIN_BUDGET_STEPS if steps is None else min(HEAD_MIN_BUDGET_STEPS, int(steps))}"
-            " steps ran anyway, so the run took "
-            f"{wall:.0f} s; {usually}: give it more time"
+            f"{overrun_floor} steps ran anyway, so the run took {wall:.0f} s; {usually}: "
+            "give it more time"
         )
     elif overrun_at is not None:
         note = (

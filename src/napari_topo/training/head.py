@@ -579,7 +579,8 @@ def _train(
             shown_fraction[0] = max(shown_fraction[0], min(1.0, frac))
             return shown_fraction[0]
 
-        overrun_at: list = [None]  # the step at which stage 1 found its budget spent
+        # (the step at which stage 1 found its budget spent, the steps it then trained)
+        overrun: list = [None, None]
 
         def fit(head, x_train, y_train, x_val, best: dict, step0: int, reserve, stage, draw):
             """Train ``head`` (stage 1 or 2) from its sample; keep its best validation's
@@ -668,8 +669,8 @@ def _train(
                     break
                 if budget_s is not None and time.perf_counter() - t0 + reserve() >= budget_s:
                     floor = min(HEAD_MIN_BUDGET_STEPS, limit) if stage == 1 else 10
-                    if stage == 1 and step < floor and overrun_at[0] is None:
-                        overrun_at[0] = step
+                    if stage == 1 and step < floor and overrun[0] is None:
+                        overrun[:] = [step, floor]
                         report(  # "prepare", as the network's notice: no loss to plot
                             phase="prepare",
                             step=step0 + step,
@@ -836,7 +837,8 @@ def _train(
         "improved": best_state is not None,
         "kept_base": kept_base,
         "stopped": stopped,
-        "overrun_at": overrun_at[0],
+        "overrun_at": overrun[0],
+        "overrun_floor": overrun[1],
         "steps": step,
         "step_s": step_s,
         "threshold": float(threshold),
