@@ -927,8 +927,13 @@ def test_cli_finetune_then_segment_with_it(files, user_dir, capsys):
     assert said.startswith("mine: tiny-base fine-tuned on a ")
     # the default on a U-Net base: a voxel classifier, whose --steps bounds each stage
     assert card["training"]["layers"] == "head" and 8 <= card["training"]["steps"] <= 16
-    steps = f", {card['training']['steps']} steps in "
-    assert "fine-tuned from tiny-base (sha256 " in said and steps in said
+    from napari_topo.models.registry import steps_text
+
+    steps = steps_text(card["training"])  # each stage's steps, and whether the 2nd is kept
+    assert steps in ("8 steps", "16 steps (8 + 8, in two stages)") or steps.startswith(
+        "8 steps (and a second stage of "
+    ), steps
+    assert "fine-tuned from tiny-base (sha256 " in said and f", {steps} in " in said
     assert "held-out part of the annotation, base -> this model: Dice " in said
     rc = main(
         [

@@ -574,6 +574,51 @@ def test_a_second_round_is_judged_against_the_first_head(models, tubes):
         assert torch.equal(second.head.state_dict()[k], v), k
 
 
+@pytest.mark.parametrize("layers", ["head", "all"])
+def test_the_base_models_own_mask_as_labels_is_refused_before_training(
+    models, tmp_path, capsys, layers
+):
+    """A newcomer gave ``finetune`` the base model's own mask as the labels: the run spent
+    its whole time budget and then saved nothing (no result can beat a base that draws
+    the labels). It now stops as soon as the base model has segmented the held-out part:
+    one line, exit 2, no training step, nothing written."""
+    from napari_topo import cli
+
+    vol = volume(seed=3, shape=(40, 48, 48))
+    own = segment(vol.image, "tiny-base", device="cpu").mask
+    assert 0.1 < own.mean() < 0.9  # a mask, neither empty nor everything
+    image, labels = tmp_path / "image.npy", tmp_path / "own.npy"
+    np.save(image, vol.image)
+    np.save(labels, own.astype(np.uint8))
+    argv = ["finetune", str(image), str(labels), "--base", "tiny-base", "--layers", layers]
+    argv += ["--minutes", "5", "--device", "cpu", "--threads", "1", "--out", str(tmp_path / "m")]
+    assert cli.main(argv) == 2
+    out, err = capsys.readouterr()
+    *said, last = err.strip().splitlines()  # the progress, then one line
+    assert "they look like its own mask" in last and "Dice 1.000" in last
+    assert all(line.startswith("fine-tuning: ") for line in said), said
+    assert not any("image features of" in line or "step" in line for line in said), said
+    assert not (tmp_path / "m").exists()
+    events = []
+    with pytest.raises(ValueError, match="look like its own mask"):
+        finetune(
+            vol.image,
+            own,
+            "tiny-base",
+            minutes=5,
+            progress=events.append,
+            **{**HEAD, "layers": layers},
+        )
+    assert events and not any(e.phase == "train" for e in events)
+    if layers == "head":  # stopped before the features pass
+        assert not any("image features of" in e.message for e in events)
+    # corrected where it is wrong, the same labels train
+    fixed = own.copy()
+    fixed[::4] = vol.mask[::4]
+    module, card = finetune(vol.image, fixed, "tiny-base", steps=2, **{**HEAD, "layers": layers})
+    assert card.training["steps"] >= 2
+
+
 def test_streaming_and_cluster_paths_refuse_a_head_model(models, tubes, tmp_path):
     from napari_topo.inference.chunked import segment_to_ome_zarr
 
@@ -827,6 +872,41 @@ def test_a_step_budget_with_a_skipped_second_stage_is_not_blamed_on_time(models,
     assert "step budget (100 steps)" in card.training["stopped"]
     assert "stage 2: skipped (the time budget" in card.training["stopped"]
     assert "fit in" not in (card.training.get("note") or "")
+
+
+def test_a_cards_steps_and_window_say_what_the_model_holds(models, tubes):
+    """A newcomer's card read "3500 steps" for a one-stage model whose second stage (500
+    steps) was not kept, and "CT, -100..300 -> [0, 1]" without the window's unit."""
+    from dataclasses import replace
+
+    from napari_topo.cli import _finetune_result_lines
+    from napari_topo.inference.pipeline import fine_tuned_reading
+    from napari_topo.models.registry import describe_card
+
+    vol, lab, annotated = tubes
+    _, card = finetune(vol.image, lab, "tiny-base", annotated=annotated, steps=60, **HEAD)
+    t = card.training
+    two = t["data"]["voxel_head"]["stage2"]
+    assert t["steps"] == 60 + two["steps"]
+    n, second = t["steps"], two["steps"]
+    for kept, want in (
+        (True, f"{n} steps (60 + {second}, in two stages)"),
+        (False, f"60 steps (and a second stage of {second}, not kept)"),
+    ):
+        stage2 = {**two, "kept": kept}
+        head = {**t["data"]["voxel_head"], "stage2": stage2}
+        card = replace(card, training={**t, "data": {**t["data"], "voxel_head": head}})
+        for lines in (describe_card(card), _finetune_result_lines(card)):
+            text = " ".join(lines)
+            assert want in text, text
+            assert kept or f"{n} steps" not in text, text
+    # the window of a CT head names its unit; microscopy intensities have none
+    policy = t["input_policy"]
+    ct = {**policy, "intensity": {**policy["intensity"], "modality": "ct", "lo": -100, "hi": 300}}
+    ct_card = replace(card, training={**t, "input_policy": ct})
+    assert "CT, -100..300 HU -> [0, 1]" in fine_tuned_reading(ct_card)["summary"]
+    assert " HU" not in fine_tuned_reading(card)["summary"]
+    assert any("-100..300 HU -> [0, 1]" in ln for ln in describe_card(ct_card))
 
 
 def test_a_head_model_reads_any_volume_as_it_was_fine_tuned(models, tubes):

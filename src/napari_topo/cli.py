@@ -2172,11 +2172,11 @@ def _finetune_result_lines(card) -> list[str]:
     """What ``napari-topo finetune`` says about a fine-tuned model's ``card``: held-out
     scores before and after, whether training or only the threshold made the change,
     the threshold chosen and any note."""
-    from .models.registry import DEFAULT_THRESHOLD
+    from .models.registry import DEFAULT_THRESHOLD, steps_text
 
     before, after = card.metrics["validation_before"], card.metrics["validation"]
     t = card.training
-    steps = f"{t['steps']} step{'' if t['steps'] == 1 else 's'}"
+    steps = steps_text(t)
     lines = [
         f"held-out annotation, segmented as segment does: Dice {before['Dice']:.3f} -> "
         f"{after['Dice']:.3f}, clDice {before['clDice']:.3f} -> {after['clDice']:.3f} "

@@ -256,7 +256,9 @@ def fine_tuned_reading(card: Any) -> dict | None:
         "modality": modality,
         "window": (lo, hi),
         "polarity": polarity,
-        "summary": f"{what}, {lo:g}..{hi:g} -> [0, 1], {polarity} vessels",
+        # the CT window's unit named (a newcomer's card read "-100..300 -> [0, 1]")
+        "summary": f"{what}, {lo:g}..{hi:g}{' HU' if modality == 'ct' else ''} -> [0, 1], "
+        f"{polarity} vessels",
     }
 
 

@@ -625,6 +625,39 @@ def _score_text(scores: Any, keys=("Dice", "clDice")) -> str:
     return ", ".join(out)
 
 
+def steps_text(training: dict) -> str | None:
+    """A fine-tune's training steps in words, from its card's ``training``, or None.
+
+    A voxel head's second stage counts apart, and says when it was not kept: a
+    newcomer read "3500 steps" on a one-stage model whose second stage (500 steps) had
+    not beaten the first.
+
+    Examples
+    --------
+    >>> steps_text({"steps": 3500, "data": {"voxel_head": {"stage2": {"steps": 500,
+    ...     "kept": False}}}})
+    '3000 steps (and a second stage of 500, not kept)'
+    >>> steps_text({"steps": 5250, "data": {"voxel_head": {"stage2": {"steps": 2250,
+    ...     "kept": True}}}})
+    '5250 steps (3000 + 2250, in two stages)'
+    >>> steps_text({"steps": 1})
+    '1 step'
+    """
+    n = training.get("steps")
+    if not isinstance(n, int) or isinstance(n, bool):
+        return None
+    data = training.get("data") if isinstance(training.get("data"), dict) else {}
+    head = data.get("voxel_head") if isinstance(data.get("voxel_head"), dict) else {}
+    two = head.get("stage2") if isinstance(head.get("stage2"), dict) else {}
+    second = two.get("steps")
+    if not isinstance(second, int) or not 0 < second <= n:
+        return f"{n} step{'' if n == 1 else 's'}"
+    first = n - second
+    if two.get("kept"):
+        return f"{n} steps ({first} + {second}, in two stages)"
+    return f"{first} step{'' if first == 1 else 's'} (and a second stage of {second}, not kept)"
+
+
 def _fine_tune_lines(card: ModelCard, t: dict, m: dict) -> list[str]:
     base = t["fine_tuned_from"]
     data = t.get("data") if isinstance(t.get("data"), dict) else {}
@@ -641,8 +674,9 @@ def _fine_tune_lines(card: ModelCard, t: dict, m: dict) -> list[str]:
         line += f", {data['annotated_voxels']} annotated voxels"
     if isinstance(t.get("loss"), dict) and t["loss"].get("name"):
         line += f", loss {t['loss']['name']}"
-    if isinstance(t.get("steps"), int):
-        line += f", {t['steps']} steps"
+    steps = steps_text(t)
+    if steps:
+        line += f", {steps}"
     if _num(t.get("wall_time_s")) is not None:
         line += f" in {t['wall_time_s']:.0f} s"
     if isinstance(t.get("device"), str):

@@ -384,7 +384,15 @@ def _train(
         VoxelHeadNet,
         halo_per_axis,
     )
-    from .finetune import Adam, _apart, _is_set, _scores, choose_threshold, default_threads
+    from .finetune import (
+        Adam,
+        _apart,
+        _is_set,
+        _scores,
+        choose_threshold,
+        default_threads,
+        refuse_labels_like_base,
+    )
 
     def stop() -> None:
         if _is_set(cancel):
@@ -454,9 +462,20 @@ def _train(
     prob = np.asarray(out["vessel"], np.float32)
     stop()
 
-    # ---- 2. features of the training sample and of the held-out part -------------------
+    # the held-out part as segment makes it: the truth there, and (below) the base's
+    # probability; a network base's is known now, so labels it already draws are refused
+    # before the features are computed
     train_b, val_b = train_mask[box], val_mask[box]
     vessel_b = np.asarray(lab[box]) > 0
+    vbox = _grown_box(val_b, (0, 0, 0))
+    valid = val_b[vbox]
+    truth = vessel_b[vbox] & valid
+    if not isinstance(base, VoxelHeadNet):
+        refuse_labels_like_base(
+            choose_threshold(None, None, None, None, outputs=[(prob[vbox], truth, valid, None)])
+        )
+
+    # ---- 2. features of the training sample and of the held-out part -------------------
     sample = training_sample(train_b, vessel_b, rng)
     take = np.zeros(prob.size, bool)
     take[sample.voxels] = True  # the features' rows: these voxels in raster order
@@ -497,14 +516,11 @@ def _train(
         else prob
     )
 
-    # the held-out part as segment makes it: the base's probability there, and the truth
-    vbox = _grown_box(val_b, (0, 0, 0))
-    valid = val_b[vbox]
-    truth = vessel_b[vbox] & valid
     base_view = (base_prob[vbox], truth, valid, None)
     before_view = _scores(*base_view, threshold=base_card.mask_threshold)
     before_view["threshold"] = base_card.mask_threshold
     base_choice = choose_threshold(None, None, None, None, outputs=[base_view])
+    refuse_labels_like_base(base_choice)  # a network base's was refused above
     where = np.flatnonzero(val_b[vbox].ravel())  # x_val's rows, in vbox order
 
     # ---- 3. training -----------------------------------------------------------------
