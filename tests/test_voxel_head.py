@@ -619,6 +619,31 @@ def test_the_base_models_own_mask_as_labels_is_refused_before_training(
     assert card.training["steps"] >= 2
 
 
+def test_a_held_out_part_without_vessel_is_no_reason_to_refuse():
+    """Dice and clDice are 1 where neither the labels nor the base model hold a vessel: a
+    held-out part with fewer than MIN_HELD_OUT_VESSEL_VOXELS vessel voxels refuses
+    nothing, however well the base model scores there."""
+    from napari_topo.training.finetune import (
+        MIN_HELD_OUT_VESSEL_VOXELS,
+        choose_threshold,
+        refuse_labels_like_base,
+    )
+
+    valid = np.ones((4, 16, 16), bool)
+    truth = np.zeros_like(valid)
+    prob = np.zeros(valid.shape, np.float32)
+    empty = choose_threshold(None, None, None, None, outputs=[(prob, truth, valid, None)])
+    assert empty[1]["Dice"] == empty[1]["clDice"] == 1.0
+    refuse_labels_like_base(empty, 0)  # nothing held out to learn from: no refusal
+    truth[:, 6:10, 6:10] = True  # 64 vessel voxels, drawn exactly by the base model
+    assert truth.sum() >= MIN_HELD_OUT_VESSEL_VOXELS
+    prob[truth] = 0.9
+    same = choose_threshold(None, None, None, None, outputs=[(prob, truth, valid, None)])
+    with pytest.raises(ValueError, match="look like its own mask"):
+        refuse_labels_like_base(same, int(truth.sum()))
+    refuse_labels_like_base(same, MIN_HELD_OUT_VESSEL_VOXELS - 1)
+
+
 def test_streaming_and_cluster_paths_refuse_a_head_model(models, tubes, tmp_path):
     from napari_topo.inference.chunked import segment_to_ome_zarr
 

@@ -1433,7 +1433,7 @@ def _held_out_outputs(model, data: _Data, patches, device, loss_fn):
     )
 
 
-def refuse_labels_like_base(choice) -> None:
+def refuse_labels_like_base(choice, vessel_voxels: int) -> None:
     """Refuse labels the base model already segments (:data:`LABELS_LIKE_BASE`).
 
     Parameters
@@ -1441,13 +1441,20 @@ def refuse_labels_like_base(choice) -> None:
     choice : tuple
         :func:`choose_threshold`'s ``(threshold, scores, table)`` for the base model on the
         held-out part of the labels, segmented as ``segment`` does.
+    vessel_voxels : int
+        Vessel voxels the labels hold in the held-out part. Under
+        :data:`MIN_HELD_OUT_VESSEL_VOXELS` nothing is refused: a held-out part without
+        vessel, where the base model finds none either, scores Dice and clDice 1.
 
     Raises
     ------
     ValueError
-        Dice and clDice both at least :data:`LABELS_LIKE_BASE` at the chosen threshold.
+        Dice and clDice both at least :data:`LABELS_LIKE_BASE` at the chosen threshold,
+        on at least :data:`MIN_HELD_OUT_VESSEL_VOXELS` held-out vessel voxels.
     """
     threshold, at = choice[0], choice[1]
+    if vessel_voxels < MIN_HELD_OUT_VESSEL_VOXELS:
+        return
     if min(at["Dice"], at["clDice"]) < LABELS_LIKE_BASE:
         return
     raise ValueError(
@@ -1988,7 +1995,7 @@ def finetune(
             before_view = _scores(*base_view, threshold=base_card.mask_threshold)
             before_view["threshold"] = base_card.mask_threshold
             base_choice = choose_threshold(None, None, None, None, outputs=[base_view])
-            refuse_labels_like_base(base_choice)
+            refuse_labels_like_base(base_choice, int(np.count_nonzero(base_view[1])))
             view_scoring_s = (time.perf_counter() - t_view) / (len(THRESHOLDS) + 1)
             # kept free at the end of the budget: the last validation, the held-out view of
             # the kept weights and choose_threshold scoring it at each threshold (and at 0.5)

@@ -471,8 +471,9 @@ def _train(
     valid = val_b[vbox]
     truth = vessel_b[vbox] & valid
     if not isinstance(base, VoxelHeadNet):
+        view = (prob[vbox], truth, valid, None)
         refuse_labels_like_base(
-            choose_threshold(None, None, None, None, outputs=[(prob[vbox], truth, valid, None)])
+            choose_threshold(None, None, None, None, outputs=[view]), int(truth.sum())
         )
 
     # ---- 2. features of the training sample and of the held-out part -------------------
@@ -520,7 +521,7 @@ def _train(
     before_view = _scores(*base_view, threshold=base_card.mask_threshold)
     before_view["threshold"] = base_card.mask_threshold
     base_choice = choose_threshold(None, None, None, None, outputs=[base_view])
-    refuse_labels_like_base(base_choice)  # a network base's was refused above
+    refuse_labels_like_base(base_choice, int(truth.sum()))  # a network base's: above
     where = np.flatnonzero(val_b[vbox].ravel())  # x_val's rows, in vbox order
 
     # ---- 3. training -----------------------------------------------------------------
