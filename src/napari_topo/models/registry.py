@@ -632,6 +632,17 @@ def steps_text(training: dict) -> str | None:
     newcomer read "3500 steps" on a one-stage model whose second stage (500 steps) had
     not beaten the first.
 
+    Parameters
+    ----------
+    training : dict
+        A fine-tuned card's ``training`` (``steps``: every step trained; a voxel head's
+        ``data["voxel_head"]["stage2"]``: its ``steps`` and whether it was ``kept``).
+
+    Returns
+    -------
+    str or None
+        None when ``steps`` is not an integer.
+
     Examples
     --------
     >>> steps_text({"steps": 3500, "data": {"voxel_head": {"stage2": {"steps": 500,
@@ -643,14 +654,18 @@ def steps_text(training: dict) -> str | None:
     >>> steps_text({"steps": 1})
     '1 step'
     """
+
+    def whole(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
     n = training.get("steps")
-    if not isinstance(n, int) or isinstance(n, bool):
+    if not whole(n):
         return None
     data = training.get("data") if isinstance(training.get("data"), dict) else {}
     head = data.get("voxel_head") if isinstance(data.get("voxel_head"), dict) else {}
     two = head.get("stage2") if isinstance(head.get("stage2"), dict) else {}
     second = two.get("steps")
-    if not isinstance(second, int) or not 0 < second <= n:
+    if not whole(second) or not 0 < second < n:
         return f"{n} step{'' if n == 1 else 's'}"
     first = n - second
     if two.get("kept"):

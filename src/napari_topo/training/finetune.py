@@ -214,11 +214,16 @@ WITHIN_SLICES_MAX = 2
 #: as the labels looks like (a newcomer's swapped IMAGE and LABELS trained on 8
 #: background voxels).
 MAX_VESSEL_SHARE = 0.9
-#: A base model that scores at least this Dice and clDice (each, at its best threshold)
-#: on the held-out part of the labels already draws them: nothing is left to learn, and
-#: no result can beat it by a margin that means anything. It is what the base model's
-#: own mask given as the labels looks like (a newcomer's run on it spent its whole time
-#: budget and then saved nothing); fine-tuning stops there (:func:`refuse_labels_like_base`).
+#: A base model that scores at least this Dice and clDice (both at the threshold their
+#: mean chooses) on the held-out part of labels whose annotated region was guessed from
+#: them (no ``annotated`` mask, no ``painted`` slices) already draws them: nothing is left
+#: to learn, and no result can beat it by a margin that means anything. It is what the
+#: base model's own mask given as the labels looks like (a newcomer's run on it spent its
+#: whole time budget and then saved nothing); fine-tuning stops there
+#: (:func:`refuse_labels_like_base`). Painted slices and an annotated mask are never
+#: refused so: a small correction the held-out part does not reach leaves the base
+#: scoring 1 there (a reviewer's corrected patch between the held-out bands of one
+#: painted slice).
 #: unet-dice's own mask of vesselNN BBB_noLeakage (the whole stack given as the labels)
 #: scores Dice 0.995, clDice 0.990 there: the box is segmented without ``segment``'s sheet
 #: and smallest-piece filters. A CT's own mask cut by ``--vessel-range`` is not refused:
@@ -1436,6 +1441,9 @@ def _held_out_outputs(model, data: _Data, patches, device, loss_fn):
 def refuse_labels_like_base(choice, vessel_voxels: int) -> None:
     """Refuse labels the base model already segments (:data:`LABELS_LIKE_BASE`).
 
+    :func:`finetune` calls it only when the annotated region was guessed from the labels
+    (no ``annotated`` mask, no ``painted`` slices).
+
     Parameters
     ----------
     choice : tuple
@@ -1739,6 +1747,8 @@ def finetune(
     lr = DEFAULT_LR if lr is None else float(lr)
     lab = check_labels(labels, shape)
     region, region_info = annotated_region(lab, annotated, painted=painted)
+    # labels that are the base model's own mask are refused only then (LABELS_LIKE_BASE)
+    guessed_region = annotated is None and painted is None
     train_mask, val_mask, split = _split_validation(
         region, region_info, validation_fraction, labels=lab
     )
@@ -1862,6 +1872,7 @@ def finetune(
             cancel=cancel,
             report=report,
             t0=t0,
+            refuse_like_base=guessed_region,
         )
         step, best_step, stopped = parts["steps"], parts["best_step"], parts["stopped"]
         history, curve, kept_base = parts["history"], parts["curve"], parts["kept_base"]
@@ -1995,7 +2006,8 @@ def finetune(
             before_view = _scores(*base_view, threshold=base_card.mask_threshold)
             before_view["threshold"] = base_card.mask_threshold
             base_choice = choose_threshold(None, None, None, None, outputs=[base_view])
-            refuse_labels_like_base(base_choice, int(np.count_nonzero(base_view[1])))
+            if guessed_region:
+                refuse_labels_like_base(base_choice, int(np.count_nonzero(base_view[1])))
             view_scoring_s = (time.perf_counter() - t_view) / (len(THRESHOLDS) + 1)
             # kept free at the end of the budget: the last validation, the held-out view of
             # the kept weights and choose_threshold scoring it at each threshold (and at 0.5)

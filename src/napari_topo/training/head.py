@@ -323,10 +323,14 @@ def finetune_head(
     cancel: Any,
     report,
     t0: float,
+    refuse_like_base: bool = False,
 ):
     """The head's training; returns ``(module, parts)`` where ``parts`` holds what the card
     needs (see :func:`~napari_topo.training.finetune.finetune`). Arguments as prepared by
-    ``finetune`` (the input policy planned on the whole image, the split made)."""
+    ``finetune`` (the input policy planned on the whole image, the split made);
+    ``refuse_like_base``: refuse labels the base model already draws on the held-out part
+    (:func:`~napari_topo.training.finetune.refuse_labels_like_base`; the annotated region
+    was guessed from the labels)."""
     import torch
 
     from ..models.voxel_head import VoxelHeadNet
@@ -371,6 +375,7 @@ def _train(
     sp,
     net_base,
     rng,
+    refuse_like_base=False,
     **_unused,
 ):
     """The body of :func:`finetune_head` (threads already set)."""
@@ -470,11 +475,12 @@ def _train(
     vbox = _grown_box(val_b, (0, 0, 0))
     valid = val_b[vbox]
     truth = vessel_b[vbox] & valid
+    early_choice = None
     if not isinstance(base, VoxelHeadNet):
         view = (prob[vbox], truth, valid, None)
-        refuse_labels_like_base(
-            choose_threshold(None, None, None, None, outputs=[view]), int(truth.sum())
-        )
+        early_choice = choose_threshold(None, None, None, None, outputs=[view])
+        if refuse_like_base:
+            refuse_labels_like_base(early_choice, int(truth.sum()))
 
     # ---- 2. features of the training sample and of the held-out part -------------------
     sample = training_sample(train_b, vessel_b, rng)
@@ -520,8 +526,12 @@ def _train(
     base_view = (base_prob[vbox], truth, valid, None)
     before_view = _scores(*base_view, threshold=base_card.mask_threshold)
     before_view["threshold"] = base_card.mask_threshold
-    base_choice = choose_threshold(None, None, None, None, outputs=[base_view])
-    refuse_labels_like_base(base_choice, int(truth.sum()))  # a network base's: above
+    if early_choice is None:  # an earlier head: its own pass was needed first
+        base_choice = choose_threshold(None, None, None, None, outputs=[base_view])
+        if refuse_like_base:
+            refuse_labels_like_base(base_choice, int(truth.sum()))
+    else:  # the same view, scored above
+        base_choice = early_choice
     where = np.flatnonzero(val_b[vbox].ravel())  # x_val's rows, in vbox order
 
     # ---- 3. training -----------------------------------------------------------------
