@@ -637,6 +637,18 @@ def test_evaluate_reads_float_files_holding_labels(files, capsys, tmp_path):
     assert code == 0, err
     metrics = json.loads((tmp_path / "m" / "pred_metrics.json").read_text())
     assert metrics["Tree accuracy"] == 1.0 and metrics["Dice"] == 1.0
+    assert "fractional" not in err
+    # a probability map is cut at --threshold, and says so (a newcomer's was scored in
+    # silence)
+    prob = np.where(v.mask, 0.7, 0.2).astype(np.float32)
+    write_volume(tmp_path / "prob.nii.gz", prob)
+    argv = ["evaluate", tmp_path / "prob.nii.gz", tmp_path / "gt.nii.gz", "--out", tmp_path / "p"]
+    code, out, err = _run(argv, capsys)
+    assert code == 0, err
+    assert "holds fractional values (a probability): scored as its voxels above 0.5" in err
+    assert json.loads((tmp_path / "p" / "prob_metrics.json").read_text())["Dice"] == 1.0
+    code, out, err = _run([*argv, "--threshold", "0.8"], capsys)
+    assert "above 0.8 (--threshold)" in err
 
 
 # ------------------------------------------------------------------ input policy

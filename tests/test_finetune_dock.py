@@ -333,6 +333,27 @@ def test_a_run_that_beat_nothing_says_the_weights_are_the_base_models(
 
 @gui
 @pytest.mark.usefixtures("user_dir")
+def test_the_idle_status_follows_painting_without_the_button(make_napari_viewer, qtbot):
+    """A newcomer painted three slices with napari's own brush, not *Paint corrections*:
+    the foot still said "Correct a few slices of a Labels layer and press Start."."""
+    viewer = make_napari_viewer()
+    vol = volume()
+    viewer.add_image(vol.image, name="vessels")
+    mask = viewer.add_labels(np.zeros(vol.mask.shape, np.uint8), name="my corrections")
+    widget = _dock(viewer, qtbot)
+    widget.labels_picker.value = mask
+    assert widget.status_label.text() == IDLE_STATUS
+    for z in (4, 12, 20):
+        _correct(mask, vol.mask, z)
+    _region_line(widget, qtbot, "Will train on")
+    assert widget.status_label.text() == (
+        "Painting into 'my corrections': 3 slices so far (the line above says which). "
+        "Paint more, spread out, or Start."
+    )
+
+
+@gui
+@pytest.mark.usefixtures("user_dir")
 def test_the_region_line_names_labels_of_another_shape(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((8, 20, 20), np.float32), name="vessels")

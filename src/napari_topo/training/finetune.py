@@ -478,8 +478,9 @@ def annotated_region(
     fg = lab > 0
     if not fg.any():
         raise ValueError(
-            "the labels are empty: paint the vessels in a few slices (0 = background) "
-            "or give an annotated mask"
+            # (an annotated mask would not help: empty labels inside it are refused too;
+            # the hint read as a control the Fine-tune dock does not have)
+            "the labels are empty: paint the vessels in a few slices (0 = background)"
         )
     fractions = []
     for axis in range(fg.ndim):
@@ -1468,9 +1469,10 @@ def refuse_labels_like_base(choice, vessel_voxels: int) -> None:
     raise ValueError(
         "the base model already segments the held-out part of the labels as they are "
         f"(Dice {at['Dice']:.3f}, clDice {at['clDice']:.3f} at threshold {threshold:g}): "
-        "they look like its own mask, with nothing to learn from. Correct it where it is "
-        "wrong and give only the corrected slices as the annotated region (--annotated "
-        "MASK; the Fine-tune dock takes the slices you painted)"
+        "there they look like its own mask, uncorrected, with nothing to learn from. If "
+        "you corrected some slices, give only those as the annotated region (--annotated "
+        "MASK, 1 on them; the Fine-tune dock takes the slices you painted); otherwise "
+        "correct the mask where it is wrong first"
     )
 
 

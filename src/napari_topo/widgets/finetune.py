@@ -1175,7 +1175,8 @@ class FinetuneWidget(QWidget):
                 self._refused = False
                 self._set_status(IDLE_STATUS)
             painted = self.painted(labels)
-            if painted and same_layer(self._status_about, labels):
+            idle = self.status_label.text() == IDLE_STATUS
+            if painted and (idle or same_layer(self._status_about, labels)):
                 # Paint corrections' "Correct a few slices ..., then Start" stayed after
                 # a newcomer had painted three, and read as if nothing had been painted
                 n = sum(len(ix) for _, ix in painted)
