@@ -957,6 +957,10 @@ def test_a_head_model_reads_any_volume_as_it_was_fine_tuned(models, tubes):
     probe = np.linspace(float(vol.image.min()), float(vol.image.max()), 50, dtype=np.float32)
     np.testing.assert_allclose(seen[0].normalizer(probe), trained(probe), atol=1e-5)
     assert any("read as when it was fine-tuned" in m for m in said)
+    from napari_topo.inference.pipeline import Notice
+
+    # information, not a warning: the Segment dock shows it so
+    assert all(isinstance(m, Notice) for m in said if "read as when it was fine-tuned" in m)
     from napari_topo.models.registry import describe_card
 
     # its card says so (a newcomer read "measuring percentiles ... on that image" there)

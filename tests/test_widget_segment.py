@@ -1141,6 +1141,29 @@ def test_a_layer_that_cannot_be_made_changes_nothing(make_napari_viewer, qtbot, 
 
 
 @gui
+def test_a_pipeline_notice_is_information_and_a_note_a_warning(
+    make_napari_viewer, qtbot, monkeypatch
+):
+    """A voxel head's "read as when it was fine-tuned" came up as a warning toast after
+    *Segment again* (a newcomer read it as an alarm); a fallback note still warns."""
+    from napari_topo.inference.pipeline import Notice
+    from napari_topo.widgets import segment as module
+
+    viewer = make_napari_viewer()
+    add_vessels(viewer)
+    widget = make_widget(viewer, qtbot)
+    shown = []
+    monkeypatch.setattr(module, "show_info", lambda m: shown.append(("info", m)))
+    monkeypatch.setattr(module, "show_warning", lambda m: shown.append(("warning", m)))
+    widget._on_yielded(Notice("read as when it was fine-tuned"))
+    widget._on_yielded("out of memory on the GPU: went on on the CPU")
+    assert shown == [
+        ("info", "read as when it was fine-tuned"),
+        ("warning", "out of memory on the GPU: went on on the CPU"),
+    ]
+
+
+@gui
 def test_a_tile_count_shown_late_never_covers_the_outcome(make_napari_viewer, qtbot, monkeypatch):
     """napari's progress bar runs the event loop when it moves, so a run's outcome (an
     error here) can be shown from inside the handler of a tile count; the count's phase

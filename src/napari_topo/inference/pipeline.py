@@ -65,6 +65,12 @@ class InferenceFallbackWarning(RuntimeWarning):
     """Inference went on with other settings (smaller tiles, the CPU) after a failure."""
 
 
+class Notice(str):
+    """A message of :func:`predict`'s ``on_message`` that informs and warns of nothing
+    (the Segment dock shows it as information, not as a warning: a newcomer read the
+    voxel head's "read as when it was fine-tuned" as an alarm)."""
+
+
 class PredictOutputs(dict):
     """:func:`predict`'s outputs: a dict of output name -> array, plus the input policy.
 
@@ -435,9 +441,11 @@ def predict(
             modality, window, polarity = pinned["modality"], pinned["window"], pinned["polarity"]
             if on_message is not None:
                 on_message(
-                    f"model {card.name!r} carries a voxel head: the image is read as when it "
-                    f"was fine-tuned ({pinned['summary']}); give a modality, window or "
-                    "polarity to read it otherwise"
+                    Notice(
+                        f"model {card.name!r} carries a voxel head: the image is read as "
+                        f"when it was fine-tuned ({pinned['summary']}); give a modality, "
+                        "window or polarity to read it otherwise"
+                    )
                 )
     policy = plan_input(
         volume,

@@ -79,6 +79,7 @@ from napari_topo.geometry import (
     reader_flips,
     volume_refusal,
 )
+from napari_topo.inference.pipeline import Notice
 from napari_topo.layers import METADATA_KEY, LayerBuildError, create_layers, layer_kind
 from napari_topo.widgets._common import (
     _camera,
@@ -828,7 +829,10 @@ def _run_segment(
             "intensity_from_name": job.intensity_from_name or "the whole image",
             "progress": lambda done, total: events.put(("progress", (int(done), int(total)))),
             "cancel": cancel,
-            "on_message": lambda msg: events.put(("message", str(msg))),
+            # a Notice stays one (shown as information, not as a warning)
+            "on_message": lambda msg: events.put(
+                ("message", msg if isinstance(msg, str) else str(msg))
+            ),
         }
         try:
             data = volume
@@ -2157,6 +2161,9 @@ class SegmentWidget(QWidget):
         if isinstance(value, _Phase):  # the worker reads the region
             self._set_phase(f"{value} of '{self._job.image}'…" if self._job else f"{value}…")
             self.progress_bar.setFormat("reading the region…")
+            return
+        if isinstance(value, Notice):  # information (a voxel head's pinned reading)
+            show_info(value)
             return
         if isinstance(value, str):  # a note from the pipeline (out-of-memory fallback)
             show_warning(value)
