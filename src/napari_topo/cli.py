@@ -1906,6 +1906,7 @@ def _evaluate(args) -> None:
         (f"the prediction {pred_vol.path.name}", f"the ground truth {gt_vol.path.name}"),
     )
     pred = _as_labels(pred_data, pred_vol.path.name, threshold=args.threshold)
+    gt = _as_labels(gt_data, gt_vol.path.name)  # a refusal of it comes first, alone
     if pred.dtype == bool and np.asarray(pred_data).dtype.kind == "f":
         # a newcomer's probability map scored Dice 0.6955 without a word of the cut
         print(
@@ -1913,7 +1914,6 @@ def _evaluate(args) -> None:
             f"(a probability): scored as its voxels above {args.threshold:g} (--threshold)",
             file=sys.stderr,
         )
-    gt = _as_labels(gt_data, gt_vol.path.name)
     region, roi_note = _evaluation_region(
         args, gt_geometry, gt.shape, f"the ground truth {gt_vol.path.name}"
     )
