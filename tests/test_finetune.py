@@ -1003,6 +1003,49 @@ def test_cli_labels_in_mm_beside_an_image_in_um_are_on_its_grid(files, user_dir,
     assert rc == 0, err
 
 
+def test_cli_roi_keeps_the_annotated_voxels_inside_it(files, user_dir, capsys):
+    """A CT's labels cut to the liver by ``segment --roi`` are 0 outside it, which is not
+    "no vessel": ``finetune --roi`` counts only the annotated voxels inside the region
+    (grown by ``--roi-margin``), says so, and writes it in the card."""
+    tmp, img, lab, vol = files
+    roi = np.zeros(vol.mask.shape, np.uint8)
+    roi[:, 5:35, 5:35] = 1
+    roi_path = write_volume(tmp / "organ.nii.gz", roi, spacing=(1.0, 1.0, 1.0))
+    base = ["finetune", str(img), str(lab), "--base", "tiny-base", "--steps", "2"]
+    base += ["--device", "cpu", "--threads", "1", "--layers", "all"]
+    rc = main([*base, "--roi", str(roi_path), "--out", str(tmp / "m"), "--name", "r"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    slices = np.zeros(vol.mask.shape, bool)
+    slices[2:32:4] = True  # the slices holding labels (the region guessed from them)
+    inside = int((slices & (roi > 0)).sum())
+    assert f"inside the region of interest organ.nii.gz ({inside} voxels)" in out
+    card = json.loads((tmp / "m" / "r.json").read_text())
+    assert card["training"]["data"]["annotated_voxels"] == inside < int(slices.sum())
+    assert "--roi " in card["training"]["command"]
+    # grown by a margin: more voxels, and the command says it
+    rc = main([*base, "--roi", str(roi_path), "--roi-margin", "2", "--out", str(tmp / "g")])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    card = json.loads(next((tmp / "g").glob("*.json")).read_text())
+    assert inside < card["training"]["data"]["annotated_voxels"] < int(slices.sum())
+    assert "--roi-margin 2.0" in card["training"]["command"] and "grown by 2" in out
+    # bad regions: one line, exit 2, nothing written
+    far = np.zeros_like(roi)
+    far[:, :2, :2] = 1  # no labelled vessel there
+    far_path = write_volume(tmp / "far.nii.gz", far, spacing=(1.0, 1.0, 1.0))
+    other = write_volume(tmp / "other.nii.gz", roi[:, :-1], spacing=(1.0, 1.0, 1.0))
+    for extra, match in (
+        (["--roi", str(far_path)], "lies inside the region of interest far.nii.gz"),
+        (["--roi", str(other)], "shape"),
+        (["--roi-margin", "3"], "give --roi MASK too"),
+    ):
+        assert main([*base, *extra, "--out", str(tmp / "bad")]) == 2, extra
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and match in err[0], err
+        assert not (tmp / "bad").exists()
+
+
 def test_cli_unit_names_the_voxel_size_of_an_npy(files, user_dir, capsys, tmp_path):
     # segment and evaluate took --unit, finetune did not: a newcomer's card read
     # "spacing 5x0.994x0.994" with no unit

@@ -2140,6 +2140,20 @@ def _add_finetune_parser(sub) -> None:
         "--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"), help="override voxel size"
     )
     ft.add_argument("--annotated", help="binary mask of the voxels you labelled")
+    ft.add_argument(
+        "--roi",
+        metavar="MASK",
+        help="region of interest on the image's grid (nonzero inside, e.g. the liver mask "
+        "segment --roi cut to): only the annotated voxels inside it count, so what lies "
+        "outside (the aorta beside a liver) is not taught as 'no vessel'",
+    )
+    ft.add_argument(
+        "--roi-margin",
+        type=float,
+        default=0.0,
+        metavar="D",
+        help="grow --roi by this distance, in the image's unit (default 0), as segment's",
+    )
     ft.add_argument("--name", help="name of the new model (default <base>-ft-<date>-<time>)")
     ft.add_argument("--device", default="auto", help="auto (default), cuda, mps or cpu")
     ft.add_argument(
@@ -2292,6 +2306,8 @@ def _finetune(args) -> None:
     import os
     import shlex
 
+    import numpy as np
+
     from .inference.device import pick_device
     from .models.registry import (
         WEIGHTS_DIR,
@@ -2363,6 +2379,28 @@ def _finetune(args) -> None:
         annotated, ann_note = on_image_grid(args.annotated, "the annotated mask")
         notes.append(ann_note)
     region, info = annotated_region(labels, annotated)  # empty / non-binary: one line
+    if args.roi is not None or args.roi_margin:
+        # only the annotated voxels inside the region of interest count: a CT's labels
+        # cut to the liver by segment --roi are 0 outside it, which is not "no vessel"
+        inside, roi_note = _evaluation_region(
+            args, image_geometry, shape, f"the image {vol.path.name}"
+        )
+        notes.append(roi_note)
+        kept = int(np.count_nonzero(region & inside))
+        if not np.any(labels.astype(bool) & region & inside):
+            raise ValueError(
+                f"none of the labelled vessel voxels of the annotated region lies inside the "
+                f"region of interest {Path(args.roi).name}"
+                + (f" grown by {args.roi_margin:g}" if args.roi_margin else "")
+                + ": give the region the labels belong to"
+            )
+        annotated = region & inside
+        margin = f" grown by {args.roi_margin:g}" if args.roi_margin else ""
+        info = {
+            **info,
+            "description": f"{info['description']}, inside the region of interest "
+            f"{Path(args.roi).name}{margin} ({kept} voxels)",
+        }
     del region
     pick_device(args.device)
     if args.threads is not None and args.threads < 1:
@@ -2400,6 +2438,8 @@ def _finetune(args) -> None:
                 ("--steps", args.steps),
                 ("--out", args.out),
                 ("--annotated", args.annotated),
+                ("--roi", args.roi),
+                ("--roi-margin", args.roi_margin or None),
                 ("--name", name),
                 ("--device", args.device),
                 ("--seed", args.seed),
