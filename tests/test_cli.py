@@ -649,6 +649,8 @@ def test_evaluate_reads_float_files_holding_labels(files, capsys, tmp_path):
     assert json.loads((tmp_path / "p" / "prob_metrics.json").read_text())["Dice"] == 1.0
     code, out, err = _run([*argv, "--threshold", "0.8"], capsys)
     assert "above 0.8 (--threshold)" in err
+    code, out, err = _run([*argv, "--roi-margin", "2"], capsys)  # refused: one line
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
 
 
 # ------------------------------------------------------------------ input policy

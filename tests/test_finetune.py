@@ -1022,6 +1022,8 @@ def test_cli_roi_keeps_the_annotated_voxels_inside_it(files, user_dir, capsys):
     assert f"inside the region of interest organ.nii.gz ({inside} voxels)" in out
     card = json.loads((tmp / "m" / "r.json").read_text())
     assert card["training"]["data"]["annotated_voxels"] == inside < int(slices.sum())
+    assert card["training"]["data"]["annotated_region"]["method"] == "slices"  # as without
+    assert card["training"]["data"]["annotated_region"]["roi"] is True
     assert "--roi " in card["training"]["command"]
     # grown by a margin: more voxels, and the command says it
     rc = main([*base, "--roi", str(roi_path), "--roi-margin", "2", "--out", str(tmp / "g")])
@@ -1035,15 +1037,46 @@ def test_cli_roi_keeps_the_annotated_voxels_inside_it(files, user_dir, capsys):
     far[:, :2, :2] = 1  # no labelled vessel there
     far_path = write_volume(tmp / "far.nii.gz", far, spacing=(1.0, 1.0, 1.0))
     other = write_volume(tmp / "other.nii.gz", roi[:, :-1], spacing=(1.0, 1.0, 1.0))
+    empty = write_volume(tmp / "empty.nii.gz", 0 * roi, spacing=(1.0, 1.0, 1.0))
     for extra, match in (
         (["--roi", str(far_path)], "lies inside the region of interest far.nii.gz"),
         (["--roi", str(other)], "shape"),
+        (["--roi", str(empty)], "the region of interest empty.nii.gz is empty"),
         (["--roi-margin", "3"], "give --roi MASK too"),
     ):
         assert main([*base, *extra, "--out", str(tmp / "bad")]) == 2, extra
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and match in err[0], err
         assert not (tmp / "bad").exists()
+
+
+def test_a_roi_cuts_the_region_as_derived_without_it(user_dir, tmp_path, capsys):
+    """``roi=`` cuts the annotated region after its method is known: the held-out part is
+    chosen as without it (bands across two painted slices, not a whole slice), labels
+    the base model already draws are still refused, and the CLI reads the region on the
+    image's grid with --spacing applied (a wrong header overridden)."""
+    from napari_topo.inference import segment
+
+    vol = volume()
+    everywhere = np.ones(vol.mask.shape, bool)
+    lab = sparse(vol.mask, [10, 20])
+    kw = {"steps": 1, "device": "cpu", "threads": 1, "layers": "all"}
+    _, plain = finetune(vol.image, lab, "tiny-base", painted=(0, [10, 20]), **kw)
+    _, cut = finetune(vol.image, lab, "tiny-base", painted=(0, [10, 20]), roi=everywhere, **kw)
+    for key in ("validation_part",):
+        assert cut.training["data"][key] == plain.training["data"][key]
+    assert cut.training["data"]["validation_part"].get("within")  # bands, as painted
+    own = segment(vol.image, "tiny-base", device="cpu").mask.astype(np.uint8)
+    with pytest.raises(ValueError, match="look like its own mask"):
+        finetune(vol.image, own, "tiny-base", roi=everywhere, **kw)
+    # a wrong header (3 x 1 x 1) on every file, overridden by --spacing
+    paths = {}
+    for name, data in (("img", vol.image), ("lab", lab), ("roi", everywhere.astype(np.uint8))):
+        paths[name] = write_volume(tmp_path / f"{name}.nii.gz", data, spacing=(3.0, 1.0, 1.0))
+    argv = ["finetune", str(paths["img"]), str(paths["lab"]), "--base", "tiny-base"]
+    argv += ["--roi", str(paths["roi"]), "--spacing", "1", "1", "1", "--steps", "1"]
+    argv += ["--device", "cpu", "--threads", "1", "--layers", "all", "--out", str(tmp_path / "m")]
+    assert main(argv) == 0, capsys.readouterr().err
 
 
 def test_cli_unit_names_the_voxel_size_of_an_npy(files, user_dir, capsys, tmp_path):

@@ -1906,17 +1906,18 @@ def _evaluate(args) -> None:
         (f"the prediction {pred_vol.path.name}", f"the ground truth {gt_vol.path.name}"),
     )
     pred = _as_labels(pred_data, pred_vol.path.name, threshold=args.threshold)
-    gt = _as_labels(gt_data, gt_vol.path.name)  # a refusal of it comes first, alone
-    if pred.dtype == bool and np.asarray(pred_data).dtype.kind == "f":
-        # a newcomer's probability map scored Dice 0.6955 without a word of the cut
+    gt = _as_labels(gt_data, gt_vol.path.name)
+    region, roi_note = _evaluation_region(
+        args, gt_geometry, gt.shape, f"the ground truth {gt_vol.path.name}"
+    )
+    if pred.dtype == bool and pred_data.dtype.kind == "f":
+        # a newcomer's probability map scored Dice 0.6955 without a word of the cut; said
+        # once every input is read (a refusal stays one line)
         print(
             f"napari-topo: note: the prediction {pred_vol.path.name} holds fractional values "
             f"(a probability): scored as its voxels above {args.threshold:g} (--threshold)",
             file=sys.stderr,
         )
-    region, roi_note = _evaluation_region(
-        args, gt_geometry, gt.shape, f"the ground truth {gt_vol.path.name}"
-    )
     if region is not None:  # both cut to it, as segment --gt --roi scores
         pred, gt = np.where(region, pred, 0), np.where(region, gt, 0)
     from ._plugin import is_label_volume
@@ -2152,7 +2153,8 @@ def _add_finetune_parser(sub) -> None:
         type=float,
         default=0.0,
         metavar="D",
-        help="grow --roi by this distance, in the image's unit (default 0), as segment's",
+        help="grow --roi by this distance, in the image's unit (voxels when it states "
+        "none; default 0), as segment's",
     )
     ft.add_argument("--name", help="name of the new model (default <base>-ft-<date>-<time>)")
     ft.add_argument("--device", default="auto", help="auto (default), cuda, mps or cpu")
@@ -2379,27 +2381,40 @@ def _finetune(args) -> None:
         annotated, ann_note = on_image_grid(args.annotated, "the annotated mask")
         notes.append(ann_note)
     region, info = annotated_region(labels, annotated)  # empty / non-binary: one line
-    if args.roi is not None or args.roi_margin:
+    inside = None
+    if not (math.isfinite(args.roi_margin) and args.roi_margin >= 0):
+        raise ValueError(f"--roi-margin must be a distance >= 0; got {args.roi_margin:g}")
+    if args.roi is None and args.roi_margin:
+        raise ValueError("--roi-margin grows the --roi region: give --roi MASK too")
+    if args.roi is not None:
         # only the annotated voxels inside the region of interest count: a CT's labels
-        # cut to the liver by segment --roi are 0 outside it, which is not "no vessel"
-        inside, roi_note = _evaluation_region(
-            args, image_geometry, shape, f"the image {vol.path.name}"
-        )
+        # cut to the liver by segment --roi are 0 outside it, which is not "no vessel".
+        # On the image's grid as the labels are (--spacing and --unit applied)
+        from .inference.pipeline import grow_roi
+
+        roi_data, roi_note = on_image_grid(args.roi, "the region of interest")
         notes.append(roi_note)
-        kept = int(np.count_nonzero(region & inside))
-        if not np.any(labels.astype(bool) & region & inside):
+        roi_data = np.asarray(roi_data)
+        roi_name = Path(args.roi).name
+        if roi_data.dtype.kind == "f" and not np.all(np.isin(roi_data, (0.0, 1.0))):
             raise ValueError(
-                f"none of the labelled vessel voxels of the annotated region lies inside the "
-                f"region of interest {Path(args.roi).name}"
-                + (f" grown by {args.roi_margin:g}" if args.roi_margin else "")
-                + ": give the region the labels belong to"
+                f"the region of interest {roi_name} holds fractional values: give a mask "
+                "(0 outside, nonzero inside)"
             )
-        annotated = region & inside
+        if not roi_data.any():
+            raise ValueError(f"the region of interest {roi_name} is empty (all 0)")
+        inside = np.asarray(grow_roi(roi_data, args.roi_margin, spacing=spacing, shape=shape), bool)
         margin = f" grown by {args.roi_margin:g}" if args.roi_margin else ""
+        if not np.any((labels > 0) & region & inside):
+            raise ValueError(
+                "none of the labelled vessel voxels of the annotated region lies inside the "
+                f"region of interest {roi_name}{margin}: give the region the labels belong to"
+            )
+        kept = int(np.count_nonzero(region & inside))
         info = {
             **info,
             "description": f"{info['description']}, inside the region of interest "
-            f"{Path(args.roi).name}{margin} ({kept} voxels)",
+            f"{roi_name}{margin} ({kept} voxels)",
         }
     del region
     pick_device(args.device)
@@ -2456,6 +2471,7 @@ def _finetune(args) -> None:
         labels,
         args.base,
         annotated=annotated,
+        roi=inside,
         spacing=spacing,
         minutes=args.minutes,
         steps=args.steps,

@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time names load on 
     )
     from .pipeline import (
         InferenceFallbackWarning,
+        Notice,
         PredictOutputs,
         drop_pieces_outside,
         grow_roi,
@@ -66,6 +67,7 @@ _SUBMODULE = {
     "plan_intensity": "intensity",
     "plan_zoom": "intensity",
     "InferenceFallbackWarning": "pipeline",
+    "Notice": "pipeline",
     "PredictOutputs": "pipeline",
     "drop_pieces_outside": "pipeline",
     "grow_roi": "pipeline",
@@ -89,6 +91,7 @@ __all__ = [
     "InputPolicy",
     "IntensityNormalizer",
     "IntensityPlan",
+    "Notice",
     "PercentileNormalizer",
     "PredictOutputs",
     "ZoomPlan",

@@ -26,6 +26,7 @@ __all__ = [
     "DEFAULT_MIN_SIZE",
     "DEFAULT_MODEL",
     "InferenceFallbackWarning",
+    "Notice",
     "PredictOutputs",
     "drop_pieces_outside",
     "grow_roi",
@@ -333,7 +334,8 @@ def predict(
         given zoom); an automatic zoom is then not applied (said through ``on_message``).
     on_message : callable(str), optional
         Receives notes about fallbacks (out-of-memory retries, an automatic zoom left
-        out); default: a :class:`InferenceFallbackWarning`.
+        out), and :class:`Notice` strings that only inform (a voxel head's image read as
+        when it was fine-tuned); default: a :class:`InferenceFallbackWarning`.
     modality : {"auto", "ct", "microscopy"}
         "auto" recognises a CT in Hounsfield units from the values (or ``header_hint``).
     window : (low, high), optional

@@ -1571,6 +1571,7 @@ def finetune(
     *,
     annotated: Any = None,
     painted: Any = None,
+    roi: Any = None,
     loss: str | Mapping | None = None,
     spacing: float | Sequence[float] | None = None,
     minutes: float | None = None,
@@ -1614,6 +1615,14 @@ def finetune(
         ``(axis, indices)`` pairs: the slices the user painted in, which whole are the
         annotated region (:func:`annotated_region`); what the Fine-tune dock passes for a
         corrected segmentation. ``annotated`` wins when both are given.
+    roi : array_like of bool (z, y, x), optional
+        A region of interest (e.g. the organ mask ``segment --roi`` cut the labels to):
+        only the annotated voxels inside it count, so that what the labels leave at 0
+        outside it (the vessels beside a liver) is not taught as background. The region
+        is derived as without it (painted slices, guessed from the labels) and then cut,
+        so the held-out part is chosen the same way and labels the base model already
+        draws are still refused (:data:`LABELS_LIKE_BASE`). ``napari-topo finetune --roi
+        MASK [--roi-margin D]``.
     loss : str or dict, optional
         ``"dice"``, ``"cldice"``, ``"projpool"`` or a spec such as
         ``{"name": "cldice", "alpha": 0.3}``; default the base model's own loss.
@@ -1751,6 +1760,24 @@ def finetune(
     region, region_info = annotated_region(lab, annotated, painted=painted)
     # labels that are the base model's own mask are refused only then (LABELS_LIKE_BASE)
     guessed_region = annotated is None and painted is None
+    if roi is not None:  # cut after the region's method is known: the split follows it
+        inside = _check_mask(roi, lab.shape, "region of interest")
+        if not inside.any():
+            raise ValueError("the region of interest is empty (all 0)")
+        region = region & inside
+        if not (lab[region] > 0).any():
+            raise ValueError(
+                "none of the labelled vessel voxels of the annotated region lies inside the "
+                "region of interest: give the region the labels belong to"
+            )
+        n = int(np.count_nonzero(region))
+        region_info = {
+            **region_info,
+            "voxels": n,
+            "roi": True,
+            "description": f"{region_info['description']}, inside the region of interest "
+            f"({n} voxels)",
+        }
     train_mask, val_mask, split = _split_validation(
         region, region_info, validation_fraction, labels=lab
     )
