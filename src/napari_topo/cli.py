@@ -1280,22 +1280,7 @@ def _segment(args) -> None:
         gt_data, gt_note = on_input_grid(args.gt, "the ground truth")
         gt = _as_labels(gt_data, "the ground truth")
     vessel_range = _vessel_range_arg(args.vessel_range)
-    roi, roi_note = None, ""
-    if not (math.isfinite(args.roi_margin) and args.roi_margin >= 0):
-        raise ValueError(f"--roi-margin must be a distance >= 0; got {args.roi_margin:g}")
-    if args.roi_margin and not args.roi:
-        raise ValueError("--roi-margin grows the --roi region: give --roi MASK too")
-    if args.roi:
-        roi, roi_note = on_input_grid(args.roi, "the region of interest")
-        roi = np.asarray(roi)
-        name = Path(args.roi).name
-        if roi.dtype.kind == "f" and not np.all(np.isin(roi, (0.0, 1.0))):
-            raise ValueError(
-                f"the region of interest {name} holds fractional values: give a mask "
-                "(0 outside, nonzero inside)"
-            )
-        if not roi.any():
-            raise ValueError(f"the region of interest {name} is empty (all 0)")
+    roi, roi_note = _roi_arg(args, on_input_grid)
     if args.threshold is not None and not 0.0 < args.threshold < 1.0:
         raise ValueError(f"--threshold must be between 0 and 1; got {args.threshold}")
     out_dir = Path(args.out)
@@ -1851,6 +1836,32 @@ def _metrics_prefix(out, stem: str, beside: Path) -> tuple[Path, str | None]:
     )
 
 
+def _roi_arg(args, read) -> tuple:
+    """``(roi, note)`` of ``--roi MASK`` (``read(path, what)``: the file on the input's
+    grid, and the note saying how), ``(None, "")`` without it; a bad ``--roi-margin``, a
+    margin without a region, a fractional or an empty region: one-line errors. The
+    margin is applied by the caller."""
+    import numpy as np
+
+    if not (math.isfinite(args.roi_margin) and args.roi_margin >= 0):
+        raise ValueError(f"--roi-margin must be a distance >= 0; got {args.roi_margin:g}")
+    if args.roi_margin and not args.roi:
+        raise ValueError("--roi-margin grows the --roi region: give --roi MASK too")
+    if not args.roi:
+        return None, ""
+    roi, note = read(args.roi, "the region of interest")
+    roi = np.asarray(roi)
+    name = Path(args.roi).name
+    if roi.dtype.kind == "f" and not np.all(np.isin(roi, (0.0, 1.0))):
+        raise ValueError(
+            f"the region of interest {name} holds fractional values: give a mask "
+            "(0 outside, nonzero inside)"
+        )
+    if not roi.any():
+        raise ValueError(f"the region of interest {name} is empty (all 0)")
+    return roi, note
+
+
 def _evaluation_region(args, geometry, shape, gt_name: str = "the ground truth"):
     """``(region, note)`` of ``evaluate --roi``: the mask on the ground truth's grid,
     grown by ``--roi-margin``, or ``(None, "")``; bad regions are one-line errors.
@@ -2381,29 +2392,16 @@ def _finetune(args) -> None:
         annotated, ann_note = on_image_grid(args.annotated, "the annotated mask")
         notes.append(ann_note)
     region, info = annotated_region(labels, annotated)  # empty / non-binary: one line
-    inside = None
-    if not (math.isfinite(args.roi_margin) and args.roi_margin >= 0):
-        raise ValueError(f"--roi-margin must be a distance >= 0; got {args.roi_margin:g}")
-    if args.roi is None and args.roi_margin:
-        raise ValueError("--roi-margin grows the --roi region: give --roi MASK too")
-    if args.roi is not None:
-        # only the annotated voxels inside the region of interest count: a CT's labels
-        # cut to the liver by segment --roi are 0 outside it, which is not "no vessel".
-        # On the image's grid as the labels are (--spacing and --unit applied)
+    # only the annotated voxels inside the region of interest count: a CT's labels cut to
+    # the liver by segment --roi are 0 outside it, which is not "no vessel". On the image's
+    # grid as the labels are (--spacing and --unit applied)
+    inside, roi_note = _roi_arg(args, on_image_grid)
+    notes.append(roi_note)
+    if inside is not None:
         from .inference.pipeline import grow_roi
 
-        roi_data, roi_note = on_image_grid(args.roi, "the region of interest")
-        notes.append(roi_note)
-        roi_data = np.asarray(roi_data)
         roi_name = Path(args.roi).name
-        if roi_data.dtype.kind == "f" and not np.all(np.isin(roi_data, (0.0, 1.0))):
-            raise ValueError(
-                f"the region of interest {roi_name} holds fractional values: give a mask "
-                "(0 outside, nonzero inside)"
-            )
-        if not roi_data.any():
-            raise ValueError(f"the region of interest {roi_name} is empty (all 0)")
-        inside = np.asarray(grow_roi(roi_data, args.roi_margin, spacing=spacing, shape=shape), bool)
+        inside = np.asarray(grow_roi(inside, args.roi_margin, spacing=spacing, shape=shape), bool)
         margin = f" grown by {args.roi_margin:g}" if args.roi_margin else ""
         if not np.any((labels > 0) & region & inside):
             raise ValueError(
