@@ -51,6 +51,18 @@ def _dock(viewer, qtbot):
     return widget
 
 
+def _empty_labels_picked(make_napari_viewer, qtbot, name):
+    """A viewer with the test volume and an empty Labels layer ``name`` picked in the
+    dock: ``(viewer, volume, layer, widget)``."""
+    viewer = make_napari_viewer()
+    vol = volume()
+    viewer.add_image(vol.image, name="vessels")
+    layer = viewer.add_labels(np.zeros(vol.mask.shape, np.uint8), name=name)
+    widget = _dock(viewer, qtbot)
+    widget.labels_picker.value = layer
+    return viewer, vol, layer, widget
+
+
 def _region_line(widget, qtbot, start):
     qtbot.waitUntil(lambda: widget.region_label.text().startswith(start), timeout=5000)
     return widget.region_label.text()
@@ -336,12 +348,7 @@ def test_a_run_that_beat_nothing_says_the_weights_are_the_base_models(
 def test_the_idle_status_follows_painting_without_the_button(make_napari_viewer, qtbot):
     """A newcomer painted three slices with napari's own brush, not *Paint corrections*:
     the foot still said "Correct a few slices of a Labels layer and press Start."."""
-    viewer = make_napari_viewer()
-    vol = volume()
-    viewer.add_image(vol.image, name="vessels")
-    mask = viewer.add_labels(np.zeros(vol.mask.shape, np.uint8), name="my corrections")
-    widget = _dock(viewer, qtbot)
-    widget.labels_picker.value = mask
+    _, vol, mask, widget = _empty_labels_picked(make_napari_viewer, qtbot, "my corrections")
     assert widget.status_label.text() == IDLE_STATUS
     for z in (4, 12, 20):
         _correct(mask, vol.mask, z)
@@ -557,12 +564,7 @@ def _select(picker, layer):
 @pytest.mark.usefixtures("user_dir")
 def test_strokes_in_a_3d_view_are_named_in_the_region_line(make_napari_viewer, qtbot):
     # a newcomer's three brush dots in 3D made three whole z-slices "painted", unsaid
-    viewer = make_napari_viewer()
-    vol = volume()
-    viewer.add_image(vol.image, name="vessels")
-    labels = viewer.add_labels(np.zeros(vol.mask.shape, np.uint8), name="my labels")
-    widget = _dock(viewer, qtbot)
-    widget.labels_picker.value = labels
+    viewer, _, labels, widget = _empty_labels_picked(make_napari_viewer, qtbot, "my labels")
     labels.paint((8, 10, 10), 1)  # in 2D: nothing more to say
     line = _region_line(widget, qtbot, "Will train on")
     assert "3D view" not in line
