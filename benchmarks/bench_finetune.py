@@ -267,12 +267,17 @@ def run_case(
     # "lower" trains on the very half it scores: not a user's case but a ceiling, what this
     # network can learn of that half within the budget when shown its labels (finetune
     # holds 20 % of them out to validate and pick the threshold, also from that half)
-    annotated = roi & upper if annotate == "upper" else test.copy()
+    annotated = test.copy() if annotate == "lower" else roi & upper
     labels = (gt & annotated).astype(np.uint8)
+    what = f"ROI of the {annotate} half ({int(annotated.sum())} voxels, "
+    if annotate == "upper-slices":
+        # the same labels, no annotated mask: finetune's default region, the slices
+        # holding labels, whole (what `napari-topo finetune IMAGE LABELS` does)
+        annotated = None
+        what = "the slices holding the upper half's labels, whole ("
     print(
         f"{meta.get('data')}/{meta.get('case')}: {image.shape}, spacing {spacing}; liver slices "
-        f"{zs[0]}..{zs[-1]}, annotated = ROI of the {annotate} half "
-        f"({int(annotated.sum())} voxels, {int(labels.sum())} vessel), scored = ROI of slices "
+        f"{zs[0]}..{zs[-1]}, annotated = {what}{int(labels.sum())} vessel), scored = ROI of slices "
         f"0..{mid - 1} ({int(test.sum())} voxels, {int((gt & test).sum())} vessel); loaded in "
         f"{time.perf_counter() - t_load:.0f} s",
         flush=True,
@@ -342,7 +347,7 @@ def run_case(
             "first_upper_slice": mid,
             "annotated_half": annotate,
         },
-        "annotated_voxels": int(annotated.sum()),
+        "annotated_voxels": int(card.training["data"]["annotated_voxels"]),
         "annotated_vessel_voxels": int(labels.sum()),
         "scored_voxels": int(test.sum()),
         "finetune_wall_s": round(ft_wall, 1),
@@ -661,10 +666,12 @@ def main(argv=None) -> int:
     ap.add_argument("--base", default=BASE, help=f"the shipped model to fine-tune (default {BASE})")
     ap.add_argument(
         "--annotate",
-        choices=("upper", "lower"),
+        choices=("upper", "upper-slices", "lower"),
         default="upper",
         help="which half of the case's liver is the annotation (default upper, the user's "
-        "case); lower trains on the scored half itself: a ceiling, not a result",
+        "case, inside the liver + 10 mm; upper-slices: the same labels with the slices "
+        "holding them whole, finetune's default region; lower trains on the scored half "
+        "itself: a ceiling, not a result",
     )
     ap.add_argument(
         "--patience",

@@ -2155,9 +2155,10 @@ def _add_finetune_parser(sub) -> None:
     ft.add_argument(
         "--roi",
         metavar="MASK",
-        help="region of interest on the image's grid (nonzero inside, e.g. the liver mask "
-        "segment --roi cut to): only the annotated voxels inside it count, so what lies "
-        "outside (the aorta beside a liver) is not taught as 'no vessel'",
+        help="region of interest on the image's grid (nonzero inside): only the annotated "
+        "voxels inside it count. Give it only when the labels outside it cannot be "
+        "trusted (uncorrected model output); a CT mask cut to the liver by segment --roi "
+        "did better without it (the tissue outside taught as background)",
     )
     ft.add_argument(
         "--roi-margin",
