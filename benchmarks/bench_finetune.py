@@ -25,13 +25,18 @@ Three experiments, each exactly as a user would run it (``finetune`` from ``--ba
   of interest: the liver grown by 10 mm (``benchmarks/real/scoring.py``). The liver's
   slices are split in two halves along the slice axis: the labels of the **upper half**
   (slice index >= the middle of the liver's slices; the index grows towards the head) inside
-  the ROI are the user's annotation (``annotated`` = ROI of those slices: only there is the
-  ground truth known), the **lower half** is scored (Dice, clDice, precision, sensitivity
-  inside the ROI), for the base model and the fine-tuned one. Both are segmented on the
-  bounding box of the lower-half ROI (plus 16 voxels) with ``modality="ct"`` (what the
-  automatic detection says on the whole volume, and what the fine-tune used; a crop
-  without air would not be recognised as CT). Targets (issue 10): Dice >= 0.6, clDice >=
-  0.65 within 10 minutes on 2 CPU cores.
+  the ROI are the user's labels, as a corrected ``segment --roi liver --roi-margin 10`` mask
+  holds them (0 outside the ROI). By default (``--annotate upper-slices``) no annotated
+  mask is given: finetune's own region, the slices holding labels, whole, as
+  ``napari-topo finetune IMAGE LABELS`` and the Fine-tune dock use them (the tissue outside
+  the ROI is then background). ``--annotate upper`` gives the ROI of those slices as the
+  annotated mask instead (the protocol until 2026-12-05: precision 0.71 against 0.81,
+  ``benchmarks/results/finetune_roi/``). The **lower half** is scored (Dice, clDice,
+  precision, sensitivity inside the ROI), for the base model and the fine-tuned one. Both
+  are segmented on the bounding box of the lower-half ROI (plus 16 voxels) with
+  ``modality="ct"`` (what the automatic detection says on the whole volume, and what the
+  fine-tune used; a crop without air would not be recognised as CT). Targets (issue 10):
+  Dice >= 0.6, clDice >= 0.65 within 10 minutes on 2 CPU cores.
 * **Converted two-photon stacks** (``--stack``, repeatable: vesselNN folders of
   ``convert.py``): the labels of one half of the stack (x below its middle) are the
   annotation, the other half is scored (:func:`run_stack`).
@@ -237,7 +242,7 @@ def run_case(
     threads: int,
     results: Path,
     base: str = BASE,
-    annotate: str = "upper",
+    annotate: str = "upper-slices",
     patience: int | None = None,
     lr: float | None = None,
     layers: str | None = None,
@@ -666,12 +671,13 @@ def main(argv=None) -> int:
     ap.add_argument("--base", default=BASE, help=f"the shipped model to fine-tune (default {BASE})")
     ap.add_argument(
         "--annotate",
-        choices=("upper", "upper-slices", "lower"),
-        default="upper",
-        help="which half of the case's liver is the annotation (default upper, the user's "
-        "case, inside the liver + 10 mm; upper-slices: the same labels with the slices "
-        "holding them whole, finetune's default region; lower trains on the scored half "
-        "itself: a ceiling, not a result",
+        choices=("upper-slices", "upper", "lower"),
+        default="upper-slices",
+        help="which half of the case's liver is labelled: upper-slices (default, the "
+        "user's case: the upper half's labels inside the liver + 10 mm, the slices holding "
+        "them whole as finetune's default region), upper (the same labels, the annotated "
+        "region cut to the liver + 10 mm), lower (trains on the scored half itself: a "
+        "ceiling, not a result)",
     )
     ap.add_argument(
         "--patience",
