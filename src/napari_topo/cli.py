@@ -2393,9 +2393,9 @@ def _finetune(args) -> None:
         annotated, ann_note = on_image_grid(args.annotated, "the annotated mask")
         notes.append(ann_note)
     region, info = annotated_region(labels, annotated)  # empty / non-binary: one line
-    # only the annotated voxels inside the region of interest count: a CT's labels cut to
-    # the liver by segment --roi are 0 outside it, which is not "no vessel". On the image's
-    # grid as the labels are (--spacing and --unit applied)
+    # only the annotated voxels inside the region of interest count (labels that cannot be
+    # trusted outside it; a CT mask cut to the liver did better without it). On the
+    # image's grid as the labels are (--spacing and --unit applied)
     inside, roi_note = _roi_arg(args, on_image_grid)
     notes.append(roi_note)
     if inside is not None:
