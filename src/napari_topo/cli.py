@@ -1867,26 +1867,16 @@ def _evaluation_region(args, geometry, shape, gt_name: str = "the ground truth")
     grown by ``--roi-margin``, or ``(None, "")``; bad regions are one-line errors.
     ``gt_name`` names the ground truth in the note as the prediction's note names it
     (a note about the ground truth alone is then printed once)."""
-    import numpy as np
-
     from .inference.pipeline import grow_roi
 
-    if not (math.isfinite(args.roi_margin) and args.roi_margin >= 0):
-        raise ValueError(f"--roi-margin must be a distance >= 0; got {args.roi_margin:g}")
-    if args.roi is None:
-        if args.roi_margin:
-            raise ValueError("--roi-margin grows the --roi region: give --roi MASK too")
+    def read(path, what):
+        vol = _read(path)
+        data, roi_geometry = _spatial(vol, None, what, None, None)
+        return _aligned(data, roi_geometry, geometry, shape, (f"{what} {vol.path.name}", gt_name))
+
+    data, note = _roi_arg(args, read)  # margin, fractional and empty regions refused
+    if data is None:
         return None, ""
-    vol = _read(args.roi)
-    data, roi_geometry = _spatial(vol, None, "the region of interest", None, None)
-    names = (f"the region of interest {vol.path.name}", gt_name)
-    data, note = _aligned(data, roi_geometry, geometry, shape, names)
-    data = np.asarray(data)
-    if data.dtype.kind == "f" and not np.all(np.isin(data, (0.0, 1.0))):
-        raise ValueError(
-            f"the region of interest {vol.path.name} holds fractional values: give a mask "
-            "(0 outside, nonzero inside)"
-        )
     spacing = _geometry_spacing(geometry)
     return grow_roi(data, args.roi_margin, spacing=spacing, shape=shape), note
 
